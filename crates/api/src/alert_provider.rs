@@ -1,0 +1,53 @@
+//! The `AlertProvider` resource: where chat alerts of Canaries go.
+
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::metric_template::SecretReference;
+
+/// A chat or webhook destination for alerts.
+#[derive(
+    CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema,
+)]
+#[kube(
+    group = "fledge.dev",
+    version = "v1beta1",
+    kind = "AlertProvider",
+    plural = "alertproviders",
+    singular = "alertprovider",
+    namespaced,
+    status = "AlertProviderStatus",
+    category = "all",
+    printcolumn = r#"{"name":"Type","type":"string","jsonPath":".spec.type"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct AlertProviderSpec {
+    /// Provider type: `slack`, `msteams`, `discord`, `rocket` or `gchat` (fledge extension:
+    /// `webhook` for a generic JSON webhook).
+    #[schemars(extend("enum" = ["slack", "msteams", "discord", "rocket", "gchat", "webhook"]))]
+    pub r#type: String,
+    /// Channel to post to, where the provider takes one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel: Option<String>,
+    /// User name the messages are posted as.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    /// Webhook URL. A secret: prefer `secretRef`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+    /// HTTP(S) proxy used to reach the provider.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proxy: Option<String>,
+    /// Secret with the `address` key (and optionally `proxy`, `token`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_ref: Option<SecretReference>,
+}
+
+/// Status of an AlertProvider.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub struct AlertProviderStatus {
+    /// Conditions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conditions: Option<Vec<crate::CanaryCondition>>,
+}

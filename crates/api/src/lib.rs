@@ -1,0 +1,32 @@
+//! The fledge custom resources (`fledge.dev/v1beta1`): [`Canary`], [`MetricTemplate`] and
+//! [`AlertProvider`].
+//!
+//! Field names and meanings follow Flagger's `flagger.app/v1beta1` API so that a Flagger user
+//! moves over by changing `apiVersion` alone. fledge extends the API with new fields, never by
+//! renaming. Every default lives in [`defaults`] and is documented on its field.
+//!
+//! This crate has no Kubernetes client and no runtime: it is shared by the pure engine
+//! (`fledge-core`), the controller and the tools.
+#![forbid(unsafe_code)]
+
+pub mod alert_provider;
+pub mod canary;
+pub mod defaults;
+pub mod duration;
+pub mod metric_template;
+mod status;
+pub mod validate;
+
+pub use alert_provider::{AlertProvider, AlertProviderSpec};
+pub use canary::*;
+pub use duration::{DurationError, parse_duration};
+pub use metric_template::{MetricTemplate, MetricTemplateSpec};
+
+/// The API group of every fledge resource.
+pub const GROUP: &str = "fledge.dev";
+/// The API version of every fledge resource.
+pub const VERSION: &str = "v1beta1";
+/// `apiVersion` of fledge resources.
+pub const API_VERSION: &str = "fledge.dev/v1beta1";
+/// `apiVersion` of Flagger resources, accepted by `fledge validate` for migration.
+pub const FLAGGER_API_VERSION: &str = "flagger.app/v1beta1";

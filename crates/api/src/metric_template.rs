@@ -1,0 +1,87 @@
+//! The `MetricTemplate` resource: a query against a metrics provider, referenced by Canary
+//! metric checks through `templateRef`.
+
+use std::collections::BTreeMap;
+
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// A reusable metric query. The query may use `{{ namespace }}`, `{{ name }}`, `{{ target }}`,
+/// `{{ service }}`, `{{ ingress }}`, `{{ interval }}` and `{{ variables.NAME }}`.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[kube(
+    group = "fledge.dev",
+    version = "v1beta1",
+    kind = "MetricTemplate",
+    plural = "metrictemplates",
+    singular = "metrictemplate",
+    namespaced,
+    status = "MetricTemplateStatus",
+    category = "all",
+    printcolumn = r#"{"name":"Provider","type":"string","jsonPath":".spec.provider.type"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct MetricTemplateSpec {
+    /// The metrics provider the query runs against.
+    #[serde(default)]
+    pub provider: MetricTemplateProvider,
+    /// The query, with template variables.
+    #[serde(default)]
+    pub query: String,
+}
+
+/// Where and how a MetricTemplate's query runs.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MetricTemplateProvider {
+    /// Provider type: `prometheus` (the default). Flagger's others are accepted by the schema and
+    /// reported by validation as not supported yet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("enum" = [
+        "prometheus", "influxdb", "datadog", "externalmetrics", "stackdriver", "cloudwatch",
+        "newrelic", "graphite", "dynatrace", "keptn", "splunk"
+    ]))]
+    pub r#type: Option<String>,
+    /// Address of the provider's API, e.g. `http://prometheus.monitoring:9090`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+    /// Extra HTTP headers sent with every query.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub headers: Option<BTreeMap<String, Vec<String>>>,
+    /// Secret with credentials: `token` (bearer), or `username` and `password` (basic auth).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_ref: Option<SecretReference>,
+    /// Region of cloud providers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    /// Do not verify the provider's TLS certificate.
+    #[serde(default)]
+    pub insecure_skip_verify: bool,
+}
+
+/// A reference to a Secret in the same namespace.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub struct SecretReference {
+    /// Name of the Secret.
+    pub name: String,
+}
+
+/// Status of a MetricTemplate.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub struct MetricTemplateStatus {
+    /// Conditions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conditions: Option<Vec<crate::CanaryCondition>>,
+}
+
+impl MetricTemplateSpec {
+    /// Provider type, `prometheus` when unset.
+    pub fn provider_type(&self) -> &str {
+        self.provider
+            .r#type
+            .as_deref()
+            .filter(|t| !t.is_empty())
+            .unwrap_or(crate::defaults::METRIC_PROVIDER_TYPE)
+    }
+}

@@ -1,0 +1,173 @@
+//! The status of a Canary: Flagger's fields, plus the bookkeeping fledge needs to resume a
+//! rollout exactly where it was after a restart ("fledge extension" fields).
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// Phases of a Canary, as in Flagger.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash, JsonSchema)]
+pub enum CanaryPhase {
+    /// Not yet seen by the controller.
+    #[default]
+    #[serde(rename = "")]
+    Unknown,
+    /// Creating the primary workload and the Services.
+    Initializing,
+    /// The primary serves all traffic; waiting for a new revision.
+    Initialized,
+    /// A new revision waits for a gate or a rollout slot.
+    Waiting,
+    /// A rollout is under analysis.
+    Progressing,
+    /// Analysis passed; waiting for the `confirm-promotion` gate.
+    WaitingPromotion,
+    /// Copying the canary's spec to the primary.
+    Promoting,
+    /// Routing all traffic back to the primary and scaling the canary down.
+    Finalising,
+    /// The last rollout was promoted.
+    Succeeded,
+    /// The last rollout was rolled back.
+    Failed,
+    /// The Canary is being deleted.
+    Terminating,
+    /// The Canary was deleted and its objects restored.
+    Terminated,
+}
+
+impl CanaryPhase {
+    /// The phase as written in `.status.phase`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CanaryPhase::Unknown => "",
+            CanaryPhase::Initializing => "Initializing",
+            CanaryPhase::Initialized => "Initialized",
+            CanaryPhase::Waiting => "Waiting",
+            CanaryPhase::Progressing => "Progressing",
+            CanaryPhase::WaitingPromotion => "WaitingPromotion",
+            CanaryPhase::Promoting => "Promoting",
+            CanaryPhase::Finalising => "Finalising",
+            CanaryPhase::Succeeded => "Succeeded",
+            CanaryPhase::Failed => "Failed",
+            CanaryPhase::Terminating => "Terminating",
+            CanaryPhase::Terminated => "Terminated",
+        }
+    }
+
+    /// Whether a rollout is in flight (traffic may be on the canary).
+    pub fn is_rolling_out(self) -> bool {
+        matches!(
+            self,
+            CanaryPhase::Progressing
+                | CanaryPhase::WaitingPromotion
+                | CanaryPhase::Promoting
+                | CanaryPhase::Finalising
+        )
+    }
+}
+
+impl std::fmt::Display for CanaryPhase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The observed state of a Canary. Everything the engine needs to resume lives here.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CanaryStatus {
+    /// The phase of the Canary.
+    #[serde(default)]
+    pub phase: CanaryPhase,
+    /// Failed checks in the current rollout.
+    #[serde(default)]
+    pub failed_checks: i32,
+    /// Percent of traffic routed to the canary.
+    #[serde(default)]
+    pub canary_weight: i32,
+    /// Analysis steps done in the current rollout (A/B testing and blue/green).
+    #[serde(default)]
+    pub iterations: i32,
+    /// Checksums of the ConfigMaps and Secrets the target references, by `ConfigMap/name` or
+    /// `Secret/name`, as of the revision under test.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tracked_configs: Option<BTreeMap<String, String>>,
+    /// Hash of the target's pod template under test (or last seen).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_applied_spec: Option<String>,
+    /// Hash of the pod template last promoted to the primary.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_promoted_spec: Option<String>,
+    /// When the phase last changed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_transition_time: Option<Time>,
+    /// Session affinity cookie set on canary responses in the current rollout.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_affinity_cookie: Option<String>,
+    /// Session affinity cookie set on primary responses in the current rollout.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub primary_session_affinity_cookie: Option<String>,
+    /// Cookie of the previous rollout, expired on the next one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_session_affinity_cookie: Option<String>,
+    /// Conditions: `Promoted` (as in Flagger), and fledge's `Ready` and `SpecValid`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conditions: Option<Vec<CanaryCondition>>,
+
+    /// fledge extension: the generation of the spec this status reflects.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// fledge extension: bookkeeping of the rollout in flight.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<RolloutProgress>,
+}
+
+/// A condition of a Canary.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CanaryCondition {
+    /// Type of the condition: `Promoted`, `Ready` or `SpecValid`.
+    pub r#type: String,
+    /// `True`, `False` or `Unknown`.
+    pub status: String,
+    /// When the condition was last updated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_update_time: Option<Time>,
+    /// When the status last changed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_transition_time: Option<Time>,
+    /// One-word reason in CamelCase.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// What happened, for people.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// fledge extension: the engine's memory of the rollout in flight, so that a restarted
+/// controller neither repeats nor skips a step.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RolloutProgress {
+    /// When the rollout started (a new revision was detected).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_time: Option<Time>,
+    /// When the last analysis step ran; the next one is due an interval later.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_step_time: Option<Time>,
+    /// Number of analysis steps taken in this rollout (each step advances exactly once).
+    #[serde(default)]
+    pub step: i32,
+    /// Whether the `pre-rollout` webhooks passed for this revision.
+    #[serde(default)]
+    pub pre_rollout_done: bool,
+    /// Primary weight during a stepped promotion (`stepWeightPromotion`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub promotion_weight: Option<i32>,
+    /// Reasons of the failed checks of this rollout, newest last (bounded).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failures: Vec<String>,
+}

@@ -1,0 +1,1 @@
+//! Validation beyond the schema.
