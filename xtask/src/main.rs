@@ -4,6 +4,9 @@
 use clap::{Parser, Subcommand};
 
 mod cluster;
+mod crds;
+mod test;
+mod util;
 
 #[derive(Parser)]
 #[command(name = "xtask", about = "fledge developer tasks")]
@@ -16,10 +19,16 @@ struct Cli {
 enum Task {
     /// The local Kubernetes control plane (etcd, kube-apiserver, kube-controller-manager, kwok).
     Cluster(cluster::ClusterArgs),
+    /// Every check CI runs: fmt, clippy, and all tests.
+    Test(test::TestArgs),
+    /// Regenerate `config/crd/` from the API types.
+    Crds,
 }
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().task {
         Task::Cluster(args) => cluster::run(args),
+        Task::Test(args) => test::run_all(args),
+        Task::Crds => crds::regenerate(),
     }
 }

@@ -1,2 +1,4 @@
+//! The fledge controller: the Kubernetes adapter of the rollout engine, and the `fledge` CLI.
 #![forbid(unsafe_code)]
-//! The fledge controller.
+
+pub mod crds;

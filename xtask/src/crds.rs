@@ -1,0 +1,24 @@
+//! `cargo xtask crds`: regenerate `config/crd/` from the API types.
+
+use crate::util::{cargo, root, run};
+
+pub fn regenerate() -> anyhow::Result<()> {
+    let dir = root().join("config/crd");
+    std::fs::create_dir_all(&dir)?;
+    run(
+        "fledge crds --out-dir config/crd",
+        cargo()
+            .args([
+                "run",
+                "--quiet",
+                "-p",
+                "fledge-controller",
+                "--bin",
+                "fledge",
+                "--",
+            ])
+            .arg("crds")
+            .arg("--out-dir")
+            .arg(&dir),
+    )
+}
