@@ -2,3 +2,10 @@
 #![forbid(unsafe_code)]
 
 pub mod crds;
+mod error;
+pub mod services;
+pub mod validate_cmd;
+pub mod webhooks;
+pub mod workload;
+
+pub use error::{Error, Result};

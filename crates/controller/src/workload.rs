@@ -1,0 +1,458 @@
+//! Pure builders for the workloads fledge manages: the revision hash of a target, the ConfigMaps
+//! and Secrets it references, and the `<target>-primary` copy of it.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
+use k8s_openapi::api::core::v1::{PodSpec, PodTemplateSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
+use sha2::{Digest, Sha256};
+
+use crate::Error;
+
+/// Labels looked up, in order, in the target's selector to tell primary and canary pods apart
+/// (Flagger's `-selector-labels` default).
+pub const SELECTOR_LABELS: [&str; 3] = ["app", "name", "app.kubernetes.io/name"];
+
+/// Annotation on a ConfigMap or Secret that turns off its tracking (`disabled`).
+pub const CONFIG_TRACKING_ANNOTATION: &str = "fledge.dev/config-tracking";
+/// Flagger's annotation with the same meaning, honoured for migration.
+pub const FLAGGER_CONFIG_TRACKING_ANNOTATION: &str = "flagger.app/config-tracking";
+
+/// Annotations never copied from the target to the primary.
+const SKIPPED_ANNOTATIONS: [&str; 3] = [
+    "kubectl.kubernetes.io/last-applied-configuration",
+    "deployment.kubernetes.io/revision",
+    "kustomize.toolkit.fluxcd.io/checksum",
+];
+
+/// The name of the primary copy of a workload or config.
+pub fn primary_name(name: &str) -> String {
+    format!("{name}-primary")
+}
+
+/// A short, stable hash of a pod template: the revision of the target. Two templates that
+/// serialize to the same JSON have the same hash, across restarts and versions of fledge.
+pub fn template_hash(template: &PodTemplateSpec) -> String {
+    let json = serde_json::to_vec(template).unwrap_or_default();
+    hex16(&Sha256::digest(&json))
+}
+
+/// A short, stable checksum of a ConfigMap's or Secret's data.
+pub fn data_checksum<'a>(entries: impl IntoIterator<Item = (&'a str, &'a [u8])>) -> String {
+    let mut h = Sha256::new();
+    let sorted: BTreeMap<&str, &[u8]> = entries.into_iter().collect();
+    for (k, v) in sorted {
+        h.update((k.len() as u64).to_be_bytes());
+        h.update(k.as_bytes());
+        h.update((v.len() as u64).to_be_bytes());
+        h.update(v);
+    }
+    hex16(&h.finalize())
+}
+
+fn hex16(bytes: &[u8]) -> String {
+    bytes.iter().take(8).map(|b| format!("{b:02x}")).collect()
+}
+
+/// A ConfigMap or Secret referenced by a pod template.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ConfigRef {
+    /// A ConfigMap by name.
+    ConfigMap(String),
+    /// A Secret by name.
+    Secret(String),
+}
+
+impl ConfigRef {
+    /// The key used in `status.trackedConfigs`: `ConfigMap/<name>` or `Secret/<name>`.
+    pub fn key(&self) -> String {
+        match self {
+            ConfigRef::ConfigMap(n) => format!("ConfigMap/{n}"),
+            ConfigRef::Secret(n) => format!("Secret/{n}"),
+        }
+    }
+    /// The referenced object's name.
+    pub fn name(&self) -> &str {
+        match self {
+            ConfigRef::ConfigMap(n) | ConfigRef::Secret(n) => n,
+        }
+    }
+}
+
+/// Every ConfigMap and Secret a pod spec references: volumes (also projected), `env`
+/// `valueFrom` and `envFrom`, in init containers too. Optional references are included; the
+/// caller skips the ones that do not exist.
+pub fn referenced_configs(pod: &PodSpec) -> BTreeSet<ConfigRef> {
+    let mut refs = BTreeSet::new();
+    for v in pod.volumes.iter().flatten() {
+        if let Some(cm) = &v.config_map {
+            refs.insert(ConfigRef::ConfigMap(cm.name.clone()));
+        }
+        if let Some(name) = v.secret.as_ref().and_then(|s| s.secret_name.clone()) {
+            refs.insert(ConfigRef::Secret(name));
+        }
+        for src in v.projected.iter().flat_map(|p| p.sources.iter().flatten()) {
+            if let Some(cm) = &src.config_map {
+                refs.insert(ConfigRef::ConfigMap(cm.name.clone()));
+            }
+            if let Some(s) = &src.secret {
+                refs.insert(ConfigRef::Secret(s.name.clone()));
+            }
+        }
+    }
+    let containers = pod
+        .containers
+        .iter()
+        .chain(pod.init_containers.iter().flatten());
+    for c in containers {
+        for e in c.env.iter().flatten() {
+            if let Some(from) = &e.value_from {
+                if let Some(k) = &from.config_map_key_ref {
+                    refs.insert(ConfigRef::ConfigMap(k.name.clone()));
+                }
+                if let Some(k) = &from.secret_key_ref {
+                    refs.insert(ConfigRef::Secret(k.name.clone()));
+                }
+            }
+        }
+        for e in c.env_from.iter().flatten() {
+            if let Some(cm) = &e.config_map_ref {
+                refs.insert(ConfigRef::ConfigMap(cm.name.clone()));
+            }
+            if let Some(s) = &e.secret_ref {
+                refs.insert(ConfigRef::Secret(s.name.clone()));
+            }
+        }
+    }
+    refs.retain(|r| !r.name().is_empty());
+    refs
+}
+
+/// Rewrites every reference to a tracked config in a pod spec to its `-primary` copy.
+pub fn rewrite_config_refs(pod: &mut PodSpec, tracked: &BTreeSet<ConfigRef>) {
+    let cm = |n: &mut String| {
+        if tracked.contains(&ConfigRef::ConfigMap(n.clone())) {
+            *n = primary_name(n);
+        }
+    };
+    let sec = |n: &mut String| {
+        if tracked.contains(&ConfigRef::Secret(n.clone())) {
+            *n = primary_name(n);
+        }
+    };
+    for v in pod.volumes.iter_mut().flatten() {
+        if let Some(c) = &mut v.config_map {
+            cm(&mut c.name);
+        }
+        if let Some(n) = v.secret.as_mut().and_then(|s| s.secret_name.as_mut()) {
+            sec(n);
+        }
+        for src in v
+            .projected
+            .iter_mut()
+            .flat_map(|p| p.sources.iter_mut().flatten())
+        {
+            if let Some(c) = &mut src.config_map {
+                cm(&mut c.name);
+            }
+            if let Some(s) = &mut src.secret {
+                sec(&mut s.name);
+            }
+        }
+    }
+    let init = pod.init_containers.iter_mut().flatten();
+    for c in pod.containers.iter_mut().chain(init) {
+        for e in c.env.iter_mut().flatten() {
+            if let Some(from) = &mut e.value_from {
+                if let Some(k) = &mut from.config_map_key_ref {
+                    cm(&mut k.name);
+                }
+                if let Some(k) = &mut from.secret_key_ref {
+                    sec(&mut k.name);
+                }
+            }
+        }
+        for e in c.env_from.iter_mut().flatten() {
+            if let Some(c) = &mut e.config_map_ref {
+                cm(&mut c.name);
+            }
+            if let Some(s) = &mut e.secret_ref {
+                sec(&mut s.name);
+            }
+        }
+    }
+}
+
+/// The selector label of a target and its value, e.g. `("app", "podinfo")`.
+pub fn selector_label(target: &Deployment) -> Result<(String, String), Error> {
+    let labels = target
+        .spec
+        .as_ref()
+        .and_then(|s| s.selector.match_labels.as_ref());
+    SELECTOR_LABELS
+        .iter()
+        .find_map(|k| {
+            labels
+                .and_then(|l| l.get(*k))
+                .map(|v| (k.to_string(), v.clone()))
+        })
+        .ok_or_else(|| {
+            Error::InvalidTarget(format!(
+                "spec.selector.matchLabels of Deployment {} has none of the labels {}; add one of \
+                 them to the selector and the pod template",
+                target.metadata.name.as_deref().unwrap_or_default(),
+                SELECTOR_LABELS.join(", ")
+            ))
+        })
+}
+
+/// Builds `<target>-primary`: the target's spec with the selector label's value rewritten to
+/// `<value>-primary`, tracked configs renamed to their `-primary` copies, owned by the Canary.
+/// `replicas` is the primary's replica count (the target's, kept when the primary exists).
+pub fn build_primary(
+    target: &Deployment,
+    owner: OwnerReference,
+    tracked: &BTreeSet<ConfigRef>,
+    replicas: Option<i32>,
+) -> Result<Deployment, Error> {
+    let (label, value) = selector_label(target)?;
+    let primary_value = primary_name(&value);
+    let name = primary_name(target.metadata.name.as_deref().unwrap_or_default());
+    let spec = target
+        .spec
+        .as_ref()
+        .ok_or_else(|| Error::InvalidTarget(format!("Deployment {name} has no spec")))?;
+
+    let mut template = spec.template.clone();
+    let meta = template.metadata.get_or_insert_with(Default::default);
+    meta.labels
+        .get_or_insert_with(Default::default)
+        .insert(label.clone(), primary_value.clone());
+    if let Some(pod) = &mut template.spec {
+        rewrite_config_refs(pod, tracked);
+    }
+
+    let mut labels = target.metadata.labels.clone().unwrap_or_default();
+    labels.insert(label.clone(), primary_value.clone());
+    let annotations: BTreeMap<String, String> = target
+        .metadata
+        .annotations
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|(k, _)| !SKIPPED_ANNOTATIONS.contains(&k.as_str()))
+        .collect();
+
+    Ok(Deployment {
+        metadata: ObjectMeta {
+            name: Some(name),
+            namespace: target.metadata.namespace.clone(),
+            labels: Some(labels),
+            annotations: (!annotations.is_empty()).then_some(annotations),
+            owner_references: Some(vec![owner]),
+            ..Default::default()
+        },
+        spec: Some(DeploymentSpec {
+            replicas: replicas.or(spec.replicas),
+            selector: LabelSelector {
+                match_labels: Some(BTreeMap::from([(label, primary_value)])),
+                ..Default::default()
+            },
+            template,
+            min_ready_seconds: spec.min_ready_seconds,
+            progress_deadline_seconds: spec.progress_deadline_seconds,
+            revision_history_limit: spec.revision_history_limit,
+            strategy: spec.strategy.clone(),
+            paused: None,
+        }),
+        status: None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::{
+        ConfigMapKeySelector, ConfigMapVolumeSource, EnvFromSource, SecretKeySelector,
+        SecretVolumeSource, Volume,
+    };
+
+    fn target() -> Deployment {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "podinfo", "namespace": "test",
+                "labels": {"app": "podinfo", "team": "a"},
+                "annotations": {"kubectl.kubernetes.io/last-applied-configuration": "{}", "keep": "yes"}},
+            "spec": {
+                "replicas": 3,
+                "selector": {"matchLabels": {"app": "podinfo"}},
+                "template": {
+                    "metadata": {"labels": {"app": "podinfo"}},
+                    "spec": {
+                        "containers": [{"name": "podinfod", "image": "ghcr.io/stefanprodan/podinfo:6.0.0",
+                            "env": [{"name": "A", "valueFrom": {"configMapKeyRef": {"name": "cm-env", "key": "a"}}},
+                                    {"name": "B", "valueFrom": {"secretKeyRef": {"name": "sec-env", "key": "b"}}}],
+                            "envFrom": [{"configMapRef": {"name": "cm-all"}}]}],
+                        "volumes": [{"name": "c", "configMap": {"name": "cm-vol"}},
+                                    {"name": "s", "secret": {"secretName": "sec-vol"}}]
+                    }
+                }
+            }
+        }))
+        .unwrap()
+    }
+
+    fn owner() -> OwnerReference {
+        OwnerReference {
+            api_version: "fledge.dev/v1beta1".into(),
+            kind: "Canary".into(),
+            name: "podinfo".into(),
+            uid: "uid-1".into(),
+            controller: Some(true),
+            block_owner_deletion: Some(true),
+        }
+    }
+
+    #[test]
+    fn finds_every_referenced_config() {
+        let t = target();
+        let refs = referenced_configs(t.spec.unwrap().template.spec.as_ref().unwrap());
+        let keys: Vec<String> = refs.iter().map(ConfigRef::key).collect();
+        assert_eq!(
+            keys,
+            [
+                "ConfigMap/cm-all",
+                "ConfigMap/cm-env",
+                "ConfigMap/cm-vol",
+                "Secret/sec-env",
+                "Secret/sec-vol"
+            ]
+        );
+    }
+
+    #[test]
+    fn primary_is_a_relabelled_copy_owned_by_the_canary() {
+        let t = target();
+        let tracked = referenced_configs(t.spec.as_ref().unwrap().template.spec.as_ref().unwrap());
+        let p = build_primary(&t, owner(), &tracked, None).unwrap();
+        assert_eq!(p.metadata.name.as_deref(), Some("podinfo-primary"));
+        assert_eq!(p.metadata.namespace.as_deref(), Some("test"));
+        assert_eq!(
+            p.metadata.labels.as_ref().unwrap()["app"],
+            "podinfo-primary"
+        );
+        assert_eq!(p.metadata.labels.as_ref().unwrap()["team"], "a");
+        let ann = p.metadata.annotations.as_ref().unwrap();
+        assert_eq!(ann.len(), 1, "{ann:?}");
+        assert_eq!(ann["keep"], "yes");
+        assert_eq!(
+            p.metadata.owner_references.as_ref().unwrap()[0].kind,
+            "Canary"
+        );
+        let spec = p.spec.unwrap();
+        assert_eq!(spec.replicas, Some(3));
+        assert_eq!(
+            spec.selector.match_labels.unwrap()["app"],
+            "podinfo-primary"
+        );
+        let tpl = spec.template;
+        assert_eq!(
+            tpl.metadata.unwrap().labels.unwrap()["app"],
+            "podinfo-primary"
+        );
+        let pod = tpl.spec.unwrap();
+        let c = &pod.containers[0];
+        let env = c.env.as_ref().unwrap();
+        let cmk: &ConfigMapKeySelector = env[0]
+            .value_from
+            .as_ref()
+            .unwrap()
+            .config_map_key_ref
+            .as_ref()
+            .unwrap();
+        assert_eq!(cmk.name, "cm-env-primary");
+        let sk: &SecretKeySelector = env[1]
+            .value_from
+            .as_ref()
+            .unwrap()
+            .secret_key_ref
+            .as_ref()
+            .unwrap();
+        assert_eq!(sk.name, "sec-env-primary");
+        let ef: &EnvFromSource = &c.env_from.as_ref().unwrap()[0];
+        assert_eq!(ef.config_map_ref.as_ref().unwrap().name, "cm-all-primary");
+        let vols: &Vec<Volume> = pod.volumes.as_ref().unwrap();
+        let cmv: &ConfigMapVolumeSource = vols[0].config_map.as_ref().unwrap();
+        assert_eq!(cmv.name, "cm-vol-primary");
+        let sv: &SecretVolumeSource = vols[1].secret.as_ref().unwrap();
+        assert_eq!(sv.secret_name.as_deref(), Some("sec-vol-primary"));
+    }
+
+    #[test]
+    fn untracked_configs_keep_their_names() {
+        let t = target();
+        let tracked = BTreeSet::from([ConfigRef::ConfigMap("cm-vol".into())]);
+        let p = build_primary(&t, owner(), &tracked, Some(5)).unwrap();
+        let spec = p.spec.unwrap();
+        assert_eq!(spec.replicas, Some(5));
+        let pod = spec.template.spec.unwrap();
+        assert_eq!(
+            pod.volumes.as_ref().unwrap()[0]
+                .config_map
+                .as_ref()
+                .unwrap()
+                .name,
+            "cm-vol-primary"
+        );
+        assert_eq!(
+            pod.containers[0].env_from.as_ref().unwrap()[0]
+                .config_map_ref
+                .as_ref()
+                .unwrap()
+                .name,
+            "cm-all"
+        );
+    }
+
+    #[test]
+    fn a_target_without_a_selector_label_is_refused_with_the_labels_to_use() {
+        let mut t = target();
+        t.spec.as_mut().unwrap().selector.match_labels =
+            Some(BTreeMap::from([("tier".into(), "web".into())]));
+        let err = build_primary(&t, owner(), &BTreeSet::new(), None)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("app, name, app.kubernetes.io/name"), "{err}");
+        assert!(err.contains("podinfo"), "{err}");
+    }
+
+    #[test]
+    fn the_template_hash_is_stable_and_changes_with_the_image() {
+        let t = target();
+        let tpl = t.spec.unwrap().template;
+        let h1 = template_hash(&tpl);
+        assert_eq!(h1.len(), 16);
+        assert_eq!(h1, template_hash(&tpl.clone()));
+        let mut other = tpl.clone();
+        other.spec.as_mut().unwrap().containers[0].image =
+            Some("ghcr.io/stefanprodan/podinfo:6.0.1".into());
+        assert_ne!(h1, template_hash(&other));
+    }
+
+    #[test]
+    fn data_checksum_depends_on_keys_and_values_not_order() {
+        let a = data_checksum([("a", b"1".as_slice()), ("b", b"2".as_slice())]);
+        let b = data_checksum([("b", b"2".as_slice()), ("a", b"1".as_slice())]);
+        assert_eq!(a, b);
+        assert_ne!(
+            a,
+            data_checksum([("a", b"1".as_slice()), ("b", b"3".as_slice())])
+        );
+        // Boundaries between key and value are part of the checksum.
+        assert_ne!(
+            data_checksum([("ab", b"".as_slice())]),
+            data_checksum([("a", b"b".as_slice())])
+        );
+    }
+}
