@@ -391,6 +391,23 @@ mod tests {
     }
 
     #[test]
+    fn staging_modules_match_the_kubernetes_release() {
+        let kube = Tool::KubeApiserver.version();
+        let staging = format!("v0.{}", kube.trim_start_matches("v1."));
+        let replaces: Vec<&str> = GO_MOD
+            .lines()
+            .filter(|l| l.trim_start().starts_with("k8s.io/") && l.contains("=>"))
+            .collect();
+        assert!(replaces.len() > 20, "go.mod lost its staging replaces");
+        for line in replaces {
+            assert!(
+                line.trim_end().ends_with(&format!(" {staging}")),
+                "{line:?} does not point at {staging} (Kubernetes {kube})"
+            );
+        }
+    }
+
+    #[test]
     fn reads_versions_from_require_blocks_and_lines() {
         let go_mod = "module x\n\ngo 1.26.0\n\nrequire example.com/one v1.2.3\n\
                       require (\n\tk8s.io/kubernetes v1.37.2 // indirect\n\tsigs.k8s.io/kwok v0.8.0\n)\n\
