@@ -1,7 +1,92 @@
 //! Validation beyond the schema: pure functions that return every problem at once, each with
 //! the path of the field it concerns.
+//!
+//! The rules cover what a Flagger user can trip over when moving a `flagger.app/v1beta1` spec to
+//! fledge: values the schema lets through but that make no sense (a step weight of 0, a
+//! `thresholdRange` whose `min` is above its `max`), durations and URLs that do not parse,
+//! strategies that cannot run on the chosen provider, and Flagger features fledge does not
+//! implement yet, which are named as such.
+//!
+//! Messages never repeat the value of a URL: webhook and chat URLs carry secrets.
 
-use crate::{AlertProviderSpec, CanarySpec, MetricTemplateSpec};
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+use crate::canary::{
+    CanaryAlert, CanaryAnalysis, CanaryMetric, CanaryService, CanaryWebhook, HookType,
+    HttpMatchRequest, SessionAffinity, StringMatch,
+};
+use crate::metric_template::SecretReference;
+use crate::{AlertProviderSpec, CanarySpec, MetricTemplateSpec, defaults};
+
+/// Traffic providers fledge routes with (`spec.provider`).
+pub const SUPPORTED_PROVIDERS: &[&str] = &[
+    "kubernetes",
+    "gatewayapi:v1",
+    "gatewayapi:v1beta1",
+    "istio",
+    "linkerd",
+    "smi:v1alpha2",
+    "smi:v1alpha3",
+];
+
+/// Flagger's traffic providers that fledge does not implement yet.
+pub const UNSUPPORTED_FLAGGER_PROVIDERS: &[&str] = &[
+    "apisix",
+    "appmesh",
+    "appmesh:v1beta2",
+    "contour",
+    "gloo",
+    "knative",
+    "kuma",
+    "nginx",
+    "osm",
+    "skipper",
+    "smi:v1alpha1",
+    "traefik",
+];
+
+/// Providers that can copy (mirror) traffic to the canary.
+pub const MIRROR_PROVIDERS: &[&str] = &["gatewayapi:v1", "gatewayapi:v1beta1", "istio"];
+
+/// Providers that can route by header, cookie or query parameter (A/B testing) and keep a
+/// session on the canary with a cookie (session affinity).
+pub const HTTP_MATCH_PROVIDERS: &[&str] = &["gatewayapi:v1", "gatewayapi:v1beta1", "istio"];
+
+/// Metric checks that need no MetricTemplate.
+pub const BUILTIN_METRICS: &[&str] = &["request-success-rate", "request-duration"];
+
+/// Metrics providers fledge queries (`MetricTemplate.spec.provider.type`).
+pub const SUPPORTED_METRIC_PROVIDERS: &[&str] = &["prometheus"];
+
+/// Flagger's metrics providers that fledge does not implement yet.
+pub const UNSUPPORTED_FLAGGER_METRIC_PROVIDERS: &[&str] = &[
+    "influxdb",
+    "datadog",
+    "externalmetrics",
+    "stackdriver",
+    "cloudwatch",
+    "newrelic",
+    "graphite",
+    "dynatrace",
+    "keptn",
+    "splunk",
+];
+
+/// Chat and webhook destinations of alerts (`AlertProvider.spec.type`).
+pub const ALERT_PROVIDER_TYPES: &[&str] =
+    &["slack", "msteams", "discord", "rocket", "gchat", "webhook"];
+
+/// Variables a MetricTemplate query may use, besides `variables.NAME`.
+pub const TEMPLATE_VARIABLES: &[&str] = &[
+    "namespace",
+    "name",
+    "target",
+    "service",
+    "ingress",
+    "interval",
+];
 
 /// One problem with a spec: which field, and what is wrong and what to do.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -12,23 +97,1234 @@ pub struct Problem {
     pub message: String,
 }
 
+impl Problem {
+    /// A problem with `field`.
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Problem {
+        Problem {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
 impl std::fmt::Display for Problem {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}: {}", self.field, self.message)
     }
 }
 
-/// Every problem of a Canary spec.
-pub fn validate_canary_spec(_spec: &CanarySpec) -> Vec<Problem> {
-    Vec::new()
+/// Collects problems.
+#[derive(Default)]
+struct Problems(Vec<Problem>);
+
+impl Problems {
+    fn add(&mut self, field: impl Into<String>, message: impl Into<String>) {
+        self.0.push(Problem::new(field, message));
+    }
+
+    /// Records `Err(message)` against `field`.
+    fn check(&mut self, field: impl Into<String>, result: Result<(), String>) {
+        if let Err(message) = result {
+            self.add(field, message);
+        }
+    }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Canary
+// ---------------------------------------------------------------------------------------------
+
+/// Every problem of a Canary spec.
+pub fn validate_canary_spec(spec: &CanarySpec) -> Vec<Problem> {
+    let mut p = Problems::default();
+    let provider = spec.provider_or_default();
+
+    check_provider(&mut p, spec.provider.as_deref());
+
+    if let Some(server) = spec.metrics_server.as_deref().filter(|s| !s.is_empty()) {
+        p.check("spec.metricsServer", http_url(server));
+    }
+    if let Some(secs) = spec.progress_deadline_seconds
+        && secs <= 0
+    {
+        p.add(
+            "spec.progressDeadlineSeconds",
+            format!(
+                "{secs} is not a number of seconds greater than 0; remove it for the default {}",
+                defaults::PROGRESS_DEADLINE_SECONDS
+            ),
+        );
+    }
+
+    check_target_ref(&mut p, spec);
+    check_autoscaler_ref(&mut p, spec);
+    for (field, reference) in [
+        ("spec.ingressRef", spec.ingress_ref.as_ref()),
+        ("spec.routeRef", spec.route_ref.as_ref()),
+    ] {
+        if let Some(r) = reference {
+            p.check(format!("{field}.name"), required_name(&r.name));
+        }
+    }
+    if let Some(r) = &spec.upstream_ref {
+        p.check("spec.upstreamRef.name", required_name(&r.name));
+        if let Some(ns) = &r.namespace {
+            p.check("spec.upstreamRef.namespace", namespace(ns));
+        }
+    }
+
+    check_service(&mut p, &spec.service);
+
+    let analysis = spec.analysis_or_default();
+    check_analysis(&mut p, spec, provider, &analysis);
+
+    p.0
+}
+
+fn check_provider(p: &mut Problems, provider: Option<&str>) {
+    let Some(provider) = provider.filter(|s| !s.is_empty()) else {
+        return;
+    };
+    if SUPPORTED_PROVIDERS.contains(&provider) {
+        return;
+    }
+    let supported = SUPPORTED_PROVIDERS.join(", ");
+    if UNSUPPORTED_FLAGGER_PROVIDERS.contains(&provider) {
+        p.add(
+            "spec.provider",
+            format!("provider {provider:?} is not supported by fledge yet; supported: {supported}"),
+        );
+    } else if let Some(known) = SUPPORTED_PROVIDERS
+        .iter()
+        .chain(UNSUPPORTED_FLAGGER_PROVIDERS)
+        .find(|k| k.eq_ignore_ascii_case(provider))
+    {
+        p.add(
+            "spec.provider",
+            format!(
+                "provider {provider:?} is unknown; provider names are lower case: write {known:?}"
+            ),
+        );
+    } else if provider == "gatewayapi" {
+        p.add(
+            "spec.provider",
+            "provider \"gatewayapi\" needs its API version: write \"gatewayapi:v1\" or \"gatewayapi:v1beta1\"",
+        );
+    } else {
+        p.add(
+            "spec.provider",
+            format!("provider {provider:?} is unknown; use one of: {supported}"),
+        );
+    }
+}
+
+fn check_target_ref(p: &mut Problems, spec: &CanarySpec) {
+    let target = &spec.target_ref;
+    match target.kind.as_deref().filter(|k| !k.is_empty()) {
+        None | Some("Deployment") | Some("DaemonSet") => {}
+        Some("Service") => p.add(
+            "spec.targetRef.kind",
+            "kind Service is not supported by fledge yet; use Deployment or DaemonSet",
+        ),
+        Some(kind) => {
+            let hint = ["Deployment", "DaemonSet"]
+                .into_iter()
+                .find(|k| k.eq_ignore_ascii_case(kind))
+                .map(|k| format!(" (kinds are case-sensitive: write {k})"))
+                .unwrap_or_default();
+            p.add(
+                "spec.targetRef.kind",
+                format!("kind {kind:?} is unknown; use Deployment or DaemonSet{hint}"),
+            )
+        }
+    }
+    if target.name.is_empty() {
+        p.add(
+            "spec.targetRef.name",
+            "is empty; set it to the name of the Deployment or DaemonSet to roll out",
+        );
+    } else if let Err(message) = dns1123_subdomain(&target.name) {
+        p.add("spec.targetRef.name", message);
+    } else if spec.service.name.as_deref().is_none_or(str::is_empty) {
+        // The apex Service takes the target's name; Service names are stricter.
+        if let Err(message) = service_name(&target.name) {
+            p.add(
+                "spec.targetRef.name",
+                format!("is also the name of the generated Services, and {message}; or set spec.service.name"),
+            );
+        }
+    }
+}
+
+fn check_autoscaler_ref(p: &mut Problems, spec: &CanarySpec) {
+    let Some(a) = &spec.autoscaler_ref else {
+        return;
+    };
+    match a.kind.as_deref() {
+        Some("HorizontalPodAutoscaler") | Some("ScaledObject") => {}
+        None | Some("") => p.add(
+            "spec.autoscalerRef.kind",
+            "is required: HorizontalPodAutoscaler or ScaledObject",
+        ),
+        Some(kind) => p.add(
+            "spec.autoscalerRef.kind",
+            format!("kind {kind:?} is unknown; use HorizontalPodAutoscaler or ScaledObject"),
+        ),
+    }
+    p.check("spec.autoscalerRef.name", required_name(&a.name));
+    if let Some(r) = &a.primary_scaler_replicas {
+        let field = "spec.autoscalerRef.primaryScalerReplicas";
+        if let Some(min) = r.min_replicas
+            && min < 0
+        {
+            p.add(
+                format!("{field}.minReplicas"),
+                format!("{min} is negative; use 0 or more"),
+            );
+        }
+        if let Some(max) = r.max_replicas
+            && max < 1
+        {
+            p.add(
+                format!("{field}.maxReplicas"),
+                format!("{max} is less than 1; use 1 or more"),
+            );
+        }
+        if let (Some(min), Some(max)) = (r.min_replicas, r.max_replicas)
+            && min > max
+        {
+            p.add(
+                format!("{field}.minReplicas"),
+                format!("{min} is greater than maxReplicas {max}; lower minReplicas or raise maxReplicas"),
+            );
+        }
+    }
+}
+
+fn check_service(p: &mut Problems, s: &CanaryService) {
+    if !(1..=65535).contains(&s.port) {
+        p.add(
+            "spec.service.port",
+            format!("{} is not a port number; use 1 to 65535", s.port),
+        );
+    }
+    if let Some(name) = s.name.as_deref().filter(|n| !n.is_empty()) {
+        p.check("spec.service.name", service_name(name));
+    }
+    if let Some(name) = s.port_name.as_deref().filter(|n| !n.is_empty()) {
+        p.check("spec.service.portName", port_name(name));
+    }
+    match &s.target_port {
+        Some(IntOrString::Int(port)) if !(1..=65535).contains(port) => p.add(
+            "spec.service.targetPort",
+            format!("{port} is not a port number; use 1 to 65535, or the name of a container port"),
+        ),
+        Some(IntOrString::String(name)) => p.check("spec.service.targetPort", port_name(name)),
+        _ => {}
+    }
+    if let Some(t) = s.traffic_distribution.as_deref().filter(|t| !t.is_empty()) {
+        p.check(
+            "spec.service.trafficDistribution",
+            one_of(t, &["PreferClose", "PreferSameZone", "PreferSameNode"]),
+        );
+    }
+    check_duration(p, "spec.service.timeout", s.timeout.as_deref(), true);
+    check_duration(
+        p,
+        "spec.service.backendTimeout",
+        s.backend_timeout.as_deref(),
+        true,
+    );
+    if let Some(r) = &s.retries {
+        if r.attempts < 0 {
+            p.add(
+                "spec.service.retries.attempts",
+                format!("{} is negative; use 0 or more", r.attempts),
+            );
+        }
+        check_duration(
+            p,
+            "spec.service.retries.perTryTimeout",
+            r.per_try_timeout.as_deref(),
+            false,
+        );
+    }
+    for (i, host) in s.hosts.iter().flatten().enumerate() {
+        if host.trim().is_empty() {
+            p.add(
+                format!("spec.service.hosts[{i}]"),
+                "is empty; write a host name such as app.example.com or remove it",
+            );
+        }
+    }
+    for (i, m) in s.r#match.iter().flatten().enumerate() {
+        check_http_match(p, &format!("spec.service.match[{i}]"), m);
+    }
+    if let Some(rw) = &s.rewrite
+        && let Some(t) = rw.r#type.as_deref().filter(|t| !t.is_empty())
+    {
+        p.check(
+            "spec.service.rewrite.type",
+            one_of(t, &["ReplaceFullPath", "ReplacePrefixMatch"]),
+        );
+    }
+    for (i, m) in s.mirror.iter().flatten().enumerate() {
+        let field = format!("spec.service.mirror[{i}].backendRef");
+        p.check(format!("{field}.name"), required_name(&m.backend_ref.name));
+        if let Some(port) = m.backend_ref.port {
+            p.check(format!("{field}.port"), port_number(port));
+        }
+        if let Some(ns) = &m.backend_ref.namespace {
+            p.check(format!("{field}.namespace"), namespace(ns));
+        }
+    }
+    for (i, g) in s.gateway_refs.iter().flatten().enumerate() {
+        let field = format!("spec.service.gatewayRefs[{i}]");
+        p.check(format!("{field}.name"), required_name(&g.name));
+        if let Some(port) = g.port {
+            p.check(format!("{field}.port"), port_number(port));
+        }
+        if let Some(ns) = g.namespace.as_deref().filter(|n| !n.is_empty()) {
+            p.check(format!("{field}.namespace"), namespace(ns));
+        }
+    }
+    if let Some(cors) = &s.cors_policy {
+        check_duration(
+            p,
+            "spec.service.corsPolicy.maxAge",
+            cors.max_age.as_deref(),
+            true,
+        );
+        for (i, o) in cors.allow_origins.iter().flatten().enumerate() {
+            check_string_match(p, &format!("spec.service.corsPolicy.allowOrigins[{i}]"), o);
+        }
+    }
+    if let Some(tp) = &s.traffic_policy {
+        check_traffic_policy(p, tp);
+    }
+}
+
+fn check_traffic_policy(p: &mut Problems, tp: &crate::canary::TrafficPolicy) {
+    let base = "spec.service.trafficPolicy";
+    if let Some(http) = tp.connection_pool.as_ref().and_then(|c| c.http.as_ref()) {
+        check_duration(
+            p,
+            &format!("{base}.connectionPool.http.idleTimeout"),
+            http.idle_timeout.as_deref(),
+            false,
+        );
+        if let Some(v) = http.h2_upgrade_policy.as_deref().filter(|v| !v.is_empty()) {
+            p.check(
+                format!("{base}.connectionPool.http.h2UpgradePolicy"),
+                one_of(v, &["DEFAULT", "DO_NOT_UPGRADE", "UPGRADE"]),
+            );
+        }
+    }
+    if let Some(lb) = &tp.load_balancer {
+        if let Some(v) = lb.simple.as_deref().filter(|v| !v.is_empty()) {
+            p.check(
+                format!("{base}.loadBalancer.simple"),
+                one_of(
+                    v,
+                    &[
+                        "ROUND_ROBIN",
+                        "LEAST_CONN",
+                        "RANDOM",
+                        "PASSTHROUGH",
+                        "LEAST_REQUEST",
+                    ],
+                ),
+            );
+        }
+        check_duration(
+            p,
+            &format!("{base}.loadBalancer.warmupDurationSecs"),
+            lb.warmup_duration_secs.as_deref(),
+            true,
+        );
+        if let Some(cookie) = lb
+            .consistent_hash
+            .as_ref()
+            .and_then(|c| c.http_cookie.as_ref())
+        {
+            if cookie.name.is_empty() {
+                p.add(
+                    format!("{base}.loadBalancer.consistentHash.httpCookie.name"),
+                    "is empty; name the cookie to hash on",
+                );
+            }
+            check_duration(
+                p,
+                &format!("{base}.loadBalancer.consistentHash.httpCookie.ttl"),
+                cookie.ttl.as_deref(),
+                true,
+            );
+        }
+    }
+    if let Some(od) = &tp.outlier_detection {
+        check_duration(
+            p,
+            &format!("{base}.outlierDetection.interval"),
+            od.interval.as_deref(),
+            false,
+        );
+        check_duration(
+            p,
+            &format!("{base}.outlierDetection.baseEjectionTime"),
+            od.base_ejection_time.as_deref(),
+            false,
+        );
+        check_percent(
+            p,
+            &format!("{base}.outlierDetection.maxEjectionPercent"),
+            od.max_ejection_percent,
+            0,
+        );
+        check_percent(
+            p,
+            &format!("{base}.outlierDetection.minHealthPercent"),
+            od.min_health_percent,
+            0,
+        );
+    }
+    if let Some(tls) = &tp.tls
+        && let Some(mode) = tls.mode.as_deref().filter(|v| !v.is_empty())
+    {
+        p.check(
+            format!("{base}.tls.mode"),
+            one_of(mode, &["DISABLE", "SIMPLE", "MUTUAL", "ISTIO_MUTUAL"]),
+        );
+    }
+}
+
+fn check_analysis(p: &mut Problems, spec: &CanarySpec, provider: &str, a: &CanaryAnalysis) {
+    let base = "spec.analysis";
+    check_duration(p, &format!("{base}.interval"), a.interval.as_deref(), false);
+    if let Some(n) = a.iterations
+        && n < 0
+    {
+        p.add(
+            format!("{base}.iterations"),
+            format!("{n} is negative; use 0 or more"),
+        );
+    }
+    if let Some(n) = a.threshold
+        && n < 1
+    {
+        p.add(
+            format!("{base}.threshold"),
+            format!("{n} is less than 1: it is the number of failed checks that rolls back; use 1 or more"),
+        );
+    }
+    check_percent(p, &format!("{base}.maxWeight"), a.max_weight, 1);
+    check_percent(p, &format!("{base}.stepWeight"), a.step_weight, 1);
+    check_percent(
+        p,
+        &format!("{base}.stepWeightPromotion"),
+        a.step_weight_promotion,
+        1,
+    );
+    check_percent(p, &format!("{base}.mirrorWeight"), a.mirror_weight, 1);
+    check_percent(
+        p,
+        &format!("{base}.primaryReadyThreshold"),
+        a.primary_ready_threshold,
+        1,
+    );
+    check_percent(
+        p,
+        &format!("{base}.canaryReadyThreshold"),
+        a.canary_ready_threshold,
+        1,
+    );
+
+    let steps = a.step_weights.as_deref().unwrap_or_default();
+    let mut previous: Option<i32> = None;
+    for (i, &w) in steps.iter().enumerate() {
+        if !(1..=100).contains(&w) {
+            p.add(
+                format!("{base}.stepWeights[{i}]"),
+                format!("{w} is not a percentage between 1 and 100"),
+            );
+        } else if let Some(prev) = previous
+            && w <= prev
+        {
+            p.add(
+                format!("{base}.stepWeights[{i}]"),
+                format!(
+                    "{w} is not greater than the step before it ({prev}); steps must increase, e.g. [5, 10, 25, 50]"
+                ),
+            );
+        }
+        previous = Some(w);
+    }
+
+    let has_step_weight = a.step_weight.is_some_and(|w| w > 0);
+    let has_step_weights = !steps.is_empty();
+    let has_weights = has_step_weight || has_step_weights;
+    let has_match = a.r#match.as_ref().is_some_and(|m| !m.is_empty());
+    let iterations = a.iterations.unwrap_or(0) > 0;
+    let mirror = a.mirror.unwrap_or(false);
+
+    if has_step_weight && has_step_weights {
+        p.add(
+            format!("{base}.stepWeight"),
+            "is set together with stepWeights; keep one: stepWeights lists every step, stepWeight adds the same amount at each step up to maxWeight",
+        );
+    }
+    if let (Some(step), None) = (a.step_weight, a.step_weights.as_ref())
+        && step > a.max_weight()
+        && (1..=100).contains(&step)
+        && (1..=100).contains(&a.max_weight())
+    {
+        p.add(
+            format!("{base}.stepWeight"),
+            format!(
+                "{step} is greater than maxWeight {}: the first step would pass the maximum; lower stepWeight or raise maxWeight",
+                a.max_weight()
+            ),
+        );
+    }
+
+    // The strategy, and whether the provider can run it.
+    if provider == "kubernetes" {
+        if has_step_weight {
+            p.add(
+                format!("{base}.stepWeight"),
+                "provider kubernetes does not support traffic weights: it switches all traffic at once (blue/green); remove stepWeight and set iterations",
+            );
+        }
+        if has_step_weights {
+            p.add(
+                format!("{base}.stepWeights"),
+                "provider kubernetes does not support traffic weights: it switches all traffic at once (blue/green); remove stepWeights and set iterations",
+            );
+        }
+        if !iterations && !spec.skip_analysis {
+            p.add(
+                format!("{base}.iterations"),
+                "provider kubernetes does blue/green only, which needs iterations: set the number of analysis runs before promotion, e.g. 10",
+            );
+        }
+    } else if has_match {
+        if !iterations {
+            p.add(
+                format!("{base}.iterations"),
+                "A/B testing (analysis.match) needs iterations: set the number of analysis runs before promotion, e.g. 10",
+            );
+        }
+    } else if iterations && has_weights {
+        p.add(
+            format!("{base}.iterations"),
+            "is set together with stepWeight/stepWeights: iterations means blue/green (Flagger ignores the weights), weights mean a progressive canary; remove one",
+        );
+    } else if !iterations && !has_weights && !spec.skip_analysis {
+        p.add(
+            base,
+            "has no traffic steps: set stepWeight (with maxWeight) or stepWeights for a progressive canary, iterations for blue/green, or match with iterations for A/B testing",
+        );
+    }
+    if has_match && !HTTP_MATCH_PROVIDERS.contains(&provider) {
+        p.add(
+            format!("{base}.match"),
+            format!(
+                "provider {provider} cannot route by header, cookie or query parameter, so A/B testing is not supported; use {}",
+                HTTP_MATCH_PROVIDERS.join(" or ")
+            ),
+        );
+    }
+    if mirror {
+        if !MIRROR_PROVIDERS.contains(&provider) {
+            p.add(
+                format!("{base}.mirror"),
+                format!(
+                    "provider {provider} cannot mirror traffic; mirroring needs {}",
+                    MIRROR_PROVIDERS.join(" or ")
+                ),
+            );
+        }
+        if !iterations {
+            p.add(
+                format!("{base}.mirror"),
+                "mirroring is part of blue/green, which needs iterations; set iterations (mirroring before the first weighted canary step is not supported by fledge yet)",
+            );
+        }
+    }
+
+    for (i, m) in a.r#match.iter().flatten().enumerate() {
+        check_http_match(p, &format!("{base}.match[{i}]"), m);
+    }
+    check_metrics(p, a.metrics.as_deref().unwrap_or_default());
+    check_webhooks(p, a.webhooks.as_deref().unwrap_or_default());
+    check_alerts(p, a.alerts.as_deref().unwrap_or_default());
+    if let Some(sa) = &a.session_affinity {
+        check_session_affinity(p, provider, sa);
+    }
+}
+
+fn check_metrics(p: &mut Problems, metrics: &[CanaryMetric]) {
+    let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
+    for (i, m) in metrics.iter().enumerate() {
+        let field = format!("spec.analysis.metrics[{i}]");
+        if m.name.trim().is_empty() {
+            p.add(
+                format!("{field}.name"),
+                "is empty; name the check, e.g. request-success-rate or the name of its MetricTemplate",
+            );
+        } else if let Some(first) = seen.insert(&m.name, i) {
+            seen.insert(&m.name, first);
+            p.add(
+                format!("{field}.name"),
+                format!(
+                    "{:?} is already the name of metrics[{first}]; metric names must be unique",
+                    m.name
+                ),
+            );
+        }
+        check_duration(
+            p,
+            &format!("{field}.interval"),
+            m.interval.as_deref(),
+            false,
+        );
+        if let Some(t) = m.threshold
+            && !t.is_finite()
+        {
+            p.add(format!("{field}.threshold"), "is not a finite number");
+        }
+        if let Some(r) = &m.threshold_range {
+            for (bound, v) in [("min", r.min), ("max", r.max)] {
+                if let Some(v) = v
+                    && !v.is_finite()
+                {
+                    p.add(
+                        format!("{field}.thresholdRange.{bound}"),
+                        "is not a finite number",
+                    );
+                }
+            }
+            match (r.min, r.max) {
+                (None, None) => p.add(
+                    format!("{field}.thresholdRange"),
+                    "has neither min nor max; set the lowest passing value (min), the highest (max), or both",
+                ),
+                (Some(min), Some(max)) if min > max => p.add(
+                    format!("{field}.thresholdRange"),
+                    format!("min {min} is greater than max {max}: no value could pass; swap them or widen the range"),
+                ),
+                _ => {}
+            }
+        }
+        let builtin = BUILTIN_METRICS.contains(&m.name.as_str());
+        match (&m.template_ref, m.query.as_deref()) {
+            (Some(t), _) => {
+                p.check(format!("{field}.templateRef.name"), required_name(&t.name));
+                if let Some(ns) = t.namespace.as_deref().filter(|n| !n.is_empty()) {
+                    p.check(format!("{field}.templateRef.namespace"), namespace(ns));
+                }
+            }
+            (None, Some(q)) if q.trim().is_empty() => p.add(
+                format!("{field}.query"),
+                "is empty; write the PromQL query, or better, move it to a MetricTemplate and reference it with templateRef",
+            ),
+            (None, Some(_)) => {}
+            (None, None) if builtin => {}
+            (None, None) if !m.name.trim().is_empty() => p.add(
+                format!("{field}.templateRef"),
+                format!(
+                    "is missing: {:?} is not a builtin metric ({}); reference a MetricTemplate with templateRef",
+                    m.name,
+                    BUILTIN_METRICS.join(", ")
+                ),
+            ),
+            (None, None) => {}
+        }
+        for key in m.template_variables.iter().flat_map(|v| v.keys()) {
+            if !is_identifier(key) {
+                p.add(
+                    format!("{field}.templateVariables"),
+                    format!(
+                        "{key:?} cannot be used as {{{{ variables.{key} }}}}: use letters, digits and '_', starting with a letter"
+                    ),
+                );
+            }
+        }
+    }
+}
+
+fn check_webhooks(p: &mut Problems, hooks: &[CanaryWebhook]) {
+    let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
+    for (i, h) in hooks.iter().enumerate() {
+        let field = format!("spec.analysis.webhooks[{i}]");
+        if h.name.trim().is_empty() {
+            p.add(
+                format!("{field}.name"),
+                "is empty; name the webhook, e.g. load-test",
+            );
+        } else if let Some(first) = seen.insert(&h.name, i) {
+            seen.insert(&h.name, first);
+            p.add(
+                format!("{field}.name"),
+                format!(
+                    "{:?} is already the name of webhooks[{first}]; webhook names must be unique",
+                    h.name
+                ),
+            );
+        }
+        if h.hook_type().is_none() {
+            let known: Vec<&str> = HookType::ALL.iter().map(|t| t.as_str()).collect();
+            p.add(
+                format!("{field}.type"),
+                format!(
+                    "{:?} is not a webhook type; use one of: {}",
+                    h.r#type.as_deref().unwrap_or_default(),
+                    known.join(", ")
+                ),
+            );
+        }
+        if h.url.trim().is_empty() {
+            p.add(
+                format!("{field}.url"),
+                "is empty; write the absolute http(s) URL the webhook is sent to, e.g. http://fledge-loadtester.test/",
+            );
+        } else {
+            p.check(format!("{field}.url"), http_url(&h.url));
+        }
+        check_duration(p, &format!("{field}.timeout"), h.timeout.as_deref(), false);
+        if let Some(n) = h.retries
+            && n < 0
+        {
+            p.add(
+                format!("{field}.retries"),
+                format!("{n} is negative; use 0 or more"),
+            );
+        }
+    }
+}
+
+fn check_alerts(p: &mut Problems, alerts: &[CanaryAlert]) {
+    for (i, a) in alerts.iter().enumerate() {
+        let field = format!("spec.analysis.alerts[{i}]");
+        if a.name.trim().is_empty() {
+            p.add(
+                format!("{field}.name"),
+                "is empty; name the alert, e.g. on-call",
+            );
+        }
+        if let Some(s) = a.severity.as_deref().filter(|s| !s.is_empty()) {
+            p.check(
+                format!("{field}.severity"),
+                one_of(s, &["info", "warn", "error"]),
+            );
+        }
+        if a.provider_ref.name.is_empty() {
+            p.add(
+                format!("{field}.providerRef.name"),
+                "is empty; set it to the name of an AlertProvider",
+            );
+        } else {
+            p.check(
+                format!("{field}.providerRef.name"),
+                dns1123_subdomain(&a.provider_ref.name),
+            );
+        }
+        if let Some(ns) = a
+            .provider_ref
+            .namespace
+            .as_deref()
+            .filter(|n| !n.is_empty())
+        {
+            p.check(format!("{field}.providerRef.namespace"), namespace(ns));
+        }
+    }
+}
+
+fn check_session_affinity(p: &mut Problems, provider: &str, sa: &SessionAffinity) {
+    let base = "spec.analysis.sessionAffinity";
+    if !HTTP_MATCH_PROVIDERS.contains(&provider) {
+        p.add(
+            base,
+            format!(
+                "provider {provider} cannot route by cookie, so session affinity is not supported; use {}",
+                HTTP_MATCH_PROVIDERS.join(" or ")
+            ),
+        );
+    }
+    match sa.cookie_name.as_deref() {
+        None | Some("") => p.add(
+            format!("{base}.cookieName"),
+            "is required: name the cookie that keeps users on the canary, e.g. fledge-cookie",
+        ),
+        Some(name) => p.check(format!("{base}.cookieName"), cookie_name(name)),
+    }
+    if let Some(name) = sa.primary_cookie_name.as_deref().filter(|n| !n.is_empty()) {
+        if let Err(message) = cookie_name(name) {
+            p.add(format!("{base}.primaryCookieName"), message);
+        } else if sa.cookie_name.as_deref() == Some(name) {
+            p.add(
+                format!("{base}.primaryCookieName"),
+                "is the same as cookieName; the primary and canary cookies need different names",
+            );
+        }
+    }
+    if let Some(age) = sa.max_age
+        && age <= 0
+    {
+        p.add(
+            format!("{base}.maxAge"),
+            format!(
+                "{age} is not a number of seconds greater than 0; remove it for the default {}",
+                defaults::SESSION_AFFINITY_MAX_AGE
+            ),
+        );
+    }
+    if let Some(s) = sa.same_site.as_deref().filter(|s| !s.is_empty()) {
+        p.check(
+            format!("{base}.sameSite"),
+            one_of(s, &["Strict", "Lax", "None"]),
+        );
+    }
+}
+
+fn check_http_match(p: &mut Problems, field: &str, m: &HttpMatchRequest) {
+    for (name, sm) in [
+        ("uri", &m.uri),
+        ("scheme", &m.scheme),
+        ("method", &m.method),
+        ("authority", &m.authority),
+    ] {
+        if let Some(sm) = sm {
+            check_string_match(p, &format!("{field}.{name}"), sm);
+        }
+    }
+    for (name, map) in [
+        ("headers", &m.headers),
+        ("queryParams", &m.query_params),
+        ("withoutHeaders", &m.without_headers),
+    ] {
+        for (key, sm) in map.iter().flatten() {
+            if key.is_empty() {
+                p.add(
+                    format!("{field}.{name}"),
+                    "has an empty name; write the header or parameter name",
+                );
+            }
+            check_string_match(p, &format!("{field}.{name}.{key}"), sm);
+        }
+    }
+    if let Some(port) = m.port {
+        p.check(format!("{field}.port"), port_number(port));
+    }
+}
+
+fn check_string_match(p: &mut Problems, field: &str, m: &StringMatch) {
+    let set: Vec<&str> = [
+        ("exact", &m.exact),
+        ("prefix", &m.prefix),
+        ("suffix", &m.suffix),
+        ("regex", &m.regex),
+    ]
+    .into_iter()
+    .filter(|(_, v)| v.is_some())
+    .map(|(k, _)| k)
+    .collect();
+    match set.len() {
+        0 => p.add(
+            field,
+            "sets no match; set one of exact, prefix, suffix or regex",
+        ),
+        1 => {}
+        _ => p.add(
+            field,
+            format!(
+                "sets {}; set only one of exact, prefix, suffix or regex",
+                set.join(" and ")
+            ),
+        ),
+    }
+    if let Some(re) = &m.regex
+        && let Err(e) = regex_syntax::Parser::new().parse(re)
+    {
+        let kind = e.to_string();
+        let reason = kind
+            .lines()
+            .last()
+            .unwrap_or("invalid")
+            .trim_start_matches("error: ")
+            .to_string();
+        p.add(
+            format!("{field}.regex"),
+            format!("is not a valid regular expression ({reason}); write an RE2 expression such as \".*Firefox.*\""),
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// MetricTemplate
+// ---------------------------------------------------------------------------------------------
 
 /// Every problem of a MetricTemplate spec.
-pub fn validate_metric_template_spec(_spec: &MetricTemplateSpec) -> Vec<Problem> {
-    Vec::new()
+pub fn validate_metric_template_spec(spec: &MetricTemplateSpec) -> Vec<Problem> {
+    let mut p = Problems::default();
+    let provider = &spec.provider;
+    if let Some(t) = provider.r#type.as_deref().filter(|t| !t.is_empty())
+        && !SUPPORTED_METRIC_PROVIDERS.contains(&t)
+    {
+        let supported = SUPPORTED_METRIC_PROVIDERS.join(", ");
+        if UNSUPPORTED_FLAGGER_METRIC_PROVIDERS.contains(&t) {
+            p.add(
+                "spec.provider.type",
+                format!(
+                    "metrics provider {t:?} is not supported by fledge yet; supported: {supported}"
+                ),
+            );
+        } else {
+            p.add(
+                "spec.provider.type",
+                format!("metrics provider {t:?} is unknown; use {supported}"),
+            );
+        }
+    }
+    if let Some(address) = provider.address.as_deref().filter(|a| !a.is_empty()) {
+        p.check("spec.provider.address", http_url(address));
+    }
+    for name in provider.headers.iter().flat_map(|h| h.keys()) {
+        if name.is_empty() || !name.bytes().all(is_token_byte) {
+            p.add(
+                "spec.provider.headers",
+                format!("{name:?} is not an HTTP header name; use letters, digits and '-', e.g. X-Scope-OrgID"),
+            );
+        }
+    }
+    if let Some(secret) = &provider.secret_ref {
+        check_secret_ref(&mut p, "spec.provider.secretRef", secret);
+    }
+    if spec.query.trim().is_empty() {
+        p.add(
+            "spec.query",
+            "is empty; write the query, e.g. sum(rate(http_requests_total{namespace=\"{{ namespace }}\"}[{{ interval }}]))",
+        );
+    } else {
+        for message in template_problems(&spec.query) {
+            p.add("spec.query", message);
+        }
+    }
+    p.0
 }
 
+/// The problems of the `{{ ... }}` actions of a MetricTemplate query, one message each
+/// (duplicates folded).
+fn template_problems(query: &str) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    let mut push = |m: String| {
+        if !out.contains(&m) {
+            out.push(m);
+        }
+    };
+    let mut rest = query;
+    let mut consumed = 0usize;
+    while let Some(open) = rest.find("{{") {
+        let after = &rest[open + 2..];
+        let Some(close) = after.find("}}") else {
+            let line = query[..consumed + open].matches('\n').count() + 1;
+            push(format!(
+                "has an unclosed {{{{ on line {line}; close it with }}}}, e.g. {{{{ namespace }}}}"
+            ));
+            break;
+        };
+        let inner = &after[..close];
+        let body = inner.trim_start_matches('-').trim_end_matches('-').trim();
+        if let Some(m) = template_action_problem(body, inner) {
+            push(m);
+        }
+        let step = open + 2 + close + 2;
+        consumed += step;
+        rest = &rest[step..];
+    }
+    out
+}
+
+fn template_action_problem(body: &str, raw: &str) -> Option<String> {
+    let known = TEMPLATE_VARIABLES.join(", ");
+    if body.is_empty() {
+        return Some(format!(
+            "has an empty {{{{ }}}}; write a variable inside, one of: {known}, variables.NAME"
+        ));
+    }
+    if raw.contains("{{") {
+        return Some("has {{ inside {{ ... }}; close each variable before opening the next".into());
+    }
+    if TEMPLATE_VARIABLES.contains(&body) {
+        return None;
+    }
+    if let Some(var) = body.strip_prefix("variables.") {
+        return if is_identifier(var) {
+            None
+        } else {
+            Some(format!(
+                "uses {{{{ {body} }}}}: {var:?} is not a variable name; use letters, digits and '_', starting with a letter"
+            ))
+        };
+    }
+    if body == "route" {
+        return Some(
+            "uses {{ route }}, which only the apisix provider fills; it is not supported by fledge yet".into(),
+        );
+    }
+    let first = body.split_whitespace().next().unwrap_or(body);
+    if body.contains(char::is_whitespace) || body.contains('|') || body.contains('(') {
+        return Some(format!(
+            "uses the template function {first:?} in {{{{ {body} }}}}; template functions are not supported by fledge yet: use the variables directly ({known}, variables.NAME)"
+        ));
+    }
+    if let Some(stripped) = body.strip_prefix('.')
+        && (TEMPLATE_VARIABLES.contains(&stripped) || stripped.starts_with("variables."))
+    {
+        return Some(format!(
+            "uses {{{{ {body} }}}}; write {{{{ {stripped} }}}} without the dot"
+        ));
+    }
+    if is_identifier(body) {
+        return Some(format!(
+            "uses the unknown variable {{{{ {body} }}}}; use one of {known}, or pass it from the Canary's templateVariables as {{{{ variables.{body} }}}}"
+        ));
+    }
+    Some(format!(
+        "uses the unknown variable {{{{ {body} }}}}; use one of {known}, variables.NAME"
+    ))
+}
+
+// ---------------------------------------------------------------------------------------------
+// AlertProvider
+// ---------------------------------------------------------------------------------------------
+
 /// Every problem of an AlertProvider spec.
-pub fn validate_alert_provider_spec(_spec: &AlertProviderSpec) -> Vec<Problem> {
-    Vec::new()
+pub fn validate_alert_provider_spec(spec: &AlertProviderSpec) -> Vec<Problem> {
+    let mut p = Problems::default();
+    let t = spec.r#type.as_str();
+    if t.is_empty() {
+        p.add(
+            "spec.type",
+            format!("is empty; use one of: {}", ALERT_PROVIDER_TYPES.join(", ")),
+        );
+    } else if !ALERT_PROVIDER_TYPES.contains(&t) {
+        p.add(
+            "spec.type",
+            format!(
+                "{t:?} is not an alert provider type; use one of: {}",
+                ALERT_PROVIDER_TYPES.join(", ")
+            ),
+        );
+    }
+    let address = spec.address.as_deref().filter(|a| !a.trim().is_empty());
+    if let Some(a) = address {
+        p.check("spec.address", http_url(a));
+    }
+    if let Some(proxy) = spec.proxy.as_deref().filter(|a| !a.trim().is_empty()) {
+        p.check("spec.proxy", proxy_url(proxy));
+    }
+    match &spec.secret_ref {
+        Some(secret) => check_secret_ref(&mut p, "spec.secretRef", secret),
+        None if address.is_none() => p.add(
+            "spec.address",
+            "is missing and no secretRef is set; set secretRef to a Secret with an address key (preferred: the URL is a secret), or set address",
+        ),
+        None => {}
+    }
+    p.0
+}
+
+fn check_secret_ref(p: &mut Problems, field: &str, secret: &SecretReference) {
+    if secret.name.is_empty() {
+        p.add(
+            format!("{field}.name"),
+            "is empty; set it to the name of a Secret in the same namespace",
+        );
+    } else {
+        p.check(format!("{field}.name"), dns1123_subdomain(&secret.name));
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Value checks
+// ---------------------------------------------------------------------------------------------
+
+fn check_duration(p: &mut Problems, field: &str, value: Option<&str>, allow_zero: bool) {
+    let Some(value) = value else {
+        return;
+    };
+    match crate::parse_duration(value) {
+        Err(e) => p.add(field, e.to_string()),
+        Ok(d) if d.is_zero() && !allow_zero => p.add(
+            field,
+            format!("{value:?} is zero; write a duration greater than 0 such as 30s or 1m"),
+        ),
+        Ok(_) => {}
+    }
+}
+
+fn check_percent(p: &mut Problems, field: &str, value: Option<i32>, min: i32) {
+    if let Some(v) = value
+        && !(min..=100).contains(&v)
+    {
+        p.add(
+            field,
+            format!("{v} is not a percentage between {min} and 100"),
+        );
+    }
+}
+
+fn one_of(value: &str, allowed: &[&str]) -> Result<(), String> {
+    if allowed.contains(&value) {
+        return Ok(());
+    }
+    let hint = allowed
+        .iter()
+        .find(|a| a.eq_ignore_ascii_case(value))
+        .map(|a| format!(" (values are case-sensitive: write {a})"))
+        .unwrap_or_default();
+    Err(format!(
+        "{value:?} is not one of: {}{hint}",
+        allowed.join(", ")
+    ))
+}
+
+fn port_number(port: i32) -> Result<(), String> {
+    if (1..=65535).contains(&port) {
+        Ok(())
+    } else {
+        Err(format!("{port} is not a port number; use 1 to 65535"))
+    }
+}
+
+fn required_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        Err("is empty; set the name of the object it refers to".into())
+    } else {
+        dns1123_subdomain(name)
+    }
+}
+
+fn namespace(ns: &str) -> Result<(), String> {
+    if ns.len() <= 63 && is_dns_label(ns) {
+        Ok(())
+    } else {
+        Err(format!(
+            "{ns:?} is not a namespace name: use at most 63 lowercase letters, digits and '-', starting and ending with a letter or digit"
+        ))
+    }
+}
+
+/// An absolute `http` or `https` URL with a host. The message never contains the value: URLs
+/// of webhooks and chat providers carry secrets.
+pub fn http_url(value: &str) -> Result<(), String> {
+    absolute_url(value, &["http", "https"], "http or https")
+}
+
+fn proxy_url(value: &str) -> Result<(), String> {
+    absolute_url(
+        value,
+        &["http", "https", "socks5", "socks5h"],
+        "http, https or socks5",
+    )
+}
+
+fn absolute_url(value: &str, schemes: &[&str], expected: &str) -> Result<(), String> {
+    match url::Url::parse(value) {
+        Err(url::ParseError::RelativeUrlWithoutBase) => Err(format!(
+            "is not an absolute URL: it has no scheme; write it as {}://host[:port]/path",
+            schemes[0]
+        )),
+        Err(e) => Err(format!(
+            "is not a valid URL ({e}); write it as {}://host[:port]/path",
+            schemes[0]
+        )),
+        Ok(u) if !schemes.contains(&u.scheme()) => {
+            let scheme = u.scheme();
+            let shown = if scheme.len() <= 16 {
+                format!("scheme {scheme:?}")
+            } else {
+                "another scheme".to_string()
+            };
+            Err(format!(
+                "uses {shown}; use an {expected} URL such as {}://host[:port]/path",
+                schemes[0]
+            ))
+        }
+        Ok(u) if u.host_str().is_none_or(str::is_empty) => Err(format!(
+            "has no host; write it as {}://host[:port]/path",
+            u.scheme()
+        )),
+        Ok(_) => Ok(()),
+    }
+}
+
+fn is_dns_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
+/// A Kubernetes object name (DNS-1123 subdomain).
+fn dns1123_subdomain(name: &str) -> Result<(), String> {
+    if name.len() <= 253 && name.split('.').all(|l| l.len() <= 63 && is_dns_label(l)) {
+        Ok(())
+    } else {
+        Err(format!(
+            "{name:?} is not a valid Kubernetes name: use at most 253 lowercase letters, digits, '-' and '.', starting and ending with a letter or digit"
+        ))
+    }
+}
+
+/// The apex Service name: a DNS-1035 label with room for the `-primary` suffix.
+fn service_name(name: &str) -> Result<(), String> {
+    const MAX: usize = 63 - "-primary".len();
+    let starts_with_letter = name.bytes().next().is_some_and(|b| b.is_ascii_lowercase());
+    if name.len() <= MAX && is_dns_label(name) && starts_with_letter {
+        Ok(())
+    } else {
+        Err(format!(
+            "{name:?} is not a valid Service name: use at most {MAX} lowercase letters, digits and '-' (fledge appends -primary and -canary), starting with a letter and ending with a letter or digit"
+        ))
+    }
+}
+
+/// A port name (IANA service name).
+fn port_name(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 15
+        && is_dns_label(name)
+        && !name.contains("--")
+        && name.bytes().any(|b| b.is_ascii_lowercase());
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{name:?} is not a valid port name: use at most 15 lowercase letters, digits and '-', with at least one letter, e.g. http"
+        ))
+    }
+}
+
+fn is_token_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+fn cookie_name(name: &str) -> Result<(), String> {
+    if name.bytes().all(is_token_byte) {
+        Ok(())
+    } else {
+        Err(format!(
+            "{name:?} is not a valid cookie name; use letters, digits and '-' or '_' only"
+        ))
+    }
+}
+
+fn is_identifier(s: &str) -> bool {
+    let mut bytes = s.bytes();
+    bytes
+        .next()
+        .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
+        && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')
 }

@@ -1,0 +1,706 @@
+//! `fledge validate FILE…`: check Canary, MetricTemplate and AlertProvider manifests offline.
+//!
+//! Each FILE (or `-` for standard input) is read as a stream of YAML documents. Documents with
+//! `apiVersion: fledge.dev/v1beta1`, or Flagger's `flagger.app/v1beta1` for migration, are
+//! checked: their spec is read into the fledge API types (a wrong type, a missing required field
+//! or an unknown field is a problem at its path) and then validated with
+//! [`fledge_api::validate`]. Documents of other API groups are skipped and counted.
+//!
+//! Every problem is printed on its own line to `out`:
+//!
+//! ```text
+//! canary.yaml:1: Canary test/podinfo: spec.analysis.stepWeights[2]: 10 is not greater than …
+//! ```
+//!
+//! Documents are numbered from 1 in the order they appear; empty documents (nothing between
+//! two `---`) are not counted. A summary line ends the output. Input that cannot be read (a
+//! missing file, bytes that are not UTF-8, YAML that does not parse, input over
+//! [`MAX_INPUT_BYTES`] or nested deeper than [`MAX_DEPTH`]) is reported on `err`.
+//!
+//! The exit code is 0 when every document is valid, 1 when any is invalid, and 2 when any input
+//! could not be read. Nothing in the input can make it panic.
+
+use std::io::{Read, Write};
+
+use fledge_api::validate::{
+    Problem, validate_alert_provider_spec, validate_canary_spec, validate_metric_template_spec,
+};
+use fledge_api::{AlertProviderSpec, CanarySpec, MetricTemplateSpec};
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+/// Largest input read from one file or from standard input.
+pub const MAX_INPUT_BYTES: usize = 16 * 1024 * 1024;
+
+/// Deepest nesting of YAML mappings and lists accepted.
+pub const MAX_DEPTH: usize = 64;
+
+/// Most documents accepted in one input.
+pub const MAX_DOCUMENTS: usize = 10_000;
+
+/// Exit code when every document is valid.
+pub const EXIT_VALID: i32 = 0;
+/// Exit code when a document is invalid.
+pub const EXIT_INVALID: i32 = 1;
+/// Exit code when an input could not be read or parsed.
+pub const EXIT_UNREADABLE: i32 = 2;
+
+/// The kinds `fledge validate` checks.
+const KINDS: &[&str] = &["Canary", "MetricTemplate", "AlertProvider"];
+
+/// Runs `fledge validate` over `paths` (`-` reads standard input) and returns the exit code.
+pub fn run(paths: &[String], out: &mut impl Write, err: &mut impl Write) -> i32 {
+    run_with_stdin(paths, &mut std::io::stdin().lock(), out, err)
+}
+
+/// [`run`], reading `-` from `stdin`.
+pub fn run_with_stdin(
+    paths: &[String],
+    stdin: &mut impl Read,
+    out: &mut impl Write,
+    err: &mut impl Write,
+) -> i32 {
+    if paths.is_empty() {
+        line(
+            err,
+            "fledge validate: no FILE given; name one or more YAML files, or - for standard input",
+        );
+        return EXIT_UNREADABLE;
+    }
+    let mut tally = Tally::default();
+    for path in paths {
+        let name = if path == "-" {
+            "<stdin>"
+        } else {
+            path.as_str()
+        };
+        let bytes = if path == "-" {
+            read_capped(stdin)
+        } else {
+            std::fs::File::open(path).and_then(|mut f| read_capped(&mut f))
+        };
+        let bytes = match bytes {
+            Ok(Some(b)) => b,
+            Ok(None) => {
+                line(
+                    err,
+                    &format!(
+                        "{name}: is larger than {} MiB; split it into smaller files",
+                        MAX_INPUT_BYTES / (1024 * 1024)
+                    ),
+                );
+                tally.unreadable += 1;
+                continue;
+            }
+            Err(e) => {
+                line(err, &format!("{name}: cannot read: {}", io_reason(&e)));
+                tally.unreadable += 1;
+                continue;
+            }
+        };
+        check_input(name, &bytes, &mut tally, out, err);
+    }
+
+    let docs = tally.valid + tally.invalid + tally.skipped;
+    let mut summary = format!(
+        "{docs} document{} checked: {} valid, {} invalid, {} skipped",
+        if docs == 1 { "" } else { "s" },
+        tally.valid,
+        tally.invalid,
+        tally.skipped
+    );
+    if tally.unreadable > 0 {
+        summary.push_str(&format!(
+            "; {} input{} could not be read",
+            tally.unreadable,
+            if tally.unreadable == 1 { "" } else { "s" }
+        ));
+    }
+    line(out, &summary);
+    let _ = out.flush();
+    let _ = err.flush();
+
+    if tally.unreadable > 0 {
+        EXIT_UNREADABLE
+    } else if tally.invalid > 0 {
+        EXIT_INVALID
+    } else {
+        EXIT_VALID
+    }
+}
+
+#[derive(Default)]
+struct Tally {
+    valid: usize,
+    invalid: usize,
+    skipped: usize,
+    unreadable: usize,
+}
+
+/// Reads at most [`MAX_INPUT_BYTES`]; `None` when there is more.
+fn read_capped(r: &mut impl Read) -> std::io::Result<Option<Vec<u8>>> {
+    let mut buf = Vec::new();
+    r.take(MAX_INPUT_BYTES as u64 + 1).read_to_end(&mut buf)?;
+    Ok((buf.len() <= MAX_INPUT_BYTES).then_some(buf))
+}
+
+fn io_reason(e: &std::io::Error) -> String {
+    match e.kind() {
+        std::io::ErrorKind::NotFound => "no such file".into(),
+        std::io::ErrorKind::PermissionDenied => "permission denied".into(),
+        std::io::ErrorKind::IsADirectory => "is a directory; name the YAML files in it".into(),
+        _ => e.to_string(),
+    }
+}
+
+fn check_input(
+    name: &str,
+    bytes: &[u8],
+    tally: &mut Tally,
+    out: &mut impl Write,
+    err: &mut impl Write,
+) {
+    if let Err(e) = std::str::from_utf8(bytes) {
+        let at = e.valid_up_to();
+        let line_no = bytes[..at].iter().filter(|&&b| b == b'\n').count() + 1;
+        line(
+            err,
+            &format!(
+                "{name}: is not UTF-8 text (invalid byte at offset {at}, line {line_no}); save it as UTF-8"
+            ),
+        );
+        tally.unreadable += 1;
+        return;
+    }
+    let options = serde_saphyr::options! {
+        budget: serde_saphyr::budget! {
+            max_depth: MAX_DEPTH,
+            max_documents: MAX_DOCUMENTS,
+            max_reader_input_bytes: Some(MAX_INPUT_BYTES + 1),
+        },
+        with_snippet: false,
+    };
+    let mut reader = std::io::Cursor::new(bytes);
+    let mut doc = 0usize;
+    for result in serde_saphyr::read_with_options::<_, Value>(&mut reader, options) {
+        doc += 1;
+        match result {
+            Ok(value) => {
+                let problems = check_document(value);
+                match problems {
+                    Outcome::Skipped => tally.skipped += 1,
+                    Outcome::Checked { problems, .. } if problems.is_empty() => tally.valid += 1,
+                    Outcome::Checked { label, problems } => {
+                        tally.invalid += 1;
+                        for p in problems {
+                            line(out, &format!("{name}:{doc}: {label}: {p}"));
+                        }
+                    }
+                }
+            }
+            Err(e) => {
+                line(
+                    err,
+                    &format!("{name}:{doc}: cannot parse YAML: {}", yaml_reason(&e)),
+                );
+                tally.unreadable += 1;
+                // A syntax error ends the stream; a bad document is skipped.
+            }
+        }
+    }
+}
+
+fn yaml_reason(e: &serde_saphyr::Error) -> String {
+    let text = e.to_string();
+    let text = text.trim();
+    if text.contains("Depth {") {
+        let at = e
+            .location()
+            .map(|l| format!(" at line {}, column {}", l.line(), l.column()))
+            .unwrap_or_default();
+        format!("nesting is deeper than {MAX_DEPTH} levels{at}; fledge refuses such documents")
+    } else if text.contains("recursive references") {
+        "an alias refers to the node that holds its own anchor (a recursive reference); a manifest cannot hold one".into()
+    } else if text.contains("budget breached") {
+        format!("{text}; the document is too large or too complex to check")
+    } else {
+        text.replace(
+            ", set DuplicateKeyPolicy in Options if acceptable",
+            "; keep only one",
+        )
+    }
+}
+
+enum Outcome {
+    /// Not a fledge or Flagger v1beta1 object.
+    Skipped,
+    /// Checked; `label` is `Kind namespace/name`.
+    Checked {
+        label: String,
+        problems: Vec<Problem>,
+    },
+}
+
+fn check_document(mut value: Value) -> Outcome {
+    strip_nulls(&mut value);
+    let Value::Object(map) = &mut value else {
+        return Outcome::Checked {
+            label: "? default/?".into(),
+            problems: vec![Problem::new(
+                ".",
+                format!(
+                    "is {}, not a Kubernetes object; write a mapping with apiVersion, kind, metadata and spec",
+                    describe(&value)
+                ),
+            )],
+        };
+    };
+
+    let api_version = map
+        .get("apiVersion")
+        .and_then(Value::as_str)
+        .map(str::to_owned);
+    let kind = map.get("kind").and_then(Value::as_str).map(str::to_owned);
+    let (namespace, name) = metadata_label(map.get("metadata"));
+    let label = format!(
+        "{} {}/{}",
+        kind.as_deref().unwrap_or("?"),
+        namespace,
+        name.as_deref().unwrap_or("?")
+    );
+
+    let ours = |v: &str| v == fledge_api::API_VERSION || v == fledge_api::FLAGGER_API_VERSION;
+    match api_version.as_deref() {
+        Some(v) if ours(v) => {}
+        Some(v) if v.starts_with("fledge.dev/") => {
+            return Outcome::Checked {
+                label,
+                problems: vec![Problem::new(
+                    "apiVersion",
+                    format!(
+                        "{v:?} is not served by fledge; use {}",
+                        fledge_api::API_VERSION
+                    ),
+                )],
+            };
+        }
+        Some(_) => return Outcome::Skipped,
+        None => {
+            let problem = match map.get("apiVersion") {
+                Some(other) => format!(
+                    "is {}, not a string; write {}",
+                    describe(other),
+                    fledge_api::API_VERSION
+                ),
+                None => format!("is missing; write apiVersion: {}", fledge_api::API_VERSION),
+            };
+            return Outcome::Checked {
+                label,
+                problems: vec![Problem::new("apiVersion", problem)],
+            };
+        }
+    }
+
+    let mut problems = Vec::new();
+    let Some(kind) = kind.filter(|k| KINDS.contains(&k.as_str())) else {
+        let message = match map.get("kind") {
+            Some(Value::String(k)) => format!(
+                "{k:?} is not a fledge kind; use one of: {}",
+                KINDS.join(", ")
+            ),
+            Some(other) => format!(
+                "is {}, not a string; use one of: {}",
+                describe(other),
+                KINDS.join(", ")
+            ),
+            None => format!("is missing; use one of: {}", KINDS.join(", ")),
+        };
+        problems.push(Problem::new("kind", message));
+        return Outcome::Checked { label, problems };
+    };
+
+    check_metadata(map.get("metadata"), &mut problems);
+
+    let Some(spec) = map.remove("spec") else {
+        problems.push(Problem::new(
+            "spec",
+            format!("is missing; a {kind} needs a spec"),
+        ));
+        return Outcome::Checked { label, problems };
+    };
+    match kind.as_str() {
+        "Canary" => typed::<CanarySpec>(spec, &kind, validate_canary_spec, &mut problems),
+        "MetricTemplate" => {
+            typed::<MetricTemplateSpec>(spec, &kind, validate_metric_template_spec, &mut problems)
+        }
+        _ => typed::<AlertProviderSpec>(spec, &kind, validate_alert_provider_spec, &mut problems),
+    }
+    Outcome::Checked { label, problems }
+}
+
+/// `namespace` (default `default`) and `name` for the label of a document.
+fn metadata_label(metadata: Option<&Value>) -> (String, Option<String>) {
+    let get = |key: &str| {
+        metadata
+            .and_then(|m| m.get(key))
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+    };
+    (
+        get("namespace").unwrap_or_else(|| "default".into()),
+        get("name"),
+    )
+}
+
+fn check_metadata(metadata: Option<&Value>, problems: &mut Vec<Problem>) {
+    let Some(metadata) = metadata else {
+        problems.push(Problem::new(
+            "metadata.name",
+            "is missing; every object needs metadata.name",
+        ));
+        return;
+    };
+    let Value::Object(m) = metadata else {
+        problems.push(Problem::new(
+            "metadata",
+            format!(
+                "is {}, not a mapping; write name: and namespace: under it",
+                describe(metadata)
+            ),
+        ));
+        return;
+    };
+    match m.get("name") {
+        None if m.contains_key("generateName") => {}
+        None => problems.push(Problem::new(
+            "metadata.name",
+            "is missing; every object needs metadata.name",
+        )),
+        Some(Value::String(name)) if !is_subdomain(name) => problems.push(Problem::new(
+            "metadata.name",
+            format!(
+                "{name:?} is not a valid Kubernetes name: use at most 253 lowercase letters, digits, '-' and '.', starting and ending with a letter or digit"
+            ),
+        )),
+        Some(Value::String(_)) => {}
+        Some(other) => problems.push(Problem::new(
+            "metadata.name",
+            format!("is {}, not a string", describe(other)),
+        )),
+    }
+    match m.get("namespace") {
+        None => {}
+        Some(Value::String(ns)) if !(ns.len() <= 63 && is_label(ns)) => {
+            problems.push(Problem::new(
+                "metadata.namespace",
+                format!(
+                    "{ns:?} is not a valid namespace name: use at most 63 lowercase letters, digits and '-', starting and ending with a letter or digit"
+                ),
+            ))
+        }
+        Some(Value::String(_)) => {}
+        Some(other) => problems.push(Problem::new(
+            "metadata.namespace",
+            format!("is {}, not a string", describe(other)),
+        )),
+    }
+}
+
+fn is_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
+fn is_subdomain(s: &str) -> bool {
+    s.len() <= 253 && s.split('.').all(|l| l.len() <= 63 && is_label(l))
+}
+
+/// Most reads of one spec while looking for type errors.
+const MAX_READS: usize = 32;
+
+/// Reads `spec` as `T`, reporting type errors and unknown fields with their paths; when it
+/// reads cleanly, adds the problems `validate` finds.
+///
+/// serde stops at the first error, so after each one the offending value (or, for a missing
+/// field, the object that lacks it) is removed and the spec read again, to report every
+/// type error at once. Errors that only follow from such a removal are not reported.
+fn typed<T: DeserializeOwned>(
+    mut spec: Value,
+    kind: &str,
+    validate: fn(&T) -> Vec<Problem>,
+    problems: &mut Vec<Problem>,
+) {
+    let mut type_errors: Vec<Problem> = Vec::new();
+    for _ in 0..MAX_READS {
+        let mut unknown: Vec<String> = Vec::new();
+        let mut track = serde_path_to_error::Track::new();
+        let result: Result<T, serde_json::Error> = serde_ignored::deserialize(
+            serde_path_to_error::Deserializer::new(&spec, &mut track),
+            |path| unknown.push(ignored_path(&path)),
+        );
+        let path = track.path();
+        let unknown = unknown.iter().map(|field| unknown_field(field, kind));
+        match result {
+            Ok(t) => {
+                problems.extend(unknown);
+                if type_errors.is_empty() {
+                    problems.extend(validate(&t));
+                } else {
+                    problems.append(&mut type_errors);
+                }
+                return;
+            }
+            Err(e) => {
+                let segments: Vec<&serde_path_to_error::Segment> = path.iter().collect();
+                let problem = type_problem(&segments, &e.to_string());
+                let consequence = type_errors.iter().any(|p| within(&p.field, &problem.field));
+                if !consequence {
+                    type_errors.push(problem);
+                }
+                if !remove_at(&mut spec, &segments) {
+                    problems.extend(unknown);
+                    break;
+                }
+            }
+        }
+    }
+    problems.append(&mut type_errors);
+}
+
+/// Whether `field` is `outer` or lies inside it.
+fn within(field: &str, outer: &str) -> bool {
+    field
+        .strip_prefix(outer)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('.') || rest.starts_with('['))
+}
+
+fn unknown_field(field: &str, kind: &str) -> Problem {
+    if field == "spec.canaryAnalysis" {
+        return Problem::new(
+            field,
+            "is the pre-v1beta1 name of spec.analysis; rename it to analysis",
+        );
+    }
+    Problem::new(
+        field,
+        format!(
+            "is not a field of {kind}; check its spelling and indentation (field names are camelCase, e.g. stepWeight)"
+        ),
+    )
+}
+
+fn ignored_path(path: &serde_ignored::Path<'_>) -> String {
+    fn walk(path: &serde_ignored::Path<'_>, out: &mut String) {
+        match path {
+            serde_ignored::Path::Root => out.push_str("spec"),
+            serde_ignored::Path::Seq { parent, index } => {
+                walk(parent, out);
+                out.push_str(&format!("[{index}]"));
+            }
+            serde_ignored::Path::Map { parent, key } => {
+                walk(parent, out);
+                out.push('.');
+                out.push_str(key);
+            }
+            serde_ignored::Path::Some { parent }
+            | serde_ignored::Path::NewtypeStruct { parent }
+            | serde_ignored::Path::NewtypeVariant { parent } => walk(parent, out),
+        }
+    }
+    let mut out = String::new();
+    walk(path, &mut out);
+    out
+}
+
+fn render_path(segments: &[&serde_path_to_error::Segment]) -> String {
+    let mut out = String::from("spec");
+    for s in segments {
+        match s {
+            serde_path_to_error::Segment::Seq { index } => out.push_str(&format!("[{index}]")),
+            serde_path_to_error::Segment::Map { key }
+            | serde_path_to_error::Segment::Enum { variant: key } => {
+                out.push('.');
+                out.push_str(key);
+            }
+            serde_path_to_error::Segment::Unknown => out.push_str(".?"),
+        }
+    }
+    out
+}
+
+/// A problem from a serde error at `segments`, in words a user reads.
+fn type_problem(segments: &[&serde_path_to_error::Segment], error: &str) -> Problem {
+    let field = render_path(segments);
+    if let Some(rest) = error.strip_prefix("missing field `") {
+        let name = rest.split('`').next().unwrap_or_default();
+        return Problem::new(format!("{field}.{name}"), "is required");
+    }
+    if let Some(rest) = error.strip_prefix("invalid type: ")
+        && let Some((found, expected)) = split_expected(rest)
+    {
+        return Problem::new(
+            field,
+            format!(
+                "must be {}, not {}",
+                expected_words(expected, false),
+                found_words(found)
+            ),
+        );
+    }
+    if let Some(rest) = error.strip_prefix("invalid value: ")
+        && let Some((found, expected)) = split_expected(rest)
+    {
+        return Problem::new(
+            field,
+            format!(
+                "{} is out of range: must be {}",
+                found_words(found),
+                expected_words(expected, true)
+            ),
+        );
+    }
+    Problem::new(field, hide_strings(error))
+}
+
+/// Splits `X, expected Y` at the last `, expected `.
+fn split_expected(s: &str) -> Option<(&str, &str)> {
+    let at = s.rfind(", expected ")?;
+    Some((&s[..at], &s[at + ", expected ".len()..]))
+}
+
+fn expected_words(expected: &str, with_range: bool) -> String {
+    match expected {
+        "i8" | "i16" | "i32" | "i64" | "u8" | "u16" | "u32" | "u64" | "usize" | "isize" => {
+            let range = match expected {
+                "i32" if with_range => " between -2147483648 and 2147483647",
+                "u32" if with_range => " between 0 and 4294967295",
+                "i64" if with_range => " between -9223372036854775808 and 9223372036854775807",
+                _ => "",
+            };
+            format!("an integer{range}")
+        }
+        "f32" | "f64" => "a number".into(),
+        "a sequence" => "a list".into(),
+        "a map" => "a mapping".into(),
+        e if e.starts_with("struct ") => "a mapping of fields".into(),
+        e => hide_strings(e),
+    }
+}
+
+fn found_words(found: &str) -> String {
+    if found.starts_with("string ") {
+        return "a string".into();
+    }
+    if let Some(rest) = found.strip_prefix("integer `") {
+        return format!("the integer {}", rest.trim_end_matches('`'));
+    }
+    if let Some(rest) = found.strip_prefix("floating point `") {
+        return format!("the number {}", rest.trim_end_matches('`'));
+    }
+    if found.starts_with("boolean ") {
+        return format!(
+            "the boolean {}",
+            found.trim_start_matches("boolean ").trim_matches('`')
+        );
+    }
+    match found {
+        "sequence" => "a list".into(),
+        "map" => "a mapping".into(),
+        "null" | "unit value" => "empty".into(),
+        f => hide_strings(f),
+    }
+}
+
+/// Replaces `string "..."` in a serde message by `a string`: values may be secrets.
+fn hide_strings(s: &str) -> String {
+    let mut out = String::new();
+    let mut rest = s;
+    while let Some(at) = rest.find("string \"") {
+        out.push_str(&rest[..at]);
+        out.push_str("a string");
+        let tail = &rest[at + "string \"".len()..];
+        let mut end = tail.len();
+        let mut escaped = false;
+        for (i, c) in tail.char_indices() {
+            match c {
+                '\\' if !escaped => escaped = true,
+                '"' if !escaped => {
+                    end = i + 1;
+                    break;
+                }
+                _ => escaped = false,
+            }
+        }
+        rest = &tail[end.min(tail.len())..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Removes the value at `segments` from `value`; false when there is nothing to remove.
+fn remove_at(value: &mut Value, segments: &[&serde_path_to_error::Segment]) -> bool {
+    let Some((last, parents)) = segments.split_last() else {
+        return false;
+    };
+    let mut node = value;
+    for s in parents {
+        let next = match (s, node) {
+            (serde_path_to_error::Segment::Map { key }, Value::Object(m)) => m.get_mut(key),
+            (serde_path_to_error::Segment::Seq { index }, Value::Array(a)) => a.get_mut(*index),
+            _ => None,
+        };
+        match next {
+            Some(n) => node = n,
+            None => return false,
+        }
+    }
+    match (last, node) {
+        (serde_path_to_error::Segment::Map { key }, Value::Object(m)) => m.remove(key).is_some(),
+        (serde_path_to_error::Segment::Seq { index }, Value::Array(a)) if *index < a.len() => {
+            a.remove(*index);
+            true
+        }
+        _ => false,
+    }
+}
+
+/// Drops mapping entries whose value is null, as the Kubernetes API server does for fields
+/// that are not nullable: `key:` with nothing after it means "not set".
+fn strip_nulls(value: &mut Value) {
+    match value {
+        Value::Object(m) => {
+            m.retain(|_, v| !v.is_null());
+            m.values_mut().for_each(strip_nulls);
+        }
+        Value::Array(a) => a.iter_mut().for_each(strip_nulls),
+        _ => {}
+    }
+}
+
+fn describe(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "empty",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "a mapping",
+    }
+}
+
+/// Writes one line, with control characters escaped so that input cannot forge lines.
+fn line(w: &mut impl Write, text: &str) {
+    let mut clean = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_control() {
+            clean.extend(c.escape_default());
+        } else {
+            clean.push(c);
+        }
+    }
+    let _ = writeln!(w, "{clean}");
+}
