@@ -1,8 +1,13 @@
 //! The fledge controller: the Kubernetes adapter of the rollout engine, and the `fledge` CLI.
 #![forbid(unsafe_code)]
 
+pub mod analysis;
+pub mod controller;
 pub mod crds;
 mod error;
+pub mod metrics;
+pub mod routers;
+pub mod server;
 pub mod services;
 pub mod validate_cmd;
 pub mod webhooks;

@@ -19,6 +19,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the controller.
+    Run(RunArgs),
     /// Print the fledge CustomResourceDefinitions as one multi-document YAML stream.
     Crds {
         /// Write one file per CRD into this directory instead (as kept in `config/crd/`).
@@ -27,9 +29,61 @@ enum Command {
     },
 }
 
+#[derive(clap::Args)]
+struct RunArgs {
+    /// Watch only this namespace (default: all namespaces).
+    #[arg(long)]
+    namespace: Option<String>,
+    /// At most this many rollouts in progress at once, cluster-wide; others wait in `Waiting`
+    /// (default: no limit).
+    #[arg(long)]
+    max_concurrent_rollouts: Option<usize>,
+    /// Address of the `/healthz`, `/readyz` and `/metrics` endpoints.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    metrics_addr: std::net::SocketAddr,
+    /// Elect a leader through a `coordination.k8s.io` Lease, so that only one replica acts.
+    #[arg(long)]
+    leader_elect: bool,
+    /// Name of the leader-election Lease.
+    #[arg(long, default_value = "fledge-leader")]
+    lease_name: String,
+    /// Namespace of the leader-election Lease (default: the client's namespace).
+    #[arg(long)]
+    lease_namespace: Option<String>,
+    /// Seconds a leader's Lease stays valid without renewal.
+    #[arg(long, default_value_t = 15)]
+    lease_duration: u64,
+    /// Identity of this replica in the Lease (default: host name and process id).
+    #[arg(long)]
+    identity: Option<String>,
+    /// Log format: `json` or `text`.
+    #[arg(long, default_value = "json")]
+    log_format: String,
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Run(args) => {
+            init_logs(&args.log_format);
+            let rt = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("fledge run: cannot start the runtime: {e}");
+                    return ExitCode::from(1);
+                }
+            };
+            match rt.block_on(run(args)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!(error = format!("{e:#}"), "fledge run failed");
+                    ExitCode::from(1)
+                }
+            }
+        }
         Command::Crds { out_dir: Some(dir) } => {
             for (file, yaml) in fledge_controller::crds::crds() {
                 let path = dir.join(file);
@@ -49,6 +103,150 @@ fn main() -> ExitCode {
                     ExitCode::from(2)
                 }
             }
+        }
+    }
+}
+
+fn init_logs(format: &str) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    if format == "text" {
+        builder.init();
+    } else {
+        builder
+            .json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .init();
+    }
+}
+
+async fn run(args: RunArgs) -> anyhow::Result<()> {
+    use std::sync::Arc;
+    use std::sync::atomic::Ordering;
+
+    use anyhow::Context as _;
+    use fledge_controller::{controller, metrics::Metrics, server};
+
+    let client = kube::Client::try_default()
+        .await
+        .context("cannot build a Kubernetes client (KUBECONFIG or in-cluster config)")?;
+    let metrics = Arc::new(Metrics::new());
+    let health = Arc::new(server::Health::default());
+    let listener_metrics = metrics.clone();
+    let listener_health = health.clone();
+    let addr = args.metrics_addr;
+    tokio::spawn(async move {
+        if let Err(e) = server::serve(addr, listener_metrics, listener_health).await {
+            tracing::error!(error = %e, %addr, "metrics endpoint stopped");
+        }
+    });
+
+    let settings = controller::Settings {
+        namespace: args.namespace.clone(),
+        max_concurrent_rollouts: args.max_concurrent_rollouts,
+        reporter: "fledge".into(),
+    };
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        tracing::info!("shutdown requested");
+        let _ = stop_tx.send(true);
+    });
+    let stopped = {
+        let rx = stop_rx.clone();
+        move || {
+            let mut rx = rx.clone();
+            async move {
+                let _ = rx.wait_for(|s| *s).await;
+            }
+        }
+    };
+
+    if !args.leader_elect {
+        health.ready.store(true, Ordering::Relaxed);
+        health.leader.store(true, Ordering::Relaxed);
+        tracing::info!("starting without leader election");
+        return controller::run(client, settings, metrics, stopped()).await;
+    }
+
+    let identity = args.identity.clone().unwrap_or_else(|| {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_else(|_| "fledge".into());
+        format!("{host}-{}", std::process::id())
+    });
+    let mut builder =
+        kube_lease_manager::LeaseManagerBuilder::new(client.clone(), &args.lease_name)
+            .with_identity(identity.clone())
+            .with_duration(args.lease_duration.max(2))
+            .with_grace((args.lease_duration / 3).max(1));
+    if let Some(ns) = &args.lease_namespace {
+        builder = builder.with_namespace(ns.clone());
+    }
+    let manager = builder
+        .build()
+        .await
+        .context("cannot set up leader election")?;
+    let (mut leader_rx, _task) = manager.watch().await;
+    health.ready.store(true, Ordering::Relaxed);
+    tracing::info!(%identity, lease = %args.lease_name, "waiting to become leader");
+    let mut stop = stop_rx.clone();
+    loop {
+        if *leader_rx.borrow_and_update() {
+            break;
+        }
+        tokio::select! {
+            changed = leader_rx.changed() => {
+                if changed.is_err() {
+                    anyhow::bail!("leader election stopped");
+                }
+            }
+            _ = stop.wait_for(|s| *s) => return Ok(()),
+        }
+    }
+    health.leader.store(true, Ordering::Relaxed);
+    tracing::info!(%identity, "became leader");
+    let lost = async move {
+        let _ = leader_rx.wait_for(|l| !*l).await;
+    };
+    let stop = stopped();
+    let (lost_tx, mut lost_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        lost.await;
+        let _ = lost_tx.send(true);
+    });
+    let lost_flag = {
+        let mut rx = lost_rx.clone();
+        async move {
+            let _ = rx.wait_for(|l| *l).await;
+        }
+    };
+    let trigger = async move {
+        tokio::select! {
+            _ = stop => {}
+            _ = lost_flag => {}
+        }
+    };
+    controller::run(client, settings, metrics, trigger).await?;
+    if *lost_rx.borrow_and_update() {
+        anyhow::bail!("lost leadership; exiting so that a fresh replica can stand by");
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
         }
     }
 }

@@ -1,0 +1,706 @@
+//! The reconciler: observe → ask the engine → execute its plan → write the status.
+//!
+//! Every decision is the engine's (`fledge-core`); this file only gathers what the engine needs
+//! from the cluster and carries out the actions it returns, in order.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use fledge_api::{Canary, CanaryPhase, CanaryStatus, HookType};
+use fledge_core::{Action, ActionClass, CanaryScale, Observations, Readiness, TargetObservation};
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::runtime::controller::Action as Requeue;
+use kube::runtime::events::{Event as KubeEvent, EventType, Recorder, Reporter};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{Controller, WatchStreamExt, watcher};
+use kube::{Client, Resource, ResourceExt};
+use serde_json::json;
+use tracing::{Instrument, info, info_span, warn};
+
+use crate::metrics::Metrics;
+use crate::routers::{RouteTarget, router_for};
+use crate::services::{ApexSelects, build_services};
+use crate::webhooks::{Payload, WebhookClient};
+use crate::workload::{self, ConfigRef, primary_name};
+use crate::{Error, Result};
+
+/// The finalizer fledge puts on every Canary.
+pub const FINALIZER: &str = "fledge.dev/finalizer";
+/// The field manager of every object fledge applies.
+pub const MANAGER: &str = "fledge";
+
+/// Settings of the controller.
+#[derive(Clone, Debug, Default)]
+pub struct Settings {
+    /// Only this namespace, or all.
+    pub namespace: Option<String>,
+    /// At most this many rollouts in progress cluster-wide (`None`: no limit).
+    pub max_concurrent_rollouts: Option<usize>,
+    /// Name reported on Events.
+    pub reporter: String,
+}
+
+/// What every reconcile shares.
+pub struct Context {
+    client: Client,
+    recorder: Recorder,
+    webhooks: WebhookClient,
+    metrics: Arc<Metrics>,
+    deployments: Store<Deployment>,
+    canaries: Store<Canary>,
+    settings: Settings,
+}
+
+/// Runs the controller until `shutdown` resolves.
+pub async fn run(
+    client: Client,
+    settings: Settings,
+    metrics: Arc<Metrics>,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) -> anyhow::Result<()> {
+    let (canary_api, deploy_api): (Api<Canary>, Api<Deployment>) = match &settings.namespace {
+        Some(ns) => (
+            Api::namespaced(client.clone(), ns),
+            Api::namespaced(client.clone(), ns),
+        ),
+        None => (Api::all(client.clone()), Api::all(client.clone())),
+    };
+    let (deployments, dep_writer) = reflector::store();
+    let dep_stream =
+        reflector::reflector(dep_writer, watcher(deploy_api, watcher::Config::default()))
+            .default_backoff()
+            .touched_objects();
+
+    let controller = Controller::new(canary_api, watcher::Config::default());
+    let canaries = controller.store();
+    let canaries_for_map = canaries.clone();
+    let ctx = Arc::new(Context {
+        recorder: Recorder::new(
+            client.clone(),
+            Reporter {
+                controller: settings.reporter.clone(),
+                instance: std::env::var("POD_NAME").ok(),
+            },
+        ),
+        webhooks: WebhookClient::new()?,
+        client,
+        metrics,
+        deployments,
+        canaries,
+        settings,
+    });
+    controller
+        .watches_stream(dep_stream, move |dep: Deployment| {
+            canaries_for(&canaries_for_map, &dep)
+        })
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, ctx)
+        .for_each(|res| async move {
+            if let Err(e) = res {
+                tracing::debug!(error = %e, "reconcile ended with an error");
+            }
+        })
+        .await;
+    Ok(())
+}
+
+/// The Canaries a Deployment concerns: those whose target or primary it is.
+fn canaries_for(canaries: &Store<Canary>, dep: &Deployment) -> Vec<ObjectRef<Canary>> {
+    let ns = dep.namespace();
+    let name = dep.name_any();
+    canaries
+        .state()
+        .into_iter()
+        .filter(|c| c.namespace() == ns)
+        .filter(|c| c.spec.target_ref.name == name || primary_name(&c.spec.target_ref.name) == name)
+        .map(|c| ObjectRef::from_obj(&*c))
+        .collect()
+}
+
+fn error_policy(canary: Arc<Canary>, err: &Error, ctx: Arc<Context>) -> Requeue {
+    ctx.metrics.reconcile_error(err.metric_label());
+    warn!(canary = %key(&canary), error = %err, "reconcile failed");
+    if err.is_transient() {
+        Requeue::requeue(Duration::from_secs(5))
+    } else {
+        Requeue::requeue(Duration::from_secs(60))
+    }
+}
+
+fn key(c: &Canary) -> String {
+    format!("{}/{}", c.namespace().unwrap_or_default(), c.name_any())
+}
+
+async fn reconcile(canary: Arc<Canary>, ctx: Arc<Context>) -> Result<Requeue> {
+    let span = info_span!("reconcile", canary = %key(&canary));
+    async move {
+        let started = std::time::Instant::now();
+        let out = reconcile_inner(&canary, &ctx).await;
+        ctx.metrics.reconcile_duration(started.elapsed());
+        out
+    }
+    .instrument(span)
+    .await
+}
+
+async fn reconcile_inner(canary: &Canary, ctx: &Context) -> Result<Requeue> {
+    let ns = canary.namespace().unwrap_or_else(|| "default".into());
+    let deleting = canary.meta().deletion_timestamp.is_some();
+    let has_finalizer = canary.finalizers().iter().any(|f| f == FINALIZER);
+    if deleting && !has_finalizer {
+        return Ok(Requeue::await_change());
+    }
+    if !deleting && !has_finalizer {
+        add_finalizer(canary, ctx).await?;
+        return Ok(Requeue::requeue(Duration::ZERO));
+    }
+
+    let status = canary.status.clone().unwrap_or_default();
+    let target = ctx
+        .deployments
+        .get(&ObjectRef::new(&canary.spec.target_ref.name).within(&ns));
+    let primary = ctx
+        .deployments
+        .get(&ObjectRef::new(&primary_name(&canary.spec.target_ref.name)).within(&ns));
+
+    let tracked = match &target {
+        Some(t) => tracked_configs(ctx, &ns, t).await?,
+        None => BTreeMap::new(),
+    };
+    let mut obs = Observations::at(jiff::Timestamp::now());
+    obs.generation = canary.meta().generation;
+    obs.deleting = deleting;
+    obs.rollout_slot_available = slot_available(ctx, canary);
+    obs.target = target.as_deref().map(|t| TargetObservation {
+        spec_hash: t
+            .spec
+            .as_ref()
+            .map(|s| workload::template_hash(&s.template))
+            .unwrap_or_default(),
+        tracked_configs: tracked
+            .iter()
+            .map(|(r, sum)| (r.key(), sum.clone()))
+            .collect(),
+        readiness: readiness(t),
+    });
+    obs.primary = primary.as_deref().map(readiness);
+
+    let needs = fledge_core::needs(&canary.spec, &status, &obs);
+    if !needs.webhooks.is_empty() {
+        obs.webhooks = call_gating_webhooks(ctx, canary, &status, &needs.webhooks).await;
+    }
+    if needs.metrics {
+        obs.metrics = crate::analysis::run_metrics(canary).await;
+    }
+
+    let plan = fledge_core::plan(&canary.spec, &status, &obs);
+    let mut requeue = Duration::from_secs(60);
+    let exec = Exec {
+        ctx,
+        canary,
+        ns: &ns,
+        target: target.as_deref(),
+        primary: primary.as_deref(),
+        tracked: &tracked,
+    };
+    for action in &plan.actions {
+        match action {
+            Action::RequeueAfter(d) => requeue = *d,
+            a if a.class() == ActionClass::Cluster => exec.cluster(a).await?,
+            a => exec.report(a).await,
+        }
+    }
+    write_status(ctx, canary, &status, &plan.status).await?;
+    if deleting && plan.status.phase == CanaryPhase::Terminated {
+        remove_finalizer(canary, ctx).await?;
+        return Ok(Requeue::await_change());
+    }
+    Ok(Requeue::requeue(requeue))
+}
+
+/// Counts rollouts in progress elsewhere against `--max-concurrent-rollouts`.
+fn slot_available(ctx: &Context, canary: &Canary) -> bool {
+    let Some(max) = ctx.settings.max_concurrent_rollouts else {
+        return true;
+    };
+    let me = canary.uid();
+    let busy = ctx
+        .canaries
+        .state()
+        .iter()
+        .filter(|c| c.uid() != me)
+        .filter(|c| c.status.as_ref().is_some_and(|s| s.phase.is_rolling_out()))
+        .count();
+    busy < max
+}
+
+fn readiness(d: &Deployment) -> Readiness {
+    let spec_replicas = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+    let st = d.status.clone().unwrap_or_default();
+    let generation = d.metadata.generation.unwrap_or(0);
+    Readiness {
+        generation_observed: st.observed_generation.unwrap_or(0) >= generation,
+        desired: spec_replicas,
+        current: st.replicas.unwrap_or(0),
+        updated: st.updated_replicas.unwrap_or(0),
+        available: st.available_replicas.unwrap_or(0),
+    }
+}
+
+/// Checksums of the ConfigMaps and Secrets the target references that exist and are tracked.
+async fn tracked_configs(
+    ctx: &Context,
+    ns: &str,
+    target: &Deployment,
+) -> Result<BTreeMap<ConfigRef, String>> {
+    let Some(pod) = target.spec.as_ref().and_then(|s| s.template.spec.as_ref()) else {
+        return Ok(BTreeMap::new());
+    };
+    let mut out = BTreeMap::new();
+    for r in workload::referenced_configs(pod) {
+        let (meta, sum) = match &r {
+            ConfigRef::ConfigMap(n) => {
+                let api: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), ns);
+                match api.get_opt(n).await? {
+                    Some(cm) => {
+                        let mut entries: Vec<(&str, &[u8])> = Vec::new();
+                        for (k, v) in cm.data.iter().flatten() {
+                            entries.push((k, v.as_bytes()));
+                        }
+                        for (k, v) in cm.binary_data.iter().flatten() {
+                            entries.push((k, &v.0));
+                        }
+                        let sum = workload::data_checksum(entries);
+                        (cm.metadata, sum)
+                    }
+                    None => continue,
+                }
+            }
+            ConfigRef::Secret(n) => {
+                let api: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
+                match api.get_opt(n).await? {
+                    Some(s) => {
+                        let entries = s
+                            .data
+                            .iter()
+                            .flatten()
+                            .map(|(k, v)| (k.as_str(), v.0.as_slice()));
+                        let sum = workload::data_checksum(entries);
+                        (s.metadata, sum)
+                    }
+                    None => continue,
+                }
+            }
+        };
+        if tracking_disabled(&meta) {
+            continue;
+        }
+        out.insert(r, sum);
+    }
+    Ok(out)
+}
+
+fn tracking_disabled(meta: &ObjectMeta) -> bool {
+    meta.annotations.as_ref().is_some_and(|a| {
+        [
+            workload::CONFIG_TRACKING_ANNOTATION,
+            workload::FLAGGER_CONFIG_TRACKING_ANNOTATION,
+        ]
+        .iter()
+        .any(|k| a.get(*k).is_some_and(|v| v == "disabled"))
+    })
+}
+
+fn checksum(status: &CanaryStatus, obs_hash: Option<&str>) -> String {
+    let mut s = obs_hash
+        .or(status.last_applied_spec.as_deref())
+        .unwrap_or_default()
+        .to_string();
+    for (k, v) in status.tracked_configs.iter().flatten() {
+        s.push_str(&format!(";{k}={v}"));
+    }
+    s
+}
+
+async fn call_gating_webhooks(
+    ctx: &Context,
+    canary: &Canary,
+    status: &CanaryStatus,
+    types: &BTreeSet<HookType>,
+) -> Vec<fledge_core::WebhookResult> {
+    let payload = |phase| Payload {
+        name: canary.name_any(),
+        namespace: canary.namespace().unwrap_or_default(),
+        phase,
+        checksum: checksum(status, None),
+        metadata: BTreeMap::new(),
+    };
+    let mut calls = Vec::new();
+    for t in types {
+        for hook in canary.spec.webhooks_of(*t) {
+            let p = payload(status.phase);
+            let client = ctx.webhooks.clone();
+            let t = *t;
+            calls.push(async move {
+                let out = client.call(&hook, &p).await;
+                fledge_core::WebhookResult {
+                    hook: t,
+                    name: hook.name.clone(),
+                    passed: out.passed,
+                    message: out.message,
+                }
+            });
+        }
+    }
+    futures::future::join_all(calls).await
+}
+
+/// Executes a plan's actions against the cluster.
+struct Exec<'a> {
+    ctx: &'a Context,
+    canary: &'a Canary,
+    ns: &'a str,
+    target: Option<&'a Deployment>,
+    primary: Option<&'a Deployment>,
+    tracked: &'a BTreeMap<ConfigRef, String>,
+}
+
+impl Exec<'_> {
+    fn owner(&self) -> OwnerReference {
+        self.canary
+            .controller_owner_ref(&())
+            .unwrap_or_else(|| OwnerReference {
+                api_version: fledge_api::API_VERSION.into(),
+                kind: "Canary".into(),
+                name: self.canary.name_any(),
+                uid: self.canary.uid().unwrap_or_default(),
+                controller: Some(true),
+                block_owner_deletion: Some(true),
+            })
+    }
+
+    fn target(&self) -> Result<&Deployment> {
+        self.target.ok_or_else(|| {
+            Error::InvalidTarget(format!(
+                "Deployment {}/{} not found",
+                self.ns, self.canary.spec.target_ref.name
+            ))
+        })
+    }
+
+    fn selector(&self) -> Result<(String, String)> {
+        workload::selector_label(self.target()?)
+    }
+
+    fn apply_params() -> PatchParams {
+        PatchParams::apply(MANAGER).force()
+    }
+
+    async fn cluster(&self, action: &Action) -> Result<()> {
+        match action {
+            Action::EnsurePrimary => {
+                if self.primary.is_none() {
+                    self.copy_configs().await?;
+                    self.apply_primary(None).await?;
+                }
+                Ok(())
+            }
+            Action::EnsureServices => self.ensure_services().await,
+            Action::SetWeights(routes) => {
+                let (label, value) = self.selector()?;
+                let router = router_for(self.ctx.client.clone(), self.canary)?;
+                let t = RouteTarget {
+                    canary: self.canary,
+                    selector: (&label, &value),
+                };
+                router.set_routes(&t, *routes).await?;
+                self.ctx.metrics.set_weight(self.canary, routes.canary);
+                Ok(())
+            }
+            Action::ScaleCanary(scale) => {
+                let replicas = match scale {
+                    CanaryScale::Zero => 0,
+                    CanaryScale::MatchPrimary => self.primary_replicas(),
+                };
+                self.scale_target(replicas).await
+            }
+            Action::PromotePrimary { revision } => {
+                let t = self.target()?;
+                let current = t
+                    .spec
+                    .as_ref()
+                    .map(|s| workload::template_hash(&s.template))
+                    .unwrap_or_default();
+                if &current != revision {
+                    info!(expected = %revision, found = %current, "target changed before promotion; not copying");
+                    return Ok(());
+                }
+                self.copy_configs().await?;
+                let keep = self
+                    .primary
+                    .and_then(|p| p.spec.as_ref())
+                    .and_then(|s| s.replicas);
+                self.apply_primary(keep).await
+            }
+            Action::RestoreTarget => self.scale_target(self.primary_replicas()).await,
+            Action::FinalizeRouting => {
+                let (label, value) = self.selector()?;
+                let router = router_for(self.ctx.client.clone(), self.canary)?;
+                router
+                    .finalize(&RouteTarget {
+                        canary: self.canary,
+                        selector: (&label, &value),
+                    })
+                    .await
+            }
+            other => {
+                warn!(action = ?other, "not a cluster action");
+                Ok(())
+            }
+        }
+    }
+
+    fn primary_replicas(&self) -> i32 {
+        self.primary
+            .and_then(|p| p.spec.as_ref())
+            .and_then(|s| s.replicas)
+            .unwrap_or(1)
+            .max(1)
+    }
+
+    async fn scale_target(&self, replicas: i32) -> Result<()> {
+        let api: Api<Deployment> = Api::namespaced(self.ctx.client.clone(), self.ns);
+        let patch = json!({"spec": {"replicas": replicas}});
+        api.patch(
+            &self.canary.spec.target_ref.name,
+            &PatchParams {
+                field_manager: Some(MANAGER.into()),
+                ..Default::default()
+            },
+            &Patch::Merge(&patch),
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn apply_primary(&self, replicas: Option<i32>) -> Result<()> {
+        let tracked: BTreeSet<ConfigRef> = self.tracked.keys().cloned().collect();
+        let mut primary =
+            workload::build_primary(self.target()?, self.owner(), &tracked, replicas)?;
+        if replicas.is_none()
+            && let Some(spec) = primary.spec.as_mut()
+        {
+            // The target may already be scaled to zero by an earlier rollout.
+            spec.replicas = Some(spec.replicas.unwrap_or(1).max(1));
+        }
+        primary.metadata.managed_fields = None;
+        let api: Api<Deployment> = Api::namespaced(self.ctx.client.clone(), self.ns);
+        let name = primary.metadata.name.clone().unwrap_or_default();
+        let mut value = serde_json::to_value(&primary)?;
+        value["apiVersion"] = json!("apps/v1");
+        value["kind"] = json!("Deployment");
+        api.patch(&name, &Self::apply_params(), &Patch::Apply(value))
+            .await?;
+        Ok(())
+    }
+
+    /// Copies tracked ConfigMaps and Secrets to their `-primary` names.
+    async fn copy_configs(&self) -> Result<()> {
+        for r in self.tracked.keys() {
+            match r {
+                ConfigRef::ConfigMap(n) => {
+                    let api: Api<ConfigMap> = Api::namespaced(self.ctx.client.clone(), self.ns);
+                    if let Some(cm) = api.get_opt(n).await? {
+                        let copy = json!({
+                            "apiVersion": "v1", "kind": "ConfigMap",
+                            "metadata": {"name": primary_name(n), "ownerReferences": [self.owner()]},
+                            "data": cm.data, "binaryData": cm.binary_data,
+                        });
+                        api.patch(&primary_name(n), &Self::apply_params(), &Patch::Apply(copy))
+                            .await?;
+                    }
+                }
+                ConfigRef::Secret(n) => {
+                    let api: Api<Secret> = Api::namespaced(self.ctx.client.clone(), self.ns);
+                    if let Some(s) = api.get_opt(n).await? {
+                        let copy = json!({
+                            "apiVersion": "v1", "kind": "Secret",
+                            "metadata": {"name": primary_name(n), "ownerReferences": [self.owner()]},
+                            "type": s.type_, "data": s.data,
+                        });
+                        api.patch(&primary_name(n), &Self::apply_params(), &Patch::Apply(copy))
+                            .await?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn ensure_services(&self) -> Result<()> {
+        let (label, value) = self.selector()?;
+        // Validate the provider before creating anything.
+        router_for(self.ctx.client.clone(), self.canary)?;
+        let apex_selects = match self.canary.status.as_ref().map(|s| s.canary_weight) {
+            Some(100) if self.canary.spec.provider_or_default() == "kubernetes" => {
+                ApexSelects::Canary
+            }
+            _ => ApexSelects::Primary,
+        };
+        let api: Api<k8s_openapi::api::core::v1::Service> =
+            Api::namespaced(self.ctx.client.clone(), self.ns);
+        for svc in build_services(self.canary, &self.owner(), (&label, &value), apex_selects) {
+            let name = svc.metadata.name.clone().unwrap_or_default();
+            let mut value = serde_json::to_value(&svc)?;
+            value["apiVersion"] = json!("v1");
+            value["kind"] = json!("Service");
+            api.patch(&name, &Self::apply_params(), &Patch::Apply(value))
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn report(&self, action: &Action) {
+        match action {
+            Action::RecordEvent {
+                warning,
+                reason,
+                message,
+            } => {
+                let ev = KubeEvent {
+                    type_: if *warning {
+                        EventType::Warning
+                    } else {
+                        EventType::Normal
+                    },
+                    reason: reason.clone(),
+                    note: Some(message.chars().take(1000).collect()),
+                    action: "Reconcile".into(),
+                    secondary: None,
+                };
+                info!(reason = %reason, warning = *warning, "{message}");
+                if let Err(e) = self
+                    .ctx
+                    .recorder
+                    .publish(&ev, &self.canary.object_ref(&()))
+                    .await
+                {
+                    warn!(error = %e, "cannot record Event");
+                }
+            }
+            Action::CallWebhooks {
+                hook,
+                phase,
+                message,
+            } => {
+                let hooks = self.canary.spec.webhooks_of(*hook);
+                let status = self.canary.status.clone().unwrap_or_default();
+                for h in hooks {
+                    let mut metadata = BTreeMap::new();
+                    if *hook == HookType::Event {
+                        metadata.insert("eventMessage".to_string(), message.clone());
+                        metadata.insert("eventType".to_string(), "Normal".to_string());
+                    }
+                    let payload = Payload {
+                        name: self.canary.name_any(),
+                        namespace: self.ns.to_string(),
+                        phase: *phase,
+                        checksum: checksum(&status, None),
+                        metadata,
+                    };
+                    let client = self.ctx.webhooks.clone();
+                    let span = tracing::Span::current();
+                    tokio::spawn(
+                        async move {
+                            let out = client.call(&h, &payload).await;
+                            if !out.passed {
+                                warn!(webhook = %h.name, "{}", out.message);
+                            }
+                        }
+                        .instrument(span),
+                    );
+                }
+            }
+            Action::Notify {
+                severity,
+                kind,
+                message,
+            } => {
+                info!(severity = ?severity, kind = ?kind, "notification: {message}");
+            }
+            Action::RecordLedger(entry) => {
+                info!(event = ?entry.event, revision = %entry.revision, "ledger record");
+            }
+            Action::RevertInGit { revision, reason } => {
+                info!(%revision, %reason, "revert in Git requested (no Git source configured)");
+            }
+            _ => {}
+        }
+    }
+}
+
+async fn add_finalizer(canary: &Canary, ctx: &Context) -> Result<()> {
+    let api: Api<Canary> =
+        Api::namespaced(ctx.client.clone(), &canary.namespace().unwrap_or_default());
+    let patch = json!({
+        "metadata": {
+            "finalizers": canary.finalizers().iter().cloned().chain([FINALIZER.to_string()]).collect::<Vec<_>>(),
+            "resourceVersion": canary.resource_version(),
+        }
+    });
+    api.patch(
+        &canary.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(&patch),
+    )
+    .await?;
+    Ok(())
+}
+
+async fn remove_finalizer(canary: &Canary, ctx: &Context) -> Result<()> {
+    let api: Api<Canary> =
+        Api::namespaced(ctx.client.clone(), &canary.namespace().unwrap_or_default());
+    let rest: Vec<String> = canary
+        .finalizers()
+        .iter()
+        .filter(|f| *f != FINALIZER)
+        .cloned()
+        .collect();
+    let patch =
+        json!({"metadata": {"finalizers": rest, "resourceVersion": canary.resource_version()}});
+    api.patch(
+        &canary.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(&patch),
+    )
+    .await?;
+    Ok(())
+}
+
+/// Writes the engine's status through the status subresource, with optimistic concurrency: a
+/// conflict means someone else wrote first, and the reconcile runs again on fresh state.
+async fn write_status(
+    ctx: &Context,
+    canary: &Canary,
+    old: &CanaryStatus,
+    new: &CanaryStatus,
+) -> Result<()> {
+    if old == new {
+        return Ok(());
+    }
+    let api: Api<Canary> =
+        Api::namespaced(ctx.client.clone(), &canary.namespace().unwrap_or_default());
+    let mut body = Canary::new(&canary.name_any(), canary.spec.clone());
+    body.metadata.resource_version = canary.resource_version();
+    body.metadata.namespace = canary.namespace();
+    body.status = Some(new.clone());
+    api.replace_status(&canary.name_any(), &PostParams::default(), &body)
+        .await?;
+    ctx.metrics.observe_status(canary, new);
+    Ok(())
+}
