@@ -120,7 +120,12 @@ pub struct CanaryStatus {
     /// fledge extension: the generation of the spec this status reflects.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// fledge extension: bookkeeping of the rollout in flight.
+    /// fledge extension: the tracked ConfigMap and Secret checksums of the revision last promoted
+    /// to the primary (what `trackedConfigs` was when `lastPromotedSpec` was set).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_promoted_configs: Option<BTreeMap<String, String>>,
+    /// fledge extension: bookkeeping of the rollout in flight (kept after it ends, for
+    /// inspection, until the next one starts).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollout: Option<RolloutProgress>,
 }
@@ -147,15 +152,20 @@ pub struct CanaryCondition {
     pub message: Option<String>,
 }
 
-/// fledge extension: the engine's memory of the rollout in flight, so that a restarted
-/// controller neither repeats nor skips a step.
+/// fledge extension: the engine's memory of the rollout in flight (or of the last one), so that a
+/// restarted controller neither repeats nor skips a step.
+///
+/// Every time stored here has whole-second precision (Kubernetes `Time` serializes seconds), so a
+/// status read back from the API server equals the status the engine wrote.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RolloutProgress {
-    /// When the rollout started (a new revision was detected).
+    /// When the rollout started (a new revision was detected and the rollout began).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub start_time: Option<Time>,
-    /// When the last analysis step ran; the next one is due an interval later.
+    /// When the engine last acted on the interval clock: an analysis step, a promotion traffic
+    /// step, or a poll of the `confirm-rollout` gate while `Waiting`. The next one is due an
+    /// interval later; none is due before.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_step_time: Option<Time>,
     /// Number of analysis steps taken in this rollout (each step advances exactly once).
@@ -164,10 +174,18 @@ pub struct RolloutProgress {
     /// Whether the `pre-rollout` webhooks passed for this revision.
     #[serde(default)]
     pub pre_rollout_done: bool,
-    /// Primary weight during a stepped promotion (`stepWeightPromotion`).
+    /// Whether traffic is mirrored to the canary (blue/green with mirroring, or the mirror step
+    /// of a weighted canary with `mirror: true`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub mirrored: bool,
+    /// A/B testing: whether requests matching `spec.analysis.match` are routed to the canary.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub ab_match: bool,
+    /// Since when the workload the engine waits for (the canary during analysis, the target
+    /// while terminating) has been seen not ready; compared with `progressDeadlineSeconds`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub promotion_weight: Option<i32>,
-    /// Reasons of the failed checks of this rollout, newest last (bounded).
+    pub unready_since: Option<Time>,
+    /// Reasons of the failed checks of this rollout, newest last (at most the last 10).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub failures: Vec<String>,
 }

@@ -1,0 +1,261 @@
+//! What the engine decided: the actions of a [`crate::Plan`], as data.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use fledge_api::{CanaryPhase, HookType};
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+
+/// One thing for the adapter to do. The adapter executes a plan's actions in order, then writes
+/// the plan's status.
+///
+/// The engine orders every plan the same way: workload and traffic changes
+/// ([`ActionClass::Cluster`]) first, then reports ([`ActionClass::Report`]), then exactly one
+/// [`Action::RequeueAfter`] last. A suggested adapter policy: stop at the first failed cluster
+/// action and retry the reconcile with backoff without writing the status (the same plan comes
+/// again, and every cluster action is idempotent); log a failed report and go on.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", tag = "action")]
+pub enum Action {
+    /// Create `<target>-primary` from the target if it does not exist (same spec, labels
+    /// rewritten to the primary's, replicas of the target, autoscaler copied). An existing
+    /// primary's pod template is never changed by this action: only [`Action::PromotePrimary`]
+    /// does that.
+    EnsurePrimary,
+    /// Create or update the apex, primary and canary Services and the router's objects from
+    /// `spec.service` (and the A/B `match`). Routes that exist keep their weights: a
+    /// [`Action::SetWeights`] follows whenever the weights must change.
+    EnsureServices,
+    /// Route traffic between the primary and the canary.
+    SetWeights(Routes),
+    /// Scale the target (the canary) workload.
+    ScaleCanary(CanaryScale),
+    /// Copy the target's pod template, and the tracked ConfigMaps and Secrets it references, to
+    /// the primary. `revision` is the target spec hash the engine analysed: if the target no
+    /// longer has it, the adapter must not copy (the next reconcile restarts the analysis).
+    PromotePrimary {
+        /// Target spec hash expected.
+        revision: String,
+    },
+    /// Deletion with `revertOnDeletion`: scale the target back up to the primary's replicas so
+    /// that it can serve again once the Canary is gone.
+    RestoreTarget,
+    /// Deletion with `revertOnDeletion`, once the target is ready: point the apex Service at the
+    /// target's pods and remove the router objects fledge generated.
+    FinalizeRouting,
+    /// Call every webhook of a fire-and-forget type (`post-rollout`, `event`) with Flagger's
+    /// payload; failures are logged, not retried by the engine.
+    CallWebhooks {
+        /// The webhooks' type.
+        hook: HookType,
+        /// The phase sent in the payload.
+        phase: CanaryPhase,
+        /// For `event` webhooks, the event's message (`metadata.eventMessage`).
+        message: String,
+    },
+    /// Send a chat alert through the Canary's `spec.analysis.alerts` (each filters by severity).
+    Notify {
+        /// How bad it is.
+        severity: Severity,
+        /// What it is about.
+        kind: NotifyKind,
+        /// The text.
+        message: String,
+    },
+    /// Record a Kubernetes Event on the Canary.
+    RecordEvent {
+        /// `Warning` rather than `Normal`.
+        warning: bool,
+        /// One word in CamelCase.
+        reason: String,
+        /// What happened, for people.
+        message: String,
+    },
+    /// Append a record to the Git ledger.
+    RecordLedger(LedgerEntry),
+    /// Rollback: revert the target's revision in the GitOps source, so that Git no longer
+    /// points at the version that failed.
+    RevertInGit {
+        /// The target spec hash that failed.
+        revision: String,
+        /// Why it was rolled back.
+        reason: String,
+    },
+    /// Reconcile again after this long (the last action of every plan).
+    RequeueAfter(Duration),
+}
+
+/// Whether an action changes the cluster, reports, or schedules.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ActionClass {
+    /// Changes workloads or traffic; idempotent; a failure should stop the plan.
+    Cluster,
+    /// Events, alerts, webhooks, ledger, Git revert: reports about a decision.
+    Report,
+    /// [`Action::RequeueAfter`].
+    Schedule,
+}
+
+impl Action {
+    /// The class of this action.
+    pub fn class(&self) -> ActionClass {
+        match self {
+            Action::EnsurePrimary
+            | Action::EnsureServices
+            | Action::SetWeights(_)
+            | Action::ScaleCanary(_)
+            | Action::PromotePrimary { .. }
+            | Action::RestoreTarget
+            | Action::FinalizeRouting => ActionClass::Cluster,
+            Action::CallWebhooks { .. }
+            | Action::Notify { .. }
+            | Action::RecordEvent { .. }
+            | Action::RecordLedger(_)
+            | Action::RevertInGit { .. } => ActionClass::Report,
+            Action::RequeueAfter(_) => ActionClass::Schedule,
+        }
+    }
+}
+
+/// How traffic is split. Always `primary + canary == 100`, both within 0..=100.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Routes {
+    /// Percent of requests answered by the primary.
+    pub primary: i32,
+    /// Percent of requests answered by the canary.
+    pub canary: i32,
+    /// Percent of requests copied to the canary while the primary answers them (responses of
+    /// the canary are discarded); `None`: no mirroring.
+    pub mirror: Option<i32>,
+    /// A/B testing: requests matching `spec.analysis.match` all go to the canary; the others
+    /// follow the weights above.
+    pub ab_match: bool,
+}
+
+impl Routes {
+    /// Everything to the primary, nothing mirrored, no match routing.
+    pub const PRIMARY: Routes = Routes {
+        primary: 100,
+        canary: 0,
+        mirror: None,
+        ab_match: false,
+    };
+
+    /// `canary` percent to the canary (clamped to 0..=100), the rest to the primary.
+    pub fn weighted(canary: i32) -> Routes {
+        let canary = canary.clamp(0, 100);
+        Routes {
+            primary: 100 - canary,
+            canary,
+            mirror: None,
+            ab_match: false,
+        }
+    }
+}
+
+/// Target size of the canary (the target workload).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum CanaryScale {
+    /// Scale to zero replicas.
+    Zero,
+    /// Scale up from zero to the primary's replica count (or the autoscaler's minimum).
+    MatchPrimary,
+}
+
+/// Severity of a chat alert, as in Flagger's `alerts[].severity`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    /// Progress worth knowing.
+    Info,
+    /// Something held the rollout up.
+    Warn,
+    /// A rollout failed or cannot run.
+    Error,
+}
+
+/// What a chat alert is about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum NotifyKind {
+    /// The primary and the routes were created.
+    Initialized,
+    /// A new revision is being rolled out (or the analysis restarted for a newer one).
+    NewRevision,
+    /// A gate holds the rollout (confirm-rollout, confirm-promotion) or it waits for a slot.
+    Waiting,
+    /// An analysis step failed.
+    CheckFailed,
+    /// The revision was promoted.
+    Promoted,
+    /// The revision was rolled back.
+    RolledBack,
+    /// The spec is invalid or its target is missing; nothing moves until it is fixed.
+    Blocked,
+}
+
+/// A record for the Git ledger.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LedgerEntry {
+    /// What happened.
+    pub event: LedgerEvent,
+    /// Target spec hash of the revision concerned.
+    pub revision: String,
+    /// Spec hash of the primary's revision at that moment, if any.
+    pub primary_revision: Option<String>,
+    /// When it happened.
+    pub at: Timestamp,
+    /// The Canary's phase after the event.
+    pub phase: CanaryPhase,
+    /// Canary weight when it happened (percent).
+    pub canary_weight: i32,
+    /// Failed checks of the rollout so far.
+    pub failed_checks: i32,
+    /// Why (failed checks, gate messages, ...), oldest first.
+    pub reasons: Vec<String>,
+}
+
+/// The kinds of ledger records.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum LedgerEvent {
+    /// The primary was created and serves all traffic.
+    Initialized,
+    /// A rollout of a new revision started.
+    Started,
+    /// A rollout ended with the revision promoted.
+    Promoted,
+    /// A rollout ended with the revision rolled back.
+    RolledBack,
+    /// A rollout ended because a newer revision replaced the one under test.
+    Superseded,
+    /// A rollout ended because the Canary was deleted.
+    Aborted,
+}
+
+/// Which costly observations the engine will read this reconcile (see [`crate::needs`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Needs {
+    /// Gating webhook types to call (every declared webhook of each type). Fire-and-forget
+    /// types (`post-rollout`, `event`) never appear here: they come as actions.
+    pub webhooks: BTreeSet<HookType>,
+    /// Whether to run the metric checks of `spec.analysis.metrics`.
+    pub metrics: bool,
+}
+
+impl Needs {
+    /// Nothing costly is needed.
+    pub fn is_empty(&self) -> bool {
+        self.webhooks.is_empty() && !self.metrics
+    }
+
+    /// Whether everything in `self` is also in `other`.
+    pub fn is_subset(&self, other: &Needs) -> bool {
+        self.webhooks.is_subset(&other.webhooks) && (!self.metrics || other.metrics)
+    }
+}

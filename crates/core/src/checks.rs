@@ -1,0 +1,337 @@
+//! Judging results: metric values against their ranges, webhook answers against their gates.
+//!
+//! Anything that is not a clear pass is a failure: a missing result, NaN, an infinite value,
+//! no data, an unreachable provider, a query error, or a range bound that is not a number.
+
+use fledge_api::{CanaryMetric, CanaryWebhook, HookType};
+
+use crate::observe::{MetricOutcome, MetricResult, WebhookResult};
+
+/// The longest message taken from a webhook answer or a provider error.
+const MAX_MESSAGE: usize = 256;
+
+/// One failed check.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Failure {
+    /// What failed and why, for people.
+    pub message: String,
+    /// The failure comes from a webhook with `muteAlert: true`: no chat alert for it.
+    pub muted: bool,
+}
+
+impl Failure {
+    fn loud(message: String) -> Self {
+        Failure {
+            message,
+            muted: false,
+        }
+    }
+}
+
+/// The bounds a passing value of `metric` lies within (inclusive): `thresholdRange` when set,
+/// otherwise the deprecated `threshold` (a minimum for `request-success-rate`, a maximum for
+/// every other metric, as in Flagger).
+pub fn metric_bounds(metric: &CanaryMetric) -> (Option<f64>, Option<f64>) {
+    if let Some(range) = metric.threshold_range {
+        return (range.min, range.max);
+    }
+    match metric.threshold {
+        Some(t) if metric.name == "request-success-rate" => (Some(t), None),
+        Some(t) => (None, Some(t)),
+        None => (None, None),
+    }
+}
+
+/// Judges one metric: `Ok(value)` when it passes, `Err(reason)` otherwise. `outcome` is `None`
+/// when the check has no result, which fails.
+pub fn check_metric(metric: &CanaryMetric, outcome: Option<&MetricOutcome>) -> Result<f64, String> {
+    let name = &metric.name;
+    let value = match outcome {
+        None => return Err(format!("metric {name}: no result, the check did not run")),
+        Some(MetricOutcome::NoData) => return Err(format!("metric {name}: no data")),
+        Some(MetricOutcome::ProviderUnreachable(m)) => {
+            return Err(format!("metric {name}: provider unreachable: {}", clip(m)));
+        }
+        Some(MetricOutcome::Error(m)) => {
+            return Err(format!("metric {name}: query failed: {}", clip(m)));
+        }
+        Some(MetricOutcome::Value(v)) if v.is_nan() => {
+            return Err(format!("metric {name}: the value is NaN"));
+        }
+        Some(MetricOutcome::Value(v)) if v.is_infinite() => {
+            return Err(format!("metric {name}: the value {v} is not finite"));
+        }
+        Some(MetricOutcome::Value(v)) => *v,
+    };
+    let (min, max) = metric_bounds(metric);
+    for bound in [min, max].into_iter().flatten() {
+        if bound.is_nan() {
+            return Err(format!("metric {name}: its threshold is not a number"));
+        }
+    }
+    if let Some(min) = min
+        && value < min
+    {
+        return Err(format!("metric {name}: {value} is below the minimum {min}"));
+    }
+    if let Some(max) = max
+        && value > max
+    {
+        return Err(format!("metric {name}: {value} is above the maximum {max}"));
+    }
+    Ok(value)
+}
+
+/// The failures among the declared `metrics`, given the results (matched by name; the first
+/// result of a name counts; results of undeclared metrics are ignored).
+pub fn metric_failures(metrics: &[CanaryMetric], results: &[MetricResult]) -> Vec<Failure> {
+    metrics
+        .iter()
+        .filter_map(|m| {
+            let outcome = results
+                .iter()
+                .find(|r| r.name == m.name)
+                .map(|r| &r.outcome);
+            check_metric(m, outcome).err().map(Failure::loud)
+        })
+        .collect()
+}
+
+/// The failures of a gate: each declared webhook of type `hook` that has no passing result.
+pub fn gate_failures(
+    hooks: &[CanaryWebhook],
+    hook: HookType,
+    results: &[WebhookResult],
+) -> Vec<Failure> {
+    hooks
+        .iter()
+        .filter_map(|h| {
+            let result = results.iter().find(|r| r.hook == hook && r.name == h.name);
+            let message = match result {
+                Some(r) if r.passed => return None,
+                Some(r) => format!("{hook} webhook {} failed: {}", h.name, clip(&r.message)),
+                None => format!("{hook} webhook {}: no result, it was not called", h.name),
+            };
+            Some(Failure {
+                message,
+                muted: h.mute_alert,
+            })
+        })
+        .collect()
+}
+
+/// Whether a `rollback` webhook answered yes (passed); the reason when one did. A missing
+/// result asks for nothing.
+pub fn rollback_request(hooks: &[CanaryWebhook], results: &[WebhookResult]) -> Option<String> {
+    hooks.iter().find_map(|h| {
+        results
+            .iter()
+            .find(|r| r.hook == HookType::Rollback && r.name == h.name && r.passed)
+            .map(|r| {
+                let detail = clip(&r.message);
+                if detail.is_empty() {
+                    format!("rollback webhook {} asked for a rollback", h.name)
+                } else {
+                    format!("rollback webhook {} asked for a rollback: {detail}", h.name)
+                }
+            })
+    })
+}
+
+/// `s` cut to [`MAX_MESSAGE`] bytes at a character boundary, trimmed.
+pub(crate) fn clip(s: &str) -> &str {
+    let s = s.trim();
+    if s.len() <= MAX_MESSAGE {
+        return s;
+    }
+    let mut end = MAX_MESSAGE;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fledge_api::CanaryThresholdRange;
+
+    fn metric(name: &str, min: Option<f64>, max: Option<f64>) -> CanaryMetric {
+        CanaryMetric {
+            name: name.into(),
+            threshold_range: Some(CanaryThresholdRange { min, max }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn values_inside_the_range_pass_and_bounds_are_inclusive() {
+        let m = metric("latency", Some(1.0), Some(500.0));
+        for v in [1.0, 250.0, 500.0] {
+            assert_eq!(check_metric(&m, Some(&MetricOutcome::Value(v))), Ok(v));
+        }
+        for v in [0.999, 500.001, -1.0] {
+            assert!(
+                check_metric(&m, Some(&MetricOutcome::Value(v))).is_err(),
+                "{v}"
+            );
+        }
+    }
+
+    #[test]
+    fn anything_but_a_finite_value_fails() {
+        let m = metric("rate", None, None);
+        let bad = [
+            None,
+            Some(MetricOutcome::NoData),
+            Some(MetricOutcome::Value(f64::NAN)),
+            Some(MetricOutcome::Value(f64::INFINITY)),
+            Some(MetricOutcome::Value(f64::NEG_INFINITY)),
+            Some(MetricOutcome::ProviderUnreachable(
+                "dial tcp: refused".into(),
+            )),
+            Some(MetricOutcome::Error("bad query".into())),
+        ];
+        for o in &bad {
+            let err = check_metric(&m, o.as_ref()).unwrap_err();
+            assert!(err.starts_with("metric rate: "), "{err}");
+        }
+    }
+
+    #[test]
+    fn a_nan_bound_never_passes() {
+        let m = metric("rate", Some(f64::NAN), None);
+        assert!(check_metric(&m, Some(&MetricOutcome::Value(1.0))).is_err());
+    }
+
+    #[test]
+    fn legacy_threshold_is_a_minimum_for_success_rate_and_a_maximum_otherwise() {
+        let sr = CanaryMetric {
+            name: "request-success-rate".into(),
+            threshold: Some(99.0),
+            ..Default::default()
+        };
+        assert_eq!(metric_bounds(&sr), (Some(99.0), None));
+        assert!(check_metric(&sr, Some(&MetricOutcome::Value(98.0))).is_err());
+        assert!(check_metric(&sr, Some(&MetricOutcome::Value(99.5))).is_ok());
+        let d = CanaryMetric {
+            name: "request-duration".into(),
+            threshold: Some(500.0),
+            ..Default::default()
+        };
+        assert_eq!(metric_bounds(&d), (None, Some(500.0)));
+        assert!(check_metric(&d, Some(&MetricOutcome::Value(501.0))).is_err());
+        assert!(check_metric(&d, Some(&MetricOutcome::Value(499.0))).is_ok());
+    }
+
+    #[test]
+    fn threshold_range_wins_over_legacy_threshold() {
+        let m = CanaryMetric {
+            name: "request-success-rate".into(),
+            threshold: Some(99.0),
+            threshold_range: Some(CanaryThresholdRange {
+                min: Some(90.0),
+                max: None,
+            }),
+            ..Default::default()
+        };
+        assert!(check_metric(&m, Some(&MetricOutcome::Value(95.0))).is_ok());
+    }
+
+    #[test]
+    fn metrics_are_matched_by_name_and_missing_ones_fail() {
+        let ms = vec![metric("a", Some(1.0), None), metric("b", Some(1.0), None)];
+        let results = vec![
+            MetricResult {
+                name: "a".into(),
+                outcome: MetricOutcome::Value(2.0),
+            },
+            MetricResult {
+                name: "zzz".into(),
+                outcome: MetricOutcome::Value(2.0),
+            },
+        ];
+        let f = metric_failures(&ms, &results);
+        assert_eq!(f.len(), 1);
+        assert!(f[0].message.contains("metric b: no result"), "{f:?}");
+    }
+
+    fn hook(name: &str, t: &str, mute: bool) -> CanaryWebhook {
+        CanaryWebhook {
+            name: name.into(),
+            r#type: Some(t.into()),
+            url: "http://x".into(),
+            mute_alert: mute,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_gate_opens_only_when_every_webhook_of_its_type_passed() {
+        let hooks = vec![
+            hook("a", "confirm-promotion", false),
+            hook("b", "confirm-promotion", true),
+        ];
+        let pass = |n: &str, p: bool| WebhookResult {
+            hook: HookType::ConfirmPromotion,
+            name: n.into(),
+            passed: p,
+            message: "nope".into(),
+        };
+        assert!(
+            gate_failures(
+                &hooks,
+                HookType::ConfirmPromotion,
+                &[pass("a", true), pass("b", true)]
+            )
+            .is_empty()
+        );
+        let f = gate_failures(&hooks, HookType::ConfirmPromotion, &[pass("a", true)]);
+        assert_eq!(f.len(), 1);
+        assert!(f[0].muted && f[0].message.contains("b: no result"));
+        let f = gate_failures(
+            &hooks,
+            HookType::ConfirmPromotion,
+            &[pass("a", false), pass("b", true)],
+        );
+        assert_eq!(f[0].message, "confirm-promotion webhook a failed: nope");
+        // A result of another type does not count.
+        let other = WebhookResult {
+            hook: HookType::Rollout,
+            ..pass("a", true)
+        };
+        assert_eq!(
+            gate_failures(
+                &hooks,
+                HookType::ConfirmPromotion,
+                &[other, pass("b", true)]
+            )
+            .len(),
+            1
+        );
+    }
+
+    #[test]
+    fn rollback_is_asked_only_by_a_passing_rollback_webhook() {
+        let hooks = vec![hook("r", "rollback", false)];
+        let res = |p: bool| WebhookResult {
+            hook: HookType::Rollback,
+            name: "r".into(),
+            passed: p,
+            message: String::new(),
+        };
+        assert_eq!(rollback_request(&hooks, &[]), None);
+        assert_eq!(rollback_request(&hooks, &[res(false)]), None);
+        assert_eq!(
+            rollback_request(&hooks, &[res(true)]).as_deref(),
+            Some("rollback webhook r asked for a rollback")
+        );
+    }
+
+    #[test]
+    fn clip_cuts_at_a_char_boundary() {
+        let s = "é".repeat(300);
+        let c = clip(&s);
+        assert!(c.len() <= MAX_MESSAGE && c.chars().all(|ch| ch == 'é'));
+    }
+}

@@ -1,0 +1,323 @@
+//! The working state of one call to the engine: the inputs, the next status being built, the
+//! actions decided so far, and small helpers every phase uses.
+
+use std::borrow::Cow;
+use std::time::Duration;
+
+use fledge_api::{
+    CanaryAnalysis, CanaryPhase, CanarySpec, CanaryStatus, HookType, RolloutProgress,
+};
+use jiff::Timestamp;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+use crate::action::{Action, LedgerEntry, LedgerEvent, Needs, NotifyKind, Routes, Severity};
+use crate::checks::{self, Failure};
+use crate::conditions;
+use crate::observe::Observations;
+
+/// Longest wait between two polls while waiting for a workload to become ready.
+pub(crate) const READINESS_POLL: Duration = Duration::from_secs(10);
+/// Requeue while the spec is invalid: the watch on the Canary brings the fix sooner.
+pub(crate) const SPEC_ERROR_REQUEUE: Duration = Duration::from_secs(300);
+/// Shortest interval the engine works with, whatever the spec says.
+pub(crate) const MIN_INTERVAL: Duration = Duration::from_secs(1);
+/// How many failure reasons `status.rollout.failures` keeps.
+pub(crate) const MAX_FAILURES: usize = 10;
+
+/// Where gate and metric results come from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Inputs {
+    /// From the observations (the real decision).
+    Observed,
+    /// Every gate open, every metric passing, no rollback asked: used by `needs` to find the
+    /// furthest path the decision can take, and so every input it may read.
+    Optimistic,
+}
+
+/// The working state of one decision.
+pub(crate) struct Cx<'a> {
+    pub spec: &'a CanarySpec,
+    pub analysis: Cow<'a, CanaryAnalysis>,
+    pub obs: &'a Observations,
+    inputs: Inputs,
+    /// `obs.now` truncated to whole seconds.
+    pub now: Timestamp,
+    /// The next status.
+    pub status: CanaryStatus,
+    cluster: Vec<Action>,
+    reports: Vec<Action>,
+    requeue: Option<Duration>,
+    /// What the decision read from the costly observations.
+    pub read: Needs,
+}
+
+impl<'a> Cx<'a> {
+    pub fn new(
+        spec: &'a CanarySpec,
+        status: &CanaryStatus,
+        obs: &'a Observations,
+        inputs: Inputs,
+    ) -> Self {
+        Cx {
+            spec,
+            analysis: spec.analysis_or_default(),
+            obs,
+            inputs,
+            now: whole_seconds(obs.now),
+            status: status.clone(),
+            cluster: Vec::new(),
+            reports: Vec::new(),
+            requeue: None,
+            read: Needs::default(),
+        }
+    }
+
+    /// The actions in their final order, ending with the requeue.
+    pub fn finish(self) -> (CanaryStatus, Vec<Action>, Needs) {
+        let requeue = self.requeue.unwrap_or_else(|| self.interval());
+        let mut actions = self.cluster;
+        actions.extend(self.reports);
+        actions.push(Action::RequeueAfter(requeue));
+        (self.status, actions, self.read)
+    }
+
+    // ---- time -------------------------------------------------------------------------
+
+    /// The analysis interval, at least [`MIN_INTERVAL`].
+    pub fn interval(&self) -> Duration {
+        self.analysis.interval().max(MIN_INTERVAL)
+    }
+
+    /// How often to look again while waiting for readiness.
+    pub fn poll(&self) -> Duration {
+        self.interval().min(READINESS_POLL)
+    }
+
+    /// `progressDeadlineSeconds` as a duration (negative counts as zero).
+    pub fn deadline(&self) -> Duration {
+        let secs = self.spec.progress_deadline_seconds().max(0);
+        Duration::from_secs(u64::try_from(secs).unwrap_or(0))
+    }
+
+    /// `now` as a status time.
+    pub fn now_time(&self) -> Time {
+        Time(self.now)
+    }
+
+    /// Time elapsed since `t` (zero when `t` is in the future); `None` when `t` is unset.
+    pub fn elapsed(&self, t: Option<&Time>) -> Option<Duration> {
+        let since = t?.0;
+        let ms = self
+            .now
+            .as_millisecond()
+            .saturating_sub(since.as_millisecond());
+        Some(Duration::from_millis(u64::try_from(ms).unwrap_or(0)))
+    }
+
+    /// `None` when the interval clock is due (never ticked, or an interval has elapsed since the
+    /// last tick); otherwise how long until it is.
+    pub fn not_due(&self) -> Option<Duration> {
+        let last = self.status.rollout.as_ref()?.last_step_time.as_ref();
+        let elapsed = self.elapsed(last)?;
+        let interval = self.interval();
+        (elapsed < interval).then(|| (interval - elapsed).max(MIN_INTERVAL))
+    }
+
+    /// Ticks the interval clock now.
+    pub fn tick(&mut self) {
+        let now = self.now_time();
+        self.rollout_mut().last_step_time = Some(now);
+    }
+
+    /// Asks for the next reconcile after at most `d`.
+    pub fn requeue(&mut self, d: Duration) {
+        let d = d.max(MIN_INTERVAL);
+        self.requeue = Some(self.requeue.map_or(d, |r| r.min(d)));
+    }
+
+    // ---- status -----------------------------------------------------------------------
+
+    /// The rollout bookkeeping, created when absent.
+    pub fn rollout_mut(&mut self) -> &mut RolloutProgress {
+        self.status.rollout.get_or_insert_with(Default::default)
+    }
+
+    /// The name of the target workload, for messages.
+    pub fn target_name(&self) -> &'a str {
+        &self.spec.target_ref.name
+    }
+
+    /// `threshold`, at least 1.
+    pub fn threshold(&self) -> i32 {
+        self.analysis.threshold().max(1)
+    }
+
+    /// Moves to `phase` (updating the transition time and the `Promoted` condition when it
+    /// changes) and records an Event saying why. Every phase change goes through here.
+    pub fn enter(&mut self, phase: CanaryPhase, reason: &str, message: String) {
+        if self.status.phase != phase {
+            self.status.phase = phase;
+            self.status.last_transition_time = Some(self.now_time());
+            conditions::set_promoted(&mut self.status, phase, self.now);
+        }
+        self.event(phase == CanaryPhase::Failed, reason, message);
+    }
+
+    // ---- routes -----------------------------------------------------------------------
+
+    /// The routes in force, as recorded in the status.
+    pub fn applied_routes(&self) -> Routes {
+        let rollout = self.status.rollout.as_ref();
+        Routes {
+            mirror: rollout
+                .is_some_and(|r| r.mirrored)
+                .then(|| self.mirror_weight()),
+            ab_match: rollout.is_some_and(|r| r.ab_match),
+            ..Routes::weighted(self.status.canary_weight)
+        }
+    }
+
+    /// `mirrorWeight` clamped to 0..=100.
+    pub fn mirror_weight(&self) -> i32 {
+        self.analysis.mirror_weight().clamp(0, 100)
+    }
+
+    /// Routes traffic as `routes` says, emitting `SetWeights` only when that changes anything.
+    pub fn set_routes(&mut self, routes: Routes) {
+        let routes = Routes {
+            mirror: routes.mirror.map(|m| m.clamp(0, 100)),
+            ..Routes::weighted(routes.canary)
+        }
+        .with_match(routes.ab_match);
+        if routes != self.applied_routes() {
+            self.cluster.push(Action::SetWeights(routes));
+        }
+        self.status.canary_weight = routes.canary;
+        if routes.mirror.is_some() || routes.ab_match || self.status.rollout.is_some() {
+            let r = self.rollout_mut();
+            r.mirrored = routes.mirror.is_some();
+            r.ab_match = routes.ab_match;
+        }
+    }
+
+    // ---- actions ----------------------------------------------------------------------
+
+    /// Adds a cluster action (workload or traffic change).
+    pub fn act(&mut self, action: Action) {
+        self.cluster.push(action);
+    }
+
+    /// Records a Kubernetes Event, and forwards it to the `event` webhooks.
+    pub fn event(&mut self, warning: bool, reason: &str, message: String) {
+        if !self.spec.webhooks_of(HookType::Event).is_empty() {
+            self.reports.push(Action::CallWebhooks {
+                hook: HookType::Event,
+                phase: self.status.phase,
+                message: message.clone(),
+            });
+        }
+        self.reports.push(Action::RecordEvent {
+            warning,
+            reason: reason.to_string(),
+            message,
+        });
+    }
+
+    /// Sends a chat alert.
+    pub fn notify(&mut self, severity: Severity, kind: NotifyKind, message: String) {
+        self.reports.push(Action::Notify {
+            severity,
+            kind,
+            message,
+        });
+    }
+
+    /// Calls the fire-and-forget webhooks of `hook`, when any is declared.
+    pub fn call_webhooks(&mut self, hook: HookType) {
+        if !self.spec.webhooks_of(hook).is_empty() {
+            self.reports.push(Action::CallWebhooks {
+                hook,
+                phase: self.status.phase,
+                message: String::new(),
+            });
+        }
+    }
+
+    /// Records a ledger entry about the revision under test, from the status as it is now.
+    pub fn ledger(&mut self, event: LedgerEvent, reasons: Vec<String>) {
+        let entry = LedgerEntry {
+            event,
+            revision: self.status.last_applied_spec.clone().unwrap_or_default(),
+            primary_revision: self.status.last_promoted_spec.clone(),
+            at: self.now,
+            phase: self.status.phase,
+            canary_weight: self.status.canary_weight,
+            failed_checks: self.status.failed_checks,
+            reasons,
+        };
+        self.reports.push(Action::RecordLedger(entry));
+    }
+
+    /// Adds a report action.
+    pub fn report(&mut self, action: Action) {
+        self.reports.push(action);
+    }
+
+    // ---- costly inputs ----------------------------------------------------------------
+
+    /// Whether the gate of `hook` is open: every declared webhook of that type passed. `Err`
+    /// carries the reasons. A type with no webhook is open and reads nothing.
+    pub fn gate(&mut self, hook: HookType) -> Result<(), Vec<Failure>> {
+        let hooks = self.spec.webhooks_of(hook);
+        if hooks.is_empty() {
+            return Ok(());
+        }
+        self.read.webhooks.insert(hook);
+        if self.inputs == Inputs::Optimistic {
+            return Ok(());
+        }
+        let failures = checks::gate_failures(&hooks, hook, &self.obs.webhooks);
+        if failures.is_empty() {
+            Ok(())
+        } else {
+            Err(failures)
+        }
+    }
+
+    /// Whether a `rollback` webhook asks for a rollback; the reason when one does.
+    pub fn rollback_requested(&mut self) -> Option<String> {
+        let hooks = self.spec.webhooks_of(HookType::Rollback);
+        if hooks.is_empty() {
+            return None;
+        }
+        self.read.webhooks.insert(HookType::Rollback);
+        if self.inputs == Inputs::Optimistic {
+            return None;
+        }
+        checks::rollback_request(&hooks, &self.obs.webhooks)
+    }
+
+    /// The failures of the metric checks (empty: all passed, or none declared).
+    pub fn metric_failures(&mut self) -> Vec<Failure> {
+        let metrics = self.analysis.metrics.clone().unwrap_or_default();
+        if metrics.is_empty() {
+            return Vec::new();
+        }
+        self.read.metrics = true;
+        if self.inputs == Inputs::Optimistic {
+            return Vec::new();
+        }
+        checks::metric_failures(&metrics, &self.obs.metrics)
+    }
+}
+
+impl Routes {
+    fn with_match(self, ab_match: bool) -> Routes {
+        Routes { ab_match, ..self }
+    }
+}
+
+/// `t` without its sub-second part (Kubernetes `Time` keeps whole seconds).
+pub(crate) fn whole_seconds(t: Timestamp) -> Timestamp {
+    Timestamp::from_second(t.as_second()).unwrap_or(t)
+}

@@ -1,0 +1,171 @@
+//! What the adapter observed this reconcile: the inputs of [`crate::plan`].
+//!
+//! The adapter fills the cheap part first (time, workloads, deletion, rollout slot), asks
+//! [`crate::needs`] which costly results the engine will read (gating webhooks, metric
+//! queries), gathers only those, and then calls [`crate::plan`].
+
+use std::collections::BTreeMap;
+
+use fledge_api::HookType;
+use jiff::Timestamp;
+
+/// Everything the engine may look at besides the spec and the status.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Observations {
+    /// The time of this reconcile. The engine stores times with whole-second precision.
+    pub now: Timestamp,
+    /// `metadata.generation` of the Canary, when known; copied to `status.observedGeneration`.
+    /// A change after initialization makes the engine re-apply the Services and router objects.
+    pub generation: Option<i64>,
+    /// The Canary has a deletion timestamp.
+    pub deleting: bool,
+    /// Whether this Canary may start a new rollout now (cluster-wide
+    /// `--max-concurrent-rollouts`). The adapter counts the other Canaries in a rolling phase
+    /// ([`fledge_api::CanaryPhase::is_rolling_out`]); a Canary already rolling out never needs a
+    /// slot, so `true` is the right value when there is no limit.
+    pub rollout_slot_available: bool,
+    /// The target workload (`spec.targetRef`), or `None` when it does not exist.
+    pub target: Option<TargetObservation>,
+    /// The primary workload (`<target>-primary`), or `None` when it does not exist.
+    pub primary: Option<Readiness>,
+    /// Results of the gating webhooks called this reconcile (only the types [`crate::needs`]
+    /// asked for; a declared webhook without a result counts as not passed).
+    pub webhooks: Vec<WebhookResult>,
+    /// Results of the metric checks run this reconcile (only when [`crate::needs`] asked for
+    /// them; a declared metric without a result is a failed check).
+    pub metrics: Vec<MetricResult>,
+}
+
+impl Observations {
+    /// Observations at `now` with nothing found: no target, no primary, no results, a rollout
+    /// slot available. Fill in the rest with struct update syntax.
+    pub fn at(now: Timestamp) -> Self {
+        Observations {
+            now,
+            generation: None,
+            deleting: false,
+            rollout_slot_available: true,
+            target: None,
+            primary: None,
+            webhooks: Vec::new(),
+            metrics: Vec::new(),
+        }
+    }
+}
+
+/// The target workload as observed.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TargetObservation {
+    /// Hash of the target's pod template spec, computed by the adapter (stable across
+    /// reconciles and controller restarts; compared with `status.lastAppliedSpec`).
+    pub spec_hash: String,
+    /// Checksums of the ConfigMaps and Secrets the pod template references, keyed
+    /// `ConfigMap/<name>` or `Secret/<name>` (compared with `status.trackedConfigs`).
+    pub tracked_configs: BTreeMap<String, String>,
+    /// Readiness of the target (the canary during a rollout).
+    pub readiness: Readiness,
+}
+
+/// Readiness of a Deployment or DaemonSet, from its spec and status.
+///
+/// For a Deployment: `desired` = `spec.replicas`, `current` = `status.replicas`, `updated` =
+/// `status.updatedReplicas`, `available` = `status.availableReplicas`. For a DaemonSet:
+/// `desiredNumberScheduled`, `currentNumberScheduled`, `updatedNumberScheduled`,
+/// `numberAvailable`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Readiness {
+    /// `status.observedGeneration >= metadata.generation`: the workload controller has seen the
+    /// latest spec. Without it the other counts may describe the previous template.
+    pub generation_observed: bool,
+    /// Replicas wanted.
+    pub desired: i32,
+    /// Replicas that exist (old and new).
+    pub current: i32,
+    /// Replicas running the latest template.
+    pub updated: i32,
+    /// Replicas available.
+    pub available: i32,
+}
+
+impl Readiness {
+    /// A workload with `n` replicas, all updated and available.
+    pub fn ready(n: i32) -> Self {
+        Readiness {
+            generation_observed: true,
+            desired: n,
+            current: n,
+            updated: n,
+            available: n,
+        }
+    }
+
+    /// Whether the workload is ready by Flagger's rule, with `threshold` the percent of
+    /// replicas that must be available (clamped to 0..=100). `Err` says why not, for people.
+    ///
+    /// Ready means: the latest generation is observed, every replica is updated, no old
+    /// replica is left, and `available >= floor(desired * threshold / 100)`.
+    pub fn check(&self, threshold: i32) -> Result<(), String> {
+        let threshold = i64::from(threshold.clamp(0, 100));
+        let desired = i64::from(self.desired.max(0));
+        let needed = desired * threshold / 100;
+        if !self.generation_observed {
+            Err("waiting for the workload controller to observe the latest generation".into())
+        } else if i64::from(self.updated) < desired {
+            Err(format!(
+                "waiting for rollout to finish: {} of {} replicas updated",
+                self.updated.max(0),
+                desired
+            ))
+        } else if i64::from(self.current) > i64::from(self.updated.max(0)) {
+            Err(format!(
+                "waiting for rollout to finish: {} old replicas pending termination",
+                i64::from(self.current) - i64::from(self.updated.max(0))
+            ))
+        } else if i64::from(self.available) < needed {
+            Err(format!(
+                "{} of {} replicas available (readiness threshold {}%)",
+                self.available.max(0),
+                desired,
+                threshold
+            ))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+/// The answer of one gating webhook called this reconcile.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WebhookResult {
+    /// The webhook's type.
+    pub hook: HookType,
+    /// The webhook's `name` in the spec.
+    pub name: String,
+    /// The call succeeded (HTTP 2xx within the timeout and retries). For `rollback` webhooks,
+    /// `true` asks for a rollback.
+    pub passed: bool,
+    /// The answer or the error, for people (must not contain secrets such as URLs with keys).
+    pub message: String,
+}
+
+/// The result of one metric check run this reconcile.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MetricResult {
+    /// The metric's `name` in `spec.analysis.metrics`.
+    pub name: String,
+    /// What the query gave.
+    pub outcome: MetricOutcome,
+}
+
+/// What a metric query gave. Only a finite value inside the metric's range passes.
+#[derive(Clone, Debug, PartialEq)]
+pub enum MetricOutcome {
+    /// One number (may be NaN or infinite, which never pass).
+    Value(f64),
+    /// The query returned no series (often: no traffic reached the canary).
+    NoData,
+    /// The metrics provider could not be reached; the message says why.
+    ProviderUnreachable(String),
+    /// The query failed (bad query, bad template, provider error); the message says why.
+    Error(String),
+}

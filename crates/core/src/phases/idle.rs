@@ -1,0 +1,183 @@
+//! Between rollouts (`Initialized`, `Succeeded`, `Failed`) and before one (`Waiting`): detect a
+//! new revision, pass the rollout slot and the `confirm-rollout` gate, and start.
+
+use fledge_api::{CanaryPhase, HookType, RolloutProgress};
+
+use crate::action::{Action, CanaryScale, LedgerEvent, NotifyKind, Routes, Severity};
+use crate::checks::Failure;
+use crate::ctx::Cx;
+use crate::observe::TargetObservation;
+
+use super::promote;
+use super::revision::{self, Change};
+
+/// `Initialized`, `Succeeded`, `Failed` or `Waiting`.
+pub(super) fn run(cx: &mut Cx, target: &TargetObservation) {
+    let change = revision::detect(&cx.status, target);
+    if cx.status.last_promoted_spec.is_none() {
+        // Initialization failed: only a new revision makes another attempt worthwhile.
+        if change == Change::None {
+            cx.requeue(cx.interval());
+        } else {
+            initialize_again(cx, target);
+        }
+        return;
+    }
+    match change {
+        Change::None => settle(cx),
+        Change::BackToPrimary => back_to_primary(cx, target),
+        Change::NewRevision => try_start(cx, target),
+    }
+}
+
+/// Nothing new. A `Waiting` Canary whose pending revision went away rests again.
+fn settle(cx: &mut Cx) {
+    if cx.status.phase == CanaryPhase::Waiting {
+        let phase = resting_phase(cx);
+        let message = format!(
+            "The revision of {} waiting to roll out was replaced by the one already applied; \
+             nothing to roll out.",
+            cx.target_name()
+        );
+        cx.enter(phase, "RevisionReverted", message);
+    }
+    cx.requeue(cx.interval());
+}
+
+/// The target went back to the revision the primary runs (e.g. after a revert in Git): there is
+/// nothing to roll out, only to remember it.
+fn back_to_primary(cx: &mut Cx, target: &TargetObservation) {
+    cx.status.last_applied_spec = Some(target.spec_hash.clone());
+    cx.status.tracked_configs = Some(target.tracked_configs.clone());
+    let message = format!(
+        "Target {} is back to the primary's revision; nothing to roll out.",
+        cx.target_name()
+    );
+    if cx.status.phase == CanaryPhase::Waiting {
+        cx.enter(CanaryPhase::Initialized, "RevisionReverted", message);
+    } else {
+        cx.event(false, "RevisionReverted", message);
+    }
+    cx.requeue(cx.interval());
+}
+
+/// The phase a `Waiting` Canary goes back to when its pending revision disappears.
+fn resting_phase(cx: &Cx) -> CanaryPhase {
+    if cx.status.last_applied_spec == cx.status.last_promoted_spec {
+        CanaryPhase::Initialized
+    } else {
+        CanaryPhase::Failed
+    }
+}
+
+/// A new revision: wait for a rollout slot, then for the `confirm-rollout` gate, then start.
+fn try_start(cx: &mut Cx, target: &TargetObservation) {
+    if !cx.obs.rollout_slot_available {
+        let message = format!(
+            "Halt {} rollout: waiting for a rollout slot (--max-concurrent-rollouts).",
+            cx.target_name()
+        );
+        return wait(cx, "WaitingForRolloutSlot", message, false);
+    }
+    let gated = !cx.spec.webhooks_of(HookType::ConfirmRollout).is_empty();
+    if gated
+        && cx.status.phase == CanaryPhase::Waiting
+        && let Some(left) = cx.not_due()
+    {
+        return cx.requeue(left);
+    }
+    match cx.gate(HookType::ConfirmRollout) {
+        Ok(()) => start(cx, target),
+        Err(failures) => {
+            let message = format!(
+                "Halt {} rollout, waiting for approval: {}",
+                cx.target_name(),
+                join(&failures)
+            );
+            wait(cx, "WaitingForApproval", message, true);
+        }
+    }
+}
+
+/// Stays in (or enters) `Waiting`. `polled`: a gate was just asked, so the interval clock ticks.
+fn wait(cx: &mut Cx, reason: &str, message: String, polled: bool) {
+    let now = cx.now_time();
+    if cx.status.phase == CanaryPhase::Waiting {
+        if polled {
+            cx.tick();
+            cx.event(false, reason, message);
+        }
+    } else {
+        cx.rollout_mut().last_step_time = polled.then_some(now);
+        cx.enter(CanaryPhase::Waiting, reason, message.clone());
+        cx.notify(Severity::Info, NotifyKind::Waiting, message);
+    }
+    cx.requeue(cx.interval());
+}
+
+/// Starts the rollout of the target's revision.
+fn start(cx: &mut Cx, target: &TargetObservation) {
+    cx.set_routes(Routes::PRIMARY);
+    let now = cx.now_time();
+    let s = &mut cx.status;
+    s.last_applied_spec = Some(target.spec_hash.clone());
+    s.tracked_configs = Some(target.tracked_configs.clone());
+    s.failed_checks = 0;
+    s.iterations = 0;
+    s.rollout = Some(RolloutProgress {
+        start_time: Some(now),
+        ..Default::default()
+    });
+    let name = cx.target_name();
+    if cx.spec.skip_analysis {
+        promote::begin(
+            cx,
+            format!("New revision detected! Promoting {name} without analysis (skipAnalysis)."),
+        );
+        cx.notify(
+            Severity::Info,
+            NotifyKind::NewRevision,
+            format!("New revision detected, promoting {name} without analysis."),
+        );
+    } else {
+        cx.act(Action::ScaleCanary(CanaryScale::MatchPrimary));
+        cx.enter(
+            CanaryPhase::Progressing,
+            "NewRevision",
+            format!("New revision detected! Scaling up {name}"),
+        );
+        cx.notify(
+            Severity::Info,
+            NotifyKind::NewRevision,
+            format!("New revision detected, progressing canary analysis of {name}."),
+        );
+    }
+    cx.ledger(LedgerEvent::Started, Vec::new());
+    cx.requeue(cx.poll());
+}
+
+/// Initialization failed earlier and the target changed: copy it to the primary and initialize
+/// again (nothing was ever promoted, so there is no good revision to protect).
+fn initialize_again(cx: &mut Cx, target: &TargetObservation) {
+    cx.act(Action::EnsurePrimary);
+    cx.act(Action::PromotePrimary {
+        revision: target.spec_hash.clone(),
+    });
+    cx.status.last_applied_spec = Some(target.spec_hash.clone());
+    cx.status.tracked_configs = Some(target.tracked_configs.clone());
+    let message = format!(
+        "New revision of {} detected after a failed initialization, initializing again.",
+        cx.target_name()
+    );
+    cx.enter(CanaryPhase::Initializing, "Initializing", message);
+    cx.requeue(cx.poll());
+}
+
+/// The messages of `failures`, joined.
+pub(super) fn join(failures: &[Failure]) -> String {
+    failures
+        .iter()
+        .map(|f| f.message.as_str())
+        .collect::<Vec<_>>()
+        .join("; ")
+}

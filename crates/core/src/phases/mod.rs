@@ -1,0 +1,76 @@
+//! The decision, one small function per situation. [`decide`] works out the situation and
+//! hands over to the function that owns it.
+
+mod analysis;
+mod deletion;
+mod guards;
+mod idle;
+mod init;
+mod promote;
+mod revision;
+mod rollback;
+mod strategy;
+
+use fledge_api::CanaryPhase;
+
+use crate::action::Action;
+use crate::ctx::Cx;
+use crate::observe::TargetObservation;
+
+/// Decides everything for one reconcile.
+pub(crate) fn decide(cx: &mut Cx) {
+    if cx.obs.deleting {
+        return deletion::run(cx);
+    }
+    if guards::invalid_spec(cx) {
+        return;
+    }
+    if cx.spec.suspend {
+        return guards::suspended(cx);
+    }
+    match cx.obs.target.as_ref() {
+        None => guards::target_missing(cx),
+        Some(target) => lifecycle(cx, target),
+    }
+}
+
+/// The phase machine, once the spec is valid, not suspended, and the target exists.
+fn lifecycle(cx: &mut Cx, target: &TargetObservation) {
+    let phase = cx.status.phase;
+    let initialized = !matches!(
+        phase,
+        CanaryPhase::Unknown
+            | CanaryPhase::Initializing
+            | CanaryPhase::Terminating
+            | CanaryPhase::Terminated
+    );
+    if initialized && cx.obs.primary.is_none() {
+        return guards::primary_missing(cx, target);
+    }
+    guards::ready(cx);
+    if initialized && generation_changed(cx) {
+        cx.act(Action::EnsureServices);
+    }
+    match phase {
+        CanaryPhase::Unknown
+        | CanaryPhase::Initializing
+        | CanaryPhase::Terminating
+        | CanaryPhase::Terminated => init::run(cx, target),
+        CanaryPhase::Initialized
+        | CanaryPhase::Succeeded
+        | CanaryPhase::Failed
+        | CanaryPhase::Waiting => idle::run(cx, target),
+        CanaryPhase::Progressing | CanaryPhase::WaitingPromotion => analysis::run(cx, target),
+        CanaryPhase::Promoting => promote::promoting(cx, target),
+        CanaryPhase::Finalising => promote::finalise(cx),
+    }
+}
+
+/// Whether the Canary's spec changed since the status was last written (the Services and
+/// router objects may need an update).
+fn generation_changed(cx: &Cx) -> bool {
+    match (cx.obs.generation, cx.status.observed_generation) {
+        (Some(now), Some(before)) => now != before,
+        _ => false,
+    }
+}
