@@ -1,0 +1,493 @@
+//! The end-to-end harness: the local control plane (started once per run), a namespace per
+//! test, the CRDs from `config/crd/`, `fledge run` as its own process, and small local HTTP
+//! servers standing in for webhooks. Everything listens on loopback.
+#![forbid(unsafe_code)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use fledge_api::{Canary, CanaryPhase};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Event, Namespace};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Client, Config, ResourceExt};
+
+/// The workspace root.
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ is inside the workspace")
+        .to_path_buf()
+}
+
+struct Prepared {
+    kubeconfig: PathBuf,
+    fledge: PathBuf,
+}
+
+static PREPARED: OnceLock<Result<Prepared, String>> = OnceLock::new();
+
+fn cargo() -> Command {
+    let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    c.current_dir(root());
+    c
+}
+
+fn tail(s: &[u8], lines: usize) -> String {
+    let text = String::from_utf8_lossy(s);
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// Starts the local control plane (once per run) and builds `fledge`. Fails the test with what
+/// is missing and how to get it, never skips.
+fn prepare() -> &'static Prepared {
+    let res = PREPARED.get_or_init(|| {
+        let up = cargo()
+            .args(["run", "--quiet", "-p", "xtask", "--", "cluster", "up"])
+            .output()
+            .map_err(|e| format!("cannot run `cargo xtask cluster up`: {e}"))?;
+        if !up.status.success() {
+            return Err(format!(
+                "the local control plane did not start (`cargo xtask cluster up` failed; it \
+                 needs Go on PATH to build etcd, Kubernetes and kwok once):\n{}",
+                tail(&up.stderr, 40)
+            ));
+        }
+        let build = cargo()
+            .args([
+                "build",
+                "--quiet",
+                "-p",
+                "fledge-controller",
+                "--bin",
+                "fledge",
+            ])
+            .output()
+            .map_err(|e| format!("cannot run cargo build: {e}"))?;
+        if !build.status.success() {
+            return Err(format!("cannot build fledge:\n{}", tail(&build.stderr, 40)));
+        }
+        let target = std::env::var_os("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| root().join("target"));
+        Ok(Prepared {
+            kubeconfig: root().join("target/cluster/kubeconfig"),
+            fledge: target.join("debug/fledge"),
+        })
+    });
+    match res {
+        Ok(p) => p,
+        Err(e) => panic!("{e}"),
+    }
+}
+
+/// A client of the local control plane.
+pub async fn client() -> Client {
+    let p = prepare();
+    let kc = Kubeconfig::read_from(&p.kubeconfig).expect("read target/cluster/kubeconfig");
+    let cfg = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+        .await
+        .expect("kubeconfig of the local control plane");
+    Client::try_from(cfg).expect("client")
+}
+
+static CRDS: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
+
+/// Installs the CRDs from `config/crd/` (once per run) and waits until they are served.
+pub async fn install_crds(client: &Client) {
+    CRDS.get_or_init(|| async {
+        let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+        for file in [
+            "canaries.yaml",
+            "metrictemplates.yaml",
+            "alertproviders.yaml",
+        ] {
+            let text = std::fs::read_to_string(root().join("config/crd").join(file))
+                .expect("read config/crd");
+            let crd: CustomResourceDefinition = serde_saphyr::from_str(&text).expect("CRD YAML");
+            let name = crd.name_any();
+            api.patch(
+                &name,
+                &PatchParams::apply("fledge-e2e").force(),
+                &Patch::Apply(&crd),
+            )
+            .await
+            .expect("apply CRD");
+        }
+        let canaries: Api<Canary> = Api::all(client.clone());
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while canaries
+            .list(&ListParams::default().limit(1))
+            .await
+            .is_err()
+        {
+            assert!(
+                Instant::now() < deadline,
+                "the Canary CRD was not served in 30s"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+    .await;
+}
+
+static SEQ: AtomicU64 = AtomicU64::new(0);
+
+/// A namespace of its own for one test, deleted at the end.
+pub struct TestNs {
+    /// The client.
+    pub client: Client,
+    /// The namespace.
+    pub name: String,
+    controllers: Mutex<Vec<Child>>,
+}
+
+impl TestNs {
+    /// Creates `e2e-<prefix>-<n>` and installs the CRDs.
+    pub async fn new(prefix: &str) -> TestNs {
+        let client = client().await;
+        install_crds(&client).await;
+        let n = SEQ.fetch_add(1, Ordering::Relaxed);
+        let name = format!("e2e-{prefix}-{}-{n}", std::process::id() % 100000);
+        let api: Api<Namespace> = Api::all(client.clone());
+        let ns: Namespace =
+            serde_json::from_value(serde_json::json!({"metadata": {"name": name}})).unwrap();
+        api.create(&PostParams::default(), &ns)
+            .await
+            .expect("create namespace");
+        TestNs {
+            client,
+            name,
+            controllers: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// An API in this namespace.
+    pub fn api<K>(&self) -> Api<K>
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+        <K as kube::Resource>::DynamicType: Default,
+    {
+        Api::namespaced(self.client.clone(), &self.name)
+    }
+
+    /// Starts `fledge run` for this namespace with extra flags; its log goes to
+    /// `target/e2e-logs/<namespace>-<n>.log`. Returns an index for [`TestNs::kill_controller`].
+    pub fn start_controller(&self, extra: &[&str]) -> usize {
+        let p = prepare();
+        let logs = root().join("target/e2e-logs");
+        std::fs::create_dir_all(&logs).expect("create target/e2e-logs");
+        let mut list = self.controllers.lock().unwrap();
+        let idx = list.len();
+        let log = std::fs::File::create(logs.join(format!("{}-{idx}.log", self.name)))
+            .expect("create log");
+        let port = free_port();
+        let child = Command::new(&p.fledge)
+            .arg("run")
+            .args(["--namespace", &self.name])
+            .args(["--metrics-addr", &format!("127.0.0.1:{port}")])
+            .args(extra)
+            .env("KUBECONFIG", &p.kubeconfig)
+            .env("RUST_LOG", "info,kube=warn")
+            .stdout(Stdio::from(log.try_clone().expect("log")))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("start fledge run");
+        list.push(child);
+        idx
+    }
+
+    /// Kills a controller started by [`TestNs::start_controller`] (SIGKILL: no cleanup).
+    pub fn kill_controller(&self, idx: usize) {
+        let mut list = self.controllers.lock().unwrap();
+        if let Some(c) = list.get_mut(idx) {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// The log of a controller, for assertions and failure messages.
+    pub fn controller_log(&self, idx: usize) -> String {
+        std::fs::read_to_string(
+            root()
+                .join("target/e2e-logs")
+                .join(format!("{}-{idx}.log", self.name)),
+        )
+        .unwrap_or_default()
+    }
+
+    /// Creates an object from JSON in this namespace.
+    pub async fn create<K>(&self, value: serde_json::Value) -> K
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>
+            + Clone
+            + serde::de::DeserializeOwned
+            + serde::Serialize
+            + std::fmt::Debug,
+        <K as kube::Resource>::DynamicType: Default,
+    {
+        let obj: K = serde_json::from_value(value).expect("object JSON");
+        self.api::<K>()
+            .create(&PostParams::default(), &obj)
+            .await
+            .expect("create object")
+    }
+
+    /// Waits until the Canary meets `cond`, or fails with its last status and the Events.
+    pub async fn wait_canary(
+        &self,
+        name: &str,
+        timeout: Duration,
+        what: &str,
+        cond: impl Fn(&Canary) -> bool,
+    ) -> Canary {
+        let api = self.api::<Canary>();
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(c) = api.get(name).await
+                && cond(&c)
+            {
+                return c;
+            }
+            if Instant::now() > deadline {
+                let last = api.get(name).await.ok().and_then(|c| c.status);
+                panic!(
+                    "timed out after {timeout:?} waiting for Canary {}/{name}: {what}\nlast status: \
+                     {last:#?}\nevents:\n{}\ncontroller log tail:\n{}",
+                    self.name,
+                    self.events(name).await.join("\n"),
+                    self.controller_log(0)
+                        .lines()
+                        .rev()
+                        .take(30)
+                        .collect::<Vec<_>>()
+                        .into_iter()
+                        .rev()
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    /// Waits for a phase.
+    pub async fn wait_phase(&self, name: &str, phase: CanaryPhase, timeout: Duration) -> Canary {
+        self.wait_canary(name, timeout, &format!("phase {phase}"), |c| {
+            c.status.as_ref().is_some_and(|s| s.phase == phase)
+        })
+        .await
+    }
+
+    /// The Events of an object, oldest first, as `Type Reason: message`.
+    pub async fn events(&self, name: &str) -> Vec<String> {
+        let api: Api<Event> = self.api();
+        let mut list = api
+            .list(&ListParams::default().fields(&format!("involvedObject.name={name}")))
+            .await
+            .map(|l| l.items)
+            .unwrap_or_default();
+        list.sort_by_key(|e| {
+            e.event_time
+                .as_ref()
+                .map(|t| t.0)
+                .or(e.first_timestamp.as_ref().map(|t| t.0))
+        });
+        list.into_iter()
+            .map(|e| {
+                format!(
+                    "{} {}: {}",
+                    e.type_.unwrap_or_default(),
+                    e.reason.unwrap_or_default(),
+                    e.message.unwrap_or_default()
+                )
+            })
+            .collect()
+    }
+
+    /// A Deployment in this namespace.
+    pub async fn deployment(&self, name: &str) -> Deployment {
+        self.api::<Deployment>()
+            .get(name)
+            .await
+            .unwrap_or_else(|e| panic!("get Deployment {name}: {e}"))
+    }
+
+    /// Sets the image of the first container of a Deployment.
+    pub async fn set_image(&self, name: &str, image: &str) {
+        let mut d = self.deployment(name).await;
+        if let Some(c) = d
+            .spec
+            .as_mut()
+            .and_then(|s| s.template.spec.as_mut())
+            .and_then(|p| p.containers.first_mut())
+        {
+            c.image = Some(image.into());
+        }
+        d.metadata.managed_fields = None;
+        self.api::<Deployment>()
+            .replace(name, &PostParams::default(), &d)
+            .await
+            .expect("update image");
+    }
+}
+
+impl Drop for TestNs {
+    fn drop(&mut self) {
+        for c in self.controllers.lock().unwrap().iter_mut() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        // Delete the namespace in the background; a failure leaves it for `cluster down --wipe`.
+        let client = self.client.clone();
+        let name = self.name.clone();
+        if let Ok(h) = tokio::runtime::Handle::try_current() {
+            h.spawn(async move {
+                let api: Api<Namespace> = Api::all(client);
+                let _ = api.delete(&name, &DeleteParams::default()).await;
+            });
+        }
+    }
+}
+
+/// The image of the first container of a Deployment.
+pub fn image_of(d: &Deployment) -> String {
+    d.spec
+        .as_ref()
+        .and_then(|s| s.template.spec.as_ref())
+        .and_then(|p| p.containers.first())
+        .and_then(|c| c.image.clone())
+        .unwrap_or_default()
+}
+
+/// A free loopback port (bound and released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+/// A local HTTP server that stands in for webhooks: answers every request with a status code
+/// that the test can change, and counts the requests and keeps their bodies.
+#[derive(Clone)]
+pub struct Hook {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    status: Arc<AtomicUsize>,
+    bodies: Arc<Mutex<Vec<(String, serde_json::Value)>>>,
+}
+
+impl Hook {
+    /// Starts a server answering `status`.
+    pub async fn start(status: u16) -> anyhow::Result<Hook> {
+        use http_body_util::{BodyExt, Full};
+        use hyper::body::Bytes;
+        use hyper::service::service_fn;
+        use hyper_util::rt::TokioIo;
+
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .context("bind webhook server")?;
+        let addr = listener.local_addr()?;
+        let hook = Hook {
+            addr,
+            status: Arc::new(AtomicUsize::new(status as usize)),
+            bodies: Arc::new(Mutex::new(Vec::new())),
+        };
+        let h = hook.clone();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let h = h.clone();
+                tokio::spawn(async move {
+                    let svc = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                        let h = h.clone();
+                        async move {
+                            let path = req.uri().path().to_string();
+                            let body = req
+                                .into_body()
+                                .collect()
+                                .await
+                                .map(|b| b.to_bytes())
+                                .unwrap_or_default();
+                            let json =
+                                serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
+                            h.bodies.lock().unwrap().push((path, json));
+                            let code = h.status.load(Ordering::Relaxed) as u16;
+                            let mut resp = hyper::Response::new(Full::new(Bytes::new()));
+                            *resp.status_mut() = hyper::StatusCode::from_u16(code)
+                                .unwrap_or(hyper::StatusCode::INTERNAL_SERVER_ERROR);
+                            Ok::<_, std::convert::Infallible>(resp)
+                        }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+        });
+        Ok(hook)
+    }
+
+    /// The URL of a path on the server.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// Changes the status code answered from now on.
+    pub fn set_status(&self, status: u16) {
+        self.status.store(status as usize, Ordering::Relaxed);
+    }
+
+    /// Requests received on a path, with their JSON bodies.
+    pub fn calls(&self, path: &str) -> Vec<serde_json::Value> {
+        self.bodies
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(p, _)| p == path)
+            .map(|(_, b)| b.clone())
+            .collect()
+    }
+}
+
+/// A Deployment of `replicas` pods with the label `app: <name>` and an image.
+pub fn deployment_json(name: &str, image: &str, replicas: i32) -> serde_json::Value {
+    serde_json::json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": name, "labels": {"app": name}},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": {"app": name}},
+            "template": {
+                "metadata": {"labels": {"app": name}},
+                "spec": {"containers": [{"name": "app", "image": image,
+                    "ports": [{"name": "http", "containerPort": 9898}]}]}
+            }
+        }
+    })
+}
+
+/// Fails unless `cond` holds within `timeout`, polling.
+pub async fn eventually<F, Fut>(timeout: Duration, what: &str, mut cond: F) -> anyhow::Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if cond().await {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    bail!("timed out after {timeout:?}: {what}")
+}
