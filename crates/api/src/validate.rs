@@ -1230,6 +1230,12 @@ fn proxy_url(value: &str) -> Result<(), String> {
 }
 
 fn absolute_url(value: &str, schemes: &[&str], expected: &str) -> Result<(), String> {
+    if !value.contains("://") {
+        return Err(format!(
+            "is not an absolute URL; write it with its scheme, as {}://host[:port]/path",
+            schemes[0]
+        ));
+    }
     match url::Url::parse(value) {
         Err(url::ParseError::RelativeUrlWithoutBase) => Err(format!(
             "is not an absolute URL: it has no scheme; write it as {}://host[:port]/path",
