@@ -1,18 +1,35 @@
 //! `cargo xtask test`: every check CI runs, in order, stopping at the first failure.
 
+use std::time::Instant;
+
 use crate::util::{cargo, run};
 
 /// Arguments of `cargo xtask test`.
 #[derive(clap::Args)]
-pub struct TestArgs {}
+pub struct TestArgs {
+    /// Skip the end-to-end tests (they need the local control plane, built from Go modules on
+    /// first use). CI never passes this.
+    #[arg(long)]
+    pub no_e2e: bool,
+    /// Leave the local control plane running after the end-to-end tests.
+    #[arg(long)]
+    pub keep_cluster: bool,
+}
 
-pub fn run_all(_args: TestArgs) -> anyhow::Result<()> {
-    let started = std::time::Instant::now();
-    run(
+pub fn run_all(args: TestArgs) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let mut timings = Vec::new();
+    let mut step = |what: &str, cmd: &mut std::process::Command| -> anyhow::Result<()> {
+        let t = Instant::now();
+        run(what, cmd)?;
+        timings.push((what.to_string(), t.elapsed().as_secs_f64()));
+        Ok(())
+    };
+    step(
         "cargo fmt --check",
         cargo().args(["fmt", "--all", "--", "--check"]),
     )?;
-    run(
+    step(
         "cargo clippy (warnings are errors)",
         cargo().args([
             "clippy",
@@ -23,10 +40,33 @@ pub fn run_all(_args: TestArgs) -> anyhow::Result<()> {
             "warnings",
         ]),
     )?;
-    run(
+    step(
         "cargo test (unit, property, adapter and CLI tests)",
-        cargo().args(["test", "--workspace"]),
+        cargo().args(["test", "--workspace", "--exclude", "fledge-e2e"]),
     )?;
+    if args.no_e2e {
+        eprintln!("==> end-to-end tests skipped (--no-e2e)");
+    } else {
+        step(
+            "local control plane (cargo xtask cluster up)",
+            cargo().args(["run", "--quiet", "-p", "xtask", "--", "cluster", "up"]),
+        )?;
+        let e2e = step(
+            "end-to-end tests on the local control plane",
+            cargo().args(["test", "-p", "fledge-e2e", "--", "--test-threads", "4"]),
+        );
+        if !args.keep_cluster {
+            let _ = run(
+                "local control plane down",
+                cargo().args(["run", "--quiet", "-p", "xtask", "--", "cluster", "down"]),
+            );
+        }
+        e2e?;
+    }
+    eprintln!("==> timings:");
+    for (what, secs) in &timings {
+        eprintln!("    {secs:>7.1}s  {what}");
+    }
     eprintln!(
         "==> all checks passed in {:.0}s",
         started.elapsed().as_secs_f64()
