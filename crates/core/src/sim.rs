@@ -121,6 +121,9 @@ pub struct Sim {
     pub world: World,
     /// Round-trip the status through JSON between reconciles, as the API server does.
     pub persist_json: bool,
+    /// The next reconcile crashes after its actions ran and before its status was written
+    /// (one shot): the next plan starts again from the old status.
+    pub lose_next_status_write: bool,
     /// Reconcile at least this often, on top of the engine's requeues (watch events).
     pub extra_reconcile_every: Option<Duration>,
     /// Gating webhook answers (default: every gate passes, no rollback asked).
@@ -181,6 +184,7 @@ impl Sim {
                 refused_promotions: 0,
             },
             persist_json: true,
+            lose_next_status_write: false,
             extra_reconcile_every: None,
             hooks: Box::new(|_, t, _| (t != HookType::Rollback, String::new())),
             metrics: Box::new(|_, m| MetricOutcome::Value(passing_value(m))),
@@ -221,7 +225,11 @@ impl Sim {
         for a in &plan.actions {
             self.apply(a);
         }
-        self.status = self.persist(&plan.status);
+        if self.lose_next_status_write {
+            self.lose_next_status_write = false;
+        } else {
+            self.status = self.persist(&plan.status);
+        }
         let wait = plan.requeue_after().unwrap_or(Duration::from_secs(60));
         let wait = match self.extra_reconcile_every {
             Some(e) => wait.min(e),

@@ -1,0 +1,515 @@
+//! What the engine says and asks for: conditions, Events, alerts, ledger records, webhook
+//! calls, requeues, and the costly observations it needs.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use common::*;
+use fledge_api::CanaryPhase::*;
+use fledge_api::{CanarySpec, CanaryStatus, HookType, RolloutProgress};
+use fledge_core::conditions::{self, PROMOTED, READY, SPEC_VALID};
+use fledge_core::{
+    Action, LedgerEvent, MetricOutcome, MetricResult, Needs, NotifyKind, Observations, Plan,
+    Readiness, Severity, TargetObservation, WebhookResult, needs, plan,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+const NOW: u64 = 10_000;
+
+fn obs(hash: &str) -> Observations {
+    Observations {
+        generation: Some(1),
+        target: Some(TargetObservation {
+            spec_hash: hash.into(),
+            tracked_configs: BTreeMap::new(),
+            readiness: Readiness::ready(2),
+        }),
+        primary: Some(Readiness::ready(2)),
+        ..Observations::at(at(NOW))
+    }
+}
+
+fn rolling(weight: i32, failed: i32, step: i32, ago: u64) -> CanaryStatus {
+    CanaryStatus {
+        phase: Progressing,
+        canary_weight: weight,
+        failed_checks: failed,
+        last_applied_spec: Some("rev-2".into()),
+        last_promoted_spec: Some("rev-1".into()),
+        tracked_configs: Some(BTreeMap::new()),
+        last_promoted_configs: Some(BTreeMap::new()),
+        last_transition_time: Some(Time(at(NOW - 3000))),
+        rollout: Some(RolloutProgress {
+            start_time: Some(Time(at(NOW - 3000))),
+            last_step_time: (step > 0).then(|| Time(at(NOW - ago))),
+            step,
+            pre_rollout_done: step > 0,
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn events(p: &Plan) -> Vec<(bool, String, String)> {
+    p.actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::RecordEvent {
+                warning,
+                reason,
+                message,
+            } => Some((*warning, reason.clone(), message.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+fn notifications(p: &Plan) -> Vec<(Severity, NotifyKind)> {
+    p.actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Notify { severity, kind, .. } => Some((*severity, *kind)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn metric_results(rate: MetricOutcome) -> Vec<MetricResult> {
+    vec![
+        MetricResult {
+            name: "request-success-rate".into(),
+            outcome: rate,
+        },
+        MetricResult {
+            name: "request-duration".into(),
+            outcome: MetricOutcome::Value(100.0),
+        },
+    ]
+}
+
+fn invalid_spec() -> CanarySpec {
+    let mut spec = canary_spec();
+    analysis(&mut spec).step_weights = Some(vec![10, 5]);
+    analysis(&mut spec).step_weight = None;
+    spec
+}
+
+#[test]
+fn an_invalid_spec_is_reported_once_and_nothing_moves() {
+    let spec = invalid_spec();
+    let status = rolling(20, 0, 4, 120);
+    let p = plan(&spec, &status, &obs("rev-2"));
+    assert!(
+        p.actions
+            .iter()
+            .all(|a| !matches!(a, Action::SetWeights(_) | Action::ScaleCanary(_)))
+    );
+    assert_eq!(p.status.phase, Progressing);
+    assert_eq!(p.status.canary_weight, 20);
+    let cond = conditions::get(&p.status, SPEC_VALID).expect("SpecValid");
+    assert_eq!(
+        (cond.status.as_str(), cond.reason.as_deref()),
+        ("False", Some("InvalidSpec"))
+    );
+    assert!(
+        cond.message
+            .as_deref()
+            .is_some_and(|m| m.contains("spec.analysis.stepWeights[1]"))
+    );
+    assert_eq!(
+        conditions::get(&p.status, READY).map(|c| c.status.as_str()),
+        Some("False")
+    );
+    let ev = events(&p);
+    assert_eq!(ev.len(), 1);
+    assert!(ev[0].0 && ev[0].1 == "InvalidSpec" && ev[0].2.contains("stepWeights[1]"));
+    assert_eq!(p.requeue_after(), Some(Duration::from_secs(300)));
+    assert!(needs(&spec, &status, &obs("rev-2")).is_empty());
+    // The next reconcile says nothing new: no Event storm.
+    let again = plan(&spec, &p.status, &obs("rev-2"));
+    assert!(events(&again).is_empty());
+    assert_eq!(again.status, p.status);
+    // Fixed: valid again, and the rollout continues.
+    let fixed = plan(
+        &canary_spec(),
+        &p.status,
+        &Observations {
+            metrics: metric_results(MetricOutcome::Value(100.0)),
+            ..obs("rev-2")
+        },
+    );
+    assert_eq!(
+        conditions::get(&fixed.status, SPEC_VALID).map(|c| c.status.as_str()),
+        Some("True")
+    );
+    assert_eq!(fixed.status.canary_weight, 25);
+}
+
+#[test]
+fn a_missing_target_is_reported_once() {
+    let spec = canary_spec();
+    let status = rolling(20, 0, 4, 120);
+    let o = Observations {
+        target: None,
+        ..obs("rev-2")
+    };
+    let p = plan(&spec, &status, &o);
+    let cond = conditions::get(&p.status, READY).expect("Ready");
+    assert_eq!(cond.reason.as_deref(), Some("TargetNotFound"));
+    assert_eq!(
+        cond.message.as_deref(),
+        Some("Target Deployment/podinfo not found.")
+    );
+    let ev = events(&p);
+    assert_eq!(ev.len(), 1);
+    assert_eq!(ev[0].1, "TargetNotFound");
+    assert_eq!(
+        notifications(&p),
+        vec![(Severity::Error, NotifyKind::Blocked)]
+    );
+    assert_eq!(p.requeue_after(), Some(Duration::from_secs(60)));
+    let again = plan(&spec, &p.status, &o);
+    assert!(events(&again).is_empty());
+    // Found again: Ready, and the step runs.
+    let back = plan(
+        &spec,
+        &again.status,
+        &Observations {
+            metrics: metric_results(MetricOutcome::Value(100.0)),
+            ..obs("rev-2")
+        },
+    );
+    assert_eq!(
+        conditions::get(&back.status, READY).map(|c| c.status.as_str()),
+        Some("True")
+    );
+    assert_eq!(back.status.canary_weight, 25);
+}
+
+#[test]
+fn every_failed_check_has_a_warning_event_with_its_reason() {
+    let spec = canary_spec();
+    for (outcome, words) in [
+        (MetricOutcome::Value(42.0), "42 is below the minimum 99"),
+        (MetricOutcome::Value(f64::NAN), "NaN"),
+        (MetricOutcome::NoData, "no data"),
+        (
+            MetricOutcome::ProviderUnreachable("connection refused".into()),
+            "provider unreachable: connection refused",
+        ),
+        (
+            MetricOutcome::Error("parse error".into()),
+            "query failed: parse error",
+        ),
+    ] {
+        let o = Observations {
+            metrics: metric_results(outcome),
+            ..obs("rev-2")
+        };
+        let p = plan(&spec, &rolling(20, 1, 4, 60), &o);
+        assert_eq!(p.status.failed_checks, 2, "{words}");
+        assert_eq!(p.status.canary_weight, 20, "{words}");
+        let ev = events(&p);
+        assert_eq!(ev.len(), 1, "{words}");
+        assert!(ev[0].0 && ev[0].1 == "CheckFailed", "{ev:?}");
+        assert!(
+            ev[0].2.contains("request-success-rate") && ev[0].2.contains(words),
+            "{}",
+            ev[0].2
+        );
+        assert!(ev[0].2.contains("failed checks 2/5"), "{}", ev[0].2);
+        assert_eq!(
+            notifications(&p),
+            vec![(Severity::Warn, NotifyKind::CheckFailed)]
+        );
+        let failures = &p.status.rollout.as_ref().expect("rollout").failures;
+        assert_eq!(failures.len(), 1);
+    }
+}
+
+#[test]
+fn a_declared_metric_without_a_result_fails_the_step() {
+    let o = Observations {
+        metrics: metric_results(MetricOutcome::Value(100.0))[1..].to_vec(),
+        ..obs("rev-2")
+    };
+    let p = plan(&canary_spec(), &rolling(20, 0, 4, 60), &o);
+    assert_eq!(p.status.failed_checks, 1);
+    assert_eq!(p.status.canary_weight, 20);
+    assert!(events(&p)[0].2.contains("request-success-rate: no result"));
+}
+
+#[test]
+fn a_muted_webhook_failure_is_an_event_but_no_alert() {
+    let mut spec = canary_spec();
+    let mut h = hook("smoke", "rollout");
+    h.mute_alert = true;
+    analysis(&mut spec).webhooks = Some(vec![h]);
+    let o = Observations {
+        metrics: metric_results(MetricOutcome::Value(100.0)),
+        webhooks: vec![WebhookResult {
+            hook: HookType::Rollout,
+            name: "smoke".into(),
+            passed: false,
+            message: "500".into(),
+        }],
+        ..obs("rev-2")
+    };
+    let p = plan(&spec, &rolling(20, 0, 4, 60), &o);
+    assert_eq!(p.status.failed_checks, 1);
+    assert_eq!(events(&p).len(), 1);
+    assert!(notifications(&p).is_empty());
+}
+
+#[test]
+fn the_failure_list_is_bounded() {
+    let spec = canary_spec();
+    let mut status = rolling(20, 0, 4, 60);
+    let mut spec20 = spec.clone();
+    analysis(&mut spec20).threshold = Some(100);
+    for i in 0..30u64 {
+        let o = Observations {
+            now: at(NOW + i * 60),
+            metrics: metric_results(MetricOutcome::NoData),
+            ..obs("rev-2")
+        };
+        status = plan(&spec20, &status, &o).status;
+    }
+    assert_eq!(status.failed_checks, 30);
+    assert_eq!(status.rollout.as_ref().map(|r| r.failures.len()), Some(10));
+}
+
+#[test]
+fn a_rollback_reports_everywhere() {
+    let mut spec = canary_spec();
+    analysis(&mut spec).webhooks =
+        Some(vec![hook("notify", "post-rollout"), hook("audit", "event")]);
+    let o = Observations {
+        metrics: metric_results(MetricOutcome::NoData),
+        ..obs("rev-2")
+    };
+    let p = plan(&spec, &rolling(20, 4, 8, 60), &o);
+    assert_eq!(p.status.phase, Failed);
+    assert!(p.actions.contains(&Action::CallWebhooks {
+        hook: HookType::PostRollout,
+        phase: Failed,
+        message: String::new()
+    }));
+    assert!(p.actions.iter().any(|a| matches!(
+        a,
+        Action::CallWebhooks {
+            hook: HookType::Event,
+            ..
+        }
+    )));
+    assert!(notifications(&p).contains(&(Severity::Error, NotifyKind::RolledBack)));
+    let ledger = p.actions.iter().find_map(|a| match a {
+        Action::RecordLedger(e) => Some(e.clone()),
+        _ => None,
+    });
+    let ledger = ledger.expect("ledger");
+    assert_eq!(ledger.event, LedgerEvent::RolledBack);
+    assert_eq!(ledger.revision, "rev-2");
+    assert_eq!(ledger.primary_revision.as_deref(), Some("rev-1"));
+    assert_eq!(ledger.failed_checks, 5);
+    assert_eq!(
+        ledger.reasons.last().map(String::as_str),
+        Some("failed checks threshold reached 5")
+    );
+    assert!(p.actions.contains(&Action::RevertInGit {
+        revision: "rev-2".into(),
+        reason: "failed checks threshold reached 5".into()
+    }));
+    let cond = conditions::get(&p.status, PROMOTED).expect("Promoted");
+    assert_eq!(
+        (cond.status.as_str(), cond.reason.as_deref()),
+        ("False", Some("Failed"))
+    );
+    assert_eq!(p.status.last_transition_time, Some(Time(at(NOW))));
+    let ev = events(&p);
+    assert!(
+        ev.iter()
+            .any(|(warning, reason, _)| *warning && reason == "RolledBack")
+    );
+}
+
+#[test]
+fn a_promotion_reports_everywhere() {
+    let mut spec = canary_spec();
+    analysis(&mut spec).webhooks = Some(vec![hook("notify", "post-rollout")]);
+    let mut status = rolling(0, 1, 11, 10);
+    status.phase = Finalising;
+    status.tracked_configs = Some([("ConfigMap/podinfo".to_string(), "abc".to_string())].into());
+    let p = plan(&spec, &status, &obs("rev-2"));
+    assert_eq!(p.status.phase, Succeeded);
+    assert_eq!(p.status.last_promoted_spec.as_deref(), Some("rev-2"));
+    assert_eq!(p.status.last_promoted_configs, status.tracked_configs);
+    assert!(p.actions.contains(&Action::CallWebhooks {
+        hook: HookType::PostRollout,
+        phase: Succeeded,
+        message: String::new()
+    }));
+    assert_eq!(
+        notifications(&p),
+        vec![(Severity::Info, NotifyKind::Promoted)]
+    );
+    assert!(
+        p.actions
+            .iter()
+            .any(|a| matches!(a, Action::RecordLedger(e) if e.event == LedgerEvent::Promoted))
+    );
+    let cond = conditions::get(&p.status, PROMOTED).expect("Promoted");
+    assert_eq!(
+        (cond.status.as_str(), cond.reason.as_deref()),
+        ("True", Some("Succeeded"))
+    );
+}
+
+#[test]
+fn conditions_move_their_transition_time_only_on_change() {
+    let mut sim = initialized(canary_spec());
+    let ready = conditions::get(&sim.status, READY).cloned().expect("Ready");
+    sim.new_revision("rev-2");
+    sim.run_to(Succeeded, 200);
+    let ready_after = conditions::get(&sim.status, READY).cloned().expect("Ready");
+    assert_eq!(ready, ready_after, "Ready stayed True, untouched");
+    let promoted = conditions::get(&sim.status, PROMOTED).expect("Promoted");
+    assert_eq!(
+        promoted.last_transition_time,
+        sim.status.last_transition_time
+    );
+}
+
+#[test]
+fn needs_asks_only_for_what_the_step_uses() {
+    let mut spec = canary_spec();
+    analysis(&mut spec).webhooks = Some(vec![
+        hook("go", "confirm-rollout"),
+        hook("db", "pre-rollout"),
+        hook("load", "rollout"),
+        hook("more", "confirm-traffic-increase"),
+        hook("ship", "confirm-promotion"),
+        hook("abort", "rollback"),
+        hook("post", "post-rollout"),
+        hook("audit", "event"),
+    ]);
+    let set = |hooks: &[HookType], metrics: bool| Needs {
+        webhooks: hooks.iter().copied().collect(),
+        metrics,
+    };
+    use HookType::*;
+    let at_rest = CanaryStatus {
+        phase: Succeeded,
+        ..rolling(0, 0, 11, 600)
+    };
+    let mut unready = obs("rev-2");
+    if let Some(t) = unready.target.as_mut() {
+        t.readiness.available = 0;
+    }
+    let cases = [
+        ("at rest", at_rest.clone(), obs("rev-2"), set(&[], false)),
+        (
+            "new revision",
+            at_rest.clone(),
+            obs("rev-3"),
+            set(&[ConfirmRollout], false),
+        ),
+        (
+            "first step",
+            rolling(0, 0, 0, 0),
+            obs("rev-2"),
+            set(&[Rollback, PreRollout, ConfirmTrafficIncrease], false),
+        ),
+        (
+            "step due",
+            rolling(20, 0, 4, 60),
+            obs("rev-2"),
+            set(&[Rollback, Rollout, ConfirmTrafficIncrease], true),
+        ),
+        (
+            "last step",
+            rolling(50, 0, 10, 60),
+            obs("rev-2"),
+            set(&[Rollback, Rollout, ConfirmPromotion], true),
+        ),
+        (
+            "step not due",
+            rolling(20, 0, 4, 30),
+            obs("rev-2"),
+            set(&[], false),
+        ),
+        (
+            "canary not ready",
+            rolling(20, 0, 4, 60),
+            unready,
+            set(&[], false),
+        ),
+        (
+            "new revision mid-rollout",
+            rolling(20, 0, 4, 60),
+            obs("rev-3"),
+            set(&[], false),
+        ),
+    ];
+    for (name, status, o, expected) in cases {
+        assert_eq!(needs(&spec, &status, &o), expected, "{name}");
+    }
+}
+
+#[test]
+fn requeues_follow_the_work() {
+    let spec = canary_spec();
+    let requeue = |s: &CanaryStatus, o: &Observations| plan(&spec, s, o).requeue_after();
+    let mut unready = obs("rev-2");
+    if let Some(t) = unready.target.as_mut() {
+        t.readiness.available = 0;
+    }
+    assert_eq!(
+        requeue(&rolling(20, 0, 4, 60), &unready),
+        Some(Duration::from_secs(10))
+    );
+    assert_eq!(
+        requeue(&rolling(20, 0, 4, 45), &obs("rev-2")),
+        Some(Duration::from_secs(15))
+    );
+    let o = Observations {
+        metrics: metric_results(MetricOutcome::Value(100.0)),
+        ..obs("rev-2")
+    };
+    assert_eq!(
+        requeue(&rolling(20, 0, 4, 60), &o),
+        Some(Duration::from_secs(60))
+    );
+    let at_rest = CanaryStatus {
+        phase: Succeeded,
+        ..rolling(0, 0, 11, 600)
+    };
+    assert_eq!(
+        requeue(&at_rest, &obs("rev-2")),
+        Some(Duration::from_secs(60))
+    );
+}
+
+#[test]
+fn sub_second_times_are_stored_as_whole_seconds() {
+    let o = Observations {
+        now: at(NOW)
+            .checked_add(Duration::from_millis(750))
+            .expect("time"),
+        ..obs("rev-3")
+    };
+    let p = plan(
+        &canary_spec(),
+        &CanaryStatus {
+            phase: Succeeded,
+            ..rolling(0, 0, 11, 600)
+        },
+        &o,
+    );
+    assert_eq!(
+        p.status.rollout.and_then(|r| r.start_time),
+        Some(Time(at(NOW)))
+    );
+}
