@@ -586,7 +586,9 @@ fn check_analysis(p: &mut Problems, spec: &CanarySpec, provider: &str, a: &Canar
         );
     }
 
-    // The strategy, and whether the provider can run it.
+    // The strategy, and whether the provider can run it. What an unsupported or unknown
+    // provider can do is not checked: spec.provider already has a problem.
+    let known_provider = SUPPORTED_PROVIDERS.contains(&provider);
     if provider == "kubernetes" {
         if has_step_weight {
             p.add(
@@ -624,7 +626,7 @@ fn check_analysis(p: &mut Problems, spec: &CanarySpec, provider: &str, a: &Canar
             "has no traffic steps: set stepWeight (with maxWeight) or stepWeights for a progressive canary, iterations for blue/green, or match with iterations for A/B testing",
         );
     }
-    if has_match && !HTTP_MATCH_PROVIDERS.contains(&provider) {
+    if known_provider && has_match && !HTTP_MATCH_PROVIDERS.contains(&provider) {
         p.add(
             format!("{base}.match"),
             format!(
@@ -634,7 +636,7 @@ fn check_analysis(p: &mut Problems, spec: &CanarySpec, provider: &str, a: &Canar
         );
     }
     if mirror {
-        if !MIRROR_PROVIDERS.contains(&provider) {
+        if known_provider && !MIRROR_PROVIDERS.contains(&provider) {
             p.add(
                 format!("{base}.mirror"),
                 format!(
@@ -658,7 +660,7 @@ fn check_analysis(p: &mut Problems, spec: &CanarySpec, provider: &str, a: &Canar
     check_webhooks(p, a.webhooks.as_deref().unwrap_or_default());
     check_alerts(p, a.alerts.as_deref().unwrap_or_default());
     if let Some(sa) = &a.session_affinity {
-        check_session_affinity(p, provider, sa);
+        check_session_affinity(p, known_provider.then_some(provider), sa);
     }
 }
 
@@ -839,9 +841,12 @@ fn check_alerts(p: &mut Problems, alerts: &[CanaryAlert]) {
     }
 }
 
-fn check_session_affinity(p: &mut Problems, provider: &str, sa: &SessionAffinity) {
+/// `provider` is `None` when it is not one fledge supports.
+fn check_session_affinity(p: &mut Problems, provider: Option<&str>, sa: &SessionAffinity) {
     let base = "spec.analysis.sessionAffinity";
-    if !HTTP_MATCH_PROVIDERS.contains(&provider) {
+    if let Some(provider) = provider
+        && !HTTP_MATCH_PROVIDERS.contains(&provider)
+    {
         p.add(
             base,
             format!(
@@ -985,7 +990,10 @@ pub fn validate_metric_template_spec(spec: &MetricTemplateSpec) -> Vec<Problem> 
             );
         }
     }
-    if let Some(address) = provider.address.as_deref().filter(|a| !a.is_empty()) {
+    // How an unsupported provider uses its address is not checked.
+    if SUPPORTED_METRIC_PROVIDERS.contains(&spec.provider_type())
+        && let Some(address) = provider.address.as_deref().filter(|a| !a.is_empty())
+    {
         p.check("spec.provider.address", http_url(address));
     }
     for name in provider.headers.iter().flat_map(|h| h.keys()) {

@@ -217,6 +217,24 @@ fn providers() {
             vec![("spec.provider", "needs its API version")],
         ),
         (
+            "unsupported provider: its abilities are not checked",
+            vec![
+                ("provider", json!("nginx")),
+                ("analysis.stepWeight", Value::Null),
+                ("analysis.iterations", json!(10)),
+                ("analysis.mirror", json!(true)),
+                (
+                    "analysis.match",
+                    json!([{"headers": {"x-canary": {"exact": "always"}}}]),
+                ),
+                ("analysis.sessionAffinity", json!({"cookieName": "c"})),
+            ],
+            vec![(
+                "spec.provider",
+                "provider \"nginx\" is not supported by fledge yet",
+            )],
+        ),
+        (
             "unknown",
             vec![("provider", json!("envoy"))],
             vec![(
@@ -1379,6 +1397,20 @@ fn metric_templates() {
             "no address",
             vec![("provider.address", Value::Null)],
             vec![],
+        ),
+        (
+            "unsupported type: address not checked",
+            vec![
+                ("provider.type", json!("splunk")),
+                (
+                    "provider.address",
+                    json!("https://api.<REALM>.signalfx.com"),
+                ),
+            ],
+            vec![(
+                "spec.provider.type",
+                "metrics provider \"splunk\" is not supported by fledge yet",
+            )],
         ),
         (
             "unknown type",

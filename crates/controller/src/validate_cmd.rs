@@ -213,7 +213,7 @@ fn check_input(
 fn yaml_reason(e: &serde_saphyr::Error) -> String {
     let text = e.to_string();
     let text = text.trim();
-    if text.contains("Depth {") {
+    if text.contains("Depth {") || text.contains("recursion limit") {
         let at = e
             .location()
             .map(|l| format!(" at line {}, column {}", l.line(), l.column()))
@@ -420,21 +420,45 @@ fn is_subdomain(s: &str) -> bool {
 }
 
 /// Most reads of one spec while looking for type errors.
-const MAX_READS: usize = 32;
+const MAX_READS: usize = 64;
 
-/// Reads `spec` as `T`, reporting type errors and unknown fields with their paths; when it
-/// reads cleanly, adds the problems `validate` finds.
+/// Values tried, in turn, in place of a required field that is missing or of the wrong type,
+/// so that the rest of the spec can still be read and checked.
+fn placeholder(attempt: usize) -> Option<Value> {
+    [
+        Value::String(String::new()),
+        Value::from(0),
+        Value::Object(Default::default()),
+        Value::Array(Vec::new()),
+        Value::Bool(false),
+    ]
+    .into_iter()
+    .nth(attempt)
+}
+
+/// Reads `spec` as `T`, reporting type errors, missing fields and unknown fields with their
+/// paths, then adds the problems `validate` finds.
 ///
-/// serde stops at the first error, so after each one the offending value (or, for a missing
-/// field, the object that lacks it) is removed and the spec read again, to report every
-/// type error at once. Errors that only follow from such a removal are not reported.
+/// serde stops at the first error, so after each one the offending value is removed (or, for
+/// a required field, replaced by a placeholder) and the spec read again, to report every
+/// problem at once. Problems that only follow from such a repair are not reported: those
+/// inside a field already reported, and those of the objects that contain it.
 fn typed<T: DeserializeOwned>(
     mut spec: Value,
     kind: &str,
     validate: fn(&T) -> Vec<Problem>,
     problems: &mut Vec<Problem>,
 ) {
-    let mut type_errors: Vec<Problem> = Vec::new();
+    if !spec.is_object() {
+        problems.push(Problem::new(
+            "spec",
+            format!("must be a mapping of fields, not {}", describe(&spec)),
+        ));
+        return;
+    }
+    let mut reported: Vec<Problem> = Vec::new();
+    // Placeholders put in so far, by field path: the path segments and the attempt number.
+    let mut placeholders: Vec<(String, Vec<Segment>, usize)> = Vec::new();
     for _ in 0..MAX_READS {
         let mut unknown: Vec<String> = Vec::new();
         let mut track = serde_path_to_error::Track::new();
@@ -443,32 +467,83 @@ fn typed<T: DeserializeOwned>(
             |path| unknown.push(ignored_path(&path)),
         );
         let path = track.path();
-        let unknown = unknown.iter().map(|field| unknown_field(field, kind));
-        match result {
+        let mut segments: Vec<Segment> = path.iter().map(Segment::from).collect();
+        let error = match result {
             Ok(t) => {
+                let unknown = unknown.iter().map(|field| unknown_field(field, kind));
+                let derived = |p: &Problem| {
+                    reported
+                        .iter()
+                        .any(|r| within(&p.field, &r.field) || within(&r.field, &p.field))
+                };
+                let checked: Vec<Problem> =
+                    validate(&t).into_iter().filter(|p| !derived(p)).collect();
                 problems.extend(unknown);
-                if type_errors.is_empty() {
-                    problems.extend(validate(&t));
-                } else {
-                    problems.append(&mut type_errors);
-                }
+                problems.append(&mut reported);
+                problems.extend(checked);
                 return;
             }
-            Err(e) => {
-                let segments: Vec<&serde_path_to_error::Segment> = path.iter().collect();
-                let problem = type_problem(&segments, &e.to_string());
-                let consequence = type_errors.iter().any(|p| within(&p.field, &problem.field));
-                if !consequence {
-                    type_errors.push(problem);
-                }
-                if !remove_at(&mut spec, &segments) {
-                    problems.extend(unknown);
-                    break;
-                }
+            Err(e) => e.to_string(),
+        };
+        let missing = error
+            .strip_prefix("missing field `")
+            .and_then(|rest| rest.split('`').next())
+            .map(str::to_owned);
+        if let Some(name) = &missing {
+            segments.push(Segment::Key(name.clone()));
+        }
+        let field = render_path(&segments);
+        if let Some(entry) = placeholders.iter_mut().find(|(f, _, _)| *f == field) {
+            // The placeholder has the wrong type: try the next one.
+            entry.2 += 1;
+            let Some(value) = placeholder(entry.2) else {
+                break;
+            };
+            if !put_at(&mut spec, &segments, value) {
+                break;
             }
+            continue;
+        }
+        let problem = match &missing {
+            Some(_) => Problem::new(field.clone(), "is required"),
+            None => type_problem(field.clone(), &error),
+        };
+        if !reported.iter().any(|r| within(&problem.field, &r.field)) {
+            reported.push(problem);
+        }
+        let repaired = match &missing {
+            Some(_) => {
+                let ok = put_at(&mut spec, &segments, placeholder(0).unwrap_or_default());
+                placeholders.push((field, segments, 0));
+                ok
+            }
+            None => remove_at(&mut spec, &segments),
+        };
+        if !repaired {
+            break;
         }
     }
-    problems.append(&mut type_errors);
+    // Could not read the spec even after repairs: report what was found.
+    problems.append(&mut reported);
+}
+
+/// One step of a field path.
+#[derive(Clone, Debug, PartialEq)]
+enum Segment {
+    Key(String),
+    Index(usize),
+    Unknown,
+}
+
+impl From<&serde_path_to_error::Segment> for Segment {
+    fn from(s: &serde_path_to_error::Segment) -> Segment {
+        match s {
+            serde_path_to_error::Segment::Seq { index } => Segment::Index(*index),
+            serde_path_to_error::Segment::Map { key }
+            | serde_path_to_error::Segment::Enum { variant: key } => Segment::Key(key.clone()),
+            serde_path_to_error::Segment::Unknown => Segment::Unknown,
+        }
+    }
 }
 
 /// Whether `field` is `outer` or lies inside it.
@@ -516,29 +591,23 @@ fn ignored_path(path: &serde_ignored::Path<'_>) -> String {
     out
 }
 
-fn render_path(segments: &[&serde_path_to_error::Segment]) -> String {
+fn render_path(segments: &[Segment]) -> String {
     let mut out = String::from("spec");
     for s in segments {
         match s {
-            serde_path_to_error::Segment::Seq { index } => out.push_str(&format!("[{index}]")),
-            serde_path_to_error::Segment::Map { key }
-            | serde_path_to_error::Segment::Enum { variant: key } => {
+            Segment::Index(i) => out.push_str(&format!("[{i}]")),
+            Segment::Key(key) => {
                 out.push('.');
                 out.push_str(key);
             }
-            serde_path_to_error::Segment::Unknown => out.push_str(".?"),
+            Segment::Unknown => out.push_str(".?"),
         }
     }
     out
 }
 
-/// A problem from a serde error at `segments`, in words a user reads.
-fn type_problem(segments: &[&serde_path_to_error::Segment], error: &str) -> Problem {
-    let field = render_path(segments);
-    if let Some(rest) = error.strip_prefix("missing field `") {
-        let name = rest.split('`').next().unwrap_or_default();
-        return Problem::new(format!("{field}.{name}"), "is required");
-    }
+/// A problem at `field` from a serde error, in words a user reads.
+fn type_problem(field: String, error: &str) -> Problem {
     if let Some(rest) = error.strip_prefix("invalid type: ")
         && let Some((found, expected)) = split_expected(rest)
     {
@@ -562,6 +631,9 @@ fn type_problem(segments: &[&serde_path_to_error::Segment], error: &str) -> Prob
                 expected_words(expected, true)
             ),
         );
+    }
+    if error.starts_with("invalid length ") && error.contains("expected struct ") {
+        return Problem::new(field, "must be a mapping of fields, not a list");
     }
     Problem::new(field, hide_strings(error))
 }
@@ -641,27 +713,46 @@ fn hide_strings(s: &str) -> String {
     out
 }
 
-/// Removes the value at `segments` from `value`; false when there is nothing to remove.
-fn remove_at(value: &mut Value, segments: &[&serde_path_to_error::Segment]) -> bool {
+/// The value at `segments`, if there is one.
+fn node_at<'v>(value: &'v mut Value, segments: &[Segment]) -> Option<&'v mut Value> {
+    let mut node = value;
+    for s in segments {
+        node = match (s, node) {
+            (Segment::Key(key), Value::Object(m)) => m.get_mut(key)?,
+            (Segment::Index(i), Value::Array(a)) => a.get_mut(*i)?,
+            _ => return None,
+        };
+    }
+    Some(node)
+}
+
+/// Removes the value at `segments`; false when there is nothing to remove.
+fn remove_at(value: &mut Value, segments: &[Segment]) -> bool {
     let Some((last, parents)) = segments.split_last() else {
         return false;
     };
-    let mut node = value;
-    for s in parents {
-        let next = match (s, node) {
-            (serde_path_to_error::Segment::Map { key }, Value::Object(m)) => m.get_mut(key),
-            (serde_path_to_error::Segment::Seq { index }, Value::Array(a)) => a.get_mut(*index),
-            _ => None,
-        };
-        match next {
-            Some(n) => node = n,
-            None => return false,
+    match (last, node_at(value, parents)) {
+        (Segment::Key(key), Some(Value::Object(m))) => m.remove(key).is_some(),
+        (Segment::Index(i), Some(Value::Array(a))) if *i < a.len() => {
+            a.remove(*i);
+            true
         }
+        _ => false,
     }
-    match (last, node) {
-        (serde_path_to_error::Segment::Map { key }, Value::Object(m)) => m.remove(key).is_some(),
-        (serde_path_to_error::Segment::Seq { index }, Value::Array(a)) if *index < a.len() => {
-            a.remove(*index);
+}
+
+/// Sets the value at `segments`, whose parent must exist; false when it cannot.
+fn put_at(value: &mut Value, segments: &[Segment], new: Value) -> bool {
+    let Some((last, parents)) = segments.split_last() else {
+        return false;
+    };
+    match (last, node_at(value, parents)) {
+        (Segment::Key(key), Some(Value::Object(m))) => {
+            m.insert(key.clone(), new);
+            true
+        }
+        (Segment::Index(i), Some(Value::Array(a))) if *i < a.len() => {
+            a[*i] = new;
             true
         }
         _ => false,
