@@ -206,6 +206,8 @@ pub fn ensure_binaries(go_dir: &Path, log: &Path) -> Result<Binaries> {
     if bins.missing().is_empty() {
         return Ok(bins);
     }
+    let go = go_command()?;
+    check_go_version(&go)?;
     let names: Vec<String> = Tool::ALL
         .iter()
         .map(|t| format!("{} {}", t.name(), t.version()))
@@ -216,7 +218,7 @@ pub fn ensure_binaries(go_dir: &Path, log: &Path) -> Result<Binaries> {
     );
     eprintln!("cluster: build log: {}", log.display());
     let started = Instant::now();
-    go_build(&cache, go_dir, log)?;
+    go_build(&go, &cache, go_dir, log)?;
     let staging = build_output_dir(&cache);
     for tool in Tool::ALL {
         let built = staging.join(tool.go_output_name());
@@ -258,20 +260,35 @@ fn build_output_dir(cache: &Path) -> PathBuf {
         .join(format!(".build-{}", std::process::id()))
 }
 
-/// The `go` command: `$FLEDGE_GO`, else `go` on `PATH`, else `/usr/local/go/bin/go`.
+/// Where the `go` command is: `fledge_go` (`$FLEDGE_GO`) if set, else `go` in one of the
+/// `path` directories, else `fallback` (where the official tarball installs it) if it exists.
+pub fn locate_go(
+    fledge_go: Option<std::ffi::OsString>,
+    path: Option<std::ffi::OsString>,
+    fallback: &Path,
+) -> Option<PathBuf> {
+    if let Some(go) = fledge_go.filter(|g| !g.is_empty()) {
+        return Some(PathBuf::from(go));
+    }
+    let on_path = path
+        .iter()
+        .flat_map(std::env::split_paths)
+        .map(|d| d.join("go"))
+        .find(|g| g.is_file());
+    on_path.or_else(|| fallback.is_file().then(|| fallback.to_path_buf()))
+}
+
+/// The `go` command, or an error that says how to install Go.
 fn go_command() -> Result<PathBuf> {
-    if let Some(go) = std::env::var_os("FLEDGE_GO") {
-        return Ok(PathBuf::from(go));
-    }
-    let on_path = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).any(|d| d.join("go").is_file()))
-        .unwrap_or(false);
-    if on_path {
-        return Ok(PathBuf::from("go"));
-    }
-    let usual = PathBuf::from("/usr/local/go/bin/go");
-    if usual.is_file() {
-        return Ok(usual);
+    if let Some(go) = locate_go(
+        std::env::var_os("FLEDGE_GO"),
+        std::env::var_os("PATH"),
+        Path::new("/usr/local/go/bin/go"),
+    ) {
+        if !go.is_file() {
+            bail!("FLEDGE_GO points at {}, which does not exist", go.display());
+        }
+        return Ok(go);
     }
     bail!(
         "Go is needed to build the local control plane (etcd, Kubernetes and kwok are built from \
@@ -298,9 +315,9 @@ pub fn parse_go_version(s: &str) -> Option<(u32, u32)> {
     Some((major, minor.parse().ok()?))
 }
 
-fn go_build(cache: &Path, go_dir: &Path, log_path: &Path) -> Result<()> {
-    let go = go_command()?;
-    let version = Command::new(&go)
+/// Fails unless `go` is recent enough to fetch the toolchain `go.mod` asks for.
+fn check_go_version(go: &Path) -> Result<()> {
+    let version = Command::new(go)
         .args(["env", "GOVERSION"])
         .output()
         .with_context(|| format!("running `{} env GOVERSION`", go.display()))?;
@@ -313,7 +330,10 @@ fn go_build(cache: &Path, go_dir: &Path, log_path: &Path) -> Result<()> {
             go.display()
         ),
     }
+    Ok(())
+}
 
+fn go_build(go: &Path, cache: &Path, go_dir: &Path, log_path: &Path) -> Result<()> {
     let out_dir = build_output_dir(cache);
     let _ = fs::remove_dir_all(&out_dir);
     fs::create_dir_all(&out_dir)?;
@@ -331,7 +351,7 @@ fn go_build(cache: &Path, go_dir: &Path, log_path: &Path) -> Result<()> {
          -X k8s.io/component-base/version.gitTreeState=clean"
     );
     let jobs = std::thread::available_parallelism().map_or(2, |n| n.get());
-    let mut cmd = Command::new(&go);
+    let mut cmd = Command::new(go);
     cmd.current_dir(go_dir)
         .arg("build")
         .arg(format!("-p={jobs}"))
@@ -423,6 +443,28 @@ mod tests {
         assert_eq!(Tool::Etcd.go_output_name(), "server");
         assert_eq!(Tool::Kwok.go_output_name(), "kwok");
         assert_eq!(Tool::Kubectl.go_output_name(), "kubectl");
+    }
+
+    #[test]
+    fn finds_go_on_the_path_then_in_the_usual_place() {
+        let dir = std::env::temp_dir().join(format!("fledge-go-test-{}", std::process::id()));
+        let bin = dir.join("bin");
+        fs::create_dir_all(&bin).unwrap();
+        fs::write(bin.join("go"), "").unwrap();
+        let fallback = dir.join("usr-local-go");
+        let path = std::env::join_paths([dir.join("nothing"), bin.clone()]).unwrap();
+        assert_eq!(
+            locate_go(None, Some(path.clone()), &fallback),
+            Some(bin.join("go"))
+        );
+        assert_eq!(
+            locate_go(Some("/my/go".into()), Some(path), &fallback),
+            Some(PathBuf::from("/my/go"))
+        );
+        assert_eq!(locate_go(None, Some("/nowhere".into()), &fallback), None);
+        fs::write(&fallback, "").unwrap();
+        assert_eq!(locate_go(None, None, &fallback), Some(fallback.clone()));
+        fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]

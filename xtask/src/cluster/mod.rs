@@ -548,8 +548,25 @@ fn down(layout: &Layout, wipe: bool) -> Result<()> {
 }
 
 fn status(layout: &Layout) -> Result<()> {
+    use std::io::Write;
+    let report = status_report(layout);
+    match std::io::stdout().write_all(report.as_bytes()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => other.context("writing to stdout"),
+    }
+}
+
+fn status_report(layout: &Layout) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    // Writing to a String cannot fail.
+    macro_rules! wln {
+        ($($arg:tt)*) => {
+            let _ = writeln!(out, $($arg)*);
+        };
+    }
     let ports = layout.ports();
-    println!("cluster directory: {}", layout.dir.display());
+    wln!("cluster directory: {}", layout.dir.display());
     for c in Component::ALL {
         let state = match proc_state(layout, c) {
             ProcState::Running(pid) => format!("running (pid {pid})"),
@@ -561,7 +578,7 @@ fn status(layout: &Layout) -> Result<()> {
             (Component::KubeApiserver, Some(p)) => server_url(&p),
             _ => String::new(),
         };
-        println!("  {:<24} {:<36} {detail}", c.name(), state);
+        wln!("  {:<24} {:<36} {detail}", c.name(), state);
     }
     let api_running = matches!(
         proc_state(layout, Component::KubeApiserver),
@@ -571,18 +588,18 @@ fn status(layout: &Layout) -> Result<()> {
         let ready = kubectl(layout, &["get", "--raw=/readyz"])
             .map(|o| o.status.success())
             .unwrap_or(false);
-        println!(
+        wln!(
             "  API server /readyz: {}",
             if ready { "ok" } else { "not ready" }
         );
         let node = node_ready(layout).unwrap_or_else(|| "unknown".to_string());
-        println!("  node {NODE_NAME} Ready: {node}");
-        println!("  kubeconfig: {}", layout.kubeconfig().display());
-        println!("  kubectl:    {}", layout.kubectl().display());
+        wln!("  node {NODE_NAME} Ready: {node}");
+        wln!("  kubeconfig: {}", layout.kubeconfig().display());
+        wln!("  kubectl:    {}", layout.kubectl().display());
     }
-    println!("  versions:");
+    wln!("  versions:");
     for tool in Tool::ALL {
-        println!("    {:<24} {}", tool.name(), tool.version());
+        wln!("    {:<24} {}", tool.name(), tool.version());
     }
-    Ok(())
+    out
 }
