@@ -1131,3 +1131,85 @@ fn run_reads_real_files() {
         "1 document checked: 1 valid, 0 invalid, 0 skipped\n"
     );
 }
+
+/// Every field of Flagger's v1beta1 schema (shared/reference/flagger-v1beta1-fields.tsv) is
+/// read by fledge: none is reported as unknown or of the wrong type.
+#[test]
+fn every_flagger_schema_field_is_known() {
+    use serde_json::{Map, Value, json};
+    let tsv = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../../shared/reference/flagger-v1beta1-fields.tsv"),
+    )
+    .unwrap();
+    let mut specs: Vec<(&str, Value)> = vec![
+        ("Canary", json!({})),
+        ("MetricTemplate", json!({})),
+        ("AlertProvider", json!({})),
+    ];
+    let mut fields = 0;
+    for row in tsv.lines().skip(1) {
+        let cols: Vec<&str> = row.split('\t').collect();
+        let (kind, path, ty) = (cols[0], cols[1], cols.get(2).copied().unwrap_or(""));
+        let Some(path) = path.strip_prefix("spec.") else {
+            continue;
+        };
+        fields += 1;
+        let leaf = if let Some(values) = ty.split("enum=").nth(1) {
+            json!(values.split('|').find(|v| !v.is_empty()).unwrap())
+        } else if ty.starts_with("string") {
+            json!("x")
+        } else if ty.starts_with("number") || ty.starts_with("integer") || ty.is_empty() {
+            json!(1)
+        } else if ty.starts_with("boolean") {
+            json!(true)
+        } else {
+            json!({})
+        };
+        let root = &mut specs.iter_mut().find(|(k, _)| *k == kind).unwrap().1;
+        let parts: Vec<&str> = path.split('.').collect();
+        let mut node = root;
+        for (i, part) in parts.iter().enumerate() {
+            let last = i + 1 == parts.len();
+            let (key, is_list) = match part.strip_suffix("[]") {
+                Some(k) => (k, true),
+                None => (*part, false),
+            };
+            let map: &mut Map<String, Value> = node.as_object_mut().unwrap();
+            if last {
+                let value = if is_list {
+                    json!([leaf.clone()])
+                } else {
+                    leaf.clone()
+                };
+                map.insert(key.to_string(), value);
+                break;
+            }
+            let child = map
+                .entry(key.to_string())
+                .or_insert_with(|| if is_list { json!([{}]) } else { json!({}) });
+            node = if is_list {
+                &mut child.as_array_mut().unwrap()[0]
+            } else {
+                child
+            };
+        }
+    }
+    assert!(fields > 150, "read {fields} spec fields");
+    for (kind, spec) in specs {
+        let doc = json!({
+            "apiVersion": "flagger.app/v1beta1",
+            "kind": kind,
+            "metadata": {"name": "all-fields"},
+            "spec": spec,
+        });
+        let r = run_stdin(serde_json::to_string(&doc).unwrap().as_bytes());
+        assert!(r.out.contains("1 document checked"), "{}{}", r.out, r.err);
+        for line in r.out.lines() {
+            assert!(
+                !line.contains("is not a field of") && !line.contains(": must be "),
+                "{kind}: {line}"
+            );
+        }
+    }
+}
