@@ -64,7 +64,7 @@ impl<'a> Cx<'a> {
             obs,
             inputs,
             now: whole_seconds(obs.now),
-            status: status.clone(),
+            status: sanitized(status),
             cluster: Vec::new(),
             reports: Vec::new(),
             requeue: None,
@@ -315,6 +315,19 @@ impl Routes {
     fn with_match(self, ab_match: bool) -> Routes {
         Routes { ab_match, ..self }
     }
+}
+
+/// `status` with its counters brought back into range (a hand-edited or corrupted status must
+/// not lead to weights outside 0..=100 or negative counts).
+fn sanitized(status: &CanaryStatus) -> CanaryStatus {
+    let mut s = status.clone();
+    s.canary_weight = s.canary_weight.clamp(0, 100);
+    s.failed_checks = s.failed_checks.max(0);
+    s.iterations = s.iterations.max(0);
+    if let Some(r) = s.rollout.as_mut() {
+        r.step = r.step.max(0);
+    }
+    s
 }
 
 /// `t` without its sub-second part (Kubernetes `Time` keeps whole seconds).

@@ -459,7 +459,8 @@ impl Sim {
 /// - the plan read nothing [`crate::needs`] did not ask for;
 /// - every phase change comes with an Event;
 /// - no weight increase in a plan that counted a failed check;
-/// - never entering `Succeeded` with `failedChecks >= threshold`.
+/// - never entering `Promoting` with `failedChecks >= threshold` (so, with an unchanged spec,
+///   never `Succeeded` with it either: nothing counts checks after promotion starts).
 pub fn check_plan(
     spec: &CanarySpec,
     before: &CanaryStatus,
@@ -520,9 +521,9 @@ pub fn check_plan(
         out.push("weight increased in a step that failed".into());
     }
     let threshold = spec.analysis_or_default().threshold().max(1);
-    let promoted_now = s.phase == CanaryPhase::Succeeded && before.phase != CanaryPhase::Succeeded;
-    if promoted_now && s.failed_checks >= threshold {
-        out.push(format!("Succeeded with {} failed checks", s.failed_checks));
+    let promoting_now = s.phase == CanaryPhase::Promoting && before.phase != CanaryPhase::Promoting;
+    if promoting_now && s.failed_checks >= threshold {
+        out.push(format!("promoting with {} failed checks", s.failed_checks));
     }
     out
 }

@@ -3,7 +3,7 @@
 
 use fledge_api::{CanaryPhase, HookType, RolloutProgress};
 
-use crate::action::{LedgerEvent, NotifyKind, Routes, Severity};
+use crate::action::{Action, CanaryScale, LedgerEvent, NotifyKind, Routes, Severity};
 use crate::checks::Failure;
 use crate::ctx::{Cx, MAX_FAILURES};
 use crate::observe::TargetObservation;
@@ -17,19 +17,19 @@ pub(super) fn run(cx: &mut Cx, target: &TargetObservation) {
     if revision::detect(&cx.status, target) != Change::None {
         return restart(cx, target);
     }
-    if cx.spec.skip_analysis {
-        let message = format!(
-            "Analysis skipped (skipAnalysis), promoting {}.",
-            cx.target_name()
-        );
-        return promote::begin(cx, message);
-    }
     if cx.status.failed_checks >= cx.threshold() {
         let reason = format!(
             "failed checks threshold reached {}",
             cx.status.failed_checks
         );
         return rollback::run(cx, reason);
+    }
+    if cx.spec.skip_analysis {
+        let message = format!(
+            "Analysis skipped (skipAnalysis), promoting {}.",
+            cx.target_name()
+        );
+        return promote::begin(cx, message);
     }
     if !canary_ready(cx, target) || !primary_ready(cx) {
         return;
@@ -73,12 +73,14 @@ pub(super) fn restart(cx: &mut Cx, target: &TargetObservation) {
     cx.requeue(cx.poll());
 }
 
-/// Whether the canary is ready. When it is not: wait, or roll back once it has been unready
-/// for longer than the progress deadline.
+/// Whether the canary is ready. When it is not: wait (scaling it up again if it has no
+/// replicas), or roll back once it has been unready for longer than the progress deadline.
 fn canary_ready(cx: &mut Cx, target: &TargetObservation) -> bool {
     let r = target.readiness;
     let verdict = if r.desired <= 0 {
-        Err("the canary has no replicas yet".to_string())
+        // Scaled to zero: the scale-up was lost (a crash before the status write) or undone.
+        cx.act(Action::ScaleCanary(CanaryScale::MatchPrimary));
+        Err("the canary has no replicas".to_string())
     } else {
         r.check(cx.analysis.canary_ready_threshold())
     };
