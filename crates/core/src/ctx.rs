@@ -193,10 +193,57 @@ impl<'a> Cx<'a> {
             self.cluster.push(Action::SetWeights(routes));
         }
         self.status.canary_weight = routes.canary;
+        self.session_cookies(routes.canary);
         if routes.mirror.is_some() || routes.ab_match || self.status.rollout.is_some() {
             let r = self.rollout_mut();
             r.mirrored = routes.mirror.is_some();
             r.ab_match = routes.ab_match;
+        }
+    }
+
+    /// Session affinity (`analysis.sessionAffinity`), as Flagger's routers do: while the canary
+    /// gets traffic, `sessionAffinityCookie` (and `primarySessionAffinityCookie` when
+    /// `primaryCookieName` is set) hold `name=value` for the router to set on responses; when
+    /// the canary gets none, the canary cookie moves to `previousSessionAffinityCookie` so the
+    /// router can expire it. Values are derived from the revision and the rollout start, so
+    /// the same inputs give the same cookies.
+    fn session_cookies(&mut self, canary_weight: i32) {
+        let Some(affinity) = self.analysis.session_affinity.clone() else {
+            return;
+        };
+        if canary_weight <= 0 {
+            if let Some(old) = self.status.session_affinity_cookie.take() {
+                self.status.previous_session_affinity_cookie = Some(old);
+            }
+            self.status.primary_session_affinity_cookie = None;
+            return;
+        }
+        let seed = format!(
+            "{}/{}",
+            self.status.last_applied_spec.as_deref().unwrap_or_default(),
+            self.status
+                .rollout
+                .as_ref()
+                .and_then(|r| r.start_time.as_ref())
+                .map_or(0, |t| t.0.as_second())
+        );
+        if self.status.session_affinity_cookie.is_none() {
+            let name = affinity
+                .cookie_name
+                .as_deref()
+                .filter(|n| !n.is_empty())
+                .unwrap_or("flagger-cookie");
+            let value = token(&format!("canary/{seed}"));
+            self.status.session_affinity_cookie = Some(format!("{name}={value}"));
+        }
+        if let Some(name) = affinity
+            .primary_cookie_name
+            .as_deref()
+            .filter(|n| !n.is_empty())
+            && self.status.primary_session_affinity_cookie.is_none()
+        {
+            let value = token(&format!("primary/{seed}"));
+            self.status.primary_session_affinity_cookie = Some(format!("{name}={value}"));
         }
     }
 
@@ -328,6 +375,15 @@ fn sanitized(status: &CanaryStatus) -> CanaryStatus {
         r.step = r.step.max(0);
     }
     s
+}
+
+/// A cookie value derived from `seed`: 16 hex digits of its FNV-1a hash (not a secret: it only
+/// has to differ between rollouts).
+fn token(seed: &str) -> String {
+    let hash = seed.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    });
+    format!("{hash:016x}")
 }
 
 /// `t` without its sub-second part (Kubernetes `Time` keeps whole seconds).

@@ -366,3 +366,46 @@ fn a_crash_before_the_status_write_repeats_no_step() {
     weights.dedup();
     assert_eq!(weights, reference.weights());
 }
+
+#[test]
+fn session_affinity_cookies_live_while_the_canary_gets_traffic() {
+    let mut spec = canary_spec();
+    analysis(&mut spec).session_affinity = Some(fledge_api::SessionAffinity {
+        cookie_name: Some("canary-affinity".into()),
+        primary_cookie_name: Some("primary-affinity".into()),
+        ..Default::default()
+    });
+    let mut sim = initialized(spec);
+    sim.new_revision("rev-2");
+    sim.run_until(100, |s| s.status.canary_weight == 10);
+    let cookie = sim
+        .status
+        .session_affinity_cookie
+        .clone()
+        .expect("canary cookie");
+    assert!(cookie.starts_with("canary-affinity="), "{cookie}");
+    let primary = sim
+        .status
+        .primary_session_affinity_cookie
+        .clone()
+        .expect("primary cookie");
+    assert!(primary.starts_with("primary-affinity=") && primary != cookie);
+    assert!(sim.run_to(Succeeded, 200));
+    ok(&sim);
+    assert_eq!(sim.status.session_affinity_cookie, None);
+    assert_eq!(sim.status.primary_session_affinity_cookie, None);
+    assert_eq!(
+        sim.status.previous_session_affinity_cookie,
+        Some(cookie.clone())
+    );
+    // The next rollout gets a new cookie; the old one stays "previous" until then.
+    sim.new_revision("rev-3");
+    sim.run_until(100, |s| s.status.canary_weight == 5);
+    let next = sim
+        .status
+        .session_affinity_cookie
+        .clone()
+        .expect("new cookie");
+    assert_ne!(next, cookie);
+    assert_eq!(sim.status.previous_session_affinity_cookie, Some(cookie));
+}

@@ -163,3 +163,29 @@ fn a_fresh_simulator_has_no_violations() {
     sim.reconcile();
     assert!(sim.violations.is_empty());
 }
+
+#[test]
+fn a_restarted_controller_continues_from_the_stored_json() {
+    let reference = roll_out(canary_spec());
+    let mut sim = initialized(canary_spec());
+    sim.new_revision("rev-2");
+    let mut restarts = 0;
+    while sim.status.phase != Succeeded && sim.trace.len() < 500 {
+        sim.reconcile();
+        // Every other reconcile a new controller process starts with nothing but the stored
+        // status, as the API server returns it.
+        if sim.trace.len().is_multiple_of(2) {
+            let stored = serde_json::to_value(&sim.status).expect("serialize");
+            let mut fresh = Sim::new(canary_spec(), sim.now);
+            fresh.status = serde_json::from_value(stored).expect("deserialize");
+            fresh.world = sim.world.clone();
+            fresh.trace = std::mem::take(&mut sim.trace);
+            sim = fresh;
+            restarts += 1;
+        }
+    }
+    assert!(restarts > 5);
+    assert!(sim.violations.is_empty(), "{:?}", sim.violations);
+    assert_eq!(sim.status.phase, Succeeded);
+    assert_eq!(sim.weights(), reference.weights());
+}

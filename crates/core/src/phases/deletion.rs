@@ -19,7 +19,12 @@ pub(super) fn run(cx: &mut Cx) {
 fn begin(cx: &mut Cx) {
     let in_flight = cx.status.phase.is_rolling_out();
     let name = cx.target_name();
-    if cx.spec.revert_on_deletion {
+    // Before initialization finished, the target still serves: nothing to restore.
+    let initialized = !matches!(
+        cx.status.phase,
+        CanaryPhase::Unknown | CanaryPhase::Initializing
+    );
+    if cx.spec.revert_on_deletion && initialized {
         cx.set_routes(Routes::PRIMARY);
         cx.act(Action::RestoreTarget);
         let message = format!("Canary deleted, restoring {name} (revertOnDeletion)");
