@@ -169,3 +169,64 @@ pub enum MetricOutcome {
     /// The query failed (bad query, bad template, provider error); the message says why.
     Error(String),
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn r(observed: bool, desired: i32, current: i32, updated: i32, available: i32) -> Readiness {
+        Readiness {
+            generation_observed: observed,
+            desired,
+            current,
+            updated,
+            available,
+        }
+    }
+
+    #[test]
+    fn readiness_follows_flaggers_rule() {
+        assert_eq!(Readiness::ready(3).check(100), Ok(()));
+        assert_eq!(r(true, 0, 0, 0, 0).check(100), Ok(()));
+        let cases = [
+            (r(false, 3, 3, 3, 3), 100, "observe the latest generation"),
+            (r(true, 3, 3, 2, 2), 100, "2 of 3 replicas updated"),
+            (
+                r(true, 3, 4, 3, 3),
+                100,
+                "1 old replicas pending termination",
+            ),
+            (
+                r(true, 3, 3, 3, 2),
+                100,
+                "2 of 3 replicas available (readiness threshold 100%)",
+            ),
+        ];
+        for (readiness, threshold, words) in cases {
+            let err = readiness.check(threshold).unwrap_err();
+            assert!(err.contains(words), "{err}");
+        }
+    }
+
+    #[test]
+    fn the_threshold_is_a_floored_percentage_of_desired_replicas() {
+        // 50% of 3 is 1.5, floored to 1 as in Flagger.
+        assert_eq!(r(true, 3, 3, 3, 1).check(50), Ok(()));
+        assert!(r(true, 3, 3, 3, 0).check(50).is_err());
+        assert!(r(true, 4, 4, 4, 1).check(50).is_err());
+        assert_eq!(r(true, 4, 4, 4, 2).check(50), Ok(()));
+        // Out-of-range thresholds are clamped, odd counts never panic.
+        assert_eq!(r(true, 4, 4, 4, 0).check(-10), Ok(()));
+        assert!(r(true, 4, 4, 4, 3).check(1000).is_err());
+        assert!(
+            r(true, i32::MAX, i32::MAX, i32::MAX, i32::MIN)
+                .check(100)
+                .is_err()
+        );
+        assert!(
+            r(true, i32::MIN, i32::MIN, i32::MIN, i32::MIN)
+                .check(100)
+                .is_ok()
+        );
+    }
+}

@@ -69,11 +69,15 @@ pub(super) fn target_missing(cx: &mut Cx) {
 }
 
 /// The primary is gone after initialization. When nothing is rolling out and the target still
-/// holds the promoted revision, it is safe to build the primary again from the target:
-/// initialize again. Otherwise the target holds an unanalysed revision, so report and wait.
+/// holds the promoted revision (or nothing was ever promoted), it is safe to build the primary
+/// again from the target: initialize again. Otherwise the target holds an unanalysed revision, so report and wait.
 pub(super) fn primary_missing(cx: &mut Cx, target: &TargetObservation) {
-    let promoted = cx.status.last_promoted_spec.as_deref() == Some(target.spec_hash.as_str());
-    if !cx.status.phase.is_rolling_out() && promoted {
+    let safe = match cx.status.last_promoted_spec.as_deref() {
+        // Nothing was ever promoted: there is no good revision to protect.
+        None => true,
+        Some(promoted) => promoted == target.spec_hash,
+    };
+    if !cx.status.phase.is_rolling_out() && safe {
         ready(cx);
         cx.act(Action::EnsurePrimary);
         let message = format!(
