@@ -15,8 +15,10 @@ use serde::{Deserialize, Serialize};
 /// [`Action::RequeueAfter`] last. A suggested adapter policy: stop at the first failed cluster
 /// action and retry the reconcile with backoff without writing the status (the same plan comes
 /// again, and every cluster action is idempotent); log a failed report and go on.
+///
+/// In JSON (for logs and fixtures) an action reads `{"action": "setWeights", "args": {...}}`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", tag = "action")]
+#[serde(rename_all = "camelCase", tag = "action", content = "args")]
 pub enum Action {
     /// Create `<target>-primary` from the target if it does not exist (same spec, labels
     /// rewritten to the primary's, replicas of the target, autoscaler copied). An existing
@@ -257,5 +259,63 @@ impl Needs {
     /// Whether everything in `self` is also in `other`.
     pub fn is_subset(&self, other: &Needs) -> bool {
         self.webhooks.is_subset(&other.webhooks) && (!self.metrics || other.metrics)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_action_serializes_and_reads_back() {
+        let actions = vec![
+            Action::EnsurePrimary,
+            Action::EnsureServices,
+            Action::SetWeights(Routes::weighted(30)),
+            Action::ScaleCanary(CanaryScale::MatchPrimary),
+            Action::PromotePrimary {
+                revision: "abc".into(),
+            },
+            Action::RestoreTarget,
+            Action::FinalizeRouting,
+            Action::CallWebhooks {
+                hook: HookType::PostRollout,
+                phase: CanaryPhase::Succeeded,
+                message: String::new(),
+            },
+            Action::Notify {
+                severity: Severity::Warn,
+                kind: NotifyKind::CheckFailed,
+                message: "m".into(),
+            },
+            Action::RecordEvent {
+                warning: true,
+                reason: "CheckFailed".into(),
+                message: "m".into(),
+            },
+            Action::RecordLedger(LedgerEntry {
+                event: LedgerEvent::RolledBack,
+                revision: "abc".into(),
+                primary_revision: None,
+                at: Timestamp::UNIX_EPOCH,
+                phase: CanaryPhase::Failed,
+                canary_weight: 0,
+                failed_checks: 2,
+                reasons: vec!["r".into()],
+            }),
+            Action::RevertInGit {
+                revision: "abc".into(),
+                reason: "r".into(),
+            },
+            Action::RequeueAfter(Duration::from_secs(60)),
+        ];
+        for a in actions {
+            let json = serde_json::to_string(&a).expect("serialize");
+            let back: Action = serde_json::from_str(&json).expect("deserialize");
+            assert_eq!(back, a, "{json}");
+        }
+        let json = serde_json::to_value(Action::SetWeights(Routes::weighted(30))).expect("json");
+        assert_eq!(json["action"], "setWeights");
+        assert_eq!(json["args"]["canary"], 30);
     }
 }
