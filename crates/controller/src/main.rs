@@ -21,6 +21,13 @@ struct Cli {
 enum Command {
     /// Run the controller.
     Run(RunArgs),
+    /// Check Canary, MetricTemplate and AlertProvider manifests before they merge (exit 0 all
+    /// valid, 1 some invalid, 2 unreadable input). `-` reads standard input.
+    Validate {
+        /// YAML files (multi-document), or `-` for standard input.
+        #[arg(required = true, value_name = "FILE")]
+        files: Vec<String>,
+    },
     /// Print the fledge CustomResourceDefinitions as one multi-document YAML stream.
     Crds {
         /// Write one file per CRD into this directory instead (as kept in `config/crd/`).
@@ -83,6 +90,14 @@ fn main() -> ExitCode {
                     ExitCode::from(1)
                 }
             }
+        }
+        Command::Validate { files } => {
+            let code = fledge_controller::validate_cmd::run(
+                &files,
+                &mut std::io::stdout().lock(),
+                &mut std::io::stderr().lock(),
+            );
+            ExitCode::from(u8::try_from(code).unwrap_or(2))
         }
         Command::Crds { out_dir: Some(dir) } => {
             for (file, yaml) in fledge_controller::crds::crds() {
