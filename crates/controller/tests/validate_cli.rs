@@ -1063,7 +1063,6 @@ fn fledge(args: &[&str], stdin: &[u8]) -> (i32, String, String) {
 }
 
 #[test]
-#[ignore = "until main.rs wires `fledge validate` to validate_cmd::run"]
 fn binary_validates_files_and_stdin() {
     let dir = temp_dir("binary");
     let good = write(&dir, "good.yaml", CANARY);
@@ -1107,7 +1106,6 @@ fn binary_validates_files_and_stdin() {
 }
 
 #[test]
-#[ignore = "until main.rs wires `fledge validate` to validate_cmd::run"]
 fn binary_refuses_huge_stdin() {
     let huge = vec![b'#'; 20 * 1024 * 1024];
     let (code, _, err) = fledge(&["validate", "-"], &huge);
