@@ -645,12 +645,8 @@ fn check_analysis(p: &mut Problems, spec: &CanarySpec, provider: &str, a: &Canar
                 ),
             );
         }
-        if !iterations {
-            p.add(
-                format!("{base}.mirror"),
-                "mirroring is part of blue/green, which needs iterations; set iterations (mirroring before the first weighted canary step is not supported by fledge yet)",
-            );
-        }
+        // With iterations: blue/green with mirroring. With weights: one mirrored step before
+        // the first weighted step, as Flagger does. Neither is reported above.
     }
 
     for (i, m) in a.r#match.iter().flatten().enumerate() {

@@ -997,6 +997,14 @@ fn strategies() {
             vec![],
         ),
         (
+            "mirror with weights: one mirrored step before the first weighted step",
+            vec![
+                ("analysis.stepWeight", json!(10)),
+                ("analysis.mirror", json!(true)),
+            ],
+            vec![],
+        ),
+        (
             "mirror on gatewayapi:v1beta1",
             vec![
                 ("provider", json!("gatewayapi:v1beta1")),
@@ -1020,12 +1028,12 @@ fn strategies() {
             )],
         ),
         (
-            "mirror without iterations",
-            vec![("analysis.mirror", json!(true))],
-            vec![(
-                "spec.analysis.mirror",
-                "mirroring is part of blue/green, which needs iterations",
-            )],
+            "mirror without iterations or weights",
+            vec![
+                ("analysis.mirror", json!(true)),
+                ("analysis.stepWeight", Value::Null),
+            ],
+            vec![("spec.analysis", "has no traffic steps")],
         ),
         (
             "mirror on kubernetes",
