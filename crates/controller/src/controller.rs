@@ -199,6 +199,7 @@ async fn reconcile_inner(canary: &Canary, ctx: &Context) -> Result<Requeue> {
     }
 
     let plan = fledge_core::plan(&canary.spec, &status, &obs);
+    record_step_lateness(ctx, canary, &status, &plan.status, obs.now);
     let mut requeue = Duration::from_secs(60);
     let exec = Exec {
         ctx,
@@ -221,6 +222,30 @@ async fn reconcile_inner(canary: &Canary, ctx: &Context) -> Result<Requeue> {
         return Ok(Requeue::await_change());
     }
     Ok(Requeue::requeue(requeue))
+}
+
+/// When the plan takes an analysis step, records how late it is against its schedule (the
+/// previous step plus the interval).
+fn record_step_lateness(
+    ctx: &Context,
+    canary: &Canary,
+    old: &CanaryStatus,
+    new: &CanaryStatus,
+    now: jiff::Timestamp,
+) {
+    let (Some(before), Some(after)) = (old.rollout.as_ref(), new.rollout.as_ref()) else {
+        return;
+    };
+    let Some(last) = before.last_step_time.as_ref() else {
+        return;
+    };
+    if after.step <= before.step {
+        return;
+    }
+    let interval = canary.spec.analysis_or_default().interval().as_secs_f64();
+    let since = now.duration_since(last.0).as_secs_f64();
+    ctx.metrics
+        .step_late(Duration::from_secs_f64((since - interval).max(0.0)));
 }
 
 /// Counts rollouts in progress elsewhere against `--max-concurrent-rollouts`.

@@ -144,10 +144,20 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     use anyhow::Context as _;
     use fledge_controller::{controller, metrics::Metrics, server};
 
-    let client = kube::Client::try_default()
+    let metrics = Arc::new(Metrics::new());
+    let config = kube::Config::infer()
         .await
         .context("cannot build a Kubernetes client (KUBECONFIG or in-cluster config)")?;
-    let metrics = Arc::new(Metrics::new());
+    let counting = metrics.clone();
+    let client = kube::client::ClientBuilder::try_from(config)
+        .context("cannot build a Kubernetes client")?
+        .with_layer(&tower::util::MapRequestLayer::new(
+            move |req: hyper::Request<kube::client::Body>| {
+                counting.kube_request(req.method().as_str());
+                req
+            },
+        ))
+        .build();
     let health = Arc::new(server::Health::default());
     let listener_metrics = metrics.clone();
     let listener_health = health.clone();

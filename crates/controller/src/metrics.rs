@@ -23,6 +23,11 @@ struct ErrorLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct VerbLabels {
+    verb: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ResultLabels {
     namespace: String,
     name: String,
@@ -39,6 +44,8 @@ pub struct Metrics {
     duration: Family<CanaryLabels, Histogram>,
     reconcile_errors: Family<ErrorLabels, Counter>,
     reconcile_seconds: Histogram,
+    kube_requests: Family<VerbLabels, Counter>,
+    step_lateness: Histogram,
 }
 
 impl Default for Metrics {
@@ -95,7 +102,21 @@ impl Metrics {
             "Time spent in one reconcile",
             reconcile_seconds.clone(),
         );
+        let kube_requests = Family::<VerbLabels, Counter>::default();
+        registry.register(
+            "kube_requests",
+            "Requests the controller sent to the Kubernetes API server, by HTTP method",
+            kube_requests.clone(),
+        );
+        let step_lateness = Histogram::new(exponential_buckets(0.05, 2.0, 12));
+        registry.register(
+            "step_lateness_seconds",
+            "How late each analysis step ran against its schedule (last step + interval)",
+            step_lateness.clone(),
+        );
         Metrics {
+            kube_requests,
+            step_lateness,
             registry,
             status,
             weight,
@@ -132,6 +153,20 @@ impl Metrics {
     /// Records how long a reconcile took.
     pub fn reconcile_duration(&self, d: Duration) {
         self.reconcile_seconds.observe(d.as_secs_f64());
+    }
+
+    /// Counts a request to the API server.
+    pub fn kube_request(&self, method: &str) {
+        self.kube_requests
+            .get_or_create(&VerbLabels {
+                verb: method.to_string(),
+            })
+            .inc();
+    }
+
+    /// Records how late an analysis step ran.
+    pub fn step_late(&self, late: Duration) {
+        self.step_lateness.observe(late.as_secs_f64());
     }
 
     /// Records the canary weight just routed.
