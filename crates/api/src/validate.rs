@@ -635,18 +635,16 @@ fn check_analysis(p: &mut Problems, spec: &CanarySpec, provider: &str, a: &Canar
             ),
         );
     }
-    if mirror {
-        if known_provider && !MIRROR_PROVIDERS.contains(&provider) {
-            p.add(
-                format!("{base}.mirror"),
-                format!(
-                    "provider {provider} cannot mirror traffic; mirroring needs {}",
-                    MIRROR_PROVIDERS.join(" or ")
-                ),
-            );
-        }
-        // With iterations: blue/green with mirroring. With weights: one mirrored step before
-        // the first weighted step, as Flagger does. Neither is reported above.
+    // With iterations: blue/green with mirroring. With weights: one mirrored step before the
+    // first weighted step, as Flagger does. Neither needs a report here.
+    if mirror && known_provider && !MIRROR_PROVIDERS.contains(&provider) {
+        p.add(
+            format!("{base}.mirror"),
+            format!(
+                "provider {provider} cannot mirror traffic; mirroring needs {}",
+                MIRROR_PROVIDERS.join(" or ")
+            ),
+        );
     }
 
     for (i, m) in a.r#match.iter().flatten().enumerate() {
