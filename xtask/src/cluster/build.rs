@@ -356,6 +356,8 @@ fn go_build(go: &Path, cache: &Path, go_dir: &Path, log_path: &Path) -> Result<(
         .arg("build")
         .arg(format!("-p={jobs}"))
         .arg("-trimpath")
+        // -ldflags=-w drops DWARF at link time anyway; not generating it saves ~10% compile time.
+        .arg("-gcflags=all=-dwarf=false")
         .arg(format!("-ldflags={ldflags}"))
         .arg("-o")
         // The trailing slash makes Go write one binary per package into the directory.

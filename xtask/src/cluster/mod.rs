@@ -275,10 +275,10 @@ fn start_all(layout: &Layout, args: &UpArgs, bins: &Binaries) -> Result<ClusterI
     fs::create_dir_all(&run)?;
     let write = |name: &str, text: String| -> Result<PathBuf> {
         let p = run.join(name);
-        fs::write(&p, text).with_context(|| format!("writing {}", p.display()))?;
+        pki::write_secret(&p, &text)?;
         Ok(p)
     };
-    fs::write(layout.kubeconfig(), pki.kubeconfig(&server, pki::ADMIN)?)?;
+    pki::write_secret(&layout.kubeconfig(), &pki.kubeconfig(&server, pki::ADMIN)?)?;
     let cm_kubeconfig = write(
         "controller-manager.kubeconfig",
         pki.kubeconfig(&server, pki::CONTROLLER_MANAGER)?,

@@ -113,7 +113,7 @@ impl Pki {
 
     fn generate(&self) -> Result<()> {
         let ca_key = KeyPair::generate()?;
-        let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
+        let mut ca_params = base_params(Vec::new())?;
         ca_params.distinguished_name = dn("fledge-local-ca", &[]);
         ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         ca_params.key_usages = vec![
@@ -139,7 +139,7 @@ impl Pki {
         .map(String::from)
         .to_vec();
         let key = KeyPair::generate()?;
-        let mut params = CertificateParams::new(sans)?;
+        let mut params = base_params(sans)?;
         params.distinguished_name = dn("kube-apiserver", &[]);
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
@@ -149,7 +149,7 @@ impl Pki {
 
         for c in CLIENTS {
             let key = KeyPair::generate()?;
-            let mut params = CertificateParams::new(Vec::<String>::new())?;
+            let mut params = base_params(Vec::new())?;
             params.distinguished_name = dn(c.user, c.groups);
             params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
             params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
@@ -177,6 +177,15 @@ impl Pki {
     }
 }
 
+/// Parameters every certificate starts from: valid from 2000 to 2100, so a long-lived
+/// development cluster never meets an expiry, with dates every TLS stack parses.
+fn base_params(subject_alt_names: Vec<String>) -> Result<CertificateParams> {
+    let mut params = CertificateParams::new(subject_alt_names)?;
+    params.not_before = rcgen::date_time_ymd(2000, 1, 1);
+    params.not_after = rcgen::date_time_ymd(2100, 1, 1);
+    Ok(params)
+}
+
 fn dn(common_name: &str, organizations: &[&str]) -> rcgen::DistinguishedName {
     let mut dn = rcgen::DistinguishedName::new();
     dn.push(DnType::CommonName, common_name);
@@ -186,18 +195,23 @@ fn dn(common_name: &str, organizations: &[&str]) -> rcgen::DistinguishedName {
     dn
 }
 
-/// Writes a private key readable by its owner only.
-fn write_secret(path: &Path, contents: &str) -> Result<()> {
+/// Writes a file readable by its owner only (private keys, kubeconfigs holding them).
+pub fn write_secret(path: &Path, contents: &str) -> Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
-    let _ = fs::remove_file(path);
+    // Write beside and rename, so a reader never sees a half-written file.
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    let _ = fs::remove_file(&tmp);
     let mut f = fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
-        .open(path)
-        .with_context(|| format!("creating {}", path.display()))?;
+        .open(&tmp)
+        .with_context(|| format!("creating {}", tmp.display()))?;
     f.write_all(contents.as_bytes())?;
+    fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
     Ok(())
 }
 
