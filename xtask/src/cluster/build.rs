@@ -334,8 +334,13 @@ fn check_go_version(go: &Path) -> Result<()> {
 }
 
 fn go_build(go: &Path, cache: &Path, go_dir: &Path, log_path: &Path) -> Result<()> {
+    // Leftovers of interrupted builds (the caller holds the build lock, so none is running).
+    for entry in fs::read_dir(cache.join("bin"))?.flatten() {
+        if entry.file_name().to_string_lossy().starts_with(".build-") {
+            let _ = fs::remove_dir_all(entry.path());
+        }
+    }
     let out_dir = build_output_dir(cache);
-    let _ = fs::remove_dir_all(&out_dir);
     fs::create_dir_all(&out_dir)?;
     if let Some(dir) = log_path.parent() {
         fs::create_dir_all(dir)?;
@@ -379,6 +384,7 @@ fn go_build(go: &Path, cache: &Path, go_dir: &Path, log_path: &Path) -> Result<(
         .status()
         .with_context(|| format!("running {}", go.display()))?;
     if !status.success() {
+        let _ = fs::remove_dir_all(&out_dir);
         bail!(
             "building the control plane failed ({status}); last lines of {}:\n{}",
             log_path.display(),
