@@ -54,6 +54,10 @@ pub struct Context {
     deployments: Store<Deployment>,
     canaries: Store<Canary>,
     settings: Settings,
+    /// For each Canary (by uid), the resourceVersion our last status write replaced. While the
+    /// watch still shows that version, the cached object predates our own write: acting on it
+    /// would replay a decision already taken (and scale or route from an old status).
+    written_over: std::sync::Mutex<std::collections::HashMap<String, String>>,
 }
 
 /// Runs the controller until `shutdown` resolves.
@@ -93,6 +97,7 @@ pub async fn run(
         deployments,
         canaries,
         settings,
+        written_over: Default::default(),
     });
     controller
         .watches_stream(dep_stream, move |dep: Deployment| {
@@ -157,9 +162,14 @@ async fn reconcile_inner(canary: &Canary, ctx: &Context) -> Result<Requeue> {
     }
     if !deleting && !has_finalizer {
         add_finalizer(canary, ctx).await?;
+        remember_write(ctx, canary);
         return Ok(Requeue::requeue(Duration::ZERO));
     }
 
+    if is_stale(ctx, canary) {
+        // Our last status write has not reached the watch yet; its event brings us back.
+        return Ok(Requeue::requeue(Duration::from_millis(200)));
+    }
     let status = canary.status.clone().unwrap_or_default();
     let target = ctx
         .deployments
@@ -222,6 +232,28 @@ async fn reconcile_inner(canary: &Canary, ctx: &Context) -> Result<Requeue> {
         return Ok(Requeue::await_change());
     }
     Ok(Requeue::requeue(requeue))
+}
+
+/// Whether the cached Canary is older than our own last status write.
+fn is_stale(ctx: &Context, canary: &Canary) -> bool {
+    let (Some(uid), Some(rv)) = (canary.uid(), canary.resource_version()) else {
+        return false;
+    };
+    let map = ctx
+        .written_over
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    map.get(&uid) == Some(&rv)
+}
+
+/// Remembers that we just wrote over this version of the Canary.
+fn remember_write(ctx: &Context, canary: &Canary) {
+    if let (Some(uid), Some(rv)) = (canary.uid(), canary.resource_version()) {
+        ctx.written_over
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(uid, rv);
+    }
 }
 
 /// When the plan takes an analysis step, records how late it is against its schedule (the
@@ -726,6 +758,7 @@ async fn write_status(
     body.status = Some(new.clone());
     api.replace_status(&canary.name_any(), &PostParams::default(), &body)
         .await?;
+    remember_write(ctx, canary);
     ctx.metrics.observe_status(canary, new);
     Ok(())
 }
