@@ -447,3 +447,67 @@ async fn a_referenced_config_map_change_starts_a_rollout() {
     let copy = cms.get("podinfo-config-primary").await.unwrap();
     assert_eq!(copy.data.unwrap()["color"], "green");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn max_concurrent_rollouts_queues_the_rest_in_waiting() {
+    let ns = TestNs::new("slots").await;
+    let hook = Hook::start(200).await.unwrap();
+    let names = ["app-a", "app-b", "app-c"];
+    for n in names {
+        ns.create::<Deployment>(deployment_json(n, V1, 1)).await;
+        ns.create::<Canary>(bluegreen(n, &hook.url("/rollout"), 2, 2))
+            .await;
+    }
+    ns.start_controller(&["--max-concurrent-rollouts", "1"]);
+    for n in names {
+        initialized(&ns, n).await;
+    }
+    for n in names {
+        ns.set_image(n, V2).await;
+    }
+    let api = ns.api::<Canary>();
+    let mut saw_queue = false;
+    let mut max_rolling = 0;
+    let deadline = std::time::Instant::now() + ROLLOUT;
+    loop {
+        let list = api.list(&Default::default()).await.unwrap().items;
+        let rolling = list
+            .iter()
+            .filter(|c| c.status.as_ref().is_some_and(|s| s.phase.is_rolling_out()))
+            .count();
+        max_rolling = max_rolling.max(rolling);
+        saw_queue |= list.iter().any(|c| {
+            c.status.as_ref().is_some_and(|s| {
+                s.phase == CanaryPhase::Waiting
+                    && s.conditions
+                        .iter()
+                        .flatten()
+                        .any(|x| x.reason.as_deref() == Some("WaitingForRolloutSlot"))
+            })
+        });
+        let done = list.iter().all(|c| {
+            c.status
+                .as_ref()
+                .is_some_and(|s| s.phase == CanaryPhase::Succeeded)
+        });
+        if done {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not all promoted: {:?}",
+            list.iter()
+                .map(|c| (c.metadata.name.clone(), c.status.as_ref().map(|s| s.phase)))
+                .collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(max_rolling, 1, "never more than one rollout at once");
+    assert!(
+        saw_queue,
+        "the others waited with reason WaitingForRolloutSlot"
+    );
+    for n in names {
+        assert_eq!(image_of(&ns.deployment(&format!("{n}-primary")).await), V2);
+    }
+}

@@ -58,6 +58,8 @@ pub struct Context {
     /// watch still shows that version, the cached object predates our own write: acting on it
     /// would replay a decision already taken (and scale or route from an old status).
     written_over: std::sync::Mutex<std::collections::HashMap<String, String>>,
+    /// Rollout slots given out and not yet visible in the cache, by Canary uid.
+    slots_held: std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>,
 }
 
 /// Runs the controller until `shutdown` resolves.
@@ -98,6 +100,7 @@ pub async fn run(
         canaries,
         settings,
         written_over: Default::default(),
+        slots_held: Default::default(),
     });
     controller
         .watches_stream(dep_stream, move |dep: Deployment| {
@@ -210,6 +213,7 @@ async fn reconcile_inner(canary: &Canary, ctx: &Context) -> Result<Requeue> {
 
     let plan = fledge_core::plan(&canary.spec, &status, &obs);
     record_step_lateness(ctx, canary, &status, &plan.status, obs.now);
+    release_slot(ctx, canary, &plan.status);
     let mut requeue = Duration::from_secs(60);
     let exec = Exec {
         ctx,
@@ -280,20 +284,47 @@ fn record_step_lateness(
         .step_late(Duration::from_secs_f64((since - interval).max(0.0)));
 }
 
-/// Counts rollouts in progress elsewhere against `--max-concurrent-rollouts`.
+/// Whether this Canary may start a rollout under `--max-concurrent-rollouts`. Reconciles run
+/// concurrently and the cache lags behind status writes, so a slot given out is also held in
+/// memory until the cache shows that rollout (or the plan did not start it).
 fn slot_available(ctx: &Context, canary: &Canary) -> bool {
     let Some(max) = ctx.settings.max_concurrent_rollouts else {
         return true;
     };
-    let me = canary.uid();
-    let busy = ctx
-        .canaries
-        .state()
-        .iter()
-        .filter(|c| c.uid() != me)
-        .filter(|c| c.status.as_ref().is_some_and(|s| s.phase.is_rolling_out()))
-        .count();
-    busy < max
+    let all = ctx.canaries.state();
+    let mut held = ctx
+        .slots_held
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    // A hold ends once the cache shows the Canary rolling out, or after a minute at most.
+    held.retain(|uid, since| {
+        since.elapsed() < Duration::from_secs(60)
+            && !all.iter().any(|c| {
+                c.uid().as_deref() == Some(uid.as_str())
+                    && c.status.as_ref().is_some_and(|s| s.phase.is_rolling_out())
+            })
+    });
+    let me = canary.uid().unwrap_or_default();
+    let others_held = held.keys().filter(|u| **u != me).count();
+    let free = max.saturating_sub(others_held);
+    let ok = crate::slots::slot_available(canary, all.iter().map(|c| &**c), free);
+    if ok {
+        held.insert(me, std::time::Instant::now());
+    }
+    ok
+}
+
+/// Gives back a slot held for a Canary whose plan did not start a rollout.
+fn release_slot(ctx: &Context, canary: &Canary, next: &CanaryStatus) {
+    if ctx.settings.max_concurrent_rollouts.is_none() || next.phase.is_rolling_out() {
+        return;
+    }
+    if let Some(uid) = canary.uid() {
+        ctx.slots_held
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(&uid);
+    }
 }
 
 fn readiness(d: &Deployment) -> Readiness {

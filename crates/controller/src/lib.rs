@@ -9,6 +9,7 @@ pub mod metrics;
 pub mod routers;
 pub mod server;
 pub mod services;
+pub mod slots;
 pub mod validate_cmd;
 pub mod webhooks;
 pub mod workload;

@@ -513,3 +513,56 @@ fn sub_second_times_are_stored_as_whole_seconds() {
         Some(Time(at(NOW)))
     );
 }
+
+/// A Canary at rest on `rev-1` (initialized, nothing rolling out).
+fn at_rest() -> CanaryStatus {
+    CanaryStatus {
+        phase: Initialized,
+        last_applied_spec: Some("rev-1".into()),
+        last_promoted_spec: Some("rev-1".into()),
+        tracked_configs: Some(BTreeMap::new()),
+        last_promoted_configs: Some(BTreeMap::new()),
+        last_transition_time: Some(Time(at(NOW - 3000))),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn the_promoted_condition_says_what_a_waiting_canary_waits_for() {
+    let reason = |p: &Plan| {
+        conditions::get(&p.status, PROMOTED)
+            .and_then(|c| c.reason.clone())
+            .unwrap_or_default()
+    };
+    // No rollout slot: waits for one, and says so.
+    let mut no_slot = obs("rev-2");
+    no_slot.rollout_slot_available = false;
+    let p = plan(&canary_spec(), &at_rest(), &no_slot);
+    assert_eq!(p.status.phase, Waiting);
+    assert_eq!(reason(&p), "WaitingForRolloutSlot");
+    let c = conditions::get(&p.status, PROMOTED).unwrap();
+    assert_eq!(c.status, "Unknown");
+    assert!(
+        c.message
+            .as_deref()
+            .unwrap_or_default()
+            .contains("rollout slot")
+    );
+
+    // A slot frees up but a confirm-rollout gate is closed: the reason changes.
+    let mut gated = canary_spec();
+    analysis(&mut gated)
+        .webhooks
+        .get_or_insert_with(Vec::new)
+        .push(hook("approve", "confirm-rollout"));
+    let mut closed = obs("rev-2");
+    closed.webhooks = vec![WebhookResult {
+        hook: HookType::ConfirmRollout,
+        name: "approve".into(),
+        passed: false,
+        message: "closed".into(),
+    }];
+    let p2 = plan(&gated, &p.status, &closed);
+    assert_eq!(p2.status.phase, Waiting);
+    assert_eq!(reason(&p2), "WaitingForApproval");
+}

@@ -5,6 +5,7 @@ use fledge_api::{CanaryPhase, HookType, RolloutProgress};
 
 use crate::action::{Action, CanaryScale, LedgerEvent, NotifyKind, Routes, Severity};
 use crate::checks::Failure;
+use crate::conditions;
 use crate::ctx::Cx;
 use crate::observe::TargetObservation;
 
@@ -105,13 +106,24 @@ fn wait(cx: &mut Cx, reason: &str, message: String, polled: bool) {
     if cx.status.phase == CanaryPhase::Waiting {
         if polled {
             cx.tick();
-            cx.event(false, reason, message);
+            cx.event(false, reason, message.clone());
         }
     } else {
         cx.rollout_mut().last_step_time = polled.then_some(now);
         cx.enter(CanaryPhase::Waiting, reason, message.clone());
-        cx.notify(Severity::Info, NotifyKind::Waiting, message);
+        cx.notify(Severity::Info, NotifyKind::Waiting, message.clone());
     }
+    // The condition says what the Canary waits for (a slot or an approval), so that the
+    // adapter can queue slot waiters in order and people can see why.
+    let at = cx.now;
+    conditions::set(
+        &mut cx.status,
+        conditions::PROMOTED,
+        "Unknown",
+        reason,
+        &message,
+        at,
+    );
     cx.requeue(cx.interval());
 }
 
