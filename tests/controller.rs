@@ -410,8 +410,10 @@ async fn a_referenced_config_map_change_starts_a_rollout() {
     dep["spec"]["template"]["spec"]["containers"][0]["envFrom"] =
         serde_json::json!([{"configMapRef": {"name": "podinfo-config"}}]);
     ns.create::<Deployment>(dep).await;
-    ns.create::<Canary>(bluegreen("podinfo", &hook.url("/rollout"), 2, 2))
-        .await;
+    // A long interval: only the watch on the ConfigMap can start the rollout quickly.
+    let mut canary = bluegreen("podinfo", &hook.url("/rollout"), 2, 2);
+    canary["spec"]["analysis"]["interval"] = "5m".into();
+    ns.create::<Canary>(canary).await;
     ns.start_controller(&[]);
     let c = initialized(&ns, "podinfo").await;
     let tracked = c.status.unwrap().tracked_configs.unwrap_or_default();
@@ -439,9 +441,17 @@ async fn a_referenced_config_map_change_starts_a_rollout() {
     )
     .await
     .unwrap();
-    // The ConfigMap is not watched: the change is seen at the next reconcile.
-    ns.wait_phase("podinfo", CanaryPhase::Progressing, ROLLOUT)
+    // The ConfigMap is watched: the rollout starts long before the 5m requeue.
+    ns.wait_phase("podinfo", CanaryPhase::Progressing, Duration::from_secs(20))
         .await;
+    ns.api::<Canary>()
+        .patch(
+            "podinfo",
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"spec": {"analysis": {"interval": "2s"}}})),
+        )
+        .await
+        .unwrap();
     ns.wait_phase("podinfo", CanaryPhase::Succeeded, ROLLOUT)
         .await;
     let copy = cms.get("podinfo-config-primary").await.unwrap();

@@ -13,7 +13,7 @@ use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
-use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::api::{Api, PartialObjectMeta, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action as Requeue;
 use kube::runtime::events::{Event as KubeEvent, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef, Store};
@@ -22,6 +22,7 @@ use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
 use tracing::{Instrument, info, info_span, warn};
 
+use crate::configs::ConfigTracker;
 use crate::metrics::Metrics;
 use crate::routers::{RouteTarget, router_for};
 use crate::services::{ApexSelects, build_services};
@@ -53,6 +54,7 @@ pub struct Context {
     metrics: Arc<Metrics>,
     deployments: Store<Deployment>,
     canaries: Store<Canary>,
+    configs: ConfigTracker,
     settings: Settings,
     /// For each Canary (by uid), the resourceVersion our last status write replaced. While the
     /// watch still shows that version, the cached object predates our own write: acting on it
@@ -82,6 +84,31 @@ pub async fn run(
             .default_backoff()
             .touched_objects();
 
+    let (cm_api, secret_api): (
+        Api<PartialObjectMeta<ConfigMap>>,
+        Api<PartialObjectMeta<Secret>>,
+    ) = match &settings.namespace {
+        Some(ns) => (
+            Api::namespaced(client.clone(), ns),
+            Api::namespaced(client.clone(), ns),
+        ),
+        None => (Api::all(client.clone()), Api::all(client.clone())),
+    };
+    let (cm_store, cm_writer) = reflector::store();
+    let cm_stream = reflector::reflector(
+        cm_writer,
+        watcher(cm_api, watcher::Config::default()).modify(|o| o.managed_fields_mut().clear()),
+    )
+    .default_backoff()
+    .touched_objects();
+    let (secret_store, secret_writer) = reflector::store();
+    let secret_stream = reflector::reflector(
+        secret_writer,
+        watcher(secret_api, watcher::Config::default()).modify(|o| o.managed_fields_mut().clear()),
+    )
+    .default_backoff()
+    .touched_objects();
+
     let controller = Controller::new(canary_api, watcher::Config::default());
     let canaries = controller.store();
     let canaries_for_map = canaries.clone();
@@ -98,13 +125,22 @@ pub async fn run(
         metrics,
         deployments,
         canaries,
+        configs: ConfigTracker::new(cm_store, secret_store),
         settings,
         written_over: Default::default(),
         slots_held: Default::default(),
     });
+    let (cans_cm, deps_cm) = (canaries_for_map.clone(), ctx.deployments.clone());
+    let (cans_sec, deps_sec) = (canaries_for_map.clone(), ctx.deployments.clone());
     controller
         .watches_stream(dep_stream, move |dep: Deployment| {
             canaries_for(&canaries_for_map, &dep)
+        })
+        .watches_stream(cm_stream, move |cm: PartialObjectMeta<ConfigMap>| {
+            canaries_using(&cans_cm, &deps_cm, &cm, ConfigRef::ConfigMap(cm.name_any()))
+        })
+        .watches_stream(secret_stream, move |s: PartialObjectMeta<Secret>| {
+            canaries_using(&cans_sec, &deps_sec, &s, ConfigRef::Secret(s.name_any()))
         })
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
@@ -126,6 +162,29 @@ fn canaries_for(canaries: &Store<Canary>, dep: &Deployment) -> Vec<ObjectRef<Can
         .into_iter()
         .filter(|c| c.namespace() == ns)
         .filter(|c| c.spec.target_ref.name == name || primary_name(&c.spec.target_ref.name) == name)
+        .map(|c| ObjectRef::from_obj(&*c))
+        .collect()
+}
+
+/// The Canaries whose target references a ConfigMap or Secret.
+fn canaries_using<K: Resource>(
+    canaries: &Store<Canary>,
+    deployments: &Store<Deployment>,
+    obj: &K,
+    r: ConfigRef,
+) -> Vec<ObjectRef<Canary>> {
+    let ns = obj.meta().namespace.clone();
+    canaries
+        .state()
+        .into_iter()
+        .filter(|c| c.namespace() == ns)
+        .filter(|c| {
+            let target =
+                ObjectRef::new(&c.spec.target_ref.name).within(ns.as_deref().unwrap_or_default());
+            deployments
+                .get(&target)
+                .is_some_and(|d| crate::configs::references(&d, &r))
+        })
         .map(|c| ObjectRef::from_obj(&*c))
         .collect()
 }
@@ -182,7 +241,7 @@ async fn reconcile_inner(canary: &Canary, ctx: &Context) -> Result<Requeue> {
         .get(&ObjectRef::new(&primary_name(&canary.spec.target_ref.name)).within(&ns));
 
     let tracked = match &target {
-        Some(t) => tracked_configs(ctx, &ns, t).await?,
+        Some(t) => ctx.configs.checksums(&ctx.client, &ns, t).await?,
         None => BTreeMap::new(),
     };
     let mut obs = Observations::at(jiff::Timestamp::now());
@@ -338,70 +397,6 @@ fn readiness(d: &Deployment) -> Readiness {
         updated: st.updated_replicas.unwrap_or(0),
         available: st.available_replicas.unwrap_or(0),
     }
-}
-
-/// Checksums of the ConfigMaps and Secrets the target references that exist and are tracked.
-async fn tracked_configs(
-    ctx: &Context,
-    ns: &str,
-    target: &Deployment,
-) -> Result<BTreeMap<ConfigRef, String>> {
-    let Some(pod) = target.spec.as_ref().and_then(|s| s.template.spec.as_ref()) else {
-        return Ok(BTreeMap::new());
-    };
-    let mut out = BTreeMap::new();
-    for r in workload::referenced_configs(pod) {
-        let (meta, sum) = match &r {
-            ConfigRef::ConfigMap(n) => {
-                let api: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), ns);
-                match api.get_opt(n).await? {
-                    Some(cm) => {
-                        let mut entries: Vec<(&str, &[u8])> = Vec::new();
-                        for (k, v) in cm.data.iter().flatten() {
-                            entries.push((k, v.as_bytes()));
-                        }
-                        for (k, v) in cm.binary_data.iter().flatten() {
-                            entries.push((k, &v.0));
-                        }
-                        let sum = workload::data_checksum(entries);
-                        (cm.metadata, sum)
-                    }
-                    None => continue,
-                }
-            }
-            ConfigRef::Secret(n) => {
-                let api: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
-                match api.get_opt(n).await? {
-                    Some(s) => {
-                        let entries = s
-                            .data
-                            .iter()
-                            .flatten()
-                            .map(|(k, v)| (k.as_str(), v.0.as_slice()));
-                        let sum = workload::data_checksum(entries);
-                        (s.metadata, sum)
-                    }
-                    None => continue,
-                }
-            }
-        };
-        if tracking_disabled(&meta) {
-            continue;
-        }
-        out.insert(r, sum);
-    }
-    Ok(out)
-}
-
-fn tracking_disabled(meta: &ObjectMeta) -> bool {
-    meta.annotations.as_ref().is_some_and(|a| {
-        [
-            workload::CONFIG_TRACKING_ANNOTATION,
-            workload::FLAGGER_CONFIG_TRACKING_ANNOTATION,
-        ]
-        .iter()
-        .any(|k| a.get(*k).is_some_and(|v| v == "disabled"))
-    })
 }
 
 fn checksum(status: &CanaryStatus, obs_hash: Option<&str>) -> String {
