@@ -3,6 +3,7 @@
 
 use clap::{Parser, Subcommand};
 
+mod bench;
 mod cluster;
 mod crds;
 mod test;
@@ -23,6 +24,8 @@ enum Task {
     Test(test::TestArgs),
     /// Regenerate `config/crd/` from the API types.
     Crds,
+    /// Benchmarks on the local control plane; they print figures, they do not pass or fail.
+    Bench(bench::BenchArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -30,5 +33,6 @@ fn main() -> anyhow::Result<()> {
         Task::Cluster(args) => cluster::run(args),
         Task::Test(args) => test::run_all(args),
         Task::Crds => crds::regenerate(),
+        Task::Bench(args) => bench::run(args),
     }
 }

@@ -1,0 +1,559 @@
+//! Pure helpers of the benchmarks: reading `/proc`, the Prometheus text format, the
+//! controller's JSON log, percentiles. No I/O here, so every piece has a unit test.
+
+use std::collections::BTreeMap;
+
+/// Memory of a process, from `/proc/<pid>/status`, in KiB.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Memory {
+    /// Resident set size now (`VmRSS`).
+    pub rss_kib: u64,
+    /// Peak resident set size since the start (`VmHWM`).
+    pub hwm_kib: u64,
+}
+
+/// Parses `VmRSS` and `VmHWM` out of `/proc/<pid>/status`.
+pub fn parse_status(text: &str) -> Option<Memory> {
+    let field = |name: &str| -> Option<u64> {
+        text.lines().find_map(|l| {
+            let value = l.strip_prefix(name)?.strip_prefix(':')?.trim();
+            value.strip_suffix("kB")?.trim().parse().ok()
+        })
+    };
+    Some(Memory {
+        rss_kib: field("VmRSS")?,
+        hwm_kib: field("VmHWM")?,
+    })
+}
+
+/// CPU time (user + system, `utime` + `stime`) in clock ticks, from `/proc/<pid>/stat`. The
+/// command name in parentheses may hold spaces and parentheses, so fields are counted after the
+/// last `)`.
+pub fn parse_cpu_ticks(stat: &str) -> Option<u64> {
+    let after = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    // After ")" comes field 3 (state); utime is field 14 and stime field 15.
+    let utime: u64 = fields.get(14 - 3)?.parse().ok()?;
+    let stime: u64 = fields.get(15 - 3)?.parse().ok()?;
+    Some(utime + stime)
+}
+
+/// One sample of the Prometheus (or OpenMetrics) text format.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Sample {
+    /// Metric name, with its `_total`, `_bucket`, … suffix.
+    pub name: String,
+    /// Labels in the order written.
+    pub labels: Vec<(String, String)>,
+    /// The value (`+Inf`, `-Inf` and `NaN` included).
+    pub value: f64,
+}
+
+impl Sample {
+    /// The value of a label.
+    pub fn label(&self, key: &str) -> Option<&str> {
+        self.labels
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Parses the Prometheus text format; comments and malformed lines are skipped.
+pub fn parse_prometheus(text: &str) -> Vec<Sample> {
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .filter_map(parse_sample)
+        .collect()
+}
+
+fn parse_sample(line: &str) -> Option<Sample> {
+    let name_end = line.find(|c: char| c == '{' || c.is_whitespace())?;
+    let name = line[..name_end].to_string();
+    let mut rest = &line[name_end..];
+    let mut labels = Vec::new();
+    if let Some(inner) = rest.strip_prefix('{') {
+        let mut chars = inner.char_indices().peekable();
+        loop {
+            // key
+            while chars
+                .peek()
+                .is_some_and(|(_, c)| *c == ',' || c.is_whitespace())
+            {
+                chars.next();
+            }
+            let (start, c) = *chars.peek()?;
+            if c == '}' {
+                rest = &inner[start + 1..];
+                break;
+            }
+            let eq = inner[start..].find('=')? + start;
+            let key = inner[start..eq].trim().to_string();
+            while chars.peek().is_some_and(|(i, _)| *i <= eq) {
+                chars.next();
+            }
+            if chars.next()?.1 != '"' {
+                return None;
+            }
+            let mut value = String::new();
+            loop {
+                match chars.next()?.1 {
+                    '"' => break,
+                    '\\' => match chars.next()?.1 {
+                        'n' => value.push('\n'),
+                        other => value.push(other),
+                    },
+                    other => value.push(other),
+                }
+            }
+            labels.push((key, value));
+        }
+    }
+    let value = match rest.split_whitespace().next()? {
+        "+Inf" | "Inf" => f64::INFINITY,
+        "-Inf" => f64::NEG_INFINITY,
+        v => v.parse().ok()?,
+    };
+    Some(Sample {
+        name,
+        labels,
+        value,
+    })
+}
+
+/// The values of the samples called `name`, keyed by their `label`.
+pub fn by_label(samples: &[Sample], name: &str, label: &str) -> BTreeMap<String, f64> {
+    let mut out = BTreeMap::new();
+    for s in samples.iter().filter(|s| s.name == name) {
+        *out.entry(s.label(label).unwrap_or_default().to_string())
+            .or_insert(0.0) += s.value;
+    }
+    out
+}
+
+/// The sum of the samples called `name`.
+pub fn total(samples: &[Sample], name: &str) -> f64 {
+    samples
+        .iter()
+        .filter(|s| s.name == name)
+        .map(|s| s.value)
+        .sum()
+}
+
+/// A histogram read from `<name>_bucket`, `<name>_sum` and `<name>_count`.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Histogram {
+    /// Cumulative counts by upper bound, ascending; the last bound is `+Inf`.
+    pub buckets: Vec<(f64, f64)>,
+    /// Sum of the observations.
+    pub sum: f64,
+    /// Number of observations.
+    pub count: f64,
+}
+
+impl Histogram {
+    /// Reads the histogram `name` (without suffix).
+    pub fn from_samples(samples: &[Sample], name: &str) -> Self {
+        let bucket = format!("{name}_bucket");
+        let mut buckets: Vec<(f64, f64)> = samples
+            .iter()
+            .filter(|s| s.name == bucket)
+            .filter_map(|s| {
+                let le = match s.label("le")? {
+                    "+Inf" | "Inf" => f64::INFINITY,
+                    v => v.parse().ok()?,
+                };
+                Some((le, s.value))
+            })
+            .collect();
+        buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+        Histogram {
+            buckets,
+            sum: total(samples, &format!("{name}_sum")),
+            count: total(samples, &format!("{name}_count")),
+        }
+    }
+
+    /// What was observed between `earlier` and `self` (same buckets).
+    pub fn since(&self, earlier: &Histogram) -> Histogram {
+        let before = |le: f64| {
+            earlier
+                .buckets
+                .iter()
+                .find(|(b, _)| *b == le)
+                .map_or(0.0, |(_, c)| *c)
+        };
+        Histogram {
+            buckets: self
+                .buckets
+                .iter()
+                .map(|(le, c)| (*le, c - before(*le)))
+                .collect(),
+            sum: self.sum - earlier.sum,
+            count: self.count - earlier.count,
+        }
+    }
+
+    /// The upper bound of the bucket holding the `q`-quantile (`0 < q <= 1`): the quantile is at
+    /// most this. `None` without observations.
+    pub fn quantile_bound(&self, q: f64) -> Option<f64> {
+        if self.count <= 0.0 {
+            return None;
+        }
+        let rank = (q * self.count).ceil().max(1.0);
+        self.buckets
+            .iter()
+            .find(|(_, c)| *c >= rank)
+            .map(|(le, _)| *le)
+    }
+
+    /// The mean observation.
+    pub fn mean(&self) -> Option<f64> {
+        (self.count > 0.0).then(|| self.sum / self.count)
+    }
+}
+
+/// The `p`-th percentile (`0 < p <= 100`) by nearest rank; `None` for no values.
+pub fn percentile(values: &[f64], p: f64) -> Option<f64> {
+    if values.is_empty() {
+        return None;
+    }
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    Some(sorted[rank.clamp(1, sorted.len()) - 1])
+}
+
+/// p50, p99 and max of `values`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Summary {
+    pub count: usize,
+    pub p50: f64,
+    pub p99: f64,
+    pub max: f64,
+}
+
+impl Summary {
+    pub fn of(values: &[f64]) -> Option<Summary> {
+        Some(Summary {
+            count: values.len(),
+            p50: percentile(values, 50.0)?,
+            p99: percentile(values, 99.0)?,
+            max: percentile(values, 100.0)?,
+        })
+    }
+}
+
+/// An Event the controller logged (`reason` field) for one Canary.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LogEvent {
+    /// Seconds since the Unix epoch.
+    pub at: f64,
+    /// `namespace/name` from the `reconcile` span.
+    pub canary: String,
+    pub reason: String,
+}
+
+/// Parses one line of `fledge run --log-format json` that records an Event: it has a
+/// `fields.reason` and a `span.canary`. Other lines give `None`.
+pub fn parse_log_event(line: &str) -> Option<LogEvent> {
+    if !line.contains("\"reason\"") {
+        return None;
+    }
+    let v: serde_json::Value = serde_json::from_str(line).ok()?;
+    let at: jiff::Timestamp = v.get("timestamp")?.as_str()?.parse().ok()?;
+    Some(LogEvent {
+        at: at.as_nanosecond() as f64 / 1e9,
+        canary: v.pointer("/span/canary")?.as_str()?.to_string(),
+        reason: v.pointer("/fields/reason")?.as_str()?.to_string(),
+    })
+}
+
+/// Event reasons that mark an analysis step: each is recorded in the reconcile that takes the
+/// step (and ticks the interval clock), once per step.
+pub const STEP_REASONS: [&str; 5] = [
+    "IterationAdvanced",
+    "WeightAdvanced",
+    "PromotionAdvanced",
+    "CheckFailed",
+    // The step after the last iteration or weight starts the promotion.
+    "Promoting",
+];
+
+/// For each Canary, the times of its analysis steps at or after `since`, in order.
+pub fn step_times(events: &[LogEvent], since: f64) -> BTreeMap<String, Vec<f64>> {
+    let mut out: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+    for e in events
+        .iter()
+        .filter(|e| e.at >= since && STEP_REASONS.contains(&e.reason.as_str()))
+    {
+        out.entry(e.canary.clone()).or_default().push(e.at);
+    }
+    for times in out.values_mut() {
+        times.sort_by(f64::total_cmp);
+    }
+    out
+}
+
+/// How late each step after the first ran against its schedule (the previous step plus
+/// `interval`), in seconds.
+pub fn lateness(steps: &[f64], interval: f64) -> Vec<f64> {
+    steps.windows(2).map(|w| w[1] - (w[0] + interval)).collect()
+}
+
+/// For each Canary, the first event with `reason` at or after `since`.
+pub fn first_of(events: &[LogEvent], reason: &str, since: f64) -> BTreeMap<String, f64> {
+    let mut out: BTreeMap<String, f64> = BTreeMap::new();
+    for e in events
+        .iter()
+        .filter(|e| e.at >= since && e.reason == reason)
+    {
+        let t = out.entry(e.canary.clone()).or_insert(e.at);
+        *t = t.min(e.at);
+    }
+    out
+}
+
+/// Parses a Flagger-style duration as used in `analysis.interval`: `500ms`, `10s`, `1m`,
+/// `1m30s`, `1h`.
+pub fn parse_duration(text: &str) -> Option<std::time::Duration> {
+    let mut total = 0.0;
+    let mut rest = text.trim();
+    if rest.is_empty() {
+        return None;
+    }
+    while !rest.is_empty() {
+        let num_end = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        let n: f64 = rest[..num_end].parse().ok()?;
+        rest = &rest[num_end..];
+        let unit_end = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let scale = match &rest[..unit_end] {
+            "ms" => 0.001,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            _ => return None,
+        };
+        total += n * scale;
+        rest = &rest[unit_end..];
+    }
+    Some(std::time::Duration::from_secs_f64(total))
+}
+
+/// KiB as MiB with one decimal.
+pub fn mib(kib: u64) -> String {
+    format!("{:.1} MiB", kib as f64 / 1024.0)
+}
+
+/// Seconds with a unit suited to their size.
+pub fn secs(s: f64) -> String {
+    if s.abs() < 1.0 {
+        format!("{:.0} ms", s * 1000.0)
+    } else {
+        format!("{s:.2} s")
+    }
+}
+
+/// Renders rows as a table with aligned columns; the first row is the header.
+pub fn table(rows: &[Vec<String>]) -> String {
+    let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let width: Vec<usize> = (0..cols)
+        .map(|i| {
+            rows.iter()
+                .filter_map(|r| r.get(i))
+                .map(|c| c.chars().count())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let mut out = String::new();
+    for (n, row) in rows.iter().enumerate() {
+        let line: Vec<String> = row
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                if i == 0 {
+                    format!("{c:<w$}", w = width[i])
+                } else {
+                    format!("{c:>w$}", w = width[i])
+                }
+            })
+            .collect();
+        out.push_str(line.join("  ").trim_end());
+        out.push('\n');
+        if n == 0 {
+            let rule: Vec<String> = width.iter().map(|w| "-".repeat(*w)).collect();
+            out.push_str(&rule.join("  "));
+            out.push('\n');
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_memory_from_proc_status() {
+        let text = "Name:\tfledge\nVmPeak:\t  900000 kB\nVmHWM:\t   41234 kB\nVmRSS:\t   38000 kB\n\
+                    Threads:\t3\n";
+        assert_eq!(
+            parse_status(text),
+            Some(Memory {
+                rss_kib: 38000,
+                hwm_kib: 41234
+            })
+        );
+        assert_eq!(parse_status("Name:\tx\nVmRSS:\t1 kB\n"), None);
+        assert_eq!(parse_status("VmRSS:\tlots kB\nVmHWM:\t1 kB\n"), None);
+    }
+
+    #[test]
+    fn reads_cpu_ticks_from_proc_stat() {
+        let stat = "4242 (fledge (x) y) S 1 4242 4242 0 -1 4194560 1000 0 0 0 250 31 0 0 20 0 3 0 \
+                    987654 1000000 500 18446744073709551615";
+        assert_eq!(parse_cpu_ticks(stat), Some(281));
+        assert_eq!(parse_cpu_ticks("4242 (short) S 1"), None);
+        assert_eq!(parse_cpu_ticks("no parenthesis"), None);
+    }
+
+    #[test]
+    fn parses_prometheus_text() {
+        let text = r#"# HELP fledge_kube_requests Requests.
+# TYPE fledge_kube_requests counter
+fledge_kube_requests_total{verb="GET"} 12
+fledge_kube_requests_total{verb="PUT"} 3
+fledge_step_lateness_seconds_sum 1.5
+fledge_step_lateness_seconds_count 4
+fledge_step_lateness_seconds_bucket{le="0.05"} 1
+fledge_step_lateness_seconds_bucket{le="0.1"} 3
+fledge_step_lateness_seconds_bucket{le="+Inf"} 4
+odd{a="x\"y",b="c,d} e"} 2.5e1 1700000000
+broken{a="x" 1
+# EOF
+"#;
+        let s = parse_prometheus(text);
+        assert_eq!(s.len(), 8, "{s:?}");
+        let verbs = by_label(&s, "fledge_kube_requests_total", "verb");
+        assert_eq!(verbs["GET"], 12.0);
+        assert_eq!(verbs["PUT"], 3.0);
+        assert_eq!(total(&s, "fledge_kube_requests_total"), 15.0);
+        let odd = s.iter().find(|s| s.name == "odd").unwrap();
+        assert_eq!(odd.label("a"), Some("x\"y"));
+        assert_eq!(odd.label("b"), Some("c,d} e"));
+        assert_eq!(odd.value, 25.0);
+
+        let h = Histogram::from_samples(&s, "fledge_step_lateness_seconds");
+        assert_eq!(h.buckets, [(0.05, 1.0), (0.1, 3.0), (f64::INFINITY, 4.0)]);
+        assert_eq!(h.count, 4.0);
+        assert_eq!(h.quantile_bound(0.5), Some(0.1));
+        assert_eq!(h.quantile_bound(0.25), Some(0.05));
+        assert_eq!(h.quantile_bound(1.0), Some(f64::INFINITY));
+        assert_eq!(h.mean(), Some(0.375));
+    }
+
+    #[test]
+    fn histogram_differences() {
+        let a = Histogram {
+            buckets: vec![(0.1, 2.0), (1.0, 3.0), (f64::INFINITY, 3.0)],
+            sum: 1.0,
+            count: 3.0,
+        };
+        let b = Histogram {
+            buckets: vec![(0.1, 2.0), (1.0, 5.0), (f64::INFINITY, 6.0)],
+            sum: 9.0,
+            count: 6.0,
+        };
+        let d = b.since(&a);
+        assert_eq!(d.buckets, [(0.1, 0.0), (1.0, 2.0), (f64::INFINITY, 3.0)]);
+        assert_eq!(d.count, 3.0);
+        assert_eq!(d.quantile_bound(0.5), Some(1.0));
+        assert_eq!(d.quantile_bound(0.99), Some(f64::INFINITY));
+        assert_eq!(Histogram::default().quantile_bound(0.5), None);
+    }
+
+    #[test]
+    fn percentiles_by_nearest_rank() {
+        let v: Vec<f64> = (1..=100).rev().map(f64::from).collect();
+        assert_eq!(percentile(&v, 50.0), Some(50.0));
+        assert_eq!(percentile(&v, 99.0), Some(99.0));
+        assert_eq!(percentile(&v, 100.0), Some(100.0));
+        assert_eq!(percentile(&[3.0], 99.0), Some(3.0));
+        assert_eq!(percentile(&[], 50.0), None);
+        let s = Summary::of(&[0.2, 0.1, 0.4, 0.3]).unwrap();
+        assert_eq!((s.count, s.p50, s.p99, s.max), (4, 0.2, 0.4, 0.4));
+    }
+
+    #[test]
+    fn parses_event_lines_of_the_controller_log() {
+        let line = r#"{"timestamp":"2026-03-01T10:00:05.250000Z","level":"INFO","fields":{"message":"Advance app-0001 canary iteration 1/3","reason":"IterationAdvanced","warning":false},"target":"fledge_controller::controller","span":{"canary":"bench/app-0001","name":"reconcile"}}"#;
+        let e = parse_log_event(line).unwrap();
+        assert_eq!(e.canary, "bench/app-0001");
+        assert_eq!(e.reason, "IterationAdvanced");
+        let expected: jiff::Timestamp = "2026-03-01T10:00:05.25Z".parse().unwrap();
+        assert!((e.at - expected.as_millisecond() as f64 / 1000.0).abs() < 1e-6);
+        assert_eq!(
+            parse_log_event(r#"{"timestamp":"2026-03-01T10:00:05Z","fields":{"message":"x"}}"#),
+            None
+        );
+        assert_eq!(parse_log_event("not json \"reason\""), None);
+    }
+
+    #[test]
+    fn steps_and_their_lateness() {
+        let ev = |at: f64, canary: &str, reason: &str| LogEvent {
+            at,
+            canary: canary.into(),
+            reason: reason.into(),
+        };
+        let events = [
+            ev(1.0, "ns/a", "IterationAdvanced"), // before the wave
+            ev(100.0, "ns/a", "NewRevision"),
+            ev(105.0, "ns/a", "AnalysisStarted"),
+            ev(105.0, "ns/a", "IterationAdvanced"),
+            ev(115.5, "ns/a", "IterationAdvanced"),
+            ev(125.5, "ns/a", "Promoting"),
+            ev(130.0, "ns/a", "Succeeded"),
+            ev(101.0, "ns/b", "NewRevision"),
+            ev(108.0, "ns/b", "WeightAdvanced"),
+        ];
+        let steps = step_times(&events, 50.0);
+        assert_eq!(steps["ns/a"], [105.0, 115.5, 125.5]);
+        assert_eq!(steps["ns/b"], [108.0]);
+        assert_eq!(lateness(&steps["ns/a"], 10.0), [0.5, 0.0]);
+        assert!(lateness(&steps["ns/b"], 10.0).is_empty());
+        let detected = first_of(&events, "NewRevision", 50.0);
+        assert_eq!(detected["ns/a"], 100.0);
+        assert_eq!(detected["ns/b"], 101.0);
+    }
+
+    #[test]
+    fn parses_durations() {
+        use std::time::Duration;
+        assert_eq!(parse_duration("10s"), Some(Duration::from_secs(10)));
+        assert_eq!(parse_duration("1m30s"), Some(Duration::from_secs(90)));
+        assert_eq!(parse_duration("500ms"), Some(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2h"), Some(Duration::from_secs(7200)));
+        assert_eq!(parse_duration("10"), None);
+        assert_eq!(parse_duration(""), None);
+        assert_eq!(parse_duration("5x"), None);
+    }
+
+    #[test]
+    fn renders_aligned_tables() {
+        let rows = vec![
+            vec!["phase".to_string(), "CPU".to_string()],
+            vec!["steady".to_string(), "1.25 s".to_string()],
+        ];
+        assert_eq!(
+            table(&rows),
+            "phase      CPU\n------  ------\nsteady  1.25 s\n"
+        );
+    }
+}

@@ -1,0 +1,1030 @@
+//! `cargo xtask bench scale --canaries N`: the controller at scale on the local control plane.
+//!
+//! 1. N Deployments (one replica each, made Ready by kwok) and N blue/green Canaries on the
+//!    `kubernetes` provider are applied in namespace `fledge-bench-<N>`; the bench waits until
+//!    every target is available.
+//! 2. `target/release/fledge run` starts (its JSON log goes to `target/bench/scale-<N>/`);
+//!    *initialization* lasts until every Canary is `Initialized`.
+//! 3. After one interval to settle, a *steady state* window of a few intervals.
+//! 4. The *wave*: every target gets a new image at once (server-side apply, a few kubectl
+//!    processes in parallel), until every Canary is `Succeeded` (or `Failed`).
+//!
+//! For each phase: wall time, controller CPU seconds (`/proc/<pid>/stat`), resident memory at
+//! the end and the peak within the phase (`/proc/<pid>/status`, sampled every 250 ms), API
+//! requests (the controller's client-side `fledge_kube_requests_total`, by verb) and reconciles.
+//! For the wave, from the controller's log: revision change → new revision detected, → first
+//! analysis step, → Succeeded, and the lateness of every analysis step against its schedule
+//! (previous step + interval), cross-checked with the `fledge_step_lateness_seconds` histogram.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::{self, JoinHandle, sleep};
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::{Context, Result, bail};
+
+use super::measure::{
+    self, Histogram, LogEvent, Memory, Sample, Summary, mib, parse_log_event, secs, table,
+};
+use crate::cluster::{self, ClusterInfo};
+use crate::util::{cargo, root, run as run_cmd};
+
+/// Image of the targets before and after the wave (kwok never pulls it).
+const IMAGE_V1: &str = "registry.invalid/fledge-bench/app:v1";
+const IMAGE_V2: &str = "registry.invalid/fledge-bench/app:v2";
+/// Field manager of every object the bench applies.
+const MANAGER: &str = "fledge-bench";
+/// kubectl processes that apply objects in parallel.
+const PARALLEL: usize = 4;
+
+/// Arguments of `cargo xtask bench scale`.
+#[derive(clap::Args)]
+pub struct ScaleArgs {
+    /// Number of Deployments with Canaries; a comma-separated list (`100,1000`) runs one
+    /// benchmark per value, in order.
+    #[arg(long, value_delimiter = ',', default_value = "100")]
+    canaries: Vec<usize>,
+    /// `analysis.interval` of every Canary.
+    #[arg(long, default_value = "10s")]
+    interval: String,
+    /// `analysis.iterations` of every Canary (blue/green: steps before promotion).
+    #[arg(long, default_value_t = 3)]
+    iterations: u32,
+    /// Length of the steady-state window, in intervals.
+    #[arg(long, default_value_t = 3)]
+    steady_intervals: u32,
+    /// Seconds to wait for each phase before giving up.
+    #[arg(long, default_value_t = 900)]
+    timeout: u64,
+    /// Leave the namespace and its objects behind (the next run of the same N removes them).
+    #[arg(long)]
+    keep: bool,
+    /// Run this fledge binary instead of building `target/release/fledge`.
+    #[arg(long, value_name = "PATH")]
+    fledge: Option<PathBuf>,
+}
+
+pub fn run(args: ScaleArgs) -> Result<()> {
+    let interval = measure::parse_duration(&args.interval)
+        .filter(|d| *d >= Duration::from_secs(1))
+        .with_context(|| {
+            format!(
+                "--interval {:?}: expected a duration of at least 1s such as 10s or 1m",
+                args.interval
+            )
+        })?;
+    if args.canaries.iter().any(|n| *n == 0 || *n > 9999) {
+        bail!("--canaries: each value must be between 1 and 9999");
+    }
+    let cluster = cluster::ensure_up()?;
+    let fledge = match &args.fledge {
+        Some(p) => p.clone(),
+        None => build_fledge()?,
+    };
+    let kubectl = Kubectl::new(&cluster);
+    install_crds(&kubectl)?;
+    let mut reports = Vec::new();
+    for &n in &args.canaries {
+        let report = scale(&kubectl, &cluster, &fledge, n, interval, &args)?;
+        println!("{}", report.render());
+        reports.push(report);
+    }
+    if reports.len() > 1 {
+        println!("{}", summary(&reports));
+    }
+    Ok(())
+}
+
+fn build_fledge() -> Result<PathBuf> {
+    run_cmd(
+        "cargo build --release -p fledge-controller --bin fledge",
+        cargo().args([
+            "build",
+            "--release",
+            "-p",
+            "fledge-controller",
+            "--bin",
+            "fledge",
+        ]),
+    )?;
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("target"));
+    Ok(target.join("release").join("fledge"))
+}
+
+/// The cluster's kubectl with the admin kubeconfig.
+struct Kubectl {
+    bin: PathBuf,
+    kubeconfig: PathBuf,
+}
+
+impl Kubectl {
+    fn new(c: &ClusterInfo) -> Self {
+        Kubectl {
+            bin: c.kubectl.clone(),
+            kubeconfig: c.kubeconfig.clone(),
+        }
+    }
+
+    fn cmd(&self) -> Command {
+        let mut c = Command::new(&self.bin);
+        c.arg(format!("--kubeconfig={}", self.kubeconfig.display()))
+            .stdin(Stdio::null());
+        c
+    }
+
+    /// Runs kubectl and returns its standard output; fails with its standard error.
+    fn run(&self, args: &[&str]) -> Result<String> {
+        self.run_with(args, None)
+    }
+
+    fn run_with(&self, args: &[&str], input: Option<&str>) -> Result<String> {
+        let mut cmd = self.cmd();
+        cmd.args(args).stdout(Stdio::piped()).stderr(Stdio::piped());
+        if input.is_some() {
+            cmd.stdin(Stdio::piped());
+        }
+        let mut child = cmd
+            .spawn()
+            .with_context(|| format!("running {}", self.bin.display()))?;
+        let writer = match (input, child.stdin.take()) {
+            (Some(text), Some(mut stdin)) => {
+                let text = text.to_string();
+                Some(thread::spawn(move || stdin.write_all(text.as_bytes())))
+            }
+            _ => None,
+        };
+        let out = child.wait_with_output()?;
+        if let Some(w) = writer {
+            let _ = w.join();
+        }
+        if !out.status.success() {
+            bail!(
+                "kubectl {} failed: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// Applies `docs` server-side with `PARALLEL` kubectl processes; returns each output line
+    /// with the time it was printed (kubectl prints one per object once the API server
+    /// answered).
+    fn apply_parallel(&self, docs: &[String], extra: &[&str]) -> Result<Vec<(String, f64)>> {
+        let per = docs.len().div_ceil(PARALLEL).max(1);
+        thread::scope(|s| {
+            let workers: Vec<_> = docs
+                .chunks(per)
+                .map(|chunk| {
+                    let input = chunk.join("---\n");
+                    s.spawn(move || -> Result<Vec<(String, f64)>> {
+                        let mut child = self
+                            .cmd()
+                            .args(["apply", "--server-side", "--field-manager", MANAGER])
+                            .args(extra)
+                            .args(["-f", "-"])
+                            .stdin(Stdio::piped())
+                            .stdout(Stdio::piped())
+                            .stderr(Stdio::piped())
+                            .spawn()
+                            .context("running kubectl apply")?;
+                        let mut stdin = child.stdin.take().context("kubectl stdin")?;
+                        let writer = thread::spawn(move || stdin.write_all(input.as_bytes()));
+                        let mut stderr = child.stderr.take().context("kubectl stderr")?;
+                        let errors = thread::spawn(move || {
+                            let mut e = String::new();
+                            let _ = stderr.read_to_string(&mut e);
+                            e
+                        });
+                        let stdout = child.stdout.take().context("kubectl stdout")?;
+                        let mut lines = Vec::new();
+                        for line in BufReader::new(stdout).lines() {
+                            lines.push((line?, unix_now()));
+                        }
+                        let status = child.wait()?;
+                        let _ = writer.join();
+                        let errors = errors.join().unwrap_or_default();
+                        if !status.success() {
+                            bail!("kubectl apply failed ({status}): {}", errors.trim());
+                        }
+                        Ok(lines)
+                    })
+                })
+                .collect();
+            let mut all = Vec::new();
+            for w in workers {
+                all.extend(
+                    w.join()
+                        .map_err(|_| anyhow::anyhow!("kubectl worker panicked"))??,
+                );
+            }
+            Ok(all)
+        })
+    }
+
+    /// `name<TAB>value` lines of a jsonpath over a list, as a map.
+    fn table(&self, resource: &str, ns: &str, value: &str) -> Result<BTreeMap<String, String>> {
+        let jsonpath = format!(
+            "jsonpath={{range .items[*]}}{{.metadata.name}}{{\"\\t\"}}{value}{{\"\\n\"}}{{end}}"
+        );
+        let out = self.run(&["get", resource, "-n", ns, "-o", &jsonpath])?;
+        Ok(out
+            .lines()
+            .filter_map(|l| {
+                let (k, v) = l.split_once('\t')?;
+                Some((k.to_string(), v.to_string()))
+            })
+            .collect())
+    }
+}
+
+fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or_default()
+}
+
+fn install_crds(k: &Kubectl) -> Result<()> {
+    eprintln!("==> installing the CRDs from config/crd/");
+    let dir = root().join("config").join("crd");
+    let dir = dir.to_string_lossy();
+    k.run(&[
+        "apply",
+        "--server-side",
+        "--force-conflicts",
+        "--field-manager",
+        MANAGER,
+        "-f",
+        &dir,
+    ])?;
+    k.run(&[
+        "wait",
+        "--for=condition=Established",
+        "--timeout=60s",
+        "crd/canaries.fledge.dev",
+    ])?;
+    Ok(())
+}
+
+fn name(i: usize) -> String {
+    format!("app-{i:04}")
+}
+
+fn deployment(ns: &str, name: &str) -> String {
+    format!(
+        "apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: {name}
+  namespace: {ns}
+  labels: {{app: {name}}}
+spec:
+  replicas: 1
+  selector:
+    matchLabels: {{app: {name}}}
+  template:
+    metadata:
+      labels: {{app: {name}}}
+    spec:
+      containers:
+      - name: app
+        image: {IMAGE_V1}
+        ports:
+        - {{name: http, containerPort: 9898}}
+"
+    )
+}
+
+fn canary(ns: &str, name: &str, interval: &str, iterations: u32) -> String {
+    format!(
+        "apiVersion: fledge.dev/v1beta1
+kind: Canary
+metadata:
+  name: {name}
+  namespace: {ns}
+spec:
+  provider: kubernetes
+  targetRef: {{apiVersion: apps/v1, kind: Deployment, name: {name}}}
+  progressDeadlineSeconds: 900
+  service: {{port: 9898}}
+  analysis:
+    interval: {interval}
+    threshold: 2
+    iterations: {iterations}
+"
+    )
+}
+
+/// Only the image: applied by another field manager, it changes nothing else.
+fn new_image(ns: &str, name: &str) -> String {
+    format!(
+        "apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: {name}
+  namespace: {ns}
+spec:
+  template:
+    spec:
+      containers:
+      - name: app
+        image: {IMAGE_V2}
+"
+    )
+}
+
+/// Polls `check` every 2 s until it says done, printing its progress every 10 s; fails at
+/// `timeout` or when the controller exits.
+fn wait_for(
+    what: &str,
+    timeout: Duration,
+    mut controller: Option<&mut Controller>,
+    mut check: impl FnMut() -> Result<(bool, String)>,
+) -> Result<()> {
+    let started = Instant::now();
+    let mut said = Instant::now();
+    loop {
+        if let Some(c) = controller.as_deref_mut() {
+            c.check_alive()?;
+        }
+        let (done, progress) = match check() {
+            Ok(v) => v,
+            Err(e) => (false, format!("{e:#}")),
+        };
+        if done {
+            eprintln!(
+                "    {what}: done in {:.1} s",
+                started.elapsed().as_secs_f64()
+            );
+            return Ok(());
+        }
+        if started.elapsed() > timeout {
+            bail!("timed out after {timeout:?} waiting for {what} ({progress})");
+        }
+        if said.elapsed() >= Duration::from_secs(10) {
+            eprintln!(
+                "    {what}: {progress} ({:.0} s)",
+                started.elapsed().as_secs_f64()
+            );
+            said = Instant::now();
+        }
+        sleep(Duration::from_secs(2));
+    }
+}
+
+/// Counts of each value, as `value=count, …`.
+fn counts(map: &BTreeMap<String, String>) -> String {
+    let mut c: BTreeMap<&str, usize> = BTreeMap::new();
+    for v in map.values() {
+        *c.entry(if v.is_empty() { "(none)" } else { v })
+            .or_default() += 1;
+    }
+    c.iter()
+        .map(|(k, n)| format!("{k}={n}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// `fledge run` as a child process, with a thread sampling its resident memory.
+struct Controller {
+    child: Child,
+    started: Instant,
+    pid: u32,
+    port: u16,
+    log: PathBuf,
+    ticks_per_sec: f64,
+    samples: Arc<Mutex<Vec<(Instant, u64)>>>,
+    stop: Arc<AtomicBool>,
+    sampler: Option<JoinHandle<()>>,
+}
+
+impl Controller {
+    fn start(fledge: &Path, kubeconfig: &Path, ns: &str, log: &Path) -> Result<Self> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let out =
+            std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
+        let child = Command::new(fledge)
+            .args(["run", "--namespace", ns, "--log-format", "json"])
+            .args(["--metrics-addr", &format!("127.0.0.1:{port}")])
+            .env("KUBECONFIG", kubeconfig)
+            .env("RUST_LOG", "info,kube=warn")
+            .stdin(Stdio::null())
+            .stdout(out.try_clone()?)
+            .stderr(out)
+            .spawn()
+            .with_context(|| format!("starting {}", fledge.display()))?;
+        let started = Instant::now();
+        let pid = child.id();
+        let samples = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let sampler = {
+            let samples = samples.clone();
+            let stop = stop.clone();
+            thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    match read_memory(pid) {
+                        Ok(m) => samples
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner)
+                            .push((Instant::now(), m.rss_kib)),
+                        Err(_) => return,
+                    }
+                    sleep(Duration::from_millis(250));
+                }
+            })
+        };
+        let mut c = Controller {
+            child,
+            started,
+            pid,
+            port,
+            log: log.to_path_buf(),
+            ticks_per_sec: clock_ticks(),
+            samples,
+            stop,
+            sampler: Some(sampler),
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while c.scrape().is_err() {
+            c.check_alive()?;
+            if Instant::now() > deadline {
+                bail!("fledge did not serve /metrics on port {port} within 30 s");
+            }
+            sleep(Duration::from_millis(100));
+        }
+        Ok(c)
+    }
+
+    fn check_alive(&mut self) -> Result<()> {
+        if let Some(status) = self.child.try_wait()? {
+            let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(20).collect();
+            bail!(
+                "fledge exited ({status}); last lines of {}:\n{}",
+                self.log.display(),
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            );
+        }
+        Ok(())
+    }
+
+    fn cpu_secs(&self) -> Result<f64> {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid))?;
+        let ticks = measure::parse_cpu_ticks(&stat).context("unreadable /proc/<pid>/stat")?;
+        Ok(ticks as f64 / self.ticks_per_sec)
+    }
+
+    fn scrape(&self) -> Result<Vec<Sample>> {
+        Ok(measure::parse_prometheus(&http_get(self.port, "/metrics")?))
+    }
+
+    /// Highest sampled RSS within `[from, to]`.
+    fn peak_rss(&self, from: Instant, to: Instant) -> u64 {
+        self.samples
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .filter(|(t, _)| *t >= from && *t <= to)
+            .map(|(_, r)| *r)
+            .max()
+            .unwrap_or(0)
+    }
+
+    fn snapshot(&self) -> Result<Snapshot> {
+        let metrics = self.scrape()?;
+        Ok(Snapshot {
+            at: Instant::now(),
+            cpu: self.cpu_secs()?,
+            memory: read_memory(self.pid)?,
+            requests: measure::by_label(&metrics, "fledge_kube_requests_total", "verb"),
+            reconciles: measure::total(&metrics, "fledge_reconcile_duration_seconds_count"),
+            lateness: Histogram::from_samples(&metrics, "fledge_step_lateness_seconds"),
+        })
+    }
+
+    /// SIGTERM, then SIGKILL after 10 s.
+    fn stop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &self.pid.to_string()])
+                .status();
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while self.child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+                sleep(Duration::from_millis(100));
+            }
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(s) = self.sampler.take() {
+            let _ = s.join();
+        }
+    }
+}
+
+impl Drop for Controller {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn read_memory(pid: u32) -> Result<Memory> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    measure::parse_status(&text).context("unreadable /proc/<pid>/status")
+}
+
+/// `getconf CLK_TCK`, 100 when unknown.
+fn clock_ticks() -> f64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
+/// A plain HTTP/1.0 GET on loopback; the body of a 200 answer.
+fn http_get(port: u16, path: &str) -> Result<String> {
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    let (head, body) = response
+        .split_once("\r\n\r\n")
+        .context("malformed HTTP response")?;
+    if head.split_whitespace().nth(1) != Some("200") {
+        bail!("GET {path}: {}", head.lines().next().unwrap_or_default());
+    }
+    Ok(body.to_string())
+}
+
+/// What the controller had done and used at one moment.
+struct Snapshot {
+    at: Instant,
+    cpu: f64,
+    memory: Memory,
+    requests: BTreeMap<String, f64>,
+    reconciles: f64,
+    lateness: Histogram,
+}
+
+/// The figures of one phase.
+struct Phase {
+    name: &'static str,
+    wall: f64,
+    cpu: f64,
+    rss_end_kib: u64,
+    rss_peak_kib: u64,
+    requests: BTreeMap<String, f64>,
+    reconciles: f64,
+}
+
+impl Phase {
+    fn between(name: &'static str, a: &Snapshot, b: &Snapshot, c: &Controller) -> Phase {
+        let mut requests = b.requests.clone();
+        for (verb, n) in &mut requests {
+            *n -= a.requests.get(verb).copied().unwrap_or(0.0);
+        }
+        requests.retain(|_, n| *n > 0.0);
+        Phase {
+            name,
+            wall: (b.at - a.at).as_secs_f64(),
+            cpu: b.cpu - a.cpu,
+            rss_end_kib: b.memory.rss_kib,
+            rss_peak_kib: c.peak_rss(a.at, b.at).max(b.memory.rss_kib),
+            requests,
+            reconciles: b.reconciles - a.reconciles,
+        }
+    }
+
+    fn total_requests(&self) -> f64 {
+        self.requests.values().sum()
+    }
+
+    fn verbs(&self) -> String {
+        if self.requests.is_empty() {
+            return "none".into();
+        }
+        self.requests
+            .iter()
+            .map(|(v, n)| format!("{v} {n:.0}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+/// Everything measured for one N.
+struct Report {
+    n: usize,
+    interval: Duration,
+    iterations: u32,
+    phases: Vec<Phase>,
+    /// Seconds from the first to the last target change of the wave.
+    change_spread: f64,
+    detected: Option<Summary>,
+    first_step: Option<Summary>,
+    succeeded: Option<Summary>,
+    lateness_log: Option<Summary>,
+    lateness_hist: Histogram,
+    failed: usize,
+    hwm_kib: u64,
+    log: PathBuf,
+}
+
+fn scale(
+    k: &Kubectl,
+    cluster: &ClusterInfo,
+    fledge: &Path,
+    n: usize,
+    interval: Duration,
+    args: &ScaleArgs,
+) -> Result<Report> {
+    let ns = format!("fledge-bench-{n}");
+    let timeout = Duration::from_secs(args.timeout);
+    let dir = root()
+        .join("target")
+        .join("bench")
+        .join(format!("scale-{n}"));
+    std::fs::create_dir_all(&dir)?;
+    eprintln!(
+        "==> scale benchmark: {n} canaries in namespace {ns}, interval {}, {} iterations",
+        args.interval, args.iterations
+    );
+    remove_namespace(k, &ns, timeout)?;
+    k.run(&["create", "namespace", &ns])?;
+
+    eprintln!("==> creating {n} Deployments and {n} Canaries");
+    let mut docs = Vec::with_capacity(2 * n);
+    for i in 0..n {
+        docs.push(deployment(&ns, &name(i)));
+        docs.push(canary(&ns, &name(i), &args.interval, args.iterations));
+    }
+    let t = Instant::now();
+    k.apply_parallel(&docs, &[])?;
+    eprintln!("    applied in {:.1} s", t.elapsed().as_secs_f64());
+    wait_for("targets available", timeout, None, || {
+        let avail = k.table("deployments", &ns, "{.status.availableReplicas}")?;
+        let ready = avail.values().filter(|v| v.as_str() == "1").count();
+        Ok((ready >= n, format!("{ready}/{n} available")))
+    })?;
+
+    eprintln!("==> starting {} (log: {})", fledge.display(), dir.display());
+    let log = dir.join("fledge.log");
+    let mut ctrl = Controller::start(fledge, &cluster.kubeconfig, &ns, &log)?;
+    let result = measure_phases(k, &mut ctrl, &ns, n, interval, args, timeout);
+    let cleanup = if args.keep {
+        eprintln!("==> leaving namespace {ns} (--keep)");
+        Ok(())
+    } else {
+        clean_up(k, &mut ctrl, &ns, timeout)
+    };
+    ctrl.stop();
+    let mut report = result?;
+    cleanup?;
+    report.log = log;
+    Ok(report)
+}
+
+fn measure_phases(
+    k: &Kubectl,
+    ctrl: &mut Controller,
+    ns: &str,
+    n: usize,
+    interval: Duration,
+    args: &ScaleArgs,
+    timeout: Duration,
+) -> Result<Report> {
+    let phases_of = |k: &Kubectl| k.table("canaries", ns, "{.status.phase}");
+    let start = Snapshot {
+        at: ctrl.started,
+        cpu: 0.0,
+        memory: Memory::default(),
+        requests: BTreeMap::new(),
+        reconciles: 0.0,
+        lateness: Histogram::default(),
+    };
+    wait_for(
+        "every Canary Initialized",
+        timeout,
+        Some(&mut *ctrl),
+        || {
+            let p = phases_of(k)?;
+            let done = p.values().filter(|v| *v == "Initialized").count();
+            Ok((done >= n, counts(&p)))
+        },
+    )?;
+    let initialized = ctrl.snapshot()?;
+
+    let settle = interval + Duration::from_secs(2);
+    let window = interval * args.steady_intervals.max(1);
+    eprintln!(
+        "==> steady state: settling for {:.0} s, then measuring for {:.0} s",
+        settle.as_secs_f64(),
+        window.as_secs_f64()
+    );
+    sleep(settle);
+    let steady_from = ctrl.snapshot()?;
+    sleep(window);
+    ctrl.check_alive()?;
+    let steady_to = ctrl.snapshot()?;
+
+    eprintln!("==> wave: a new image for all {n} targets");
+    let wave_from = ctrl.snapshot()?;
+    let t0 = unix_now();
+    let docs: Vec<String> = (0..n).map(|i| new_image(ns, &name(i))).collect();
+    let lines = k.apply_parallel(&docs, &["--force-conflicts"])?;
+    let changed: BTreeMap<String, f64> = lines
+        .iter()
+        .filter_map(|(line, at)| {
+            let obj = line.split_whitespace().next()?;
+            let (_, name) = obj.split_once('/')?;
+            Some((format!("{ns}/{name}"), *at))
+        })
+        .collect();
+    let change_spread = changed.values().fold(0.0_f64, |m, t| m.max(*t)) - t0;
+    eprintln!(
+        "    {} targets changed in {change_spread:.1} s",
+        changed.len()
+    );
+    let mut failed = 0;
+    wait_for(
+        "every Canary Succeeded (or Failed)",
+        timeout,
+        Some(&mut *ctrl),
+        || {
+            let p = phases_of(k)?;
+            let done = p
+                .values()
+                .filter(|v| *v == "Succeeded" || *v == "Failed")
+                .count();
+            failed = p.values().filter(|v| *v == "Failed").count();
+            Ok((done >= n, counts(&p)))
+        },
+    )?;
+    let wave_to = ctrl.snapshot()?;
+
+    let text = std::fs::read_to_string(&ctrl.log)?;
+    let events: Vec<LogEvent> = text.lines().filter_map(parse_log_event).collect();
+    let since = |map: BTreeMap<String, f64>| -> Option<Summary> {
+        let d: Vec<f64> = map
+            .iter()
+            .filter_map(|(c, t)| Some(t - changed.get(c)?))
+            .collect();
+        Summary::of(&d)
+    };
+    let steps = measure::step_times(&events, t0);
+    let first_steps: BTreeMap<String, f64> = steps
+        .iter()
+        .filter_map(|(c, t)| Some((c.clone(), *t.first()?)))
+        .collect();
+    let late: Vec<f64> = steps
+        .values()
+        .flat_map(|t| measure::lateness(t, interval.as_secs_f64()))
+        .collect();
+
+    Ok(Report {
+        n,
+        interval,
+        iterations: args.iterations,
+        phases: vec![
+            Phase::between("initialization", &start, &initialized, ctrl),
+            Phase::between("steady state", &steady_from, &steady_to, ctrl),
+            Phase::between("wave", &wave_from, &wave_to, ctrl),
+        ],
+        change_spread,
+        detected: since(measure::first_of(&events, "NewRevision", t0)),
+        first_step: since(first_steps),
+        succeeded: since(measure::first_of(&events, "Succeeded", t0)),
+        lateness_log: Summary::of(&late),
+        lateness_hist: wave_to.lateness.since(&wave_from.lateness),
+        failed,
+        hwm_kib: wave_to.memory.hwm_kib,
+        log: PathBuf::new(),
+    })
+}
+
+/// Deletes the Canaries while the controller still runs (it removes its finalizers), then the
+/// namespace.
+fn clean_up(k: &Kubectl, ctrl: &mut Controller, ns: &str, timeout: Duration) -> Result<()> {
+    eprintln!("==> cleaning up: deleting the Canaries, then namespace {ns}");
+    k.run(&["delete", "canaries", "--all", "-n", ns, "--wait=false"])?;
+    let gone = wait_for("Canaries finalized", timeout, Some(&mut *ctrl), || {
+        let left = k.table("canaries", ns, "")?.len();
+        Ok((left == 0, format!("{left} left")))
+    });
+    if let Err(e) = gone {
+        eprintln!("    {e:#}");
+    }
+    ctrl.stop();
+    remove_namespace(k, ns, timeout)
+}
+
+/// Removes `ns` if it exists, first taking fledge's finalizer off any Canary left in it (no
+/// controller runs to do so).
+fn remove_namespace(k: &Kubectl, ns: &str, timeout: Duration) -> Result<()> {
+    if k.run(&["get", "namespace", ns, "-o", "name"]).is_err() {
+        return Ok(());
+    }
+    let list = k.run(&["get", "canaries", "-n", ns, "-o", "json"])?;
+    let mut list: serde_json::Value = serde_json::from_str(&list)?;
+    let mut stuck = 0;
+    if let Some(items) = list.get_mut("items").and_then(|i| i.as_array_mut()) {
+        for item in items.iter_mut() {
+            if let Some(meta) = item.get_mut("metadata").and_then(|m| m.as_object_mut())
+                && meta.remove("finalizers").is_some()
+            {
+                stuck += 1;
+            }
+        }
+    }
+    if stuck > 0 {
+        eprintln!("    removing the finalizer of {stuck} Canaries left in {ns}");
+        k.run_with(&["replace", "-f", "-"], Some(&list.to_string()))?;
+    }
+    k.run(&["delete", "namespace", ns, "--wait=false"])?;
+    wait_for(&format!("namespace {ns} deleted"), timeout, None, || {
+        let gone = k.run(&["get", "namespace", ns, "-o", "name"]).is_err();
+        Ok((gone, "deleting".into()))
+    })
+}
+
+impl Report {
+    fn render(&self) -> String {
+        let n = self.n as f64;
+        let iv = self.interval.as_secs_f64();
+        let mut out = format!(
+            "\nfledge scale benchmark: {} canaries (blue/green, kubernetes provider), interval {}, \
+             {} iterations\n\n",
+            self.n,
+            secs(iv),
+            self.iterations
+        );
+        let mut rows = vec![
+            [
+                "phase",
+                "wall",
+                "CPU",
+                "CPU/wall",
+                "RSS end",
+                "RSS peak",
+                "API requests",
+                "req/canary",
+                "req/canary/interval",
+                "reconciles/canary/interval",
+            ]
+            .map(String::from)
+            .to_vec(),
+        ];
+        for p in &self.phases {
+            let per_interval = |x: f64| x / n / (p.wall / iv);
+            rows.push(vec![
+                p.name.to_string(),
+                secs(p.wall),
+                secs(p.cpu),
+                format!("{:.1}%", 100.0 * p.cpu / p.wall.max(1e-9)),
+                mib(p.rss_end_kib),
+                mib(p.rss_peak_kib),
+                format!("{:.0}", p.total_requests()),
+                format!("{:.2}", p.total_requests() / n),
+                format!("{:.3}", per_interval(p.total_requests())),
+                format!("{:.2}", per_interval(p.reconciles)),
+            ]);
+        }
+        out.push_str(&table(&rows));
+        out.push_str("\nAPI requests by verb:\n");
+        for p in &self.phases {
+            out.push_str(&format!("  {:<15} {}\n", p.name, p.verbs()));
+        }
+
+        out.push_str(&format!(
+            "\nwave: {} targets changed within {}; {} Failed\n\n",
+            self.n,
+            secs(self.change_spread),
+            self.failed
+        ));
+        let mut rows = vec![["", "n", "p50", "p99", "max"].map(String::from).to_vec()];
+        let mut row = |what: &str, s: &Option<Summary>| {
+            rows.push(match s {
+                Some(s) => vec![
+                    what.to_string(),
+                    s.count.to_string(),
+                    secs(s.p50),
+                    secs(s.p99),
+                    secs(s.max),
+                ],
+                None => vec![
+                    what.to_string(),
+                    "0".into(),
+                    "-".into(),
+                    "-".into(),
+                    "-".into(),
+                ],
+            });
+        };
+        row("revision change -> new revision detected", &self.detected);
+        row("revision change -> first analysis step", &self.first_step);
+        row("revision change -> Succeeded", &self.succeeded);
+        row("step lateness vs schedule (log)", &self.lateness_log);
+        let h = &self.lateness_hist;
+        let bound = |q: f64| {
+            h.quantile_bound(q)
+                .map_or("-".to_string(), |b| format!("<= {}", secs(b)))
+        };
+        rows.push(vec![
+            "step lateness (fledge_step_lateness_seconds)".into(),
+            format!("{:.0}", h.count),
+            bound(0.5),
+            bound(0.99),
+            bound(1.0),
+        ]);
+        out.push_str(&table(&rows));
+        if let Some(mean) = h.mean() {
+            out.push_str(&format!(
+                "(histogram: upper bounds of the buckets; mean {})\n",
+                secs(mean)
+            ));
+        }
+
+        let steady = &self.phases[1];
+        let steady_rate = steady.total_requests() / n / (steady.wall / iv);
+        let worst_late = self.lateness_log.map_or(0.0, |s| s.max);
+        let peak = self
+            .phases
+            .iter()
+            .map(|p| p.rss_peak_kib)
+            .max()
+            .unwrap_or(0);
+        let ok = |b: bool| if b { "met" } else { "MISSED" };
+        out.push_str(&format!(
+            "\ntargets (stated for N = 1000):\n  resident memory < 64 MiB: peak {} (VmHWM {}) — {}\n  \
+             <= 1 API request per canary per interval in steady state: {steady_rate:.3} — {}\n  \
+             every step within 2 s of its schedule: max {} — {}\n",
+            mib(peak),
+            mib(self.hwm_kib),
+            ok(self.hwm_kib < 64 * 1024),
+            ok(steady_rate <= 1.0),
+            secs(worst_late),
+            ok(worst_late <= 2.0),
+        ));
+        out.push_str(&format!("controller log: {}\n", self.log.display()));
+        out
+    }
+}
+
+/// One line per N.
+fn summary(reports: &[Report]) -> String {
+    let mut rows = vec![
+        [
+            "N",
+            "VmHWM",
+            "CPU init",
+            "CPU steady/interval",
+            "CPU wave",
+            "steady req/canary/interval",
+            "first step p50",
+            "first step p99",
+            "lateness p50",
+            "lateness p99",
+            "lateness max",
+        ]
+        .map(String::from)
+        .to_vec(),
+    ];
+    for r in reports {
+        let iv = r.interval.as_secs_f64();
+        let steady = &r.phases[1];
+        let s = |x: Option<Summary>, f: fn(&Summary) -> f64| x.map_or("-".into(), |s| secs(f(&s)));
+        rows.push(vec![
+            r.n.to_string(),
+            mib(r.hwm_kib),
+            secs(r.phases[0].cpu),
+            secs(steady.cpu / (steady.wall / iv)),
+            secs(r.phases[2].cpu),
+            format!(
+                "{:.3}",
+                steady.total_requests() / r.n as f64 / (steady.wall / iv)
+            ),
+            s(r.first_step, |s| s.p50),
+            s(r.first_step, |s| s.p99),
+            s(r.lateness_log, |s| s.p50),
+            s(r.lateness_log, |s| s.p99),
+            s(r.lateness_log, |s| s.max),
+        ]);
+    }
+    format!("\nsummary\n\n{}", table(&rows))
+}
