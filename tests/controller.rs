@@ -7,6 +7,7 @@ use std::time::Duration;
 use fledge_api::{Canary, CanaryPhase};
 use fledge_e2e::{Hook, TestNs, deployment_json, eventually, image_of};
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use kube::api::{DeleteParams, Patch, PatchParams};
 
@@ -57,11 +58,31 @@ async fn blue_green_promotes_a_new_image() {
     let hook = Hook::start(200).await.unwrap();
     ns.create::<Deployment>(deployment_json("podinfo", V1, 2))
         .await;
-    ns.create::<Canary>(bluegreen("podinfo", &hook.url("/rollout"), 3, 2))
-        .await;
+    ns.create::<HorizontalPodAutoscaler>(serde_json::json!({
+        "apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
+        "metadata": {"name": "podinfo"},
+        "spec": {
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "podinfo"},
+            "minReplicas": 2, "maxReplicas": 4,
+            "metrics": [{"type": "Resource", "resource": {"name": "cpu",
+                "target": {"type": "Utilization", "averageUtilization": 99}}}]
+        }
+    }))
+    .await;
+    let mut canary = bluegreen("podinfo", &hook.url("/rollout"), 3, 2);
+    canary["spec"]["autoscalerRef"] = serde_json::json!({
+        "apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler", "name": "podinfo"
+    });
+    ns.create::<Canary>(canary).await;
     ns.start_controller(&[]);
 
     let c = initialized(&ns, "podinfo").await;
+    let hpa = ns
+        .api::<HorizontalPodAutoscaler>()
+        .get("podinfo-primary")
+        .await
+        .expect("the primary's HPA");
+    assert_eq!(hpa.spec.unwrap().scale_target_ref.name, "podinfo-primary");
     let primary = ns.deployment("podinfo-primary").await;
     assert_eq!(image_of(&primary), V1);
     assert_eq!(replicas(&primary), 2);

@@ -491,7 +491,8 @@ impl Exec<'_> {
                     self.copy_configs().await?;
                     self.apply_primary(None).await?;
                 }
-                Ok(())
+                crate::autoscaler::ensure_primary_hpa(&self.ctx.client, self.canary, self.owner())
+                    .await
             }
             Action::EnsureServices => self.ensure_services().await,
             Action::SetWeights(routes) => {
@@ -528,7 +529,9 @@ impl Exec<'_> {
                     .primary
                     .and_then(|p| p.spec.as_ref())
                     .and_then(|s| s.replicas);
-                self.apply_primary(keep).await
+                self.apply_primary(keep).await?;
+                crate::autoscaler::ensure_primary_hpa(&self.ctx.client, self.canary, self.owner())
+                    .await
             }
             Action::RestoreTarget => self.scale_target(self.primary_replicas()).await,
             Action::FinalizeRouting => {

@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 
 pub mod analysis;
+pub mod autoscaler;
 pub mod configs;
 pub mod controller;
 pub mod crds;
