@@ -246,6 +246,10 @@ async fn invalid_spec_and_missing_target_are_reported_and_recover() {
     let mut bad = bluegreen("podinfo", &hook.url("/rollout"), 3, 2);
     bad["spec"]["analysis"]["interval"] = "soon".into();
     ns.create::<Canary>(bad).await;
+    ns.create::<Deployment>(deployment_json("gw", V1, 1)).await;
+    let mut gw = bluegreen("gw", &hook.url("/rollout"), 3, 2);
+    gw["spec"].as_object_mut().unwrap().remove("provider");
+    ns.create::<Canary>(gw).await;
     // Missing target: a Canary for a Deployment that does not exist yet.
     ns.create::<Canary>(bluegreen("later", &hook.url("/rollout"), 3, 2))
         .await;
@@ -298,6 +302,28 @@ async fn invalid_spec_and_missing_target_are_reported_and_recover() {
             .await
             .iter()
             .any(|e| e.contains("TargetNotFound"))
+    );
+    // A provider without a router in this build: reported the same way.
+    let gw = ns
+        .wait_canary(
+            "gw",
+            INIT,
+            "no-router condition",
+            has_condition("InvalidSpec"),
+        )
+        .await;
+    let gw_msg = gw
+        .status
+        .and_then(|s| s.conditions)
+        .unwrap_or_default()
+        .into_iter()
+        .find_map(|x| x.message.filter(|m| m.contains("no router")));
+    assert!(gw_msg.is_some_and(|m| m.contains("gatewayapi:v1")));
+    assert!(
+        ns.events("gw")
+            .await
+            .iter()
+            .any(|e| e.contains("Warning InvalidSpec") && e.contains("no router"))
     );
     // Nothing was created for the invalid one.
     assert!(

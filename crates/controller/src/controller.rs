@@ -285,7 +285,16 @@ async fn reconcile_inner(canary: &Canary, ctx: &Context) -> Result<Requeue> {
     for action in &plan.actions {
         match action {
             Action::RequeueAfter(d) => requeue = *d,
-            a if a.class() == ActionClass::Cluster => exec.cluster(a).await?,
+            a if a.class() == ActionClass::Cluster => {
+                if let Err(e) = exec.cluster(a).await {
+                    if e.is_transient() {
+                        return Err(e);
+                    }
+                    // The user must change something: say so once and wait for the change.
+                    report_blocked(ctx, canary, &status, &e).await?;
+                    return Ok(Requeue::requeue(Duration::from_secs(300)));
+                }
+            }
             a => exec.report(a).await,
         }
     }
@@ -307,6 +316,46 @@ fn is_stale(ctx: &Context, canary: &Canary) -> bool {
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
     map.get(&uid) == Some(&rv)
+}
+
+/// A cluster action failed for a reason only the user can fix (a provider without a router, an
+/// unusable target): a `Ready=False` condition and a warning Event saying what and why, written
+/// once; the plan's other effects are not recorded, so the decision is taken again after the fix.
+async fn report_blocked(
+    ctx: &Context,
+    canary: &Canary,
+    status: &CanaryStatus,
+    err: &Error,
+) -> Result<()> {
+    let reason = match err {
+        Error::InvalidTarget(_) => "InvalidTarget",
+        _ => "InvalidSpec",
+    };
+    let message = err.to_string();
+    let mut next = status.clone();
+    let changed = fledge_core::conditions::set(
+        &mut next,
+        fledge_core::conditions::READY,
+        "False",
+        reason,
+        &message,
+        jiff::Timestamp::now(),
+    );
+    if !changed {
+        return Ok(());
+    }
+    warn!(reason, "{message}");
+    let ev = KubeEvent {
+        type_: EventType::Warning,
+        reason: reason.into(),
+        note: Some(message.chars().take(1000).collect()),
+        action: "Reconcile".into(),
+        secondary: None,
+    };
+    if let Err(e) = ctx.recorder.publish(&ev, &canary.object_ref(&())).await {
+        warn!(error = %e, "cannot record Event");
+    }
+    write_status(ctx, canary, status, &next).await
 }
 
 /// Remembers that we just wrote over this version of the Canary.

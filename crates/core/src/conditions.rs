@@ -14,7 +14,7 @@ pub const READY: &str = "Ready";
 
 /// Sets condition `type_` and returns whether its status, reason or message changed. The
 /// transition time moves only when the status changes; the update time when anything does.
-pub(crate) fn set(
+pub fn set(
     status: &mut CanaryStatus,
     type_: &str,
     value: &str,
