@@ -448,15 +448,15 @@ fn readiness(d: &Deployment) -> Readiness {
     }
 }
 
-fn checksum(status: &CanaryStatus, obs_hash: Option<&str>) -> String {
-    let mut s = obs_hash
-        .or(status.last_applied_spec.as_deref())
-        .unwrap_or_default()
-        .to_string();
-    for (k, v) in status.tracked_configs.iter().flatten() {
-        s.push_str(&format!(";{k}={v}"));
-    }
-    s
+/// The `checksum` of webhook payloads: the revision under test, with its tracked configs.
+fn checksum(status: &CanaryStatus) -> String {
+    let configs = status
+        .tracked_configs
+        .iter()
+        .flatten()
+        .map(|(k, v)| (k.as_str(), v.as_bytes()));
+    let revision = status.last_applied_spec.as_deref().unwrap_or_default();
+    workload::data_checksum(std::iter::once(("revision", revision.as_bytes())).chain(configs))
 }
 
 async fn call_gating_webhooks(
@@ -469,7 +469,7 @@ async fn call_gating_webhooks(
         name: canary.name_any(),
         namespace: canary.namespace().unwrap_or_default(),
         phase,
-        checksum: checksum(status, None),
+        checksum: checksum(status),
         metadata: BTreeMap::new(),
     };
     let mut calls = Vec::new();
@@ -745,7 +745,7 @@ impl Exec<'_> {
                         name: self.canary.name_any(),
                         namespace: self.ns.to_string(),
                         phase: *phase,
-                        checksum: checksum(&status, None),
+                        checksum: checksum(&status),
                         metadata,
                     };
                     let client = self.ctx.webhooks.clone();
