@@ -279,7 +279,7 @@ pub fn locate_go(
 }
 
 /// The `go` command, or an error that says how to install Go.
-fn go_command() -> Result<PathBuf> {
+pub(crate) fn go_command() -> Result<PathBuf> {
     if let Some(go) = locate_go(
         std::env::var_os("FLEDGE_GO"),
         std::env::var_os("PATH"),
@@ -316,7 +316,7 @@ pub fn parse_go_version(s: &str) -> Option<(u32, u32)> {
 }
 
 /// Fails unless `go` is recent enough to fetch the toolchain `go.mod` asks for.
-fn check_go_version(go: &Path) -> Result<()> {
+pub(crate) fn check_go_version(go: &Path) -> Result<()> {
     let version = Command::new(go)
         .args(["env", "GOVERSION"])
         .output()

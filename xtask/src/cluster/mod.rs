@@ -16,11 +16,11 @@
 //!
 //! Other xtask code calls [`ensure_up`] and uses the returned [`ClusterInfo`].
 
-mod build;
+pub(crate) mod build;
 mod components;
 mod pki;
-mod ports;
-mod proc;
+pub(crate) mod ports;
+pub(crate) mod proc;
 
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
