@@ -229,6 +229,7 @@ pub fn percentile(values: &[f64], p: f64) -> Option<f64> {
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Summary {
     pub count: usize,
+    pub min: f64,
     pub p50: f64,
     pub p99: f64,
     pub max: f64,
@@ -238,6 +239,7 @@ impl Summary {
     pub fn of(values: &[f64]) -> Option<Summary> {
         Some(Summary {
             count: values.len(),
+            min: values.iter().copied().fold(f64::INFINITY, f64::min),
             p50: percentile(values, 50.0)?,
             p99: percentile(values, 99.0)?,
             max: percentile(values, 100.0)?,
@@ -352,6 +354,8 @@ pub fn mib(kib: u64) -> String {
 
 /// Seconds with a unit suited to their size.
 pub fn secs(s: f64) -> String {
+    // No "-0 ms" for a tiny negative value.
+    let s = if s.abs() < 0.0005 { 0.0 } else { s };
     if s.abs() < 1.0 {
         format!("{:.0} ms", s * 1000.0)
     } else {
@@ -487,7 +491,10 @@ broken{a="x" 1
         assert_eq!(percentile(&[3.0], 99.0), Some(3.0));
         assert_eq!(percentile(&[], 50.0), None);
         let s = Summary::of(&[0.2, 0.1, 0.4, 0.3]).unwrap();
-        assert_eq!((s.count, s.p50, s.p99, s.max), (4, 0.2, 0.4, 0.4));
+        assert_eq!(
+            (s.count, s.min, s.p50, s.p99, s.max),
+            (4, 0.1, 0.2, 0.4, 0.4)
+        );
     }
 
     #[test]

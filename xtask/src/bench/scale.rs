@@ -37,8 +37,11 @@ use crate::util::{cargo, root, run as run_cmd};
 /// Image of the targets before and after the wave (kwok never pulls it).
 const IMAGE_V1: &str = "registry.invalid/fledge-bench/app:v1";
 const IMAGE_V2: &str = "registry.invalid/fledge-bench/app:v2";
-/// Field manager of every object the bench applies.
+/// Field manager of every object the bench creates.
 const MANAGER: &str = "fledge-bench";
+/// Field manager of the wave's image change: another manager than the one that created the
+/// Deployments, so the partial object it applies leaves every other field alone.
+const WAVE_MANAGER: &str = "fledge-bench-wave";
 /// kubectl processes that apply objects in parallel.
 const PARALLEL: usize = 4;
 
@@ -177,7 +180,12 @@ impl Kubectl {
     /// Applies `docs` server-side with `PARALLEL` kubectl processes; returns each output line
     /// with the time it was printed (kubectl prints one per object once the API server
     /// answered).
-    fn apply_parallel(&self, docs: &[String], extra: &[&str]) -> Result<Vec<(String, f64)>> {
+    fn apply_parallel(
+        &self,
+        docs: &[String],
+        manager: &str,
+        extra: &[&str],
+    ) -> Result<Vec<(String, f64)>> {
         let per = docs.len().div_ceil(PARALLEL).max(1);
         thread::scope(|s| {
             let workers: Vec<_> = docs
@@ -187,7 +195,7 @@ impl Kubectl {
                     s.spawn(move || -> Result<Vec<(String, f64)>> {
                         let mut child = self
                             .cmd()
-                            .args(["apply", "--server-side", "--field-manager", MANAGER])
+                            .args(["apply", "--server-side", "--field-manager", manager])
                             .args(extra)
                             .args(["-f", "-"])
                             .stdin(Stdio::piped())
@@ -600,7 +608,7 @@ impl Phase {
         for (verb, n) in &mut requests {
             *n -= a.requests.get(verb).copied().unwrap_or(0.0);
         }
-        requests.retain(|_, n| *n > 0.0);
+        requests.retain(|_, n| *n >= 0.5);
         Phase {
             name,
             wall: (b.at - a.at).as_secs_f64(),
@@ -613,7 +621,8 @@ impl Phase {
     }
 
     fn total_requests(&self) -> f64 {
-        self.requests.values().sum()
+        // `+ 0.0`: the empty sum is -0.0.
+        self.requests.values().sum::<f64>() + 0.0
     }
 
     fn verbs(&self) -> String {
@@ -675,7 +684,7 @@ fn scale(
         docs.push(canary(&ns, &name(i), &args.interval, args.iterations));
     }
     let t = Instant::now();
-    k.apply_parallel(&docs, &[])?;
+    k.apply_parallel(&docs, MANAGER, &[])?;
     eprintln!("    applied in {:.1} s", t.elapsed().as_secs_f64());
     wait_for("targets available", timeout, None, || {
         let avail = k.table("deployments", &ns, "{.status.availableReplicas}")?;
@@ -747,7 +756,7 @@ fn measure_phases(
     let wave_from = ctrl.snapshot()?;
     let t0 = unix_now();
     let docs: Vec<String> = (0..n).map(|i| new_image(ns, &name(i))).collect();
-    let lines = k.apply_parallel(&docs, &["--force-conflicts"])?;
+    let lines = k.apply_parallel(&docs, WAVE_MANAGER, &["--force-conflicts"])?;
     let changed: BTreeMap<String, f64> = lines
         .iter()
         .filter_map(|(line, at)| {
@@ -923,6 +932,7 @@ impl Report {
                 Some(s) => vec![
                     what.to_string(),
                     s.count.to_string(),
+                    secs(s.min),
                     secs(s.p50),
                     secs(s.p99),
                     secs(s.max),
@@ -930,6 +940,7 @@ impl Report {
                 None => vec![
                     what.to_string(),
                     "0".into(),
+                    "-".into(),
                     "-".into(),
                     "-".into(),
                     "-".into(),
@@ -948,6 +959,7 @@ impl Report {
         rows.push(vec![
             "step lateness (fledge_step_lateness_seconds)".into(),
             format!("{:.0}", h.count),
+            "-".into(),
             bound(0.5),
             bound(0.99),
             bound(1.0),
