@@ -6,6 +6,7 @@ use clap::{Parser, Subcommand};
 mod bench;
 mod cluster;
 mod crds;
+mod dataplane;
 mod test;
 mod util;
 
@@ -26,6 +27,8 @@ enum Task {
     Crds,
     /// Benchmarks on the local control plane; they print figures, they do not pass or fail.
     Bench(bench::BenchArgs),
+    /// The local data plane: Traefik serving a Gateway, podinfo apps, EndpointSlices to them.
+    Dataplane(dataplane::DataplaneArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -34,5 +37,6 @@ fn main() -> anyhow::Result<()> {
         Task::Test(args) => test::run_all(args),
         Task::Crds => crds::regenerate(),
         Task::Bench(args) => bench::run(args),
+        Task::Dataplane(args) => dataplane::run(args),
     }
 }
