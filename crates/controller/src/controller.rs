@@ -281,6 +281,7 @@ async fn reconcile_inner(canary: &Canary, ctx: &Context) -> Result<Requeue> {
         target: target.as_deref(),
         primary: primary.as_deref(),
         tracked: &tracked,
+        next: &plan.status,
     };
     for action in &plan.actions {
         match action {
@@ -500,6 +501,8 @@ struct Exec<'a> {
     target: Option<&'a Deployment>,
     primary: Option<&'a Deployment>,
     tracked: &'a BTreeMap<ConfigRef, String>,
+    /// The status the plan leaves (routers read the session affinity cookies from it).
+    next: &'a CanaryStatus,
 }
 
 impl Exec<'_> {
@@ -550,6 +553,7 @@ impl Exec<'_> {
                 let t = RouteTarget {
                     canary: self.canary,
                     selector: (&label, &value),
+                    status: self.next,
                 };
                 router.set_routes(&t, *routes).await?;
                 self.ctx.metrics.set_weight(self.canary, routes.canary);
@@ -590,6 +594,7 @@ impl Exec<'_> {
                     .finalize(&RouteTarget {
                         canary: self.canary,
                         selector: (&label, &value),
+                        status: self.next,
                     })
                     .await
             }
@@ -680,7 +685,7 @@ impl Exec<'_> {
     async fn ensure_services(&self) -> Result<()> {
         let (label, value) = self.selector()?;
         // Validate the provider before creating anything.
-        router_for(self.ctx.client.clone(), self.canary)?;
+        let router = router_for(self.ctx.client.clone(), self.canary)?;
         let apex_selects = match self.canary.status.as_ref().map(|s| s.canary_weight) {
             Some(100) if self.canary.spec.provider_or_default() == "kubernetes" => {
                 ApexSelects::Canary
@@ -697,7 +702,14 @@ impl Exec<'_> {
             api.patch(&name, &Self::apply_params(), &Patch::Apply(value))
                 .await?;
         }
-        Ok(())
+        // The router's own objects, keeping the routes in force.
+        router
+            .ensure(&RouteTarget {
+                canary: self.canary,
+                selector: (&label, &value),
+                status: self.next,
+            })
+            .await
     }
 
     async fn report(&self, action: &Action) {

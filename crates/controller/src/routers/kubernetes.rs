@@ -7,12 +7,9 @@ use kube::Client;
 use kube::api::{Api, Patch, PatchParams};
 use serde_json::json;
 
-use super::RouteTarget;
+use super::{MANAGER, RouteTarget};
 use crate::Error;
 use crate::workload::primary_name;
-
-/// The field manager of the apex Service's selector.
-const MANAGER: &str = "fledge-router";
 
 /// Switches the apex Service between primary and canary.
 pub struct KubernetesRouter {
@@ -86,8 +83,9 @@ impl KubernetesRouter {
         })
     }
 
-    /// Points the apex at the target's own pods, which serve once the Canary is gone.
+    /// Points the apex at the target's own pods, which serve once the Canary is gone, and drops
+    /// its owner reference so that it stays.
     pub async fn finalize(&self, t: &RouteTarget<'_>) -> Result<(), Error> {
-        self.point_apex(t, t.selector.1).await
+        super::release_apex(&self.client, t).await
     }
 }

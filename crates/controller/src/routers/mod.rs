@@ -1,12 +1,30 @@
 //! Traffic routers: one file per provider, chosen by `spec.provider` through [`router_for`].
+//!
+//! Every router writes its objects with server-side apply under its own field manager
+//! ([`MANAGER`]), forcing only the fields it sets, so a GitOps tool that owns other fields of the
+//! same objects (labels, annotations) never fights with fledge. The object builders are pure
+//! functions with unit tests; the `async` methods only read and apply.
 
-use fledge_api::Canary;
+use std::collections::BTreeMap;
+
+use fledge_api::{Canary, CanaryStatus, HttpMatchRequest, SessionAffinity, StringMatch};
 use fledge_core::Routes;
-use kube::Client;
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, Patch, PatchParams};
+use kube::{Client, Resource};
+use serde_json::json;
 
 use crate::Error;
+use crate::workload::primary_name;
 
+pub mod gatewayapi;
+pub mod istio;
 pub mod kubernetes;
+pub mod smi;
+
+/// The field manager of everything a router writes.
+pub const MANAGER: &str = "fledge-router";
 
 /// Everything a router needs to know about the Canary it routes for.
 #[derive(Clone, Debug)]
@@ -15,25 +33,117 @@ pub struct RouteTarget<'a> {
     pub canary: &'a Canary,
     /// The selector label and the target's value, e.g. `("app", "podinfo")`.
     pub selector: (&'a str, &'a str),
+    /// The status the plan being executed leaves: the session affinity cookies to set and
+    /// match, and (for [`Router::ensure`]) the routes in force.
+    pub status: &'a CanaryStatus,
+}
+
+impl RouteTarget<'_> {
+    /// The Canary's namespace.
+    pub fn namespace(&self) -> &str {
+        self.canary
+            .metadata
+            .namespace
+            .as_deref()
+            .unwrap_or("default")
+    }
+}
+
+/// The names of the three generated Services.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServiceNames {
+    /// `<svc>`, which clients call.
+    pub apex: String,
+    /// `<svc>-primary`.
+    pub primary: String,
+    /// `<svc>-canary`.
+    pub canary: String,
+}
+
+impl ServiceNames {
+    /// The names for a Canary.
+    pub fn of(canary: &Canary) -> ServiceNames {
+        let apex = canary.spec.apex_service_name().to_string();
+        ServiceNames {
+            primary: primary_name(&apex),
+            canary: format!("{apex}-canary"),
+            apex,
+        }
+    }
+}
+
+/// The routes a status records as in force: its canary weight, mirroring and A/B matching.
+pub fn routes_in_status(canary: &Canary, status: &CanaryStatus) -> Routes {
+    let rollout = status.rollout.as_ref();
+    let mirror_weight = canary
+        .spec
+        .analysis_or_default()
+        .mirror_weight()
+        .clamp(0, 100);
+    Routes {
+        mirror: rollout.is_some_and(|r| r.mirrored).then_some(mirror_weight),
+        ab_match: rollout.is_some_and(|r| r.ab_match),
+        ..Routes::weighted(status.canary_weight)
+    }
 }
 
 /// A traffic provider. Every method is idempotent.
 pub enum Router {
     /// `kubernetes`: blue/green by switching the apex Service's selector.
     Kubernetes(kubernetes::KubernetesRouter),
+    /// `gatewayapi:v1` and `gatewayapi:v1beta1`: an HTTPRoute.
+    GatewayApi(gatewayapi::GatewayApiRouter),
+    /// `istio`: a VirtualService and two DestinationRules.
+    Istio(istio::IstioRouter),
+    /// `linkerd`, `smi:v1alpha2`, `smi:v1alpha3`: an SMI TrafficSplit.
+    Smi(smi::SmiRouter),
 }
+
+/// The providers that have a router, as `spec.provider` names them.
+pub const PROVIDERS: &[&str] = &[
+    "kubernetes",
+    "gatewayapi:v1",
+    "gatewayapi:v1beta1",
+    "istio",
+    "linkerd",
+    "smi:v1alpha2",
+    "smi:v1alpha3",
+];
 
 /// The router for a Canary's `spec.provider`, or an error naming the providers that have one.
 pub fn router_for(client: Client, canary: &Canary) -> Result<Router, Error> {
-    match canary.spec.provider_or_default() {
-        "kubernetes" => Ok(Router::Kubernetes(kubernetes::KubernetesRouter::new(
+    use gatewayapi::GatewayVersion;
+    use smi::SmiVersion;
+    Ok(match canary.spec.provider_or_default() {
+        "kubernetes" => Router::Kubernetes(kubernetes::KubernetesRouter::new(client)),
+        "gatewayapi:v1" => Router::GatewayApi(gatewayapi::GatewayApiRouter::new(
             client,
-        ))),
-        other => Err(Error::InvalidSpec(format!(
-            "spec.provider: provider {other:?} has no router in this build yet; the routers \
-             available now are: kubernetes"
-        ))),
-    }
+            GatewayVersion::V1,
+        )),
+        "gatewayapi:v1beta1" => Router::GatewayApi(gatewayapi::GatewayApiRouter::new(
+            client,
+            GatewayVersion::V1beta1,
+        )),
+        "istio" => Router::Istio(istio::IstioRouter::new(client)),
+        "linkerd" => Router::Smi(smi::SmiRouter::new(client, SmiVersion::V1alpha2, "linkerd")),
+        "smi:v1alpha2" => Router::Smi(smi::SmiRouter::new(
+            client,
+            SmiVersion::V1alpha2,
+            "smi:v1alpha2",
+        )),
+        "smi:v1alpha3" => Router::Smi(smi::SmiRouter::new(
+            client,
+            SmiVersion::V1alpha3,
+            "smi:v1alpha3",
+        )),
+        other => {
+            return Err(Error::InvalidSpec(format!(
+                "spec.provider: provider {other:?} has no router in this build; the routers \
+                 available are: {}",
+                PROVIDERS.join(", ")
+            )));
+        }
+    })
 }
 
 impl Router {
@@ -41,6 +151,22 @@ impl Router {
     pub fn provider(&self) -> &'static str {
         match self {
             Router::Kubernetes(_) => "kubernetes",
+            Router::GatewayApi(r) => r.provider(),
+            Router::Istio(_) => "istio",
+            Router::Smi(r) => r.provider(),
+        }
+    }
+
+    /// Creates or updates the router's objects from the spec, keeping the routes the status
+    /// records (a `SetWeights` follows whenever they must change).
+    pub async fn ensure(&self, t: &RouteTarget<'_>) -> Result<(), Error> {
+        let routes = routes_in_status(t.canary, t.status);
+        match self {
+            // The apex Service is the whole router; the controller applies it.
+            Router::Kubernetes(_) => Ok(()),
+            Router::GatewayApi(r) => r.set_routes(t, routes).await,
+            Router::Istio(r) => r.set_routes(t, routes).await,
+            Router::Smi(r) => r.set_routes(t, routes).await,
         }
     }
 
@@ -48,6 +174,9 @@ impl Router {
     pub async fn set_routes(&self, t: &RouteTarget<'_>, routes: Routes) -> Result<(), Error> {
         match self {
             Router::Kubernetes(r) => r.set_routes(t, routes).await,
+            Router::GatewayApi(r) => r.set_routes(t, routes).await,
+            Router::Istio(r) => r.set_routes(t, routes).await,
+            Router::Smi(r) => r.set_routes(t, routes).await,
         }
     }
 
@@ -55,13 +184,554 @@ impl Router {
     pub async fn get_routes(&self, t: &RouteTarget<'_>) -> Result<Routes, Error> {
         match self {
             Router::Kubernetes(r) => r.get_routes(t).await,
+            Router::GatewayApi(r) => r.get_routes(t).await,
+            Router::Istio(r) => r.get_routes(t).await,
+            Router::Smi(r) => r.get_routes(t).await,
         }
     }
 
-    /// On deletion with `revertOnDeletion`: send all traffic to the target's pods.
+    /// On deletion with `revertOnDeletion`: send all traffic to the target's pods through the
+    /// apex Service, and leave the apex Service (and the route that reaches it) in place,
+    /// no longer owned by the Canary, so they keep serving once it is gone.
     pub async fn finalize(&self, t: &RouteTarget<'_>) -> Result<(), Error> {
         match self {
             Router::Kubernetes(r) => r.finalize(t).await,
+            Router::GatewayApi(r) => r.finalize(t).await,
+            Router::Istio(r) => r.finalize(t).await,
+            Router::Smi(r) => r.finalize(t).await,
         }
+    }
+}
+
+// ---- shared by the routers ------------------------------------------------------------------
+
+/// The controller owner reference to the Canary, when it has a uid (always, from the API).
+pub(crate) fn owner_reference(canary: &Canary) -> Option<OwnerReference> {
+    canary.controller_owner_ref(&())
+}
+
+/// A kind of a peer API (Gateway API, Istio, SMI) that a router writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PeerKind {
+    /// API group.
+    pub group: &'static str,
+    /// API version.
+    pub version: &'static str,
+    /// Kind.
+    pub kind: &'static str,
+    /// Resource (plural).
+    pub plural: &'static str,
+}
+
+impl PeerKind {
+    /// `group/version`.
+    pub fn api_version(&self) -> String {
+        format!("{}/{}", self.group, self.version)
+    }
+
+    fn resource(&self) -> ApiResource {
+        ApiResource {
+            group: self.group.into(),
+            version: self.version.into(),
+            api_version: self.api_version(),
+            kind: self.kind.into(),
+            plural: self.plural.into(),
+        }
+    }
+
+    fn api(&self, client: &Client, ns: &str) -> Api<DynamicObject> {
+        Api::namespaced_with(client.clone(), ns, &self.resource())
+    }
+
+    /// The error for an API that is not served: its CRD is missing (or that version is off).
+    fn not_installed(&self, provider: &str) -> Error {
+        Error::Router {
+            provider: provider.into(),
+            message: format!(
+                "{} {} is not served by this cluster: install its CRD (cargo xtask cluster up \
+                 installs the upstream CRDs locally)",
+                self.kind,
+                self.api_version()
+            ),
+        }
+    }
+
+    /// Server-side applies `object` (which carries apiVersion, kind and metadata.name).
+    pub(crate) async fn apply(
+        &self,
+        client: &Client,
+        ns: &str,
+        provider: &str,
+        object: &serde_json::Value,
+    ) -> Result<(), Error> {
+        let name = object["metadata"]["name"].as_str().unwrap_or_default();
+        let params = PatchParams::apply(MANAGER).force();
+        match self
+            .api(client, ns)
+            .patch(name, &params, &Patch::Apply(object))
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(s)) if s.code == 404 => Err(self.not_installed(provider)),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The object's JSON, or `None` when it does not exist.
+    pub(crate) async fn get(
+        &self,
+        client: &Client,
+        ns: &str,
+        provider: &str,
+        name: &str,
+    ) -> Result<Option<serde_json::Value>, Error> {
+        match self.api(client, ns).get_opt(name).await {
+            Ok(obj) => Ok(obj.map(|o| o.data)),
+            Err(kube::Error::Api(s)) if s.code == 404 => Err(self.not_installed(provider)),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Deletes the object; absent is fine.
+    pub(crate) async fn delete(&self, client: &Client, ns: &str, name: &str) -> Result<(), Error> {
+        match self
+            .api(client, ns)
+            .delete(name, &DeleteParams::default())
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+/// The skeleton of an object a router applies: apiVersion, kind, name, namespace, labels and
+/// the owner reference to the Canary (dropped when `owned` is false, on finalization).
+pub(crate) fn object_meta(
+    kind: &PeerKind,
+    canary: &Canary,
+    name: &str,
+    owned: bool,
+) -> serde_json::Value {
+    let mut meta = json!({
+        "name": name,
+        "namespace": canary.metadata.namespace,
+        "labels": {"app.kubernetes.io/managed-by": "fledge"},
+    });
+    if owned && let Some(owner) = owner_reference(canary) {
+        meta["ownerReferences"] = json!([owner]);
+    }
+    json!({"apiVersion": kind.api_version(), "kind": kind.kind, "metadata": meta})
+}
+
+/// Points the apex Service at the target's own pods and drops its owner reference, so that it
+/// serves the target, and survives, once the Canary is gone.
+pub(crate) async fn release_apex(client: &Client, t: &RouteTarget<'_>) -> Result<(), Error> {
+    let api: Api<Service> = Api::namespaced(client.clone(), t.namespace());
+    let patch = json!({
+        "metadata": {"ownerReferences": null},
+        "spec": {"selector": {t.selector.0: t.selector.1}},
+    });
+    let params = PatchParams {
+        field_manager: Some(MANAGER.into()),
+        ..Default::default()
+    };
+    match api
+        .patch(
+            t.canary.spec.apex_service_name(),
+            &params,
+            &Patch::Merge(&patch),
+        )
+        .await
+    {
+        Ok(_) => Ok(()),
+        // Nothing to release: the Services were never created.
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The error for routes a provider cannot do.
+pub(crate) fn cannot(provider: &str, message: impl Into<String>) -> Error {
+    Error::Router {
+        provider: provider.into(),
+        message: message.into(),
+    }
+}
+
+/// A duration as the user wrote it (`30s`, `1m30s`, `1.5s`), parsed.
+pub(crate) fn parse_duration(
+    provider: &str,
+    field: &str,
+    value: &str,
+) -> Result<std::time::Duration, Error> {
+    fledge_api::parse_duration(value).map_err(|e| cannot(provider, format!("{field}: {e}")))
+}
+
+/// A regular expression matching `text` literally.
+pub(crate) fn literal(text: &str) -> String {
+    regex_syntax::escape(text)
+}
+
+/// A `StringMatch` as one regular expression (for APIs without prefix or suffix matches).
+pub(crate) fn string_match_regex(m: &StringMatch) -> String {
+    if let Some(r) = &m.regex {
+        r.clone()
+    } else if let Some(e) = &m.exact {
+        format!("^{}$", literal(e))
+    } else if let Some(p) = &m.prefix {
+        format!("^{}.*", literal(p))
+    } else if let Some(s) = &m.suffix {
+        format!(".*{}$", literal(s))
+    } else {
+        ".*".into()
+    }
+}
+
+/// The A/B conditions merged with the route's own (`spec.service.match`): every pair of an A/B
+/// condition and a route condition, the A/B condition's fields winning; the A/B conditions
+/// alone when the route has none.
+pub(crate) fn merge_matches(
+    ab: &[HttpMatchRequest],
+    service: &[HttpMatchRequest],
+) -> Vec<HttpMatchRequest> {
+    if service.is_empty() {
+        return ab.to_vec();
+    }
+    let mut out = Vec::new();
+    for a in ab {
+        for s in service {
+            out.push(merge_match(a, s));
+        }
+    }
+    out
+}
+
+fn merge_match(a: &HttpMatchRequest, s: &HttpMatchRequest) -> HttpMatchRequest {
+    fn maps<V: Clone>(
+        a: &Option<BTreeMap<String, V>>,
+        s: &Option<BTreeMap<String, V>>,
+    ) -> Option<BTreeMap<String, V>> {
+        match (a, s) {
+            (None, None) => None,
+            _ => {
+                let mut m = s.clone().unwrap_or_default();
+                m.extend(a.clone().unwrap_or_default());
+                Some(m)
+            }
+        }
+    }
+    HttpMatchRequest {
+        name: a.name.clone().or_else(|| s.name.clone()),
+        uri: a.uri.clone().or_else(|| s.uri.clone()),
+        scheme: a.scheme.clone().or_else(|| s.scheme.clone()),
+        method: a.method.clone().or_else(|| s.method.clone()),
+        authority: a.authority.clone().or_else(|| s.authority.clone()),
+        headers: maps(&a.headers, &s.headers),
+        port: a.port.or(s.port),
+        source_labels: maps(&a.source_labels, &s.source_labels),
+        gateways: a.gateways.clone().or_else(|| s.gateways.clone()),
+        query_params: maps(&a.query_params, &s.query_params),
+        ignore_uri_case: a.ignore_uri_case.or(s.ignore_uri_case),
+        without_headers: maps(&a.without_headers, &s.without_headers),
+        source_namespace: a
+            .source_namespace
+            .clone()
+            .or_else(|| s.source_namespace.clone()),
+    }
+}
+
+/// A session affinity cookie, `name=value` as the engine keeps it in the status.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Cookie {
+    pub name: String,
+    pub value: String,
+}
+
+impl Cookie {
+    pub(crate) fn parse(s: Option<&str>) -> Option<Cookie> {
+        let (name, value) = s?.split_once('=')?;
+        (!name.is_empty()).then(|| Cookie {
+            name: name.into(),
+            value: value.into(),
+        })
+    }
+
+    /// A regular expression matching a `Cookie` request header that carries this cookie. It is
+    /// anchored, so implementations that match the whole value and those that search in it
+    /// agree.
+    pub(crate) fn header_regex(&self) -> String {
+        format!(
+            "^(.*; ?)?{}={}(;.*)?$",
+            literal(&self.name),
+            literal(&self.value)
+        )
+    }
+}
+
+/// What session affinity asks of a router at this point of the rollout (Flagger's semantics):
+/// while the canary gets traffic, canary responses set the canary cookie and requests carrying
+/// it go to the canary (and, with `primaryCookieName`, primary responses set the primary cookie
+/// and requests carrying it stay on the primary); once the canary gets none, primary responses
+/// expire the previous canary cookie.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Affinity {
+    /// Set on canary responses; requests carrying it go to the canary.
+    pub canary: Option<Cookie>,
+    /// Set on primary responses; requests carrying it go to the primary.
+    pub primary: Option<Cookie>,
+    /// Expired on primary responses.
+    pub expire: Option<Cookie>,
+    attributes: String,
+}
+
+impl Affinity {
+    pub(crate) fn of(canary: &Canary, status: &CanaryStatus, routes: &Routes) -> Affinity {
+        let analysis = canary.spec.analysis_or_default();
+        let Some(sa) = analysis.session_affinity.as_ref() else {
+            return Affinity::default();
+        };
+        let attributes = cookie_attributes(sa);
+        if routes.canary > 0 {
+            Affinity {
+                canary: Cookie::parse(status.session_affinity_cookie.as_deref()),
+                primary: Cookie::parse(status.primary_session_affinity_cookie.as_deref()),
+                expire: None,
+                attributes,
+            }
+        } else {
+            Affinity {
+                expire: Cookie::parse(status.previous_session_affinity_cookie.as_deref()),
+                attributes,
+                ..Affinity::default()
+            }
+        }
+    }
+
+    /// The `Set-Cookie` value for `cookie`.
+    pub(crate) fn set_cookie(&self, cookie: &Cookie) -> String {
+        format!("{}={}{}", cookie.name, cookie.value, self.attributes)
+    }
+
+    /// The `Set-Cookie` value on primary responses, if any: the primary cookie, else the
+    /// expiry of the previous canary cookie.
+    pub(crate) fn primary_set_cookie(&self) -> Option<String> {
+        if let Some(c) = &self.primary {
+            return Some(self.set_cookie(c));
+        }
+        self.expire
+            .as_ref()
+            .map(|c| format!("{}={}; Max-Age=0", c.name, c.value))
+    }
+}
+
+/// `; Max-Age=…` and the other attributes of `sessionAffinity`.
+fn cookie_attributes(sa: &SessionAffinity) -> String {
+    let mut s = format!(
+        "; Max-Age={}",
+        sa.max_age
+            .filter(|a| *a > 0)
+            .unwrap_or(fledge_api::defaults::SESSION_AFFINITY_MAX_AGE)
+    );
+    if let Some(p) = sa.path.as_deref().filter(|p| !p.is_empty()) {
+        s.push_str(&format!("; Path={p}"));
+    }
+    if let Some(d) = sa.domain.as_deref().filter(|d| !d.is_empty()) {
+        s.push_str(&format!("; Domain={d}"));
+    }
+    if sa.http_only == Some(true) {
+        s.push_str("; HttpOnly");
+    }
+    if sa.secure == Some(true) {
+        s.push_str("; Secure");
+    }
+    if let Some(v) = sa.same_site.as_deref().filter(|v| !v.is_empty()) {
+        s.push_str(&format!("; SameSite={v}"));
+    }
+    if sa.partitioned == Some(true) {
+        s.push_str("; Partitioned");
+    }
+    s
+}
+
+#[cfg(test)]
+pub(crate) mod test_support {
+    //! A Canary and statuses for the builders' tests.
+
+    use fledge_api::{Canary, CanaryStatus};
+
+    /// A Canary `podinfo/test` with a uid, the given provider and extra spec fields merged in.
+    pub fn canary(provider: &str, spec: serde_json::Value) -> Canary {
+        let mut base = serde_json::json!({
+            "apiVersion": "fledge.dev/v1beta1", "kind": "Canary",
+            "metadata": {"name": "podinfo", "namespace": "test", "uid": "uid-1"},
+            "spec": {
+                "provider": provider,
+                "targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "podinfo"},
+                "service": {"port": 9898},
+                "analysis": {"interval": "1m", "stepWeight": 20, "maxWeight": 60}
+            }
+        });
+        merge(&mut base["spec"], spec);
+        serde_json::from_value(base).expect("a Canary")
+    }
+
+    fn merge(into: &mut serde_json::Value, from: serde_json::Value) {
+        match (into, from) {
+            (serde_json::Value::Object(a), serde_json::Value::Object(b)) => {
+                for (k, v) in b {
+                    merge(a.entry(k).or_insert(serde_json::Value::Null), v);
+                }
+            }
+            (slot, v) => *slot = v,
+        }
+    }
+
+    /// A status with session affinity cookies.
+    pub fn with_cookies(
+        canary: Option<&str>,
+        primary: Option<&str>,
+        previous: Option<&str>,
+    ) -> CanaryStatus {
+        CanaryStatus {
+            session_affinity_cookie: canary.map(Into::into),
+            primary_session_affinity_cookie: primary.map(Into::into),
+            previous_session_affinity_cookie: previous.map(Into::into),
+            ..Default::default()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::test_support::*;
+    use super::*;
+
+    #[test]
+    fn service_names_follow_the_apex() {
+        let mut c = canary("istio", json!({}));
+        assert_eq!(
+            ServiceNames::of(&c),
+            ServiceNames {
+                apex: "podinfo".into(),
+                primary: "podinfo-primary".into(),
+                canary: "podinfo-canary".into()
+            }
+        );
+        c.spec.service.name = Some("web".into());
+        assert_eq!(ServiceNames::of(&c).canary, "web-canary");
+    }
+
+    #[test]
+    fn the_factory_knows_every_supported_provider() {
+        assert_eq!(PROVIDERS, fledge_api::validate::SUPPORTED_PROVIDERS);
+    }
+
+    #[test]
+    fn routes_in_status_read_weight_mirror_and_match() {
+        let c = canary("istio", json!({"analysis": {"mirrorWeight": 40}}));
+        let mut st = CanaryStatus {
+            canary_weight: 30,
+            ..Default::default()
+        };
+        assert_eq!(routes_in_status(&c, &st), Routes::weighted(30));
+        st.rollout = Some(fledge_api::RolloutProgress {
+            mirrored: true,
+            ab_match: true,
+            ..Default::default()
+        });
+        let r = routes_in_status(&c, &st);
+        assert_eq!((r.mirror, r.ab_match, r.canary), (Some(40), true, 30));
+    }
+
+    #[test]
+    fn cookies_parse_and_match_anchored() {
+        let c = Cookie::parse(Some("fledge-cookie=0a1b")).unwrap();
+        assert_eq!(c.header_regex(), r"^(.*; ?)?fledge\-cookie=0a1b(;.*)?$");
+        let re = regex_syntax::Parser::new().parse(&c.header_regex());
+        assert!(re.is_ok());
+        assert_eq!(Cookie::parse(Some("novalue")), None);
+        assert_eq!(Cookie::parse(Some("=x")), None);
+        assert_eq!(Cookie::parse(None), None);
+    }
+
+    #[test]
+    fn affinity_sets_cookies_while_the_canary_serves_and_expires_after() {
+        let c = canary(
+            "istio",
+            json!({"analysis": {"sessionAffinity": {"cookieName": "c", "primaryCookieName": "p",
+                "maxAge": 60, "path": "/", "httpOnly": true, "secure": true, "sameSite": "Lax"}}}),
+        );
+        let st = with_cookies(Some("c=1"), Some("p=2"), Some("c=0"));
+        let a = Affinity::of(&c, &st, &Routes::weighted(20));
+        let canary_cookie = a.canary.clone().unwrap();
+        assert_eq!(
+            a.set_cookie(&canary_cookie),
+            "c=1; Max-Age=60; Path=/; HttpOnly; Secure; SameSite=Lax"
+        );
+        assert_eq!(
+            a.primary_set_cookie().as_deref(),
+            Some("p=2; Max-Age=60; Path=/; HttpOnly; Secure; SameSite=Lax")
+        );
+        let after = Affinity::of(&c, &st, &Routes::PRIMARY);
+        assert_eq!(after.canary, None);
+        assert_eq!(
+            after.primary_set_cookie().as_deref(),
+            Some("c=0; Max-Age=0")
+        );
+        let none = Affinity::of(&canary("istio", json!({})), &st, &Routes::weighted(20));
+        assert_eq!(none, Affinity::default());
+    }
+
+    #[test]
+    fn matches_merge_as_a_cross_product() {
+        let ab: Vec<HttpMatchRequest> = serde_json::from_value(json!([
+            {"headers": {"x-canary": {"exact": "yes"}}},
+            {"queryParams": {"canary": {"exact": "1"}}}
+        ]))
+        .unwrap();
+        let svc: Vec<HttpMatchRequest> = serde_json::from_value(json!([
+            {"uri": {"prefix": "/api"}, "headers": {"x-canary": {"exact": "no"}, "x-env": {"exact": "prod"}}}
+        ]))
+        .unwrap();
+        assert_eq!(merge_matches(&ab, &[]), ab);
+        let merged = serde_json::to_value(merge_matches(&ab, &svc)).unwrap();
+        assert_eq!(
+            merged,
+            json!([
+                {"uri": {"prefix": "/api"}, "headers": {"x-canary": {"exact": "yes"}, "x-env": {"exact": "prod"}}},
+                {"uri": {"prefix": "/api"}, "headers": {"x-canary": {"exact": "no"}, "x-env": {"exact": "prod"}},
+                 "queryParams": {"canary": {"exact": "1"}}}
+            ])
+        );
+    }
+
+    #[test]
+    fn string_matches_as_regular_expressions() {
+        let m = |v: serde_json::Value| -> StringMatch { serde_json::from_value(v).unwrap() };
+        assert_eq!(string_match_regex(&m(json!({"exact": "a.b"}))), r"^a\.b$");
+        assert_eq!(string_match_regex(&m(json!({"prefix": "v1"}))), "^v1.*");
+        assert_eq!(string_match_regex(&m(json!({"suffix": ".js"}))), r".*\.js$");
+        assert_eq!(string_match_regex(&m(json!({"regex": "x+"}))), "x+");
+        assert_eq!(string_match_regex(&m(json!({}))), ".*");
+    }
+
+    #[test]
+    fn object_meta_owns_unless_released() {
+        let c = canary("istio", json!({}));
+        let kind = PeerKind {
+            group: "split.smi-spec.io",
+            version: "v1alpha2",
+            kind: "TrafficSplit",
+            plural: "trafficsplits",
+        };
+        let owned = object_meta(&kind, &c, "podinfo", true);
+        assert_eq!(owned["apiVersion"], "split.smi-spec.io/v1alpha2");
+        assert_eq!(owned["metadata"]["ownerReferences"][0]["uid"], "uid-1");
+        assert_eq!(owned["metadata"]["ownerReferences"][0]["controller"], true);
+        let released = object_meta(&kind, &c, "podinfo", false);
+        assert!(released["metadata"].get("ownerReferences").is_none());
+        assert_eq!(released["metadata"]["namespace"], "test");
     }
 }

@@ -1,0 +1,20 @@
+// Pinned upstream modules that ship the peer CRDs `cargo xtask cluster up` installs
+// (xtask/src/cluster/peers.rs): only their YAML files are used, nothing is built from them.
+//
+// A module of its own, apart from ../go.mod: adding these requires to the control plane's module
+// would let their dependencies raise versions in the Kubernetes build graph. Do not `go mod tidy`
+// here (nothing imports these modules, so tidy would drop them); bump a version with
+// `go get <module>@<version>`, which also updates go.sum.
+module fledge.dev/xtask/peer-crds
+
+go 1.26.0
+
+require (
+	// Gateway API: config/crd/{standard,experimental}/, one channel installed.
+	sigs.k8s.io/gateway-api v1.6.3
+	// Istio: kubernetes/customresourcedefinitions.gen.yaml (VirtualService, DestinationRule, ...).
+	istio.io/api v1.31.4
+	// SMI TrafficSplit: cmd/osm-bootstrap/crds/smi_traffic_split.yaml, the SMI SDK's CRD in
+	// apiextensions.k8s.io/v1 form (the SMI SDK module itself ships only the removed v1beta1).
+	github.com/openservicemesh/osm v1.2.4
+)
