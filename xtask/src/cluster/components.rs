@@ -130,6 +130,11 @@ pub fn controller_manager_args(files: &Files) -> Vec<String> {
         arg("service-cluster-ip-range", SERVICE_CIDR),
         arg("kube-api-qps", 100),
         arg("kube-api-burst", 200),
+        // kwok Pods have made-up IPs that serve nothing. The endpointslice controller would
+        // publish them for every Service with a selector, next to the loopback EndpointSlices
+        // the data plane writes (`cargo xtask dataplane endpoints`), and Traefik would send
+        // part of the traffic to them. Local-mode endpoints come from the harness only.
+        arg("controllers", "*,-endpointslice-controller"),
     ]
 }
 
@@ -234,6 +239,7 @@ mod tests {
         let cm = controller_manager_args(&f);
         assert!(cm.contains(&"--service-account-private-key-file=/c/pki/sa.key".to_string()));
         assert!(cm.contains(&"--root-ca-file=/c/pki/ca.crt".to_string()));
+        assert!(cm.contains(&"--controllers=*,-endpointslice-controller".to_string()));
     }
 
     #[test]
