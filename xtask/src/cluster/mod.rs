@@ -18,6 +18,7 @@
 
 pub(crate) mod build;
 mod components;
+mod peers;
 mod pki;
 pub(crate) mod ports;
 pub(crate) mod proc;
@@ -236,7 +237,9 @@ fn up(layout: &Layout, args: &UpArgs) -> Result<ClusterInfo> {
         && kubectl(layout, &["get", "--raw=/readyz"]).is_ok_and(|o| o.status.success())
     {
         eprintln!("cluster: already running");
-        return Ok(layout.info(&ports));
+        let info = layout.info(&ports);
+        peers::install_peer_crds(&info)?;
+        return Ok(info);
     }
     if states.iter().any(|s| matches!(s, ProcState::Running(_))) {
         eprintln!("cluster: some components are not running; restarting all of them");
@@ -252,6 +255,7 @@ fn up(layout: &Layout, args: &UpArgs) -> Result<ClusterInfo> {
                 started.elapsed(),
                 layout.dir.join("logs").display()
             );
+            peers::install_peer_crds(&info)?;
             Ok(info)
         }
         Err(e) => {

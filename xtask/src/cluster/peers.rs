@@ -1,0 +1,384 @@
+//! The peer CRDs the routers write to: Gateway API, Istio and SMI, installed by `cluster up`
+//! from the upstream Go modules that ship them, at the versions pinned in
+//! `xtask/go/peers/go.mod` (checksums in its go.sum), never hand-written.
+//!
+//! | API | module | files |
+//! | --- | --- | --- |
+//! | Gateway API | `sigs.k8s.io/gateway-api` | `config/crd/<channel>/` as its kustomization lists them |
+//! | Istio | `istio.io/api` | `kubernetes/customresourcedefinitions.gen.yaml` |
+//! | SMI TrafficSplit | `github.com/openservicemesh/osm` | `cmd/osm-bootstrap/crds/smi_traffic_split.yaml` |
+//!
+//! The Gateway API channel is `experimental` (a superset of `standard` with `retry`), or what
+//! `FLEDGE_GATEWAY_API_CHANNEL` says. Upstream's safe-upgrades policy refuses experimental CRDs
+//! over standard ones, so switching a running cluster to experimental needs
+//! `cargo xtask cluster down --wipe` first.
+//!
+//! The SMI SDK module ships its TrafficSplit CRD only as `apiextensions.k8s.io/v1beta1`, which
+//! Kubernetes no longer serves; OSM's copy is the same CRD as `apiextensions.k8s.io/v1`. OSM
+//! serves only v1alpha2 of it; fledge also switches `served` on for v1alpha3 (its schema is in
+//! the same file) so that both `smi:v1alpha2` and `smi:v1alpha3` can be tested.
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use anyhow::{Context, Result, bail};
+use serde_json::Value;
+
+use super::ClusterInfo;
+use super::build::{cache_dir, go_command, module_version};
+
+/// The pinned modules.
+const GO_MOD: &str = include_str!("../../go/peers/go.mod");
+
+/// The modules whose files are installed.
+pub const GATEWAY_API: &str = "sigs.k8s.io/gateway-api";
+/// Istio's API module.
+pub const ISTIO_API: &str = "istio.io/api";
+/// The module with the SMI TrafficSplit CRD in `apiextensions.k8s.io/v1` form.
+pub const SMI_CRD_MODULE: &str = "github.com/openservicemesh/osm";
+
+const ISTIO_FILE: &str = "kubernetes/customresourcedefinitions.gen.yaml";
+const SMI_FILE: &str = "cmd/osm-bootstrap/crds/smi_traffic_split.yaml";
+/// The TrafficSplit versions served, beyond what the file serves.
+const SMI_SERVED: &[&str] = &["v1alpha2", "v1alpha3"];
+
+/// The field manager of the peer CRDs.
+const MANAGER: &str = "fledge-xtask";
+
+/// The Gateway API channel to install: `FLEDGE_GATEWAY_API_CHANNEL`, `experimental` by default.
+pub fn gateway_api_channel() -> Result<String> {
+    let channel = std::env::var("FLEDGE_GATEWAY_API_CHANNEL")
+        .ok()
+        .filter(|c| !c.is_empty())
+        .unwrap_or_else(|| "experimental".into());
+    if channel != "standard" && channel != "experimental" {
+        bail!("FLEDGE_GATEWAY_API_CHANNEL is {channel:?}; use standard or experimental");
+    }
+    Ok(channel)
+}
+
+/// Installs the peer CRDs (once per cluster and pin set) and waits until they are Established.
+pub fn install_peer_crds(info: &ClusterInfo) -> Result<()> {
+    let channel = gateway_api_channel()?;
+    let stamp_text = stamp(&channel);
+    let stamp_file = info.dir.join("run").join("peer-crds");
+    let kubectl = Kubectl(info);
+    let key_crds = [
+        "httproutes.gateway.networking.k8s.io",
+        "virtualservices.networking.istio.io",
+        "trafficsplits.split.smi-spec.io",
+    ];
+    if fs::read_to_string(&stamp_file).is_ok_and(|s| s == stamp_text)
+        && kubectl.ok(&[&["get", "crd", "-o", "name"][..], &key_crds[..]].concat())
+    {
+        return Ok(());
+    }
+
+    let dirs = module_dirs(&[GATEWAY_API, ISTIO_API, SMI_CRD_MODULE])?;
+    let mut files = gateway_api_files(&dirs[0], &channel)?;
+    files.push(dirs[1].join(ISTIO_FILE));
+    let mut crds = Vec::new();
+    let mut args: Vec<String> = [
+        "apply",
+        "--server-side",
+        "--force-conflicts",
+        "--field-manager",
+        MANAGER,
+        "-o",
+        "name",
+    ]
+    .map(String::from)
+    .to_vec();
+    for f in &files {
+        args.push("-f".into());
+        args.push(f.display().to_string());
+    }
+    let out = kubectl
+        .run(&args.iter().map(String::as_str).collect::<Vec<_>>(), None)
+        .with_context(|| {
+            format!(
+                "installing the Gateway API ({channel} channel) and Istio CRDs; switching the \
+                 Gateway API channel of a running cluster may be refused by upstream's \
+                 safe-upgrades policy: `cargo xtask cluster down --wipe` first"
+            )
+        })?;
+    crds.extend(crd_names(&out));
+
+    // The SMI CRD, read as JSON (kubectl converts the YAML) and served at the versions fledge
+    // writes.
+    let smi_file = dirs[2].join(SMI_FILE);
+    let json = kubectl.run(
+        &[
+            "create",
+            "--dry-run=client",
+            "-o",
+            "json",
+            "-f",
+            &smi_file.display().to_string(),
+        ],
+        None,
+    )?;
+    let mut smi: Value = serde_json::from_str(&json).context("the SMI CRD as JSON")?;
+    serve_versions(&mut smi, SMI_SERVED)?;
+    let out = kubectl.run(
+        &[
+            "apply",
+            "--server-side",
+            "--force-conflicts",
+            "--field-manager",
+            MANAGER,
+            "-o",
+            "name",
+            "-f",
+            "-",
+        ],
+        Some(&smi.to_string()),
+    )?;
+    crds.extend(crd_names(&out));
+
+    let mut wait = vec![
+        "wait".to_string(),
+        "--for=condition=Established".into(),
+        "--timeout=60s".into(),
+    ];
+    wait.extend(crds.iter().cloned());
+    kubectl.run(&wait.iter().map(String::as_str).collect::<Vec<_>>(), None)?;
+    eprintln!(
+        "cluster: peer CRDs installed ({} CRDs: Gateway API {} {channel}, Istio {}, SMI \
+         TrafficSplit from OSM {})",
+        crds.len(),
+        pinned(GATEWAY_API),
+        pinned(ISTIO_API),
+        pinned(SMI_CRD_MODULE)
+    );
+    fs::create_dir_all(stamp_file.parent().context("stamp has a parent")?)?;
+    fs::write(&stamp_file, stamp_text)?;
+    Ok(())
+}
+
+/// The pinned version of a module.
+pub fn pinned(module: &str) -> &'static str {
+    module_version(GO_MOD, module).unwrap_or("unknown")
+}
+
+fn stamp(channel: &str) -> String {
+    format!(
+        "{GATEWAY_API}@{} {channel}\n{ISTIO_API}@{}\n{SMI_CRD_MODULE}@{} served {}\n",
+        pinned(GATEWAY_API),
+        pinned(ISTIO_API),
+        pinned(SMI_CRD_MODULE),
+        SMI_SERVED.join(",")
+    )
+}
+
+/// The CRD names among `kubectl apply -o name` lines.
+fn crd_names(out: &str) -> Vec<String> {
+    out.lines()
+        .map(str::trim)
+        .filter(|l| l.starts_with("customresourcedefinition"))
+        .map(String::from)
+        .collect()
+}
+
+/// The directories of the pinned modules, downloaded (and verified against go.sum) if needed.
+fn module_dirs(modules: &[&str]) -> Result<Vec<PathBuf>> {
+    let go = go_command()?;
+    let cache = cache_dir()?;
+    let peers = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("go")
+        .join("peers");
+    let out = Command::new(&go)
+        .current_dir(&peers)
+        .args(["mod", "download", "-json"])
+        .args(modules)
+        .env("GOMODCACHE", cache.join("go").join("mod"))
+        .env("GOFLAGS", "-modcacherw -mod=readonly")
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("running {}", go.display()))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let infos = parse_download(&text)?;
+    let mut dirs = Vec::new();
+    for m in modules {
+        let info = infos.iter().find(|i| i["Path"] == *m).with_context(|| {
+            format!(
+                "`go mod download` said nothing about {m}: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            )
+        })?;
+        if let Some(err) = info["Error"].as_str() {
+            bail!("downloading {m}: {err}");
+        }
+        let dir = info["Dir"]
+            .as_str()
+            .with_context(|| format!("no directory for {m}"))?;
+        dirs.push(PathBuf::from(dir));
+    }
+    Ok(dirs)
+}
+
+/// `go mod download -json` prints one JSON object per module, one after the other.
+fn parse_download(text: &str) -> Result<Vec<Value>> {
+    serde_json::Deserializer::from_str(text)
+        .into_iter::<Value>()
+        .collect::<Result<_, _>>()
+        .context("parsing `go mod download -json`")
+}
+
+/// The files of a Gateway API channel, in the order its kustomization lists them.
+fn gateway_api_files(module: &Path, channel: &str) -> Result<Vec<PathBuf>> {
+    let dir = module.join("config").join("crd").join(channel);
+    let kustomization = fs::read_to_string(dir.join("kustomization.yaml"))
+        .with_context(|| format!("reading {}", dir.join("kustomization.yaml").display()))?;
+    let files: Vec<PathBuf> = kustomization_resources(&kustomization)
+        .into_iter()
+        .map(|f| dir.join(f))
+        .collect();
+    if files.is_empty() {
+        bail!("no resources in {}/kustomization.yaml", dir.display());
+    }
+    Ok(files)
+}
+
+/// The `resources:` entries of a kustomization (a plain list of file names).
+fn kustomization_resources(text: &str) -> Vec<String> {
+    let mut in_resources = false;
+    let mut out = Vec::new();
+    for line in text.lines() {
+        if !line.starts_with(' ') && !line.starts_with('-') {
+            in_resources = line.trim_end() == "resources:";
+            continue;
+        }
+        if in_resources && let Some(item) = line.trim().strip_prefix("- ") {
+            out.push(item.trim().to_string());
+        }
+    }
+    out
+}
+
+/// Sets `served: true` on the named versions of a CRD; an error if one is missing.
+fn serve_versions(crd: &mut Value, versions: &[&str]) -> Result<()> {
+    let list = crd["spec"]["versions"]
+        .as_array_mut()
+        .context("the CRD has no spec.versions")?;
+    for name in versions {
+        let v = list
+            .iter_mut()
+            .find(|v| v["name"] == *name)
+            .with_context(|| format!("the CRD has no version {name}"))?;
+        v["served"] = Value::Bool(true);
+    }
+    Ok(())
+}
+
+/// kubectl against the cluster.
+struct Kubectl<'a>(&'a ClusterInfo);
+
+impl Kubectl<'_> {
+    fn command(&self) -> Command {
+        let mut c = Command::new(&self.0.kubectl);
+        c.arg(format!("--kubeconfig={}", self.0.kubeconfig.display()))
+            .arg("--request-timeout=60s");
+        c
+    }
+
+    fn ok(&self, args: &[&str]) -> bool {
+        self.command()
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    }
+
+    /// Runs kubectl, with `input` on stdin; its stdout, or an error with its stderr.
+    fn run(&self, args: &[&str], input: Option<&str>) -> Result<String> {
+        let mut child = self
+            .command()
+            .args(args)
+            .stdin(if input.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("running {}", self.0.kubectl.display()))?;
+        if let Some(text) = input {
+            child
+                .stdin
+                .take()
+                .context("kubectl stdin")?
+                .write_all(text.as_bytes())?;
+        }
+        let out = child.wait_with_output()?;
+        if !out.status.success() {
+            bail!(
+                "kubectl {} failed: {}",
+                args.first().copied().unwrap_or_default(),
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_peer_module_is_pinned() {
+        for m in [GATEWAY_API, ISTIO_API, SMI_CRD_MODULE] {
+            assert!(pinned(m).starts_with('v'), "{m} is not pinned in go/peers");
+        }
+        let sum = include_str!("../../go/peers/go.sum");
+        for m in [GATEWAY_API, ISTIO_API, SMI_CRD_MODULE] {
+            assert!(
+                sum.contains(&format!("{m} {} h1:", pinned(m))),
+                "go/peers/go.sum has no checksum for {m}"
+            );
+        }
+    }
+
+    #[test]
+    fn reads_kustomization_resources() {
+        let k = "apiVersion: x\nresources:\n- a.yaml\n  - b.yaml\nother:\n- c.yaml\n";
+        assert_eq!(kustomization_resources(k), vec!["a.yaml", "b.yaml"]);
+    }
+
+    #[test]
+    fn serves_the_smi_versions_fledge_writes() {
+        let mut crd = serde_json::json!({"spec": {"versions": [
+            {"name": "v1alpha4", "served": false}, {"name": "v1alpha3", "served": false},
+            {"name": "v1alpha2", "served": true, "storage": true}
+        ]}});
+        serve_versions(&mut crd, SMI_SERVED).unwrap();
+        let served: Vec<bool> = crd["spec"]["versions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v["served"].as_bool().unwrap())
+            .collect();
+        assert_eq!(served, vec![false, true, true]);
+        assert!(serve_versions(&mut crd, &["v9"]).is_err());
+    }
+
+    #[test]
+    fn parses_go_mod_download_output() {
+        let text = "{\n\t\"Path\": \"a\",\n\t\"Dir\": \"/x\"\n}\n{\n\t\"Path\": \"b\",\n\t\"Error\": \"no\"\n}\n";
+        let v = parse_download(text).unwrap();
+        assert_eq!(v.len(), 2);
+        assert_eq!(v[1]["Error"], "no");
+        assert_eq!(
+            crd_names(
+                "customresourcedefinition.apiextensions.k8s.io/x\nvalidatingadmissionpolicy/y\n"
+            ),
+            vec!["customresourcedefinition.apiextensions.k8s.io/x"]
+        );
+    }
+}
