@@ -3,6 +3,8 @@
 //! servers standing in for webhooks. Everything listens on loopback.
 #![forbid(unsafe_code)]
 
+pub mod dataplane;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

@@ -11,7 +11,7 @@ pub struct TestArgs {
     /// first use). CI never passes this.
     #[arg(long)]
     pub no_e2e: bool,
-    /// Leave the local control plane running after the end-to-end tests.
+    /// Leave the local control plane and data plane running after the end-to-end tests.
     #[arg(long)]
     pub keep_cluster: bool,
 }
@@ -51,11 +51,22 @@ pub fn run_all(args: TestArgs) -> anyhow::Result<()> {
             "local control plane (cargo xtask cluster up)",
             cargo().args(["run", "--quiet", "-p", "xtask", "--", "cluster", "up"]),
         )?;
+        // Traefik and podinfo for the data-plane tests (built once, then cached).
         let e2e = step(
-            "end-to-end tests on the local control plane",
-            cargo().args(["test", "-p", "fledge-e2e", "--", "--test-threads", "4"]),
-        );
+            "local data plane (cargo xtask dataplane up)",
+            cargo().args(["run", "--quiet", "-p", "xtask", "--", "dataplane", "up"]),
+        )
+        .and_then(|()| {
+            step(
+                "end-to-end tests on the local control plane",
+                cargo().args(["test", "-p", "fledge-e2e", "--", "--test-threads", "4"]),
+            )
+        });
         if !args.keep_cluster {
+            let _ = run(
+                "local data plane down",
+                cargo().args(["run", "--quiet", "-p", "xtask", "--", "dataplane", "down"]),
+            );
             let _ = run(
                 "local control plane down",
                 cargo().args(["run", "--quiet", "-p", "xtask", "--", "cluster", "down"]),

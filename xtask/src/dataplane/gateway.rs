@@ -52,19 +52,20 @@ fn standard_crds(workspace: &Path) -> Result<Vec<(String, std::path::PathBuf)>> 
     Ok(crds)
 }
 
-/// Installs the Gateway API CRDs of the standard channel that the cluster lacks (`cluster up`
-/// may have installed them already, perhaps from the experimental channel, which is left
-/// alone), then waits until every one is Established.
+/// Installs the Gateway API CRDs of the standard channel that the cluster lacks, then waits
+/// until every one is Established. `cluster up` normally has installed them already (the
+/// experimental channel, a superset, by default); those are left as they are.
 pub fn ensure_crds(kubectl: &Kubectl, workspace: &Path, deadline: Instant) -> Result<()> {
     let crds = standard_crds(workspace)?;
+    let installed = installed_crds(kubectl)?;
     let mut created = Vec::new();
     for (name, file) in &crds {
-        if kubectl.get_json(&["crd", name])?.is_some() {
+        if installed.contains_key(name) {
             continue;
         }
         let out = kubectl.output(&["create", "-f", &file.to_string_lossy()])?;
         let err = String::from_utf8_lossy(&out.stderr);
-        // Someone else (`cluster up`) may create it at the same moment.
+        // `cluster up` may create it at the same moment.
         if !out.status.success() && !err.contains("AlreadyExists") {
             bail!("installing CRD {name} failed: {}", err.trim());
         }
@@ -77,20 +78,37 @@ pub fn ensure_crds(kubectl: &Kubectl, workspace: &Path, deadline: Instant) -> Re
             created.join(", ")
         );
     }
-    for (name, _) in &crds {
-        wait_until(
-            deadline,
-            &format!("CRD {name} to be Established"),
-            &mut || Ok(()),
-            &mut || {
-                let crd = kubectl.get_json(&["crd", name])?;
-                Ok(crd
-                    .as_ref()
-                    .is_some_and(|c| condition_true(c, "Established")))
-            },
-        )?;
-    }
-    Ok(())
+    wait_until(
+        deadline,
+        "the Gateway API CRDs to be Established",
+        &mut || Ok(()),
+        &mut || {
+            let installed = installed_crds(kubectl)?;
+            Ok(crds.iter().all(|(name, _)| {
+                installed
+                    .get(name)
+                    .is_some_and(|c| condition_true(c, "Established"))
+            }))
+        },
+    )
+}
+
+/// The cluster's CRDs of the Gateway API group, by name.
+fn installed_crds(kubectl: &Kubectl) -> Result<std::collections::BTreeMap<String, Value>> {
+    let list = kubectl.get_json(&["crd"])?.unwrap_or_default();
+    Ok(list
+        .get("items")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter(|c| c.pointer("/spec/group").and_then(Value::as_str) == Some(GROUP))
+        .filter_map(|c| {
+            Some((
+                c.pointer("/metadata/name")?.as_str()?.to_string(),
+                c.clone(),
+            ))
+        })
+        .collect())
 }
 
 /// The `gateway.networking.k8s.io/bundle-version` of the installed Gateway CRD.
@@ -164,7 +182,12 @@ fn traefik_rbac(kubectl: &Kubectl, workspace: &Path) -> Result<Value> {
             &file.to_string_lossy(),
         ])
         .with_context(|| format!("reading {}", file.display()))?;
-    serde_json::from_str(&json).context("kubectl printed no JSON for Traefik's RBAC")
+    // One JSON document per object; gather them into a List.
+    let items = serde_json::Deserializer::from_str(&json)
+        .into_iter::<Value>()
+        .collect::<Result<Vec<_>, _>>()
+        .context("kubectl printed no JSON for Traefik's RBAC")?;
+    Ok(json!({"apiVersion": "v1", "kind": "List", "items": items}))
 }
 
 /// Applies the namespace, Traefik's RBAC and ServiceAccount, the GatewayClass and the Gateway
@@ -275,7 +298,7 @@ pub fn traefik_config(
 ) -> Value {
     json!({
         "global": {"checkNewVersion": false, "sendAnonymousUsage": false},
-        "log": {"level": "INFO"},
+        "log": {"level": "INFO", "noColor": true},
         "entryPoints": {
             LISTENER_NAME: {"address": format!("127.0.0.1:{web_port}")},
             // Ping, metrics and the read-only API, apart from routed traffic.

@@ -242,6 +242,7 @@ fn up(layout: &Layout, timeout: Duration) -> Result<DataplaneInfo> {
     let deadline = Instant::now() + timeout;
 
     gateway::ensure_crds(&kubectl, &layout.workspace, deadline)?;
+    warn_if_endpointslice_controller_runs(&cluster);
 
     // Already running against this API server, and the Gateway still served? Then keep it.
     let previous = layout.read_info();
@@ -350,6 +351,26 @@ fn up(layout: &Layout, timeout: Duration) -> Result<DataplaneInfo> {
         layout.traefik_log().display()
     );
     info_from_json(layout, &info).context("dataplane.json is incomplete")
+}
+
+/// A control plane started before `cluster up` turned the endpointslice controller off still
+/// publishes kwok Pod IPs for Services with selectors; Traefik would route to them too.
+fn warn_if_endpointslice_controller_runs(cluster: &cluster::ClusterInfo) {
+    let pid_file = cluster.dir.join("run").join("kube-controller-manager.pid");
+    let Ok(Some(record)) = proc::PidRecord::read(&pid_file) else {
+        return;
+    };
+    let Ok(cmdline) = fs::read(format!("/proc/{}/cmdline", record.pid)) else {
+        return;
+    };
+    if !String::from_utf8_lossy(&cmdline).contains("-endpointslice-controller") {
+        eprintln!(
+            "dataplane: warning: the running kube-controller-manager still runs the \
+             endpointslice controller, which publishes kwok Pod IPs (that serve nothing) for \
+             Services with selectors; restart the control plane to get local-mode endpoints \
+             only: cargo xtask cluster down && cargo xtask cluster up"
+        );
+    }
 }
 
 fn down(layout: &Layout) -> Result<()> {

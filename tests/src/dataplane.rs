@@ -1,0 +1,540 @@
+//! The local data plane for end-to-end tests: Traefik serving the Gateway
+//! `fledge-system/gateway` on loopback (started once per run by `cargo xtask dataplane up`),
+//! podinfo processes owned by the test (killed when dropped), EndpointSlices that point
+//! Services at them, and a client that sends requests through the Gateway and counts the
+//! answers by version.
+//!
+//! Local-mode wiring: kwok Pods serve no traffic, so a Service reaches podinfo through
+//! EndpointSlices written by [`attach_endpoints`]. The API server refuses loopback addresses in
+//! `IPv4` slices, so these slices are of type `FQDN` with the address `127.0.0.1` (a valid DNS
+//! name that Traefik dials as an IP). Traefik keys a Service's endpoints by address, so several
+//! backends of one Service need distinct loopback addresses (127.0.0.2, …).
+
+use std::collections::BTreeMap;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
+use kube::{Client, ResourceExt};
+use serde_json::{Value, json};
+
+use crate::root;
+
+/// The Gateway routes attach to.
+pub const GATEWAY_NAMESPACE: &str = "fledge-system";
+/// The Gateway routes attach to.
+pub const GATEWAY_NAME: &str = "gateway";
+/// `endpointslice.kubernetes.io/managed-by` of the slices written here (the same value
+/// `cargo xtask dataplane endpoints` uses, so either can replace the other's slices).
+pub const MANAGED_BY: &str = "fledge-dataplane";
+/// The field manager of the objects written here.
+const FIELD_MANAGER: &str = "fledge-e2e";
+
+/// Where the running data plane is.
+#[derive(Clone, Debug)]
+pub struct Dataplane {
+    /// The Gateway's HTTP listener, `127.0.0.1:<port>`.
+    pub gateway: SocketAddr,
+    /// Traefik's Prometheus metrics.
+    pub metrics_url: String,
+    /// Traefik's read-only API (`…/api/http/services`, …).
+    pub api_url: String,
+    /// The podinfo binary.
+    pub podinfo: PathBuf,
+    /// The pinned Traefik version.
+    pub traefik_version: String,
+}
+
+static DATAPLANE: OnceLock<Result<Dataplane, String>> = OnceLock::new();
+
+/// Starts the cluster and the data plane (once per run) and says where it is. Fails the test
+/// with what went wrong, never skips.
+pub fn dataplane() -> &'static Dataplane {
+    let res = DATAPLANE.get_or_init(|| {
+        let out = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .current_dir(root())
+            .args(["run", "--quiet", "-p", "xtask", "--", "dataplane", "up"])
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| format!("cannot run `cargo xtask dataplane up`: {e}"))?;
+        if !out.status.success() {
+            let err = String::from_utf8_lossy(&out.stderr);
+            let tail: Vec<&str> = err.lines().rev().take(40).collect();
+            return Err(format!(
+                "the data plane did not start (`cargo xtask dataplane up` failed; it needs Go \
+                 on PATH to build Traefik and podinfo once):\n{}",
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            ));
+        }
+        read_info().map_err(|e| format!("{e:#}"))
+    });
+    match res {
+        Ok(d) => d,
+        Err(e) => panic!("{e}"),
+    }
+}
+
+fn read_info() -> anyhow::Result<Dataplane> {
+    let path = root().join("target/dataplane/dataplane.json");
+    let info: Value = serde_json::from_str(
+        &std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?,
+    )?;
+    let s = |ptr: &str| -> anyhow::Result<String> {
+        info.pointer(ptr)
+            .and_then(Value::as_str)
+            .map(str::to_string)
+            .with_context(|| format!("{} has no {ptr}", path.display()))
+    };
+    let url = s("/gateway/url")?;
+    Ok(Dataplane {
+        gateway: url
+            .trim_start_matches("http://")
+            .parse()
+            .with_context(|| format!("gateway url {url}"))?,
+        metrics_url: s("/traefik/metrics_url")?,
+        api_url: s("/traefik/api_url")?,
+        podinfo: PathBuf::from(s("/podinfo/binary")?),
+        traefik_version: s("/traefik/version")?,
+    })
+}
+
+/// Knobs of one podinfo process.
+#[derive(Clone, Debug)]
+pub struct PodinfoOpts {
+    /// The loopback address to bind.
+    pub ip: Ipv4Addr,
+    /// One answer in three is an error (500, 400 or 409).
+    pub random_error: bool,
+    /// A random delay of every answer, in milliseconds (min, max).
+    pub delay_ms: Option<(u32, u32)>,
+}
+
+impl Default for PodinfoOpts {
+    fn default() -> Self {
+        PodinfoOpts {
+            ip: Ipv4Addr::LOCALHOST,
+            random_error: false,
+            delay_ms: None,
+        }
+    }
+}
+
+/// One podinfo process, killed when dropped. It reports `version` as the `message` of its
+/// JSON answer at `/`.
+pub struct Podinfo {
+    /// Where it listens.
+    pub addr: SocketAddrV4,
+    /// The version it reports.
+    pub version: String,
+    child: Child,
+    dir: PathBuf,
+}
+
+impl Podinfo {
+    /// Starts podinfo on a free port of `opts.ip` and waits until it is ready.
+    pub async fn start(version: &str, opts: PodinfoOpts) -> anyhow::Result<Podinfo> {
+        let dp = dataplane();
+        if !opts.ip.is_loopback() {
+            bail!("{} is not a loopback address", opts.ip);
+        }
+        let port = std::net::TcpListener::bind((opts.ip, 0))?
+            .local_addr()?
+            .port();
+        let addr = SocketAddrV4::new(opts.ip, port);
+        let dir = root().join("target/e2e-logs/podinfo").join(format!(
+            "{}-{}-{port}",
+            std::process::id(),
+            opts.ip
+        ));
+        std::fs::create_dir_all(&dir)?;
+        let log = std::fs::File::create(dir.join("podinfo.log"))?;
+        let mut cmd = Command::new(&dp.podinfo);
+        cmd.arg(format!("--host={}", opts.ip))
+            .arg(format!("--port={port}"))
+            .args(["--port-metrics=0", "--grpc-port=0", "--level=warn"])
+            .arg(format!("--ui-message={version}"))
+            .arg(format!("--data-path={}", dir.display()))
+            .arg(format!("--config-path={}", dir.display()))
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(log.try_clone()?))
+            .stderr(Stdio::from(log));
+        if opts.random_error {
+            cmd.arg("--random-error");
+        }
+        if let Some((min, max)) = opts.delay_ms {
+            cmd.args(["--random-delay", "--random-delay-unit=ms"])
+                .arg(format!("--random-delay-min={min}"))
+                .arg(format!("--random-delay-max={max}"));
+        }
+        let child = cmd
+            .spawn()
+            .with_context(|| format!("starting {}", dp.podinfo.display()))?;
+        let mut p = Podinfo {
+            addr,
+            version: version.to_string(),
+            child,
+            dir,
+        };
+        let http = reqwest::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = p.child.try_wait()? {
+                bail!(
+                    "podinfo exited ({status}): {}",
+                    std::fs::read_to_string(p.dir.join("podinfo.log")).unwrap_or_default()
+                );
+            }
+            let ready = http
+                .get(format!("http://{addr}/readyz"))
+                .timeout(Duration::from_secs(2))
+                .send()
+                .await;
+            if ready.is_ok_and(|r| r.status().is_success()) {
+                return Ok(p);
+            }
+            if Instant::now() > deadline {
+                bail!("podinfo {version} on {addr} was not ready in 20s");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// podinfo's own count of the requests it answered (`http_requests_total`, all statuses),
+    /// read from its `/metrics`; the reading itself is not counted.
+    pub async fn requests_total(&self) -> anyhow::Result<u64> {
+        let text = reqwest::get(format!("http://{}/metrics", self.addr))
+            .await?
+            .text()
+            .await?;
+        Ok(text
+            .lines()
+            .filter(|l| l.starts_with("http_requests_total{"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>() as u64)
+    }
+}
+
+impl Podinfo {
+    /// How many requests podinfo answered on one route, by its metrics' `path` label (`root` is
+    /// `/`), read from its `/metrics`.
+    pub async fn requests_to(&self, path_label: &str) -> anyhow::Result<u64> {
+        let text = reqwest::get(format!("http://{}/metrics", self.addr))
+            .await?
+            .text()
+            .await?;
+        let label = format!("path=\"{path_label}\"");
+        Ok(text
+            .lines()
+            .filter(|l| l.starts_with("http_request_duration_seconds_count{") && l.contains(&label))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>() as u64)
+    }
+}
+
+impl Drop for Podinfo {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A Service without a selector, port `port` named `http`: its endpoints come only from
+/// [`attach_endpoints`].
+pub async fn selectorless_service(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    port: u16,
+) -> anyhow::Result<Service> {
+    let svc: Service = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {"ports": [{"name": "http", "port": port, "protocol": "TCP"}]},
+    }))?;
+    Ok(Api::<Service>::namespaced(client.clone(), namespace)
+        .patch(
+            name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&svc),
+        )
+        .await?)
+}
+
+/// The EndpointSlices that point `service` at `backends`, one per distinct port; the slice
+/// port carries the Service port's name (Traefik matches them by name).
+pub fn endpoint_slices(
+    namespace: &str,
+    service: &str,
+    port_name: &str,
+    backends: &[SocketAddrV4],
+) -> anyhow::Result<Vec<EndpointSlice>> {
+    let mut by_port: BTreeMap<u16, Vec<Ipv4Addr>> = BTreeMap::new();
+    for b in backends {
+        if !b.ip().is_loopback() {
+            bail!("{b} is not on loopback");
+        }
+        if backends.iter().filter(|o| o.ip() == b.ip()).count() > 1 {
+            bail!(
+                "two backends of Service {service} share the address {}; Traefik keys endpoints \
+                 by address, so give each its own (127.0.0.1, 127.0.0.2, …)",
+                b.ip()
+            );
+        }
+        by_port.entry(b.port()).or_default().push(*b.ip());
+    }
+    by_port
+        .into_iter()
+        .map(|(port, ips)| {
+            Ok(serde_json::from_value(json!({
+                "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+                "metadata": {
+                    "name": format!("{service}-local-{port}"),
+                    "namespace": namespace,
+                    "labels": {
+                        "kubernetes.io/service-name": service,
+                        "endpointslice.kubernetes.io/managed-by": MANAGED_BY,
+                    },
+                },
+                // IPv4 slices refuse 127.0.0.0/8; an FQDN slice takes the IP literal.
+                "addressType": "FQDN",
+                "ports": [{"name": port_name, "port": port, "protocol": "TCP"}],
+                "endpoints": ips.iter()
+                    .map(|ip| json!({"addresses": [ip.to_string()], "conditions": {"ready": true}}))
+                    .collect::<Vec<_>>(),
+            }))?)
+        })
+        .collect()
+}
+
+/// Points `service` (its port named `port_name`) at `backends` through EndpointSlices, and
+/// deletes the slices written here before that are no longer wanted (an empty `backends`
+/// removes them all).
+pub async fn attach_endpoints(
+    client: &Client,
+    namespace: &str,
+    service: &str,
+    port_name: &str,
+    backends: &[SocketAddrV4],
+) -> anyhow::Result<()> {
+    let api: Api<EndpointSlice> = Api::namespaced(client.clone(), namespace);
+    let wanted = endpoint_slices(namespace, service, port_name, backends)?;
+    for slice in &wanted {
+        api.patch(
+            &slice.name_any(),
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(slice),
+        )
+        .await
+        .with_context(|| format!("applying EndpointSlice {}", slice.name_any()))?;
+    }
+    let mine = api
+        .list(&ListParams::default().labels(&format!(
+            "kubernetes.io/service-name={service},endpointslice.kubernetes.io/managed-by={MANAGED_BY}"
+        )))
+        .await?;
+    for old in mine.items {
+        let name = old.name_any();
+        if !wanted.iter().any(|w| w.name_any() == name) {
+            api.delete(&name, &DeleteParams::default()).await?;
+        }
+    }
+    Ok(())
+}
+
+/// The `gateway.networking.k8s.io/v1` HTTPRoute API of a namespace.
+pub fn httproutes(client: &Client, namespace: &str) -> Api<DynamicObject> {
+    let ar = ApiResource {
+        group: "gateway.networking.k8s.io".into(),
+        version: "v1".into(),
+        api_version: "gateway.networking.k8s.io/v1".into(),
+        kind: "HTTPRoute".into(),
+        plural: "httproutes".into(),
+    };
+    Api::namespaced_with(client.clone(), namespace, &ar)
+}
+
+/// Waits until Traefik reports the HTTPRoute Accepted with its references resolved on the
+/// Gateway; fails with the route's status otherwise.
+pub async fn wait_route_accepted(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    timeout: Duration,
+) -> anyhow::Result<()> {
+    let api = httproutes(client, namespace);
+    let deadline = Instant::now() + timeout;
+    loop {
+        let route = api.get(name).await?;
+        let status = route.data.get("status").cloned().unwrap_or(Value::Null);
+        let parent = status
+            .get("parents")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .find(|p| p.pointer("/parentRef/name").and_then(Value::as_str) == Some(GATEWAY_NAME));
+        let cond = |t: &str| {
+            parent
+                .and_then(|p| p.get("conditions"))
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .any(|c| c["type"] == t && c["status"] == "True")
+        };
+        if cond("Accepted") && cond("ResolvedRefs") {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "HTTPRoute {namespace}/{name} not Accepted/ResolvedRefs in {timeout:?}: {status}"
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// What answered a batch of requests.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Tally {
+    /// Successful answers by the version podinfo reported.
+    pub by_version: BTreeMap<String, u64>,
+    /// Answers with another status, by status code.
+    pub errors: BTreeMap<u16, u64>,
+    /// Requests that got no answer.
+    pub failed: u64,
+}
+
+impl Tally {
+    /// Every request sent.
+    pub fn total(&self) -> u64 {
+        self.by_version.values().sum::<u64>() + self.errors.values().sum::<u64>() + self.failed
+    }
+
+    /// The share of `version` among all requests, in percent.
+    pub fn percent(&self, version: &str) -> f64 {
+        let n = self.by_version.get(version).copied().unwrap_or(0);
+        100.0 * n as f64 / (self.total().max(1)) as f64
+    }
+}
+
+/// Sends `n` GET requests for `path` to the Gateway with `Host: host` and extra `headers`,
+/// `concurrency` at a time over kept-alive connections, and counts the answers by the version
+/// podinfo reports. Each request times out after 5 s.
+pub async fn send(
+    host: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    n: usize,
+    concurrency: usize,
+) -> Tally {
+    let dp = dataplane();
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .pool_max_idle_per_host(concurrency)
+        .build()
+        .expect("HTTP client");
+    let url = format!("http://{}{path}", dp.gateway);
+    let results: Vec<Result<(u16, Option<String>), ()>> = futures::stream::iter(0..n)
+        .map(|_| {
+            let mut req = http.get(&url).header("Host", host);
+            for (k, v) in headers {
+                req = req.header(*k, *v);
+            }
+            async move {
+                let resp = req.send().await.map_err(drop)?;
+                let code = resp.status().as_u16();
+                let body: Option<Value> = resp.json().await.ok();
+                let version = body
+                    .as_ref()
+                    .and_then(|b| b.get("message"))
+                    .and_then(Value::as_str)
+                    .map(str::to_string);
+                Ok((code, version))
+            }
+        })
+        .buffer_unordered(concurrency.max(1))
+        .collect()
+        .await;
+    let mut tally = Tally::default();
+    for r in results {
+        match r {
+            Ok((200, Some(v))) => *tally.by_version.entry(v).or_default() += 1,
+            Ok((code, _)) => *tally.errors.entry(code).or_default() += 1,
+            Err(()) => tally.failed += 1,
+        }
+    }
+    tally
+}
+
+/// Waits until a request for `host` through the Gateway is answered by podinfo (Traefik applies
+/// route changes a moment after the API server has them).
+pub async fn wait_routed(host: &str, timeout: Duration) -> anyhow::Result<()> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let t = send(host, "/", &[], 1, 1).await;
+        if !t.by_version.is_empty() {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "no request for {host} reached podinfo through the Gateway in {timeout:?}: {t:?}"
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Traefik's Prometheus metrics as text.
+pub async fn traefik_metrics() -> anyhow::Result<String> {
+    Ok(reqwest::get(&dataplane().metrics_url).await?.text().await?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slices_group_backends_by_port_and_refuse_shared_addresses() {
+        let a = |s: &str| s.parse::<SocketAddrV4>().unwrap();
+        let s = endpoint_slices(
+            "ns",
+            "podinfo-canary",
+            "http",
+            &[a("127.0.0.1:9001"), a("127.0.0.2:9001")],
+        )
+        .unwrap();
+        assert_eq!(s.len(), 1);
+        assert_eq!(s[0].address_type, "FQDN");
+        assert_eq!(s[0].endpoints.len(), 2);
+        assert_eq!(
+            s[0].labels()["endpointslice.kubernetes.io/managed-by"],
+            MANAGED_BY
+        );
+        assert!(
+            endpoint_slices(
+                "ns",
+                "x",
+                "http",
+                &[a("127.0.0.1:9001"), a("127.0.0.1:9002")]
+            )
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn tally_shares() {
+        let mut t = Tally::default();
+        t.by_version.insert("1".into(), 80);
+        t.by_version.insert("2".into(), 19);
+        t.failed = 1;
+        assert_eq!(t.total(), 100);
+        assert!((t.percent("2") - 19.0).abs() < 1e-9);
+        assert_eq!(t.percent("3"), 0.0);
+    }
+}
