@@ -177,8 +177,57 @@ pub fn validate_canary_spec(spec: &CanarySpec) -> Vec<Problem> {
 
     let analysis = spec.analysis_or_default();
     check_analysis(&mut p, spec, provider, &analysis);
+    if GATEWAY_API_PROVIDERS.contains(&provider) {
+        for (base, list) in [
+            ("spec.service.match", &spec.service.r#match),
+            ("spec.analysis.match", &analysis.r#match),
+        ] {
+            for (i, m) in list.iter().flatten().enumerate() {
+                check_gateway_api_match(&mut p, provider, &format!("{base}[{i}]"), m);
+            }
+        }
+    }
 
     p.0
+}
+
+/// The Gateway API providers: their HTTPRoute matches less than Istio's `HTTPMatchRequest`.
+const GATEWAY_API_PROVIDERS: &[&str] = &["gatewayapi:v1", "gatewayapi:v1beta1"];
+
+/// What an HTTPRoute match cannot express: no scheme, authority, port, source or gateway
+/// conditions, no negative header matches, no case-insensitive URI, methods only exactly.
+fn check_gateway_api_match(p: &mut Problems, provider: &str, field: &str, m: &HttpMatchRequest) {
+    for (name, set) in [
+        ("scheme", m.scheme.is_some()),
+        ("authority", m.authority.is_some()),
+        ("port", m.port.is_some()),
+        ("sourceLabels", m.source_labels.is_some()),
+        ("gateways", m.gateways.is_some()),
+        ("withoutHeaders", m.without_headers.is_some()),
+        ("sourceNamespace", m.source_namespace.is_some()),
+        ("ignoreUriCase", m.ignore_uri_case == Some(true)),
+    ] {
+        if set {
+            p.add(
+                format!("{field}.{name}"),
+                format!(
+                    "provider {provider} routes with an HTTPRoute, which cannot match on {name}; \
+                     match on uri, method, headers (cookies through the cookie header) or \
+                     queryParams, or use istio"
+                ),
+            );
+        }
+    }
+    if let Some(method) = &m.method
+        && method.exact.is_none()
+    {
+        p.add(
+            format!("{field}.method"),
+            format!(
+                "provider {provider} matches a method exactly only; write method: {{exact: GET}}"
+            ),
+        );
+    }
 }
 
 fn check_provider(p: &mut Problems, provider: Option<&str>) {

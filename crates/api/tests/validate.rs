@@ -1685,3 +1685,70 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn gateway_api_matches_only_what_an_http_route_can() {
+    let ab = |m: Value| {
+        vec![
+            ("provider", json!("gatewayapi:v1")),
+            ("analysis.stepWeight", Value::Null),
+            ("analysis.iterations", json!(5)),
+            ("analysis.match", m),
+        ]
+    };
+    run_canary_cases(vec![
+        (
+            "headers, cookie, query and uri on gatewayapi",
+            ab(json!([
+                {"headers": {"x-canary": {"exact": "insider"}}},
+                {"headers": {"cookie": {"regex": "^(.*?;)?(canary=always)(;.*)?$"}}},
+                {"queryParams": {"canary": {"exact": "1"}}, "uri": {"prefix": "/api"},
+                 "method": {"exact": "GET"}}
+            ])),
+            vec![],
+        ),
+        (
+            "what an HTTPRoute cannot match",
+            ab(json!([
+                {"sourceLabels": {"app": "x"}, "withoutHeaders": {"x": {"exact": "y"}},
+                 "method": {"prefix": "G"}}
+            ])),
+            vec![
+                (
+                    "spec.analysis.match[0].sourceLabels",
+                    "provider gatewayapi:v1 routes with an HTTPRoute, which cannot match on sourceLabels",
+                ),
+                ("spec.analysis.match[0].withoutHeaders", "cannot match on"),
+                (
+                    "spec.analysis.match[0].method",
+                    "matches a method exactly only",
+                ),
+            ],
+        ),
+        (
+            "the service match too, on v1beta1",
+            vec![
+                ("provider", json!("gatewayapi:v1beta1")),
+                (
+                    "service.match",
+                    json!([{"authority": {"exact": "a"}, "port": 80}]),
+                ),
+            ],
+            vec![
+                (
+                    "spec.service.match[0].authority",
+                    "cannot match on authority",
+                ),
+                ("spec.service.match[0].port", "cannot match on port"),
+            ],
+        ),
+        (
+            "istio matches all of it",
+            vec![(
+                "service.match",
+                json!([{"authority": {"exact": "a"}, "sourceLabels": {"app": "x"}}]),
+            )],
+            vec![],
+        ),
+    ]);
+}
