@@ -257,11 +257,18 @@ fn up(layout: &Layout, timeout: Duration) -> Result<DataplaneInfo> {
         && let Some(ports) = TraefikPorts::from_info(info)
         && ports::http_get(ports.admin, "/ping").is_ok_and(|(code, _)| code == 200)
     {
-        // The objects may be gone (a wiped cluster keeps no Traefik state); re-apply them.
+        // The objects may be gone (a wiped cluster keeps no Traefik state); re-apply them. A
+        // Traefik that does not serve them soon (say its token died with a wiped cluster's
+        // keys) is restarted below.
         gateway::apply_objects(&kubectl, &layout.workspace, ports.web)?;
-        gateway::wait_programmed(&kubectl, deadline, &mut || Ok(()))?;
-        eprintln!("dataplane: already running");
-        return info_from_json(layout, info).context("dataplane.json is incomplete");
+        let soon = Instant::now() + Duration::from_secs(10);
+        match gateway::wait_programmed(&kubectl, soon.min(deadline), &mut || Ok(())) {
+            Ok(()) => {
+                eprintln!("dataplane: already running");
+                return info_from_json(layout, info).context("dataplane.json is incomplete");
+            }
+            Err(e) => eprintln!("dataplane: restarting Traefik: {e:#}"),
+        }
     }
     proc::stop(&layout.traefik_pid(), Duration::from_secs(10)).context("stopping Traefik")?;
 
