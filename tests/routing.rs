@@ -12,6 +12,7 @@ use fledge_api::{Canary, CanaryPhase};
 use fledge_e2e::{TestNs, deployment_json, eventually, image_of};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, ListParams};
 use serde_json::{Value, json};
 
@@ -187,6 +188,24 @@ async fn roll_out_and_sample(ns: &TestNs, name: &str, peer: Peer) -> Vec<Sample>
     }
 }
 
+/// Consecutive equal samples, counted: `Progressing 20/20 x19, ...`.
+fn runs(samples: &[Sample]) -> String {
+    let mut out: Vec<(Sample, usize)> = Vec::new();
+    for s in samples {
+        match out.last_mut() {
+            Some((last, n)) if last == s => *n += 1,
+            _ => out.push((*s, 1)),
+        }
+    }
+    out.iter()
+        .map(|(s, n)| {
+            let object = s.object.map_or("-".to_string(), |o| o.to_string());
+            format!("{} {}/{object} x{n}", s.phase, s.status)
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 fn dedup(v: impl Iterator<Item = i32>) -> Vec<i32> {
     let mut out: Vec<i32> = Vec::new();
     for x in v {
@@ -277,8 +296,8 @@ async fn weighted_rollout(prefix: &str, provider: &str, peer: Peer, extra: Value
     let samples = roll_out_and_sample(&ns, "podinfo", peer).await;
     let steps = check_steps(&samples);
     eprintln!(
-        "{provider}: object weights {steps:?} over {} samples",
-        samples.len()
+        "{provider}: object weights {steps:?}; samples as phase status/object weight x count: {}",
+        runs(&samples)
     );
     assert_eq!(image_of(&ns.deployment("podinfo-primary").await), V2);
     peer.get(&ns, "podinfo").await.unwrap()
@@ -313,11 +332,27 @@ async fn gateway_api_http_route_follows_every_step() {
         rule["timeouts"],
         json!({"request": "30s", "backendRequest": "5s"})
     );
-    // The experimental channel (what `cluster up` installs by default) keeps `retry`.
-    assert_eq!(
-        rule["retry"],
-        json!({"attempts": 2, "codes": [500, 502, 503, 504]})
-    );
+    // The experimental channel (what `cluster up` installs by default) has `retry`; the
+    // standard one does not, and the router leaves it out.
+    let crds: Api<CustomResourceDefinition> = Api::all(fledge_e2e::client().await);
+    let crd = crds
+        .get("httproutes.gateway.networking.k8s.io")
+        .await
+        .unwrap();
+    let channel = crd
+        .metadata
+        .annotations
+        .unwrap_or_default()
+        .get("gateway.networking.k8s.io/channel")
+        .cloned();
+    if channel.as_deref() == Some("experimental") {
+        assert_eq!(
+            rule["retry"],
+            json!({"attempts": 2, "codes": [500, 502, 503, 504]})
+        );
+    } else {
+        assert!(rule.get("retry").is_none(), "{rule}");
+    }
     assert_eq!(rule["filters"][0]["type"], "RequestHeaderModifier");
     assert_eq!(rule["filters"][1]["type"], "ResponseHeaderModifier");
 }
@@ -391,12 +426,12 @@ async fn smi_v1alpha3_traffic_split_follows_every_step() {
     assert_eq!(ts["apiVersion"], "split.smi-spec.io/v1alpha3");
 }
 
-/// An A/B Canary: header and cookie matches, 3 iterations.
+/// An A/B Canary: header and cookie matches, 5 iterations.
 fn ab(name: &str, provider: &str) -> Value {
     weighted(
         name,
         provider,
-        json!({"analysis": {"stepWeight": null, "maxWeight": null, "iterations": 3, "match": [
+        json!({"analysis": {"stepWeight": null, "maxWeight": null, "iterations": 5, "match": [
             {"headers": {"x-canary": {"exact": "insider"}}},
             {"headers": {"cookie": {"regex": "^(.*?;)?(canary=always)(;.*)?$"}}}
         ]}}),
@@ -419,11 +454,13 @@ async fn ab_testing_routes_header_and_cookie_matches_to_the_canary_during_the_an
     .await;
     ns.set_image("abgw", V2).await;
     ns.set_image("abistio", V2).await;
-    for name in ["abgw", "abistio"] {
-        ns.wait_phase(name, CanaryPhase::Progressing, ROLLOUT).await;
-    }
     // During the analysis: the match rule first, to the canary only; the rest to the primary.
-    let route = gw.get(&ns, "abgw").await.unwrap();
+    ns.wait_phase("abgw", CanaryPhase::Progressing, ROLLOUT)
+        .await;
+    let route = wait_object(&ns, gw, "abgw", "the A/B rule", |r| {
+        r["spec"]["rules"][0]["name"] == "ab-testing"
+    })
+    .await;
     assert_eq!(route["apiVersion"], "gateway.networking.k8s.io/v1beta1");
     let rules = route["spec"]["rules"].as_array().unwrap();
     assert_eq!(rules.len(), 2, "{route}");
@@ -445,9 +482,13 @@ async fn ab_testing_routes_header_and_cookie_matches_to_the_canary_during_the_an
     );
     assert_eq!(gw.canary_weight(&route, "abgw"), Some(0));
 
-    let vs = Peer::VirtualService.get(&ns, "abistio").await.unwrap();
+    ns.wait_phase("abistio", CanaryPhase::Progressing, ROLLOUT)
+        .await;
+    let vs = wait_object(&ns, Peer::VirtualService, "abistio", "the A/B route", |v| {
+        v["spec"]["http"][0]["name"] == "ab-testing"
+    })
+    .await;
     let http = vs["spec"]["http"].as_array().unwrap();
-    assert_eq!(http[0]["name"], "ab-testing");
     assert_eq!(
         http[0]["match"][1]["headers"]["cookie"]["regex"],
         "^(.*?;)?(canary=always)(;.*)?$"
@@ -479,7 +520,7 @@ async fn session_affinity_cookies_and_mirroring_on_the_http_route() {
     let shadow = weighted(
         "shadow",
         "gatewayapi:v1",
-        json!({"analysis": {"stepWeight": null, "maxWeight": null, "iterations": 3,
+        json!({"analysis": {"stepWeight": null, "maxWeight": null, "iterations": 5,
             "mirror": true, "mirrorWeight": 50}}),
     );
     set_up(&ns, &[("sticky", sticky), ("shadow", shadow)]).await;
