@@ -247,8 +247,11 @@ async fn invalid_spec_and_missing_target_are_reported_and_recover() {
     bad["spec"]["analysis"]["interval"] = "soon".into();
     ns.create::<Canary>(bad).await;
     ns.create::<Deployment>(deployment_json("gw", V1, 1)).await;
+    // The default provider (gatewayapi:v1) with a host name the HTTPRoute CRD refuses: the API
+    // server rejects the router's object, which only a change of the spec can fix.
     let mut gw = bluegreen("gw", &hook.url("/rollout"), 3, 2);
     gw["spec"].as_object_mut().unwrap().remove("provider");
+    gw["spec"]["service"]["hosts"] = serde_json::json!(["Not A Host!"]);
     ns.create::<Canary>(gw).await;
     // Missing target: a Canary for a Deployment that does not exist yet.
     ns.create::<Canary>(bluegreen("later", &hook.url("/rollout"), 3, 2))
@@ -303,12 +306,12 @@ async fn invalid_spec_and_missing_target_are_reported_and_recover() {
             .iter()
             .any(|e| e.contains("TargetNotFound"))
     );
-    // A provider without a router in this build: reported the same way.
+    // A routing object the API server refuses: reported the same way.
     let gw = ns
         .wait_canary(
             "gw",
             INIT,
-            "no-router condition",
+            "refused-route condition",
             has_condition("InvalidSpec"),
         )
         .await;
@@ -317,13 +320,18 @@ async fn invalid_spec_and_missing_target_are_reported_and_recover() {
         .and_then(|s| s.conditions)
         .unwrap_or_default()
         .into_iter()
-        .find_map(|x| x.message.filter(|m| m.contains("no router")));
-    assert!(gw_msg.is_some_and(|m| m.contains("gatewayapi:v1")));
+        .find_map(|x| x.message.filter(|m| m.contains("HTTPRoute")));
+    assert!(
+        gw_msg
+            .as_deref()
+            .is_some_and(|m| m.contains("spec.hostnames")),
+        "{gw_msg:?}"
+    );
     assert!(
         ns.events("gw")
             .await
             .iter()
-            .any(|e| e.contains("Warning InvalidSpec") && e.contains("no router"))
+            .any(|e| e.contains("Warning InvalidSpec") && e.contains("spec.hostnames"))
     );
     // Nothing was created for the invalid one.
     assert!(
@@ -345,8 +353,17 @@ async fn invalid_spec_and_missing_target_are_reported_and_recover() {
         .unwrap();
     ns.create::<Deployment>(deployment_json("later", V1, 1))
         .await;
+    ns.api::<Canary>()
+        .patch(
+            "gw",
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"spec": {"service": {"hosts": ["app.example.com"]}}})),
+        )
+        .await
+        .unwrap();
     initialized(&ns, "podinfo").await;
     initialized(&ns, "later").await;
+    initialized(&ns, "gw").await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
