@@ -1,16 +1,21 @@
 //! The local data plane end to end: Traefik (built and started by `cargo xtask dataplane up`)
-//! routes real HTTP through the Gateway to two podinfo processes on loopback, by the weights of
-//! an HTTPRoute whose backends are selectorless Services with loopback EndpointSlices.
+//! routes real HTTP through the Gateway to podinfo processes on loopback. First by the weights
+//! of a hand-made HTTPRoute whose backends are selectorless Services with loopback
+//! EndpointSlices; then through a whole canary rollout driven by `fledge run` and its Gateway API
+//! router, with the test standing in for the kubelet (podinfo processes follow the primary and
+//! canary Deployments, EndpointSlices point fledge's Services at them).
 
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
-use fledge_e2e::TestNs;
+use fledge_api::{Canary, CanaryPhase};
 use fledge_e2e::dataplane::{
-    GATEWAY_NAME, GATEWAY_NAMESPACE, Podinfo, PodinfoOpts, attach_endpoints, dataplane,
-    endpoint_slices, httproutes, selectorless_service, send, traefik_metrics, wait_route_accepted,
-    wait_routed,
+    GATEWAY_NAME, GATEWAY_NAMESPACE, LocalWorkload, Podinfo, PodinfoOpts, Tally, attach_endpoints,
+    dataplane, endpoint_slices, httproutes, only_local_endpoints, selectorless_service, send,
+    traefik_metrics, traefik_servers, traefik_weights, wait_route_accepted, wait_routed,
 };
+use fledge_e2e::{Hook, TestNs, deployment_json, eventually};
+use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{DynamicObject, PostParams};
 
@@ -141,4 +146,187 @@ async fn ipv4_endpoint_slices_refuse_loopback_so_fqdn_slices_carry_it() {
         .await
         .expect_err("an IPv4 slice with a loopback address is refused");
     assert!(err.to_string().contains("loopback"), "{err}");
+}
+
+const V1: &str = "ghcr.io/stefanprodan/podinfo:6.0.0";
+const V2: &str = "ghcr.io/stefanprodan/podinfo:6.0.1";
+
+/// The share of answers from the canary process(es), in percent.
+fn canary_share(t: &Tally) -> f64 {
+    let canary: u64 = t
+        .by_version
+        .iter()
+        .filter(|(v, _)| v.starts_with("canary "))
+        .map(|(_, n)| n)
+        .sum();
+    100.0 * canary as f64 / t.total().max(1) as f64
+}
+
+/// Waits until Traefik applies `canary` percent to the Canary's route.
+async fn wait_traefik_weight(ns: &TestNs, canary: i64) {
+    eventually(
+        Duration::from_secs(30),
+        &format!("Traefik to route {canary}% to the canary"),
+        || async {
+            traefik_weights(&ns.name, "podinfo", 9898)
+                .await
+                .is_some_and(|(p, c)| c * 100 == canary * (p + c))
+        },
+    )
+    .await
+    .unwrap();
+}
+
+/// 1,000 requests; the canary's share must be within 5 points of `weight`.
+async fn measure(host: &str, weight: i64, figures: &mut Vec<String>) -> Tally {
+    let t = send(host, "/", &[], REQUESTS, CONCURRENCY).await;
+    let share = canary_share(&t);
+    figures.push(format!(
+        "weight {weight:>3}%: canary {share:5.1}% of {} ({:?})",
+        t.total(),
+        t.by_version
+    ));
+    assert!(
+        t.errors.is_empty() && t.failed == 0,
+        "at weight {weight}% every request must reach podinfo: {t:?}"
+    );
+    assert!(
+        (share - weight as f64).abs() <= 5.0,
+        "at weight {weight}% the canary got {share:.1}%: {t:?}"
+    );
+    t
+}
+
+/// A weighted rollout on the Gateway API router (`stepWeight: 20, maxWeight: 60`) with real
+/// traffic through Traefik: gates hold each step while 1,000 requests are counted by the
+/// podinfo process that answered; 0% reach the canary before the rollout and after promotion.
+#[tokio::test(flavor = "multi_thread")]
+async fn canary_rollout_shifts_real_traffic_at_every_step() {
+    dataplane();
+    let ns = TestNs::new("dp-rollout").await;
+    let host = format!("{}.fledge.test", ns.name);
+    // Gates closed (403) until the test has measured a step.
+    let traffic_gate = Hook::start(403).await.unwrap();
+    let promotion_gate = Hook::start(403).await.unwrap();
+    ns.create::<Deployment>(deployment_json("podinfo", V1, 1))
+        .await;
+    let _workload = LocalWorkload::start(&ns.client, &ns.name, "podinfo", "podinfo");
+    ns.create::<Canary>(serde_json::json!({
+        "apiVersion": "fledge.dev/v1beta1", "kind": "Canary",
+        "metadata": {"name": "podinfo"},
+        "spec": {
+            "provider": "gatewayapi:v1",
+            "targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "podinfo"},
+            "progressDeadlineSeconds": 120,
+            "service": {
+                "port": 9898,
+                "hosts": [host],
+                "gatewayRefs": [{"name": GATEWAY_NAME, "namespace": GATEWAY_NAMESPACE}],
+            },
+            "analysis": {
+                "interval": "2s", "threshold": 5, "stepWeight": 20, "maxWeight": 60,
+                "webhooks": [
+                    {"name": "traffic", "type": "confirm-traffic-increase",
+                     "url": traffic_gate.url("/traffic")},
+                    {"name": "promotion", "type": "confirm-promotion",
+                     "url": promotion_gate.url("/promotion")},
+                ],
+            },
+        },
+    }))
+    .await;
+    ns.start_controller(&[]);
+    ns.wait_phase("podinfo", CanaryPhase::Initialized, Duration::from_secs(90))
+        .await;
+    for svc in ["podinfo", "podinfo-primary", "podinfo-canary"] {
+        only_local_endpoints(&ns.client, &ns.name, svc)
+            .await
+            .unwrap();
+    }
+    wait_route_accepted(&ns.client, &ns.name, "podinfo", Duration::from_secs(30))
+        .await
+        .unwrap();
+    wait_traefik_weight(&ns, 0).await;
+    wait_routed(&host, Duration::from_secs(30)).await.unwrap();
+
+    let mut figures = Vec::new();
+    let before = measure(&host, 0, &mut figures).await;
+    assert_eq!(
+        before.by_version.keys().collect::<Vec<_>>(),
+        ["primary 6.0.0"]
+    );
+
+    ns.set_image("podinfo", V2).await;
+    // The canary's process serves before any traffic is sent to it.
+    eventually(
+        Duration::from_secs(60),
+        "Traefik to know the canary's endpoint",
+        || async {
+            !traefik_servers(&ns.name, "podinfo-canary", 9898)
+                .await
+                .is_empty()
+        },
+    )
+    .await
+    .unwrap();
+    for weight in [20, 40, 60] {
+        traffic_gate.set_status(200);
+        ns.wait_canary(
+            "podinfo",
+            Duration::from_secs(60),
+            &format!("canary weight {weight}"),
+            |c| c.status.as_ref().is_some_and(|s| s.canary_weight == weight),
+        )
+        .await;
+        traffic_gate.set_status(403);
+        wait_traefik_weight(&ns, i64::from(weight)).await;
+        let t = measure(&host, i64::from(weight), &mut figures).await;
+        assert_eq!(
+            t.by_version.keys().collect::<Vec<_>>(),
+            ["canary 6.0.1", "primary 6.0.0"]
+        );
+        let still = ns.api::<Canary>().get("podinfo").await.unwrap();
+        assert_eq!(
+            still.status.map(|s| s.canary_weight),
+            Some(weight),
+            "the weight moved while it was measured"
+        );
+    }
+
+    promotion_gate.set_status(200);
+    ns.wait_canary(
+        "podinfo",
+        Duration::from_secs(120),
+        "promotion finished",
+        |c| {
+            c.status.as_ref().is_some_and(|s| {
+                s.phase == CanaryPhase::Succeeded && s.last_promoted_spec == s.last_applied_spec
+            })
+        },
+    )
+    .await;
+    wait_traefik_weight(&ns, 0).await;
+    eventually(
+        Duration::from_secs(60),
+        "the promoted primary (6.0.1) to answer every request",
+        || async {
+            send(&host, "/", &[], 20, 4)
+                .await
+                .by_version
+                .keys()
+                .collect::<Vec<_>>()
+                == ["primary 6.0.1"]
+        },
+    )
+    .await
+    .unwrap();
+    let after = measure(&host, 0, &mut figures).await;
+    assert_eq!(
+        after.by_version.keys().collect::<Vec<_>>(),
+        ["primary 6.0.1"]
+    );
+    eprintln!(
+        "real traffic through Traefik during the rollout ({REQUESTS} requests per step):\n  {}",
+        figures.join("\n  ")
+    );
 }

@@ -268,7 +268,10 @@ pub async fn selectorless_service(
 }
 
 /// The EndpointSlices that point `service` at `backends`, one per distinct port; the slice
-/// port carries the Service port's name (Traefik matches them by name).
+/// port carries the Service port's name (Traefik matches them by name). No backends give one
+/// slice without endpoints, as the endpointslice controller writes for a Service whose Pods
+/// are all gone: Traefik then counts the Service as resolved with no servers (503 for its share)
+/// instead of reporting the route's references unresolved.
 pub fn endpoint_slices(
     namespace: &str,
     service: &str,
@@ -289,6 +292,18 @@ pub fn endpoint_slices(
         }
         by_port.entry(b.port()).or_default().push(*b.ip());
     }
+    let labels = json!({
+        "kubernetes.io/service-name": service,
+        "endpointslice.kubernetes.io/managed-by": MANAGED_BY,
+    });
+    if backends.is_empty() {
+        return Ok(vec![serde_json::from_value(json!({
+            "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+            "metadata": {"name": format!("{service}-local"), "namespace": namespace, "labels": labels},
+            "addressType": "FQDN",
+            "endpoints": [],
+        }))?]);
+    }
     by_port
         .into_iter()
         .map(|(port, ips)| {
@@ -297,10 +312,7 @@ pub fn endpoint_slices(
                 "metadata": {
                     "name": format!("{service}-local-{port}"),
                     "namespace": namespace,
-                    "labels": {
-                        "kubernetes.io/service-name": service,
-                        "endpointslice.kubernetes.io/managed-by": MANAGED_BY,
-                    },
+                    "labels": labels,
                 },
                 // IPv4 slices refuse 127.0.0.0/8; an FQDN slice takes the IP literal.
                 "addressType": "FQDN",
@@ -313,9 +325,8 @@ pub fn endpoint_slices(
         .collect()
 }
 
-/// Points `service` (its port named `port_name`) at `backends` through EndpointSlices, and
-/// deletes the slices written here before that are no longer wanted (an empty `backends`
-/// removes them all).
+/// Points `service` (its port named `port_name`) at `backends` through the EndpointSlices of
+/// [`endpoint_slices`], and deletes the slices written here before that are no longer wanted.
 pub async fn attach_endpoints(
     client: &Client,
     namespace: &str,
@@ -344,6 +355,34 @@ pub async fn attach_endpoints(
         if !wanted.iter().any(|w| w.name_any() == name) {
             api.delete(&name, &DeleteParams::default()).await?;
         }
+    }
+    Ok(())
+}
+
+/// Fails when EndpointSlices other than the harness's point at `service`: a control plane
+/// that still runs the endpointslice controller publishes the kwok Pods' made-up IPs for
+/// Services with selectors, and Traefik would send part of the traffic there.
+pub async fn only_local_endpoints(
+    client: &Client,
+    namespace: &str,
+    service: &str,
+) -> anyhow::Result<()> {
+    let api: Api<EndpointSlice> = Api::namespaced(client.clone(), namespace);
+    let foreign: Vec<String> = api
+        .list(&ListParams::default().labels(&format!(
+            "kubernetes.io/service-name={service},endpointslice.kubernetes.io/managed-by!={MANAGED_BY}"
+        )))
+        .await?
+        .items
+        .iter()
+        .map(|s| s.name_any())
+        .collect();
+    if !foreign.is_empty() {
+        bail!(
+            "Service {namespace}/{service} has EndpointSlices the harness did not write \
+             ({foreign:?}): the control plane runs the endpointslice controller, which publishes \
+             kwok Pod IPs; restart it without: cargo xtask cluster down && cargo xtask cluster up"
+        );
     }
     Ok(())
 }
@@ -490,6 +529,181 @@ pub async fn wait_routed(host: &str, timeout: Duration) -> anyhow::Result<()> {
     }
 }
 
+/// The weights Traefik applies now to `<service>-primary` and `<service>-canary` (port `port`)
+/// of a namespace, read from its API: `(primary, canary)`, `None` while it has no such
+/// weighted service.
+pub async fn traefik_weights(namespace: &str, service: &str, port: u16) -> Option<(i64, i64)> {
+    let services: Value = reqwest::get(format!("{}/http/services", dataplane().api_url))
+        .await
+        .ok()?
+        .json()
+        .await
+        .ok()?;
+    let backend = |role: &str| format!("{namespace}-{service}-{role}-http-{port}");
+    services.as_array()?.iter().find_map(|s| {
+        let children = s.pointer("/weighted/services")?.as_array()?;
+        let weight = |role: &str| {
+            children
+                .iter()
+                .find(|c| {
+                    c.get("name")
+                        .and_then(Value::as_str)
+                        .is_some_and(|n| n.split('@').next() == Some(backend(role).as_str()))
+                })
+                .map(|c| c.get("weight").and_then(Value::as_i64).unwrap_or(1))
+        };
+        Some((weight("primary")?, weight("canary")?))
+    })
+}
+
+/// The server URLs Traefik load-balances a Service's port over, from its API.
+pub async fn traefik_servers(namespace: &str, service: &str, port: u16) -> Vec<String> {
+    let name = format!("{namespace}-{service}-http-{port}@kubernetesgateway");
+    let Ok(resp) = reqwest::get(format!("{}/http/services/{name}", dataplane().api_url)).await
+    else {
+        return Vec::new();
+    };
+    let body: Value = resp.json().await.unwrap_or_default();
+    body.pointer("/loadBalancer/servers")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|s| s.get("url")?.as_str().map(str::to_string))
+        .collect()
+}
+
+/// Stands in for the kubelet and the endpointslice controller in local mode, for one Canary:
+/// while `<target>-primary` has ready replicas a podinfo process runs for it and
+/// `<service>` and `<service>-primary` point at it; while `<target>` (the canary) has ready
+/// replicas another process runs and `<service>-canary` points at it. Each process reports
+/// `"<role> <image tag>"` (`primary 6.0.0`, `canary 6.0.1`), and is replaced (new one first)
+/// when its Deployment's image changes. Runs in the background until dropped.
+pub struct LocalWorkload {
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl LocalWorkload {
+    /// Starts following the Deployments of `target` in `namespace`.
+    pub fn start(client: &Client, namespace: &str, target: &str, service: &str) -> LocalWorkload {
+        let mut state = Follower {
+            client: client.clone(),
+            namespace: namespace.to_string(),
+            target: target.to_string(),
+            service: service.to_string(),
+            primary: Slot::default(),
+            canary: Slot::default(),
+        };
+        let task = tokio::spawn(async move {
+            loop {
+                if let Err(e) = state.sync().await {
+                    eprintln!("local workload {}: {e:#}", state.target);
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        });
+        LocalWorkload { task }
+    }
+}
+
+impl Drop for LocalWorkload {
+    fn drop(&mut self) {
+        // Dropping the task's state kills its podinfo processes.
+        self.task.abort();
+    }
+}
+
+struct Follower {
+    client: Client,
+    namespace: String,
+    target: String,
+    service: String,
+    primary: Slot,
+    canary: Slot,
+}
+
+/// One role's process, and whether its Services' slices have been written yet.
+#[derive(Default)]
+struct Slot {
+    attached: bool,
+    process: Option<Podinfo>,
+}
+
+impl Follower {
+    /// The image tag of a Deployment with ready replicas, or `None`.
+    async fn serving(&self, deployment: &str) -> anyhow::Result<Option<String>> {
+        let api: Api<k8s_openapi::api::apps::v1::Deployment> =
+            Api::namespaced(self.client.clone(), &self.namespace);
+        let Some(d) = api.get_opt(deployment).await? else {
+            return Ok(None);
+        };
+        let wanted = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+        let ready = d
+            .status
+            .as_ref()
+            .and_then(|s| s.ready_replicas)
+            .unwrap_or(0);
+        if wanted == 0 || ready == 0 {
+            return Ok(None);
+        }
+        let image = crate::image_of(&d);
+        Ok(Some(image.rsplit(':').next().unwrap_or(&image).to_string()))
+    }
+
+    async fn sync(&mut self) -> anyhow::Result<()> {
+        let primary = self.serving(&format!("{}-primary", self.target)).await?;
+        let canary = self.serving(&self.target).await?;
+        let apex = self.service.clone();
+        let primary_svcs = [apex.clone(), format!("{apex}-primary")];
+        let canary_svcs = [format!("{apex}-canary")];
+        let (client, ns) = (self.client.clone(), self.namespace.clone());
+        follow(
+            &client,
+            &ns,
+            "primary",
+            primary,
+            &mut self.primary,
+            &primary_svcs,
+        )
+        .await?;
+        follow(
+            &client,
+            &ns,
+            "canary",
+            canary,
+            &mut self.canary,
+            &canary_svcs,
+        )
+        .await
+    }
+}
+
+/// Brings one role's process in line with `tag` (the image tag its Deployment serves).
+async fn follow(
+    client: &Client,
+    namespace: &str,
+    role: &str,
+    tag: Option<String>,
+    slot: &mut Slot,
+    services: &[String],
+) -> anyhow::Result<()> {
+    let want = tag.map(|t| format!("{role} {t}"));
+    if slot.attached && slot.process.as_ref().map(|p| &p.version) == want.as_ref() {
+        return Ok(());
+    }
+    let next = match want {
+        Some(version) => Some(Podinfo::start(&version, PodinfoOpts::default()).await?),
+        None => None,
+    };
+    let backends: Vec<SocketAddrV4> = next.iter().map(|p| p.addr).collect();
+    for svc in services {
+        attach_endpoints(client, namespace, svc, "http", &backends).await?;
+    }
+    // The old process goes only after the slices point at the new one.
+    slot.process = next;
+    slot.attached = true;
+    Ok(())
+}
+
 /// Traefik's Prometheus metrics as text.
 pub async fn traefik_metrics() -> anyhow::Result<String> {
     Ok(reqwest::get(&dataplane().metrics_url).await?.text().await?)
@@ -525,6 +739,9 @@ mod tests {
             )
             .is_err()
         );
+        let empty = endpoint_slices("ns", "x", "http", &[]).unwrap();
+        assert_eq!(empty.len(), 1);
+        assert!(empty[0].endpoints.is_empty() && empty[0].ports.is_none());
     }
 
     #[test]

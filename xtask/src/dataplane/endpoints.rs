@@ -40,7 +40,7 @@ pub struct EndpointsArgs {
     /// The name of the Service port the backends serve; needed only when it has several.
     #[arg(long)]
     port_name: Option<String>,
-    /// Backends as `127.0.0.x:port`; none removes the slices written before.
+    /// Backends as `127.0.0.x:port`; none leaves one slice without endpoints.
     backends: Vec<SocketAddrV4>,
 }
 
@@ -110,6 +110,21 @@ pub fn slices(
             );
         }
     }
+    let labels = json!({
+        "kubernetes.io/service-name": service,
+        "endpointslice.kubernetes.io/managed-by": MANAGED_BY,
+    });
+    if backends.is_empty() {
+        // What the endpointslice controller writes for a Service without ready Pods: Traefik
+        // then serves 503 for the Service's share rather than calling the route unresolved.
+        return Ok(vec![json!({
+            "apiVersion": "discovery.k8s.io/v1",
+            "kind": "EndpointSlice",
+            "metadata": {"name": format!("{service}-local"), "namespace": namespace, "labels": labels},
+            "addressType": ADDRESS_TYPE,
+            "endpoints": [],
+        })]);
+    }
     let mut by_port: BTreeMap<u16, Vec<String>> = BTreeMap::new();
     for b in backends {
         by_port
@@ -126,10 +141,7 @@ pub fn slices(
                 "metadata": {
                     "name": slice_name(service, port),
                     "namespace": namespace,
-                    "labels": {
-                        "kubernetes.io/service-name": service,
-                        "endpointslice.kubernetes.io/managed-by": MANAGED_BY,
-                    },
+                    "labels": labels,
                 },
                 "addressType": ADDRESS_TYPE,
                 "ports": [{"name": port_name, "port": port, "protocol": "TCP"}],
@@ -159,9 +171,7 @@ pub fn attach(
         .iter()
         .filter_map(|s| s.pointer("/metadata/name")?.as_str().map(str::to_string))
         .collect();
-    if !wanted.is_empty() {
-        kubectl.apply(&json!({"apiVersion": "v1", "kind": "List", "items": wanted}))?;
-    }
+    kubectl.apply(&json!({"apiVersion": "v1", "kind": "List", "items": wanted}))?;
     let selector = format!(
         "kubernetes.io/service-name={service},endpointslice.kubernetes.io/managed-by={MANAGED_BY}"
     );
@@ -242,7 +252,10 @@ mod tests {
                 .contains("share the address")
         );
         assert!(slices("t", "svc", "http", &[addr("10.0.0.1:80")]).is_err());
-        assert!(slices("t", "svc", "http", &[]).unwrap().is_empty());
+        let empty = slices("t", "svc", "http", &[]).unwrap();
+        assert_eq!(empty.len(), 1);
+        assert_eq!(empty[0]["endpoints"], json!([]));
+        assert_eq!(empty[0]["metadata"]["name"], "svc-local");
     }
 
     #[test]
