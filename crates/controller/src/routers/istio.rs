@@ -647,14 +647,22 @@ impl IstioRouter {
         IstioRouter { client }
     }
 
-    /// Applies the DestinationRules and the VirtualService for `routes`.
-    pub async fn set_routes(&self, t: &RouteTarget<'_>, routes: Routes) -> Result<(), Error> {
+    /// Applies the DestinationRules (they depend on the spec only) and the VirtualService.
+    pub async fn ensure(&self, t: &RouteTarget<'_>, routes: Routes) -> Result<(), Error> {
         let vs = build_virtual_service(t.canary, t.status, routes)?;
         for dr in build_destination_rules(t.canary)? {
             DESTINATION_RULE
                 .apply(&self.client, t.namespace(), PROVIDER, &dr)
                 .await?;
         }
+        VIRTUAL_SERVICE
+            .apply(&self.client, t.namespace(), PROVIDER, &vs)
+            .await
+    }
+
+    /// Applies the VirtualService for `routes` (one API call per traffic step).
+    pub async fn set_routes(&self, t: &RouteTarget<'_>, routes: Routes) -> Result<(), Error> {
+        let vs = build_virtual_service(t.canary, t.status, routes)?;
         VIRTUAL_SERVICE
             .apply(&self.client, t.namespace(), PROVIDER, &vs)
             .await

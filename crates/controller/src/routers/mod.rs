@@ -165,7 +165,7 @@ impl Router {
             // The apex Service is the whole router; the controller applies it.
             Router::Kubernetes(_) => Ok(()),
             Router::GatewayApi(r) => r.set_routes(t, routes).await,
-            Router::Istio(r) => r.set_routes(t, routes).await,
+            Router::Istio(r) => r.ensure(t, routes).await,
             Router::Smi(r) => r.set_routes(t, routes).await,
         }
     }
