@@ -197,20 +197,13 @@ async fn measure(host: &str, weight: i64, figures: &mut Vec<String>) -> Tally {
     t
 }
 
-/// A weighted rollout on the Gateway API router (`stepWeight: 20, maxWeight: 60`) with real
-/// traffic through Traefik: gates hold each step while 1,000 requests are counted by the
-/// podinfo process that answered; 0% reach the canary before the rollout and after promotion.
-#[tokio::test(flavor = "multi_thread")]
-async fn canary_rollout_shifts_real_traffic_at_every_step() {
-    dataplane();
-    let ns = TestNs::new("dp-rollout").await;
-    let host = format!("{}.fledge.test", ns.name);
-    // Gates closed (403) until the test has measured a step.
-    let traffic_gate = Hook::start(403).await.unwrap();
-    let promotion_gate = Hook::start(403).await.unwrap();
+/// Creates the `podinfo` Deployment (V1), the local stand-in for its Pods, and a Canary on the
+/// Gateway API router answering for `host` with `analysis`; starts `fledge run` and waits
+/// until the route serves the primary through Traefik.
+async fn start_canary(ns: &TestNs, host: &str, analysis: serde_json::Value) -> LocalWorkload {
     ns.create::<Deployment>(deployment_json("podinfo", V1, 1))
         .await;
-    let _workload = LocalWorkload::start(&ns.client, &ns.name, "podinfo", "podinfo");
+    let workload = LocalWorkload::start(&ns.client, &ns.name, "podinfo", "podinfo");
     ns.create::<Canary>(serde_json::json!({
         "apiVersion": "fledge.dev/v1beta1", "kind": "Canary",
         "metadata": {"name": "podinfo"},
@@ -223,15 +216,7 @@ async fn canary_rollout_shifts_real_traffic_at_every_step() {
                 "hosts": [host],
                 "gatewayRefs": [{"name": GATEWAY_NAME, "namespace": GATEWAY_NAMESPACE}],
             },
-            "analysis": {
-                "interval": "2s", "threshold": 5, "stepWeight": 20, "maxWeight": 60,
-                "webhooks": [
-                    {"name": "traffic", "type": "confirm-traffic-increase",
-                     "url": traffic_gate.url("/traffic")},
-                    {"name": "promotion", "type": "confirm-promotion",
-                     "url": promotion_gate.url("/promotion")},
-                ],
-            },
+            "analysis": analysis,
         },
     }))
     .await;
@@ -246,18 +231,14 @@ async fn canary_rollout_shifts_real_traffic_at_every_step() {
     wait_route_accepted(&ns.client, &ns.name, "podinfo", Duration::from_secs(30))
         .await
         .unwrap();
-    wait_traefik_weight(&ns, 0).await;
-    wait_routed(&host, Duration::from_secs(30)).await.unwrap();
+    wait_traefik_weight(ns, 0).await;
+    wait_routed(host, Duration::from_secs(30)).await.unwrap();
+    workload
+}
 
-    let mut figures = Vec::new();
-    let before = measure(&host, 0, &mut figures).await;
-    assert_eq!(
-        before.by_version.keys().collect::<Vec<_>>(),
-        ["primary 6.0.0"]
-    );
-
-    ns.set_image("podinfo", V2).await;
-    // The canary's process serves before any traffic is sent to it.
+/// Waits until the canary's podinfo process runs and Traefik knows its endpoint, so that no
+/// request meets an empty canary.
+async fn wait_canary_serving(ns: &TestNs) {
     eventually(
         Duration::from_secs(60),
         "Traefik to know the canary's endpoint",
@@ -269,6 +250,43 @@ async fn canary_rollout_shifts_real_traffic_at_every_step() {
     )
     .await
     .unwrap();
+}
+
+/// A weighted rollout on the Gateway API router (`stepWeight: 20, maxWeight: 60`) with real
+/// traffic through Traefik: gates hold each step while 1,000 requests are counted by the
+/// podinfo process that answered; 0% reach the canary before the rollout and after promotion.
+#[tokio::test(flavor = "multi_thread")]
+async fn canary_rollout_shifts_real_traffic_at_every_step() {
+    dataplane();
+    let ns = TestNs::new("dp-rollout").await;
+    let host = format!("{}.fledge.test", ns.name);
+    // Gates closed (403) until the test has measured a step.
+    let traffic_gate = Hook::start(403).await.unwrap();
+    let promotion_gate = Hook::start(403).await.unwrap();
+    let _workload = start_canary(
+        &ns,
+        &host,
+        serde_json::json!({
+            "interval": "2s", "threshold": 5, "stepWeight": 20, "maxWeight": 60,
+            "webhooks": [
+                {"name": "traffic", "type": "confirm-traffic-increase",
+                 "url": traffic_gate.url("/traffic")},
+                {"name": "promotion", "type": "confirm-promotion",
+                 "url": promotion_gate.url("/promotion")},
+            ],
+        }),
+    )
+    .await;
+
+    let mut figures = Vec::new();
+    let before = measure(&host, 0, &mut figures).await;
+    assert_eq!(
+        before.by_version.keys().collect::<Vec<_>>(),
+        ["primary 6.0.0"]
+    );
+
+    ns.set_image("podinfo", V2).await;
+    wait_canary_serving(&ns).await;
     for weight in [20, 40, 60] {
         traffic_gate.set_status(200);
         ns.wait_canary(
@@ -327,6 +345,92 @@ async fn canary_rollout_shifts_real_traffic_at_every_step() {
     );
     eprintln!(
         "real traffic through Traefik during the rollout ({REQUESTS} requests per step):\n  {}",
+        figures.join("\n  ")
+    );
+}
+
+/// A/B testing on the Gateway API router with real traffic: while the analysis runs (held by a
+/// `confirm-promotion` gate), requests with the header or the cookie reach only the canary and
+/// the others only the primary; after promotion everything reaches the primary.
+#[tokio::test(flavor = "multi_thread")]
+async fn ab_testing_sends_matching_requests_to_the_canary_only() {
+    dataplane();
+    let ns = TestNs::new("dp-ab").await;
+    let host = format!("{}.fledge.test", ns.name);
+    let promotion_gate = Hook::start(403).await.unwrap();
+    let _workload = start_canary(
+        &ns,
+        &host,
+        serde_json::json!({
+            "interval": "2s", "threshold": 5, "iterations": 2,
+            "match": [
+                {"headers": {"x-canary": {"exact": "insider"}}},
+                {"headers": {"cookie": {"regex": "^(.*?;)?(canary=always)(;.*)?$"}}},
+            ],
+            "webhooks": [{"name": "promotion", "type": "confirm-promotion",
+                          "url": promotion_gate.url("/promotion")}],
+        }),
+    )
+    .await;
+    ns.set_image("podinfo", V2).await;
+    wait_canary_serving(&ns).await;
+    let insider = [("x-canary", "insider")];
+    eventually(
+        Duration::from_secs(60),
+        "Traefik to route the A/B match to the canary",
+        || async {
+            send(&host, "/", &insider, 10, 2)
+                .await
+                .by_version
+                .keys()
+                .collect::<Vec<_>>()
+                == ["canary 6.0.1"]
+        },
+    )
+    .await
+    .unwrap();
+    let n = REQUESTS / 2;
+    // Flagger's documented regex wants `canary=always` first or right after a `;` (no space).
+    let cookie = [("cookie", "canary=always; session=42")];
+    let near_miss = [("x-canary", "outsider"), ("cookie", "canary=never")];
+    let mut figures = Vec::new();
+    for (what, headers, expect) in [
+        ("x-canary: insider", &insider[..], "canary 6.0.1"),
+        ("cookie canary=always", &cookie[..], "canary 6.0.1"),
+        ("no match", &[][..], "primary 6.0.0"),
+        (
+            "x-canary: outsider, cookie canary=never",
+            &near_miss[..],
+            "primary 6.0.0",
+        ),
+    ] {
+        let t = send(&host, "/", headers, n, CONCURRENCY).await;
+        figures.push(format!("{what}: {:?}", t.by_version));
+        assert_eq!(
+            t.by_version.get(expect).copied(),
+            Some(n as u64),
+            "{what}: all {n} requests should reach {expect}: {t:?}"
+        );
+    }
+    promotion_gate.set_status(200);
+    ns.wait_phase("podinfo", CanaryPhase::Succeeded, Duration::from_secs(120))
+        .await;
+    eventually(
+        Duration::from_secs(60),
+        "the promoted primary to answer the insiders too",
+        || async {
+            send(&host, "/", &insider, 20, 4)
+                .await
+                .by_version
+                .keys()
+                .collect::<Vec<_>>()
+                == ["primary 6.0.1"]
+        },
+    )
+    .await
+    .unwrap();
+    eprintln!(
+        "A/B through Traefik ({n} requests each):\n  {}",
         figures.join("\n  ")
     );
 }
