@@ -20,7 +20,7 @@ use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{Controller, WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
-use tracing::{Instrument, info, info_span, warn};
+use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::configs::ConfigTracker;
 use crate::metrics::Metrics;
@@ -79,10 +79,12 @@ pub async fn run(
         None => (Api::all(client.clone()), Api::all(client.clone())),
     };
     let (deployments, dep_writer) = reflector::store();
-    let dep_stream =
-        reflector::reflector(dep_writer, watcher(deploy_api, watcher::Config::default()))
-            .default_backoff()
-            .touched_objects();
+    let dep_stream = reflector::reflector(
+        dep_writer,
+        watcher(deploy_api, watcher::Config::default()).modify(slim),
+    )
+    .default_backoff()
+    .touched_objects();
 
     let (cm_api, secret_api): (
         Api<PartialObjectMeta<ConfigMap>>,
@@ -109,8 +111,15 @@ pub async fn run(
     .default_backoff()
     .touched_objects();
 
-    let controller = Controller::new(canary_api, watcher::Config::default());
-    let canaries = controller.store();
+    // The Controller's own reflector, as `Controller::new` builds it, with slimmed objects.
+    let (canaries, canary_writer) = reflector::store();
+    let canary_stream = reflector::reflector(
+        canary_writer,
+        watcher(canary_api, watcher::Config::default()).modify(slim),
+    )
+    .default_backoff()
+    .applied_objects();
+    let controller = Controller::for_stream(canary_stream, canaries.clone());
     let canaries_for_map = canaries.clone();
     let ctx = Arc::new(Context {
         recorder: Recorder::new(
@@ -152,6 +161,23 @@ pub async fn run(
         .await;
     Ok(())
 }
+
+/// Drops what fledge never reads from a cached object and what makes up most of its size:
+/// `managedFields` and kubectl's copy of the whole object in the last-applied annotation (never
+/// copied to a primary either).
+fn slim<K: Resource>(obj: &mut K) {
+    let meta = obj.meta_mut();
+    meta.managed_fields = None;
+    if let Some(a) = meta.annotations.as_mut() {
+        a.remove(LAST_APPLIED);
+        if a.is_empty() {
+            meta.annotations = None;
+        }
+    }
+}
+
+/// kubectl's client-side apply record.
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
 /// The Canaries a Deployment concerns: those whose target or primary it is.
 fn canaries_for(canaries: &Store<Canary>, dep: &Deployment) -> Vec<ObjectRef<Canary>> {
@@ -304,7 +330,16 @@ async fn reconcile_inner(canary: &Canary, ctx: &Context) -> Result<Requeue> {
         remove_finalizer(canary, ctx).await?;
         return Ok(Requeue::await_change());
     }
-    Ok(Requeue::requeue(requeue))
+    Ok(Requeue::requeue(on_engine_clock(requeue, obs.now)))
+}
+
+/// The engine keeps time in whole seconds: it decides at `now` truncated to the second, and a
+/// requeue it asks for is due that long after the truncated time (e.g. the next analysis step
+/// at the last step's whole second plus the interval). Counted from the real `now` it would come
+/// up to a second late.
+fn on_engine_clock(requeue: Duration, now: jiff::Timestamp) -> Duration {
+    let into_second = u64::try_from(now.subsec_nanosecond()).unwrap_or(0);
+    requeue.saturating_sub(Duration::from_nanos(into_second))
 }
 
 /// Whether the cached Canary is older than our own last status write.
@@ -381,16 +416,19 @@ fn record_step_lateness(
     let (Some(before), Some(after)) = (old.rollout.as_ref(), new.rollout.as_ref()) else {
         return;
     };
-    let Some(last) = before.last_step_time.as_ref() else {
-        return;
-    };
     if after.step <= before.step {
         return;
     }
-    let interval = canary.spec.analysis_or_default().interval().as_secs_f64();
-    let since = now.duration_since(last.0).as_secs_f64();
-    ctx.metrics
-        .step_late(Duration::from_secs_f64((since - interval).max(0.0)));
+    let late = before.last_step_time.as_ref().map(|last| {
+        let interval = canary.spec.analysis_or_default().interval().as_secs_f64();
+        let since = now.duration_since(last.0).as_secs_f64();
+        (since - interval).max(0.0)
+    });
+    // At the decision, before the plan's actions run (the benchmarks time steps by this line).
+    debug!(step = after.step, late_seconds = late, "analysis step");
+    if let Some(late) = late {
+        ctx.metrics.step_late(Duration::from_secs_f64(late));
+    }
 }
 
 /// Whether this Canary may start a rollout under `--max-concurrent-rollouts`. Reconciles run
@@ -851,4 +889,53 @@ async fn write_status(
     remember_write(ctx, canary);
     ctx.metrics.observe_status(canary, new);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requeues_count_from_the_engines_whole_second() {
+        let at = |s: &str| s.parse::<jiff::Timestamp>().unwrap();
+        // Decided at 12:00:05.75 (05 for the engine): "in 10 s" is due at 12:00:15.
+        assert_eq!(
+            on_engine_clock(Duration::from_secs(10), at("2026-01-01T12:00:05.75Z")),
+            Duration::from_millis(9250)
+        );
+        assert_eq!(
+            on_engine_clock(Duration::from_secs(10), at("2026-01-01T12:00:05Z")),
+            Duration::from_secs(10)
+        );
+        assert_eq!(
+            on_engine_clock(Duration::ZERO, at("2026-01-01T12:00:05.5Z")),
+            Duration::ZERO
+        );
+    }
+
+    #[test]
+    fn slimmed_objects_keep_what_fledge_reads() {
+        let mut d: Deployment = serde_json::from_value(json!({
+            "metadata": {"name": "podinfo", "annotations": {
+                LAST_APPLIED: "{\"huge\": true}", "keep": "yes"},
+                "managedFields": [{"manager": "kubectl", "operation": "Apply"}]},
+            "spec": {"selector": {"matchLabels": {"app": "podinfo"}},
+                "template": {"metadata": {"labels": {"app": "podinfo"}}}}
+        }))
+        .unwrap();
+        let spec = d.spec.clone();
+        slim(&mut d);
+        assert_eq!(d.metadata.managed_fields, None);
+        assert_eq!(
+            d.metadata.annotations,
+            Some(BTreeMap::from([("keep".to_string(), "yes".to_string())]))
+        );
+        assert_eq!(d.spec, spec);
+        let mut only_last_applied: Deployment = serde_json::from_value(
+            json!({"metadata": {"name": "x", "annotations": {LAST_APPLIED: "{}"}}}),
+        )
+        .unwrap();
+        slim(&mut only_last_applied);
+        assert_eq!(only_last_applied.metadata.annotations, None);
+    }
 }

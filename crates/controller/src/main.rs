@@ -66,6 +66,12 @@ struct RunArgs {
     /// Log format: `json` or `text`.
     #[arg(long, default_value = "json")]
     log_format: String,
+    /// At most this many requests to the Kubernetes API server in flight at once; the others
+    /// wait their turn (a watch counts until its response starts). The client opens one
+    /// connection per request in flight, so this bounds the connections and their buffers when
+    /// hundreds of Canaries act at once.
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u16).range(1..))]
+    kube_api_concurrency: u16,
 }
 
 fn main() -> ExitCode {
@@ -157,6 +163,9 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
                 req
             },
         ))
+        .with_layer(&tower::limit::ConcurrencyLimitLayer::new(usize::from(
+            args.kube_api_concurrency,
+        )))
         .build();
     let health = Arc::new(server::Health::default());
     let listener_metrics = metrics.clone();
