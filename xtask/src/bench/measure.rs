@@ -247,33 +247,47 @@ impl Summary {
     }
 }
 
-/// An Event the controller logged (`reason` field) for one Canary.
+/// A line the controller logged while reconciling one Canary: an Event (by its reason) or the
+/// decision to take an analysis step.
 #[derive(Clone, Debug, PartialEq)]
 pub struct LogEvent {
     /// Seconds since the Unix epoch.
     pub at: f64,
     /// `namespace/name` from the `reconcile` span.
     pub canary: String,
+    /// The Event's reason, or [`STEP`] for a step decision.
     pub reason: String,
 }
 
-/// Parses one line of `fledge run --log-format json` that records an Event: it has a
-/// `fields.reason` and a `span.canary`. Other lines give `None`.
+/// The message of the controller's (debug) line for each analysis step it decides to take,
+/// logged before the step's actions run.
+pub const STEP: &str = "analysis step";
+
+/// Parses one line of `fledge run --log-format json` that records an Event (it has a
+/// `fields.reason`) or a step decision, in the `reconcile` span of a Canary. Other lines give
+/// `None`.
 pub fn parse_log_event(line: &str) -> Option<LogEvent> {
-    if !line.contains("\"reason\"") {
+    if !line.contains("\"reason\"") && !line.contains(STEP) {
         return None;
     }
     let v: serde_json::Value = serde_json::from_str(line).ok()?;
     let at: jiff::Timestamp = v.get("timestamp")?.as_str()?.parse().ok()?;
+    let reason = match v.pointer("/fields/reason").and_then(|r| r.as_str()) {
+        Some(r) => r,
+        None if v.pointer("/fields/message")?.as_str()? == STEP => STEP,
+        None => return None,
+    };
     Some(LogEvent {
         at: at.as_nanosecond() as f64 / 1e9,
         canary: v.pointer("/span/canary")?.as_str()?.to_string(),
-        reason: v.pointer("/fields/reason")?.as_str()?.to_string(),
+        reason: reason.to_string(),
     })
 }
 
 /// Event reasons that mark an analysis step: each is recorded in the reconcile that takes the
-/// step (and ticks the interval clock), once per step.
+/// step (and ticks the interval clock), once per step. Used for logs without [`STEP`] lines;
+/// an Event is logged after the actions planned before it ran, so these times include some
+/// API latency.
 pub const STEP_REASONS: [&str; 5] = [
     "IterationAdvanced",
     "WeightAdvanced",
@@ -283,12 +297,21 @@ pub const STEP_REASONS: [&str; 5] = [
     "Promoting",
 ];
 
-/// For each Canary, the times of its analysis steps at or after `since`, in order.
+/// For each Canary, the times of its analysis steps at or after `since`, in order: the
+/// [`STEP`] decisions when the log has them, else the Events of [`STEP_REASONS`].
 pub fn step_times(events: &[LogEvent], since: f64) -> BTreeMap<String, Vec<f64>> {
+    let decisions = events.iter().any(|e| e.reason == STEP);
+    let is_step = |r: &str| {
+        if decisions {
+            r == STEP
+        } else {
+            STEP_REASONS.contains(&r)
+        }
+    };
     let mut out: BTreeMap<String, Vec<f64>> = BTreeMap::new();
     for e in events
         .iter()
-        .filter(|e| e.at >= since && STEP_REASONS.contains(&e.reason.as_str()))
+        .filter(|e| e.at >= since && is_step(&e.reason))
     {
         out.entry(e.canary.clone()).or_default().push(e.at);
     }
@@ -298,10 +321,31 @@ pub fn step_times(events: &[LogEvent], since: f64) -> BTreeMap<String, Vec<f64>>
     out
 }
 
-/// How late each step after the first ran against its schedule (the previous step plus
-/// `interval`), in seconds.
+/// How late each step after the first ran against its schedule, in seconds. The schedule is
+/// the engine's: the previous step's time as the status keeps it (whole seconds) plus
+/// `interval`; the engine never steps before it.
 pub fn lateness(steps: &[f64], interval: f64) -> Vec<f64> {
-    steps.windows(2).map(|w| w[1] - (w[0] + interval)).collect()
+    steps
+        .windows(2)
+        .map(|w| w[1] - (w[0].floor() + interval))
+        .collect()
+}
+
+/// The name in a `name|generation|observedGeneration|replicas|updated|available` line when the
+/// Deployment is a target (not a `-primary`) with replicas, all of them updated and available
+/// for its current generation: what the engine waits for before the first step.
+pub fn ready_target(line: &str) -> Option<&str> {
+    let f: Vec<&str> = line.trim().split('|').collect();
+    let [name, generation, observed, replicas, updated, available] = f[..] else {
+        return None;
+    };
+    let num = |s: &str| s.parse::<i64>().unwrap_or(0);
+    let ready = !name.ends_with("-primary")
+        && num(observed) >= num(generation)
+        && num(replicas) > 0
+        && num(updated) == num(replicas)
+        && num(available) >= num(replicas);
+    ready.then_some(name)
 }
 
 /// For each Canary, the first event with `reason` at or after `since`.
@@ -533,11 +577,41 @@ broken{a="x" 1
         let steps = step_times(&events, 50.0);
         assert_eq!(steps["ns/a"], [105.0, 115.5, 125.5]);
         assert_eq!(steps["ns/b"], [108.0]);
-        assert_eq!(lateness(&steps["ns/a"], 10.0), [0.5, 0.0]);
+        // Against the whole second of the previous step: 115.5 - 115 - 10 = 0.5.
+        assert_eq!(lateness(&steps["ns/a"], 10.0), [0.5, 0.5]);
         assert!(lateness(&steps["ns/b"], 10.0).is_empty());
         let detected = first_of(&events, "NewRevision", 50.0);
         assert_eq!(detected["ns/a"], 100.0);
         assert_eq!(detected["ns/b"], 101.0);
+
+        // Step decisions, when logged, are the steps (the Events come later).
+        let mut with_decisions = events.to_vec();
+        with_decisions.push(ev(104.9, "ns/a", STEP));
+        with_decisions.push(ev(115.2, "ns/a", STEP));
+        let steps = step_times(&with_decisions, 50.0);
+        assert_eq!(steps["ns/a"], [104.9, 115.2]);
+        assert!(!steps.contains_key("ns/b"));
+        assert!((lateness(&steps["ns/a"], 10.0)[0] - 1.2).abs() < 1e-9);
+    }
+
+    #[test]
+    fn parses_step_decision_lines() {
+        let line = r#"{"timestamp":"2026-03-01T10:00:05.5Z","level":"DEBUG","fields":{"message":"analysis step","step":2,"late_seconds":0.25},"target":"fledge_controller::controller","span":{"canary":"bench/app-0001","name":"reconcile"}}"#;
+        let e = parse_log_event(line).unwrap();
+        assert_eq!(e.reason, STEP);
+        assert_eq!(e.canary, "bench/app-0001");
+    }
+
+    #[test]
+    fn recognises_ready_targets() {
+        assert_eq!(ready_target("app-0001|3|3|1|1|1\n"), Some("app-0001"));
+        // Scaled to zero, an old generation, not all updated or available, a primary, junk.
+        assert_eq!(ready_target("app-0001|3|3|0|||"), None);
+        assert_eq!(ready_target("app-0001|3|2|1|1|1"), None);
+        assert_eq!(ready_target("app-0001|3|3|1||1"), None);
+        assert_eq!(ready_target("app-0001|3|3|1|1|"), None);
+        assert_eq!(ready_target("app-0001-primary|3|3|1|1|1"), None);
+        assert_eq!(ready_target("app-0001 3 3 1 1 1"), None);
     }
 
     #[test]

@@ -425,7 +425,10 @@ impl Controller {
             .args(["run", "--namespace", ns, "--log-format", "json"])
             .args(["--metrics-addr", &format!("127.0.0.1:{port}")])
             .env("KUBECONFIG", kubeconfig)
-            .env("RUST_LOG", "info,kube=warn")
+            .env(
+                "RUST_LOG",
+                "info,kube=warn,fledge_controller::controller=debug",
+            )
             .stdin(Stdio::null())
             .stdout(out.try_clone()?)
             .stderr(out)
@@ -581,6 +584,69 @@ fn http_get(port: u16, path: &str) -> Result<String> {
     Ok(body.to_string())
 }
 
+/// `kubectl get deployments --watch-only` in the background: when each target became ready
+/// to analyse (all its replicas updated and available), as the API server reported it.
+struct ReadyWatch {
+    child: Child,
+    reader: Option<JoinHandle<BTreeMap<String, f64>>>,
+}
+
+impl ReadyWatch {
+    fn start(k: &Kubectl, ns: &str) -> Result<Self> {
+        let template = "jsonpath={.metadata.name}|{.metadata.generation}|\
+                        {.status.observedGeneration}|{.spec.replicas}|{.status.updatedReplicas}|\
+                        {.status.availableReplicas}{\"\\n\"}";
+        let mut child = k
+            .cmd()
+            .args([
+                "get",
+                "deployments",
+                "-n",
+                ns,
+                "--watch-only",
+                "-o",
+                template,
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("running kubectl get --watch-only")?;
+        let stdout = child.stdout.take().context("kubectl stdout")?;
+        let ns = ns.to_string();
+        let reader = thread::spawn(move || {
+            let mut ready = BTreeMap::new();
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let at = unix_now();
+                if let Some(name) = measure::ready_target(&line) {
+                    ready.entry(format!("{ns}/{name}")).or_insert(at);
+                }
+            }
+            ready
+        });
+        Ok(ReadyWatch {
+            child,
+            reader: Some(reader),
+        })
+    }
+
+    /// Stops the watch; when each target first became ready.
+    fn finish(mut self) -> BTreeMap<String, f64> {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.reader
+            .take()
+            .and_then(|r| r.join().ok())
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for ReadyWatch {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// What the controller had done and used at one moment.
 struct Snapshot {
     at: Instant,
@@ -647,6 +713,10 @@ struct Report {
     change_spread: f64,
     detected: Option<Summary>,
     first_step: Option<Summary>,
+    /// Revision change to the target ready for analysis (the cluster's part).
+    ready: Option<Summary>,
+    /// Target ready to the first analysis step (the controller's part).
+    reaction: Option<Summary>,
     succeeded: Option<Summary>,
     lateness_log: Option<Summary>,
     lateness_hist: Histogram,
@@ -754,6 +824,7 @@ fn measure_phases(
 
     eprintln!("==> wave: a new image for all {n} targets");
     let wave_from = ctrl.snapshot()?;
+    let watch = ReadyWatch::start(k, ns)?;
     let t0 = unix_now();
     let docs: Vec<String> = (0..n).map(|i| new_image(ns, &name(i))).collect();
     let lines = k.apply_parallel(&docs, WAVE_MANAGER, &["--force-conflicts"])?;
@@ -786,6 +857,7 @@ fn measure_phases(
         },
     )?;
     let wave_to = ctrl.snapshot()?;
+    let ready = watch.finish();
 
     let text = std::fs::read_to_string(&ctrl.log)?;
     let events: Vec<LogEvent> = text.lines().filter_map(parse_log_event).collect();
@@ -800,6 +872,10 @@ fn measure_phases(
     let first_steps: BTreeMap<String, f64> = steps
         .iter()
         .filter_map(|(c, t)| Some((c.clone(), *t.first()?)))
+        .collect();
+    let reaction: Vec<f64> = first_steps
+        .iter()
+        .filter_map(|(c, t)| Some(t - ready.get(c)?))
         .collect();
     let late: Vec<f64> = steps
         .values()
@@ -818,6 +894,8 @@ fn measure_phases(
         change_spread,
         detected: since(measure::first_of(&events, "NewRevision", t0)),
         first_step: since(first_steps),
+        ready: since(ready.clone()),
+        reaction: Summary::of(&reaction),
         succeeded: since(measure::first_of(&events, "Succeeded", t0)),
         lateness_log: Summary::of(&late),
         lateness_hist: wave_to.lateness.since(&wave_from.lateness),
@@ -926,7 +1004,11 @@ impl Report {
             secs(self.change_spread),
             self.failed
         ));
-        let mut rows = vec![["", "n", "p50", "p99", "max"].map(String::from).to_vec()];
+        let mut rows = vec![
+            ["", "n", "min", "p50", "p99", "max"]
+                .map(String::from)
+                .to_vec(),
+        ];
         let mut row = |what: &str, s: &Option<Summary>| {
             rows.push(match s {
                 Some(s) => vec![
@@ -948,9 +1030,14 @@ impl Report {
             });
         };
         row("revision change -> new revision detected", &self.detected);
+        row("revision change -> target ready (cluster)", &self.ready);
+        row("target ready -> first analysis step", &self.reaction);
         row("revision change -> first analysis step", &self.first_step);
         row("revision change -> Succeeded", &self.succeeded);
-        row("step lateness vs schedule (log)", &self.lateness_log);
+        row(
+            "step lateness vs schedule (controller log)",
+            &self.lateness_log,
+        );
         let h = &self.lateness_hist;
         let bound = |q: f64| {
             h.quantile_bound(q)
