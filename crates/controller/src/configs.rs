@@ -35,6 +35,13 @@ impl ConfigTracker {
         }
     }
 
+    /// Waits until both caches hold their first full list: before that, a ConfigMap that
+    /// exists would look missing and the primary would be built without its copy.
+    pub async fn wait_until_ready(&self) -> bool {
+        self.config_maps.wait_until_ready().await.is_ok()
+            && self.secrets.wait_until_ready().await.is_ok()
+    }
+
     fn meta(&self, ns: &str, r: &ConfigRef) -> Option<ObjectMeta> {
         match r {
             ConfigRef::ConfigMap(n) => self

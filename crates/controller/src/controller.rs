@@ -253,6 +253,11 @@ async fn reconcile_inner(canary: &Canary, ctx: &Context) -> Result<Requeue> {
         remember_write(ctx, canary);
         return Ok(Requeue::requeue(Duration::ZERO));
     }
+    if !caches_ready(ctx).await {
+        // Deployments, ConfigMaps or Secrets not listed yet: deciding now would take a
+        // missing object for an absent one.
+        return Ok(Requeue::requeue(Duration::from_millis(500)));
+    }
 
     if is_stale(ctx, canary) {
         // Our last status write has not reached the watch yet; its event brings us back.
@@ -340,6 +345,16 @@ async fn reconcile_inner(canary: &Canary, ctx: &Context) -> Result<Requeue> {
 fn on_engine_clock(requeue: Duration, now: jiff::Timestamp) -> Duration {
     let into_second = u64::try_from(now.subsec_nanosecond()).unwrap_or(0);
     requeue.saturating_sub(Duration::from_nanos(into_second))
+}
+
+/// Whether the caches the decision reads hold their first full list (waits up to 5 s).
+async fn caches_ready(ctx: &Context) -> bool {
+    let ready = async {
+        ctx.deployments.wait_until_ready().await.is_ok() && ctx.configs.wait_until_ready().await
+    };
+    tokio::time::timeout(Duration::from_secs(5), ready)
+        .await
+        .unwrap_or(false)
 }
 
 /// Whether the cached Canary is older than our own last status write.
