@@ -7,6 +7,7 @@ pub mod configs;
 pub mod controller;
 pub mod crds;
 mod error;
+pub mod events;
 pub mod metrics;
 pub mod routers;
 pub mod server;

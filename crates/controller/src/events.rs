@@ -1,0 +1,338 @@
+//! Kubernetes Events (`events.k8s.io/v1`) about Canaries, published exactly as kube's
+//! [`kube::runtime::events::Recorder`] publishes them, with a compact memory of what was sent.
+//!
+//! As with kube's recorder, an Event with the same type, reason and action about the same object
+//! within six minutes of the last one is recorded as a series on the first Event (its count and
+//! last observed time are patched) instead of as a new Event. kube's recorder remembers every
+//! Event it sent, in full and inline in its map, for those six minutes: about 2 KiB per Event, so
+//! at a thousand Canaries rolling out it held some 30 MiB, the largest part of the controller's
+//! memory. This one remembers only the Event's name, count and time.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use jiff::{SignedDuration, Timestamp};
+use k8s_openapi::api::core::v1::ObjectReference;
+use k8s_openapi::api::events::v1::{Event as K8sEvent, EventSeries};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
+use kube::Client;
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::runtime::events::{Event, EventType, Reporter};
+
+/// How long a sent Event is remembered for a series (kube's recorder: six minutes).
+const TTL: SignedDuration = SignedDuration::from_mins(6);
+/// Forgotten Events are swept out at most this often.
+const SWEEP_EVERY: SignedDuration = SignedDuration::from_secs(30);
+
+/// Publishes Events about Canaries.
+pub struct Recorder {
+    client: Client,
+    reporter: Reporter,
+    cache: Mutex<Cache>,
+}
+
+impl Recorder {
+    /// A recorder reporting as `reporter`.
+    pub fn new(client: Client, reporter: Reporter) -> Self {
+        Recorder {
+            client,
+            reporter,
+            cache: Mutex::new(Cache::default()),
+        }
+    }
+
+    /// Publishes `ev` about `regarding`: a new Event, or the next of a series.
+    pub async fn publish(&self, ev: &Event, regarding: &ObjectReference) -> kube::Result<()> {
+        let now = Timestamp::now();
+        let key = Key::new(ev, regarding);
+        let next = self.lock().next(&key, now);
+        let namespace = regarding.namespace.as_deref().unwrap_or("default");
+        let events: Api<K8sEvent> = Api::namespaced(self.client.clone(), namespace);
+        let (name, count) = match next {
+            Next::Series { name, count } => {
+                let series = EventSeries {
+                    count,
+                    last_observed_time: MicroTime(now),
+                };
+                let patch = serde_json::json!({ "series": series });
+                events
+                    .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                    .await?;
+                (name, count)
+            }
+            Next::Create => {
+                let event = build(&self.reporter, ev, regarding, now);
+                let name = event.metadata.name.clone().unwrap_or_default();
+                events.create(&PostParams::default(), &event).await?;
+                (name, 1)
+            }
+        };
+        self.lock().sent(key, name, count, now);
+        Ok(())
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Cache> {
+        self.cache
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// The Event kube's recorder creates.
+fn build(reporter: &Reporter, ev: &Event, regarding: &ObjectReference, now: Timestamp) -> K8sEvent {
+    let controller = &reporter.controller;
+    K8sEvent {
+        action: Some(ev.action.clone()),
+        reason: Some(ev.reason.clone()),
+        event_time: Some(MicroTime(now)),
+        regarding: Some(regarding.clone()),
+        note: ev.note.clone(),
+        metadata: ObjectMeta {
+            namespace: regarding.namespace.clone(),
+            name: Some(format!(
+                "{}.{:x}",
+                regarding.name.as_ref().unwrap_or(controller),
+                now.as_nanosecond()
+            )),
+            ..Default::default()
+        },
+        reporting_controller: Some(controller.clone()),
+        reporting_instance: Some(
+            reporter
+                .instance
+                .clone()
+                .unwrap_or_else(|| controller.clone()),
+        ),
+        type_: Some(
+            match ev.type_ {
+                EventType::Normal => "Normal",
+                EventType::Warning => "Warning",
+            }
+            .into(),
+        ),
+        related: ev.secondary.clone(),
+        ..Default::default()
+    }
+}
+
+/// What makes two Events one series (the reporter is the same for every Event sent here).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct Key {
+    regarding: String,
+    related: Option<String>,
+    warning: bool,
+    reason: String,
+    action: String,
+}
+
+impl Key {
+    fn new(ev: &Event, regarding: &ObjectReference) -> Self {
+        Key {
+            regarding: object_key(regarding),
+            related: ev.secondary.as_ref().map(object_key),
+            warning: matches!(ev.type_, EventType::Warning),
+            reason: ev.reason.clone(),
+            action: ev.action.clone(),
+        }
+    }
+}
+
+/// An object by uid, or by kind, namespace and name when it has none.
+fn object_key(r: &ObjectReference) -> String {
+    match &r.uid {
+        Some(uid) => uid.clone(),
+        None => format!(
+            "{}/{}/{}/{}",
+            r.api_version.as_deref().unwrap_or_default(),
+            r.kind.as_deref().unwrap_or_default(),
+            r.namespace.as_deref().unwrap_or_default(),
+            r.name.as_deref().unwrap_or_default()
+        ),
+    }
+}
+
+/// An Event sent and still remembered.
+#[derive(Debug)]
+struct Sent {
+    name: String,
+    count: i32,
+    last: Timestamp,
+}
+
+/// The next Event to send for a key.
+#[derive(Debug, PartialEq, Eq)]
+enum Next {
+    Create,
+    Series { name: String, count: i32 },
+}
+
+#[derive(Default)]
+struct Cache {
+    sent: HashMap<Key, Sent>,
+    swept: Option<Timestamp>,
+}
+
+impl Cache {
+    fn next(&mut self, key: &Key, now: Timestamp) -> Next {
+        self.sweep(now);
+        match self.sent.get(key) {
+            Some(s) if s.last + TTL > now => Next::Series {
+                name: s.name.clone(),
+                count: s.count.saturating_add(1),
+            },
+            _ => Next::Create,
+        }
+    }
+
+    fn sent(&mut self, key: Key, name: String, count: i32, now: Timestamp) {
+        self.sent.insert(
+            key,
+            Sent {
+                name,
+                count,
+                last: now,
+            },
+        );
+    }
+
+    /// Forgets Events older than the TTL; gives memory back after a burst.
+    fn sweep(&mut self, now: Timestamp) {
+        if self.swept.is_some_and(|t| t + SWEEP_EVERY > now) {
+            return;
+        }
+        self.swept = Some(now);
+        self.sent.retain(|_, s| s.last + TTL > now);
+        if self.sent.capacity() > 64 && self.sent.len() < self.sent.capacity() / 4 {
+            self.sent.shrink_to_fit();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(reason: &str) -> Key {
+        let ev = Event {
+            type_: EventType::Normal,
+            reason: reason.into(),
+            note: Some("a note".into()),
+            action: "Reconcile".into(),
+            secondary: None,
+        };
+        let regarding = ObjectReference {
+            uid: Some("uid-1".into()),
+            name: Some("podinfo".into()),
+            namespace: Some("test".into()),
+            ..Default::default()
+        };
+        Key::new(&ev, &regarding)
+    }
+
+    fn at(s: i64) -> Timestamp {
+        Timestamp::from_second(1_800_000_000 + s).unwrap()
+    }
+
+    #[test]
+    fn repeats_within_six_minutes_make_a_series() {
+        let mut c = Cache::default();
+        assert_eq!(c.next(&key("IterationAdvanced"), at(0)), Next::Create);
+        c.sent(key("IterationAdvanced"), "podinfo.1".into(), 1, at(0));
+        let series = |count| Next::Series {
+            name: "podinfo.1".into(),
+            count,
+        };
+        assert_eq!(c.next(&key("IterationAdvanced"), at(10)), series(2));
+        c.sent(key("IterationAdvanced"), "podinfo.1".into(), 2, at(10));
+        // Six minutes after the last one, not after the first.
+        assert_eq!(c.next(&key("IterationAdvanced"), at(369)), series(3));
+        // Another reason is another Event.
+        assert_eq!(c.next(&key("Promoting"), at(20)), Next::Create);
+        // Six minutes of silence: a new Event.
+        assert_eq!(c.next(&key("IterationAdvanced"), at(370)), Next::Create);
+    }
+
+    #[test]
+    fn forgotten_events_are_swept_out() {
+        let mut c = Cache::default();
+        for i in 0..1000 {
+            c.sent(key(&format!("R{i}")), format!("e{i}"), 1, at(0));
+        }
+        c.next(&key("R0"), at(10));
+        assert_eq!(c.sent.len(), 1000);
+        c.next(&key("R0"), at(400));
+        assert!(c.sent.is_empty());
+        assert!(c.sent.capacity() < 1000, "{}", c.sent.capacity());
+    }
+
+    #[test]
+    fn objects_without_uid_are_told_apart_by_name() {
+        let a = ObjectReference {
+            kind: Some("Canary".into()),
+            namespace: Some("a".into()),
+            name: Some("x".into()),
+            ..Default::default()
+        };
+        let b = ObjectReference {
+            namespace: Some("b".into()),
+            ..a.clone()
+        };
+        assert_ne!(object_key(&a), object_key(&b));
+    }
+
+    #[test]
+    fn the_event_is_the_one_kube_creates() {
+        let ev = Event {
+            type_: EventType::Warning,
+            reason: "CheckFailed".into(),
+            note: Some("Halt advancement".into()),
+            action: "Reconcile".into(),
+            secondary: None,
+        };
+        let regarding = ObjectReference {
+            uid: Some("uid-1".into()),
+            name: Some("podinfo".into()),
+            namespace: Some("test".into()),
+            ..Default::default()
+        };
+        let reporter = Reporter {
+            controller: "fledge".into(),
+            instance: None,
+        };
+        let now = at(0);
+        let name = format!("podinfo.{:x}", now.as_nanosecond());
+        let fields = |e: &K8sEvent| {
+            (
+                e.metadata.name.clone(),
+                e.metadata.namespace.clone(),
+                e.type_.clone(),
+                e.reason.clone(),
+                e.note.clone(),
+                e.reporting_controller.clone(),
+                e.reporting_instance.clone(),
+                e.event_time.clone(),
+                e.series.clone(),
+            )
+        };
+        let expected = K8sEvent {
+            metadata: ObjectMeta {
+                name: Some(name),
+                namespace: Some("test".into()),
+                ..Default::default()
+            },
+            type_: Some("Warning".into()),
+            reason: Some("CheckFailed".into()),
+            note: Some("Halt advancement".into()),
+            action: Some("Reconcile".into()),
+            regarding: Some(regarding.clone()),
+            reporting_controller: Some("fledge".into()),
+            reporting_instance: Some("fledge".into()),
+            event_time: Some(MicroTime(now)),
+            ..Default::default()
+        };
+        let built = build(&reporter, &ev, &regarding, now);
+        assert_eq!(fields(&built), fields(&expected));
+        assert_eq!(built.regarding, expected.regarding);
+        assert_eq!(built.action, expected.action);
+    }
+}
