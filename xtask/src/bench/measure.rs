@@ -10,6 +10,10 @@ pub struct Memory {
     pub rss_kib: u64,
     /// Peak resident set size since the start (`VmHWM`).
     pub hwm_kib: u64,
+    /// Of `VmRSS`, anonymous memory (`RssAnon`: the heap and stacks).
+    pub anon_kib: u64,
+    /// Of `VmRSS`, file pages (`RssFile`: mostly the program's own code, shared and clean).
+    pub file_kib: u64,
 }
 
 /// Parses `VmRSS` and `VmHWM` out of `/proc/<pid>/status`.
@@ -23,6 +27,8 @@ pub fn parse_status(text: &str) -> Option<Memory> {
     Some(Memory {
         rss_kib: field("VmRSS")?,
         hwm_kib: field("VmHWM")?,
+        anon_kib: field("RssAnon").unwrap_or(0),
+        file_kib: field("RssFile").unwrap_or(0),
     })
 }
 
@@ -450,13 +456,20 @@ mod tests {
     #[test]
     fn reads_memory_from_proc_status() {
         let text = "Name:\tfledge\nVmPeak:\t  900000 kB\nVmHWM:\t   41234 kB\nVmRSS:\t   38000 kB\n\
-                    Threads:\t3\n";
+                    RssAnon:\t   22000 kB\nRssFile:\t   16000 kB\nThreads:\t3\n";
         assert_eq!(
             parse_status(text),
             Some(Memory {
                 rss_kib: 38000,
-                hwm_kib: 41234
+                hwm_kib: 41234,
+                anon_kib: 22000,
+                file_kib: 16000,
             })
+        );
+        // Kernels before 4.5 have no RssAnon/RssFile.
+        assert_eq!(
+            parse_status("VmHWM:\t2 kB\nVmRSS:\t1 kB\n").map(|m| (m.anon_kib, m.file_kib)),
+            Some((0, 0))
         );
         assert_eq!(parse_status("Name:\tx\nVmRSS:\t1 kB\n"), None);
         assert_eq!(parse_status("VmRSS:\tlots kB\nVmHWM:\t1 kB\n"), None);

@@ -722,6 +722,7 @@ struct Report {
     lateness_hist: Histogram,
     failed: usize,
     hwm_kib: u64,
+    end_memory: Memory,
     log: PathBuf,
 }
 
@@ -901,6 +902,7 @@ fn measure_phases(
         lateness_hist: wave_to.lateness.since(&wave_from.lateness),
         failed,
         hwm_kib: wave_to.memory.hwm_kib,
+        end_memory: wave_to.memory,
         log: PathBuf::new(),
     })
 }
@@ -1069,6 +1071,14 @@ impl Report {
             .max()
             .unwrap_or(0);
         let ok = |b: bool| if b { "met" } else { "MISSED" };
+        let end = self.end_memory;
+        out.push_str(&format!(
+            "\nresident memory at the end: {} = {} anonymous (heap, stacks) + {} file pages (the \
+             program's code)\n",
+            mib(end.rss_kib),
+            mib(end.anon_kib),
+            mib(end.file_kib)
+        ));
         out.push_str(&format!(
             "\ntargets (stated for N = 1000):\n  resident memory < 64 MiB: peak {} (VmHWM {}) — {}\n  \
              <= 1 API request per canary per interval in steady state: {steady_rate:.3} — {}\n  \
