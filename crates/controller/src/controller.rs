@@ -45,6 +45,8 @@ pub struct Settings {
     pub max_concurrent_rollouts: Option<usize>,
     /// Name reported on Events.
     pub reporter: String,
+    /// At most this many Canaries reconciled at once (0: no limit).
+    pub max_concurrent_reconciles: u16,
 }
 
 /// What every reconcile shares.
@@ -120,7 +122,10 @@ pub async fn run(
     )
     .default_backoff()
     .applied_objects();
-    let controller = Controller::for_stream(canary_stream, canaries.clone());
+    let controller = Controller::for_stream(canary_stream, canaries.clone()).with_config(
+        kube::runtime::controller::Config::default()
+            .concurrency(settings.max_concurrent_reconciles),
+    );
     let canaries_for_map = canaries.clone();
     let ctx = Arc::new(Context {
         recorder: Recorder::new(

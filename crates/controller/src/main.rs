@@ -72,6 +72,13 @@ struct RunArgs {
     /// hundreds of Canaries act at once.
     #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u16).range(1..))]
     kube_api_concurrency: u16,
+    /// At most this many Canaries reconciled at once; the others wait their turn (0: no limit).
+    /// Each reconcile in flight holds its request bodies and state (tens of KiB), so without a
+    /// limit a thousand Canaries acting at once cost some 30 MiB more. A slow analysis (webhooks,
+    /// metric queries) holds its slot while it runs: raise this when many Canaries have slow
+    /// analyses and steps start late.
+    #[arg(long, default_value_t = 64)]
+    max_concurrent_reconciles: u16,
 }
 
 fn main() -> ExitCode {
@@ -181,6 +188,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         namespace: args.namespace.clone(),
         max_concurrent_rollouts: args.max_concurrent_rollouts,
         reporter: "fledge".into(),
+        max_concurrent_reconciles: args.max_concurrent_reconciles,
     };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
