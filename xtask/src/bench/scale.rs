@@ -93,9 +93,7 @@ pub fn run(args: ScaleArgs) -> Result<()> {
     install_crds(&kubectl)?;
     let mut reports = Vec::new();
     for &n in &args.canaries {
-        let report = scale(&kubectl, &cluster, &fledge, n, interval, &args)?;
-        println!("{}", report.render());
-        reports.push(report);
+        reports.push(scale(&kubectl, &cluster, &fledge, n, interval, &args)?);
     }
     if reports.len() > 1 {
         println!("{}", summary(&reports));
@@ -766,7 +764,12 @@ fn scale(
     eprintln!("==> starting {} (log: {})", fledge.display(), dir.display());
     let log = dir.join("fledge.log");
     let mut ctrl = Controller::start(fledge, &cluster.kubeconfig, &ns, &log)?;
-    let result = measure_phases(k, &mut ctrl, &ns, n, interval, args, timeout);
+    let result = measure_phases(k, &mut ctrl, &ns, n, interval, args, timeout).map(|mut r| {
+        r.log = log;
+        // Printed now, so that the figures survive a failed clean-up.
+        println!("{}", r.render());
+        r
+    });
     let cleanup = if args.keep {
         eprintln!("==> leaving namespace {ns} (--keep)");
         Ok(())
@@ -774,9 +777,8 @@ fn scale(
         clean_up(k, &mut ctrl, &ns, timeout)
     };
     ctrl.stop();
-    let mut report = result?;
+    let report = result?;
     cleanup?;
-    report.log = log;
     Ok(report)
 }
 
