@@ -70,14 +70,14 @@ struct RunArgs {
     /// wait their turn (a watch counts until its response starts). The client opens one
     /// connection per request in flight, so this bounds the connections and their buffers when
     /// hundreds of Canaries act at once.
-    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u16).range(1..))]
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u16).range(1..))]
     kube_api_concurrency: u16,
     /// At most this many Canaries reconciled at once; the others wait their turn (0: no limit).
     /// Each reconcile in flight holds its request bodies and state (tens of KiB), so without a
     /// limit a thousand Canaries acting at once cost some 30 MiB more. A slow analysis (webhooks,
     /// metric queries) holds its slot while it runs: raise this when many Canaries have slow
     /// analyses and steps start late.
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 128)]
     max_concurrent_reconciles: u16,
 }
 
