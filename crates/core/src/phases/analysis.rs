@@ -1,9 +1,9 @@
 //! `Progressing` and `WaitingPromotion`: one analysis step per interval, once the workloads are
 //! ready; a new revision restarts the analysis; failures count towards the threshold.
 
-use fledge_api::{CanaryPhase, HookType, RolloutProgress};
+use fledge_api::{CanaryPhase, HookType};
 
-use crate::action::{Action, CanaryScale, LedgerEvent, NotifyKind, Routes, Severity};
+use crate::action::{Action, CanaryScale, LedgerEvent, NotifyKind, Severity};
 use crate::checks::Failure;
 use crate::ctx::{Cx, MAX_FAILURES};
 use crate::observe::TargetObservation;
@@ -47,17 +47,7 @@ pub(super) fn restart(cx: &mut Cx, target: &TargetObservation) {
         LedgerEvent::Superseded,
         vec!["a newer revision replaced the one under test".to_string()],
     );
-    cx.set_routes(Routes::PRIMARY);
-    let now = cx.now_time();
-    let s = &mut cx.status;
-    s.last_applied_spec = Some(target.spec_hash.clone());
-    s.tracked_configs = Some(target.tracked_configs.clone());
-    s.failed_checks = 0;
-    s.iterations = 0;
-    s.rollout = Some(RolloutProgress {
-        start_time: Some(now),
-        ..Default::default()
-    });
+    super::begin_revision(cx, target);
     let name = cx.target_name();
     cx.enter(
         CanaryPhase::Progressing,

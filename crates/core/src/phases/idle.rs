@@ -1,9 +1,9 @@
 //! Between rollouts (`Initialized`, `Succeeded`, `Failed`) and before one (`Waiting`): detect a
 //! new revision, pass the rollout slot and the `confirm-rollout` gate, and start.
 
-use fledge_api::{CanaryPhase, HookType, RolloutProgress};
+use fledge_api::{CanaryPhase, HookType};
 
-use crate::action::{Action, CanaryScale, LedgerEvent, NotifyKind, Routes, Severity};
+use crate::action::{Action, CanaryScale, LedgerEvent, NotifyKind, Severity};
 use crate::checks::Failure;
 use crate::conditions;
 use crate::ctx::Cx;
@@ -129,17 +129,7 @@ fn wait(cx: &mut Cx, reason: &str, message: String, polled: bool) {
 
 /// Starts the rollout of the target's revision.
 fn start(cx: &mut Cx, target: &TargetObservation) {
-    cx.set_routes(Routes::PRIMARY);
-    let now = cx.now_time();
-    let s = &mut cx.status;
-    s.last_applied_spec = Some(target.spec_hash.clone());
-    s.tracked_configs = Some(target.tracked_configs.clone());
-    s.failed_checks = 0;
-    s.iterations = 0;
-    s.rollout = Some(RolloutProgress {
-        start_time: Some(now),
-        ..Default::default()
-    });
+    super::begin_revision(cx, target);
     let name = cx.target_name();
     if cx.spec.skip_analysis {
         promote::begin(

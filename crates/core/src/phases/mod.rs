@@ -74,3 +74,19 @@ fn generation_changed(cx: &Cx) -> bool {
         _ => false,
     }
 }
+
+/// Takes `target`'s revision as the one under test: all traffic on the primary, counters and
+/// the rollout's bookkeeping reset, the rollout's clock started now.
+fn begin_revision(cx: &mut Cx, target: &TargetObservation) {
+    cx.set_routes(crate::action::Routes::PRIMARY);
+    let now = cx.now_time();
+    let s = &mut cx.status;
+    s.last_applied_spec = Some(target.spec_hash.clone());
+    s.tracked_configs = Some(target.tracked_configs.clone());
+    s.failed_checks = 0;
+    s.iterations = 0;
+    s.rollout = Some(fledge_api::RolloutProgress {
+        start_time: Some(now),
+        ..Default::default()
+    });
+}
