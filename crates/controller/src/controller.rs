@@ -74,51 +74,16 @@ pub async fn run(
     metrics: Arc<Metrics>,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) -> anyhow::Result<()> {
-    let (canary_api, deploy_api): (Api<Canary>, Api<Deployment>) = match &settings.namespace {
-        Some(ns) => (
-            Api::namespaced(client.clone(), ns),
-            Api::namespaced(client.clone(), ns),
-        ),
-        None => (Api::all(client.clone()), Api::all(client.clone())),
-    };
-    let (deployments, dep_writer) = reflector::store();
-    let dep_stream = reflector::reflector(
-        dep_writer,
-        watcher(deploy_api, watcher::Config::default()).modify(slim),
-    )
-    .default_backoff()
-    .touched_objects();
-
-    let (cm_api, secret_api): (
-        Api<PartialObjectMeta<ConfigMap>>,
-        Api<PartialObjectMeta<Secret>>,
-    ) = match &settings.namespace {
-        Some(ns) => (
-            Api::namespaced(client.clone(), ns),
-            Api::namespaced(client.clone(), ns),
-        ),
-        None => (Api::all(client.clone()), Api::all(client.clone())),
-    };
-    let (cm_store, cm_writer) = reflector::store();
-    let cm_stream = reflector::reflector(
-        cm_writer,
-        watcher(cm_api, watcher::Config::default()).modify(|o| o.managed_fields_mut().clear()),
-    )
-    .default_backoff()
-    .touched_objects();
-    let (secret_store, secret_writer) = reflector::store();
-    let secret_stream = reflector::reflector(
-        secret_writer,
-        watcher(secret_api, watcher::Config::default()).modify(|o| o.managed_fields_mut().clear()),
-    )
-    .default_backoff()
-    .touched_objects();
+    let ns = settings.namespace.as_deref();
+    let (deployments, dep_stream) = cached(scoped::<Deployment>(&client, ns));
+    let (cm_store, cm_stream) = cached(scoped::<PartialObjectMeta<ConfigMap>>(&client, ns));
+    let (secret_store, secret_stream) = cached(scoped::<PartialObjectMeta<Secret>>(&client, ns));
 
     // The Controller's own reflector, as `Controller::new` builds it, with slimmed objects.
     let (canaries, canary_writer) = reflector::store();
     let canary_stream = reflector::reflector(
         canary_writer,
-        watcher(canary_api, watcher::Config::default()).modify(slim),
+        watcher(scoped::<Canary>(&client, ns), watcher::Config::default()).modify(slim),
     )
     .default_backoff()
     .applied_objects();
@@ -171,6 +136,40 @@ pub async fn run(
 /// Drops what fledge never reads from a cached object and what makes up most of its size:
 /// `managedFields` and kubectl's copy of the whole object in the last-applied annotation (never
 /// copied to a primary either).
+/// An API in the watched namespace, or in all namespaces.
+fn scoped<K>(client: &Client, ns: Option<&str>) -> Api<K>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+    K::DynamicType: Default,
+{
+    match ns {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+/// A cache of `api`'s objects (slimmed) and the stream of their changes, which triggers
+/// reconciles of the Canaries they concern.
+fn cached<K>(
+    api: Api<K>,
+) -> (
+    Store<K>,
+    impl futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static,
+)
+where
+    K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
+    K::DynamicType: Default + Eq + std::hash::Hash + Clone + Send + Sync,
+{
+    let (store, writer) = reflector::store();
+    let stream = reflector::reflector(
+        writer,
+        watcher(api, watcher::Config::default()).modify(slim),
+    )
+    .default_backoff()
+    .touched_objects();
+    (store, stream)
+}
+
 fn slim<K: Resource>(obj: &mut K) {
     let meta = obj.meta_mut();
     meta.managed_fields = None;
