@@ -14,6 +14,7 @@ pub mod canary;
 pub mod defaults;
 pub mod duration;
 pub mod metric_template;
+pub mod template;
 mod status;
 pub mod validate;
 
