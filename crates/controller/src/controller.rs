@@ -47,6 +47,8 @@ pub struct Settings {
     pub reporter: String,
     /// At most this many Canaries reconciled at once (0: no limit).
     pub max_concurrent_reconciles: u16,
+    /// How metric queries run.
+    pub analysis: crate::analysis::AnalysisSettings,
 }
 
 /// What every reconcile shares.
@@ -54,6 +56,7 @@ pub struct Context {
     client: Client,
     recorder: Recorder,
     webhooks: WebhookClient,
+    analyzer: crate::analysis::Analyzer,
     metrics: Arc<Metrics>,
     deployments: Store<Deployment>,
     canaries: Store<Canary>,
@@ -101,6 +104,7 @@ pub async fn run(
             },
         ),
         webhooks: WebhookClient::new()?,
+        analyzer: crate::analysis::Analyzer::new(client.clone(), settings.analysis.clone()),
         client,
         metrics,
         deployments,
@@ -303,7 +307,7 @@ async fn reconcile_inner(canary: &Canary, ctx: &Context) -> Result<Requeue> {
         obs.webhooks = call_gating_webhooks(ctx, canary, &status, &needs.webhooks).await;
     }
     if needs.metrics {
-        obs.metrics = crate::analysis::run_metrics(canary).await;
+        obs.metrics = ctx.analyzer.run(canary).await;
     }
 
     let plan = fledge_core::plan(&canary.spec, &status, &obs);

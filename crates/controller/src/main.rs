@@ -79,6 +79,18 @@ struct RunArgs {
     /// analyses and steps start late.
     #[arg(long, default_value_t = 128)]
     max_concurrent_reconciles: u16,
+    /// The Prometheus server for the builtin metrics and for MetricTemplates without an address,
+    /// when a Canary sets no `spec.metricsServer` (e.g. `http://prometheus.monitoring:9090`).
+    #[arg(long)]
+    metrics_server: Option<String>,
+    /// Whose metrics the builtin checks of `gatewayapi` Canaries read: `app` (the application's
+    /// `http_request_duration_seconds` by pod, as Flagger does) or `traefik` (Traefik's
+    /// per-service metrics, when Traefik serves the Gateway).
+    #[arg(long, default_value_t = fledge_controller::analysis::GatewayMetrics::App)]
+    gateway_metrics: fledge_controller::analysis::GatewayMetrics,
+    /// Seconds before a metric query (or a Prometheus online check) gives up.
+    #[arg(long, default_value_t = 10)]
+    metrics_query_timeout: u64,
 }
 
 fn main() -> ExitCode {
@@ -189,6 +201,11 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         max_concurrent_rollouts: args.max_concurrent_rollouts,
         reporter: "fledge".into(),
         max_concurrent_reconciles: args.max_concurrent_reconciles,
+        analysis: fledge_controller::analysis::AnalysisSettings {
+            metrics_server: args.metrics_server.clone(),
+            gateway_metrics: args.gateway_metrics,
+            query_timeout: std::time::Duration::from_secs(args.metrics_query_timeout.max(1)),
+        },
     };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {

@@ -1,0 +1,231 @@
+//! The Prometheus metrics provider, on `prometheus-http-query`: one instant query gives one
+//! number, and anything else (no series, several series, a range, an error, silence) is said
+//! plainly so the engine fails the check with that reason.
+
+use std::time::Duration;
+
+use fledge_core::MetricOutcome;
+use prometheus_http_query::{Client, Error as PromError, response::Data};
+use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderName, HeaderValue};
+use url::Url;
+
+/// How to reach one Prometheus server.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct ProviderConfig {
+    /// The server's base URL.
+    pub address: String,
+    /// Extra request headers (MetricTemplate `provider.headers`).
+    pub headers: Vec<(String, String)>,
+    /// Credentials from the provider's Secret.
+    pub auth: Auth,
+    /// PEM certificates to trust besides the system's (the Secret's `ca.crt`).
+    pub ca_pem: Option<Vec<u8>>,
+    /// Skip TLS certificate verification (`provider.insecureSkipVerify`).
+    pub insecure_skip_verify: bool,
+}
+
+/// Credentials, as Flagger reads them from the provider's Secret: `token` (bearer), or
+/// `username` and `password` (basic).
+#[derive(Clone, Default, PartialEq, Eq, Hash)]
+pub enum Auth {
+    /// No credentials.
+    #[default]
+    None,
+    /// `Authorization: Bearer <token>`.
+    Bearer(String),
+    /// HTTP basic authentication.
+    Basic {
+        /// User name.
+        username: String,
+        /// Password.
+        password: String,
+    },
+}
+
+impl std::fmt::Debug for ProviderConfig {
+    // Never prints credentials or header values (they often carry tokens).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProviderConfig")
+            .field("address", &shown(&self.address))
+            .field("headers", &self.headers.iter().map(|(k, _)| k).collect::<Vec<_>>())
+            .field("auth", &matches!(self.auth, Auth::None).then_some("none"))
+            .field("insecure_skip_verify", &self.insecure_skip_verify)
+            .finish()
+    }
+}
+
+/// The address as it may appear in Events and logs: scheme, host and port only (no user
+/// information, path or query, which can carry secrets).
+pub fn shown(address: &str) -> String {
+    match Url::parse(address) {
+        Ok(u) => match (u.host_str(), u.port()) {
+            (Some(h), Some(p)) => format!("{}://{h}:{p}", u.scheme()),
+            (Some(h), None) => format!("{}://{h}", u.scheme()),
+            _ => format!("{}://", u.scheme()),
+        },
+        Err(_) => "an unparsable address".into(),
+    }
+}
+
+/// A client of one Prometheus server.
+pub struct Prometheus {
+    client: Client,
+    shown: String,
+    timeout: Duration,
+}
+
+impl Prometheus {
+    /// A client for `cfg`; every request gives up after `timeout`. The error is for people and
+    /// holds no secret.
+    pub fn new(cfg: &ProviderConfig, timeout: Duration) -> Result<Prometheus, String> {
+        let shown = shown(&cfg.address);
+        let url = Url::parse(&cfg.address).map_err(|e| {
+            format!("the Prometheus address is not a URL ({e}); write e.g. http://prometheus.monitoring:9090")
+        })?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(format!(
+                "the Prometheus address {shown} must start with http:// or https://"
+            ));
+        }
+        let mut headers = HeaderMap::new();
+        for (name, value) in &cfg.headers {
+            let name = HeaderName::try_from(name.as_str())
+                .map_err(|_| format!("the header name {name:?} is not a valid HTTP header name"))?;
+            let mut value = HeaderValue::try_from(value.as_str())
+                .map_err(|_| format!("the value of header {name} is not a valid HTTP header value"))?;
+            value.set_sensitive(true);
+            headers.append(name, value);
+        }
+        let mut auth = match &cfg.auth {
+            Auth::None => None,
+            Auth::Bearer(token) => Some(format!("Bearer {}", token.trim())),
+            Auth::Basic { username, password } => {
+                use base64::Engine as _;
+                let pair = format!("{username}:{password}");
+                Some(format!(
+                    "Basic {}",
+                    base64::engine::general_purpose::STANDARD.encode(pair)
+                ))
+            }
+        }
+        .map(|v| {
+            HeaderValue::try_from(v)
+                .map_err(|_| "the credentials in the provider's Secret are not valid in an HTTP header".to_string())
+        })
+        .transpose()?;
+        if let Some(v) = auth.as_mut() {
+            v.set_sensitive(true);
+        }
+        if let Some(v) = auth {
+            headers.insert(AUTHORIZATION, v);
+        }
+        let mut builder = reqwest::Client::builder()
+            .default_headers(headers)
+            .timeout(timeout)
+            .connect_timeout(timeout.min(Duration::from_secs(5)))
+            .danger_accept_invalid_certs(cfg.insecure_skip_verify);
+        if let Some(pem) = &cfg.ca_pem {
+            let certs = reqwest::Certificate::from_pem_bundle(pem).map_err(|e| {
+                format!("the ca.crt of the provider's Secret is not PEM certificates: {e}")
+            })?;
+            for c in certs {
+                builder = builder.add_root_certificate(c);
+            }
+        }
+        let http = builder
+            .build()
+            .map_err(|e| format!("cannot build an HTTP client for {shown}: {e}"))?;
+        let client = Client::from(http, url.as_str())
+            .map_err(|e| format!("the Prometheus address {shown} is not usable: {e}"))?;
+        Ok(Prometheus {
+            client,
+            shown,
+            timeout,
+        })
+    }
+
+    /// Whether the server answers a trivial query (`vector(1)` must give 1).
+    pub async fn online(&self) -> Result<(), String> {
+        match self.query("vector(1)").await {
+            MetricOutcome::Value(v) if v == 1.0 => Ok(()),
+            MetricOutcome::ProviderUnreachable(m) | MetricOutcome::Error(m) => Err(m),
+            other => Err(format!(
+                "Prometheus at {} answered vector(1) with {other:?}; is it a Prometheus server?",
+                self.shown
+            )),
+        }
+    }
+
+    /// Runs an instant query that must give one number.
+    pub async fn query(&self, promql: &str) -> MetricOutcome {
+        let result = match self.client.query(promql).get().await {
+            Ok(r) => r,
+            Err(e) => return self.failure(&e),
+        };
+        match result.data() {
+            Data::Scalar(s) => MetricOutcome::Value(s.value()),
+            Data::Vector(v) => match v.as_slice() {
+                [] => MetricOutcome::NoData,
+                [one] => MetricOutcome::Value(one.sample().value()),
+                many => MetricOutcome::Error(format!(
+                    "the query returned {} series where one number is expected; aggregate them, e.g. with sum(...)",
+                    many.len()
+                )),
+            },
+            Data::Matrix(_) => MetricOutcome::Error(
+                "the query returned a range vector where one number is expected; apply rate(), sum() or another function to its [range]".into(),
+            ),
+        }
+    }
+
+    fn failure(&self, e: &PromError) -> MetricOutcome {
+        let at = &self.shown;
+        match e {
+            PromError::Prometheus(p) if p.is_bad_data() => MetricOutcome::Error(format!(
+                "Prometheus at {at} refused the query: {}",
+                p.message()
+            )),
+            PromError::Prometheus(p) if p.is_timeout() || p.is_canceled() => {
+                MetricOutcome::ProviderUnreachable(format!(
+                    "Prometheus at {at} gave up on the query: {}",
+                    p.message()
+                ))
+            }
+            PromError::Prometheus(p) => MetricOutcome::Error(format!(
+                "Prometheus at {at} failed the query: {}",
+                p.message()
+            )),
+            PromError::Client(c) => {
+                let Some(inner) = c.inner() else {
+                    return MetricOutcome::ProviderUnreachable(format!(
+                        "Prometheus at {at} gave an answer fledge cannot read: {c}"
+                    ));
+                };
+                if inner.is_timeout() {
+                    return MetricOutcome::ProviderUnreachable(format!(
+                        "Prometheus at {at} did not answer within {}s",
+                        self.timeout.as_secs_f64()
+                    ));
+                }
+                if let Some(status) = inner.status() {
+                    let hint = match status.as_u16() {
+                        401 | 403 => "; check the credentials in the provider's secretRef",
+                        404 => "; check the address (it must be the server's base URL)",
+                        _ => "",
+                    };
+                    return MetricOutcome::ProviderUnreachable(format!(
+                        "Prometheus at {at} answered HTTP {status}{hint}"
+                    ));
+                }
+                // The innermost cause (e.g. "Connection refused (os error 111)"), without the
+                // request URL reqwest's own message carries.
+                let mut cause: &dyn std::error::Error = inner;
+                while let Some(next) = cause.source() {
+                    cause = next;
+                }
+                MetricOutcome::ProviderUnreachable(format!("cannot reach Prometheus at {at}: {cause}"))
+            }
+            other => MetricOutcome::Error(format!("Prometheus at {at}: {other}")),
+        }
+    }
+}
