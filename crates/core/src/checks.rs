@@ -50,7 +50,10 @@ pub fn check_metric(metric: &CanaryMetric, outcome: Option<&MetricOutcome>) -> R
         None => return Err(format!("metric {name}: no result, the check did not run")),
         Some(MetricOutcome::NoData) => return Err(format!("metric {name}: no data")),
         Some(MetricOutcome::ProviderUnreachable(m)) => {
-            return Err(format!("metric {name}: provider unreachable: {}", clip(m)));
+            return Err(format!(
+                "metric {name}: metrics provider unreachable: {}",
+                clip(m)
+            ));
         }
         Some(MetricOutcome::Error(m)) => {
             return Err(format!("metric {name}: query failed: {}", clip(m)));

@@ -335,6 +335,44 @@ fn each_metric_result_is_kept_with_its_range_and_reason() {
 }
 
 #[test]
+fn the_checks_condition_says_why_the_last_step_failed() {
+    let spec = canary_spec();
+    let failing = Observations {
+        metrics: metric_results(MetricOutcome::Error(
+            "MetricTemplate shop/rate: spec.query uses the unknown variable {{ nope }}".into(),
+        )),
+        ..obs("rev-2")
+    };
+    let p = plan(&spec, &rolling(20, 0, 4, 60), &failing);
+    let c = p
+        .status
+        .conditions
+        .iter()
+        .flatten()
+        .find(|c| c.r#type == conditions::CHECKS_PASSING)
+        .expect("ChecksPassing condition");
+    assert_eq!((c.status.as_str(), c.reason.as_deref()), ("False", Some("CheckFailed")));
+    assert!(
+        c.message.as_deref().unwrap().contains("unknown variable {{ nope }}"),
+        "{c:?}"
+    );
+    let passing = Observations {
+        now: at(NOW + 60),
+        metrics: metric_results(MetricOutcome::Value(100.0)),
+        ..obs("rev-2")
+    };
+    let p = plan(&spec, &p.status, &passing);
+    let c = p
+        .status
+        .conditions
+        .iter()
+        .flatten()
+        .find(|c| c.r#type == conditions::CHECKS_PASSING)
+        .unwrap();
+    assert_eq!((c.status.as_str(), c.reason.as_deref()), ("True", Some("ChecksPassed")));
+}
+
+#[test]
 fn the_metric_history_is_bounded_and_restarts_with_each_rollout() {
     let mut spec = canary_spec();
     analysis(&mut spec).threshold = Some(100);
