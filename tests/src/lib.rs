@@ -3,6 +3,7 @@
 //! servers standing in for webhooks. Everything listens on loopback.
 #![forbid(unsafe_code)]
 
+pub mod analysis;
 pub mod dataplane;
 
 use std::net::SocketAddr;

@@ -14,8 +14,8 @@ pub mod canary;
 pub mod defaults;
 pub mod duration;
 pub mod metric_template;
-pub mod template;
 mod status;
+pub mod template;
 pub mod validate;
 
 pub use alert_provider::{AlertProvider, AlertProviderSpec};

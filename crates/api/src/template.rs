@@ -50,7 +50,10 @@ pub fn render(query: &str, vars: &TemplateVars<'_>) -> Result<String, String> {
     while let Some(open) = rest.find("{{") {
         let after = &rest[open + 2..];
         let Some(close) = after.find("}}") else {
-            let line = query[..query.len() - rest.len() + open].matches('\n').count() + 1;
+            let line = query[..query.len() - rest.len() + open]
+                .matches('\n')
+                .count()
+                + 1;
             return Err(format!(
                 "has an unclosed {{{{ on line {line}; close it with }}}}, e.g. {{{{ namespace }}}}"
             ));
@@ -135,8 +138,14 @@ mod tests {
         let v = BTreeMap::from([("known".to_string(), "1".to_string())]);
         for (q, words) in [
             ("{{ nope }}", "unknown variable {{ nope }}"),
-            ("{{ variables.missing }}", "templateVariables has no \"missing\""),
-            ("{{ printf \"%s\" name }}", "template functions are not supported"),
+            (
+                "{{ variables.missing }}",
+                "templateVariables has no \"missing\"",
+            ),
+            (
+                "{{ printf \"%s\" name }}",
+                "template functions are not supported",
+            ),
             ("{{ .namespace }}", "without the dot"),
             ("{{ namespace | html }}", "template function"),
             ("{{ }}", "empty"),

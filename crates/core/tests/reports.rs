@@ -296,7 +296,10 @@ fn each_metric_result_is_kept_with_its_range_and_reason() {
     assert_eq!((rate.min, rate.max), (Some(99.0), None));
     assert!(!rate.passed);
     assert!(
-        rate.reason.as_deref().unwrap().contains("97.5 is below the minimum 99"),
+        rate.reason
+            .as_deref()
+            .unwrap()
+            .contains("97.5 is below the minimum 99"),
         "{rate:?}"
     );
     let duration = &r.metrics[1];
@@ -351,9 +354,15 @@ fn the_checks_condition_says_why_the_last_step_failed() {
         .flatten()
         .find(|c| c.r#type == conditions::CHECKS_PASSING)
         .expect("ChecksPassing condition");
-    assert_eq!((c.status.as_str(), c.reason.as_deref()), ("False", Some("CheckFailed")));
+    assert_eq!(
+        (c.status.as_str(), c.reason.as_deref()),
+        ("False", Some("CheckFailed"))
+    );
     assert!(
-        c.message.as_deref().unwrap().contains("unknown variable {{ nope }}"),
+        c.message
+            .as_deref()
+            .unwrap()
+            .contains("unknown variable {{ nope }}"),
         "{c:?}"
     );
     let passing = Observations {
@@ -369,7 +378,10 @@ fn the_checks_condition_says_why_the_last_step_failed() {
         .flatten()
         .find(|c| c.r#type == conditions::CHECKS_PASSING)
         .unwrap();
-    assert_eq!((c.status.as_str(), c.reason.as_deref()), ("True", Some("ChecksPassed")));
+    assert_eq!(
+        (c.status.as_str(), c.reason.as_deref()),
+        ("True", Some("ChecksPassed"))
+    );
 }
 
 #[test]

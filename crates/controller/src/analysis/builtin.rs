@@ -176,7 +176,10 @@ mod tests {
             assert_eq!(Observer::for_provider(provider, app), want, "{provider}");
         }
         let traefik = GatewayMetrics::Traefik;
-        assert_eq!(Observer::for_provider("gatewayapi:v1", traefik), TraefikGateway);
+        assert_eq!(
+            Observer::for_provider("gatewayapi:v1", traefik),
+            TraefikGateway
+        );
         assert_eq!(Observer::for_provider("", traefik), TraefikGateway);
         // Plain Services have no gateway in front: the app's metrics still.
         assert_eq!(Observer::for_provider("kubernetes", traefik), Http);

@@ -160,7 +160,11 @@ impl Analyzer {
             .filter(|a| !a.is_empty())
             .or_else(|| self.settings.metrics_server.clone());
         if let Some(r) = &m.template_ref {
-            let tns = r.namespace.clone().filter(|n| !n.is_empty()).unwrap_or(ns.clone());
+            let tns = r
+                .namespace
+                .clone()
+                .filter(|n| !n.is_empty())
+                .unwrap_or(ns.clone());
             let what = format!("MetricTemplate {tns}/{}", r.name);
             let api: Api<MetricTemplate> = Api::namespaced(self.client.clone(), &tns);
             let template = match api.get_opt(&r.name).await {
@@ -206,7 +210,8 @@ impl Analyzer {
                 insecure_skip_verify: provider.insecure_skip_verify,
             };
             if let Some(secret) = &provider.secret_ref {
-                self.credentials(&tns, &secret.name, &what, &mut cfg).await?;
+                self.credentials(&tns, &secret.name, &what, &mut cfg)
+                    .await?;
             }
             return Ok((cfg, query));
         }

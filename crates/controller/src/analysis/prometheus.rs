@@ -47,7 +47,10 @@ impl std::fmt::Debug for ProviderConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ProviderConfig")
             .field("address", &shown(&self.address))
-            .field("headers", &self.headers.iter().map(|(k, _)| k).collect::<Vec<_>>())
+            .field(
+                "headers",
+                &self.headers.iter().map(|(k, _)| k).collect::<Vec<_>>(),
+            )
             .field("auth", &matches!(self.auth, Auth::None).then_some("none"))
             .field("insecure_skip_verify", &self.insecure_skip_verify)
             .finish()
@@ -91,8 +94,9 @@ impl Prometheus {
         for (name, value) in &cfg.headers {
             let name = HeaderName::try_from(name.as_str())
                 .map_err(|_| format!("the header name {name:?} is not a valid HTTP header name"))?;
-            let mut value = HeaderValue::try_from(value.as_str())
-                .map_err(|_| format!("the value of header {name} is not a valid HTTP header value"))?;
+            let mut value = HeaderValue::try_from(value.as_str()).map_err(|_| {
+                format!("the value of header {name} is not a valid HTTP header value")
+            })?;
             value.set_sensitive(true);
             headers.append(name, value);
         }
@@ -109,8 +113,10 @@ impl Prometheus {
             }
         }
         .map(|v| {
-            HeaderValue::try_from(v)
-                .map_err(|_| "the credentials in the provider's Secret are not valid in an HTTP header".to_string())
+            HeaderValue::try_from(v).map_err(|_| {
+                "the credentials in the provider's Secret are not valid in an HTTP header"
+                    .to_string()
+            })
         })
         .transpose()?;
         if let Some(v) = auth.as_mut() {
@@ -147,7 +153,7 @@ impl Prometheus {
     /// Whether the server answers a trivial query (`vector(1)` must give 1).
     pub async fn online(&self) -> Result<(), String> {
         match self.query("vector(1)").await {
-            MetricOutcome::Value(v) if v == 1.0 => Ok(()),
+            MetricOutcome::Value(1.0) => Ok(()),
             MetricOutcome::ProviderUnreachable(m) | MetricOutcome::Error(m) => Err(m),
             other => Err(format!(
                 "Prometheus at {} answered vector(1) with {other:?}; is it a Prometheus server?",
@@ -223,7 +229,9 @@ impl Prometheus {
                 while let Some(next) = cause.source() {
                     cause = next;
                 }
-                MetricOutcome::ProviderUnreachable(format!("cannot reach Prometheus at {at}: {cause}"))
+                MetricOutcome::ProviderUnreachable(format!(
+                    "cannot reach Prometheus at {at}: {cause}"
+                ))
             }
             other => MetricOutcome::Error(format!("Prometheus at {at}: {other}")),
         }

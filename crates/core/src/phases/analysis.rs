@@ -127,7 +127,11 @@ fn step(cx: &mut Cx) {
     } else {
         let failures = analysis_checks(cx);
         let (value, reason, message) = if failures.is_empty() {
-            ("True", "ChecksPassed", "every check of the last analysis step passed".to_string())
+            (
+                "True",
+                "ChecksPassed",
+                "every check of the last analysis step passed".to_string(),
+            )
         } else {
             ("False", "CheckFailed", join(&failures))
         };
