@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use fledge_api::{Canary, CanaryPhase};
-use fledge_e2e::analysis::{Load, OwnPrometheus, query};
+use fledge_e2e::analysis::{Load, OwnPrometheus, ScrapeTarget, query};
 use fledge_e2e::dataplane::{
     GATEWAY_NAME, GATEWAY_NAMESPACE, LocalWorkload, PodinfoOpts, dataplane, only_local_endpoints,
     traefik_servers, wait_route_accepted, wait_routed,
@@ -76,13 +76,13 @@ fn canary(host: &str, analysis: Value, extra: Value) -> Value {
 
 /// Creates the Deployment (V1), the local stand-in for its Pods, the Canary, and `fledge run`
 /// reading the data plane's Prometheus; waits until the route serves the primary.
-async fn start(ns: &TestNs, host: &str, canary_json: Value) -> LocalWorkload {
+async fn start(ns: &TestNs, host: &str, canary_json: Value) -> (LocalWorkload, ScrapeTarget) {
     let dp = dataplane();
     ns.create::<Deployment>(deployment_json("podinfo", V1, 1))
         .await;
     let workload = LocalWorkload::start_with(&ns.client, &ns.name, "podinfo", "podinfo", faults());
     ns.create::<Canary>(canary_json).await;
-    ns.start_controller(&[
+    let idx = ns.start_controller(&[
         "--metrics-server",
         &dp.prometheus_url,
         "--gateway-metrics",
@@ -90,6 +90,12 @@ async fn start(ns: &TestNs, host: &str, canary_json: Value) -> LocalWorkload {
         "--metrics-query-timeout",
         "3",
     ]);
+    // Prometheus scrapes fledge too, as in a cluster.
+    let scrape = ScrapeTarget::register(
+        &format!("{}-fledge", ns.name),
+        ns.controller_metrics(idx),
+        &[("job_kind", "fledge")],
+    );
     ns.wait_phase("podinfo", CanaryPhase::Initialized, Duration::from_secs(90))
         .await;
     for svc in ["podinfo", "podinfo-primary", "podinfo-canary"] {
@@ -101,7 +107,7 @@ async fn start(ns: &TestNs, host: &str, canary_json: Value) -> LocalWorkload {
         .await
         .unwrap();
     wait_routed(host, Duration::from_secs(30)).await.unwrap();
-    workload
+    (workload, scrape)
 }
 
 /// Changes the image and waits until the rollout ends (Succeeded or Failed); returns the
@@ -192,6 +198,22 @@ async fn a_healthy_version_is_promoted_on_real_metrics() {
     let t = load.tally();
     assert!(t.errors.is_empty() && t.failed == 0, "{t:?}");
     assert!(t.by_version.contains_key("canary 6.0.1"), "{t:?}");
+    // Prometheus scraped fledge's own metrics: the promotion is there.
+    let promql = format!(
+        "fledge_rollouts_total{{namespace=\"{}\", result=\"promoted\"}}",
+        ns.name
+    );
+    eventually(
+        Duration::from_secs(30),
+        "fledge's metrics in Prometheus",
+        || async {
+            query(&dataplane().prometheus_url, &promql)
+                .await
+                .is_ok_and(|v| v == [1.0])
+        },
+    )
+    .await
+    .unwrap();
 }
 
 /// 2. A version that answers 5xx in some seconds is rolled back on `request-success-rate`,

@@ -134,6 +134,11 @@ impl Prometheus {
             let certs = reqwest::Certificate::from_pem_bundle(pem).map_err(|e| {
                 format!("the ca.crt of the provider's Secret is not PEM certificates: {e}")
             })?;
+            if certs.is_empty() {
+                return Err(
+                    "the ca.crt of the provider's Secret holds no PEM certificate (-----BEGIN CERTIFICATE-----)".into(),
+                );
+            }
             for c in certs {
                 builder = builder.add_root_certificate(c);
             }
@@ -235,5 +240,212 @@ impl Prometheus {
             }
             other => MetricOutcome::Error(format!("Prometheus at {at}: {other}")),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    use super::*;
+
+    /// A server on loopback that answers every request with `status` and `body` (JSON), and
+    /// keeps each request's head.
+    async fn server(status: u16, body: &'static str) -> (String, Arc<Mutex<Vec<String>>>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let log = seen.clone();
+        tokio::spawn(async move {
+            while let Ok((mut sock, _)) = listener.accept().await {
+                let log = log.clone();
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 16 * 1024];
+                    let mut head = Vec::new();
+                    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                        let n = sock.read(&mut buf).await.unwrap_or(0);
+                        if n == 0 {
+                            return;
+                        }
+                        head.extend_from_slice(&buf[..n]);
+                    }
+                    log.lock()
+                        .unwrap()
+                        .push(String::from_utf8_lossy(&head).to_string());
+                    let content_type = if body.starts_with('{') {
+                        "application/json"
+                    } else {
+                        "text/plain"
+                    };
+                    let reply = format!(
+                        "HTTP/1.1 {status} X\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                    let _ = sock.write_all(reply.as_bytes()).await;
+                });
+            }
+        });
+        (format!("http://127.0.0.1:{}", addr.port()), seen)
+    }
+
+    fn cfg(address: &str) -> ProviderConfig {
+        ProviderConfig {
+            address: address.into(),
+            headers: Vec::new(),
+            auth: Auth::None,
+            ca_pem: None,
+            insecure_skip_verify: false,
+        }
+    }
+
+    fn prom(c: &ProviderConfig) -> Prometheus {
+        Prometheus::new(c, Duration::from_secs(2)).unwrap()
+    }
+
+    const ONE: &str = r#"{"status":"success","data":{"resultType":"vector","result":[{"metric":{},"value":[1700000000,"99.5"]}]}}"#;
+    const NONE: &str = r#"{"status":"success","data":{"resultType":"vector","result":[]}}"#;
+    const TWO: &str = r#"{"status":"success","data":{"resultType":"vector","result":[{"metric":{"a":"1"},"value":[1700000000,"1"]},{"metric":{"a":"2"},"value":[1700000000,"2"]}]}}"#;
+    const SCALAR: &str =
+        r#"{"status":"success","data":{"resultType":"scalar","result":[1700000000,"42"]}}"#;
+    const NAN: &str = r#"{"status":"success","data":{"resultType":"vector","result":[{"metric":{},"value":[1700000000,"NaN"]}]}}"#;
+    const MATRIX: &str = r#"{"status":"success","data":{"resultType":"matrix","result":[{"metric":{},"values":[[1700000000,"1"]]}]}}"#;
+    const BAD: &str = r#"{"status":"error","errorType":"bad_data","error":"1:14: parse error: unclosed left parenthesis"}"#;
+
+    #[tokio::test]
+    async fn one_series_is_a_value_and_everything_else_says_what_it_was() {
+        for (status, body, want) in [
+            (200, ONE, "Value(99.5)"),
+            (200, SCALAR, "Value(42.0)"),
+            (200, NONE, "NoData"),
+            (200, TWO, "2 series where one number is expected"),
+            (200, MATRIX, "range vector"),
+            (
+                400,
+                BAD,
+                "refused the query: 1:14: parse error: unclosed left parenthesis",
+            ),
+            (
+                401,
+                "denied",
+                "answered HTTP 401 Unauthorized; check the credentials",
+            ),
+            (502, "bad gateway", "answered HTTP 502"),
+        ] {
+            let (url, _) = server(status, body).await;
+            let got = format!("{:?}", prom(&cfg(&url)).query("q").await);
+            assert!(got.contains(want), "{status} {body}: {got}");
+        }
+        let (url, _) = server(200, NAN).await;
+        assert!(matches!(
+            prom(&cfg(&url)).query("q").await,
+            MetricOutcome::Value(v) if v.is_nan()
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_server_that_is_down_is_unreachable_and_never_shows_credentials() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let c = cfg(&format!(
+            "http://admin:hunter2@127.0.0.1:{port}/prom?key=s3cr3t"
+        ));
+        let p = prom(&c);
+        let MetricOutcome::ProviderUnreachable(m) = p.query("up").await else {
+            panic!("not unreachable");
+        };
+        assert!(m.contains(&format!("http://127.0.0.1:{port}")), "{m}");
+        assert!(m.contains("Connection refused"), "{m}");
+        let online = p.online().await.unwrap_err();
+        for text in [&m, &online, &format!("{c:?}")] {
+            for secret in ["hunter2", "admin", "s3cr3t", "prom?"] {
+                assert!(!text.contains(secret), "{secret} in {text}");
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_server_that_never_answers_times_out() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        // Accepts and holds the connection without answering.
+        let hold = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((sock, _)) = listener.accept().await {
+                held.push(sock);
+            }
+        });
+        let p = Prometheus::new(&cfg(&url), Duration::from_millis(300)).unwrap();
+        let got = format!("{:?}", p.query("up").await);
+        assert!(got.contains("did not answer within 0.3s"), "{got}");
+        hold.abort();
+    }
+
+    #[tokio::test]
+    async fn credentials_and_headers_go_with_every_request() {
+        let (url, seen) = server(200, ONE).await;
+        let mut c = cfg(&url);
+        c.auth = Auth::Bearer("tok-123".into());
+        c.headers = vec![("X-Scope-OrgID".into(), "team-a".into())];
+        assert!(matches!(
+            prom(&c).query("up").await,
+            MetricOutcome::Value(_)
+        ));
+        c.auth = Auth::Basic {
+            username: "fledge".into(),
+            password: "pw".into(),
+        };
+        assert!(matches!(
+            prom(&c).query("vector(1)").await,
+            MetricOutcome::Value(_)
+        ));
+        let seen = seen.lock().unwrap().clone();
+        assert_eq!(seen.len(), 2);
+        let lower: Vec<String> = seen.iter().map(|h| h.to_ascii_lowercase()).collect();
+        assert!(
+            lower[0].contains("authorization: bearer tok-123"),
+            "{}",
+            seen[0]
+        );
+        assert!(lower[0].contains("x-scope-orgid: team-a"), "{}", seen[0]);
+        assert!(
+            lower[0].starts_with("get /api/v1/query?query=up"),
+            "{}",
+            seen[0]
+        );
+        // fledge:pw in base64.
+        assert!(
+            lower[1].contains("authorization: basic zmxlzgdlonb3"),
+            "{}",
+            seen[1]
+        );
+        assert!(lower[1].contains("query=vector%281%29"), "{}", seen[1]);
+    }
+
+    #[test]
+    fn bad_addresses_and_headers_are_refused_with_what_to_do() {
+        for (address, want) in [
+            ("prometheus:9090", "must start with http:// or https://"),
+            ("not a url", "is not a URL"),
+            ("ftp://host", "must start with http:// or https://"),
+        ] {
+            let err = Prometheus::new(&cfg(address), Duration::from_secs(1))
+                .err()
+                .unwrap();
+            assert!(err.contains(want), "{address}: {err}");
+        }
+        let mut c = cfg("http://127.0.0.1:1");
+        c.headers = vec![("bad header".into(), "x".into())];
+        let err = Prometheus::new(&c, Duration::from_secs(1)).err().unwrap();
+        assert!(err.contains("not a valid HTTP header name"), "{err}");
+        c.headers = Vec::new();
+        c.ca_pem = Some(b"not a certificate".to_vec());
+        let err = Prometheus::new(&c, Duration::from_secs(1)).err().unwrap();
+        assert!(err.contains("ca.crt"), "{err}");
     }
 }
