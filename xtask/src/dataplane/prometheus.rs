@@ -237,6 +237,7 @@ fn info(paths: &Paths, exe: &Path, version: &str, port: u16) -> Value {
         "url": format!("http://127.0.0.1:{port}"),
         "port": port,
         "sd_dir": paths.sd_dir,
+        "config": paths.config,
         "scrape_interval": SCRAPE_INTERVAL,
         "pid_file": paths.pid,
         "log": paths.log,
