@@ -13,6 +13,7 @@ pub mod alert_provider;
 pub mod canary;
 pub mod defaults;
 pub mod duration;
+pub mod gitops;
 pub mod metric_template;
 mod status;
 pub mod template;
