@@ -5,6 +5,7 @@
 
 pub mod analysis;
 pub mod dataplane;
+pub mod git;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
