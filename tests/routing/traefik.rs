@@ -17,7 +17,9 @@ use fledge_e2e::dataplane::{LocalWorkload, Tally, dataplane, only_local_endpoint
 use fledge_e2e::{Hook, TestNs, deployment_json, eventually};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use kube::api::{Api, ApiResource, DynamicObject, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{
+    Api, ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams,
+};
 use serde_json::{Value, json};
 
 use super::{V1, V2};
@@ -408,6 +410,35 @@ async fn traefik_weighted_rollout_keeps_sticky_clients_on_the_canary() {
             );
             figures.push(format!("hand edit to 50/50 undone: {event}"));
             wait_running_weight(&ns, 20).await;
+        }
+        if weight == 40 {
+            // Someone deletes the TraefikService: the controller recreates it.
+            traefik_services(&ns)
+                .delete("podinfo", &DeleteParams::default())
+                .await
+                .unwrap();
+            eventually(
+                Duration::from_secs(60),
+                "the controller to recreate the TraefikService and say so",
+                || async {
+                    let back = traefik_services(&ns)
+                        .get_opt("podinfo")
+                        .await
+                        .ok()
+                        .flatten();
+                    back.is_some_and(|o| {
+                        o.data["spec"]["weighted"]["services"][1]["weight"] == json!(40)
+                    }) && ns
+                        .events("podinfo")
+                        .await
+                        .iter()
+                        .any(|e| e.starts_with("Warning RoutingObjectRecreated"))
+                },
+            )
+            .await
+            .unwrap();
+            figures.push("TraefikService deleted by hand: recreated at 60/40".into());
+            wait_running_weight(&ns, 40).await;
         }
         let still = ns.api::<Canary>().get("podinfo").await.unwrap();
         assert_eq!(

@@ -25,8 +25,11 @@ use crate::routers::{RouteTarget, router_for, routes_in_status};
 /// The least time between two checks of one Canary.
 pub const CHECK_EVERY: Duration = Duration::from_secs(10);
 
-/// The Event reason of a restore.
+/// The Event reason of a restore of changed routes.
 pub const REASON: &str = "RoutesRestored";
+/// The Event reason of a routing object recreated after its deletion. (Events of one reason
+/// about one Canary within minutes become a series that keeps the first message.)
+pub const REASON_RECREATED: &str = "RoutingObjectRecreated";
 
 /// Whether a plan leaves the routes to a drift check: the Canary is not being deleted or set
 /// up, and the plan neither sets routes nor (re)creates the routing objects itself.
@@ -83,15 +86,16 @@ fn due(canary: &Canary) -> bool {
 }
 
 /// Compares the routes in the cluster with those `status` records and, when they differ,
-/// applies the recorded ones and publishes a warning Event. Returns the routes found when it
-/// restored them. Errors are the caller's to log: a failed check changes nothing.
+/// applies the recorded ones (recreating a deleted routing object) and publishes a warning
+/// Event. Returns the Event's message when it restored them. Errors are the caller's to log: a
+/// failed check changes nothing.
 pub async fn restore(
     client: &Client,
     recorder: &Recorder,
     canary: &Canary,
     selector: (&str, &str),
     status: &CanaryStatus,
-) -> Result<Option<Routes>, Error> {
+) -> Result<Option<String>, Error> {
     if !due(canary) {
         return Ok(None);
     }
@@ -102,31 +106,52 @@ pub async fn restore(
         status,
     };
     let want = routes_in_status(canary, status);
-    let found = router.get_routes(&t).await?;
-    if found == want {
-        debug!("routes match the status ({})", describe(&want));
-        return Ok(None);
-    }
-    router.set_routes(&t, want).await?;
-    let message = format!(
-        "the {} routing objects gave {} while the status records {}: changed outside fledge; \
-         restored",
-        router.provider(),
-        describe(&found),
-        describe(&want)
-    );
-    warn!(reason = REASON, "{message}");
+    let (reason, message) = match router.get_routes(&t).await? {
+        Some(found) if found == want => {
+            debug!("routes match the status ({})", describe(&want));
+            return Ok(None);
+        }
+        Some(found) => {
+            router.set_routes(&t, want).await?;
+            let message = format!(
+                "the {} routing objects gave {} while the status records {}: changed outside \
+                 fledge; restored",
+                router.provider(),
+                describe(&found),
+                describe(&want)
+            );
+            (REASON, message)
+        }
+        None if router.provider() == "kubernetes" => {
+            // The apex Service itself is gone: the Services are applied when the spec changes.
+            return Err(Error::InvalidSpec(format!(
+                "the apex Service {} was deleted outside fledge; any change to the Canary's \
+                 spec recreates it",
+                canary.spec.apex_service_name()
+            )));
+        }
+        None => {
+            router.ensure(&t).await?;
+            let message = format!(
+                "the {} routing object was deleted outside fledge; recreated with {}",
+                router.provider(),
+                describe(&want)
+            );
+            (REASON_RECREATED, message)
+        }
+    };
+    warn!(reason, "{message}");
     let ev = Event {
         type_: EventType::Warning,
-        reason: REASON.into(),
-        note: Some(message),
+        reason: reason.into(),
+        note: Some(message.clone()),
         action: "Reconcile".into(),
         secondary: None,
     };
     if let Err(e) = recorder.publish(&ev, &canary.object_ref(&())).await {
         warn!(error = %e, "cannot record Event");
     }
-    Ok(Some(found))
+    Ok(Some(message))
 }
 
 #[cfg(test)]

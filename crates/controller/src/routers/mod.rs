@@ -188,8 +188,9 @@ impl Router {
         }
     }
 
-    /// Reads the routes back from the cluster.
-    pub async fn get_routes(&self, t: &RouteTarget<'_>) -> Result<Routes, Error> {
+    /// Reads the routes back from the cluster; `None` when the routing object (the apex Service
+    /// for `kubernetes`) does not exist.
+    pub async fn get_routes(&self, t: &RouteTarget<'_>) -> Result<Option<Routes>, Error> {
         match self {
             Router::Kubernetes(r) => r.get_routes(t).await,
             Router::GatewayApi(r) => r.get_routes(t).await,

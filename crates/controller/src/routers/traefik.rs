@@ -295,8 +295,8 @@ impl TraefikRouter {
             .await
     }
 
-    /// The routes the TraefikService gives now (all to the primary when it does not exist).
-    pub async fn get_routes(&self, t: &RouteTarget<'_>) -> Result<Routes, Error> {
+    /// The routes the TraefikService gives now; `None` when it does not exist.
+    pub async fn get_routes(&self, t: &RouteTarget<'_>) -> Result<Option<Routes>, Error> {
         let Some(obj) = KIND
             .get(
                 &self.client,
@@ -306,10 +306,10 @@ impl TraefikRouter {
             )
             .await?
         else {
-            return Ok(Routes::PRIMARY);
+            return Ok(None);
         };
         let spec: TraefikServiceSpec = serde_json::from_value(obj["spec"].clone())?;
-        Ok(routes_of(&spec, &ServiceNames::of(t.canary)))
+        Ok(Some(routes_of(&spec, &ServiceNames::of(t.canary))))
     }
 
     /// Points the apex Service at the target and the TraefikService at the apex Service; both
