@@ -583,3 +583,65 @@ async fn traefik_mirroring_answers_from_the_primary_while_the_canary_gets_copies
         json!({"weighted": {"services": [{"name": "podinfo-primary", "port": 9898, "weight": 100}]}})
     );
 }
+
+/// Deleting a Canary on the traefik provider with `revertOnDeletion`: the TraefikService stays,
+/// no longer owned, sending everything to the apex Service (which selects the target's pods
+/// again), so the user's IngressRoute keeps a backend once the Canary is gone.
+#[tokio::test(flavor = "multi_thread")]
+async fn traefik_deletion_with_revert_leaves_the_traefik_service_on_the_apex() {
+    dataplane();
+    let ns = TestNs::new("traefik-revert").await;
+    ns.create::<Deployment>(deployment_json("podinfo", V1, 1))
+        .await;
+    ns.create::<Canary>(json!({
+        "apiVersion": "fledge.dev/v1beta1", "kind": "Canary",
+        "metadata": {"name": "podinfo"},
+        "spec": {
+            "provider": "traefik",
+            "revertOnDeletion": true,
+            "targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "podinfo"},
+            "service": {"port": 9898},
+            "analysis": {"interval": "2s", "stepWeight": 20, "maxWeight": 60},
+        },
+    }))
+    .await;
+    ns.start_controller(&[]);
+    ns.wait_phase("podinfo", CanaryPhase::Initialized, Duration::from_secs(90))
+        .await;
+    let owned = traefik_services(&ns).get("podinfo").await.unwrap();
+    assert_eq!(
+        owned.metadata.owner_references.unwrap_or_default()[0].kind,
+        "Canary"
+    );
+    let canaries = ns.api::<Canary>();
+    canaries
+        .delete("podinfo", &DeleteParams::default())
+        .await
+        .unwrap();
+    eventually(Duration::from_secs(90), "the Canary deleted", || async {
+        canaries.get_opt("podinfo").await.ok().flatten().is_none()
+    })
+    .await
+    .unwrap();
+    let kept = traefik_services(&ns)
+        .get_opt("podinfo")
+        .await
+        .unwrap()
+        .expect("the TraefikService stays");
+    assert!(
+        kept.metadata
+            .owner_references
+            .unwrap_or_default()
+            .is_empty()
+    );
+    assert_eq!(
+        kept.data["spec"],
+        json!({"weighted": {"services": [{"name": "podinfo", "port": 9898, "weight": 100}]}})
+    );
+    let apex = ns
+        .api::<k8s_openapi::api::core::v1::Service>()
+        .get("podinfo")
+        .await
+        .unwrap();
+    assert_eq!(apex.spec.unwrap().selector.unwrap()["app"], "podinfo");
+}
