@@ -361,6 +361,21 @@ async fn reconcile_inner(canary: &Canary, ctx: &Context) -> Result<Requeue> {
             a => exec.report(a).await,
         }
     }
+    if crate::drift::wanted(&plan.status, deleting, &plan.actions) {
+        // Routing objects changed by hand go back to what the status records (drift.rs).
+        if let Ok((label, value)) = exec.selector()
+            && let Err(e) = crate::drift::restore(
+                &ctx.client,
+                &ctx.recorder,
+                canary,
+                (&label, &value),
+                &plan.status,
+            )
+            .await
+        {
+            warn!(error = %e, "routing drift check failed");
+        }
+    }
     let mut next = plan.status.clone();
     git_condition(ctx, canary, &mut next).await;
     write_status(ctx, canary, &status, &next).await?;
