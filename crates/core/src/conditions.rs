@@ -11,6 +11,9 @@ pub const SPEC_VALID: &str = "SpecValid";
 /// Type of the condition saying whether the engine can act (spec valid, target and primary
 /// present).
 pub const READY: &str = "Ready";
+/// Type of the condition saying whether `spec.suspend` halts the Canary (set once it has been
+/// suspended; it remembers the halt so that the resume is reported once).
+pub const SUSPENDED: &str = "Suspended";
 
 /// Sets condition `type_` and returns whether its status, reason or message changed. The
 /// transition time moves only when the status changes; the update time when anything does.
