@@ -47,6 +47,8 @@ pub struct Settings {
     pub reporter: String,
     /// At most this many Canaries reconciled at once (0: no limit).
     pub max_concurrent_reconciles: u16,
+    /// Chat alerts: the default provider and delivery settings.
+    pub alerts: crate::notify::AlertSettings,
 }
 
 /// What every reconcile shares.
@@ -54,6 +56,7 @@ pub struct Context {
     client: Client,
     recorder: Recorder,
     webhooks: WebhookClient,
+    alerts: Arc<crate::notify::Alerts>,
     metrics: Arc<Metrics>,
     deployments: Store<Deployment>,
     canaries: Store<Canary>,
@@ -101,6 +104,15 @@ pub async fn run(
             },
         ),
         webhooks: WebhookClient::new()?,
+        alerts: crate::notify::Alerts::start(
+            client.clone(),
+            Reporter {
+                controller: settings.reporter.clone(),
+                instance: std::env::var("POD_NAME").ok(),
+            },
+            settings.alerts.clone(),
+            metrics.clone(),
+        ),
         client,
         metrics,
         deployments,
@@ -401,6 +413,22 @@ async fn report_blocked(
         return Ok(());
     }
     warn!(reason, "{message}");
+    let target = ctx.deployments.get(
+        &ObjectRef::new(&canary.spec.target_ref.name)
+            .within(&canary.namespace().unwrap_or_default()),
+    );
+    ctx.alerts.send(
+        canary,
+        crate::notify::message(
+            canary,
+            target.as_deref(),
+            &next,
+            checksum(&next),
+            fledge_core::Severity::Error,
+            fledge_core::NotifyKind::Blocked,
+            &message,
+        ),
+    );
     let ev = KubeEvent {
         type_: EventType::Warning,
         reason: reason.into(),
@@ -836,7 +864,17 @@ impl Exec<'_> {
                 kind,
                 message,
             } => {
-                info!(severity = ?severity, kind = ?kind, "notification: {message}");
+                debug!(severity = ?severity, kind = ?kind, "alert: {message}");
+                let msg = crate::notify::message(
+                    self.canary,
+                    self.target,
+                    self.next,
+                    checksum(self.next),
+                    *severity,
+                    *kind,
+                    message,
+                );
+                self.ctx.alerts.send(self.canary, msg);
             }
             Action::RecordLedger(entry) => {
                 info!(event = ?entry.event, revision = %entry.revision, "ledger record");

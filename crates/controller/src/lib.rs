@@ -9,6 +9,7 @@ pub mod crds;
 mod error;
 pub mod events;
 pub mod metrics;
+pub mod notify;
 pub mod routers;
 pub mod server;
 pub mod services;

@@ -28,6 +28,17 @@ struct VerbLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AlertLabels {
+    provider: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AlertFailureLabels {
+    provider: String,
+    reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ResultLabels {
     namespace: String,
     name: String,
@@ -46,6 +57,8 @@ pub struct Metrics {
     reconcile_seconds: Histogram,
     kube_requests: Family<VerbLabels, Counter>,
     step_lateness: Histogram,
+    alerts_sent: Family<AlertLabels, Counter>,
+    alerts_failed: Family<AlertFailureLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -114,7 +127,22 @@ impl Metrics {
             "How late each analysis step ran against its schedule (last step + interval)",
             step_lateness.clone(),
         );
+        let alerts_sent = Family::<AlertLabels, Counter>::default();
+        registry.register(
+            "alerts_sent",
+            "Chat alerts delivered, by provider type",
+            alerts_sent.clone(),
+        );
+        let alerts_failed = Family::<AlertFailureLabels, Counter>::default();
+        registry.register(
+            "alerts_failed",
+            "Chat alerts not delivered, by provider type and reason (timeout, connect, \
+             rate_limited, server_error, client_error, queue_full, invalid_provider, other)",
+            alerts_failed.clone(),
+        );
         Metrics {
+            alerts_sent,
+            alerts_failed,
             kube_requests,
             step_lateness,
             registry,
@@ -160,6 +188,25 @@ impl Metrics {
         self.kube_requests
             .get_or_create(&VerbLabels {
                 verb: method.to_string(),
+            })
+            .inc();
+    }
+
+    /// Counts a chat alert delivered by a provider of type `provider`.
+    pub fn alert_sent(&self, provider: &str) {
+        self.alerts_sent
+            .get_or_create(&AlertLabels {
+                provider: provider.into(),
+            })
+            .inc();
+    }
+
+    /// Counts a chat alert that was not delivered.
+    pub fn alert_failed(&self, provider: &str, reason: &str) {
+        self.alerts_failed
+            .get_or_create(&AlertFailureLabels {
+                provider: provider.into(),
+                reason: reason.into(),
             })
             .inc();
     }
