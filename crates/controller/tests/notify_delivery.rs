@@ -210,3 +210,158 @@ async fn a_token_is_sent_as_a_bearer_header() {
         vec![Some("Bearer xoxb-1".to_string())]
     );
 }
+
+/// The controller's alert path with a default provider (no API server needed): a message goes
+/// out once however often the engine repeats it, traffic steps stay out of chat, and sending
+/// returns at once even when the provider never answers.
+mod alerts {
+    use super::*;
+    use fledge_api::{Canary, CanaryStatus};
+    use fledge_controller::metrics::Metrics;
+    use fledge_controller::notify::{AlertSettings, Alerts, DefaultProvider, message};
+    use fledge_core::{NotifyKind, Severity};
+    use kube::runtime::events::Reporter;
+
+    fn start(kind: &str, url: String) -> (Arc<Alerts>, Arc<Metrics>) {
+        // Never contacted: the default provider needs no AlertProvider object.
+        let client =
+            kube::Client::try_from(kube::Config::new("http://127.0.0.1:9".parse().unwrap()))
+                .unwrap();
+        let metrics = Arc::new(Metrics::new());
+        let settings = AlertSettings {
+            default: Some(DefaultProvider {
+                kind: kind.into(),
+                address: url,
+                ..Default::default()
+            }),
+            policy: policy(),
+        };
+        let reporter = Reporter {
+            controller: "fledge-test".into(),
+            instance: None,
+        };
+        (
+            Alerts::start(client, reporter, settings, metrics.clone()),
+            metrics,
+        )
+    }
+
+    fn canary() -> Canary {
+        let mut c = Canary::new("podinfo", Default::default());
+        c.metadata.namespace = Some("shop".into());
+        c.metadata.uid = Some("uid-1".into());
+        c.spec.target_ref.name = "podinfo".into();
+        c
+    }
+
+    fn send(alerts: &Alerts, kind: NotifyKind, severity: Severity, text: &str) {
+        let c = canary();
+        let status = CanaryStatus::default();
+        alerts.send(
+            &c,
+            message(&c, None, &status, "sum".into(), severity, kind, text),
+        );
+    }
+
+    async fn settle(seen: &Seen, n: usize) {
+        for _ in 0..200 {
+            if seen.bodies.lock().unwrap().len() >= n {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_state_repeated_every_interval_is_posted_once() {
+        let (addr, seen) = receiver(vec![Some((200, None))]).await;
+        let (alerts, metrics) = start("slack", format!("http://{addr}/slack"));
+        for _ in 0..5 {
+            send(
+                &alerts,
+                NotifyKind::Waiting,
+                Severity::Warn,
+                "waiting for approval",
+            );
+        }
+        // Chat leaves traffic steps out by default.
+        send(
+            &alerts,
+            NotifyKind::TrafficStep,
+            Severity::Info,
+            "weight 20",
+        );
+        send(
+            &alerts,
+            NotifyKind::RolledBack,
+            Severity::Error,
+            "rolled back",
+        );
+        settle(&seen, 2).await;
+        // One more round trip through the same queue: anything else would have arrived first.
+        send(&alerts, NotifyKind::Promoted, Severity::Info, "promoted");
+        settle(&seen, 3).await;
+        let bodies = seen.bodies.lock().unwrap().clone();
+        let texts: Vec<&str> = bodies
+            .iter()
+            .map(|b| b["blocks"][1]["text"]["text"].as_str().unwrap_or_default())
+            .collect();
+        assert_eq!(
+            texts,
+            vec!["waiting for approval", "rolled back", "promoted"]
+        );
+        let counted = "fledge_alerts_sent_total{provider=\"slack\"} 3";
+        for _ in 0..200 {
+            if metrics.encode().contains(counted) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        assert!(metrics.encode().contains(counted), "{}", metrics.encode());
+    }
+
+    #[tokio::test]
+    async fn the_generic_webhook_gets_traffic_steps() {
+        let (addr, seen) = receiver(vec![Some((200, None))]).await;
+        let (alerts, _) = start("webhook", format!("http://{addr}/hook"));
+        send(
+            &alerts,
+            NotifyKind::TrafficStep,
+            Severity::Info,
+            "weight 20",
+        );
+        settle(&seen, 1).await;
+        let bodies = seen.bodies.lock().unwrap().clone();
+        assert_eq!(bodies.len(), 1);
+        assert_eq!(bodies[0]["metadata"]["kind"], "trafficStep");
+    }
+
+    #[tokio::test]
+    async fn a_hung_provider_is_counted_and_never_blocks_the_sender() {
+        let (addr, seen) = receiver(vec![None]).await;
+        let (alerts, metrics) = start("discord", format!("http://{addr}/discord"));
+        for i in 0..20 {
+            // Returns at once: the reconcile never waits for a provider.
+            send(
+                &alerts,
+                NotifyKind::CheckFailed,
+                Severity::Warn,
+                &format!("check {i}"),
+            );
+        }
+        settle(&seen, 1).await;
+        for _ in 0..200 {
+            if metrics.encode().contains("reason=\"timeout\"") {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        assert!(
+            metrics
+                .encode()
+                .contains("fledge_alerts_failed_total{provider=\"discord\",reason=\"timeout\"}"),
+            "{}",
+            metrics.encode()
+        );
+    }
+}
