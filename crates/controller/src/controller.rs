@@ -49,6 +49,10 @@ pub struct Settings {
     pub max_concurrent_reconciles: u16,
     /// Chat alerts: the default provider and delivery settings.
     pub alerts: crate::notify::AlertSettings,
+    /// How metric queries run.
+    pub analysis: crate::analysis::AnalysisSettings,
+    /// How the Git ledger is written.
+    pub git: crate::git::GitSettings,
 }
 
 /// What every reconcile shares.
@@ -57,6 +61,9 @@ pub struct Context {
     recorder: Recorder,
     webhooks: WebhookClient,
     alerts: Arc<crate::notify::Alerts>,
+    analyzer: crate::analysis::Analyzer,
+    /// Wakes the Git worker when a record is queued.
+    git_wake: Arc<tokio::sync::Notify>,
     metrics: Arc<Metrics>,
     deployments: Store<Deployment>,
     canaries: Store<Canary>,
@@ -95,7 +102,16 @@ pub async fn run(
             .concurrency(settings.max_concurrent_reconciles),
     );
     let canaries_for_map = canaries.clone();
+    let git_wake = Arc::new(tokio::sync::Notify::new());
+    tokio::spawn(crate::git::run_worker(
+        client.clone(),
+        settings.namespace.clone(),
+        settings.git.clone(),
+        Arc::new(std::sync::Mutex::new(crate::git::QueueState::default())),
+        git_wake.clone(),
+    ));
     let ctx = Arc::new(Context {
+        git_wake,
         recorder: Recorder::new(
             client.clone(),
             Reporter {
@@ -113,6 +129,7 @@ pub async fn run(
             settings.alerts.clone(),
             metrics.clone(),
         ),
+        analyzer: crate::analysis::Analyzer::new(client.clone(), settings.analysis.clone()),
         client,
         metrics,
         deployments,
@@ -315,7 +332,7 @@ async fn reconcile_inner(canary: &Canary, ctx: &Context) -> Result<Requeue> {
         obs.webhooks = call_gating_webhooks(ctx, canary, &status, &needs.webhooks).await;
     }
     if needs.metrics {
-        obs.metrics = crate::analysis::run_metrics(canary).await;
+        obs.metrics = ctx.analyzer.run(canary).await;
     }
 
     let plan = fledge_core::plan(&canary.spec, &status, &obs);
@@ -344,6 +361,7 @@ async fn reconcile_inner(canary: &Canary, ctx: &Context) -> Result<Requeue> {
                     return Ok(Requeue::requeue(Duration::from_secs(300)));
                 }
             }
+            Action::RecordLedger(entry) => exec.record_ledger(entry).await?,
             a => exec.report(a).await,
         }
     }
@@ -614,6 +632,35 @@ impl Exec<'_> {
         })
     }
 
+    /// Queues a ledger record for Git (when the Canary has `spec.gitops`). A failure to queue
+    /// fails the reconcile, so the plan runs again and the record is never lost.
+    async fn record_ledger(&self, entry: &fledge_core::LedgerEntry) -> Result<()> {
+        info!(event = ?entry.event, revision = %entry.revision, "ledger record");
+        let images = |d: Option<&Deployment>| -> Vec<String> {
+            d.and_then(|d| d.spec.as_ref())
+                .and_then(|s| s.template.spec.as_ref())
+                .map(|p| {
+                    p.containers
+                        .iter()
+                        .filter_map(|c| c.image.clone())
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        let Some(record) = crate::git::record_for(
+            self.canary,
+            entry,
+            self.next,
+            images(self.primary),
+            images(self.target),
+        ) else {
+            return Ok(());
+        };
+        crate::git::enqueue(&self.ctx.client, &record).await?;
+        self.ctx.git_wake.notify_one();
+        Ok(())
+    }
+
     fn selector(&self) -> Result<(String, String)> {
         workload::selector_label(self.target()?)
     }
@@ -875,9 +922,6 @@ impl Exec<'_> {
                     message,
                 );
                 self.ctx.alerts.send(self.canary, msg);
-            }
-            Action::RecordLedger(entry) => {
-                info!(event = ?entry.event, revision = %entry.revision, "ledger record");
             }
             Action::RevertInGit { revision, reason } => {
                 info!(%revision, %reason, "revert in Git requested (no Git source configured)");
