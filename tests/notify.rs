@@ -255,3 +255,86 @@ async fn a_failed_rollout_posts_one_error_per_provider_while_a_hung_provider_del
         "the hung provider's timeout is logged"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_default_provider_serves_canaries_without_alerts_and_muted_webhooks_stay_quiet() {
+    let ns = TestNs::new("notify-default").await;
+    let chat = Hook::start(200).await.unwrap();
+    let rollout_hook = Hook::start(200).await.unwrap();
+    ns.create::<Deployment>(deployment_json("podinfo", V1, 1))
+        .await;
+    ns.create::<Canary>(json!({
+        "apiVersion": "fledge.dev/v1beta1", "kind": "Canary",
+        "metadata": {"name": "podinfo"},
+        "spec": {
+            "provider": "kubernetes",
+            "targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "podinfo"},
+            "progressDeadlineSeconds": 60,
+            "service": {"port": 9898},
+            "analysis": {
+                "interval": "2s",
+                "threshold": 1,
+                "iterations": 3,
+                "webhooks": [{"name": "smoke", "type": "rollout", "muteAlert": true,
+                              "url": rollout_hook.url("/smoke"), "timeout": "2s"}],
+            }
+        }
+    }))
+    .await;
+    let url = chat.url("/default");
+    ns.start_controller(&["--alert-url", &url, "--alert-channel", "#deploys"]);
+    ns.wait_phase("podinfo", CanaryPhase::Initialized, INIT)
+        .await;
+    rollout_hook.set_status(500);
+    ns.set_image("podinfo", V2).await;
+    ns.wait_phase("podinfo", CanaryPhase::Failed, ROLLOUT).await;
+    eventually(
+        Duration::from_secs(30),
+        "the rollback reached the default provider",
+        || {
+            let chat = chat.clone();
+            async move {
+                chat.calls("/default").iter().any(|c| {
+                    c["text"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .contains("Rolled back")
+                })
+            }
+        },
+    )
+    .await
+    .unwrap();
+    let titles: Vec<String> = chat
+        .calls("/default")
+        .iter()
+        .map(|c| c["text"].as_str().unwrap_or_default().to_string())
+        .collect();
+    assert!(
+        titles.iter().any(|t| t.starts_with("[INFO] Initialized")),
+        "{titles:#?}"
+    );
+    assert!(
+        titles.iter().any(|t| t.starts_with("[INFO] New revision")),
+        "{titles:#?}"
+    );
+    assert!(
+        !titles.iter().any(|t| t.contains("Check failed")),
+        "a muted webhook's failure says nothing in chat: {titles:#?}"
+    );
+    assert!(
+        !titles.iter().any(|t| t.contains("Traffic step")),
+        "no traffic steps in chat by default: {titles:#?}"
+    );
+    assert!(
+        chat.calls("/default")
+            .iter()
+            .all(|c| c["channel"] == "#deploys")
+    );
+    // The Event still records the muted failure.
+    let events = ns.events("podinfo").await;
+    assert!(
+        events.iter().any(|e| e.contains("CheckFailed")),
+        "{events:#?}"
+    );
+}
