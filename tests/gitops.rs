@@ -216,3 +216,146 @@ async fn git_down_never_blocks_a_rollout_and_loses_no_record() {
     eprintln!("rollout with Git down took {:.1} s", took.as_secs_f64());
     check_ledger(&daemon, &ns, &trigger);
 }
+
+/// The GitOps source formats a revert must edit.
+#[derive(Clone, Copy, Debug)]
+enum Source {
+    Manifest,
+    Kustomization,
+    HelmRelease,
+}
+
+impl Source {
+    /// The file, its text naming `image`, and `spec.gitops` extras.
+    fn file(self, image: &str) -> (&'static str, String, serde_json::Value) {
+        let (repo, tag) = image.rsplit_once(':').unwrap();
+        match self {
+            Source::Manifest => ("deploy/podinfo.yaml", manifest(image), json!({})),
+            Source::Kustomization => (
+                "deploy/kustomization.yaml",
+                format!(
+                    "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources:\n  - podinfo.yaml\nimages:\n  - name: {repo}\n    newTag: {tag} # {{\"$imagepolicy\": \"flux-system:podinfo:tag\"}}\n"
+                ),
+                json!({}),
+            ),
+            Source::HelmRelease => (
+                "deploy/helmrelease.yaml",
+                format!(
+                    "apiVersion: helm.toolkit.fluxcd.io/v2\nkind: HelmRelease\nmetadata:\n  name: podinfo\nspec:\n  chart:\n    spec:\n      chart: podinfo\n      version: 6.0.1\n  values:\n    image:\n      repository: {repo}\n      tag: {tag} # {{\"$imagepolicy\": \"flux-system:podinfo:tag\"}}\n"
+                ),
+                json!({"imagePath": "spec.values.image.tag"}),
+            ),
+        }
+    }
+}
+
+/// 2. A failed rollout commits a revert of the image in the GitOps source; re-applying the
+///    source (as Flux would) leaves the cluster on the last promoted image with no new rollout.
+async fn a_rollback_reverts_the_source(source: Source) {
+    let ns = TestNs::new(&format!(
+        "git-revert-{}",
+        format!("{source:?}").to_lowercase()
+    ))
+    .await;
+    let daemon = GitDaemon::start_new(&ns.name).unwrap();
+    let (path, text_v1, extra) = source.file(V1);
+    let url = daemon.create_repo("app", &[(path, &text_v1)]).unwrap();
+    let failing = Hook::start(500).await.unwrap();
+    ns.create::<Deployment>(deployment_json("podinfo", V1, 1))
+        .await;
+    let mut c = canary(&failing.url("/rollout"), &url);
+    c["spec"]["analysis"]["threshold"] = json!(1);
+    c["spec"]["gitops"]["path"] = json!(path);
+    for (k, v) in extra.as_object().unwrap() {
+        c["spec"]["gitops"][k] = v.clone();
+    }
+    ns.create::<Canary>(c).await;
+    start_controller(&ns);
+    ns.wait_phase("podinfo", CanaryPhase::Initialized, Duration::from_secs(90))
+        .await;
+    // The release: the source names V2, and the cluster gets it.
+    let (_, text_v2, _) = source.file(V2);
+    let repo = daemon.clone_repo("app").unwrap();
+    std::fs::write(repo.dir.join(path), &text_v2).unwrap();
+    git(&repo.dir, &["commit", "-qam", "release 6.0.1"]).unwrap();
+    git(&repo.dir, &["push", "-q", "origin", "HEAD:main"]).unwrap();
+    ns.set_image("podinfo", V2).await;
+    ns.wait_phase("podinfo", CanaryPhase::Failed, ROLLOUT).await;
+    eventually(Duration::from_secs(60), "the revert commit", || async {
+        fledge_commits(&daemon)
+            .iter()
+            .any(|m| m.starts_with("fledge: revert"))
+            && queue_len(&ns).await == 0
+    })
+    .await
+    .unwrap();
+    let commits = fledge_commits(&daemon);
+    let subjects: Vec<&str> = commits.iter().map(|c| c.lines().next().unwrap()).collect();
+    assert_eq!(
+        subjects,
+        [
+            format!("fledge: {}/podinfo rollout started ({V2})", ns.name),
+            format!("fledge: {}/podinfo rolled back ({V2})", ns.name),
+            format!(
+                "fledge: revert {}/podinfo to the last promoted image",
+                ns.name
+            ),
+        ],
+        "{commits:#?}"
+    );
+    let revert = &commits[2];
+    assert!(revert.contains(&format!("{V2} -> {V1}")), "{revert}");
+    assert!(revert.contains("Fledge-Result: rolled-back"), "{revert}");
+    let after = daemon.clone_repo("app").unwrap();
+    // The source is exactly the V1 text again: only the image changed, marker and all.
+    assert_eq!(after.read(path), text_v1, "{source:?}");
+    eprintln!(
+        "{source:?} revert commit:\n{revert}\n{path} after:\n{}",
+        after.read(path)
+    );
+
+    // Flux applies the reverted source: the target is back on V1, which the primary runs.
+    ns.set_image("podinfo", V1).await;
+    ns.wait_canary(
+        "podinfo",
+        Duration::from_secs(30),
+        "revision reverted",
+        |c| {
+            c.status.as_ref().is_some_and(|s| {
+                s.last_applied_spec.is_some() && s.last_applied_spec == s.last_promoted_spec
+            })
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let c = ns.api::<Canary>().get("podinfo").await.unwrap();
+    let s = c.status.unwrap();
+    assert_eq!(s.phase, CanaryPhase::Failed, "no new rollout: {s:#?}");
+    let events = ns.events("podinfo").await;
+    let new_revisions = events.iter().filter(|e| e.contains("NewRevision")).count();
+    assert_eq!(
+        new_revisions, 1,
+        "only the failed release started a rollout: {events:#?}"
+    );
+    assert!(
+        events.iter().any(|e| e.contains("RevisionReverted")),
+        "{events:#?}"
+    );
+    let primary = ns.deployment("podinfo-primary").await;
+    assert_eq!(fledge_e2e::image_of(&primary), V1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rollback_reverts_a_deployment_manifest() {
+    a_rollback_reverts_the_source(Source::Manifest).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rollback_reverts_a_kustomization() {
+    a_rollback_reverts_the_source(Source::Kustomization).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rollback_reverts_a_helm_release_value() {
+    a_rollback_reverts_the_source(Source::HelmRelease).await;
+}

@@ -362,6 +362,9 @@ async fn reconcile_inner(canary: &Canary, ctx: &Context) -> Result<Requeue> {
                 }
             }
             Action::RecordLedger(entry) => exec.record_ledger(entry).await?,
+            Action::RevertInGit { revision, reason } => {
+                exec.revert_in_git(revision, reason).await?
+            }
             a => exec.report(a).await,
         }
     }
@@ -661,6 +664,38 @@ impl Exec<'_> {
         Ok(())
     }
 
+    /// Queues the revert of a rolled-back revision in the GitOps source (when the Canary has
+    /// `spec.gitops.path`): each container's image goes back to the primary's.
+    async fn revert_in_git(&self, revision: &str, reason: &str) -> Result<()> {
+        let containers = |d: Option<&Deployment>| -> Vec<(String, String)> {
+            d.and_then(|d| d.spec.as_ref())
+                .and_then(|s| s.template.spec.as_ref())
+                .map(|p| {
+                    p.containers
+                        .iter()
+                        .filter_map(|c| Some((c.name.clone(), c.image.clone()?)))
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        let promoted = containers(self.primary);
+        let pairs: Vec<(String, String)> = containers(self.target)
+            .into_iter()
+            .filter_map(|(name, failed)| {
+                let good = promoted.iter().find(|(n, _)| *n == name)?.1.clone();
+                Some((failed, good))
+            })
+            .collect();
+        let Some(record) = crate::git::revert_for(self.canary, self.next, revision, reason, pairs)
+        else {
+            info!(%revision, %reason, "rolled back; no Git source to revert");
+            return Ok(());
+        };
+        crate::git::enqueue(&self.ctx.client, &record).await?;
+        self.ctx.git_wake.notify_one();
+        Ok(())
+    }
+
     fn selector(&self) -> Result<(String, String)> {
         workload::selector_label(self.target()?)
     }
@@ -922,9 +957,6 @@ impl Exec<'_> {
                     message,
                 );
                 self.ctx.alerts.send(self.canary, msg);
-            }
-            Action::RevertInGit { revision, reason } => {
-                info!(%revision, %reason, "revert in Git requested (no Git source configured)");
             }
             _ => {}
         }

@@ -12,6 +12,7 @@
 
 pub mod ledger;
 pub mod repo;
+pub mod revert;
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
@@ -83,11 +84,50 @@ pub struct QueuedRecord {
     /// The GitOps source file, to find the commit that introduced the new image.
     #[serde(default)]
     pub source_path: Option<String>,
+    /// Instead of a ledger record: a revert of the GitOps source.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revert: Option<RevertWork>,
+}
+
+/// A revert of the image in the GitOps source.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RevertWork {
+    /// The source file (`spec.gitops.path`).
+    pub path: String,
+    /// `spec.gitops.imagePath`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_path: Option<String>,
+    /// `(failed image, promoted image)` pairs.
+    pub images: Vec<(String, String)>,
+    /// Push to this branch (mode `branch`) instead of the repository's branch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub push_branch: Option<String>,
+    /// Why it was rolled back.
+    pub reason: String,
 }
 
 impl QueuedRecord {
     /// The commit message, with trailers.
     fn message(&self) -> String {
+        if let Some(r) = &self.revert {
+            let short: String = self.seed.revision.chars().take(12).collect();
+            let pairs: Vec<String> = r
+                .images
+                .iter()
+                .map(|(from, to)| format!("{from} -> {to}"))
+                .collect();
+            return format!(
+                "fledge: revert {}/{} to the last promoted image\n\nThe rollout of {} was rolled back: {}\n{}\n\nFledge-Canary: {}/{}\nFledge-Revision: {short}\nFledge-Result: rolled-back\n",
+                self.namespace,
+                self.canary,
+                self.seed.new_images.join(", "),
+                r.reason,
+                pairs.join("\n"),
+                self.namespace,
+                self.canary
+            );
+        }
         let short: String = self.seed.revision.chars().take(12).collect();
         let what = match self.event.event.as_str() {
             "Started" => "rollout started".to_string(),
@@ -210,6 +250,67 @@ pub fn record_for(
             Vec::new()
         },
         source_path: gitops.path.clone(),
+        revert: None,
+    })
+}
+
+/// The revert of a rolled-back revision of `canary`, or `None` when the Canary does not revert
+/// through Git (no `spec.gitops.path`, or `revertOnRollback: false`) or no image differs.
+/// `images` pairs each container's failed image with the primary's (promoted) one.
+pub fn revert_for(
+    canary: &Canary,
+    status: &fledge_api::CanaryStatus,
+    revision: &str,
+    reason: &str,
+    images: Vec<(String, String)>,
+) -> Option<QueuedRecord> {
+    let gitops = canary.spec.gitops.as_ref()?;
+    if !gitops.reverts() {
+        return None;
+    }
+    let images: Vec<(String, String)> = images.into_iter().filter(|(a, b)| a != b).collect();
+    if images.is_empty() {
+        return None;
+    }
+    let path = gitops.path.clone()?;
+    let ns = canary.namespace().unwrap_or_default();
+    let name = canary.name_any();
+    let at = status
+        .last_transition_time
+        .as_ref()
+        .map(|t| t.0.to_string())
+        .unwrap_or_else(|| jiff::Timestamp::now().to_string());
+    let short: String = revision.chars().take(12).collect();
+    let push_branch =
+        (gitops.mode.as_deref() == Some("branch")).then(|| format!("fledge/revert-{name}-{short}"));
+    Some(QueuedRecord {
+        namespace: ns.clone(),
+        canary: name.clone(),
+        repository: gitops.repository.clone(),
+        at: at.clone(),
+        rank: 2,
+        file: path.clone(),
+        seed: RolloutRecord {
+            revision: revision.to_string(),
+            new_images: images.iter().map(|(f, _)| f.clone()).collect(),
+            old_images: images.iter().map(|(_, t)| t.clone()).collect(),
+            start_time: at.clone(),
+            ..Default::default()
+        },
+        event: RecordedEvent {
+            time: at,
+            event: "Revert".into(),
+            ..Default::default()
+        },
+        analysis: Vec::new(),
+        source_path: None,
+        revert: Some(RevertWork {
+            path,
+            image_path: gitops.image_path.clone(),
+            images,
+            push_branch,
+            reason: reason.to_string(),
+        }),
     })
 }
 
@@ -398,6 +499,35 @@ async fn write(
         remote,
         settings.identity.clone(),
     );
+    if let Some(r) = &record.revert {
+        let work = r.clone();
+        let change = move |dir: &std::path::Path| -> Result<bool, String> {
+            let path = dir.join(&work.path);
+            let mut text = std::fs::read_to_string(&path).map_err(|e| {
+                format!(
+                    "cannot read spec.gitops.path {} in the repository: {e}",
+                    work.path
+                )
+            })?;
+            let mut changed = false;
+            for (from, to) in &work.images {
+                match revert::revert(&text, from, to, work.image_path.as_deref())? {
+                    revert::Reverted::Changed(next) => {
+                        text = next;
+                        changed = true;
+                    }
+                    revert::Reverted::AlreadyThere => {}
+                }
+            }
+            if changed {
+                std::fs::write(&path, text).map_err(|e| e.to_string())?;
+            }
+            Ok(changed)
+        };
+        return wd
+            .commit_to(&record.message(), 8, r.push_branch.as_deref(), &change)
+            .await;
+    }
     // The source commit that introduced the new image, for a record that starts a rollout.
     let mut seed = record.seed.clone();
     if record.event.event == "Started"

@@ -288,6 +288,18 @@ impl Workdir {
         attempts: usize,
         change: &(dyn Fn(&Path) -> Result<bool, String> + Send + Sync),
     ) -> Result<Committed, GitError> {
+        self.commit_to(message, attempts, None, change).await
+    }
+
+    /// Like [`Workdir::commit`], pushing to `push_to` (another branch, for a pull request)
+    /// instead of the working branch when given.
+    pub async fn commit_to(
+        &self,
+        message: &str,
+        attempts: usize,
+        push_to: Option<&str>,
+        change: &(dyn Fn(&Path) -> Result<bool, String> + Send + Sync),
+    ) -> Result<Committed, GitError> {
         use backon::{ExponentialBuilder, Retryable};
         let attempt = || async {
             self.sync().await?;
@@ -302,7 +314,7 @@ impl Workdir {
             self.git(&["commit", "-q", "--no-verify", "-m", message])
                 .await?;
             let head = self.git(&["rev-parse", "HEAD"]).await?;
-            let target = format!("HEAD:refs/heads/{}", self.remote.branch);
+            let target = format!("HEAD:refs/heads/{}", push_to.unwrap_or(&self.remote.branch));
             self.git(&["push", "-q", "--porcelain", "origin", &target])
                 .await?;
             Ok(Committed::Pushed(head))
