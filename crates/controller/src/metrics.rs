@@ -56,6 +56,8 @@ pub struct Metrics {
     reconcile_errors: Family<ErrorLabels, Counter>,
     reconcile_seconds: Histogram,
     kube_requests: Family<VerbLabels, Counter>,
+    git_queue_depth: Gauge,
+    git_queue_oldest: Gauge<f64, std::sync::atomic::AtomicU64>,
     step_lateness: Histogram,
     alerts_sent: Family<AlertLabels, Counter>,
     alerts_failed: Family<AlertFailureLabels, Counter>,
@@ -140,9 +142,23 @@ impl Metrics {
              rate_limited, server_error, client_error, queue_full, invalid_provider, other)",
             alerts_failed.clone(),
         );
+        let git_queue_depth = Gauge::default();
+        registry.register(
+            "git_queue_depth",
+            "Ledger records and reverts waiting to be written to Git",
+            git_queue_depth.clone(),
+        );
+        let git_queue_oldest = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+        registry.register(
+            "git_queue_oldest_seconds",
+            "Age of the oldest record waiting to be written to Git",
+            git_queue_oldest.clone(),
+        );
         Metrics {
             alerts_sent,
             alerts_failed,
+            git_queue_depth,
+            git_queue_oldest,
             kube_requests,
             step_lateness,
             registry,
@@ -209,6 +225,13 @@ impl Metrics {
                 reason: reason.into(),
             })
             .inc();
+    }
+
+    /// Records the Git queue's depth and the age of its oldest record.
+    pub fn git_queue(&self, depth: usize, oldest_seconds: f64) {
+        self.git_queue_depth
+            .set(i64::try_from(depth).unwrap_or(i64::MAX));
+        self.git_queue_oldest.set(oldest_seconds);
     }
 
     /// Records how late an analysis step ran.
