@@ -102,7 +102,14 @@ async fn a_failed_rollout_posts_one_error_per_provider_while_a_hung_provider_del
         provider("rocket", "rocket", Some(chat.url("/rocket")), None),
         provider("webhook", "webhook", Some(chat.url("/webhook")), None),
         provider("hung", "slack", Some(format!("http://{hung}/hung")), None),
+        // Its Secret has the URL under the wrong key.
+        provider("broken", "slack", None, Some("broken-url")),
     ];
+    ns.create::<Secret>(json!({
+        "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "broken-url"},
+        "stringData": {"url": chat.url(&format!("/broken/{SLACK_KEY}"))}
+    }))
+    .await;
     for p in providers {
         ns.create::<AlertProvider>(p).await;
     }
@@ -122,6 +129,7 @@ async fn a_failed_rollout_posts_one_error_per_provider_while_a_hung_provider_del
     alerts.push(alert("webhook", "info"));
     alerts.push(alert("hung", "info"));
     alerts.push(alert("nonexistent", "error"));
+    alerts.push(alert("broken", "error"));
     ns.create::<Canary>(json!({
         "apiVersion": "fledge.dev/v1beta1", "kind": "Canary",
         "metadata": {"name": "podinfo"},
@@ -236,6 +244,31 @@ async fn a_failed_rollout_posts_one_error_per_provider_while_a_hung_provider_del
             .iter()
             .any(|e| e.contains("AlertProviderNotFound") && e.contains("nonexistent")),
         "{events:#?}"
+    );
+    let broken = format!("Secret {}/broken-url: has no address key", ns.name);
+    assert!(
+        events
+            .iter()
+            .any(|e| e.contains("AlertProviderInvalid") && e.contains(&broken)),
+        "{events:#?}"
+    );
+    let ready = ns
+        .api::<AlertProvider>()
+        .get("broken")
+        .await
+        .unwrap()
+        .status
+        .and_then(|s| s.conditions)
+        .and_then(|c| c.into_iter().find(|c| c.r#type == "Ready"))
+        .expect("the broken AlertProvider has a Ready condition");
+    assert_eq!(ready.status, "False");
+    assert!(ready.message.unwrap_or_default().contains(&broken));
+    let good = ns.api::<AlertProvider>().get("slack").await.unwrap();
+    assert!(
+        good.status
+            .and_then(|s| s.conditions)
+            .is_some_and(|c| c.iter().any(|c| c.r#type == "Ready" && c.status == "True")),
+        "a usable provider is Ready"
     );
     let log = ns.controller_log(0);
     for (what, text) in [("log", log.as_str()), ("events", &events.join("\n"))] {

@@ -148,11 +148,64 @@ pub async fn fetch(client: &Client, namespace: &str, name: &str) -> Result<Resol
         }
         _ => None,
     };
-    from_spec(
+    let resolved = from_spec(
         &label,
         &provider.spec,
         secret.as_ref().map(|(n, d)| (n.as_str(), d)),
-    )
+    );
+    set_ready(&providers, &provider, resolved.as_ref().err()).await;
+    resolved
+}
+
+/// Keeps the AlertProvider's `Ready` condition in step: `False` with the problem (object and
+/// field, never a secret) or `True`. Written only when it changes; a failed write is logged.
+async fn set_ready(
+    api: &Api<fledge_api::AlertProvider>,
+    provider: &fledge_api::AlertProvider,
+    problem: Option<&ResolveError>,
+) {
+    let mut status = fledge_api::CanaryStatus {
+        conditions: provider.status.as_ref().and_then(|s| s.conditions.clone()),
+        ..Default::default()
+    };
+    let (value, reason, message) = match problem {
+        None => (
+            "True",
+            "Resolved",
+            "The provider can be sent to.".to_string(),
+        ),
+        Some(ResolveError::SecretNotFound { .. }) => {
+            ("False", "SecretNotFound", problem_text(problem))
+        }
+        Some(_) => ("False", "Invalid", problem_text(problem)),
+    };
+    let changed = fledge_core::conditions::set(
+        &mut status,
+        fledge_core::conditions::READY,
+        value,
+        reason,
+        &message,
+        jiff::Timestamp::now(),
+    );
+    if !changed {
+        return;
+    }
+    let patch = serde_json::json!({"status": {"conditions": status.conditions}});
+    let name = provider.metadata.name.clone().unwrap_or_default();
+    if let Err(e) = api
+        .patch_status(
+            &name,
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&patch),
+        )
+        .await
+    {
+        tracing::debug!(alertprovider = %name, error = %e, "cannot update the AlertProvider's status");
+    }
+}
+
+fn problem_text(problem: Option<&ResolveError>) -> String {
+    problem.map(ToString::to_string).unwrap_or_default()
 }
 
 /// Resolves a spec, with the data of its Secret (`(namespace/name, data)`) when it has one.
