@@ -1205,6 +1205,16 @@ pub fn validate_alert_provider_spec(spec: &AlertProviderSpec) -> Vec<Problem> {
     if let Some(proxy) = spec.proxy.as_deref().filter(|a| !a.trim().is_empty()) {
         p.check("spec.proxy", proxy_url(proxy));
     }
+    if let Some(link) = spec
+        .link_template
+        .as_deref()
+        .filter(|a| !a.trim().is_empty())
+    {
+        let sample = link
+            .replace("{namespace}", "namespace")
+            .replace("{name}", "name");
+        p.check("spec.linkTemplate", http_url(&sample));
+    }
     match &spec.secret_ref {
         Some(secret) => check_secret_ref(&mut p, "spec.secretRef", secret),
         None if address.is_none() => p.add(

@@ -1663,6 +1663,20 @@ fn alert_providers() {
             vec![("proxy", json!("proxy.internal:3128"))],
             vec![("spec.proxy", "is not an absolute URL")],
         ),
+        (
+            "link template",
+            vec![(
+                "linkTemplate",
+                json!("https://grafana.example.com/d/canary?ns={namespace}&name={name}"),
+            )],
+            vec![],
+        ),
+        (
+            "bad link template",
+            vec![("linkTemplate", json!("grafana/{namespace}/{name}"))],
+            vec![("spec.linkTemplate", "is not an absolute URL")],
+        ),
+        ("traffic steps", vec![("trafficSteps", json!(true))], vec![]),
     ];
     for (name, patches, expected) in cases {
         let spec = alert_provider(&patches);

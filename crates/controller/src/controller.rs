@@ -47,6 +47,8 @@ pub struct Settings {
     pub reporter: String,
     /// At most this many Canaries reconciled at once (0: no limit).
     pub max_concurrent_reconciles: u16,
+    /// Chat alerts: the default provider and delivery settings.
+    pub alerts: crate::notify::AlertSettings,
     /// How metric queries run.
     pub analysis: crate::analysis::AnalysisSettings,
     /// How the Git ledger is written.
@@ -58,6 +60,7 @@ pub struct Context {
     client: Client,
     recorder: Recorder,
     webhooks: WebhookClient,
+    alerts: Arc<crate::notify::Alerts>,
     analyzer: crate::analysis::Analyzer,
     /// Wakes the Git worker when a record is queued.
     git_wake: Arc<tokio::sync::Notify>,
@@ -122,6 +125,15 @@ pub async fn run(
             },
         ),
         webhooks: WebhookClient::new()?,
+        alerts: crate::notify::Alerts::start(
+            client.clone(),
+            Reporter {
+                controller: settings.reporter.clone(),
+                instance: std::env::var("POD_NAME").ok(),
+            },
+            settings.alerts.clone(),
+            metrics.clone(),
+        ),
         analyzer: crate::analysis::Analyzer::new(client.clone(), settings.analysis.clone()),
         client,
         metrics,
@@ -491,6 +503,22 @@ async fn report_blocked(
         return Ok(());
     }
     warn!(reason, "{message}");
+    let target = ctx.deployments.get(
+        &ObjectRef::new(&canary.spec.target_ref.name)
+            .within(&canary.namespace().unwrap_or_default()),
+    );
+    ctx.alerts.send(
+        canary,
+        crate::notify::message(
+            canary,
+            target.as_deref(),
+            &next,
+            checksum(&next),
+            fledge_core::Severity::Error,
+            fledge_core::NotifyKind::Blocked,
+            &message,
+        ),
+    );
     let ev = KubeEvent {
         type_: EventType::Warning,
         reason: reason.into(),
@@ -987,7 +1015,17 @@ impl Exec<'_> {
                 kind,
                 message,
             } => {
-                info!(severity = ?severity, kind = ?kind, "notification: {message}");
+                debug!(severity = ?severity, kind = ?kind, "alert: {message}");
+                let msg = crate::notify::message(
+                    self.canary,
+                    self.target,
+                    self.next,
+                    checksum(self.next),
+                    *severity,
+                    *kind,
+                    message,
+                );
+                self.ctx.alerts.send(self.canary, msg);
             }
             _ => {}
         }

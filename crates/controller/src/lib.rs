@@ -11,6 +11,7 @@ mod error;
 pub mod events;
 pub mod git;
 pub mod metrics;
+pub mod notify;
 pub mod routers;
 pub mod server;
 pub mod services;
