@@ -128,6 +128,11 @@ pub struct CanaryStatus {
     /// inspection, until the next one starts).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollout: Option<RolloutProgress>,
+    /// fledge extension: the spec hashes of the revisions promoted to the primary, oldest
+    /// first (at most the last 10): a new revision equal to one of them is a rollback to a
+    /// known-good version (`spec.gitops.fastRollback`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub promoted_revisions: Vec<String>,
 }
 
 /// A condition of a Canary.
