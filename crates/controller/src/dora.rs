@@ -246,111 +246,6 @@ pub fn table(r: &Report) -> String {
     out
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn rollout(
-        canary: &str,
-        start: &str,
-        end: &str,
-        result: &str,
-        trigger: Option<&str>,
-        fail: Option<&str>,
-    ) -> Rollout {
-        Rollout {
-            record: RolloutRecord {
-                canary: canary.into(),
-                start_time: start.into(),
-                end_time: Some(end.into()),
-                result: Some(result.into()),
-                first_failure_time: fail.map(String::from),
-                ..Default::default()
-            },
-            trigger_time: trigger.map(|t| t.parse().unwrap()),
-        }
-    }
-
-    #[test]
-    fn the_four_figures_and_their_bands() {
-        let now: Timestamp = "2026-11-30T00:00:00Z".parse().unwrap();
-        let rollouts = vec![
-            // Lead times 1 h, 3 h, 5 h: median 3 h.
-            rollout(
-                "a/web",
-                "2026-11-20T10:00:00Z",
-                "2026-11-20T10:30:00Z",
-                "promoted",
-                Some("2026-11-20T09:30:00Z"),
-                None,
-            ),
-            rollout(
-                "a/web",
-                "2026-11-21T10:00:00Z",
-                "2026-11-21T12:00:00Z",
-                "promoted",
-                Some("2026-11-21T09:00:00Z"),
-                None,
-            ),
-            rollout(
-                "b/api",
-                "2026-11-22T10:00:00Z",
-                "2026-11-22T12:00:00Z",
-                "promoted",
-                Some("2026-11-22T07:00:00Z"),
-                None,
-            ),
-            // Restored 10 min after the first failed check.
-            rollout(
-                "b/api",
-                "2026-11-23T10:00:00Z",
-                "2026-11-23T10:15:00Z",
-                "rolled-back",
-                None,
-                Some("2026-11-23T10:05:00Z"),
-            ),
-            // Outside the window and superseded: not counted.
-            rollout(
-                "a/web",
-                "2026-10-01T10:00:00Z",
-                "2026-10-01T10:15:00Z",
-                "rolled-back",
-                None,
-                None,
-            ),
-            rollout(
-                "a/web",
-                "2026-11-24T10:00:00Z",
-                "2026-11-24T10:15:00Z",
-                "superseded",
-                None,
-                None,
-            ),
-        ];
-        let r = report(&rollouts, now, 30.0, None);
-        let o = &r.overall;
-        assert_eq!((o.deployments, o.failures), (3, 1));
-        assert!((o.deployments_per_day - 0.1).abs() < 1e-9);
-        assert_eq!(o.lead_time_seconds, Some(3.0 * 3600.0));
-        assert_eq!(o.change_failure_rate_percent, Some(25.0));
-        assert_eq!(o.time_to_restore_seconds, Some(600.0));
-        assert_eq!(
-            o.bands,
-            Bands {
-                deployment_frequency: "medium".into(),
-                lead_time: "elite".into(),
-                change_failure_rate: "low".into(),
-                time_to_restore: "elite".into(),
-            }
-        );
-        assert_eq!(r.canaries["a/web"].deployments, 2);
-        assert_eq!(r.canaries["b/api"].change_failure_rate_percent, Some(50.0));
-        let only_a = report(&rollouts, now, 30.0, Some("a"));
-        assert_eq!(only_a.overall.failures, 0);
-        assert!(table(&r).contains("(all)"));
-    }
-}
-
 /// Reads every ledger file under `ledger` in the Git working tree `dir`, with the commit time of
 /// each record's trigger (from the repository's history).
 pub fn load(dir: &std::path::Path, ledger: &str) -> Result<Vec<Rollout>, String> {
@@ -478,5 +373,110 @@ struct TempDir(std::path::PathBuf);
 impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rollout(
+        canary: &str,
+        start: &str,
+        end: &str,
+        result: &str,
+        trigger: Option<&str>,
+        fail: Option<&str>,
+    ) -> Rollout {
+        Rollout {
+            record: RolloutRecord {
+                canary: canary.into(),
+                start_time: start.into(),
+                end_time: Some(end.into()),
+                result: Some(result.into()),
+                first_failure_time: fail.map(String::from),
+                ..Default::default()
+            },
+            trigger_time: trigger.map(|t| t.parse().unwrap()),
+        }
+    }
+
+    #[test]
+    fn the_four_figures_and_their_bands() {
+        let now: Timestamp = "2026-11-30T00:00:00Z".parse().unwrap();
+        let rollouts = vec![
+            // Lead times 1 h, 3 h, 5 h: median 3 h.
+            rollout(
+                "a/web",
+                "2026-11-20T10:00:00Z",
+                "2026-11-20T10:30:00Z",
+                "promoted",
+                Some("2026-11-20T09:30:00Z"),
+                None,
+            ),
+            rollout(
+                "a/web",
+                "2026-11-21T10:00:00Z",
+                "2026-11-21T12:00:00Z",
+                "promoted",
+                Some("2026-11-21T09:00:00Z"),
+                None,
+            ),
+            rollout(
+                "b/api",
+                "2026-11-22T10:00:00Z",
+                "2026-11-22T12:00:00Z",
+                "promoted",
+                Some("2026-11-22T07:00:00Z"),
+                None,
+            ),
+            // Restored 10 min after the first failed check.
+            rollout(
+                "b/api",
+                "2026-11-23T10:00:00Z",
+                "2026-11-23T10:15:00Z",
+                "rolled-back",
+                None,
+                Some("2026-11-23T10:05:00Z"),
+            ),
+            // Outside the window and superseded: not counted.
+            rollout(
+                "a/web",
+                "2026-10-01T10:00:00Z",
+                "2026-10-01T10:15:00Z",
+                "rolled-back",
+                None,
+                None,
+            ),
+            rollout(
+                "a/web",
+                "2026-11-24T10:00:00Z",
+                "2026-11-24T10:15:00Z",
+                "superseded",
+                None,
+                None,
+            ),
+        ];
+        let r = report(&rollouts, now, 30.0, None);
+        let o = &r.overall;
+        assert_eq!((o.deployments, o.failures), (3, 1));
+        assert!((o.deployments_per_day - 0.1).abs() < 1e-9);
+        assert_eq!(o.lead_time_seconds, Some(3.0 * 3600.0));
+        assert_eq!(o.change_failure_rate_percent, Some(25.0));
+        assert_eq!(o.time_to_restore_seconds, Some(600.0));
+        assert_eq!(
+            o.bands,
+            Bands {
+                deployment_frequency: "medium".into(),
+                lead_time: "elite".into(),
+                change_failure_rate: "low".into(),
+                time_to_restore: "elite".into(),
+            }
+        );
+        assert_eq!(r.canaries["a/web"].deployments, 2);
+        assert_eq!(r.canaries["b/api"].change_failure_rate_percent, Some(50.0));
+        let only_a = report(&rollouts, now, 30.0, Some("a"));
+        assert_eq!(only_a.overall.failures, 0);
+        assert!(table(&r).contains("(all)"));
     }
 }
