@@ -734,3 +734,71 @@ async fn dora_metrics_come_from_the_ledger() {
     let per = &report["canaries"][format!("{}/podinfo", ns.name)];
     assert_eq!(per["deployments"], 2, "{report}");
 }
+
+/// 4. Another writer pushes to the branch between fledge's fetch and its push: the push is
+///    refused, fledge starts over on the new head, and both histories are kept (nothing is
+///    force-pushed). The other writer is a `pre-receive` hook that commits to `main` while
+///    fledge's first push waits, exactly between fetch and push.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_concurrent_writer_keeps_its_commit() {
+    use std::os::unix::fs::PermissionsExt;
+    let ns = TestNs::new("git-race").await;
+    let daemon = GitDaemon::start_new(&ns.name).unwrap();
+    let url = daemon
+        .create_repo("app", &[("deploy/podinfo.yaml", &manifest(V1))])
+        .unwrap();
+    let hook = Hook::start(200).await.unwrap();
+    ns.create::<Deployment>(deployment_json("podinfo", V1, 1))
+        .await;
+    ns.create::<Canary>(canary(&hook.url("/rollout"), &url))
+        .await;
+    start_controller(&ns);
+    ns.wait_phase("podinfo", CanaryPhase::Initialized, Duration::from_secs(90))
+        .await;
+    let trigger = release(&daemon, V2);
+    let hook_path = daemon.base.join("app.git/hooks/pre-receive");
+    std::fs::write(
+        &hook_path,
+        "#!/bin/sh\n\
+         # Once: another writer commits to main before this push updates it.\n\
+         [ -e \"$GIT_DIR/raced\" ] && exit 0\n\
+         touch \"$GIT_DIR/raced\"\n\
+         unset GIT_QUARANTINE_PATH GIT_OBJECT_DIRECTORY GIT_ALTERNATE_OBJECT_DIRECTORIES\n\
+         parent=$(git rev-parse refs/heads/main)\n\
+         tree=$(git rev-parse \"$parent^{tree}\")\n\
+         c=$(echo 'another writer' | GIT_AUTHOR_NAME=other GIT_AUTHOR_EMAIL=o@x GIT_COMMITTER_NAME=other GIT_COMMITTER_EMAIL=o@x git commit-tree \"$tree\" -p \"$parent\")\n\
+         git update-ref refs/heads/main \"$c\" \"$parent\"\n\
+         exit 0\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&hook_path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    ns.set_image("podinfo", V2).await;
+    ns.wait_phase("podinfo", CanaryPhase::Succeeded, ROLLOUT)
+        .await;
+    eventually(Duration::from_secs(60), "two ledger commits", || async {
+        fledge_commits(&daemon).len() >= 2 && queue_len(&ns).await == 0
+    })
+    .await
+    .unwrap();
+    // The other writer's commit came in while fledge's first push waited: fledge's commits
+    // follow it.
+    let clone = daemon.clone_repo("app").unwrap();
+    let subjects: Vec<String> = clone
+        .log()
+        .unwrap()
+        .iter()
+        .map(|m| m.lines().next().unwrap_or_default().to_string())
+        .rev()
+        .collect();
+    let other = subjects.iter().position(|s| s == "another writer");
+    let started = subjects.iter().position(|s| s.contains("rollout started"));
+    assert!(
+        other.is_some() && started.is_some() && other < started,
+        "{subjects:#?}"
+    );
+    check_ledger(&daemon, &ns, &trigger);
+    // Linear history: every commit has one parent, nothing was rewritten.
+    let merges = git(&clone.dir, &["rev-list", "--merges", "HEAD"]).unwrap();
+    assert!(merges.trim().is_empty(), "{merges}");
+    eprintln!("history with a concurrent writer: {subjects:?}");
+}
