@@ -649,7 +649,7 @@ async fn dora_metrics_come_from_the_ledger() {
     let mut c = canary(&hook.url("/rollout"), &url);
     c["spec"]["analysis"]["threshold"] = json!(1);
     ns.create::<Canary>(c).await;
-    start_controller(&ns);
+    let idx = start_controller(&ns);
     ns.wait_phase("podinfo", CanaryPhase::Initialized, Duration::from_secs(90))
         .await;
     let began = Instant::now();
@@ -733,6 +733,28 @@ async fn dora_metrics_come_from_the_ledger() {
     assert_eq!(all["bands"]["timeToRestore"], "elite");
     let per = &report["canaries"][format!("{}/podinfo", ns.name)];
     assert_eq!(per["deployments"], 2, "{report}");
+    // The controller exports the same figures: two lead times, one time to restore.
+    let text = reqwest::get(format!("http://{}/metrics", ns.controller_metrics(idx)))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let value = |name: &str| {
+        text.lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+    };
+    assert_eq!(
+        value("fledge_dora_lead_time_seconds_count"),
+        Some(2.0),
+        "{text}"
+    );
+    assert_eq!(
+        value("fledge_dora_time_to_restore_seconds_count"),
+        Some(1.0),
+        "{text}"
+    );
 }
 
 /// 4. Another writer pushes to the branch between fledge's fetch and its push: the push is

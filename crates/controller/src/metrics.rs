@@ -56,6 +56,8 @@ pub struct Metrics {
     reconcile_errors: Family<ErrorLabels, Counter>,
     reconcile_seconds: Histogram,
     kube_requests: Family<VerbLabels, Counter>,
+    lead_time: Histogram,
+    time_to_restore: Histogram,
     git_queue_depth: Gauge,
     git_queue_oldest: Gauge<f64, std::sync::atomic::AtomicU64>,
     step_lateness: Histogram,
@@ -154,7 +156,21 @@ impl Metrics {
             "Age of the oldest record waiting to be written to Git",
             git_queue_oldest.clone(),
         );
+        let lead_time = Histogram::new(exponential_buckets(60.0, 4.0, 10));
+        registry.register(
+            "dora_lead_time_seconds",
+            "DORA lead time for changes: from the source commit that introduced a revision to the end of its promotion (from the Git ledger)",
+            lead_time.clone(),
+        );
+        let time_to_restore = Histogram::new(exponential_buckets(10.0, 4.0, 10));
+        registry.register(
+            "dora_time_to_restore_seconds",
+            "DORA time to restore: from the first failed check of a rollout to the end of its rollback",
+            time_to_restore.clone(),
+        );
         Metrics {
+            lead_time,
+            time_to_restore,
             alerts_sent,
             alerts_failed,
             git_queue_depth,
@@ -225,6 +241,16 @@ impl Metrics {
                 reason: reason.into(),
             })
             .inc();
+    }
+
+    /// Records a DORA lead time (seconds).
+    pub fn lead_time(&self, seconds: f64) {
+        self.lead_time.observe(seconds.max(0.0));
+    }
+
+    /// Records a DORA time to restore (seconds).
+    pub fn time_to_restore(&self, seconds: f64) {
+        self.time_to_restore.observe(seconds.max(0.0));
     }
 
     /// Records the Git queue's depth and the age of its oldest record.

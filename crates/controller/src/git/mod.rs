@@ -421,7 +421,7 @@ pub async fn run_worker(
 ) {
     let mut backoff = settings.poll;
     loop {
-        let done = flush(&client, namespace.as_deref(), &settings, &state).await;
+        let done = flush(&client, namespace.as_deref(), &settings, &state, &metrics).await;
         let (pending, oldest) = state
             .lock()
             .map(|s| (s.depth, s.oldest_seconds))
@@ -447,6 +447,7 @@ pub async fn flush(
     namespace: Option<&str>,
     settings: &GitSettings,
     state: &std::sync::Mutex<QueueState>,
+    metrics: &crate::metrics::Metrics,
 ) -> bool {
     let api: Api<ConfigMap> = match namespace {
         Some(ns) => Api::namespaced(client.clone(), ns),
@@ -517,7 +518,7 @@ pub async fn flush(
             continue;
         }
         let who = format!("{}/{}", record.namespace, record.canary);
-        match write(client, settings, &record).await {
+        match write(client, settings, &record, metrics).await {
             Ok(outcome) => {
                 info!(canary = %who, file = %record.file, event = %record.event.event, ?outcome, "ledger record written to Git");
                 let api: Api<ConfigMap> = Api::namespaced(client.clone(), &record.namespace);
@@ -556,6 +557,7 @@ async fn write(
     client: &Client,
     settings: &GitSettings,
     record: &QueuedRecord,
+    metrics: &crate::metrics::Metrics,
 ) -> Result<repo::Committed, GitError> {
     let auth = credentials(client, &record.namespace, &record.repository).await?;
     let branch = record
@@ -646,7 +648,47 @@ async fn write(
         std::fs::write(&path, current.to_yaml()?).map_err(|e| e.to_string())?;
         Ok(true)
     };
-    wd.commit(&record.message(), 8, &change).await
+    let outcome = wd.commit(&record.message(), 8, &change).await?;
+    if matches!(outcome, repo::Committed::Pushed(_)) {
+        dora_figures(&wd, &record.file, metrics).await;
+    }
+    Ok(outcome)
+}
+
+/// Observes the DORA figures of a rollout whose ledger record just ended.
+async fn dora_figures(wd: &Workdir, file: &str, metrics: &crate::metrics::Metrics) {
+    let Some(r) = wd
+        .read(file)
+        .and_then(|t| RolloutRecord::from_yaml(&t).ok())
+    else {
+        return;
+    };
+    let Some(end) = r
+        .end_time
+        .as_deref()
+        .and_then(|t| t.parse::<jiff::Timestamp>().ok())
+    else {
+        return;
+    };
+    match r.result.as_deref() {
+        Some("promoted") => {
+            if let Some(t) = &r.trigger
+                && let Some(at) = wd.commit_time(&t.commit).await
+            {
+                metrics.lead_time((end - at).get_seconds() as f64);
+            }
+        }
+        Some("rolled-back") => {
+            if let Some(first) = r
+                .first_failure_time
+                .as_deref()
+                .and_then(|t| t.parse::<jiff::Timestamp>().ok())
+            {
+                metrics.time_to_restore((end - first).get_seconds() as f64);
+            }
+        }
+        _ => {}
+    }
 }
 
 /// The credentials of a repository, from its Secret in `namespace`.

@@ -340,6 +340,15 @@ impl Workdir {
         out.lines().last().map(str::to_string)
     }
 
+    /// When `commit` was committed.
+    pub async fn commit_time(&self, commit: &str) -> Option<jiff::Timestamp> {
+        self.git(&["show", "-s", "--format=%cI", commit])
+            .await
+            .ok()?
+            .parse()
+            .ok()
+    }
+
     /// Reads a file of the working copy.
     pub fn read(&self, path: &str) -> Option<String> {
         std::fs::read_to_string(self.dir.join(path)).ok()
