@@ -399,9 +399,34 @@ async fn git_down_never_blocks_a_rollout_and_loses_no_record() {
     .await
     .unwrap();
     // A controller restart with the queue full: the queue is in the cluster, not in the process.
+    // This one alerts (a generic webhook) when records wait longer than 2 s.
     ns.kill_controller(first);
-    start_controller(&ns);
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    let alerts = Hook::start(200).await.unwrap();
+    let work = root()
+        .join("target/e2e-logs")
+        .join(format!("{}-gitwork", ns.name));
+    ns.start_controller(&[
+        "--git-workdir",
+        &work.to_string_lossy(),
+        "--git-queue-alert-after",
+        "2",
+        "--alert-url",
+        &alerts.url("/alerts"),
+        "--alert-type",
+        "webhook",
+    ]);
+    eventually(
+        Duration::from_secs(60),
+        "an alert about the queue",
+        || async {
+            alerts
+                .calls("/alerts")
+                .iter()
+                .any(|b| b.to_string().contains("have waited for Git longer than 2s"))
+        },
+    )
+    .await
+    .unwrap();
     assert_eq!(queue_len(&ns).await, 2, "records kept while Git is down");
     daemon.start().unwrap();
     eventually(

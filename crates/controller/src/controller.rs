@@ -389,7 +389,7 @@ async fn reconcile_inner(canary: &Canary, ctx: &Context) -> Result<Requeue> {
         }
     }
     let mut next = plan.status.clone();
-    git_condition(ctx, canary, &mut next).await;
+    git_condition(ctx, canary, target.as_deref(), &mut next).await;
     write_status(ctx, canary, &status, &next).await?;
     if deleting && plan.status.phase == CanaryPhase::Terminated {
         remove_finalizer(canary, ctx).await?;
@@ -400,7 +400,12 @@ async fn reconcile_inner(canary: &Canary, ctx: &Context) -> Result<Requeue> {
 
 /// The `GitSynced` condition of a Canary with `spec.gitops`, from the Git worker's view of the
 /// queue; a warning Event when it turns False or its reason changes.
-async fn git_condition(ctx: &Context, canary: &Canary, next: &mut CanaryStatus) {
+async fn git_condition(
+    ctx: &Context,
+    canary: &Canary,
+    target: Option<&Deployment>,
+    next: &mut CanaryStatus,
+) {
     if canary.spec.gitops.is_none() {
         return;
     }
@@ -409,11 +414,35 @@ async fn git_condition(ctx: &Context, canary: &Canary, next: &mut CanaryStatus) 
         canary.namespace().unwrap_or_default(),
         canary.name_any()
     );
-    let (value, reason, message) = ctx.git_state.lock().map(|s| s.condition(&who)).unwrap_or((
-        "Unknown",
-        "Unknown".into(),
-        String::new(),
-    ));
+    let (value, reason, message, oldest) = ctx
+        .git_state
+        .lock()
+        .map(|s| {
+            let (v, r, m) = s.condition(&who);
+            (v, r, m, s.canaries.get(&who).map(|q| q.oldest.clone()))
+        })
+        .unwrap_or(("Unknown", "Unknown".into(), String::new(), None));
+    // Records waiting longer than --git-queue-alert-after: tell people (the message is stable
+    // while nothing changes, so the alert de-duplication posts it once).
+    if let Some(since) = oldest.and_then(|t| t.parse::<jiff::Timestamp>().ok())
+        && (jiff::Timestamp::now() - since).get_seconds()
+            > i64::try_from(ctx.settings.git.alert_after.as_secs()).unwrap_or(i64::MAX)
+    {
+        let text = format!(
+            "Ledger records of {who} have waited for Git longer than {}s: {message}",
+            ctx.settings.git.alert_after.as_secs()
+        );
+        let msg = crate::notify::message(
+            canary,
+            target,
+            next,
+            checksum(next),
+            fledge_core::Severity::Error,
+            fledge_core::NotifyKind::Blocked,
+            &text,
+        );
+        ctx.alerts.send(canary, msg);
+    }
     let before = next
         .conditions
         .iter()

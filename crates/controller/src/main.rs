@@ -120,6 +120,9 @@ struct RunArgs {
     /// directory); only a cache, the queue of records lives in the cluster.
     #[arg(long)]
     git_workdir: Option<std::path::PathBuf>,
+    /// Seconds a ledger record or revert may wait for Git before an alert says so.
+    #[arg(long, default_value_t = 900)]
+    git_queue_alert_after: u64,
     #[command(flatten)]
     alerts: AlertArgs,
 }
@@ -347,6 +350,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
                 .clone()
                 .unwrap_or_else(|| std::env::temp_dir().join("fledge-git")),
             poll: std::time::Duration::from_secs(2),
+            alert_after: std::time::Duration::from_secs(args.git_queue_alert_after),
         },
     };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);

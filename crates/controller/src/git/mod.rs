@@ -46,6 +46,8 @@ pub struct GitSettings {
     pub workdir: PathBuf,
     /// How often the queue is looked at when idle.
     pub poll: Duration,
+    /// Records waiting longer than this raise an alert.
+    pub alert_after: Duration,
 }
 
 impl Default for GitSettings {
@@ -54,6 +56,7 @@ impl Default for GitSettings {
             identity: Identity::default(),
             workdir: std::env::temp_dir().join("fledge-git"),
             poll: Duration::from_secs(2),
+            alert_after: Duration::from_secs(900),
         }
     }
 }
