@@ -274,7 +274,11 @@ pub fn parse_hey(text: &str) -> Option<Figures> {
     for line in text.lines().map(str::trim) {
         if let Some(rest) = line.strip_prefix("Requests/sec:") {
             f.rate = rest.trim().parse().ok()?;
-        } else if let Some(rest) = line.strip_prefix("99% in ") {
+        } else if let Some(rest) = line
+            .strip_prefix("99% in ")
+            // hey v0.1.x prints its percent signs doubled.
+            .or_else(|| line.strip_prefix("99%% in "))
+        {
             f.p99 = rest.trim().strip_suffix("secs")?.trim().parse().ok()?;
         } else if line.starts_with('[') && line.ends_with("responses") {
             let n: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
@@ -528,7 +532,7 @@ mod tests {
     #[test]
     fn reads_hey() {
         let text = "\nSummary:\n  Total:\t10.0012 secs\n  Slowest:\t0.0500 secs\n  Requests/sec:\t30123.4567\n\n\
-            Latency distribution:\n  10% in 0.0010 secs\n  99% in 0.0042 secs\n\n\
+            Latency distribution:\n  10%% in 0.0010 secs\n  99%% in 0.0042 secs\n\n\
             Status code distribution:\n  [200]\t301200 responses\n  [503]\t34 responses\n";
         let f = parse_hey(text).unwrap();
         assert_eq!(f.requests, 301234.0);
