@@ -278,3 +278,107 @@ fn log_end(canary: &str, id: u64, command: &str, outcome: &Outcome, log_output: 
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::Model;
+
+    /// A loopback listener that accepts connections and never answers.
+    async fn silent_target() -> (tokio::net::TcpListener, String) {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/", l.local_addr().unwrap());
+        (l, url)
+    }
+
+    fn hanging_load(url: &str, duration: Duration) -> Work {
+        let mut plan = Plan::get(url).unwrap();
+        plan.duration = Some(duration);
+        plan.timeout = None;
+        plan.model = Model::OpenLoop { rate: 10.0 };
+        Work::Load(Box::new(plan))
+    }
+
+    async fn until(jobs: &Jobs, n: usize) {
+        for _ in 0..600 {
+            if jobs.list().len() == n {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("still {} jobs, expected {n}", jobs.list().len());
+    }
+
+    #[tokio::test]
+    async fn one_job_per_canary_and_command_until_cancelled() {
+        let (_listener, url) = silent_target().await;
+        let jobs = Arc::new(Jobs::new(
+            Arc::new(Metrics::new()),
+            Duration::from_secs(3600),
+        ));
+        let work = hanging_load(&url, Duration::from_secs(3600));
+        let first = jobs.start("test/podinfo".into(), "cmd".into(), work.clone(), false);
+        let Started::New(id) = first else {
+            panic!("{first:?}")
+        };
+        assert_eq!(
+            jobs.start("test/podinfo".into(), "cmd".into(), work.clone(), false),
+            Started::AlreadyRunning(id)
+        );
+        assert!(matches!(
+            jobs.start("test/podinfo".into(), "other".into(), work.clone(), false),
+            Started::New(_)
+        ));
+        assert!(matches!(
+            jobs.start("prod/podinfo".into(), "cmd".into(), work.clone(), false),
+            Started::New(_)
+        ));
+        assert_eq!(jobs.list().len(), 3);
+        assert_eq!(jobs.cancel("test/podinfo"), 2);
+        until(&jobs, 1).await;
+        assert_eq!(jobs.list()[0].canary, "prod/podinfo");
+        // The cancelled command can start again.
+        assert!(matches!(
+            jobs.start("test/podinfo".into(), "cmd".into(), work, false),
+            Started::New(_)
+        ));
+        // Stopping the service cancels every job and waits for them.
+        jobs.shutdown(Duration::from_secs(30)).await;
+        assert!(jobs.list().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_job_ends_at_its_duration_or_at_the_job_timeout() {
+        let (_listener, url) = silent_target().await;
+        let jobs = Arc::new(Jobs::new(
+            Arc::new(Metrics::new()),
+            Duration::from_secs(3600),
+        ));
+        jobs.start(
+            "test/podinfo".into(),
+            "short".into(),
+            hanging_load(&url, Duration::from_millis(100)),
+            true,
+        );
+        until(&jobs, 0).await;
+        // A job longer than the service allows is cut at the job timeout.
+        let strict = Arc::new(Jobs::new(
+            Arc::new(Metrics::new()),
+            Duration::from_millis(100),
+        ));
+        strict.start(
+            "test/podinfo".into(),
+            "long".into(),
+            hanging_load(&url, Duration::from_secs(3600)),
+            false,
+        );
+        until(&strict, 0).await;
+        let metrics = strict.metrics.encode();
+        assert!(
+            metrics.contains(
+                "fledge_loadgen_jobs_total{canary=\"test/podinfo\",result=\"cancelled\"} 1"
+            ),
+            "{metrics}"
+        );
+    }
+}
