@@ -3,7 +3,9 @@
 //! servers standing in for webhooks. Everything listens on loopback.
 #![forbid(unsafe_code)]
 
+pub mod analysis;
 pub mod dataplane;
+pub mod git;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -91,6 +93,11 @@ fn prepare() -> &'static Prepared {
     }
 }
 
+/// The administrator's kubeconfig of the local control plane.
+pub fn admin_kubeconfig() -> PathBuf {
+    prepare().kubeconfig.clone()
+}
+
 /// A client of the local control plane.
 pub async fn client() -> Client {
     let p = prepare();
@@ -150,6 +157,7 @@ pub struct TestNs {
     /// The namespace.
     pub name: String,
     controllers: Mutex<Vec<Child>>,
+    metrics_ports: Mutex<Vec<u16>>,
 }
 
 impl TestNs {
@@ -169,6 +177,7 @@ impl TestNs {
             client,
             name,
             controllers: Mutex::new(Vec::new()),
+            metrics_ports: Mutex::new(Vec::new()),
         }
     }
 
@@ -184,6 +193,12 @@ impl TestNs {
     /// Starts `fledge run` for this namespace with extra flags; its log goes to
     /// `target/e2e-logs/<namespace>-<n>.log`. Returns an index for [`TestNs::kill_controller`].
     pub fn start_controller(&self, extra: &[&str]) -> usize {
+        self.start_controller_as(&prepare().kubeconfig, extra)
+    }
+
+    /// Starts `fledge run` for this namespace with another identity: the credentials of
+    /// `kubeconfig` instead of the administrator's.
+    pub fn start_controller_as(&self, kubeconfig: &Path, extra: &[&str]) -> usize {
         let p = prepare();
         let logs = root().join("target/e2e-logs");
         std::fs::create_dir_all(&logs).expect("create target/e2e-logs");
@@ -197,14 +212,21 @@ impl TestNs {
             .args(["--namespace", &self.name])
             .args(["--metrics-addr", &format!("127.0.0.1:{port}")])
             .args(extra)
-            .env("KUBECONFIG", &p.kubeconfig)
+            .env("KUBECONFIG", kubeconfig)
             .env("RUST_LOG", "info,kube=warn")
             .stdout(Stdio::from(log.try_clone().expect("log")))
             .stderr(Stdio::from(log))
             .spawn()
             .expect("start fledge run");
         list.push(child);
+        self.metrics_ports.lock().unwrap().push(port);
         idx
+    }
+
+    /// Where a controller started by [`TestNs::start_controller`] serves `/metrics`.
+    pub fn controller_metrics(&self, idx: usize) -> SocketAddr {
+        let port = self.metrics_ports.lock().unwrap()[idx];
+        SocketAddr::from(([127, 0, 0, 1], port))
     }
 
     /// Kills a controller started by [`TestNs::start_controller`] (SIGKILL: no cleanup).

@@ -20,7 +20,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the controller.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Check Canary, MetricTemplate and AlertProvider manifests before they merge (exit 0 all
     /// valid, 1 some invalid, 2 unreadable input). `-` reads standard input.
     Validate {
@@ -79,6 +79,110 @@ struct RunArgs {
     /// analyses and steps start late.
     #[arg(long, default_value_t = 128)]
     max_concurrent_reconciles: u16,
+    /// The Prometheus server for the builtin metrics and for MetricTemplates without an address,
+    /// when a Canary sets no `spec.metricsServer` (e.g. `http://prometheus.monitoring:9090`).
+    #[arg(long)]
+    metrics_server: Option<String>,
+    /// Whose metrics the builtin checks of `gatewayapi` Canaries read: `app` (the application's
+    /// `http_request_duration_seconds` by pod, as Flagger does) or `traefik` (Traefik's
+    /// per-service metrics, when Traefik serves the Gateway).
+    #[arg(long, default_value_t = fledge_controller::analysis::GatewayMetrics::App)]
+    gateway_metrics: fledge_controller::analysis::GatewayMetrics,
+    /// Seconds before a metric query (or a Prometheus online check) gives up.
+    #[arg(long, default_value_t = 10)]
+    metrics_query_timeout: u64,
+    /// Author and committer name of fledge's commits (the Git ledger and reverts).
+    #[arg(long, default_value = "fledge")]
+    git_author_name: String,
+    /// Author and committer email of fledge's commits.
+    #[arg(long, default_value = "fledge@localhost")]
+    git_author_email: String,
+    /// Where fledge keeps its Git working copies (default: a directory in the system's temp
+    /// directory); only a cache, the queue of records lives in the cluster.
+    #[arg(long)]
+    git_workdir: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    alerts: AlertArgs,
+}
+
+/// The default chat alert provider (Canaries without `analysis.alerts` use it, as Flagger's
+/// `-slack-url` does) and alert delivery.
+#[derive(clap::Args)]
+struct AlertArgs {
+    /// Webhook URL of the default alert provider; none when unset. A secret: prefer the
+    /// environment variable to the flag (flags show in the process list).
+    #[arg(long, env = "FLEDGE_ALERT_URL", hide_env_values = true)]
+    alert_url: Option<String>,
+    /// Type of the default alert provider: slack, msteams, discord, gchat, rocket or webhook.
+    #[arg(long, default_value = "slack")]
+    alert_type: String,
+    /// HTTP(S) proxy for the default alert provider.
+    #[arg(long)]
+    alert_proxy: Option<String>,
+    /// Channel of the default alert provider (Slack, Rocket.Chat).
+    #[arg(long)]
+    alert_channel: Option<String>,
+    /// User name the default alert provider posts as (default: fledge).
+    #[arg(long)]
+    alert_username: Option<String>,
+    /// Lowest severity the default alert provider sends: info, warn or error.
+    #[arg(long, default_value = "info")]
+    alert_severity: String,
+    /// Link each default-provider message carries (`{namespace}` and `{name}` replaced);
+    /// default: the kubectl command.
+    #[arg(long)]
+    alert_link_template: Option<String>,
+    /// Also send traffic steps to the default provider.
+    #[arg(long)]
+    alert_traffic_steps: bool,
+    /// Timeout of each attempt to deliver an alert, e.g. 10s.
+    #[arg(long, default_value = "10s")]
+    alert_timeout: String,
+    /// Retries of an alert a provider answered with 5xx or 429 (or could not be reached).
+    #[arg(long, default_value_t = 3)]
+    alert_retries: usize,
+}
+
+impl AlertArgs {
+    fn settings(&self) -> anyhow::Result<fledge_controller::notify::AlertSettings> {
+        use fledge_controller::notify::{AlertSettings, DefaultProvider, DeliveryPolicy};
+        let severity = fledge_core::Severity::parse(&self.alert_severity).ok_or_else(|| {
+            anyhow::anyhow!(
+                "--alert-severity: {:?} is not a severity; use info, warn or error",
+                self.alert_severity
+            )
+        })?;
+        let timeout = fledge_api::parse_duration(&self.alert_timeout)
+            .map_err(|e| anyhow::anyhow!("--alert-timeout: {e}"))?;
+        if timeout.is_zero() {
+            anyhow::bail!("--alert-timeout: must be greater than zero");
+        }
+        let default = match self.alert_url.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(url) => {
+                let d = DefaultProvider {
+                    kind: self.alert_type.clone(),
+                    address: url.to_string(),
+                    proxy: self.alert_proxy.clone(),
+                    channel: self.alert_channel.clone(),
+                    username: self.alert_username.clone(),
+                    severity: Some(severity),
+                    link_template: self.alert_link_template.clone(),
+                    traffic_steps: self.alert_traffic_steps.then_some(true),
+                };
+                d.check().map_err(|e| anyhow::anyhow!("{e}"))?;
+                Some(d)
+            }
+        };
+        Ok(AlertSettings {
+            default,
+            policy: DeliveryPolicy {
+                timeout,
+                retries: self.alert_retries.min(10),
+                ..DeliveryPolicy::default()
+            },
+        })
+    }
 }
 
 fn main() -> ExitCode {
@@ -96,7 +200,7 @@ fn main() -> ExitCode {
                     return ExitCode::from(1);
                 }
             };
-            match rt.block_on(run(args)) {
+            match rt.block_on(run(*args)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!(error = format!("{e:#}"), "fledge run failed");
@@ -157,6 +261,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     use anyhow::Context as _;
     use fledge_controller::{controller, metrics::Metrics, server};
 
+    let alerts = args.alerts.settings()?;
     let metrics = Arc::new(Metrics::new());
     let config = kube::Config::infer()
         .await
@@ -189,6 +294,23 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         max_concurrent_rollouts: args.max_concurrent_rollouts,
         reporter: "fledge".into(),
         max_concurrent_reconciles: args.max_concurrent_reconciles,
+        alerts,
+        analysis: fledge_controller::analysis::AnalysisSettings {
+            metrics_server: args.metrics_server.clone(),
+            gateway_metrics: args.gateway_metrics,
+            query_timeout: std::time::Duration::from_secs(args.metrics_query_timeout.max(1)),
+        },
+        git: fledge_controller::git::GitSettings {
+            identity: fledge_controller::git::repo::Identity {
+                name: args.git_author_name.clone(),
+                email: args.git_author_email.clone(),
+            },
+            workdir: args
+                .git_workdir
+                .clone()
+                .unwrap_or_else(|| std::env::temp_dir().join("fledge-git")),
+            poll: std::time::Duration::from_secs(2),
+        },
     };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {

@@ -5,7 +5,8 @@ use std::borrow::Cow;
 use std::time::Duration;
 
 use fledge_api::{
-    CanaryAnalysis, CanaryPhase, CanarySpec, CanaryStatus, HookType, RolloutProgress,
+    AnalysisRecord, CanaryAnalysis, CanaryPhase, CanarySpec, CanaryStatus, HookType,
+    RolloutProgress,
 };
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -23,6 +24,10 @@ pub(crate) const SPEC_ERROR_REQUEUE: Duration = Duration::from_secs(300);
 pub(crate) const MIN_INTERVAL: Duration = Duration::from_secs(1);
 /// How many failure reasons `status.rollout.failures` keeps.
 pub(crate) const MAX_FAILURES: usize = 10;
+/// The most analysis steps whose metric results `status.rollout.history` keeps.
+pub(crate) const MAX_HISTORY: usize = 20;
+/// How many promoted revisions `status.promotedRevisions` keeps.
+pub(crate) const MAX_PROMOTED: usize = 10;
 
 /// Where gate and metric results come from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -290,6 +295,18 @@ impl<'a> Cx<'a> {
         }
     }
 
+    /// Remembers `revision` as promoted (newest last, at most the last 10, no repeats).
+    pub fn remember_promoted(&mut self, revision: Option<String>) {
+        let Some(revision) = revision else {
+            return;
+        };
+        let list = &mut self.status.promoted_revisions;
+        list.retain(|r| *r != revision);
+        list.push(revision);
+        let excess = list.len().saturating_sub(MAX_PROMOTED);
+        list.drain(..excess);
+    }
+
     /// Records a ledger entry about the revision under test, from the status as it is now.
     pub fn ledger(&mut self, event: LedgerEvent, reasons: Vec<String>) {
         let entry = LedgerEntry {
@@ -354,6 +371,18 @@ impl<'a> Cx<'a> {
         if self.inputs == Inputs::Optimistic {
             return Vec::new();
         }
+        let results = checks::metric_checks(&metrics, &self.obs.metrics);
+        let record = AnalysisRecord {
+            step: self.status.rollout.as_ref().map_or(0, |r| r.step),
+            time: Some(self.now_time()),
+            canary_weight: self.status.canary_weight,
+            metrics: results.clone(),
+        };
+        let r = self.rollout_mut();
+        r.metrics = results;
+        r.history.push(record);
+        let excess = r.history.len().saturating_sub(MAX_HISTORY);
+        r.history.drain(..excess);
         checks::metric_failures(&metrics, &self.obs.metrics)
     }
 }

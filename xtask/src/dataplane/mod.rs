@@ -19,6 +19,8 @@ pub(crate) mod build;
 pub(crate) mod endpoints;
 mod gateway;
 mod kubectl;
+pub(crate) mod prometheus;
+mod traefik_crd;
 
 use std::fs::{self, File};
 use std::net::{Ipv4Addr, SocketAddr};
@@ -42,8 +44,9 @@ pub struct DataplaneArgs {
 
 #[derive(clap::Subcommand)]
 enum DataplaneCommand {
-    /// Start the cluster if needed, install the Gateway API CRDs if missing, create the
-    /// GatewayClass and Gateway, start Traefik and wait until the Gateway is Programmed.
+    /// Start the cluster if needed, install the Gateway API CRDs if missing and Traefik's
+    /// CRDs, create the GatewayClass and Gateway, start Traefik (Gateway and CRD providers)
+    /// and wait until the Gateway is Programmed.
     Up {
         /// Seconds to wait for Traefik and the Gateway (builds are not counted).
         #[arg(long, default_value_t = 120)]
@@ -72,6 +75,8 @@ pub struct DataplaneInfo {
     pub metrics_url: String,
     /// The podinfo binary, for harnesses that run their own app processes.
     pub podinfo: PathBuf,
+    /// `http://127.0.0.1:<port>`: Prometheus, scraping Traefik and the registered targets.
+    pub prometheus_url: String,
     /// `target/dataplane/dataplane.json`.
     pub info_file: PathBuf,
 }
@@ -91,6 +96,7 @@ pub fn run(args: DataplaneArgs) -> Result<()> {
             let info = up(&layout, Duration::from_secs(timeout))?;
             println!("dataplane is up: gateway {}", info.gateway_url);
             println!("  metrics: {}", info.metrics_url);
+            println!("  prometheus: {}", info.prometheus_url);
             println!("  details: {}", info.info_file.display());
             Ok(())
         }
@@ -157,6 +163,9 @@ impl Layout {
     }
     fn traefik_token(&self) -> PathBuf {
         self.run_dir().join("traefik.token")
+    }
+    fn traefik_crd_token(&self) -> PathBuf {
+        self.run_dir().join("traefik-crd.token")
     }
     fn apps_dir(&self) -> PathBuf {
         self.run_dir().join("apps")
@@ -230,6 +239,7 @@ fn info_from_json(layout: &Layout, info: &Value) -> Option<DataplaneInfo> {
         gateway_url: s("/gateway/url")?,
         metrics_url: s("/traefik/metrics_url")?,
         podinfo: PathBuf::from(s("/podinfo/binary")?),
+        prometheus_url: s("/prometheus/url")?,
         info_file: layout.info_file(),
     })
 }
@@ -238,10 +248,14 @@ fn up(layout: &Layout, timeout: Duration) -> Result<DataplaneInfo> {
     let cluster = cluster::ensure_up()?;
     let _lock = layout.lock()?;
     let bins = build::ensure_binaries(&layout.workspace, &layout.logs())?;
+    let (prom_exe, prom_version) =
+        prometheus::ensure_binary(&cluster::build::cache_dir()?, &layout.logs())?;
+    let prom_paths = prometheus::Paths::new(&layout.dir);
     let kubectl = Kubectl::new(&cluster);
     let deadline = Instant::now() + timeout;
 
     gateway::ensure_crds(&kubectl, &layout.workspace, deadline)?;
+    let traefik_crds = traefik_crd::ensure_crds(&kubectl, &layout.workspace)?;
     warn_if_endpointslice_controller_runs(&cluster);
 
     // Already running against this API server, and the Gateway still served? Then keep it.
@@ -254,6 +268,10 @@ fn up(layout: &Layout, timeout: Duration) -> Result<DataplaneInfo> {
         && let Some(info) = previous.as_ref()
         && info.pointer("/cluster/server").and_then(Value::as_str) == Some(cluster.server.as_str())
         && info.pointer("/traefik/binary").and_then(Value::as_str) == bins.traefik.to_str()
+        && info
+            .pointer("/traefik/crd_provider")
+            .and_then(Value::as_bool)
+            == Some(true)
         && let Some(ports) = TraefikPorts::from_info(info)
         && ports::http_get(ports.admin, "/ping").is_ok_and(|(code, _)| code == 200)
     {
@@ -264,8 +282,19 @@ fn up(layout: &Layout, timeout: Duration) -> Result<DataplaneInfo> {
         let soon = Instant::now() + Duration::from_secs(10);
         match gateway::wait_programmed(&kubectl, soon.min(deadline), &mut || Ok(())) {
             Ok(()) => {
+                let prom = prometheus::ensure_running(
+                    &prom_paths,
+                    &prom_exe,
+                    &prom_version,
+                    prometheus_port(info),
+                    ports.admin,
+                    deadline,
+                )?;
+                let mut info = info.clone();
+                info["prometheus"] = prom;
+                fs::write(layout.info_file(), serde_json::to_string_pretty(&info)?)?;
                 eprintln!("dataplane: already running");
-                return info_from_json(layout, info).context("dataplane.json is incomplete");
+                return info_from_json(layout, &info).context("dataplane.json is incomplete");
             }
             Err(e) => eprintln!("dataplane: restarting Traefik: {e:#}"),
         }
@@ -278,11 +307,14 @@ fn up(layout: &Layout, timeout: Duration) -> Result<DataplaneInfo> {
     gateway::reset_gateway_status(&kubectl)?;
     let token = gateway::service_account_token(&kubectl, &layout.workspace)?;
     write_private(&layout.traefik_token(), &token)?;
+    let crd_token = traefik_crd::provider_token(&kubectl, &layout.workspace)?;
+    write_private(&layout.traefik_crd_token(), &crd_token)?;
     let config = gateway::traefik_config(
         ports.web,
         ports.admin,
         &cluster.server,
         &layout.traefik_token(),
+        &layout.traefik_crd_token(),
         &cluster.ca_cert,
     );
     fs::write(
@@ -315,7 +347,16 @@ fn up(layout: &Layout, timeout: Duration) -> Result<DataplaneInfo> {
         )));
     }
 
+    let prom = prometheus::ensure_running(
+        &prom_paths,
+        &prom_exe,
+        &prom_version,
+        previous.as_ref().and_then(prometheus_port),
+        ports.admin,
+        deadline,
+    )?;
     let info = json!({
+        "prometheus": prom,
         "cluster": {
             "server": cluster.server,
             "kubeconfig": cluster.kubeconfig,
@@ -337,6 +378,9 @@ fn up(layout: &Layout, timeout: Duration) -> Result<DataplaneInfo> {
             "pid_file": layout.traefik_pid(),
             "log": layout.traefik_log(),
             "web_port": ports.web,
+            // The kubernetesCRD provider (IngressRoute, TraefikService) runs too.
+            "crd_provider": true,
+            "crds": traefik_crds,
             "admin_port": ports.admin,
             "metrics_url": format!("http://127.0.0.1:{}/metrics", ports.admin),
             "ping_url": format!("http://127.0.0.1:{}/ping", ports.admin),
@@ -358,6 +402,13 @@ fn up(layout: &Layout, timeout: Duration) -> Result<DataplaneInfo> {
         layout.traefik_log().display()
     );
     info_from_json(layout, &info).context("dataplane.json is incomplete")
+}
+
+/// The port of the Prometheus a previous `up` started.
+fn prometheus_port(info: &Value) -> Option<u16> {
+    info.pointer("/prometheus/port")
+        .and_then(Value::as_u64)
+        .and_then(|p| u16::try_from(p).ok())
 }
 
 /// A control plane started before `cluster up` turned the endpointslice controller off still
@@ -390,6 +441,9 @@ fn down(layout: &Layout) -> Result<()> {
     if !apps.is_empty() {
         println!("dataplane: stopped apps {}", apps.join(", "));
     }
+    if prometheus::stop(&prometheus::Paths::new(&layout.dir))? {
+        println!("dataplane: stopped Prometheus");
+    }
     if proc::stop(&layout.traefik_pid(), Duration::from_secs(10))? {
         println!("dataplane: stopped Traefik");
     } else {
@@ -415,6 +469,7 @@ fn status_report(layout: &Layout) -> String {
             ("gateway", "/gateway/url"),
             ("metrics", "/traefik/metrics_url"),
             ("api", "/traefik/api_url"),
+            ("prometheus", "/prometheus/url"),
         ] {
             if let Some(v) = info.pointer(ptr).and_then(Value::as_str) {
                 let _ = writeln!(out, "  {label:<8} {v}");

@@ -27,8 +27,35 @@ pub(super) fn run(cx: &mut Cx, target: &TargetObservation) {
     match change {
         Change::None => settle(cx),
         Change::BackToPrimary => back_to_primary(cx, target),
+        Change::NewRevision if fast_rollback(cx, target) => rollback_to_known_good(cx, target),
         Change::NewRevision => try_start(cx, target),
     }
+}
+
+/// Whether the new revision is one promoted before (a revert in Git) and the Canary wants such
+/// rollbacks fast (`spec.gitops.fastRollback`, true by default when `spec.gitops` is set).
+fn fast_rollback(cx: &Cx, target: &TargetObservation) -> bool {
+    cx.spec
+        .gitops
+        .as_ref()
+        .is_some_and(|g| g.fast_rollback != Some(false))
+        && cx.status.promoted_revisions.contains(&target.spec_hash)
+}
+
+/// A rollback to a revision promoted before is an emergency, not a release: promote it at once,
+/// without the rollout slot, gates or analysis, and say so everywhere.
+fn rollback_to_known_good(cx: &mut Cx, target: &TargetObservation) {
+    super::begin_revision(cx, target);
+    let name = cx.target_name();
+    let short: String = target.spec_hash.chars().take(12).collect();
+    let message = format!(
+        "Fast rollback: {name} is back to revision {short}, promoted before; promoting it          without analysis (spec.gitops.fastRollback)."
+    );
+    cx.event(true, "FastRollback", message.clone());
+    cx.notify(Severity::Warn, NotifyKind::NewRevision, message.clone());
+    cx.ledger(LedgerEvent::Started, vec![message.clone()]);
+    promote::begin(cx, message);
+    cx.requeue(cx.poll());
 }
 
 /// Nothing new. A `Waiting` Canary whose pending revision went away rests again.
@@ -78,7 +105,13 @@ fn try_start(cx: &mut Cx, target: &TargetObservation) {
             "Halt {} rollout: waiting for a rollout slot (--max-concurrent-rollouts).",
             cx.target_name()
         );
-        return wait(cx, "WaitingForRolloutSlot", message, false);
+        return wait(
+            cx,
+            "WaitingForRolloutSlot",
+            message,
+            false,
+            Some(Severity::Info),
+        );
     }
     let gated = !cx.spec.webhooks_of(HookType::ConfirmRollout).is_empty();
     if gated
@@ -95,13 +128,16 @@ fn try_start(cx: &mut Cx, target: &TargetObservation) {
                 cx.target_name(),
                 join(&failures)
             );
-            wait(cx, "WaitingForApproval", message, true);
+            // A gate held by `muteAlert` webhooks only says nothing in chat, as in Flagger.
+            let alert = failures.iter().any(|f| !f.muted).then_some(Severity::Warn);
+            wait(cx, "WaitingForApproval", message, true, alert);
         }
     }
 }
 
 /// Stays in (or enters) `Waiting`. `polled`: a gate was just asked, so the interval clock ticks.
-fn wait(cx: &mut Cx, reason: &str, message: String, polled: bool) {
+/// `alert`: the severity of the chat alert sent on entering, if any.
+fn wait(cx: &mut Cx, reason: &str, message: String, polled: bool, alert: Option<Severity>) {
     let now = cx.now_time();
     if cx.status.phase == CanaryPhase::Waiting {
         if polled {
@@ -111,7 +147,9 @@ fn wait(cx: &mut Cx, reason: &str, message: String, polled: bool) {
     } else {
         cx.rollout_mut().last_step_time = polled.then_some(now);
         cx.enter(CanaryPhase::Waiting, reason, message.clone());
-        cx.notify(Severity::Info, NotifyKind::Waiting, message.clone());
+        if let Some(severity) = alert {
+            cx.notify(severity, NotifyKind::Waiting, message.clone());
+        }
     }
     // The condition says what the Canary waits for (a slot or an approval), so that the
     // adapter can queue slot waiters in order and people can see why.

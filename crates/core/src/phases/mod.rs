@@ -28,6 +28,7 @@ pub(crate) fn decide(cx: &mut Cx) {
     if cx.spec.suspend {
         return guards::suspended(cx);
     }
+    guards::resumed(cx);
     match cx.obs.target.as_ref() {
         None => guards::target_missing(cx),
         Some(target) => lifecycle(cx, target),
