@@ -193,6 +193,10 @@ pub struct RolloutProgress {
     /// Reasons of the failed checks of this rollout, newest last (at most the last 10).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub failures: Vec<String>,
+    /// When the first check of this rollout failed (the start of an incident, for the time to
+    /// restore).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_failure_time: Option<Time>,
     /// The last result of each metric of `spec.analysis.metrics`, from the latest analysis
     /// step that ran the metric checks.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

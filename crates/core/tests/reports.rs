@@ -279,6 +279,15 @@ fn the_failure_list_is_bounded() {
     }
     assert_eq!(status.failed_checks, 30);
     assert_eq!(status.rollout.as_ref().map(|r| r.failures.len()), Some(10));
+    // The first failure's time stays: it starts the incident.
+    assert_eq!(
+        status
+            .rollout
+            .as_ref()
+            .and_then(|r| r.first_failure_time.as_ref())
+            .map(|t| t.0),
+        Some(at(NOW))
+    );
 }
 
 #[test]
