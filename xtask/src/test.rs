@@ -61,6 +61,13 @@ pub fn run_all(args: TestArgs) -> anyhow::Result<()> {
             cargo().args(["run", "--quiet", "-p", "xtask", "--", "dataplane", "up"]),
         )
         .and_then(|()| {
+            // The load tester the `loadgen` end-to-end test starts as its own process.
+            step(
+                "cargo build -p fledge-loadgen (for the end-to-end tests)",
+                cargo().args(["build", "-p", "fledge-loadgen", "--bin", "fledge-loadgen"]),
+            )
+        })
+        .and_then(|()| {
             step(
                 "end-to-end tests on the local control plane",
                 cargo().args(["test", "-p", "fledge-e2e", "--", "--test-threads", "4"]),

@@ -1,5 +1,6 @@
 //! Benchmarks: `cargo xtask bench …`. They print figures; they are not pass/fail tests.
 
+mod loadgen;
 mod measure;
 mod scale;
 
@@ -16,10 +17,14 @@ enum BenchCommand {
     /// API requests at initialization, in steady state and in a wave where every target gets a
     /// new revision at once, and how late the analysis steps run during the wave.
     Scale(scale::ScaleArgs),
+    /// fledge-loadgen beside wrk, oha and hey against one hyper hello-world server on
+    /// loopback: requests per second, client CPU per 100k requests, p99 latency.
+    Loadgen(loadgen::LoadgenArgs),
 }
 
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     match args.command {
         BenchCommand::Scale(a) => scale::run(a),
+        BenchCommand::Loadgen(a) => loadgen::run(a),
     }
 }

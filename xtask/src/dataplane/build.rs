@@ -170,7 +170,7 @@ pub fn ensure_binaries(workspace: &Path, log_dir: &Path) -> Result<Binaries> {
 
 /// Environment shared by every Go command here: caches under `~/.cache/fledge/go`, static
 /// binaries, no VCS stamping, and nothing written to `go.mod`/`go.sum` files.
-fn go_env(cmd: &mut Command, cache: &Path) {
+pub(crate) fn go_env(cmd: &mut Command, cache: &Path) {
     cmd.env("GOMODCACHE", cache.join("go").join("mod"))
         .env("GOCACHE", cache.join("go").join("build"))
         .env("GOFLAGS", "-modcacherw -mod=readonly -buildvcs=false")
@@ -183,10 +183,16 @@ fn go_env(cmd: &mut Command, cache: &Path) {
 /// `go mod download -json <module>` in `xtask/go-dataplane`: fetches the pinned version,
 /// verifies it against `go.sum` there, and returns the directory it was unpacked into.
 pub fn download_module(workspace: &Path, module: &str) -> Result<PathBuf> {
+    download_module_in(&go_dir(workspace), module)
+}
+
+/// `go mod download -json <module>` in the pinned module `dir`: fetches the version pinned
+/// there, verifies it against its `go.sum`, and returns the directory it was unpacked into.
+pub fn download_module_in(dir: &Path, module: &str) -> Result<PathBuf> {
     let cache = cache_dir()?;
     let go = go_command()?;
     let mut cmd = Command::new(&go);
-    cmd.current_dir(go_dir(workspace))
+    cmd.current_dir(dir)
         .args(["mod", "download", "-json", module]);
     go_env(&mut cmd, &cache);
     let out = cmd
