@@ -545,12 +545,16 @@ pub async fn wait_routed(host: &str, timeout: Duration) -> anyhow::Result<()> {
 /// of a namespace, read from its API: `(primary, canary)`, `None` while it has no such
 /// weighted service.
 pub async fn traefik_weights(namespace: &str, service: &str, port: u16) -> Option<(i64, i64)> {
-    let services: Value = reqwest::get(format!("{}/http/services", dataplane().api_url))
-        .await
-        .ok()?
-        .json()
-        .await
-        .ok()?;
+    // Traefik's API pages its lists (100 a page): ask for this namespace's services only.
+    let services: Value = reqwest::get(format!(
+        "{}/http/services?search={namespace}&per_page=1000",
+        dataplane().api_url
+    ))
+    .await
+    .ok()?
+    .json()
+    .await
+    .ok()?;
     let backend = |role: &str| format!("{namespace}-{service}-{role}-http-{port}");
     services.as_array()?.iter().find_map(|s| {
         let children = s.pointer("/weighted/services")?.as_array()?;
