@@ -128,6 +128,18 @@ pub struct CanaryStatus {
     /// inspection, until the next one starts).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollout: Option<RolloutProgress>,
+
+    // ---- kubectl fledge: requests (see `request.rs`) ----
+    /// fledge extension: a request made with `kubectl fledge`, waiting for the controller, which
+    /// clears it when it records the outcome in `lastRequest`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request: Option<crate::OperatorRequest>,
+    /// fledge extension: the last request the controller handled, who made it and the outcome.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_request: Option<crate::RequestOutcome>,
+    /// fledge extension: the accepted `pause` request while the Canary is paused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paused: Option<crate::OperatorRequest>,
 }
 
 /// A condition of a Canary.
@@ -188,4 +200,10 @@ pub struct RolloutProgress {
     /// Reasons of the failed checks of this rollout, newest last (at most the last 10).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub failures: Vec<String>,
+    /// `approve` requests accepted for this rollout and not used yet: each opens its gate once.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub approvals: Vec<crate::OperatorRequest>,
+    /// The last result of each metric and gating webhook checked in this rollout.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub checks: Vec<crate::CheckRecord>,
 }

@@ -5,7 +5,8 @@ use std::borrow::Cow;
 use std::time::Duration;
 
 use fledge_api::{
-    CanaryAnalysis, CanaryPhase, CanarySpec, CanaryStatus, HookType, RolloutProgress,
+    CanaryAnalysis, CanaryPhase, CanarySpec, CanaryStatus, CheckRecord, Gate, HookType,
+    RolloutProgress,
 };
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -13,7 +14,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use crate::action::{Action, LedgerEntry, LedgerEvent, Needs, NotifyKind, Routes, Severity};
 use crate::checks::{self, Failure};
 use crate::conditions;
-use crate::observe::Observations;
+use crate::observe::{MetricOutcome, Observations};
 
 /// Longest wait between two polls while waiting for a workload to become ready.
 pub(crate) const READINESS_POLL: Duration = Duration::from_secs(10);
@@ -319,10 +320,14 @@ impl<'a> Cx<'a> {
         if hooks.is_empty() {
             return Ok(());
         }
+        if self.take_approval(hook, &hooks) {
+            return Ok(());
+        }
         self.read.webhooks.insert(hook);
         if self.inputs == Inputs::Optimistic {
             return Ok(());
         }
+        self.record_webhooks(hook, &hooks);
         let failures = checks::gate_failures(&hooks, hook, &self.obs.webhooks);
         if failures.is_empty() {
             Ok(())
@@ -354,7 +359,105 @@ impl<'a> Cx<'a> {
         if self.inputs == Inputs::Optimistic {
             return Vec::new();
         }
+        let now = Some(self.now_time());
+        for m in &metrics {
+            let outcome = self
+                .obs
+                .metrics
+                .iter()
+                .find(|r| r.name == m.name)
+                .map(|r| &r.outcome);
+            let value = match outcome {
+                Some(MetricOutcome::Value(v)) if v.is_finite() => Some(*v),
+                _ => None,
+            };
+            let verdict = checks::check_metric(m, outcome);
+            self.record_check(CheckRecord {
+                kind: "metric".into(),
+                name: m.name.clone(),
+                passed: verdict.is_ok(),
+                value,
+                message: verdict.err().unwrap_or_default(),
+                at: now.clone(),
+            });
+        }
         checks::metric_failures(&metrics, &self.obs.metrics)
+    }
+
+    // ---- kubectl fledge: approvals and the record of checks ---------------------------
+
+    /// Whether an `approve` request for the gate of `hook` waits to be used.
+    pub fn approved(&self, hook: HookType) -> bool {
+        Gate::of(hook).is_some_and(|g| crate::requests::approval(&self.status, g).is_some())
+    }
+
+    /// Uses an approval of the gate of `hook`, if one waits: the gate opens once, without
+    /// calling its webhooks.
+    fn take_approval(&mut self, hook: HookType, hooks: &[fledge_api::CanaryWebhook]) -> bool {
+        let Some(gate) = Gate::of(hook) else {
+            return false;
+        };
+        let Some(approvals) = self.status.rollout.as_mut().map(|r| &mut r.approvals) else {
+            return false;
+        };
+        let Some(i) = approvals.iter().position(|a| a.gate == Some(gate)) else {
+            return false;
+        };
+        let by = approvals.remove(i);
+        let now = Some(self.now_time());
+        for h in hooks {
+            self.record_check(CheckRecord {
+                kind: hook.as_str().into(),
+                name: h.name.clone(),
+                passed: true,
+                value: None,
+                message: format!("opened by {}'s approval", by.who()),
+                at: now.clone(),
+            });
+        }
+        let message = format!(
+            "{gate} gate of {} opened: approved by {}",
+            self.target_name(),
+            by.who()
+        );
+        self.event(false, "GateApproved", message);
+        true
+    }
+
+    /// Records the answers of the webhooks of `hook` called this reconcile.
+    fn record_webhooks(&mut self, hook: HookType, hooks: &[fledge_api::CanaryWebhook]) {
+        let now = Some(self.now_time());
+        for h in hooks {
+            let result = self
+                .obs
+                .webhooks
+                .iter()
+                .find(|r| r.hook == hook && r.name == h.name);
+            let (passed, message) = match result {
+                Some(r) => (r.passed, r.message.chars().take(256).collect()),
+                None => (false, "not called".to_string()),
+            };
+            self.record_check(CheckRecord {
+                kind: hook.as_str().into(),
+                name: h.name.clone(),
+                passed,
+                value: None,
+                message,
+                at: now.clone(),
+            });
+        }
+    }
+
+    /// Keeps `record` as the last result of its check in `status.rollout.checks`.
+    fn record_check(&mut self, record: CheckRecord) {
+        let checks = &mut self.rollout_mut().checks;
+        match checks
+            .iter_mut()
+            .find(|c| c.kind == record.kind && c.name == record.name)
+        {
+            Some(c) => *c = record,
+            None => checks.push(record),
+        }
     }
 }
 

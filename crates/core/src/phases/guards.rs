@@ -54,6 +54,12 @@ pub(super) fn suspended(cx: &mut Cx) {
     cx.requeue(cx.interval());
 }
 
+/// Paused with `kubectl fledge pause`: nothing moves, as with `spec.suspend`, until a `resume`
+/// (or a `promote`, `abort` or `retry`) request.
+pub(super) fn paused(cx: &mut Cx) {
+    suspended(cx);
+}
+
 /// The target workload does not exist: `Ready=False` with reason `TargetNotFound`, a warning
 /// Event and an alert when that report is new, no traffic change, requeue at the interval.
 pub(super) fn target_missing(cx: &mut Cx) {
