@@ -165,8 +165,15 @@ pub async fn events(client: &Client, canary: &Canary) -> Vec<EventLine> {
                 .or(e.last_timestamp.as_ref().map(|t| t.0))
                 .or(e.event_time.as_ref().map(|t| t.0))
                 .or(e.first_timestamp.as_ref().map(|t| t.0));
+            let count = e
+                .series
+                .as_ref()
+                .and_then(|s| s.count)
+                .or(e.count)
+                .unwrap_or(1);
             EventLine {
                 at,
+                count,
                 type_: e.type_.unwrap_or_default(),
                 reason: e.reason.unwrap_or_default(),
                 message: e.message.unwrap_or_default(),

@@ -179,8 +179,11 @@ pub struct EventLine {
     pub type_: String,
     /// The reason.
     pub reason: String,
-    /// The message.
+    /// The message (of the first of a series).
     pub message: String,
+    /// How many times it happened (Events of one reason form a series, which keeps the first
+    /// message).
+    pub count: i32,
 }
 
 /// What the tree of `get NAME` is drawn from.
@@ -440,9 +443,14 @@ pub fn tree(input: &TreeInput, now: Timestamp) -> String {
     for e in shown {
         let when =
             e.at.map_or_else(|| "-".into(), |t| human(now.as_second() - t.as_second()));
+        let times = if e.count > 1 {
+            format!(" x{} (first shown)", e.count)
+        } else {
+            String::new()
+        };
         let _ = writeln!(
             out,
-            "  {when:>6}  {:<7}  {}: {}",
+            "  {when:>6}  {:<7}  {}{times}: {}",
             e.type_, e.reason, e.message
         );
     }

@@ -79,6 +79,7 @@ fn event(secs_ago: i64, type_: &str, reason: &str, message: &str) -> EventLine {
         type_: type_.into(),
         reason: reason.into(),
         message: message.into(),
+        count: 1,
     }
 }
 
@@ -96,7 +97,10 @@ fn input(c: Canary) -> TreeInput {
             .map(|i| event(200 - i * 20, "Normal", "Old", &format!("event {i}")))
             .chain([
                 event(70, "Warning", "CheckFailed", "Halt advancement podinfo: metric request-duration: 612 is above the maximum 500 (failed checks 1/3)"),
-                event(10, "Normal", "WeightAdvanced", "Advance podinfo canary weight 40"),
+                EventLine {
+                    count: 2,
+                    ..event(10, "Normal", "WeightAdvanced", "Advance podinfo canary weight 20")
+                },
             ])
             .collect(),
     }
@@ -131,7 +135,7 @@ Events:
    1m20s  Normal   Old: event 6
    1m10s  Warning  CheckFailed: Halt advancement podinfo: metric request-duration: 612 is above the maximum 500 (failed checks 1/3)
     1m0s  Normal   Old: event 7
-     10s  Normal   WeightAdvanced: Advance podinfo canary weight 40
+     10s  Normal   WeightAdvanced x2 (first shown): Advance podinfo canary weight 20
 ";
     let mut i = input(canary());
     i.events.sort_by_key(|e| e.at);
