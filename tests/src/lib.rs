@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 pub mod dataplane;
+pub mod plugin;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

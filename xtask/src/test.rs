@@ -57,6 +57,24 @@ pub fn run_all(args: TestArgs) -> anyhow::Result<()> {
             cargo().args(["run", "--quiet", "-p", "xtask", "--", "dataplane", "up"]),
         )
         .and_then(|()| {
+            // The binaries the end-to-end tests run as their own processes: the controller and
+            // the kubectl plugin (`tests/plugin.rs`).
+            step(
+                "build fledge and kubectl-fledge",
+                cargo().args([
+                    "build",
+                    "-p",
+                    "fledge-controller",
+                    "--bin",
+                    "fledge",
+                    "-p",
+                    "fledge-plugin",
+                    "--bin",
+                    "kubectl-fledge",
+                ]),
+            )
+        })
+        .and_then(|()| {
             step(
                 "end-to-end tests on the local control plane",
                 cargo().args(["test", "-p", "fledge-e2e", "--", "--test-threads", "4"]),
