@@ -57,21 +57,12 @@ pub fn run_all(args: TestArgs) -> anyhow::Result<()> {
             cargo().args(["run", "--quiet", "-p", "xtask", "--", "dataplane", "up"]),
         )
         .and_then(|()| {
-            // The binaries the end-to-end tests run as their own processes: the controller and
-            // the kubectl plugin (`tests/plugin.rs`).
+            // The plugin the end-to-end tests run as their own process (`tests/plugin.rs`),
+            // built as the harness builds it (alone, so that its features match and the
+            // harness finds it up to date).
             step(
-                "build fledge and kubectl-fledge",
-                cargo().args([
-                    "build",
-                    "-p",
-                    "fledge-controller",
-                    "--bin",
-                    "fledge",
-                    "-p",
-                    "fledge-plugin",
-                    "--bin",
-                    "kubectl-fledge",
-                ]),
+                "build kubectl-fledge",
+                cargo().args(["build", "-p", "fledge-plugin", "--bin", "kubectl-fledge"]),
             )
         })
         .and_then(|()| {
