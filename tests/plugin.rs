@@ -199,6 +199,12 @@ async fn retry_after_a_failure() {
     assert_eq!(status(&done).failed_checks, 0);
     assert_eq!(image_of(&ns.deployment("podinfo-primary").await), V2);
     has_event(&ns, "podinfo", "RetryRequested", "retry requested by").await;
+    // For scripts: the object as JSON, with the outcome of the request.
+    let json = run(&ns, &["get", "podinfo", "-o", "json"]).await.ok();
+    let c: Canary = serde_json::from_str(&json).expect("a Canary in JSON");
+    let last = status(&c).last_request.expect("the outcome");
+    assert_eq!(last.request.action, fledge_api::RequestAction::Retry);
+    assert!(last.accepted);
 }
 
 #[tokio::test(flavor = "multi_thread")]
