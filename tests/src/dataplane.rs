@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -50,6 +50,14 @@ pub struct Dataplane {
     pub podinfo: PathBuf,
     /// The pinned Traefik version.
     pub traefik_version: String,
+    /// Prometheus, `http://127.0.0.1:<port>`, scraping Traefik and the registered targets.
+    pub prometheus_url: String,
+    /// Prometheus's file service discovery directory (see [`crate::analysis::ScrapeTarget`]).
+    pub prometheus_sd: PathBuf,
+    /// The Prometheus binary and its configuration, for tests that run their own.
+    pub prometheus_binary: PathBuf,
+    /// See [`Dataplane::prometheus_binary`].
+    pub prometheus_config: PathBuf,
 }
 
 static DATAPLANE: OnceLock<Result<Dataplane, String>> = OnceLock::new();
@@ -102,6 +110,10 @@ fn read_info() -> anyhow::Result<Dataplane> {
         api_url: s("/traefik/api_url")?,
         podinfo: PathBuf::from(s("/podinfo/binary")?),
         traefik_version: s("/traefik/version")?,
+        prometheus_url: s("/prometheus/url")?,
+        prometheus_sd: PathBuf::from(s("/prometheus/sd_dir")?),
+        prometheus_binary: PathBuf::from(s("/prometheus/binary")?),
+        prometheus_config: PathBuf::from(s("/prometheus/config")?),
     })
 }
 
@@ -582,14 +594,38 @@ pub struct LocalWorkload {
     task: tokio::task::JoinHandle<()>,
 }
 
+/// The podinfo knobs for a role (`primary`, `canary`) and image tag.
+pub type OptsFor = Arc<dyn Fn(&str, &str) -> PodinfoOpts + Send + Sync>;
+
 impl LocalWorkload {
     /// Starts following the Deployments of `target` in `namespace`.
     pub fn start(client: &Client, namespace: &str, target: &str, service: &str) -> LocalWorkload {
+        Self::start_with(
+            client,
+            namespace,
+            target,
+            service,
+            Arc::new(|_, _| PodinfoOpts::default()),
+        )
+    }
+
+    /// Like [`LocalWorkload::start`], with podinfo's knobs chosen by role and image tag (a
+    /// "faulty" tag can answer errors, a "slow" one late). Each process is registered with
+    /// the data plane's Prometheus, labelled like a Pod of its Deployment
+    /// (`kubernetes_namespace`, `kubernetes_pod_name`).
+    pub fn start_with(
+        client: &Client,
+        namespace: &str,
+        target: &str,
+        service: &str,
+        opts: OptsFor,
+    ) -> LocalWorkload {
         let mut state = Follower {
             client: client.clone(),
             namespace: namespace.to_string(),
             target: target.to_string(),
             service: service.to_string(),
+            opts,
             primary: Slot::default(),
             canary: Slot::default(),
         };
@@ -617,6 +653,7 @@ struct Follower {
     namespace: String,
     target: String,
     service: String,
+    opts: OptsFor,
     primary: Slot,
     canary: Slot,
 }
@@ -626,6 +663,7 @@ struct Follower {
 struct Slot {
     attached: bool,
     process: Option<Podinfo>,
+    scrape: Option<crate::analysis::ScrapeTarget>,
 }
 
 impl Follower {
@@ -656,22 +694,25 @@ impl Follower {
         let primary_svcs = [apex.clone(), format!("{apex}-primary")];
         let canary_svcs = [format!("{apex}-canary")];
         let (client, ns) = (self.client.clone(), self.namespace.clone());
+        let primary_pod = format!("{}-primary", self.target);
         follow(
             &client,
             &ns,
-            "primary",
+            ("primary", &primary_pod),
             primary,
             &mut self.primary,
             &primary_svcs,
+            &self.opts,
         )
         .await?;
         follow(
             &client,
             &ns,
-            "canary",
+            ("canary", &self.target),
             canary,
             &mut self.canary,
             &canary_svcs,
+            &self.opts,
         )
         .await
     }
@@ -681,25 +722,47 @@ impl Follower {
 async fn follow(
     client: &Client,
     namespace: &str,
-    role: &str,
+    (role, deployment): (&str, &str),
     tag: Option<String>,
     slot: &mut Slot,
     services: &[String],
+    opts: &OptsFor,
 ) -> anyhow::Result<()> {
-    let want = tag.map(|t| format!("{role} {t}"));
+    let want = tag.as_ref().map(|t| format!("{role} {t}"));
     if slot.attached && slot.process.as_ref().map(|p| &p.version) == want.as_ref() {
         return Ok(());
     }
-    let next = match want {
-        Some(version) => Some(Podinfo::start(&version, PodinfoOpts::default()).await?),
-        None => None,
+    let next = match (&want, &tag) {
+        (Some(version), Some(tag)) => Some(Podinfo::start(version, opts(role, tag)).await?),
+        _ => None,
     };
+    let scrape = next.as_ref().map(|p| {
+        // A name like a Pod of the Deployment: <deployment>-<template hash>-<suffix>.
+        let pod = format!("{deployment}-{:08x}-{:05}", p.addr.port(), p.addr.port());
+        crate::analysis::ScrapeTarget::register(
+            &format!("{namespace}-{pod}"),
+            SocketAddr::V4(p.addr),
+            &[
+                ("kubernetes_namespace", namespace),
+                ("kubernetes_pod_name", &pod),
+                ("role", role),
+            ],
+        )
+    });
     let backends: Vec<SocketAddrV4> = next.iter().map(|p| p.addr).collect();
     for svc in services {
         attach_endpoints(client, namespace, svc, "http", &backends).await?;
     }
-    // The old process goes only after the slices point at the new one.
-    slot.process = next;
+    // The old process goes only after the slices point at the new one, and a few seconds
+    // later, once Traefik has the new endpoints (requests in flight to it would fail).
+    let old = std::mem::replace(&mut slot.process, next);
+    let old_scrape = std::mem::replace(&mut slot.scrape, scrape);
+    if old.is_some() {
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            drop((old, old_scrape));
+        });
+    }
     slot.attached = true;
     Ok(())
 }

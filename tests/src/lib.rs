@@ -3,7 +3,9 @@
 //! servers standing in for webhooks. Everything listens on loopback.
 #![forbid(unsafe_code)]
 
+pub mod analysis;
 pub mod dataplane;
+pub mod git;
 pub mod plugin;
 
 use std::net::SocketAddr;
@@ -151,6 +153,7 @@ pub struct TestNs {
     /// The namespace.
     pub name: String,
     controllers: Mutex<Vec<Child>>,
+    metrics_ports: Mutex<Vec<u16>>,
 }
 
 impl TestNs {
@@ -170,6 +173,7 @@ impl TestNs {
             client,
             name,
             controllers: Mutex::new(Vec::new()),
+            metrics_ports: Mutex::new(Vec::new()),
         }
     }
 
@@ -205,7 +209,14 @@ impl TestNs {
             .spawn()
             .expect("start fledge run");
         list.push(child);
+        self.metrics_ports.lock().unwrap().push(port);
         idx
+    }
+
+    /// Where a controller started by [`TestNs::start_controller`] serves `/metrics`.
+    pub fn controller_metrics(&self, idx: usize) -> SocketAddr {
+        let port = self.metrics_ports.lock().unwrap()[idx];
+        SocketAddr::from(([127, 0, 0, 1], port))
     }
 
     /// Kills a controller started by [`TestNs::start_controller`] (SIGKILL: no cleanup).

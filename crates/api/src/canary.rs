@@ -100,6 +100,11 @@ pub struct CanarySpec {
     /// Suspend the reconciliation: no rollout starts or advances while true.
     #[serde(default)]
     pub suspend: bool,
+
+    /// fledge extension: record every rollout in Git (a ledger file per rollout) and revert the
+    /// GitOps source when a rollout is rolled back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gitops: Option<crate::gitops::GitOps>,
 }
 
 /// A reference to an object in the Canary's namespace.

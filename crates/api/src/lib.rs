@@ -13,9 +13,11 @@ pub mod alert_provider;
 pub mod canary;
 pub mod defaults;
 pub mod duration;
+pub mod gitops;
 pub mod metric_template;
 mod request;
 mod status;
+pub mod template;
 pub mod validate;
 
 pub use alert_provider::{AlertProvider, AlertProviderSpec};

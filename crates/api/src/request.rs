@@ -166,21 +166,18 @@ pub struct RequestOutcome {
     pub handled_at: Option<Time>,
 }
 
-/// fledge extension: the last result of one check of the analysis (a metric or a gating
-/// webhook), kept for people (`kubectl fledge get NAME`).
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+/// fledge extension: the last answer of one gating webhook, kept for people (`kubectl fledge get
+/// NAME`; metric results are in `status.rollout.metrics`).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CheckRecord {
-    /// `metric`, or the webhook type (`rollout`, `confirm-promotion`, ...).
+    /// The webhook type (`pre-rollout`, `rollout`, `confirm-promotion`, ...).
     pub kind: String,
-    /// The metric's or webhook's `name`.
+    /// The webhook's `name`.
     pub name: String,
-    /// Whether it passed (for a gate: open; for a `rollback` webhook: no rollback asked).
+    /// Whether it passed (for a gate: open).
     pub passed: bool,
-    /// The metric's value, when the query gave a finite number.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub value: Option<f64>,
-    /// Why it failed, or what the webhook answered.
+    /// What the webhook answered, or why it failed.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub message: String,
     /// When it was checked.

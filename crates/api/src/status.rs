@@ -200,10 +200,55 @@ pub struct RolloutProgress {
     /// Reasons of the failed checks of this rollout, newest last (at most the last 10).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub failures: Vec<String>,
+    /// The last result of each metric of `spec.analysis.metrics`, from the latest analysis
+    /// step that ran the metric checks.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub metrics: Vec<MetricCheck>,
+    /// The metric results of this rollout's analysis steps, oldest first (at most the last 20
+    /// steps): what the Git ledger records for each iteration.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub history: Vec<AnalysisRecord>,
     /// `approve` requests accepted for this rollout and not used yet: each opens its gate once.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub approvals: Vec<crate::OperatorRequest>,
-    /// The last result of each metric and gating webhook checked in this rollout.
+    /// The last answer of each gating webhook called in this rollout (`kubectl fledge get`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub checks: Vec<crate::CheckRecord>,
+}
+
+/// fledge extension: the result of one metric check.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MetricCheck {
+    /// The metric's `name` in `spec.analysis.metrics`.
+    pub name: String,
+    /// The value the query gave, when it gave a finite number.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<f64>,
+    /// The smallest passing value, when there is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min: Option<f64>,
+    /// The largest passing value, when there is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max: Option<f64>,
+    /// Whether the check passed.
+    pub passed: bool,
+    /// Why it failed (no data, NaN, provider unreachable, out of range, …).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// fledge extension: the metric results of one analysis step.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AnalysisRecord {
+    /// The analysis step (`status.rollout.step`) these results belong to.
+    pub step: i32,
+    /// When the checks ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time: Option<Time>,
+    /// The canary's traffic weight while the checks ran.
+    pub canary_weight: i32,
+    /// Each metric's result.
+    pub metrics: Vec<MetricCheck>,
 }

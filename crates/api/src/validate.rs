@@ -1095,7 +1095,7 @@ fn template_problems(query: &str) -> Vec<String> {
     out
 }
 
-fn template_action_problem(body: &str, raw: &str) -> Option<String> {
+pub(crate) fn template_action_problem(body: &str, raw: &str) -> Option<String> {
     let known = TEMPLATE_VARIABLES.join(", ");
     if body.is_empty() {
         return Some(format!(

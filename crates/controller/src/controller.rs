@@ -47,6 +47,10 @@ pub struct Settings {
     pub reporter: String,
     /// At most this many Canaries reconciled at once (0: no limit).
     pub max_concurrent_reconciles: u16,
+    /// How metric queries run.
+    pub analysis: crate::analysis::AnalysisSettings,
+    /// How the Git ledger is written.
+    pub git: crate::git::GitSettings,
 }
 
 /// What every reconcile shares.
@@ -54,6 +58,9 @@ pub struct Context {
     client: Client,
     recorder: Recorder,
     webhooks: WebhookClient,
+    analyzer: crate::analysis::Analyzer,
+    /// Wakes the Git worker when a record is queued.
+    git_wake: Arc<tokio::sync::Notify>,
     metrics: Arc<Metrics>,
     deployments: Store<Deployment>,
     canaries: Store<Canary>,
@@ -92,7 +99,16 @@ pub async fn run(
             .concurrency(settings.max_concurrent_reconciles),
     );
     let canaries_for_map = canaries.clone();
+    let git_wake = Arc::new(tokio::sync::Notify::new());
+    tokio::spawn(crate::git::run_worker(
+        client.clone(),
+        settings.namespace.clone(),
+        settings.git.clone(),
+        Arc::new(std::sync::Mutex::new(crate::git::QueueState::default())),
+        git_wake.clone(),
+    ));
     let ctx = Arc::new(Context {
+        git_wake,
         recorder: Recorder::new(
             client.clone(),
             Reporter {
@@ -101,6 +117,7 @@ pub async fn run(
             },
         ),
         webhooks: WebhookClient::new()?,
+        analyzer: crate::analysis::Analyzer::new(client.clone(), settings.analysis.clone()),
         client,
         metrics,
         deployments,
@@ -303,7 +320,7 @@ async fn reconcile_inner(canary: &Canary, ctx: &Context) -> Result<Requeue> {
         obs.webhooks = call_gating_webhooks(ctx, canary, &status, &needs.webhooks).await;
     }
     if needs.metrics {
-        obs.metrics = crate::analysis::run_metrics(canary).await;
+        obs.metrics = ctx.analyzer.run(canary).await;
     }
 
     let plan = fledge_core::plan(&canary.spec, &status, &obs);
@@ -331,6 +348,10 @@ async fn reconcile_inner(canary: &Canary, ctx: &Context) -> Result<Requeue> {
                     report_blocked(ctx, canary, &status, &e).await?;
                     return Ok(Requeue::requeue(Duration::from_secs(300)));
                 }
+            }
+            Action::RecordLedger(entry) => exec.record_ledger(entry).await?,
+            Action::RevertInGit { revision, reason } => {
+                exec.revert_in_git(revision, reason).await?
             }
             a => exec.report(a).await,
         }
@@ -586,6 +607,67 @@ impl Exec<'_> {
         })
     }
 
+    /// Queues a ledger record for Git (when the Canary has `spec.gitops`). A failure to queue
+    /// fails the reconcile, so the plan runs again and the record is never lost.
+    async fn record_ledger(&self, entry: &fledge_core::LedgerEntry) -> Result<()> {
+        info!(event = ?entry.event, revision = %entry.revision, "ledger record");
+        let images = |d: Option<&Deployment>| -> Vec<String> {
+            d.and_then(|d| d.spec.as_ref())
+                .and_then(|s| s.template.spec.as_ref())
+                .map(|p| {
+                    p.containers
+                        .iter()
+                        .filter_map(|c| c.image.clone())
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        let Some(record) = crate::git::record_for(
+            self.canary,
+            entry,
+            self.next,
+            images(self.primary),
+            images(self.target),
+        ) else {
+            return Ok(());
+        };
+        crate::git::enqueue(&self.ctx.client, &record).await?;
+        self.ctx.git_wake.notify_one();
+        Ok(())
+    }
+
+    /// Queues the revert of a rolled-back revision in the GitOps source (when the Canary has
+    /// `spec.gitops.path`): each container's image goes back to the primary's.
+    async fn revert_in_git(&self, revision: &str, reason: &str) -> Result<()> {
+        let containers = |d: Option<&Deployment>| -> Vec<(String, String)> {
+            d.and_then(|d| d.spec.as_ref())
+                .and_then(|s| s.template.spec.as_ref())
+                .map(|p| {
+                    p.containers
+                        .iter()
+                        .filter_map(|c| Some((c.name.clone(), c.image.clone()?)))
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        let promoted = containers(self.primary);
+        let pairs: Vec<(String, String)> = containers(self.target)
+            .into_iter()
+            .filter_map(|(name, failed)| {
+                let good = promoted.iter().find(|(n, _)| *n == name)?.1.clone();
+                Some((failed, good))
+            })
+            .collect();
+        let Some(record) = crate::git::revert_for(self.canary, self.next, revision, reason, pairs)
+        else {
+            info!(%revision, %reason, "rolled back; no Git source to revert");
+            return Ok(());
+        };
+        crate::git::enqueue(&self.ctx.client, &record).await?;
+        self.ctx.git_wake.notify_one();
+        Ok(())
+    }
+
     fn selector(&self) -> Result<(String, String)> {
         workload::selector_label(self.target()?)
     }
@@ -837,12 +919,6 @@ impl Exec<'_> {
                 message,
             } => {
                 info!(severity = ?severity, kind = ?kind, "notification: {message}");
-            }
-            Action::RecordLedger(entry) => {
-                info!(event = ?entry.event, revision = %entry.revision, "ledger record");
-            }
-            Action::RevertInGit { revision, reason } => {
-                info!(%revision, %reason, "revert in Git requested (no Git source configured)");
             }
             _ => {}
         }

@@ -3,7 +3,9 @@
 //!
 //! As with kube's recorder, an Event with the same type, reason and action about the same object
 //! within six minutes of the last one is recorded as a series on the first Event (its count and
-//! last observed time are patched) instead of as a new Event. kube's recorder remembers every
+//! last observed time are patched) instead of as a new Event; unlike kube's, the note counts too,
+//! so "weight 20" after "weight 10", or a check failing for a new reason, is an Event of its own
+//! rather than a higher count on the first one. kube's recorder remembers every
 //! Event it sent, in full and inline in its map, for those six minutes: about 2 KiB per Event, so
 //! at a thousand Canaries rolling out it held some 30 MiB, the largest part of the controller's
 //! memory. This one remembers only the Event's name, count and time.
@@ -123,6 +125,8 @@ struct Key {
     warning: bool,
     reason: String,
     action: String,
+    /// A hash of the note (the note itself would cost a few hundred bytes per entry).
+    note: u64,
 }
 
 impl Key {
@@ -133,6 +137,12 @@ impl Key {
             warning: matches!(ev.type_, EventType::Warning),
             reason: ev.reason.clone(),
             action: ev.action.clone(),
+            note: {
+                use std::hash::{Hash, Hasher};
+                let mut h = std::collections::hash_map::DefaultHasher::new();
+                ev.note.hash(&mut h);
+                h.finish()
+            },
         }
     }
 }
@@ -248,6 +258,10 @@ mod tests {
         assert_eq!(c.next(&key("IterationAdvanced"), at(369)), series(3));
         // Another reason is another Event.
         assert_eq!(c.next(&key("Promoting"), at(20)), Next::Create);
+        // So is the same reason with another note.
+        let mut other = key("IterationAdvanced");
+        other.note ^= 1;
+        assert_eq!(c.next(&other, at(20)), Next::Create);
         // Six minutes of silence: a new Event.
         assert_eq!(c.next(&key("IterationAdvanced"), at(370)), Next::Create);
     }

@@ -8,6 +8,7 @@ pub mod controller;
 pub mod crds;
 mod error;
 pub mod events;
+pub mod git;
 pub mod metrics;
 pub mod routers;
 pub mod server;

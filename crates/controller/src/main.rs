@@ -20,7 +20,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the controller.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Check Canary, MetricTemplate and AlertProvider manifests before they merge (exit 0 all
     /// valid, 1 some invalid, 2 unreadable input). `-` reads standard input.
     Validate {
@@ -79,6 +79,28 @@ struct RunArgs {
     /// analyses and steps start late.
     #[arg(long, default_value_t = 128)]
     max_concurrent_reconciles: u16,
+    /// The Prometheus server for the builtin metrics and for MetricTemplates without an address,
+    /// when a Canary sets no `spec.metricsServer` (e.g. `http://prometheus.monitoring:9090`).
+    #[arg(long)]
+    metrics_server: Option<String>,
+    /// Whose metrics the builtin checks of `gatewayapi` Canaries read: `app` (the application's
+    /// `http_request_duration_seconds` by pod, as Flagger does) or `traefik` (Traefik's
+    /// per-service metrics, when Traefik serves the Gateway).
+    #[arg(long, default_value_t = fledge_controller::analysis::GatewayMetrics::App)]
+    gateway_metrics: fledge_controller::analysis::GatewayMetrics,
+    /// Seconds before a metric query (or a Prometheus online check) gives up.
+    #[arg(long, default_value_t = 10)]
+    metrics_query_timeout: u64,
+    /// Author and committer name of fledge's commits (the Git ledger and reverts).
+    #[arg(long, default_value = "fledge")]
+    git_author_name: String,
+    /// Author and committer email of fledge's commits.
+    #[arg(long, default_value = "fledge@localhost")]
+    git_author_email: String,
+    /// Where fledge keeps its Git working copies (default: a directory in the system's temp
+    /// directory); only a cache, the queue of records lives in the cluster.
+    #[arg(long)]
+    git_workdir: Option<std::path::PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -96,7 +118,7 @@ fn main() -> ExitCode {
                     return ExitCode::from(1);
                 }
             };
-            match rt.block_on(run(args)) {
+            match rt.block_on(run(*args)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!(error = format!("{e:#}"), "fledge run failed");
@@ -189,6 +211,22 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         max_concurrent_rollouts: args.max_concurrent_rollouts,
         reporter: "fledge".into(),
         max_concurrent_reconciles: args.max_concurrent_reconciles,
+        analysis: fledge_controller::analysis::AnalysisSettings {
+            metrics_server: args.metrics_server.clone(),
+            gateway_metrics: args.gateway_metrics,
+            query_timeout: std::time::Duration::from_secs(args.metrics_query_timeout.max(1)),
+        },
+        git: fledge_controller::git::GitSettings {
+            identity: fledge_controller::git::repo::Identity {
+                name: args.git_author_name.clone(),
+                email: args.git_author_email.clone(),
+            },
+            workdir: args
+                .git_workdir
+                .clone()
+                .unwrap_or_else(|| std::env::temp_dir().join("fledge-git")),
+            poll: std::time::Duration::from_secs(2),
+        },
     };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {

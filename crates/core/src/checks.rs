@@ -3,7 +3,7 @@
 //! Anything that is not a clear pass is a failure: a missing result, NaN, an infinite value,
 //! no data, an unreachable provider, a query error, or a range bound that is not a number.
 
-use fledge_api::{CanaryMetric, CanaryWebhook, HookType};
+use fledge_api::{CanaryMetric, CanaryWebhook, HookType, MetricCheck};
 
 use crate::observe::{MetricOutcome, MetricResult, WebhookResult};
 
@@ -50,7 +50,10 @@ pub fn check_metric(metric: &CanaryMetric, outcome: Option<&MetricOutcome>) -> R
         None => return Err(format!("metric {name}: no result, the check did not run")),
         Some(MetricOutcome::NoData) => return Err(format!("metric {name}: no data")),
         Some(MetricOutcome::ProviderUnreachable(m)) => {
-            return Err(format!("metric {name}: provider unreachable: {}", clip(m)));
+            return Err(format!(
+                "metric {name}: metrics provider unreachable: {}",
+                clip(m)
+            ));
         }
         Some(MetricOutcome::Error(m)) => {
             return Err(format!("metric {name}: query failed: {}", clip(m)));
@@ -85,14 +88,37 @@ pub fn check_metric(metric: &CanaryMetric, outcome: Option<&MetricOutcome>) -> R
 /// The failures among the declared `metrics`, given the results (matched by name; the first
 /// result of a name counts; results of undeclared metrics are ignored).
 pub fn metric_failures(metrics: &[CanaryMetric], results: &[MetricResult]) -> Vec<Failure> {
+    metric_checks(metrics, results)
+        .into_iter()
+        .filter_map(|c| c.reason.map(Failure::loud))
+        .collect()
+}
+
+/// The record of each declared metric's check, in the order of `metrics`, given the results
+/// (matched as in [`metric_failures`]): the value when the query gave a finite number, the
+/// range, and the reason when it failed.
+pub fn metric_checks(metrics: &[CanaryMetric], results: &[MetricResult]) -> Vec<MetricCheck> {
     metrics
         .iter()
-        .filter_map(|m| {
+        .map(|m| {
             let outcome = results
                 .iter()
                 .find(|r| r.name == m.name)
                 .map(|r| &r.outcome);
-            check_metric(m, outcome).err().map(Failure::loud)
+            let (min, max) = metric_bounds(m);
+            let value = match outcome {
+                Some(MetricOutcome::Value(v)) if v.is_finite() => Some(*v),
+                _ => None,
+            };
+            let reason = check_metric(m, outcome).err();
+            MetricCheck {
+                name: m.name.clone(),
+                value,
+                min: min.filter(|b| b.is_finite()),
+                max: max.filter(|b| b.is_finite()),
+                passed: reason.is_none(),
+                reason,
+            }
         })
         .collect()
 }

@@ -1,4 +1,5 @@
-//! The Canary's conditions: `Promoted` (as in Flagger), and fledge's `SpecValid` and `Ready`.
+//! The Canary's conditions: `Promoted` (as in Flagger), and fledge's `SpecValid`, `Ready` and
+//! `ChecksPassing`.
 
 use fledge_api::{CanaryCondition, CanaryPhase, CanaryStatus};
 use jiff::Timestamp;
@@ -11,6 +12,9 @@ pub const SPEC_VALID: &str = "SpecValid";
 /// Type of the condition saying whether the engine can act (spec valid, target and primary
 /// present).
 pub const READY: &str = "Ready";
+/// Type of the condition saying whether the last analysis step's checks (metrics and
+/// `rollout` webhooks) passed, and if not, why.
+pub const CHECKS_PASSING: &str = "ChecksPassing";
 
 /// Sets condition `type_` and returns whether its status, reason or message changed. The
 /// transition time moves only when the status changes; the update time when anything does.

@@ -5,8 +5,8 @@ use std::borrow::Cow;
 use std::time::Duration;
 
 use fledge_api::{
-    CanaryAnalysis, CanaryPhase, CanarySpec, CanaryStatus, CheckRecord, Gate, HookType,
-    RolloutProgress,
+    AnalysisRecord, CanaryAnalysis, CanaryPhase, CanarySpec, CanaryStatus, CheckRecord, Gate,
+    HookType, RolloutProgress,
 };
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -14,7 +14,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use crate::action::{Action, LedgerEntry, LedgerEvent, Needs, NotifyKind, Routes, Severity};
 use crate::checks::{self, Failure};
 use crate::conditions;
-use crate::observe::{MetricOutcome, Observations};
+use crate::observe::Observations;
 
 /// Longest wait between two polls while waiting for a workload to become ready.
 pub(crate) const READINESS_POLL: Duration = Duration::from_secs(10);
@@ -24,6 +24,8 @@ pub(crate) const SPEC_ERROR_REQUEUE: Duration = Duration::from_secs(300);
 pub(crate) const MIN_INTERVAL: Duration = Duration::from_secs(1);
 /// How many failure reasons `status.rollout.failures` keeps.
 pub(crate) const MAX_FAILURES: usize = 10;
+/// The most analysis steps whose metric results `status.rollout.history` keeps.
+pub(crate) const MAX_HISTORY: usize = 20;
 
 /// Where gate and metric results come from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -359,32 +361,22 @@ impl<'a> Cx<'a> {
         if self.inputs == Inputs::Optimistic {
             return Vec::new();
         }
-        let now = Some(self.now_time());
-        for m in &metrics {
-            let outcome = self
-                .obs
-                .metrics
-                .iter()
-                .find(|r| r.name == m.name)
-                .map(|r| &r.outcome);
-            let value = match outcome {
-                Some(MetricOutcome::Value(v)) if v.is_finite() => Some(*v),
-                _ => None,
-            };
-            let verdict = checks::check_metric(m, outcome);
-            self.record_check(CheckRecord {
-                kind: "metric".into(),
-                name: m.name.clone(),
-                passed: verdict.is_ok(),
-                value,
-                message: verdict.err().unwrap_or_default(),
-                at: now.clone(),
-            });
-        }
+        let results = checks::metric_checks(&metrics, &self.obs.metrics);
+        let record = AnalysisRecord {
+            step: self.status.rollout.as_ref().map_or(0, |r| r.step),
+            time: Some(self.now_time()),
+            canary_weight: self.status.canary_weight,
+            metrics: results.clone(),
+        };
+        let r = self.rollout_mut();
+        r.metrics = results;
+        r.history.push(record);
+        let excess = r.history.len().saturating_sub(MAX_HISTORY);
+        r.history.drain(..excess);
         checks::metric_failures(&metrics, &self.obs.metrics)
     }
 
-    // ---- kubectl fledge: approvals and the record of checks ---------------------------
+    // ---- kubectl fledge: approvals and the record of gating webhooks ---------------------------
 
     /// Whether an `approve` request for the gate of `hook` waits to be used.
     pub fn approved(&self, hook: HookType) -> bool {
@@ -410,7 +402,6 @@ impl<'a> Cx<'a> {
                 kind: hook.as_str().into(),
                 name: h.name.clone(),
                 passed: true,
-                value: None,
                 message: format!("opened by {}'s approval", by.who()),
                 at: now.clone(),
             });
@@ -441,14 +432,13 @@ impl<'a> Cx<'a> {
                 kind: hook.as_str().into(),
                 name: h.name.clone(),
                 passed,
-                value: None,
                 message,
                 at: now.clone(),
             });
         }
     }
 
-    /// Keeps `record` as the last result of its check in `status.rollout.checks`.
+    /// Keeps `record` as the last answer of its webhook in `status.rollout.checks`.
     fn record_check(&mut self, record: CheckRecord) {
         let checks = &mut self.rollout_mut().checks;
         match checks

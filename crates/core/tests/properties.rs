@@ -144,7 +144,7 @@ prop_compose! {
         unready_since in arb_time(),
         failures in proptest::collection::vec("[a-z ]{0,12}", 0..3),
     ) -> RolloutProgress {
-        RolloutProgress { start_time, last_step_time, step, pre_rollout_done, mirrored, ab_match, unready_since, failures, approvals: Vec::new(), checks: Vec::new() }
+        RolloutProgress { start_time, last_step_time, step, pre_rollout_done, mirrored, ab_match, unready_since, failures, ..Default::default() }
     }
 }
 

@@ -282,6 +282,141 @@ fn the_failure_list_is_bounded() {
 }
 
 #[test]
+fn each_metric_result_is_kept_with_its_range_and_reason() {
+    let spec = canary_spec();
+    let o = Observations {
+        metrics: metric_results(MetricOutcome::Value(97.5)),
+        ..obs("rev-2")
+    };
+    let p = plan(&spec, &rolling(20, 0, 4, 60), &o);
+    let r = p.status.rollout.as_ref().unwrap();
+    let rate = &r.metrics[0];
+    assert_eq!(rate.name, "request-success-rate");
+    assert_eq!(rate.value, Some(97.5));
+    assert_eq!((rate.min, rate.max), (Some(99.0), None));
+    assert!(!rate.passed);
+    assert!(
+        rate.reason
+            .as_deref()
+            .unwrap()
+            .contains("97.5 is below the minimum 99"),
+        "{rate:?}"
+    );
+    let duration = &r.metrics[1];
+    assert_eq!(duration.name, "request-duration");
+    assert_eq!((duration.value, duration.max), (Some(100.0), Some(500.0)));
+    assert!(duration.passed && duration.reason.is_none());
+    // The same results open the history, with the step and weight they were measured at.
+    assert_eq!(r.history.len(), 1);
+    assert_eq!((r.history[0].step, r.history[0].canary_weight), (5, 20));
+    assert_eq!(r.history[0].metrics, r.metrics);
+    assert_eq!(
+        r.history[0].time.as_ref().map(|t| t.0),
+        Some(at(NOW)),
+        "the time of the step"
+    );
+
+    // Silence keeps no value: NaN, no data and an unreachable provider record only a reason.
+    for (outcome, words) in [
+        (MetricOutcome::Value(f64::NAN), "NaN"),
+        (MetricOutcome::NoData, "no data"),
+        (
+            MetricOutcome::ProviderUnreachable("connection refused".into()),
+            "provider unreachable: connection refused",
+        ),
+    ] {
+        let o = Observations {
+            metrics: metric_results(outcome),
+            ..obs("rev-2")
+        };
+        let p = plan(&spec, &rolling(20, 0, 4, 60), &o);
+        let rate = &p.status.rollout.as_ref().unwrap().metrics[0];
+        assert_eq!(rate.value, None);
+        assert!(!rate.passed);
+        assert!(rate.reason.as_deref().unwrap().contains(words), "{rate:?}");
+    }
+}
+
+#[test]
+fn the_checks_condition_says_why_the_last_step_failed() {
+    let spec = canary_spec();
+    let failing = Observations {
+        metrics: metric_results(MetricOutcome::Error(
+            "MetricTemplate shop/rate: spec.query uses the unknown variable {{ nope }}".into(),
+        )),
+        ..obs("rev-2")
+    };
+    let p = plan(&spec, &rolling(20, 0, 4, 60), &failing);
+    let c = p
+        .status
+        .conditions
+        .iter()
+        .flatten()
+        .find(|c| c.r#type == conditions::CHECKS_PASSING)
+        .expect("ChecksPassing condition");
+    assert_eq!(
+        (c.status.as_str(), c.reason.as_deref()),
+        ("False", Some("CheckFailed"))
+    );
+    assert!(
+        c.message
+            .as_deref()
+            .unwrap()
+            .contains("unknown variable {{ nope }}"),
+        "{c:?}"
+    );
+    let passing = Observations {
+        now: at(NOW + 60),
+        metrics: metric_results(MetricOutcome::Value(100.0)),
+        ..obs("rev-2")
+    };
+    let p = plan(&spec, &p.status, &passing);
+    let c = p
+        .status
+        .conditions
+        .iter()
+        .flatten()
+        .find(|c| c.r#type == conditions::CHECKS_PASSING)
+        .unwrap();
+    assert_eq!(
+        (c.status.as_str(), c.reason.as_deref()),
+        ("True", Some("ChecksPassed"))
+    );
+}
+
+#[test]
+fn the_metric_history_is_bounded_and_restarts_with_each_rollout() {
+    let mut spec = canary_spec();
+    analysis(&mut spec).threshold = Some(100);
+    let mut status = rolling(20, 0, 4, 60);
+    for i in 0..30u64 {
+        let o = Observations {
+            now: at(NOW + i * 60),
+            metrics: metric_results(MetricOutcome::Value(50.0 + i as f64)),
+            ..obs("rev-2")
+        };
+        status = plan(&spec, &status, &o).status;
+    }
+    let r = status.rollout.as_ref().unwrap();
+    assert_eq!(r.history.len(), 20);
+    // Oldest first, the last 20 steps (steps 15..=34 measured 60..=79).
+    let steps: Vec<i32> = r.history.iter().map(|h| h.step).collect();
+    assert_eq!(steps, (15..=34).collect::<Vec<_>>());
+    assert_eq!(r.history[0].metrics[0].value, Some(60.0));
+    assert_eq!(r.history[19].metrics[0].value, Some(79.0));
+    assert_eq!(r.metrics, r.history[19].metrics);
+
+    // A newer revision starts a new rollout with no results of the old one.
+    let o = Observations {
+        now: at(NOW + 31 * 60),
+        ..obs("rev-3")
+    };
+    let next = plan(&spec, &status, &o).status;
+    let r = next.rollout.as_ref().unwrap();
+    assert!(r.history.is_empty() && r.metrics.is_empty(), "{r:?}");
+}
+
+#[test]
 fn a_rollback_reports_everywhere() {
     let mut spec = canary_spec();
     analysis(&mut spec).webhooks =

@@ -342,19 +342,27 @@ pub fn tree(input: &TreeInput, now: Timestamp) -> String {
             .cloned()
     };
     let mut items: Vec<String> = Vec::new();
+    let rollout = s.rollout.clone().unwrap_or_default();
     for m in analysis.metrics.iter().flatten() {
         let (min, max) = fledge_core::metric_bounds(m);
-        let last = match record("metric", &m.name) {
+        let last = match rollout.metrics.iter().find(|r| r.name == m.name) {
             Some(r) => {
                 let value = r.value.map_or_else(|| "no value".to_string(), number);
                 let mark = if r.passed { "ok" } else { "FAILED" };
-                let at = r.at.as_ref().map(|t| clock(&t.0)).unwrap_or_default();
-                let why = if r.passed {
-                    String::new()
-                } else {
-                    format!(": {}", r.message)
+                // When the step that measured it ran.
+                let at = rollout
+                    .history
+                    .iter()
+                    .rev()
+                    .find(|h| h.metrics.iter().any(|x| x.name == m.name))
+                    .and_then(|h| h.time.as_ref())
+                    .map(|t| format!(" at {}", clock(&t.0)))
+                    .unwrap_or_default();
+                let why = match (&r.reason, r.passed) {
+                    (Some(reason), false) => format!(": {reason}"),
+                    _ => String::new(),
                 };
-                format!("{value} {mark} at {at}{why}")
+                format!("{value} {mark}{at}{why}")
             }
             None => "not checked yet".into(),
         };

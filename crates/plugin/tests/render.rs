@@ -45,9 +45,20 @@ fn canary() -> Canary {
                 "failures": ["metric request-duration: 612 is above the maximum 500"],
                 "checks": [
                     {"kind": "pre-rollout", "name": "acceptance", "passed": true, "at": "2026-11-23T19:28:20Z"},
-                    {"kind": "rollout", "name": "load", "passed": true, "at": "2026-11-23T19:29:50Z"},
-                    {"kind": "metric", "name": "request-success-rate", "passed": true, "value": 99.87, "at": "2026-11-23T19:29:50Z"},
-                    {"kind": "metric", "name": "request-duration", "passed": true, "value": 412.0, "at": "2026-11-23T19:29:50Z"}
+                    {"kind": "rollout", "name": "load", "passed": true, "at": "2026-11-23T19:29:50Z"}
+                ],
+                "metrics": [
+                    {"name": "request-success-rate", "value": 99.87, "min": 99, "passed": true},
+                    {"name": "request-duration", "value": 412.0, "max": 500, "passed": true}
+                ],
+                "history": [
+                    {"step": 3, "time": "2026-11-23T19:29:20Z", "canaryWeight": 20, "metrics": [
+                        {"name": "request-success-rate", "value": 99.9, "min": 99, "passed": true},
+                        {"name": "request-duration", "value": 612.0, "max": 500, "passed": false,
+                         "reason": "metric request-duration: 612 is above the maximum 500"}]},
+                    {"step": 4, "time": "2026-11-23T19:29:50Z", "canaryWeight": 40, "metrics": [
+                        {"name": "request-success-rate", "value": 99.87, "min": 99, "passed": true},
+                        {"name": "request-duration", "value": 412.0, "max": 500, "passed": true}]}
                 ]
             },
             "lastRequest": {

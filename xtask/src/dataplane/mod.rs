@@ -19,6 +19,7 @@ pub(crate) mod build;
 pub(crate) mod endpoints;
 mod gateway;
 mod kubectl;
+pub(crate) mod prometheus;
 
 use std::fs::{self, File};
 use std::net::{Ipv4Addr, SocketAddr};
@@ -72,6 +73,8 @@ pub struct DataplaneInfo {
     pub metrics_url: String,
     /// The podinfo binary, for harnesses that run their own app processes.
     pub podinfo: PathBuf,
+    /// `http://127.0.0.1:<port>`: Prometheus, scraping Traefik and the registered targets.
+    pub prometheus_url: String,
     /// `target/dataplane/dataplane.json`.
     pub info_file: PathBuf,
 }
@@ -91,6 +94,7 @@ pub fn run(args: DataplaneArgs) -> Result<()> {
             let info = up(&layout, Duration::from_secs(timeout))?;
             println!("dataplane is up: gateway {}", info.gateway_url);
             println!("  metrics: {}", info.metrics_url);
+            println!("  prometheus: {}", info.prometheus_url);
             println!("  details: {}", info.info_file.display());
             Ok(())
         }
@@ -230,6 +234,7 @@ fn info_from_json(layout: &Layout, info: &Value) -> Option<DataplaneInfo> {
         gateway_url: s("/gateway/url")?,
         metrics_url: s("/traefik/metrics_url")?,
         podinfo: PathBuf::from(s("/podinfo/binary")?),
+        prometheus_url: s("/prometheus/url")?,
         info_file: layout.info_file(),
     })
 }
@@ -238,6 +243,9 @@ fn up(layout: &Layout, timeout: Duration) -> Result<DataplaneInfo> {
     let cluster = cluster::ensure_up()?;
     let _lock = layout.lock()?;
     let bins = build::ensure_binaries(&layout.workspace, &layout.logs())?;
+    let (prom_exe, prom_version) =
+        prometheus::ensure_binary(&cluster::build::cache_dir()?, &layout.logs())?;
+    let prom_paths = prometheus::Paths::new(&layout.dir);
     let kubectl = Kubectl::new(&cluster);
     let deadline = Instant::now() + timeout;
 
@@ -264,8 +272,19 @@ fn up(layout: &Layout, timeout: Duration) -> Result<DataplaneInfo> {
         let soon = Instant::now() + Duration::from_secs(10);
         match gateway::wait_programmed(&kubectl, soon.min(deadline), &mut || Ok(())) {
             Ok(()) => {
+                let prom = prometheus::ensure_running(
+                    &prom_paths,
+                    &prom_exe,
+                    &prom_version,
+                    prometheus_port(info),
+                    ports.admin,
+                    deadline,
+                )?;
+                let mut info = info.clone();
+                info["prometheus"] = prom;
+                fs::write(layout.info_file(), serde_json::to_string_pretty(&info)?)?;
                 eprintln!("dataplane: already running");
-                return info_from_json(layout, info).context("dataplane.json is incomplete");
+                return info_from_json(layout, &info).context("dataplane.json is incomplete");
             }
             Err(e) => eprintln!("dataplane: restarting Traefik: {e:#}"),
         }
@@ -315,7 +334,16 @@ fn up(layout: &Layout, timeout: Duration) -> Result<DataplaneInfo> {
         )));
     }
 
+    let prom = prometheus::ensure_running(
+        &prom_paths,
+        &prom_exe,
+        &prom_version,
+        previous.as_ref().and_then(prometheus_port),
+        ports.admin,
+        deadline,
+    )?;
     let info = json!({
+        "prometheus": prom,
         "cluster": {
             "server": cluster.server,
             "kubeconfig": cluster.kubeconfig,
@@ -360,6 +388,13 @@ fn up(layout: &Layout, timeout: Duration) -> Result<DataplaneInfo> {
     info_from_json(layout, &info).context("dataplane.json is incomplete")
 }
 
+/// The port of the Prometheus a previous `up` started.
+fn prometheus_port(info: &Value) -> Option<u16> {
+    info.pointer("/prometheus/port")
+        .and_then(Value::as_u64)
+        .and_then(|p| u16::try_from(p).ok())
+}
+
 /// A control plane started before `cluster up` turned the endpointslice controller off still
 /// publishes kwok Pod IPs for Services with selectors; Traefik would route to them too.
 fn warn_if_endpointslice_controller_runs(cluster: &cluster::ClusterInfo) {
@@ -390,6 +425,9 @@ fn down(layout: &Layout) -> Result<()> {
     if !apps.is_empty() {
         println!("dataplane: stopped apps {}", apps.join(", "));
     }
+    if prometheus::stop(&prometheus::Paths::new(&layout.dir))? {
+        println!("dataplane: stopped Prometheus");
+    }
     if proc::stop(&layout.traefik_pid(), Duration::from_secs(10))? {
         println!("dataplane: stopped Traefik");
     } else {
@@ -415,6 +453,7 @@ fn status_report(layout: &Layout) -> String {
             ("gateway", "/gateway/url"),
             ("metrics", "/traefik/metrics_url"),
             ("api", "/traefik/api_url"),
+            ("prometheus", "/prometheus/url"),
         ] {
             if let Some(v) = info.pointer(ptr).and_then(Value::as_str) {
                 let _ = writeln!(out, "  {label:<8} {v}");

@@ -5,6 +5,7 @@ use fledge_api::{CanaryPhase, HookType};
 
 use crate::action::{Action, CanaryScale, LedgerEvent, NotifyKind, Severity};
 use crate::checks::Failure;
+use crate::conditions::{self, CHECKS_PASSING};
 use crate::ctx::{Cx, MAX_FAILURES};
 use crate::observe::TargetObservation;
 
@@ -124,7 +125,19 @@ fn step(cx: &mut Cx) {
     let failures = if pre_rollout {
         pre_rollout_checks(cx)
     } else {
-        analysis_checks(cx)
+        let failures = analysis_checks(cx);
+        let (value, reason, message) = if failures.is_empty() {
+            (
+                "True",
+                "ChecksPassed",
+                "every check of the last analysis step passed".to_string(),
+            )
+        } else {
+            ("False", "CheckFailed", join(&failures))
+        };
+        let now = cx.now;
+        conditions::set(&mut cx.status, CHECKS_PASSING, value, reason, &message, now);
+        failures
     };
     if failures.is_empty() {
         strategy::advance(cx);

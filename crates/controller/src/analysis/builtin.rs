@@ -1,0 +1,214 @@
+//! The builtin metrics `request-success-rate` (percent of requests not answered with a 5xx) and
+//! `request-duration` (99th percentile, in milliseconds), as PromQL over the metric names each
+//! data plane exports. The observer is chosen by `spec.provider`, as Flagger chooses it; a
+//! MetricTemplate referenced by the metric overrides the builtin query.
+
+use std::fmt;
+use std::str::FromStr;
+
+/// The builtin metric names.
+pub const SUCCESS_RATE: &str = "request-success-rate";
+/// See [`SUCCESS_RATE`].
+pub const DURATION: &str = "request-duration";
+
+/// Whose metrics the builtin queries read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Observer {
+    /// The application's own `http_request_duration_seconds` histogram (what podinfo and the
+    /// Prometheus Go client's HTTP middleware export), by pod name: Flagger's choice for the
+    /// `kubernetes` and `gatewayapi` providers.
+    Http,
+    /// Traefik's per-service metrics, for Gateway API routes served by Traefik
+    /// (`<namespace>-<service>-canary-http-<port>@kubernetesgateway`).
+    TraefikGateway,
+    /// Traefik's per-service metrics for TraefikServices (`@kubernetescrd`), the `traefik`
+    /// provider.
+    TraefikCrd,
+    /// Istio's `istio_requests_total` and `istio_request_duration_milliseconds`.
+    Istio,
+    /// Linkerd's `response_total` and `response_latency_ms`.
+    Linkerd,
+}
+
+/// Which observer the builtin queries of `gatewayapi:*` Canaries use (a controller flag):
+/// the application's metrics or the gateway's.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum GatewayMetrics {
+    /// The application's own metrics, by pod ([`Observer::Http`]); Flagger's default.
+    #[default]
+    App,
+    /// Traefik's metrics ([`Observer::TraefikGateway`]).
+    Traefik,
+}
+
+impl FromStr for GatewayMetrics {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "app" => Ok(GatewayMetrics::App),
+            "traefik" => Ok(GatewayMetrics::Traefik),
+            other => Err(format!("{other:?} is not one of: app, traefik")),
+        }
+    }
+}
+
+impl fmt::Display for GatewayMetrics {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            GatewayMetrics::App => "app",
+            GatewayMetrics::Traefik => "traefik",
+        })
+    }
+}
+
+impl Observer {
+    /// The observer for a Canary's `spec.provider` (empty: the default provider).
+    pub fn for_provider(provider: &str, gateway: GatewayMetrics) -> Observer {
+        match provider {
+            "" => Observer::for_provider(fledge_api::defaults::PROVIDER, gateway),
+            "linkerd" => Observer::Linkerd,
+            "istio" => Observer::Istio,
+            "traefik" => Observer::TraefikCrd,
+            p if p == "kubernetes" || p.starts_with("gatewayapi") => match gateway {
+                GatewayMetrics::Traefik if p != "kubernetes" => Observer::TraefikGateway,
+                _ => Observer::Http,
+            },
+            // Flagger's fallback for every other provider (the SMI ones among them).
+            _ => Observer::Istio,
+        }
+    }
+
+    /// The query template of a builtin metric, or `None` when `metric` is not builtin. The
+    /// result is rendered like a MetricTemplate's query.
+    pub fn query(self, metric: &str) -> Option<String> {
+        let success = metric == SUCCESS_RATE;
+        if !success && metric != DURATION {
+            return None;
+        }
+        Some(match self {
+            Observer::Http => {
+                let sel = r#"kubernetes_namespace="{{ namespace }}", kubernetes_pod_name=~"{{ target }}-[0-9a-zA-Z]+(-[0-9a-zA-Z]+)""#;
+                if success {
+                    format!(
+                        r#"sum(rate(http_request_duration_seconds_count{{{sel}, status!~"5.."}}[{{{{ interval }}}}])) / sum(rate(http_request_duration_seconds_count{{{sel}}}[{{{{ interval }}}}])) * 100"#
+                    )
+                } else {
+                    format!(
+                        r#"histogram_quantile(0.99, sum(rate(http_request_duration_seconds_bucket{{{sel}}}[{{{{ interval }}}}])) by (le)) * 1000"#
+                    )
+                }
+            }
+            Observer::TraefikGateway | Observer::TraefikCrd => {
+                let sel = if self == Observer::TraefikGateway {
+                    r#"service=~"{{ namespace }}-{{ service }}-canary-http-[0-9]+@kubernetesgateway""#
+                } else {
+                    r#"service=~"{{ namespace }}-{{ service }}-canary-[0-9a-zA-Z-]+@kubernetescrd""#
+                };
+                if success {
+                    format!(
+                        r#"sum(rate(traefik_service_requests_total{{{sel}, code!~"5.."}}[{{{{ interval }}}}])) / sum(rate(traefik_service_requests_total{{{sel}}}[{{{{ interval }}}}])) * 100"#
+                    )
+                } else {
+                    format!(
+                        r#"histogram_quantile(0.99, sum(rate(traefik_service_request_duration_seconds_bucket{{{sel}}}[{{{{ interval }}}}])) by (le)) * 1000"#
+                    )
+                }
+            }
+            Observer::Istio => {
+                let sel = r#"reporter="destination", destination_workload_namespace="{{ namespace }}", destination_workload=~"{{ target }}""#;
+                if success {
+                    format!(
+                        r#"sum(rate(istio_requests_total{{{sel}, response_code!~"5.*"}}[{{{{ interval }}}}])) / sum(rate(istio_requests_total{{{sel}}}[{{{{ interval }}}}])) * 100"#
+                    )
+                } else {
+                    format!(
+                        r#"histogram_quantile(0.99, sum(rate(istio_request_duration_milliseconds_bucket{{{sel}}}[{{{{ interval }}}}])) by (le))"#
+                    )
+                }
+            }
+            Observer::Linkerd => {
+                let sel = r#"namespace="{{ namespace }}", deployment=~"{{ target }}", direction="inbound""#;
+                if success {
+                    format!(
+                        r#"sum(rate(response_total{{{sel}, classification!="failure"}}[{{{{ interval }}}}])) / sum(rate(response_total{{{sel}}}[{{{{ interval }}}}])) * 100"#
+                    )
+                } else {
+                    format!(
+                        r#"histogram_quantile(0.99, sum(rate(response_latency_ms_bucket{{{sel}}}[{{{{ interval }}}}])) by (le))"#
+                    )
+                }
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fledge_api::template::{TemplateVars, render};
+
+    fn vars() -> TemplateVars<'static> {
+        TemplateVars {
+            namespace: "shop",
+            name: "web",
+            target: "web",
+            service: "web",
+            ingress: "",
+            interval: "1m",
+            variables: None,
+        }
+    }
+
+    #[test]
+    fn the_observer_follows_the_provider_as_in_flagger() {
+        use Observer::*;
+        let app = GatewayMetrics::App;
+        for (provider, want) in [
+            ("", Http),
+            ("kubernetes", Http),
+            ("gatewayapi:v1", Http),
+            ("gatewayapi:v1beta1", Http),
+            ("istio", Istio),
+            ("linkerd", Linkerd),
+            ("traefik", TraefikCrd),
+            ("smi:v1alpha3", Istio),
+        ] {
+            assert_eq!(Observer::for_provider(provider, app), want, "{provider}");
+        }
+        let traefik = GatewayMetrics::Traefik;
+        assert_eq!(
+            Observer::for_provider("gatewayapi:v1", traefik),
+            TraefikGateway
+        );
+        assert_eq!(Observer::for_provider("", traefik), TraefikGateway);
+        // Plain Services have no gateway in front: the app's metrics still.
+        assert_eq!(Observer::for_provider("kubernetes", traefik), Http);
+    }
+
+    #[test]
+    fn builtin_queries_render_to_the_exact_promql() {
+        let q = |o: Observer, m: &str| render(&o.query(m).unwrap(), &vars()).unwrap();
+        assert_eq!(
+            q(Observer::TraefikGateway, SUCCESS_RATE),
+            r#"sum(rate(traefik_service_requests_total{service=~"shop-web-canary-http-[0-9]+@kubernetesgateway", code!~"5.."}[1m])) / sum(rate(traefik_service_requests_total{service=~"shop-web-canary-http-[0-9]+@kubernetesgateway"}[1m])) * 100"#
+        );
+        assert_eq!(
+            q(Observer::TraefikGateway, DURATION),
+            r#"histogram_quantile(0.99, sum(rate(traefik_service_request_duration_seconds_bucket{service=~"shop-web-canary-http-[0-9]+@kubernetesgateway"}[1m])) by (le)) * 1000"#
+        );
+        assert_eq!(
+            q(Observer::Http, SUCCESS_RATE),
+            r#"sum(rate(http_request_duration_seconds_count{kubernetes_namespace="shop", kubernetes_pod_name=~"web-[0-9a-zA-Z]+(-[0-9a-zA-Z]+)", status!~"5.."}[1m])) / sum(rate(http_request_duration_seconds_count{kubernetes_namespace="shop", kubernetes_pod_name=~"web-[0-9a-zA-Z]+(-[0-9a-zA-Z]+)"}[1m])) * 100"#
+        );
+        assert_eq!(
+            q(Observer::Istio, DURATION),
+            r#"histogram_quantile(0.99, sum(rate(istio_request_duration_milliseconds_bucket{reporter="destination", destination_workload_namespace="shop", destination_workload=~"web"}[1m])) by (le))"#
+        );
+        assert_eq!(
+            q(Observer::Linkerd, SUCCESS_RATE),
+            r#"sum(rate(response_total{namespace="shop", deployment=~"web", direction="inbound", classification!="failure"}[1m])) / sum(rate(response_total{namespace="shop", deployment=~"web", direction="inbound"}[1m])) * 100"#
+        );
+        assert!(q(Observer::TraefikCrd, SUCCESS_RATE).contains("@kubernetescrd"));
+        assert_eq!(Observer::Http.query("error-rate"), None);
+    }
+}

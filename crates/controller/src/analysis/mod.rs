@@ -1,0 +1,304 @@
+//! Metric analysis: turns `spec.analysis.metrics` into numbers from Prometheus.
+//!
+//! For each metric: a MetricTemplate's query (by `templateRef`), the builtin query of the
+//! Canary's provider (`request-success-rate`, `request-duration`), or the metric's inline
+//! `query`, rendered with Flagger's variables ([`fledge_api::template`]). Each Prometheus server
+//! is checked online before its queries run; a server that is down fails every metric it
+//! serves with that reason. Anything that is not one number fails the check (the engine judges
+//! the values): fledge never mistakes silence for health.
+
+pub mod builtin;
+pub mod prometheus;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use fledge_api::template::{TemplateVars, render};
+use fledge_api::{Canary, CanaryMetric, MetricTemplate, defaults};
+use fledge_core::{MetricOutcome, MetricResult};
+use futures::future::join_all;
+use k8s_openapi::api::core::v1::Secret;
+use kube::{Api, Client, ResourceExt};
+
+pub use builtin::{GatewayMetrics, Observer};
+use prometheus::{Auth, Prometheus, ProviderConfig};
+
+/// How the controller runs metric queries.
+#[derive(Clone, Debug)]
+pub struct AnalysisSettings {
+    /// The Prometheus address for builtin metrics and templates without `provider.address`,
+    /// when the Canary has no `spec.metricsServer` (`--metrics-server`).
+    pub metrics_server: Option<String>,
+    /// Whose metrics the builtin queries of `gatewayapi` Canaries read.
+    pub gateway_metrics: GatewayMetrics,
+    /// Every query (and the online check) gives up after this long.
+    pub query_timeout: Duration,
+}
+
+impl Default for AnalysisSettings {
+    fn default() -> Self {
+        AnalysisSettings {
+            metrics_server: None,
+            gateway_metrics: GatewayMetrics::App,
+            query_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Runs metric checks.
+pub struct Analyzer {
+    client: Client,
+    settings: AnalysisSettings,
+}
+
+/// One metric, ready to run: where and what, or why it cannot run.
+struct Planned {
+    name: String,
+    job: Result<(ProviderConfig, String), MetricOutcome>,
+}
+
+impl Analyzer {
+    /// An analyzer reading MetricTemplates and Secrets through `client`.
+    pub fn new(client: Client, settings: AnalysisSettings) -> Analyzer {
+        Analyzer { client, settings }
+    }
+
+    /// The result of every metric of `canary` (in the spec's order).
+    pub async fn run(&self, canary: &Canary) -> Vec<MetricResult> {
+        let metrics = canary
+            .spec
+            .analysis
+            .as_ref()
+            .and_then(|a| a.metrics.clone())
+            .unwrap_or_default();
+        if metrics.is_empty() {
+            return Vec::new();
+        }
+        let mut planned = Vec::with_capacity(metrics.len());
+        for (i, m) in metrics.iter().enumerate() {
+            planned.push(Planned {
+                name: m.name.clone(),
+                job: self.plan(canary, i, m).await,
+            });
+        }
+        // One client and one online check per distinct server.
+        let mut servers: HashMap<ProviderConfig, Result<Prometheus, String>> = HashMap::new();
+        for p in &planned {
+            if let Ok((cfg, _)) = &p.job
+                && !servers.contains_key(cfg)
+            {
+                let server = Prometheus::new(cfg, self.settings.query_timeout);
+                servers.insert(cfg.clone(), server);
+            }
+        }
+        let online: HashMap<ProviderConfig, Result<(), String>> =
+            join_all(servers.iter().map(|(cfg, server)| async move {
+                let up = match server {
+                    Ok(s) => s.online().await,
+                    Err(e) => Err(e.clone()),
+                };
+                (cfg.clone(), up)
+            }))
+            .await
+            .into_iter()
+            .collect();
+        let results = join_all(planned.iter().map(|p| async {
+            let outcome = match &p.job {
+                Err(outcome) => outcome.clone(),
+                Ok((cfg, query)) => match (online.get(cfg), servers.get(cfg)) {
+                    (Some(Ok(())), Some(Ok(server))) => server.query(query).await,
+                    (Some(Err(why)), _) => MetricOutcome::ProviderUnreachable(why.clone()),
+                    _ => MetricOutcome::ProviderUnreachable("no Prometheus client".into()),
+                },
+            };
+            MetricResult {
+                name: p.name.clone(),
+                outcome,
+            }
+        }))
+        .await;
+        for r in &results {
+            tracing::debug!(
+                canary = %format!("{}/{}", canary.namespace().unwrap_or_default(), canary.name_any()),
+                metric = %r.name,
+                outcome = ?r.outcome,
+                "metric checked"
+            );
+        }
+        results
+    }
+
+    /// Where and what to query for metric `i`.
+    async fn plan(
+        &self,
+        canary: &Canary,
+        i: usize,
+        m: &CanaryMetric,
+    ) -> Result<(ProviderConfig, String), MetricOutcome> {
+        let ns = canary.namespace().unwrap_or_default();
+        let field = format!("spec.analysis.metrics[{i}]");
+        let interval = m.interval.as_deref().unwrap_or(defaults::METRIC_INTERVAL);
+        let target = canary.spec.target_ref.name.as_str();
+        let name = canary.name_any();
+        let vars = TemplateVars {
+            namespace: &ns,
+            name: &name,
+            target,
+            service: canary.spec.apex_service_name(),
+            ingress: canary
+                .spec
+                .ingress_ref
+                .as_ref()
+                .map_or("", |r| r.name.as_str()),
+            interval,
+            variables: m.template_variables.as_ref(),
+        };
+        let default_address = canary
+            .spec
+            .metrics_server
+            .clone()
+            .filter(|a| !a.is_empty())
+            .or_else(|| self.settings.metrics_server.clone());
+        if let Some(r) = &m.template_ref {
+            let tns = r
+                .namespace
+                .clone()
+                .filter(|n| !n.is_empty())
+                .unwrap_or(ns.clone());
+            let what = format!("MetricTemplate {tns}/{}", r.name);
+            let api: Api<MetricTemplate> = Api::namespaced(self.client.clone(), &tns);
+            let template = match api.get_opt(&r.name).await {
+                Ok(Some(t)) => t,
+                Ok(None) => {
+                    return Err(MetricOutcome::Error(format!(
+                        "{what} (from {field}.templateRef) does not exist; create it or fix the reference"
+                    )));
+                }
+                Err(e) => {
+                    return Err(MetricOutcome::Error(format!("cannot read {what}: {e}")));
+                }
+            };
+            let provider = &template.spec.provider;
+            let kind = template.spec.provider_type();
+            if kind != defaults::METRIC_PROVIDER_TYPE {
+                return Err(MetricOutcome::Error(format!(
+                    "{what}: spec.provider.type {kind:?} is not supported by fledge yet; use prometheus"
+                )));
+            }
+            let query = render(&template.spec.query, &vars)
+                .map_err(|e| MetricOutcome::Error(format!("{what}: spec.query {e}")))?;
+            let address = provider
+                .address
+                .clone()
+                .filter(|a| !a.is_empty())
+                .or(default_address)
+                .ok_or_else(|| {
+                    MetricOutcome::Error(format!(
+                        "{what} has no spec.provider.address, and neither the Canary's spec.metricsServer nor the controller's --metrics-server is set"
+                    ))
+                })?;
+            let mut cfg = ProviderConfig {
+                address,
+                headers: provider
+                    .headers
+                    .iter()
+                    .flatten()
+                    .flat_map(|(k, vs)| vs.iter().map(move |v| (k.clone(), v.clone())))
+                    .collect(),
+                auth: Auth::None,
+                ca_pem: None,
+                insecure_skip_verify: provider.insecure_skip_verify,
+            };
+            if let Some(secret) = &provider.secret_ref {
+                self.credentials(&tns, &secret.name, &what, &mut cfg)
+                    .await?;
+            }
+            return Ok((cfg, query));
+        }
+        let source = match m.query.as_deref().filter(|q| !q.trim().is_empty()) {
+            Some(q) => q.to_string(),
+            None => Observer::for_provider(
+                canary.spec.provider.as_deref().unwrap_or_default(),
+                self.settings.gateway_metrics,
+            )
+            .query(&m.name)
+            .ok_or_else(|| {
+                MetricOutcome::Error(format!(
+                    "{field}: {:?} is not a builtin metric ({}, {}); reference a MetricTemplate with templateRef",
+                    m.name,
+                    builtin::SUCCESS_RATE,
+                    builtin::DURATION
+                ))
+            })?,
+        };
+        let query = render(&source, &vars)
+            .map_err(|e| MetricOutcome::Error(format!("{field}.query {e}")))?;
+        let address = default_address.ok_or_else(|| {
+            MetricOutcome::Error(format!(
+                "metric {}: no Prometheus address; set the Canary's spec.metricsServer or the controller's --metrics-server",
+                m.name
+            ))
+        })?;
+        Ok((
+            ProviderConfig {
+                address,
+                headers: Vec::new(),
+                auth: Auth::None,
+                ca_pem: None,
+                insecure_skip_verify: false,
+            },
+            query,
+        ))
+    }
+
+    /// Reads the provider's Secret into `cfg`: `token`, or `username` and `password`, and
+    /// `ca.crt`; an `address` key overrides the address, as in Flagger.
+    async fn credentials(
+        &self,
+        ns: &str,
+        name: &str,
+        what: &str,
+        cfg: &mut ProviderConfig,
+    ) -> Result<(), MetricOutcome> {
+        let api: Api<Secret> = Api::namespaced(self.client.clone(), ns);
+        let secret = match api.get_opt(name).await {
+            Ok(Some(s)) => s,
+            Ok(None) => {
+                return Err(MetricOutcome::Error(format!(
+                    "{what}: spec.provider.secretRef names Secret {ns}/{name}, which does not exist"
+                )));
+            }
+            Err(e) => {
+                return Err(MetricOutcome::Error(format!(
+                    "{what}: cannot read Secret {ns}/{name}: {e}"
+                )));
+            }
+        };
+        let data = secret.data.unwrap_or_default();
+        let text = |key: &str| -> Option<String> {
+            data.get(key)
+                .map(|b| String::from_utf8_lossy(&b.0).trim().to_string())
+                .filter(|s| !s.is_empty())
+        };
+        if let Some(address) = text("address") {
+            cfg.address = address;
+        }
+        cfg.auth = match (text("token"), text("username"), text("password")) {
+            (Some(token), _, _) => Auth::Bearer(token),
+            (None, Some(username), Some(password)) => Auth::Basic { username, password },
+            (None, Some(_), None) => {
+                return Err(MetricOutcome::Error(format!(
+                    "{what}: Secret {ns}/{name} has a username but no password"
+                )));
+            }
+            (None, None, Some(_)) => {
+                return Err(MetricOutcome::Error(format!(
+                    "{what}: Secret {ns}/{name} has a password but no username"
+                )));
+            }
+            (None, None, None) => Auth::None,
+        };
+        cfg.ca_pem = data.get("ca.crt").map(|b| b.0.clone());
+        Ok(())
+    }
+}

@@ -1,0 +1,615 @@
+//! Git as the record of rollouts: the ledger (one file per rollout, committed when it starts and
+//! when it ends), written from a durable queue so that a rollout never waits for Git.
+//!
+//! The reconciler only enqueues: each record is a ConfigMap labelled
+//! `fledge.dev/git-queue=true` in the Canary's namespace, named after the Canary, the event and
+//! the revision (so a plan executed twice queues it once). ConfigMaps because they outlive the
+//! controller process and the Canary (they have no owner), need no volume, are visible with
+//! `kubectl get cm -l fledge.dev/git-queue`, and hold no secret: credentials are read from the
+//! Canary's Secret when the record is written. A background worker writes the queue to Git in
+//! order, one repository branch at a time, and deletes each entry once it is pushed; when the
+//! remote is unreachable the entries stay and are retried with backoff.
+
+pub mod ledger;
+pub mod repo;
+pub mod revert;
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use fledge_api::gitops::GitRepository;
+use fledge_api::{AnalysisRecord, Canary};
+use fledge_core::{LedgerEntry, LedgerEvent};
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use kube::{Client, ResourceExt};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use tracing::{info, warn};
+
+use ledger::{RecordedEvent, RolloutRecord};
+use repo::{GitAuth, GitError, Identity, Remote, Workdir};
+
+/// The label of queue entries.
+pub const QUEUE_LABEL: &str = "fledge.dev/git-queue";
+/// The key of the record in a queue entry.
+const DATA_KEY: &str = "record.json";
+
+/// Settings of the Git worker.
+#[derive(Clone, Debug)]
+pub struct GitSettings {
+    /// Author and committer of fledge's commits.
+    pub identity: Identity,
+    /// Where working copies are kept.
+    pub workdir: PathBuf,
+    /// How often the queue is looked at when idle.
+    pub poll: Duration,
+}
+
+impl Default for GitSettings {
+    fn default() -> Self {
+        GitSettings {
+            identity: Identity::default(),
+            workdir: std::env::temp_dir().join("fledge-git"),
+            poll: Duration::from_secs(2),
+        }
+    }
+}
+
+/// One queued write to Git.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct QueuedRecord {
+    /// The Canary's namespace (where its Secret is).
+    pub namespace: String,
+    /// The Canary's name.
+    pub canary: String,
+    /// Where to write.
+    pub repository: GitRepository,
+    /// When the event happened (RFC 3339), the queue's order.
+    pub at: String,
+    /// Order among records of the same second (start before end).
+    pub rank: u8,
+    /// The ledger file to create or complete.
+    pub file: String,
+    /// The record as it starts (used when the file does not exist yet).
+    pub seed: RolloutRecord,
+    /// The event to add.
+    pub event: RecordedEvent,
+    /// The analysis results to keep, on an ending event.
+    #[serde(default)]
+    pub analysis: Vec<AnalysisRecord>,
+    /// The GitOps source file, to find the commit that introduced the new image.
+    #[serde(default)]
+    pub source_path: Option<String>,
+    /// Instead of a ledger record: a revert of the GitOps source.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revert: Option<RevertWork>,
+}
+
+/// A revert of the image in the GitOps source.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RevertWork {
+    /// The source file (`spec.gitops.path`).
+    pub path: String,
+    /// `spec.gitops.imagePath`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_path: Option<String>,
+    /// `(failed image, promoted image)` pairs.
+    pub images: Vec<(String, String)>,
+    /// Push to this branch (mode `branch`) instead of the repository's branch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub push_branch: Option<String>,
+    /// Why it was rolled back.
+    pub reason: String,
+}
+
+impl QueuedRecord {
+    /// The commit message, with trailers.
+    fn message(&self) -> String {
+        if let Some(r) = &self.revert {
+            let short: String = self.seed.revision.chars().take(12).collect();
+            let pairs: Vec<String> = r
+                .images
+                .iter()
+                .map(|(from, to)| format!("{from} -> {to}"))
+                .collect();
+            return format!(
+                "fledge: revert {}/{} to the last promoted image\n\nThe rollout of {} was rolled back: {}\n{}\n\nFledge-Canary: {}/{}\nFledge-Revision: {short}\nFledge-Result: rolled-back\n",
+                self.namespace,
+                self.canary,
+                self.seed.new_images.join(", "),
+                r.reason,
+                pairs.join("\n"),
+                self.namespace,
+                self.canary
+            );
+        }
+        let short: String = self.seed.revision.chars().take(12).collect();
+        let what = match self.event.event.as_str() {
+            "Started" => "rollout started".to_string(),
+            "Promoted" => "promoted".to_string(),
+            "RolledBack" => "rolled back".to_string(),
+            other => other.to_lowercase(),
+        };
+        let mut m = format!(
+            "fledge: {}/{} {what} ({})\n\n",
+            self.namespace,
+            self.canary,
+            self.seed.new_images.join(", ")
+        );
+        for r in &self.event.reasons {
+            m.push_str(&format!("- {r}\n"));
+        }
+        if !self.event.reasons.is_empty() {
+            m.push('\n');
+        }
+        m.push_str(&format!(
+            "Fledge-Canary: {}/{}\nFledge-Revision: {short}\n",
+            self.namespace, self.canary
+        ));
+        if let Some(result) = RolloutRecord::result_of(&self.event.event) {
+            m.push_str(&format!("Fledge-Result: {result}\n"));
+        }
+        m
+    }
+}
+
+/// The queue entry's name: the same record always gets the same name.
+fn entry_name(r: &QueuedRecord) -> String {
+    let mut h = Sha256::new();
+    for part in [
+        &r.namespace,
+        &r.canary,
+        &r.file,
+        &r.event.event,
+        &r.event.time,
+    ] {
+        h.update(part.as_bytes());
+        h.update([0]);
+    }
+    let digest = h.finalize();
+    let hex: String = digest.iter().take(8).map(|b| format!("{b:02x}")).collect();
+    format!("fledge-git-{}-{hex}", r.seed.start_time_key())
+}
+
+impl RolloutRecord {
+    fn start_time_key(&self) -> String {
+        ledger::file_time(&self.start_time).to_lowercase()
+    }
+}
+
+/// The record of a ledger entry of `canary`, or `None` when the Canary has no `spec.gitops`
+/// or the event is not one the ledger keeps.
+pub fn record_for(
+    canary: &Canary,
+    entry: &LedgerEntry,
+    status: &fledge_api::CanaryStatus,
+    old_images: Vec<String>,
+    new_images: Vec<String>,
+) -> Option<QueuedRecord> {
+    let gitops = canary.spec.gitops.as_ref()?;
+    let (event, rank) = match entry.event {
+        LedgerEvent::Started => ("Started", 0),
+        LedgerEvent::Promoted => ("Promoted", 1),
+        LedgerEvent::RolledBack => ("RolledBack", 1),
+        LedgerEvent::Superseded => ("Superseded", 1),
+        LedgerEvent::Aborted => ("Aborted", 1),
+        LedgerEvent::Initialized => return None,
+    };
+    let ns = canary.namespace().unwrap_or_default();
+    let name = canary.name_any();
+    let rollout = status.rollout.clone().unwrap_or_default();
+    let at = entry.at.to_string();
+    let start = rollout
+        .start_time
+        .as_ref()
+        .map(|t| t.0.to_string())
+        .unwrap_or_else(|| at.clone());
+    let kind = canary
+        .spec
+        .target_ref
+        .kind
+        .clone()
+        .unwrap_or_else(|| "Deployment".into());
+    let seed = RolloutRecord {
+        api_version: fledge_api::API_VERSION.into(),
+        kind: ledger::KIND.into(),
+        canary: format!("{ns}/{name}"),
+        target: format!("{kind}/{}", canary.spec.target_ref.name),
+        revision: entry.revision.clone(),
+        primary_revision: entry.primary_revision.clone(),
+        old_images,
+        new_images,
+        trigger: None,
+        start_time: start.clone(),
+        ..Default::default()
+    };
+    Some(QueuedRecord {
+        namespace: ns.clone(),
+        canary: name.clone(),
+        repository: gitops.ledger_repository().clone(),
+        at,
+        rank,
+        file: ledger::file_path(gitops.ledger_path(), &ns, &name, &start, &entry.revision),
+        seed,
+        event: RecordedEvent {
+            time: entry.at.to_string(),
+            event: event.into(),
+            phase: entry.phase.to_string(),
+            canary_weight: entry.canary_weight,
+            failed_checks: entry.failed_checks,
+            reasons: entry.reasons.clone(),
+        },
+        analysis: if rank == 1 {
+            rollout.history
+        } else {
+            Vec::new()
+        },
+        source_path: gitops.path.clone(),
+        revert: None,
+    })
+}
+
+/// The revert of a rolled-back revision of `canary`, or `None` when the Canary does not revert
+/// through Git (no `spec.gitops.path`, or `revertOnRollback: false`) or no image differs.
+/// `images` pairs each container's failed image with the primary's (promoted) one.
+pub fn revert_for(
+    canary: &Canary,
+    status: &fledge_api::CanaryStatus,
+    revision: &str,
+    reason: &str,
+    images: Vec<(String, String)>,
+) -> Option<QueuedRecord> {
+    let gitops = canary.spec.gitops.as_ref()?;
+    if !gitops.reverts() {
+        return None;
+    }
+    let images: Vec<(String, String)> = images.into_iter().filter(|(a, b)| a != b).collect();
+    if images.is_empty() {
+        return None;
+    }
+    let path = gitops.path.clone()?;
+    let ns = canary.namespace().unwrap_or_default();
+    let name = canary.name_any();
+    let at = status
+        .last_transition_time
+        .as_ref()
+        .map(|t| t.0.to_string())
+        .unwrap_or_else(|| jiff::Timestamp::now().to_string());
+    let short: String = revision.chars().take(12).collect();
+    let push_branch =
+        (gitops.mode.as_deref() == Some("branch")).then(|| format!("fledge/revert-{name}-{short}"));
+    Some(QueuedRecord {
+        namespace: ns.clone(),
+        canary: name.clone(),
+        repository: gitops.repository.clone(),
+        at: at.clone(),
+        rank: 2,
+        file: path.clone(),
+        seed: RolloutRecord {
+            revision: revision.to_string(),
+            new_images: images.iter().map(|(f, _)| f.clone()).collect(),
+            old_images: images.iter().map(|(_, t)| t.clone()).collect(),
+            start_time: at.clone(),
+            ..Default::default()
+        },
+        event: RecordedEvent {
+            time: at,
+            event: "Revert".into(),
+            ..Default::default()
+        },
+        analysis: Vec::new(),
+        source_path: None,
+        revert: Some(RevertWork {
+            path,
+            image_path: gitops.image_path.clone(),
+            images,
+            push_branch,
+            reason: reason.to_string(),
+        }),
+    })
+}
+
+/// Puts a record in the queue (a second time is a no-op).
+pub async fn enqueue(client: &Client, record: &QueuedRecord) -> Result<(), kube::Error> {
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), &record.namespace);
+    let cm = ConfigMap {
+        metadata: kube::api::ObjectMeta {
+            name: Some(entry_name(record)),
+            labels: Some(BTreeMap::from([
+                (QUEUE_LABEL.to_string(), "true".to_string()),
+                ("fledge.dev/canary".to_string(), record.canary.clone()),
+            ])),
+            ..Default::default()
+        },
+        data: Some(BTreeMap::from([(
+            DATA_KEY.to_string(),
+            serde_json::to_string(record).unwrap_or_default(),
+        )])),
+        ..Default::default()
+    };
+    match api.create(&PostParams::default(), &cm).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 409 => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// What the worker reports about the queue.
+#[derive(Clone, Debug, Default)]
+pub struct QueueState {
+    /// Entries waiting.
+    pub depth: usize,
+    /// Age of the oldest entry, in seconds.
+    pub oldest_seconds: f64,
+    /// The last error per Canary (`namespace/name`), cleared when its records go through.
+    pub errors: BTreeMap<String, String>,
+}
+
+/// Writes the queue to Git, forever.
+///
+/// It looks at the queue at start, whenever `wake` is notified (a record was queued), and, while
+/// entries remain, again after a backoff (from `settings.poll` doubling up to 30 s). An empty
+/// queue costs no API request.
+pub async fn run_worker(
+    client: Client,
+    namespace: Option<String>,
+    settings: GitSettings,
+    state: Arc<std::sync::Mutex<QueueState>>,
+    wake: Arc<tokio::sync::Notify>,
+) {
+    let mut backoff = settings.poll;
+    loop {
+        let done = flush(&client, namespace.as_deref(), &settings, &state).await;
+        let pending = state.lock().map(|s| s.depth).unwrap_or(0);
+        if done && pending == 0 {
+            backoff = settings.poll;
+            wake.notified().await;
+        } else {
+            if done {
+                backoff = settings.poll;
+            } else {
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+            }
+            let _ = tokio::time::timeout(backoff, wake.notified()).await;
+        }
+    }
+}
+
+/// One pass over the queue. Returns whether every entry went through (or there was none).
+pub async fn flush(
+    client: &Client,
+    namespace: Option<&str>,
+    settings: &GitSettings,
+    state: &std::sync::Mutex<QueueState>,
+) -> bool {
+    let api: Api<ConfigMap> = match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    };
+    let list = match api
+        .list(&ListParams::default().labels(&format!("{QUEUE_LABEL}=true")))
+        .await
+    {
+        Ok(l) => l.items,
+        Err(e) => {
+            warn!(error = %e, "cannot list the Git queue");
+            return false;
+        }
+    };
+    let mut entries: Vec<(ConfigMap, QueuedRecord)> = list
+        .into_iter()
+        .filter_map(|cm| {
+            let text = cm.data.as_ref()?.get(DATA_KEY)?.clone();
+            match serde_json::from_str::<QueuedRecord>(&text) {
+                Ok(r) => Some((cm, r)),
+                Err(e) => {
+                    warn!(entry = %cm.name_any(), error = %e, "unreadable Git queue entry left alone");
+                    None
+                }
+            }
+        })
+        .collect();
+    entries.sort_by(|a, b| {
+        (&a.1.at, a.1.rank, a.0.name_any()).cmp(&(&b.1.at, b.1.rank, b.0.name_any()))
+    });
+    let now = jiff::Timestamp::now();
+    let oldest = entries
+        .first()
+        .and_then(|(_, r)| r.at.parse::<jiff::Timestamp>().ok())
+        .map(|t| (now - t).get_seconds() as f64)
+        .unwrap_or(0.0);
+    if let Ok(mut s) = state.lock() {
+        s.depth = entries.len();
+        s.oldest_seconds = oldest.max(0.0);
+    }
+    let mut blocked: HashSet<(String, String)> = HashSet::new();
+    let mut all_done = true;
+    for (cm, record) in entries {
+        let key = (
+            record.repository.url.clone(),
+            record.repository.branch.clone().unwrap_or_default(),
+        );
+        if blocked.contains(&key) {
+            all_done = false;
+            continue;
+        }
+        let who = format!("{}/{}", record.namespace, record.canary);
+        match write(client, settings, &record).await {
+            Ok(outcome) => {
+                info!(canary = %who, file = %record.file, event = %record.event.event, ?outcome, "ledger record written to Git");
+                let api: Api<ConfigMap> = Api::namespaced(client.clone(), &record.namespace);
+                if let Err(e) = api.delete(&cm.name_any(), &DeleteParams::default()).await {
+                    warn!(error = %e, "cannot remove a written Git queue entry");
+                }
+                if let Ok(mut s) = state.lock() {
+                    s.depth = s.depth.saturating_sub(1);
+                    s.errors.remove(&who);
+                }
+            }
+            Err(e) => {
+                warn!(canary = %who, error = %e, "ledger record queued: Git write failed");
+                if let Ok(mut s) = state.lock() {
+                    s.errors.insert(who, e.to_string());
+                }
+                // Keep the order: nothing later for this branch goes before this one.
+                blocked.insert(key);
+                all_done = false;
+            }
+        }
+    }
+    all_done
+}
+
+/// Writes one record to its repository.
+async fn write(
+    client: &Client,
+    settings: &GitSettings,
+    record: &QueuedRecord,
+) -> Result<repo::Committed, GitError> {
+    let auth = credentials(client, &record.namespace, &record.repository).await?;
+    let branch = record
+        .repository
+        .branch
+        .clone()
+        .unwrap_or_else(|| "main".into());
+    let remote = Remote {
+        url: record.repository.url.clone(),
+        branch: branch.clone(),
+        auth,
+    };
+    let key = {
+        let mut h = Sha256::new();
+        h.update(remote.url.as_bytes());
+        h.update([0]);
+        h.update(branch.as_bytes());
+        let d = h.finalize();
+        d.iter()
+            .take(8)
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    };
+    let wd = Workdir::new(
+        settings.workdir.join(&key).join("tree"),
+        settings.workdir.join(&key).join("keys"),
+        remote,
+        settings.identity.clone(),
+    );
+    if let Some(r) = &record.revert {
+        let work = r.clone();
+        let change = move |dir: &std::path::Path| -> Result<bool, String> {
+            let path = dir.join(&work.path);
+            let mut text = std::fs::read_to_string(&path).map_err(|e| {
+                format!(
+                    "cannot read spec.gitops.path {} in the repository: {e}",
+                    work.path
+                )
+            })?;
+            let mut changed = false;
+            for (from, to) in &work.images {
+                match revert::revert(&text, from, to, work.image_path.as_deref())? {
+                    revert::Reverted::Changed(next) => {
+                        text = next;
+                        changed = true;
+                    }
+                    revert::Reverted::AlreadyThere => {}
+                }
+            }
+            if changed {
+                std::fs::write(&path, text).map_err(|e| e.to_string())?;
+            }
+            Ok(changed)
+        };
+        return wd
+            .commit_to(&record.message(), 8, r.push_branch.as_deref(), &change)
+            .await;
+    }
+    // The source commit that introduced the new image, for a record that starts a rollout.
+    let mut seed = record.seed.clone();
+    if record.event.event == "Started"
+        && let (Some(path), Some(image)) = (&record.source_path, record.seed.new_images.first())
+    {
+        wd.sync().await?;
+        if let Some(commit) = wd.commit_introducing(path, image).await {
+            seed.trigger = Some(ledger::Trigger {
+                commit,
+                path: path.clone(),
+            });
+        }
+    }
+    let file = record.file.clone();
+    let event = record.event.clone();
+    let analysis = record.analysis.clone();
+    let change = move |dir: &std::path::Path| -> Result<bool, String> {
+        let path = dir.join(&file);
+        let mut current = match std::fs::read_to_string(&path) {
+            Ok(text) => RolloutRecord::from_yaml(&text)?,
+            Err(_) => seed.clone(),
+        };
+        if !current.apply(event.clone(), &analysis) {
+            return Ok(false);
+        }
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| e.to_string())?;
+        }
+        std::fs::write(&path, current.to_yaml()?).map_err(|e| e.to_string())?;
+        Ok(true)
+    };
+    wd.commit(&record.message(), 8, &change).await
+}
+
+/// The credentials of a repository, from its Secret in `namespace`.
+async fn credentials(
+    client: &Client,
+    namespace: &str,
+    repo: &GitRepository,
+) -> Result<GitAuth, GitError> {
+    let Some(secret_ref) = &repo.secret_ref else {
+        return Ok(GitAuth::None);
+    };
+    let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
+    let secret = match api.get_opt(&secret_ref.name).await {
+        Ok(Some(s)) => s,
+        Ok(None) => {
+            return Err(GitError::Auth(format!(
+                "spec.gitops.repository.secretRef names Secret {namespace}/{}, which does not exist",
+                secret_ref.name
+            )));
+        }
+        Err(e) => {
+            return Err(GitError::Unreachable(format!(
+                "cannot read Secret {namespace}/{}: {e}",
+                secret_ref.name
+            )));
+        }
+    };
+    let data = secret.data.unwrap_or_default();
+    let get = |k: &str| data.get(k).map(|b| b.0.clone()).filter(|b| !b.is_empty());
+    match (
+        get("identity"),
+        get("known_hosts"),
+        get("username"),
+        get("password"),
+    ) {
+        (Some(identity), Some(known_hosts), _, _) => Ok(GitAuth::Ssh {
+            identity,
+            known_hosts,
+        }),
+        (Some(_), None, _, _) => Err(GitError::Auth(format!(
+            "Secret {namespace}/{} has an SSH identity but no known_hosts; add the server's host key line",
+            secret_ref.name
+        ))),
+        (None, _, Some(u), Some(p)) => Ok(GitAuth::Basic {
+            username: String::from_utf8_lossy(&u).trim().to_string(),
+            password: String::from_utf8_lossy(&p).trim().to_string(),
+        }),
+        _ => Err(GitError::Auth(format!(
+            "Secret {namespace}/{} has neither identity and known_hosts (SSH) nor username and password (HTTPS)",
+            secret_ref.name
+        ))),
+    }
+}

@@ -1,0 +1,389 @@
+//! Putting the last promoted image back into the GitOps source, as a text edit that keeps the
+//! file as people wrote it: comments, order, quoting, and Flux image-automation markers
+//! (`# {"$imagepolicy": …}`) on the edited line stay.
+//!
+//! Three shapes of source are understood:
+//! - a manifest with `image: <reference>` lines (a Deployment, or any YAML): each line whose value
+//!   is the failed image gets the promoted one;
+//! - a `kustomization.yaml` with `images:` entries (`name`, `newName`, `newTag`): the entry of the
+//!   failed image's repository gets the promoted tag (and name);
+//! - a values path (`imagePath`, e.g. `spec.values.image.tag` in a Flux HelmRelease): the value
+//!   there becomes the promoted tag, or the whole reference when the path holds a reference, or
+//!   the `repository`/`tag` pair when it holds a map.
+
+/// An image reference split into repository and tag (`registry/repo:tag` → `registry/repo`,
+/// `tag`); a digest counts as the tag (`@sha256:…`).
+pub fn split(image: &str) -> (&str, &str) {
+    if let Some(at) = image.find('@') {
+        return (&image[..at], &image[at..]);
+    }
+    match image.rfind(':') {
+        Some(i) if !image[i..].contains('/') => (&image[..i], &image[i + 1..]),
+        _ => (image, ""),
+    }
+}
+
+/// A line as `indent`, `key`, `value` and the rest (a comment), when it is `key: value`.
+struct Line<'a> {
+    indent: usize,
+    /// The key without a list dash.
+    key: &'a str,
+    value_start: usize,
+    value_end: usize,
+}
+
+fn parse(line: &str) -> Option<Line<'_>> {
+    let trimmed = line.trim_start();
+    let mut indent = line.len() - trimmed.len();
+    let body = match trimmed.strip_prefix("- ") {
+        Some(rest) => {
+            indent += 2;
+            rest
+        }
+        None => trimmed,
+    };
+    if body.starts_with('#') {
+        return None;
+    }
+    let colon = body.find(':')?;
+    let key = body[..colon].trim();
+    if key.is_empty() || key.contains(' ') && !key.starts_with('"') {
+        return None;
+    }
+    let after = &body[colon + 1..];
+    let lead = after.len() - after.trim_start().len();
+    let start = line.len() - body.len() + colon + 1 + lead;
+    // The value ends at a comment (" #") or the end of the line.
+    let rest = &line[start..];
+    let end = match rest.find(" #") {
+        Some(i) => start + i,
+        None => line.len(),
+    };
+    let end = start + line[start..end].trim_end().len();
+    Some(Line {
+        indent,
+        key: key.trim_matches('"'),
+        value_start: start,
+        value_end: end,
+    })
+}
+
+/// The value of a scalar without its quotes.
+fn unquote(v: &str) -> &str {
+    v.trim_matches('"').trim_matches('\'')
+}
+
+/// `value` written in the quoting style of `old`.
+fn requote(old: &str, value: &str) -> String {
+    if old.starts_with('"') {
+        format!("\"{value}\"")
+    } else if old.starts_with('\'') {
+        format!("'{value}'")
+    } else {
+        value.to_string()
+    }
+}
+
+fn replace_value(line: &str, l: &Line<'_>, value: &str) -> String {
+    let old = &line[l.value_start..l.value_end];
+    format!(
+        "{}{}{}",
+        &line[..l.value_start],
+        requote(old, value),
+        &line[l.value_end..]
+    )
+}
+
+/// What [`revert`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reverted {
+    /// The text changed.
+    Changed(String),
+    /// The source already names the promoted image.
+    AlreadyThere,
+}
+
+/// Reverts `from` to `to` in `text`; `image_path` selects a values path. The error says why
+/// nothing could be changed.
+pub fn revert(
+    text: &str,
+    from: &str,
+    to: &str,
+    image_path: Option<&str>,
+) -> Result<Reverted, String> {
+    let out = match image_path {
+        Some(path) => by_path(text, path, from, to)?,
+        None if text.lines().any(|l| l.trim() == "images:") => kustomization(text, from, to)?,
+        None => image_lines(text, from, to),
+    };
+    match out {
+        Some(changed) if changed != text => Ok(Reverted::Changed(changed)),
+        Some(_) => Ok(Reverted::AlreadyThere),
+        None if text.contains(to) => Ok(Reverted::AlreadyThere),
+        None => Err(format!(
+            "found no `image: {from}` to revert; set spec.gitops.imagePath when the image is a values field"
+        )),
+    }
+}
+
+fn join(lines: &[String], original: &str) -> String {
+    let mut s = lines.join("\n");
+    if original.ends_with('\n') {
+        s.push('\n');
+    }
+    s
+}
+
+/// `image: <from>` lines.
+fn image_lines(text: &str, from: &str, to: &str) -> Option<String> {
+    let mut hit = false;
+    let lines: Vec<String> = text
+        .lines()
+        .map(|line| match parse(line) {
+            Some(l) if l.key == "image" && unquote(&line[l.value_start..l.value_end]) == from => {
+                hit = true;
+                replace_value(line, &l, to)
+            }
+            _ => line.to_string(),
+        })
+        .collect();
+    hit.then(|| join(&lines, text))
+}
+
+/// A kustomization's `images:` entries.
+fn kustomization(text: &str, from: &str, to: &str) -> Result<Option<String>, String> {
+    let (from_repo, _) = split(from);
+    let (to_repo, to_tag) = split(to);
+    let mut lines: Vec<String> = text.lines().map(String::from).collect();
+    // Group the lines of each list item under `images:`.
+    let mut items: Vec<Vec<usize>> = Vec::new();
+    let mut in_images = false;
+    for (i, line) in text.lines().enumerate() {
+        if line.trim() == "images:" && !line.starts_with(' ') {
+            in_images = true;
+            continue;
+        }
+        if in_images {
+            if !line.starts_with(' ') && !line.starts_with('-') && !line.trim().is_empty() {
+                in_images = false;
+                continue;
+            }
+            if line.trim_start().starts_with("- ") {
+                items.push(vec![i]);
+            } else if let Some(item) = items.last_mut() {
+                item.push(i);
+            }
+        }
+    }
+    for item in items {
+        let fields: Vec<(usize, Line<'_>)> = item
+            .iter()
+            .filter_map(|&i| parse(text.lines().nth(i)?).map(|l| (i, l)))
+            .collect();
+        let value = |key: &str| {
+            fields.iter().find(|(_, l)| l.key == key).map(|(i, l)| {
+                (
+                    *i,
+                    unquote(&text.lines().nth(*i).unwrap_or("")[l.value_start..l.value_end])
+                        .to_string(),
+                )
+            })
+        };
+        let name = value("name").map(|(_, v)| v).unwrap_or_default();
+        let new_name = value("newName").map(|(_, v)| v);
+        let effective = new_name.clone().unwrap_or_else(|| name.clone());
+        if effective != from_repo && name != from_repo {
+            continue;
+        }
+        match value("newTag") {
+            Some((i, _)) => {
+                let original = text.lines().nth(i).unwrap_or_default();
+                let l = parse(original).ok_or("unreadable newTag line")?;
+                lines[i] = replace_value(original, &l, to_tag);
+            }
+            None => {
+                return Err(format!(
+                    "the kustomization's images entry {name:?} has no newTag to revert"
+                ));
+            }
+        }
+        if to_repo != effective
+            && let Some((i, _)) = value("newName")
+        {
+            let original = text.lines().nth(i).unwrap_or_default();
+            let l = parse(original).ok_or("unreadable newName line")?;
+            lines[i] = replace_value(original, &l, to_repo);
+        }
+        return Ok(Some(join(&lines, text)));
+    }
+    Ok(None)
+}
+
+/// The value at a dotted path (`spec.values.image.tag`).
+fn by_path(text: &str, path: &str, from: &str, to: &str) -> Result<Option<String>, String> {
+    let keys: Vec<&str> = path.split('.').filter(|k| !k.is_empty()).collect();
+    let all: Vec<&str> = text.lines().collect();
+    let mut lines: Vec<String> = all.iter().map(|l| l.to_string()).collect();
+    // Walk down: each key must appear deeper than its parent, inside the parent's block.
+    let mut start = 0usize;
+    let mut end = all.len();
+    let mut parent_indent: Option<usize> = None;
+    let mut found: Option<usize> = None;
+    for (depth, key) in keys.iter().enumerate() {
+        let mut hit = None;
+        for (i, line) in all.iter().enumerate().take(end).skip(start) {
+            if let Some(l) = parse(line)
+                && l.key == *key
+                && parent_indent.is_none_or(|p| l.indent > p)
+            {
+                hit = Some((i, l.indent));
+                break;
+            }
+        }
+        let Some((i, indent)) = hit else {
+            return Err(format!(
+                "spec.gitops.imagePath {path:?}: no key {key:?} at depth {} of the file",
+                depth + 1
+            ));
+        };
+        // The block of this key: until a line as shallow or shallower.
+        let block_end = all
+            .iter()
+            .enumerate()
+            .skip(i + 1)
+            .find(|(_, l)| {
+                !l.trim().is_empty()
+                    && !l.trim_start().starts_with('#')
+                    && l.len() - l.trim_start().len() <= indent
+            })
+            .map_or(all.len(), |(j, _)| j);
+        start = i + 1;
+        end = block_end;
+        parent_indent = Some(indent);
+        found = Some(i);
+    }
+    let i = found.ok_or("spec.gitops.imagePath is empty")?;
+    let l = parse(all[i]).ok_or("unreadable line at imagePath")?;
+    let current = unquote(&all[i][l.value_start..l.value_end]).to_string();
+    let (to_repo, to_tag) = split(to);
+    if current.is_empty() {
+        // A map: repository and tag below.
+        let mut changed = false;
+        for (j, line) in all.iter().enumerate().take(end).skip(start) {
+            if let Some(c) = parse(line) {
+                if c.key == "tag" {
+                    lines[j] = replace_value(line, &c, to_tag);
+                    changed = true;
+                } else if c.key == "repository" {
+                    lines[j] = replace_value(line, &c, to_repo);
+                }
+            }
+        }
+        return if changed {
+            Ok(Some(join(&lines, text)))
+        } else {
+            Err(format!(
+                "spec.gitops.imagePath {path:?} holds a map without a tag"
+            ))
+        };
+    }
+    // A whole reference gets the whole promoted reference; a bare tag gets the tag.
+    let value =
+        if current == from || current.contains(':') || current.contains('/') || to_tag.is_empty() {
+            to.to_string()
+        } else {
+            to_tag.to_string()
+        };
+    lines[i] = replace_value(all[i], &l, &value);
+    Ok(Some(join(&lines, text)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FROM: &str = "ghcr.io/stefanprodan/podinfo:6.0.1";
+    const TO: &str = "ghcr.io/stefanprodan/podinfo:6.0.0";
+
+    #[test]
+    fn references_split_into_repository_and_tag() {
+        assert_eq!(split("a/b:1"), ("a/b", "1"));
+        assert_eq!(split("localhost:5000/b:1"), ("localhost:5000/b", "1"));
+        assert_eq!(split("localhost:5000/b"), ("localhost:5000/b", ""));
+        assert_eq!(split("b@sha256:ab"), ("b", "@sha256:ab"));
+    }
+
+    #[test]
+    fn a_deployment_manifest_keeps_its_marker_and_quotes() {
+        let text = format!(
+            "spec:\n  template:\n    spec:\n      containers:\n        - name: app\n          image: {FROM} # {{\"$imagepolicy\": \"flux-system:podinfo\"}}\n        - name: sidecar\n          image: \"{FROM}\"\n        - name: other\n          image: busybox:1\n"
+        );
+        let Reverted::Changed(out) = revert(&text, FROM, TO, None).unwrap() else {
+            panic!()
+        };
+        assert_eq!(
+            out,
+            format!(
+                "spec:\n  template:\n    spec:\n      containers:\n        - name: app\n          image: {TO} # {{\"$imagepolicy\": \"flux-system:podinfo\"}}\n        - name: sidecar\n          image: \"{TO}\"\n        - name: other\n          image: busybox:1\n"
+            )
+        );
+        assert_eq!(
+            revert(&out, FROM, TO, None).unwrap(),
+            Reverted::AlreadyThere
+        );
+        assert!(
+            revert("kind: x\n", FROM, TO, None)
+                .unwrap_err()
+                .contains("imagePath")
+        );
+    }
+
+    #[test]
+    fn a_kustomization_gets_the_promoted_tag() {
+        let text = "resources:\n  - deployment.yaml\nimages:\n  - name: ghcr.io/stefanprodan/podinfo\n    newTag: 6.0.1 # {\"$imagepolicy\": \"flux-system:podinfo:tag\"}\n  - name: busybox\n    newTag: \"1\"\n";
+        let Reverted::Changed(out) = revert(text, FROM, TO, None).unwrap() else {
+            panic!()
+        };
+        assert_eq!(
+            out,
+            "resources:\n  - deployment.yaml\nimages:\n  - name: ghcr.io/stefanprodan/podinfo\n    newTag: 6.0.0 # {\"$imagepolicy\": \"flux-system:podinfo:tag\"}\n  - name: busybox\n    newTag: \"1\"\n"
+        );
+        // An entry renaming the image matches by its newName.
+        let renamed = "images:\n  - name: podinfo\n    newName: ghcr.io/stefanprodan/podinfo\n    newTag: 6.0.1\n";
+        let Reverted::Changed(out) = revert(renamed, FROM, TO, None).unwrap() else {
+            panic!()
+        };
+        assert!(out.contains("newTag: 6.0.0"), "{out}");
+    }
+
+    #[test]
+    fn a_helm_release_values_path_gets_the_tag_the_reference_or_the_map() {
+        let tag = "apiVersion: helm.toolkit.fluxcd.io/v2\nkind: HelmRelease\nspec:\n  chart:\n    spec:\n      version: 6.0.1\n  values:\n    image:\n      repository: ghcr.io/stefanprodan/podinfo\n      tag: 6.0.1 # {\"$imagepolicy\": \"flux-system:podinfo:tag\"}\n";
+        let Reverted::Changed(out) = revert(tag, FROM, TO, Some("spec.values.image.tag")).unwrap()
+        else {
+            panic!()
+        };
+        assert!(
+            out.contains("      tag: 6.0.0 # {\"$imagepolicy\": \"flux-system:podinfo:tag\"}"),
+            "{out}"
+        );
+        // The chart's version, also 6.0.1, is not touched.
+        assert!(out.contains("      version: 6.0.1"), "{out}");
+        let Reverted::Changed(map) = revert(tag, FROM, TO, Some("spec.values.image")).unwrap()
+        else {
+            panic!()
+        };
+        assert!(map.contains("      tag: 6.0.0"), "{map}");
+        let whole = format!("spec:\n  values:\n    image: \"{FROM}\"\n");
+        let Reverted::Changed(out) = revert(&whole, FROM, TO, Some("spec.values.image")).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(out, format!("spec:\n  values:\n    image: \"{TO}\"\n"));
+        assert!(
+            revert(tag, FROM, TO, Some("spec.values.img.tag"))
+                .unwrap_err()
+                .contains("no key \"img\"")
+        );
+    }
+}

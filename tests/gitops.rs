@@ -1,0 +1,361 @@
+//! The Git ledger end to end: `fledge run` on the local control plane, a real `git daemon` on
+//! loopback, and rollouts whose records must land in the repository, one file per rollout and
+//! one commit when it starts and one when it ends, in order, even when the Git server was down
+//! for the whole rollout and the controller restarted meanwhile.
+
+use std::time::{Duration, Instant};
+
+use fledge_api::{Canary, CanaryPhase};
+use fledge_e2e::git::{GitDaemon, git};
+use fledge_e2e::{Hook, TestNs, deployment_json, eventually, root};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::api::ListParams;
+use serde_json::json;
+
+const V1: &str = "ghcr.io/stefanprodan/podinfo:6.0.0";
+const V2: &str = "ghcr.io/stefanprodan/podinfo:6.0.1";
+const ROLLOUT: Duration = Duration::from_secs(120);
+
+/// The Deployment manifest as the GitOps repository holds it.
+fn manifest(image: &str) -> String {
+    format!(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: podinfo\nspec:\n  template:\n    spec:\n      containers:\n        - name: podinfo\n          image: {image} # {{\"$imagepolicy\": \"flux-system:podinfo\"}}\n"
+    )
+}
+
+/// A blue/green Canary with a passing `rollout` webhook and `spec.gitops` on `url`.
+fn canary(hook: &str, url: &str) -> serde_json::Value {
+    json!({
+        "apiVersion": "fledge.dev/v1beta1", "kind": "Canary",
+        "metadata": {"name": "podinfo"},
+        "spec": {
+            "provider": "kubernetes",
+            "targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "podinfo"},
+            "progressDeadlineSeconds": 60,
+            "service": {"port": 9898},
+            "analysis": {"interval": "2s", "threshold": 2, "iterations": 2,
+                         "webhooks": [{"name": "ok", "type": "rollout", "url": hook}]},
+            "gitops": {"repository": {"url": url, "branch": "main"},
+                       "path": "deploy/podinfo.yaml"},
+        },
+    })
+}
+
+fn start_controller(ns: &TestNs) -> usize {
+    let work = root()
+        .join("target/e2e-logs")
+        .join(format!("{}-gitwork", ns.name));
+    ns.start_controller(&["--git-workdir", &work.to_string_lossy()])
+}
+
+/// Pushes the new image to the source repository, as a developer (or an image automation) does
+/// before Flux applies it; returns the commit id.
+fn release(daemon: &GitDaemon, image: &str) -> String {
+    let c = daemon.clone_repo("app").unwrap();
+    std::fs::write(c.dir.join("deploy/podinfo.yaml"), manifest(image)).unwrap();
+    git(&c.dir, &["commit", "-qam", &format!("release {image}")]).unwrap();
+    git(&c.dir, &["push", "-q", "origin", "HEAD:main"]).unwrap();
+    git(&c.dir, &["rev-parse", "HEAD"])
+        .unwrap()
+        .trim()
+        .to_string()
+}
+
+/// fledge's commits on `main`, oldest first.
+fn fledge_commits(daemon: &GitDaemon) -> Vec<String> {
+    let c = daemon.clone_repo("app").unwrap();
+    let mut log: Vec<String> = c
+        .log()
+        .unwrap()
+        .into_iter()
+        .filter(|m| m.starts_with("fledge: "))
+        .collect();
+    log.reverse();
+    log
+}
+
+async fn queue_len(ns: &TestNs) -> usize {
+    ns.api::<ConfigMap>()
+        .list(&ListParams::default().labels("fledge.dev/git-queue=true"))
+        .await
+        .map(|l| l.items.len())
+        .unwrap_or(usize::MAX)
+}
+
+/// Checks the repository after one promoted rollout: exactly one ledger file, and two commits
+/// (started, promoted) with their trailers.
+fn check_ledger(daemon: &GitDaemon, ns: &TestNs, trigger: &str) {
+    let commits = fledge_commits(daemon);
+    assert_eq!(commits.len(), 2, "{commits:#?}");
+    assert!(
+        commits[0].starts_with(&format!(
+            "fledge: {}/podinfo rollout started ({V2})",
+            ns.name
+        )),
+        "{}",
+        commits[0]
+    );
+    assert!(
+        commits[1].starts_with(&format!("fledge: {}/podinfo promoted ({V2})", ns.name)),
+        "{}",
+        commits[1]
+    );
+    for c in &commits {
+        assert!(
+            c.contains(&format!("Fledge-Canary: {}/podinfo", ns.name)),
+            "{c}"
+        );
+        assert!(c.contains("Fledge-Revision: "), "{c}");
+    }
+    assert!(
+        commits[1].contains("Fledge-Result: promoted"),
+        "{}",
+        commits[1]
+    );
+    let c = daemon.clone_repo("app").unwrap();
+    let files = c.files_under(".fledge/ledger");
+    assert_eq!(files.len(), 1, "{files:?}");
+    assert!(
+        files[0].starts_with(&format!(".fledge/ledger/{}/podinfo/", ns.name)),
+        "{files:?}"
+    );
+    let text = c.read(&files[0]);
+    let record: serde_json::Value = serde_saphyr::from_str(&text).unwrap();
+    assert_eq!(record["kind"], "RolloutRecord", "{text}");
+    assert_eq!(record["result"], "promoted", "{text}");
+    assert_eq!(record["oldImages"], json!([V1]), "{text}");
+    assert_eq!(record["newImages"], json!([V2]), "{text}");
+    assert_eq!(record["trigger"]["commit"], trigger, "{text}");
+    assert_eq!(record["trigger"]["path"], "deploy/podinfo.yaml", "{text}");
+    let events: Vec<&str> = record["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["event"].as_str())
+        .collect();
+    assert_eq!(events, ["Started", "Promoted"], "{text}");
+    eprintln!(
+        "ledger file {}:\n{text}\ncommits:\n{}",
+        files[0],
+        commits.join("\n---\n")
+    );
+}
+
+/// 1. A promoted rollout leaves exactly its ledger file and two commits (git:// transport).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_promoted_rollout_leaves_one_ledger_file_and_two_commits() {
+    let ns = TestNs::new("git-ledger").await;
+    let daemon = GitDaemon::start_new(&ns.name).unwrap();
+    let url = daemon
+        .create_repo("app", &[("deploy/podinfo.yaml", &manifest(V1))])
+        .unwrap();
+    let hook = Hook::start(200).await.unwrap();
+    ns.create::<Deployment>(deployment_json("podinfo", V1, 1))
+        .await;
+    ns.create::<Canary>(canary(&hook.url("/rollout"), &url))
+        .await;
+    start_controller(&ns);
+    ns.wait_phase("podinfo", CanaryPhase::Initialized, Duration::from_secs(90))
+        .await;
+    let trigger = release(&daemon, V2);
+    ns.set_image("podinfo", V2).await;
+    ns.wait_phase("podinfo", CanaryPhase::Succeeded, ROLLOUT)
+        .await;
+    eventually(Duration::from_secs(60), "two ledger commits", || async {
+        fledge_commits(&daemon).len() >= 2 && queue_len(&ns).await == 0
+    })
+    .await
+    .unwrap();
+    check_ledger(&daemon, &ns, &trigger);
+}
+
+/// 3. The Git server is down for the whole rollout: the rollout finishes on time, the records
+///    wait in the queue (through a controller restart), and once the server is back every
+///    record is in Git, in order, none lost, none doubled.
+#[tokio::test(flavor = "multi_thread")]
+async fn git_down_never_blocks_a_rollout_and_loses_no_record() {
+    let ns = TestNs::new("git-down").await;
+    let mut daemon = GitDaemon::start_new(&ns.name).unwrap();
+    let url = daemon
+        .create_repo("app", &[("deploy/podinfo.yaml", &manifest(V1))])
+        .unwrap();
+    let hook = Hook::start(200).await.unwrap();
+    ns.create::<Deployment>(deployment_json("podinfo", V1, 1))
+        .await;
+    ns.create::<Canary>(canary(&hook.url("/rollout"), &url))
+        .await;
+    let first = start_controller(&ns);
+    ns.wait_phase("podinfo", CanaryPhase::Initialized, Duration::from_secs(90))
+        .await;
+    let trigger = release(&daemon, V2);
+    daemon.stop();
+    let started = Instant::now();
+    ns.set_image("podinfo", V2).await;
+    ns.wait_phase("podinfo", CanaryPhase::Succeeded, ROLLOUT)
+        .await;
+    let took = started.elapsed();
+    eventually(Duration::from_secs(30), "both records queued", || async {
+        queue_len(&ns).await == 2
+    })
+    .await
+    .unwrap();
+    // A controller restart with the queue full: the queue is in the cluster, not in the process.
+    ns.kill_controller(first);
+    start_controller(&ns);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(queue_len(&ns).await, 2, "records kept while Git is down");
+    daemon.start().unwrap();
+    eventually(
+        Duration::from_secs(90),
+        "the queue to drain into Git",
+        || async { queue_len(&ns).await == 0 },
+    )
+    .await
+    .unwrap();
+    eprintln!("rollout with Git down took {:.1} s", took.as_secs_f64());
+    check_ledger(&daemon, &ns, &trigger);
+}
+
+/// The GitOps source formats a revert must edit.
+#[derive(Clone, Copy, Debug)]
+enum Source {
+    Manifest,
+    Kustomization,
+    HelmRelease,
+}
+
+impl Source {
+    /// The file, its text naming `image`, and `spec.gitops` extras.
+    fn file(self, image: &str) -> (&'static str, String, serde_json::Value) {
+        let (repo, tag) = image.rsplit_once(':').unwrap();
+        match self {
+            Source::Manifest => ("deploy/podinfo.yaml", manifest(image), json!({})),
+            Source::Kustomization => (
+                "deploy/kustomization.yaml",
+                format!(
+                    "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources:\n  - podinfo.yaml\nimages:\n  - name: {repo}\n    newTag: {tag} # {{\"$imagepolicy\": \"flux-system:podinfo:tag\"}}\n"
+                ),
+                json!({}),
+            ),
+            Source::HelmRelease => (
+                "deploy/helmrelease.yaml",
+                format!(
+                    "apiVersion: helm.toolkit.fluxcd.io/v2\nkind: HelmRelease\nmetadata:\n  name: podinfo\nspec:\n  chart:\n    spec:\n      chart: podinfo\n      version: 6.0.1\n  values:\n    image:\n      repository: {repo}\n      tag: {tag} # {{\"$imagepolicy\": \"flux-system:podinfo:tag\"}}\n"
+                ),
+                json!({"imagePath": "spec.values.image.tag"}),
+            ),
+        }
+    }
+}
+
+/// 2. A failed rollout commits a revert of the image in the GitOps source; re-applying the
+///    source (as Flux would) leaves the cluster on the last promoted image with no new rollout.
+async fn a_rollback_reverts_the_source(source: Source) {
+    let ns = TestNs::new(&format!(
+        "git-revert-{}",
+        format!("{source:?}").to_lowercase()
+    ))
+    .await;
+    let daemon = GitDaemon::start_new(&ns.name).unwrap();
+    let (path, text_v1, extra) = source.file(V1);
+    let url = daemon.create_repo("app", &[(path, &text_v1)]).unwrap();
+    let failing = Hook::start(500).await.unwrap();
+    ns.create::<Deployment>(deployment_json("podinfo", V1, 1))
+        .await;
+    let mut c = canary(&failing.url("/rollout"), &url);
+    c["spec"]["analysis"]["threshold"] = json!(1);
+    c["spec"]["gitops"]["path"] = json!(path);
+    for (k, v) in extra.as_object().unwrap() {
+        c["spec"]["gitops"][k] = v.clone();
+    }
+    ns.create::<Canary>(c).await;
+    start_controller(&ns);
+    ns.wait_phase("podinfo", CanaryPhase::Initialized, Duration::from_secs(90))
+        .await;
+    // The release: the source names V2, and the cluster gets it.
+    let (_, text_v2, _) = source.file(V2);
+    let repo = daemon.clone_repo("app").unwrap();
+    std::fs::write(repo.dir.join(path), &text_v2).unwrap();
+    git(&repo.dir, &["commit", "-qam", "release 6.0.1"]).unwrap();
+    git(&repo.dir, &["push", "-q", "origin", "HEAD:main"]).unwrap();
+    ns.set_image("podinfo", V2).await;
+    ns.wait_phase("podinfo", CanaryPhase::Failed, ROLLOUT).await;
+    eventually(Duration::from_secs(60), "the revert commit", || async {
+        fledge_commits(&daemon)
+            .iter()
+            .any(|m| m.starts_with("fledge: revert"))
+            && queue_len(&ns).await == 0
+    })
+    .await
+    .unwrap();
+    let commits = fledge_commits(&daemon);
+    let subjects: Vec<&str> = commits.iter().map(|c| c.lines().next().unwrap()).collect();
+    assert_eq!(
+        subjects,
+        [
+            format!("fledge: {}/podinfo rollout started ({V2})", ns.name),
+            format!("fledge: {}/podinfo rolled back ({V2})", ns.name),
+            format!(
+                "fledge: revert {}/podinfo to the last promoted image",
+                ns.name
+            ),
+        ],
+        "{commits:#?}"
+    );
+    let revert = &commits[2];
+    assert!(revert.contains(&format!("{V2} -> {V1}")), "{revert}");
+    assert!(revert.contains("Fledge-Result: rolled-back"), "{revert}");
+    let after = daemon.clone_repo("app").unwrap();
+    // The source is exactly the V1 text again: only the image changed, marker and all.
+    assert_eq!(after.read(path), text_v1, "{source:?}");
+    eprintln!(
+        "{source:?} revert commit:\n{revert}\n{path} after:\n{}",
+        after.read(path)
+    );
+
+    // Flux applies the reverted source: the target is back on V1, which the primary runs.
+    ns.set_image("podinfo", V1).await;
+    ns.wait_canary(
+        "podinfo",
+        Duration::from_secs(30),
+        "revision reverted",
+        |c| {
+            c.status.as_ref().is_some_and(|s| {
+                s.last_applied_spec.is_some() && s.last_applied_spec == s.last_promoted_spec
+            })
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let c = ns.api::<Canary>().get("podinfo").await.unwrap();
+    let s = c.status.unwrap();
+    assert_eq!(s.phase, CanaryPhase::Failed, "no new rollout: {s:#?}");
+    let events = ns.events("podinfo").await;
+    let new_revisions = events.iter().filter(|e| e.contains("NewRevision")).count();
+    assert_eq!(
+        new_revisions, 1,
+        "only the failed release started a rollout: {events:#?}"
+    );
+    assert!(
+        events.iter().any(|e| e.contains("RevisionReverted")),
+        "{events:#?}"
+    );
+    let primary = ns.deployment("podinfo-primary").await;
+    assert_eq!(fledge_e2e::image_of(&primary), V1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rollback_reverts_a_deployment_manifest() {
+    a_rollback_reverts_the_source(Source::Manifest).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rollback_reverts_a_kustomization() {
+    a_rollback_reverts_the_source(Source::Kustomization).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rollback_reverts_a_helm_release_value() {
+    a_rollback_reverts_the_source(Source::HelmRelease).await;
+}
