@@ -179,10 +179,9 @@ pub struct EventLine {
     pub type_: String,
     /// The reason.
     pub reason: String,
-    /// The message (of the first of a series).
+    /// The message.
     pub message: String,
-    /// How many times it happened (Events of one reason form a series, which keeps the first
-    /// message).
+    /// How many times it happened (an Event repeated with the same message is a series).
     pub count: i32,
 }
 
@@ -452,7 +451,7 @@ pub fn tree(input: &TreeInput, now: Timestamp) -> String {
         let when =
             e.at.map_or_else(|| "-".into(), |t| human(now.as_second() - t.as_second()));
         let times = if e.count > 1 {
-            format!(" x{} (first shown)", e.count)
+            format!(" x{}", e.count)
         } else {
             String::new()
         };

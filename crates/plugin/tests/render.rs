@@ -110,7 +110,7 @@ fn input(c: Canary) -> TreeInput {
                 event(70, "Warning", "CheckFailed", "Halt advancement podinfo: metric request-duration: 612 is above the maximum 500 (failed checks 1/3)"),
                 EventLine {
                     count: 2,
-                    ..event(10, "Normal", "WeightAdvanced", "Advance podinfo canary weight 20")
+                    ..event(10, "Normal", "WaitingForApproval", "Halt advancement podinfo: waiting for approval")
                 },
             ])
             .collect(),
@@ -146,7 +146,7 @@ Events:
    1m20s  Normal   Old: event 6
    1m10s  Warning  CheckFailed: Halt advancement podinfo: metric request-duration: 612 is above the maximum 500 (failed checks 1/3)
     1m0s  Normal   Old: event 7
-     10s  Normal   WeightAdvanced x2 (first shown): Advance podinfo canary weight 20
+     10s  Normal   WaitingForApproval x2: Halt advancement podinfo: waiting for approval
 ";
     let mut i = input(canary());
     i.events.sort_by_key(|e| e.at);
