@@ -142,19 +142,78 @@ fn check_ledger(daemon: &GitDaemon, ns: &TestNs, trigger: &str) {
     );
 }
 
-/// 1. A promoted rollout leaves exactly its ledger file and two commits (git:// transport).
-#[tokio::test(flavor = "multi_thread")]
-async fn a_promoted_rollout_leaves_one_ledger_file_and_two_commits() {
-    let ns = TestNs::new("git-ledger").await;
+/// How fledge reaches the repository.
+#[derive(Clone, Copy, Debug)]
+enum Transport {
+    /// `git://` (git daemon, no credentials).
+    Daemon,
+    /// `http://` (git http-backend) with basic authentication from a Secret.
+    Http,
+    /// `ssh://` (OpenSSH) with a key and `known_hosts` from a Secret.
+    Ssh,
+}
+
+/// Creates the Secret `git-credentials` with `data` (string values).
+async fn secret(ns: &TestNs, data: &[(&str, &str)]) {
+    let data: serde_json::Map<String, serde_json::Value> = data
+        .iter()
+        .map(|(k, v)| (k.to_string(), json!(v)))
+        .collect();
+    ns.create::<k8s_openapi::api::core::v1::Secret>(json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "git-credentials"},
+        "stringData": data,
+    }))
+    .await;
+}
+
+/// 1. A promoted rollout leaves exactly its ledger file and two commits, over each transport.
+async fn a_promoted_rollout_is_recorded_over(transport: Transport) {
+    let ns = TestNs::new(&format!("git-{}", format!("{transport:?}").to_lowercase())).await;
     let daemon = GitDaemon::start_new(&ns.name).unwrap();
-    let url = daemon
+    let daemon_url = daemon
         .create_repo("app", &[("deploy/podinfo.yaml", &manifest(V1))])
         .unwrap();
+    let mut _http = None;
+    let mut _ssh = None;
+    let url = match transport {
+        Transport::Daemon => daemon_url,
+        Transport::Http => {
+            let http = fledge_e2e::git::GitHttp::start(&daemon.base, "fledge-bot", "t0ken-s3cret")
+                .await
+                .unwrap();
+            secret(
+                &ns,
+                &[("username", "fledge-bot"), ("password", "t0ken-s3cret")],
+            )
+            .await;
+            let url = format!("{}/app.git", http.url);
+            _http = Some(http);
+            url
+        }
+        Transport::Ssh => {
+            let ssh = fledge_e2e::git::GitSsh::start(&daemon.base.join("ssh")).unwrap();
+            secret(
+                &ns,
+                &[
+                    ("identity", &ssh.client_key),
+                    ("known_hosts", &ssh.known_hosts),
+                ],
+            )
+            .await;
+            let url = ssh.url(&daemon.base.join("app.git"));
+            _ssh = Some(ssh);
+            url
+        }
+    };
     let hook = Hook::start(200).await.unwrap();
     ns.create::<Deployment>(deployment_json("podinfo", V1, 1))
         .await;
-    ns.create::<Canary>(canary(&hook.url("/rollout"), &url))
-        .await;
+    let mut c = canary(&hook.url("/rollout"), &url);
+    if !matches!(transport, Transport::Daemon) {
+        c["spec"]["gitops"]["repository"]["secretRef"] = json!({"name": "git-credentials"});
+    }
+    ns.create::<Canary>(c).await;
     start_controller(&ns);
     ns.wait_phase("podinfo", CanaryPhase::Initialized, Duration::from_secs(90))
         .await;
@@ -168,6 +227,145 @@ async fn a_promoted_rollout_leaves_one_ledger_file_and_two_commits() {
     .await
     .unwrap();
     check_ledger(&daemon, &ns, &trigger);
+    ns.wait_canary("podinfo", Duration::from_secs(30), "GitSynced=True", |c| {
+        c.status.as_ref().is_some_and(|s| {
+            s.conditions
+                .iter()
+                .flatten()
+                .any(|c| c.r#type == "GitSynced" && c.status == "True")
+        })
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_promoted_rollout_is_recorded_over_git_daemon() {
+    a_promoted_rollout_is_recorded_over(Transport::Daemon).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_promoted_rollout_is_recorded_over_http_with_basic_auth() {
+    a_promoted_rollout_is_recorded_over(Transport::Http).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_promoted_rollout_is_recorded_over_ssh_with_a_key() {
+    a_promoted_rollout_is_recorded_over(Transport::Ssh).await;
+}
+
+/// 5. A wrong key, an unknown host key and a missing Secret: the rollout still finishes, the
+///    records wait, the GitSynced condition and a warning Event say what is wrong, and no
+///    secret material appears in logs, Events, status or commits.
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_credentials_get_a_clear_condition_and_leak_nothing() {
+    let ns = TestNs::new("git-badcreds").await;
+    let daemon = GitDaemon::start_new(&ns.name).unwrap();
+    daemon
+        .create_repo("app", &[("deploy/podinfo.yaml", &manifest(V1))])
+        .unwrap();
+    let ssh = fledge_e2e::git::GitSsh::start(&daemon.base.join("ssh")).unwrap();
+    let other = fledge_e2e::git::GitSsh::start(&daemon.base.join("ssh-other")).unwrap();
+    let url = ssh.url(&daemon.base.join("app.git"));
+    let hook = Hook::start(200).await.unwrap();
+    // (Canary, SSH key and known_hosts, words the condition must carry)
+    type Case<'a> = (&'a str, Option<(&'a str, &'a str)>, &'a str);
+    let cases: [Case; 3] = [
+        // Another key than the one the server accepts.
+        (
+            "wrong-key",
+            Some((other.client_key.as_str(), ssh.known_hosts.as_str())),
+            "Permission denied",
+        ),
+        // The right key, but the server's host key is not the one known.
+        (
+            "unknown-host",
+            Some((ssh.client_key.as_str(), other.known_hosts.as_str())),
+            "Host key verification failed",
+        ),
+        ("missing-secret", None, "which does not exist"),
+    ];
+    for (name, creds, _) in &cases {
+        ns.create::<Deployment>(deployment_json(name, V1, 1)).await;
+        if let Some((key, hosts)) = creds {
+            ns.create::<k8s_openapi::api::core::v1::Secret>(json!({
+                "apiVersion": "v1", "kind": "Secret",
+                "metadata": {"name": format!("{name}-git")},
+                "stringData": {"identity": key, "known_hosts": hosts},
+            }))
+            .await;
+        }
+        let mut c = canary(&hook.url("/rollout"), &url);
+        c["metadata"]["name"] = json!(name);
+        c["spec"]["targetRef"]["name"] = json!(name);
+        c["spec"]["gitops"]["repository"]["secretRef"] = json!({"name": format!("{name}-git")});
+        ns.create::<Canary>(c).await;
+    }
+    let idx = start_controller(&ns);
+    for (name, _, _) in &cases {
+        ns.wait_phase(name, CanaryPhase::Initialized, Duration::from_secs(90))
+            .await;
+        ns.set_image(name, V2).await;
+    }
+    for (name, _, words) in &cases {
+        // The rollout does not wait for Git.
+        ns.wait_phase(name, CanaryPhase::Succeeded, ROLLOUT).await;
+        let c = ns
+            .wait_canary(
+                name,
+                Duration::from_secs(60),
+                "GitSynced=False GitAuthFailed",
+                |c| {
+                    c.status.as_ref().is_some_and(|s| {
+                        s.conditions.iter().flatten().any(|c| {
+                            c.r#type == "GitSynced"
+                                && c.status == "False"
+                                && c.reason.as_deref() == Some("GitAuthFailed")
+                        })
+                    })
+                },
+            )
+            .await;
+        let cond = c
+            .status
+            .unwrap()
+            .conditions
+            .unwrap()
+            .into_iter()
+            .find(|c| c.r#type == "GitSynced")
+            .unwrap();
+        let message = cond.message.unwrap_or_default();
+        assert!(message.contains(words), "{name}: {message}");
+        let events = ns.events(name).await;
+        assert!(
+            events
+                .iter()
+                .any(|e| e.contains("GitAuthFailed") && e.contains(words)),
+            "{name}: {events:#?}"
+        );
+        eprintln!("{name}: GitSynced=False GitAuthFailed: {message}");
+    }
+    assert!(fledge_commits(&daemon).is_empty(), "nothing was written");
+    // No secret material anywhere: the private keys' bodies, in logs, Events, status, Git.
+    let secrets: Vec<String> = [&ssh.client_key, &other.client_key]
+        .iter()
+        .map(|k| {
+            k.lines()
+                .find(|l| !l.starts_with("-----") && l.len() > 40)
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    let mut haystack = ns.controller_log(idx);
+    for (name, _, _) in &cases {
+        haystack.push_str(&ns.events(name).await.join("\n"));
+        let c = ns.api::<Canary>().get(name).await.unwrap();
+        haystack.push_str(&serde_json::to_string(&c.status).unwrap());
+    }
+    let repo = daemon.clone_repo("app").unwrap();
+    haystack.push_str(&git(&repo.dir, &["log", "-p", "--all"]).unwrap());
+    for s in &secrets {
+        assert!(!haystack.contains(s.as_str()), "secret material leaked");
+    }
 }
 
 /// 3. The Git server is down for the whole rollout: the rollout finishes on time, the records

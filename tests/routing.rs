@@ -4,7 +4,12 @@
 //! a rollout they carry the weight the Canary's status shows.
 //!
 //! No Istio or Linkerd data plane runs here: these tests check objects, not traffic. Real
-//! traffic through a gateway is measured by the data-plane tests.
+//! traffic through a gateway is measured by the data-plane tests, and for the traefik provider
+//! by [`traefik`] (weights, session affinity, mirroring and drift through Traefik's CRD
+//! provider).
+
+#[path = "routing/traefik.rs"]
+mod traefik;
 
 use std::time::{Duration, Instant};
 

@@ -94,6 +94,11 @@ fn prepare() -> &'static Prepared {
     }
 }
 
+/// The administrator's kubeconfig of the local control plane.
+pub fn admin_kubeconfig() -> PathBuf {
+    prepare().kubeconfig.clone()
+}
+
 /// A client of the local control plane.
 pub async fn client() -> Client {
     let p = prepare();
@@ -189,6 +194,12 @@ impl TestNs {
     /// Starts `fledge run` for this namespace with extra flags; its log goes to
     /// `target/e2e-logs/<namespace>-<n>.log`. Returns an index for [`TestNs::kill_controller`].
     pub fn start_controller(&self, extra: &[&str]) -> usize {
+        self.start_controller_as(&prepare().kubeconfig, extra)
+    }
+
+    /// Starts `fledge run` for this namespace with another identity: the credentials of
+    /// `kubeconfig` instead of the administrator's.
+    pub fn start_controller_as(&self, kubeconfig: &Path, extra: &[&str]) -> usize {
         let p = prepare();
         let logs = root().join("target/e2e-logs");
         std::fs::create_dir_all(&logs).expect("create target/e2e-logs");
@@ -202,7 +213,7 @@ impl TestNs {
             .args(["--namespace", &self.name])
             .args(["--metrics-addr", &format!("127.0.0.1:{port}")])
             .args(extra)
-            .env("KUBECONFIG", &p.kubeconfig)
+            .env("KUBECONFIG", kubeconfig)
             .env("RUST_LOG", "info,kube=warn")
             .stdout(Stdio::from(log.try_clone().expect("log")))
             .stderr(Stdio::from(log))

@@ -7,6 +7,7 @@ mod bench;
 mod cluster;
 mod crds;
 mod dataplane;
+mod gitservers;
 mod test;
 mod util;
 
@@ -29,6 +30,9 @@ enum Task {
     Bench(bench::BenchArgs),
     /// The local data plane: Traefik serving a Gateway, podinfo apps, EndpointSlices to them.
     Dataplane(dataplane::DataplaneArgs),
+    /// Make sure the Git servers of the ledger tests are here (installs OpenSSH's sshd when
+    /// missing).
+    GitServers,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -38,5 +42,6 @@ fn main() -> anyhow::Result<()> {
         Task::Crds => crds::regenerate(),
         Task::Bench(args) => bench::run(args),
         Task::Dataplane(args) => dataplane::run(args),
+        Task::GitServers => gitservers::ensure(),
     }
 }

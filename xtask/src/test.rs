@@ -51,6 +51,10 @@ pub fn run_all(args: TestArgs) -> anyhow::Result<()> {
             "local control plane (cargo xtask cluster up)",
             cargo().args(["run", "--quiet", "-p", "xtask", "--", "cluster", "up"]),
         )?;
+        step(
+            "Git servers for the ledger tests (cargo xtask git-servers)",
+            cargo().args(["run", "--quiet", "-p", "xtask", "--", "git-servers"]),
+        )?;
         // Traefik and podinfo for the data-plane tests (built once, then cached).
         let e2e = step(
             "local data plane (cargo xtask dataplane up)",

@@ -42,6 +42,15 @@ pub struct AlertProviderSpec {
     /// Secret with the `address` key (and optionally `proxy`, `token`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_ref: Option<SecretReference>,
+    /// fledge extension: the link each message carries back to the Canary, an http(s) URL in
+    /// which `{namespace}` and `{name}` are replaced (e.g. a dashboard). Default: the
+    /// `kubectl` command that describes the Canary.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link_template: Option<String>,
+    /// fledge extension: also send a message at each traffic step. Default: false for chat
+    /// providers, true for `webhook`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traffic_steps: Option<bool>,
 }
 
 /// Status of an AlertProvider.

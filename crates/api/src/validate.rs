@@ -29,6 +29,7 @@ pub const SUPPORTED_PROVIDERS: &[&str] = &[
     "linkerd",
     "smi:v1alpha2",
     "smi:v1alpha3",
+    "traefik",
 ];
 
 /// Flagger's traffic providers that fledge does not implement yet.
@@ -44,15 +45,17 @@ pub const UNSUPPORTED_FLAGGER_PROVIDERS: &[&str] = &[
     "osm",
     "skipper",
     "smi:v1alpha1",
-    "traefik",
 ];
 
 /// Providers that can copy (mirror) traffic to the canary.
-pub const MIRROR_PROVIDERS: &[&str] = &["gatewayapi:v1", "gatewayapi:v1beta1", "istio"];
+pub const MIRROR_PROVIDERS: &[&str] = &["gatewayapi:v1", "gatewayapi:v1beta1", "istio", "traefik"];
 
-/// Providers that can route by header, cookie or query parameter (A/B testing) and keep a
-/// session on the canary with a cookie (session affinity).
+/// Providers that can route by header, cookie or query parameter (A/B testing).
 pub const HTTP_MATCH_PROVIDERS: &[&str] = &["gatewayapi:v1", "gatewayapi:v1beta1", "istio"];
+
+/// Providers that keep a session on the canary with a cookie (session affinity).
+pub const SESSION_AFFINITY_PROVIDERS: &[&str] =
+    &["gatewayapi:v1", "gatewayapi:v1beta1", "istio", "traefik"];
 
 /// Metric checks that need no MetricTemplate.
 pub const BUILTIN_METRICS: &[&str] = &["request-success-rate", "request-duration"];
@@ -675,7 +678,14 @@ fn check_analysis(p: &mut Problems, spec: &CanarySpec, provider: &str, a: &Canar
             "has no traffic steps: set stepWeight (with maxWeight) or stepWeights for a progressive canary, iterations for blue/green, or match with iterations for A/B testing",
         );
     }
-    if known_provider && has_match && !HTTP_MATCH_PROVIDERS.contains(&provider) {
+    if provider == "traefik" && has_match {
+        p.add(
+            format!("{base}.match"),
+            "provider traefik routes through a TraefikService, which cannot match requests by \
+             header, cookie or query parameter, so A/B testing is not possible; remove \
+             analysis.match, or use provider gatewayapi:v1 (Traefik serves HTTPRoutes too)",
+        );
+    } else if known_provider && has_match && !HTTP_MATCH_PROVIDERS.contains(&provider) {
         p.add(
             format!("{base}.match"),
             format!(
@@ -888,15 +898,36 @@ fn check_alerts(p: &mut Problems, alerts: &[CanaryAlert]) {
 fn check_session_affinity(p: &mut Problems, provider: Option<&str>, sa: &SessionAffinity) {
     let base = "spec.analysis.sessionAffinity";
     if let Some(provider) = provider
-        && !HTTP_MATCH_PROVIDERS.contains(&provider)
+        && !SESSION_AFFINITY_PROVIDERS.contains(&provider)
     {
         p.add(
             base,
             format!(
                 "provider {provider} cannot route by cookie, so session affinity is not supported; use {}",
-                HTTP_MATCH_PROVIDERS.join(" or ")
+                SESSION_AFFINITY_PROVIDERS.join(" or ")
             ),
         );
+    }
+    if provider == Some("traefik") {
+        // Traefik's sticky cookie keeps primary and canary clients alike, under one name, and
+        // has no Partitioned attribute.
+        if sa
+            .primary_cookie_name
+            .as_deref()
+            .is_some_and(|n| !n.is_empty())
+        {
+            p.add(
+                format!("{base}.primaryCookieName"),
+                "provider traefik keeps clients of the primary and of the canary with one sticky \
+                 cookie (cookieName); remove primaryCookieName",
+            );
+        }
+        if sa.partitioned == Some(true) {
+            p.add(
+                format!("{base}.partitioned"),
+                "provider traefik's sticky cookie has no Partitioned attribute; remove it",
+            );
+        }
     }
     match sa.cookie_name.as_deref() {
         None | Some("") => p.add(
@@ -1173,6 +1204,16 @@ pub fn validate_alert_provider_spec(spec: &AlertProviderSpec) -> Vec<Problem> {
     }
     if let Some(proxy) = spec.proxy.as_deref().filter(|a| !a.trim().is_empty()) {
         p.check("spec.proxy", proxy_url(proxy));
+    }
+    if let Some(link) = spec
+        .link_template
+        .as_deref()
+        .filter(|a| !a.trim().is_empty())
+    {
+        let sample = link
+            .replace("{namespace}", "namespace")
+            .replace("{name}", "name");
+        p.check("spec.linkTemplate", http_url(&sample));
     }
     match &spec.secret_ref {
         Some(secret) => check_secret_ref(&mut p, "spec.secretRef", secret),

@@ -157,7 +157,7 @@ fn exact_messages() {
     assert_eq!(
         validate_canary_spec(&spec)[0].to_string(),
         "spec.provider: provider \"nginx\" is not supported by fledge yet; supported: kubernetes, \
-         gatewayapi:v1, gatewayapi:v1beta1, istio, linkerd, smi:v1alpha2, smi:v1alpha3"
+         gatewayapi:v1, gatewayapi:v1beta1, istio, linkerd, smi:v1alpha2, smi:v1alpha3, traefik"
     );
     let spec = canary(&[(
         "analysis.metrics[0].thresholdRange",
@@ -1024,7 +1024,7 @@ fn strategies() {
             ],
             vec![(
                 "spec.analysis.mirror",
-                "provider linkerd cannot mirror traffic; mirroring needs gatewayapi:v1 or gatewayapi:v1beta1 or istio",
+                "provider linkerd cannot mirror traffic; mirroring needs gatewayapi:v1 or gatewayapi:v1beta1 or istio or traefik",
             )],
         ),
         (
@@ -1034,6 +1034,33 @@ fn strategies() {
                 ("analysis.stepWeight", Value::Null),
             ],
             vec![("spec.analysis", "has no traffic steps")],
+        ),
+        (
+            "mirror on traefik",
+            vec![
+                ("provider", json!("traefik")),
+                ("analysis.stepWeight", Value::Null),
+                ("analysis.iterations", json!(10)),
+                ("analysis.mirror", json!(true)),
+                ("analysis.mirrorWeight", json!(50)),
+            ],
+            vec![],
+        ),
+        (
+            "A/B testing on traefik",
+            vec![
+                ("provider", json!("traefik")),
+                ("analysis.stepWeight", Value::Null),
+                ("analysis.iterations", json!(10)),
+                (
+                    "analysis.match",
+                    json!([{"headers": {"x-canary": {"exact": "always"}}}]),
+                ),
+            ],
+            vec![(
+                "spec.analysis.match",
+                "provider traefik routes through a TraefikService, which cannot match requests by header, cookie or query parameter, so A/B testing is not possible; remove analysis.match, or use provider gatewayapi:v1",
+            )],
         ),
         (
             "mirror on kubernetes",
@@ -1343,6 +1370,37 @@ fn alerts_and_session_affinity() {
             )],
         ),
         (
+            "session affinity on traefik",
+            vec![
+                ("provider", json!("traefik")),
+                (
+                    "analysis.sessionAffinity",
+                    json!({"cookieName": "c", "maxAge": 60, "sameSite": "Lax"}),
+                ),
+            ],
+            vec![],
+        ),
+        (
+            "session affinity on traefik: one cookie, no Partitioned",
+            vec![
+                ("provider", json!("traefik")),
+                (
+                    "analysis.sessionAffinity",
+                    json!({"cookieName": "c", "primaryCookieName": "p", "partitioned": true}),
+                ),
+            ],
+            vec![
+                (
+                    "spec.analysis.sessionAffinity.primaryCookieName",
+                    "provider traefik keeps clients of the primary and of the canary with one sticky cookie (cookieName); remove primaryCookieName",
+                ),
+                (
+                    "spec.analysis.sessionAffinity.partitioned",
+                    "has no Partitioned attribute",
+                ),
+            ],
+        ),
+        (
             "session affinity on linkerd",
             vec![
                 ("provider", json!("linkerd")),
@@ -1605,6 +1663,20 @@ fn alert_providers() {
             vec![("proxy", json!("proxy.internal:3128"))],
             vec![("spec.proxy", "is not an absolute URL")],
         ),
+        (
+            "link template",
+            vec![(
+                "linkTemplate",
+                json!("https://grafana.example.com/d/canary?ns={namespace}&name={name}"),
+            )],
+            vec![],
+        ),
+        (
+            "bad link template",
+            vec![("linkTemplate", json!("grafana/{namespace}/{name}"))],
+            vec![("spec.linkTemplate", "is not an absolute URL")],
+        ),
+        ("traffic steps", vec![("trafficSteps", json!(true))], vec![]),
     ];
     for (name, patches, expected) in cases {
         let spec = alert_provider(&patches);

@@ -47,6 +47,8 @@ pub struct Settings {
     pub reporter: String,
     /// At most this many Canaries reconciled at once (0: no limit).
     pub max_concurrent_reconciles: u16,
+    /// Chat alerts: the default provider and delivery settings.
+    pub alerts: crate::notify::AlertSettings,
     /// How metric queries run.
     pub analysis: crate::analysis::AnalysisSettings,
     /// How the Git ledger is written.
@@ -58,9 +60,12 @@ pub struct Context {
     client: Client,
     recorder: Recorder,
     webhooks: WebhookClient,
+    alerts: Arc<crate::notify::Alerts>,
     analyzer: crate::analysis::Analyzer,
     /// Wakes the Git worker when a record is queued.
     git_wake: Arc<tokio::sync::Notify>,
+    /// What the Git worker knows about the queue.
+    git_state: Arc<std::sync::Mutex<crate::git::QueueState>>,
     metrics: Arc<Metrics>,
     deployments: Store<Deployment>,
     canaries: Store<Canary>,
@@ -100,15 +105,18 @@ pub async fn run(
     );
     let canaries_for_map = canaries.clone();
     let git_wake = Arc::new(tokio::sync::Notify::new());
+    let git_state = Arc::new(std::sync::Mutex::new(crate::git::QueueState::default()));
     tokio::spawn(crate::git::run_worker(
         client.clone(),
         settings.namespace.clone(),
         settings.git.clone(),
-        Arc::new(std::sync::Mutex::new(crate::git::QueueState::default())),
+        git_state.clone(),
         git_wake.clone(),
+        metrics.clone(),
     ));
     let ctx = Arc::new(Context {
         git_wake,
+        git_state,
         recorder: Recorder::new(
             client.clone(),
             Reporter {
@@ -117,6 +125,15 @@ pub async fn run(
             },
         ),
         webhooks: WebhookClient::new()?,
+        alerts: crate::notify::Alerts::start(
+            client.clone(),
+            Reporter {
+                controller: settings.reporter.clone(),
+                instance: std::env::var("POD_NAME").ok(),
+            },
+            settings.alerts.clone(),
+            metrics.clone(),
+        ),
         analyzer: crate::analysis::Analyzer::new(client.clone(), settings.analysis.clone()),
         client,
         metrics,
@@ -356,12 +373,76 @@ async fn reconcile_inner(canary: &Canary, ctx: &Context) -> Result<Requeue> {
             a => exec.report(a).await,
         }
     }
-    write_status(ctx, canary, &status, &plan.status).await?;
+    if crate::drift::wanted(&plan.status, deleting, &plan.actions) {
+        // Routing objects changed by hand go back to what the status records (drift.rs).
+        if let Ok((label, value)) = exec.selector()
+            && let Err(e) = crate::drift::restore(
+                &ctx.client,
+                &ctx.recorder,
+                canary,
+                (&label, &value),
+                &plan.status,
+            )
+            .await
+        {
+            warn!(error = %e, "routing drift check failed");
+        }
+    }
+    let mut next = plan.status.clone();
+    git_condition(ctx, canary, &mut next).await;
+    write_status(ctx, canary, &status, &next).await?;
     if deleting && plan.status.phase == CanaryPhase::Terminated {
         remove_finalizer(canary, ctx).await?;
         return Ok(Requeue::await_change());
     }
     Ok(Requeue::requeue(on_engine_clock(requeue, obs.now)))
+}
+
+/// The `GitSynced` condition of a Canary with `spec.gitops`, from the Git worker's view of the
+/// queue; a warning Event when it turns False or its reason changes.
+async fn git_condition(ctx: &Context, canary: &Canary, next: &mut CanaryStatus) {
+    if canary.spec.gitops.is_none() {
+        return;
+    }
+    let who = format!(
+        "{}/{}",
+        canary.namespace().unwrap_or_default(),
+        canary.name_any()
+    );
+    let (value, reason, message) = ctx.git_state.lock().map(|s| s.condition(&who)).unwrap_or((
+        "Unknown",
+        "Unknown".into(),
+        String::new(),
+    ));
+    let before = next
+        .conditions
+        .iter()
+        .flatten()
+        .find(|c| c.r#type == "GitSynced")
+        .map(|c| (c.status.clone(), c.reason.clone()));
+    let changed = fledge_core::conditions::set(
+        next,
+        "GitSynced",
+        value,
+        &reason,
+        &message,
+        jiff::Timestamp::now(),
+    );
+    let turned = before.as_ref().map(|(s, r)| (s.as_str(), r.as_deref()))
+        != Some((value, Some(reason.as_str())));
+    if changed && turned && value == "False" && reason != "Queued" {
+        warn!(%reason, "{message}");
+        let ev = KubeEvent {
+            type_: EventType::Warning,
+            reason,
+            note: Some(message.chars().take(1000).collect()),
+            action: "WriteGit".into(),
+            secondary: None,
+        };
+        if let Err(e) = ctx.recorder.publish(&ev, &canary.object_ref(&())).await {
+            warn!(error = %e, "cannot record Event");
+        }
+    }
 }
 
 /// The engine keeps time in whole seconds: it decides at `now` truncated to the second, and a
@@ -422,6 +503,22 @@ async fn report_blocked(
         return Ok(());
     }
     warn!(reason, "{message}");
+    let target = ctx.deployments.get(
+        &ObjectRef::new(&canary.spec.target_ref.name)
+            .within(&canary.namespace().unwrap_or_default()),
+    );
+    ctx.alerts.send(
+        canary,
+        crate::notify::message(
+            canary,
+            target.as_deref(),
+            &next,
+            checksum(&next),
+            fledge_core::Severity::Error,
+            fledge_core::NotifyKind::Blocked,
+            &message,
+        ),
+    );
     let ev = KubeEvent {
         type_: EventType::Warning,
         reason: reason.into(),
@@ -918,7 +1015,17 @@ impl Exec<'_> {
                 kind,
                 message,
             } => {
-                info!(severity = ?severity, kind = ?kind, "notification: {message}");
+                debug!(severity = ?severity, kind = ?kind, "alert: {message}");
+                let msg = crate::notify::message(
+                    self.canary,
+                    self.target,
+                    self.next,
+                    checksum(self.next),
+                    *severity,
+                    *kind,
+                    message,
+                );
+                self.ctx.alerts.send(self.canary, msg);
             }
             _ => {}
         }

@@ -101,6 +101,88 @@ struct RunArgs {
     /// directory); only a cache, the queue of records lives in the cluster.
     #[arg(long)]
     git_workdir: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    alerts: AlertArgs,
+}
+
+/// The default chat alert provider (Canaries without `analysis.alerts` use it, as Flagger's
+/// `-slack-url` does) and alert delivery.
+#[derive(clap::Args)]
+struct AlertArgs {
+    /// Webhook URL of the default alert provider; none when unset. A secret: prefer the
+    /// environment variable to the flag (flags show in the process list).
+    #[arg(long, env = "FLEDGE_ALERT_URL", hide_env_values = true)]
+    alert_url: Option<String>,
+    /// Type of the default alert provider: slack, msteams, discord, gchat, rocket or webhook.
+    #[arg(long, default_value = "slack")]
+    alert_type: String,
+    /// HTTP(S) proxy for the default alert provider.
+    #[arg(long)]
+    alert_proxy: Option<String>,
+    /// Channel of the default alert provider (Slack, Rocket.Chat).
+    #[arg(long)]
+    alert_channel: Option<String>,
+    /// User name the default alert provider posts as (default: fledge).
+    #[arg(long)]
+    alert_username: Option<String>,
+    /// Lowest severity the default alert provider sends: info, warn or error.
+    #[arg(long, default_value = "info")]
+    alert_severity: String,
+    /// Link each default-provider message carries (`{namespace}` and `{name}` replaced);
+    /// default: the kubectl command.
+    #[arg(long)]
+    alert_link_template: Option<String>,
+    /// Also send traffic steps to the default provider.
+    #[arg(long)]
+    alert_traffic_steps: bool,
+    /// Timeout of each attempt to deliver an alert, e.g. 10s.
+    #[arg(long, default_value = "10s")]
+    alert_timeout: String,
+    /// Retries of an alert a provider answered with 5xx or 429 (or could not be reached).
+    #[arg(long, default_value_t = 3)]
+    alert_retries: usize,
+}
+
+impl AlertArgs {
+    fn settings(&self) -> anyhow::Result<fledge_controller::notify::AlertSettings> {
+        use fledge_controller::notify::{AlertSettings, DefaultProvider, DeliveryPolicy};
+        let severity = fledge_core::Severity::parse(&self.alert_severity).ok_or_else(|| {
+            anyhow::anyhow!(
+                "--alert-severity: {:?} is not a severity; use info, warn or error",
+                self.alert_severity
+            )
+        })?;
+        let timeout = fledge_api::parse_duration(&self.alert_timeout)
+            .map_err(|e| anyhow::anyhow!("--alert-timeout: {e}"))?;
+        if timeout.is_zero() {
+            anyhow::bail!("--alert-timeout: must be greater than zero");
+        }
+        let default = match self.alert_url.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(url) => {
+                let d = DefaultProvider {
+                    kind: self.alert_type.clone(),
+                    address: url.to_string(),
+                    proxy: self.alert_proxy.clone(),
+                    channel: self.alert_channel.clone(),
+                    username: self.alert_username.clone(),
+                    severity: Some(severity),
+                    link_template: self.alert_link_template.clone(),
+                    traffic_steps: self.alert_traffic_steps.then_some(true),
+                };
+                d.check().map_err(|e| anyhow::anyhow!("{e}"))?;
+                Some(d)
+            }
+        };
+        Ok(AlertSettings {
+            default,
+            policy: DeliveryPolicy {
+                timeout,
+                retries: self.alert_retries.min(10),
+                ..DeliveryPolicy::default()
+            },
+        })
+    }
 }
 
 fn main() -> ExitCode {
@@ -179,6 +261,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     use anyhow::Context as _;
     use fledge_controller::{controller, metrics::Metrics, server};
 
+    let alerts = args.alerts.settings()?;
     let metrics = Arc::new(Metrics::new());
     let config = kube::Config::infer()
         .await
@@ -211,6 +294,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         max_concurrent_rollouts: args.max_concurrent_rollouts,
         reporter: "fledge".into(),
         max_concurrent_reconciles: args.max_concurrent_reconciles,
+        alerts,
         analysis: fledge_controller::analysis::AnalysisSettings {
             metrics_server: args.metrics_server.clone(),
             gateway_metrics: args.gateway_metrics,

@@ -28,6 +28,17 @@ struct VerbLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AlertLabels {
+    provider: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AlertFailureLabels {
+    provider: String,
+    reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ResultLabels {
     namespace: String,
     name: String,
@@ -45,7 +56,11 @@ pub struct Metrics {
     reconcile_errors: Family<ErrorLabels, Counter>,
     reconcile_seconds: Histogram,
     kube_requests: Family<VerbLabels, Counter>,
+    git_queue_depth: Gauge,
+    git_queue_oldest: Gauge<f64, std::sync::atomic::AtomicU64>,
     step_lateness: Histogram,
+    alerts_sent: Family<AlertLabels, Counter>,
+    alerts_failed: Family<AlertFailureLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -114,7 +129,36 @@ impl Metrics {
             "How late each analysis step ran against its schedule (last step + interval)",
             step_lateness.clone(),
         );
+        let alerts_sent = Family::<AlertLabels, Counter>::default();
+        registry.register(
+            "alerts_sent",
+            "Chat alerts delivered, by provider type",
+            alerts_sent.clone(),
+        );
+        let alerts_failed = Family::<AlertFailureLabels, Counter>::default();
+        registry.register(
+            "alerts_failed",
+            "Chat alerts not delivered, by provider type and reason (timeout, connect, \
+             rate_limited, server_error, client_error, queue_full, invalid_provider, other)",
+            alerts_failed.clone(),
+        );
+        let git_queue_depth = Gauge::default();
+        registry.register(
+            "git_queue_depth",
+            "Ledger records and reverts waiting to be written to Git",
+            git_queue_depth.clone(),
+        );
+        let git_queue_oldest = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+        registry.register(
+            "git_queue_oldest_seconds",
+            "Age of the oldest record waiting to be written to Git",
+            git_queue_oldest.clone(),
+        );
         Metrics {
+            alerts_sent,
+            alerts_failed,
+            git_queue_depth,
+            git_queue_oldest,
             kube_requests,
             step_lateness,
             registry,
@@ -162,6 +206,32 @@ impl Metrics {
                 verb: method.to_string(),
             })
             .inc();
+    }
+
+    /// Counts a chat alert delivered by a provider of type `provider`.
+    pub fn alert_sent(&self, provider: &str) {
+        self.alerts_sent
+            .get_or_create(&AlertLabels {
+                provider: provider.into(),
+            })
+            .inc();
+    }
+
+    /// Counts a chat alert that was not delivered.
+    pub fn alert_failed(&self, provider: &str, reason: &str) {
+        self.alerts_failed
+            .get_or_create(&AlertFailureLabels {
+                provider: provider.into(),
+                reason: reason.into(),
+            })
+            .inc();
+    }
+
+    /// Records the Git queue's depth and the age of its oldest record.
+    pub fn git_queue(&self, depth: usize, oldest_seconds: f64) {
+        self.git_queue_depth
+            .set(i64::try_from(depth).unwrap_or(i64::MAX));
+        self.git_queue_oldest.set(oldest_seconds);
     }
 
     /// Records how late an analysis step ran.

@@ -646,37 +646,31 @@ const REJECTED: &[(&str, &[&str])] = &[
     (
         "Canary-tutorials_apisix_progressive_delivery-9eec1334.yaml",
         &[
-            "spec.provider: provider \"apisix\" is not supported by fledge yet; supported: kubernetes, gatewayapi:v1, gatewayapi:v1beta1, istio, linkerd, smi:v1alpha2, smi:v1alpha3",
+            "spec.provider: provider \"apisix\" is not supported by fledge yet; supported: kubernetes, gatewayapi:v1, gatewayapi:v1beta1, istio, linkerd, smi:v1alpha2, smi:v1alpha3, traefik",
         ],
     ),
     (
         "Canary-tutorials_gloo_progressive_delivery-c6f2b2a1.yaml",
         &[
-            "spec.provider: provider \"gloo\" is not supported by fledge yet; supported: kubernetes, gatewayapi:v1, gatewayapi:v1beta1, istio, linkerd, smi:v1alpha2, smi:v1alpha3",
+            "spec.provider: provider \"gloo\" is not supported by fledge yet; supported: kubernetes, gatewayapi:v1, gatewayapi:v1beta1, istio, linkerd, smi:v1alpha2, smi:v1alpha3, traefik",
         ],
     ),
     (
         "Canary-tutorials_linkerd_progressive_delivery-8a05b292.yaml",
         &[
-            "spec.provider: provider \"nginx\" is not supported by fledge yet; supported: kubernetes, gatewayapi:v1, gatewayapi:v1beta1, istio, linkerd, smi:v1alpha2, smi:v1alpha3",
+            "spec.provider: provider \"nginx\" is not supported by fledge yet; supported: kubernetes, gatewayapi:v1, gatewayapi:v1beta1, istio, linkerd, smi:v1alpha2, smi:v1alpha3, traefik",
         ],
     ),
     (
         "Canary-tutorials_nginx_progressive_delivery-6f3db616.yaml",
         &[
-            "spec.provider: provider \"nginx\" is not supported by fledge yet; supported: kubernetes, gatewayapi:v1, gatewayapi:v1beta1, istio, linkerd, smi:v1alpha2, smi:v1alpha3",
+            "spec.provider: provider \"nginx\" is not supported by fledge yet; supported: kubernetes, gatewayapi:v1, gatewayapi:v1beta1, istio, linkerd, smi:v1alpha2, smi:v1alpha3, traefik",
         ],
     ),
     (
         "Canary-tutorials_skipper_progressive_delivery-d95de468.yaml",
         &[
-            "spec.provider: provider \"skipper\" is not supported by fledge yet; supported: kubernetes, gatewayapi:v1, gatewayapi:v1beta1, istio, linkerd, smi:v1alpha2, smi:v1alpha3",
-        ],
-    ),
-    (
-        "Canary-tutorials_traefik_progressive_delivery-bdc70cd4.yaml",
-        &[
-            "spec.provider: provider \"traefik\" is not supported by fledge yet; supported: kubernetes, gatewayapi:v1, gatewayapi:v1beta1, istio, linkerd, smi:v1alpha2, smi:v1alpha3",
+            "spec.provider: provider \"skipper\" is not supported by fledge yet; supported: kubernetes, gatewayapi:v1, gatewayapi:v1beta1, istio, linkerd, smi:v1alpha2, smi:v1alpha3, traefik",
         ],
     ),
     // Prometheus templates written for providers fledge does not support yet.
@@ -929,7 +923,7 @@ fn broken_flagger_examples_are_rejected_at_the_exact_field() {
             "Canary-tutorials_gatewayapi_progressive_delivery-a20f03d8.yaml",
             &[("  targetRef:\n", "  provider: linkerd\n  targetRef:\n")],
             &[
-                "spec.analysis.mirror: provider linkerd cannot mirror traffic; mirroring needs gatewayapi:v1 or gatewayapi:v1beta1 or istio",
+                "spec.analysis.mirror: provider linkerd cannot mirror traffic; mirroring needs gatewayapi:v1 or gatewayapi:v1beta1 or istio or traefik",
             ],
         ),
         (

@@ -179,6 +179,27 @@ pub enum Severity {
     Error,
 }
 
+impl Severity {
+    /// The name users write in `alerts[].severity`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Info => "info",
+            Severity::Warn => "warn",
+            Severity::Error => "error",
+        }
+    }
+
+    /// Reads `info`, `warn` or `error` (an empty string is `info`, the default).
+    pub fn parse(s: &str) -> Option<Severity> {
+        match s {
+            "" | "info" => Some(Severity::Info),
+            "warn" => Some(Severity::Warn),
+            "error" => Some(Severity::Error),
+            _ => None,
+        }
+    }
+}
+
 /// What a chat alert is about.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -197,6 +218,49 @@ pub enum NotifyKind {
     RolledBack,
     /// The spec is invalid or its target is missing; nothing moves until it is fixed.
     Blocked,
+    /// Traffic moved one step towards the canary (a weight, a mirror step or an iteration).
+    /// Chat providers leave it out unless asked for (`AlertProvider.spec.trafficSteps`).
+    TrafficStep,
+    /// `spec.suspend` halted the Canary: nothing moves until it is resumed.
+    Halted,
+    /// The Canary was resumed after `spec.suspend`.
+    Resumed,
+    /// A workload did not become ready within `progressDeadlineSeconds`.
+    DeadlineExceeded,
+}
+
+impl NotifyKind {
+    /// Every kind, in the order of a rollout's life.
+    pub const ALL: [NotifyKind; 11] = [
+        NotifyKind::Initialized,
+        NotifyKind::NewRevision,
+        NotifyKind::Waiting,
+        NotifyKind::TrafficStep,
+        NotifyKind::CheckFailed,
+        NotifyKind::Halted,
+        NotifyKind::Resumed,
+        NotifyKind::Promoted,
+        NotifyKind::RolledBack,
+        NotifyKind::DeadlineExceeded,
+        NotifyKind::Blocked,
+    ];
+
+    /// A short title for people ("Rolled back", "Waiting for approval", ...).
+    pub fn title(self) -> &'static str {
+        match self {
+            NotifyKind::Initialized => "Initialized",
+            NotifyKind::NewRevision => "New revision, analysis started",
+            NotifyKind::Waiting => "Waiting",
+            NotifyKind::CheckFailed => "Check failed",
+            NotifyKind::Promoted => "Promoted",
+            NotifyKind::RolledBack => "Rolled back",
+            NotifyKind::Blocked => "Action required",
+            NotifyKind::TrafficStep => "Traffic step",
+            NotifyKind::Halted => "Halted",
+            NotifyKind::Resumed => "Resumed",
+            NotifyKind::DeadlineExceeded => "Progress deadline exceeded",
+        }
+    }
 }
 
 /// A record for the Git ledger.

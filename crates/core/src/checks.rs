@@ -72,15 +72,24 @@ pub fn check_metric(metric: &CanaryMetric, outcome: Option<&MetricOutcome>) -> R
             return Err(format!("metric {name}: its threshold is not a number"));
         }
     }
+    // With both bounds, the message gives the whole passing range (alerts quote it).
+    let range = match (min, max) {
+        (Some(lo), Some(hi)) => format!(" (passing range {lo} to {hi})"),
+        _ => String::new(),
+    };
     if let Some(min) = min
         && value < min
     {
-        return Err(format!("metric {name}: {value} is below the minimum {min}"));
+        return Err(format!(
+            "metric {name}: {value} is below the minimum {min}{range}"
+        ));
     }
     if let Some(max) = max
         && value > max
     {
-        return Err(format!("metric {name}: {value} is above the maximum {max}"));
+        return Err(format!(
+            "metric {name}: {value} is above the maximum {max}{range}"
+        ));
     }
     Ok(value)
 }
@@ -202,6 +211,19 @@ mod tests {
                 "{v}"
             );
         }
+    }
+
+    #[test]
+    fn a_value_outside_both_bounds_names_the_whole_range() {
+        let m = metric("latency", Some(1.0), Some(500.0));
+        let err = check_metric(&m, Some(&MetricOutcome::Value(750.0))).unwrap_err();
+        assert_eq!(
+            err,
+            "metric latency: 750 is above the maximum 500 (passing range 1 to 500)"
+        );
+        let one_bound = metric("rate", Some(99.0), None);
+        let err = check_metric(&one_bound, Some(&MetricOutcome::Value(42.0))).unwrap_err();
+        assert_eq!(err, "metric rate: 42 is below the minimum 99");
     }
 
     #[test]

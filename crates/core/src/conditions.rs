@@ -12,6 +12,9 @@ pub const SPEC_VALID: &str = "SpecValid";
 /// Type of the condition saying whether the engine can act (spec valid, target and primary
 /// present).
 pub const READY: &str = "Ready";
+/// Type of the condition saying whether `spec.suspend` halts the Canary (set once it has been
+/// suspended; it remembers the halt so that the resume is reported once).
+pub const SUSPENDED: &str = "Suspended";
 /// Type of the condition saying whether the last analysis step's checks (metrics and
 /// `rollout` webhooks) passed, and if not, why.
 pub const CHECKS_PASSING: &str = "ChecksPassing";

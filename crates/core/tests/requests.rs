@@ -79,6 +79,42 @@ fn promote_skips_the_remaining_analysis() {
     assert_eq!(primary_hash(&sim), "rev-2");
     assert_eq!(sim.status.canary_weight, 0);
     assert!(sim.violations.is_empty(), "{:?}", sim.violations);
+    // The ledger records who asked.
+    let promoted = sim
+        .actions()
+        .filter_map(|a| match a {
+            fledge_core::Action::RecordLedger(e)
+                if e.event == fledge_core::LedgerEvent::Promoted =>
+            {
+                Some(e.reasons.clone())
+            }
+            _ => None,
+        })
+        .last()
+        .expect("a ledger record of the promotion");
+    assert_eq!(
+        promoted,
+        ["promoted on request by alice, skipping the remaining analysis"]
+    );
+    // The next rollout, promoted by the analysis, records no request.
+    sim.new_revision("rev-3");
+    assert!(
+        sim.run_until(300, |s| s.status.last_promoted_spec.as_deref()
+            == Some("rev-3"))
+    );
+    let last = sim
+        .actions()
+        .filter_map(|a| match a {
+            fledge_core::Action::RecordLedger(e)
+                if e.event == fledge_core::LedgerEvent::Promoted =>
+            {
+                Some(e.reasons.clone())
+            }
+            _ => None,
+        })
+        .last()
+        .unwrap();
+    assert!(last.is_empty(), "{last:?}");
 }
 
 #[test]

@@ -144,7 +144,7 @@ pub fn condition_true(obj: &Value, type_: &str) -> bool {
 }
 
 /// The ServiceAccount Traefik's upstream ClusterRoleBinding names, from the RBAC file.
-fn rbac_subject(objects: &Value) -> Result<(String, String)> {
+pub(super) fn rbac_subject(objects: &Value) -> Result<(String, String)> {
     let items = objects
         .get("items")
         .and_then(Value::as_array)
@@ -168,10 +168,15 @@ fn rbac_subject(objects: &Value) -> Result<(String, String)> {
         .context("Traefik's RBAC file binds no ServiceAccount")
 }
 
-/// Traefik's RBAC objects, as JSON, read from its module with kubectl.
+/// Traefik's RBAC objects for its Gateway provider, as JSON, read from its module.
 fn traefik_rbac(kubectl: &Kubectl, workspace: &Path) -> Result<Value> {
+    rbac_objects(kubectl, workspace, TRAEFIK_RBAC)
+}
+
+/// The objects of an RBAC file of the Traefik module, as a JSON List, read with kubectl.
+pub(super) fn rbac_objects(kubectl: &Kubectl, workspace: &Path, path: &str) -> Result<Value> {
     let module = build::download_module(workspace, Tool::Traefik.module())?;
-    let file = module.join(TRAEFIK_RBAC);
+    let file = module.join(path);
     let json = kubectl
         .run(&[
             "create",
@@ -288,12 +293,15 @@ pub fn service_account_token(kubectl: &Kubectl, workspace: &Path) -> Result<Stri
     Ok(token)
 }
 
-/// Traefik's static configuration (JSON, which Traefik's YAML loader reads).
+/// Traefik's static configuration (JSON, which Traefik's YAML loader reads): the Gateway
+/// provider with `token_file`, and the CRD provider (IngressRoutes, TraefikServices) with
+/// `crd_token_file`.
 pub fn traefik_config(
     web_port: u16,
     admin_port: u16,
     server: &str,
     token_file: &Path,
+    crd_token_file: &Path,
     ca_file: &Path,
 ) -> Value {
     json!({
@@ -320,6 +328,14 @@ pub fn traefik_config(
                 "token": token_file,
                 "certAuthFilePath": ca_file,
                 "statusAddress": {"ip": "127.0.0.1"},
+            },
+            "kubernetesCRD": {
+                "endpoint": server,
+                "token": crd_token_file,
+                "certAuthFilePath": ca_file,
+                // A Service without endpoints (a canary scaled to zero) answers 503 for its
+                // share instead of taking its whole TraefikService down.
+                "allowEmptyServices": true,
             },
         },
     })
@@ -399,7 +415,13 @@ mod tests {
             8001,
             "https://127.0.0.1:6443",
             Path::new("/t"),
+            Path::new("/crd"),
             Path::new("/ca"),
+        );
+        assert_eq!(config["providers"]["kubernetesCRD"]["token"], "/crd");
+        assert_eq!(
+            config["providers"]["kubernetesCRD"]["allowEmptyServices"],
+            true
         );
         assert_eq!(
             config["entryPoints"][LISTENER_NAME]["address"],

@@ -20,6 +20,7 @@ pub(crate) mod endpoints;
 mod gateway;
 mod kubectl;
 pub(crate) mod prometheus;
+mod traefik_crd;
 
 use std::fs::{self, File};
 use std::net::{Ipv4Addr, SocketAddr};
@@ -43,8 +44,9 @@ pub struct DataplaneArgs {
 
 #[derive(clap::Subcommand)]
 enum DataplaneCommand {
-    /// Start the cluster if needed, install the Gateway API CRDs if missing, create the
-    /// GatewayClass and Gateway, start Traefik and wait until the Gateway is Programmed.
+    /// Start the cluster if needed, install the Gateway API CRDs if missing and Traefik's
+    /// CRDs, create the GatewayClass and Gateway, start Traefik (Gateway and CRD providers)
+    /// and wait until the Gateway is Programmed.
     Up {
         /// Seconds to wait for Traefik and the Gateway (builds are not counted).
         #[arg(long, default_value_t = 120)]
@@ -162,6 +164,9 @@ impl Layout {
     fn traefik_token(&self) -> PathBuf {
         self.run_dir().join("traefik.token")
     }
+    fn traefik_crd_token(&self) -> PathBuf {
+        self.run_dir().join("traefik-crd.token")
+    }
     fn apps_dir(&self) -> PathBuf {
         self.run_dir().join("apps")
     }
@@ -250,6 +255,7 @@ fn up(layout: &Layout, timeout: Duration) -> Result<DataplaneInfo> {
     let deadline = Instant::now() + timeout;
 
     gateway::ensure_crds(&kubectl, &layout.workspace, deadline)?;
+    let traefik_crds = traefik_crd::ensure_crds(&kubectl, &layout.workspace)?;
     warn_if_endpointslice_controller_runs(&cluster);
 
     // Already running against this API server, and the Gateway still served? Then keep it.
@@ -262,6 +268,10 @@ fn up(layout: &Layout, timeout: Duration) -> Result<DataplaneInfo> {
         && let Some(info) = previous.as_ref()
         && info.pointer("/cluster/server").and_then(Value::as_str) == Some(cluster.server.as_str())
         && info.pointer("/traefik/binary").and_then(Value::as_str) == bins.traefik.to_str()
+        && info
+            .pointer("/traefik/crd_provider")
+            .and_then(Value::as_bool)
+            == Some(true)
         && let Some(ports) = TraefikPorts::from_info(info)
         && ports::http_get(ports.admin, "/ping").is_ok_and(|(code, _)| code == 200)
     {
@@ -297,11 +307,14 @@ fn up(layout: &Layout, timeout: Duration) -> Result<DataplaneInfo> {
     gateway::reset_gateway_status(&kubectl)?;
     let token = gateway::service_account_token(&kubectl, &layout.workspace)?;
     write_private(&layout.traefik_token(), &token)?;
+    let crd_token = traefik_crd::provider_token(&kubectl, &layout.workspace)?;
+    write_private(&layout.traefik_crd_token(), &crd_token)?;
     let config = gateway::traefik_config(
         ports.web,
         ports.admin,
         &cluster.server,
         &layout.traefik_token(),
+        &layout.traefik_crd_token(),
         &cluster.ca_cert,
     );
     fs::write(
@@ -365,6 +378,9 @@ fn up(layout: &Layout, timeout: Duration) -> Result<DataplaneInfo> {
             "pid_file": layout.traefik_pid(),
             "log": layout.traefik_log(),
             "web_port": ports.web,
+            // The kubernetesCRD provider (IngressRoute, TraefikService) runs too.
+            "crd_provider": true,
+            "crds": traefik_crds,
             "admin_port": ports.admin,
             "metrics_url": format!("http://127.0.0.1:{}/metrics", ports.admin),
             "ping_url": format!("http://127.0.0.1:{}/ping", ports.admin),

@@ -346,11 +346,60 @@ pub struct QueueState {
     pub depth: usize,
     /// Age of the oldest entry, in seconds.
     pub oldest_seconds: f64,
-    /// The last error per Canary (`namespace/name`), cleared when its records go through.
-    pub errors: BTreeMap<String, String>,
+    /// Per Canary (`namespace/name`): its records waiting, since when, and the last error.
+    pub canaries: BTreeMap<String, CanaryQueue>,
 }
 
-/// Writes the queue to Git, forever.
+/// The queue as one Canary sees it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CanaryQueue {
+    /// Records waiting.
+    pub pending: usize,
+    /// When the oldest waiting record happened (RFC 3339).
+    pub oldest: String,
+    /// Why the last write failed: a condition reason and a message.
+    pub error: Option<(String, String)>,
+}
+
+impl QueueState {
+    /// The `GitSynced` condition of a Canary: status, reason, message.
+    pub fn condition(&self, canary: &str) -> (&'static str, String, String) {
+        match self.canaries.get(canary) {
+            None => (
+                "True",
+                "Synced".into(),
+                "every ledger record and revert is in Git".into(),
+            ),
+            Some(q) => match &q.error {
+                Some((reason, message)) => (
+                    "False",
+                    reason.clone(),
+                    format!(
+                        "{} record(s) queued since {}: {message}",
+                        q.pending, q.oldest
+                    ),
+                ),
+                None => (
+                    "False",
+                    "Queued".into(),
+                    format!("{} record(s) queued since {}", q.pending, q.oldest),
+                ),
+            },
+        }
+    }
+}
+
+/// The condition reason of a Git failure.
+fn reason_of(e: &GitError) -> &'static str {
+    match e {
+        GitError::Unreachable(_) => "GitUnreachable",
+        GitError::Auth(_) => "GitAuthFailed",
+        GitError::Rejected(_) => "GitRejected",
+        GitError::Other(_) => "GitWriteFailed",
+    }
+}
+
+/// Writes the queue to Git, forever (records of one Canary in order).
 ///
 /// It looks at the queue at start, whenever `wake` is notified (a record was queued), and, while
 /// entries remain, again after a backoff (from `settings.poll` doubling up to 30 s). An empty
@@ -361,11 +410,16 @@ pub async fn run_worker(
     settings: GitSettings,
     state: Arc<std::sync::Mutex<QueueState>>,
     wake: Arc<tokio::sync::Notify>,
+    metrics: Arc<crate::metrics::Metrics>,
 ) {
     let mut backoff = settings.poll;
     loop {
         let done = flush(&client, namespace.as_deref(), &settings, &state).await;
-        let pending = state.lock().map(|s| s.depth).unwrap_or(0);
+        let (pending, oldest) = state
+            .lock()
+            .map(|s| (s.depth, s.oldest_seconds))
+            .unwrap_or((0, 0.0));
+        metrics.git_queue(pending, oldest);
         if done && pending == 0 {
             backoff = settings.poll;
             wake.notified().await;
@@ -426,13 +480,30 @@ pub async fn flush(
     if let Ok(mut s) = state.lock() {
         s.depth = entries.len();
         s.oldest_seconds = oldest.max(0.0);
+        let mut canaries: BTreeMap<String, CanaryQueue> = BTreeMap::new();
+        for (_, r) in &entries {
+            let who = format!("{}/{}", r.namespace, r.canary);
+            let q = canaries.entry(who.clone()).or_default();
+            q.pending += 1;
+            if q.oldest.is_empty() || r.at < q.oldest {
+                q.oldest = r.at.clone();
+            }
+            q.error = s.canaries.get(&who).and_then(|old| old.error.clone());
+        }
+        s.canaries = canaries;
     }
     let mut blocked: HashSet<(String, String)> = HashSet::new();
     let mut all_done = true;
     for (cm, record) in entries {
+        // Order is kept per Canary and branch: a Canary's records never overtake each other,
+        // and one Canary's failing credentials do not hold back another's records.
         let key = (
-            record.repository.url.clone(),
-            record.repository.branch.clone().unwrap_or_default(),
+            format!("{}/{}", record.namespace, record.canary),
+            format!(
+                "{}#{}",
+                record.repository.url,
+                record.repository.branch.clone().unwrap_or_default()
+            ),
         );
         if blocked.contains(&key) {
             all_done = false;
@@ -448,13 +519,21 @@ pub async fn flush(
                 }
                 if let Ok(mut s) = state.lock() {
                     s.depth = s.depth.saturating_sub(1);
-                    s.errors.remove(&who);
+                    if let Some(q) = s.canaries.get_mut(&who) {
+                        q.pending = q.pending.saturating_sub(1);
+                        q.error = None;
+                        if q.pending == 0 {
+                            s.canaries.remove(&who);
+                        }
+                    }
                 }
             }
             Err(e) => {
                 warn!(canary = %who, error = %e, "ledger record queued: Git write failed");
-                if let Ok(mut s) = state.lock() {
-                    s.errors.insert(who, e.to_string());
+                if let Ok(mut s) = state.lock()
+                    && let Some(q) = s.canaries.get_mut(&who)
+                {
+                    q.error = Some((reason_of(&e).to_string(), e.to_string()));
                 }
                 // Keep the order: nothing later for this branch goes before this one.
                 blocked.insert(key);

@@ -953,8 +953,8 @@ impl GatewayApiRouter {
             .await
     }
 
-    /// The routes the HTTPRoute gives now (all to the primary when it does not exist).
-    pub async fn get_routes(&self, t: &RouteTarget<'_>) -> Result<Routes, Error> {
+    /// The routes the HTTPRoute gives now; `None` when it does not exist.
+    pub async fn get_routes(&self, t: &RouteTarget<'_>) -> Result<Option<Routes>, Error> {
         let Some(obj) = self
             .version
             .kind()
@@ -966,10 +966,14 @@ impl GatewayApiRouter {
             )
             .await?
         else {
-            return Ok(Routes::PRIMARY);
+            return Ok(None);
         };
         let spec: HttpRouteSpec = serde_json::from_value(obj["spec"].clone())?;
-        Ok(routes_of(&spec, &ServiceNames::of(t.canary), t.status))
+        Ok(Some(routes_of(
+            &spec,
+            &ServiceNames::of(t.canary),
+            t.status,
+        )))
     }
 
     /// Points the apex Service at the target and the HTTPRoute at the apex Service; both stay

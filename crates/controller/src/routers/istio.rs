@@ -668,8 +668,8 @@ impl IstioRouter {
             .await
     }
 
-    /// The routes the VirtualService gives now (all to the primary when it does not exist).
-    pub async fn get_routes(&self, t: &RouteTarget<'_>) -> Result<Routes, Error> {
+    /// The routes the VirtualService gives now; `None` when it does not exist.
+    pub async fn get_routes(&self, t: &RouteTarget<'_>) -> Result<Option<Routes>, Error> {
         let Some(obj) = VIRTUAL_SERVICE
             .get(
                 &self.client,
@@ -679,10 +679,10 @@ impl IstioRouter {
             )
             .await?
         else {
-            return Ok(Routes::PRIMARY);
+            return Ok(None);
         };
         let spec: VirtualServiceSpec = serde_json::from_value(obj["spec"].clone())?;
-        Ok(routes_of(&spec, &ServiceNames::of(t.canary)))
+        Ok(Some(routes_of(&spec, &ServiceNames::of(t.canary))))
     }
 
     /// Points the apex Service at the target and the VirtualService at the apex Service; both

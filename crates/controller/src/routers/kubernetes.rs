@@ -69,18 +69,24 @@ impl KubernetesRouter {
         Ok(())
     }
 
-    /// The routes the apex Service's selector gives now.
-    pub async fn get_routes(&self, t: &RouteTarget<'_>) -> Result<Routes, Error> {
-        let svc = self.api(t).get(t.canary.spec.apex_service_name()).await?;
+    /// The routes the apex Service's selector gives now; `None` when it does not exist.
+    pub async fn get_routes(&self, t: &RouteTarget<'_>) -> Result<Option<Routes>, Error> {
+        let Some(svc) = self
+            .api(t)
+            .get_opt(t.canary.spec.apex_service_name())
+            .await?
+        else {
+            return Ok(None);
+        };
         let selected = svc
             .spec
             .and_then(|s| s.selector)
             .and_then(|s| s.get(t.selector.0).cloned());
-        Ok(if selected.as_deref() == Some(t.selector.1) {
+        Ok(Some(if selected.as_deref() == Some(t.selector.1) {
             Routes::weighted(100)
         } else {
             Routes::weighted(0)
-        })
+        }))
     }
 
     /// Points the apex at the target's own pods, which serve once the Canary is gone, and drops

@@ -22,6 +22,7 @@ pub mod gatewayapi;
 pub mod istio;
 pub mod kubernetes;
 pub mod smi;
+pub mod traefik;
 
 /// The field manager of everything a router writes.
 pub const MANAGER: &str = "fledge-router";
@@ -97,6 +98,8 @@ pub enum Router {
     Istio(istio::IstioRouter),
     /// `linkerd`, `smi:v1alpha2`, `smi:v1alpha3`: an SMI TrafficSplit.
     Smi(smi::SmiRouter),
+    /// `traefik`: a Traefik TraefikService.
+    Traefik(traefik::TraefikRouter),
 }
 
 /// The providers that have a router, as `spec.provider` names them.
@@ -108,6 +111,7 @@ pub const PROVIDERS: &[&str] = &[
     "linkerd",
     "smi:v1alpha2",
     "smi:v1alpha3",
+    "traefik",
 ];
 
 /// The router for a Canary's `spec.provider`, or an error naming the providers that have one.
@@ -136,6 +140,7 @@ pub fn router_for(client: Client, canary: &Canary) -> Result<Router, Error> {
             SmiVersion::V1alpha3,
             "smi:v1alpha3",
         )),
+        "traefik" => Router::Traefik(traefik::TraefikRouter::new(client)),
         other => {
             return Err(Error::InvalidSpec(format!(
                 "spec.provider: provider {other:?} has no router in this build; the routers \
@@ -154,6 +159,7 @@ impl Router {
             Router::GatewayApi(r) => r.provider(),
             Router::Istio(_) => "istio",
             Router::Smi(r) => r.provider(),
+            Router::Traefik(_) => traefik::PROVIDER,
         }
     }
 
@@ -167,6 +173,7 @@ impl Router {
             Router::GatewayApi(r) => r.set_routes(t, routes).await,
             Router::Istio(r) => r.ensure(t, routes).await,
             Router::Smi(r) => r.set_routes(t, routes).await,
+            Router::Traefik(r) => r.set_routes(t, routes).await,
         }
     }
 
@@ -177,16 +184,19 @@ impl Router {
             Router::GatewayApi(r) => r.set_routes(t, routes).await,
             Router::Istio(r) => r.set_routes(t, routes).await,
             Router::Smi(r) => r.set_routes(t, routes).await,
+            Router::Traefik(r) => r.set_routes(t, routes).await,
         }
     }
 
-    /// Reads the routes back from the cluster.
-    pub async fn get_routes(&self, t: &RouteTarget<'_>) -> Result<Routes, Error> {
+    /// Reads the routes back from the cluster; `None` when the routing object (the apex Service
+    /// for `kubernetes`) does not exist.
+    pub async fn get_routes(&self, t: &RouteTarget<'_>) -> Result<Option<Routes>, Error> {
         match self {
             Router::Kubernetes(r) => r.get_routes(t).await,
             Router::GatewayApi(r) => r.get_routes(t).await,
             Router::Istio(r) => r.get_routes(t).await,
             Router::Smi(r) => r.get_routes(t).await,
+            Router::Traefik(r) => r.get_routes(t).await,
         }
     }
 
@@ -199,6 +209,7 @@ impl Router {
             Router::GatewayApi(r) => r.finalize(t).await,
             Router::Istio(r) => r.finalize(t).await,
             Router::Smi(r) => r.finalize(t).await,
+            Router::Traefik(r) => r.finalize(t).await,
         }
     }
 }

@@ -146,8 +146,8 @@ impl SmiRouter {
             .await
     }
 
-    /// The routes the TrafficSplit gives now (all to the primary when it does not exist).
-    pub async fn get_routes(&self, t: &RouteTarget<'_>) -> Result<Routes, Error> {
+    /// The routes the TrafficSplit gives now; `None` when it does not exist.
+    pub async fn get_routes(&self, t: &RouteTarget<'_>) -> Result<Option<Routes>, Error> {
         let Some(obj) = self
             .version
             .kind()
@@ -159,10 +159,10 @@ impl SmiRouter {
             )
             .await?
         else {
-            return Ok(Routes::PRIMARY);
+            return Ok(None);
         };
         let spec: TrafficSplitSpec = serde_json::from_value(obj["spec"].clone())?;
-        Ok(routes_of(&spec, &ServiceNames::of(t.canary)))
+        Ok(Some(routes_of(&spec, &ServiceNames::of(t.canary))))
     }
 
     /// Points the apex Service at the target and deletes the TrafficSplit: the mesh then sends

@@ -88,7 +88,7 @@ fn canary_ready(cx: &mut Cx, target: &TargetObservation) -> bool {
             cx.target_name(),
             cx.deadline().as_secs()
         );
-        rollback::run(cx, reason);
+        rollback::run_as(cx, reason, NotifyKind::DeadlineExceeded);
     } else {
         cx.requeue(cx.poll());
     }

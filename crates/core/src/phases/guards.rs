@@ -5,7 +5,7 @@ use fledge_api::CanaryPhase;
 use fledge_api::validate::validate_canary_spec;
 
 use crate::action::{Action, NotifyKind, Severity};
-use crate::conditions::{self, READY, SPEC_VALID};
+use crate::conditions::{self, READY, SPEC_VALID, SUSPENDED};
 use crate::ctx::{Cx, SPEC_ERROR_REQUEUE};
 use crate::observe::TargetObservation;
 
@@ -46,18 +46,49 @@ pub(super) fn invalid_spec(cx: &mut Cx) -> bool {
 }
 
 /// `spec.suspend`: nothing moves. The readiness clock is cleared so that time spent suspended
-/// never counts against the progress deadline.
+/// never counts against the progress deadline. The halt is reported once (an Event and an
+/// alert), remembered in the `Suspended` condition.
 pub(super) fn suspended(cx: &mut Cx) {
     if let Some(r) = cx.status.rollout.as_mut() {
         r.unready_since = None;
     }
+    let message = format!(
+        "Canary {} halted (spec.suspend): nothing moves until it is resumed.",
+        cx.target_name()
+    );
+    let now = cx.now;
+    if conditions::set(&mut cx.status, SUSPENDED, "True", "Halted", &message, now) {
+        cx.event(false, "Halted", message.clone());
+        cx.notify(Severity::Warn, NotifyKind::Halted, message);
+    }
     cx.requeue(cx.interval());
 }
 
-/// Paused with `kubectl fledge pause`: nothing moves, as with `spec.suspend`, until a `resume`
-/// (or a `promote`, `abort` or `retry`) request.
+/// Not suspended: when the Canary was halted before, report the resume once.
+pub(super) fn resumed(cx: &mut Cx) {
+    let halted = conditions::get(&cx.status, SUSPENDED).is_some_and(|c| c.status == "True");
+    if !halted {
+        return;
+    }
+    let message = format!(
+        "Canary {} resumed (spec.suspend is false), phase {}.",
+        cx.target_name(),
+        cx.status.phase
+    );
+    let now = cx.now;
+    conditions::set(&mut cx.status, SUSPENDED, "False", "Resumed", &message, now);
+    cx.event(false, "Resumed", message.clone());
+    cx.notify(Severity::Info, NotifyKind::Resumed, message);
+}
+
+/// Paused with `kubectl fledge pause`: nothing moves, until a `resume` (or a `promote`,
+/// `abort` or `retry`) request. The readiness clock is cleared, as while suspended, so that time
+/// spent paused never counts against the progress deadline.
 pub(super) fn paused(cx: &mut Cx) {
-    suspended(cx);
+    if let Some(r) = cx.status.rollout.as_mut() {
+        r.unready_since = None;
+    }
+    cx.requeue(cx.interval());
 }
 
 /// The target workload does not exist: `Ready=False` with reason `TargetNotFound`, a warning

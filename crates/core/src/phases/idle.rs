@@ -78,7 +78,13 @@ fn try_start(cx: &mut Cx, target: &TargetObservation) {
             "Halt {} rollout: waiting for a rollout slot (--max-concurrent-rollouts).",
             cx.target_name()
         );
-        return wait(cx, "WaitingForRolloutSlot", message, false);
+        return wait(
+            cx,
+            "WaitingForRolloutSlot",
+            message,
+            false,
+            Some(Severity::Info),
+        );
     }
     let gated = !cx.spec.webhooks_of(HookType::ConfirmRollout).is_empty();
     if gated
@@ -96,13 +102,16 @@ fn try_start(cx: &mut Cx, target: &TargetObservation) {
                 cx.target_name(),
                 join(&failures)
             );
-            wait(cx, "WaitingForApproval", message, true);
+            // A gate held by `muteAlert` webhooks only says nothing in chat, as in Flagger.
+            let alert = failures.iter().any(|f| !f.muted).then_some(Severity::Warn);
+            wait(cx, "WaitingForApproval", message, true, alert);
         }
     }
 }
 
 /// Stays in (or enters) `Waiting`. `polled`: a gate was just asked, so the interval clock ticks.
-fn wait(cx: &mut Cx, reason: &str, message: String, polled: bool) {
+/// `alert`: the severity of the chat alert sent on entering, if any.
+fn wait(cx: &mut Cx, reason: &str, message: String, polled: bool, alert: Option<Severity>) {
     let now = cx.now_time();
     if cx.status.phase == CanaryPhase::Waiting {
         if polled {
@@ -112,7 +121,9 @@ fn wait(cx: &mut Cx, reason: &str, message: String, polled: bool) {
     } else {
         cx.rollout_mut().last_step_time = polled.then_some(now);
         cx.enter(CanaryPhase::Waiting, reason, message.clone());
-        cx.notify(Severity::Info, NotifyKind::Waiting, message.clone());
+        if let Some(severity) = alert {
+            cx.notify(severity, NotifyKind::Waiting, message.clone());
+        }
     }
     // The condition says what the Canary waits for (a slot or an approval), so that the
     // adapter can queue slot waiters in order and people can see why.

@@ -49,7 +49,7 @@ fn wait(cx: &mut Cx, target: &TargetObservation, why: String) {
         "ProgressDeadlineExceeded",
         message.clone(),
     );
-    cx.notify(Severity::Error, NotifyKind::Blocked, message);
+    cx.notify(Severity::Error, NotifyKind::DeadlineExceeded, message);
 }
 
 fn finish(cx: &mut Cx, target: &TargetObservation) {

@@ -38,6 +38,7 @@ pub(crate) fn decide(cx: &mut Cx) {
         refuse(cx, "spec.suspend is true");
         return guards::suspended(cx);
     }
+    guards::resumed(cx);
     match cx.obs.target.as_ref() {
         None => {
             refuse(cx, "the target workload is missing");

@@ -80,11 +80,47 @@ pub(super) fn finalise(cx: &mut Cx) {
         format!("Promotion completed! Scaling down {name}"),
     );
     cx.call_webhooks(HookType::PostRollout);
+    let took = cx
+        .elapsed(
+            cx.status
+                .rollout
+                .as_ref()
+                .and_then(|r| r.start_time.as_ref()),
+        )
+        .map(|d| format!(" in {}", human_duration(d)))
+        .unwrap_or_default();
     cx.notify(
         Severity::Info,
         NotifyKind::Promoted,
-        format!("Canary analysis of {name} completed successfully, promotion finished."),
+        format!("Canary analysis of {name} completed successfully, promotion finished{took}."),
     );
-    cx.ledger(LedgerEvent::Promoted, Vec::new());
+    let reasons = super::requests::promoted_by(cx).into_iter().collect();
+    cx.ledger(LedgerEvent::Promoted, reasons);
     cx.requeue(cx.interval());
+}
+
+/// `d` for people: `1h2m3s`, `4m0s`, `12s`.
+pub(crate) fn human_duration(d: std::time::Duration) -> String {
+    let s = d.as_secs();
+    let (h, m, s) = (s / 3600, (s % 3600) / 60, s % 60);
+    if h > 0 {
+        format!("{h}h{m}m{s}s")
+    } else if m > 0 {
+        format!("{m}m{s}s")
+    } else {
+        format!("{s}s")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::human_duration;
+    use std::time::Duration;
+
+    #[test]
+    fn durations_read_as_hours_minutes_and_seconds() {
+        assert_eq!(human_duration(Duration::from_secs(12)), "12s");
+        assert_eq!(human_duration(Duration::from_secs(240)), "4m0s");
+        assert_eq!(human_duration(Duration::from_secs(3723)), "1h2m3s");
+    }
 }

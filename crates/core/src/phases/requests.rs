@@ -117,3 +117,19 @@ fn record(cx: &mut Cx, request: OperatorRequest, accepted: bool, message: String
         handled_at,
     });
 }
+
+/// For the ledger record of a promotion: who asked for it with `kubectl fledge promote`, when
+/// the rollout ending now was promoted on request.
+pub(super) fn promoted_by(cx: &Cx) -> Option<String> {
+    let last = cx.status.last_request.as_ref()?;
+    let started = cx.status.rollout.as_ref()?.start_time.as_ref()?;
+    let handled = last.handled_at.as_ref()?;
+    (last.accepted && last.request.action == RequestAction::Promote && handled.0 >= started.0).then(
+        || {
+            format!(
+                "promoted on request by {}, skipping the remaining analysis",
+                last.request.who()
+            )
+        },
+    )
+}

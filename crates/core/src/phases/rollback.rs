@@ -6,8 +6,16 @@ use fledge_api::{CanaryPhase, HookType};
 use crate::action::{Action, CanaryScale, LedgerEvent, NotifyKind, Routes, Severity};
 use crate::ctx::Cx;
 
+/// How many failure reasons a rollback alert quotes.
+const ALERT_REASONS: usize = 3;
+
 /// Rolls the revision under test back, for `reason`. It is not retried until the target changes.
 pub(super) fn run(cx: &mut Cx, reason: String) {
+    run_as(cx, reason, NotifyKind::RolledBack);
+}
+
+/// [`run`], with the alert of `kind` (a rollback for the progress deadline says so).
+pub(super) fn run_as(cx: &mut Cx, reason: String, kind: NotifyKind) {
     cx.set_routes(Routes::PRIMARY);
     cx.act(Action::ScaleCanary(CanaryScale::Zero));
     if let Some(r) = cx.status.rollout.as_mut() {
@@ -20,17 +28,30 @@ pub(super) fn run(cx: &mut Cx, reason: String) {
         format!("Rolling back {name}: {reason}"),
     );
     cx.call_webhooks(HookType::PostRollout);
-    cx.notify(
-        Severity::Error,
-        NotifyKind::RolledBack,
-        format!("Canary analysis of {name} failed, rollback finished: {reason}"),
-    );
     let mut reasons = cx
         .status
         .rollout
         .as_ref()
         .map(|r| r.failures.clone())
         .unwrap_or_default();
+    // The alert names the checks that failed (the last few, newest last), not just the count.
+    let recent: Vec<&str> = reasons
+        .iter()
+        .rev()
+        .take(ALERT_REASONS)
+        .rev()
+        .map(String::as_str)
+        .collect();
+    let because = if recent.is_empty() {
+        String::new()
+    } else {
+        format!(" Failed checks: {}", recent.join("; "))
+    };
+    cx.notify(
+        Severity::Error,
+        kind,
+        format!("Canary analysis of {name} failed, rollback finished: {reason}.{because}"),
+    );
     reasons.push(reason.clone());
     cx.ledger(LedgerEvent::RolledBack, reasons);
     let revision = cx.status.last_applied_spec.clone().unwrap_or_default();

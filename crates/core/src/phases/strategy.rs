@@ -55,7 +55,16 @@ fn weighted(cx: &mut Cx) {
             cx.target_name(),
             join(&failures)
         );
-        return cx.event(false, "WaitingForApproval", message);
+        cx.event(false, "WaitingForApproval", message.clone());
+        // Asked every interval while it holds; the adapter posts a repeated alert once.
+        if failures.iter().any(|f| !f.muted) {
+            cx.notify(
+                Severity::Warn,
+                NotifyKind::Waiting,
+                format!("{message} (canary weight {current}%)"),
+            );
+        }
+        return;
     }
     cx.set_routes(next);
     let message = match next.mirror {
@@ -65,6 +74,7 @@ fn weighted(cx: &mut Cx) {
         ),
         None => format!("Advance {} canary weight {}", cx.target_name(), next.canary),
     };
+    cx.notify(Severity::Info, NotifyKind::TrafficStep, message.clone());
     if cx.status.phase == CanaryPhase::Progressing {
         cx.event(false, "WeightAdvanced", message);
     } else {
@@ -86,6 +96,7 @@ fn iterate(cx: &mut Cx, during: Routes, before_promotion: Option<Routes>) {
         cx.target_name(),
         cx.status.iterations
     );
+    cx.notify(Severity::Info, NotifyKind::TrafficStep, message.clone());
     if cx.status.phase == CanaryPhase::Progressing {
         cx.event(false, "IterationAdvanced", message);
     } else {
@@ -118,7 +129,9 @@ fn promotion_gate(cx: &mut Cx, before_promotion: Option<Routes>) {
                     "WaitingForApproval",
                     message.clone(),
                 );
-                cx.notify(Severity::Info, NotifyKind::Waiting, message);
+                if failures.iter().any(|f| !f.muted) {
+                    cx.notify(Severity::Warn, NotifyKind::Waiting, message);
+                }
             }
         }
     }
