@@ -45,6 +45,8 @@ fn bluegreen(
 /// Creates the Deployments and Canaries, starts the controller and waits until every Canary
 /// is initialized.
 async fn set_up(ns: &TestNs, canaries: Vec<serde_json::Value>) {
+    // Built before anything starts, so that no request waits for a build mid-rollout.
+    plugin::binary();
     for c in &canaries {
         let name = c["metadata"]["name"].as_str().unwrap();
         ns.create::<Deployment>(deployment_json(name, V1, 1)).await;
@@ -211,9 +213,10 @@ async fn retry_after_a_failure() {
 async fn pause_and_resume() {
     let ns = TestNs::new("plugin-pause").await;
     let hook = Hook::start(200).await.unwrap();
+    // Long enough (30 steps of 2 s) that the pause lands mid-analysis.
     set_up(
         &ns,
-        vec![bluegreen("podinfo", &hook.url("/rollout"), "2s", 8, 2)],
+        vec![bluegreen("podinfo", &hook.url("/rollout"), "2s", 30, 2)],
     )
     .await;
     ns.set_image("podinfo", V2).await;
@@ -224,6 +227,8 @@ async fn pause_and_resume() {
     let out = run(&ns, &["pause", "podinfo"]).await.ok();
     assert!(out.contains(": nothing moves until resumed"), "{out}");
     let paused = ns.api::<Canary>().get("podinfo").await.unwrap();
+    assert_eq!(status(&paused).phase, CanaryPhase::Progressing);
+    assert!(status(&paused).paused.is_some());
     let at = status(&paused).iterations;
     let calls = hook.calls("/rollout").len();
     // Three intervals later nothing has moved: no step, no webhook call.
@@ -244,9 +249,14 @@ async fn pause_and_resume() {
 
     let out = run(&ns, &["resume", "podinfo"]).await.ok();
     assert!(out.contains(": carrying on"), "{out}");
+    ns.wait_canary("podinfo", ROLLOUT, "the analysis going on", |c| {
+        status(c).iterations > at
+    })
+    .await;
+    assert!(hook.calls("/rollout").len() > calls);
+    run(&ns, &["promote", "podinfo"]).await.ok();
     ns.wait_phase("podinfo", CanaryPhase::Succeeded, ROLLOUT)
         .await;
-    assert!(hook.calls("/rollout").len() > calls);
     has_event(&ns, "podinfo", "PauseRequested", "pause requested by").await;
     has_event(&ns, "podinfo", "ResumeRequested", "resume requested by").await;
 }
