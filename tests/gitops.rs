@@ -557,3 +557,248 @@ async fn a_rollback_reverts_a_kustomization() {
 async fn a_rollback_reverts_a_helm_release_value() {
     a_rollback_reverts_the_source(Source::HelmRelease).await;
 }
+
+/// 7. A revert to the previously promoted image is promoted without analysis; with
+///    `fastRollback: false` it is analysed like any release.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_revert_to_a_promoted_image_is_promoted_fast_unless_told_not_to() {
+    let ns = TestNs::new("git-fast").await;
+    let daemon = GitDaemon::start_new(&ns.name).unwrap();
+    let url = daemon
+        .create_repo("app", &[("deploy/podinfo.yaml", &manifest(V1))])
+        .unwrap();
+    let hook = Hook::start(200).await.unwrap();
+    for (name, fast) in [("fast", true), ("slow", false)] {
+        ns.create::<Deployment>(deployment_json(name, V1, 1)).await;
+        let mut c = canary(&hook.url("/rollout"), &url);
+        c["metadata"]["name"] = json!(name);
+        c["spec"]["targetRef"]["name"] = json!(name);
+        c["spec"]["analysis"]["iterations"] = json!(3);
+        c["spec"]["gitops"]["fastRollback"] = json!(fast);
+        ns.create::<Canary>(c).await;
+    }
+    start_controller(&ns);
+    for name in ["fast", "slow"] {
+        ns.wait_phase(name, CanaryPhase::Initialized, Duration::from_secs(90))
+            .await;
+        ns.set_image(name, V2).await;
+    }
+    for name in ["fast", "slow"] {
+        ns.wait_canary(name, ROLLOUT, "V2 promoted", |c| {
+            c.status.as_ref().is_some_and(|s| {
+                s.phase == CanaryPhase::Succeeded && s.promoted_revisions.len() == 2
+            })
+        })
+        .await;
+    }
+    // Back to V1, which was promoted before (as after a revert in Git).
+    let mut took = Vec::new();
+    for name in ["fast", "slow"] {
+        let before = ns.api::<Canary>().get(name).await.unwrap().status.unwrap();
+        let (v1, v2) = (
+            before.promoted_revisions[0].clone(),
+            before.promoted_revisions[1].clone(),
+        );
+        let started = Instant::now();
+        ns.set_image(name, V1).await;
+        ns.wait_canary(name, ROLLOUT, "V1 promoted again", |c| {
+            c.status.as_ref().is_some_and(|s| {
+                s.phase == CanaryPhase::Succeeded
+                    && s.last_promoted_spec.as_ref() == Some(&v1)
+                    && s.promoted_revisions == [v2.clone(), v1.clone()]
+            })
+        })
+        .await;
+        took.push((name, started.elapsed()));
+    }
+    let fast_events = ns.events("fast").await;
+    let slow_events = ns.events("slow").await;
+    let count = |evs: &[String], what: &str| evs.iter().filter(|e| e.contains(what)).count();
+    assert_eq!(count(&fast_events, "FastRollback"), 1, "{fast_events:#?}");
+    assert_eq!(count(&slow_events, "FastRollback"), 0, "{slow_events:#?}");
+    // The fast one went back to V1 without an analysis iteration; the slow one ran all three.
+    let iterations = |name: &'static str| {
+        let api = ns.api::<Canary>();
+        async move { api.get(name).await.unwrap().status.unwrap().iterations }
+    };
+    assert_eq!(iterations("fast").await, 0);
+    assert_eq!(iterations("slow").await, 3);
+    eprintln!("back to a promoted image: {took:?}");
+    assert_eq!(
+        fledge_e2e::image_of(&ns.deployment("fast-primary").await),
+        V1
+    );
+    assert_eq!(
+        fledge_e2e::image_of(&ns.deployment("slow-primary").await),
+        V1
+    );
+}
+
+/// 6. `fledge dora` on the ledger of a scripted series of rollouts: two promoted, one rolled
+///    back; the four figures follow from what the test did and timed.
+#[tokio::test(flavor = "multi_thread")]
+async fn dora_metrics_come_from_the_ledger() {
+    let ns = TestNs::new("git-dora").await;
+    let daemon = GitDaemon::start_new(&ns.name).unwrap();
+    let url = daemon
+        .create_repo("app", &[("deploy/podinfo.yaml", &manifest(V1))])
+        .unwrap();
+    let hook = Hook::start(200).await.unwrap();
+    ns.create::<Deployment>(deployment_json("podinfo", V1, 1))
+        .await;
+    let mut c = canary(&hook.url("/rollout"), &url);
+    c["spec"]["analysis"]["threshold"] = json!(1);
+    ns.create::<Canary>(c).await;
+    start_controller(&ns);
+    ns.wait_phase("podinfo", CanaryPhase::Initialized, Duration::from_secs(90))
+        .await;
+    let began = Instant::now();
+    let v3 = "ghcr.io/stefanprodan/podinfo:6.0.2";
+    let v4 = "ghcr.io/stefanprodan/podinfo:6.0.3";
+    let mut longest_release = Duration::ZERO;
+    for (image, ok) in [(V2, true), (v3, false), (v4, true)] {
+        hook.set_status(if ok { 200 } else { 500 });
+        let prev = ns
+            .api::<Canary>()
+            .get("podinfo")
+            .await
+            .unwrap()
+            .status
+            .and_then(|s| s.last_applied_spec);
+        let released = Instant::now();
+        release(&daemon, image);
+        ns.set_image("podinfo", image).await;
+        let want = if ok {
+            CanaryPhase::Succeeded
+        } else {
+            CanaryPhase::Failed
+        };
+        ns.wait_canary("podinfo", ROLLOUT, &format!("{image} to end {want}"), |c| {
+            c.status
+                .as_ref()
+                .is_some_and(|s| s.phase == want && s.last_applied_spec != prev)
+        })
+        .await;
+        longest_release = longest_release.max(released.elapsed());
+        eventually(Duration::from_secs(60), "the records in Git", || async {
+            queue_len(&ns).await == 0
+        })
+        .await
+        .unwrap();
+    }
+    let out = std::process::Command::new(fledge_e2e::fledge_binary())
+        .args(["dora", "--repo", &url, "--since", "1d", "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let all = &report["overall"];
+    eprintln!(
+        "fledge dora: {}\n{}",
+        serde_json::to_string_pretty(all).unwrap(),
+        String::from_utf8_lossy(
+            &std::process::Command::new(fledge_e2e::fledge_binary())
+                .args(["dora", "--repo", &url, "--since", "1d"])
+                .output()
+                .unwrap()
+                .stdout
+        )
+    );
+    assert_eq!(all["deployments"], 2, "{report}");
+    assert_eq!(all["failures"], 1, "{report}");
+    assert_eq!(all["deploymentsPerDay"], 2.0, "{report}");
+    let cfr = all["changeFailureRatePercent"].as_f64().unwrap();
+    assert!((cfr - 100.0 / 3.0).abs() < 1e-6, "{report}");
+    // Lead time: from the release commit to the end of the promotion, so at most what the
+    // test measured from its commit to the Succeeded it saw (whole seconds in the ledger).
+    let lead = all["leadTimeSeconds"].as_f64().unwrap();
+    assert!(
+        lead >= 0.0 && lead <= longest_release.as_secs_f64() + 2.0,
+        "{lead} vs {longest_release:?}"
+    );
+    // Time to restore: from the first failed check to the end of the rollback (threshold 1:
+    // the same step), a few seconds at most.
+    let restore = all["timeToRestoreSeconds"].as_f64().unwrap();
+    assert!(
+        restore >= 0.0 && restore <= began.elapsed().as_secs_f64(),
+        "{restore}"
+    );
+    assert_eq!(all["bands"]["deploymentFrequency"], "elite");
+    assert_eq!(all["bands"]["leadTime"], "elite");
+    assert_eq!(all["bands"]["changeFailureRate"], "low");
+    assert_eq!(all["bands"]["timeToRestore"], "elite");
+    let per = &report["canaries"][format!("{}/podinfo", ns.name)];
+    assert_eq!(per["deployments"], 2, "{report}");
+}
+
+/// 4. Another writer pushes to the branch between fledge's fetch and its push: the push is
+///    refused, fledge starts over on the new head, and both histories are kept (nothing is
+///    force-pushed). The other writer is a `pre-receive` hook that commits to `main` while
+///    fledge's first push waits, exactly between fetch and push.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_concurrent_writer_keeps_its_commit() {
+    use std::os::unix::fs::PermissionsExt;
+    let ns = TestNs::new("git-race").await;
+    let daemon = GitDaemon::start_new(&ns.name).unwrap();
+    let url = daemon
+        .create_repo("app", &[("deploy/podinfo.yaml", &manifest(V1))])
+        .unwrap();
+    let hook = Hook::start(200).await.unwrap();
+    ns.create::<Deployment>(deployment_json("podinfo", V1, 1))
+        .await;
+    ns.create::<Canary>(canary(&hook.url("/rollout"), &url))
+        .await;
+    start_controller(&ns);
+    ns.wait_phase("podinfo", CanaryPhase::Initialized, Duration::from_secs(90))
+        .await;
+    let trigger = release(&daemon, V2);
+    let hook_path = daemon.base.join("app.git/hooks/pre-receive");
+    std::fs::write(
+        &hook_path,
+        "#!/bin/sh\n\
+         # Once: another writer commits to main before this push updates it.\n\
+         [ -e \"$GIT_DIR/raced\" ] && exit 0\n\
+         touch \"$GIT_DIR/raced\"\n\
+         unset GIT_QUARANTINE_PATH GIT_OBJECT_DIRECTORY GIT_ALTERNATE_OBJECT_DIRECTORIES\n\
+         parent=$(git rev-parse refs/heads/main)\n\
+         tree=$(git rev-parse \"$parent^{tree}\")\n\
+         c=$(echo 'another writer' | GIT_AUTHOR_NAME=other GIT_AUTHOR_EMAIL=o@x GIT_COMMITTER_NAME=other GIT_COMMITTER_EMAIL=o@x git commit-tree \"$tree\" -p \"$parent\")\n\
+         git update-ref refs/heads/main \"$c\" \"$parent\"\n\
+         exit 0\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&hook_path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    ns.set_image("podinfo", V2).await;
+    ns.wait_phase("podinfo", CanaryPhase::Succeeded, ROLLOUT)
+        .await;
+    eventually(Duration::from_secs(60), "two ledger commits", || async {
+        fledge_commits(&daemon).len() >= 2 && queue_len(&ns).await == 0
+    })
+    .await
+    .unwrap();
+    // The other writer's commit came in while fledge's first push waited: fledge's commits
+    // follow it.
+    let clone = daemon.clone_repo("app").unwrap();
+    let subjects: Vec<String> = clone
+        .log()
+        .unwrap()
+        .iter()
+        .map(|m| m.lines().next().unwrap_or_default().to_string())
+        .rev()
+        .collect();
+    let other = subjects.iter().position(|s| s == "another writer");
+    let started = subjects.iter().position(|s| s.contains("rollout started"));
+    assert!(
+        other.is_some() && started.is_some() && other < started,
+        "{subjects:#?}"
+    );
+    check_ledger(&daemon, &ns, &trigger);
+    // Linear history: every commit has one parent, nothing was rewritten.
+    let merges = git(&clone.dir, &["rev-list", "--merges", "HEAD"]).unwrap();
+    assert!(merges.trim().is_empty(), "{merges}");
+    eprintln!("history with a concurrent writer: {subjects:?}");
+}

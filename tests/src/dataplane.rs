@@ -664,6 +664,8 @@ struct Slot {
     attached: bool,
     process: Option<Podinfo>,
     scrape: Option<crate::analysis::ScrapeTarget>,
+    /// Scaled to zero, serving until then.
+    draining: Option<Instant>,
 }
 
 impl Follower {
@@ -730,8 +732,20 @@ async fn follow(
 ) -> anyhow::Result<()> {
     let want = tag.as_ref().map(|t| format!("{role} {t}"));
     if slot.attached && slot.process.as_ref().map(|p| &p.version) == want.as_ref() {
+        slot.draining = None;
         return Ok(());
     }
+    // Scaled to zero: like a Pod with a preStop sleep, the process keeps serving (and stays in
+    // the slices) for a few seconds, so that the gateway applies the route change first.
+    if want.is_none() && slot.process.is_some() {
+        let until = *slot
+            .draining
+            .get_or_insert_with(|| Instant::now() + Duration::from_secs(3));
+        if Instant::now() < until {
+            return Ok(());
+        }
+    }
+    slot.draining = None;
     let next = match (&want, &tag) {
         (Some(version), Some(tag)) => Some(Podinfo::start(version, opts(role, tag)).await?),
         _ => None,

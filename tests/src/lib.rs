@@ -151,6 +151,11 @@ pub async fn install_crds(client: &Client) {
 
 static SEQ: AtomicU64 = AtomicU64::new(0);
 
+/// The `fledge` binary the tests run (built once per run).
+pub fn fledge_binary() -> PathBuf {
+    prepare().fledge.clone()
+}
+
 /// A namespace of its own for one test, deleted at the end.
 pub struct TestNs {
     /// The client.

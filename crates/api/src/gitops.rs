@@ -101,3 +101,171 @@ impl GitOps {
             .unwrap_or(DEFAULT_LEDGER_PATH)
     }
 }
+
+/// The problems of `spec.gitops`, as `(field, message)`.
+pub fn problems(g: &GitOps) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut repo = |base: &str, r: &GitRepository| {
+        let url = r.url.trim();
+        if url.is_empty() {
+            out.push((
+                format!("{base}.url"),
+                "is empty; write the repository's ssh://, https://, git:// or file:// URL".into(),
+            ));
+        } else if !["ssh://", "https://", "http://", "git://", "file://"]
+            .iter()
+            .any(|s| url.starts_with(s))
+        {
+            out.push((
+                format!("{base}.url"),
+                "must start with ssh://, https://, http://, git:// or file:// (scp-like user@host:path is not accepted; write ssh://user@host/path)".into(),
+            ));
+        } else if let Some(rest) = url.split_once("://").map(|(_, r)| r)
+            && rest.split('/').next().is_some_and(|h| {
+                h.contains(':')
+                    && h.contains('@')
+                    && h.split('@').next().is_some_and(|u| u.contains(':'))
+            })
+        {
+            out.push((
+                format!("{base}.url"),
+                "carries a password; put credentials in the Secret of secretRef (username, password) instead".into(),
+            ));
+        }
+        if let Some(b) = &r.branch
+            && (b.is_empty() || b.starts_with('-') || b.contains("..") || b.contains(' '))
+        {
+            out.push((
+                format!("{base}.branch"),
+                format!("{b:?} is not a branch name"),
+            ));
+        }
+        if let Some(s) = &r.secret_ref
+            && s.name.is_empty()
+        {
+            out.push((
+                format!("{base}.secretRef.name"),
+                "is empty; name the Secret".into(),
+            ));
+        }
+    };
+    repo("spec.gitops.repository", &g.repository);
+    if let Some(r) = g.ledger.as_ref().and_then(|l| l.repository.as_ref()) {
+        repo("spec.gitops.ledger.repository", r);
+    }
+    let relative = |field: &str, p: &str, out: &mut Vec<(String, String)>| {
+        if p.is_empty() || p.starts_with('/') || p.split('/').any(|s| s == "..") {
+            out.push((
+                field.to_string(),
+                format!("{p:?} must be a path inside the repository, e.g. deploy/app.yaml"),
+            ));
+        }
+    };
+    if let Some(p) = &g.path {
+        relative("spec.gitops.path", p, &mut out);
+    }
+    if let Some(p) = g.ledger.as_ref().and_then(|l| l.path.as_deref()) {
+        relative("spec.gitops.ledger.path", p, &mut out);
+    }
+    if let Some(ip) = &g.image_path {
+        if g.path.is_none() {
+            out.push((
+                "spec.gitops.imagePath".into(),
+                "needs spec.gitops.path, the file it points into".into(),
+            ));
+        }
+        if ip.is_empty() || ip.split('.').any(str::is_empty) {
+            out.push((
+                "spec.gitops.imagePath".into(),
+                format!("{ip:?} is not a dotted path; write e.g. spec.values.image.tag"),
+            ));
+        }
+    }
+    if let Some(m) = &g.mode
+        && m != "push"
+        && m != "branch"
+    {
+        out.push((
+            "spec.gitops.mode".into(),
+            format!("{m:?} is not a mode; use push (commit to the branch) or branch (a branch for a pull request)"),
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn g(url: &str) -> GitOps {
+        GitOps {
+            repository: GitRepository {
+                url: url.into(),
+                ..Default::default()
+            },
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_good_spec_has_no_problem_and_bad_ones_say_what_to_do() {
+        let mut ok = g("ssh://git@github.com/org/app.git");
+        ok.path = Some("deploy/app.yaml".into());
+        ok.image_path = Some("spec.values.image.tag".into());
+        ok.mode = Some("branch".into());
+        assert!(problems(&ok).is_empty(), "{:?}", problems(&ok));
+        let cases: Vec<(GitOps, &str, &str)> = vec![
+            (g(""), "spec.gitops.repository.url", "is empty"),
+            (
+                g("git@github.com:org/app.git"),
+                "spec.gitops.repository.url",
+                "scp-like",
+            ),
+            (
+                g("https://bot:tok@h/app.git"),
+                "spec.gitops.repository.url",
+                "carries a password",
+            ),
+            (
+                GitOps {
+                    path: Some("../x.yaml".into()),
+                    ..g("git://h/a")
+                },
+                "spec.gitops.path",
+                "inside the repository",
+            ),
+            (
+                GitOps {
+                    image_path: Some("spec..tag".into()),
+                    path: Some("a.yaml".into()),
+                    ..g("git://h/a")
+                },
+                "spec.gitops.imagePath",
+                "dotted path",
+            ),
+            (
+                GitOps {
+                    image_path: Some("spec.values.image".into()),
+                    ..g("git://h/a")
+                },
+                "spec.gitops.imagePath",
+                "needs spec.gitops.path",
+            ),
+            (
+                GitOps {
+                    mode: Some("pr".into()),
+                    ..g("git://h/a")
+                },
+                "spec.gitops.mode",
+                "push",
+            ),
+        ];
+        for (spec, field, words) in cases {
+            let p = problems(&spec);
+            assert!(
+                p.iter().any(|(f, m)| f == field && m.contains(words)),
+                "{field}: {p:?}"
+            );
+        }
+    }
+}

@@ -128,6 +128,11 @@ pub struct CanaryStatus {
     /// inspection, until the next one starts).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollout: Option<RolloutProgress>,
+    /// fledge extension: the spec hashes of the revisions promoted to the primary, oldest
+    /// first (at most the last 10): a new revision equal to one of them is a rollback to a
+    /// known-good version (`spec.gitops.fastRollback`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub promoted_revisions: Vec<String>,
 
     // ---- kubectl fledge: requests (see `request.rs`) ----
     /// fledge extension: a request made with `kubectl fledge`, waiting for the controller, which
@@ -200,6 +205,10 @@ pub struct RolloutProgress {
     /// Reasons of the failed checks of this rollout, newest last (at most the last 10).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub failures: Vec<String>,
+    /// When the first check of this rollout failed (the start of an incident, for the time to
+    /// restore).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_failure_time: Option<Time>,
     /// The last result of each metric of `spec.analysis.metrics`, from the latest analysis
     /// step that ran the metric checks.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

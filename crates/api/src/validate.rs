@@ -177,6 +177,11 @@ pub fn validate_canary_spec(spec: &CanarySpec) -> Vec<Problem> {
     }
 
     check_service(&mut p, &spec.service);
+    if let Some(g) = &spec.gitops {
+        for (field, message) in crate::gitops::problems(g) {
+            p.add(field, message);
+        }
+    }
 
     let analysis = spec.analysis_or_default();
     check_analysis(&mut p, spec, provider, &analysis);

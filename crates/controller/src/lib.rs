@@ -6,6 +6,7 @@ pub mod autoscaler;
 pub mod configs;
 pub mod controller;
 pub mod crds;
+pub mod dora;
 pub mod drift;
 mod error;
 pub mod events;

@@ -28,6 +28,25 @@ enum Command {
         #[arg(required = true, value_name = "FILE")]
         files: Vec<String>,
     },
+    /// DORA metrics from the Git ledger: deployment frequency, lead time for changes, change
+    /// failure rate and time to restore, per Canary and overall, with their performance bands.
+    Dora {
+        /// The repository holding the ledger: a local working tree or a URL to clone.
+        #[arg(long)]
+        repo: String,
+        /// The window, e.g. `30d`, `12h`.
+        #[arg(long, default_value = "30d")]
+        since: String,
+        /// Only the Canaries of this namespace.
+        #[arg(long)]
+        namespace: Option<String>,
+        /// The ledger directory in the repository.
+        #[arg(long, default_value = fledge_api::gitops::DEFAULT_LEDGER_PATH)]
+        ledger_path: String,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Print the fledge CustomResourceDefinitions as one multi-document YAML stream.
     Crds {
         /// Write one file per CRD into this directory instead (as kept in `config/crd/`).
@@ -211,6 +230,24 @@ fn main() -> ExitCode {
         Command::Validate { files } => {
             let code = fledge_controller::validate_cmd::run(
                 &files,
+                &mut std::io::stdout().lock(),
+                &mut std::io::stderr().lock(),
+            );
+            ExitCode::from(u8::try_from(code).unwrap_or(2))
+        }
+        Command::Dora {
+            repo,
+            since,
+            namespace,
+            ledger_path,
+            json,
+        } => {
+            let code = fledge_controller::dora::run(
+                &repo,
+                &ledger_path,
+                &since,
+                namespace.as_deref(),
+                json,
                 &mut std::io::stdout().lock(),
                 &mut std::io::stderr().lock(),
             );

@@ -26,6 +26,8 @@ pub(crate) const MIN_INTERVAL: Duration = Duration::from_secs(1);
 pub(crate) const MAX_FAILURES: usize = 10;
 /// The most analysis steps whose metric results `status.rollout.history` keeps.
 pub(crate) const MAX_HISTORY: usize = 20;
+/// How many promoted revisions `status.promotedRevisions` keeps.
+pub(crate) const MAX_PROMOTED: usize = 10;
 
 /// Where gate and metric results come from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -291,6 +293,18 @@ impl<'a> Cx<'a> {
                 message: String::new(),
             });
         }
+    }
+
+    /// Remembers `revision` as promoted (newest last, at most the last 10, no repeats).
+    pub fn remember_promoted(&mut self, revision: Option<String>) {
+        let Some(revision) = revision else {
+            return;
+        };
+        let list = &mut self.status.promoted_revisions;
+        list.retain(|r| *r != revision);
+        list.push(revision);
+        let excess = list.len().saturating_sub(MAX_PROMOTED);
+        list.drain(..excess);
     }
 
     /// Records a ledger entry about the revision under test, from the status as it is now.

@@ -279,6 +279,15 @@ fn the_failure_list_is_bounded() {
     }
     assert_eq!(status.failed_checks, 30);
     assert_eq!(status.rollout.as_ref().map(|r| r.failures.len()), Some(10));
+    // The first failure's time stays: it starts the incident.
+    assert_eq!(
+        status
+            .rollout
+            .as_ref()
+            .and_then(|r| r.first_failure_time.as_ref())
+            .map(|t| t.0),
+        Some(at(NOW))
+    );
 }
 
 #[test]
@@ -414,6 +423,99 @@ fn the_metric_history_is_bounded_and_restarts_with_each_rollout() {
     let next = plan(&spec, &status, &o).status;
     let r = next.rollout.as_ref().unwrap();
     assert!(r.history.is_empty() && r.metrics.is_empty(), "{r:?}");
+}
+
+/// A Canary that last promoted `rev-2` after `rev-1`, at rest.
+fn promoted_twice() -> CanaryStatus {
+    CanaryStatus {
+        phase: Succeeded,
+        last_applied_spec: Some("rev-2".into()),
+        last_promoted_spec: Some("rev-2".into()),
+        tracked_configs: Some(BTreeMap::new()),
+        last_promoted_configs: Some(BTreeMap::new()),
+        last_transition_time: Some(Time(at(NOW - 3000))),
+        promoted_revisions: vec!["rev-1".into(), "rev-2".into()],
+        ..Default::default()
+    }
+}
+
+fn with_gitops(fast: Option<bool>) -> CanarySpec {
+    let mut spec = canary_spec();
+    spec.gitops = Some(fledge_api::gitops::GitOps {
+        repository: fledge_api::gitops::GitRepository {
+            url: "git://127.0.0.1/app.git".into(),
+            ..Default::default()
+        },
+        fast_rollback: fast,
+        ..Default::default()
+    });
+    spec
+}
+
+#[test]
+fn a_revision_promoted_before_is_promoted_at_once_without_analysis() {
+    let p = plan(&with_gitops(None), &promoted_twice(), &obs("rev-1"));
+    assert_eq!(p.status.phase, Promoting, "{:?}", p.actions);
+    assert!(
+        p.actions.contains(&Action::PromotePrimary {
+            revision: "rev-1".into()
+        }),
+        "{:?}",
+        p.actions
+    );
+    let evs = events(&p);
+    assert!(
+        evs.iter()
+            .any(|(w, r, m)| *w && r == "FastRollback" && m.contains("promoted before")),
+        "{evs:?}"
+    );
+    assert!(notifications(&p).contains(&(Severity::Warn, NotifyKind::NewRevision)));
+    let started = p.actions.iter().find_map(|a| match a {
+        Action::RecordLedger(e) if e.event == LedgerEvent::Started => Some(e.clone()),
+        _ => None,
+    });
+    assert!(
+        started.is_some_and(|e| e.reasons.iter().any(|r| r.contains("Fast rollback"))),
+        "the ledger says why"
+    );
+    // Told not to, or without spec.gitops, it is a release like any other: analysed.
+    for spec in [with_gitops(Some(false)), canary_spec()] {
+        let p = plan(&spec, &promoted_twice(), &obs("rev-1"));
+        assert_eq!(p.status.phase, Progressing);
+    }
+    // A revision never promoted is analysed too.
+    assert_eq!(
+        plan(&with_gitops(None), &promoted_twice(), &obs("rev-3"))
+            .status
+            .phase,
+        Progressing
+    );
+}
+
+#[test]
+fn promoted_revisions_are_remembered_newest_last_and_bounded() {
+    let spec = canary_spec();
+    let mut status = promoted_twice();
+    for i in 3..20 {
+        let rev = format!("rev-{i}");
+        // Start, then drive the rollout to its end.
+        let mut t = NOW + i * 1000;
+        for _ in 0..30 {
+            let o = Observations {
+                now: at(t),
+                metrics: metric_results(MetricOutcome::Value(100.0)),
+                ..obs(&rev)
+            };
+            status = plan(&spec, &status, &o).status;
+            t += 60;
+            if status.phase == Succeeded && status.last_promoted_spec.as_deref() == Some(&rev) {
+                break;
+            }
+        }
+        assert_eq!(status.last_promoted_spec.as_deref(), Some(rev.as_str()));
+    }
+    let want: Vec<String> = (10..20).map(|i| format!("rev-{i}")).collect();
+    assert_eq!(status.promoted_revisions, want);
 }
 
 #[test]

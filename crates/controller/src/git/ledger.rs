@@ -39,6 +39,9 @@ pub struct RolloutRecord {
     /// When it ended.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub end_time: Option<String>,
+    /// When the first check failed, if one did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_failure_time: Option<String>,
     /// `promoted`, `rolled-back`, `superseded` or `aborted`, once it ended.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub result: Option<String>,
@@ -93,7 +96,12 @@ impl RolloutRecord {
 
     /// Adds `ev` unless it is already there (same time and event); returns whether the record
     /// changed. An ending event sets the end time and result.
-    pub fn apply(&mut self, ev: RecordedEvent, analysis: &[AnalysisRecord]) -> bool {
+    pub fn apply(
+        &mut self,
+        ev: RecordedEvent,
+        analysis: &[AnalysisRecord],
+        first_failure: Option<&str>,
+    ) -> bool {
         if self
             .events
             .iter()
@@ -106,6 +114,9 @@ impl RolloutRecord {
             self.result = Some(result.to_string());
             if !analysis.is_empty() {
                 self.analysis = analysis.to_vec();
+            }
+            if let Some(t) = first_failure {
+                self.first_failure_time = Some(t.to_string());
             }
         }
         self.events.push(ev);
@@ -179,9 +190,9 @@ mod tests {
             start_time: "2026-11-23T19:05:12Z".into(),
             ..Default::default()
         };
-        assert!(r.apply(ev("2026-11-23T19:05:12Z", "Started"), &[]));
-        assert!(!r.apply(ev("2026-11-23T19:05:12Z", "Started"), &[]));
-        assert!(r.apply(ev("2026-11-23T19:07:00Z", "Promoted"), &[]));
+        assert!(r.apply(ev("2026-11-23T19:05:12Z", "Started"), &[], None));
+        assert!(!r.apply(ev("2026-11-23T19:05:12Z", "Started"), &[], None));
+        assert!(r.apply(ev("2026-11-23T19:07:00Z", "Promoted"), &[], None));
         assert_eq!(r.result.as_deref(), Some("promoted"));
         assert_eq!(r.end_time.as_deref(), Some("2026-11-23T19:07:00Z"));
         let text = r.to_yaml().unwrap();

@@ -84,6 +84,9 @@ pub struct QueuedRecord {
     /// The GitOps source file, to find the commit that introduced the new image.
     #[serde(default)]
     pub source_path: Option<String>,
+    /// When the rollout's first check failed, on an ending event.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_failure: Option<String>,
     /// Instead of a ledger record: a revert of the GitOps source.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub revert: Option<RevertWork>,
@@ -250,6 +253,9 @@ pub fn record_for(
             Vec::new()
         },
         source_path: gitops.path.clone(),
+        first_failure: (rank == 1)
+            .then(|| rollout.first_failure_time.as_ref().map(|t| t.0.to_string()))
+            .flatten(),
         revert: None,
     })
 }
@@ -304,6 +310,7 @@ pub fn revert_for(
         },
         analysis: Vec::new(),
         source_path: None,
+        first_failure: None,
         revert: Some(RevertWork {
             path,
             image_path: gitops.image_path.clone(),
@@ -623,13 +630,14 @@ async fn write(
     let file = record.file.clone();
     let event = record.event.clone();
     let analysis = record.analysis.clone();
+    let first_failure = record.first_failure.clone();
     let change = move |dir: &std::path::Path| -> Result<bool, String> {
         let path = dir.join(&file);
         let mut current = match std::fs::read_to_string(&path) {
             Ok(text) => RolloutRecord::from_yaml(&text)?,
             Err(_) => seed.clone(),
         };
-        if !current.apply(event.clone(), &analysis) {
+        if !current.apply(event.clone(), &analysis, first_failure.as_deref()) {
             return Ok(false);
         }
         if let Some(parent) = path.parent() {

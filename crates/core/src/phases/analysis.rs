@@ -172,7 +172,9 @@ fn failed_check(cx: &mut Cx, failures: Vec<Failure>) {
     let s = &mut cx.status;
     s.failed_checks = s.failed_checks.saturating_add(1);
     let (count, threshold) = (cx.status.failed_checks, cx.threshold());
+    let now = cx.now_time();
     let r = cx.rollout_mut();
+    r.first_failure_time.get_or_insert(now);
     r.failures
         .extend(failures.iter().map(|f| f.message.clone()));
     let excess = r.failures.len().saturating_sub(MAX_FAILURES);

@@ -27,8 +27,35 @@ pub(super) fn run(cx: &mut Cx, target: &TargetObservation) {
     match change {
         Change::None => settle(cx),
         Change::BackToPrimary => back_to_primary(cx, target),
+        Change::NewRevision if fast_rollback(cx, target) => rollback_to_known_good(cx, target),
         Change::NewRevision => try_start(cx, target),
     }
+}
+
+/// Whether the new revision is one promoted before (a revert in Git) and the Canary wants such
+/// rollbacks fast (`spec.gitops.fastRollback`, true by default when `spec.gitops` is set).
+fn fast_rollback(cx: &Cx, target: &TargetObservation) -> bool {
+    cx.spec
+        .gitops
+        .as_ref()
+        .is_some_and(|g| g.fast_rollback != Some(false))
+        && cx.status.promoted_revisions.contains(&target.spec_hash)
+}
+
+/// A rollback to a revision promoted before is an emergency, not a release: promote it at once,
+/// without the rollout slot, gates or analysis, and say so everywhere.
+fn rollback_to_known_good(cx: &mut Cx, target: &TargetObservation) {
+    super::begin_revision(cx, target);
+    let name = cx.target_name();
+    let short: String = target.spec_hash.chars().take(12).collect();
+    let message = format!(
+        "Fast rollback: {name} is back to revision {short}, promoted before; promoting it          without analysis (spec.gitops.fastRollback)."
+    );
+    cx.event(true, "FastRollback", message.clone());
+    cx.notify(Severity::Warn, NotifyKind::NewRevision, message.clone());
+    cx.ledger(LedgerEvent::Started, vec![message.clone()]);
+    promote::begin(cx, message);
+    cx.requeue(cx.poll());
 }
 
 /// Nothing new. A `Waiting` Canary whose pending revision went away rests again.

@@ -63,6 +63,7 @@ fn finish(cx: &mut Cx, target: &TargetObservation) {
     cx.status.rollout = None;
     cx.status.last_applied_spec = Some(target.spec_hash.clone());
     cx.status.last_promoted_spec = Some(target.spec_hash.clone());
+    cx.remember_promoted(Some(target.spec_hash.clone()));
     cx.status.tracked_configs = Some(target.tracked_configs.clone());
     cx.status.last_promoted_configs = Some(target.tracked_configs.clone());
     let message = format!("Initialization done! {}", cx.target_name());

@@ -69,6 +69,7 @@ pub(super) fn finalise(cx: &mut Cx) {
     cx.set_routes(Routes::PRIMARY);
     cx.act(Action::ScaleCanary(CanaryScale::Zero));
     cx.status.last_promoted_spec = cx.status.last_applied_spec.clone();
+    cx.remember_promoted(cx.status.last_applied_spec.clone());
     cx.status.last_promoted_configs = cx.status.tracked_configs.clone();
     if let Some(r) = cx.status.rollout.as_mut() {
         r.unready_since = None;
