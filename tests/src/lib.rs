@@ -6,6 +6,7 @@
 pub mod analysis;
 pub mod dataplane;
 pub mod git;
+pub mod plugin;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

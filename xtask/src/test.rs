@@ -68,6 +68,15 @@ pub fn run_all(args: TestArgs) -> anyhow::Result<()> {
             )
         })
         .and_then(|()| {
+            // The plugin the end-to-end tests run as their own process (`tests/plugin.rs`),
+            // built as the harness builds it (alone, so that its features match and the
+            // harness finds it up to date).
+            step(
+                "build kubectl-fledge",
+                cargo().args(["build", "-p", "fledge-plugin", "--bin", "kubectl-fledge"]),
+            )
+        })
+        .and_then(|()| {
             step(
                 "end-to-end tests on the local control plane",
                 cargo().args(["test", "-p", "fledge-e2e", "--", "--test-threads", "4"]),

@@ -15,6 +15,7 @@ pub mod defaults;
 pub mod duration;
 pub mod gitops;
 pub mod metric_template;
+mod request;
 mod status;
 pub mod template;
 pub mod validate;
@@ -23,6 +24,7 @@ pub use alert_provider::{AlertProvider, AlertProviderSpec};
 pub use canary::*;
 pub use duration::{DurationError, parse_duration};
 pub use metric_template::{MetricTemplate, MetricTemplateSpec};
+pub use request::{CheckRecord, Gate, OperatorRequest, RequestAction, RequestOutcome};
 
 /// The API group of every fledge resource.
 pub const GROUP: &str = "fledge.dev";

@@ -133,6 +133,18 @@ pub struct CanaryStatus {
     /// known-good version (`spec.gitops.fastRollback`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub promoted_revisions: Vec<String>,
+
+    // ---- kubectl fledge: requests (see `request.rs`) ----
+    /// fledge extension: a request made with `kubectl fledge`, waiting for the controller, which
+    /// clears it when it records the outcome in `lastRequest`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request: Option<crate::OperatorRequest>,
+    /// fledge extension: the last request the controller handled, who made it and the outcome.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_request: Option<crate::RequestOutcome>,
+    /// fledge extension: the accepted `pause` request while the Canary is paused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paused: Option<crate::OperatorRequest>,
 }
 
 /// A condition of a Canary.
@@ -205,6 +217,12 @@ pub struct RolloutProgress {
     /// steps): what the Git ledger records for each iteration.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub history: Vec<AnalysisRecord>,
+    /// `approve` requests accepted for this rollout and not used yet: each opens its gate once.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub approvals: Vec<crate::OperatorRequest>,
+    /// The last answer of each gating webhook called in this rollout (`kubectl fledge get`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub checks: Vec<crate::CheckRecord>,
 }
 
 /// fledge extension: the result of one metric check.

@@ -5,8 +5,8 @@ use std::borrow::Cow;
 use std::time::Duration;
 
 use fledge_api::{
-    AnalysisRecord, CanaryAnalysis, CanaryPhase, CanarySpec, CanaryStatus, HookType,
-    RolloutProgress,
+    AnalysisRecord, CanaryAnalysis, CanaryPhase, CanarySpec, CanaryStatus, CheckRecord, Gate,
+    HookType, RolloutProgress,
 };
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -336,10 +336,14 @@ impl<'a> Cx<'a> {
         if hooks.is_empty() {
             return Ok(());
         }
+        if self.take_approval(hook, &hooks) {
+            return Ok(());
+        }
         self.read.webhooks.insert(hook);
         if self.inputs == Inputs::Optimistic {
             return Ok(());
         }
+        self.record_webhooks(hook, &hooks);
         let failures = checks::gate_failures(&hooks, hook, &self.obs.webhooks);
         if failures.is_empty() {
             Ok(())
@@ -384,6 +388,80 @@ impl<'a> Cx<'a> {
         let excess = r.history.len().saturating_sub(MAX_HISTORY);
         r.history.drain(..excess);
         checks::metric_failures(&metrics, &self.obs.metrics)
+    }
+
+    // ---- kubectl fledge: approvals and the record of gating webhooks ---------------------------
+
+    /// Whether an `approve` request for the gate of `hook` waits to be used.
+    pub fn approved(&self, hook: HookType) -> bool {
+        Gate::of(hook).is_some_and(|g| crate::requests::approval(&self.status, g).is_some())
+    }
+
+    /// Uses an approval of the gate of `hook`, if one waits: the gate opens once, without
+    /// calling its webhooks.
+    fn take_approval(&mut self, hook: HookType, hooks: &[fledge_api::CanaryWebhook]) -> bool {
+        let Some(gate) = Gate::of(hook) else {
+            return false;
+        };
+        let Some(approvals) = self.status.rollout.as_mut().map(|r| &mut r.approvals) else {
+            return false;
+        };
+        let Some(i) = approvals.iter().position(|a| a.gate == Some(gate)) else {
+            return false;
+        };
+        let by = approvals.remove(i);
+        let now = Some(self.now_time());
+        for h in hooks {
+            self.record_check(CheckRecord {
+                kind: hook.as_str().into(),
+                name: h.name.clone(),
+                passed: true,
+                message: format!("opened by {}'s approval", by.who()),
+                at: now.clone(),
+            });
+        }
+        let message = format!(
+            "{gate} gate of {} opened: approved by {}",
+            self.target_name(),
+            by.who()
+        );
+        self.event(false, "GateApproved", message);
+        true
+    }
+
+    /// Records the answers of the webhooks of `hook` called this reconcile.
+    fn record_webhooks(&mut self, hook: HookType, hooks: &[fledge_api::CanaryWebhook]) {
+        let now = Some(self.now_time());
+        for h in hooks {
+            let result = self
+                .obs
+                .webhooks
+                .iter()
+                .find(|r| r.hook == hook && r.name == h.name);
+            let (passed, message) = match result {
+                Some(r) => (r.passed, r.message.chars().take(256).collect()),
+                None => (false, "not called".to_string()),
+            };
+            self.record_check(CheckRecord {
+                kind: hook.as_str().into(),
+                name: h.name.clone(),
+                passed,
+                message,
+                at: now.clone(),
+            });
+        }
+    }
+
+    /// Keeps `record` as the last answer of its webhook in `status.rollout.checks`.
+    fn record_check(&mut self, record: CheckRecord) {
+        let checks = &mut self.rollout_mut().checks;
+        match checks
+            .iter_mut()
+            .find(|c| c.kind == record.kind && c.name == record.name)
+        {
+            Some(c) => *c = record,
+            None => checks.push(record),
+        }
     }
 }
 

@@ -27,6 +27,7 @@ pub mod conditions;
 mod ctx;
 mod observe;
 mod phases;
+pub mod requests;
 pub mod sim;
 pub mod weights;
 

@@ -81,6 +81,16 @@ pub(super) fn resumed(cx: &mut Cx) {
     cx.notify(Severity::Info, NotifyKind::Resumed, message);
 }
 
+/// Paused with `kubectl fledge pause`: nothing moves, until a `resume` (or a `promote`,
+/// `abort` or `retry`) request. The readiness clock is cleared, as while suspended, so that time
+/// spent paused never counts against the progress deadline.
+pub(super) fn paused(cx: &mut Cx) {
+    if let Some(r) = cx.status.rollout.as_mut() {
+        r.unready_since = None;
+    }
+    cx.requeue(cx.interval());
+}
+
 /// The target workload does not exist: `Ready=False` with reason `TargetNotFound`, a warning
 /// Event and an alert when that report is new, no traffic change, requeue at the interval.
 pub(super) fn target_missing(cx: &mut Cx) {

@@ -116,6 +116,7 @@ fn try_start(cx: &mut Cx, target: &TargetObservation) {
     let gated = !cx.spec.webhooks_of(HookType::ConfirmRollout).is_empty();
     if gated
         && cx.status.phase == CanaryPhase::Waiting
+        && !cx.approved(HookType::ConfirmRollout)
         && let Some(left) = cx.not_due()
     {
         return cx.requeue(left);

@@ -7,11 +7,12 @@ mod guards;
 mod idle;
 mod init;
 mod promote;
+mod requests;
 mod revision;
 mod rollback;
 mod strategy;
 
-use fledge_api::CanaryPhase;
+use fledge_api::{CanaryPhase, OperatorRequest};
 
 use crate::action::Action;
 use crate::ctx::Cx;
@@ -19,24 +20,36 @@ use crate::observe::TargetObservation;
 
 /// Decides everything for one reconcile.
 pub(crate) fn decide(cx: &mut Cx) {
+    // A `kubectl fledge` request is taken now and handled exactly once, whatever follows.
+    let request = cx.status.request.take();
+    let refuse = |cx: &mut Cx, why: &str| {
+        if let Some(r) = request.clone() {
+            requests::reject(cx, r, why);
+        }
+    };
     if cx.obs.deleting {
+        refuse(cx, "the Canary is being deleted");
         return deletion::run(cx);
     }
     if guards::invalid_spec(cx) {
-        return;
+        return refuse(cx, "the spec is invalid");
     }
     if cx.spec.suspend {
+        refuse(cx, "spec.suspend is true");
         return guards::suspended(cx);
     }
     guards::resumed(cx);
     match cx.obs.target.as_ref() {
-        None => guards::target_missing(cx),
-        Some(target) => lifecycle(cx, target),
+        None => {
+            refuse(cx, "the target workload is missing");
+            guards::target_missing(cx)
+        }
+        Some(target) => lifecycle(cx, target, request),
     }
 }
 
 /// The phase machine, once the spec is valid, not suspended, and the target exists.
-fn lifecycle(cx: &mut Cx, target: &TargetObservation) {
+fn lifecycle(cx: &mut Cx, target: &TargetObservation, request: Option<OperatorRequest>) {
     let phase = cx.status.phase;
     let initialized = !matches!(
         phase,
@@ -46,9 +59,20 @@ fn lifecycle(cx: &mut Cx, target: &TargetObservation) {
             | CanaryPhase::Terminated
     );
     if initialized && cx.obs.primary.is_none() {
+        if let Some(r) = request {
+            requests::reject(cx, r, "the primary workload is missing");
+        }
         return guards::primary_missing(cx, target);
     }
     guards::ready(cx);
+    if let Some(r) = request
+        && requests::apply(cx, target, r) == requests::After::Done
+    {
+        return;
+    }
+    if cx.status.paused.is_some() {
+        return guards::paused(cx);
+    }
     if initialized && generation_changed(cx) {
         cx.act(Action::EnsureServices);
     }

@@ -95,7 +95,8 @@ pub(super) fn finalise(cx: &mut Cx) {
         NotifyKind::Promoted,
         format!("Canary analysis of {name} completed successfully, promotion finished{took}."),
     );
-    cx.ledger(LedgerEvent::Promoted, Vec::new());
+    let reasons = super::requests::promoted_by(cx).into_iter().collect();
+    cx.ledger(LedgerEvent::Promoted, reasons);
     cx.requeue(cx.interval());
 }
 

@@ -1,0 +1,347 @@
+//! `kubectl-fledge`: found by kubectl on PATH as the plugin `kubectl fledge`.
+#![forbid(unsafe_code)]
+
+use std::collections::BTreeMap;
+use std::io::{IsTerminal, Write};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use fledge_api::{Canary, Gate, RequestAction};
+use fledge_plugin::ops::{self, Answer, Ask};
+use fledge_plugin::{Error, render};
+use futures::TryStreamExt;
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::runtime::watcher;
+use kube::{Client, Config, ResourceExt};
+
+/// Watch and steer fledge rollouts.
+#[derive(Parser)]
+#[command(name = "kubectl fledge", version)]
+struct Cli {
+    /// Path to the kubeconfig file (default: $KUBECONFIG, then ~/.kube/config).
+    #[arg(long, global = true)]
+    kubeconfig: Option<std::path::PathBuf>,
+    /// The kubeconfig context to use.
+    #[arg(long, global = true)]
+    context: Option<String>,
+    /// Act as this user (impersonation, as kubectl's --as).
+    #[arg(long = "as", global = true)]
+    as_user: Option<String>,
+    /// Act as this group (impersonation, as kubectl's --as-group); repeatable.
+    #[arg(long = "as-group", global = true)]
+    as_group: Vec<String>,
+    /// The namespace (default: the context's).
+    #[arg(short, long, global = true)]
+    namespace: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// A table of Canaries, or with NAME the tree of one rollout.
+    Get {
+        /// A Canary's name.
+        name: Option<String>,
+        /// Every namespace.
+        #[arg(short = 'A', long)]
+        all_namespaces: bool,
+        /// Keep watching: redraw on a terminal, one line per change otherwise.
+        #[arg(short, long)]
+        watch: bool,
+        /// Print the objects instead.
+        #[arg(short, long, value_enum)]
+        output: Option<Output>,
+    },
+    /// Finish the rollout now, skipping the remaining analysis.
+    Promote(Target),
+    /// Roll the rollout back now.
+    Abort(Target),
+    /// Roll out the revision that failed again, without a new version.
+    Retry(Target),
+    /// Hold the Canary where it is until resumed.
+    Pause(Target),
+    /// Undo a pause.
+    Resume(Target),
+    /// Open a manual gate once, without a load tester.
+    Approve {
+        #[command(flatten)]
+        target: Target,
+        /// The gate (default: the one the Canary waits for).
+        #[arg(long, value_parser = parse_gate)]
+        gate: Option<Gate>,
+    },
+}
+
+#[derive(clap::Args)]
+struct Target {
+    /// The Canary's name.
+    name: String,
+    /// Do not wait for the controller's answer.
+    #[arg(long)]
+    no_wait: bool,
+    /// How long to wait for the controller's answer, in seconds.
+    #[arg(long, default_value_t = 60)]
+    timeout: u64,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Output {
+    Json,
+    Yaml,
+}
+
+fn parse_gate(s: &str) -> Result<Gate, String> {
+    Gate::parse(s).ok_or_else(|| {
+        format!(
+            "unknown gate {s:?}: one of {}",
+            Gate::ALL.map(|g| g.as_str()).join(", ")
+        )
+    })
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("Error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn client(cli: &Cli) -> Result<(Client, String), Error> {
+    let kubeconfig = match &cli.kubeconfig {
+        Some(p) => Kubeconfig::read_from(p),
+        None => Kubeconfig::read(),
+    }
+    .map_err(|e| Error::Kube(format!("cannot read the kubeconfig: {e}")))?;
+    let options = KubeConfigOptions {
+        context: cli.context.clone(),
+        ..Default::default()
+    };
+    let mut config = Config::from_custom_kubeconfig(kubeconfig, &options)
+        .await
+        .map_err(|e| Error::Kube(format!("cannot use the kubeconfig: {e}")))?;
+    if let Some(user) = &cli.as_user {
+        config.auth_info.impersonate = Some(user.clone());
+    }
+    if !cli.as_group.is_empty() {
+        config.auth_info.impersonate_groups = Some(cli.as_group.clone());
+    }
+    let ns = cli
+        .namespace
+        .clone()
+        .unwrap_or_else(|| config.default_namespace.clone());
+    let client = Client::try_from(config).map_err(Error::from)?;
+    Ok((client, ns))
+}
+
+async fn run(cli: Cli) -> Result<(), Error> {
+    let (client, ns) = client(&cli).await?;
+    let (target, action, gate) = match cli.command {
+        Command::Get {
+            name,
+            all_namespaces,
+            watch,
+            output,
+        } => {
+            if all_namespaces && name.is_some() {
+                return Err(Error::Usage(
+                    "a NAME goes with one namespace (-n), not with -A".into(),
+                ));
+            }
+            let scope = (!all_namespaces).then_some(ns.as_str());
+            return get(&client, scope, name.as_deref(), watch, output).await;
+        }
+        Command::Promote(t) => (t, RequestAction::Promote, None),
+        Command::Abort(t) => (t, RequestAction::Abort, None),
+        Command::Retry(t) => (t, RequestAction::Retry, None),
+        Command::Pause(t) => (t, RequestAction::Pause, None),
+        Command::Resume(t) => (t, RequestAction::Resume, None),
+        Command::Approve { target, gate } => (target, RequestAction::Approve, gate),
+    };
+    let ask = Ask {
+        namespace: ns.clone(),
+        name: target.name.clone(),
+        action,
+        gate,
+        wait: (!target.no_wait).then(|| Duration::from_secs(target.timeout.max(1))),
+    };
+    match ops::send(&client, &ask).await? {
+        Answer::Sent(r) => println!(
+            "{} of {ns}/{} requested by {}; the controller handles it at its next reconcile",
+            r.describe(),
+            target.name,
+            r.who()
+        ),
+        Answer::Handled(o) => println!(
+            "{ns}/{}: {} requested by {}: {}",
+            target.name,
+            o.request.describe(),
+            o.request.who(),
+            o.message
+        ),
+    }
+    Ok(())
+}
+
+fn print_objects(objects: &[Canary], single: bool, output: Output, compact: bool) {
+    let value = if single && objects.len() == 1 {
+        serde_json::to_value(&objects[0])
+    } else {
+        serde_json::to_value(serde_json::json!({
+            "apiVersion": "v1", "kind": "List", "items": objects,
+        }))
+    }
+    .unwrap_or_default();
+    match output {
+        Output::Json if compact => println!("{value}"),
+        Output::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&value).unwrap_or_default()
+        ),
+        Output::Yaml => {
+            if compact {
+                println!("---");
+            }
+            print!("{}", serde_saphyr::to_string(&value).unwrap_or_default());
+        }
+    }
+}
+
+async fn get(
+    client: &Client,
+    ns: Option<&str>,
+    name: Option<&str>,
+    watch: bool,
+    output: Option<Output>,
+) -> Result<(), Error> {
+    let now = jiff::Timestamp::now;
+    if !watch {
+        match (name, output) {
+            (Some(n), Some(o)) => {
+                let c = ops::get_canary(client, ns.unwrap_or_default(), n).await?;
+                print_objects(&[c], true, o, false);
+            }
+            (Some(n), None) => {
+                let c = ops::get_canary(client, ns.unwrap_or_default(), n).await?;
+                print!("{}", render::tree(&ops::tree_input(client, c).await, now()));
+            }
+            (None, Some(o)) => {
+                print_objects(&ops::list_canaries(client, ns).await?, false, o, false)
+            }
+            (None, None) => {
+                let list = ops::list_canaries(client, ns).await?;
+                if list.is_empty() {
+                    eprintln!(
+                        "No Canaries found{}.",
+                        ns.map(|n| format!(" in namespace {n}")).unwrap_or_default()
+                    );
+                } else {
+                    print!("{}", render::table(&list, ns.is_none(), now()));
+                }
+            }
+        }
+        return Ok(());
+    }
+    // Fail clearly before watching.
+    match name {
+        Some(n) => {
+            ops::get_canary(client, ns.unwrap_or_default(), n).await?;
+        }
+        None => {
+            ops::list_canaries(client, ns).await?;
+        }
+    }
+    let terminal = std::io::stdout().is_terminal() && output.is_none();
+    let mut seen: BTreeMap<(String, String), Canary> = BTreeMap::new();
+    let mut last_lines: BTreeMap<(String, String), String> = BTreeMap::new();
+    let mut initial = true;
+    let mut stream = Box::pin(ops::watch(client, ns, name));
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        let ev = tokio::select! {
+            ev = stream.try_next() => ev.map_err(|e| Error::Kube(format!("watch: {e}")))?,
+            _ = tick.tick(), if terminal && !initial => {
+                // Ages and "due in" move on a terminal even without changes.
+                redraw(client, &seen, ns.is_none(), name.is_some()).await;
+                continue;
+            }
+        };
+        let Some(ev) = ev else {
+            return Err(Error::Kube("the watch ended".into()));
+        };
+        let mut changed: Vec<Canary> = Vec::new();
+        match ev {
+            watcher::Event::Init => {
+                initial = true;
+            }
+            watcher::Event::InitApply(c) | watcher::Event::Apply(c) => {
+                seen.insert((c.namespace().unwrap_or_default(), c.name_any()), c.clone());
+                changed.push(c);
+            }
+            watcher::Event::Delete(c) => {
+                let key = (c.namespace().unwrap_or_default(), c.name_any());
+                seen.remove(&key);
+                if !terminal && output.is_none() {
+                    println!("{}/{} deleted", key.0, key.1);
+                }
+                last_lines.remove(&key);
+            }
+            watcher::Event::InitDone => {
+                initial = false;
+            }
+        }
+        if initial {
+            continue;
+        }
+        if terminal {
+            redraw(client, &seen, ns.is_none(), name.is_some()).await;
+            continue;
+        }
+        // InitDone: print what the initial list held.
+        if changed.is_empty() {
+            changed = seen.values().cloned().collect();
+        }
+        for c in changed {
+            let key = (c.namespace().unwrap_or_default(), c.name_any());
+            match output {
+                Some(o) => print_objects(&[c], true, o, true),
+                None => {
+                    let line = render::watch_line(&c);
+                    if last_lines.get(&key) != Some(&line) {
+                        println!("{line}");
+                        last_lines.insert(key, line);
+                    }
+                }
+            }
+        }
+        let _ = std::io::stdout().flush();
+    }
+}
+
+/// Redraws the table or the tree in place.
+async fn redraw(
+    client: &Client,
+    seen: &BTreeMap<(String, String), Canary>,
+    all_namespaces: bool,
+    single: bool,
+) {
+    let now = jiff::Timestamp::now();
+    let body = match (single, seen.values().next()) {
+        (true, Some(c)) => render::tree(&ops::tree_input(client, c.clone()).await, now),
+        (true, None) => "The Canary is gone.\n".into(),
+        (false, _) => {
+            let list: Vec<Canary> = seen.values().cloned().collect();
+            render::table(&list, all_namespaces, now)
+        }
+    };
+    let mut out = std::io::stdout().lock();
+    // Home, clear the screen, draw.
+    let _ = write!(out, "\x1b[H\x1b[2J{body}");
+    let _ = out.flush();
+}
