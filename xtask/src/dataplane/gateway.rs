@@ -319,6 +319,9 @@ pub fn traefik_config(
             "addEntryPointsLabels": true,
             "addRoutersLabels": true,
             "addServicesLabels": true,
+            // Finer than Traefik's default (0.1, 0.3, 1.2, 5 s), so that a P99 computed from
+            // the histogram is near the truth and not the top of a wide bucket.
+            "buckets": [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0],
         }},
         "providers": {
             // How soon a route change (a new weight) takes effect; Traefik's default is 2s.
