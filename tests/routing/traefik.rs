@@ -241,7 +241,12 @@ async fn canary_endpoint(ns: &TestNs) -> SocketAddrV4 {
             let ip = s.endpoints.first()?.addresses.first()?.parse().ok()?;
             Some(SocketAddrV4::new(ip, port))
         });
-        if let Some(addr) = found {
+        // The endpoint of the new revision's process: a process scaled down a moment ago
+        // still serves (and stays in the slice) for a few seconds, as a Pod with a preStop
+        // sleep would.
+        if let Some(addr) = found
+            && serves_canary(addr).await
+        {
             return addr;
         }
         assert!(
@@ -250,6 +255,17 @@ async fn canary_endpoint(ns: &TestNs) -> SocketAddrV4 {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// Whether the podinfo at `addr` reports a canary revision other than the initial one.
+async fn serves_canary(addr: SocketAddrV4) -> bool {
+    let Ok(resp) = reqwest::get(format!("http://{addr}/")).await else {
+        return false;
+    };
+    let body: serde_json::Value = resp.json().await.unwrap_or_default();
+    body["message"]
+        .as_str()
+        .is_some_and(|m| m.starts_with("canary ") && !m.ends_with(" 6.0.0"))
 }
 
 /// podinfo's own count of the requests it answered, from its `/metrics`.
