@@ -28,30 +28,7 @@ static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
 
 /// Builds `fledge-loadgen` once per run; a failure names what is missing.
 fn loadgen_binary() -> PathBuf {
-    let res = BUILT.get_or_init(|| {
-        let out = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-            .current_dir(root())
-            .args([
-                "build",
-                "--quiet",
-                "-p",
-                "fledge-loadgen",
-                "--bin",
-                "fledge-loadgen",
-            ])
-            .output()
-            .map_err(|e| format!("cannot run cargo build: {e}"))?;
-        if !out.status.success() {
-            return Err(format!(
-                "cannot build fledge-loadgen:\n{}",
-                String::from_utf8_lossy(&out.stderr)
-            ));
-        }
-        let target = std::env::var_os("CARGO_TARGET_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| root().join("target"));
-        Ok(target.join("debug/fledge-loadgen"))
-    });
+    let res = BUILT.get_or_init(|| fledge_e2e::build_binary("fledge-loadgen", "fledge-loadgen"));
     match res {
         Ok(p) => p.clone(),
         Err(e) => panic!("{e}"),

@@ -66,26 +66,10 @@ fn prepare() -> &'static Prepared {
                 tail(&up.stderr, 40)
             ));
         }
-        let build = cargo()
-            .args([
-                "build",
-                "--quiet",
-                "-p",
-                "fledge-controller",
-                "--bin",
-                "fledge",
-            ])
-            .output()
-            .map_err(|e| format!("cannot run cargo build: {e}"))?;
-        if !build.status.success() {
-            return Err(format!("cannot build fledge:\n{}", tail(&build.stderr, 40)));
-        }
-        let target = std::env::var_os("CARGO_TARGET_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| root().join("target"));
+        let fledge = build_binary("fledge-controller", "fledge")?;
         Ok(Prepared {
             kubeconfig: root().join("target/cluster/kubeconfig"),
-            fledge: target.join("debug/fledge"),
+            fledge,
         })
     });
     match res {
@@ -150,6 +134,22 @@ pub async fn install_crds(client: &Client) {
 }
 
 static SEQ: AtomicU64 = AtomicU64::new(0);
+
+/// Builds binary `bin` of `package` as `cargo build` does (debug profile, the workspace's
+/// target directory) and says where it is; the error carries cargo's last lines.
+pub fn build_binary(package: &str, bin: &str) -> Result<PathBuf, String> {
+    let build = cargo()
+        .args(["build", "--quiet", "-p", package, "--bin", bin])
+        .output()
+        .map_err(|e| format!("cannot run cargo build: {e}"))?;
+    if !build.status.success() {
+        return Err(format!("cannot build {bin}:\n{}", tail(&build.stderr, 40)));
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("target"));
+    Ok(target.join("debug").join(bin))
+}
 
 /// The `fledge` binary the tests run (built once per run).
 pub fn fledge_binary() -> PathBuf {

@@ -1,7 +1,7 @@
 //! Running `kubectl-fledge` against the local control plane, as a user would.
 
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::sync::OnceLock;
 
 use crate::{TestNs, root};
@@ -10,30 +10,7 @@ static PLUGIN: OnceLock<Result<PathBuf, String>> = OnceLock::new();
 
 /// The `kubectl-fledge` binary, built once per run.
 pub fn binary() -> PathBuf {
-    let res = PLUGIN.get_or_init(|| {
-        let out = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-            .current_dir(root())
-            .args([
-                "build",
-                "--quiet",
-                "-p",
-                "fledge-plugin",
-                "--bin",
-                "kubectl-fledge",
-            ])
-            .output()
-            .map_err(|e| format!("cannot run cargo build: {e}"))?;
-        if !out.status.success() {
-            return Err(format!(
-                "cannot build kubectl-fledge:\n{}",
-                String::from_utf8_lossy(&out.stderr)
-            ));
-        }
-        let target = std::env::var_os("CARGO_TARGET_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| root().join("target"));
-        Ok(target.join("debug/kubectl-fledge"))
-    });
+    let res = PLUGIN.get_or_init(|| crate::build_binary("fledge-plugin", "kubectl-fledge"));
     match res {
         Ok(p) => p.clone(),
         Err(e) => panic!("{e}"),
