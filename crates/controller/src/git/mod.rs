@@ -164,21 +164,30 @@ impl QueuedRecord {
     }
 }
 
+/// 16 hex digits of the SHA-256 of `parts` (each followed by a NUL, so that no two lists of
+/// parts run together the same way).
+fn short_hash(parts: &[&str]) -> String {
+    let mut h = Sha256::new();
+    for part in parts {
+        h.update(part.as_bytes());
+        h.update([0]);
+    }
+    h.finalize()
+        .iter()
+        .take(8)
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 /// The queue entry's name: the same record always gets the same name.
 fn entry_name(r: &QueuedRecord) -> String {
-    let mut h = Sha256::new();
-    for part in [
+    let hex = short_hash(&[
         &r.namespace,
         &r.canary,
         &r.file,
         &r.event.event,
         &r.event.time,
-    ] {
-        h.update(part.as_bytes());
-        h.update([0]);
-    }
-    let digest = h.finalize();
-    let hex: String = digest.iter().take(8).map(|b| format!("{b:02x}")).collect();
+    ]);
     format!("fledge-git-{}-{hex}", r.seed.start_time_key())
 }
 
@@ -573,17 +582,7 @@ async fn write(
         branch: branch.clone(),
         auth,
     };
-    let key = {
-        let mut h = Sha256::new();
-        h.update(remote.url.as_bytes());
-        h.update([0]);
-        h.update(branch.as_bytes());
-        let d = h.finalize();
-        d.iter()
-            .take(8)
-            .map(|b| format!("{b:02x}"))
-            .collect::<String>()
-    };
+    let key = short_hash(&[&remote.url, &branch]);
     let wd = Workdir::new(
         settings.workdir.join(&key).join("tree"),
         settings.workdir.join(&key).join("keys"),
