@@ -133,6 +133,11 @@ pub struct CanaryStatus {
     /// known-good version (`spec.gitops.fastRollback`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub promoted_revisions: Vec<String>,
+    /// fledge extension: set while the Canary initializes from the Git ledger: the last
+    /// promoted revision the ledger names, whose images the primary was created with (the
+    /// target runs another revision, which is then analysed like any new release).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub initialized_from_ledger: Option<LedgerRevision>,
 
     // ---- kubectl fledge: requests (see `request.rs`) ----
     /// fledge extension: a request made with `kubectl fledge`, waiting for the controller, which
@@ -145,6 +150,20 @@ pub struct CanaryStatus {
     /// fledge extension: the accepted `pause` request while the Canary is paused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub paused: Option<crate::OperatorRequest>,
+}
+
+/// A promoted revision as the Git ledger records it.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LedgerRevision {
+    /// The target's spec hash when it was promoted.
+    pub revision: String,
+    /// Its container images.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub images: Vec<String>,
+    /// When it was promoted (RFC 3339), as the ledger says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub promoted_at: Option<String>,
 }
 
 /// A condition of a Canary.

@@ -25,6 +25,16 @@ pub enum Action {
     /// primary's pod template is never changed by this action: only [`Action::PromotePrimary`]
     /// does that.
     EnsurePrimary,
+    /// Like [`Action::EnsurePrimary`], but the primary is created on the images of a revision
+    /// promoted before (the Git ledger's last promoted revision, on a rebuilt cluster): each
+    /// container whose image has the same repository (the reference without its tag or digest)
+    /// as one of `images` runs that image instead of the target's.
+    EnsurePrimaryFrom {
+        /// The promoted revision's spec hash (for messages and logs).
+        revision: String,
+        /// Its images.
+        images: Vec<String>,
+    },
     /// Create or update the apex, primary and canary Services and the router's objects from
     /// `spec.service` (and the A/B `match`). Routes that exist keep their weights: a
     /// [`Action::SetWeights`] follows whenever the weights must change.
@@ -76,8 +86,9 @@ pub enum Action {
     },
     /// Append a record to the Git ledger.
     RecordLedger(LedgerEntry),
-    /// Rollback: revert the target's revision in the GitOps source, so that Git no longer
-    /// points at the version that failed.
+    /// Rollback of a Canary whose `spec.gitops` reverts (a `path`, `revertOnRollback` not
+    /// false): revert the target's revision in the GitOps source, so that Git no longer points
+    /// at the version that failed.
     RevertInGit {
         /// The target spec hash that failed.
         revision: String,
@@ -104,6 +115,7 @@ impl Action {
     pub fn class(&self) -> ActionClass {
         match self {
             Action::EnsurePrimary
+            | Action::EnsurePrimaryFrom { .. }
             | Action::EnsureServices
             | Action::SetWeights(_)
             | Action::ScaleCanary(_)
@@ -312,17 +324,22 @@ pub struct Needs {
     pub webhooks: BTreeSet<HookType>,
     /// Whether to run the metric checks of `spec.analysis.metrics`.
     pub metrics: bool,
+    /// Whether to read the Git ledger ([`crate::Observations::ledger`]).
+    #[serde(default)]
+    pub ledger: bool,
 }
 
 impl Needs {
     /// Nothing costly is needed.
     pub fn is_empty(&self) -> bool {
-        self.webhooks.is_empty() && !self.metrics
+        self.webhooks.is_empty() && !self.metrics && !self.ledger
     }
 
     /// Whether everything in `self` is also in `other`.
     pub fn is_subset(&self, other: &Needs) -> bool {
-        self.webhooks.is_subset(&other.webhooks) && (!self.metrics || other.metrics)
+        self.webhooks.is_subset(&other.webhooks)
+            && (!self.metrics || other.metrics)
+            && (!self.ledger || other.ledger)
     }
 }
 
@@ -334,6 +351,10 @@ mod tests {
     fn every_action_serializes_and_reads_back() {
         let actions = vec![
             Action::EnsurePrimary,
+            Action::EnsurePrimaryFrom {
+                revision: "abc".into(),
+                images: vec!["app:1.0.0".into()],
+            },
             Action::EnsureServices,
             Action::SetWeights(Routes::weighted(30)),
             Action::ScaleCanary(CanaryScale::MatchPrimary),

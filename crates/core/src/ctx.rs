@@ -14,7 +14,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use crate::action::{Action, LedgerEntry, LedgerEvent, Needs, NotifyKind, Routes, Severity};
 use crate::checks::{self, Failure};
 use crate::conditions;
-use crate::observe::Observations;
+use crate::observe::{LedgerView, Observations};
 
 /// Longest wait between two polls while waiting for a workload to become ready.
 pub(crate) const READINESS_POLL: Duration = Duration::from_secs(10);
@@ -350,6 +350,17 @@ impl<'a> Cx<'a> {
         } else {
             Err(failures)
         }
+    }
+
+    /// What the Git ledger says (recorded as read). `needs` reads nothing from it: the answer
+    /// only decides which revision the primary starts on, not which inputs follow.
+    pub fn ledger_view(&mut self) -> &'a LedgerView {
+        self.read.ledger = true;
+        static NOT_READ: LedgerView = LedgerView::NotRead;
+        if self.inputs == Inputs::Optimistic {
+            return &NOT_READ;
+        }
+        &self.obs.ledger
     }
 
     /// Whether a `rollback` webhook asks for a rollback; the reason when one does.

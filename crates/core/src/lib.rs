@@ -38,7 +38,8 @@ pub use checks::{
     Failure, check_metric, gate_failures, metric_bounds, metric_failures, rollback_request,
 };
 pub use observe::{
-    MetricOutcome, MetricResult, Observations, Readiness, TargetObservation, WebhookResult,
+    LedgerView, MetricOutcome, MetricResult, Observations, Readiness, TargetObservation,
+    WebhookResult,
 };
 
 use fledge_api::{CanarySpec, CanaryStatus};

@@ -34,6 +34,9 @@ pub struct Observations {
     /// Results of the metric checks run this reconcile (only when [`crate::needs`] asked for
     /// them; a declared metric without a result is a failed check).
     pub metrics: Vec<MetricResult>,
+    /// What the Git ledger says about this Canary (only when [`crate::needs`] asked for it:
+    /// a Canary with `spec.gitops` whose primary does not exist yet, e.g. on a rebuilt cluster).
+    pub ledger: LedgerView,
 }
 
 impl Observations {
@@ -49,8 +52,22 @@ impl Observations {
             primary: None,
             webhooks: Vec::new(),
             metrics: Vec::new(),
+            ledger: LedgerView::NotRead,
         }
     }
+}
+
+/// The Git ledger's view of one Canary, read by the adapter from `spec.gitops`'s ledger.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum LedgerView {
+    /// Not read (not asked for, or the Canary has no `spec.gitops`).
+    #[default]
+    NotRead,
+    /// The revisions of this Canary the ledger records as promoted, newest first (empty when
+    /// the ledger has none).
+    Read(Vec<fledge_api::LedgerRevision>),
+    /// The ledger could not be read; why, for people (no secret material).
+    Unreadable(String),
 }
 
 /// The target workload as observed.

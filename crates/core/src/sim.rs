@@ -16,7 +16,8 @@ use jiff::Timestamp;
 use crate::action::{Action, ActionClass, CanaryScale, Needs, Routes};
 use crate::checks::metric_bounds;
 use crate::observe::{
-    MetricOutcome, MetricResult, Observations, Readiness, TargetObservation, WebhookResult,
+    LedgerView, MetricOutcome, MetricResult, Observations, Readiness, TargetObservation,
+    WebhookResult,
 };
 use crate::{Plan, needs, plan};
 
@@ -74,6 +75,8 @@ pub struct World {
     pub ready_delay: Duration,
     /// How many `PromotePrimary` actions were refused because the target had changed.
     pub refused_promotions: usize,
+    /// What the Git ledger says, when read.
+    pub ledger: LedgerView,
 }
 
 /// One reconcile, as recorded.
@@ -182,6 +185,7 @@ impl Sim {
                 replicas: 2,
                 ready_delay: Duration::ZERO,
                 refused_promotions: 0,
+                ledger: LedgerView::NotRead,
             },
             persist_json: true,
             lose_next_status_write: false,
@@ -209,6 +213,7 @@ impl Sim {
             primary: self.world.primary.as_ref().map(|p| p.readiness(self.now)),
             webhooks: Vec::new(),
             metrics: Vec::new(),
+            ledger: LedgerView::NotRead,
         }
     }
 
@@ -350,6 +355,9 @@ impl Sim {
         } else {
             Vec::new()
         };
+        if needs.ledger {
+            obs.ledger = self.world.ledger.clone();
+        }
         let status = self.status.clone();
         let view = View {
             status: &status,
@@ -383,6 +391,19 @@ impl Sim {
                     && let Some(t) = &w.target
                 {
                     w.primary = Some(SimWorkload {
+                        replicas: w.replicas,
+                        ready_at,
+                        broken: false,
+                        ..t.clone()
+                    });
+                }
+            }
+            Action::EnsurePrimaryFrom { revision, .. } => {
+                if w.primary.is_none()
+                    && let Some(t) = &w.target
+                {
+                    w.primary = Some(SimWorkload {
+                        hash: revision.clone(),
                         replicas: w.replicas,
                         ready_at,
                         broken: false,

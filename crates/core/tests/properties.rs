@@ -12,7 +12,7 @@ use fledge_api::{
 };
 use fledge_core::sim::{Sim, check_plan, passing_value};
 use fledge_core::{
-    Action, ActionClass, MetricOutcome, MetricResult, Observations, Readiness, Routes,
+    Action, ActionClass, LedgerView, MetricOutcome, MetricResult, Observations, Readiness, Routes,
     TargetObservation, WebhookResult, check_metric, needs, plan,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -107,6 +107,7 @@ prop_compose! {
         skip in prop::bool::weighted(0.1),
         suspend in prop::bool::weighted(0.05),
         revert in any::<bool>(),
+        git in prop::option::of(prop::option::of(Just("deploy/app.yaml"))),
     ) -> CanarySpec {
         let mut spec = canary_spec();
         spec.analysis = Some(CanaryAnalysis {
@@ -121,12 +122,38 @@ prop_compose! {
         spec.skip_analysis = skip;
         spec.suspend = suspend;
         spec.revert_on_deletion = revert;
+        if let Some(path) = git {
+            spec = with_git(spec, path);
+        }
         spec
     }
 }
 
 fn arb_time() -> impl Strategy<Value = Option<Time>> {
     prop::option::of((0..4000u64).prop_map(|ago| Time(at(10_000 - ago))))
+}
+
+fn arb_ledger() -> impl Strategy<Value = LedgerView> {
+    prop_oneof![
+        Just(LedgerView::NotRead),
+        Just(LedgerView::Unreadable("cannot reach the remote".into())),
+        proptest::collection::vec(
+            (
+                arb_hash(),
+                proptest::collection::vec("[a-z]{1,4}:[0-9]", 0..3)
+            ),
+            0..4
+        )
+        .prop_map(|v| LedgerView::Read(
+            v.into_iter()
+                .map(|(revision, images)| fledge_api::LedgerRevision {
+                    revision,
+                    images,
+                    promoted_at: None,
+                })
+                .collect()
+        )),
+    ]
 }
 
 fn arb_hash() -> impl Strategy<Value = String> {
@@ -207,6 +234,7 @@ prop_compose! {
         generation in prop::option::of(1..4i64),
         hooks in proptest::collection::vec((0..6usize, 0..5usize, any::<bool>()), 0..8),
         metrics in proptest::collection::vec((0..2usize, arb_outcome()), 0..3),
+        ledger in arb_ledger(),
     ) -> Observations {
         let names = ["request-success-rate", "request-duration"];
         Observations {
@@ -227,6 +255,7 @@ prop_compose! {
                 message: "m".into(),
             }).collect(),
             metrics: metrics.into_iter().map(|(n, outcome)| MetricResult { name: names[n].into(), outcome }).collect(),
+            ledger,
         }
     }
 }

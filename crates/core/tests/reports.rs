@@ -527,6 +527,26 @@ fn a_rollback_reports_everywhere() {
         metrics: metric_results(MetricOutcome::NoData),
         ..obs("rev-2")
     };
+    // Without spec.gitops there is nothing to revert in Git.
+    let p = plan(&spec, &rolling(20, 4, 8, 60), &o);
+    assert!(
+        !p.actions
+            .iter()
+            .any(|a| matches!(a, Action::RevertInGit { .. })),
+        "{:?}",
+        p.actions
+    );
+    spec.gitops = with_gitops(None).gitops;
+    // A ledger only (no spec.gitops.path) reverts nothing either.
+    let p = plan(&spec, &rolling(20, 4, 8, 60), &o);
+    assert!(
+        !p.actions
+            .iter()
+            .any(|a| matches!(a, Action::RevertInGit { .. }))
+    );
+    if let Some(g) = spec.gitops.as_mut() {
+        g.path = Some("deploy/app.yaml".into());
+    }
     let p = plan(&spec, &rolling(20, 4, 8, 60), &o);
     assert_eq!(p.status.phase, Failed);
     assert!(p.actions.contains(&Action::CallWebhooks {
@@ -559,6 +579,16 @@ fn a_rollback_reports_everywhere() {
         revision: "rev-2".into(),
         reason: "failed checks threshold reached 5".into()
     }));
+    // Told not to revert: no revert.
+    if let Some(g) = spec.gitops.as_mut() {
+        g.revert_on_rollback = Some(false);
+    }
+    let p = plan(&spec, &rolling(20, 4, 8, 60), &o);
+    assert!(
+        !p.actions
+            .iter()
+            .any(|a| matches!(a, Action::RevertInGit { .. }))
+    );
     let cond = conditions::get(&p.status, PROMOTED).expect("Promoted");
     assert_eq!(
         (cond.status.as_str(), cond.reason.as_deref()),
@@ -635,6 +665,7 @@ fn needs_asks_only_for_what_the_step_uses() {
     let set = |hooks: &[HookType], metrics: bool| Needs {
         webhooks: hooks.iter().copied().collect(),
         metrics,
+        ledger: false,
     };
     use HookType::*;
     let at_rest = CanaryStatus {

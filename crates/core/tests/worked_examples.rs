@@ -6,8 +6,9 @@ use std::time::Duration;
 
 use common::*;
 use fledge_api::CanaryPhase::*;
+use fledge_api::LedgerRevision;
 use fledge_core::sim::Sim;
-use fledge_core::{Action, LedgerEvent, MetricOutcome, Routes};
+use fledge_core::{Action, LedgerEvent, LedgerView, MetricOutcome, Routes};
 
 #[test]
 fn canary_step_5_max_50_promotes_after_10_analysis_steps() {
@@ -57,7 +58,7 @@ fn canary_step_5_max_50_promotes_after_10_analysis_steps() {
 
 #[test]
 fn canary_failing_from_the_start_is_rolled_back_after_5_failed_checks() {
-    let mut sim = initialized(canary_spec());
+    let mut sim = initialized(with_git(canary_spec(), Some("deploy/app.yaml")));
     sim.metrics = Box::new(|_, m| {
         if m.name == "request-success-rate" {
             MetricOutcome::Value(90.0)
@@ -188,4 +189,136 @@ fn a_restarted_controller_continues_from_the_stored_json() {
     assert!(sim.violations.is_empty(), "{:?}", sim.violations);
     assert_eq!(sim.status.phase, Succeeded);
     assert_eq!(sim.weights(), reference.weights());
+}
+
+/// What the ledger of a Canary says after `rev-1` and then `rev-2` were promoted.
+fn ledger_promoted_rev1_then_rev2() -> LedgerView {
+    LedgerView::Read(vec![
+        LedgerRevision {
+            revision: "rev-2".into(),
+            images: vec!["ghcr.io/acme/app:2.0.0".into()],
+            promoted_at: Some("2026-11-20T10:00:00Z".into()),
+        },
+        LedgerRevision {
+            revision: "rev-1".into(),
+            images: vec!["ghcr.io/acme/app:1.0.0".into()],
+            promoted_at: Some("2026-11-19T10:00:00Z".into()),
+        },
+    ])
+}
+
+/// A rebuilt cluster: the Canary is new, the target runs `hash`, the ledger remembers.
+fn rebuilt(hash: &str, ledger: LedgerView) -> Sim {
+    let mut sim = Sim::new(with_git(canary_spec(), None), t0());
+    if let Some(t) = sim.world.target.as_mut() {
+        t.hash = hash.into();
+    }
+    sim.world.ledger = ledger;
+    sim
+}
+
+#[test]
+fn a_rebuilt_cluster_starts_the_primary_from_the_ledger_and_analyses_the_target() {
+    let mut sim = rebuilt("rev-3", ledger_promoted_rev1_then_rev2());
+    assert!(sim.run_to(Initialized, 10), "{sim:?}");
+    assert!(sim.violations.is_empty(), "{:?}", sim.violations);
+    assert!(
+        sim.actions().any(|a| a
+            == &Action::EnsurePrimaryFrom {
+                revision: "rev-2".into(),
+                images: vec!["ghcr.io/acme/app:2.0.0".into()],
+            }),
+        "the primary is created on the last promoted images"
+    );
+    assert_eq!(
+        sim.world.primary.as_ref().map(|p| p.hash.as_str()),
+        Some("rev-2")
+    );
+    assert_eq!(sim.status.last_promoted_spec.as_deref(), Some("rev-2"));
+    assert_eq!(sim.status.promoted_revisions, vec!["rev-1", "rev-2"]);
+    assert_eq!(sim.status.initialized_from_ledger, None);
+    let evs = sim.events();
+    assert!(
+        evs.iter().any(|(r, m)| r == "InitializingFromLedger"
+            && m.contains("rev-2")
+            && m.contains("ghcr.io/acme/app:2.0.0")
+            && m.contains("rev-3")),
+        "{evs:?}"
+    );
+    // The ledger is read only while the primary is missing.
+    let reads = sim.trace.iter().filter(|r| r.needs.ledger).count();
+    assert_eq!(reads, 1);
+    // The target's revision was never promoted: it goes through the whole analysis.
+    assert!(sim.run_to(Succeeded, 200), "{sim:?}");
+    assert!(sim.violations.is_empty(), "{:?}", sim.violations);
+    let weights: Vec<i32> = sim.weights().into_iter().skip(1).collect();
+    assert_eq!(
+        weights,
+        (1..=10).map(|i| i * 5).chain([0]).collect::<Vec<_>>()
+    );
+    assert_eq!(sim.status.last_promoted_spec.as_deref(), Some("rev-3"));
+    let started = sim.actions().find_map(|a| match a {
+        Action::RecordLedger(e) if e.event == LedgerEvent::Started => Some(e.clone()),
+        _ => None,
+    });
+    let started = started.expect("the rollout is recorded");
+    assert_eq!(started.revision, "rev-3");
+    assert_eq!(started.primary_revision.as_deref(), Some("rev-2"));
+}
+
+#[test]
+fn a_rebuilt_cluster_on_the_last_promoted_revision_initializes_as_usual() {
+    let mut sim = rebuilt("rev-2", ledger_promoted_rev1_then_rev2());
+    assert!(sim.run_to(Initialized, 10), "{sim:?}");
+    assert!(sim.actions().any(|a| a == &Action::EnsurePrimary));
+    assert!(
+        !sim.actions()
+            .any(|a| matches!(a, Action::EnsurePrimaryFrom { .. }))
+    );
+    assert_eq!(sim.status.last_promoted_spec.as_deref(), Some("rev-2"));
+    // Nothing new to roll out.
+    sim.run_until(20, |_| false);
+    assert_eq!(sim.status.phase, Initialized);
+}
+
+#[test]
+fn a_rebuilt_cluster_on_an_older_promoted_revision_rolls_back_fast() {
+    // Git was reverted to rev-1 after rev-2: the primary starts on rev-2 (the last promoted),
+    // and rev-1, promoted before, is a rollback to a known-good revision: no analysis.
+    let mut sim = rebuilt("rev-1", ledger_promoted_rev1_then_rev2());
+    assert!(sim.run_to(Initialized, 10), "{sim:?}");
+    assert!(sim.run_to(Succeeded, 50), "{sim:?}");
+    assert!(!sim.trace.iter().any(|r| r.needs.metrics), "not analysed");
+    assert!(sim.events().iter().any(|(r, _)| r == "FastRollback"));
+    assert_eq!(sim.status.last_promoted_spec.as_deref(), Some("rev-1"));
+}
+
+#[test]
+fn an_unreadable_ledger_never_holds_initialization() {
+    let mut sim = rebuilt(
+        "rev-3",
+        LedgerView::Unreadable("cannot reach git://127.0.0.1/app.git".into()),
+    );
+    assert!(sim.run_to(Initialized, 10), "{sim:?}");
+    assert_eq!(
+        sim.world.primary.as_ref().map(|p| p.hash.as_str()),
+        Some("rev-3")
+    );
+    assert_eq!(sim.status.last_promoted_spec.as_deref(), Some("rev-3"));
+    let evs = sim.events();
+    assert!(
+        evs.iter()
+            .any(|(r, m)| r == "LedgerUnreadable" && m.contains("cannot reach")),
+        "{evs:?}"
+    );
+    // An empty ledger (a new Canary) and a Canary without spec.gitops start from the target;
+    // without spec.gitops the ledger is never read.
+    let mut sim = rebuilt("rev-3", LedgerView::Read(Vec::new()));
+    assert!(sim.run_to(Initialized, 10), "{sim:?}");
+    assert_eq!(sim.status.last_promoted_spec.as_deref(), Some("rev-3"));
+    let mut sim = Sim::new(canary_spec(), t0());
+    sim.world.ledger = ledger_promoted_rev1_then_rev2();
+    assert!(sim.run_to(Initialized, 10), "{sim:?}");
+    assert!(!sim.trace.iter().any(|r| r.needs.ledger));
+    assert_eq!(sim.status.last_promoted_spec.as_deref(), Some("rev-1"));
 }

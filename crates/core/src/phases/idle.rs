@@ -49,7 +49,7 @@ fn rollback_to_known_good(cx: &mut Cx, target: &TargetObservation) {
     let name = cx.target_name();
     let short: String = target.spec_hash.chars().take(12).collect();
     let message = format!(
-        "Fast rollback: {name} is back to revision {short}, promoted before; promoting it          without analysis (spec.gitops.fastRollback)."
+        "Fast rollback: {name} is back to revision {short}, promoted before; promoting it without analysis (spec.gitops.fastRollback)."
     );
     cx.event(true, "FastRollback", message.clone());
     cx.notify(Severity::Warn, NotifyKind::NewRevision, message.clone());

@@ -54,7 +54,10 @@ pub(super) fn run_as(cx: &mut Cx, reason: String, kind: NotifyKind) {
     );
     reasons.push(reason.clone());
     cx.ledger(LedgerEvent::RolledBack, reasons);
-    let revision = cx.status.last_applied_spec.clone().unwrap_or_default();
-    cx.report(Action::RevertInGit { revision, reason });
+    // Git must no longer name the version that failed (spec.gitops.path, revertOnRollback).
+    if cx.spec.gitops.as_ref().is_some_and(|g| g.reverts()) {
+        let revision = cx.status.last_applied_spec.clone().unwrap_or_default();
+        cx.report(Action::RevertInGit { revision, reason });
+    }
     cx.requeue(cx.interval());
 }
