@@ -339,6 +339,9 @@ async fn reconcile_inner(canary: &Canary, ctx: &Context) -> Result<Requeue> {
     if needs.metrics {
         obs.metrics = ctx.analyzer.run(canary).await;
     }
+    if needs.ledger {
+        obs.ledger = crate::git::read_ledger(&ctx.client, &ctx.settings.git, canary).await;
+    }
 
     let plan = fledge_core::plan(&canary.spec, &status, &obs);
     record_step_lateness(ctx, canary, &status, &plan.status, obs.now);
@@ -807,7 +810,16 @@ impl Exec<'_> {
             Action::EnsurePrimary => {
                 if self.primary.is_none() {
                     self.copy_configs().await?;
-                    self.apply_primary(None).await?;
+                    self.apply_primary(None, &[]).await?;
+                }
+                crate::autoscaler::ensure_primary_hpa(&self.ctx.client, self.canary, self.owner())
+                    .await
+            }
+            Action::EnsurePrimaryFrom { revision, images } => {
+                if self.primary.is_none() {
+                    info!(%revision, ?images, "creating the primary on the Git ledger's last promoted images");
+                    self.copy_configs().await?;
+                    self.apply_primary(None, images).await?;
                 }
                 crate::autoscaler::ensure_primary_hpa(&self.ctx.client, self.canary, self.owner())
                     .await
@@ -848,7 +860,7 @@ impl Exec<'_> {
                     .primary
                     .and_then(|p| p.spec.as_ref())
                     .and_then(|s| s.replicas);
-                self.apply_primary(keep).await?;
+                self.apply_primary(keep, &[]).await?;
                 crate::autoscaler::ensure_primary_hpa(&self.ctx.client, self.canary, self.owner())
                     .await
             }
@@ -894,10 +906,17 @@ impl Exec<'_> {
         Ok(())
     }
 
-    async fn apply_primary(&self, replicas: Option<i32>) -> Result<()> {
+    /// Creates or updates the primary from the target; with `images`, containers of the same
+    /// image repositories run those images instead of the target's.
+    async fn apply_primary(&self, replicas: Option<i32>, images: &[String]) -> Result<()> {
         let tracked: BTreeSet<ConfigRef> = self.tracked.keys().cloned().collect();
         let mut primary =
             workload::build_primary(self.target()?, self.owner(), &tracked, replicas)?;
+        if let Some(spec) = primary.spec.as_mut() {
+            for (container, from, to) in workload::use_images(&mut spec.template, images) {
+                info!(%container, %from, %to, "primary image from the Git ledger");
+            }
+        }
         if replicas.is_none()
             && let Some(spec) = primary.spec.as_mut()
         {

@@ -270,6 +270,43 @@ pub fn build_primary(
     })
 }
 
+/// The repository of an image reference: without its digest and tag
+/// (`ghcr.io/acme/app:1.2.3` → `ghcr.io/acme/app`; a registry port stays).
+pub fn image_repository(image: &str) -> &str {
+    let name = image.split('@').next().unwrap_or(image);
+    match name.rfind(':') {
+        Some(i) if !name[i..].contains('/') => &name[..i],
+        _ => name,
+    }
+}
+
+/// Puts `images` into the pod template: each container (and init container) whose image has
+/// the repository of one of `images` runs that image. Returns `(container, from, to)` for each
+/// change.
+pub fn use_images(
+    template: &mut PodTemplateSpec,
+    images: &[String],
+) -> Vec<(String, String, String)> {
+    let mut changed = Vec::new();
+    let Some(pod) = template.spec.as_mut() else {
+        return changed;
+    };
+    let init = pod.init_containers.iter_mut().flatten();
+    for c in pod.containers.iter_mut().chain(init) {
+        let Some(current) = c.image.clone() else {
+            continue;
+        };
+        let repo = image_repository(&current);
+        if let Some(wanted) = images.iter().find(|i| image_repository(i) == repo)
+            && *wanted != current
+        {
+            changed.push((c.name.clone(), current, wanted.clone()));
+            c.image = Some(wanted.clone());
+        }
+    }
+    changed
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -454,5 +491,47 @@ mod tests {
             data_checksum([("ab", b"".as_slice())]),
             data_checksum([("a", b"b".as_slice())])
         );
+    }
+
+    #[test]
+    fn images_of_a_promoted_revision_replace_those_of_the_same_repository() {
+        assert_eq!(
+            image_repository("ghcr.io/acme/app:1.2.3"),
+            "ghcr.io/acme/app"
+        );
+        assert_eq!(image_repository("registry:5000/app"), "registry:5000/app");
+        assert_eq!(
+            image_repository("registry:5000/app:v1@sha256:ab"),
+            "registry:5000/app"
+        );
+        assert_eq!(image_repository("app"), "app");
+        let mut t: PodTemplateSpec = serde_json::from_value(serde_json::json!({
+            "spec": {
+                "containers": [
+                    {"name": "app", "image": "ghcr.io/acme/app:2.0.0"},
+                    {"name": "proxy", "image": "envoy:1.30"}
+                ],
+                "initContainers": [{"name": "migrate", "image": "ghcr.io/acme/app:2.0.0"}]
+            }
+        }))
+        .unwrap();
+        let changed = use_images(&mut t, &["ghcr.io/acme/app:1.0.0".into(), "other:1".into()]);
+        assert_eq!(
+            changed,
+            vec![
+                (
+                    "app".into(),
+                    "ghcr.io/acme/app:2.0.0".into(),
+                    "ghcr.io/acme/app:1.0.0".into()
+                ),
+                (
+                    "migrate".into(),
+                    "ghcr.io/acme/app:2.0.0".into(),
+                    "ghcr.io/acme/app:1.0.0".into()
+                ),
+            ]
+        );
+        let pod = t.spec.unwrap();
+        assert_eq!(pod.containers[1].image.as_deref(), Some("envoy:1.30"));
     }
 }

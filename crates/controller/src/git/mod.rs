@@ -20,8 +20,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fledge_api::gitops::GitRepository;
-use fledge_api::{AnalysisRecord, Canary};
-use fledge_core::{LedgerEntry, LedgerEvent};
+use fledge_api::{AnalysisRecord, Canary, LedgerRevision};
+use fledge_core::{LedgerEntry, LedgerEvent, LedgerView};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use kube::{Client, ResourceExt};
@@ -691,6 +691,97 @@ async fn dora_figures(wd: &Workdir, file: &str, metrics: &crate::metrics::Metric
         }
         _ => {}
     }
+}
+
+/// How long each git command of a ledger read may take: the read holds up the Canary's
+/// initialization, which never waits long for Git.
+const LEDGER_READ_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Ledger reads share working copies; one at a time (they happen only while a Canary
+/// initializes without its primary, e.g. on a rebuilt cluster).
+static LEDGER_READS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// What the ledger says about `canary`: the revisions it records as promoted, newest first,
+/// including promotions still waiting in the queue. [`LedgerView::Unreadable`] says why when
+/// the repository cannot be read.
+pub async fn read_ledger(client: &Client, settings: &GitSettings, canary: &Canary) -> LedgerView {
+    let Some(gitops) = canary.spec.gitops.as_ref() else {
+        return LedgerView::NotRead;
+    };
+    let ns = canary.namespace().unwrap_or_default();
+    let name = canary.name_any();
+    let repository = gitops.ledger_repository();
+    let auth = match credentials(client, &ns, repository).await {
+        Ok(a) => a,
+        Err(e) => return LedgerView::Unreadable(e.to_string()),
+    };
+    let branch = repository.branch.clone().unwrap_or_else(|| "main".into());
+    let key = short_hash(&[&repository.url, &branch]);
+    let _one_at_a_time = LEDGER_READS.lock().await;
+    let wd = Workdir::new(
+        settings.workdir.join(&key).join("read"),
+        settings.workdir.join(&key).join("read-keys"),
+        Remote {
+            url: repository.url.clone(),
+            branch,
+            auth,
+        },
+        settings.identity.clone(),
+    )
+    .with_timeout(LEDGER_READ_TIMEOUT);
+    if let Err(e) = wd.sync().await {
+        return LedgerView::Unreadable(e.to_string());
+    }
+    let dir = wd.path().join(gitops.ledger_path()).join(&ns).join(&name);
+    let mut promoted: Vec<LedgerRevision> = std::fs::read_dir(&dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.path().extension().is_some_and(|x| x == "yaml"))
+        .filter_map(|e| {
+            let text = std::fs::read_to_string(e.path()).ok()?;
+            match RolloutRecord::from_yaml(&text) {
+                Ok(r) => Some(r),
+                Err(err) => {
+                    warn!(file = %e.path().display(), error = %err, "unreadable ledger file left out");
+                    None
+                }
+            }
+        })
+        .filter(|r| r.result.as_deref() == Some("promoted"))
+        .map(|r| LedgerRevision {
+            revision: r.revision,
+            images: r.new_images,
+            promoted_at: r.end_time,
+        })
+        .collect();
+    promoted.extend(queued_promotions(client, &ns, &name).await);
+    // Newest first; a revision promoted twice counts at its latest promotion.
+    promoted.sort_by(|a, b| b.promoted_at.cmp(&a.promoted_at));
+    let mut seen = HashSet::new();
+    promoted.retain(|p| seen.insert(p.revision.clone()));
+    info!(canary = %format!("{ns}/{name}"), promoted = promoted.len(), "Git ledger read");
+    LedgerView::Read(promoted)
+}
+
+/// Promotions of a Canary still waiting in the queue (Git was down when they happened).
+async fn queued_promotions(client: &Client, ns: &str, canary: &str) -> Vec<LedgerRevision> {
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
+    let selector = format!("{QUEUE_LABEL}=true,fledge.dev/canary={canary}");
+    let Ok(list) = api.list(&ListParams::default().labels(&selector)).await else {
+        return Vec::new();
+    };
+    list.items
+        .iter()
+        .filter_map(|cm| cm.data.as_ref()?.get(DATA_KEY))
+        .filter_map(|text| serde_json::from_str::<QueuedRecord>(text).ok())
+        .filter(|r| r.canary == canary && r.revert.is_none() && r.event.event == "Promoted")
+        .map(|r| LedgerRevision {
+            revision: r.seed.revision,
+            images: r.seed.new_images,
+            promoted_at: Some(r.event.time),
+        })
+        .collect()
 }
 
 /// The credentials of a repository, from its Secret in `namespace`.

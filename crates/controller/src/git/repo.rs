@@ -144,6 +144,12 @@ impl Workdir {
         }
     }
 
+    /// Each git command gives up after `timeout` (default 60 s).
+    pub fn with_timeout(mut self, timeout: Duration) -> Workdir {
+        self.timeout = timeout;
+        self
+    }
+
     /// The working tree.
     pub fn path(&self) -> &Path {
         &self.dir
