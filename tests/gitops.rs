@@ -8,8 +8,9 @@ use std::time::{Duration, Instant};
 use fledge_api::{Canary, CanaryPhase};
 use fledge_e2e::git::{GitDaemon, git};
 use fledge_e2e::{Hook, TestNs, deployment_json, eventually, root};
-use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::ConfigMap;
+use kube::ResourceExt;
 use kube::api::ListParams;
 use serde_json::json;
 
@@ -848,4 +849,204 @@ async fn a_concurrent_writer_keeps_its_commit() {
     let merges = git(&clone.dir, &["rev-list", "--merges", "HEAD"]).unwrap();
     assert!(merges.trim().is_empty(), "{merges}");
     eprintln!("history with a concurrent writer: {subjects:?}");
+}
+
+const V3: &str = "ghcr.io/stefanprodan/podinfo:6.0.2";
+
+/// 8. The ledger outlives the cluster. On a first cluster V2 is promoted after V1; then V3 is
+///    released in Git and the cluster is lost before anything rolled it out. A fresh control
+///    plane (its own etcd and API server, nothing carried over but the Git repository) gets the
+///    Deployment on V3 and the same Canary: the primary starts on V2, the last promoted images
+///    in the ledger, and V3 is analysed like any new release.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rebuilt_cluster_starts_the_primary_from_the_ledger() {
+    let ns = TestNs::new("git-rebuild").await;
+    let daemon = GitDaemon::start_new(&ns.name).unwrap();
+    let url = daemon
+        .create_repo("app", &[("deploy/podinfo.yaml", &manifest(V1))])
+        .unwrap();
+    let hook = Hook::start(200).await.unwrap();
+    ns.create::<Deployment>(deployment_json("podinfo", V1, 1))
+        .await;
+    ns.create::<Canary>(canary(&hook.url("/rollout"), &url))
+        .await;
+    let first = start_controller(&ns);
+    ns.wait_phase("podinfo", CanaryPhase::Initialized, Duration::from_secs(90))
+        .await;
+    release(&daemon, V2);
+    ns.set_image("podinfo", V2).await;
+    ns.wait_phase("podinfo", CanaryPhase::Succeeded, ROLLOUT)
+        .await;
+    eventually(Duration::from_secs(60), "V2's ledger record", || async {
+        fledge_commits(&daemon).len() >= 2 && queue_len(&ns).await == 0
+    })
+    .await
+    .unwrap();
+    let promoted = ns.api::<Canary>().get("podinfo").await.unwrap();
+    let v2_revision = promoted
+        .status
+        .and_then(|s| s.last_promoted_spec)
+        .expect("V2 promoted");
+    // V3 is released in Git; the first cluster is lost before it rolls it out.
+    release(&daemon, V3);
+    ns.kill_controller(first);
+    let calls_before = hook.calls("/rollout").len();
+
+    // The rebuilt cluster: Flux applies the repository (the Deployment on V3 and the Canary),
+    // and fledge starts with nothing but the repository to remember.
+    let rebuilt = fledge_e2e::OtherCluster::start(&format!("{}-rebuilt", ns.name)).unwrap();
+    let ns2 = TestNs::named_on(&rebuilt, &ns.name).await;
+    ns2.create::<Deployment>(deployment_json("podinfo", V3, 1))
+        .await;
+    ns2.create::<Canary>(canary(&hook.url("/rollout"), &url))
+        .await;
+    let started = Instant::now();
+    let work = root()
+        .join("target/e2e-logs")
+        .join(format!("{}-rebuilt-gitwork", ns.name));
+    ns2.start_controller(&["--git-workdir", &work.to_string_lossy()]);
+    // V3 was never promoted: it is analysed (both iterations call the rollout webhook) and
+    // promoted only then.
+    let done = ns2
+        .wait_phase("podinfo", CanaryPhase::Succeeded, ROLLOUT)
+        .await;
+    let took = started.elapsed();
+    let s = done.status.unwrap();
+    assert_eq!(s.iterations, 2, "{s:#?}");
+    assert!(
+        hook.calls("/rollout").len() >= calls_before + 2,
+        "the rollout webhook gated V3's analysis"
+    );
+    assert_eq!(
+        fledge_e2e::image_of(&ns2.deployment("podinfo-primary").await),
+        V3
+    );
+    // The primary's first revision ran V2, the last promoted image (its ReplicaSets keep the
+    // history), and only the promotion moved it to V3.
+    let sets = ns2
+        .api::<ReplicaSet>()
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items;
+    let mut primary_images: Vec<(i64, String)> = sets
+        .iter()
+        .filter(|rs| {
+            rs.owner_references()
+                .iter()
+                .any(|o| o.name == "podinfo-primary")
+        })
+        .map(|rs| {
+            let revision = rs
+                .annotations()
+                .get("deployment.kubernetes.io/revision")
+                .and_then(|r| r.parse().ok())
+                .unwrap_or(0);
+            let image = rs
+                .spec
+                .as_ref()
+                .and_then(|s| s.template.as_ref())
+                .and_then(|t| t.spec.as_ref())
+                .and_then(|p| p.containers.first())
+                .and_then(|c| c.image.clone())
+                .unwrap_or_default();
+            (revision, image)
+        })
+        .collect();
+    primary_images.sort();
+    assert_eq!(
+        primary_images,
+        [(1, V2.to_string()), (2, V3.to_string())],
+        "the primary's revisions"
+    );
+    let events = ns2.events("podinfo").await;
+    assert!(
+        events.iter().any(|e| e.contains("InitializingFromLedger")
+            && e.contains(V2)
+            && e.contains(&v2_revision[..12])),
+        "{events:#?}"
+    );
+    let events = ns2.events("podinfo").await;
+    assert!(
+        events.iter().any(|e| e.contains("NewRevision")),
+        "{events:#?}"
+    );
+    assert!(
+        !events.iter().any(|e| e.contains("FastRollback")),
+        "{events:#?}"
+    );
+    // The ledger has V3's rollout, started from V2.
+    eventually(Duration::from_secs(60), "V3's ledger record", || async {
+        fledge_commits(&daemon).len() >= 4 && queue_len(&ns2).await == 0
+    })
+    .await
+    .unwrap();
+    let c = daemon.clone_repo("app").unwrap();
+    let files = c.files_under(".fledge/ledger");
+    assert_eq!(files.len(), 2, "{files:?}");
+    let record: serde_json::Value = serde_saphyr::from_str(&c.read(&files[1])).unwrap();
+    assert_eq!(record["result"], "promoted", "{record:#}");
+    assert_eq!(record["oldImages"], json!([V2]), "{record:#}");
+    assert_eq!(record["newImages"], json!([V3]), "{record:#}");
+    assert_eq!(record["primaryRevision"], json!(v2_revision), "{record:#}");
+    eprintln!(
+        "rebuilt cluster: primary on {V2} from the ledger, {V3} analysed and promoted in {took:?}\n{}",
+        events.join("\n")
+    );
+}
+
+/// `mode: branch`: a failed rollout pushes its revert to a `fledge/revert-<canary>-<revision>`
+/// branch for a pull request, and the branch the cluster follows is left alone.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rollback_in_branch_mode_pushes_a_revert_branch() {
+    let ns = TestNs::new("git-branch-mode").await;
+    let daemon = GitDaemon::start_new(&ns.name).unwrap();
+    let url = daemon
+        .create_repo("app", &[("deploy/podinfo.yaml", &manifest(V1))])
+        .unwrap();
+    let failing = Hook::start(500).await.unwrap();
+    ns.create::<Deployment>(deployment_json("podinfo", V1, 1))
+        .await;
+    let mut c = canary(&failing.url("/rollout"), &url);
+    c["spec"]["analysis"]["threshold"] = json!(1);
+    c["spec"]["gitops"]["mode"] = json!("branch");
+    ns.create::<Canary>(c).await;
+    start_controller(&ns);
+    ns.wait_phase("podinfo", CanaryPhase::Initialized, Duration::from_secs(90))
+        .await;
+    release(&daemon, V2);
+    ns.set_image("podinfo", V2).await;
+    let failed = ns.wait_phase("podinfo", CanaryPhase::Failed, ROLLOUT).await;
+    let revision = failed.status.unwrap().last_applied_spec.unwrap();
+    let branch = format!("fledge/revert-podinfo-{}", &revision[..12]);
+    let bare = daemon.base.join("app.git");
+    eventually(Duration::from_secs(60), "the revert branch", || async {
+        git(&bare, &["rev-parse", "--verify", "-q", &branch]).is_ok() && queue_len(&ns).await == 0
+    })
+    .await
+    .unwrap();
+    let message = git(&bare, &["log", "-1", "--format=%B", &branch]).unwrap();
+    assert!(
+        message.starts_with(&format!(
+            "fledge: revert {}/podinfo to the last promoted image",
+            ns.name
+        )),
+        "{message}"
+    );
+    assert!(message.contains(&format!("{V2} -> {V1}")), "{message}");
+    let on_branch = git(&bare, &["show", &format!("{branch}:deploy/podinfo.yaml")]).unwrap();
+    assert_eq!(on_branch.trim_end(), manifest(V1).trim_end());
+    // The branch starts from main's head; main itself still names V2 and has no revert.
+    let base = git(&bare, &["merge-base", "main", &branch]).unwrap();
+    let main_head = git(&bare, &["rev-parse", "main"]).unwrap();
+    assert_eq!(base.trim(), main_head.trim());
+    let on_main = daemon.clone_repo("app").unwrap();
+    assert_eq!(on_main.read("deploy/podinfo.yaml"), manifest(V2));
+    assert!(
+        !fledge_commits(&daemon)
+            .iter()
+            .any(|m| m.starts_with("fledge: revert")),
+        "no revert on main"
+    );
+    eprintln!("revert branch {branch}:\n{message}");
 }

@@ -85,8 +85,13 @@ pub fn admin_kubeconfig() -> PathBuf {
 
 /// A client of the local control plane.
 pub async fn client() -> Client {
-    let p = prepare();
-    let kc = Kubeconfig::read_from(&p.kubeconfig).expect("read target/cluster/kubeconfig");
+    client_of(&prepare().kubeconfig).await
+}
+
+/// A client from a kubeconfig file.
+async fn client_of(kubeconfig: &Path) -> Client {
+    let kc = Kubeconfig::read_from(kubeconfig)
+        .unwrap_or_else(|e| panic!("read {}: {e}", kubeconfig.display()));
     let cfg = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
         .await
         .expect("kubeconfig of the local control plane");
@@ -97,7 +102,61 @@ static CRDS: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
 
 /// Installs the CRDs from `config/crd/` (once per run) and waits until they are served.
 pub async fn install_crds(client: &Client) {
-    CRDS.get_or_init(|| async {
+    CRDS.get_or_init(|| apply_crds(client)).await;
+}
+
+/// Another control plane of its own (its own etcd, API server, certificates and ports) in
+/// `target/clusters/<name>`, as a rebuilt cluster is: it knows nothing of the first one.
+/// Stopped and wiped when dropped.
+pub struct OtherCluster {
+    dir: PathBuf,
+    /// Its administrator's kubeconfig.
+    pub kubeconfig: PathBuf,
+}
+
+impl OtherCluster {
+    /// Starts it (`cargo xtask cluster up --dir …`), from the binaries the first one built.
+    pub fn start(name: &str) -> anyhow::Result<OtherCluster> {
+        let dir = root().join("target/clusters").join(name);
+        let dir_arg = dir.to_string_lossy().to_string();
+        let up = cargo()
+            .args(["run", "--quiet", "-p", "xtask", "--", "cluster", "up"])
+            .args(["--dir", &dir_arg])
+            .output()
+            .context("run `cargo xtask cluster up --dir`")?;
+        let cluster = OtherCluster {
+            kubeconfig: dir.join("kubeconfig"),
+            dir,
+        };
+        if !up.status.success() {
+            bail!(
+                "another control plane did not start in {dir_arg}:\n{}",
+                tail(&up.stderr, 40)
+            );
+        }
+        Ok(cluster)
+    }
+
+    /// A client of it.
+    pub async fn client(&self) -> Client {
+        client_of(&self.kubeconfig).await
+    }
+}
+
+impl Drop for OtherCluster {
+    fn drop(&mut self) {
+        let _ = cargo()
+            .args([
+                "run", "--quiet", "-p", "xtask", "--", "cluster", "down", "--wipe",
+            ])
+            .args(["--dir", &self.dir.to_string_lossy()])
+            .output();
+    }
+}
+
+/// Applies the CRDs from `config/crd/` and waits until they are served.
+async fn apply_crds(client: &Client) {
+    {
         let api: Api<CustomResourceDefinition> = Api::all(client.clone());
         for file in [
             "canaries.yaml",
@@ -129,8 +188,7 @@ pub async fn install_crds(client: &Client) {
             );
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
-    })
-    .await;
+    }
 }
 
 static SEQ: AtomicU64 = AtomicU64::new(0);
@@ -164,6 +222,10 @@ pub struct TestNs {
     pub name: String,
     controllers: Mutex<Vec<Child>>,
     metrics_ports: Mutex<Vec<u16>>,
+    /// The kubeconfig controllers started here use.
+    kubeconfig: PathBuf,
+    /// Controller logs are `target/e2e-logs/<logs_as>-<n>.log`.
+    logs_as: String,
 }
 
 impl TestNs {
@@ -173,6 +235,27 @@ impl TestNs {
         install_crds(&client).await;
         let n = SEQ.fetch_add(1, Ordering::Relaxed);
         let name = format!("e2e-{prefix}-{}-{n}", std::process::id() % 100000);
+        Self::create_ns(client, name, prepare().kubeconfig.clone(), None).await
+    }
+
+    /// The namespace `name` (which may exist on another cluster too) on `cluster`, with the
+    /// CRDs installed there.
+    pub async fn named_on(cluster: &OtherCluster, name: &str) -> TestNs {
+        let client = cluster.client().await;
+        apply_crds(&client).await;
+        let on = cluster
+            .dir
+            .file_name()
+            .map(|n| n.to_string_lossy().to_string());
+        Self::create_ns(client, name.to_string(), cluster.kubeconfig.clone(), on).await
+    }
+
+    async fn create_ns(
+        client: Client,
+        name: String,
+        kubeconfig: PathBuf,
+        cluster: Option<String>,
+    ) -> TestNs {
         let api: Api<Namespace> = Api::all(client.clone());
         let ns: Namespace =
             serde_json::from_value(serde_json::json!({"metadata": {"name": name}})).unwrap();
@@ -180,10 +263,15 @@ impl TestNs {
             .await
             .expect("create namespace");
         TestNs {
+            logs_as: match cluster {
+                Some(c) => format!("{name}-on-{c}"),
+                None => name.clone(),
+            },
             client,
             name,
             controllers: Mutex::new(Vec::new()),
             metrics_ports: Mutex::new(Vec::new()),
+            kubeconfig,
         }
     }
 
@@ -199,7 +287,7 @@ impl TestNs {
     /// Starts `fledge run` for this namespace with extra flags; its log goes to
     /// `target/e2e-logs/<namespace>-<n>.log`. Returns an index for [`TestNs::kill_controller`].
     pub fn start_controller(&self, extra: &[&str]) -> usize {
-        self.start_controller_as(&prepare().kubeconfig, extra)
+        self.start_controller_as(&self.kubeconfig.clone(), extra)
     }
 
     /// Starts `fledge run` for this namespace with another identity: the credentials of
@@ -210,7 +298,7 @@ impl TestNs {
         std::fs::create_dir_all(&logs).expect("create target/e2e-logs");
         let mut list = self.controllers.lock().unwrap();
         let idx = list.len();
-        let log = std::fs::File::create(logs.join(format!("{}-{idx}.log", self.name)))
+        let log = std::fs::File::create(logs.join(format!("{}-{idx}.log", self.logs_as)))
             .expect("create log");
         let port = free_port();
         let child = Command::new(&p.fledge)
@@ -249,7 +337,7 @@ impl TestNs {
         std::fs::read_to_string(
             root()
                 .join("target/e2e-logs")
-                .join(format!("{}-{idx}.log", self.name)),
+                .join(format!("{}-{idx}.log", self.logs_as)),
         )
         .unwrap_or_default()
     }

@@ -40,6 +40,10 @@ use proc::{PidRecord, Started};
 /// Arguments of `cargo xtask cluster`.
 #[derive(clap::Args)]
 pub struct ClusterArgs {
+    /// Keep this control plane in DIR instead of `target/cluster` (another, independent
+    /// cluster: its own etcd, API server, ports and certificates).
+    #[arg(long, global = true, value_name = "DIR")]
+    dir: Option<PathBuf>,
     #[command(subcommand)]
     command: ClusterCommand,
 }
@@ -92,7 +96,10 @@ pub struct ClusterInfo {
 }
 
 pub fn run(args: ClusterArgs) -> Result<()> {
-    let layout = Layout::new();
+    let layout = match args.dir {
+        Some(dir) => Layout::at(dir),
+        None => Layout::new(),
+    };
     match args.command {
         ClusterCommand::Up(up_args) => {
             let info = up(&layout, &up_args)?;
@@ -142,6 +149,15 @@ impl Layout {
         let xtask = Path::new(env!("CARGO_MANIFEST_DIR"));
         let workspace = xtask.parent().unwrap_or(xtask).to_path_buf();
         let dir = workspace.join("target").join("cluster");
+        Layout { workspace, dir }
+    }
+    fn at(dir: PathBuf) -> Self {
+        let workspace = Layout::new().workspace;
+        let dir = if dir.is_absolute() {
+            dir
+        } else {
+            workspace.join(dir)
+        };
         Layout { workspace, dir }
     }
     fn go_dir(&self) -> PathBuf {
