@@ -331,6 +331,14 @@ async fn reconcile_inner(canary: &Canary, ctx: &Context) -> Result<Requeue> {
         readiness: readiness(t),
     });
     obs.primary = primary.as_deref().map(readiness);
+    if canary.spec.gitops.is_some() {
+        let who = format!("{ns}/{}", canary.name_any());
+        obs.git_queue = ctx
+            .git_state
+            .lock()
+            .ok()
+            .map(|q| q.observe(&who, ctx.settings.git.alert_after));
+    }
 
     let needs = fledge_core::needs(&canary.spec, &status, &obs);
     if !needs.webhooks.is_empty() {
@@ -391,90 +399,12 @@ async fn reconcile_inner(canary: &Canary, ctx: &Context) -> Result<Requeue> {
             warn!(error = %e, "routing drift check failed");
         }
     }
-    let mut next = plan.status.clone();
-    git_condition(ctx, canary, target.as_deref(), &mut next).await;
-    write_status(ctx, canary, &status, &next).await?;
+    write_status(ctx, canary, &status, &plan.status).await?;
     if deleting && plan.status.phase == CanaryPhase::Terminated {
         remove_finalizer(canary, ctx).await?;
         return Ok(Requeue::await_change());
     }
     Ok(Requeue::requeue(on_engine_clock(requeue, obs.now)))
-}
-
-/// The `GitSynced` condition of a Canary with `spec.gitops`, from the Git worker's view of the
-/// queue; a warning Event when it turns False or its reason changes.
-async fn git_condition(
-    ctx: &Context,
-    canary: &Canary,
-    target: Option<&Deployment>,
-    next: &mut CanaryStatus,
-) {
-    if canary.spec.gitops.is_none() {
-        return;
-    }
-    let who = format!(
-        "{}/{}",
-        canary.namespace().unwrap_or_default(),
-        canary.name_any()
-    );
-    let (value, reason, message, oldest) = ctx
-        .git_state
-        .lock()
-        .map(|s| {
-            let (v, r, m) = s.condition(&who);
-            (v, r, m, s.canaries.get(&who).map(|q| q.oldest.clone()))
-        })
-        .unwrap_or(("Unknown", "Unknown".into(), String::new(), None));
-    // Records waiting longer than --git-queue-alert-after: tell people (the message is stable
-    // while nothing changes, so the alert de-duplication posts it once).
-    if let Some(since) = oldest.and_then(|t| t.parse::<jiff::Timestamp>().ok())
-        && (jiff::Timestamp::now() - since).get_seconds()
-            > i64::try_from(ctx.settings.git.alert_after.as_secs()).unwrap_or(i64::MAX)
-    {
-        let text = format!(
-            "Ledger records of {who} have waited for Git longer than {}s: {message}",
-            ctx.settings.git.alert_after.as_secs()
-        );
-        let msg = crate::notify::message(
-            canary,
-            target,
-            next,
-            checksum(next),
-            fledge_core::Severity::Error,
-            fledge_core::NotifyKind::Blocked,
-            &text,
-        );
-        ctx.alerts.send(canary, msg);
-    }
-    let before = next
-        .conditions
-        .iter()
-        .flatten()
-        .find(|c| c.r#type == "GitSynced")
-        .map(|c| (c.status.clone(), c.reason.clone()));
-    let changed = fledge_core::conditions::set(
-        next,
-        "GitSynced",
-        value,
-        &reason,
-        &message,
-        jiff::Timestamp::now(),
-    );
-    let turned = before.as_ref().map(|(s, r)| (s.as_str(), r.as_deref()))
-        != Some((value, Some(reason.as_str())));
-    if changed && turned && value == "False" && reason != "Queued" {
-        warn!(%reason, "{message}");
-        let ev = KubeEvent {
-            type_: EventType::Warning,
-            reason,
-            note: Some(message.chars().take(1000).collect()),
-            action: "WriteGit".into(),
-            secondary: None,
-        };
-        if let Err(e) = ctx.recorder.publish(&ev, &canary.object_ref(&())).await {
-            warn!(error = %e, "cannot record Event");
-        }
-    }
 }
 
 /// The engine keeps time in whole seconds: it decides at `now` truncated to the second, and a

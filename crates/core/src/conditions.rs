@@ -1,5 +1,5 @@
-//! The Canary's conditions: `Promoted` (as in Flagger), and fledge's `SpecValid`, `Ready` and
-//! `ChecksPassing`.
+//! The Canary's conditions: `Promoted` (as in Flagger), and fledge's `SpecValid`, `Ready`,
+//! `ChecksPassing` and `GitSynced`.
 
 use fledge_api::{CanaryCondition, CanaryPhase, CanaryStatus};
 use jiff::Timestamp;
@@ -18,6 +18,9 @@ pub const SUSPENDED: &str = "Suspended";
 /// Type of the condition saying whether the last analysis step's checks (metrics and
 /// `rollout` webhooks) passed, and if not, why.
 pub const CHECKS_PASSING: &str = "ChecksPassing";
+/// Type of the condition saying whether every ledger record and revert of a Canary with
+/// `spec.gitops` reached Git (`Synced`, `Queued`, or why writing fails).
+pub const GIT_SYNCED: &str = "GitSynced";
 
 /// Sets condition `type_` and returns whether its status, reason or message changed. The
 /// transition time moves only when the status changes; the update time when anything does.

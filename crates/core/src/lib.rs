@@ -25,6 +25,7 @@ mod action;
 mod checks;
 pub mod conditions;
 mod ctx;
+mod gitsync;
 mod observe;
 mod phases;
 pub mod requests;
@@ -38,8 +39,8 @@ pub use checks::{
     Failure, check_metric, gate_failures, metric_bounds, metric_failures, rollback_request,
 };
 pub use observe::{
-    LedgerView, MetricOutcome, MetricResult, Observations, Readiness, TargetObservation,
-    WebhookResult,
+    GitQueue, GitWriteError, LedgerView, MetricOutcome, MetricResult, Observations, Readiness,
+    TargetObservation, WebhookResult,
 };
 
 use fledge_api::{CanarySpec, CanaryStatus};
@@ -90,6 +91,7 @@ pub fn needs(spec: &CanarySpec, status: &CanaryStatus, obs: &Observations) -> Ne
 fn run(spec: &CanarySpec, status: &CanaryStatus, obs: &Observations, inputs: Inputs) -> Plan {
     let mut cx = Cx::new(spec, status, obs, inputs);
     phases::decide(&mut cx);
+    gitsync::run(&mut cx);
     if let Some(g) = obs.generation {
         cx.status.observed_generation = Some(g);
     }

@@ -37,6 +37,31 @@ pub struct Observations {
     /// What the Git ledger says about this Canary (only when [`crate::needs`] asked for it:
     /// a Canary with `spec.gitops` whose primary does not exist yet, e.g. on a rebuilt cluster).
     pub ledger: LedgerView,
+    /// This Canary's records waiting to be written to Git, as the adapter's Git worker last
+    /// saw them (`None`: unknown, or the Canary has no `spec.gitops`). Sets `GitSynced`.
+    pub git_queue: Option<GitQueue>,
+}
+
+/// A Canary's records in the Git queue.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct GitQueue {
+    /// Records waiting.
+    pub pending: usize,
+    /// When the oldest waiting record happened.
+    pub oldest: Option<Timestamp>,
+    /// Why the last write failed, when it did.
+    pub error: Option<GitWriteError>,
+    /// Records waiting longer than this raise an alert (`--git-queue-alert-after`).
+    pub alert_after: std::time::Duration,
+}
+
+/// Why writing to Git failed.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct GitWriteError {
+    /// A condition reason: `GitUnreachable`, `GitAuthFailed`, `GitRejected`, `GitWriteFailed`.
+    pub reason: String,
+    /// What went wrong, for people (no secret material).
+    pub message: String,
 }
 
 impl Observations {
@@ -53,6 +78,7 @@ impl Observations {
             webhooks: Vec::new(),
             metrics: Vec::new(),
             ledger: LedgerView::NotRead,
+            git_queue: None,
         }
     }
 }

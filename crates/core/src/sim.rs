@@ -214,6 +214,7 @@ impl Sim {
             webhooks: Vec::new(),
             metrics: Vec::new(),
             ledger: LedgerView::NotRead,
+            git_queue: None,
         }
     }
 

@@ -12,8 +12,8 @@ use fledge_api::{
 };
 use fledge_core::sim::{Sim, check_plan, passing_value};
 use fledge_core::{
-    Action, ActionClass, LedgerView, MetricOutcome, MetricResult, Observations, Readiness, Routes,
-    TargetObservation, WebhookResult, check_metric, needs, plan,
+    Action, ActionClass, GitQueue, GitWriteError, LedgerView, MetricOutcome, MetricResult,
+    Observations, Readiness, Routes, TargetObservation, WebhookResult, check_metric, needs, plan,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use proptest::prelude::*;
@@ -235,6 +235,7 @@ prop_compose! {
         hooks in proptest::collection::vec((0..6usize, 0..5usize, any::<bool>()), 0..8),
         metrics in proptest::collection::vec((0..2usize, arb_outcome()), 0..3),
         ledger in arb_ledger(),
+        queue in prop::option::of((0..3usize, 0..3000u64, any::<bool>())),
     ) -> Observations {
         let names = ["request-success-rate", "request-duration"];
         Observations {
@@ -256,6 +257,15 @@ prop_compose! {
             }).collect(),
             metrics: metrics.into_iter().map(|(n, outcome)| MetricResult { name: names[n].into(), outcome }).collect(),
             ledger,
+            git_queue: queue.map(|(pending, ago, failing)| GitQueue {
+                pending,
+                oldest: (pending > 0).then(|| at(10_000 - ago)),
+                error: failing.then(|| GitWriteError {
+                    reason: "GitUnreachable".into(),
+                    message: "cannot reach the remote".into(),
+                }),
+                alert_after: Duration::from_secs(900),
+            }),
         }
     }
 }

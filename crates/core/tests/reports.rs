@@ -9,10 +9,10 @@ use std::time::Duration;
 use common::*;
 use fledge_api::CanaryPhase::*;
 use fledge_api::{CanarySpec, CanaryStatus, HookType, RolloutProgress};
-use fledge_core::conditions::{self, PROMOTED, READY, SPEC_VALID};
+use fledge_core::conditions::{self, GIT_SYNCED, PROMOTED, READY, SPEC_VALID};
 use fledge_core::{
-    Action, LedgerEvent, MetricOutcome, MetricResult, Needs, NotifyKind, Observations, Plan,
-    Readiness, Severity, TargetObservation, WebhookResult, needs, plan,
+    Action, GitQueue, GitWriteError, LedgerEvent, MetricOutcome, MetricResult, Needs, NotifyKind,
+    Observations, Plan, Readiness, Severity, TargetObservation, WebhookResult, needs, plan,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
@@ -833,4 +833,101 @@ fn the_promoted_condition_says_what_a_waiting_canary_waits_for() {
     let p2 = plan(&gated, &p.status, &closed);
     assert_eq!(p2.status.phase, Waiting);
     assert_eq!(reason(&p2), "WaitingForApproval");
+}
+
+#[test]
+fn git_synced_follows_the_queue_with_one_event_per_failure_and_an_alert_when_old() {
+    let spec = with_gitops(None);
+    let status = promoted_twice();
+    let queue = |pending: usize, ago: u64, error: Option<&str>| {
+        Some(GitQueue {
+            pending,
+            oldest: (pending > 0).then(|| at(NOW - ago)),
+            error: error.map(|reason| GitWriteError {
+                reason: reason.into(),
+                message: "git ls-remote git://127.0.0.1/app.git: connection refused".into(),
+            }),
+            alert_after: Duration::from_secs(900),
+        })
+    };
+    let synced = |s: &CanaryStatus| {
+        let c = conditions::get(s, GIT_SYNCED).expect("GitSynced");
+        (
+            c.status.clone(),
+            c.reason.clone().unwrap_or_default(),
+            c.message.clone().unwrap_or_default(),
+        )
+    };
+    // Nothing waiting.
+    let p = plan(
+        &spec,
+        &status,
+        &Observations {
+            git_queue: queue(0, 0, None),
+            ..obs("rev-2")
+        },
+    );
+    assert_eq!(synced(&p.status).0, "True");
+    assert_eq!(synced(&p.status).1, "Synced");
+    // Queued, not failing: no Event.
+    let p = plan(
+        &spec,
+        &p.status,
+        &Observations {
+            git_queue: queue(2, 30, None),
+            ..obs("rev-2")
+        },
+    );
+    let (value, reason, message) = synced(&p.status);
+    assert_eq!((value.as_str(), reason.as_str()), ("False", "Queued"));
+    assert!(
+        message.starts_with("2 record(s) queued since "),
+        "{message}"
+    );
+    assert!(events(&p).is_empty(), "{:?}", events(&p));
+    // Failing: one warning Event naming the reason, not repeated while nothing changes.
+    let o = Observations {
+        git_queue: queue(2, 60, Some("GitUnreachable")),
+        ..obs("rev-2")
+    };
+    let p = plan(&spec, &p.status, &o);
+    assert_eq!(synced(&p.status).1, "GitUnreachable");
+    let ev = events(&p);
+    assert!(
+        ev.iter()
+            .any(|(w, r, m)| *w && r == "GitUnreachable" && m.contains("connection refused")),
+        "{ev:?}"
+    );
+    let again = plan(&spec, &p.status, &o);
+    assert!(events(&again).is_empty(), "{:?}", events(&again));
+    assert!(notifications(&again).is_empty());
+    // Older than --git-queue-alert-after: an error alert.
+    let o = Observations {
+        git_queue: queue(2, 1000, Some("GitUnreachable")),
+        ..obs("rev-2")
+    };
+    let p = plan(&spec, &p.status, &o);
+    assert!(notifications(&p).contains(&(Severity::Error, NotifyKind::Blocked)));
+    // Written at last.
+    let p = plan(
+        &spec,
+        &p.status,
+        &Observations {
+            git_queue: queue(0, 0, None),
+            ..obs("rev-2")
+        },
+    );
+    assert_eq!(synced(&p.status).0, "True");
+    // Without spec.gitops, or when the queue is unknown, no condition.
+    let p = plan(
+        &canary_spec(),
+        &status,
+        &Observations {
+            git_queue: queue(2, 30, None),
+            ..obs("rev-2")
+        },
+    );
+    assert!(conditions::get(&p.status, GIT_SYNCED).is_none());
+    let p = plan(&spec, &status, &obs("rev-2"));
+    assert!(conditions::get(&p.status, GIT_SYNCED).is_none());
 }

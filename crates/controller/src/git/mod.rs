@@ -381,29 +381,26 @@ pub struct CanaryQueue {
 }
 
 impl QueueState {
-    /// The `GitSynced` condition of a Canary: status, reason, message.
-    pub fn condition(&self, canary: &str) -> (&'static str, String, String) {
-        match self.canaries.get(canary) {
-            None => (
-                "True",
-                "Synced".into(),
-                "every ledger record and revert is in Git".into(),
-            ),
-            Some(q) => match &q.error {
-                Some((reason, message)) => (
-                    "False",
-                    reason.clone(),
-                    format!(
-                        "{} record(s) queued since {}: {message}",
-                        q.pending, q.oldest
-                    ),
-                ),
-                None => (
-                    "False",
-                    "Queued".into(),
-                    format!("{} record(s) queued since {}", q.pending, q.oldest),
-                ),
-            },
+    /// What the engine sees of `canary`'s (`namespace/name`) records: nothing waiting when the
+    /// worker holds none of them. `alert_after` is `--git-queue-alert-after`.
+    pub fn observe(&self, canary: &str, alert_after: Duration) -> fledge_core::GitQueue {
+        let Some(q) = self.canaries.get(canary) else {
+            return fledge_core::GitQueue {
+                alert_after,
+                ..Default::default()
+            };
+        };
+        fledge_core::GitQueue {
+            pending: q.pending,
+            oldest: q.oldest.parse().ok(),
+            error: q
+                .error
+                .as_ref()
+                .map(|(reason, message)| fledge_core::GitWriteError {
+                    reason: reason.clone(),
+                    message: message.clone(),
+                }),
+            alert_after,
         }
     }
 }
