@@ -50,6 +50,31 @@ fn start_controller(ns: &TestNs) -> usize {
     ns.start_controller(&["--git-workdir", &work.to_string_lossy()])
 }
 
+/// One Canary `podinfo` on V1 with `spec.gitops` on a fresh repository holding the V1 manifest,
+/// a `rollout` webhook answering `hook_status`, `edit` applied to the Canary, and a controller
+/// (its index returned), waited for until `Initialized`.
+async fn initialized(
+    prefix: &str,
+    hook_status: u16,
+    edit: impl FnOnce(&mut serde_json::Value),
+) -> (TestNs, GitDaemon, Hook, String, usize) {
+    let ns = TestNs::new(prefix).await;
+    let daemon = GitDaemon::start_new(&ns.name).unwrap();
+    let url = daemon
+        .create_repo("app", &[("deploy/podinfo.yaml", &manifest(V1))])
+        .unwrap();
+    let hook = Hook::start(hook_status).await.unwrap();
+    ns.create::<Deployment>(deployment_json("podinfo", V1, 1))
+        .await;
+    let mut c = canary(&hook.url("/rollout"), &url);
+    edit(&mut c);
+    ns.create::<Canary>(c).await;
+    let controller = start_controller(&ns);
+    ns.wait_phase("podinfo", CanaryPhase::Initialized, Duration::from_secs(90))
+        .await;
+    (ns, daemon, hook, url, controller)
+}
+
 /// Pushes the new image to the source repository, as a developer (or an image automation) does
 /// before Flux applies it; returns the commit id.
 fn release(daemon: &GitDaemon, image: &str) -> String {
@@ -374,19 +399,7 @@ async fn bad_credentials_get_a_clear_condition_and_leak_nothing() {
 ///    record is in Git, in order, none lost, none doubled.
 #[tokio::test(flavor = "multi_thread")]
 async fn git_down_never_blocks_a_rollout_and_loses_no_record() {
-    let ns = TestNs::new("git-down").await;
-    let mut daemon = GitDaemon::start_new(&ns.name).unwrap();
-    let url = daemon
-        .create_repo("app", &[("deploy/podinfo.yaml", &manifest(V1))])
-        .unwrap();
-    let hook = Hook::start(200).await.unwrap();
-    ns.create::<Deployment>(deployment_json("podinfo", V1, 1))
-        .await;
-    ns.create::<Canary>(canary(&hook.url("/rollout"), &url))
-        .await;
-    let first = start_controller(&ns);
-    ns.wait_phase("podinfo", CanaryPhase::Initialized, Duration::from_secs(90))
-        .await;
+    let (ns, mut daemon, _hook, _url, first) = initialized("git-down", 200, |_| {}).await;
     let trigger = release(&daemon, V2);
     daemon.stop();
     let started = Instant::now();
@@ -790,19 +803,7 @@ async fn dora_metrics_come_from_the_ledger() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_concurrent_writer_keeps_its_commit() {
     use std::os::unix::fs::PermissionsExt;
-    let ns = TestNs::new("git-race").await;
-    let daemon = GitDaemon::start_new(&ns.name).unwrap();
-    let url = daemon
-        .create_repo("app", &[("deploy/podinfo.yaml", &manifest(V1))])
-        .unwrap();
-    let hook = Hook::start(200).await.unwrap();
-    ns.create::<Deployment>(deployment_json("podinfo", V1, 1))
-        .await;
-    ns.create::<Canary>(canary(&hook.url("/rollout"), &url))
-        .await;
-    start_controller(&ns);
-    ns.wait_phase("podinfo", CanaryPhase::Initialized, Duration::from_secs(90))
-        .await;
+    let (ns, daemon, _hook, _url, _) = initialized("git-race", 200, |_| {}).await;
     let trigger = release(&daemon, V2);
     let hook_path = daemon.base.join("app.git/hooks/pre-receive");
     std::fs::write(
@@ -860,19 +861,7 @@ const V3: &str = "ghcr.io/stefanprodan/podinfo:6.0.2";
 ///    in the ledger, and V3 is analysed like any new release.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_rebuilt_cluster_starts_the_primary_from_the_ledger() {
-    let ns = TestNs::new("git-rebuild").await;
-    let daemon = GitDaemon::start_new(&ns.name).unwrap();
-    let url = daemon
-        .create_repo("app", &[("deploy/podinfo.yaml", &manifest(V1))])
-        .unwrap();
-    let hook = Hook::start(200).await.unwrap();
-    ns.create::<Deployment>(deployment_json("podinfo", V1, 1))
-        .await;
-    ns.create::<Canary>(canary(&hook.url("/rollout"), &url))
-        .await;
-    let first = start_controller(&ns);
-    ns.wait_phase("podinfo", CanaryPhase::Initialized, Duration::from_secs(90))
-        .await;
+    let (ns, daemon, hook, url, first) = initialized("git-rebuild", 200, |_| {}).await;
     release(&daemon, V2);
     ns.set_image("podinfo", V2).await;
     ns.wait_phase("podinfo", CanaryPhase::Succeeded, ROLLOUT)
@@ -999,21 +988,11 @@ async fn a_rebuilt_cluster_starts_the_primary_from_the_ledger() {
 /// branch for a pull request, and the branch the cluster follows is left alone.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_rollback_in_branch_mode_pushes_a_revert_branch() {
-    let ns = TestNs::new("git-branch-mode").await;
-    let daemon = GitDaemon::start_new(&ns.name).unwrap();
-    let url = daemon
-        .create_repo("app", &[("deploy/podinfo.yaml", &manifest(V1))])
-        .unwrap();
-    let failing = Hook::start(500).await.unwrap();
-    ns.create::<Deployment>(deployment_json("podinfo", V1, 1))
-        .await;
-    let mut c = canary(&failing.url("/rollout"), &url);
-    c["spec"]["analysis"]["threshold"] = json!(1);
-    c["spec"]["gitops"]["mode"] = json!("branch");
-    ns.create::<Canary>(c).await;
-    start_controller(&ns);
-    ns.wait_phase("podinfo", CanaryPhase::Initialized, Duration::from_secs(90))
-        .await;
+    let (ns, daemon, _failing, _url, _) = initialized("git-branch-mode", 500, |c| {
+        c["spec"]["analysis"]["threshold"] = json!(1);
+        c["spec"]["gitops"]["mode"] = json!("branch");
+    })
+    .await;
     release(&daemon, V2);
     ns.set_image("podinfo", V2).await;
     let failed = ns.wait_phase("podinfo", CanaryPhase::Failed, ROLLOUT).await;
