@@ -161,6 +161,32 @@ fn check_ledger(daemon: &GitDaemon, ns: &TestNs, trigger: &str) {
         .filter_map(|e| e["event"].as_str())
         .collect();
     assert_eq!(events, ["Started", "Promoted"], "{text}");
+    // Every phase transition, each analysis step's webhook answer, the gates' last answers.
+    let phases: Vec<&str> = record["transitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|t| t["phase"].as_str())
+        .collect();
+    assert_eq!(
+        phases,
+        ["Progressing", "Promoting", "Finalising", "Succeeded"],
+        "{text}"
+    );
+    let steps = record["analysis"].as_array().unwrap();
+    assert_eq!(steps.len(), 2, "{text}");
+    for step in steps {
+        assert_eq!(step["webhooks"][0]["name"], "ok", "{text}");
+        assert_eq!(step["webhooks"][0]["passed"], true, "{text}");
+    }
+    assert!(
+        record["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["kind"] == "rollout" && c["name"] == "ok" && c["passed"] == true),
+        "{text}"
+    );
     eprintln!(
         "ledger file {}:\n{text}\ncommits:\n{}",
         files[0],

@@ -242,6 +242,25 @@ pub struct RolloutProgress {
     /// The last answer of each gating webhook called in this rollout (`kubectl fledge get`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub checks: Vec<crate::CheckRecord>,
+    /// The phases this rollout went through, oldest first (at most the last 30): what the
+    /// Git ledger records as its transitions.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub transitions: Vec<PhaseTransition>,
+}
+
+/// fledge extension: a phase a rollout entered.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PhaseTransition {
+    /// When.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time: Option<Time>,
+    /// The phase entered.
+    pub phase: CanaryPhase,
+    /// Why, in one word (the Event's reason).
+    pub reason: String,
+    /// The canary's traffic weight then.
+    pub canary_weight: i32,
 }
 
 /// fledge extension: the result of one metric check.
@@ -278,5 +297,9 @@ pub struct AnalysisRecord {
     /// The canary's traffic weight while the checks ran.
     pub canary_weight: i32,
     /// Each metric's result.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub metrics: Vec<MetricCheck>,
+    /// The answers of the `rollout` webhooks called in this step.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub webhooks: Vec<crate::CheckRecord>,
 }

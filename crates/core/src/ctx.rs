@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use fledge_api::{
     AnalysisRecord, CanaryAnalysis, CanaryPhase, CanarySpec, CanaryStatus, CheckRecord, Gate,
-    HookType, RolloutProgress,
+    HookType, PhaseTransition, RolloutProgress,
 };
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -26,6 +26,8 @@ pub(crate) const MIN_INTERVAL: Duration = Duration::from_secs(1);
 pub(crate) const MAX_FAILURES: usize = 10;
 /// The most analysis steps whose metric results `status.rollout.history` keeps.
 pub(crate) const MAX_HISTORY: usize = 20;
+/// How many phase transitions `status.rollout.transitions` keeps.
+pub(crate) const MAX_TRANSITIONS: usize = 30;
 /// How many promoted revisions `status.promotedRevisions` keeps.
 pub(crate) const MAX_PROMOTED: usize = 10;
 
@@ -161,9 +163,25 @@ impl<'a> Cx<'a> {
     /// changes) and records an Event saying why. Every phase change goes through here.
     pub fn enter(&mut self, phase: CanaryPhase, reason: &str, message: String) {
         if self.status.phase != phase {
+            let within = self.status.phase.is_rolling_out() || phase.is_rolling_out();
             self.status.phase = phase;
             self.status.last_transition_time = Some(self.now_time());
             conditions::set_promoted(&mut self.status, phase, self.now);
+            let transition = PhaseTransition {
+                time: Some(self.now_time()),
+                phase,
+                reason: reason.to_string(),
+                canary_weight: self.status.canary_weight,
+            };
+            // Only within a rollout: into, through and out of the rolling phases.
+            if within
+                && let Some(r) = self.status.rollout.as_mut()
+                && r.start_time.is_some()
+            {
+                r.transitions.push(transition);
+                let excess = r.transitions.len().saturating_sub(MAX_TRANSITIONS);
+                r.transitions.drain(..excess);
+            }
         }
         self.event(phase == CanaryPhase::Failed, reason, message);
     }
@@ -387,18 +405,34 @@ impl<'a> Cx<'a> {
             return Vec::new();
         }
         let results = checks::metric_checks(&metrics, &self.obs.metrics);
-        let record = AnalysisRecord {
-            step: self.status.rollout.as_ref().map_or(0, |r| r.step),
-            time: Some(self.now_time()),
-            canary_weight: self.status.canary_weight,
-            metrics: results.clone(),
-        };
-        let r = self.rollout_mut();
-        r.metrics = results;
-        r.history.push(record);
-        let excess = r.history.len().saturating_sub(MAX_HISTORY);
-        r.history.drain(..excess);
+        self.step_record().metrics = results.clone();
+        self.rollout_mut().metrics = results;
         checks::metric_failures(&metrics, &self.obs.metrics)
+    }
+
+    /// The record of this analysis step in `status.rollout.history` (created on first use;
+    /// the history keeps the last [`MAX_HISTORY`] steps).
+    fn step_record(&mut self) -> &mut AnalysisRecord {
+        let now = Some(self.now_time());
+        let weight = self.status.canary_weight;
+        let r = self.rollout_mut();
+        let step = r.step;
+        let current = r
+            .history
+            .last()
+            .is_some_and(|h| h.step == step && h.time == now);
+        if !current {
+            r.history.push(AnalysisRecord {
+                step,
+                time: now,
+                canary_weight: weight,
+                ..Default::default()
+            });
+            let excess = r.history.len().saturating_sub(MAX_HISTORY);
+            r.history.drain(..excess);
+        }
+        let last = r.history.len() - 1;
+        &mut r.history[last]
     }
 
     // ---- kubectl fledge: approvals and the record of gating webhooks ---------------------------
@@ -453,13 +487,17 @@ impl<'a> Cx<'a> {
                 Some(r) => (r.passed, r.message.chars().take(256).collect()),
                 None => (false, "not called".to_string()),
             };
-            self.record_check(CheckRecord {
+            let record = CheckRecord {
                 kind: hook.as_str().into(),
                 name: h.name.clone(),
                 passed,
                 message,
                 at: now.clone(),
-            });
+            };
+            if hook == HookType::Rollout {
+                self.step_record().webhooks.push(record.clone());
+            }
+            self.record_check(record);
         }
     }
 

@@ -322,3 +322,32 @@ fn an_unreadable_ledger_never_holds_initialization() {
     assert!(!sim.trace.iter().any(|r| r.needs.ledger));
     assert_eq!(sim.status.last_promoted_spec.as_deref(), Some("rev-1"));
 }
+
+#[test]
+fn a_rollout_keeps_its_transitions_and_each_steps_webhook_answers_for_the_ledger() {
+    let mut spec = canary_spec();
+    analysis(&mut spec).webhooks = Some(vec![hook("load", "rollout")]);
+    let sim = roll_out(spec);
+    assert_eq!(sim.status.phase, Succeeded, "{sim:?}");
+    let r = sim.status.rollout.clone().expect("rollout");
+    let phases: Vec<_> = r.transitions.iter().map(|t| t.phase).collect();
+    assert_eq!(phases, vec![Progressing, Promoting, Finalising, Succeeded]);
+    let reasons: Vec<&str> = r.transitions.iter().map(|t| t.reason.as_str()).collect();
+    assert_eq!(
+        reasons,
+        vec!["NewRevision", "Promoting", "Finalising", "Succeeded"]
+    );
+    assert!(r.transitions.iter().all(|t| t.time.is_some()));
+    // Every analysis step keeps its metrics and the rollout webhook's answer.
+    assert_eq!(r.history.len(), 10);
+    for step in &r.history {
+        assert_eq!(step.metrics.len(), 2, "{step:?}");
+        assert_eq!(step.webhooks.len(), 1, "{step:?}");
+        assert!(step.webhooks[0].passed && step.webhooks[0].name == "load");
+    }
+    // The ending ledger entry comes with the status that holds all of it.
+    assert!(
+        sim.actions()
+            .any(|a| matches!(a, Action::RecordLedger(e) if e.event == LedgerEvent::Promoted))
+    );
+}

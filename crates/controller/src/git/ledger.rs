@@ -2,7 +2,7 @@
 //! written when the rollout starts and completed when it ends. Concurrent rollouts write
 //! different files, so they never conflict; a record applied twice changes nothing.
 
-use fledge_api::AnalysisRecord;
+use fledge_api::{AnalysisRecord, CheckRecord, PhaseTransition};
 use serde::{Deserialize, Serialize};
 
 /// The `kind` of a ledger file.
@@ -48,9 +48,34 @@ pub struct RolloutRecord {
     /// What happened, in order.
     #[serde(default)]
     pub events: Vec<RecordedEvent>,
-    /// The metric results of each analysis step (the last 20).
+    /// The metric results and `rollout` webhook answers of each analysis step (the last 20).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub analysis: Vec<AnalysisRecord>,
+    /// The phases the rollout went through, with their reasons.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub transitions: Vec<PhaseTransition>,
+    /// The last answer of each gating webhook (pre-rollout, rollout, confirm-rollout,
+    /// confirm-promotion), and who opened a gate with `kubectl fledge approve`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub checks: Vec<CheckRecord>,
+}
+
+/// What a rollout's ending record adds to its ledger file.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Ending {
+    /// See [`RolloutRecord::analysis`].
+    #[serde(default)]
+    pub analysis: Vec<AnalysisRecord>,
+    /// When the rollout's first check failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_failure: Option<String>,
+    /// See [`RolloutRecord::transitions`].
+    #[serde(default)]
+    pub transitions: Vec<PhaseTransition>,
+    /// See [`RolloutRecord::checks`].
+    #[serde(default)]
+    pub checks: Vec<CheckRecord>,
 }
 
 /// The commit that introduced a revision into the GitOps source.
@@ -95,13 +120,8 @@ impl RolloutRecord {
     }
 
     /// Adds `ev` unless it is already there (same time and event); returns whether the record
-    /// changed. An ending event sets the end time and result.
-    pub fn apply(
-        &mut self,
-        ev: RecordedEvent,
-        analysis: &[AnalysisRecord],
-        first_failure: Option<&str>,
-    ) -> bool {
+    /// changed. An ending event sets the end time and result, and what `ending` says.
+    pub fn apply(&mut self, ev: RecordedEvent, ending: &Ending) -> bool {
         if self
             .events
             .iter()
@@ -112,11 +132,17 @@ impl RolloutRecord {
         if let Some(result) = Self::result_of(&ev.event) {
             self.end_time = Some(ev.time.clone());
             self.result = Some(result.to_string());
-            if !analysis.is_empty() {
-                self.analysis = analysis.to_vec();
+            if !ending.analysis.is_empty() {
+                self.analysis = ending.analysis.clone();
             }
-            if let Some(t) = first_failure {
-                self.first_failure_time = Some(t.to_string());
+            if let Some(t) = &ending.first_failure {
+                self.first_failure_time = Some(t.clone());
+            }
+            if !ending.transitions.is_empty() {
+                self.transitions = ending.transitions.clone();
+            }
+            if !ending.checks.is_empty() {
+                self.checks = ending.checks.clone();
             }
         }
         self.events.push(ev);
@@ -190,9 +216,27 @@ mod tests {
             start_time: "2026-11-23T19:05:12Z".into(),
             ..Default::default()
         };
-        assert!(r.apply(ev("2026-11-23T19:05:12Z", "Started"), &[], None));
-        assert!(!r.apply(ev("2026-11-23T19:05:12Z", "Started"), &[], None));
-        assert!(r.apply(ev("2026-11-23T19:07:00Z", "Promoted"), &[], None));
+        let none = Ending::default();
+        assert!(r.apply(ev("2026-11-23T19:05:12Z", "Started"), &none));
+        assert!(!r.apply(ev("2026-11-23T19:05:12Z", "Started"), &none));
+        let ending = Ending {
+            transitions: vec![PhaseTransition {
+                phase: fledge_api::CanaryPhase::Succeeded,
+                reason: "Succeeded".into(),
+                ..Default::default()
+            }],
+            checks: vec![CheckRecord {
+                kind: "confirm-promotion".into(),
+                name: "ship".into(),
+                passed: true,
+                message: "opened by alice's approval".into(),
+                at: None,
+            }],
+            ..Default::default()
+        };
+        assert!(r.apply(ev("2026-11-23T19:07:00Z", "Promoted"), &ending));
+        assert_eq!(r.transitions, ending.transitions);
+        assert_eq!(r.checks, ending.checks);
         assert_eq!(r.result.as_deref(), Some("promoted"));
         assert_eq!(r.end_time.as_deref(), Some("2026-11-23T19:07:00Z"));
         let text = r.to_yaml().unwrap();

@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fledge_api::gitops::GitRepository;
-use fledge_api::{AnalysisRecord, Canary, LedgerRevision};
+use fledge_api::{Canary, LedgerRevision};
 use fledge_core::{LedgerEntry, LedgerEvent, LedgerView};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
@@ -81,15 +81,12 @@ pub struct QueuedRecord {
     pub seed: RolloutRecord,
     /// The event to add.
     pub event: RecordedEvent,
-    /// The analysis results to keep, on an ending event.
+    /// What an ending event adds to the file (analysis steps, transitions, gate answers).
     #[serde(default)]
-    pub analysis: Vec<AnalysisRecord>,
+    pub ending: ledger::Ending,
     /// The GitOps source file, to find the commit that introduced the new image.
     #[serde(default)]
     pub source_path: Option<String>,
-    /// When the rollout's first check failed, on an ending event.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub first_failure: Option<String>,
     /// Instead of a ledger record: a revert of the GitOps source.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub revert: Option<RevertWork>,
@@ -259,15 +256,17 @@ pub fn record_for(
             failed_checks: entry.failed_checks,
             reasons: entry.reasons.clone(),
         },
-        analysis: if rank == 1 {
-            rollout.history
+        ending: if rank == 1 {
+            ledger::Ending {
+                first_failure: rollout.first_failure_time.as_ref().map(|t| t.0.to_string()),
+                analysis: rollout.history,
+                transitions: rollout.transitions,
+                checks: rollout.checks,
+            }
         } else {
-            Vec::new()
+            ledger::Ending::default()
         },
         source_path: gitops.path.clone(),
-        first_failure: (rank == 1)
-            .then(|| rollout.first_failure_time.as_ref().map(|t| t.0.to_string()))
-            .flatten(),
         revert: None,
     })
 }
@@ -320,9 +319,8 @@ pub fn revert_for(
             event: "Revert".into(),
             ..Default::default()
         },
-        analysis: Vec::new(),
+        ending: ledger::Ending::default(),
         source_path: None,
-        first_failure: None,
         revert: Some(RevertWork {
             path,
             image_path: gitops.image_path.clone(),
@@ -630,15 +628,14 @@ async fn write(
     }
     let file = record.file.clone();
     let event = record.event.clone();
-    let analysis = record.analysis.clone();
-    let first_failure = record.first_failure.clone();
+    let ending = record.ending.clone();
     let change = move |dir: &std::path::Path| -> Result<bool, String> {
         let path = dir.join(&file);
         let mut current = match std::fs::read_to_string(&path) {
             Ok(text) => RolloutRecord::from_yaml(&text)?,
             Err(_) => seed.clone(),
         };
-        if !current.apply(event.clone(), &analysis, first_failure.as_deref()) {
+        if !current.apply(event.clone(), &ending) {
             return Ok(false);
         }
         if let Some(parent) = path.parent() {
