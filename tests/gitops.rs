@@ -421,8 +421,8 @@ async fn bad_credentials_get_a_clear_condition_and_leak_nothing() {
 }
 
 /// 3. The Git server is down for the whole rollout: the rollout finishes on time, the records
-///    wait in the queue (through a controller restart), and once the server is back every
-///    record is in Git, in order, none lost, none doubled.
+///    wait in the queue (through a controller restart and the Canary's deletion), and once the
+///    server is back every record is in Git, in order, none lost, none doubled.
 #[tokio::test(flavor = "multi_thread")]
 async fn git_down_never_blocks_a_rollout_and_loses_no_record() {
     let (ns, mut daemon, _hook, _url, first) = initialized("git-down", 200, |_| {}).await;
@@ -468,6 +468,25 @@ async fn git_down_never_blocks_a_rollout_and_loses_no_record() {
     .await
     .unwrap();
     assert_eq!(queue_len(&ns).await, 2, "records kept while Git is down");
+    // The Canary is deleted meanwhile: its records do not go with it.
+    ns.api::<Canary>()
+        .delete("podinfo", &Default::default())
+        .await
+        .unwrap();
+    eventually(Duration::from_secs(30), "the Canary gone", || async {
+        ns.api::<Canary>()
+            .get_opt("podinfo")
+            .await
+            .unwrap()
+            .is_none()
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        queue_len(&ns).await,
+        2,
+        "records kept after the Canary's deletion"
+    );
     daemon.start().unwrap();
     eventually(
         Duration::from_secs(90),
