@@ -1074,3 +1074,68 @@ async fn a_rollback_in_branch_mode_pushes_a_revert_branch() {
     );
     eprintln!("revert branch {branch}:\n{message}");
 }
+
+/// Cluster-wide defaults: a Canary without `spec.gitops` records its rollouts to the ledger of
+/// the controller's `--gitops-repository`, under `--gitops-ledger-path`.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_canary_without_spec_gitops_records_to_the_default_repository() {
+    let ns = TestNs::new("git-defaults").await;
+    let daemon = GitDaemon::start_new(&ns.name).unwrap();
+    let url = daemon
+        .create_repo("ledger", &[("README.md", "the platform's ledger\n")])
+        .unwrap();
+    let hook = Hook::start(200).await.unwrap();
+    ns.create::<Deployment>(deployment_json("podinfo", V1, 1))
+        .await;
+    let mut c = canary(&hook.url("/rollout"), &url);
+    c["spec"].as_object_mut().unwrap().remove("gitops");
+    ns.create::<Canary>(c).await;
+    let work = root()
+        .join("target/e2e-logs")
+        .join(format!("{}-gitwork", ns.name));
+    ns.start_controller(&[
+        "--git-workdir",
+        &work.to_string_lossy(),
+        "--gitops-repository",
+        &url,
+        "--gitops-ledger-path",
+        "rollouts",
+    ]);
+    ns.wait_phase("podinfo", CanaryPhase::Initialized, Duration::from_secs(90))
+        .await;
+    ns.set_image("podinfo", V2).await;
+    ns.wait_phase("podinfo", CanaryPhase::Succeeded, ROLLOUT)
+        .await;
+    eventually(Duration::from_secs(60), "the ledger record", || async {
+        queue_len(&ns).await == 0
+            && daemon
+                .clone_repo("ledger")
+                .is_ok_and(|c| c.files_under("rollouts").len() == 1)
+    })
+    .await
+    .unwrap();
+    let c = daemon.clone_repo("ledger").unwrap();
+    let files = c.files_under("rollouts");
+    assert!(
+        files[0].starts_with(&format!("rollouts/{}/podinfo/", ns.name)),
+        "{files:?}"
+    );
+    let record: serde_json::Value = serde_saphyr::from_str(&c.read(&files[0])).unwrap();
+    assert_eq!(record["result"], "promoted");
+    assert_eq!(record["newImages"], json!([V2]));
+    // Bad defaults stop the controller at start with the flag's name.
+    let out = std::process::Command::new(fledge_e2e::fledge_binary())
+        .args(["run", "--gitops-repository", "git@example.com:org/repo.git"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        err.contains("--gitops-repository: must start with ssh://"),
+        "{err}"
+    );
+}

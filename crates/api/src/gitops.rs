@@ -102,6 +102,48 @@ impl GitOps {
     }
 }
 
+/// Cluster-wide defaults for `spec.gitops`, from the controller's flags: a Canary's own
+/// fields win; a Canary without `spec.gitops` records to the default repository's ledger
+/// when one is set (it reverts nothing: it names no `path`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct GitOpsDefaults {
+    /// The ledger repository of Canaries without `spec.gitops`.
+    pub repository: Option<GitRepository>,
+    /// `ledger.path` when a Canary sets none.
+    pub ledger_path: Option<String>,
+    /// `revertOnRollback` when a Canary sets none.
+    pub revert_on_rollback: Option<bool>,
+    /// `fastRollback` when a Canary sets none.
+    pub fast_rollback: Option<bool>,
+    /// `mode` when a Canary sets none.
+    pub mode: Option<String>,
+}
+
+impl GitOpsDefaults {
+    /// `spec.gitops` with the defaults filled in.
+    pub fn apply(&self, own: Option<&GitOps>) -> Option<GitOps> {
+        let mut g = match own {
+            Some(g) => g.clone(),
+            None => GitOps {
+                repository: self.repository.clone()?,
+                ..Default::default()
+            },
+        };
+        g.revert_on_rollback = g.revert_on_rollback.or(self.revert_on_rollback);
+        g.fast_rollback = g.fast_rollback.or(self.fast_rollback);
+        if g.mode.is_none() {
+            g.mode.clone_from(&self.mode);
+        }
+        if let Some(path) = &self.ledger_path {
+            let ledger = g.ledger.get_or_insert_with(Default::default);
+            if ledger.path.is_none() {
+                ledger.path = Some(path.clone());
+            }
+        }
+        Some(g)
+    }
+}
+
 /// The problems of `spec.gitops`, as `(field, message)`.
 pub fn problems(g: &GitOps) -> Vec<(String, String)> {
     let mut out = Vec::new();
@@ -267,5 +309,40 @@ mod tests {
                 "{field}: {p:?}"
             );
         }
+    }
+
+    #[test]
+    fn cluster_defaults_fill_what_a_canary_leaves_unset() {
+        let defaults = GitOpsDefaults {
+            repository: Some(GitRepository {
+                url: "ssh://git@git.example.com/platform/ledger.git".into(),
+                ..Default::default()
+            }),
+            ledger_path: Some("ledger".into()),
+            revert_on_rollback: Some(false),
+            fast_rollback: Some(false),
+            mode: Some("branch".into()),
+        };
+        // No spec.gitops: the default repository's ledger, nothing to revert.
+        let g = defaults.apply(None).unwrap();
+        assert_eq!(
+            g.repository.url,
+            "ssh://git@git.example.com/platform/ledger.git"
+        );
+        assert_eq!(g.ledger_path(), "ledger");
+        assert!(!g.reverts() && g.path.is_none());
+        // A Canary's own fields win; the rest come from the defaults.
+        let mut own = super::tests::g("git://127.0.0.1/app.git");
+        own.path = Some("deploy/app.yaml".into());
+        own.fast_rollback = Some(true);
+        let g = defaults.apply(Some(&own)).unwrap();
+        assert_eq!(g.repository.url, "git://127.0.0.1/app.git");
+        assert_eq!(g.fast_rollback, Some(true));
+        assert_eq!(g.revert_on_rollback, Some(false));
+        assert_eq!(g.mode.as_deref(), Some("branch"));
+        assert_eq!(g.ledger_path(), "ledger");
+        // No defaults: unchanged.
+        assert_eq!(GitOpsDefaults::default().apply(Some(&own)), Some(own));
+        assert_eq!(GitOpsDefaults::default().apply(None), None);
     }
 }

@@ -281,6 +281,17 @@ async fn reconcile(canary: Arc<Canary>, ctx: Arc<Context>) -> Result<Requeue> {
 }
 
 async fn reconcile_inner(canary: &Canary, ctx: &Context) -> Result<Requeue> {
+    // The cluster-wide defaults of spec.gitops (--gitops-*) fill what the Canary leaves unset.
+    let effective;
+    let gitops = ctx.settings.git.defaults.apply(canary.spec.gitops.as_ref());
+    let canary = if gitops == canary.spec.gitops {
+        canary
+    } else {
+        let mut c = canary.clone();
+        c.spec.gitops = gitops;
+        effective = c;
+        &effective
+    };
     let ns = canary.namespace().unwrap_or_else(|| "default".into());
     let deleting = canary.meta().deletion_timestamp.is_some();
     let has_finalizer = canary.finalizers().iter().any(|f| f == FINALIZER);

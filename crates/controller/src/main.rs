@@ -124,7 +124,87 @@ struct RunArgs {
     #[arg(long, default_value_t = 900)]
     git_queue_alert_after: u64,
     #[command(flatten)]
+    gitops: GitOpsArgs,
+    #[command(flatten)]
     alerts: AlertArgs,
+}
+
+/// Cluster-wide defaults of `spec.gitops`: a Canary's own fields win.
+#[derive(clap::Args)]
+struct GitOpsArgs {
+    /// The ledger repository of Canaries without `spec.gitops` (ssh://, https://, http://,
+    /// git:// or file://): every rollout is recorded there; nothing is reverted (no `path`).
+    #[arg(long, value_name = "URL")]
+    gitops_repository: Option<String>,
+    /// The branch of `--gitops-repository` (default `main`).
+    #[arg(long, requires = "gitops_repository")]
+    gitops_branch: Option<String>,
+    /// The Secret, in each Canary's namespace, with the credentials of `--gitops-repository`
+    /// (as `spec.gitops.repository.secretRef`).
+    #[arg(long, value_name = "NAME", requires = "gitops_repository")]
+    gitops_secret: Option<String>,
+    /// `spec.gitops.ledger.path` of Canaries that set none.
+    #[arg(long, value_name = "PATH")]
+    gitops_ledger_path: Option<String>,
+    /// `spec.gitops.revertOnRollback` of Canaries that set none.
+    #[arg(long, value_name = "BOOL")]
+    gitops_revert_on_rollback: Option<bool>,
+    /// `spec.gitops.fastRollback` of Canaries that set none.
+    #[arg(long, value_name = "BOOL")]
+    gitops_fast_rollback: Option<bool>,
+    /// `spec.gitops.mode` of Canaries that set none: `push` or `branch`.
+    #[arg(long, value_name = "MODE")]
+    gitops_mode: Option<String>,
+}
+
+impl GitOpsArgs {
+    /// The defaults, checked as `spec.gitops` is.
+    fn defaults(&self) -> anyhow::Result<fledge_api::gitops::GitOpsDefaults> {
+        use fledge_api::gitops::{GitOps, GitOpsDefaults, GitRepository, LedgerSpec};
+        let d = GitOpsDefaults {
+            repository: self.gitops_repository.as_ref().map(|url| GitRepository {
+                url: url.clone(),
+                branch: self.gitops_branch.clone(),
+                secret_ref: self.gitops_secret.as_ref().map(|name| {
+                    fledge_api::metric_template::SecretReference { name: name.clone() }
+                }),
+            }),
+            ledger_path: self.gitops_ledger_path.clone(),
+            revert_on_rollback: self.gitops_revert_on_rollback,
+            fast_rollback: self.gitops_fast_rollback,
+            mode: self.gitops_mode.clone(),
+        };
+        let probe = d.apply(None).unwrap_or(GitOps {
+            repository: GitRepository {
+                url: "git://127.0.0.1/probe.git".into(),
+                ..Default::default()
+            },
+            ledger: d.ledger_path.as_ref().map(|p| LedgerSpec {
+                path: Some(p.clone()),
+                repository: None,
+            }),
+            mode: d.mode.clone(),
+            ..Default::default()
+        });
+        let problems: Vec<String> = fledge_api::gitops::problems(&probe)
+            .into_iter()
+            .map(|(field, message)| {
+                let flag = match field.as_str() {
+                    "spec.gitops.repository.url" => "--gitops-repository",
+                    "spec.gitops.repository.branch" => "--gitops-branch",
+                    "spec.gitops.repository.secretRef.name" => "--gitops-secret",
+                    "spec.gitops.ledger.path" => "--gitops-ledger-path",
+                    "spec.gitops.mode" => "--gitops-mode",
+                    other => other,
+                };
+                format!("{flag}: {message}")
+            })
+            .collect();
+        if !problems.is_empty() {
+            anyhow::bail!("{}", problems.join("\n"));
+        }
+        Ok(d)
+    }
 }
 
 /// The default chat alert provider (Canaries without `analysis.alerts` use it, as Flagger's
@@ -302,6 +382,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     use fledge_controller::{controller, metrics::Metrics, server};
 
     let alerts = args.alerts.settings()?;
+    let gitops_defaults = args.gitops.defaults()?;
     let metrics = Arc::new(Metrics::new());
     let config = kube::Config::infer()
         .await
@@ -351,6 +432,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
                 .unwrap_or_else(|| std::env::temp_dir().join("fledge-git")),
             poll: std::time::Duration::from_secs(2),
             alert_after: std::time::Duration::from_secs(args.git_queue_alert_after),
+            defaults: gitops_defaults,
         },
     };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);

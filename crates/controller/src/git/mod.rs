@@ -48,6 +48,8 @@ pub struct GitSettings {
     pub poll: Duration,
     /// Records waiting longer than this raise an alert.
     pub alert_after: Duration,
+    /// Cluster-wide defaults of `spec.gitops`.
+    pub defaults: fledge_api::gitops::GitOpsDefaults,
 }
 
 impl Default for GitSettings {
@@ -57,6 +59,7 @@ impl Default for GitSettings {
             workdir: std::env::temp_dir().join("fledge-git"),
             poll: Duration::from_secs(2),
             alert_after: Duration::from_secs(900),
+            defaults: Default::default(),
         }
     }
 }
