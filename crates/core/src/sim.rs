@@ -539,7 +539,7 @@ pub fn check_plan(
     let increased = plan.actions.iter().any(
         |a| matches!(a, Action::SetWeights(r) if r.canary > before.canary_weight.clamp(0, 100)),
     );
-    if s.failed_checks > before.failed_checks && increased {
+    if s.failed_checks > before.failed_checks.max(0) && increased {
         out.push("weight increased in a step that failed".into());
     }
     let threshold = spec.analysis_or_default().threshold().max(1);
