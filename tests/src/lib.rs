@@ -20,7 +20,7 @@ use fledge_api::{Canary, CanaryPhase};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Event, Namespace};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config, ResourceExt};
 
@@ -464,14 +464,16 @@ impl Drop for TestNs {
             let _ = c.kill();
             let _ = c.wait();
         }
-        // Delete the namespace in the background; a failure leaves it for `cluster down --wipe`.
-        let client = self.client.clone();
-        let name = self.name.clone();
-        if let Ok(h) = tokio::runtime::Handle::try_current() {
-            h.spawn(async move {
-                let api: Api<Namespace> = Api::all(client);
-                let _ = api.delete(&name, &DeleteParams::default()).await;
-            });
+        // Ask for the namespace's deletion and go on (the runtime may be shutting down, so
+        // through the cluster's kubectl rather than the async client); a failure leaves it for
+        // `cluster down --wipe`.
+        if let Some(dir) = self.kubeconfig.parent() {
+            let _ = Command::new(dir.join("bin/kubectl"))
+                .arg("--kubeconfig")
+                .arg(&self.kubeconfig)
+                .args(["delete", "namespace", &self.name, "--wait=false"])
+                .stdin(Stdio::null())
+                .output();
         }
     }
 }
