@@ -162,6 +162,8 @@ pub struct TestNs {
     pub client: Client,
     /// The namespace.
     pub name: String,
+    /// Left in place when dropped.
+    keep: bool,
     controllers: Mutex<Vec<Child>>,
     metrics_ports: Mutex<Vec<u16>>,
 }
@@ -174,14 +176,51 @@ impl TestNs {
         let n = SEQ.fetch_add(1, Ordering::Relaxed);
         let name = format!("e2e-{prefix}-{}-{n}", std::process::id() % 100000);
         let api: Api<Namespace> = Api::all(client.clone());
-        let ns: Namespace =
-            serde_json::from_value(serde_json::json!({"metadata": {"name": name}})).unwrap();
-        api.create(&PostParams::default(), &ns)
+        api.create(&PostParams::default(), &namespace(&name))
             .await
             .expect("create namespace");
+        TestNs::of(client, name, false)
+    }
+
+    /// Creates the namespace `name` afresh, deleting what a previous run left there first, and
+    /// installs the CRDs. Unlike [`TestNs::new`], the namespace is kept when dropped (so that it
+    /// can be looked at afterwards); the next `fresh` replaces it.
+    pub async fn fresh(name: &str) -> anyhow::Result<TestNs> {
+        let client = client().await;
+        install_crds(&client).await;
+        let api: Api<Namespace> = Api::all(client.clone());
+        if api.get_opt(name).await?.is_some() {
+            // No controller runs for it any more: the Canaries' finalizers would hold the
+            // namespace in Terminating for ever.
+            let canaries: Api<Canary> = Api::namespaced(client.clone(), name);
+            for c in canaries.list(&ListParams::default()).await?.items {
+                canaries
+                    .patch(
+                        &c.name_any(),
+                        &PatchParams::default(),
+                        &Patch::Merge(serde_json::json!({"metadata": {"finalizers": null}})),
+                    )
+                    .await?;
+            }
+            let _ = api.delete(name, &DeleteParams::default()).await;
+            eventually(
+                Duration::from_secs(120),
+                &format!("namespace {name} of a previous run to be deleted"),
+                || async { matches!(api.get_opt(name).await, Ok(None)) },
+            )
+            .await?;
+        }
+        api.create(&PostParams::default(), &namespace(name))
+            .await
+            .with_context(|| format!("creating namespace {name}"))?;
+        Ok(TestNs::of(client, name.to_string(), true))
+    }
+
+    fn of(client: Client, name: String, keep: bool) -> TestNs {
         TestNs {
             client,
             name,
+            keep,
             controllers: Mutex::new(Vec::new()),
             metrics_ports: Mutex::new(Vec::new()),
         }
@@ -210,8 +249,7 @@ impl TestNs {
         std::fs::create_dir_all(&logs).expect("create target/e2e-logs");
         let mut list = self.controllers.lock().unwrap();
         let idx = list.len();
-        let log = std::fs::File::create(logs.join(format!("{}-{idx}.log", self.name)))
-            .expect("create log");
+        let log = std::fs::File::create(self.controller_log_path(idx)).expect("create log");
         let port = free_port();
         let child = Command::new(&p.fledge)
             .arg("run")
@@ -244,14 +282,16 @@ impl TestNs {
         }
     }
 
+    /// Where the log of a controller started by [`TestNs::start_controller`] is.
+    pub fn controller_log_path(&self, idx: usize) -> PathBuf {
+        root()
+            .join("target/e2e-logs")
+            .join(format!("{}-{idx}.log", self.name))
+    }
+
     /// The log of a controller, for assertions and failure messages.
     pub fn controller_log(&self, idx: usize) -> String {
-        std::fs::read_to_string(
-            root()
-                .join("target/e2e-logs")
-                .join(format!("{}-{idx}.log", self.name)),
-        )
-        .unwrap_or_default()
+        std::fs::read_to_string(self.controller_log_path(idx)).unwrap_or_default()
     }
 
     /// Creates an object from JSON in this namespace.
@@ -376,6 +416,9 @@ impl Drop for TestNs {
             let _ = c.kill();
             let _ = c.wait();
         }
+        if self.keep {
+            return;
+        }
         // Delete the namespace in the background; a failure leaves it for `cluster down --wipe`.
         let client = self.client.clone();
         let name = self.name.clone();
@@ -386,6 +429,10 @@ impl Drop for TestNs {
             });
         }
     }
+}
+
+fn namespace(name: &str) -> Namespace {
+    serde_json::from_value(serde_json::json!({"metadata": {"name": name}})).expect("namespace JSON")
 }
 
 /// The image of the first container of a Deployment.
