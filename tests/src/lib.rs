@@ -5,6 +5,7 @@
 
 pub mod analysis;
 pub mod dataplane;
+pub mod demo;
 pub mod git;
 pub mod plugin;
 
