@@ -52,20 +52,32 @@ fn tail(s: &[u8], lines: usize) -> String {
     all[all.len().saturating_sub(lines)..].join("\n")
 }
 
+/// Set by a caller that has just brought the control plane and the data plane up itself
+/// (`cargo xtask demo`): the harness then finds them where `up` recorded them instead of running
+/// `cargo xtask cluster up` and `dataplane up` again (some seconds each).
+pub const PLANES_UP_ENV: &str = "FLEDGE_E2E_PLANES_UP";
+
+/// Whether [`PLANES_UP_ENV`] is set.
+pub fn planes_up() -> bool {
+    std::env::var_os(PLANES_UP_ENV).is_some_and(|v| v == "1")
+}
+
 /// Starts the local control plane (once per run) and builds `fledge`. Fails the test with what
 /// is missing and how to get it, never skips.
 fn prepare() -> &'static Prepared {
     let res = PREPARED.get_or_init(|| {
-        let up = cargo()
-            .args(["run", "--quiet", "-p", "xtask", "--", "cluster", "up"])
-            .output()
-            .map_err(|e| format!("cannot run `cargo xtask cluster up`: {e}"))?;
-        if !up.status.success() {
-            return Err(format!(
-                "the local control plane did not start (`cargo xtask cluster up` failed; it \
-                 needs Go on PATH to build etcd, Kubernetes and kwok once):\n{}",
-                tail(&up.stderr, 40)
-            ));
+        if !planes_up() {
+            let up = cargo()
+                .args(["run", "--quiet", "-p", "xtask", "--", "cluster", "up"])
+                .output()
+                .map_err(|e| format!("cannot run `cargo xtask cluster up`: {e}"))?;
+            if !up.status.success() {
+                return Err(format!(
+                    "the local control plane did not start (`cargo xtask cluster up` failed; \
+                     it needs Go on PATH to build etcd, Kubernetes and kwok once):\n{}",
+                    tail(&up.stderr, 40)
+                ));
+            }
         }
         let fledge = build_binary("fledge-controller", "fledge")?;
         Ok(Prepared {

@@ -45,14 +45,14 @@ fn main() -> ExitCode {
     };
     let outcome = runtime.block_on(async {
         tokio::select! {
-            r = story(&namespace) => r,
-            r = interrupted() => Err(r),
+            r = story(&namespace) => Some(r),
+            () = interrupted() => None,
         }
     });
     // Dropping the runtime drops the story's tasks, which stops the podinfo processes.
     drop(runtime);
     match outcome {
-        Ok(report) => {
+        Some(Ok(report)) => {
             let problems = report.problems();
             if problems.is_empty() {
                 println!("\nThe demo went as expected.");
@@ -65,8 +65,12 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         }
-        Err(e) => {
+        Some(Err(e)) => {
             eprintln!("fledge demo: failed: {e:#}");
+            ExitCode::FAILURE
+        }
+        None => {
+            eprintln!("fledge demo: stopped; so are its controller and podinfo processes");
             ExitCode::FAILURE
         }
     }
@@ -78,13 +82,15 @@ async fn story(namespace: &str) -> anyhow::Result<Report> {
 }
 
 /// Returns when the process is asked to stop (Ctrl-C or SIGTERM).
-async fn interrupted() -> anyhow::Error {
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(e) => return anyhow::anyhow!("cannot listen for SIGTERM: {e}"),
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => anyhow::anyhow!("interrupted"),
-        _ = term.recv() => anyhow::anyhow!("terminated"),
+async fn interrupted() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        },
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }
