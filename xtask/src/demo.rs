@@ -28,13 +28,16 @@ pub struct DemoArgs {
 pub fn run_demo(args: DemoArgs) -> anyhow::Result<()> {
     let started = Instant::now();
     // Ctrl-C reaches the driver too, which stops its controller and podinfo processes and
-    // exits; this process lives on to take the planes down.
+    // exits; this process lives on to take the planes down. A second Ctrl-C stops it at once.
     let interrupted = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(signal, interrupted.clone()).context("listening for Ctrl-C")?;
+        signal_hook::flag::register_conditional_shutdown(signal, 1, interrupted.clone())
+            .and_then(|_| signal_hook::flag::register(signal, interrupted.clone()))
+            .context("listening for Ctrl-C")?;
     }
-    let outcome = prepare_and_tell(&interrupted);
-    if args.keep {
+    let mut planes_up = false;
+    let outcome = prepare_and_tell(&interrupted, &mut planes_up);
+    if args.keep && planes_up {
         let cluster = root().join("target/cluster");
         eprintln!("==> the control plane and the data plane keep running (--keep)");
         eprintln!(
@@ -43,7 +46,7 @@ pub fn run_demo(args: DemoArgs) -> anyhow::Result<()> {
             cluster.join("bin/kubectl").display()
         );
         eprintln!("    tear down: cargo xtask dataplane down && cargo xtask cluster down");
-    } else {
+    } else if !args.keep {
         eprintln!("==> taking the data plane and the control plane down (--keep leaves them up)");
         if let Err(e) = dataplane::stop() {
             eprintln!("dataplane down failed: {e:#}");
@@ -63,8 +66,9 @@ pub fn run_demo(args: DemoArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Brings the planes up, builds what the demo runs, and runs the driver.
-fn prepare_and_tell(interrupted: &AtomicBool) -> anyhow::Result<()> {
+/// Brings the planes up (and says so in `planes_up`), builds what the demo runs, and runs the
+/// driver.
+fn prepare_and_tell(interrupted: &AtomicBool, planes_up: &mut bool) -> anyhow::Result<()> {
     let stop = || -> anyhow::Result<()> {
         if interrupted.load(Ordering::Relaxed) {
             bail!("interrupted");
@@ -73,6 +77,7 @@ fn prepare_and_tell(interrupted: &AtomicBool) -> anyhow::Result<()> {
     };
     eprintln!("==> local control plane and data plane (built from Go modules on first use)");
     dataplane::ensure_up()?;
+    *planes_up = true;
     stop()?;
     // Each built alone, as the end-to-end harness builds it, so that the driver finds `fledge`
     // up to date.
@@ -90,6 +95,8 @@ fn prepare_and_tell(interrupted: &AtomicBool) -> anyhow::Result<()> {
     eprintln!("==> {}", driver.display());
     let status = Command::new(&driver)
         .current_dir(root())
+        // Up a moment ago: the harness need not check again.
+        .env("FLEDGE_E2E_PLANES_UP", "1")
         .status()
         .with_context(|| format!("cannot start {}", driver.display()))?;
     if !status.success() {
