@@ -1,6 +1,6 @@
 //! The demo (`cargo xtask demo`) end to end: its story, told in a namespace of the test's own
 //! with the manifests of `examples/demo/` and real traffic through the Gateway, goes as the
-//! README says. The healthy version is promoted through the weights 20, 40 and 60 with the
+//! README says. The healthy version is promoted through the weights 10% to 60% with the
 //! canary's measured share of the answers rising at each, and the faulty version is rolled back
 //! on its success rate with the primary still on the healthy version.
 
@@ -20,9 +20,10 @@ async fn the_demo_promotes_the_healthy_version_and_rolls_the_faulty_one_back() {
     assert_eq!(h.phase, CanaryPhase::Succeeded);
     assert_eq!(h.primary_image, HEALTHY);
     let shares = h.shares();
+    assert_eq!(report.weights, [10, 20, 30, 40, 50, 60]);
     assert_eq!(
         shares.iter().map(|(w, _)| *w).collect::<Vec<_>>(),
-        [20, 40, 60],
+        report.weights,
         "{shares:?}"
     );
     assert!(

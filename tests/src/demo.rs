@@ -84,6 +84,25 @@ fn canary_host(docs: &[Value]) -> anyhow::Result<String> {
         .context("examples/demo has no Canary with spec.service.hosts")
 }
 
+/// The canary weights of the Canary's analysis: `stepWeight`, twice that, … up to `maxWeight`.
+fn analysis_weights(docs: &[Value]) -> Vec<i32> {
+    let analysis = docs
+        .iter()
+        .find(|d| d["kind"] == "Canary")
+        .map(|c| &c["spec"]["analysis"]);
+    let get = |field: &str| {
+        analysis
+            .and_then(|a| a[field].as_i64())
+            .and_then(|v| i32::try_from(v).ok())
+            .unwrap_or(0)
+    };
+    let (step, max) = (get("stepWeight"), get("maxWeight"));
+    if step <= 0 {
+        return Vec::new();
+    }
+    (1..=max / step).map(|i| i * step).collect()
+}
+
 /// `fledge validate` over the demo's files: its summary line, or an error with its report.
 pub fn validate() -> anyhow::Result<String> {
     let out = Command::new(fledge_binary())
@@ -200,6 +219,8 @@ impl Rollout {
 pub struct Report {
     /// The namespace.
     pub namespace: String,
+    /// The canary weights of the analysis (`stepWeight` up to `maxWeight`).
+    pub weights: Vec<i32>,
     /// From the start until the primary served the route.
     pub initialized_after: Duration,
     /// The healthy version's rollout.
@@ -239,9 +260,10 @@ impl Report {
         }
         let shares = h.shares();
         let weights: Vec<i32> = shares.iter().map(|(w, _)| *w).collect();
-        if weights != [20, 40, 60] {
+        if weights != self.weights {
             problems.push(format!(
-                "the healthy rollout went through the weights {weights:?}, not [20, 40, 60]"
+                "the healthy rollout went through the weights {weights:?}, not {:?}",
+                self.weights
             ));
         }
         if shares.windows(2).any(|w| w[1].1 <= w[0].1) || shares.first().is_none_or(|s| s.1 <= 0.0)
@@ -277,12 +299,17 @@ impl Report {
     }
 }
 
+/// `8.7 / 20.1 % of the answers at weights 10 / 20 %`.
 fn shares_text(shares: &[(i32, f64)]) -> String {
-    shares
+    let (weights, measured): (Vec<String>, Vec<String>) = shares
         .iter()
-        .map(|(w, s)| format!("{s:.1}% at weight {w}%"))
-        .collect::<Vec<_>>()
-        .join(", ")
+        .map(|(w, s)| (w.to_string(), format!("{s:.1}")))
+        .unzip();
+    format!(
+        "{} % of the answers at weights {} %",
+        measured.join(" / "),
+        weights.join(" / ")
+    )
 }
 
 /// `[m:ss]` since the story began.
@@ -378,6 +405,7 @@ pub async fn run(ns: &TestNs, host: Option<&str>) -> anyhow::Result<Report> {
 
     let report = Report {
         namespace: ns.name.clone(),
+        weights: analysis_weights(&docs),
         initialized_after,
         healthy,
         faulty,
@@ -637,7 +665,7 @@ fn print_summary(r: &Report, log: &std::path::Path) {
         r.took.as_secs_f64()
     );
     println!(
-        "  {:<13} {} in {:.0} s; the canary answered {}",
+        "  {:<13} {} in {:.0} s; the canary served {}",
         tag(&h.image),
         h.phase,
         h.took.as_secs_f64(),

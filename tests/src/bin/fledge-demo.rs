@@ -77,6 +77,7 @@ fn main() -> ExitCode {
 }
 
 async fn story(namespace: &str) -> anyhow::Result<Report> {
+    println!("namespace {namespace}: made anew (what a previous run left there is deleted first)");
     let ns = TestNs::fresh(namespace).await?;
     demo::run(&ns, None).await
 }
