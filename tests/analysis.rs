@@ -7,14 +7,13 @@
 //! to every answer. The builtin checks read Traefik's per-service metrics
 //! (`--gateway-metrics traefik`).
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use fledge_api::{Canary, CanaryPhase};
-use fledge_e2e::analysis::{Load, OwnPrometheus, ScrapeTarget, query};
+use fledge_e2e::analysis::{AnalysingController, Load, OwnPrometheus, query, start_controller};
 use fledge_e2e::dataplane::{
-    GATEWAY_NAME, GATEWAY_NAMESPACE, LocalWorkload, PodinfoOpts, dataplane, only_local_endpoints,
-    traefik_servers, wait_route_accepted, wait_routed,
+    GATEWAY_NAME, GATEWAY_NAMESPACE, LocalWorkload, dataplane, faults_by_tag, traefik_servers,
+    wait_canary_routed,
 };
 use fledge_e2e::{TestNs, deployment_json, eventually};
 use k8s_openapi::api::apps::v1::Deployment;
@@ -30,15 +29,6 @@ const RATE: u32 = 30;
 // changes, and a slow canary's first answers take most of a second, so a shorter step could
 // find fewer than the two samples rate() needs in Prometheus, which fails the check (no data).
 const ROLLOUT: Duration = Duration::from_secs(240);
-
-/// podinfo's knobs by image tag.
-fn faults() -> fledge_e2e::dataplane::OptsFor {
-    Arc::new(|_role: &str, tag: &str| PodinfoOpts {
-        random_error: tag.contains("faulty"),
-        delay_ms: tag.contains("slow").then_some((600, 900)),
-        ..PodinfoOpts::default()
-    })
-}
 
 /// The builtin checks as Flagger's docs write them, over a one-minute window.
 fn builtin_metrics() -> Value {
@@ -76,38 +66,19 @@ fn canary(host: &str, analysis: Value, extra: Value) -> Value {
 
 /// Creates the Deployment (V1), the local stand-in for its Pods, the Canary, and `fledge run`
 /// reading the data plane's Prometheus; waits until the route serves the primary.
-async fn start(ns: &TestNs, host: &str, canary_json: Value) -> (LocalWorkload, ScrapeTarget) {
-    let dp = dataplane();
+async fn start(
+    ns: &TestNs,
+    host: &str,
+    canary_json: Value,
+) -> (LocalWorkload, AnalysingController) {
     ns.create::<Deployment>(deployment_json("podinfo", V1, 1))
         .await;
-    let workload = LocalWorkload::start_with(&ns.client, &ns.name, "podinfo", "podinfo", faults());
+    let workload =
+        LocalWorkload::start_with(&ns.client, &ns.name, "podinfo", "podinfo", faults_by_tag());
     ns.create::<Canary>(canary_json).await;
-    let idx = ns.start_controller(&[
-        "--metrics-server",
-        &dp.prometheus_url,
-        "--gateway-metrics",
-        "traefik",
-        "--metrics-query-timeout",
-        "3",
-    ]);
-    // Prometheus scrapes fledge too, as in a cluster.
-    let scrape = ScrapeTarget::register(
-        &format!("{}-fledge", ns.name),
-        ns.controller_metrics(idx),
-        &[("job_kind", "fledge")],
-    );
-    ns.wait_phase("podinfo", CanaryPhase::Initialized, Duration::from_secs(90))
-        .await;
-    for svc in ["podinfo", "podinfo-primary", "podinfo-canary"] {
-        only_local_endpoints(&ns.client, &ns.name, svc)
-            .await
-            .unwrap();
-    }
-    wait_route_accepted(&ns.client, &ns.name, "podinfo", Duration::from_secs(30))
-        .await
-        .unwrap();
-    wait_routed(host, Duration::from_secs(30)).await.unwrap();
-    (workload, scrape)
+    let controller = start_controller(ns);
+    wait_canary_routed(ns, "podinfo", host).await.unwrap();
+    (workload, controller)
 }
 
 /// Changes the image and waits until the rollout ends (Succeeded or Failed); returns the

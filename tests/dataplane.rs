@@ -12,7 +12,7 @@ use fledge_api::{Canary, CanaryPhase};
 use fledge_e2e::dataplane::{
     GATEWAY_NAME, GATEWAY_NAMESPACE, LocalWorkload, Podinfo, PodinfoOpts, Tally, attach_endpoints,
     dataplane, endpoint_slices, httproutes, only_local_endpoints, selectorless_service, send,
-    traefik_metrics, traefik_servers, traefik_weights, wait_route_accepted, wait_routed,
+    traefik_metrics, traefik_servers, wait_route_accepted, wait_routed, wait_traefik_canary_weight,
 };
 use fledge_e2e::{Hook, TestNs, deployment_json, eventually};
 use k8s_openapi::api::apps::v1::Deployment;
@@ -151,36 +151,17 @@ async fn ipv4_endpoint_slices_refuse_loopback_so_fqdn_slices_carry_it() {
 const V1: &str = "ghcr.io/stefanprodan/podinfo:6.0.0";
 const V2: &str = "ghcr.io/stefanprodan/podinfo:6.0.1";
 
-/// The share of answers from the canary process(es), in percent.
-fn canary_share(t: &Tally) -> f64 {
-    let canary: u64 = t
-        .by_version
-        .iter()
-        .filter(|(v, _)| v.starts_with("canary "))
-        .map(|(_, n)| n)
-        .sum();
-    100.0 * canary as f64 / t.total().max(1) as f64
-}
-
 /// Waits until Traefik applies `canary` percent to the Canary's route.
 async fn wait_traefik_weight(ns: &TestNs, canary: i64) {
-    eventually(
-        Duration::from_secs(30),
-        &format!("Traefik to route {canary}% to the canary"),
-        || async {
-            traefik_weights(&ns.name, "podinfo", 9898)
-                .await
-                .is_some_and(|(p, c)| c * 100 == canary * (p + c))
-        },
-    )
-    .await
-    .unwrap();
+    wait_traefik_canary_weight(&ns.name, "podinfo", 9898, canary)
+        .await
+        .unwrap();
 }
 
 /// 1,000 requests; the canary's share must be within 5 points of `weight`.
 async fn measure(host: &str, weight: i64, figures: &mut Vec<String>) -> Tally {
     let t = send(host, "/", &[], REQUESTS, CONCURRENCY).await;
-    let share = canary_share(&t);
+    let share = t.role_percent("canary");
     figures.push(format!(
         "weight {weight:>3}%: canary {share:5.1}% of {} ({:?})",
         t.total(),

@@ -13,7 +13,7 @@ use anyhow::{Context, bail};
 use serde_json::{Value, json};
 
 use crate::dataplane::{Tally, dataplane};
-use crate::root;
+use crate::{TestNs, root};
 
 /// A scrape target in the data plane's Prometheus, removed when dropped.
 pub struct ScrapeTarget {
@@ -38,6 +38,42 @@ impl ScrapeTarget {
 impl Drop for ScrapeTarget {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.file);
+    }
+}
+
+/// `fledge run` judging by the data plane's Prometheus, started by [`start_controller`].
+pub struct AnalysingController {
+    /// Its index for [`TestNs::controller_log`] and the like.
+    pub idx: usize,
+    /// The flags it was given beside `--namespace` and `--metrics-addr`.
+    pub flags: Vec<String>,
+    _scrape: ScrapeTarget,
+}
+
+/// Starts `fledge run` for `ns` with the data plane's Prometheus as its metrics server and
+/// Traefik's per-service metrics for the builtin checks of `gatewayapi` Canaries
+/// (`--gateway-metrics traefik`), and has that Prometheus scrape fledge too, as in a cluster.
+pub fn start_controller(ns: &TestNs) -> AnalysingController {
+    let flags: Vec<String> = [
+        "--metrics-server",
+        &dataplane().prometheus_url,
+        "--gateway-metrics",
+        "traefik",
+        "--metrics-query-timeout",
+        "3",
+    ]
+    .map(String::from)
+    .into();
+    let idx = ns.start_controller(&flags.iter().map(String::as_str).collect::<Vec<_>>());
+    let scrape = ScrapeTarget::register(
+        &format!("{}-fledge", ns.name),
+        ns.controller_metrics(idx),
+        &[("job_kind", "fledge")],
+    );
+    AnalysingController {
+        idx,
+        flags,
+        _scrape: scrape,
     }
 }
 

@@ -66,6 +66,14 @@ static DATAPLANE: OnceLock<Result<Dataplane, String>> = OnceLock::new();
 /// with what went wrong, never skips.
 pub fn dataplane() -> &'static Dataplane {
     let res = DATAPLANE.get_or_init(|| {
+        if crate::planes_up() {
+            return read_info().map_err(|e| {
+                format!(
+                    "{e:#} (the data plane was said to be up: {})",
+                    crate::PLANES_UP_ENV
+                )
+            });
+        }
         let out = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
             .current_dir(root())
             .args(["run", "--quiet", "-p", "xtask", "--", "dataplane", "up"])
@@ -472,6 +480,47 @@ impl Tally {
         let n = self.by_version.get(version).copied().unwrap_or(0);
         100.0 * n as f64 / (self.total().max(1)) as f64
     }
+
+    /// The share of the answers of one role's processes among all requests, in percent: the
+    /// versions [`LocalWorkload`] reports start with the role (`canary 6.0.1`).
+    pub fn role_percent(&self, role: &str) -> f64 {
+        let prefix = format!("{role} ");
+        let n: u64 = self
+            .by_version
+            .iter()
+            .filter(|(v, _)| v.starts_with(&prefix))
+            .map(|(_, n)| n)
+            .sum();
+        100.0 * n as f64 / (self.total().max(1)) as f64
+    }
+
+    /// Requests answered with an error status or not at all.
+    pub fn unsuccessful(&self) -> u64 {
+        self.errors.values().sum::<u64>() + self.failed
+    }
+
+    /// What was counted since `earlier`, a reading of the same growing tally.
+    pub fn since(&self, earlier: &Tally) -> Tally {
+        fn minus<K: Ord + Clone>(
+            now: &BTreeMap<K, u64>,
+            then: &BTreeMap<K, u64>,
+        ) -> BTreeMap<K, u64> {
+            now.iter()
+                .map(|(k, n)| {
+                    (
+                        k.clone(),
+                        n.saturating_sub(then.get(k).copied().unwrap_or(0)),
+                    )
+                })
+                .filter(|(_, n)| *n > 0)
+                .collect()
+        }
+        Tally {
+            by_version: minus(&self.by_version, &earlier.by_version),
+            errors: minus(&self.errors, &earlier.errors),
+            failed: self.failed.saturating_sub(earlier.failed),
+        }
+    }
 }
 
 /// Sends `n` GET requests for `path` to the Gateway with `Host: host` and extra `headers`,
@@ -523,6 +572,28 @@ pub async fn send(
     tally
 }
 
+/// Waits until the Canary `name` of `ns` (on the Gateway API router, its Services and HTTPRoute
+/// named after it) is Initialized, only the harness's EndpointSlices point at its Services, its
+/// HTTPRoute is Accepted with resolved references, and a request for `host` through the Gateway
+/// reaches podinfo.
+pub async fn wait_canary_routed(ns: &crate::TestNs, name: &str, host: &str) -> anyhow::Result<()> {
+    ns.wait_phase(
+        name,
+        fledge_api::CanaryPhase::Initialized,
+        Duration::from_secs(90),
+    )
+    .await;
+    for svc in [
+        name.to_string(),
+        format!("{name}-primary"),
+        format!("{name}-canary"),
+    ] {
+        only_local_endpoints(&ns.client, &ns.name, &svc).await?;
+    }
+    wait_route_accepted(&ns.client, &ns.name, name, Duration::from_secs(30)).await?;
+    wait_routed(host, Duration::from_secs(30)).await
+}
+
 /// Waits until a request for `host` through the Gateway is answered by podinfo (Traefik applies
 /// route changes a moment after the API server has them).
 pub async fn wait_routed(host: &str, timeout: Duration) -> anyhow::Result<()> {
@@ -572,6 +643,26 @@ pub async fn traefik_weights(namespace: &str, service: &str, port: u16) -> Optio
     })
 }
 
+/// Waits until Traefik gives `canary` percent of `<service>`'s route to `<service>-canary`
+/// (it applies a route change a moment after the API server has it).
+pub async fn wait_traefik_canary_weight(
+    namespace: &str,
+    service: &str,
+    port: u16,
+    canary: i64,
+) -> anyhow::Result<()> {
+    crate::eventually(
+        Duration::from_secs(30),
+        &format!("Traefik to route {canary}% of {namespace}/{service} to the canary"),
+        || async {
+            traefik_weights(namespace, service, port)
+                .await
+                .is_some_and(|(p, c)| c * 100 == canary * (p + c))
+        },
+    )
+    .await
+}
+
 /// The server URLs Traefik load-balances a Service's port over, from its API.
 pub async fn traefik_servers(namespace: &str, service: &str, port: u16) -> Vec<String> {
     let name = format!("{namespace}-{service}-http-{port}@kubernetesgateway");
@@ -600,6 +691,18 @@ pub struct LocalWorkload {
 
 /// The podinfo knobs for a role (`primary`, `canary`) and image tag.
 pub type OptsFor = Arc<dyn Fn(&str, &str) -> PodinfoOpts + Send + Sync>;
+
+/// podinfo's fault injection by image tag: a tag with `faulty` starts podinfo with
+/// `--random-error` (in one second out of three it answers 500, 400 or 409; podinfo seeds its
+/// generator once a second, so errors come in whole seconds), one with `slow` adds 600-900 ms
+/// to every answer.
+pub fn faults_by_tag() -> OptsFor {
+    Arc::new(|_role: &str, tag: &str| PodinfoOpts {
+        random_error: tag.contains("faulty"),
+        delay_ms: tag.contains("slow").then_some((600, 900)),
+        ..PodinfoOpts::default()
+    })
+}
 
 impl LocalWorkload {
     /// Starts following the Deployments of `target` in `namespace`.
@@ -834,5 +937,25 @@ mod tests {
         assert_eq!(t.total(), 100);
         assert!((t.percent("2") - 19.0).abs() < 1e-9);
         assert_eq!(t.percent("3"), 0.0);
+    }
+
+    #[test]
+    fn tally_roles_and_differences() {
+        let mut before = Tally::default();
+        before.by_version.insert("primary 6.0.0".into(), 70);
+        before.by_version.insert("canary 6.0.1".into(), 10);
+        before.errors.insert(503, 2);
+        let mut now = before.clone();
+        *now.by_version.get_mut("primary 6.0.0").unwrap() += 60;
+        *now.by_version.get_mut("canary 6.0.1").unwrap() += 38;
+        now.errors.insert(500, 1);
+        now.failed = 1;
+        let step = now.since(&before);
+        assert_eq!(step.total(), 100);
+        assert_eq!(step.errors, BTreeMap::from([(500, 1)]));
+        assert_eq!(step.unsuccessful(), 2);
+        assert!((step.role_percent("canary") - 38.0).abs() < 1e-9);
+        assert!((step.role_percent("primary") - 60.0).abs() < 1e-9);
+        assert_eq!(Tally::default().role_percent("canary"), 0.0);
     }
 }

@@ -5,6 +5,7 @@
 
 pub mod analysis;
 pub mod dataplane;
+pub mod demo;
 pub mod git;
 pub mod plugin;
 
@@ -20,7 +21,7 @@ use fledge_api::{Canary, CanaryPhase};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Event, Namespace};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config, ResourceExt};
 
@@ -51,20 +52,32 @@ fn tail(s: &[u8], lines: usize) -> String {
     all[all.len().saturating_sub(lines)..].join("\n")
 }
 
+/// Set by a caller that has just brought the control plane and the data plane up itself
+/// (`cargo xtask demo`): the harness then finds them where `up` recorded them instead of running
+/// `cargo xtask cluster up` and `dataplane up` again (some seconds each).
+pub const PLANES_UP_ENV: &str = "FLEDGE_E2E_PLANES_UP";
+
+/// Whether [`PLANES_UP_ENV`] is set.
+pub fn planes_up() -> bool {
+    std::env::var_os(PLANES_UP_ENV).is_some_and(|v| v == "1")
+}
+
 /// Starts the local control plane (once per run) and builds `fledge`. Fails the test with what
 /// is missing and how to get it, never skips.
 fn prepare() -> &'static Prepared {
     let res = PREPARED.get_or_init(|| {
-        let up = cargo()
-            .args(["run", "--quiet", "-p", "xtask", "--", "cluster", "up"])
-            .output()
-            .map_err(|e| format!("cannot run `cargo xtask cluster up`: {e}"))?;
-        if !up.status.success() {
-            return Err(format!(
-                "the local control plane did not start (`cargo xtask cluster up` failed; it \
-                 needs Go on PATH to build etcd, Kubernetes and kwok once):\n{}",
-                tail(&up.stderr, 40)
-            ));
+        if !planes_up() {
+            let up = cargo()
+                .args(["run", "--quiet", "-p", "xtask", "--", "cluster", "up"])
+                .output()
+                .map_err(|e| format!("cannot run `cargo xtask cluster up`: {e}"))?;
+            if !up.status.success() {
+                return Err(format!(
+                    "the local control plane did not start (`cargo xtask cluster up` failed; \
+                     it needs Go on PATH to build etcd, Kubernetes and kwok once):\n{}",
+                    tail(&up.stderr, 40)
+                ));
+            }
         }
         let fledge = build_binary("fledge-controller", "fledge")?;
         Ok(Prepared {
@@ -220,6 +233,8 @@ pub struct TestNs {
     pub client: Client,
     /// The namespace.
     pub name: String,
+    /// Left in place when dropped.
+    keep: bool,
     controllers: Mutex<Vec<Child>>,
     metrics_ports: Mutex<Vec<u16>>,
     /// The kubeconfig controllers started here use.
@@ -257,11 +272,60 @@ impl TestNs {
         cluster: Option<String>,
     ) -> TestNs {
         let api: Api<Namespace> = Api::all(client.clone());
-        let ns: Namespace =
-            serde_json::from_value(serde_json::json!({"metadata": {"name": name}})).unwrap();
-        api.create(&PostParams::default(), &ns)
+        api.create(&PostParams::default(), &namespace(&name))
             .await
             .expect("create namespace");
+        TestNs::of(client, name, false, kubeconfig, cluster)
+    }
+
+    /// Creates the namespace `name` afresh, deleting what a previous run left there first, and
+    /// installs the CRDs. Unlike [`TestNs::new`], the namespace is kept when dropped (so that it
+    /// can be looked at afterwards); the next `fresh` replaces it.
+    pub async fn fresh(name: &str) -> anyhow::Result<TestNs> {
+        let client = client().await;
+        install_crds(&client).await;
+        let api: Api<Namespace> = Api::all(client.clone());
+        if api.get_opt(name).await?.is_some() {
+            // No controller runs for it any more: the Canaries' finalizers would hold the
+            // namespace in Terminating for ever.
+            let canaries: Api<Canary> = Api::namespaced(client.clone(), name);
+            for c in canaries.list(&ListParams::default()).await?.items {
+                canaries
+                    .patch(
+                        &c.name_any(),
+                        &PatchParams::default(),
+                        &Patch::Merge(serde_json::json!({"metadata": {"finalizers": null}})),
+                    )
+                    .await?;
+            }
+            let _ = api.delete(name, &DeleteParams::default()).await;
+            eventually(
+                Duration::from_secs(120),
+                &format!("namespace {name} of a previous run to be deleted"),
+                || async { matches!(api.get_opt(name).await, Ok(None)) },
+            )
+            .await?;
+        }
+        api.create(&PostParams::default(), &namespace(name))
+            .await
+            .with_context(|| format!("creating namespace {name}"))?;
+        Ok(TestNs::of(
+            client,
+            name.to_string(),
+            true,
+            prepare().kubeconfig.clone(),
+            None,
+        ))
+    }
+
+    /// `cluster`: the other cluster's name, when not the local control plane's.
+    fn of(
+        client: Client,
+        name: String,
+        keep: bool,
+        kubeconfig: PathBuf,
+        cluster: Option<String>,
+    ) -> TestNs {
         TestNs {
             logs_as: match cluster {
                 Some(c) => format!("{name}-on-{c}"),
@@ -269,6 +333,7 @@ impl TestNs {
             },
             client,
             name,
+            keep,
             controllers: Mutex::new(Vec::new()),
             metrics_ports: Mutex::new(Vec::new()),
             kubeconfig,
@@ -298,8 +363,7 @@ impl TestNs {
         std::fs::create_dir_all(&logs).expect("create target/e2e-logs");
         let mut list = self.controllers.lock().unwrap();
         let idx = list.len();
-        let log = std::fs::File::create(logs.join(format!("{}-{idx}.log", self.logs_as)))
-            .expect("create log");
+        let log = std::fs::File::create(self.controller_log_path(idx)).expect("create log");
         let port = free_port();
         let child = Command::new(&p.fledge)
             .arg("run")
@@ -332,14 +396,16 @@ impl TestNs {
         }
     }
 
+    /// Where the log of a controller started by [`TestNs::start_controller`] is.
+    pub fn controller_log_path(&self, idx: usize) -> PathBuf {
+        root()
+            .join("target/e2e-logs")
+            .join(format!("{}-{idx}.log", self.logs_as))
+    }
+
     /// The log of a controller, for assertions and failure messages.
     pub fn controller_log(&self, idx: usize) -> String {
-        std::fs::read_to_string(
-            root()
-                .join("target/e2e-logs")
-                .join(format!("{}-{idx}.log", self.logs_as)),
-        )
-        .unwrap_or_default()
+        std::fs::read_to_string(self.controller_log_path(idx)).unwrap_or_default()
     }
 
     /// Creates an object from JSON in this namespace.
@@ -464,6 +530,9 @@ impl Drop for TestNs {
             let _ = c.kill();
             let _ = c.wait();
         }
+        if self.keep {
+            return;
+        }
         // Ask for the namespace's deletion and go on (the runtime may be shutting down, so
         // through the cluster's kubectl rather than the async client); a failure leaves it for
         // `cluster down --wipe`.
@@ -476,6 +545,10 @@ impl Drop for TestNs {
                 .output();
         }
     }
+}
+
+fn namespace(name: &str) -> Namespace {
+    serde_json::from_value(serde_json::json!({"metadata": {"name": name}})).expect("namespace JSON")
 }
 
 /// The image of the first container of a Deployment.

@@ -7,6 +7,7 @@ mod bench;
 mod cluster;
 mod crds;
 mod dataplane;
+mod demo;
 mod gitservers;
 mod test;
 mod util;
@@ -20,6 +21,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Task {
+    /// The demo: a healthy and a faulty rollout on the local control plane with real traffic.
+    Demo(demo::DemoArgs),
     /// The local Kubernetes control plane (etcd, kube-apiserver, kube-controller-manager, kwok).
     Cluster(cluster::ClusterArgs),
     /// Every check CI runs: fmt, clippy, and all tests.
@@ -37,6 +40,7 @@ enum Task {
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().task {
+        Task::Demo(args) => demo::run_demo(args),
         Task::Cluster(args) => cluster::run(args),
         Task::Test(args) => test::run_all(args),
         Task::Crds => crds::regenerate(),

@@ -615,6 +615,28 @@ proptest! {
     }
 }
 
+/// The manifests of the demo (`cargo xtask demo`), as they stand in `examples/demo/`: the
+/// Canary is valid and the Deployment is skipped.
+#[test]
+fn the_demo_manifests_are_valid() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/demo");
+    let mut files: Vec<String> = std::fs::read_dir(&dir)
+        .expect("examples/demo")
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .map(|p| p.display().to_string())
+        .collect();
+    files.sort();
+    let args: Vec<&str> = files.iter().map(String::as_str).collect();
+    let r = run_args(&args, b"");
+    assert_eq!(
+        r.out, "2 documents checked: 1 valid, 0 invalid, 1 skipped\n",
+        "{}",
+        r.err
+    );
+    assert_eq!(r.code, 0);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Flagger's documented manifests
 // ---------------------------------------------------------------------------------------------

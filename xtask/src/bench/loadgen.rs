@@ -22,7 +22,7 @@ use anyhow::{Context, Result, bail};
 use super::measure;
 use crate::cluster::build::{cache_dir, check_go_version, go_command, module_version};
 use crate::dataplane::build::{download_module_in, go_env};
-use crate::util::{cargo, root, run as run_cmd};
+use crate::util::{cargo, root, run as run_cmd, target_dir};
 
 /// The oha release from crates.io.
 const OHA_VERSION: &str = "1.16.0";
@@ -404,9 +404,7 @@ fn build_ours() -> Result<(PathBuf, PathBuf)> {
             "fledge-loadgen-hello",
         ]),
     )?;
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root().join("target"));
+    let target = target_dir();
     Ok((
         target.join("release/fledge-loadgen"),
         target.join("release/fledge-loadgen-hello"),

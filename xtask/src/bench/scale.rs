@@ -32,7 +32,7 @@ use super::measure::{
     self, Histogram, LogEvent, Memory, Sample, Summary, mib, parse_log_event, secs, table,
 };
 use crate::cluster::{self, ClusterInfo};
-use crate::util::{cargo, root, run as run_cmd};
+use crate::util::{cargo, root, run as run_cmd, target_dir};
 
 /// Image of the targets before and after the wave (kwok never pulls it).
 const IMAGE_V1: &str = "registry.invalid/fledge-bench/app:v1";
@@ -113,10 +113,7 @@ fn build_fledge() -> Result<PathBuf> {
             "fledge",
         ]),
     )?;
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root().join("target"));
-    Ok(target.join("release").join("fledge"))
+    Ok(target_dir().join("release").join("fledge"))
 }
 
 /// The cluster's kubectl with the admin kubeconfig.

@@ -131,6 +131,11 @@ pub fn ensure_up() -> Result<DataplaneInfo> {
     up(&Layout::new(), Duration::from_secs(120))
 }
 
+/// Stops what `up` started (Traefik, Prometheus, the apps); the cluster keeps running.
+pub fn stop() -> Result<()> {
+    down(&Layout::new())
+}
+
 /// Paths under `target/dataplane`.
 pub(crate) struct Layout {
     workspace: PathBuf,
