@@ -77,9 +77,13 @@ pub fn run_all(args: TestArgs) -> anyhow::Result<()> {
             )
         })
         .and_then(|()| {
+            // The planes were just brought up: each test binary finds them where `up` recorded
+            // them instead of running `cluster up` and `dataplane up` again.
             step(
                 "end-to-end tests on the local control plane",
-                cargo().args(["test", "-p", "fledge-e2e", "--", "--test-threads", "4"]),
+                cargo()
+                    .args(["test", "-p", "fledge-e2e", "--", "--test-threads", "4"])
+                    .env("FLEDGE_E2E_PLANES_UP", "1"),
             )
         });
         if !args.keep_cluster {
