@@ -505,20 +505,23 @@ impl TestNs {
             .unwrap_or_else(|e| panic!("get Deployment {name}: {e}"))
     }
 
-    /// Sets the image of the first container of a Deployment.
+    /// Sets the image of the first container of a Deployment (a strategic merge patch of that
+    /// container, as `kubectl set image` does, so that the controller scaling the Deployment
+    /// meanwhile cannot make it conflict).
     pub async fn set_image(&self, name: &str, image: &str) {
-        let mut d = self.deployment(name).await;
-        if let Some(c) = d
+        let d = self.deployment(name).await;
+        let container = d
             .spec
-            .as_mut()
-            .and_then(|s| s.template.spec.as_mut())
-            .and_then(|p| p.containers.first_mut())
-        {
-            c.image = Some(image.into());
-        }
-        d.metadata.managed_fields = None;
+            .as_ref()
+            .and_then(|s| s.template.spec.as_ref())
+            .and_then(|p| p.containers.first())
+            .map(|c| c.name.clone())
+            .expect("a Deployment with a container");
+        let patch = serde_json::json!({"spec": {"template": {"spec": {"containers": [
+            {"name": container, "image": image}
+        ]}}}});
         self.api::<Deployment>()
-            .replace(name, &PostParams::default(), &d)
+            .patch(name, &PatchParams::default(), &Patch::Strategic(patch))
             .await
             .expect("update image");
     }
