@@ -47,7 +47,7 @@ fn fast_rollback(cx: &Cx, target: &TargetObservation) -> bool {
 fn rollback_to_known_good(cx: &mut Cx, target: &TargetObservation) {
     super::begin_revision(cx, target);
     let name = cx.target_name();
-    let short: String = target.spec_hash.chars().take(12).collect();
+    let short = super::short(&target.spec_hash);
     let message = format!(
         "Fast rollback: {name} is back to revision {short}, promoted before; promoting it without analysis (spec.gitops.fastRollback)."
     );

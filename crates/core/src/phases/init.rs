@@ -12,6 +12,8 @@ use crate::action::{Action, CanaryScale, LedgerEvent, NotifyKind, Routes, Severi
 use crate::ctx::Cx;
 use crate::observe::{LedgerView, TargetObservation};
 
+use super::short;
+
 /// `Unknown`/`Initializing` (and a leftover `Terminating`/`Terminated` of a Canary that is no
 /// longer being deleted).
 pub(super) fn run(cx: &mut Cx, target: &TargetObservation) {
@@ -89,11 +91,6 @@ fn create_primary(cx: &mut Cx, target: &TargetObservation) {
         }
     }
     cx.act(Action::EnsurePrimary);
-}
-
-/// The first 12 characters of a spec hash, for messages.
-fn short(revision: &str) -> String {
-    revision.chars().take(12).collect()
 }
 
 fn wait(cx: &mut Cx, target: &TargetObservation, why: String) {

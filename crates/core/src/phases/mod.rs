@@ -115,3 +115,8 @@ fn begin_revision(cx: &mut Cx, target: &TargetObservation) {
         ..Default::default()
     });
 }
+
+/// The first 12 characters of a spec hash, for messages.
+fn short(revision: &str) -> String {
+    revision.chars().take(12).collect()
+}
