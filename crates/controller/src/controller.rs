@@ -753,6 +753,20 @@ impl Exec<'_> {
                     self.copy_configs().await?;
                     self.apply_primary(None, &[]).await?;
                 }
+                // A primary Flagger made (a cut-over): kept as it is, with what Flagger made
+                // beside it, owned from now on by this Canary.
+                if let Some(primary) = self.primary {
+                    let tracked: Vec<&ConfigRef> = self.tracked.keys().collect();
+                    crate::adopt::adopt_from_flagger(
+                        &self.ctx.client,
+                        &self.ctx.recorder,
+                        self.canary,
+                        &self.owner(),
+                        primary,
+                        &tracked,
+                    )
+                    .await?;
+                }
                 crate::autoscaler::ensure_primary_hpa(&self.ctx.client, self.canary, self.owner())
                     .await
             }

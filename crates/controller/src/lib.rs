@@ -1,6 +1,7 @@
 //! The fledge controller: the Kubernetes adapter of the rollout engine, and the `fledge` CLI.
 #![forbid(unsafe_code)]
 
+pub mod adopt;
 pub mod analysis;
 pub mod autoscaler;
 pub mod configs;
