@@ -8,6 +8,7 @@ mod cluster;
 mod crds;
 mod dataplane;
 mod demo;
+mod flagger;
 mod gitservers;
 mod test;
 mod util;
@@ -36,6 +37,9 @@ enum Task {
     /// Make sure the Git servers of the ledger tests are here (installs OpenSSH's sshd when
     /// missing).
     GitServers,
+    /// Build (once per version) Flagger, the reference of the cut-over test, from its Go
+    /// module; print the binary's path and its CRD file's.
+    Flagger,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -47,5 +51,6 @@ fn main() -> anyhow::Result<()> {
         Task::Bench(args) => bench::run(args),
         Task::Dataplane(args) => dataplane::run(args),
         Task::GitServers => gitservers::ensure(),
+        Task::Flagger => flagger::run(),
     }
 }

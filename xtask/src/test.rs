@@ -44,6 +44,12 @@ pub fn run_all(args: TestArgs) -> anyhow::Result<()> {
         "cargo test (unit, property, adapter and CLI tests)",
         cargo().args(["test", "--workspace", "--exclude", "fledge-e2e"]),
     )?;
+    // The Helm chart and the kustomize base (helm, kubeconform and kustomize built once from
+    // the Go module proxy, then cached); no cluster needed, so it runs with --no-e2e too.
+    step(
+        "Helm chart and kustomize base (cargo xtask charts)",
+        cargo().args(["run", "--quiet", "-p", "xtask", "--", "charts"]),
+    )?;
     if args.no_e2e {
         eprintln!("==> end-to-end tests skipped (--no-e2e)");
     } else {
@@ -74,6 +80,13 @@ pub fn run_all(args: TestArgs) -> anyhow::Result<()> {
             step(
                 "build kubectl-fledge",
                 cargo().args(["build", "-p", "fledge-plugin", "--bin", "kubectl-fledge"]),
+            )
+        })
+        .and_then(|()| {
+            // Flagger, run beside fledge by the cut-over test (built once, then cached).
+            step(
+                "Flagger for the cut-over test (cargo xtask flagger)",
+                cargo().args(["run", "--quiet", "-p", "xtask", "--", "flagger"]),
             )
         })
         .and_then(|()| {
