@@ -137,6 +137,54 @@ impl Problems {
 // Canary
 // ---------------------------------------------------------------------------------------------
 
+/// References of the spec to another namespace than `namespace` (the Canary's): a
+/// MetricTemplate (`templateRef`) or an AlertProvider (`providerRef`). Controllers run with
+/// `--no-cross-namespace-refs` refuse them, as Flagger's `-no-cross-namespace-refs` does.
+pub fn cross_namespace_refs(spec: &CanarySpec, namespace: &str) -> Vec<Problem> {
+    let mut problems = Vec::new();
+    let Some(analysis) = &spec.analysis else {
+        return problems;
+    };
+    let elsewhere = |ns: &Option<String>| {
+        ns.as_deref()
+            .filter(|n| !n.is_empty() && *n != namespace)
+            .map(str::to_string)
+    };
+    for (i, m) in analysis.metrics.iter().flatten().enumerate() {
+        if let Some(ns) = m
+            .template_ref
+            .as_ref()
+            .and_then(|r| elsewhere(&r.namespace))
+        {
+            problems.push(Problem::new(
+                format!("spec.analysis.metrics[{i}].templateRef.namespace"),
+                format!(
+                    "MetricTemplate {ns}/{} is in another namespace than the Canary's ({namespace}), \
+                     and this controller refuses references across namespaces \
+                     (--no-cross-namespace-refs); copy the template into {namespace} and drop the \
+                     namespace",
+                    m.template_ref.as_ref().map(|r| r.name.as_str()).unwrap_or_default()
+                ),
+            ));
+        }
+    }
+    for (i, a) in analysis.alerts.iter().flatten().enumerate() {
+        if let Some(ns) = elsewhere(&a.provider_ref.namespace) {
+            problems.push(Problem::new(
+                format!("spec.analysis.alerts[{i}].providerRef.namespace"),
+                format!(
+                    "AlertProvider {ns}/{} is in another namespace than the Canary's ({namespace}), \
+                     and this controller refuses references across namespaces \
+                     (--no-cross-namespace-refs); create the provider in {namespace} and drop the \
+                     namespace",
+                    a.provider_ref.name
+                ),
+            ));
+        }
+    }
+    problems
+}
+
 /// Every problem of a Canary spec.
 pub fn validate_canary_spec(spec: &CanarySpec) -> Vec<Problem> {
     let mut p = Problems::default();

@@ -37,7 +37,7 @@ pub const FINALIZER: &str = "fledge.dev/finalizer";
 pub const MANAGER: &str = "fledge";
 
 /// Settings of the controller.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct Settings {
     /// Only this namespace, or all.
     pub namespace: Option<String>,
@@ -53,6 +53,17 @@ pub struct Settings {
     pub analysis: crate::analysis::AnalysisSettings,
     /// How the Git ledger is written.
     pub git: crate::git::GitSettings,
+    /// The provider of Canaries that set none (`--mesh-provider`); `gatewayapi:v1` when unset.
+    pub mesh_provider: Option<String>,
+    /// How primaries are made (`--selector-labels`, `--include-label-prefix`).
+    pub workload: workload::PrimaryOptions,
+    /// Refuse MetricTemplate and AlertProvider references to other namespaces.
+    pub no_cross_namespace_refs: bool,
+    /// Where every Event is also posted with Flagger's payload (`--event-webhook`).
+    pub event_webhook: Option<String>,
+    /// At most this long between two looks at a Canary (`--control-loop-interval`); the
+    /// engine's own requeue when unset.
+    pub control_loop_interval: Option<Duration>,
 }
 
 /// What every reconcile shares.
@@ -117,13 +128,19 @@ pub async fn run(
     let ctx = Arc::new(Context {
         git_wake,
         git_state,
-        recorder: Recorder::new(
-            client.clone(),
-            Reporter {
-                controller: settings.reporter.clone(),
-                instance: std::env::var("POD_NAME").ok(),
-            },
-        ),
+        recorder: {
+            let recorder = Recorder::new(
+                client.clone(),
+                Reporter {
+                    controller: settings.reporter.clone(),
+                    instance: std::env::var("POD_NAME").ok(),
+                },
+            );
+            match &settings.event_webhook {
+                Some(url) => recorder.with_event_webhook(url.clone(), WebhookClient::new()?),
+                None => recorder,
+            }
+        },
         webhooks: WebhookClient::new()?,
         alerts: crate::notify::Alerts::start(
             client.clone(),
@@ -144,6 +161,7 @@ pub async fn run(
         written_over: Default::default(),
         slots_held: Default::default(),
     });
+    tokio::spawn(count_canaries(ctx.canaries.clone(), ctx.metrics.clone()));
     let (cans_cm, deps_cm) = (canaries_for_map.clone(), ctx.deployments.clone());
     let (cans_sec, deps_sec) = (canaries_for_map.clone(), ctx.deployments.clone());
     controller
@@ -165,6 +183,21 @@ pub async fn run(
         })
         .await;
     Ok(())
+}
+
+/// Keeps `flagger_canary_total` (Canaries per namespace) up to date from the cache, as often as
+/// Flagger's control loop counts them.
+async fn count_canaries(canaries: Store<Canary>, metrics: Arc<Metrics>) {
+    let _ = canaries.wait_until_ready().await;
+    loop {
+        let namespaces: Vec<String> = canaries
+            .state()
+            .iter()
+            .map(|c| c.namespace().unwrap_or_default())
+            .collect();
+        metrics.set_totals(namespaces.iter().map(String::as_str));
+        tokio::time::sleep(Duration::from_secs(10)).await;
+    }
 }
 
 /// Drops what fledge never reads from a cached object and what makes up most of its size:
@@ -273,7 +306,7 @@ async fn reconcile(canary: Arc<Canary>, ctx: Arc<Context>) -> Result<Requeue> {
     async move {
         let started = std::time::Instant::now();
         let out = reconcile_inner(&canary, &ctx).await;
-        ctx.metrics.reconcile_duration(started.elapsed());
+        ctx.metrics.reconcile_duration(&canary, started.elapsed());
         out
     }
     .instrument(span)
@@ -281,14 +314,21 @@ async fn reconcile(canary: Arc<Canary>, ctx: Arc<Context>) -> Result<Requeue> {
 }
 
 async fn reconcile_inner(canary: &Canary, ctx: &Context) -> Result<Requeue> {
-    // The cluster-wide defaults of spec.gitops (--gitops-*) fill what the Canary leaves unset.
+    // The cluster-wide defaults (--gitops-*, --mesh-provider) fill what the Canary leaves unset.
     let effective;
     let gitops = ctx.settings.git.defaults.apply(canary.spec.gitops.as_ref());
-    let canary = if gitops == canary.spec.gitops {
+    let provider = match (&canary.spec.provider, &ctx.settings.mesh_provider) {
+        (Some(p), _) if !p.is_empty() => None,
+        (_, default) => default.clone(),
+    };
+    let canary = if gitops == canary.spec.gitops && provider.is_none() {
         canary
     } else {
         let mut c = canary.clone();
         c.spec.gitops = gitops;
+        if provider.is_some() {
+            c.spec.provider = provider;
+        }
         effective = c;
         &effective
     };
@@ -329,6 +369,7 @@ async fn reconcile_inner(canary: &Canary, ctx: &Context) -> Result<Requeue> {
     obs.generation = canary.meta().generation;
     obs.deleting = deleting;
     obs.rollout_slot_available = slot_available(ctx, canary);
+    obs.confined_to_namespace = ctx.settings.no_cross_namespace_refs.then(|| ns.clone());
     obs.target = target.as_deref().map(|t| TargetObservation {
         spec_hash: t
             .spec
@@ -415,6 +456,9 @@ async fn reconcile_inner(canary: &Canary, ctx: &Context) -> Result<Requeue> {
         remove_finalizer(canary, ctx).await?;
         return Ok(Requeue::await_change());
     }
+    if let Some(bound) = ctx.settings.control_loop_interval {
+        requeue = requeue.min(bound);
+    }
     Ok(Requeue::requeue(on_engine_clock(requeue, obs.now)))
 }
 
@@ -499,7 +543,11 @@ async fn report_blocked(
         action: "Reconcile".into(),
         secondary: None,
     };
-    if let Err(e) = ctx.recorder.publish(&ev, &canary.object_ref(&())).await {
+    if let Err(e) = ctx
+        .recorder
+        .publish_about(&ev, canary, next.phase, checksum(&next))
+        .await
+    {
         warn!(error = %e, "cannot record Event");
     }
     write_status(ctx, canary, status, &next).await
@@ -599,7 +647,7 @@ fn readiness(d: &Deployment) -> Readiness {
 }
 
 /// The `checksum` of webhook payloads: the revision under test, with its tracked configs.
-fn checksum(status: &CanaryStatus) -> String {
+pub(crate) fn checksum(status: &CanaryStatus) -> String {
     let configs = status
         .tracked_configs
         .iter()
@@ -739,7 +787,7 @@ impl Exec<'_> {
     }
 
     fn selector(&self) -> Result<(String, String)> {
-        workload::selector_label(self.target()?)
+        workload::selector_label(self.target()?, &self.ctx.settings.workload)
     }
 
     fn apply_params() -> PatchParams {
@@ -865,8 +913,13 @@ impl Exec<'_> {
     /// image repositories run those images instead of the target's.
     async fn apply_primary(&self, replicas: Option<i32>, images: &[String]) -> Result<()> {
         let tracked: BTreeSet<ConfigRef> = self.tracked.keys().cloned().collect();
-        let mut primary =
-            workload::build_primary(self.target()?, self.owner(), &tracked, replicas)?;
+        let mut primary = workload::build_primary(
+            self.target()?,
+            self.owner(),
+            &tracked,
+            replicas,
+            &self.ctx.settings.workload,
+        )?;
         if let Some(spec) = primary.spec.as_mut() {
             for (container, from, to) in workload::use_images(&mut spec.template, images) {
                 info!(%container, %from, %to, "primary image from the Git ledger");
@@ -974,7 +1027,7 @@ impl Exec<'_> {
                 if let Err(e) = self
                     .ctx
                     .recorder
-                    .publish(&ev, &self.canary.object_ref(&()))
+                    .publish_about(&ev, self.canary, self.next.phase, checksum(self.next))
                     .await
                 {
                     warn!(error = %e, "cannot record Event");

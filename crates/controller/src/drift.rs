@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use fledge_api::{Canary, CanaryPhase, CanaryStatus};
 use fledge_core::{Action, Routes};
 use kube::runtime::events::{Event, EventType};
-use kube::{Client, Resource, ResourceExt};
+use kube::{Client, ResourceExt};
 use tracing::{debug, warn};
 
 use crate::Error;
@@ -148,7 +148,15 @@ pub async fn restore(
         action: "Reconcile".into(),
         secondary: None,
     };
-    if let Err(e) = recorder.publish(&ev, &canary.object_ref(&())).await {
+    if let Err(e) = recorder
+        .publish_about(
+            &ev,
+            canary,
+            status.phase,
+            crate::controller::checksum(status),
+        )
+        .await
+    {
         warn!(error = %e, "cannot record Event");
     }
     Ok(Some(message))

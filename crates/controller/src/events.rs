@@ -10,8 +10,11 @@
 //! at a thousand Canaries rolling out it held some 30 MiB, the largest part of the controller's
 //! memory. This one remembers only the Event's name, count and time.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
+
+use fledge_api::{Canary, CanaryPhase, CanaryWebhook, HookType};
+use kube::{Resource, ResourceExt};
 
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::api::core::v1::ObjectReference;
@@ -20,6 +23,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use kube::Client;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::events::{Event, EventType, Reporter};
+
+use crate::webhooks::{Payload, WebhookClient};
 
 /// How long a sent Event is remembered for a series (kube's recorder: six minutes).
 const TTL: SignedDuration = SignedDuration::from_mins(6);
@@ -31,6 +36,8 @@ pub struct Recorder {
     client: Client,
     reporter: Reporter,
     cache: Mutex<Cache>,
+    /// `--event-webhook`: every Event of a Canary is also posted there.
+    event_webhook: Option<(WebhookClient, CanaryWebhook)>,
 }
 
 impl Recorder {
@@ -40,7 +47,48 @@ impl Recorder {
             client,
             reporter,
             cache: Mutex::new(Cache::default()),
+            event_webhook: None,
         }
+    }
+
+    /// Also posts every Event of a Canary to `url`, with Flagger's event payload (Flagger's
+    /// `-event-webhook`), unless the Canary has `event` webhooks of its own.
+    pub fn with_event_webhook(mut self, url: String, http: WebhookClient) -> Self {
+        self.event_webhook = Some((
+            http,
+            CanaryWebhook {
+                name: "events".into(),
+                r#type: Some("event".into()),
+                url,
+                ..Default::default()
+            },
+        ));
+        self
+    }
+
+    /// Publishes `ev` about `canary`, in `phase`, and posts it to the event webhook when one is
+    /// set (in the background: an unreachable receiver never holds a rollout). `checksum` is the
+    /// webhook payload's checksum of the revision under test.
+    pub async fn publish_about(
+        &self,
+        ev: &Event,
+        canary: &Canary,
+        phase: CanaryPhase,
+        checksum: String,
+    ) -> kube::Result<()> {
+        if let Some((http, hook)) = &self.event_webhook
+            && canary.spec.webhooks_of(HookType::Event).is_empty()
+        {
+            let payload = event_payload(ev, canary, phase, checksum, Timestamp::now());
+            let (http, hook) = (http.clone(), hook.clone());
+            tokio::spawn(async move {
+                let out = http.call(&hook, &payload).await;
+                if !out.passed {
+                    tracing::warn!(canary = %format!("{}/{}", payload.namespace, payload.name), "event {}", out.message);
+                }
+            });
+        }
+        self.publish(ev, &canary.object_ref(&())).await
     }
 
     /// Publishes `ev` about `regarding`: a new Event, or the next of a series.
@@ -81,6 +129,35 @@ impl Recorder {
 }
 
 /// The Event kube's recorder creates.
+/// Flagger's event payload: the Canary, its phase, and `eventMessage`, `eventType` and
+/// `timestamp` (milliseconds since the epoch) in `metadata`.
+pub fn event_payload(
+    ev: &Event,
+    canary: &Canary,
+    phase: CanaryPhase,
+    checksum: String,
+    now: Timestamp,
+) -> Payload {
+    let event_type = match ev.type_ {
+        EventType::Warning => "Warning",
+        EventType::Normal => "Normal",
+    };
+    Payload {
+        name: canary.name_any(),
+        namespace: canary.namespace().unwrap_or_default(),
+        phase,
+        checksum,
+        metadata: BTreeMap::from([
+            (
+                "eventMessage".to_string(),
+                ev.note.clone().unwrap_or_default(),
+            ),
+            ("eventType".to_string(), event_type.to_string()),
+            ("timestamp".to_string(), now.as_millisecond().to_string()),
+        ]),
+    }
+}
+
 fn build(reporter: &Reporter, ev: &Event, regarding: &ObjectReference, now: Timestamp) -> K8sEvent {
     let controller = &reporter.controller;
     K8sEvent {
@@ -221,6 +298,35 @@ impl Cache {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_event_webhook_gets_flaggers_event_payload() {
+        let mut canary = Canary::new("podinfo", Default::default());
+        canary.metadata.namespace = Some("shop".into());
+        let ev = Event {
+            type_: EventType::Warning,
+            reason: "CheckFailed".into(),
+            note: Some("Halt advancement podinfo: request-success-rate 92 < 99".into()),
+            action: "Reconcile".into(),
+            secondary: None,
+        };
+        let at: Timestamp = "2026-01-02T03:04:05.678Z".parse().unwrap();
+        let p = event_payload(&ev, &canary, CanaryPhase::Progressing, "abc".into(), at);
+        assert_eq!(
+            serde_json::to_value(&p).unwrap(),
+            serde_json::json!({
+                "name": "podinfo",
+                "namespace": "shop",
+                "phase": "Progressing",
+                "checksum": "abc",
+                "metadata": {
+                    "eventMessage": "Halt advancement podinfo: request-success-rate 92 < 99",
+                    "eventType": "Warning",
+                    "timestamp": "1767323045678",
+                }
+            })
+        );
+    }
 
     fn key(reason: &str) -> Key {
         let ev = Event {

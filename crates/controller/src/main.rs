@@ -127,6 +127,178 @@ struct RunArgs {
     gitops: GitOpsArgs,
     #[command(flatten)]
     alerts: AlertArgs,
+    #[command(flatten)]
+    compat: CompatArgs,
+}
+
+/// Flagger's controller flags, with Flagger's meaning, so that a Flagger installation's settings
+/// carry over.
+#[derive(clap::Args)]
+struct CompatArgs {
+    /// The traffic provider of Canaries that set no `spec.provider` (Flagger's
+    /// `-mesh-provider`); without it, `gatewayapi:v1`.
+    #[arg(long, value_name = "PROVIDER")]
+    mesh_provider: Option<String>,
+    /// The labels looked up, in this order, in a target's `spec.selector.matchLabels`; the first
+    /// found is rewritten to `<value>-primary` on the primary (Flagger's `-selector-labels`).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "app,name,app.kubernetes.io/name"
+    )]
+    selector_labels: Vec<String>,
+    /// Prefixes of the target's labels copied to the primary, `*` for all (Flagger's
+    /// `-include-label-prefix`; Flagger copies none by default, fledge all). An empty value copies
+    /// none. Labels of Flux's `toolkit.fluxcd.io` are never copied.
+    #[arg(long, value_delimiter = ',', default_value = "*")]
+    include_label_prefix: Vec<String>,
+    /// Refuse MetricTemplate and AlertProvider references to another namespace than the
+    /// Canary's (Flagger's `-no-cross-namespace-refs`): such a Canary gets `SpecValid=False` and
+    /// a warning Event naming the reference.
+    #[arg(long)]
+    no_cross_namespace_refs: bool,
+    /// The cluster's name, given in every alert (Flagger's `-cluster-name`).
+    #[arg(long)]
+    cluster_name: Option<String>,
+    /// Every Event of every Canary is also posted to this URL with Flagger's event payload,
+    /// unless the Canary has `event` webhooks of its own (Flagger's `-event-webhook`). A secret:
+    /// prefer the environment variable `EVENT_WEBHOOK_URL` (Flagger's) to the flag.
+    #[arg(long, env = "EVENT_WEBHOOK_URL", hide_env_values = true)]
+    event_webhook: Option<String>,
+    /// At most this long between two looks at a Canary when nothing changes (Flagger's
+    /// `-control-loop-interval`, e.g. `10s`). Changes to Canaries and their workloads are seen
+    /// at once through watches, and analysis steps run on `analysis.interval` in any case;
+    /// without it an idle Canary is looked at again every `analysis.interval`.
+    #[arg(long, value_name = "DURATION")]
+    control_loop_interval: Option<String>,
+    /// Least severe log level written: trace, debug, info, warn or error (Flagger's
+    /// `-log-level`; `RUST_LOG`, when set, wins).
+    #[arg(long, default_value = "info")]
+    log_level: String,
+    /// A kubeconfig file to use instead of the in-cluster configuration (or `KUBECONFIG`).
+    #[arg(long, value_name = "FILE")]
+    kubeconfig: Option<std::path::PathBuf>,
+    /// At most this many requests a second to the Kubernetes API server, on average (Flagger's
+    /// `-kube-api-qps`; 0: no limit, which is the default). `--kube-api-concurrency` caps the
+    /// requests in flight in any case.
+    #[arg(long, default_value_t = 0.0)]
+    kube_api_qps: f64,
+    /// How many requests may go at once above `--kube-api-qps` after a quiet spell (Flagger's
+    /// `-kube-api-burst`; default: the QPS rounded up).
+    #[arg(long)]
+    kube_api_burst: Option<u32>,
+}
+
+impl CompatArgs {
+    /// The provider default, checked against the providers fledge routes with.
+    fn mesh_provider(&self) -> anyhow::Result<Option<String>> {
+        let Some(p) = self.mesh_provider.as_deref().map(str::trim) else {
+            return Ok(None);
+        };
+        if p.is_empty() {
+            return Ok(None);
+        }
+        use fledge_api::validate::{SUPPORTED_PROVIDERS, UNSUPPORTED_FLAGGER_PROVIDERS};
+        if SUPPORTED_PROVIDERS.contains(&p) {
+            return Ok(Some(p.to_string()));
+        }
+        let why = if UNSUPPORTED_FLAGGER_PROVIDERS.contains(&p) {
+            "is a Flagger provider fledge does not route with yet"
+        } else {
+            "is not a traffic provider"
+        };
+        anyhow::bail!(
+            "--mesh-provider: {p:?} {why}; use one of {}",
+            SUPPORTED_PROVIDERS.join(", ")
+        )
+    }
+
+    fn workload(&self) -> anyhow::Result<fledge_controller::workload::PrimaryOptions> {
+        let clean = |v: &[String]| -> Vec<String> {
+            v.iter()
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+                .collect()
+        };
+        let selector_labels = clean(&self.selector_labels);
+        if selector_labels.is_empty() {
+            anyhow::bail!(
+                "--selector-labels: name at least one label, e.g. app,name,app.kubernetes.io/name"
+            );
+        }
+        Ok(fledge_controller::workload::PrimaryOptions {
+            selector_labels,
+            include_label_prefixes: clean(&self.include_label_prefix),
+        })
+    }
+
+    fn control_loop_interval(&self) -> anyhow::Result<Option<std::time::Duration>> {
+        let Some(text) = self.control_loop_interval.as_deref() else {
+            return Ok(None);
+        };
+        let d = fledge_api::parse_duration(text)
+            .map_err(|e| anyhow::anyhow!("--control-loop-interval: {e}"))?;
+        if d < std::time::Duration::from_secs(1) {
+            anyhow::bail!("--control-loop-interval: must be at least 1s");
+        }
+        Ok(Some(d))
+    }
+
+    fn event_webhook(&self) -> anyhow::Result<Option<String>> {
+        match self.event_webhook.as_deref().map(str::trim) {
+            None | Some("") => Ok(None),
+            Some(url) => {
+                let parsed = url::Url::parse(url).map_err(|e| {
+                    anyhow::anyhow!("--event-webhook (or EVENT_WEBHOOK_URL): not a URL: {e}")
+                })?;
+                if !matches!(parsed.scheme(), "http" | "https") {
+                    anyhow::bail!(
+                        "--event-webhook (or EVENT_WEBHOOK_URL): use an http:// or https:// URL"
+                    );
+                }
+                Ok(Some(url.to_string()))
+            }
+        }
+    }
+
+    /// The client-side rate limit, when one is set.
+    fn rate_limit(&self) -> anyhow::Result<Option<fledge_controller::kube_client::RateLimit>> {
+        if !self.kube_api_qps.is_finite() || self.kube_api_qps < 0.0 {
+            anyhow::bail!("--kube-api-qps: must be a number of requests a second, 0 for no limit");
+        }
+        if self.kube_api_qps == 0.0 {
+            if self.kube_api_burst.is_some() {
+                anyhow::bail!("--kube-api-burst: set --kube-api-qps too");
+            }
+            return Ok(None);
+        }
+        let burst = self
+            .kube_api_burst
+            .unwrap_or_else(|| self.kube_api_qps.ceil().max(1.0) as u32);
+        if burst == 0 {
+            anyhow::bail!("--kube-api-burst: must be at least 1");
+        }
+        Ok(Some(fledge_controller::kube_client::RateLimit {
+            qps: self.kube_api_qps,
+            burst,
+        }))
+    }
+}
+
+/// The log filter of `--log-level` (Flagger's names; `fatal` and `panic` are `error`).
+fn log_filter(level: &str) -> Result<&'static str, String> {
+    Ok(match level.trim().to_ascii_lowercase().as_str() {
+        "trace" => "trace",
+        "debug" => "debug",
+        "info" => "info",
+        "warn" | "warning" => "warn",
+        "error" | "fatal" | "panic" => "error",
+        other => {
+            return Err(format!(
+                "--log-level: {other:?} is not a level; use trace, debug, info, warn or error"
+            ));
+        }
+    })
 }
 
 /// Cluster-wide defaults of `spec.gitops`: a Canary's own fields win.
@@ -283,6 +455,7 @@ impl AlertArgs {
                 retries: self.alert_retries.min(10),
                 ..DeliveryPolicy::default()
             },
+            cluster: None,
         })
     }
 }
@@ -291,7 +464,14 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Run(args) => {
-            init_logs(&args.log_format);
+            let level = match log_filter(&args.compat.log_level) {
+                Ok(l) => l,
+                Err(e) => {
+                    eprintln!("fledge run: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            init_logs(&args.log_format, level);
             let rt = match tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()
@@ -359,9 +539,9 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_logs(format: &str) {
+fn init_logs(format: &str, level: &str) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
     if format == "text" {
         builder.init();
@@ -381,25 +561,43 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     use anyhow::Context as _;
     use fledge_controller::{controller, metrics::Metrics, server};
 
-    let alerts = args.alerts.settings()?;
+    let mut alerts = args.alerts.settings()?;
+    alerts.cluster = args
+        .compat
+        .cluster_name
+        .clone()
+        .filter(|c| !c.trim().is_empty());
     let gitops_defaults = args.gitops.defaults()?;
+    let mesh_provider = args.compat.mesh_provider()?;
+    let workload = args.compat.workload()?;
+    let control_loop_interval = args.compat.control_loop_interval()?;
+    let event_webhook = args.compat.event_webhook()?;
+    let rate_limit = args.compat.rate_limit()?;
     let metrics = Arc::new(Metrics::new());
-    let config = kube::Config::infer()
-        .await
-        .context("cannot build a Kubernetes client (KUBECONFIG or in-cluster config)")?;
-    let counting = metrics.clone();
-    let client = kube::client::ClientBuilder::try_from(config)
-        .context("cannot build a Kubernetes client")?
-        .with_layer(&tower::util::MapRequestLayer::new(
-            move |req: hyper::Request<kube::client::Body>| {
-                counting.kube_request(req.method().as_str());
-                req
-            },
-        ))
-        .with_layer(&tower::limit::ConcurrencyLimitLayer::new(usize::from(
-            args.kube_api_concurrency,
-        )))
-        .build();
+    metrics.set_info(
+        env!("CARGO_PKG_VERSION"),
+        mesh_provider
+            .as_deref()
+            .unwrap_or(fledge_api::defaults::PROVIDER),
+    );
+    let config = match &args.compat.kubeconfig {
+        Some(path) => {
+            let file = kube::config::Kubeconfig::read_from(path)
+                .with_context(|| format!("--kubeconfig: cannot read {}", path.display()))?;
+            kube::Config::from_custom_kubeconfig(file, &Default::default())
+                .await
+                .with_context(|| format!("--kubeconfig: cannot use {}", path.display()))?
+        }
+        None => kube::Config::infer()
+            .await
+            .context("cannot build a Kubernetes client (KUBECONFIG or in-cluster config)")?,
+    };
+    let client = fledge_controller::kube_client::build(
+        config,
+        metrics.clone(),
+        args.kube_api_concurrency,
+        rate_limit,
+    )?;
     let health = Arc::new(server::Health::default());
     let listener_metrics = metrics.clone();
     let listener_health = health.clone();
@@ -434,6 +632,11 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             alert_after: std::time::Duration::from_secs(args.git_queue_alert_after),
             defaults: gitops_defaults,
         },
+        mesh_provider: mesh_provider.clone(),
+        workload,
+        no_cross_namespace_refs: args.compat.no_cross_namespace_refs,
+        event_webhook,
+        control_loop_interval,
     };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {

@@ -45,9 +45,133 @@ struct ResultLabels {
     result: String,
 }
 
+/// Flagger's labels of a Canary: `name` is the target's name, as Flagger records it.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FlaggerCanaryLabels {
+    name: String,
+    namespace: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FlaggerInfoLabels {
+    version: String,
+    mesh_provider: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FlaggerNamespaceLabels {
+    namespace: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FlaggerWeightLabels {
+    workload: String,
+    namespace: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FlaggerAnalysisLabels {
+    name: String,
+    namespace: String,
+    metric: String,
+}
+
+/// The buckets of Flagger's `flagger_canary_duration_seconds` (Prometheus' default buckets).
+const FLAGGER_DURATION_BUCKETS: [f64; 11] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// Flagger's metrics, with Flagger's names, types, labels and meanings, so that dashboards and
+/// alert rules written for Flagger keep working.
+struct FlaggerMetrics {
+    info: Family<FlaggerInfoLabels, Gauge>,
+    total: Family<FlaggerNamespaceLabels, Gauge>,
+    status: Family<FlaggerCanaryLabels, Gauge>,
+    weight: Family<FlaggerWeightLabels, Gauge>,
+    duration: Family<FlaggerCanaryLabels, Histogram>,
+    analysis: Family<FlaggerAnalysisLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+}
+
+impl FlaggerMetrics {
+    fn register(registry: &mut Registry) -> Self {
+        let info = Family::default();
+        registry.register(
+            "info",
+            "Flagger version and mesh provider information",
+            Family::clone(&info),
+        );
+        let total = Family::default();
+        registry.register(
+            "canary_total",
+            "Total number of canary object",
+            Family::clone(&total),
+        );
+        let status = Family::default();
+        registry.register(
+            "canary_status",
+            "Last canary analysis result",
+            Family::clone(&status),
+        );
+        let weight = Family::default();
+        registry.register(
+            "canary_weight",
+            "The virtual service destination weight current value",
+            Family::clone(&weight),
+        );
+        let duration = Family::<FlaggerCanaryLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(FLAGGER_DURATION_BUCKETS)
+        });
+        registry.register(
+            "canary_duration_seconds",
+            "Seconds spent performing canary analysis.",
+            duration.clone(),
+        );
+        let analysis = Family::default();
+        registry.register(
+            "canary_metric_analysis",
+            "Last canary analysis result per metric",
+            Family::clone(&analysis),
+        );
+        FlaggerMetrics {
+            info,
+            total,
+            status,
+            weight,
+            duration,
+            analysis,
+        }
+    }
+
+    fn labels(c: &Canary) -> FlaggerCanaryLabels {
+        FlaggerCanaryLabels {
+            name: c.spec.target_ref.name.clone(),
+            namespace: c.namespace().unwrap_or_default(),
+        }
+    }
+
+    fn set_weight(&self, c: &Canary, canary_weight: i32) {
+        let namespace = c.namespace().unwrap_or_default();
+        let target = &c.spec.target_ref.name;
+        let canary_weight = i64::from(canary_weight.clamp(0, 100));
+        self.weight
+            .get_or_create(&FlaggerWeightLabels {
+                workload: format!("{target}-primary"),
+                namespace: namespace.clone(),
+            })
+            .set(100 - canary_weight);
+        self.weight
+            .get_or_create(&FlaggerWeightLabels {
+                workload: target.clone(),
+                namespace,
+            })
+            .set(canary_weight);
+    }
+}
+
 /// Every metric of the controller.
 pub struct Metrics {
     registry: Registry,
+    flagger: FlaggerMetrics,
     status: Family<CanaryLabels, Gauge>,
     weight: Family<CanaryLabels, Gauge>,
     failed_checks: Family<CanaryLabels, Gauge>,
@@ -63,6 +187,8 @@ pub struct Metrics {
     step_lateness: Histogram,
     alerts_sent: Family<AlertLabels, Counter>,
     alerts_failed: Family<AlertFailureLabels, Counter>,
+    /// Namespaces `flagger_canary_total` has a series for.
+    known_namespaces: std::sync::Mutex<std::collections::BTreeSet<String>>,
 }
 
 impl Default for Metrics {
@@ -74,7 +200,9 @@ impl Default for Metrics {
 impl Metrics {
     /// A fresh registry with every metric registered.
     pub fn new() -> Self {
-        let mut registry = Registry::with_prefix("fledge");
+        let mut root = Registry::default();
+        let flagger = FlaggerMetrics::register(root.sub_registry_with_prefix("flagger"));
+        let registry = root.sub_registry_with_prefix("fledge");
         let status = Family::<CanaryLabels, Gauge>::default();
         registry.register(
             "canary_status",
@@ -169,6 +297,8 @@ impl Metrics {
             time_to_restore.clone(),
         );
         Metrics {
+            registry: root,
+            flagger,
             lead_time,
             time_to_restore,
             alerts_sent,
@@ -177,7 +307,6 @@ impl Metrics {
             git_queue_oldest,
             kube_requests,
             step_lateness,
-            registry,
             status,
             weight,
             failed_checks,
@@ -185,6 +314,7 @@ impl Metrics {
             duration,
             reconcile_errors,
             reconcile_seconds,
+            known_namespaces: Default::default(),
         }
     }
 
@@ -210,9 +340,56 @@ impl Metrics {
             .inc();
     }
 
-    /// Records how long a reconcile took.
-    pub fn reconcile_duration(&self, d: Duration) {
+    /// Records how long a reconcile of `c` took.
+    pub fn reconcile_duration(&self, c: &Canary, d: Duration) {
         self.reconcile_seconds.observe(d.as_secs_f64());
+        self.flagger
+            .duration
+            .get_or_create(&FlaggerMetrics::labels(c))
+            .observe(d.as_secs_f64());
+    }
+
+    /// Records the version and the default provider (`flagger_info`).
+    pub fn set_info(&self, version: &str, mesh_provider: &str) {
+        self.flagger
+            .info
+            .get_or_create(&FlaggerInfoLabels {
+                version: version.into(),
+                mesh_provider: mesh_provider.into(),
+            })
+            .set(1);
+    }
+
+    /// Records how many Canaries each namespace has (`flagger_canary_total`); a namespace
+    /// recorded before and missing now drops to zero, as Flagger's gauge does.
+    pub fn set_totals<'a>(&self, namespaces: impl IntoIterator<Item = &'a str>) {
+        let mut counts: std::collections::BTreeMap<&str, i64> = Default::default();
+        for ns in namespaces {
+            *counts.entry(ns).or_default() += 1;
+        }
+        let mut known = self
+            .known_namespaces
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        for ns in known.iter() {
+            if !counts.contains_key(ns.as_str()) {
+                self.flagger
+                    .total
+                    .get_or_create(&FlaggerNamespaceLabels {
+                        namespace: ns.clone(),
+                    })
+                    .set(0);
+            }
+        }
+        for (ns, n) in counts {
+            self.flagger
+                .total
+                .get_or_create(&FlaggerNamespaceLabels {
+                    namespace: ns.to_string(),
+                })
+                .set(n);
+            known.insert(ns.to_string());
+        }
     }
 
     /// Counts a request to the API server.
@@ -270,6 +447,7 @@ impl Metrics {
         self.weight
             .get_or_create(&Self::labels(c))
             .set(i64::from(weight));
+        self.flagger.set_weight(c, weight);
     }
 
     /// Records a status just written; counts a rollout when it ended.
@@ -288,6 +466,27 @@ impl Metrics {
         self.weight
             .get_or_create(&l)
             .set(i64::from(new.canary_weight));
+        // Flagger's: 0 running, 1 successful (and every other phase), 2 failed.
+        let flagger_code = match new.phase {
+            CanaryPhase::Progressing => 0,
+            CanaryPhase::Failed => 2,
+            _ => 1,
+        };
+        let fl = FlaggerMetrics::labels(c);
+        self.flagger.status.get_or_create(&fl).set(flagger_code);
+        self.flagger.set_weight(c, new.canary_weight);
+        for m in new.rollout.iter().flat_map(|r| &r.metrics) {
+            if let Some(v) = m.value {
+                self.flagger
+                    .analysis
+                    .get_or_create(&FlaggerAnalysisLabels {
+                        name: fl.name.clone(),
+                        namespace: fl.namespace.clone(),
+                        metric: m.name.clone(),
+                    })
+                    .set(v);
+            }
+        }
         self.failed_checks
             .get_or_create(&l)
             .set(i64::from(new.failed_checks));
@@ -319,5 +518,124 @@ impl Metrics {
                 self.duration.get_or_create(&l).observe(secs.max(0.0));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fledge_api::{MetricCheck, RolloutProgress};
+
+    fn canary() -> Canary {
+        let mut c = Canary::new("podinfo-canary", Default::default());
+        c.metadata.namespace = Some("shop".into());
+        c.spec.target_ref.name = "podinfo".into();
+        c
+    }
+
+    /// The `# TYPE` of each family, and its sample lines.
+    fn family<'a>(text: &'a str, name: &str) -> (Option<&'a str>, Vec<&'a str>) {
+        let kind = text
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("# TYPE {name} ")));
+        let samples = text
+            .lines()
+            .filter(|l| !l.starts_with('#') && l.starts_with(name))
+            .collect();
+        (kind, samples)
+    }
+
+    #[test]
+    fn flaggers_families_have_flaggers_names_types_and_labels() {
+        let m = Metrics::new();
+        m.set_info("0.1.0", "gatewayapi:v1");
+        m.set_totals(["shop", "shop", "web"]);
+        let c = canary();
+        let status = CanaryStatus {
+            phase: CanaryPhase::Progressing,
+            canary_weight: 30,
+            rollout: Some(RolloutProgress {
+                metrics: vec![MetricCheck {
+                    name: "request-success-rate".into(),
+                    value: Some(99.5),
+                    passed: true,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        m.observe_status(&c, &status);
+        m.reconcile_duration(&c, Duration::from_millis(30));
+        let text = m.encode();
+
+        let (kind, samples) = family(&text, "flagger_info");
+        assert_eq!(kind, Some("gauge"));
+        assert_eq!(
+            samples,
+            ["flagger_info{version=\"0.1.0\",mesh_provider=\"gatewayapi:v1\"} 1"]
+        );
+        let (kind, samples) = family(&text, "flagger_canary_total");
+        assert_eq!(kind, Some("gauge"));
+        assert!(samples.contains(&"flagger_canary_total{namespace=\"shop\"} 2"));
+        assert!(samples.contains(&"flagger_canary_total{namespace=\"web\"} 1"));
+        // `name` is the target's name, as in Flagger; 0 is running.
+        let (kind, samples) = family(&text, "flagger_canary_status");
+        assert_eq!(kind, Some("gauge"));
+        assert_eq!(
+            samples,
+            ["flagger_canary_status{name=\"podinfo\",namespace=\"shop\"} 0"]
+        );
+        let (kind, samples) = family(&text, "flagger_canary_weight");
+        assert_eq!(kind, Some("gauge"));
+        assert!(samples.contains(
+            &"flagger_canary_weight{workload=\"podinfo-primary\",namespace=\"shop\"} 70"
+        ));
+        assert!(
+            samples.contains(&"flagger_canary_weight{workload=\"podinfo\",namespace=\"shop\"} 30")
+        );
+        let (kind, samples) = family(&text, "flagger_canary_duration_seconds");
+        assert_eq!(kind, Some("histogram"));
+        assert!(samples.contains(
+            &"flagger_canary_duration_seconds_bucket{le=\"0.05\",name=\"podinfo\",namespace=\"shop\"} 1"
+        ), "{samples:?}");
+        assert!(samples.contains(
+            &"flagger_canary_duration_seconds_count{name=\"podinfo\",namespace=\"shop\"} 1"
+        ));
+        let (kind, samples) = family(&text, "flagger_canary_metric_analysis");
+        assert_eq!(kind, Some("gauge"));
+        assert_eq!(
+            samples,
+            [
+                "flagger_canary_metric_analysis{name=\"podinfo\",namespace=\"shop\",metric=\"request-success-rate\"} 99.5"
+            ]
+        );
+        // fledge's own families keep their names beside Flagger's.
+        assert!(text.contains("# TYPE fledge_canary_weight gauge"));
+        assert_eq!(text.matches("# EOF").count(), 1);
+
+        // Failed is 2, every other phase 1; a namespace without Canaries drops to 0.
+        m.observe_status(
+            &c,
+            &CanaryStatus {
+                phase: CanaryPhase::Failed,
+                ..Default::default()
+            },
+        );
+        m.set_totals(["shop"]);
+        let text = m.encode();
+        assert!(text.contains("flagger_canary_status{name=\"podinfo\",namespace=\"shop\"} 2"));
+        assert!(text.contains("flagger_canary_total{namespace=\"web\"} 0"));
+        m.observe_status(
+            &c,
+            &CanaryStatus {
+                phase: CanaryPhase::Succeeded,
+                ..Default::default()
+            },
+        );
+        assert!(
+            m.encode()
+                .contains("flagger_canary_status{name=\"podinfo\",namespace=\"shop\"} 1")
+        );
     }
 }

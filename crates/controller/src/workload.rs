@@ -14,6 +14,40 @@ use crate::Error;
 /// (Flagger's `-selector-labels` default).
 pub const SELECTOR_LABELS: [&str; 3] = ["app", "name", "app.kubernetes.io/name"];
 
+/// Labels of Flux's toolkit (ownership of the target by a Kustomization or HelmRelease): never
+/// copied to the primary, which Flux does not own.
+const TOOLKIT_MARKER: &str = "toolkit.fluxcd.io";
+
+/// How primaries are made from targets (`fledge run --selector-labels`,
+/// `--include-label-prefix`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PrimaryOptions {
+    /// Labels looked up, in order, in the target's selector.
+    pub selector_labels: Vec<String>,
+    /// Prefixes of the target's labels copied to the primary; `*` for all.
+    pub include_label_prefixes: Vec<String>,
+}
+
+impl Default for PrimaryOptions {
+    fn default() -> Self {
+        PrimaryOptions {
+            selector_labels: SELECTOR_LABELS.iter().map(ToString::to_string).collect(),
+            include_label_prefixes: vec!["*".into()],
+        }
+    }
+}
+
+impl PrimaryOptions {
+    /// Whether the target's label `key` is copied to the primary.
+    pub fn copies_label(&self, key: &str) -> bool {
+        !key.contains(TOOLKIT_MARKER)
+            && self
+                .include_label_prefixes
+                .iter()
+                .any(|p| p == "*" || (!p.is_empty() && key.starts_with(p.as_str())))
+    }
+}
+
 /// Annotation on a ConfigMap or Secret that turns off its tracking (`disabled`).
 pub const CONFIG_TRACKING_ANNOTATION: &str = "fledge.dev/config-tracking";
 /// Flagger's annotation with the same meaning, honoured for migration.
@@ -185,24 +219,28 @@ pub fn rewrite_config_refs(pod: &mut PodSpec, tracked: &BTreeSet<ConfigRef>) {
 }
 
 /// The selector label of a target and its value, e.g. `("app", "podinfo")`.
-pub fn selector_label(target: &Deployment) -> Result<(String, String), Error> {
+pub fn selector_label(
+    target: &Deployment,
+    opts: &PrimaryOptions,
+) -> Result<(String, String), Error> {
     let labels = target
         .spec
         .as_ref()
         .and_then(|s| s.selector.match_labels.as_ref());
-    SELECTOR_LABELS
+    opts.selector_labels
         .iter()
         .find_map(|k| {
             labels
-                .and_then(|l| l.get(*k))
+                .and_then(|l| l.get(k))
                 .map(|v| (k.to_string(), v.clone()))
         })
         .ok_or_else(|| {
             Error::InvalidTarget(format!(
                 "spec.selector.matchLabels of Deployment {} has none of the labels {}; add one of \
-                 them to the selector and the pod template",
+                 them to the selector and the pod template (or name its label in fledge run \
+                 --selector-labels)",
                 target.metadata.name.as_deref().unwrap_or_default(),
-                SELECTOR_LABELS.join(", ")
+                opts.selector_labels.join(", ")
             ))
         })
 }
@@ -215,8 +253,9 @@ pub fn build_primary(
     owner: OwnerReference,
     tracked: &BTreeSet<ConfigRef>,
     replicas: Option<i32>,
+    opts: &PrimaryOptions,
 ) -> Result<Deployment, Error> {
-    let (label, value) = selector_label(target)?;
+    let (label, value) = selector_label(target, opts)?;
     let primary_value = primary_name(&value);
     let name = primary_name(target.metadata.name.as_deref().unwrap_or_default());
     let spec = target
@@ -233,7 +272,14 @@ pub fn build_primary(
         rewrite_config_refs(pod, tracked);
     }
 
-    let mut labels = target.metadata.labels.clone().unwrap_or_default();
+    let mut labels: BTreeMap<String, String> = target
+        .metadata
+        .labels
+        .iter()
+        .flatten()
+        .filter(|(k, _)| opts.copies_label(k))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
     labels.insert(label.clone(), primary_value.clone());
     let annotations: BTreeMap<String, String> = target
         .metadata
@@ -372,7 +418,7 @@ mod tests {
     fn primary_is_a_relabelled_copy_owned_by_the_canary() {
         let t = target();
         let tracked = referenced_configs(t.spec.as_ref().unwrap().template.spec.as_ref().unwrap());
-        let p = build_primary(&t, owner(), &tracked, None).unwrap();
+        let p = build_primary(&t, owner(), &tracked, None, &PrimaryOptions::default()).unwrap();
         assert_eq!(p.metadata.name.as_deref(), Some("podinfo-primary"));
         assert_eq!(p.metadata.namespace.as_deref(), Some("test"));
         assert_eq!(
@@ -430,7 +476,7 @@ mod tests {
     fn untracked_configs_keep_their_names() {
         let t = target();
         let tracked = BTreeSet::from([ConfigRef::ConfigMap("cm-vol".into())]);
-        let p = build_primary(&t, owner(), &tracked, Some(5)).unwrap();
+        let p = build_primary(&t, owner(), &tracked, Some(5), &PrimaryOptions::default()).unwrap();
         let spec = p.spec.unwrap();
         assert_eq!(spec.replicas, Some(5));
         let pod = spec.template.spec.unwrap();
@@ -457,11 +503,68 @@ mod tests {
         let mut t = target();
         t.spec.as_mut().unwrap().selector.match_labels =
             Some(BTreeMap::from([("tier".into(), "web".into())]));
-        let err = build_primary(&t, owner(), &BTreeSet::new(), None)
-            .unwrap_err()
-            .to_string();
+        let err = build_primary(
+            &t,
+            owner(),
+            &BTreeSet::new(),
+            None,
+            &PrimaryOptions::default(),
+        )
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("app, name, app.kubernetes.io/name"), "{err}");
         assert!(err.contains("podinfo"), "{err}");
+    }
+
+    #[test]
+    fn selector_labels_and_label_prefixes_follow_the_options() {
+        let mut t = target();
+        t.spec.as_mut().unwrap().selector.match_labels =
+            Some(BTreeMap::from([("tier".into(), "web".into())]));
+        t.metadata.labels.as_mut().unwrap().extend([
+            ("tier".to_string(), "web".to_string()),
+            (
+                "kustomize.toolkit.fluxcd.io/name".to_string(),
+                "apps".to_string(),
+            ),
+        ]);
+        let opts = PrimaryOptions {
+            selector_labels: vec!["tier".into()],
+            include_label_prefixes: vec!["te".into()],
+        };
+        let p = build_primary(&t, owner(), &BTreeSet::new(), None, &opts).unwrap();
+        let labels = p.metadata.labels.unwrap();
+        assert_eq!(
+            labels,
+            BTreeMap::from([
+                ("team".to_string(), "a".to_string()),
+                ("tier".to_string(), "web-primary".to_string()),
+            ]),
+            "the selector label is rewritten, `te*` copied, `app` and Flux's labels left out"
+        );
+        let none = PrimaryOptions {
+            include_label_prefixes: vec![],
+            ..opts.clone()
+        };
+        let p = build_primary(&t, owner(), &BTreeSet::new(), None, &none).unwrap();
+        assert_eq!(
+            p.metadata.labels.unwrap().keys().collect::<Vec<_>>(),
+            ["tier"]
+        );
+        let all = PrimaryOptions::default();
+        let p = build_primary(&t, owner(), &BTreeSet::new(), None, &all);
+        assert!(
+            p.unwrap_err().to_string().contains("--selector-labels"),
+            "the default labels are not in this selector"
+        );
+        let all = PrimaryOptions {
+            include_label_prefixes: vec!["*".into()],
+            ..opts
+        };
+        let p = build_primary(&t, owner(), &BTreeSet::new(), None, &all).unwrap();
+        let labels = p.metadata.labels.unwrap();
+        assert!(labels.contains_key("app") && labels.contains_key("team"));
+        assert!(!labels.keys().any(|k| k.contains("toolkit.fluxcd.io")));
     }
 
     #[test]

@@ -235,6 +235,7 @@ mod alerts {
                 ..Default::default()
             }),
             policy: policy(),
+            cluster: None,
         };
         let reporter = Reporter {
             controller: "fledge-test".into(),

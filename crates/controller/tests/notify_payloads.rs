@@ -30,6 +30,7 @@ fn message(severity: Severity, kind: NotifyKind, text: &str) -> Message {
         canary_weight: 0,
         failed_checks: 2,
         at: "2026-01-02T03:04:05Z".parse().unwrap(),
+        cluster: None,
     }
 }
 

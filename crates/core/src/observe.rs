@@ -40,6 +40,10 @@ pub struct Observations {
     /// This Canary's records waiting to be written to Git, as the adapter's Git worker last
     /// saw them (`None`: unknown, or the Canary has no `spec.gitops`). Sets `GitSynced`.
     pub git_queue: Option<GitQueue>,
+    /// The Canary's namespace when the controller refuses references to other namespaces
+    /// (`--no-cross-namespace-refs`): a MetricTemplate or AlertProvider elsewhere then makes the
+    /// spec invalid. `None`: such references are allowed.
+    pub confined_to_namespace: Option<String>,
 }
 
 /// A Canary's records in the Git queue.
@@ -79,6 +83,7 @@ impl Observations {
             metrics: Vec::new(),
             ledger: LedgerView::NotRead,
             git_queue: None,
+            confined_to_namespace: None,
         }
     }
 }

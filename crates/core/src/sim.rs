@@ -215,6 +215,7 @@ impl Sim {
             metrics: Vec::new(),
             ledger: LedgerView::NotRead,
             git_queue: None,
+            confined_to_namespace: None,
         }
     }
 

@@ -236,6 +236,7 @@ prop_compose! {
         metrics in proptest::collection::vec((0..2usize, arb_outcome()), 0..3),
         ledger in arb_ledger(),
         queue in prop::option::of((0..3usize, 0..3000u64, any::<bool>())),
+        confined in any::<bool>(),
     ) -> Observations {
         let names = ["request-success-rate", "request-duration"];
         Observations {
@@ -266,6 +267,7 @@ prop_compose! {
                 }),
                 alert_after: Duration::from_secs(900),
             }),
+            confined_to_namespace: confined.then(|| "test".to_string()),
         }
     }
 }

@@ -97,6 +97,72 @@ fn invalid_spec() -> CanarySpec {
 }
 
 #[test]
+fn references_to_other_namespaces_are_refused_only_when_the_controller_confines_them() {
+    use fledge_api::{CanaryAlert, CrossNamespaceObjectReference};
+    let mut spec = canary_spec();
+    let a = analysis(&mut spec);
+    a.metrics.as_mut().expect("metrics")[0].template_ref = Some(CrossNamespaceObjectReference {
+        name: "error-rate".into(),
+        namespace: Some("monitoring".into()),
+        ..Default::default()
+    });
+    a.alerts = Some(vec![CanaryAlert {
+        name: "on-call".into(),
+        provider_ref: CrossNamespaceObjectReference {
+            name: "slack".into(),
+            namespace: Some("shop".into()),
+            ..Default::default()
+        },
+        ..Default::default()
+    }]);
+    let status = rolling(20, 0, 4, 120);
+    // Allowed by default (Flagger's default too).
+    let open = plan(&spec, &status, &obs("rev-2"));
+    assert_eq!(
+        conditions::get(&open.status, SPEC_VALID).map(|c| c.status.as_str()),
+        Some("True")
+    );
+    // Confined to `shop`: the template in `monitoring` is refused, the provider in `shop` is not.
+    let confined = Observations {
+        confined_to_namespace: Some("shop".into()),
+        ..obs("rev-2")
+    };
+    let p = plan(&spec, &status, &confined);
+    let cond = conditions::get(&p.status, SPEC_VALID).expect("SpecValid");
+    assert_eq!(cond.status, "False");
+    let message = cond.message.as_deref().unwrap_or_default();
+    assert!(
+        message.contains("spec.analysis.metrics[0].templateRef.namespace")
+            && message.contains("monitoring/error-rate")
+            && message.contains("--no-cross-namespace-refs"),
+        "{message}"
+    );
+    assert!(!message.contains("alerts[0]"), "{message}");
+    assert!(
+        p.actions
+            .iter()
+            .all(|a| !matches!(a, Action::SetWeights(_) | Action::ScaleCanary(_)))
+    );
+    let ev = events(&p);
+    assert!(ev.len() == 1 && ev[0].0 && ev[0].1 == "InvalidSpec");
+    // Confined to `monitoring`: now the provider in `shop` is the one refused.
+    let elsewhere = Observations {
+        confined_to_namespace: Some("monitoring".into()),
+        ..obs("rev-2")
+    };
+    let p = plan(&spec, &status, &elsewhere);
+    let message = conditions::get(&p.status, SPEC_VALID)
+        .and_then(|c| c.message.clone())
+        .unwrap_or_default();
+    assert!(
+        message.contains("spec.analysis.alerts[0].providerRef.namespace")
+            && message.contains("shop/slack")
+            && !message.contains("templateRef"),
+        "{message}"
+    );
+}
+
+#[test]
 fn an_invalid_spec_is_reported_once_and_nothing_moves() {
     let spec = invalid_spec();
     let status = rolling(20, 0, 4, 120);

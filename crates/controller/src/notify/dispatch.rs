@@ -111,6 +111,8 @@ pub struct AlertSettings {
     pub default: Option<DefaultProvider>,
     /// Delivery timeouts and retries.
     pub policy: DeliveryPolicy,
+    /// The cluster's name, given in every alert (`--cluster-name`).
+    pub cluster: Option<String>,
 }
 
 /// Where one message goes: an AlertProvider with the alert's name, or the default.
@@ -146,6 +148,7 @@ pub struct Alerts {
     recent: Mutex<Recent>,
     has_default: Option<Severity>,
     metrics: Arc<Metrics>,
+    cluster: Option<String>,
 }
 
 impl Alerts {
@@ -161,6 +164,7 @@ impl Alerts {
             .default
             .as_ref()
             .map(|d| d.severity.unwrap_or(Severity::Info));
+        let cluster = settings.cluster.clone();
         let dispatcher = Dispatcher {
             recorder: Recorder::new(client.clone(), reporter),
             client,
@@ -176,12 +180,14 @@ impl Alerts {
             recent: Mutex::new(Recent::default()),
             has_default,
             metrics,
+            cluster,
         })
     }
 
     /// Sends `message` about `canary` through its alerts (or the default provider). Returns at
     /// once; delivery happens in the background.
-    pub fn send(&self, canary: &Canary, message: Message) {
+    pub fn send(&self, canary: &Canary, mut message: Message) {
+        message.cluster.clone_from(&self.cluster);
         let targets = targets(canary, message.severity, self.has_default);
         if targets.is_empty() {
             return;
@@ -345,6 +351,7 @@ pub fn message(
         canary_weight: status.canary_weight,
         failed_checks: status.failed_checks,
         at: jiff::Timestamp::now(),
+        cluster: None,
     }
 }
 

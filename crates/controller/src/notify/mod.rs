@@ -66,6 +66,8 @@ pub struct Message {
     pub failed_checks: i32,
     /// When it was decided.
     pub at: Timestamp,
+    /// The cluster's name (`fledge run --cluster-name`), when set.
+    pub cluster: Option<String>,
 }
 
 impl Message {
@@ -74,9 +76,13 @@ impl Message {
         format!("{}/{}", self.namespace, self.name)
     }
 
-    /// The headline: the kind and the Canary, e.g. `Rolled back: test/podinfo`.
+    /// The headline: the kind and the Canary, e.g. `Rolled back: test/podinfo`, with the
+    /// cluster when named (`Rolled back: test/podinfo on prod-eu`).
     pub fn title(&self) -> String {
-        format!("{}: {}", self.kind.title(), self.canary())
+        match &self.cluster {
+            Some(cluster) => format!("{}: {} on {cluster}", self.kind.title(), self.canary()),
+            None => format!("{}: {}", self.kind.title(), self.canary()),
+        }
     }
 
     /// The `kubectl` command that shows the Canary.
@@ -89,7 +95,12 @@ impl Message {
 
     /// The facts every message lists, in order, as (label, value).
     pub fn facts(&self) -> Vec<(&'static str, String)> {
-        let mut facts = vec![("Canary", self.canary()), ("Target", self.target.clone())];
+        let mut facts = Vec::new();
+        if let Some(cluster) = &self.cluster {
+            facts.push(("Cluster", cluster.clone()));
+        }
+        facts.push(("Canary", self.canary()));
+        facts.push(("Target", self.target.clone()));
         if !self.images.is_empty() {
             facts.push(("Image", self.images.join(", ")));
         }
@@ -221,6 +232,7 @@ pub(crate) mod fixture {
             canary_weight: 0,
             failed_checks: 2,
             at: "2026-01-02T03:04:05Z".parse().expect("timestamp"),
+            cluster: None,
         }
     }
 
@@ -257,6 +269,18 @@ mod tests {
         assert_eq!(get("Severity"), Some("error"));
         assert_eq!(m.kubectl(), "kubectl -n shop describe canary/podinfo");
         assert!(m.plain().starts_with("[ERROR] Rolled back: shop/podinfo: "));
+    }
+
+    #[test]
+    fn the_cluster_is_named_in_the_title_and_first_among_the_facts() {
+        let mut m = fixture::message();
+        m.cluster = Some("prod-eu".into());
+        assert_eq!(m.title(), "Rolled back: shop/podinfo on prod-eu");
+        assert_eq!(m.facts()[0], ("Cluster", "prod-eu".to_string()));
+        assert!(
+            m.plain()
+                .starts_with("[ERROR] Rolled back: shop/podinfo on prod-eu: ")
+        );
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! or a lost primary. None of them changes traffic.
 
 use fledge_api::CanaryPhase;
-use fledge_api::validate::validate_canary_spec;
+use fledge_api::validate::{cross_namespace_refs, validate_canary_spec};
 
 use crate::action::{Action, NotifyKind, Severity};
 use crate::conditions::{self, READY, SPEC_VALID, SUSPENDED};
@@ -13,7 +13,10 @@ use crate::observe::TargetObservation;
 /// warning Event and an alert when that report is new, no other change, and a slow requeue
 /// (the watch on the Canary brings the fix). Returns whether the spec is invalid.
 pub(super) fn invalid_spec(cx: &mut Cx) -> bool {
-    let problems = validate_canary_spec(cx.spec);
+    let mut problems = validate_canary_spec(cx.spec);
+    if let Some(ns) = &cx.obs.confined_to_namespace {
+        problems.extend(cross_namespace_refs(cx.spec, ns));
+    }
     let now = cx.now;
     if problems.is_empty() {
         conditions::set(
