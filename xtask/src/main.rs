@@ -4,6 +4,7 @@
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod charts;
 mod cluster;
 mod crds;
 mod dataplane;
@@ -24,6 +25,10 @@ struct Cli {
 enum Task {
     /// The demo: a healthy and a faulty rollout on the local control plane with real traffic.
     Demo(demo::DemoArgs),
+    /// Check the Helm chart (charts/fledge) and the kustomize base (config/default): helm lint,
+    /// helm template and kustomize build validated by kubeconform -strict, bad values refused,
+    /// RBAC equal to config/rbac/, CRDs equal to config/crd/.
+    Charts,
     /// The local Kubernetes control plane (etcd, kube-apiserver, kube-controller-manager, kwok).
     Cluster(cluster::ClusterArgs),
     /// Every check CI runs: fmt, clippy, and all tests.
@@ -45,6 +50,7 @@ enum Task {
 fn main() -> anyhow::Result<()> {
     match Cli::parse().task {
         Task::Demo(args) => demo::run_demo(args),
+        Task::Charts => charts::run(),
         Task::Cluster(args) => cluster::run(args),
         Task::Test(args) => test::run_all(args),
         Task::Crds => crds::regenerate(),

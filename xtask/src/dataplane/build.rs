@@ -231,26 +231,63 @@ fn build_one(
     dest: &Path,
 ) -> Result<()> {
     let module_dir = download_module(workspace, tool.module())?;
+    build_program(
+        go,
+        cache,
+        &module_dir,
+        &Program {
+            name: tool.name(),
+            version: tool.version(),
+            package_dir: tool.package_dir(),
+            ldflags: tool.version_ldflags(),
+        },
+        log_path,
+        dest,
+    )
+}
+
+/// A Go program built inside its own downloaded module (see [`build_program`]).
+pub(crate) struct Program<'a> {
+    /// The binary's name, in messages and in the partial file's name.
+    pub name: &'a str,
+    /// The pinned version, in messages.
+    pub version: &'a str,
+    /// The main package, relative to the module's root (`./cmd/x`).
+    pub package_dir: &'a str,
+    /// `-X` flags that stamp the version as the project's release build does.
+    pub ldflags: String,
+}
+
+/// Builds `program` inside `module_dir` (a module `download_module_in` fetched), as its main
+/// module, so it gets exactly the dependency versions its authors pinned; the binary lands at
+/// `dest` (renamed into place, so an interrupted build never leaves a truncated binary there).
+/// `log_path` receives Go's output.
+pub(crate) fn build_program(
+    go: &Path,
+    cache: &Path,
+    module_dir: &Path,
+    program: &Program<'_>,
+    log_path: &Path,
+    dest: &Path,
+) -> Result<()> {
     fs::create_dir_all(log_path.parent().context("log path has a parent")?)?;
     let log = File::create(log_path).with_context(|| format!("creating {}", log_path.display()))?;
     let dest_dir = dest.parent().context("cache path has a parent")?;
     fs::create_dir_all(dest_dir)?;
-    // Built next to its final place and renamed, so an interrupted build never leaves a
-    // truncated binary where `ensure_binaries` looks.
-    let partial = dest_dir.join(format!(".{}.partial-{}", tool.name(), std::process::id()));
+    let partial = dest_dir.join(format!(".{}.partial-{}", program.name, std::process::id()));
     // `nice -n 19`: the build must not disturb benchmarks measured on the same machine.
     let mut cmd = Command::new("nice");
-    cmd.current_dir(&module_dir)
+    cmd.current_dir(module_dir)
         .args(["-n", "19"])
         .arg(go)
         .arg("build")
         .arg("-trimpath")
         // -ldflags=-w drops DWARF at link time anyway; not generating it saves compile time.
         .arg("-gcflags=all=-dwarf=false")
-        .arg(format!("-ldflags=-s -w {}", tool.version_ldflags()))
+        .arg(format!("-ldflags=-s -w {}", program.ldflags))
         .arg("-o")
         .arg(&partial)
-        .arg(tool.package_dir())
+        .arg(program.package_dir)
         .stdout(log.try_clone()?)
         .stderr(log);
     go_env(&mut cmd, cache);
@@ -261,8 +298,8 @@ fn build_one(
         let _ = fs::remove_file(&partial);
         bail!(
             "building {} {} failed ({status}); last lines of {}:\n{}",
-            tool.name(),
-            tool.version(),
+            program.name,
+            program.version,
             log_path.display(),
             tail(log_path, 30)
         );
