@@ -540,6 +540,60 @@ fn check_strictness(
     Ok(())
 }
 
+/// The `--flags` a `--help` text documents.
+fn documented_flags(help: &str) -> BTreeSet<String> {
+    help.split(|c: char| !(c.is_ascii_alphanumeric() || c == '-'))
+        .filter(|w| w.starts_with("--") && w.len() > 2)
+        .map(str::to_string)
+        .collect()
+}
+
+/// Every flag the rendered containers pass must be one the program documents: a renamed or
+/// removed flag fails here, not in a user's cluster.
+fn check_flags(docs: &[Value], container: &str, help: &str) -> Result<usize> {
+    let known = documented_flags(help);
+    let mut checked = 0;
+    for d in docs.iter().filter(|d| d["kind"] == "Deployment") {
+        let containers = d["spec"]["template"]["spec"]["containers"].as_array();
+        for c in containers
+            .into_iter()
+            .flatten()
+            .filter(|c| c["name"] == container)
+        {
+            for arg in c["args"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+            {
+                let Some(flag) = arg.split('=').next().filter(|f| f.starts_with("--")) else {
+                    continue;
+                };
+                if !known.contains(flag) {
+                    bail!(
+                        "the chart passes {flag} to the {container} container, which its \
+                         program does not know (see its --help); fix charts/fledge/templates"
+                    );
+                }
+                checked += 1;
+            }
+        }
+    }
+    Ok(checked)
+}
+
+/// `--help` of a workspace binary's subcommand, built first.
+fn help_of(package: &str, bin: &str, subcommand: &str) -> Result<String> {
+    crate::util::run(
+        &format!("cargo build -p {package} --bin {bin}"),
+        crate::util::cargo().args(["build", "--quiet", "-p", package, "--bin", bin]),
+    )?;
+    stdout_of(
+        &format!("{bin} {subcommand} --help"),
+        Command::new(target_dir().join("debug").join(bin)).args([subcommand, "--help"]),
+    )
+}
+
 fn find<'a>(docs: &'a [Value], kind: &str) -> Result<&'a Value> {
     docs.iter()
         .find(|d| d["kind"] == kind)
@@ -706,6 +760,21 @@ pub fn run() -> Result<()> {
         rendered.push(docs);
     }
 
+    let n = check_flags(
+        &rendered[1],
+        "fledge",
+        &help_of("fledge-controller", "fledge", "run")?,
+    )?;
+    let m = check_flags(
+        &rendered[1],
+        "loadgen",
+        &help_of("fledge-loadgen", "fledge-loadgen", "serve")?,
+    )?;
+    lines.push(format!(
+        "every flag the full values pass is documented: {n} of `fledge run`, {m} of \
+         `fledge-loadgen serve`"
+    ));
+
     check_strictness(
         &tools.kubeconform,
         &locations,
@@ -837,6 +906,17 @@ mod tests {
         assert!(
             missing.is_empty(),
             "charts/fledge/ci/full-values.yaml does not set {missing:?}"
+        );
+    }
+
+    #[test]
+    fn reads_flags_from_help_text() {
+        let help = "Options:\n      --metrics-addr <METRICS_ADDR>  Address [default: x]\n  \
+                    -n, --namespace <NS>\n      --leader-elect\n";
+        let flags = documented_flags(help);
+        assert_eq!(
+            flags.into_iter().collect::<Vec<_>>(),
+            ["--leader-elect", "--metrics-addr", "--namespace"]
         );
     }
 

@@ -189,7 +189,6 @@ unset value keeps the binary's default.
   (list "max-concurrent-rollouts" $v.maxConcurrentRollouts)
   (list "max-concurrent-reconciles" $v.maxConcurrentReconciles)
   (list "kube-api-concurrency" $v.kubeApiConcurrency)
-  (list "kube-api-qps" $v.kubeApiQps)
   (list "kube-api-burst" $v.kubeApiBurst)
   (list "metrics-query-timeout" $v.metricsQueryTimeout)
   (list "git-queue-alert-after" $v.git.queueAlertAfter)
@@ -198,6 +197,7 @@ unset value keeps the binary's default.
 {{- range $numbers -}}
 {{- if not (kindIs "invalid" (index . 1)) }}{{ $args = append $args (printf "--%s=%d" (index . 0) (int64 (index . 1))) }}{{ end -}}
 {{- end -}}
+{{- if not (kindIs "invalid" $v.kubeApiQps) }}{{ $args = append $args (printf "--kube-api-qps=%v" (float64 $v.kubeApiQps)) }}{{ end -}}
 {{- $bools := list
   (list "gitops-revert-on-rollback" $v.gitops.revertOnRollback)
   (list "gitops-fast-rollback" $v.gitops.fastRollback)
