@@ -2,9 +2,11 @@
 //!
 //! [`render`] draws tables, trees and watch lines from recorded objects (pure); [`ops`] talks to
 //! the API server: reading Canaries, their workloads and Events, and writing requests to
-//! `.status.request` after checking who the user is and what RBAC lets them do.
+//! `.status.request` after checking who the user is and what RBAC lets them do; [`import`]
+//! moves Flagger's objects to `fledge.dev/v1beta1`.
 #![forbid(unsafe_code)]
 
+pub mod import;
 pub mod ops;
 pub mod render;
 

@@ -72,6 +72,24 @@ enum Command {
         #[arg(long, value_parser = parse_gate)]
         gate: Option<Gate>,
     },
+    /// Move Flagger's Canaries, MetricTemplates and AlertProviders to fledge.dev/v1beta1:
+    /// from YAML files (only their apiVersion lines change; comments and order stay) or from
+    /// the cluster (--from-cluster: printed as YAML ready to apply).
+    Import {
+        /// YAML files to convert (`-` reads standard input); printed to standard output unless
+        /// --in-place.
+        files: Vec<std::path::PathBuf>,
+        /// Rewrite the files instead of printing them.
+        #[arg(long)]
+        in_place: bool,
+        /// Read Flagger's objects from the cluster (the namespace of -n, or every namespace
+        /// with -A) instead of files.
+        #[arg(long)]
+        from_cluster: bool,
+        /// With --from-cluster: every namespace.
+        #[arg(short = 'A', long)]
+        all_namespaces: bool,
+    },
 }
 
 #[derive(clap::Args)]
@@ -141,6 +159,48 @@ async fn client(cli: &Cli) -> Result<(Client, String), Error> {
 }
 
 async fn run(cli: Cli) -> Result<(), Error> {
+    if let Command::Import {
+        files,
+        in_place,
+        from_cluster,
+        all_namespaces,
+    } = &cli.command
+    {
+        if !*from_cluster {
+            if *all_namespaces {
+                return Err(Error::Usage(
+                    "-A goes with --from-cluster; files name their own namespaces".into(),
+                ));
+            }
+            return import_files(files, *in_place);
+        }
+        if !files.is_empty() || *in_place {
+            return Err(Error::Usage(
+                "--from-cluster reads the cluster: name no files and leave out --in-place (the \
+                 output goes to standard output; redirect it to a file)"
+                    .into(),
+            ));
+        }
+        let (client, ns) = client(&cli).await?;
+        let scope = (!*all_namespaces).then_some(ns.as_str());
+        let (text, labels) = fledge_plugin::import::from_cluster(&client, scope).await?;
+        print!("{text}");
+        let _ = std::io::stdout().flush();
+        eprintln!(
+            "{} Flagger object{} converted{}{}",
+            labels.len(),
+            if labels.len() == 1 { "" } else { "s" },
+            scope
+                .map(|n| format!(" from namespace {n}"))
+                .unwrap_or_default(),
+            if labels.is_empty() {
+                String::new()
+            } else {
+                format!(": {}", labels.join(", "))
+            }
+        );
+        return Ok(());
+    }
     let (client, ns) = client(&cli).await?;
     let (target, action, gate) = match cli.command {
         Command::Get {
@@ -163,6 +223,7 @@ async fn run(cli: Cli) -> Result<(), Error> {
         Command::Pause(t) => (t, RequestAction::Pause, None),
         Command::Resume(t) => (t, RequestAction::Resume, None),
         Command::Approve { target, gate } => (target, RequestAction::Approve, gate),
+        Command::Import { .. } => unreachable!("handled above"),
     };
     let ask = Ask {
         namespace: ns.clone(),
@@ -185,6 +246,90 @@ async fn run(cli: Cli) -> Result<(), Error> {
             o.request.who(),
             o.message
         ),
+    }
+    Ok(())
+}
+
+/// `kubectl fledge import FILE…`: each file converted, printed (one YAML stream, the files'
+/// documents in order) or rewritten in place; a summary per file on standard error.
+fn import_files(files: &[std::path::PathBuf], in_place: bool) -> Result<(), Error> {
+    use fledge_plugin::import::{Outcome, convert_text};
+    use std::io::Read;
+    if files.is_empty() {
+        return Err(Error::Usage(
+            "name the YAML files to convert (- for standard input), or read the cluster with \
+             --from-cluster"
+                .into(),
+        ));
+    }
+    let stdin = std::path::Path::new("-");
+    if in_place && files.iter().any(|f| f == stdin) {
+        return Err(Error::Usage(
+            "--in-place rewrites files; standard input (-) cannot be rewritten".into(),
+        ));
+    }
+    let mut out = String::new();
+    for file in files {
+        let name = if file == stdin {
+            "<stdin>".to_string()
+        } else {
+            file.display().to_string()
+        };
+        let text = if file == stdin {
+            let mut s = String::new();
+            std::io::stdin()
+                .read_to_string(&mut s)
+                .map_err(|e| Error::Usage(format!("{name}: cannot read: {e}")))?;
+            s
+        } else {
+            std::fs::read_to_string(file)
+                .map_err(|e| Error::Usage(format!("{name}: cannot read: {e}")))?
+        };
+        let converted = convert_text(&text);
+        let labels: Vec<String> = converted
+            .documents
+            .iter()
+            .filter(|d| d.outcome == Outcome::Converted)
+            .map(|d| d.label())
+            .collect();
+        eprintln!(
+            "{name}: {} converted{}",
+            labels.len(),
+            if labels.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", labels.join(", "))
+            }
+        );
+        for d in &converted.documents {
+            if let Outcome::OldFlaggerVersion(v) = &d.outcome {
+                eprintln!(
+                    "{name}:{}: {}: left as it is: {v} is not converted; move it to \
+                     {} first (Flagger's own upgrade)",
+                    d.number,
+                    d.label(),
+                    fledge_plugin::import::FLAGGER_API_VERSION
+                );
+            }
+        }
+        if in_place {
+            if converted.text != text {
+                std::fs::write(file, &converted.text)
+                    .map_err(|e| Error::Usage(format!("{name}: cannot write: {e}")))?;
+            }
+        } else {
+            if !out.is_empty() {
+                if !out.ends_with('\n') {
+                    out.push('\n');
+                }
+                out.push_str("---\n");
+            }
+            out.push_str(&converted.text);
+        }
+    }
+    if !in_place {
+        print!("{out}");
+        let _ = std::io::stdout().flush();
     }
     Ok(())
 }
