@@ -266,7 +266,7 @@ mod tests {
         );
         // Not Flagger's, or Flagger's Canary of another name: nothing to do.
         assert_eq!(
-            replace_flagger_owner(&[ours.clone()], "podinfo", &ours),
+            replace_flagger_owner(std::slice::from_ref(&ours), "podinfo", &ours),
             None
         );
         assert_eq!(

@@ -815,8 +815,7 @@ impl Exec<'_> {
                     )
                     .await?;
                 }
-                crate::autoscaler::ensure_primary_hpa(&self.ctx.client, self.canary, self.owner())
-                    .await
+                self.ensure_primary_scaler().await
             }
             Action::EnsurePrimaryFrom { revision, images } => {
                 if self.primary.is_none() {
@@ -824,8 +823,7 @@ impl Exec<'_> {
                     self.copy_configs().await?;
                     self.apply_primary(None, images).await?;
                 }
-                crate::autoscaler::ensure_primary_hpa(&self.ctx.client, self.canary, self.owner())
-                    .await
+                self.ensure_primary_scaler().await
             }
             Action::EnsureServices => self.ensure_services().await,
             Action::SetWeights(routes) => {
@@ -841,11 +839,18 @@ impl Exec<'_> {
                 Ok(())
             }
             Action::ScaleCanary(scale) => {
-                let replicas = match scale {
-                    CanaryScale::Zero => 0,
-                    CanaryScale::MatchPrimary => self.primary_replicas(),
-                };
-                self.scale_target(replicas).await
+                let client = &self.ctx.client;
+                match scale {
+                    CanaryScale::Zero => {
+                        // KEDA would scale the target back up: hold it first.
+                        crate::autoscaler::pause_target_scaler(client, self.canary).await?;
+                        self.scale_target(0).await
+                    }
+                    CanaryScale::MatchPrimary => {
+                        self.scale_target(self.primary_replicas()).await?;
+                        crate::autoscaler::resume_target_scaler(client, self.canary).await
+                    }
+                }
             }
             Action::PromotePrimary { revision } => {
                 let t = self.target()?;
@@ -864,10 +869,12 @@ impl Exec<'_> {
                     .and_then(|p| p.spec.as_ref())
                     .and_then(|s| s.replicas);
                 self.apply_primary(keep, &[]).await?;
-                crate::autoscaler::ensure_primary_hpa(&self.ctx.client, self.canary, self.owner())
-                    .await
+                self.ensure_primary_scaler().await
             }
-            Action::RestoreTarget => self.scale_target(self.primary_replicas()).await,
+            Action::RestoreTarget => {
+                self.scale_target(self.primary_replicas()).await?;
+                crate::autoscaler::resume_target_scaler(&self.ctx.client, self.canary).await
+            }
             Action::FinalizeRouting => {
                 let (label, value) = self.selector()?;
                 let router = router_for(self.ctx.client.clone(), self.canary)?;
@@ -884,6 +891,16 @@ impl Exec<'_> {
                 Ok(())
             }
         }
+    }
+
+    async fn ensure_primary_scaler(&self) -> Result<()> {
+        crate::autoscaler::ensure_primary_scaler(
+            &self.ctx.client,
+            self.canary,
+            self.owner(),
+            &self.ctx.settings.workload,
+        )
+        .await
     }
 
     fn primary_replicas(&self) -> i32 {

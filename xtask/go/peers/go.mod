@@ -17,4 +17,7 @@ require (
 	// SMI TrafficSplit: cmd/osm-bootstrap/crds/smi_traffic_split.yaml, the SMI SDK's CRD in
 	// apiextensions.k8s.io/v1 form (the SMI SDK module itself ships only the removed v1beta1).
 	github.com/openservicemesh/osm v1.2.4
+	// KEDA: config/crd/bases/keda.sh_scaledobjects.yaml (the ScaledObject of autoscalerRef).
+	// v2.20.2 is the newest that Go 1.26 downloads (v2.21 requires Go 1.27).
+	github.com/kedacore/keda/v2 v2.20.2
 )

@@ -7,6 +7,7 @@
 //! | Gateway API | `sigs.k8s.io/gateway-api` | `config/crd/<channel>/` as its kustomization lists them |
 //! | Istio | `istio.io/api` | `kubernetes/customresourcedefinitions.gen.yaml` |
 //! | SMI TrafficSplit | `github.com/openservicemesh/osm` | `cmd/osm-bootstrap/crds/smi_traffic_split.yaml` |
+//! | KEDA ScaledObject | `github.com/kedacore/keda/v2` | `config/crd/bases/keda.sh_scaledobjects.yaml` |
 //!
 //! The Gateway API channel is `experimental` (a superset of `standard` with `retry`), or what
 //! `FLEDGE_GATEWAY_API_CHANNEL` says. Upstream's safe-upgrades policy refuses experimental CRDs
@@ -39,7 +40,11 @@ pub const ISTIO_API: &str = "istio.io/api";
 /// The module with the SMI TrafficSplit CRD in `apiextensions.k8s.io/v1` form.
 pub const SMI_CRD_MODULE: &str = "github.com/openservicemesh/osm";
 
+/// KEDA's module (the ScaledObject an `autoscalerRef` may name).
+pub const KEDA: &str = "github.com/kedacore/keda/v2";
+
 const ISTIO_FILE: &str = "kubernetes/customresourcedefinitions.gen.yaml";
+const KEDA_FILE: &str = "config/crd/bases/keda.sh_scaledobjects.yaml";
 const SMI_FILE: &str = "cmd/osm-bootstrap/crds/smi_traffic_split.yaml";
 /// The TrafficSplit versions served, beyond what the file serves.
 const SMI_SERVED: &[&str] = &["v1alpha2", "v1alpha3"];
@@ -69,6 +74,7 @@ pub fn install_peer_crds(info: &ClusterInfo) -> Result<()> {
         "httproutes.gateway.networking.k8s.io",
         "virtualservices.networking.istio.io",
         "trafficsplits.split.smi-spec.io",
+        "scaledobjects.keda.sh",
     ];
     if fs::read_to_string(&stamp_file).is_ok_and(|s| s == stamp_text)
         && kubectl.ok(&[&["get", "crd", "-o", "name"][..], &key_crds[..]].concat())
@@ -76,9 +82,10 @@ pub fn install_peer_crds(info: &ClusterInfo) -> Result<()> {
         return Ok(());
     }
 
-    let dirs = module_dirs(&[GATEWAY_API, ISTIO_API, SMI_CRD_MODULE])?;
+    let dirs = module_dirs(&[GATEWAY_API, ISTIO_API, SMI_CRD_MODULE, KEDA])?;
     let mut files = gateway_api_files(&dirs[0], &channel)?;
     files.push(dirs[1].join(ISTIO_FILE));
+    files.push(dirs[3].join(KEDA_FILE));
     let mut crds = Vec::new();
     let mut args: Vec<String> = [
         "apply",
@@ -147,11 +154,12 @@ pub fn install_peer_crds(info: &ClusterInfo) -> Result<()> {
     kubectl.run(&wait.iter().map(String::as_str).collect::<Vec<_>>(), None)?;
     eprintln!(
         "cluster: peer CRDs installed ({} CRDs: Gateway API {} {channel}, Istio {}, SMI \
-         TrafficSplit from OSM {})",
+         TrafficSplit from OSM {}, KEDA ScaledObject {})",
         crds.len(),
         pinned(GATEWAY_API),
         pinned(ISTIO_API),
-        pinned(SMI_CRD_MODULE)
+        pinned(SMI_CRD_MODULE),
+        pinned(KEDA)
     );
     fs::create_dir_all(stamp_file.parent().context("stamp has a parent")?)?;
     fs::write(&stamp_file, stamp_text)?;
@@ -165,11 +173,12 @@ pub fn pinned(module: &str) -> &'static str {
 
 fn stamp(channel: &str) -> String {
     format!(
-        "{GATEWAY_API}@{} {channel}\n{ISTIO_API}@{}\n{SMI_CRD_MODULE}@{} served {}\n",
+        "{GATEWAY_API}@{} {channel}\n{ISTIO_API}@{}\n{SMI_CRD_MODULE}@{} served {}\n{KEDA}@{}\n",
         pinned(GATEWAY_API),
         pinned(ISTIO_API),
         pinned(SMI_CRD_MODULE),
-        SMI_SERVED.join(",")
+        SMI_SERVED.join(","),
+        pinned(KEDA)
     )
 }
 
