@@ -519,7 +519,8 @@ fn check_strictness(
     let out = output("kubeconform", cmd.arg(&file))?;
     let report: Value =
         serde_json::from_slice(&out.stdout).context("kubeconform printed no JSON")?;
-    let refused: Vec<&str> = report["resources"]
+    // kubeconform validates in parallel: its report is in no fixed order.
+    let refused: BTreeSet<&str> = report["resources"]
         .as_array()
         .into_iter()
         .flatten()
@@ -529,7 +530,7 @@ fn check_strictness(
         })
         .filter_map(|r| r["kind"].as_str())
         .collect();
-    if refused != ["Deployment", "Canary"] {
+    if refused != BTreeSet::from(["Canary", "Deployment"]) {
         bail!(
             "kubeconform -strict did not refuse an unknown field in both a Deployment and a \
              Canary (refused: {refused:?}); the schemas under ~/.cache/fledge/schemas are not \
