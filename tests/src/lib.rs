@@ -6,6 +6,7 @@
 pub mod analysis;
 pub mod dataplane;
 pub mod demo;
+pub mod flagger;
 pub mod git;
 pub mod plugin;
 
