@@ -12,14 +12,12 @@
 
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Instant;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 
 use crate::cluster::build::{cache_dir, check_go_version, go_command, module_version};
-use crate::cluster::proc::tail;
-use crate::dataplane::build::{download_module_in, go_env};
+use crate::dataplane::build::{Program, build_program, download_module_in};
 use crate::util::{root, target_dir};
 
 /// The pinned module file, compiled in so the version is known without reading the disk.
@@ -90,7 +88,14 @@ pub fn ensure() -> Result<Flagger> {
             log_path.display()
         );
         let started = Instant::now();
-        build(&go, &cache, &module_dir, &log_path, &f.binary)?;
+        let program = Program {
+            name: "flagger",
+            version: version(),
+            package_dir: "./cmd/flagger",
+            // Flagger's release build stamps the revision; the version is in its source.
+            ldflags: format!("-X {MODULE}/pkg/version.REVISION={}", version()),
+        };
+        build_program(&go, &cache, &module_dir, &program, &log_path, &f.binary)?;
         eprintln!(
             "flagger: built Flagger {} in {:.0?} ({})",
             version(),
@@ -102,47 +107,6 @@ pub fn ensure() -> Result<Flagger> {
     fs::copy(&crds, &f.crds)
         .with_context(|| format!("copying {} to {}", crds.display(), f.crds.display()))?;
     Ok(f)
-}
-
-fn build(go: &Path, cache: &Path, module_dir: &Path, log_path: &Path, dest: &Path) -> Result<()> {
-    fs::create_dir_all(log_path.parent().context("log path has a parent")?)?;
-    let log = File::create(log_path).with_context(|| format!("creating {}", log_path.display()))?;
-    let dir = dest.parent().context("cache path has a parent")?;
-    // Built next to its final place and renamed, so an interrupted build never leaves a
-    // truncated binary where `ensure` looks.
-    let partial = dir.join(format!(".flagger.partial-{}", std::process::id()));
-    // Flagger's release build stamps the revision; the version is in its source.
-    let ldflags = format!(
-        "-ldflags=-s -w -X {MODULE}/pkg/version.REVISION={}",
-        version()
-    );
-    let mut cmd = Command::new("nice");
-    cmd.current_dir(module_dir)
-        .args(["-n", "19"])
-        .arg(go)
-        .args(["build", "-trimpath", "-gcflags=all=-dwarf=false"])
-        .arg(ldflags)
-        .arg("-o")
-        .arg(&partial)
-        .arg("./cmd/flagger")
-        .stdout(log.try_clone()?)
-        .stderr(log);
-    go_env(&mut cmd, cache);
-    let status = cmd
-        .status()
-        .with_context(|| format!("running nice {} build", go.display()))?;
-    if !status.success() {
-        let _ = fs::remove_file(&partial);
-        bail!(
-            "building Flagger {} failed ({status}); last lines of {}:\n{}",
-            version(),
-            log_path.display(),
-            tail(log_path, 30)
-        );
-    }
-    fs::rename(&partial, dest)
-        .with_context(|| format!("moving {} to {}", partial.display(), dest.display()))?;
-    Ok(())
 }
 
 #[cfg(test)]
