@@ -186,17 +186,18 @@ pub async fn run(
 }
 
 /// Keeps `flagger_canary_total` (Canaries per namespace) up to date from the cache, as often as
-/// Flagger's control loop counts them.
+/// Flagger's control loop counts them. It does not wait for the cache with `wait_until_ready`:
+/// the controller already waits on that signal, and a second waiter on it is never woken (its
+/// one-shot channel keeps one waker); before the first list the count is simply empty.
 async fn count_canaries(canaries: Store<Canary>, metrics: Arc<Metrics>) {
-    let _ = canaries.wait_until_ready().await;
     loop {
+        tokio::time::sleep(Duration::from_secs(5)).await;
         let namespaces: Vec<String> = canaries
             .state()
             .iter()
             .map(|c| c.namespace().unwrap_or_default())
             .collect();
         metrics.set_totals(namespaces.iter().map(String::as_str));
-        tokio::time::sleep(Duration::from_secs(10)).await;
     }
 }
 
