@@ -2,7 +2,8 @@
 //! `ScaledObject` as the autoscaler (its CRD from KEDA's Go module, installed by `cluster up`;
 //! no KEDA operator runs, so the objects fledge writes are what is checked), and Flagger's
 //! controller flags (`--mesh-provider`, `--selector-labels`, `--include-label-prefix`,
-//! `--event-webhook`) with Flagger's metric families on `/metrics`.
+//! `--event-webhook`) with Flagger's metric families on `/metrics`; and DaemonSet targets, held at
+//! zero by a node selector as Flagger holds them.
 
 use std::time::Duration;
 
@@ -272,4 +273,141 @@ async fn a_keda_scaled_object_and_flaggers_flags() {
     )
     .await
     .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_daemonset_target_is_held_at_zero_and_promoted() {
+    use k8s_openapi::api::apps::v1::DaemonSet;
+    let ns = TestNs::new("ds").await;
+    let hook = Hook::start(200).await.unwrap();
+    ns.create::<DaemonSet>(serde_json::json!({
+        "apiVersion": "apps/v1", "kind": "DaemonSet",
+        "metadata": {"name": "agent", "labels": {"app": "agent"}},
+        "spec": {
+            "selector": {"matchLabels": {"app": "agent"}},
+            "template": {
+                "metadata": {"labels": {"app": "agent"}},
+                "spec": {"containers": [{"name": "agent", "image": V1,
+                    "ports": [{"name": "http", "containerPort": 9898}]}]}
+            }
+        }
+    }))
+    .await;
+    ns.create::<Canary>(serde_json::json!({
+        "apiVersion": "fledge.dev/v1beta1", "kind": "Canary",
+        "metadata": {"name": "agent"},
+        "spec": {
+            "provider": "kubernetes",
+            "targetRef": {"apiVersion": "apps/v1", "kind": "DaemonSet", "name": "agent"},
+            "progressDeadlineSeconds": 60,
+            "service": {"port": 9898},
+            "analysis": {
+                "interval": "2s", "threshold": 2, "iterations": 2,
+                "webhooks": [{"name": "acceptance", "type": "rollout",
+                    "url": hook.url("/rollout"), "timeout": "2s"}]
+            }
+        }
+    }))
+    .await;
+    ns.start_controller(&[]);
+    let dss = ns.api::<DaemonSet>();
+    let node_selector = |ds: &DaemonSet| {
+        ds.spec
+            .as_ref()
+            .and_then(|s| s.template.spec.as_ref())
+            .and_then(|p| p.node_selector.clone())
+            .unwrap_or_default()
+    };
+    let image = |ds: &DaemonSet| {
+        ds.spec
+            .as_ref()
+            .and_then(|s| s.template.spec.as_ref())
+            .and_then(|p| p.containers[0].image.clone())
+            .unwrap_or_default()
+    };
+
+    let c = ns.wait_phase("agent", CanaryPhase::Initialized, INIT).await;
+    let primary = dss
+        .get("agent-primary")
+        .await
+        .expect("the primary DaemonSet");
+    assert_eq!(image(&primary), V1);
+    assert!(
+        node_selector(&primary).is_empty(),
+        "the primary runs everywhere"
+    );
+    assert_eq!(
+        primary
+            .status
+            .as_ref()
+            .map(|s| s.number_available.unwrap_or(0)),
+        Some(1),
+        "the primary's pod runs on the kwok node"
+    );
+    let target = dss.get("agent").await.unwrap();
+    assert_eq!(
+        node_selector(&target)
+            .get("fledge.dev/scale-to-zero")
+            .map(String::as_str),
+        Some("true"),
+        "the target is held at zero"
+    );
+    eventually(
+        Duration::from_secs(30),
+        "the target's pods gone",
+        || async {
+            dss.get("agent")
+                .await
+                .ok()
+                .and_then(|d| d.status)
+                .is_some_and(|s| s.desired_number_scheduled == 0 && s.current_number_scheduled == 0)
+        },
+    )
+    .await
+    .unwrap();
+    let apex = ns
+        .api::<Service>()
+        .get("agent")
+        .await
+        .expect("apex Service");
+    assert_eq!(
+        apex.spec
+            .and_then(|s| s.selector)
+            .and_then(|s| s.get("app").cloned()),
+        Some("agent-primary".to_string())
+    );
+    let first = c.status.and_then(|s| s.last_applied_spec);
+
+    // A new image: the hold is lifted for the analysis, the primary takes the new image, and the
+    // target is held at zero again.
+    let patch = serde_json::json!({"spec": {"template": {"spec": {"containers": [
+        {"name": "agent", "image": V2}]}}}});
+    dss.patch(
+        "agent",
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Strategic(&patch),
+    )
+    .await
+    .expect("set the DaemonSet's image");
+    ns.wait_phase("agent", CanaryPhase::Progressing, ROLLOUT)
+        .await;
+    let running = dss.get("agent").await.unwrap();
+    assert!(
+        !node_selector(&running).contains_key("fledge.dev/scale-to-zero"),
+        "the target runs during the analysis"
+    );
+    let done = ns
+        .wait_phase("agent", CanaryPhase::Succeeded, ROLLOUT)
+        .await;
+    let st = done.status.unwrap();
+    assert_ne!(st.last_applied_spec, first, "a new revision, not the hold");
+    assert_eq!(st.last_promoted_spec, st.last_applied_spec);
+    assert_eq!(image(&dss.get("agent-primary").await.unwrap()), V2);
+    assert_eq!(
+        node_selector(&dss.get("agent").await.unwrap())
+            .get("fledge.dev/scale-to-zero")
+            .map(String::as_str),
+        Some("true")
+    );
+    assert!(hook.calls("/rollout").len() >= 2, "the analysis ran");
 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 use fledge_api::{Canary, CanaryPhase, CanaryStatus, HookType};
 use fledge_core::{Action, ActionClass, CanaryScale, Observations, Readiness, TargetObservation};
 use futures::StreamExt;
-use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{Api, PartialObjectMeta, Patch, PatchParams, PostParams};
@@ -78,7 +78,7 @@ pub struct Context {
     /// What the Git worker knows about the queue.
     git_state: Arc<std::sync::Mutex<crate::git::QueueState>>,
     metrics: Arc<Metrics>,
-    deployments: Store<Deployment>,
+    workloads: Workloads,
     canaries: Store<Canary>,
     configs: ConfigTracker,
     settings: Settings,
@@ -99,6 +99,7 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let ns = settings.namespace.as_deref();
     let (deployments, dep_stream) = cached(scoped::<Deployment>(&client, ns));
+    let (daemonsets, ds_stream) = cached(scoped::<DaemonSet>(&client, ns));
     let (cm_store, cm_stream) = cached(scoped::<PartialObjectMeta<ConfigMap>>(&client, ns));
     let (secret_store, secret_stream) = cached(scoped::<PartialObjectMeta<Secret>>(&client, ns));
 
@@ -154,7 +155,10 @@ pub async fn run(
         analyzer: crate::analysis::Analyzer::new(client.clone(), settings.analysis.clone()),
         client,
         metrics,
-        deployments,
+        workloads: Workloads {
+            deployments,
+            daemonsets,
+        },
         canaries,
         configs: ConfigTracker::new(cm_store, secret_store),
         settings,
@@ -162,12 +166,14 @@ pub async fn run(
         slots_held: Default::default(),
     });
     tokio::spawn(count_canaries(ctx.canaries.clone(), ctx.metrics.clone()));
-    let (cans_cm, deps_cm) = (canaries_for_map.clone(), ctx.deployments.clone());
-    let (cans_sec, deps_sec) = (canaries_for_map.clone(), ctx.deployments.clone());
+    let (cans_cm, deps_cm) = (canaries_for_map.clone(), ctx.workloads.clone());
+    let (cans_sec, deps_sec) = (canaries_for_map.clone(), ctx.workloads.clone());
+    let cans_ds = canaries_for_map.clone();
     controller
         .watches_stream(dep_stream, move |dep: Deployment| {
             canaries_for(&canaries_for_map, &dep)
         })
+        .watches_stream(ds_stream, move |ds: DaemonSet| canaries_for(&cans_ds, &ds))
         .watches_stream(cm_stream, move |cm: PartialObjectMeta<ConfigMap>| {
             canaries_using(&cans_cm, &deps_cm, &cm, ConfigRef::ConfigMap(cm.name_any()))
         })
@@ -252,8 +258,45 @@ fn slim<K: Resource>(obj: &mut K) {
 /// kubectl's client-side apply record.
 const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
-/// The Canaries a Deployment concerns: those whose target or primary it is.
-fn canaries_for(canaries: &Store<Canary>, dep: &Deployment) -> Vec<ObjectRef<Canary>> {
+/// The workloads fledge watches: targets and primaries, Deployments or DaemonSets.
+#[derive(Clone)]
+struct Workloads {
+    deployments: Store<Deployment>,
+    daemonsets: Store<DaemonSet>,
+}
+
+impl Workloads {
+    /// The Canary's target, a DaemonSet seen as a Deployment ([`workload::daemonset_view`]).
+    fn target(&self, canary: &Canary, ns: &str) -> Option<Arc<Deployment>> {
+        self.get(canary, ns, &canary.spec.target_ref.name)
+    }
+
+    /// The Canary's primary, as [`Workloads::target`].
+    fn primary(&self, canary: &Canary, ns: &str) -> Option<Arc<Deployment>> {
+        self.get(canary, ns, &primary_name(&canary.spec.target_ref.name))
+    }
+
+    fn get(&self, canary: &Canary, ns: &str, name: &str) -> Option<Arc<Deployment>> {
+        if is_daemonset(canary) {
+            self.daemonset(ns, name)
+                .map(|ds| Arc::new(workload::daemonset_view(&ds)))
+        } else {
+            self.deployments.get(&ObjectRef::new(name).within(ns))
+        }
+    }
+
+    fn daemonset(&self, ns: &str, name: &str) -> Option<Arc<DaemonSet>> {
+        self.daemonsets.get(&ObjectRef::new(name).within(ns))
+    }
+}
+
+/// Whether the Canary's target is a DaemonSet (else a Deployment).
+fn is_daemonset(canary: &Canary) -> bool {
+    canary.spec.target_ref.kind.as_deref() == Some("DaemonSet")
+}
+
+/// The Canaries a Deployment or DaemonSet concerns: those whose target or primary it is.
+fn canaries_for<K: Resource>(canaries: &Store<Canary>, dep: &K) -> Vec<ObjectRef<Canary>> {
     let ns = dep.namespace();
     let name = dep.name_any();
     canaries
@@ -268,7 +311,7 @@ fn canaries_for(canaries: &Store<Canary>, dep: &Deployment) -> Vec<ObjectRef<Can
 /// The Canaries whose target references a ConfigMap or Secret.
 fn canaries_using<K: Resource>(
     canaries: &Store<Canary>,
-    deployments: &Store<Deployment>,
+    workloads: &Workloads,
     obj: &K,
     r: ConfigRef,
 ) -> Vec<ObjectRef<Canary>> {
@@ -278,10 +321,8 @@ fn canaries_using<K: Resource>(
         .into_iter()
         .filter(|c| c.namespace() == ns)
         .filter(|c| {
-            let target =
-                ObjectRef::new(&c.spec.target_ref.name).within(ns.as_deref().unwrap_or_default());
-            deployments
-                .get(&target)
+            workloads
+                .target(c, ns.as_deref().unwrap_or_default())
                 .is_some_and(|d| crate::configs::references(&d, &r))
         })
         .map(|c| ObjectRef::from_obj(&*c))
@@ -355,12 +396,8 @@ async fn reconcile_inner(canary: &Canary, ctx: &Context) -> Result<Requeue> {
         return Ok(Requeue::requeue(Duration::from_millis(200)));
     }
     let status = canary.status.clone().unwrap_or_default();
-    let target = ctx
-        .deployments
-        .get(&ObjectRef::new(&canary.spec.target_ref.name).within(&ns));
-    let primary = ctx
-        .deployments
-        .get(&ObjectRef::new(&primary_name(&canary.spec.target_ref.name)).within(&ns));
+    let target = ctx.workloads.target(canary, &ns);
+    let primary = ctx.workloads.primary(canary, &ns);
 
     let tracked = match &target {
         Some(t) => ctx.configs.checksums(&ctx.client, &ns, t).await?,
@@ -475,7 +512,9 @@ fn on_engine_clock(requeue: Duration, now: jiff::Timestamp) -> Duration {
 /// Whether the caches the decision reads hold their first full list (waits up to 5 s).
 async fn caches_ready(ctx: &Context) -> bool {
     let ready = async {
-        ctx.deployments.wait_until_ready().await.is_ok() && ctx.configs.wait_until_ready().await
+        ctx.workloads.deployments.wait_until_ready().await.is_ok()
+            && ctx.workloads.daemonsets.wait_until_ready().await.is_ok()
+            && ctx.configs.wait_until_ready().await
     };
     tokio::time::timeout(Duration::from_secs(5), ready)
         .await
@@ -521,10 +560,9 @@ async fn report_blocked(
         return Ok(());
     }
     warn!(reason, "{message}");
-    let target = ctx.deployments.get(
-        &ObjectRef::new(&canary.spec.target_ref.name)
-            .within(&canary.namespace().unwrap_or_default()),
-    );
+    let target = ctx
+        .workloads
+        .target(canary, &canary.namespace().unwrap_or_default());
     ctx.alerts.send(
         canary,
         crate::notify::message(
@@ -720,8 +758,14 @@ impl Exec<'_> {
     fn target(&self) -> Result<&Deployment> {
         self.target.ok_or_else(|| {
             Error::InvalidTarget(format!(
-                "Deployment {}/{} not found",
-                self.ns, self.canary.spec.target_ref.name
+                "{} {}/{} not found",
+                if is_daemonset(self.canary) {
+                    "DaemonSet"
+                } else {
+                    "Deployment"
+                },
+                self.ns,
+                self.canary.spec.target_ref.name
             ))
         })
     }
@@ -913,6 +957,27 @@ impl Exec<'_> {
     }
 
     async fn scale_target(&self, replicas: i32) -> Result<()> {
+        let params = PatchParams {
+            field_manager: Some(MANAGER.into()),
+            ..Default::default()
+        };
+        if is_daemonset(self.canary) {
+            // A DaemonSet has no replica count: a node selector no node matches holds it at
+            // zero, and removing it (Flagger's too, after a cut-over) lets it run again.
+            let hold = (replicas == 0).then_some("true");
+            let patch = json!({"spec": {"template": {"spec": {"nodeSelector": {
+                workload::SCALE_TO_ZERO_LABEL: hold,
+                workload::FLAGGER_SCALE_TO_ZERO_LABEL: Option::<&str>::None,
+            }}}}});
+            let api: Api<DaemonSet> = Api::namespaced(self.ctx.client.clone(), self.ns);
+            api.patch(
+                &self.canary.spec.target_ref.name,
+                &params,
+                &Patch::Merge(&patch),
+            )
+            .await?;
+            return Ok(());
+        }
         let api: Api<Deployment> = Api::namespaced(self.ctx.client.clone(), self.ns);
         let patch = json!({"spec": {"replicas": replicas}});
         api.patch(
@@ -950,8 +1015,28 @@ impl Exec<'_> {
             spec.replicas = Some(spec.replicas.unwrap_or(1).max(1));
         }
         primary.metadata.managed_fields = None;
-        let api: Api<Deployment> = Api::namespaced(self.ctx.client.clone(), self.ns);
         let name = primary.metadata.name.clone().unwrap_or_default();
+        if is_daemonset(self.canary) {
+            let target = self
+                .ctx
+                .workloads
+                .daemonset(self.ns, &self.canary.spec.target_ref.name)
+                .ok_or_else(|| {
+                    Error::InvalidTarget(format!(
+                        "DaemonSet {}/{} not found",
+                        self.ns, self.canary.spec.target_ref.name
+                    ))
+                })?;
+            let primary = workload::primary_daemonset(primary, &target);
+            let mut value = serde_json::to_value(&primary)?;
+            value["apiVersion"] = json!("apps/v1");
+            value["kind"] = json!("DaemonSet");
+            let api: Api<DaemonSet> = Api::namespaced(self.ctx.client.clone(), self.ns);
+            api.patch(&name, &Self::apply_params(), &Patch::Apply(value))
+                .await?;
+            return Ok(());
+        }
+        let api: Api<Deployment> = Api::namespaced(self.ctx.client.clone(), self.ns);
         let mut value = serde_json::to_value(&primary)?;
         value["apiVersion"] = json!("apps/v1");
         value["kind"] = json!("Deployment");

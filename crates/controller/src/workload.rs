@@ -3,7 +3,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
+use k8s_openapi::api::apps::v1::{
+    DaemonSet, DaemonSetSpec, Deployment, DeploymentSpec, DeploymentStatus,
+};
 use k8s_openapi::api::core::v1::{PodSpec, PodTemplateSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use sha2::{Digest, Sha256};
@@ -59,6 +61,68 @@ const SKIPPED_ANNOTATIONS: [&str; 3] = [
     "deployment.kubernetes.io/revision",
     "kustomize.toolkit.fluxcd.io/checksum",
 ];
+
+/// The node selector that holds a DaemonSet target at zero pods: no node has this label, so the
+/// DaemonSet schedules nowhere (a DaemonSet has no replica count to set to zero).
+pub const SCALE_TO_ZERO_LABEL: &str = "fledge.dev/scale-to-zero";
+/// Flagger's node selector with the same meaning, removed too when a target scales up (after a
+/// cut-over from Flagger).
+pub const FLAGGER_SCALE_TO_ZERO_LABEL: &str = "flagger.app/scale-to-zero";
+
+/// A DaemonSet seen as a Deployment, for everything that only reads a target or a primary (its
+/// revision hash, tracked configs, images, selector label, readiness): the same metadata,
+/// selector and pod template without the scale-to-zero node selector, and the rollout status of
+/// a Deployment (`replicas` is the number of nodes that should run a pod).
+pub fn daemonset_view(ds: &DaemonSet) -> Deployment {
+    let spec = ds.spec.clone().unwrap_or_default();
+    let mut template = spec.template;
+    if let Some(pod) = template.spec.as_mut() {
+        if let Some(sel) = pod.node_selector.as_mut() {
+            sel.remove(SCALE_TO_ZERO_LABEL);
+            sel.remove(FLAGGER_SCALE_TO_ZERO_LABEL);
+        }
+        if pod.node_selector.as_ref().is_some_and(BTreeMap::is_empty) {
+            pod.node_selector = None;
+        }
+    }
+    let st = ds.status.clone().unwrap_or_default();
+    Deployment {
+        metadata: ds.metadata.clone(),
+        spec: Some(DeploymentSpec {
+            replicas: Some(st.desired_number_scheduled),
+            selector: spec.selector,
+            template,
+            min_ready_seconds: spec.min_ready_seconds,
+            revision_history_limit: spec.revision_history_limit,
+            ..Default::default()
+        }),
+        status: Some(DeploymentStatus {
+            observed_generation: st.observed_generation,
+            replicas: Some(st.current_number_scheduled),
+            updated_replicas: st.updated_number_scheduled,
+            available_replicas: st.number_available,
+            ready_replicas: Some(st.number_ready),
+            ..Default::default()
+        }),
+    }
+}
+
+/// The primary DaemonSet of a DaemonSet target: the primary built by [`build_primary`] from the
+/// target's view, with the target's update strategy.
+pub fn primary_daemonset(primary: Deployment, target: &DaemonSet) -> DaemonSet {
+    let spec = primary.spec.unwrap_or_default();
+    DaemonSet {
+        metadata: primary.metadata,
+        spec: Some(DaemonSetSpec {
+            selector: spec.selector,
+            template: spec.template,
+            min_ready_seconds: spec.min_ready_seconds,
+            revision_history_limit: spec.revision_history_limit,
+            update_strategy: target.spec.as_ref().and_then(|s| s.update_strategy.clone()),
+        }),
+        status: None,
+    }
+}
 
 /// The name of the primary copy of a workload or config.
 pub fn primary_name(name: &str) -> String {
@@ -565,6 +629,100 @@ mod tests {
         let labels = p.metadata.labels.unwrap();
         assert!(labels.contains_key("app") && labels.contains_key("team"));
         assert!(!labels.keys().any(|k| k.contains("toolkit.fluxcd.io")));
+    }
+
+    fn daemonset() -> DaemonSet {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "apps/v1", "kind": "DaemonSet",
+            "metadata": {"name": "node-agent", "namespace": "test", "generation": 3,
+                "labels": {"app": "node-agent"}},
+            "spec": {
+                "selector": {"matchLabels": {"app": "node-agent"}},
+                "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 2}},
+                "template": {
+                    "metadata": {"labels": {"app": "node-agent"}},
+                    "spec": {"nodeSelector": {"kubernetes.io/os": "linux"},
+                        "containers": [{"name": "agent", "image": "ghcr.io/example/agent:1.0.0"}]}
+                }
+            },
+            "status": {"currentNumberScheduled": 3, "desiredNumberScheduled": 3,
+                "numberMisscheduled": 0, "numberReady": 2, "numberAvailable": 2,
+                "updatedNumberScheduled": 3, "observedGeneration": 3}
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_daemonset_held_at_zero_has_the_revision_it_has_when_running() {
+        let ds = daemonset();
+        let running = daemonset_view(&ds);
+        let mut held = ds.clone();
+        held.spec
+            .as_mut()
+            .unwrap()
+            .template
+            .spec
+            .as_mut()
+            .unwrap()
+            .node_selector
+            .as_mut()
+            .unwrap()
+            .insert(SCALE_TO_ZERO_LABEL.into(), "true".into());
+        let held = daemonset_view(&held);
+        let hash = |d: &Deployment| template_hash(&d.spec.as_ref().unwrap().template);
+        assert_eq!(hash(&running), hash(&held));
+        assert_eq!(
+            held.spec
+                .as_ref()
+                .unwrap()
+                .template
+                .spec
+                .as_ref()
+                .unwrap()
+                .node_selector,
+            Some(BTreeMap::from([(
+                "kubernetes.io/os".to_string(),
+                "linux".to_string()
+            )])),
+            "the user's node selector stays"
+        );
+        // Readiness as a Deployment's: 3 nodes, 3 updated, 2 available.
+        let st = running.status.unwrap();
+        assert_eq!(running.spec.unwrap().replicas, Some(3));
+        assert_eq!(
+            (
+                st.replicas,
+                st.updated_replicas,
+                st.available_replicas,
+                st.observed_generation
+            ),
+            (Some(3), Some(3), Some(2), Some(3))
+        );
+    }
+
+    #[test]
+    fn the_primary_daemonset_is_a_relabelled_copy_with_the_targets_update_strategy() {
+        let ds = daemonset();
+        let p = build_primary(
+            &daemonset_view(&ds),
+            owner(),
+            &BTreeSet::new(),
+            None,
+            &PrimaryOptions::default(),
+        )
+        .unwrap();
+        let p = primary_daemonset(p, &ds);
+        assert_eq!(p.metadata.name.as_deref(), Some("node-agent-primary"));
+        let spec = p.spec.unwrap();
+        assert_eq!(
+            spec.selector.match_labels.unwrap()["app"],
+            "node-agent-primary"
+        );
+        assert_eq!(
+            spec.template.metadata.unwrap().labels.unwrap()["app"],
+            "node-agent-primary"
+        );
+        assert_eq!(spec.update_strategy, ds.spec.unwrap().update_strategy);
     }
 
     #[test]
