@@ -411,3 +411,65 @@ async fn a_daemonset_target_is_held_at_zero_and_promoted() {
     );
     assert!(hook.calls("/rollout").len() >= 2, "the analysis ran");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn no_cross_namespace_refs_refuses_a_template_in_another_namespace() {
+    let ns = TestNs::new("xns").await;
+    ns.create::<Deployment>(deployment("podinfo")).await;
+    ns.create::<Canary>(serde_json::json!({
+        "apiVersion": "fledge.dev/v1beta1", "kind": "Canary",
+        "metadata": {"name": "podinfo"},
+        "spec": {
+            "provider": "kubernetes",
+            "targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "podinfo"},
+            "service": {"port": 9898},
+            "analysis": {
+                "interval": "2s", "threshold": 2, "iterations": 2,
+                "metrics": [{"name": "error-rate", "interval": "1m",
+                    "templateRef": {"name": "error-rate", "namespace": "monitoring"},
+                    "thresholdRange": {"max": 1}}]
+            }
+        }
+    }))
+    .await;
+    ns.start_controller(&["--selector-labels", "tier", "--no-cross-namespace-refs"]);
+    let c = ns
+        .wait_canary("podinfo", Duration::from_secs(60), "SpecValid=False", |c| {
+            c.status.as_ref().is_some_and(|s| {
+                s.conditions
+                    .iter()
+                    .flatten()
+                    .any(|k| k.r#type == "SpecValid" && k.status == "False")
+            })
+        })
+        .await;
+    let cond = c
+        .status
+        .and_then(|s| s.conditions)
+        .unwrap_or_default()
+        .into_iter()
+        .find(|k| k.r#type == "SpecValid")
+        .expect("SpecValid");
+    let message = cond.message.unwrap_or_default();
+    assert!(
+        message.contains("spec.analysis.metrics[0].templateRef.namespace")
+            && message.contains("monitoring/error-rate")
+            && message.contains("--no-cross-namespace-refs"),
+        "{message}"
+    );
+    assert!(
+        ns.api::<Deployment>()
+            .get_opt("podinfo-primary")
+            .await
+            .unwrap()
+            .is_none(),
+        "nothing is created for a refused spec"
+    );
+    let events = ns.events("podinfo").await;
+    assert!(
+        events
+            .iter()
+            .any(|e| e.contains("InvalidSpec") && e.contains("templateRef")),
+        "{events:#?}"
+    );
+}

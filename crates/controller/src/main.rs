@@ -456,6 +456,7 @@ impl AlertArgs {
                 ..DeliveryPolicy::default()
             },
             cluster: None,
+            no_cross_namespace_refs: false,
         })
     }
 }
@@ -567,6 +568,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         .cluster_name
         .clone()
         .filter(|c| !c.trim().is_empty());
+    alerts.no_cross_namespace_refs = args.compat.no_cross_namespace_refs;
     let gitops_defaults = args.gitops.defaults()?;
     let mesh_provider = args.compat.mesh_provider()?;
     let workload = args.compat.workload()?;

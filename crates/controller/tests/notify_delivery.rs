@@ -236,6 +236,7 @@ mod alerts {
             }),
             policy: policy(),
             cluster: None,
+            no_cross_namespace_refs: false,
         };
         let reporter = Reporter {
             controller: "fledge-test".into(),

@@ -113,6 +113,9 @@ pub struct AlertSettings {
     pub policy: DeliveryPolicy,
     /// The cluster's name, given in every alert (`--cluster-name`).
     pub cluster: Option<String>,
+    /// Send nothing through AlertProviders in another namespace than the Canary's
+    /// (`--no-cross-namespace-refs`; the engine also reports such a reference as invalid).
+    pub no_cross_namespace_refs: bool,
 }
 
 /// Where one message goes: an AlertProvider with the alert's name, or the default.
@@ -149,6 +152,7 @@ pub struct Alerts {
     has_default: Option<Severity>,
     metrics: Arc<Metrics>,
     cluster: Option<String>,
+    no_cross_namespace_refs: bool,
 }
 
 impl Alerts {
@@ -165,6 +169,7 @@ impl Alerts {
             .as_ref()
             .map(|d| d.severity.unwrap_or(Severity::Info));
         let cluster = settings.cluster.clone();
+        let no_cross_namespace_refs = settings.no_cross_namespace_refs;
         let dispatcher = Dispatcher {
             recorder: Recorder::new(client.clone(), reporter),
             client,
@@ -181,6 +186,7 @@ impl Alerts {
             has_default,
             metrics,
             cluster,
+            no_cross_namespace_refs,
         })
     }
 
@@ -188,7 +194,10 @@ impl Alerts {
     /// once; delivery happens in the background.
     pub fn send(&self, canary: &Canary, mut message: Message) {
         message.cluster.clone_from(&self.cluster);
-        let targets = targets(canary, message.severity, self.has_default);
+        let mut targets = targets(canary, message.severity, self.has_default);
+        if self.no_cross_namespace_refs {
+            confine(&mut targets, &canary.namespace().unwrap_or_default());
+        }
         if targets.is_empty() {
             return;
         }
@@ -256,6 +265,14 @@ fn targets(canary: &Canary, severity: Severity, default: Option<Severity>) -> Ve
             })
             .collect(),
     }
+}
+
+/// Drops the AlertProviders of other namespaces than `ns`.
+fn confine(targets: &mut Vec<Target>, ns: &str) {
+    targets.retain(|t| match t {
+        Target::Provider { namespace, .. } => namespace == ns,
+        Target::Default => true,
+    });
 }
 
 /// What makes two messages "the same" for a Canary: kind, severity, text, and the revision and
@@ -560,6 +577,18 @@ mod tests {
                 "shop/errors-provider"
             ]
         );
+    }
+
+    #[test]
+    fn confined_alerts_go_only_to_providers_of_the_canarys_namespace() {
+        let c = canary(vec![
+            ("all", None, None),
+            ("warnings", Some("warn"), Some("ops")),
+            ("errors", Some("error"), Some("")),
+        ]);
+        let mut t = targets(&c, Severity::Error, None);
+        confine(&mut t, "shop");
+        assert_eq!(names(&t), vec!["shop/all-provider", "shop/errors-provider"]);
     }
 
     #[test]
