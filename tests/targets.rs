@@ -32,6 +32,28 @@ async fn paused(api: &Api<DynamicObject>, name: &str) -> Option<String> {
     so.metadata.annotations.and_then(|a| a.get(PAUSED).cloned())
 }
 
+/// A blue/green Canary of two iterations with a `rollout` webhook, on `target` (`Kind/name`),
+/// with `extra` merged into its spec.
+fn canary(target: (&str, &str), hook_url: &str, extra: serde_json::Value) -> serde_json::Value {
+    let mut spec = serde_json::json!({
+        "targetRef": {"apiVersion": "apps/v1", "kind": target.0, "name": target.1},
+        "progressDeadlineSeconds": 60,
+        "service": {"port": 9898},
+        "analysis": {
+            "interval": "2s", "threshold": 2, "iterations": 2,
+            "webhooks": [{"name": "acceptance", "type": "rollout", "url": hook_url, "timeout": "2s"}]
+        }
+    });
+    for (k, v) in extra.as_object().into_iter().flatten() {
+        spec[k] = v.clone();
+    }
+    serde_json::json!({
+        "apiVersion": "fledge.dev/v1beta1", "kind": "Canary",
+        "metadata": {"name": target.1},
+        "spec": spec
+    })
+}
+
 /// A Deployment whose selector label is `tier` (none of Flagger's default selector labels), with
 /// team and Flux labels on it.
 fn deployment(name: &str) -> serde_json::Value {
@@ -74,22 +96,13 @@ async fn a_keda_scaled_object_and_flaggers_flags() {
         .await
         .expect("create the ScaledObject (is KEDA's CRD installed? cargo xtask cluster up)");
     // No `provider`: --mesh-provider decides, as in Flagger.
-    ns.create::<Canary>(serde_json::json!({
-        "apiVersion": "fledge.dev/v1beta1", "kind": "Canary",
-        "metadata": {"name": "podinfo"},
-        "spec": {
-            "targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "podinfo"},
-            "autoscalerRef": {"apiVersion": "keda.sh/v1alpha1", "kind": "ScaledObject",
-                "name": "podinfo", "primaryScalerReplicas": {"maxReplicas": 6}},
-            "progressDeadlineSeconds": 60,
-            "service": {"port": 9898},
-            "analysis": {
-                "interval": "2s", "threshold": 2, "iterations": 2,
-                "webhooks": [{"name": "acceptance", "type": "rollout",
-                    "url": hook.url("/rollout"), "timeout": "2s"}]
-            }
-        }
-    }))
+    ns.create::<Canary>(canary(
+        ("Deployment", "podinfo"),
+        &hook.url("/rollout"),
+        serde_json::json!({"autoscalerRef": {"apiVersion": "keda.sh/v1alpha1",
+            "kind": "ScaledObject", "name": "podinfo",
+            "primaryScalerReplicas": {"maxReplicas": 6}}}),
+    ))
     .await;
     let idx = ns.start_controller(&[
         "--mesh-provider",
@@ -293,21 +306,11 @@ async fn a_daemonset_target_is_held_at_zero_and_promoted() {
         }
     }))
     .await;
-    ns.create::<Canary>(serde_json::json!({
-        "apiVersion": "fledge.dev/v1beta1", "kind": "Canary",
-        "metadata": {"name": "agent"},
-        "spec": {
-            "provider": "kubernetes",
-            "targetRef": {"apiVersion": "apps/v1", "kind": "DaemonSet", "name": "agent"},
-            "progressDeadlineSeconds": 60,
-            "service": {"port": 9898},
-            "analysis": {
-                "interval": "2s", "threshold": 2, "iterations": 2,
-                "webhooks": [{"name": "acceptance", "type": "rollout",
-                    "url": hook.url("/rollout"), "timeout": "2s"}]
-            }
-        }
-    }))
+    ns.create::<Canary>(canary(
+        ("DaemonSet", "agent"),
+        &hook.url("/rollout"),
+        serde_json::json!({"provider": "kubernetes"}),
+    ))
     .await;
     ns.start_controller(&[]);
     let dss = ns.api::<DaemonSet>();

@@ -296,6 +296,7 @@ fn missing_keda(e: kube::Error) -> Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_support::owner;
 
     #[test]
     fn the_primary_hpa_scales_the_primary_within_its_own_bounds() {
@@ -320,15 +321,7 @@ mod tests {
             }
         }))
         .unwrap();
-        let owner = OwnerReference {
-            api_version: "fledge.dev/v1beta1".into(),
-            kind: "Canary".into(),
-            name: "podinfo".into(),
-            uid: "u".into(),
-            controller: Some(true),
-            block_owner_deletion: Some(true),
-        };
-        let p = build_primary_hpa(&canary, &hpa, owner);
+        let p = build_primary_hpa(&canary, &hpa, owner());
         assert_eq!(p.metadata.name.as_deref(), Some("podinfo-primary"));
         assert_eq!(
             p.metadata.owner_references.as_ref().unwrap()[0].kind,
@@ -392,17 +385,6 @@ mod tests {
             }
         }))
         .unwrap()
-    }
-
-    fn owner() -> OwnerReference {
-        OwnerReference {
-            api_version: "fledge.dev/v1beta1".into(),
-            kind: "Canary".into(),
-            name: "podinfo".into(),
-            uid: "u".into(),
-            controller: Some(true),
-            block_owner_deletion: Some(true),
-        }
     }
 
     #[test]

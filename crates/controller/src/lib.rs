@@ -24,3 +24,21 @@ pub mod webhooks;
 pub mod workload;
 
 pub use error::{Error, Result};
+
+/// Fixtures shared by the unit tests.
+#[cfg(test)]
+pub(crate) mod test_support {
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+
+    /// The owner reference of a Canary `podinfo`, as fledge puts it on what it creates.
+    pub fn owner() -> OwnerReference {
+        OwnerReference {
+            api_version: "fledge.dev/v1beta1".into(),
+            kind: "Canary".into(),
+            name: "podinfo".into(),
+            uid: "uid-1".into(),
+            controller: Some(true),
+            block_owner_deletion: Some(true),
+        }
+    }
+}

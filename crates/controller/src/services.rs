@@ -116,6 +116,7 @@ fn service(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_support::owner;
 
     fn canary() -> Canary {
         serde_json::from_value(serde_json::json!({
@@ -129,17 +130,6 @@ mod tests {
             }
         }))
         .unwrap()
-    }
-
-    fn owner() -> OwnerReference {
-        OwnerReference {
-            api_version: "fledge.dev/v1beta1".into(),
-            kind: "Canary".into(),
-            name: "podinfo".into(),
-            uid: "u".into(),
-            controller: Some(true),
-            block_owner_deletion: Some(true),
-        }
     }
 
     #[test]
@@ -168,7 +158,10 @@ mod tests {
         assert_eq!(port.target_port, Some(IntOrString::String("http".into())));
         for s in [&apex, &primary, &canary_svc] {
             assert_eq!(s.metadata.namespace.as_deref(), Some("test"));
-            assert_eq!(s.metadata.owner_references.as_ref().unwrap()[0].uid, "u");
+            assert_eq!(
+                s.metadata.owner_references.as_ref().unwrap()[0].uid,
+                "uid-1"
+            );
         }
     }
 

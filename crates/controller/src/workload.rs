@@ -420,6 +420,7 @@ pub fn use_images(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_support::owner;
     use k8s_openapi::api::core::v1::{
         ConfigMapKeySelector, ConfigMapVolumeSource, EnvFromSource, SecretKeySelector,
         SecretVolumeSource, Volume,
@@ -448,17 +449,6 @@ mod tests {
             }
         }))
         .unwrap()
-    }
-
-    fn owner() -> OwnerReference {
-        OwnerReference {
-            api_version: "fledge.dev/v1beta1".into(),
-            kind: "Canary".into(),
-            name: "podinfo".into(),
-            uid: "uid-1".into(),
-            controller: Some(true),
-            block_owner_deletion: Some(true),
-        }
     }
 
     #[test]
