@@ -26,7 +26,7 @@ use fledge_e2e::flagger::{self, Flagger};
 use fledge_e2e::{TestNs, admin_kubeconfig, deployment_json, eventually, image_of, root};
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Event, Pod, Service};
-use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, PropagationPolicy};
 use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
 
@@ -58,6 +58,29 @@ fn flagger_canary(name: &str, provider: &str, spec: Value) -> Value {
         }
     }
     c
+}
+
+/// The two Canaries Flagger runs: blue/green on `kubernetes`, and weighted on `gatewayapi:v1`
+/// answering for `gw_host` on the data plane's Gateway.
+fn flagger_canaries(gw_host: &str) -> [Value; 2] {
+    [
+        flagger_canary(
+            KUBE,
+            "kubernetes",
+            json!({"analysis": {"interval": "3s", "threshold": 2, "iterations": 2}}),
+        ),
+        flagger_canary(
+            GW,
+            "gatewayapi:v1",
+            json!({
+                "service": {
+                    "hosts": [gw_host],
+                    "gatewayRefs": [{"name": GATEWAY_NAME, "namespace": GATEWAY_NAMESPACE}],
+                },
+                "analysis": {"interval": "3s", "threshold": 2, "stepWeight": 25, "maxWeight": 50},
+            }),
+        ),
+    ]
 }
 
 /// UIDs of the Pods and ReplicaSets of a primary, by name.
@@ -199,24 +222,7 @@ async fn a_live_flagger_installation_moves_to_fledge_without_touching_traffic() 
     // Flagger's Canaries, initialized by Flagger.
     let mut flagger_proc = Flagger::start(&ns, &[]).await.unwrap();
     let flagger_api = flagger::canaries(&ns.client, &ns.name);
-    for c in [
-        flagger_canary(
-            KUBE,
-            "kubernetes",
-            json!({"analysis": {"interval": "3s", "threshold": 2, "iterations": 2}}),
-        ),
-        flagger_canary(
-            GW,
-            "gatewayapi:v1",
-            json!({
-                "service": {
-                    "hosts": [gw_host],
-                    "gatewayRefs": [{"name": GATEWAY_NAME, "namespace": GATEWAY_NAMESPACE}],
-                },
-                "analysis": {"interval": "3s", "threshold": 2, "stepWeight": 25, "maxWeight": 50},
-            }),
-        ),
-    ] {
+    for c in flagger_canaries(&gw_host) {
         let obj = serde_json::from_value(c).unwrap();
         flagger_api
             .create(&PostParams::default(), &obj)
@@ -321,7 +327,7 @@ async fn a_live_flagger_installation_moves_to_fledge_without_touching_traffic() 
     let applied = apply.wait_with_output().unwrap();
     assert!(applied.status.success(), "kubectl apply: {applied:?}");
     // 3. Start fledge.
-    ns.start_controller(&[]);
+    let fledge = ns.start_controller(&[]);
     for name in [KUBE, GW] {
         ns.wait_phase(name, CanaryPhase::Initialized, init).await;
     }
@@ -446,4 +452,99 @@ async fn a_live_flagger_installation_moves_to_fledge_without_touching_traffic() 
         adopted.iter().any(|e| e.contains("AdoptedFromFlagger")),
         "{adopted:#?}"
     );
+
+    // And back to Flagger: fledge stopped, its Canaries deleted leaving what they own in place
+    // (their finalizer removed, `--cascade=orphan`), Flagger's Canaries applied again and
+    // Flagger started; traffic and routing are watched again.
+    let uids_promoted: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::from([
+        (KUBE.to_string(), primary_uids(&ns, KUBE).await),
+        (GW.to_string(), primary_uids(&ns, GW).await),
+    ]);
+    let routing_promoted = routing_snapshot(&ns.client, &ns.name).await.unwrap();
+    assert_eq!(routing_promoted, routing_before);
+    let stop = Arc::new(AtomicBool::new(false));
+    let sampler = sample_routing(
+        ns.client.clone(),
+        ns.name.clone(),
+        routing_promoted,
+        stop.clone(),
+    );
+    let kube_load = Load::start(&kube_host, RATE, Duration::from_secs(180));
+    let gw_load = Load::start(&gw_host, RATE, Duration::from_secs(180));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let back = Instant::now();
+    ns.kill_controller(fledge);
+    let ours = ns.api::<Canary>();
+    for name in [KUBE, GW] {
+        ours.patch(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"finalizers": null}})),
+        )
+        .await
+        .unwrap();
+        let orphan = DeleteParams {
+            propagation_policy: Some(PropagationPolicy::Orphan),
+            ..DeleteParams::default()
+        };
+        ours.delete(name, &orphan).await.unwrap();
+    }
+    eventually(
+        Duration::from_secs(60),
+        "fledge's Canaries deleted",
+        || async {
+            let mut gone = true;
+            for name in [KUBE, GW] {
+                gone &= matches!(ours.get_opt(name).await, Ok(None));
+            }
+            gone
+        },
+    )
+    .await
+    .unwrap();
+    for c in flagger_canaries(&gw_host) {
+        let obj = serde_json::from_value(c).unwrap();
+        flagger_api
+            .create(&PostParams::default(), &obj)
+            .await
+            .unwrap();
+    }
+    let flagger_again = Flagger::start(&ns, &[]).await.unwrap();
+    for name in [KUBE, GW] {
+        flagger_again
+            .wait_phase(&ns, name, "Initialized", init)
+            .await
+            .unwrap();
+    }
+    let took = back.elapsed();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let (kube_tally, gw_tally) = (kube_load.tally(), gw_load.tally());
+    drop((kube_load, gw_load));
+    stop.store(true, Ordering::Relaxed);
+    let (samples, changes) = sampler.await.unwrap();
+    println!(
+        "back to Flagger: both Canaries Initialized under Flagger {took:.1?} after fledge stopped"
+    );
+    print_tally(&format!("{KUBE} ({kube_host})"), &kube_tally);
+    print_tally(&format!("{GW} ({gw_host})"), &gw_tally);
+    println!("routing objects sampled {samples} times on the way back");
+    assert!(
+        changes.is_empty(),
+        "the routing changed on the way back:\n{}",
+        changes.join("\n")
+    );
+    for (what, t) in [(KUBE, &kube_tally), (GW, &gw_tally)] {
+        assert_eq!(
+            t.unsuccessful(),
+            0,
+            "{what}: requests failed on the way back: {t:?}"
+        );
+    }
+    for (target, before) in &uids_promoted {
+        assert_eq!(
+            &primary_uids(&ns, target).await,
+            before,
+            "{target}: a primary Pod, ReplicaSet or Deployment was replaced on the way back"
+        );
+    }
 }
