@@ -148,7 +148,8 @@ pub fn candidates(canary: &Canary, tracked: &[&ConfigRef]) -> Vec<(ApiResource, 
     out
 }
 
-/// When the primary `<target>-primary` is owned by Flagger's Canary of the same name, moves
+/// When the primary `<target>-primary` (a Deployment, or a DaemonSet for a DaemonSet target,
+/// seen here as a Deployment) is owned by Flagger's Canary of the same name, moves
 /// the owner reference of it and of every other object of [`candidates`] that Flagger owns to
 /// `owner`, changing nothing else, and records one Event naming them. Does nothing (and asks
 /// the API server nothing) when the primary is not Flagger's.
@@ -179,14 +180,15 @@ pub async fn adopt_from_flagger(
             adopted.push(format!("{} {obj_name}", res.kind));
         }
     }
-    let deployments: Api<DynamicObject> = Api::namespaced_with(
-        client.clone(),
-        &ns,
-        &ApiResource::erase::<k8s_openapi::api::apps::v1::Deployment>(&()),
-    );
+    // A DaemonSet target's primary is a DaemonSet (the controller sees it as a Deployment).
+    let resource = match canary.spec.target_ref.kind.as_deref() {
+        Some("DaemonSet") => ApiResource::erase::<k8s_openapi::api::apps::v1::DaemonSet>(&()),
+        _ => ApiResource::erase::<k8s_openapi::api::apps::v1::Deployment>(&()),
+    };
+    let workloads: Api<DynamicObject> = Api::namespaced_with(client.clone(), &ns, &resource);
     let primary_name = primary.name_any();
-    if take_over(&deployments, &primary.metadata, &primary_name, &name, owner).await? {
-        adopted.push(format!("Deployment {primary_name}"));
+    if take_over(&workloads, &primary.metadata, &primary_name, &name, owner).await? {
+        adopted.push(format!("{} {primary_name}", resource.kind));
     }
     let message = format!(
         "Adopted from Flagger's Canary {ns}/{name}, unchanged but for their owner: {}.",
