@@ -607,9 +607,10 @@ fn compare_rules(docs: &[Value], kind: &str, file: &str) -> Result<usize> {
     let expected = &read_yaml(&root().join("config/rbac").join(file))?["rules"];
     if rendered != expected {
         bail!(
-            "the chart's {kind} does not grant what config/rbac/{file} grants; change \
-             charts/fledge/templates/_helpers.tpl (fledge.rbacRules) to match.\nchart:\n{}\n\
-             config/rbac/{file}:\n{}",
+            "the chart's {kind} does not grant what config/rbac/{file} grants; \
+             charts/fledge/rbac/ must hold links to config/rbac/cluster-role.yaml and \
+             config/rbac/namespaced/role.yaml, read by fledge.rbacRules in \
+             charts/fledge/templates/_helpers.tpl.\nchart:\n{}\nconfig/rbac/{file}:\n{}",
             serde_json::to_string_pretty(rendered)?,
             serde_json::to_string_pretty(expected)?
         );

@@ -85,62 +85,17 @@ seccompProfile:
 {{- end -}}
 
 {{/*
-The rules of config/rbac/cluster-role.yaml; with namespaced=true, those of
-config/rbac/namespaced/role.yaml (without the cluster-scoped rule). `cargo xtask charts` fails
-when the rendered rules differ from those files.
+The rules of config/rbac/cluster-role.yaml (namespaced=false) or config/rbac/namespaced/role.yaml
+(namespaced=true): charts/fledge/rbac/ links to those files, so the chart grants exactly what
+config/rbac/ grants (`cargo xtask charts` checks the rendered rules against them).
 */}}
 {{- define "fledge.rbacRules" -}}
-- apiGroups: ["fledge.dev"]
-  resources: ["canaries"]
-  verbs: ["get", "list", "watch", "patch"]
-- apiGroups: ["fledge.dev"]
-  resources: ["canaries/status"]
-  verbs: ["update"]
-- apiGroups: ["fledge.dev"]
-  resources: ["canaries/finalizers"]
-  verbs: ["update"]
-- apiGroups: ["fledge.dev"]
-  resources: ["metrictemplates", "alertproviders"]
-  verbs: ["get", "list", "watch"]
-- apiGroups: ["apps"]
-  resources: ["deployments"]
-  verbs: ["list", "watch", "create", "patch"]
-- apiGroups: [""]
-  resources: ["services"]
-  verbs: ["get", "create", "patch"]
-- apiGroups: [""]
-  resources: ["configmaps", "secrets"]
-  verbs: ["get", "list", "watch", "create", "patch"]
-- apiGroups: ["autoscaling"]
-  resources: ["horizontalpodautoscalers"]
-  verbs: ["get", "create", "patch"]
-- apiGroups: ["keda.sh"]
-  resources: ["scaledobjects"]
-  verbs: ["get", "create", "patch"]
-- apiGroups: ["events.k8s.io"]
-  resources: ["events"]
-  verbs: ["create", "patch"]
-- apiGroups: ["coordination.k8s.io"]
-  resources: ["leases"]
-  verbs: ["get", "create", "update", "patch"]
-- apiGroups: ["gateway.networking.k8s.io"]
-  resources: ["httproutes"]
-  verbs: ["get", "create", "patch"]
-- apiGroups: ["networking.istio.io"]
-  resources: ["virtualservices", "destinationrules"]
-  verbs: ["get", "create", "patch"]
-- apiGroups: ["split.smi-spec.io"]
-  resources: ["trafficsplits"]
-  verbs: ["get", "create", "patch", "delete"]
-- apiGroups: ["traefik.io"]
-  resources: ["traefikservices"]
-  verbs: ["get", "create", "patch"]
-{{- if not .namespaced }}
-- apiGroups: ["apiextensions.k8s.io"]
-  resources: ["customresourcedefinitions"]
-  resourceNames: ["httproutes.gateway.networking.k8s.io"]
-  verbs: ["get"]
-{{- end }}
+{{- $file := ternary "rbac/role.yaml" "rbac/cluster-role.yaml" .namespaced -}}
+{{- $rules := (.files.Get $file | fromYaml).rules -}}
+{{- if not $rules -}}
+{{- fail (printf "charts/fledge/%s holds no RBAC rules; it links to config/rbac/" $file) -}}
+{{- end -}}
+{{- toYaml $rules -}}
 {{- end -}}
 
 {{/*
