@@ -8,6 +8,7 @@ pub mod dataplane;
 pub mod demo;
 pub mod flagger;
 pub mod git;
+pub mod incluster;
 pub mod plugin;
 
 use std::net::SocketAddr;
