@@ -86,14 +86,15 @@ seccompProfile:
 
 {{/*
 The rules of config/rbac/cluster-role.yaml (namespaced=false) or config/rbac/namespaced/role.yaml
-(namespaced=true): charts/fledge/rbac/ links to those files, so the chart grants exactly what
-config/rbac/ grants (`cargo xtask charts` checks the rendered rules against them).
+(namespaced=true): charts/fledge/rbac/ holds copies of those files (`cargo xtask crds` makes them),
+so the chart grants exactly what config/rbac/ grants (`cargo xtask charts` checks the copies and
+the rendered rules against them).
 */}}
 {{- define "fledge.rbacRules" -}}
 {{- $file := ternary "rbac/role.yaml" "rbac/cluster-role.yaml" .namespaced -}}
 {{- $rules := (.files.Get $file | fromYaml).rules -}}
 {{- if not $rules -}}
-{{- fail (printf "charts/fledge/%s holds no RBAC rules; it links to config/rbac/" $file) -}}
+{{- fail (printf "charts/fledge/%s holds no RBAC rules; it is a copy of config/rbac/'s (cargo xtask crds)" $file) -}}
 {{- end -}}
 {{- toYaml $rules -}}
 {{- end -}}
