@@ -11,6 +11,7 @@ mod dataplane;
 mod demo;
 mod flagger;
 mod gitservers;
+mod image;
 mod test;
 mod util;
 
@@ -42,6 +43,9 @@ enum Task {
     /// Make sure the Git servers of the ledger tests are here (installs OpenSSH's sshd when
     /// missing).
     GitServers,
+    /// The fledge and fledge-loadgen container images as OCI archives under `target/images/`,
+    /// built here with umoci (no registry, no daemon), with their SBOMs.
+    Image(image::ImageArgs),
     /// Build (once per version) Flagger, the reference of the cut-over test, from its Go
     /// module; print the binary's path and its CRD file's.
     Flagger,
@@ -57,6 +61,7 @@ fn main() -> anyhow::Result<()> {
         Task::Bench(args) => bench::run(args),
         Task::Dataplane(args) => dataplane::run(args),
         Task::GitServers => gitservers::ensure(),
+        Task::Image(args) => image::run_image(args),
         Task::Flagger => flagger::run(),
     }
 }
