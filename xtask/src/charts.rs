@@ -189,6 +189,14 @@ fn ensure_tools(log_dir: &Path) -> Result<Tools> {
     })
 }
 
+/// helm, built first if missing from the cache: what the in-cluster end-to-end test renders the
+/// chart with (`cargo xtask test` passes its path in `FLEDGE_HELM`).
+pub(crate) fn helm() -> Result<PathBuf> {
+    let work = target_dir().join("charts");
+    fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
+    Ok(ensure_tools(&work)?.helm)
+}
+
 /// How many schemas each source gave.
 type SchemaCounts = Vec<(String, usize)>;
 
@@ -315,8 +323,58 @@ fn crd_files(dir: &Path) -> Result<Vec<PathBuf>> {
     Ok(files)
 }
 
+/// The RBAC files the chart carries copies of: (`config/rbac/` file, chart file).
+const RBAC_COPIES: [(&str, &str); 2] = [
+    (
+        "config/rbac/cluster-role.yaml",
+        "charts/fledge/rbac/cluster-role.yaml",
+    ),
+    (
+        "config/rbac/namespaced/role.yaml",
+        "charts/fledge/rbac/role.yaml",
+    ),
+];
+
+/// Copies `config/crd/*.yaml` to `charts/fledge/crds/` and the RBAC rules of `config/rbac/` to
+/// `charts/fledge/rbac/` (a chart must hold real files: Helm packages, and Flux and Argo CD
+/// read, a chart directory without following links out of it).
+pub fn sync_chart_copies(workspace: &Path) -> Result<()> {
+    let chart_crds = workspace.join("charts/fledge/crds");
+    for f in crd_files(&chart_crds)? {
+        fs::remove_file(&f).with_context(|| format!("removing {}", f.display()))?;
+    }
+    for f in crd_files(&workspace.join("config/crd"))? {
+        let name = f.file_name().context("a CRD file name")?;
+        fs::copy(&f, chart_crds.join(name))
+            .with_context(|| format!("copying {} to the chart", f.display()))?;
+    }
+    for (from, to) in RBAC_COPIES {
+        let to = workspace.join(to);
+        let _ = fs::remove_file(&to);
+        fs::copy(workspace.join(from), &to)
+            .with_context(|| format!("copying {from} to the chart"))?;
+    }
+    Ok(())
+}
+
+/// What differs between the chart's copies and their sources: `config/crd/` and
+/// `charts/fledge/crds/`, and the RBAC files (empty when identical).
+pub fn copy_differences(workspace: &Path) -> Result<Vec<String>> {
+    let mut diffs = crd_differences(workspace)?;
+    for (from, to) in RBAC_COPIES {
+        let read = |f: &str| fs::read(workspace.join(f)).with_context(|| format!("reading {f}"));
+        let meta = fs::symlink_metadata(workspace.join(to));
+        if meta.as_ref().is_ok_and(|m| m.file_type().is_symlink()) {
+            diffs.push(format!("{to} is a link; the chart needs a copy of {from}"));
+        } else if meta.is_err() || read(from)? != read(to)? {
+            diffs.push(format!("{to} differs from {from}"));
+        }
+    }
+    Ok(diffs)
+}
+
 /// What differs between `config/crd/` and `charts/fledge/crds/` (empty when identical).
-pub fn crd_differences(workspace: &Path) -> Result<Vec<String>> {
+fn crd_differences(workspace: &Path) -> Result<Vec<String>> {
     let name_set = |dir: &Path| -> Result<BTreeSet<String>> {
         Ok(crd_files(dir)?
             .iter()
@@ -608,9 +666,9 @@ fn compare_rules(docs: &[Value], kind: &str, file: &str) -> Result<usize> {
     if rendered != expected {
         bail!(
             "the chart's {kind} does not grant what config/rbac/{file} grants; \
-             charts/fledge/rbac/ must hold links to config/rbac/cluster-role.yaml and \
-             config/rbac/namespaced/role.yaml, read by fledge.rbacRules in \
-             charts/fledge/templates/_helpers.tpl.\nchart:\n{}\nconfig/rbac/{file}:\n{}",
+             charts/fledge/rbac/ must hold copies of config/rbac/cluster-role.yaml and \
+             config/rbac/namespaced/role.yaml (`cargo xtask crds` copies them), read by \
+             fledge.rbacRules in charts/fledge/templates/_helpers.tpl.\nchart:\n{}\nconfig/rbac/{file}:\n{}",
             serde_json::to_string_pretty(rendered)?,
             serde_json::to_string_pretty(expected)?
         );
@@ -694,15 +752,17 @@ pub fn run() -> Result<()> {
     fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
     let mut lines: Vec<String> = Vec::new();
 
-    let diffs = crd_differences(&root())?;
+    let diffs = copy_differences(&root())?;
     if !diffs.is_empty() {
         bail!(
-            "{}\ncopy config/crd/*.yaml to charts/fledge/crds/ (they must stay byte-identical)",
+            "{}\nrun `cargo xtask crds`: it regenerates config/crd/ and copies it and \
+             config/rbac/'s rules into the chart (they must stay byte-identical)",
             diffs.join("\n")
         );
     }
     lines.push(format!(
-        "charts/fledge/crds/ is byte-identical to config/crd/ ({} CRDs)",
+        "charts/fledge/crds/ is byte-identical to config/crd/ ({} CRDs), charts/fledge/rbac/ to \
+         config/rbac/",
         crd_files(&root().join("config/crd"))?.len()
     ));
     let missing = values_missing_from_full(&root())?;
@@ -893,11 +953,11 @@ mod tests {
     }
 
     #[test]
-    fn the_chart_crds_are_byte_identical_to_config_crd() {
-        let diffs = crd_differences(&workspace()).unwrap();
+    fn the_chart_crds_and_rbac_are_byte_identical_to_config() {
+        let diffs = copy_differences(&workspace()).unwrap();
         assert!(
             diffs.is_empty(),
-            "{}; copy config/crd/*.yaml to charts/fledge/crds/",
+            "{}; run `cargo xtask crds`, which copies them",
             diffs.join("; ")
         );
     }

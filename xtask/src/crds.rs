@@ -1,4 +1,5 @@
-//! `cargo xtask crds`: regenerate `config/crd/` from the API types.
+//! `cargo xtask crds`: regenerate `config/crd/` from the API types, and copy it and the RBAC
+//! rules of `config/rbac/` into the Helm chart.
 
 use crate::util::{cargo, root, run};
 
@@ -20,5 +21,6 @@ pub fn regenerate() -> anyhow::Result<()> {
             .arg("crds")
             .arg("--out-dir")
             .arg(&dir),
-    )
+    )?;
+    crate::charts::sync_chart_copies(&root())
 }
