@@ -30,7 +30,7 @@ use k8s_openapi::api::authentication::v1::TokenRequest;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
-use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 
 const V1: &str = "ghcr.io/stefanprodan/podinfo:6.0.0";
@@ -427,6 +427,41 @@ async fn the_chart_runs_the_image_as_two_pods_with_its_rbac_alone() {
         }
     }
     let all_ready = launched.elapsed();
+
+    // The kernel's view of each pod's process: the chart's user, no capabilities, no new
+    // privileges, a read-only root, a seccomp filter.
+    for (i, p) in pods.pods.iter().enumerate() {
+        let (facts, root_ro) = pods
+            .process_facts(i)
+            .unwrap_or_else(|e| panic!("{}: {e}", p.name));
+        let uid = facts.get("Uid").cloned().unwrap_or_default();
+        let user = spec.user.to_string();
+        assert!(
+            uid.split(' ').all(|u| u == user),
+            "{} runs as uid {uid}, not {user}",
+            p.name
+        );
+        assert_eq!(
+            facts.get("NoNewPrivs").map(String::as_str),
+            Some("1"),
+            "{}",
+            p.name
+        );
+        assert_eq!(
+            facts.get("CapEff").map(String::as_str),
+            Some("0000000000000000"),
+            "{} holds capabilities",
+            p.name
+        );
+        assert!(root_ro, "{}'s root filesystem is writable", p.name);
+        // seccompProfile RuntimeDefault: the runtime's default filter (mode 2, filtering).
+        assert_eq!(
+            facts.get("Seccomp").map(String::as_str),
+            Some("2"),
+            "{} runs without a seccomp filter",
+            p.name
+        );
+    }
     let leader = wait_leader(&ns, &pods, &spec, &lease_ns, &lease_name, &[0, 1], 60).await;
     let time_to_leader = launched.elapsed();
     let standby = 1 - leader;
@@ -510,6 +545,19 @@ async fn the_chart_runs_the_image_as_two_pods_with_its_rbac_alone() {
         after,
         started.elapsed().as_secs_f64()
     );
+    // The Canary's finalizer is the controller's to remove: delete it while a replica runs.
+    let canaries = ns.api::<Canary>();
+    canaries
+        .delete("podinfo", &DeleteParams::default())
+        .await
+        .expect("delete the Canary");
+    eventually(
+        Duration::from_secs(60),
+        "the Canary to be finalized",
+        || async { matches!(canaries.get_opt("podinfo").await, Ok(None)) },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", logs(&pods)));
     drop(pods);
     drop(created);
 }

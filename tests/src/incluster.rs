@@ -565,6 +565,8 @@ pub struct Pod {
     pub ip: Ipv4Addr,
     pub netns: String,
     pub container: String,
+    /// The host's end of its veth pair (on the bridge).
+    host_end: String,
     /// Its log (the container's stdout and stderr).
     pub log: PathBuf,
     run: Option<Child>,
@@ -685,6 +687,7 @@ impl Pods {
             ip,
             netns: netns.clone(),
             container: format!("{}-{name}", self.bridge),
+            host_end: host_end.clone(),
             log: self.dir.join(format!("{name}.log")),
             run: None,
             api_forwarder: None,
@@ -738,7 +741,7 @@ impl Pods {
         let pod = &mut self.pods[idx];
         let log = fs::File::create(&pod.log)?;
         let mut cmd = self.podman.command();
-        cmd.args(["run", "--rm", "--pull", "never"])
+        cmd.args(["run", "--rm", "--quiet"])
             .arg(format!("--name={}", pod.container))
             .arg(format!("--hostname={}", pod.name))
             .arg(format!("--network=ns:/run/netns/{}", pod.netns));
@@ -763,6 +766,36 @@ impl Pods {
             let _ = c.wait();
         }
         Ok(())
+    }
+
+    /// What the kernel says of pod `idx`'s main process (its `/proc/<pid>/status` lines
+    /// `Uid`, `Gid`, `NoNewPrivs`, `CapEff`…, and whether its root is mounted read-only).
+    pub fn process_facts(&self, idx: usize) -> Result<(BTreeMap<String, String>, bool)> {
+        let pid = self.podman.run(&[
+            "inspect",
+            "--format",
+            "{{.State.Pid}}",
+            &self.pods[idx].container,
+        ])?;
+        let pid = pid.trim();
+        let status = fs::read_to_string(format!("/proc/{pid}/status"))
+            .with_context(|| format!("reading /proc/{pid}/status"))?;
+        let facts = status
+            .lines()
+            .filter_map(|l| l.split_once(':'))
+            .map(|(k, v)| {
+                (
+                    k.to_string(),
+                    v.split_whitespace().collect::<Vec<_>>().join(" "),
+                )
+            })
+            .collect();
+        let mountinfo = fs::read_to_string(format!("/proc/{pid}/mountinfo"))?;
+        let root_ro = mountinfo.lines().any(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            f.get(4) == Some(&"/") && f.get(5).is_some_and(|o| o.split(',').any(|x| x == "ro"))
+        });
+        Ok((facts, root_ro))
     }
 
     /// Whether pod `idx`'s `podman run` has exited, with its status.
@@ -791,7 +824,10 @@ impl Drop for Pods {
             if let Some(mut c) = pod.api_forwarder.take() {
                 kill(&mut c);
             }
-            // Deleting the namespace deletes its end of the veth pair, and so the pair.
+            // The pair at once (the namespace's teardown would take it too, but later).
+            let _ = Command::new("ip")
+                .args(["link", "del", &pod.host_end])
+                .output();
             let _ = Command::new("ip")
                 .args(["netns", "del", &pod.netns])
                 .output();
