@@ -90,13 +90,32 @@ pub fn run_all(args: TestArgs) -> anyhow::Result<()> {
             )
         })
         .and_then(|()| {
+            // The in-cluster test (tests/incluster.rs) runs the image's own binary under podman
+            // (crun) in network namespaces joined to the API server by socat, all from Debian's
+            // packages, and renders the chart with the helm `cargo xtask charts` built.
+            let missing: Vec<&str> = [("podman", "podman"), ("crun", "crun"), ("socat", "socat")]
+                .into_iter()
+                .filter(|(cmd, _)| !crate::image::on_path(cmd))
+                .map(|(_, package)| package)
+                .collect();
+            if !missing.is_empty() {
+                crate::image::apt_install(&missing, "the in-cluster end-to-end test")?;
+            }
+            step(
+                "container images for the in-cluster test (cargo xtask image)",
+                cargo().args(["run", "--quiet", "-p", "xtask", "--", "image"]),
+            )?;
+            crate::charts::helm()
+        })
+        .and_then(|helm| {
             // The planes were just brought up: each test binary finds them where `up` recorded
             // them instead of running `cluster up` and `dataplane up` again.
             step(
                 "end-to-end tests on the local control plane",
                 cargo()
                     .args(["test", "-p", "fledge-e2e", "--", "--test-threads", "4"])
-                    .env("FLEDGE_E2E_PLANES_UP", "1"),
+                    .env("FLEDGE_E2E_PLANES_UP", "1")
+                    .env("FLEDGE_HELM", helm),
             )
         });
         if !args.keep_cluster {
