@@ -86,7 +86,6 @@ async fn wait_phase(ns: &TestNs, pods: &Pods, name: &str, phase: CanaryPhase, se
     let api = ns.api::<Canary>();
     let reached = eventually(Duration::from_secs(secs), &format!("phase {phase}"), || {
         let api = api.clone();
-        let phase = phase.clone();
         async move {
             api.get(name)
                 .await
