@@ -209,6 +209,8 @@ fn print_tally(what: &str, t: &Tally) {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_live_flagger_installation_moves_to_fledge_without_touching_traffic() {
     dataplane();
+    // Built now, so that the hand-over's timing does not count a build.
+    fledge_e2e::plugin::binary();
     let ns = TestNs::new("cutover").await;
     let kube_host = format!("{KUBE}.{}.fledge.test", ns.name);
     let gw_host = format!("{GW}.{}.fledge.test", ns.name);
@@ -456,6 +458,9 @@ async fn a_live_flagger_installation_moves_to_fledge_without_touching_traffic() 
     // And back to Flagger: fledge stopped, its Canaries deleted leaving what they own in place
     // (their finalizer removed, `--cascade=orphan`), Flagger's Canaries applied again and
     // Flagger started; traffic and routing are watched again.
+    // The stand-in kubelet's processes of the old revision drain for a few seconds after a
+    // promotion (as Pods with a preStop sleep would); let them go first.
+    tokio::time::sleep(Duration::from_secs(5)).await;
     let uids_promoted: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::from([
         (KUBE.to_string(), primary_uids(&ns, KUBE).await),
         (GW.to_string(), primary_uids(&ns, GW).await),
