@@ -363,6 +363,9 @@ async fn the_chart_runs_the_image_as_two_pods_with_its_rbac_alone() {
             format!("--volume={}:{SA_MOUNT}:ro", sa_dir.display()),
             "--read-only-tmpfs=false".to_string(),
         ];
+        if let Some(g) = spec.fs_group {
+            flags.push(format!("--group-add={g}"));
+        }
         if spec.read_only_root {
             flags.push("--read-only".into());
         }
@@ -440,6 +443,14 @@ async fn the_chart_runs_the_image_as_two_pods_with_its_rbac_alone() {
             "{} runs as uid {uid}, not {user}",
             p.name
         );
+        if let Some(g) = spec.fs_group {
+            let groups = facts.get("Groups").cloned().unwrap_or_default();
+            assert!(
+                groups.split(' ').any(|x| x == g.to_string()),
+                "{}'s supplementary groups {groups:?} lack the fsGroup {g}",
+                p.name
+            );
+        }
         assert_eq!(
             facts.get("NoNewPrivs").map(String::as_str),
             Some("1"),

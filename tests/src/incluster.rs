@@ -252,6 +252,8 @@ pub struct ControllerSpec {
     pub readiness: HttpProbe,
     pub user: i64,
     pub group: i64,
+    /// The pod's fsGroup, a supplementary group of the container's process.
+    pub fs_group: Option<i64>,
     pub read_only_root: bool,
     pub no_new_privileges: bool,
     pub drop_all_capabilities: bool,
@@ -332,6 +334,7 @@ impl ControllerSpec {
             readiness: http_probe(&c, c.readiness_probe.as_ref(), "readiness probe")?,
             user,
             group,
+            fs_group: psc.fs_group,
             read_only_root: csc.read_only_root_filesystem == Some(true),
             no_new_privileges: csc.allow_privilege_escalation == Some(false),
             drop_all_capabilities: csc
