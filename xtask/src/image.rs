@@ -216,9 +216,10 @@ pub fn run_image(args: ImageArgs) -> Result<()> {
         println!("{}", b.sbom.display());
     }
     println!(
-        "\nload one with `podman load -i {}` (or `skopeo copy oci-archive:… docker-daemon:…`); \
-         built in {:.0?}",
+        "\nload one with `podman load -i {}` (it is then localhost/{}:{version}), or run it with \
+         `podman run oci-archive:…`; built in {:.0?}",
         built[0].archive.display(),
+        built[0].name,
         started.elapsed()
     );
     Ok(())
@@ -788,7 +789,9 @@ fn umoci(what: &str, args: &[String]) -> Result<()> {
 /// The OCI layout of one image: the base layer, the application layer, the configuration.
 fn umoci_image(layout: &Path, image: Image, base: &Path, app: &Path, l: &Labels) -> Result<()> {
     let layout_s = layout.display().to_string();
-    let reference = format!("{layout_s}:{}", l.version);
+    // The tag `<name>:<version>` becomes the index's `org.opencontainers.image.ref.name`, the
+    // name `podman load` gives the image (`localhost/<name>:<version>`).
+    let reference = format!("{layout_s}:{}:{}", image.name, l.version);
     umoci("init", &["init".into(), "--layout".into(), layout_s])?;
     umoci("new", &["new".into(), "--image".into(), reference.clone()])?;
     let layers = [
@@ -909,7 +912,7 @@ fn verify(layout: &Path, bundle: &Path, image: Image, version: &str) -> Result<u
     }
     args.extend([
         "--image".into(),
-        format!("{}:{version}", layout.display()),
+        format!("{}:{}:{version}", layout.display(), image.name),
         bundle.display().to_string(),
     ]);
     umoci("unpack", &args)?;
