@@ -402,30 +402,28 @@ async fn the_chart_runs_the_image_as_two_pods_with_its_rbac_alone() {
             .unwrap_or_else(|e| panic!("{e}"));
     }
 
-    // The probes answer on each pod's address, as the kubelet would ask them.
+    // The probes answer on each pod's address, as the kubelet would ask them; a container that
+    // exits (podman or crun refusing to run it, the binary failing) fails the test at once.
+    let deadline = Instant::now() + Duration::from_secs(60);
     for i in 0..pods.pods.len() {
-        let p = &pods.pods[i];
-        let live = p.url(spec.liveness.port, &spec.liveness.path);
-        let ready = p.url(spec.readiness.port, &spec.readiness.path);
-        let answered = eventually(
-            Duration::from_secs(60),
-            &format!("{live} and {ready} to answer 200"),
-            || {
-                let (live, ready) = (live.clone(), ready.clone());
-                async move {
-                    matches!(get(&live).await, Some((200, _)))
-                        && matches!(get(&ready).await, Some((200, _)))
-                }
-            },
-        )
-        .await;
-        if let Err(e) = answered {
+        let live = pods.pods[i].url(spec.liveness.port, &spec.liveness.path);
+        let ready = pods.pods[i].url(spec.readiness.port, &spec.readiness.path);
+        loop {
+            if matches!(get(&live).await, Some((200, _)))
+                && matches!(get(&ready).await, Some((200, _)))
+            {
+                break;
+            }
             let exited = pods.exited(i);
-            panic!(
-                "{e} (podman run exited: {exited:?}; podman: {:?})\n{}",
-                pods.podman.notes,
-                logs(&pods)
-            );
+            if exited.is_some() || Instant::now() > deadline {
+                panic!(
+                    "{live} and {ready} did not both answer 200 (podman run exited: {exited:?}; \
+                     podman run as: {:?}); podman's and the pods' output:\n{}",
+                    pods.podman.notes,
+                    logs(&pods)
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
     let all_ready = launched.elapsed();
