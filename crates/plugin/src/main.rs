@@ -159,80 +159,99 @@ async fn client(cli: &Cli) -> Result<(Client, String), Error> {
 }
 
 async fn run(cli: Cli) -> Result<(), Error> {
-    if let Command::Import {
-        files,
-        in_place,
-        from_cluster,
-        all_namespaces,
-    } = &cli.command
-    {
-        if !*from_cluster {
-            if *all_namespaces {
-                return Err(Error::Usage(
-                    "-A goes with --from-cluster; files name their own namespaces".into(),
-                ));
-            }
-            return import_files(files, *in_place);
-        }
-        if !files.is_empty() || *in_place {
-            return Err(Error::Usage(
-                "--from-cluster reads the cluster: name no files and leave out --in-place (the \
-                 output goes to standard output; redirect it to a file)"
-                    .into(),
-            ));
-        }
-        let (client, ns) = client(&cli).await?;
-        let scope = (!*all_namespaces).then_some(ns.as_str());
-        let (text, labels) = fledge_plugin::import::from_cluster(&client, scope).await?;
-        print!("{text}");
-        let _ = std::io::stdout().flush();
-        eprintln!(
-            "{} Flagger object{} converted{}{}",
-            labels.len(),
-            if labels.len() == 1 { "" } else { "s" },
-            scope
-                .map(|n| format!(" from namespace {n}"))
-                .unwrap_or_default(),
-            if labels.is_empty() {
-                String::new()
-            } else {
-                format!(": {}", labels.join(", "))
-            }
-        );
-        return Ok(());
-    }
-    let (client, ns) = client(&cli).await?;
-    let (target, action, gate) = match cli.command {
+    let (target, action, gate) = match &cli.command {
+        Command::Import {
+            files,
+            in_place,
+            from_cluster,
+            all_namespaces,
+        } => return import(&cli, files, *in_place, *from_cluster, *all_namespaces).await,
         Command::Get {
             name,
             all_namespaces,
             watch,
             output,
         } => {
-            if all_namespaces && name.is_some() {
+            if *all_namespaces && name.is_some() {
                 return Err(Error::Usage(
                     "a NAME goes with one namespace (-n), not with -A".into(),
                 ));
             }
-            let scope = (!all_namespaces).then_some(ns.as_str());
-            return get(&client, scope, name.as_deref(), watch, output).await;
+            let (client, ns) = client(&cli).await?;
+            let scope = (!*all_namespaces).then_some(ns.as_str());
+            return get(&client, scope, name.as_deref(), *watch, *output).await;
         }
         Command::Promote(t) => (t, RequestAction::Promote, None),
         Command::Abort(t) => (t, RequestAction::Abort, None),
         Command::Retry(t) => (t, RequestAction::Retry, None),
         Command::Pause(t) => (t, RequestAction::Pause, None),
         Command::Resume(t) => (t, RequestAction::Resume, None),
-        Command::Approve { target, gate } => (target, RequestAction::Approve, gate),
-        Command::Import { .. } => unreachable!("handled above"),
+        Command::Approve { target, gate } => (target, RequestAction::Approve, *gate),
     };
+    let (client, ns) = client(&cli).await?;
+    request(&client, &ns, target, action, gate).await
+}
+
+/// `kubectl fledge import`: Flagger's objects to fledge's, from files or from the cluster.
+async fn import(
+    cli: &Cli,
+    files: &[std::path::PathBuf],
+    in_place: bool,
+    from_cluster: bool,
+    all_namespaces: bool,
+) -> Result<(), Error> {
+    if !from_cluster {
+        if all_namespaces {
+            return Err(Error::Usage(
+                "-A goes with --from-cluster; files name their own namespaces".into(),
+            ));
+        }
+        return import_files(files, in_place);
+    }
+    if !files.is_empty() || in_place {
+        return Err(Error::Usage(
+            "--from-cluster reads the cluster: name no files and leave out --in-place (the \
+             output goes to standard output; redirect it to a file)"
+                .into(),
+        ));
+    }
+    let (client, ns) = client(cli).await?;
+    let scope = (!all_namespaces).then_some(ns.as_str());
+    let (text, labels) = fledge_plugin::import::from_cluster(&client, scope).await?;
+    print!("{text}");
+    let _ = std::io::stdout().flush();
+    eprintln!(
+        "{} Flagger object{} converted{}{}",
+        labels.len(),
+        if labels.len() == 1 { "" } else { "s" },
+        scope
+            .map(|n| format!(" from namespace {n}"))
+            .unwrap_or_default(),
+        if labels.is_empty() {
+            String::new()
+        } else {
+            format!(": {}", labels.join(", "))
+        }
+    );
+    Ok(())
+}
+
+/// Sends an operator request (promote, abort, ...) and reports what became of it.
+async fn request(
+    client: &Client,
+    ns: &str,
+    target: &Target,
+    action: RequestAction,
+    gate: Option<Gate>,
+) -> Result<(), Error> {
     let ask = Ask {
-        namespace: ns.clone(),
+        namespace: ns.to_string(),
         name: target.name.clone(),
         action,
         gate,
         wait: (!target.no_wait).then(|| Duration::from_secs(target.timeout.max(1))),
     };
-    match ops::send(&client, &ask).await? {
+    match ops::send(client, &ask).await? {
         Answer::Sent(r) => println!(
             "{} of {ns}/{} requested by {}; the controller handles it at its next reconcile",
             r.describe(),
