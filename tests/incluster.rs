@@ -504,7 +504,17 @@ async fn the_chart_runs_the_image_as_two_pods_with_its_rbac_alone() {
         assert_eq!(code, 200);
         let samples = counter_samples(&text, "fledge_kube_requests");
         requests.push(samples.values().sum::<f64>());
-        eprintln!("incluster: {} API requests by verb: {samples:?}", p.name);
+        let errors = counter_samples(&text, "fledge_reconcile_errors");
+        eprintln!(
+            "incluster: {} API requests by verb: {samples:?}; reconcile errors: {errors:?}",
+            p.name
+        );
+        assert!(
+            errors.values().all(|n| *n == 0.0),
+            "{} counted reconcile errors {errors:?}:\n{}",
+            p.name,
+            p.log_tail(40)
+        );
     }
     assert!(
         requests[leader] > 0.0,
@@ -533,6 +543,11 @@ async fn the_chart_runs_the_image_as_two_pods_with_its_rbac_alone() {
     let after = counter_samples(&text, "fledge_kube_requests")
         .values()
         .sum::<f64>();
+    let errors = counter_samples(&text, "fledge_reconcile_errors");
+    assert!(
+        errors.values().all(|n| *n == 0.0),
+        "the new leader counted reconcile errors {errors:?}"
+    );
 
     eprintln!(
         "incluster: podman ran {} ({}); both pods ready {:.1}s after podman run, {} leading at \
