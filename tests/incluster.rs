@@ -11,8 +11,9 @@
 //! Checked: both pods' probes answer on the pod's address, exactly one replica leads (the
 //! Lease's holder, `/readyz` says leader; the other says standby), a blue/green Canary
 //! initializes and a new revision is promoted, no request of either replica was refused (no
-//! `forbidden` in the logs) and the leader counted its API requests in `/metrics`; then the
-//! leader's container is killed, the standby takes the Lease over and promotes the next revision.
+//! `forbidden` in the logs, no reconcile error counted) and the leader counted its API requests
+//! in `/metrics`; then the leader's container is killed, the standby takes the Lease over and
+//! promotes the next revision.
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
