@@ -25,7 +25,7 @@ use fledge_e2e::dataplane::{
 use fledge_e2e::flagger::{self, Flagger};
 use fledge_e2e::{TestNs, admin_kubeconfig, deployment_json, eventually, image_of, root};
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
-use k8s_openapi::api::core::v1::{ConfigMap, Event, Pod, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, PropagationPolicy};
 use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
@@ -165,34 +165,13 @@ fn sample_routing(
 
 /// The Events about the fledge Canary `name` (not Flagger's of the same name), oldest first.
 async fn fledge_events(ns: &TestNs, name: &str) -> Vec<String> {
-    let mut list = ns
-        .api::<Event>()
-        .list(&ListParams::default().fields(&format!("involvedObject.name={name}")))
-        .await
-        .unwrap()
-        .items;
-    list.retain(|e| {
+    ns.events_where(name, |e| {
         e.involved_object
             .api_version
             .as_deref()
             .is_some_and(|v| v.starts_with("fledge.dev/"))
-    });
-    list.sort_by_key(|e| {
-        e.event_time
-            .as_ref()
-            .map(|t| t.0)
-            .or(e.first_timestamp.as_ref().map(|t| t.0))
-    });
-    list.into_iter()
-        .map(|e| {
-            format!(
-                "{} {}: {}",
-                e.type_.unwrap_or_default(),
-                e.reason.unwrap_or_default(),
-                e.message.unwrap_or_default()
-            )
-        })
-        .collect()
+    })
+    .await
 }
 
 fn print_tally(what: &str, t: &Tally) {

@@ -475,12 +475,18 @@ impl TestNs {
 
     /// The Events of an object, oldest first, as `Type Reason: message`.
     pub async fn events(&self, name: &str) -> Vec<String> {
+        self.events_where(name, |_| true).await
+    }
+
+    /// The Events of an object that `keep` keeps, oldest first, as `Type Reason: message`.
+    pub async fn events_where(&self, name: &str, keep: impl Fn(&Event) -> bool) -> Vec<String> {
         let api: Api<Event> = self.api();
         let mut list = api
             .list(&ListParams::default().fields(&format!("involvedObject.name={name}")))
             .await
             .map(|l| l.items)
             .unwrap_or_default();
+        list.retain(|e| keep(e));
         list.sort_by_key(|e| {
             e.event_time
                 .as_ref()
