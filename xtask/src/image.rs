@@ -99,6 +99,15 @@ pub fn build_args() -> Vec<String> {
     args
 }
 
+/// Where the static release build keeps its artifacts: `$FLEDGE_IMAGE_TARGET_DIR`, else
+/// `target/` of the fledge cache (`~/.cache/fledge/target/`), shared by every checkout.
+fn image_target_dir() -> Result<PathBuf> {
+    if let Some(dir) = std::env::var_os("FLEDGE_IMAGE_TARGET_DIR") {
+        return Ok(PathBuf::from(dir));
+    }
+    Ok(cache_dir()?.join("target"))
+}
+
 /// Arguments of `cargo xtask image`.
 #[derive(clap::Args)]
 pub struct ImageArgs {
@@ -145,15 +154,23 @@ pub fn run_image(args: ImageArgs) -> Result<()> {
         );
     }
 
+    // The static release build keeps its own target directory in the cache, so a fresh clone
+    // (CI's) compiles only the workspace's crates, not every dependency again for musl.
+    let release_target = image_target_dir()?;
     let mut build = cargo();
     build
         .args(build_args())
+        .env("CARGO_TARGET_DIR", &release_target)
         .env(format!("CC_{}", TARGET.replace('-', "_")), MUSL_CC);
     run(
-        &format!("cargo {} (static, release profile)", build_args().join(" ")),
+        &format!(
+            "cargo {} (static, release profile; target directory {})",
+            build_args().join(" "),
+            release_target.display()
+        ),
         &mut build,
     )?;
-    let bin_dir = target_dir().join(TARGET).join("release");
+    let bin_dir = release_target.join(TARGET).join("release");
     for image in IMAGES {
         check_static(&bin_dir.join(image.bin))?;
     }
