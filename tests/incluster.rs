@@ -11,7 +11,8 @@
 //! Checked: both pods' probes answer on the pod's address, exactly one replica leads (the
 //! Lease's holder, `/readyz` says leader; the other says standby), a blue/green Canary
 //! initializes and a new revision is promoted, no request of either replica was refused (no
-//! `forbidden` in the logs, no reconcile error counted) and the leader counted its API requests
+//! `forbidden` in the logs, no reconcile error but an optimistic-concurrency conflict, which is
+//! planned again on fresh state) and the leader counted its API requests
 //! in `/metrics`; then the leader's container is killed, the standby takes the Lease over and
 //! promotes the next revision.
 
@@ -510,10 +511,31 @@ async fn the_chart_runs_the_image_as_two_pods_with_its_rbac_alone() {
             "incluster: {} API requests by verb: {samples:?}; reconcile errors: {errors:?}",
             p.name
         );
+        // A reconcile may lose an optimistic-concurrency race (409 Conflict: the test or the
+        // other replica wrote the Canary first) and is then planned again on fresh state, as
+        // designed; any other failure is a defect.
+        let text_log = p.log_text();
+        let failed: Vec<&str> = text_log
+            .lines()
+            .filter(|l| l.contains("\"reconcile failed\""))
+            .collect();
+        let other: Vec<&&str> = failed.iter().filter(|l| !l.contains("Conflict")).collect();
         assert!(
-            errors.values().all(|n| *n == 0.0),
-            "{} counted reconcile errors {errors:?}:\n{}",
+            other.is_empty(),
+            "{} failed reconciles for another reason than a 409 Conflict:\n{}",
             p.name,
+            other
+                .iter()
+                .map(|l| l.to_string())
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+        let counted: f64 = errors.values().sum();
+        assert!(
+            counted <= failed.len() as f64,
+            "{} counted {counted} reconcile errors but logged {} (all conflicts):\n{}",
+            p.name,
+            failed.len(),
             p.log_tail(40)
         );
     }
