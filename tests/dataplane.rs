@@ -219,14 +219,33 @@ async fn start_canary(ns: &TestNs, host: &str, analysis: serde_json::Value) -> L
 
 /// Waits until the canary's podinfo process runs and Traefik knows its endpoint, so that no
 /// request meets an empty canary.
+/// Waits until Traefik's canary servers are all the new revision's process: a server of the
+/// target's earlier run (started while initialization scaled it to zero, still draining) would
+/// otherwise answer as `canary 6.0.0` in the first measured step.
 async fn wait_canary_serving(ns: &TestNs) {
+    let want = format!("canary {}", V2.rsplit(':').next().unwrap_or_default());
     eventually(
         Duration::from_secs(60),
-        "Traefik to know the canary's endpoint",
+        &format!("Traefik's canary servers all answering as {want:?}"),
         || async {
-            !traefik_servers(&ns.name, "podinfo-canary", 9898)
-                .await
-                .is_empty()
+            let servers = traefik_servers(&ns.name, "podinfo-canary", 9898).await;
+            if servers.is_empty() {
+                return false;
+            }
+            for url in servers {
+                let message = match reqwest::get(&url).await {
+                    Ok(r) => r.json::<serde_json::Value>().await.ok().and_then(|b| {
+                        b.get("message")
+                            .and_then(|m| m.as_str())
+                            .map(str::to_string)
+                    }),
+                    Err(_) => None,
+                };
+                if message.as_deref() != Some(want.as_str()) {
+                    return false;
+                }
+            }
+            true
         },
     )
     .await
