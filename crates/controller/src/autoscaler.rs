@@ -134,14 +134,7 @@ pub fn build_primary_scaled_object(
             }
         }
     }
-    let labels: std::collections::BTreeMap<String, String> = target
-        .metadata
-        .labels
-        .iter()
-        .flatten()
-        .filter(|(k, _)| opts.copies_label(k))
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
+    let labels = opts.copied_labels(target.metadata.labels.as_ref());
     json!({
         "apiVersion": "keda.sh/v1alpha1",
         "kind": "ScaledObject",

@@ -40,6 +40,19 @@ impl Default for PrimaryOptions {
 }
 
 impl PrimaryOptions {
+    /// The labels of `labels` (a target's) that are copied to its primary copies.
+    pub fn copied_labels(
+        &self,
+        labels: Option<&BTreeMap<String, String>>,
+    ) -> BTreeMap<String, String> {
+        labels
+            .into_iter()
+            .flatten()
+            .filter(|(k, _)| self.copies_label(k))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    }
+
     /// Whether the target's label `key` is copied to the primary.
     pub fn copies_label(&self, key: &str) -> bool {
         !key.contains(TOOLKIT_MARKER)
@@ -336,14 +349,7 @@ pub fn build_primary(
         rewrite_config_refs(pod, tracked);
     }
 
-    let mut labels: BTreeMap<String, String> = target
-        .metadata
-        .labels
-        .iter()
-        .flatten()
-        .filter(|(k, _)| opts.copies_label(k))
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
+    let mut labels = opts.copied_labels(target.metadata.labels.as_ref());
     labels.insert(label.clone(), primary_value.clone());
     let annotations: BTreeMap<String, String> = target
         .metadata
