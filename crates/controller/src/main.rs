@@ -622,17 +622,17 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             query_timeout: std::time::Duration::from_secs(args.metrics_query_timeout.max(1)),
         },
         git: fledge_controller::git::GitSettings {
-            identity: fledge_controller::git::repo::Identity {
-                name: args.git_author_name.clone(),
-                email: args.git_author_email.clone(),
-            },
-            workdir: args
-                .git_workdir
-                .clone()
-                .unwrap_or_else(|| std::env::temp_dir().join("fledge-git")),
-            poll: std::time::Duration::from_secs(2),
             alert_after: std::time::Duration::from_secs(args.git_queue_alert_after),
             defaults: gitops_defaults,
+            ..fledge_controller::git::GitSettings::new(
+                fledge_controller::git::repo::Identity {
+                    name: args.git_author_name.clone(),
+                    email: args.git_author_email.clone(),
+                },
+                args.git_workdir
+                    .clone()
+                    .unwrap_or_else(|| std::env::temp_dir().join("fledge-git")),
+            )
         },
         mesh_provider: mesh_provider.clone(),
         workload,

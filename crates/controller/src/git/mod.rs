@@ -10,9 +10,7 @@
 //! order, one repository branch at a time, and deletes each entry once it is pushed; when the
 //! remote is unreachable the entries stay and are retried with backoff.
 
-pub mod ledger;
-pub mod repo;
-pub mod revert;
+pub use fledge_git::{ledger, record, repo, revert};
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
@@ -22,15 +20,14 @@ use std::time::Duration;
 use fledge_api::gitops::GitRepository;
 use fledge_api::{Canary, LedgerRevision};
 use fledge_core::{LedgerEntry, LedgerEvent, LedgerView};
+use fledge_git::{DoraFigure, GitLedger, Ledger, QueuedRecord, RevertWork, short_hash};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use kube::{Client, ResourceExt};
-use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use tracing::{info, warn};
 
 use ledger::{RecordedEvent, RolloutRecord};
-use repo::{GitAuth, GitError, Identity, Remote, Workdir};
+use repo::{GitAuth, GitError, Identity};
 
 /// The label of queue entries.
 pub const QUEUE_LABEL: &str = "fledge.dev/git-queue";
@@ -38,12 +35,10 @@ pub const QUEUE_LABEL: &str = "fledge.dev/git-queue";
 const DATA_KEY: &str = "record.json";
 
 /// Settings of the Git worker.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct GitSettings {
-    /// Author and committer of fledge's commits.
-    pub identity: Identity,
-    /// Where working copies are kept.
-    pub workdir: PathBuf,
+    /// The Git record: where queued records are written and the ledger is read.
+    pub ledger: Arc<dyn Ledger>,
     /// How often the queue is looked at when idle.
     pub poll: Duration,
     /// Records waiting longer than this raise an alert.
@@ -52,11 +47,12 @@ pub struct GitSettings {
     pub defaults: fledge_api::gitops::GitOpsDefaults,
 }
 
-impl Default for GitSettings {
-    fn default() -> Self {
+impl GitSettings {
+    /// Settings writing to real Git repositories as `identity`, with working copies under
+    /// `workdir`.
+    pub fn new(identity: Identity, workdir: PathBuf) -> GitSettings {
         GitSettings {
-            identity: Identity::default(),
-            workdir: std::env::temp_dir().join("fledge-git"),
+            ledger: Arc::new(GitLedger::new(identity, workdir)),
             poll: Duration::from_secs(2),
             alert_after: Duration::from_secs(900),
             defaults: Default::default(),
@@ -64,119 +60,20 @@ impl Default for GitSettings {
     }
 }
 
-/// One queued write to Git.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
-#[serde(rename_all = "camelCase")]
-pub struct QueuedRecord {
-    /// The Canary's namespace (where its Secret is).
-    pub namespace: String,
-    /// The Canary's name.
-    pub canary: String,
-    /// Where to write.
-    pub repository: GitRepository,
-    /// When the event happened (RFC 3339), the queue's order.
-    pub at: String,
-    /// Order among records of the same second (start before end).
-    pub rank: u8,
-    /// The ledger file to create or complete.
-    pub file: String,
-    /// The record as it starts (used when the file does not exist yet).
-    pub seed: RolloutRecord,
-    /// The event to add.
-    pub event: RecordedEvent,
-    /// What an ending event adds to the file (analysis steps, transitions, gate answers).
-    #[serde(default)]
-    pub ending: ledger::Ending,
-    /// The GitOps source file, to find the commit that introduced the new image.
-    #[serde(default)]
-    pub source_path: Option<String>,
-    /// Instead of a ledger record: a revert of the GitOps source.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub revert: Option<RevertWork>,
-}
-
-/// A revert of the image in the GitOps source.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
-#[serde(rename_all = "camelCase")]
-pub struct RevertWork {
-    /// The source file (`spec.gitops.path`).
-    pub path: String,
-    /// `spec.gitops.imagePath`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub image_path: Option<String>,
-    /// `(failed image, promoted image)` pairs.
-    pub images: Vec<(String, String)>,
-    /// Push to this branch (mode `branch`) instead of the repository's branch.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub push_branch: Option<String>,
-    /// Why it was rolled back.
-    pub reason: String,
-}
-
-impl QueuedRecord {
-    /// The commit message, with trailers.
-    fn message(&self) -> String {
-        if let Some(r) = &self.revert {
-            let short: String = self.seed.revision.chars().take(12).collect();
-            let pairs: Vec<String> = r
-                .images
-                .iter()
-                .map(|(from, to)| format!("{from} -> {to}"))
-                .collect();
-            return format!(
-                "fledge: revert {}/{} to the last promoted image\n\nThe rollout of {} was rolled back: {}\n{}\n\nFledge-Canary: {}/{}\nFledge-Revision: {short}\nFledge-Result: rolled-back\n",
-                self.namespace,
-                self.canary,
-                self.seed.new_images.join(", "),
-                r.reason,
-                pairs.join("\n"),
-                self.namespace,
-                self.canary
-            );
-        }
-        let short: String = self.seed.revision.chars().take(12).collect();
-        let what = match self.event.event.as_str() {
-            "Started" => "rollout started".to_string(),
-            "Promoted" => "promoted".to_string(),
-            "RolledBack" => "rolled back".to_string(),
-            other => other.to_lowercase(),
-        };
-        let mut m = format!(
-            "fledge: {}/{} {what} ({})\n\n",
-            self.namespace,
-            self.canary,
-            self.seed.new_images.join(", ")
-        );
-        for r in &self.event.reasons {
-            m.push_str(&format!("- {r}\n"));
-        }
-        if !self.event.reasons.is_empty() {
-            m.push('\n');
-        }
-        m.push_str(&format!(
-            "Fledge-Canary: {}/{}\nFledge-Revision: {short}\n",
-            self.namespace, self.canary
-        ));
-        if let Some(result) = RolloutRecord::result_of(&self.event.event) {
-            m.push_str(&format!("Fledge-Result: {result}\n"));
-        }
-        m
+impl std::fmt::Debug for GitSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GitSettings")
+            .field("poll", &self.poll)
+            .field("alert_after", &self.alert_after)
+            .field("defaults", &self.defaults)
+            .finish_non_exhaustive()
     }
 }
 
-/// 16 hex digits of the SHA-256 of `parts` (each followed by a NUL, so that no two lists of
-/// parts run together the same way).
-fn short_hash(parts: &[&str]) -> String {
-    let mut h = Sha256::new();
-    for part in parts {
-        h.update(part.as_bytes());
-        h.update([0]);
+impl Default for GitSettings {
+    fn default() -> Self {
+        GitSettings::new(Identity::default(), std::env::temp_dir().join("fledge-git"))
     }
-    h.finalize()
-        .iter()
-        .take(8)
-        .map(|b| format!("{b:02x}"))
-        .collect()
 }
 
 /// The queue entry's name: the same record always gets the same name.
@@ -188,13 +85,10 @@ fn entry_name(r: &QueuedRecord) -> String {
         &r.event.event,
         &r.event.time,
     ]);
-    format!("fledge-git-{}-{hex}", r.seed.start_time_key())
-}
-
-impl RolloutRecord {
-    fn start_time_key(&self) -> String {
-        ledger::file_time(&self.start_time).to_lowercase()
-    }
+    format!(
+        "fledge-git-{}-{hex}",
+        ledger::file_time(&r.seed.start_time).to_lowercase()
+    )
 }
 
 /// The record of a ledger entry of `canary`, or `None` when the Canary has no `spec.gitops`
@@ -528,8 +422,20 @@ pub async fn flush(
             continue;
         }
         let who = format!("{}/{}", record.namespace, record.canary);
-        match write(client, settings, &record, metrics).await {
-            Ok(outcome) => {
+        let written = match credentials(client, &record.namespace, &record.repository).await {
+            Ok(auth) => settings.ledger.write(&record, auth).await,
+            Err(e) => Err(e),
+        };
+        match written {
+            Ok(fledge_git::Written {
+                committed: outcome,
+                dora,
+            }) => {
+                match dora {
+                    Some(DoraFigure::LeadTime(s)) => metrics.lead_time(s),
+                    Some(DoraFigure::TimeToRestore(s)) => metrics.time_to_restore(s),
+                    None => {}
+                }
                 info!(canary = %who, file = %record.file, event = %record.event.event, ?outcome, "ledger record written to Git");
                 let api: Api<ConfigMap> = Api::namespaced(client.clone(), &record.namespace);
                 if let Err(e) = api.delete(&cm.name_any(), &DeleteParams::default()).await {
@@ -562,142 +468,6 @@ pub async fn flush(
     all_done
 }
 
-/// Writes one record to its repository.
-async fn write(
-    client: &Client,
-    settings: &GitSettings,
-    record: &QueuedRecord,
-    metrics: &crate::metrics::Metrics,
-) -> Result<repo::Committed, GitError> {
-    let auth = credentials(client, &record.namespace, &record.repository).await?;
-    let branch = record
-        .repository
-        .branch
-        .clone()
-        .unwrap_or_else(|| "main".into());
-    let remote = Remote {
-        url: record.repository.url.clone(),
-        branch: branch.clone(),
-        auth,
-    };
-    let key = short_hash(&[&remote.url, &branch]);
-    let wd = Workdir::new(
-        settings.workdir.join(&key).join("tree"),
-        settings.workdir.join(&key).join("keys"),
-        remote,
-        settings.identity.clone(),
-    );
-    if let Some(r) = &record.revert {
-        let work = r.clone();
-        let change = move |dir: &std::path::Path| -> Result<bool, String> {
-            let path = dir.join(&work.path);
-            let mut text = std::fs::read_to_string(&path).map_err(|e| {
-                format!(
-                    "cannot read spec.gitops.path {} in the repository: {e}",
-                    work.path
-                )
-            })?;
-            let mut changed = false;
-            for (from, to) in &work.images {
-                match revert::revert(&text, from, to, work.image_path.as_deref())? {
-                    revert::Reverted::Changed(next) => {
-                        text = next;
-                        changed = true;
-                    }
-                    revert::Reverted::AlreadyThere => {}
-                }
-            }
-            if changed {
-                std::fs::write(&path, text).map_err(|e| e.to_string())?;
-            }
-            Ok(changed)
-        };
-        return wd
-            .commit_to(&record.message(), 8, r.push_branch.as_deref(), &change)
-            .await;
-    }
-    // The source commit that introduced the new image, for a record that starts a rollout.
-    let mut seed = record.seed.clone();
-    if record.event.event == "Started"
-        && let (Some(path), Some(image)) = (&record.source_path, record.seed.new_images.first())
-    {
-        wd.sync().await?;
-        if let Some(commit) = wd.commit_introducing(path, image).await {
-            seed.trigger = Some(ledger::Trigger {
-                commit,
-                path: path.clone(),
-            });
-        }
-    }
-    let file = record.file.clone();
-    let event = record.event.clone();
-    let ending = record.ending.clone();
-    let change = move |dir: &std::path::Path| -> Result<bool, String> {
-        let path = dir.join(&file);
-        let mut current = match std::fs::read_to_string(&path) {
-            Ok(text) => RolloutRecord::from_yaml(&text)?,
-            Err(_) => seed.clone(),
-        };
-        if !current.apply(event.clone(), &ending) {
-            return Ok(false);
-        }
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent).map_err(|e| e.to_string())?;
-        }
-        std::fs::write(&path, current.to_yaml()?).map_err(|e| e.to_string())?;
-        Ok(true)
-    };
-    let outcome = wd.commit(&record.message(), 8, &change).await?;
-    if matches!(outcome, repo::Committed::Pushed(_)) {
-        dora_figures(&wd, &record.file, metrics).await;
-    }
-    Ok(outcome)
-}
-
-/// Observes the DORA figures of a rollout whose ledger record just ended.
-async fn dora_figures(wd: &Workdir, file: &str, metrics: &crate::metrics::Metrics) {
-    let Some(r) = wd
-        .read(file)
-        .and_then(|t| RolloutRecord::from_yaml(&t).ok())
-    else {
-        return;
-    };
-    let Some(end) = r
-        .end_time
-        .as_deref()
-        .and_then(|t| t.parse::<jiff::Timestamp>().ok())
-    else {
-        return;
-    };
-    match r.result.as_deref() {
-        Some("promoted") => {
-            if let Some(t) = &r.trigger
-                && let Some(at) = wd.commit_time(&t.commit).await
-            {
-                metrics.lead_time((end - at).get_seconds() as f64);
-            }
-        }
-        Some("rolled-back") => {
-            if let Some(first) = r
-                .first_failure_time
-                .as_deref()
-                .and_then(|t| t.parse::<jiff::Timestamp>().ok())
-            {
-                metrics.time_to_restore((end - first).get_seconds() as f64);
-            }
-        }
-        _ => {}
-    }
-}
-
-/// How long each git command of a ledger read may take: the read holds up the Canary's
-/// initialization, which never waits long for Git.
-const LEDGER_READ_TIMEOUT: Duration = Duration::from_secs(15);
-
-/// Ledger reads share working copies; one at a time (they happen only while a Canary
-/// initializes without its primary, e.g. on a rebuilt cluster).
-static LEDGER_READS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
 /// What the ledger says about `canary`: the revisions it records as promoted, newest first,
 /// including promotions still waiting in the queue. [`LedgerView::Unreadable`] says why when
 /// the repository cannot be read.
@@ -712,46 +482,11 @@ pub async fn read_ledger(client: &Client, settings: &GitSettings, canary: &Canar
         Ok(a) => a,
         Err(e) => return LedgerView::Unreadable(e.to_string()),
     };
-    let branch = repository.branch.clone().unwrap_or_else(|| "main".into());
-    let key = short_hash(&[&repository.url, &branch]);
-    let _one_at_a_time = LEDGER_READS.lock().await;
-    let wd = Workdir::new(
-        settings.workdir.join(&key).join("read"),
-        settings.workdir.join(&key).join("read-keys"),
-        Remote {
-            url: repository.url.clone(),
-            branch,
-            auth,
-        },
-        settings.identity.clone(),
-    )
-    .with_timeout(LEDGER_READ_TIMEOUT);
-    if let Err(e) = wd.sync().await {
-        return LedgerView::Unreadable(e.to_string());
-    }
-    let dir = wd.path().join(gitops.ledger_path()).join(&ns).join(&name);
-    let mut promoted: Vec<LedgerRevision> = std::fs::read_dir(&dir)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter(|e| e.path().extension().is_some_and(|x| x == "yaml"))
-        .filter_map(|e| {
-            let text = std::fs::read_to_string(e.path()).ok()?;
-            match RolloutRecord::from_yaml(&text) {
-                Ok(r) => Some(r),
-                Err(err) => {
-                    warn!(file = %e.path().display(), error = %err, "unreadable ledger file left out");
-                    None
-                }
-            }
-        })
-        .filter(|r| r.result.as_deref() == Some("promoted"))
-        .map(|r| LedgerRevision {
-            revision: r.revision,
-            images: r.new_images,
-            promoted_at: r.end_time,
-        })
-        .collect();
+    let dir = format!("{}/{ns}/{name}", gitops.ledger_path().trim_end_matches('/'));
+    let mut promoted = match settings.ledger.promoted(repository, auth, &dir).await {
+        Ok(p) => p,
+        Err(e) => return LedgerView::Unreadable(e.to_string()),
+    };
     promoted.extend(queued_promotions(client, &ns, &name).await);
     // Newest first; a revision promoted twice counts at its latest promotion.
     promoted.sort_by(|a, b| b.promoted_at.cmp(&a.promoted_at));
