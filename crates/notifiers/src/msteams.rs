@@ -169,7 +169,7 @@ fn message_card(msg: &Message, opts: &Options) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::notify::fixture;
+    use crate::fixture;
 
     #[test]
     fn the_format_follows_the_address() {

@@ -79,7 +79,7 @@ impl Notifier for GoogleChat {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::notify::fixture;
+    use crate::fixture;
 
     #[test]
     fn a_message_is_one_cards_v2_card_with_the_severity_in_colour() {

@@ -67,7 +67,7 @@ impl Notifier for Webhook {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::notify::fixture;
+    use crate::fixture;
 
     #[test]
     fn the_body_is_flaggers_event_payload_with_fledges_keys() {

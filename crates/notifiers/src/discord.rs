@@ -97,7 +97,7 @@ impl Notifier for Discord {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::notify::fixture;
+    use crate::fixture;
 
     fn embed_chars(e: &Value) -> usize {
         let s = |v: &Value| v.as_str().map_or(0, |s| s.chars().count());

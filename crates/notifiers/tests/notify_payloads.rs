@@ -1,18 +1,16 @@
-//! The body each provider gets, against snapshot files under `tests/snapshots/notify/` and the
+//! The body each provider gets, against `insta` snapshots under `tests/snapshots/` and the
 //! provider's documented shape: required fields present, severity visible as a colour or
 //! style, lengths within the provider's limits, user text escaped.
 //!
-//! `FLEDGE_UPDATE_SNAPSHOTS=1 cargo test -p fledge-controller --test notify_payloads` rewrites
-//! the snapshots after a deliberate change; review the diff.
-
-use std::path::PathBuf;
+//! After a deliberate change, `cargo insta review` (or `INSTA_UPDATE=always cargo test -p
+//! fledge-notifiers --test notify_payloads`) rewrites the snapshots; review the diff.
 
 use fledge_api::CanaryPhase;
-use fledge_controller::notify::{
+use fledge_core::{NotifyKind, Severity};
+use fledge_notifiers::{
     Discord, GoogleChat, Message, MsTeams, Notifier, Options, RocketChat, Slack, TeamsFormat,
     Webhook,
 };
-use fledge_core::{NotifyKind, Severity};
 use serde_json::Value;
 
 fn message(severity: Severity, kind: NotifyKind, text: &str) -> Message {
@@ -69,40 +67,11 @@ fn providers() -> Vec<(&'static str, Box<dyn Notifier>)> {
     ]
 }
 
-fn snapshot_path(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/snapshots/notify")
-        .join(format!("{name}.json"))
-}
-
 #[test]
 fn payloads_match_their_snapshots() {
-    let update = std::env::var_os("FLEDGE_UPDATE_SNAPSHOTS").is_some();
-    let mut stale = Vec::new();
     for (name, n) in providers() {
-        let body = n.payload(&rollback(), &options());
-        let text = serde_json::to_string_pretty(&body).unwrap() + "\n";
-        let path = snapshot_path(name);
-        if update {
-            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-            std::fs::write(&path, &text).unwrap();
-            continue;
-        }
-        let want = std::fs::read_to_string(&path).unwrap_or_else(|e| {
-            panic!(
-                "{}: {e}; run with FLEDGE_UPDATE_SNAPSHOTS=1 to write it",
-                path.display()
-            )
-        });
-        if want != text {
-            stale.push(format!("{name}:\n{text}"));
-        }
+        insta::assert_json_snapshot!(name, n.payload(&rollback(), &options()));
     }
-    assert!(
-        stale.is_empty(),
-        "payloads differ from their snapshots (FLEDGE_UPDATE_SNAPSHOTS=1 rewrites them):\n{}",
-        stale.join("\n")
-    );
 }
 
 fn str_at<'a>(v: &'a Value, path: &str) -> &'a str {

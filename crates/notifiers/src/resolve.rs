@@ -366,7 +366,7 @@ mod tests {
         );
         assert_eq!(r.destination.token.as_deref(), Some("xoxb-1"));
         assert_eq!(r.username, "rollouts");
-        let o = r.options(&crate::notify::fixture::message());
+        let o = r.options(&crate::fixture::message());
         assert_eq!(o.channel.as_deref(), Some("#deploys"));
         assert_eq!(
             o.link.as_deref(),

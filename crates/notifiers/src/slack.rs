@@ -84,7 +84,7 @@ impl Notifier for Slack {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::notify::fixture;
+    use crate::fixture;
 
     #[test]
     fn a_message_is_block_kit_with_a_text_fallback_and_a_severity_colour() {

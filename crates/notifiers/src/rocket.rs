@@ -52,7 +52,7 @@ impl Notifier for RocketChat {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::notify::fixture;
+    use crate::fixture;
 
     #[test]
     fn a_message_is_text_with_one_coloured_attachment() {
