@@ -8,7 +8,6 @@
 //! the values): fledge never mistakes silence for health.
 
 pub mod builtin;
-pub mod prometheus;
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -21,7 +20,7 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::{Api, Client, ResourceExt};
 
 pub use builtin::{GatewayMetrics, Observer};
-use prometheus::{Auth, Prometheus, ProviderConfig};
+use fledge_metrics_providers::{MetricsProvider, ProviderConfig, SecretData, provider_for};
 
 /// How the controller runs metric queries.
 #[derive(Clone, Debug)]
@@ -82,19 +81,20 @@ impl Analyzer {
             });
         }
         // One client and one online check per distinct server.
-        let mut servers: HashMap<ProviderConfig, Result<Prometheus, String>> = HashMap::new();
+        type Server = Result<Box<dyn MetricsProvider>, MetricOutcome>;
+        let mut servers: HashMap<ProviderConfig, Server> = HashMap::new();
         for p in &planned {
             if let Ok((cfg, _)) = &p.job
                 && !servers.contains_key(cfg)
             {
-                let server = Prometheus::new(cfg, self.settings.query_timeout);
+                let server = provider_for(cfg, self.settings.query_timeout);
                 servers.insert(cfg.clone(), server);
             }
         }
-        let online: HashMap<ProviderConfig, Result<(), String>> =
+        let online: HashMap<ProviderConfig, Result<(), MetricOutcome>> =
             join_all(servers.iter().map(|(cfg, server)| async move {
                 let up = match server {
-                    Ok(s) => s.online().await,
+                    Ok(s) => s.online().await.map_err(MetricOutcome::ProviderUnreachable),
                     Err(e) => Err(e.clone()),
                 };
                 (cfg.clone(), up)
@@ -107,8 +107,8 @@ impl Analyzer {
                 Err(outcome) => outcome.clone(),
                 Ok((cfg, query)) => match (online.get(cfg), servers.get(cfg)) {
                     (Some(Ok(())), Some(Ok(server))) => server.query(query).await,
-                    (Some(Err(why)), _) => MetricOutcome::ProviderUnreachable(why.clone()),
-                    _ => MetricOutcome::ProviderUnreachable("no Prometheus client".into()),
+                    (Some(Err(why)), _) => why.clone(),
+                    _ => MetricOutcome::ProviderUnreachable("no metrics provider client".into()),
                 },
             };
             MetricResult {
@@ -180,9 +180,10 @@ impl Analyzer {
             };
             let provider = &template.spec.provider;
             let kind = template.spec.provider_type();
-            if kind != defaults::METRIC_PROVIDER_TYPE {
+            if !fledge_metrics_providers::provider_names().contains(&kind) {
                 return Err(MetricOutcome::Error(format!(
-                    "{what}: spec.provider.type {kind:?} is not supported by fledge yet; use prometheus"
+                    "{what}: spec.provider.type {kind:?} is not supported by fledge yet; the metrics providers available are: {}",
+                    fledge_metrics_providers::provider_names().join(", ")
                 )));
             }
             let query = render(&template.spec.query, &vars)
@@ -198,6 +199,7 @@ impl Analyzer {
                     ))
                 })?;
             let mut cfg = ProviderConfig {
+                kind: kind.to_string(),
                 address,
                 headers: provider
                     .headers
@@ -205,13 +207,11 @@ impl Analyzer {
                     .flatten()
                     .flat_map(|(k, vs)| vs.iter().map(move |v| (k.clone(), v.clone())))
                     .collect(),
-                auth: Auth::None,
-                ca_pem: None,
+                secret: None,
                 insecure_skip_verify: provider.insecure_skip_verify,
             };
             if let Some(secret) = &provider.secret_ref {
-                self.credentials(&tns, &secret.name, &what, &mut cfg)
-                    .await?;
+                cfg.secret = Some(self.secret(&tns, &secret.name, &what).await?);
             }
             return Ok((cfg, query));
         }
@@ -241,25 +241,19 @@ impl Analyzer {
         })?;
         Ok((
             ProviderConfig {
+                kind: defaults::METRIC_PROVIDER_TYPE.into(),
                 address,
                 headers: Vec::new(),
-                auth: Auth::None,
-                ca_pem: None,
+                secret: None,
                 insecure_skip_verify: false,
             },
             query,
         ))
     }
 
-    /// Reads the provider's Secret into `cfg`: `token`, or `username` and `password`, and
-    /// `ca.crt`; an `address` key overrides the address, as in Flagger.
-    async fn credentials(
-        &self,
-        ns: &str,
-        name: &str,
-        what: &str,
-        cfg: &mut ProviderConfig,
-    ) -> Result<(), MetricOutcome> {
+    /// Reads the provider's Secret; the provider picks the keys it knows (for Prometheus, as in
+    /// Flagger: `address`, `token` or `username` and `password`, and `ca.crt`).
+    async fn secret(&self, ns: &str, name: &str, what: &str) -> Result<SecretData, MetricOutcome> {
         let api: Api<Secret> = Api::namespaced(self.client.clone(), ns);
         let secret = match api.get_opt(name).await {
             Ok(Some(s)) => s,
@@ -274,31 +268,14 @@ impl Analyzer {
                 )));
             }
         };
-        let data = secret.data.unwrap_or_default();
-        let text = |key: &str| -> Option<String> {
-            data.get(key)
-                .map(|b| String::from_utf8_lossy(&b.0).trim().to_string())
-                .filter(|s| !s.is_empty())
-        };
-        if let Some(address) = text("address") {
-            cfg.address = address;
-        }
-        cfg.auth = match (text("token"), text("username"), text("password")) {
-            (Some(token), _, _) => Auth::Bearer(token),
-            (None, Some(username), Some(password)) => Auth::Basic { username, password },
-            (None, Some(_), None) => {
-                return Err(MetricOutcome::Error(format!(
-                    "{what}: Secret {ns}/{name} has a username but no password"
-                )));
-            }
-            (None, None, Some(_)) => {
-                return Err(MetricOutcome::Error(format!(
-                    "{what}: Secret {ns}/{name} has a password but no username"
-                )));
-            }
-            (None, None, None) => Auth::None,
-        };
-        cfg.ca_pem = data.get("ca.crt").map(|b| b.0.clone());
-        Ok(())
+        Ok(SecretData {
+            name: format!("{ns}/{name}"),
+            data: secret
+                .data
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(k, v)| (k, v.0))
+                .collect(),
+        })
     }
 }

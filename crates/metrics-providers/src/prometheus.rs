@@ -9,25 +9,12 @@ use prometheus_http_query::{Client, Error as PromError, response::Data};
 use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderName, HeaderValue};
 use url::Url;
 
-/// How to reach one Prometheus server.
-#[derive(Clone, PartialEq, Eq, Hash)]
-pub struct ProviderConfig {
-    /// The server's base URL.
-    pub address: String,
-    /// Extra request headers (MetricTemplate `provider.headers`).
-    pub headers: Vec<(String, String)>,
-    /// Credentials from the provider's Secret.
-    pub auth: Auth,
-    /// PEM certificates to trust besides the system's (the Secret's `ca.crt`).
-    pub ca_pem: Option<Vec<u8>>,
-    /// Skip TLS certificate verification (`provider.insecureSkipVerify`).
-    pub insecure_skip_verify: bool,
-}
+use crate::{MetricsProvider, ProviderConfig, SecretData, shown};
 
 /// Credentials, as Flagger reads them from the provider's Secret: `token` (bearer), or
 /// `username` and `password` (basic).
-#[derive(Clone, Default, PartialEq, Eq, Hash)]
-pub enum Auth {
+#[derive(Clone, Default, PartialEq, Eq)]
+enum Auth {
     /// No credentials.
     #[default]
     None,
@@ -42,32 +29,25 @@ pub enum Auth {
     },
 }
 
-impl std::fmt::Debug for ProviderConfig {
-    // Never prints credentials or header values (they often carry tokens).
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ProviderConfig")
-            .field("address", &shown(&self.address))
-            .field(
-                "headers",
-                &self.headers.iter().map(|(k, _)| k).collect::<Vec<_>>(),
-            )
-            .field("auth", &matches!(self.auth, Auth::None).then_some("none"))
-            .field("insecure_skip_verify", &self.insecure_skip_verify)
-            .finish()
-    }
-}
-
-/// The address as it may appear in Events and logs: scheme, host and port only (no user
-/// information, path or query, which can carry secrets).
-pub fn shown(address: &str) -> String {
-    match Url::parse(address) {
-        Ok(u) => match (u.host_str(), u.port()) {
-            (Some(h), Some(p)) => format!("{}://{h}:{p}", u.scheme()),
-            (Some(h), None) => format!("{}://{h}", u.scheme()),
-            _ => format!("{}://", u.scheme()),
+/// The credentials in the provider's Secret, as Flagger names its keys: `token`, or `username`
+/// and `password`.
+fn auth_of(secret: Option<&SecretData>) -> Result<Auth, String> {
+    let Some(s) = secret else {
+        return Ok(Auth::None);
+    };
+    Ok(
+        match (s.text("token"), s.text("username"), s.text("password")) {
+            (Some(token), _, _) => Auth::Bearer(token),
+            (None, Some(username), Some(password)) => Auth::Basic { username, password },
+            (None, Some(_), None) => {
+                return Err(format!("Secret {} has a username but no password", s.name));
+            }
+            (None, None, Some(_)) => {
+                return Err(format!("Secret {} has a password but no username", s.name));
+            }
+            (None, None, None) => Auth::None,
         },
-        Err(_) => "an unparsable address".into(),
-    }
+    )
 }
 
 /// A client of one Prometheus server.
@@ -80,9 +60,15 @@ pub struct Prometheus {
 impl Prometheus {
     /// A client for `cfg`; every request gives up after `timeout`. The error is for people and
     /// holds no secret.
+    /// The Secret may hold `address` (which overrides the configured one, as in Flagger),
+    /// `token` or `username` and `password`, and `ca.crt`.
     pub fn new(cfg: &ProviderConfig, timeout: Duration) -> Result<Prometheus, String> {
-        let shown = shown(&cfg.address);
-        let url = Url::parse(&cfg.address).map_err(|e| {
+        let secret = cfg.secret.as_ref();
+        let address = secret
+            .and_then(|s| s.text("address"))
+            .unwrap_or_else(|| cfg.address.clone());
+        let shown = shown(&address);
+        let url = Url::parse(&address).map_err(|e| {
             format!("the Prometheus address is not a URL ({e}); write e.g. http://prometheus.monitoring:9090")
         })?;
         if !matches!(url.scheme(), "http" | "https") {
@@ -100,7 +86,7 @@ impl Prometheus {
             value.set_sensitive(true);
             headers.append(name, value);
         }
-        let mut auth = match &cfg.auth {
+        let mut auth = match &auth_of(secret)? {
             Auth::None => None,
             Auth::Bearer(token) => Some(format!("Bearer {}", token.trim())),
             Auth::Basic { username, password } => {
@@ -130,7 +116,7 @@ impl Prometheus {
             .timeout(timeout)
             .connect_timeout(timeout.min(Duration::from_secs(5)))
             .danger_accept_invalid_certs(cfg.insecure_skip_verify);
-        if let Some(pem) = &cfg.ca_pem {
+        if let Some(pem) = secret.and_then(|s| s.bytes("ca.crt")) {
             let certs = reqwest::Certificate::from_pem_bundle(pem).map_err(|e| {
                 format!("the ca.crt of the provider's Secret is not PEM certificates: {e}")
             })?;
@@ -153,6 +139,14 @@ impl Prometheus {
             shown,
             timeout,
         })
+    }
+
+    /// [`Prometheus::new`], boxed as a [`MetricsProvider`].
+    pub fn boxed(
+        cfg: &ProviderConfig,
+        timeout: Duration,
+    ) -> Result<Box<dyn MetricsProvider>, String> {
+        Ok(Box::new(Prometheus::new(cfg, timeout)?))
     }
 
     /// Whether the server answers a trivial query (`vector(1)` must give 1).
@@ -243,6 +237,17 @@ impl Prometheus {
     }
 }
 
+#[async_trait::async_trait]
+impl MetricsProvider for Prometheus {
+    async fn online(&self) -> Result<(), String> {
+        Prometheus::online(self).await
+    }
+
+    async fn query(&self, query: &str) -> MetricOutcome {
+        Prometheus::query(self, query).await
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::{Arc, Mutex};
@@ -293,12 +298,22 @@ mod tests {
 
     fn cfg(address: &str) -> ProviderConfig {
         ProviderConfig {
+            kind: "prometheus".into(),
             address: address.into(),
             headers: Vec::new(),
-            auth: Auth::None,
-            ca_pem: None,
+            secret: None,
             insecure_skip_verify: false,
         }
+    }
+
+    fn secret(pairs: &[(&str, &str)]) -> Option<SecretData> {
+        Some(SecretData {
+            name: "test/prom".into(),
+            data: pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.as_bytes().to_vec()))
+                .collect(),
+        })
     }
 
     fn prom(c: &ProviderConfig) -> Prometheus {
@@ -390,16 +405,13 @@ mod tests {
     async fn credentials_and_headers_go_with_every_request() {
         let (url, seen) = server(200, ONE).await;
         let mut c = cfg(&url);
-        c.auth = Auth::Bearer("tok-123".into());
+        c.secret = secret(&[("token", "tok-123")]);
         c.headers = vec![("X-Scope-OrgID".into(), "team-a".into())];
         assert!(matches!(
             prom(&c).query("up").await,
             MetricOutcome::Value(_)
         ));
-        c.auth = Auth::Basic {
-            username: "fledge".into(),
-            password: "pw".into(),
-        };
+        c.secret = secret(&[("username", "fledge"), ("password", "pw")]);
         assert!(matches!(
             prom(&c).query("vector(1)").await,
             MetricOutcome::Value(_)
@@ -444,8 +456,29 @@ mod tests {
         let err = Prometheus::new(&c, Duration::from_secs(1)).err().unwrap();
         assert!(err.contains("not a valid HTTP header name"), "{err}");
         c.headers = Vec::new();
-        c.ca_pem = Some(b"not a certificate".to_vec());
+        c.secret = secret(&[("ca.crt", "not a certificate")]);
         let err = Prometheus::new(&c, Duration::from_secs(1)).err().unwrap();
         assert!(err.contains("ca.crt"), "{err}");
+        c.secret = secret(&[("username", "u")]);
+        let err = Prometheus::new(&c, Duration::from_secs(1)).err().unwrap();
+        assert!(
+            err.contains("Secret test/prom has a username but no password"),
+            "{err}"
+        );
+        c.secret = secret(&[("password", "p")]);
+        let err = Prometheus::new(&c, Duration::from_secs(1)).err().unwrap();
+        assert!(err.contains("has a password but no username"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn an_address_in_the_secret_overrides_the_configured_one() {
+        let (url, seen) = server(200, ONE).await;
+        let mut c = cfg("http://127.0.0.1:1");
+        c.secret = secret(&[("address", &url)]);
+        assert!(matches!(
+            prom(&c).query("up").await,
+            MetricOutcome::Value(_)
+        ));
+        assert_eq!(seen.lock().unwrap().len(), 1);
     }
 }

@@ -1,0 +1,130 @@
+//! Metrics providers behind the [`MetricsProvider`] seam: one query in, one finite number or a
+//! typed failure out ([`MetricOutcome`]). One file per provider; [`provider_for`] picks one by
+//! the MetricTemplate's `spec.provider.type`.
+//!
+//! Adding a provider: one file with a type implementing [`MetricsProvider`] and a constructor
+//! from [`ProviderConfig`], one line in [`PROVIDERS`], and one line in the conformance suite
+//! (`tests/conformance.rs`) saying how its server answers each case.
+#![forbid(unsafe_code)]
+
+pub mod prometheus;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use fledge_core::MetricOutcome;
+use url::Url;
+
+/// Where and how to reach one metrics server, as a MetricTemplate's `spec.provider` (and its
+/// Secret) say. Equal configurations share one client and one online check.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct ProviderConfig {
+    /// `spec.provider.type`, e.g. `prometheus`.
+    pub kind: String,
+    /// The server's base URL (`spec.provider.address`, the Canary's `spec.metricsServer` or the
+    /// controller's `--metrics-server`); a provider may also read one from its Secret.
+    pub address: String,
+    /// Extra request headers (`spec.provider.headers`).
+    pub headers: Vec<(String, String)>,
+    /// The provider's Secret (`spec.provider.secretRef`), when it has one.
+    pub secret: Option<SecretData>,
+    /// Skip TLS certificate verification (`spec.provider.insecureSkipVerify`).
+    pub insecure_skip_verify: bool,
+}
+
+/// The data of a provider's Secret: each provider reads the keys Flagger's documentation names
+/// for it. Never printed.
+#[derive(Clone, Default, PartialEq, Eq, Hash)]
+pub struct SecretData {
+    /// `namespace/name` of the Secret, for messages.
+    pub name: String,
+    /// Its keys and values.
+    pub data: BTreeMap<String, Vec<u8>>,
+}
+
+impl SecretData {
+    /// The value of `key` as trimmed text, when it is there and not empty.
+    pub fn text(&self, key: &str) -> Option<String> {
+        self.data
+            .get(key)
+            .map(|b| String::from_utf8_lossy(b).trim().to_string())
+            .filter(|s| !s.is_empty())
+    }
+
+    /// The raw value of `key`.
+    pub fn bytes(&self, key: &str) -> Option<&[u8]> {
+        self.data.get(key).map(Vec::as_slice)
+    }
+}
+
+impl std::fmt::Debug for ProviderConfig {
+    // Never prints credentials or header values (they often carry tokens).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProviderConfig")
+            .field("kind", &self.kind)
+            .field("address", &shown(&self.address))
+            .field(
+                "headers",
+                &self.headers.iter().map(|(k, _)| k).collect::<Vec<_>>(),
+            )
+            .field("secret", &self.secret.as_ref().map(|s| &s.name))
+            .field("insecure_skip_verify", &self.insecure_skip_verify)
+            .finish()
+    }
+}
+
+/// One metrics server, ready to query.
+#[async_trait::async_trait]
+pub trait MetricsProvider: Send + Sync {
+    /// Whether the server answers at all; `Err` says why not, without secrets. Checked once per
+    /// server before its queries run, so that a server that is down fails each of its metrics
+    /// with that reason.
+    async fn online(&self) -> Result<(), String> {
+        Ok(())
+    }
+
+    /// Runs one query: exactly one finite number, or a typed failure that says which (no data,
+    /// several series, a refused query, unreachable, denied, timed out).
+    async fn query(&self, query: &str) -> MetricOutcome;
+}
+
+/// Builds a provider from its configuration; the error is for people and holds no secret.
+pub type Constructor = fn(&ProviderConfig, Duration) -> Result<Box<dyn MetricsProvider>, String>;
+
+/// The providers this build has, by `spec.provider.type`.
+pub const PROVIDERS: &[(&str, Constructor)] = &[("prometheus", prometheus::Prometheus::boxed)];
+
+/// The names of the providers this build has.
+pub fn provider_names() -> Vec<&'static str> {
+    PROVIDERS.iter().map(|(name, _)| *name).collect()
+}
+
+/// The provider for `cfg`, whose every request gives up after `timeout`. A type this build does
+/// not have is a [`MetricOutcome::Error`] naming the ones it has; a configuration the provider
+/// cannot use (a bad address, incomplete credentials) is one too.
+pub fn provider_for(
+    cfg: &ProviderConfig,
+    timeout: Duration,
+) -> Result<Box<dyn MetricsProvider>, MetricOutcome> {
+    let Some((_, build)) = PROVIDERS.iter().find(|(name, _)| *name == cfg.kind) else {
+        return Err(MetricOutcome::Error(format!(
+            "spec.provider.type {:?} is not supported by fledge yet; the metrics providers available are: {}",
+            cfg.kind,
+            provider_names().join(", ")
+        )));
+    };
+    build(cfg, timeout).map_err(MetricOutcome::Error)
+}
+
+/// The address as it may appear in Events and logs: scheme, host and port only (no user
+/// information, path or query, which can carry secrets).
+pub fn shown(address: &str) -> String {
+    match Url::parse(address) {
+        Ok(u) => match (u.host_str(), u.port()) {
+            (Some(h), Some(p)) => format!("{}://{h}:{p}", u.scheme()),
+            (Some(h), None) => format!("{}://{h}", u.scheme()),
+            _ => format!("{}://", u.scheme()),
+        },
+        Err(_) => "an unparsable address".into(),
+    }
+}
