@@ -34,3 +34,8 @@ pub const VERSION: &str = "v1beta1";
 pub const API_VERSION: &str = "fledge.dev/v1beta1";
 /// `apiVersion` of Flagger resources, accepted by `fledge validate` for migration.
 pub const FLAGGER_API_VERSION: &str = "flagger.app/v1beta1";
+
+/// The name of the primary copy of a workload, Service or config: `<name>-primary`.
+pub fn primary_name(name: &str) -> String {
+    format!("{name}-primary")
+}

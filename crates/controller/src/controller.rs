@@ -923,13 +923,13 @@ impl Exec<'_> {
             Action::FinalizeRouting => {
                 let (label, value) = self.selector()?;
                 let router = router_for(self.ctx.client.clone(), self.canary)?;
-                router
+                Ok(router
                     .finalize(&RouteTarget {
                         canary: self.canary,
                         selector: (&label, &value),
                         status: self.next,
                     })
-                    .await
+                    .await?)
             }
             other => {
                 warn!(action = ?other, "not a cluster action");
@@ -1099,13 +1099,13 @@ impl Exec<'_> {
                 .await?;
         }
         // The router's own objects, keeping the routes in force.
-        router
+        Ok(router
             .ensure(&RouteTarget {
                 canary: self.canary,
                 selector: (&label, &value),
                 status: self.next,
             })
-            .await
+            .await?)
     }
 
     async fn report(&self, action: &Action) {

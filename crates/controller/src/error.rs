@@ -13,13 +13,8 @@ pub enum Error {
     #[error("invalid spec: {0}")]
     InvalidSpec(String),
     /// A router could not apply a routing change.
-    #[error("router {provider}: {message}")]
-    Router {
-        /// The provider (`spec.provider`).
-        provider: String,
-        /// What went wrong.
-        message: String,
-    },
+    #[error(transparent)]
+    Router(#[from] fledge_routers::Error),
     /// A value could not be (de)serialized; a bug.
     #[error("serialization: {0}")]
     Serde(#[from] serde_json::Error),
@@ -32,7 +27,7 @@ impl Error {
             Error::Kube(_) => "kube",
             Error::InvalidTarget(_) => "invalid_target",
             Error::InvalidSpec(_) => "invalid_spec",
-            Error::Router { .. } => "router",
+            Error::Router(_) => "router",
             Error::Serde(_) => "serde",
         }
     }
@@ -41,7 +36,8 @@ impl Error {
     pub fn is_transient(&self) -> bool {
         match self {
             Error::Kube(kube::Error::Api(s)) => !matches!(s.code, 400 | 403 | 404 | 422),
-            Error::Kube(_) | Error::Router { .. } => true,
+            Error::Router(e) => !e.is_permanent(),
+            Error::Kube(_) => true,
             Error::InvalidTarget(_) | Error::InvalidSpec(_) | Error::Serde(_) => false,
         }
     }

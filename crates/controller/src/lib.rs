@@ -15,7 +15,6 @@ pub mod git;
 pub mod kube_client;
 pub mod metrics;
 pub mod notify;
-pub mod routers;
 pub mod server;
 pub mod services;
 pub mod slots;
@@ -24,6 +23,8 @@ pub mod webhooks;
 pub mod workload;
 
 pub use error::{Error, Result};
+/// The traffic routers (the `fledge-routers` crate).
+pub use fledge_routers as routers;
 
 /// Fixtures shared by the unit tests.
 #[cfg(test)]

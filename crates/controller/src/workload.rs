@@ -137,10 +137,7 @@ pub fn primary_daemonset(primary: Deployment, target: &DaemonSet) -> DaemonSet {
     }
 }
 
-/// The name of the primary copy of a workload or config.
-pub fn primary_name(name: &str) -> String {
-    format!("{name}-primary")
-}
+pub use fledge_api::primary_name;
 
 /// A short, stable hash of a pod template: the revision of the target. Two templates that
 /// serialize to the same JSON have the same hash, across restarts and versions of fledge.

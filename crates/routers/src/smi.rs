@@ -13,8 +13,8 @@ use fledge_core::Routes;
 use kube::Client;
 use serde::{Deserialize, Serialize};
 
-use super::{PeerKind, RouteTarget, ServiceNames, cannot, object_meta, release_apex};
 use crate::Error;
+use crate::{PeerKind, RouteTarget, Router, ServiceNames, cannot, object_meta, release_apex};
 
 /// The TrafficSplit API version a provider writes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -131,14 +131,17 @@ impl SmiRouter {
             provider,
         }
     }
+}
 
+#[async_trait::async_trait]
+impl Router for SmiRouter {
     /// `linkerd`, `smi:v1alpha2` or `smi:v1alpha3`.
-    pub fn provider(&self) -> &'static str {
+    fn provider(&self) -> &'static str {
         self.provider
     }
 
     /// Applies the TrafficSplit for `routes`.
-    pub async fn set_routes(&self, t: &RouteTarget<'_>, routes: Routes) -> Result<(), Error> {
+    async fn set_routes(&self, t: &RouteTarget<'_>, routes: Routes) -> Result<(), Error> {
         let ts = build_traffic_split(t.canary, routes, self.version, self.provider)?;
         self.version
             .kind()
@@ -147,7 +150,7 @@ impl SmiRouter {
     }
 
     /// The routes the TrafficSplit gives now; `None` when it does not exist.
-    pub async fn get_routes(&self, t: &RouteTarget<'_>) -> Result<Option<Routes>, Error> {
+    async fn get_routes(&self, t: &RouteTarget<'_>) -> Result<Option<Routes>, Error> {
         let Some(obj) = self
             .version
             .kind()
@@ -167,7 +170,7 @@ impl SmiRouter {
 
     /// Points the apex Service at the target and deletes the TrafficSplit: the mesh then sends
     /// the apex Service's traffic to its own endpoints, the target's pods.
-    pub async fn finalize(&self, t: &RouteTarget<'_>) -> Result<(), Error> {
+    async fn finalize(&self, t: &RouteTarget<'_>) -> Result<(), Error> {
         release_apex(&self.client, t).await?;
         self.version
             .kind()

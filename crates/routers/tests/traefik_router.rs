@@ -2,12 +2,12 @@
 //! and the routes read back from it.
 
 use fledge_api::Canary;
-use fledge_controller::Error;
-use fledge_controller::routers::ServiceNames;
-use fledge_controller::routers::traefik::{
+use fledge_core::Routes;
+use fledge_routers::Error;
+use fledge_routers::ServiceNames;
+use fledge_routers::traefik::{
     self, TraefikServiceSpec, build_released_traefik_service, build_traefik_service,
 };
-use fledge_core::Routes;
 use serde_json::{Value, json};
 
 /// A Canary `test/podinfo` (uid `uid-1`) on the traefik provider, with `spec` merged over a

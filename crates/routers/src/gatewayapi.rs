@@ -33,11 +33,11 @@ use kube::Client;
 use kube::api::Api;
 use serde::{Deserialize, Serialize};
 
-use super::{
-    Affinity, Cookie, PeerKind, RouteTarget, ServiceNames, cannot, merge_matches, object_meta,
-    parse_duration, release_apex, string_match_regex,
-};
 use crate::Error;
+use crate::{
+    Affinity, Cookie, PeerKind, RouteTarget, Router, ServiceNames, cannot, merge_matches,
+    object_meta, parse_duration, release_apex, string_match_regex,
+};
 
 /// The HTTPRoute API version a provider writes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -912,11 +912,6 @@ impl GatewayApiRouter {
         GatewayApiRouter { client, version }
     }
 
-    /// `gatewayapi:v1` or `gatewayapi:v1beta1`.
-    pub fn provider(&self) -> &'static str {
-        self.version.provider()
-    }
-
     /// What the installed HTTPRoute CRD can express, read from its schema (cached a minute).
     /// When the CRD cannot be read (no permission), the standard channel is assumed.
     async fn caps(&self) -> Result<Caps, Error> {
@@ -942,9 +937,17 @@ impl GatewayApiRouter {
             .insert(self.version, (Instant::now(), caps));
         Ok(caps)
     }
+}
+
+#[async_trait::async_trait]
+impl Router for GatewayApiRouter {
+    /// `gatewayapi:v1` or `gatewayapi:v1beta1`.
+    fn provider(&self) -> &'static str {
+        self.version.provider()
+    }
 
     /// Applies the HTTPRoute for `routes`.
-    pub async fn set_routes(&self, t: &RouteTarget<'_>, routes: Routes) -> Result<(), Error> {
+    async fn set_routes(&self, t: &RouteTarget<'_>, routes: Routes) -> Result<(), Error> {
         let caps = self.caps().await?;
         let route = build_http_route(t.canary, t.status, routes, &caps, self.version)?;
         self.version
@@ -954,7 +957,7 @@ impl GatewayApiRouter {
     }
 
     /// The routes the HTTPRoute gives now; `None` when it does not exist.
-    pub async fn get_routes(&self, t: &RouteTarget<'_>) -> Result<Option<Routes>, Error> {
+    async fn get_routes(&self, t: &RouteTarget<'_>) -> Result<Option<Routes>, Error> {
         let Some(obj) = self
             .version
             .kind()
@@ -978,7 +981,7 @@ impl GatewayApiRouter {
 
     /// Points the apex Service at the target and the HTTPRoute at the apex Service; both stay
     /// once the Canary is gone.
-    pub async fn finalize(&self, t: &RouteTarget<'_>) -> Result<(), Error> {
+    async fn finalize(&self, t: &RouteTarget<'_>) -> Result<(), Error> {
         release_apex(&self.client, t).await?;
         let caps = self.caps().await?;
         let route = build_released_route(t.canary, &caps, self.version)?;

@@ -1,9 +1,11 @@
-//! Traffic routers: one file per provider, chosen by `spec.provider` through [`router_for`].
+//! Traffic routers behind the [`Router`] seam: one file per provider, chosen by `spec.provider`
+//! through [`router_for`] from the [`ROUTERS`] registry.
 //!
 //! Every router writes its objects with server-side apply under its own field manager
 //! ([`MANAGER`]), forcing only the fields it sets, so a GitOps tool that owns other fields of the
 //! same objects (labels, annotations) never fights with fledge. The object builders are pure
 //! functions with unit tests; the `async` methods only read and apply.
+#![forbid(unsafe_code)]
 
 use std::collections::BTreeMap;
 
@@ -15,14 +17,16 @@ use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, Patch, PatchParam
 use kube::{Client, Resource};
 use serde_json::json;
 
-use crate::Error;
-use crate::workload::primary_name;
+use fledge_api::primary_name;
 
+mod error;
 pub mod gatewayapi;
 pub mod istio;
 pub mod kubernetes;
 pub mod smi;
 pub mod traefik;
+
+pub use error::Error;
 
 /// The field manager of everything a router writes.
 pub const MANAGER: &str = "fledge-router";
@@ -88,129 +92,83 @@ pub fn routes_in_status(canary: &Canary, status: &CanaryStatus) -> Routes {
     }
 }
 
-/// A traffic provider. Every method is idempotent.
-pub enum Router {
-    /// `kubernetes`: blue/green by switching the apex Service's selector.
-    Kubernetes(kubernetes::KubernetesRouter),
-    /// `gatewayapi:v1` and `gatewayapi:v1beta1`: an HTTPRoute.
-    GatewayApi(gatewayapi::GatewayApiRouter),
-    /// `istio`: a VirtualService and two DestinationRules.
-    Istio(istio::IstioRouter),
-    /// `linkerd`, `smi:v1alpha2`, `smi:v1alpha3`: an SMI TrafficSplit.
-    Smi(smi::SmiRouter),
-    /// `traefik`: a Traefik TraefikService.
-    Traefik(traefik::TraefikRouter),
-}
-
-/// The providers that have a router, as `spec.provider` names them.
-pub const PROVIDERS: &[&str] = &[
-    "kubernetes",
-    "gatewayapi:v1",
-    "gatewayapi:v1beta1",
-    "istio",
-    "linkerd",
-    "smi:v1alpha2",
-    "smi:v1alpha3",
-    "traefik",
-];
-
-/// The router for a Canary's `spec.provider`, or an error naming the providers that have one.
-pub fn router_for(client: Client, canary: &Canary) -> Result<Router, Error> {
-    use gatewayapi::GatewayVersion;
-    use smi::SmiVersion;
-    Ok(match canary.spec.provider_or_default() {
-        "kubernetes" => Router::Kubernetes(kubernetes::KubernetesRouter::new(client)),
-        "gatewayapi:v1" => Router::GatewayApi(gatewayapi::GatewayApiRouter::new(
-            client,
-            GatewayVersion::V1,
-        )),
-        "gatewayapi:v1beta1" => Router::GatewayApi(gatewayapi::GatewayApiRouter::new(
-            client,
-            GatewayVersion::V1beta1,
-        )),
-        "istio" => Router::Istio(istio::IstioRouter::new(client)),
-        "linkerd" => Router::Smi(smi::SmiRouter::new(client, SmiVersion::V1alpha2, "linkerd")),
-        "smi:v1alpha2" => Router::Smi(smi::SmiRouter::new(
-            client,
-            SmiVersion::V1alpha2,
-            "smi:v1alpha2",
-        )),
-        "smi:v1alpha3" => Router::Smi(smi::SmiRouter::new(
-            client,
-            SmiVersion::V1alpha3,
-            "smi:v1alpha3",
-        )),
-        "traefik" => Router::Traefik(traefik::TraefikRouter::new(client)),
-        other => {
-            return Err(Error::InvalidSpec(format!(
-                "spec.provider: provider {other:?} has no router in this build; the routers \
-                 available are: {}",
-                PROVIDERS.join(", ")
-            )));
-        }
-    })
-}
-
-impl Router {
-    /// The provider name.
-    pub fn provider(&self) -> &'static str {
-        match self {
-            Router::Kubernetes(_) => "kubernetes",
-            Router::GatewayApi(r) => r.provider(),
-            Router::Istio(_) => "istio",
-            Router::Smi(r) => r.provider(),
-            Router::Traefik(_) => traefik::PROVIDER,
-        }
-    }
+/// A traffic provider: what moves traffic between the primary and the canary. Every method is
+/// idempotent, and none decides anything: the engine says which routes to set, and when.
+#[async_trait::async_trait]
+pub trait Router: Send + Sync {
+    /// The provider name (`spec.provider`).
+    fn provider(&self) -> &'static str;
 
     /// Creates or updates the router's objects from the spec, keeping the routes the status
     /// records (a `SetWeights` follows whenever they must change).
-    pub async fn ensure(&self, t: &RouteTarget<'_>) -> Result<(), Error> {
-        let routes = routes_in_status(t.canary, t.status);
-        match self {
-            // The apex Service is the whole router; the controller applies it.
-            Router::Kubernetes(_) => Ok(()),
-            Router::GatewayApi(r) => r.set_routes(t, routes).await,
-            Router::Istio(r) => r.ensure(t, routes).await,
-            Router::Smi(r) => r.set_routes(t, routes).await,
-            Router::Traefik(r) => r.set_routes(t, routes).await,
-        }
+    async fn ensure(&self, t: &RouteTarget<'_>) -> Result<(), Error> {
+        self.set_routes(t, routes_in_status(t.canary, t.status))
+            .await
     }
 
-    /// Routes traffic as `routes` says.
-    pub async fn set_routes(&self, t: &RouteTarget<'_>, routes: Routes) -> Result<(), Error> {
-        match self {
-            Router::Kubernetes(r) => r.set_routes(t, routes).await,
-            Router::GatewayApi(r) => r.set_routes(t, routes).await,
-            Router::Istio(r) => r.set_routes(t, routes).await,
-            Router::Smi(r) => r.set_routes(t, routes).await,
-            Router::Traefik(r) => r.set_routes(t, routes).await,
-        }
-    }
+    /// Routes traffic as `routes` says: weights, mirroring, A/B matching, session affinity.
+    /// Routes the provider cannot do are refused with an [`Error::Router`] that says so.
+    async fn set_routes(&self, t: &RouteTarget<'_>, routes: Routes) -> Result<(), Error>;
 
-    /// Reads the routes back from the cluster; `None` when the routing object (the apex Service
-    /// for `kubernetes`) does not exist.
-    pub async fn get_routes(&self, t: &RouteTarget<'_>) -> Result<Option<Routes>, Error> {
-        match self {
-            Router::Kubernetes(r) => r.get_routes(t).await,
-            Router::GatewayApi(r) => r.get_routes(t).await,
-            Router::Istio(r) => r.get_routes(t).await,
-            Router::Smi(r) => r.get_routes(t).await,
-            Router::Traefik(r) => r.get_routes(t).await,
-        }
-    }
+    /// Reads the routes back from the cluster (for drift); `None` when the routing object (the
+    /// apex Service for `kubernetes`) does not exist.
+    async fn get_routes(&self, t: &RouteTarget<'_>) -> Result<Option<Routes>, Error>;
 
     /// On deletion with `revertOnDeletion`: send all traffic to the target's pods through the
     /// apex Service, and leave the apex Service (and the route that reaches it) in place,
     /// no longer owned by the Canary, so they keep serving once it is gone.
-    pub async fn finalize(&self, t: &RouteTarget<'_>) -> Result<(), Error> {
-        match self {
-            Router::Kubernetes(r) => r.finalize(t).await,
-            Router::GatewayApi(r) => r.finalize(t).await,
-            Router::Istio(r) => r.finalize(t).await,
-            Router::Smi(r) => r.finalize(t).await,
-            Router::Traefik(r) => r.finalize(t).await,
-        }
+    async fn finalize(&self, t: &RouteTarget<'_>) -> Result<(), Error>;
+}
+
+/// Builds the router of one provider name.
+pub type Constructor = fn(Client, &'static str) -> Box<dyn Router>;
+
+/// Every router of this build, by `spec.provider`. Adding a provider is one file and one line
+/// here.
+pub const ROUTERS: &[(&str, Constructor)] = &[
+    ("kubernetes", |c, _| {
+        Box::new(kubernetes::KubernetesRouter::new(c))
+    }),
+    ("gatewayapi:v1", |c, _| {
+        Box::new(gatewayapi::GatewayApiRouter::new(
+            c,
+            gatewayapi::GatewayVersion::V1,
+        ))
+    }),
+    ("gatewayapi:v1beta1", |c, _| {
+        Box::new(gatewayapi::GatewayApiRouter::new(
+            c,
+            gatewayapi::GatewayVersion::V1beta1,
+        ))
+    }),
+    ("istio", |c, _| Box::new(istio::IstioRouter::new(c))),
+    ("linkerd", |c, p| {
+        Box::new(smi::SmiRouter::new(c, smi::SmiVersion::V1alpha2, p))
+    }),
+    ("smi:v1alpha2", |c, p| {
+        Box::new(smi::SmiRouter::new(c, smi::SmiVersion::V1alpha2, p))
+    }),
+    ("smi:v1alpha3", |c, p| {
+        Box::new(smi::SmiRouter::new(c, smi::SmiVersion::V1alpha3, p))
+    }),
+    ("traefik", |c, _| Box::new(traefik::TraefikRouter::new(c))),
+];
+
+/// The providers that have a router, as `spec.provider` names them.
+pub fn providers() -> Vec<&'static str> {
+    ROUTERS.iter().map(|(name, _)| *name).collect()
+}
+
+/// The router for a Canary's `spec.provider`, or an error naming the providers that have one.
+pub fn router_for(client: Client, canary: &Canary) -> Result<Box<dyn Router>, Error> {
+    let provider = canary.spec.provider_or_default();
+    match ROUTERS.iter().find(|(name, _)| *name == provider) {
+        Some((name, build)) => Ok(build(client, name)),
+        None => Err(Error::InvalidSpec(format!(
+            "spec.provider: provider {provider:?} has no router in this build; the routers \
+             available are: {}",
+            providers().join(", ")
+        ))),
     }
 }
 
@@ -636,7 +594,7 @@ mod tests {
 
     #[test]
     fn the_factory_knows_every_supported_provider() {
-        assert_eq!(PROVIDERS, fledge_api::validate::SUPPORTED_PROVIDERS);
+        assert_eq!(providers(), fledge_api::validate::SUPPORTED_PROVIDERS);
     }
 
     #[test]

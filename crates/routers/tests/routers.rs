@@ -2,17 +2,17 @@
 //! routes read back from them.
 
 use fledge_api::{Canary, CanaryStatus};
-use fledge_controller::Error;
-use fledge_controller::routers::ServiceNames;
-use fledge_controller::routers::gatewayapi::{
+use fledge_core::Routes;
+use fledge_routers::Error;
+use fledge_routers::ServiceNames;
+use fledge_routers::gatewayapi::{
     self, Caps, GatewayVersion, HttpRouteSpec, build_http_route, build_released_route,
 };
-use fledge_controller::routers::istio::{
+use fledge_routers::istio::{
     self, VirtualServiceSpec, build_destination_rules, build_released_virtual_service,
     build_virtual_service,
 };
-use fledge_controller::routers::smi::{self, SmiVersion, TrafficSplitSpec, build_traffic_split};
-use fledge_core::Routes;
+use fledge_routers::smi::{self, SmiVersion, TrafficSplitSpec, build_traffic_split};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use serde_json::{Value, json};
 

@@ -7,9 +7,9 @@ use kube::Client;
 use kube::api::{Api, Patch, PatchParams};
 use serde_json::json;
 
-use super::{MANAGER, RouteTarget};
 use crate::Error;
-use crate::workload::primary_name;
+use crate::{MANAGER, RouteTarget, Router};
+use fledge_api::primary_name;
 
 /// Switches the apex Service between primary and canary.
 pub struct KubernetesRouter {
@@ -27,9 +27,37 @@ impl KubernetesRouter {
         Api::namespaced(self.client.clone(), ns)
     }
 
+    async fn point_apex(&self, t: &RouteTarget<'_>, value: &str) -> Result<(), Error> {
+        let name = t.canary.spec.apex_service_name();
+        let patch = json!({"spec": {"selector": {t.selector.0: value}}});
+        self.api(t)
+            .patch(
+                name,
+                &PatchParams {
+                    field_manager: Some(MANAGER.into()),
+                    ..Default::default()
+                },
+                &Patch::Merge(&patch),
+            )
+            .await?;
+        Ok(())
+    }
+}
+
+#[async_trait::async_trait]
+impl Router for KubernetesRouter {
+    fn provider(&self) -> &'static str {
+        "kubernetes"
+    }
+
+    /// The apex Service is the whole router, and the controller applies it.
+    async fn ensure(&self, _: &RouteTarget<'_>) -> Result<(), Error> {
+        Ok(())
+    }
+
     /// All traffic to the primary (canary weight 0) or to the canary (weight 100). Mirroring and
     /// partial weights cannot be done with a Service selector and are refused.
-    pub async fn set_routes(&self, t: &RouteTarget<'_>, routes: Routes) -> Result<(), Error> {
+    async fn set_routes(&self, t: &RouteTarget<'_>, routes: Routes) -> Result<(), Error> {
         let value = match (routes.canary, routes.mirror) {
             (0, None | Some(0)) => primary_name(t.selector.1),
             (100, None | Some(0)) => t.selector.1.to_string(),
@@ -53,24 +81,8 @@ impl KubernetesRouter {
         self.point_apex(t, &value).await
     }
 
-    async fn point_apex(&self, t: &RouteTarget<'_>, value: &str) -> Result<(), Error> {
-        let name = t.canary.spec.apex_service_name();
-        let patch = json!({"spec": {"selector": {t.selector.0: value}}});
-        self.api(t)
-            .patch(
-                name,
-                &PatchParams {
-                    field_manager: Some(MANAGER.into()),
-                    ..Default::default()
-                },
-                &Patch::Merge(&patch),
-            )
-            .await?;
-        Ok(())
-    }
-
     /// The routes the apex Service's selector gives now; `None` when it does not exist.
-    pub async fn get_routes(&self, t: &RouteTarget<'_>) -> Result<Option<Routes>, Error> {
+    async fn get_routes(&self, t: &RouteTarget<'_>) -> Result<Option<Routes>, Error> {
         let Some(svc) = self
             .api(t)
             .get_opt(t.canary.spec.apex_service_name())
@@ -91,7 +103,7 @@ impl KubernetesRouter {
 
     /// Points the apex at the target's own pods, which serve once the Canary is gone, and drops
     /// its owner reference so that it stays.
-    pub async fn finalize(&self, t: &RouteTarget<'_>) -> Result<(), Error> {
-        super::release_apex(&self.client, t).await
+    async fn finalize(&self, t: &RouteTarget<'_>) -> Result<(), Error> {
+        crate::release_apex(&self.client, t).await
     }
 }

@@ -25,11 +25,11 @@ use fledge_core::Routes;
 use kube::Client;
 use serde::{Deserialize, Serialize};
 
-use super::{
-    Affinity, Cookie, PeerKind, RouteTarget, ServiceNames, cannot, merge_matches, object_meta,
-    parse_duration, release_apex, string_match_regex,
-};
 use crate::Error;
+use crate::{
+    Affinity, Cookie, PeerKind, RouteTarget, Router, ServiceNames, cannot, merge_matches,
+    object_meta, parse_duration, release_apex, routes_in_status, string_match_regex,
+};
 
 const PROVIDER: &str = "istio";
 
@@ -646,9 +646,17 @@ impl IstioRouter {
     pub fn new(client: Client) -> Self {
         IstioRouter { client }
     }
+}
 
+#[async_trait::async_trait]
+impl Router for IstioRouter {
     /// Applies the DestinationRules (they depend on the spec only) and the VirtualService.
-    pub async fn ensure(&self, t: &RouteTarget<'_>, routes: Routes) -> Result<(), Error> {
+    fn provider(&self) -> &'static str {
+        PROVIDER
+    }
+
+    async fn ensure(&self, t: &RouteTarget<'_>) -> Result<(), Error> {
+        let routes = routes_in_status(t.canary, t.status);
         let vs = build_virtual_service(t.canary, t.status, routes)?;
         for dr in build_destination_rules(t.canary)? {
             DESTINATION_RULE
@@ -661,7 +669,7 @@ impl IstioRouter {
     }
 
     /// Applies the VirtualService for `routes` (one API call per traffic step).
-    pub async fn set_routes(&self, t: &RouteTarget<'_>, routes: Routes) -> Result<(), Error> {
+    async fn set_routes(&self, t: &RouteTarget<'_>, routes: Routes) -> Result<(), Error> {
         let vs = build_virtual_service(t.canary, t.status, routes)?;
         VIRTUAL_SERVICE
             .apply(&self.client, t.namespace(), PROVIDER, &vs)
@@ -669,7 +677,7 @@ impl IstioRouter {
     }
 
     /// The routes the VirtualService gives now; `None` when it does not exist.
-    pub async fn get_routes(&self, t: &RouteTarget<'_>) -> Result<Option<Routes>, Error> {
+    async fn get_routes(&self, t: &RouteTarget<'_>) -> Result<Option<Routes>, Error> {
         let Some(obj) = VIRTUAL_SERVICE
             .get(
                 &self.client,
@@ -687,7 +695,7 @@ impl IstioRouter {
 
     /// Points the apex Service at the target and the VirtualService at the apex Service; both
     /// stay once the Canary is gone (the DestinationRules go with it).
-    pub async fn finalize(&self, t: &RouteTarget<'_>) -> Result<(), Error> {
+    async fn finalize(&self, t: &RouteTarget<'_>) -> Result<(), Error> {
         release_apex(&self.client, t).await?;
         let vs = build_released_virtual_service(t.canary)?;
         VIRTUAL_SERVICE

@@ -24,8 +24,8 @@ use fledge_core::Routes;
 use kube::Client;
 use serde::{Deserialize, Serialize};
 
-use super::{PeerKind, RouteTarget, ServiceNames, cannot, object_meta, release_apex};
 use crate::Error;
+use crate::{PeerKind, RouteTarget, Router, ServiceNames, cannot, object_meta, release_apex};
 
 /// The provider name.
 pub const PROVIDER: &str = "traefik";
@@ -287,16 +287,23 @@ impl TraefikRouter {
     pub fn new(client: Client) -> Self {
         TraefikRouter { client }
     }
+}
+
+#[async_trait::async_trait]
+impl Router for TraefikRouter {
+    fn provider(&self) -> &'static str {
+        PROVIDER
+    }
 
     /// Applies the TraefikService for `routes`.
-    pub async fn set_routes(&self, t: &RouteTarget<'_>, routes: Routes) -> Result<(), Error> {
+    async fn set_routes(&self, t: &RouteTarget<'_>, routes: Routes) -> Result<(), Error> {
         let obj = build_traefik_service(t.canary, routes)?;
         KIND.apply(&self.client, t.namespace(), PROVIDER, &obj)
             .await
     }
 
     /// The routes the TraefikService gives now; `None` when it does not exist.
-    pub async fn get_routes(&self, t: &RouteTarget<'_>) -> Result<Option<Routes>, Error> {
+    async fn get_routes(&self, t: &RouteTarget<'_>) -> Result<Option<Routes>, Error> {
         let Some(obj) = KIND
             .get(
                 &self.client,
@@ -314,7 +321,7 @@ impl TraefikRouter {
 
     /// Points the apex Service at the target and the TraefikService at the apex Service; both
     /// stay once the Canary is gone.
-    pub async fn finalize(&self, t: &RouteTarget<'_>) -> Result<(), Error> {
+    async fn finalize(&self, t: &RouteTarget<'_>) -> Result<(), Error> {
         release_apex(&self.client, t).await?;
         let obj = build_released_traefik_service(t.canary)?;
         KIND.apply(&self.client, t.namespace(), PROVIDER, &obj)
