@@ -946,6 +946,10 @@ impl Router for GatewayApiRouter {
         self.version.provider()
     }
 
+    fn routing_kind(&self) -> PeerKind {
+        self.version.kind()
+    }
+
     /// Applies the HTTPRoute for `routes`.
     async fn set_routes(&self, t: &RouteTarget<'_>, routes: Routes) -> Result<(), Error> {
         let caps = self.caps().await?;

@@ -655,6 +655,10 @@ impl Router for IstioRouter {
         PROVIDER
     }
 
+    fn routing_kind(&self) -> PeerKind {
+        VIRTUAL_SERVICE
+    }
+
     async fn ensure(&self, t: &RouteTarget<'_>) -> Result<(), Error> {
         let routes = routes_in_status(t.canary, t.status);
         let vs = build_virtual_service(t.canary, t.status, routes)?;

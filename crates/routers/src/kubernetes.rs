@@ -8,7 +8,7 @@ use kube::api::{Api, Patch, PatchParams};
 use serde_json::json;
 
 use crate::Error;
-use crate::{MANAGER, RouteTarget, Router};
+use crate::{MANAGER, PeerKind, RouteTarget, Router};
 use fledge_api::primary_name;
 
 /// Switches the apex Service between primary and canary.
@@ -50,14 +50,32 @@ impl Router for KubernetesRouter {
         "kubernetes"
     }
 
+    fn routing_kind(&self) -> PeerKind {
+        PeerKind {
+            group: "",
+            version: "v1",
+            kind: "Service",
+            plural: "services",
+        }
+    }
+
     /// The apex Service is the whole router, and the controller applies it.
     async fn ensure(&self, _: &RouteTarget<'_>) -> Result<(), Error> {
         Ok(())
     }
 
-    /// All traffic to the primary (canary weight 0) or to the canary (weight 100). Mirroring and
-    /// partial weights cannot be done with a Service selector and are refused.
+    /// All traffic to the primary (canary weight 0) or to the canary (weight 100). Mirroring,
+    /// A/B matching and partial weights cannot be done with a Service selector and are refused.
     async fn set_routes(&self, t: &RouteTarget<'_>, routes: Routes) -> Result<(), Error> {
+        if routes.ab_match {
+            return Err(Error::Router {
+                provider: "kubernetes".into(),
+                message: "cannot route requests by header, cookie or query parameter (A/B \
+                          testing): the kubernetes provider switches all traffic at once; use a \
+                          provider with HTTP matching (gatewayapi, istio)"
+                    .into(),
+            });
+        }
         let value = match (routes.canary, routes.mirror) {
             (0, None | Some(0)) => primary_name(t.selector.1),
             (100, None | Some(0)) => t.selector.1.to_string(),

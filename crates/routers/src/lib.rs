@@ -99,6 +99,10 @@ pub trait Router: Send + Sync {
     /// The provider name (`spec.provider`).
     fn provider(&self) -> &'static str;
 
+    /// The kind of the object that carries the routes, named after the apex Service: what
+    /// [`Router::get_routes`] reads back.
+    fn routing_kind(&self) -> PeerKind;
+
     /// Creates or updates the router's objects from the spec, keeping the routes the status
     /// records (a `SetWeights` follows whenever they must change).
     async fn ensure(&self, t: &RouteTarget<'_>) -> Result<(), Error> {
@@ -193,9 +197,13 @@ pub struct PeerKind {
 }
 
 impl PeerKind {
-    /// `group/version`.
+    /// `group/version` (`version` alone for the core group).
     pub fn api_version(&self) -> String {
-        format!("{}/{}", self.group, self.version)
+        if self.group.is_empty() {
+            self.version.to_string()
+        } else {
+            format!("{}/{}", self.group, self.version)
+        }
     }
 
     fn resource(&self) -> ApiResource {

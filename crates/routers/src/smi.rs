@@ -140,6 +140,10 @@ impl Router for SmiRouter {
         self.provider
     }
 
+    fn routing_kind(&self) -> PeerKind {
+        self.version.kind()
+    }
+
     /// Applies the TrafficSplit for `routes`.
     async fn set_routes(&self, t: &RouteTarget<'_>, routes: Routes) -> Result<(), Error> {
         let ts = build_traffic_split(t.canary, routes, self.version, self.provider)?;

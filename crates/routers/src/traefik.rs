@@ -295,6 +295,10 @@ impl Router for TraefikRouter {
         PROVIDER
     }
 
+    fn routing_kind(&self) -> PeerKind {
+        KIND
+    }
+
     /// Applies the TraefikService for `routes`.
     async fn set_routes(&self, t: &RouteTarget<'_>, routes: Routes) -> Result<(), Error> {
         let obj = build_traefik_service(t.canary, routes)?;

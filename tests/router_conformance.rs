@@ -1,0 +1,364 @@
+//! The conformance suite every router passes, on the local control plane with the upstream CRDs
+//! (`cargo xtask cluster up` installs them): the [`Router`] trait's promises, checked against
+//! the real API server for each provider of the registry.
+//!
+//! For each provider: initialization keeps the routes the status records; every weight up to
+//! 100 and back to 0 reads back as written; A/B matching, mirroring and session affinity work
+//! where the provider supports them and are refused clearly where it does not; a routing object
+//! changed or deleted behind fledge's back is restored; finalization with revert leaves the apex
+//! Service serving the target, no longer owned, and the route to it (if the provider needs one)
+//! released; without revert, the routing object goes with the Canary (garbage collection of its
+//! owner reference).
+//!
+//! Adding a router: one line in the `conformance!` list below (a test fails while a registered
+//! router has none).
+
+use std::time::Duration;
+
+use fledge_api::validate::{
+    HTTP_MATCH_PROVIDERS, MIRROR_PROVIDERS, SESSION_AFFINITY_PROVIDERS, validate_canary_spec,
+};
+use fledge_api::{Canary, CanaryStatus};
+use fledge_core::Routes;
+use fledge_e2e::{TestNs, eventually};
+use fledge_routers::{Error, RouteTarget, Router, router_for};
+use k8s_openapi::api::core::v1::Service;
+use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
+use serde_json::{Value, json};
+
+/// The selector label of the target's pods.
+const SELECTOR: (&str, &str) = ("app", "podinfo");
+/// The session affinity cookie the status records for the canary.
+const COOKIE: &str = "fledge-affinity=conformance7f3a";
+
+macro_rules! conformance {
+    ($($test:ident => $provider:literal,)*) => {
+        $(
+            #[tokio::test]
+            async fn $test() {
+                conform($provider).await;
+            }
+        )*
+
+        /// The providers the suite runs.
+        const COVERED: &[&str] = &[$($provider),*];
+    };
+}
+
+conformance! {
+    kubernetes => "kubernetes",
+    gatewayapi_v1 => "gatewayapi:v1",
+    gatewayapi_v1beta1 => "gatewayapi:v1beta1",
+    istio => "istio",
+    linkerd => "linkerd",
+    smi_v1alpha2 => "smi:v1alpha2",
+    smi_v1alpha3 => "smi:v1alpha3",
+    traefik => "traefik",
+}
+
+#[test]
+fn every_registered_router_runs_the_suite() {
+    let missing: Vec<&str> = fledge_routers::providers()
+        .into_iter()
+        .filter(|p| !COVERED.contains(p))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "routers without a line in the conformance suite: {missing:?}"
+    );
+}
+
+/// The Canary of the suite: A/B matches and session affinity in the spec, so that routes that
+/// ask for them have something to route by.
+fn canary_json(provider: &str) -> Value {
+    json!({
+        "apiVersion": "fledge.dev/v1beta1", "kind": "Canary",
+        "metadata": {"name": "podinfo"},
+        "spec": {
+            "provider": provider,
+            "targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "podinfo"},
+            "service": {"port": 9898},
+            "analysis": {
+                "interval": "1m", "threshold": 2, "iterations": 3,
+                "match": [{"headers": {"x-canary": {"exact": "insider"}}}],
+                "sessionAffinity": {"cookieName": "fledge-affinity", "maxAge": 60}
+            }
+        }
+    })
+}
+
+/// The three Services the controller would create, owned by the Canary.
+async fn services(ns: &TestNs, canary: &Canary) {
+    let api: Api<Service> = Api::namespaced(ns.client.clone(), &ns.name);
+    let owner = json!([{
+        "apiVersion": "fledge.dev/v1beta1", "kind": "Canary", "name": "podinfo",
+        "uid": canary.metadata.uid, "controller": true, "blockOwnerDeletion": true
+    }]);
+    for (name, selects) in [
+        ("podinfo", "podinfo-primary"),
+        ("podinfo-primary", "podinfo-primary"),
+        ("podinfo-canary", "podinfo"),
+    ] {
+        let svc: Service = serde_json::from_value(json!({
+            "apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": name, "ownerReferences": owner},
+            "spec": {"selector": {"app": selects}, "ports": [{"name": "http", "port": 9898}]}
+        }))
+        .unwrap();
+        api.create(&PostParams::default(), &svc)
+            .await
+            .unwrap_or_else(|e| panic!("creating Service {name}: {e}"));
+    }
+}
+
+fn dynamic(ns: &TestNs, router: &dyn Router) -> Api<DynamicObject> {
+    let k = router.routing_kind();
+    let resource = ApiResource {
+        group: k.group.into(),
+        version: k.version.into(),
+        api_version: k.api_version(),
+        kind: k.kind.into(),
+        plural: k.plural.into(),
+    };
+    Api::namespaced_with(ns.client.clone(), &ns.name, &resource)
+}
+
+/// The routing object's JSON, if it exists.
+async fn routing_object(ns: &TestNs, router: &dyn Router) -> Option<Value> {
+    dynamic(ns, router)
+        .get_opt("podinfo")
+        .await
+        .unwrap_or_else(|e| panic!("{}: reading the routing object: {e}", router.provider()))
+        .map(|o| serde_json::to_value(o).unwrap())
+}
+
+/// Whether a refusal names the provider and says what it cannot do.
+fn clear_refusal(e: &Error, provider: &str) -> bool {
+    matches!(e, Error::Router { provider: p, message } if p == provider && message.len() > 20)
+}
+
+async fn read(router: &dyn Router, t: &RouteTarget<'_>) -> Option<Routes> {
+    router
+        .get_routes(t)
+        .await
+        .unwrap_or_else(|e| panic!("{}: get_routes: {e}", router.provider()))
+}
+
+/// Sets `routes` and checks they read back as written.
+async fn round_trip(router: &dyn Router, t: &RouteTarget<'_>, routes: Routes) {
+    let provider = router.provider();
+    router
+        .set_routes(t, routes)
+        .await
+        .unwrap_or_else(|e| panic!("{provider}: set_routes {routes:?}: {e}"));
+    assert_eq!(read(router, t).await, Some(routes), "{provider}: read back");
+}
+
+/// Either the router does `routes` and reads them back, or it refuses them clearly; which one
+/// is the provider's documented capability.
+async fn capability(router: &dyn Router, t: &RouteTarget<'_>, routes: Routes, supported: bool) {
+    let provider = router.provider();
+    if supported {
+        round_trip(router, t, routes).await;
+    } else {
+        let r = router.set_routes(t, routes).await;
+        assert!(
+            r.as_ref().is_err_and(|e| clear_refusal(e, provider)),
+            "{provider} has no such capability and must refuse {routes:?} clearly: {r:?}"
+        );
+    }
+}
+
+async fn conform(provider: &str) {
+    let ns = TestNs::new(&format!("conf-{}", provider.replace([':', '.'], "-"))).await;
+    let api: Api<Canary> = Api::namespaced(ns.client.clone(), &ns.name);
+    let canary: Canary = serde_json::from_value(canary_json(provider)).unwrap();
+    let canary = api
+        .create(&PostParams::default(), &canary)
+        .await
+        .unwrap_or_else(|e| panic!("{provider}: creating the Canary: {e}"));
+    services(&ns, &canary).await;
+    let router = router_for(ns.client.clone(), &canary).unwrap();
+    let router = router.as_ref();
+    assert_eq!(router.provider(), provider);
+    let blue_green_only = provider == "kubernetes";
+
+    // Initialization: the objects appear with the routes of a fresh status (all to the primary).
+    let fresh = CanaryStatus::default();
+    let t = RouteTarget {
+        canary: &canary,
+        selector: SELECTOR,
+        status: &fresh,
+    };
+    router
+        .ensure(&t)
+        .await
+        .unwrap_or_else(|e| panic!("{provider}: ensure: {e}"));
+    assert_eq!(read(router, &t).await, Some(Routes::PRIMARY), "{provider}");
+    let obj = routing_object(&ns, router).await.expect("routing object");
+    if !blue_green_only {
+        assert_eq!(
+            obj.pointer("/metadata/ownerReferences/0/uid"),
+            Some(&json!(canary.metadata.uid)),
+            "{provider}: the routing object is owned by the Canary"
+        );
+    }
+    // A second ensure changes nothing.
+    let version = obj.pointer("/metadata/resourceVersion").cloned();
+    router.ensure(&t).await.unwrap();
+    let again = routing_object(&ns, router).await.unwrap();
+    assert_eq!(
+        again.pointer("/metadata/resourceVersion").cloned(),
+        version,
+        "{provider}: ensure is idempotent"
+    );
+
+    // Every weight up and back to 0.
+    let weights: Vec<i32> = if blue_green_only {
+        vec![100, 0]
+    } else {
+        (1..=10).map(|i| i * 10).chain([50, 0]).collect()
+    };
+    for w in weights {
+        round_trip(router, &t, Routes::weighted(w)).await;
+    }
+    if blue_green_only {
+        capability(router, &t, Routes::weighted(30), false).await;
+    }
+
+    // A/B matching, mirroring.
+    let ab = Routes {
+        ab_match: true,
+        ..Routes::PRIMARY
+    };
+    capability(router, &t, ab, HTTP_MATCH_PROVIDERS.contains(&provider)).await;
+    let mirrored = Routes {
+        mirror: Some(100),
+        ..Routes::PRIMARY
+    };
+    capability(router, &t, mirrored, MIRROR_PROVIDERS.contains(&provider)).await;
+    round_trip(router, &t, Routes::PRIMARY).await;
+
+    // Session affinity: the status's cookie routes to the canary, or the spec is refused.
+    let affine = CanaryStatus {
+        session_affinity_cookie: Some(COOKIE.into()),
+        ..CanaryStatus::default()
+    };
+    let ta = RouteTarget {
+        status: &affine,
+        ..t.clone()
+    };
+    if SESSION_AFFINITY_PROVIDERS.contains(&provider) {
+        round_trip(router, &ta, Routes::weighted(50)).await;
+        let text = routing_object(&ns, router).await.unwrap().to_string();
+        assert!(
+            text.contains("fledge-affinity"),
+            "{provider}: the affinity cookie is in the routing object: {text}"
+        );
+        round_trip(router, &t, Routes::PRIMARY).await;
+    } else {
+        let problems = validate_canary_spec(&canary.spec);
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.field.contains("sessionAffinity") && p.message.contains(provider)),
+            "{provider} has no session affinity and its spec must be refused clearly: {problems:?}"
+        );
+    }
+
+    // Drift: the routing object changed or deleted behind fledge's back is read as such, and
+    // ensure plus the status's routes restore it.
+    let status_at_40 = CanaryStatus {
+        canary_weight: 40,
+        ..CanaryStatus::default()
+    };
+    let t40 = RouteTarget {
+        status: &status_at_40,
+        ..t.clone()
+    };
+    let want = if blue_green_only {
+        Routes::PRIMARY
+    } else {
+        Routes::weighted(40)
+    };
+    round_trip(router, &t40, want).await;
+    if blue_green_only {
+        // Someone points the apex Service at the canary.
+        let svc: Api<Service> = Api::namespaced(ns.client.clone(), &ns.name);
+        svc.patch(
+            "podinfo",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"selector": {"app": "podinfo"}}})),
+        )
+        .await
+        .unwrap();
+        assert_eq!(read(router, &t).await, Some(Routes::weighted(100)));
+    } else {
+        dynamic(&ns, router)
+            .delete("podinfo", &DeleteParams::default())
+            .await
+            .unwrap();
+        eventually(
+            Duration::from_secs(30),
+            "routing object deleted",
+            || async { routing_object(&ns, router).await.is_none() },
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            read(router, &t40).await,
+            None,
+            "{provider}: a deleted object"
+        );
+        router.ensure(&t40).await.unwrap();
+    }
+    router.set_routes(&t40, want).await.unwrap();
+    assert_eq!(read(router, &t40).await, Some(want), "{provider}: restored");
+
+    // Finalization with revert: the apex Service serves the target's own pods and, like the
+    // route that reaches it, is no longer owned by the Canary.
+    router
+        .finalize(&t)
+        .await
+        .unwrap_or_else(|e| panic!("{provider}: finalize: {e}"));
+    let svc: Api<Service> = Api::namespaced(ns.client.clone(), &ns.name);
+    let apex = svc.get("podinfo").await.unwrap();
+    assert_eq!(
+        apex.spec.as_ref().and_then(|s| s.selector.clone()),
+        Some([("app".to_string(), "podinfo".to_string())].into()),
+        "{provider}: the apex Service selects the target"
+    );
+    assert!(
+        apex.metadata
+            .owner_references
+            .unwrap_or_default()
+            .is_empty(),
+        "{provider}: the apex Service is released"
+    );
+    // A provider whose apex Service alone serves once released (SMI) deletes its object.
+    if let Some(obj) = routing_object(&ns, router).await
+        && !blue_green_only
+    {
+        assert!(
+            obj.pointer("/metadata/ownerReferences")
+                .and_then(Value::as_array)
+                .is_none_or(|a| a.is_empty()),
+            "{provider}: the routing object is released: {obj}"
+        );
+    }
+
+    // Without revert: the routing object goes with the Canary.
+    if !blue_green_only {
+        router.ensure(&t).await.unwrap();
+        api.delete("podinfo", &DeleteParams::background())
+            .await
+            .unwrap();
+        eventually(
+            Duration::from_secs(60),
+            &format!("{provider}: the routing object to be collected with its Canary"),
+            || async { routing_object(&ns, router).await.is_none() },
+        )
+        .await
+        .unwrap();
+    }
+}
