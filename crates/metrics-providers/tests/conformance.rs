@@ -275,3 +275,14 @@ fn a_type_this_build_lacks_is_refused_naming_the_ones_it_has() {
         "{m}"
     );
 }
+
+#[test]
+fn every_provider_is_known_to_validation_and_runs_the_suite() {
+    assert_eq!(
+        fledge_metrics_providers::provider_names(),
+        fledge_api::validate::SUPPORTED_METRIC_PROVIDERS,
+        "fledge validate accepts exactly the metrics providers this build has"
+    );
+    let covered: Vec<&str> = fixtures().iter().map(|f| f.kind()).collect();
+    assert_eq!(covered, fledge_metrics_providers::provider_names());
+}
