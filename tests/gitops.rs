@@ -609,7 +609,8 @@ async fn a_rollback_reverts_the_source(source: Source) {
         },
     )
     .await;
-    tokio::time::sleep(Duration::from_secs(5)).await;
+    // Later reconciles, which would start a rollout if the reverted revision looked new.
+    ns.wait_reconciles(0, 3, Duration::from_secs(60)).await;
     let c = ns.api::<Canary>().get("podinfo").await.unwrap();
     let s = c.status.unwrap();
     assert_eq!(s.phase, CanaryPhase::Failed, "no new rollout: {s:#?}");

@@ -187,8 +187,8 @@ async fn a_failed_rollout_posts_one_error_per_provider_while_a_hung_provider_del
     )
     .await
     .unwrap();
-    // A few more intervals in Failed: the same state must not post again.
-    tokio::time::sleep(Duration::from_secs(6)).await;
+    // A few more reconciles in Failed: the same state must not post again.
+    ns.wait_reconciles(0, 3, Duration::from_secs(60)).await;
     for p in paths {
         let calls = chat.calls(p);
         assert_eq!(calls.len(), 1, "{p}: exactly one error message: {calls:#?}");

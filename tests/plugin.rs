@@ -231,8 +231,8 @@ async fn pause_and_resume() {
     assert!(status(&paused).paused.is_some());
     let at = status(&paused).iterations;
     let calls = hook.calls("/rollout").len();
-    // Three intervals later nothing has moved: no step, no webhook call.
-    tokio::time::sleep(Duration::from_secs(6)).await;
+    // Three reconciles later nothing has moved: no step, no webhook call.
+    ns.wait_reconciles(0, 3, Duration::from_secs(60)).await;
     let still = ns.api::<Canary>().get("podinfo").await.unwrap();
     assert_eq!(status(&still).iterations, at);
     assert_eq!(status(&still).phase, CanaryPhase::Progressing);

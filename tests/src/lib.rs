@@ -389,6 +389,34 @@ impl TestNs {
         SocketAddr::from(([127, 0, 0, 1], port))
     }
 
+    /// How many reconciles the controller `idx` has finished (its
+    /// `fledge_reconcile_duration_seconds_count`), or `None` while it does not answer.
+    pub async fn reconciles(&self, idx: usize) -> Option<u64> {
+        let url = format!("http://{}/metrics", self.controller_metrics(idx));
+        let text = reqwest::get(&url).await.ok()?.text().await.ok()?;
+        text.lines()
+            .find_map(|l| l.strip_prefix("fledge_reconcile_duration_seconds_count "))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .map(|v| v as u64)
+    }
+
+    /// Waits until the controller `idx` has finished `n` more reconciles than now: the positive
+    /// sign that it is still working, before a test asserts that something did *not* happen
+    /// (a wait that only sleeps would also pass with a stalled controller).
+    pub async fn wait_reconciles(&self, idx: usize, n: u64, timeout: Duration) {
+        let start = eventually_some(timeout, "the controller's /metrics", || {
+            self.reconciles(idx)
+        })
+        .await;
+        eventually(
+            timeout,
+            &format!("{n} more reconciles by controller {idx} (from {start})"),
+            || async { self.reconciles(idx).await.is_some_and(|c| c >= start + n) },
+        )
+        .await
+        .unwrap();
+    }
+
     /// Kills a controller started by [`TestNs::start_controller`] (SIGKILL: no cleanup).
     pub fn kill_controller(&self, idx: usize) {
         let mut list = self.controllers.lock().unwrap();
@@ -678,6 +706,25 @@ pub fn deployment_json(name: &str, image: &str, replicas: i32) -> serde_json::Va
             }
         }
     })
+}
+
+/// Polls `f` until it gives a value, for at most `timeout`; panics naming `what` otherwise.
+pub async fn eventually_some<T, F, Fut>(timeout: Duration, what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?}: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
 }
 
 /// Fails unless `cond` holds within `timeout`, polling.
