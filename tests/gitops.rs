@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use fledge_api::{Canary, CanaryPhase};
+use fledge_api::{Canary, CanaryPhase, ImageRef};
 use fledge_e2e::git::{GitDaemon, git};
 use fledge_e2e::{Hook, TestNs, deployment_json, eventually, root};
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
@@ -510,7 +510,8 @@ enum Source {
 impl Source {
     /// The file, its text naming `image`, and `spec.gitops` extras.
     fn file(self, image: &str) -> (&'static str, String, serde_json::Value) {
-        let (repo, tag) = image.rsplit_once(':').unwrap();
+        let reference = ImageRef::parse(image).unwrap();
+        let (repo, tag) = (reference.name(), reference.tag().unwrap());
         match self {
             Source::Manifest => ("deploy/podinfo.yaml", manifest(image), json!({})),
             Source::Kustomization => (

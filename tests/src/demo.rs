@@ -11,7 +11,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use fledge_api::{AnalysisRecord, Canary, CanaryPhase, MetricCheck};
+use fledge_api::{AnalysisRecord, Canary, CanaryPhase, ImageRef, MetricCheck};
 use kube::ResourceExt;
 use kube::api::{Api, DynamicObject, GroupVersionKind, Patch, PatchParams};
 use kube::discovery::{Scope, pinned_kind};
@@ -325,7 +325,10 @@ impl Clock {
 
 /// The tag of an image (`6.0.1`).
 fn tag(image: &str) -> &str {
-    image.rsplit(':').next().unwrap_or(image)
+    ImageRef::parse(image)
+        .ok()
+        .and_then(|r| r.tag())
+        .unwrap_or(image)
 }
 
 /// The kubectl `cargo xtask cluster up` puts beside its kubeconfig, and the command to watch

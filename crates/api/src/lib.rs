@@ -14,6 +14,7 @@ pub mod canary;
 pub mod defaults;
 pub mod duration;
 pub mod gitops;
+pub mod image;
 pub mod metric_template;
 mod request;
 mod status;
@@ -23,6 +24,7 @@ pub mod validate;
 pub use alert_provider::{AlertProvider, AlertProviderSpec};
 pub use canary::*;
 pub use duration::{DurationError, parse_duration};
+pub use image::{ImageRef, ImageRefError};
 pub use metric_template::{MetricTemplate, MetricTemplateSpec};
 pub use request::{CheckRecord, Gate, OperatorRequest, RequestAction, RequestOutcome};
 

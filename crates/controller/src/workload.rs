@@ -10,6 +10,8 @@ use k8s_openapi::api::core::v1::{PodSpec, PodTemplateSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use sha2::{Digest, Sha256};
 
+use fledge_api::ImageRef;
+
 use crate::Error;
 
 /// Labels looked up, in order, in the target's selector to tell primary and canary pods apart
@@ -383,23 +385,18 @@ pub fn build_primary(
     })
 }
 
-/// The repository of an image reference: without its digest and tag
-/// (`ghcr.io/acme/app:1.2.3` → `ghcr.io/acme/app`; a registry port stays).
-pub fn image_repository(image: &str) -> &str {
-    let name = image.split('@').next().unwrap_or(image);
-    match name.rfind(':') {
-        Some(i) if !name[i..].contains('/') => &name[..i],
-        _ => name,
-    }
-}
-
-/// Puts `images` into the pod template: each container (and init container) whose image has
-/// the repository of one of `images` runs that image. Returns `(container, from, to)` for each
-/// change.
+/// Puts `images` into the pod template: each container (and init container) whose image is of
+/// the repository of one of `images`, however written (`nginx:1` and `docker.io/library/nginx:2`
+/// are one repository), runs that image. Strings that are not image references match nothing.
+/// Returns `(container, from, to)` for each change.
 pub fn use_images(
     template: &mut PodTemplateSpec,
     images: &[String],
 ) -> Vec<(String, String, String)> {
+    let wanted: Vec<ImageRef<'_>> = images
+        .iter()
+        .filter_map(|i| ImageRef::parse(i).ok())
+        .collect();
     let mut changed = Vec::new();
     let Some(pod) = template.spec.as_mut() else {
         return changed;
@@ -409,12 +406,14 @@ pub fn use_images(
         let Some(current) = c.image.clone() else {
             continue;
         };
-        let repo = image_repository(&current);
-        if let Some(wanted) = images.iter().find(|i| image_repository(i) == repo)
-            && *wanted != current
+        let Ok(reference) = ImageRef::parse(&current) else {
+            continue;
+        };
+        if let Some(wanted) = wanted.iter().find(|w| w.same_repository(&reference))
+            && wanted.as_str() != current
         {
-            changed.push((c.name.clone(), current, wanted.clone()));
-            c.image = Some(wanted.clone());
+            changed.push((c.name.clone(), current.clone(), wanted.to_string()));
+            c.image = Some(wanted.to_string());
         }
     }
     changed
@@ -749,16 +748,6 @@ mod tests {
 
     #[test]
     fn images_of_a_promoted_revision_replace_those_of_the_same_repository() {
-        assert_eq!(
-            image_repository("ghcr.io/acme/app:1.2.3"),
-            "ghcr.io/acme/app"
-        );
-        assert_eq!(image_repository("registry:5000/app"), "registry:5000/app");
-        assert_eq!(
-            image_repository("registry:5000/app:v1@sha256:ab"),
-            "registry:5000/app"
-        );
-        assert_eq!(image_repository("app"), "app");
         let mut t: PodTemplateSpec = serde_json::from_value(serde_json::json!({
             "spec": {
                 "containers": [
@@ -769,7 +758,14 @@ mod tests {
             }
         }))
         .unwrap();
-        let changed = use_images(&mut t, &["ghcr.io/acme/app:1.0.0".into(), "other:1".into()]);
+        let changed = use_images(
+            &mut t,
+            &[
+                "ghcr.io/acme/app:1.0.0".into(),
+                "other:1".into(),
+                "Not A Reference".into(),
+            ],
+        );
         assert_eq!(
             changed,
             vec![
@@ -787,5 +783,34 @@ mod tests {
         );
         let pod = t.spec.unwrap();
         assert_eq!(pod.containers[1].image.as_deref(), Some("envoy:1.30"));
+    }
+
+    #[test]
+    fn a_pinned_image_and_another_spelling_of_its_repository_are_replaced_too() {
+        let sha = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+        let mut t: PodTemplateSpec = serde_json::from_value(serde_json::json!({
+            "spec": {
+                "containers": [
+                    {"name": "app", "image": format!("registry:5000/app:v2@{sha}")},
+                    {"name": "proxy", "image": "envoy:1.30"},
+                    {"name": "other-port", "image": "registry:5001/app:v2"}
+                ]
+            }
+        }))
+        .unwrap();
+        let changed = use_images(
+            &mut t,
+            &[
+                "registry:5000/app:v1".into(),
+                "docker.io/library/envoy:1.29".into(),
+            ],
+        );
+        let to: Vec<&str> = changed.iter().map(|(_, _, to)| to.as_str()).collect();
+        assert_eq!(to, ["registry:5000/app:v1", "docker.io/library/envoy:1.29"]);
+        let pod = t.spec.unwrap();
+        assert_eq!(
+            pod.containers[2].image.as_deref(),
+            Some("registry:5001/app:v2")
+        );
     }
 }

@@ -29,6 +29,7 @@ mod gitsync;
 mod observe;
 mod phases;
 pub mod requests;
+#[cfg(feature = "sim")]
 pub mod sim;
 pub mod weights;
 

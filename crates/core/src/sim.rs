@@ -6,6 +6,9 @@
 //! Flagger's documentation are written with it. It checks the engine's contract at every
 //! reconcile (see [`check_plan`]) and collects any breach in [`Sim::violations`]; it never
 //! panics.
+//!
+//! It is compiled only with the `sim` feature (the engine's integration tests enable it through
+//! a dev-dependency on this crate), so production builds never contain it.
 
 use std::collections::BTreeMap;
 use std::time::Duration;

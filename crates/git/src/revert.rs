@@ -11,17 +11,7 @@
 //!   there becomes the promoted tag, or the whole reference when the path holds a reference, or
 //!   the `repository`/`tag` pair when it holds a map.
 
-/// An image reference split into repository and tag (`registry/repo:tag` → `registry/repo`,
-/// `tag`); a digest counts as the tag (`@sha256:…`).
-pub fn split(image: &str) -> (&str, &str) {
-    if let Some(at) = image.find('@') {
-        return (&image[..at], &image[at..]);
-    }
-    match image.rfind(':') {
-        Some(i) if !image[i..].contains('/') => (&image[..i], &image[i + 1..]),
-        _ => (image, ""),
-    }
-}
+use fledge_api::ImageRef;
 
 /// A line as `indent`, `key`, `value` and the rest (a comment), when it is `key: value`.
 struct Line<'a> {
@@ -152,8 +142,9 @@ fn image_lines(text: &str, from: &str, to: &str) -> Option<String> {
 
 /// A kustomization's `images:` entries.
 fn kustomization(text: &str, from: &str, to: &str) -> Result<Option<String>, String> {
-    let (from_repo, _) = split(from);
-    let (to_repo, to_tag) = split(to);
+    let from_repo = ImageRef::parse(from).map_err(|e| e.to_string())?.name();
+    let to = ImageRef::parse(to).map_err(|e| e.to_string())?;
+    let (to_repo, to_tag) = (to.name(), to.version());
     let mut lines: Vec<String> = text.lines().map(String::from).collect();
     // Group the lines of each list item under `images:`.
     let mut items: Vec<Vec<usize>> = Vec::new();
@@ -265,7 +256,8 @@ fn by_path(text: &str, path: &str, from: &str, to: &str) -> Result<Option<String
     let i = found.ok_or("spec.gitops.imagePath is empty")?;
     let l = parse(all[i]).ok_or("unreadable line at imagePath")?;
     let current = unquote(&all[i][l.value_start..l.value_end]).to_string();
-    let (to_repo, to_tag) = split(to);
+    let to_ref = ImageRef::parse(to).map_err(|e| e.to_string())?;
+    let (to_repo, to_tag) = (to_ref.name(), to_ref.version());
     if current.is_empty() {
         // A map: repository and tag below.
         let mut changed = false;
@@ -304,14 +296,6 @@ mod tests {
 
     const FROM: &str = "ghcr.io/stefanprodan/podinfo:6.0.1";
     const TO: &str = "ghcr.io/stefanprodan/podinfo:6.0.0";
-
-    #[test]
-    fn references_split_into_repository_and_tag() {
-        assert_eq!(split("a/b:1"), ("a/b", "1"));
-        assert_eq!(split("localhost:5000/b:1"), ("localhost:5000/b", "1"));
-        assert_eq!(split("localhost:5000/b"), ("localhost:5000/b", ""));
-        assert_eq!(split("b@sha256:ab"), ("b", "@sha256:ab"));
-    }
 
     #[test]
     fn a_deployment_manifest_keeps_its_marker_and_quotes() {
@@ -384,6 +368,35 @@ mod tests {
             revert(tag, FROM, TO, Some("spec.values.img.tag"))
                 .unwrap_err()
                 .contains("no key \"img\"")
+        );
+    }
+
+    /// A pinned reference (`repo:tag@digest`) is the repository `repo`: its kustomization entry
+    /// is found and gets the promoted tag and digest.
+    #[test]
+    fn a_pinned_reference_reverts_the_entry_of_its_repository() {
+        let sha = |d: char| format!("sha256:{}", d.to_string().repeat(64));
+        let from = format!("ghcr.io/stefanprodan/podinfo:6.0.1@{}", sha('a'));
+        let to = format!("ghcr.io/stefanprodan/podinfo:6.0.0@{}", sha('b'));
+        let text = format!(
+            "images:\n  - name: ghcr.io/stefanprodan/podinfo\n    newTag: 6.0.1@{}\n",
+            sha('a')
+        );
+        let Reverted::Changed(out) = revert(&text, &from, &to, None).unwrap() else {
+            panic!()
+        };
+        assert_eq!(
+            out,
+            format!(
+                "images:\n  - name: ghcr.io/stefanprodan/podinfo\n    newTag: 6.0.0@{}\n",
+                sha('b')
+            )
+        );
+        // What is not an image reference is refused with the reason.
+        let err = revert(&text, &from, "Podinfo:6.0.0", None).unwrap_err();
+        assert!(
+            err.contains("\"Podinfo:6.0.0\" is not an image reference"),
+            "{err}"
         );
     }
 }

@@ -228,7 +228,11 @@ pub fn parse_args(args: &[String]) -> Result<Plan, Error> {
                 }
                 q = (rate > 0.0).then_some(rate);
             }
-            "z" => z = Some(crate::duration::parse(&value)?),
+            "z" => {
+                z = Some(
+                    fledge_api::parse_duration(&value).map_err(|e| invalid(format!("-z: {e}")))?,
+                )
+            }
             "m" => {
                 method = Method::from_bytes(value.to_ascii_uppercase().as_bytes())
                     .map_err(|_| invalid(format!("-m: invalid method {value:?}")))?
@@ -503,7 +507,7 @@ mod tests {
         assert!(err("hey -z 1m http://a/ http://b/").contains("more than one URL"));
         assert!(err("hey http://a/ -z 1m").contains("put it before the URL"));
         assert!(err("hey -w 3 http://a/").contains("no flag -w"));
-        assert!(err("hey -z http://a/").contains("invalid duration"));
+        assert!(err("hey -z http://a/").contains("-z: \"http://a/\" is not a duration"));
         assert!(err("hey -z 1m -c").contains("needs a value"));
         assert!(err("hey -n 1 -c 2 http://a/").contains("smaller than -c"));
         assert!(err("hey -z 1m -q fast http://a/").contains("rate"));

@@ -6,7 +6,6 @@
 #![forbid(unsafe_code)]
 
 mod conn;
-pub mod duration;
 pub mod engine;
 pub mod error;
 pub mod hey;

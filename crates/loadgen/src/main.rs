@@ -124,7 +124,7 @@ struct ServeArgs {
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
-    fledge_loadgen::duration::parse(s).map_err(|e| e.to_string())
+    fledge_api::parse_duration(s).map_err(|e| e.to_string())
 }
 
 fn main() -> ExitCode {

@@ -240,17 +240,7 @@ fn render(
 
 /// A latency such as `1.23ms`, `850.00us`, `2.1s` (wrk's units), in seconds.
 fn parse_unit_duration(s: &str) -> Option<f64> {
-    let s = s.trim();
-    let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.'))?;
-    let n: f64 = s[..split].parse().ok()?;
-    let scale = match &s[split..] {
-        "us" | "µs" => 1e-6,
-        "ms" => 1e-3,
-        "s" => 1.0,
-        "m" => 60.0,
-        _ => return None,
-    };
-    Some(n * scale)
+    fledge_api::parse_duration(s).ok().map(|d| d.as_secs_f64())
 }
 
 /// wrk's `--latency` output.

@@ -367,36 +367,6 @@ pub fn first_of(events: &[LogEvent], reason: &str, since: f64) -> BTreeMap<Strin
     out
 }
 
-/// Parses a Flagger-style duration as used in `analysis.interval`: `500ms`, `10s`, `1m`,
-/// `1m30s`, `1h`.
-pub fn parse_duration(text: &str) -> Option<std::time::Duration> {
-    let mut total = 0.0;
-    let mut rest = text.trim();
-    if rest.is_empty() {
-        return None;
-    }
-    while !rest.is_empty() {
-        let num_end = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(rest.len());
-        let n: f64 = rest[..num_end].parse().ok()?;
-        rest = &rest[num_end..];
-        let unit_end = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
-        let scale = match &rest[..unit_end] {
-            "ms" => 0.001,
-            "s" => 1.0,
-            "m" => 60.0,
-            "h" => 3600.0,
-            _ => return None,
-        };
-        total += n * scale;
-        rest = &rest[unit_end..];
-    }
-    Some(std::time::Duration::from_secs_f64(total))
-}
-
 /// KiB as MiB with one decimal.
 pub fn mib(kib: u64) -> String {
     format!("{:.1} MiB", kib as f64 / 1024.0)
@@ -625,18 +595,6 @@ broken{a="x" 1
         assert_eq!(ready_target("app-0001|3|3|1|1|"), None);
         assert_eq!(ready_target("app-0001-primary|3|3|1|1|1"), None);
         assert_eq!(ready_target("app-0001 3 3 1 1 1"), None);
-    }
-
-    #[test]
-    fn parses_durations() {
-        use std::time::Duration;
-        assert_eq!(parse_duration("10s"), Some(Duration::from_secs(10)));
-        assert_eq!(parse_duration("1m30s"), Some(Duration::from_secs(90)));
-        assert_eq!(parse_duration("500ms"), Some(Duration::from_millis(500)));
-        assert_eq!(parse_duration("2h"), Some(Duration::from_secs(7200)));
-        assert_eq!(parse_duration("10"), None);
-        assert_eq!(parse_duration(""), None);
-        assert_eq!(parse_duration("5x"), None);
     }
 
     #[test]

@@ -26,7 +26,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle, sleep};
 use std::time::{Duration, Instant, SystemTime};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, anyhow, bail};
 
 use super::measure::{
     self, Histogram, LogEvent, Memory, Sample, Summary, mib, parse_log_event, secs, table,
@@ -73,14 +73,14 @@ pub struct ScaleArgs {
 }
 
 pub fn run(args: ScaleArgs) -> Result<()> {
-    let interval = measure::parse_duration(&args.interval)
-        .filter(|d| *d >= Duration::from_secs(1))
-        .with_context(|| {
-            format!(
-                "--interval {:?}: expected a duration of at least 1s such as 10s or 1m",
-                args.interval
-            )
-        })?;
+    let interval =
+        fledge_api::parse_duration(&args.interval).map_err(|e| anyhow!("--interval: {e}"))?;
+    if interval < Duration::from_secs(1) {
+        bail!(
+            "--interval {:?}: must be at least 1s, such as 10s or 1m",
+            args.interval
+        );
+    }
     if args.canaries.iter().any(|n| *n == 0 || *n > 9999) {
         bail!("--canaries: each value must be between 1 and 9999");
     }

@@ -200,7 +200,7 @@ fn parse_load(m: &BTreeMap<String, String>) -> Result<Plan, String> {
     };
     let dur = |k: &str| -> Result<Option<Duration>, String> {
         get(k)
-            .map(|v| crate::duration::parse(v).map_err(|e| format!("{k}: {e}")))
+            .map(|v| fledge_api::parse_duration(v).map_err(|e| format!("{k}: {e}")))
             .transpose()
     };
     let mut plan = Plan {
