@@ -962,25 +962,12 @@ impl Router for GatewayApiRouter {
 
     /// The routes the HTTPRoute gives now; `None` when it does not exist.
     async fn get_routes(&self, t: &RouteTarget<'_>) -> Result<Option<Routes>, Error> {
-        let Some(obj) = self
+        let spec: Option<HttpRouteSpec> = self
             .version
             .kind()
-            .get(
-                &self.client,
-                t.namespace(),
-                self.provider(),
-                t.canary.spec.apex_service_name(),
-            )
-            .await?
-        else {
-            return Ok(None);
-        };
-        let spec: HttpRouteSpec = serde_json::from_value(obj["spec"].clone())?;
-        Ok(Some(routes_of(
-            &spec,
-            &ServiceNames::of(t.canary),
-            t.status,
-        )))
+            .read_spec(&self.client, t, self.provider())
+            .await?;
+        Ok(spec.map(|s| routes_of(&s, &ServiceNames::of(t.canary), t.status)))
     }
 
     /// Points the apex Service at the target and the HTTPRoute at the apex Service; both stay

@@ -682,19 +682,9 @@ impl Router for IstioRouter {
 
     /// The routes the VirtualService gives now; `None` when it does not exist.
     async fn get_routes(&self, t: &RouteTarget<'_>) -> Result<Option<Routes>, Error> {
-        let Some(obj) = VIRTUAL_SERVICE
-            .get(
-                &self.client,
-                t.namespace(),
-                PROVIDER,
-                t.canary.spec.apex_service_name(),
-            )
-            .await?
-        else {
-            return Ok(None);
-        };
-        let spec: VirtualServiceSpec = serde_json::from_value(obj["spec"].clone())?;
-        Ok(Some(routes_of(&spec, &ServiceNames::of(t.canary))))
+        let spec: Option<VirtualServiceSpec> =
+            VIRTUAL_SERVICE.read_spec(&self.client, t, PROVIDER).await?;
+        Ok(spec.map(|s| routes_of(&s, &ServiceNames::of(t.canary))))
     }
 
     /// Points the apex Service at the target and the VirtualService at the apex Service; both

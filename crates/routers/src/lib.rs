@@ -269,6 +269,21 @@ impl PeerKind {
         }
     }
 
+    /// The `spec` of the routing object of `t` (named after the apex Service), or `None` when it
+    /// does not exist: the read-back every peer router's `get_routes` starts with.
+    pub(crate) async fn read_spec<T: serde::de::DeserializeOwned>(
+        &self,
+        client: &Client,
+        t: &RouteTarget<'_>,
+        provider: &str,
+    ) -> Result<Option<T>, Error> {
+        let name = t.canary.spec.apex_service_name();
+        match self.get(client, t.namespace(), provider, name).await? {
+            Some(obj) => Ok(Some(serde_json::from_value(obj["spec"].clone())?)),
+            None => Ok(None),
+        }
+    }
+
     /// Deletes the object; absent is fine.
     pub(crate) async fn delete(&self, client: &Client, ns: &str, name: &str) -> Result<(), Error> {
         match self

@@ -155,21 +155,12 @@ impl Router for SmiRouter {
 
     /// The routes the TrafficSplit gives now; `None` when it does not exist.
     async fn get_routes(&self, t: &RouteTarget<'_>) -> Result<Option<Routes>, Error> {
-        let Some(obj) = self
+        let spec: Option<TrafficSplitSpec> = self
             .version
             .kind()
-            .get(
-                &self.client,
-                t.namespace(),
-                self.provider,
-                t.canary.spec.apex_service_name(),
-            )
-            .await?
-        else {
-            return Ok(None);
-        };
-        let spec: TrafficSplitSpec = serde_json::from_value(obj["spec"].clone())?;
-        Ok(Some(routes_of(&spec, &ServiceNames::of(t.canary))))
+            .read_spec(&self.client, t, self.provider)
+            .await?;
+        Ok(spec.map(|s| routes_of(&s, &ServiceNames::of(t.canary))))
     }
 
     /// Points the apex Service at the target and deletes the TrafficSplit: the mesh then sends

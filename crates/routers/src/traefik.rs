@@ -308,19 +308,8 @@ impl Router for TraefikRouter {
 
     /// The routes the TraefikService gives now; `None` when it does not exist.
     async fn get_routes(&self, t: &RouteTarget<'_>) -> Result<Option<Routes>, Error> {
-        let Some(obj) = KIND
-            .get(
-                &self.client,
-                t.namespace(),
-                PROVIDER,
-                t.canary.spec.apex_service_name(),
-            )
-            .await?
-        else {
-            return Ok(None);
-        };
-        let spec: TraefikServiceSpec = serde_json::from_value(obj["spec"].clone())?;
-        Ok(Some(routes_of(&spec, &ServiceNames::of(t.canary))))
+        let spec: Option<TraefikServiceSpec> = KIND.read_spec(&self.client, t, PROVIDER).await?;
+        Ok(spec.map(|s| routes_of(&s, &ServiceNames::of(t.canary))))
     }
 
     /// Points the apex Service at the target and the TraefikService at the apex Service; both
