@@ -3,10 +3,12 @@
 use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+use serde_with::skip_serializing_none;
 
 use crate::metric_template::SecretReference;
 
 /// A chat or webhook destination for alerts.
+#[skip_serializing_none]
 #[derive(
     CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema,
 )]
@@ -28,35 +30,28 @@ pub struct AlertProviderSpec {
     #[schemars(extend("enum" = ["slack", "msteams", "discord", "rocket", "gchat", "webhook"]))]
     pub r#type: String,
     /// Channel to post to, where the provider takes one.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub channel: Option<String>,
     /// User name the messages are posted as.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub username: Option<String>,
     /// Webhook URL. A secret: prefer `secretRef`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub address: Option<String>,
     /// HTTP(S) proxy used to reach the provider.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub proxy: Option<String>,
     /// Secret with the `address` key (and optionally `proxy`, `token`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_ref: Option<SecretReference>,
     /// fledge extension: the link each message carries back to the Canary, an http(s) URL in
     /// which `{namespace}` and `{name}` are replaced (e.g. a dashboard). Default: the
     /// `kubectl` command that describes the Canary.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub link_template: Option<String>,
     /// fledge extension: also send a message at each traffic step. Default: false for chat
     /// providers, true for `webhook`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub traffic_steps: Option<bool>,
 }
 
 /// Status of an AlertProvider.
+#[skip_serializing_none]
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 pub struct AlertProviderStatus {
     /// Conditions.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub conditions: Option<Vec<crate::CanaryCondition>>,
 }

@@ -9,6 +9,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+use serde_with::skip_serializing_none;
 
 use crate::defaults;
 pub use crate::status::*;
@@ -16,6 +17,7 @@ pub use crate::status::*;
 /// A progressive delivery of a Deployment or DaemonSet: when its pod template (or a ConfigMap or
 /// Secret it references) changes, fledge shifts traffic to the new revision in steps, analyses
 /// it, and promotes or rolls it back.
+#[skip_serializing_none]
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[kube(
     group = "fledge.dev",
@@ -43,7 +45,6 @@ pub struct CanarySpec {
     /// `gatewayapi:v1beta1`, `kubernetes` (blue/green by switching the apex Service), `istio`,
     /// `linkerd`, `smi:v1alpha2`, `smi:v1alpha3`. Flagger's other providers are accepted by the
     /// schema and reported by validation as not supported yet.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(extend("enum" = [
         "apisix", "appmesh", "appmesh:v1beta2", "contour", "gatewayapi:v1", "gatewayapi:v1beta1",
         "gloo", "istio", "knative", "kubernetes", "kuma", "linkerd", "nginx", "osm", "skipper",
@@ -53,31 +54,25 @@ pub struct CanarySpec {
 
     /// Address of the Prometheus server used by the builtin metrics, e.g.
     /// `http://prometheus.monitoring:9090`. Defaults to the controller's `--metrics-server`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metrics_server: Option<String>,
 
     /// Seconds a canary or primary may take to become ready before the rollout is rolled back.
     /// Default 600.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub progress_deadline_seconds: Option<i32>,
 
     /// The workload under progressive delivery (a Deployment or DaemonSet).
     pub target_ref: LocalObjectReference,
 
     /// The autoscaler of the target; fledge copies it for the primary.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub autoscaler_ref: Option<AutoscalerReference>,
 
     /// An Ingress used by the ingress-based providers (nginx).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ingress_ref: Option<LocalObjectReference>,
 
     /// An ApisixRoute used by the apisix provider.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub route_ref: Option<LocalObjectReference>,
 
     /// A Gloo Upstream used as a template by the gloo provider.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upstream_ref: Option<CrossNamespaceObjectReference>,
 
     /// The Services fledge generates (`<name>`, `<name>-primary`, `<name>-canary`) and the
@@ -85,7 +80,6 @@ pub struct CanarySpec {
     pub service: CanaryService,
 
     /// The analysis: traffic steps, metric checks, webhooks and alerts.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub analysis: Option<CanaryAnalysis>,
 
     /// Promote new revisions without analysis (traffic is still switched through the router).
@@ -103,248 +97,199 @@ pub struct CanarySpec {
 
     /// fledge extension: record every rollout in Git (a ledger file per rollout) and revert the
     /// GitOps source when a rollout is rolled back.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gitops: Option<crate::gitops::GitOps>,
 }
 
 /// A reference to an object in the Canary's namespace.
+#[skip_serializing_none]
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct LocalObjectReference {
     /// API version of the referent, e.g. `apps/v1`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api_version: Option<String>,
     /// Kind of the referent. For `targetRef`: `Deployment` (default), `DaemonSet` or `Service`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kind: Option<String>,
     /// Name of the referent.
     pub name: String,
 }
 
 /// A reference to an object that may live in another namespace.
+#[skip_serializing_none]
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CrossNamespaceObjectReference {
     /// API version of the referent.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api_version: Option<String>,
     /// Kind of the referent.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kind: Option<String>,
     /// Name of the referent.
     pub name: String,
     /// Namespace of the referent; the Canary's namespace when empty.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespace: Option<String>,
 }
 
 /// The autoscaler of the target workload.
+#[skip_serializing_none]
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AutoscalerReference {
     /// API version of the autoscaler, e.g. `autoscaling/v2`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api_version: Option<String>,
     /// `HorizontalPodAutoscaler` or `ScaledObject`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kind: Option<String>,
     /// Name of the autoscaler.
     pub name: String,
     /// Queries that replace the target's queries in the primary's ScaledObject, by trigger name.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub primary_scaler_queries: Option<BTreeMap<String, String>>,
     /// Replica bounds of the primary's autoscaler, when they differ from the target's.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub primary_scaler_replicas: Option<ScalerReplicas>,
 }
 
 /// Replica bounds for an autoscaler.
+#[skip_serializing_none]
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ScalerReplicas {
     /// Minimum replicas.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min_replicas: Option<i32>,
     /// Maximum replicas.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_replicas: Option<i32>,
 }
 
 /// The generated Services and the routing options of the provider.
+#[skip_serializing_none]
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CanaryService {
     /// Name of the apex Service; `<name>-primary` and `<name>-canary` are derived from it.
     /// Defaults to the target's name.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     /// Port of the generated Services.
     pub port: i32,
     /// Name of the port. Default `http`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub port_name: Option<String>,
     /// Application protocol of the port (e.g. `http`, `kubernetes.io/h2c`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub app_protocol: Option<String>,
     /// Traffic distribution preference of the generated Services.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(extend("enum" = ["PreferClose", "PreferSameZone", "PreferSameNode"]))]
     pub traffic_distribution: Option<String>,
     /// Container port number or name the Services target. Defaults to `port`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target_port: Option<IntOrString>,
     /// Add every other container port of the target to the generated Services.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub port_discovery: Option<bool>,
     /// Make the primary and canary Services headless.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub headless: Option<bool>,
     /// Request timeout set on the route, e.g. `30s`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<String>,
     /// Timeout for each request to a backend, e.g. `10s` (Gateway API).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backend_timeout: Option<String>,
     /// AppMesh mesh name.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mesh_name: Option<String>,
     /// AppMesh backends.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backends: Option<Vec<String>>,
     /// Host names the route answers for.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hosts: Option<Vec<String>>,
     /// Istio: make the VirtualService a delegate.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub delegation: Option<bool>,
     /// Istio: extra HTTP match conditions for the route.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub r#match: Option<Vec<HttpMatchRequest>>,
     /// Retry policy of the route.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retries: Option<HttpRetry>,
     /// URI or authority rewrite.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rewrite: Option<HttpRewrite>,
     /// Gateway API: extra backends that receive a copy of the traffic.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mirror: Option<Vec<HttpRequestMirror>>,
     /// Request and response header operations.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub headers: Option<HeaderOperations>,
     /// Istio gateways the VirtualService binds to.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gateways: Option<Vec<String>>,
     /// Gateway API: the Gateways the HTTPRoute attaches to.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gateway_refs: Option<Vec<ParentReference>>,
     /// Istio: CORS policy.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cors_policy: Option<CorsPolicy>,
     /// Istio: traffic policy of the DestinationRules.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub traffic_policy: Option<TrafficPolicy>,
     /// Labels and annotations of the apex Service.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub apex: Option<CustomMetadata>,
     /// Labels and annotations of the primary Service.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub primary: Option<CustomMetadata>,
     /// Labels and annotations of the canary Service.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub canary: Option<CustomMetadata>,
     /// Label and annotation keys on generated objects that fledge must leave to others.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unmanaged_metadata: Option<UnmanagedMetadata>,
 }
 
 /// Labels and annotations for a generated object.
+#[skip_serializing_none]
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 pub struct CustomMetadata {
     /// Labels to set.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub labels: Option<BTreeMap<String, String>>,
     /// Annotations to set.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub annotations: Option<BTreeMap<String, String>>,
 }
 
 /// Label and annotation keys fledge must not manage.
+#[skip_serializing_none]
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 pub struct UnmanagedMetadata {
     /// Annotation keys.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub annotations: Option<Vec<String>>,
     /// Label keys.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub labels: Option<Vec<String>>,
 }
 
 /// How a string is matched: exactly one of `exact`, `prefix`, `suffix` or `regex`.
+#[skip_serializing_none]
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 pub struct StringMatch {
     /// Exact match.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exact: Option<String>,
     /// Prefix match.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prefix: Option<String>,
     /// Suffix match.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub suffix: Option<String>,
     /// RE2 regular expression match.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub regex: Option<String>,
 }
 
 /// Conditions a request must meet (Istio `HTTPMatchRequest`; A/B testing uses `headers`,
 /// `queryParams` and `sourceLabels`).
+#[skip_serializing_none]
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct HttpMatchRequest {
     /// Name of the match, for logs.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     /// URI match.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub uri: Option<StringMatch>,
     /// Scheme match.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scheme: Option<StringMatch>,
     /// Method match.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub method: Option<StringMatch>,
     /// Authority match.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub authority: Option<StringMatch>,
     /// Header matches by header name (lower case). A cookie is matched through the `cookie`
     /// header, e.g. `regex: "^(.*?;)?(canary=always)(;.*)?$"`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub headers: Option<BTreeMap<String, StringMatch>>,
     /// Port match.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub port: Option<i32>,
     /// Labels of the source workload.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source_labels: Option<BTreeMap<String, String>>,
     /// Gateways the match applies to.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gateways: Option<Vec<String>>,
     /// Query parameter matches by name.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub query_params: Option<BTreeMap<String, StringMatch>>,
     /// Match the URI case-insensitively.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ignore_uri_case: Option<bool>,
     /// Headers that must not be present or must not match.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub without_headers: Option<BTreeMap<String, StringMatch>>,
     /// Namespace of the source workload.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source_namespace: Option<String>,
 }
 
 /// Retry policy of a route.
+#[skip_serializing_none]
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct HttpRetry {
@@ -352,24 +297,20 @@ pub struct HttpRetry {
     #[serde(default)]
     pub attempts: i32,
     /// Timeout of each try, e.g. `2s`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub per_try_timeout: Option<String>,
     /// Conditions that trigger a retry, e.g. `gateway-error,connect-failure`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_on: Option<String>,
 }
 
 /// URI or authority rewrite.
+#[skip_serializing_none]
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 pub struct HttpRewrite {
     /// Replacement URI (or prefix).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub uri: Option<String>,
     /// Replacement authority (Host header).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub authority: Option<String>,
     /// Gateway API rewrite type: `ReplaceFullPath` or `ReplacePrefixMatch`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub r#type: Option<String>,
 }
 
@@ -382,369 +323,294 @@ pub struct HttpRequestMirror {
 }
 
 /// A Gateway API backend reference.
+#[skip_serializing_none]
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 pub struct BackendObjectReference {
     /// API group of the backend; empty for a Service.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub group: Option<String>,
     /// Kind of the backend; `Service` when empty.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kind: Option<String>,
     /// Name of the backend.
     pub name: String,
     /// Namespace of the backend.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespace: Option<String>,
     /// Port of the backend.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub port: Option<i32>,
 }
 
 /// Header operations for requests and responses.
+#[skip_serializing_none]
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 pub struct HeaderOperations {
     /// Operations on request headers.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request: Option<HeaderOperation>,
     /// Operations on response headers.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub response: Option<HeaderOperation>,
 }
 
 /// Headers to add, set or remove.
+#[skip_serializing_none]
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 pub struct HeaderOperation {
     /// Headers to append.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub add: Option<BTreeMap<String, String>>,
     /// Headers to overwrite.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub set: Option<BTreeMap<String, String>>,
     /// Header names to remove.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub remove: Option<Vec<String>>,
 }
 
 /// A Gateway API parent reference (a Gateway the HTTPRoute attaches to).
+#[skip_serializing_none]
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ParentReference {
     /// API group of the parent; `gateway.networking.k8s.io` when empty.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub group: Option<String>,
     /// Kind of the parent; `Gateway` when empty.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kind: Option<String>,
     /// Name of the parent.
     pub name: String,
     /// Namespace of the parent; the Canary's namespace when empty.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespace: Option<String>,
     /// Listener name within the Gateway.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub section_name: Option<String>,
     /// Listener port within the Gateway.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub port: Option<i32>,
 }
 
 /// Istio CORS policy.
+#[skip_serializing_none]
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CorsPolicy {
     /// Allowed origins (deprecated by Istio in favour of `allowOrigins`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub allow_origin: Option<Vec<String>>,
     /// Allowed origins as string matches.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub allow_origins: Option<Vec<StringMatch>>,
     /// Allowed methods.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub allow_methods: Option<Vec<String>>,
     /// Allowed request headers.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub allow_headers: Option<Vec<String>>,
     /// Response headers browsers may read.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expose_headers: Option<Vec<String>>,
     /// How long a preflight result may be cached, e.g. `24h`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_age: Option<String>,
     /// Whether credentials may be sent.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub allow_credentials: Option<bool>,
 }
 
 /// Istio DestinationRule traffic policy.
+#[skip_serializing_none]
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TrafficPolicy {
     /// Connection pool settings.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub connection_pool: Option<ConnectionPool>,
     /// Load balancer settings.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub load_balancer: Option<LoadBalancer>,
     /// Outlier detection settings.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outlier_detection: Option<OutlierDetection>,
     /// TLS settings for upstream connections.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<ClientTlsSettings>,
 }
 
 /// Istio connection pool settings.
+#[skip_serializing_none]
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 pub struct ConnectionPool {
     /// HTTP connection pool settings.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub http: Option<HttpConnectionPool>,
 }
 
 /// Istio HTTP connection pool settings.
+#[skip_serializing_none]
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct HttpConnectionPool {
     /// Maximum pending HTTP/1.1 requests.
-    #[serde(
-        default,
-        rename = "http1MaxPendingRequests",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "http1MaxPendingRequests")]
     pub http1_max_pending_requests: Option<i32>,
     /// Maximum HTTP/2 requests.
-    #[serde(
-        default,
-        rename = "http2MaxRequests",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "http2MaxRequests")]
     pub http2_max_requests: Option<i32>,
     /// Maximum requests per connection.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_requests_per_connection: Option<i32>,
     /// Maximum retries outstanding.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_retries: Option<i32>,
     /// Idle timeout of upstream connections.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idle_timeout: Option<String>,
     /// Whether to upgrade HTTP/1.1 connections to HTTP/2.
-    #[serde(
-        default,
-        rename = "h2UpgradePolicy",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "h2UpgradePolicy")]
     #[schemars(extend("enum" = ["DEFAULT", "DO_NOT_UPGRADE", "UPGRADE"]))]
     pub h2_upgrade_policy: Option<String>,
 }
 
 /// Istio load balancer settings.
+#[skip_serializing_none]
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct LoadBalancer {
     /// Simple load balancing algorithm.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(extend("enum" = ["ROUND_ROBIN", "LEAST_CONN", "RANDOM", "PASSTHROUGH", "LEAST_REQUEST"]))]
     pub simple: Option<String>,
     /// Consistent-hash load balancing.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub consistent_hash: Option<ConsistentHash>,
     /// Locality load balancing.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub locality_lb_setting: Option<LocalityLbSetting>,
     /// Warm-up duration of new endpoints.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub warmup_duration_secs: Option<String>,
 }
 
 /// Istio consistent-hash load balancing.
+#[skip_serializing_none]
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ConsistentHash {
     /// Hash on a header.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub http_header_name: Option<String>,
     /// Hash on a cookie.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub http_cookie: Option<HttpCookie>,
     /// Hash on the source IP.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub use_source_ip: Option<bool>,
     /// Hash on a query parameter.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub http_query_parameter_name: Option<String>,
     /// Minimum number of virtual nodes of the hash ring.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub minimum_ring_size: Option<i64>,
 }
 
 /// An Istio hash cookie.
+#[skip_serializing_none]
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 pub struct HttpCookie {
     /// Cookie name.
     pub name: String,
     /// Cookie path.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,
     /// Cookie lifetime.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ttl: Option<String>,
 }
 
 /// Istio locality load balancing.
+#[skip_serializing_none]
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 pub struct LocalityLbSetting {
     /// Traffic distribution across localities.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub distribute: Option<Vec<LocalityDistribute>>,
     /// Failover between regions.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failover: Option<Vec<LocalityFailover>>,
     /// Enable locality load balancing.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub enabled: Option<bool>,
 }
 
 /// Istio locality distribution.
+#[skip_serializing_none]
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 pub struct LocalityDistribute {
     /// Source locality.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub from: Option<String>,
     /// Destination localities and their weights.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub to: Option<BTreeMap<String, u32>>,
 }
 
 /// Istio locality failover.
+#[skip_serializing_none]
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 pub struct LocalityFailover {
     /// Source region.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub from: Option<String>,
     /// Destination region.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub to: Option<String>,
 }
 
 /// Istio outlier detection.
+#[skip_serializing_none]
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct OutlierDetection {
     /// Separate local-origin errors from external ones.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub split_external_local_origin_errors: Option<bool>,
     /// Consecutive local-origin failures before ejection.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub consecutive_local_origin_failures: Option<i32>,
     /// Consecutive gateway errors before ejection.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub consecutive_gateway_errors: Option<i32>,
     /// Consecutive 5xx errors before ejection.
-    #[serde(
-        default,
-        rename = "consecutive5xxErrors",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "consecutive5xxErrors")]
     pub consecutive_5xx_errors: Option<i32>,
     /// Deprecated: consecutive errors before ejection.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub consecutive_errors: Option<i32>,
     /// Interval between ejection sweeps.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub interval: Option<String>,
     /// Minimum ejection duration.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub base_ejection_time: Option<String>,
     /// Maximum percentage of hosts that may be ejected.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_ejection_percent: Option<i32>,
     /// Minimum healthy percentage for outlier detection to apply.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min_health_percent: Option<i32>,
 }
 
 /// Istio client TLS settings.
+#[skip_serializing_none]
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ClientTlsSettings {
     /// TLS mode.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(extend("enum" = ["DISABLE", "SIMPLE", "MUTUAL", "ISTIO_MUTUAL"]))]
     pub mode: Option<String>,
     /// Client certificate file.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_certificate: Option<String>,
     /// Client private key file.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub private_key: Option<String>,
     /// CA certificates file.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca_certificates: Option<String>,
     /// Subject alternative names to verify.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subject_alt_names: Option<Vec<String>>,
     /// SNI to present.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sni: Option<String>,
 }
 
 /// The analysis of a rollout: traffic steps, checks, webhooks and alerts.
+#[skip_serializing_none]
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CanaryAnalysis {
     /// Time between analysis steps, e.g. `30s`, `1m`. Default `1m`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub interval: Option<String>,
     /// Number of analysis steps for A/B testing and blue/green (no weights).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub iterations: Option<i32>,
     /// Failed checks tolerated before the rollout is rolled back. Default 1.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub threshold: Option<i32>,
     /// Highest canary weight (percent) before promotion. Default 100.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_weight: Option<i32>,
     /// Canary weight added at each step (percent).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub step_weight: Option<i32>,
     /// Canary weights of each step (percent), strictly increasing; replaces `stepWeight`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub step_weights: Option<Vec<i32>>,
     /// Primary weight added at each promotion step; when unset promotion switches all traffic
     /// at once.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub step_weight_promotion: Option<i32>,
     /// Blue/green with mirroring: copy traffic to the canary while the primary answers.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mirror: Option<bool>,
     /// Percentage of requests mirrored to the canary. Default 100 when mirroring.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mirror_weight: Option<i32>,
     /// Percent of primary replicas that must be ready before traffic moves. Default 100.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub primary_ready_threshold: Option<i32>,
     /// Percent of canary replicas that must be ready before analysis. Default 100.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub canary_ready_threshold: Option<i32>,
     /// A/B testing: requests matching any of these go to the canary.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub r#match: Option<Vec<HttpMatchRequest>>,
     /// Metric checks run at every step.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metrics: Option<Vec<CanaryMetric>>,
     /// Webhooks: gates, load generation, acceptance tests, events.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub webhooks: Option<Vec<CanaryWebhook>>,
     /// Chat alerts.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub alerts: Option<Vec<CanaryAlert>>,
     /// Keep users that reached the canary on it with a cookie.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub session_affinity: Option<SessionAffinity>,
 }
 
 /// A metric check.
+#[skip_serializing_none]
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CanaryMetric {
@@ -752,38 +618,32 @@ pub struct CanaryMetric {
     /// with a `templateRef`.
     pub name: String,
     /// Range of the query, e.g. `1m`. Default: the analysis interval.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub interval: Option<String>,
     /// Deprecated form of `thresholdRange`: for `request-success-rate` a minimum, otherwise a
     /// maximum.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub threshold: Option<f64>,
     /// The range a passing value lies in.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub threshold_range: Option<CanaryThresholdRange>,
     /// Deprecated inline PromQL query; prefer a MetricTemplate.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub query: Option<String>,
     /// The MetricTemplate that holds the query.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub template_ref: Option<CrossNamespaceObjectReference>,
     /// Values for `{{ variables.NAME }}` in the template's query.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub template_variables: Option<BTreeMap<String, String>>,
 }
 
 /// Inclusive bounds of a passing metric value.
+#[skip_serializing_none]
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, JsonSchema)]
 pub struct CanaryThresholdRange {
     /// Lowest passing value.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min: Option<f64>,
     /// Highest passing value.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max: Option<f64>,
 }
 
 /// A webhook called during the rollout.
+#[skip_serializing_none]
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CanaryWebhook {
@@ -791,7 +651,6 @@ pub struct CanaryWebhook {
     pub name: String,
     /// When it runs: `confirm-rollout`, `pre-rollout`, `rollout` (the default),
     /// `confirm-traffic-increase`, `confirm-promotion`, `post-rollout`, `rollback` or `event`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(extend("enum" = [
         "", "confirm-rollout", "pre-rollout", "rollout", "confirm-promotion", "post-rollout",
         "event", "rollback", "confirm-traffic-increase"
@@ -803,27 +662,24 @@ pub struct CanaryWebhook {
     /// Absolute http(s) URL the payload is POSTed to.
     pub url: String,
     /// Timeout of each call, e.g. `30s`. Default `10s`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<String>,
     /// Retries on failure, with exponential backoff. Default 0.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retries: Option<i32>,
     /// Do not verify the TLS certificate of the URL.
     #[serde(default, rename = "disableTLS")]
     pub disable_tls: bool,
     /// Key-value pairs sent as `metadata` in the payload.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metadata: Option<BTreeMap<String, String>>,
 }
 
 /// A chat alert of the Canary.
+#[skip_serializing_none]
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CanaryAlert {
     /// Name of the alert.
     pub name: String,
     /// Lowest severity sent: `info` (the default), `warn` or `error`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(extend("enum" = ["", "info", "warn", "error"]))]
     pub severity: Option<String>,
     /// The AlertProvider that delivers it.
@@ -831,36 +687,28 @@ pub struct CanaryAlert {
 }
 
 /// Session affinity: a cookie set on canary responses keeps those users on the canary.
+#[skip_serializing_none]
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SessionAffinity {
     /// Name of the canary cookie.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cookie_name: Option<String>,
     /// Name of the primary cookie, set on primary responses during the rollout.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub primary_cookie_name: Option<String>,
     /// Cookie lifetime in seconds. Default 86400.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_age: Option<i32>,
     /// Cookie domain.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub domain: Option<String>,
     /// Cookie `HttpOnly` attribute.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub http_only: Option<bool>,
     /// Cookie `Partitioned` attribute.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub partitioned: Option<bool>,
     /// Cookie path.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,
     /// Cookie `SameSite` attribute.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(extend("enum" = ["Strict", "Lax", "None"]))]
     pub same_site: Option<String>,
     /// Cookie `Secure` attribute.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secure: Option<bool>,
 }
 

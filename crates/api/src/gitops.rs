@@ -8,11 +8,13 @@
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+use serde_with::skip_serializing_none;
 
 /// The default ledger directory in the repository.
 pub const DEFAULT_LEDGER_PATH: &str = ".fledge/ledger";
 
 /// `spec.gitops`.
+#[skip_serializing_none]
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct GitOps {
@@ -21,54 +23,46 @@ pub struct GitOps {
     /// The file in that repository that sets the target's image: a Deployment manifest, a
     /// `kustomization.yaml` with `images:`, or a Flux HelmRelease (then set `imagePath`).
     /// Without it, fledge records the ledger only and reverts nothing.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,
     /// For a HelmRelease (or any YAML values file): the dotted path of the image value in
     /// `path`, e.g. `spec.values.image.tag` (a tag) or `spec.values.image` (a whole
     /// `repository:tag` reference, or a map with `repository` and `tag`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image_path: Option<String>,
     /// Commit a revert of the image in `path` when a rollout is rolled back. Default: true when
     /// `path` is set.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub revert_on_rollback: Option<bool>,
     /// A new revision equal to one promoted before (a revert in Git) is promoted at once,
     /// without analysis, as an emergency rollback. Default: true.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fast_rollback: Option<bool>,
     /// `push` (the default): commit to the branch. `branch`: push reverts to a
     /// `fledge/revert-<canary>-<revision>` branch for a pull request instead.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mode: Option<String>,
     /// Where the ledger goes.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ledger: Option<LedgerSpec>,
 }
 
 /// A Git repository and how to reach it.
+#[skip_serializing_none]
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct GitRepository {
     /// `ssh://`, `https://`, `http://`, `git://` or `file://` URL.
     pub url: String,
     /// The branch. Default `main`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub branch: Option<String>,
     /// A Secret in the Canary's namespace with `identity` (an SSH private key) and
     /// `known_hosts`, or `username` and `password` (a token) for HTTPS.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_ref: Option<crate::metric_template::SecretReference>,
 }
 
 /// `spec.gitops.ledger`.
+#[skip_serializing_none]
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct LedgerSpec {
     /// The directory of ledger files in the repository. Default `.fledge/ledger`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,
     /// Another repository for the ledger (default: `spec.gitops.repository`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub repository: Option<GitRepository>,
 }
 

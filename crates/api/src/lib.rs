@@ -5,6 +5,9 @@
 //! moves over by changing `apiVersion` alone. fledge extends the API with new fields, never by
 //! renaming. Every default lives in [`defaults`] and is documented on its field.
 //!
+//! Every type with optional fields is `#[skip_serializing_none]` (above its `derive`): an
+//! unset field is left out when written, never sent as `null`.
+//!
 //! This crate has no Kubernetes client and no runtime: it is shared by the pure engine
 //! (`fledge-core`), the controller and the tools.
 #![forbid(unsafe_code)]

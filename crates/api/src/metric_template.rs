@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+use serde_with::skip_serializing_none;
 
 /// A reusable metric query. The query may use `{{ namespace }}`, `{{ name }}`, `{{ target }}`,
 /// `{{ service }}`, `{{ ingress }}`, `{{ interval }}` and `{{ variables.NAME }}`.
@@ -32,28 +33,24 @@ pub struct MetricTemplateSpec {
 }
 
 /// Where and how a MetricTemplate's query runs.
+#[skip_serializing_none]
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct MetricTemplateProvider {
     /// Provider type: `prometheus` (the default). Flagger's others are accepted by the schema and
     /// reported by validation as not supported yet.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(extend("enum" = [
         "prometheus", "influxdb", "datadog", "externalmetrics", "stackdriver", "cloudwatch",
         "newrelic", "graphite", "dynatrace", "keptn", "splunk"
     ]))]
     pub r#type: Option<String>,
     /// Address of the provider's API, e.g. `http://prometheus.monitoring:9090`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub address: Option<String>,
     /// Extra HTTP headers sent with every query.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub headers: Option<BTreeMap<String, Vec<String>>>,
     /// Secret with credentials: `token` (bearer), or `username` and `password` (basic auth).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_ref: Option<SecretReference>,
     /// Region of cloud providers.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub region: Option<String>,
     /// Do not verify the provider's TLS certificate.
     #[serde(default)]
@@ -68,10 +65,10 @@ pub struct SecretReference {
 }
 
 /// Status of a MetricTemplate.
+#[skip_serializing_none]
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 pub struct MetricTemplateStatus {
     /// Conditions.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub conditions: Option<Vec<crate::CanaryCondition>>,
 }
 

@@ -11,6 +11,7 @@
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+use serde_with::skip_serializing_none;
 
 use crate::HookType;
 
@@ -114,6 +115,7 @@ impl std::fmt::Display for Gate {
 }
 
 /// fledge extension: one request, as `kubectl fledge` writes it to `.status.request`.
+#[skip_serializing_none]
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct OperatorRequest {
@@ -122,13 +124,11 @@ pub struct OperatorRequest {
     /// What is asked.
     pub action: RequestAction,
     /// For `approve`: the gate to open.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gate: Option<Gate>,
     /// Who asked, as the API server authenticated them (`kubectl auth whoami`).
     #[serde(default)]
     pub user: String,
     /// When it was asked.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub requested_at: Option<Time>,
 }
 
@@ -152,6 +152,7 @@ impl OperatorRequest {
 }
 
 /// fledge extension: what the controller did with the last request it took.
+#[skip_serializing_none]
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RequestOutcome {
@@ -162,12 +163,12 @@ pub struct RequestOutcome {
     /// What was done, or why not.
     pub message: String,
     /// When the controller handled it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub handled_at: Option<Time>,
 }
 
 /// fledge extension: the last answer of one gating webhook, kept for people (`kubectl fledge get
 /// NAME`; metric results are in `status.rollout.metrics`).
+#[skip_serializing_none]
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CheckRecord {
@@ -181,6 +182,5 @@ pub struct CheckRecord {
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub message: String,
     /// When it was checked.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub at: Option<Time>,
 }

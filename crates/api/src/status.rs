@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+use serde_with::skip_serializing_none;
 
 /// Phases of a Canary, as in Flagger.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash, JsonSchema)]
@@ -76,6 +77,7 @@ impl std::fmt::Display for CanaryPhase {
 }
 
 /// The observed state of a Canary. Everything the engine needs to resume lives here.
+#[skip_serializing_none]
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CanaryStatus {
@@ -93,40 +95,29 @@ pub struct CanaryStatus {
     pub iterations: i32,
     /// Checksums of the ConfigMaps and Secrets the target references, by `ConfigMap/name` or
     /// `Secret/name`, as of the revision under test.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tracked_configs: Option<BTreeMap<String, String>>,
     /// Hash of the target's pod template under test (or last seen).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_applied_spec: Option<String>,
     /// Hash of the pod template last promoted to the primary.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_promoted_spec: Option<String>,
     /// When the phase last changed.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_transition_time: Option<Time>,
     /// Session affinity cookie set on canary responses in the current rollout.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub session_affinity_cookie: Option<String>,
     /// Session affinity cookie set on primary responses in the current rollout.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub primary_session_affinity_cookie: Option<String>,
     /// Cookie of the previous rollout, expired on the next one.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub previous_session_affinity_cookie: Option<String>,
     /// Conditions: `Promoted` (as in Flagger), and fledge's `Ready` and `SpecValid`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub conditions: Option<Vec<CanaryCondition>>,
 
     /// fledge extension: the generation of the spec this status reflects.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
     /// fledge extension: the tracked ConfigMap and Secret checksums of the revision last promoted
     /// to the primary (what `trackedConfigs` was when `lastPromotedSpec` was set).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_promoted_configs: Option<BTreeMap<String, String>>,
     /// fledge extension: bookkeeping of the rollout in flight (kept after it ends, for
     /// inspection, until the next one starts).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollout: Option<RolloutProgress>,
     /// fledge extension: the spec hashes of the revisions promoted to the primary, oldest
     /// first (at most the last 10): a new revision equal to one of them is a rollback to a
@@ -136,23 +127,20 @@ pub struct CanaryStatus {
     /// fledge extension: set while the Canary initializes from the Git ledger: the last
     /// promoted revision the ledger names, whose images the primary was created with (the
     /// target runs another revision, which is then analysed like any new release).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub initialized_from_ledger: Option<LedgerRevision>,
 
     // ---- kubectl fledge: requests (see `request.rs`) ----
     /// fledge extension: a request made with `kubectl fledge`, waiting for the controller, which
     /// clears it when it records the outcome in `lastRequest`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request: Option<crate::OperatorRequest>,
     /// fledge extension: the last request the controller handled, who made it and the outcome.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_request: Option<crate::RequestOutcome>,
     /// fledge extension: the accepted `pause` request while the Canary is paused.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub paused: Option<crate::OperatorRequest>,
 }
 
 /// A promoted revision as the Git ledger records it.
+#[skip_serializing_none]
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct LedgerRevision {
@@ -162,11 +150,11 @@ pub struct LedgerRevision {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub images: Vec<String>,
     /// When it was promoted (RFC 3339), as the ledger says.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub promoted_at: Option<String>,
 }
 
 /// A condition of a Canary.
+#[skip_serializing_none]
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CanaryCondition {
@@ -175,16 +163,12 @@ pub struct CanaryCondition {
     /// `True`, `False` or `Unknown`.
     pub status: String,
     /// When the condition was last updated.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_update_time: Option<Time>,
     /// When the status last changed.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_transition_time: Option<Time>,
     /// One-word reason in CamelCase.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     /// What happened, for people.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
 }
 
@@ -193,16 +177,15 @@ pub struct CanaryCondition {
 ///
 /// Every time stored here has whole-second precision (Kubernetes `Time` serializes seconds), so a
 /// status read back from the API server equals the status the engine wrote.
+#[skip_serializing_none]
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RolloutProgress {
     /// When the rollout started (a new revision was detected and the rollout began).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub start_time: Option<Time>,
     /// When the engine last acted on the interval clock: an analysis step, a promotion traffic
     /// step, or a poll of the `confirm-rollout` gate while `Waiting`. The next one is due an
     /// interval later; none is due before.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_step_time: Option<Time>,
     /// Number of analysis steps taken in this rollout (each step advances exactly once).
     #[serde(default)]
@@ -219,14 +202,12 @@ pub struct RolloutProgress {
     pub ab_match: bool,
     /// Since when the workload the engine waits for (the canary during analysis, the target
     /// while terminating) has been seen not ready; compared with `progressDeadlineSeconds`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unready_since: Option<Time>,
     /// Reasons of the failed checks of this rollout, newest last (at most the last 10).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub failures: Vec<String>,
     /// When the first check of this rollout failed (the start of an incident, for the time to
     /// restore).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub first_failure_time: Option<Time>,
     /// The last result of each metric of `spec.analysis.metrics`, from the latest analysis
     /// step that ran the metric checks.
@@ -249,11 +230,11 @@ pub struct RolloutProgress {
 }
 
 /// fledge extension: a phase a rollout entered.
+#[skip_serializing_none]
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PhaseTransition {
     /// When.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub time: Option<Time>,
     /// The phase entered.
     pub phase: CanaryPhase,
@@ -264,35 +245,32 @@ pub struct PhaseTransition {
 }
 
 /// fledge extension: the result of one metric check.
+#[skip_serializing_none]
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct MetricCheck {
     /// The metric's `name` in `spec.analysis.metrics`.
     pub name: String,
     /// The value the query gave, when it gave a finite number.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub value: Option<f64>,
     /// The smallest passing value, when there is one.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min: Option<f64>,
     /// The largest passing value, when there is one.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max: Option<f64>,
     /// Whether the check passed.
     pub passed: bool,
     /// Why it failed (no data, NaN, provider unreachable, out of range, …).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
 }
 
 /// fledge extension: the metric results of one analysis step.
+#[skip_serializing_none]
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AnalysisRecord {
     /// The analysis step (`status.rollout.step`) these results belong to.
     pub step: i32,
     /// When the checks ran.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub time: Option<Time>,
     /// The canary's traffic weight while the checks ran.
     pub canary_weight: i32,

@@ -10,6 +10,10 @@
 //! - a values path (`imagePath`, e.g. `spec.values.image.tag` in a Flux HelmRelease): the value
 //!   there becomes the promoted tag, or the whole reference when the path holds a reference, or
 //!   the `repository`/`tag` pair when it holds a map.
+//!
+//! Image lines may be in block or flow style (`- {name: app, image: …}`), quoted either way
+//! and anchored (`image: &app …`, its aliases follow); the content of block scalars (`|`,
+//! `>`) and comments are text, never edited; each line keeps its ending (`\n` or `\r\n`).
 
 use fledge_api::ImageRef;
 
@@ -42,10 +46,17 @@ fn parse(line: &str) -> Option<Line<'_>> {
     }
     let after = &body[colon + 1..];
     let lead = after.len() - after.trim_start().len();
-    let start = line.len() - body.len() + colon + 1 + lead;
+    let mut start = line.len() - body.len() + colon + 1 + lead;
+    // Node properties (an anchor `&name`, a tag `!tag`) stand before the value and stay.
+    while line[start..].starts_with(['&', '!']) {
+        let rest = &line[start..];
+        let prop = rest.find(' ').unwrap_or(rest.len());
+        start += prop + (rest[prop..].len() - rest[prop..].trim_start().len());
+    }
     // The value ends at a comment (" #") or the end of the line.
     let rest = &line[start..];
     let end = match rest.find(" #") {
+        _ if rest.starts_with('#') => start,
         Some(i) => start + i,
         None => line.len(),
     };
@@ -116,12 +127,79 @@ pub fn revert(
     }
 }
 
+/// The edited lines with the line endings of the original (`\n` or `\r\n`, line by line).
 fn join(lines: &[String], original: &str) -> String {
-    let mut s = lines.join("\n");
-    if original.ends_with('\n') {
-        s.push('\n');
+    let mut s = String::with_capacity(original.len());
+    for (line, piece) in lines.iter().zip(original.split_inclusive('\n')) {
+        s.push_str(line);
+        if piece.ends_with("\r\n") {
+            s.push_str("\r\n");
+        } else if piece.ends_with('\n') {
+            s.push('\n');
+        }
     }
     s
+}
+
+/// Which lines are the content of a block scalar (the more indented lines below `key: |` or
+/// `key: >`, or a `- |` item): text, where `image: …` is not a key.
+fn block_scalar_lines(text: &str) -> Vec<bool> {
+    let mut out = Vec::new();
+    // The indentation a line must exceed to belong to the open block scalar.
+    let mut open: Option<usize> = None;
+    for line in text.lines() {
+        let indent = line.len() - line.trim_start().len();
+        if let Some(parent) = open {
+            if line.trim().is_empty() || indent > parent {
+                out.push(true);
+                continue;
+            }
+            open = None;
+        }
+        out.push(false);
+        let (parent, value) = match parse(line) {
+            Some(l) => (l.indent, &line[l.value_start..l.value_end]),
+            None => match line.trim_start().strip_prefix("- ") {
+                Some(item) => (indent, item.trim()),
+                None => continue,
+            },
+        };
+        if value.starts_with(['|', '>']) {
+            open = Some(parent);
+        }
+    }
+    out
+}
+
+/// `image: <from>` entries of flow mappings on `line` (`- {name: app, image: <from>}`), with
+/// `to` in their place; `None` when there is none.
+fn flow_images(line: &str, from: &str, to: &str) -> Option<String> {
+    let code = match line.find(" #") {
+        Some(i) => &line[..i],
+        None => line,
+    };
+    let mut out = String::new();
+    let mut done = 0;
+    for (at, _) in code.match_indices("image:") {
+        let before = code[..at].trim_end();
+        if !code[..at].contains('{') || !before.ends_with(['{', ',']) {
+            continue;
+        }
+        let value_from = at + "image:".len();
+        let lead = code[value_from..].len() - code[value_from..].trim_start().len();
+        let start = value_from + lead;
+        let end = code[start..]
+            .find([',', '}'])
+            .map_or(code.len(), |i| start + i);
+        let end = start + code[start..end].trim_end().len();
+        let old = &code[start..end];
+        if unquote(old) == from {
+            out.push_str(&line[done..start]);
+            out.push_str(&requote(old, to));
+            done = end;
+        }
+    }
+    (done > 0).then(|| out + &line[done..])
 }
 
 /// `image: <from>` lines.
@@ -129,12 +207,20 @@ fn image_lines(text: &str, from: &str, to: &str) -> Option<String> {
     let mut hit = false;
     let lines: Vec<String> = text
         .lines()
-        .map(|line| match parse(line) {
+        .zip(block_scalar_lines(text))
+        .map(|(line, is_text)| match parse(line) {
+            _ if is_text => line.to_string(),
             Some(l) if l.key == "image" && unquote(&line[l.value_start..l.value_end]) == from => {
                 hit = true;
                 replace_value(line, &l, to)
             }
-            _ => line.to_string(),
+            _ => match flow_images(line, from, to) {
+                Some(edited) => {
+                    hit = true;
+                    edited
+                }
+                None => line.to_string(),
+            },
         })
         .collect();
     hit.then(|| join(&lines, text))
@@ -214,6 +300,7 @@ fn kustomization(text: &str, from: &str, to: &str) -> Result<Option<String>, Str
 fn by_path(text: &str, path: &str, from: &str, to: &str) -> Result<Option<String>, String> {
     let keys: Vec<&str> = path.split('.').filter(|k| !k.is_empty()).collect();
     let all: Vec<&str> = text.lines().collect();
+    let is_text = block_scalar_lines(text);
     let mut lines: Vec<String> = all.iter().map(|l| l.to_string()).collect();
     // Walk down: each key must appear deeper than its parent, inside the parent's block.
     let mut start = 0usize;
@@ -224,6 +311,7 @@ fn by_path(text: &str, path: &str, from: &str, to: &str) -> Result<Option<String
         let mut hit = None;
         for (i, line) in all.iter().enumerate().take(end).skip(start) {
             if let Some(l) = parse(line)
+                && !is_text[i]
                 && l.key == *key
                 && parent_indent.is_none_or(|p| l.indent > p)
             {
@@ -256,13 +344,18 @@ fn by_path(text: &str, path: &str, from: &str, to: &str) -> Result<Option<String
     let i = found.ok_or("spec.gitops.imagePath is empty")?;
     let l = parse(all[i]).ok_or("unreadable line at imagePath")?;
     let current = unquote(&all[i][l.value_start..l.value_end]).to_string();
+    if current.starts_with(['{', '[', '|', '>']) {
+        return Err(format!(
+            "spec.gitops.imagePath {path:?} holds a flow collection or a block scalar; point it at a plain value (the tag, or the whole reference) or write the map in block style"
+        ));
+    }
     let to_ref = ImageRef::parse(to).map_err(|e| e.to_string())?;
     let (to_repo, to_tag) = (to_ref.name(), to_ref.version());
     if current.is_empty() {
         // A map: repository and tag below.
         let mut changed = false;
         for (j, line) in all.iter().enumerate().take(end).skip(start) {
-            if let Some(c) = parse(line) {
+            if let Some(c) = parse(line).filter(|_| !is_text[j]) {
                 if c.key == "tag" {
                     lines[j] = replace_value(line, &c, to_tag);
                     changed = true;
@@ -398,5 +491,275 @@ mod tests {
             err.contains("\"Podinfo:6.0.0\" is not an image reference"),
             "{err}"
         );
+    }
+}
+
+/// Property tests: the edits over the shapes YAML allows, checked against the file written
+/// with the promoted image from the start and against a YAML parser.
+#[cfg(test)]
+mod yaml_shapes {
+    use super::*;
+    use proptest::prelude::*;
+    use serde_json::Value;
+
+    const FROM: &str = "ghcr.io/acme/app:2.0.0";
+    const TO: &str = "ghcr.io/acme/app:1.0.0";
+    const OTHERS: [&str; 2] = ["busybox:1.36", "ghcr.io/acme/app:9.9.9"];
+
+    #[derive(Clone, Copy, Debug)]
+    enum Quote {
+        Plain,
+        Single,
+        Double,
+    }
+
+    #[derive(Clone, Debug)]
+    enum Entry {
+        /// `- name: c` then `image: v`, or the image first.
+        Block { image_first: bool },
+        /// `- {name: c, image: v}`.
+        Flow,
+        /// `image: &a v` here, and a second container with `image: *a`.
+        Anchored,
+    }
+
+    #[derive(Clone, Debug)]
+    struct Container {
+        entry: Entry,
+        from: bool,
+        other: usize,
+        quote: Quote,
+        marker: bool,
+    }
+
+    #[derive(Clone, Copy, Debug)]
+    enum Distractor {
+        /// `# image: <from>`.
+        Comment,
+        /// `image: <from>` inside a block scalar (`|`, `>`, `|-`, `>+`).
+        BlockScalar(usize),
+        /// `<from>` inside another string.
+        InString,
+    }
+
+    #[derive(Clone, Debug)]
+    struct Doc {
+        containers: Vec<Container>,
+        distractors: Vec<Distractor>,
+    }
+
+    fn quoted(v: &str, q: Quote) -> String {
+        match q {
+            Quote::Plain => v.to_string(),
+            Quote::Single => format!("'{v}'"),
+            Quote::Double => format!("\"{v}\""),
+        }
+    }
+
+    /// The document with its image values; `reverted` writes the promoted image where the
+    /// failed one was.
+    fn render(doc: &Doc, n: usize, reverted: bool) -> String {
+        let mut s = format!("apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: app-{n}\n");
+        for (k, d) in doc.distractors.iter().enumerate() {
+            match d {
+                Distractor::Comment => s += &format!("  # image: {FROM}\n"),
+                Distractor::BlockScalar(style) => {
+                    let ind = ["|", ">", "|-", ">+"][*style];
+                    s += &format!(
+                        "  annotations{k}:\n    note: {ind}\n      image: {FROM}\n\n      - image: {FROM}\n"
+                    );
+                }
+                Distractor::InString => s += &format!("  description{k}: \"runs {FROM}\"\n"),
+            }
+        }
+        s += "spec:\n  template:\n    spec:\n      containers:\n";
+        for (i, c) in doc.containers.iter().enumerate() {
+            let image = if c.from {
+                if reverted { TO } else { FROM }
+            } else {
+                OTHERS[c.other]
+            };
+            let v = quoted(image, c.quote);
+            let marker = if c.marker {
+                " # {\"$imagepolicy\": \"flux-system:app\"}"
+            } else {
+                ""
+            };
+            match c.entry {
+                Entry::Block { image_first: false } => {
+                    s += &format!("        - name: c{i}\n          image: {v}{marker}\n")
+                }
+                Entry::Block { image_first: true } => {
+                    s += &format!("        - image: {v}{marker}\n          name: c{i}\n")
+                }
+                Entry::Flow => s += &format!("        - {{name: c{i}, image: {v}}}{marker}\n"),
+                Entry::Anchored => {
+                    s += &format!(
+                        "        - name: c{i}\n          image: &img{i} {v}{marker}\n        - name: c{i}-again\n          image: *img{i}\n"
+                    )
+                }
+            }
+        }
+        s
+    }
+
+    fn container() -> impl Strategy<Value = Container> {
+        (
+            prop_oneof![
+                any::<bool>().prop_map(|image_first| Entry::Block { image_first }),
+                Just(Entry::Flow),
+                Just(Entry::Anchored),
+            ],
+            any::<bool>(),
+            0..OTHERS.len(),
+            prop_oneof![Just(Quote::Plain), Just(Quote::Single), Just(Quote::Double)],
+            any::<bool>(),
+        )
+            .prop_map(|(entry, from, other, quote, marker)| Container {
+                entry,
+                from,
+                other,
+                quote,
+                marker,
+            })
+    }
+
+    fn doc() -> impl Strategy<Value = Doc> {
+        (
+            proptest::collection::vec(container(), 1..4),
+            proptest::collection::vec(
+                prop_oneof![
+                    Just(Distractor::Comment),
+                    (0..4usize).prop_map(Distractor::BlockScalar),
+                    Just(Distractor::InString),
+                ],
+                0..3,
+            ),
+        )
+            .prop_map(|(containers, distractors)| Doc {
+                containers,
+                distractors,
+            })
+    }
+
+    /// A file of one or more documents (`---` between, maybe a leading one), LF or CRLF.
+    fn file(docs: &[Doc], leading: bool, crlf: bool, reverted: bool) -> String {
+        let mut s = if leading {
+            "---\n".to_string()
+        } else {
+            String::new()
+        };
+        for (n, d) in docs.iter().enumerate() {
+            if n > 0 {
+                s += "---\n";
+            }
+            s += &render(d, n, reverted);
+        }
+        if crlf { s.replace('\n', "\r\n") } else { s }
+    }
+
+    /// Every `image` value equal to `from`, anywhere, replaced by `to`.
+    fn replace_images(v: &mut Value, from: &str, to: &str) {
+        match v {
+            Value::Object(map) => {
+                for (k, v) in map.iter_mut() {
+                    if k == "image" && v.as_str() == Some(from) {
+                        *v = Value::String(to.into());
+                    } else {
+                        replace_images(v, from, to);
+                    }
+                }
+            }
+            Value::Array(items) => items.iter_mut().for_each(|v| replace_images(v, from, to)),
+            _ => {}
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// `image:` lines in block and flow style, quoted three ways, anchored and aliased,
+        /// with Flux markers, beside comments, block scalars and strings that mention the
+        /// image, over several documents, LF or CRLF: the revert writes exactly the file that
+        /// names the promoted image, and a YAML parser reads the same data with the image
+        /// replaced.
+        #[test]
+        fn image_lines_are_reverted_and_nothing_else(
+            docs in proptest::collection::vec(doc(), 1..4),
+            leading in any::<bool>(),
+            crlf in any::<bool>(),
+        ) {
+            prop_assume!(docs.iter().any(|d| d.containers.iter().any(|c| c.from)));
+            let text = file(&docs, leading, crlf, false);
+            let want = file(&docs, leading, crlf, true);
+            let out = match revert(&text, FROM, TO, None) {
+                Ok(Reverted::Changed(out)) => out,
+                other => return Err(TestCaseError::fail(format!("{other:?} for\n{text}"))),
+            };
+            prop_assert_eq!(&out, &want);
+            let mut before: Vec<Value> = serde_saphyr::from_multiple(&text)
+                .map_err(|e| TestCaseError::fail(format!("{e} in\n{text}")))?;
+            let after: Vec<Value> = serde_saphyr::from_multiple(&out)
+                .map_err(|e| TestCaseError::fail(format!("{e} in\n{out}")))?;
+            before.iter_mut().for_each(|d| replace_images(d, FROM, TO));
+            prop_assert_eq!(before, after);
+            // Reverting again finds the promoted image in place.
+            prop_assert_eq!(revert(&out, FROM, TO, None), Ok(Reverted::AlreadyThere));
+        }
+
+        /// A HelmRelease's values path: the tag, quoted three ways, with an anchor on the
+        /// map, a comment and a block scalar in the map that mentions the tag, LF or CRLF.
+        #[test]
+        fn a_values_path_gets_the_tag_and_nothing_else(
+            quote in prop_oneof![Just(Quote::Plain), Just(Quote::Single), Just(Quote::Double)],
+            anchor in any::<bool>(),
+            crlf in any::<bool>(),
+            marker in any::<bool>(),
+        ) {
+            let doc = |tag: &str| {
+                let anchor = if anchor { " &image" } else { "" };
+                let marker = if marker { " # {\"$imagepolicy\": \"flux-system:app:tag\"}" } else { "" };
+                let s = format!(
+                    "apiVersion: helm.toolkit.fluxcd.io/v2\nkind: HelmRelease\nspec:\n  chart:\n    spec:\n      version: 2.0.0\n  values:\n    # tag: 2.0.0\n    image:{anchor}\n      notes: |\n        tag: 2.0.0\n      repository: ghcr.io/acme/app\n      tag: {}{marker}\n",
+                    quoted(tag, quote)
+                );
+                if crlf { s.replace('\n', "\r\n") } else { s }
+            };
+            let text = doc("2.0.0");
+            for path in ["spec.values.image.tag", "spec.values.image"] {
+                let out = revert(&text, FROM, TO, Some(path));
+                prop_assert_eq!(out, Ok(Reverted::Changed(doc("1.0.0"))), "{}", path);
+            }
+        }
+
+        /// A kustomization's entry, LF or CRLF, after other entries and comments.
+        #[test]
+        fn a_kustomization_entry_gets_the_tag_and_nothing_else(
+            quote in prop_oneof![Just(Quote::Plain), Just(Quote::Single), Just(Quote::Double)],
+            crlf in any::<bool>(),
+            before in any::<bool>(),
+        ) {
+            let doc = |tag: &str| {
+                let other = if before { "  - name: busybox # pinned\n    newTag: \"2.0.0\"\n" } else { "" };
+                let s = format!(
+                    "resources:\n  - deployment.yaml\n# images: pinned below\nimages:\n{other}  - name: ghcr.io/acme/app\n    newTag: {}\n",
+                    quoted(tag, quote)
+                );
+                if crlf { s.replace('\n', "\r\n") } else { s }
+            };
+            prop_assert_eq!(revert(&doc("2.0.0"), FROM, TO, None), Ok(Reverted::Changed(doc("1.0.0"))));
+        }
+    }
+
+    #[test]
+    fn a_values_path_holding_a_flow_map_or_a_block_scalar_is_refused() {
+        for value in [
+            "{repository: ghcr.io/acme/app, tag: 2.0.0}",
+            "|\n      2.0.0",
+        ] {
+            let text = format!("spec:\n  values:\n    image: {value}\n");
+            let err = revert(&text, FROM, TO, Some("spec.values.image")).unwrap_err();
+            assert!(err.contains("flow collection or a block scalar"), "{err}");
+        }
     }
 }
