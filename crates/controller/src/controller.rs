@@ -696,6 +696,31 @@ pub(crate) fn checksum(status: &CanaryStatus) -> String {
     workload::data_checksum(std::iter::once(("revision", revision.as_bytes())).chain(configs))
 }
 
+/// The payload of a fire-and-forget webhook (`post-rollout`, `event`) of a plan. Its checksum
+/// names the revision the report is about, so it comes from the plan's next status, like the
+/// Events' and the alerts': on a new revision the status read before the decision still holds
+/// the previous one.
+fn report_payload(
+    canary: &Canary,
+    next: &CanaryStatus,
+    hook: HookType,
+    phase: CanaryPhase,
+    message: &str,
+) -> Payload {
+    let mut metadata = BTreeMap::new();
+    if hook == HookType::Event {
+        metadata.insert("eventMessage".to_string(), message.to_string());
+        metadata.insert("eventType".to_string(), "Normal".to_string());
+    }
+    Payload {
+        name: canary.name_any(),
+        namespace: canary.namespace().unwrap_or_default(),
+        phase,
+        checksum: checksum(next),
+        metadata,
+    }
+}
+
 async fn call_gating_webhooks(
     ctx: &Context,
     canary: &Canary,
@@ -870,7 +895,7 @@ impl Exec<'_> {
                 }
                 self.ensure_primary_scaler().await
             }
-            Action::EnsureServices => self.ensure_services().await,
+            Action::EnsureServices { apex } => self.ensure_services(*apex).await,
             Action::SetWeights(routes) => {
                 let (label, value) = self.selector()?;
                 let router = router_for(self.ctx.client.clone(), self.canary)?;
@@ -1078,16 +1103,10 @@ impl Exec<'_> {
         Ok(())
     }
 
-    async fn ensure_services(&self) -> Result<()> {
+    async fn ensure_services(&self, apex_selects: ApexSelects) -> Result<()> {
         let (label, value) = self.selector()?;
         // Validate the provider before creating anything.
         let router = router_for(self.ctx.client.clone(), self.canary)?;
-        let apex_selects = match self.canary.status.as_ref().map(|s| s.canary_weight) {
-            Some(100) if self.canary.spec.provider_or_default() == "kubernetes" => {
-                ApexSelects::Canary
-            }
-            _ => ApexSelects::Primary,
-        };
         let api: Api<k8s_openapi::api::core::v1::Service> =
             Api::namespaced(self.ctx.client.clone(), self.ns);
         for svc in build_services(self.canary, &self.owner(), (&label, &value), apex_selects) {
@@ -1142,20 +1161,8 @@ impl Exec<'_> {
                 message,
             } => {
                 let hooks = self.canary.spec.webhooks_of(*hook);
-                let status = self.canary.status.clone().unwrap_or_default();
                 for h in hooks {
-                    let mut metadata = BTreeMap::new();
-                    if *hook == HookType::Event {
-                        metadata.insert("eventMessage".to_string(), message.clone());
-                        metadata.insert("eventType".to_string(), "Normal".to_string());
-                    }
-                    let payload = Payload {
-                        name: self.canary.name_any(),
-                        namespace: self.ns.to_string(),
-                        phase: *phase,
-                        checksum: checksum(&status),
-                        metadata,
-                    };
+                    let payload = report_payload(self.canary, self.next, *hook, *phase, message);
                     let client = self.ctx.webhooks.clone();
                     let span = tracing::Span::current();
                     tokio::spawn(
@@ -1273,6 +1280,50 @@ mod tests {
             on_engine_clock(Duration::ZERO, at("2026-01-01T12:00:05.5Z")),
             Duration::ZERO
         );
+    }
+
+    #[test]
+    fn report_webhooks_carry_the_checksum_of_the_revision_they_report() {
+        let canary: Canary = serde_json::from_value(json!({
+            "apiVersion": "fledge.dev/v1beta1", "kind": "Canary",
+            "metadata": {"name": "podinfo", "namespace": "shop"},
+            "spec": {"targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "podinfo"},
+                "service": {"port": 80}}
+        }))
+        .unwrap();
+        let old = CanaryStatus {
+            last_applied_spec: Some("rev-1".into()),
+            ..Default::default()
+        };
+        let next = CanaryStatus {
+            phase: CanaryPhase::Progressing,
+            last_applied_spec: Some("rev-2".into()),
+            ..Default::default()
+        };
+        // "New revision detected!" forwarded to an event webhook: about rev-2.
+        let p = report_payload(
+            &canary,
+            &next,
+            HookType::Event,
+            CanaryPhase::Progressing,
+            "New revision detected!",
+        );
+        assert_eq!(p.checksum, checksum(&next));
+        assert_ne!(p.checksum, checksum(&old));
+        assert_eq!(p.namespace, "shop");
+        assert_eq!(
+            p.metadata.get("eventMessage").map(String::as_str),
+            Some("New revision detected!")
+        );
+        let post = report_payload(
+            &canary,
+            &next,
+            HookType::PostRollout,
+            CanaryPhase::Succeeded,
+            "",
+        );
+        assert!(post.metadata.is_empty());
+        assert_eq!(post.checksum, checksum(&next));
     }
 
     #[test]

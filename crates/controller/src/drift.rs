@@ -45,7 +45,7 @@ pub fn wanted(next: &CanaryStatus, deleting: bool, actions: &[Action]) -> bool {
         && !actions.iter().any(|a| {
             matches!(
                 a,
-                Action::SetWeights(_) | Action::EnsureServices | Action::FinalizeRouting
+                Action::SetWeights(_) | Action::EnsureServices { .. } | Action::FinalizeRouting
             )
         })
 }
@@ -179,7 +179,13 @@ mod tests {
             false,
             &[Action::SetWeights(Routes::weighted(20))]
         ));
-        assert!(!wanted(&progressing, false, &[Action::EnsureServices]));
+        assert!(!wanted(
+            &progressing,
+            false,
+            &[Action::EnsureServices {
+                apex: fledge_core::ApexSelects::Primary
+            }]
+        ));
         let init = CanaryStatus {
             phase: CanaryPhase::Initializing,
             ..Default::default()

@@ -38,7 +38,10 @@ pub enum Action {
     /// Create or update the apex, primary and canary Services and the router's objects from
     /// `spec.service` (and the A/B `match`). Routes that exist keep their weights: a
     /// [`Action::SetWeights`] follows whenever the weights must change.
-    EnsureServices,
+    EnsureServices {
+        /// Which pods the apex Service selects, from the routes of the plan's next status.
+        apex: ApexSelects,
+    },
     /// Route traffic between the primary and the canary.
     SetWeights(Routes),
     /// Scale the target (the canary) workload.
@@ -116,7 +119,7 @@ impl Action {
         match self {
             Action::EnsurePrimary
             | Action::EnsurePrimaryFrom { .. }
-            | Action::EnsureServices
+            | Action::EnsureServices { .. }
             | Action::SetWeights(_)
             | Action::ScaleCanary(_)
             | Action::PromotePrimary { .. }
@@ -165,6 +168,32 @@ impl Routes {
             canary,
             mirror: None,
             ab_match: false,
+        }
+    }
+}
+
+/// Which pods the apex Service (the one clients call) selects.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum ApexSelects {
+    /// The primary's pods: the steady state, and always with a provider that routes by weight
+    /// (the apex Service is then only the entry point, the router splits behind it).
+    #[default]
+    Primary,
+    /// The canary's pods: the `kubernetes` provider (blue/green by switching the apex
+    /// Service's selector) while all traffic goes to the canary.
+    Canary,
+}
+
+impl ApexSelects {
+    /// The apex selector of a Canary whose provider is `provider` when traffic follows
+    /// `routes`. Only the `kubernetes` provider switches the apex Service itself, and only at
+    /// 100% to the canary with nothing mirrored.
+    pub fn for_routes(provider: &str, routes: &Routes) -> ApexSelects {
+        if provider == "kubernetes" && routes.canary == 100 && routes.mirror.unwrap_or(0) == 0 {
+            ApexSelects::Canary
+        } else {
+            ApexSelects::Primary
         }
     }
 }
@@ -355,7 +384,9 @@ mod tests {
                 revision: "abc".into(),
                 images: vec!["app:1.0.0".into()],
             },
-            Action::EnsureServices,
+            Action::EnsureServices {
+                apex: ApexSelects::Canary,
+            },
             Action::SetWeights(Routes::weighted(30)),
             Action::ScaleCanary(CanaryScale::MatchPrimary),
             Action::PromotePrimary {

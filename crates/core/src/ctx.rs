@@ -11,7 +11,9 @@ use fledge_api::{
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
-use crate::action::{Action, LedgerEntry, LedgerEvent, Needs, NotifyKind, Routes, Severity};
+use crate::action::{
+    Action, ApexSelects, LedgerEntry, LedgerEvent, Needs, NotifyKind, Routes, Severity,
+};
 use crate::checks::{self, Failure};
 use crate::conditions;
 use crate::observe::{LedgerView, Observations};
@@ -82,7 +84,14 @@ impl<'a> Cx<'a> {
     /// The actions in their final order, ending with the requeue.
     pub fn finish(self) -> (CanaryStatus, Vec<Action>, Needs) {
         let requeue = self.requeue.unwrap_or_else(|| self.interval());
+        // The apex Service follows the routes the plan leaves, not those it found.
+        let apex = ApexSelects::for_routes(self.spec.provider_or_default(), &self.applied_routes());
         let mut actions = self.cluster;
+        for a in &mut actions {
+            if let Action::EnsureServices { apex: a } = a {
+                *a = apex;
+            }
+        }
         actions.extend(self.reports);
         actions.push(Action::RequeueAfter(requeue));
         (self.status, actions, self.read)
@@ -271,6 +280,14 @@ impl<'a> Cx<'a> {
     }
 
     // ---- actions ----------------------------------------------------------------------
+
+    /// (Re)applies the Services and the router's objects; the apex selector is settled when the
+    /// plan is finished, from its final routes.
+    pub fn ensure_services(&mut self) {
+        self.cluster.push(Action::EnsureServices {
+            apex: ApexSelects::Primary,
+        });
+    }
 
     /// Adds a cluster action (workload or traffic change).
     pub fn act(&mut self, action: Action) {

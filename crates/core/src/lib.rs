@@ -33,7 +33,8 @@ pub mod sim;
 pub mod weights;
 
 pub use action::{
-    Action, ActionClass, CanaryScale, LedgerEntry, LedgerEvent, Needs, NotifyKind, Routes, Severity,
+    Action, ActionClass, ApexSelects, CanaryScale, LedgerEntry, LedgerEvent, Needs, NotifyKind,
+    Routes, Severity,
 };
 pub use checks::{
     Failure, check_metric, gate_failures, metric_bounds, metric_failures, rollback_request,

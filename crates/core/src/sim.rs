@@ -413,7 +413,7 @@ impl Sim {
                     });
                 }
             }
-            Action::EnsureServices => w.services = true,
+            Action::EnsureServices { .. } => w.services = true,
             Action::SetWeights(r) => w.routes = *r,
             Action::ScaleCanary(scale) => {
                 let replicas = match scale {

@@ -10,8 +10,8 @@ use fledge_api::CanaryPhase::{self, *};
 use fledge_api::{CanarySpec, CanaryStatus, HookType, RolloutProgress};
 use fledge_core::sim::check_plan;
 use fledge_core::{
-    Action, ActionClass, CanaryScale, MetricOutcome, MetricResult, Observations, Plan, Readiness,
-    Routes, TargetObservation, WebhookResult, needs, plan,
+    Action, ActionClass, ApexSelects, CanaryScale, MetricOutcome, MetricResult, Observations, Plan,
+    Readiness, Routes, TargetObservation, WebhookResult, needs, plan,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
@@ -248,7 +248,9 @@ fn rows() -> Vec<Row> {
             vec![
                 Action::EnsurePrimary,
                 SCALE_ZERO,
-                Action::EnsureServices,
+                Action::EnsureServices {
+                    apex: ApexSelects::Primary,
+                },
                 TO_PRIMARY,
             ],
         ),
@@ -732,7 +734,9 @@ fn rows() -> Vec<Row> {
                 ..obs("rev-1")
             },
             Succeeded,
-            vec![Action::EnsureServices],
+            vec![Action::EnsureServices {
+                apex: ApexSelects::Primary,
+            }],
         ),
     ]
 }
@@ -769,4 +773,56 @@ fn every_phase_transition() {
         }
     }
     assert!(failures.is_empty(), "\n{}", failures.join("\n"));
+}
+
+#[test]
+fn the_apex_selector_follows_the_routes_the_plan_leaves() {
+    let mut kubernetes = CanarySpec {
+        provider: Some("kubernetes".into()),
+        ..canary_spec()
+    };
+    let a = analysis(&mut kubernetes);
+    a.step_weight = None;
+    a.max_weight = None;
+    a.iterations = Some(10);
+    let changed = Observations {
+        generation: Some(2),
+        ..obs("rev-2")
+    };
+    let apex = |p: &Plan| {
+        p.actions.iter().find_map(|a| match a {
+            Action::EnsureServices { apex } => Some(*apex),
+            _ => None,
+        })
+    };
+    // Promoting at 100% to the canary, the primary ready: the plan moves everything back to
+    // the primary, so the Services it applies select the primary (the status it started from
+    // said the canary).
+    let finalising = CanaryStatus {
+        observed_generation: Some(1),
+        ..rolling(Promoting, 100, 0, 3, 10)
+    };
+    let p = plan(&kubernetes, &finalising, &changed);
+    assert_eq!(p.status.phase, Finalising);
+    assert_eq!(p.status.canary_weight, 0);
+    assert_eq!(apex(&p), Some(ApexSelects::Primary), "{:?}", p.actions);
+    // Staying at 100% (the primary not ready yet): the apex Service keeps selecting the canary.
+    let waiting = with_primary(changed.clone(), unready(2));
+    let p = plan(&kubernetes, &finalising, &waiting);
+    assert_eq!(p.status.canary_weight, 100);
+    assert_eq!(apex(&p), Some(ApexSelects::Canary), "{:?}", p.actions);
+    // A weighted provider never points the apex Service at the canary.
+    let p = plan(&canary_spec(), &finalising, &changed);
+    assert_eq!(apex(&p), Some(ApexSelects::Primary));
+    // Only kubernetes at 100% (nothing mirrored) selects the canary.
+    let all = Routes::weighted(100);
+    assert_eq!(
+        ApexSelects::for_routes("kubernetes", &all),
+        ApexSelects::Canary
+    );
+    assert_eq!(ApexSelects::for_routes("istio", &all), ApexSelects::Primary);
+    assert_eq!(
+        ApexSelects::for_routes("kubernetes", &Routes::weighted(99)),
+        ApexSelects::Primary
+    );
 }

@@ -74,7 +74,7 @@ fn lifecycle(cx: &mut Cx, target: &TargetObservation, request: Option<OperatorRe
         return guards::paused(cx);
     }
     if initialized && generation_changed(cx) {
-        cx.act(Action::EnsureServices);
+        cx.ensure_services();
     }
     match phase {
         CanaryPhase::Unknown
