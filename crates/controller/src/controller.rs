@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fledge_api::{Canary, CanaryPhase, CanaryStatus, HookType};
+use fledge_core::slots::{RolloutSlots, SlotView};
 use fledge_core::{Action, ActionClass, CanaryScale, Observations, Readiness, TargetObservation};
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
@@ -406,7 +407,7 @@ async fn reconcile_inner(canary: &Canary, ctx: &Context) -> Result<Requeue> {
     let mut obs = Observations::at(jiff::Timestamp::now());
     obs.generation = canary.meta().generation;
     obs.deleting = deleting;
-    obs.rollout_slot_available = slot_available(ctx, canary);
+    obs.rollout_slots = rollout_slots(ctx, canary, &status);
     obs.confined_to_namespace = ctx.settings.no_cross_namespace_refs.then(|| ns.clone());
     obs.target = target.as_deref().map(|t| TargetObservation {
         spec_hash: t
@@ -629,12 +630,14 @@ fn record_step_lateness(
     }
 }
 
-/// Whether this Canary may start a rollout under `--max-concurrent-rollouts`. Reconciles run
-/// concurrently and the cache lags behind status writes, so a slot given out is also held in
-/// memory until the cache shows that rollout (or the plan did not start it).
-fn slot_available(ctx: &Context, canary: &Canary) -> bool {
-    let Some(max) = ctx.settings.max_concurrent_rollouts else {
-        return true;
+/// The rollout slots as this Canary sees them (`--max-concurrent-rollouts`): the other
+/// Canaries' slot state from the cache, read from their statuses so that the queue survives a
+/// restart. Reconciles run concurrently and the cache lags behind status writes, so a slot the
+/// engine's rule gives this Canary is also held in memory until the cache shows that rollout (or
+/// the plan did not start it); other Canaries' holds count as rollouts in progress.
+fn rollout_slots(ctx: &Context, canary: &Canary, status: &CanaryStatus) -> RolloutSlots {
+    let Some(limit) = ctx.settings.max_concurrent_rollouts else {
+        return RolloutSlots::unlimited();
     };
     let all = ctx.canaries.state();
     let mut held = ctx
@@ -650,13 +653,30 @@ fn slot_available(ctx: &Context, canary: &Canary) -> bool {
             })
     });
     let me = canary.uid().unwrap_or_default();
-    let others_held = held.keys().filter(|u| **u != me).count();
-    let free = max.saturating_sub(others_held);
-    let ok = crate::slots::slot_available(canary, all.iter().map(|c| &**c), free);
-    if ok {
+    let mut others: Vec<SlotView> = all
+        .iter()
+        .filter(|c| c.uid().as_deref() != Some(me.as_str()))
+        .map(|c| {
+            let mut view = SlotView::of(key(c), c.status.as_ref());
+            view.rolling_out |= c.uid().is_some_and(|u| held.contains_key(&u));
+            view
+        })
+        .collect();
+    // A hold of a Canary the cache does not list yet still takes its slot.
+    for uid in held.keys().filter(|u| **u != me) {
+        if !all.iter().any(|c| c.uid().as_deref() == Some(uid.as_str())) {
+            others.push(SlotView::holding(format!("uid/{uid}")));
+        }
+    }
+    let slots = RolloutSlots {
+        limit: Some(limit),
+        me: key(canary),
+        others,
+    };
+    if fledge_core::slots::admits(status, &slots) {
         held.insert(me, std::time::Instant::now());
     }
-    ok
+    slots
 }
 
 /// Gives back a slot held for a Canary whose plan did not start a rollout.

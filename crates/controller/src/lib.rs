@@ -18,7 +18,6 @@ pub mod notify;
 pub mod routers;
 pub mod server;
 pub mod services;
-pub mod slots;
 pub mod validate_cmd;
 pub mod webhooks;
 pub mod workload;

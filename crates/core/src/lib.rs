@@ -5,7 +5,7 @@
 //! Nothing here performs I/O, sleeps, reads a clock or panics on user input. The adapter in
 //! `fledge-controller` runs every reconcile the same way:
 //!
-//! 1. gather the cheap [`Observations`] (time, target, primary, deletion, rollout slot);
+//! 1. gather the cheap [`Observations`] (time, target, primary, deletion, rollout slots);
 //! 2. ask [`needs`] which costly ones the engine will read (gating webhooks, metric queries)
 //!    and gather only those into [`Observations::webhooks`] and [`Observations::metrics`];
 //! 3. call [`plan`], execute [`Plan::actions`] in order, then write [`Plan::status`] to
@@ -30,6 +30,7 @@ mod observe;
 mod phases;
 pub mod requests;
 pub mod sim;
+pub mod slots;
 pub mod weights;
 
 pub use action::{

@@ -19,11 +19,10 @@ pub struct Observations {
     pub generation: Option<i64>,
     /// The Canary has a deletion timestamp.
     pub deleting: bool,
-    /// Whether this Canary may start a new rollout now (cluster-wide
-    /// `--max-concurrent-rollouts`). The adapter counts the other Canaries in a rolling phase
-    /// ([`fledge_api::CanaryPhase::is_rolling_out`]); a Canary already rolling out never needs a
-    /// slot, so `true` is the right value when there is no limit.
-    pub rollout_slot_available: bool,
+    /// The cluster-wide limit on rollouts in progress (`--max-concurrent-rollouts`) and the
+    /// other Canaries' slot state; the engine decides whether this Canary may start a rollout
+    /// and in which order waiters go ([`crate::slots`]).
+    pub rollout_slots: crate::slots::RolloutSlots,
     /// The target workload (`spec.targetRef`), or `None` when it does not exist.
     pub target: Option<TargetObservation>,
     /// The primary workload (`<target>-primary`), or `None` when it does not exist.
@@ -69,14 +68,14 @@ pub struct GitWriteError {
 }
 
 impl Observations {
-    /// Observations at `now` with nothing found: no target, no primary, no results, a rollout
-    /// slot available. Fill in the rest with struct update syntax.
+    /// Observations at `now` with nothing found: no target, no primary, no results, no limit
+    /// on rollouts. Fill in the rest with struct update syntax.
     pub fn at(now: Timestamp) -> Self {
         Observations {
             now,
             generation: None,
             deleting: false,
-            rollout_slot_available: true,
+            rollout_slots: crate::slots::RolloutSlots::unlimited(),
             target: None,
             primary: None,
             webhooks: Vec::new(),

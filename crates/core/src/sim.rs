@@ -208,7 +208,11 @@ impl Sim {
             now: self.now,
             generation: Some(self.world.generation),
             deleting: self.world.deleting,
-            rollout_slot_available: self.world.slot,
+            rollout_slots: if self.world.slot {
+                crate::slots::RolloutSlots::unlimited()
+            } else {
+                crate::slots::RolloutSlots::none_free()
+            },
             target,
             primary: self.world.primary.as_ref().map(|p| p.readiness(self.now)),
             webhooks: Vec::new(),

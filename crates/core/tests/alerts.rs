@@ -279,7 +279,7 @@ fn a_closed_gate_is_a_warning_unless_its_webhooks_mute_alerts() {
     }
     // Waiting for a rollout slot is news, not a warning.
     let mut no_slot = obs("rev-2");
-    no_slot.rollout_slot_available = false;
+    no_slot.rollout_slots = fledge_core::slots::RolloutSlots::none_free();
     let p = plan(&canary_spec(), &at_rest(), &no_slot);
     assert_eq!(kinds(&p), vec![(Severity::Info, NotifyKind::Waiting)]);
 }

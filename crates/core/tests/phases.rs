@@ -181,7 +181,7 @@ fn rows() -> Vec<Row> {
     let mut primary_unready = obs("rev-2");
     primary_unready.primary = Some(unready(2));
     let mut no_slot = obs("rev-2");
-    no_slot.rollout_slot_available = false;
+    no_slot.rollout_slots = fledge_core::slots::RolloutSlots::none_free();
     let mut init_slow = rest(Initializing);
     init_slow.last_transition_time = time(30);
     let mut init_late = rest(Initializing);
@@ -825,4 +825,60 @@ fn the_apex_selector_follows_the_routes_the_plan_leaves() {
         ApexSelects::for_routes("kubernetes", &Routes::weighted(99)),
         ApexSelects::Primary
     );
+}
+
+#[test]
+fn a_new_revision_queues_behind_the_canaries_already_waiting_for_a_slot() {
+    use fledge_core::slots::{RolloutSlots, SlotView, WAITING_FOR_SLOT};
+    // One slot, taken: another Canary starts waiting for it.
+    let waiter = plan(
+        &canary_spec(),
+        &rest(Succeeded),
+        &Observations {
+            rollout_slots: RolloutSlots {
+                limit: Some(1),
+                me: "test/other".into(),
+                others: vec![SlotView::holding("test/busy".into())],
+            },
+            ..obs("rev-9")
+        },
+    );
+    assert_eq!(waiter.status.phase, Waiting);
+    let others = vec![SlotView::of("test/other".into(), Some(&waiter.status))];
+    let slots = RolloutSlots {
+        limit: Some(1),
+        me: "test/podinfo".into(),
+        others,
+    };
+    let p = plan(
+        &canary_spec(),
+        &rest(Succeeded),
+        &Observations {
+            rollout_slots: slots.clone(),
+            ..obs("rev-2")
+        },
+    );
+    // The slot is free now, but the waiter is ahead (rebuilt from its status alone).
+    assert_eq!(p.status.phase, Waiting);
+    let reason = |s: &CanaryStatus| {
+        s.conditions
+            .iter()
+            .flatten()
+            .find(|c| c.r#type == "Promoted")
+            .and_then(|c| c.reason.clone())
+    };
+    assert_eq!(reason(&p.status).as_deref(), Some(WAITING_FOR_SLOT));
+    // Once the first waiter rolls out and is done, this one goes.
+    let p = plan(
+        &canary_spec(),
+        &p.status,
+        &Observations {
+            rollout_slots: RolloutSlots {
+                others: vec![SlotView::of("test/other".into(), Some(&rest(Succeeded)))],
+                ..slots
+            },
+            ..obs("rev-2")
+        },
+    );
+    assert_eq!(p.status.phase, Progressing);
 }

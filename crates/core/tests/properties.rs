@@ -243,7 +243,11 @@ prop_compose! {
             now: at(10_000 + secs),
             generation,
             deleting,
-            rollout_slot_available: slot,
+            rollout_slots: if slot {
+                fledge_core::slots::RolloutSlots::unlimited()
+            } else {
+                fledge_core::slots::RolloutSlots::none_free()
+            },
             target: target.map(|(h, r, config)| TargetObservation {
                 spec_hash: h,
                 tracked_configs: if config { [("ConfigMap/app".to_string(), "x".to_string())].into() } else { BTreeMap::new() },

@@ -870,7 +870,7 @@ fn the_promoted_condition_says_what_a_waiting_canary_waits_for() {
     };
     // No rollout slot: waits for one, and says so.
     let mut no_slot = obs("rev-2");
-    no_slot.rollout_slot_available = false;
+    no_slot.rollout_slots = fledge_core::slots::RolloutSlots::none_free();
     let p = plan(&canary_spec(), &at_rest(), &no_slot);
     assert_eq!(p.status.phase, Waiting);
     assert_eq!(reason(&p), "WaitingForRolloutSlot");

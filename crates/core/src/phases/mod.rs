@@ -14,7 +14,6 @@ mod strategy;
 
 use fledge_api::{CanaryPhase, OperatorRequest};
 
-use crate::action::Action;
 use crate::ctx::Cx;
 use crate::observe::TargetObservation;
 
