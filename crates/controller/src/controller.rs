@@ -89,6 +89,8 @@ pub struct Context {
     written_over: std::sync::Mutex<std::collections::HashMap<String, String>>,
     /// Rollout slots given out and not yet visible in the cache, by Canary uid.
     slots_held: std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>,
+    /// Failed reconciles per Canary, for the backoff of their retries.
+    retries: crate::retry::Retries,
 }
 
 /// Runs the controller until `shutdown` resolves.
@@ -165,6 +167,7 @@ pub async fn run(
         settings,
         written_over: Default::default(),
         slots_held: Default::default(),
+        retries: Default::default(),
     });
     tokio::spawn(count_canaries(ctx.canaries.clone(), ctx.metrics.clone()));
     let (cans_cm, deps_cm) = (canaries_for_map.clone(), ctx.workloads.clone());
@@ -330,14 +333,14 @@ fn canaries_using<K: Resource>(
         .collect()
 }
 
+/// A failed reconcile is retried with exponential backoff and jitter per Canary; a failure only
+/// a person can fix (reported by the engine, see [`report_blocked`]) waits longer.
 fn error_policy(canary: Arc<Canary>, err: &Error, ctx: Arc<Context>) -> Requeue {
     ctx.metrics.reconcile_error(err.metric_label());
-    warn!(canary = %key(&canary), error = %err, "reconcile failed");
-    if err.is_transient() {
-        Requeue::requeue(Duration::from_secs(5))
-    } else {
-        Requeue::requeue(Duration::from_secs(60))
-    }
+    let transient = err.is_transient();
+    let wait = ctx.retries.failed(ObjectRef::from_obj(&*canary), transient);
+    warn!(canary = %key(&canary), error = %err, transient, retry_in = ?wait, "reconcile failed");
+    Requeue::requeue(wait)
 }
 
 fn key(c: &Canary) -> String {
@@ -350,6 +353,14 @@ async fn reconcile(canary: Arc<Canary>, ctx: Arc<Context>) -> Result<Requeue> {
         let started = std::time::Instant::now();
         let out = reconcile_inner(&canary, &ctx).await;
         ctx.metrics.reconcile_duration(&canary, started.elapsed());
+        match &out {
+            Ok(_) => ctx.retries.succeeded(&ObjectRef::from_obj(&*canary)),
+            Err(e) => {
+                if let Some(blocker) = e.blocker() {
+                    report_blocked(&ctx, &canary, blocker).await;
+                }
+            }
+        }
         out
     }
     .instrument(span)
@@ -458,16 +469,9 @@ async fn reconcile_inner(canary: &Canary, ctx: &Context) -> Result<Requeue> {
     for action in &plan.actions {
         match action {
             Action::RequeueAfter(d) => requeue = *d,
-            a if a.class() == ActionClass::Cluster => {
-                if let Err(e) = exec.cluster(a).await {
-                    if e.is_transient() {
-                        return Err(e);
-                    }
-                    // The user must change something: say so once and wait for the change.
-                    report_blocked(ctx, canary, &status, &e).await?;
-                    return Ok(Requeue::requeue(Duration::from_secs(300)));
-                }
-            }
+            // A failure stops the plan; its status is not written, so the same decision is
+            // taken again on the retry (and one only a person can fix is reported first).
+            a if a.class() == ActionClass::Cluster => exec.cluster(a).await?,
             Action::RecordLedger(entry) => exec.record_ledger(entry).await?,
             Action::RevertInGit { revision, reason } => {
                 exec.revert_in_git(revision, reason).await?
@@ -534,63 +538,36 @@ fn is_stale(ctx: &Context, canary: &Canary) -> bool {
     map.get(&uid) == Some(&rv)
 }
 
-/// A cluster action failed for a reason only the user can fix (a provider without a router, an
-/// unusable target): a `Ready=False` condition and a warning Event saying what and why, written
-/// once; the plan's other effects are not recorded, so the decision is taken again after the fix.
-async fn report_blocked(
-    ctx: &Context,
-    canary: &Canary,
-    status: &CanaryStatus,
-    err: &Error,
-) -> Result<()> {
-    let reason = match err {
-        Error::InvalidTarget(_) => "InvalidTarget",
-        _ => "InvalidSpec",
-    };
-    let message = err.to_string();
-    let mut next = status.clone();
-    let changed = fledge_core::conditions::set(
-        &mut next,
-        fledge_core::conditions::READY,
-        "False",
-        reason,
-        &message,
-        jiff::Timestamp::now(),
-    );
-    if !changed {
-        return Ok(());
-    }
-    warn!(reason, "{message}");
-    let target = ctx
-        .workloads
-        .target(canary, &canary.namespace().unwrap_or_default());
-    ctx.alerts.send(
+/// A reconcile failed for a reason only a person can fix (a provider that cannot route as
+/// asked, an unusable target, a missing CRD, a refused object): the engine decides the report
+/// from that observation (`Ready=False` naming the fix, a warning Event and an alert when the
+/// report is new), and only that is written; the plan that failed is taken again on the retry.
+async fn report_blocked(ctx: &Context, canary: &Canary, blocker: fledge_core::Blocker) {
+    let ns = canary.namespace().unwrap_or_default();
+    let status = canary.status.clone().unwrap_or_default();
+    let mut obs = Observations::at(jiff::Timestamp::now());
+    obs.generation = canary.meta().generation;
+    obs.blocked = Some(blocker);
+    let plan = fledge_core::plan(&canary.spec, &status, &obs);
+    let target = ctx.workloads.target(canary, &ns);
+    let primary = ctx.workloads.primary(canary, &ns);
+    let exec = Exec {
+        ctx,
         canary,
-        crate::notify::message(
-            canary,
-            target.as_deref(),
-            &next,
-            checksum(&next),
-            fledge_core::Severity::Error,
-            fledge_core::NotifyKind::Blocked,
-            &message,
-        ),
-    );
-    let ev = KubeEvent {
-        type_: EventType::Warning,
-        reason: reason.into(),
-        note: Some(message.chars().take(1000).collect()),
-        action: "Reconcile".into(),
-        secondary: None,
+        ns: &ns,
+        target: target.as_deref(),
+        primary: primary.as_deref(),
+        tracked: &BTreeMap::new(),
+        next: &plan.status,
     };
-    if let Err(e) = ctx
-        .recorder
-        .publish_about(&ev, canary, next.phase, checksum(&next))
-        .await
-    {
-        warn!(error = %e, "cannot record Event");
+    for action in &plan.actions {
+        if action.class() == ActionClass::Report {
+            exec.report(action).await;
+        }
     }
-    write_status(ctx, canary, status, &next).await
+    if let Err(e) = write_status(ctx, canary, &status, &plan.status).await {
+        warn!(error = %e, "cannot write the blocked status");
+    }
 }
 
 /// Remembers that we just wrote over this version of the Canary.

@@ -1,5 +1,7 @@
 //! The controller's errors, classified: what the user must fix, what to retry, what is a bug.
 
+use fledge_core::{Blocker, BlockerKind};
+
 /// Every failure of the controller.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -12,7 +14,16 @@ pub enum Error {
     /// The spec cannot be acted on; the user must change it.
     #[error("invalid spec: {0}")]
     InvalidSpec(String),
-    /// A router could not apply a routing change.
+    /// An API the Canary needs is not served by the cluster (its CRD is missing).
+    #[error("router {provider}: {message}")]
+    NotServed {
+        /// The provider (`spec.provider`).
+        provider: String,
+        /// Which API, and how to get it.
+        message: String,
+    },
+    /// A router cannot do what the spec asks (a routing change the provider does not support,
+    /// a field it cannot use).
     #[error("router {provider}: {message}")]
     Router {
         /// The provider (`spec.provider`).
@@ -33,19 +44,101 @@ impl Error {
             Error::InvalidTarget(_) => "invalid_target",
             Error::InvalidSpec(_) => "invalid_spec",
             Error::Router { .. } => "router",
+            Error::NotServed { .. } => "not_served",
             Error::Serde(_) => "serde",
         }
     }
 
-    /// Whether retrying may help (API errors other than invalid requests, router errors).
+    /// Whether retrying may help: API errors other than refusals (400, 403, 404, 422). A
+    /// router's refusal, a missing CRD, an invalid target or spec, and a serialization bug
+    /// stay until someone changes something.
     pub fn is_transient(&self) -> bool {
         match self {
             Error::Kube(kube::Error::Api(s)) => !matches!(s.code, 400 | 403 | 404 | 422),
-            Error::Kube(_) | Error::Router { .. } => true,
-            Error::InvalidTarget(_) | Error::InvalidSpec(_) | Error::Serde(_) => false,
+            Error::Kube(_) => true,
+            Error::Router { .. }
+            | Error::NotServed { .. }
+            | Error::InvalidTarget(_)
+            | Error::InvalidSpec(_)
+            | Error::Serde(_) => false,
         }
+    }
+
+    /// What this failure blocks on, for the engine to report (`Ready=False` and one warning
+    /// Event naming the fix); `None` for failures that retrying may cure, and for bugs.
+    pub fn blocker(&self) -> Option<Blocker> {
+        let kind = match self {
+            Error::Kube(kube::Error::Api(s)) => match s.code {
+                403 => BlockerKind::Forbidden,
+                404 => BlockerKind::ApiNotServed,
+                400 | 422 => BlockerKind::Refused,
+                _ => return None,
+            },
+            Error::Kube(_) | Error::Serde(_) => return None,
+            Error::InvalidTarget(_) => BlockerKind::InvalidTarget,
+            Error::InvalidSpec(_) | Error::Router { .. } => BlockerKind::InvalidSpec,
+            Error::NotServed { .. } => BlockerKind::ApiNotServed,
+        };
+        Some(Blocker {
+            kind,
+            message: self.to_string(),
+        })
     }
 }
 
 /// The controller's result type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn api(code: u16) -> Error {
+        Error::Kube(kube::Error::Api(
+            kube::core::Status::failure(&format!("refused with {code}"), "Refused")
+                .with_code(code)
+                .boxed(),
+        ))
+    }
+
+    #[test]
+    fn refusals_and_missing_apis_are_permanent_and_block() {
+        for (e, kind) in [
+            (api(403), Some(BlockerKind::Forbidden)),
+            (api(404), Some(BlockerKind::ApiNotServed)),
+            (api(400), Some(BlockerKind::Refused)),
+            (api(422), Some(BlockerKind::Refused)),
+            (
+                Error::NotServed {
+                    provider: "traefik".into(),
+                    message: "TraefikService traefik.io/v1alpha1 is not served".into(),
+                },
+                Some(BlockerKind::ApiNotServed),
+            ),
+            (
+                Error::Router {
+                    provider: "kubernetes".into(),
+                    message: "cannot route 20% to the canary".into(),
+                },
+                Some(BlockerKind::InvalidSpec),
+            ),
+            (
+                Error::InvalidTarget("no selector".into()),
+                Some(BlockerKind::InvalidTarget),
+            ),
+        ] {
+            assert!(!e.is_transient(), "{e}");
+            assert_eq!(e.blocker().map(|b| b.kind), kind, "{e}");
+        }
+        let b = api(403).blocker().unwrap();
+        assert!(b.message.contains("refused with 403"), "{}", b.message);
+    }
+
+    #[test]
+    fn other_api_errors_are_transient_and_block_nothing() {
+        for code in [409, 429, 500, 503] {
+            assert!(api(code).is_transient());
+            assert_eq!(api(code).blocker(), None);
+        }
+    }
+}

@@ -41,8 +41,8 @@ pub use checks::{
     Failure, check_metric, gate_failures, metric_bounds, metric_failures, rollback_request,
 };
 pub use observe::{
-    GitQueue, GitWriteError, LedgerView, MetricOutcome, MetricResult, Observations, Readiness,
-    TargetObservation, WebhookResult,
+    Blocker, BlockerKind, GitQueue, GitWriteError, LedgerView, MetricOutcome, MetricResult,
+    Observations, Readiness, TargetObservation, WebhookResult,
 };
 
 use fledge_api::{CanarySpec, CanaryStatus};
@@ -92,10 +92,16 @@ pub fn needs(spec: &CanarySpec, status: &CanaryStatus, obs: &Observations) -> Ne
 
 fn run(spec: &CanarySpec, status: &CanaryStatus, obs: &Observations, inputs: Inputs) -> Plan {
     let mut cx = Cx::new(spec, status, obs, inputs);
-    phases::decide(&mut cx);
-    gitsync::run(&mut cx);
-    if let Some(g) = obs.generation {
-        cx.status.observed_generation = Some(g);
+    if let Some(blocker) = &obs.blocked {
+        // Only the report: the status is otherwise kept (the generation too, so that changes
+        // it asked for are made once the cause is gone).
+        phases::blocked(&mut cx, blocker);
+    } else {
+        phases::decide(&mut cx);
+        gitsync::run(&mut cx);
+        if let Some(g) = obs.generation {
+            cx.status.observed_generation = Some(g);
+        }
     }
     let (status, actions, read) = cx.finish();
     Plan {

@@ -39,6 +39,13 @@ pub struct Observations {
     /// This Canary's records waiting to be written to Git, as the adapter's Git worker last
     /// saw them (`None`: unknown, or the Canary has no `spec.gitops`). Sets `GitSynced`.
     pub git_queue: Option<GitQueue>,
+    /// What blocks this Canary: a failure of this reconcile that will not go away by itself
+    /// (an invalid target, a missing CRD, an object the API server refused), as the adapter
+    /// classified it. When set, the engine decides nothing else: it reports the block
+    /// (`Ready=False` naming the fix, one warning Event and one alert when that report is new)
+    /// and leaves the rest of the status as it was, so the same decision is taken again once
+    /// the cause is gone.
+    pub blocked: Option<Blocker>,
     /// The Canary's namespace when the controller refuses references to other namespaces
     /// (`--no-cross-namespace-refs`): a MetricTemplate or AlertProvider elsewhere then makes the
     /// spec invalid. `None`: such references are allowed.
@@ -82,7 +89,67 @@ impl Observations {
             metrics: Vec::new(),
             ledger: LedgerView::NotRead,
             git_queue: None,
+            blocked: None,
             confined_to_namespace: None,
+        }
+    }
+}
+
+/// A failure that only a person can fix, as the adapter observed it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Blocker {
+    /// What kind of failure.
+    pub kind: BlockerKind,
+    /// What failed, for people (no secret material).
+    pub message: String,
+}
+
+/// Kinds of [`Blocker`], each with its own fix.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum BlockerKind {
+    /// The target workload cannot be used as it is (missing, no usable selector label).
+    InvalidTarget,
+    /// The spec asks for something that cannot be done (e.g. a provider that cannot route
+    /// as asked).
+    InvalidSpec,
+    /// An API the Canary needs is not served: its CRD is missing, or the API server answered
+    /// 404 for the kind.
+    ApiNotServed,
+    /// The API server refused fledge's request for want of permission (403).
+    Forbidden,
+    /// The API server refused an object fledge built from the spec (400, 422).
+    Refused,
+}
+
+impl BlockerKind {
+    /// The condition and Event reason.
+    pub fn reason(self) -> &'static str {
+        match self {
+            BlockerKind::InvalidTarget => "InvalidTarget",
+            BlockerKind::InvalidSpec => "InvalidSpec",
+            BlockerKind::ApiNotServed => "ApiNotServed",
+            BlockerKind::Forbidden => "Forbidden",
+            BlockerKind::Refused => "ObjectRefused",
+        }
+    }
+
+    /// What a person does about it.
+    pub fn fix(self) -> &'static str {
+        match self {
+            BlockerKind::InvalidTarget => {
+                "fix the target workload named by spec.targetRef (it must exist and carry the \
+                 selector label), or point spec.targetRef at another one"
+            }
+            BlockerKind::InvalidSpec => "change the Canary's spec",
+            BlockerKind::ApiNotServed => {
+                "install the CRD of the API named above, or choose another spec.provider"
+            }
+            BlockerKind::Forbidden => {
+                "grant fledge's ServiceAccount the permission named above (its ClusterRole)"
+            }
+            BlockerKind::Refused => {
+                "change the Canary's spec fields the refused object is built from"
+            }
         }
     }
 }

@@ -219,6 +219,7 @@ impl Sim {
             metrics: Vec::new(),
             ledger: LedgerView::NotRead,
             git_queue: None,
+            blocked: None,
             confined_to_namespace: None,
         }
     }

@@ -12,8 +12,9 @@ use fledge_api::{
 };
 use fledge_core::sim::{Sim, check_plan, passing_value};
 use fledge_core::{
-    Action, ActionClass, GitQueue, GitWriteError, LedgerView, MetricOutcome, MetricResult,
-    Observations, Readiness, Routes, TargetObservation, WebhookResult, check_metric, needs, plan,
+    Action, ActionClass, Blocker, BlockerKind, GitQueue, GitWriteError, LedgerView, MetricOutcome,
+    MetricResult, Observations, Plan, Readiness, Routes, TargetObservation, WebhookResult,
+    check_metric, needs, plan,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use proptest::prelude::*;
@@ -237,6 +238,7 @@ prop_compose! {
         ledger in arb_ledger(),
         queue in prop::option::of((0..3usize, 0..3000u64, any::<bool>())),
         confined in any::<bool>(),
+        blocked in prop::option::weighted(0.1, arb_blocker()),
     ) -> Observations {
         let names = ["request-success-rate", "request-duration"];
         Observations {
@@ -271,9 +273,24 @@ prop_compose! {
                 }),
                 alert_after: Duration::from_secs(900),
             }),
+            blocked,
             confined_to_namespace: confined.then(|| "test".to_string()),
         }
     }
+}
+
+fn arb_blocker() -> impl Strategy<Value = Blocker> {
+    (
+        prop::sample::select(vec![
+            BlockerKind::InvalidTarget,
+            BlockerKind::InvalidSpec,
+            BlockerKind::ApiNotServed,
+            BlockerKind::Forbidden,
+            BlockerKind::Refused,
+        ]),
+        "[a-z ]{0,20}",
+    )
+        .prop_map(|(kind, message)| Blocker { kind, message })
 }
 
 fn bad(outcome: Option<&MetricOutcome>) -> bool {
@@ -296,6 +313,37 @@ proptest! {
         prop_assert!(p.requeue_after().is_some_and(|d| d >= Duration::from_secs(1)));
         prop_assert!((0..=100).contains(&p.status.canary_weight));
         prop_assert!(p.status.failed_checks >= 0);
+    }
+
+    #[test]
+    fn a_blocked_canary_reports_once_and_changes_nothing_else(
+        spec in arb_spec(),
+        status in arb_status(),
+        obs in arb_obs(),
+        blocker in arb_blocker(),
+    ) {
+        let obs = Observations { blocked: Some(blocker.clone()), ..obs };
+        let p = plan(&spec, &status, &obs);
+        // No cluster action, no costly input read, and only the Ready condition changes.
+        prop_assert!(p.actions.iter().all(|a| a.class() != ActionClass::Cluster), "{:?}", p.actions);
+        prop_assert!(p.read.is_empty());
+        let ready = |s: &CanaryStatus| s.conditions.iter().flatten().find(|c| c.r#type == "Ready").cloned();
+        let cond = ready(&p.status).expect("Ready");
+        prop_assert_eq!(cond.status.as_str(), "False");
+        prop_assert_eq!(cond.reason.as_deref(), Some(blocker.kind.reason()));
+        prop_assert!(cond.message.as_deref().is_some_and(|m| m.contains(blocker.kind.fix())));
+        prop_assert_eq!(p.status.phase, status.phase);
+        prop_assert_eq!(&p.status.last_applied_spec, &status.last_applied_spec);
+        prop_assert_eq!(p.status.observed_generation, status.observed_generation);
+        // One warning Event and one alert when the report is new, none when it repeats.
+        let events = |p: &Plan| p.actions.iter().filter(|a| matches!(a, Action::RecordEvent { warning: true, .. })).count();
+        let alerts = |p: &Plan| p.actions.iter().filter(|a| matches!(a, Action::Notify { .. })).count();
+        prop_assert_eq!(events(&p), 1);
+        prop_assert_eq!(alerts(&p), 1);
+        let again = plan(&spec, &p.status, &obs);
+        prop_assert_eq!(events(&again), 0);
+        prop_assert_eq!(alerts(&again), 0);
+        prop_assert_eq!(again.status, p.status);
     }
 
     #[test]

@@ -997,3 +997,59 @@ fn git_synced_follows_the_queue_with_one_event_per_failure_and_an_alert_when_old
     let p = plan(&spec, &status, &obs("rev-2"));
     assert!(conditions::get(&p.status, GIT_SYNCED).is_none());
 }
+
+#[test]
+fn a_failure_only_a_person_can_fix_is_reported_once_with_the_fix() {
+    let spec = canary_spec();
+    let status = rolling(20, 0, 4, 120);
+    let o = Observations {
+        generation: Some(2),
+        blocked: Some(fledge_core::Blocker {
+            kind: fledge_core::BlockerKind::ApiNotServed,
+            message: "router traefik: TraefikService traefik.io/v1alpha1 is not served by this \
+                      cluster."
+                .into(),
+        }),
+        ..obs("rev-2")
+    };
+    let p = plan(&spec, &status, &o);
+    let cond = conditions::get(&p.status, READY).expect("Ready");
+    assert_eq!(cond.status, "False");
+    assert_eq!(cond.reason.as_deref(), Some("ApiNotServed"));
+    assert_eq!(
+        cond.message.as_deref(),
+        Some(
+            "router traefik: TraefikService traefik.io/v1alpha1 is not served by this cluster. \
+             To fix: install the CRD of the API named above, or choose another spec.provider."
+        )
+    );
+    let ev = events(&p);
+    assert_eq!(ev.len(), 1);
+    assert_eq!(ev[0].1, "ApiNotServed");
+    assert_eq!(
+        notifications(&p),
+        vec![(Severity::Error, NotifyKind::Blocked)]
+    );
+    // Nothing else moves: no cluster action, the step and the generation are not recorded.
+    assert_eq!(p.actions.len(), 3, "{:?}", p.actions);
+    assert_eq!(p.status.canary_weight, 20);
+    assert_eq!(p.status.observed_generation, status.observed_generation);
+    assert_eq!(p.requeue_after(), Some(Duration::from_secs(300)));
+    // The retry fails the same way: no second Event or alert.
+    let again = plan(&spec, &p.status, &o);
+    assert!(events(&again).is_empty() && notifications(&again).is_empty());
+    // Fixed: the next plan is Ready again and takes the step it could not take.
+    let back = plan(
+        &spec,
+        &again.status,
+        &Observations {
+            metrics: metric_results(MetricOutcome::Value(100.0)),
+            ..obs("rev-2")
+        },
+    );
+    assert_eq!(
+        conditions::get(&back.status, READY).map(|c| c.status.as_str()),
+        Some("True")
+    );
+    assert_eq!(back.status.canary_weight, 25);
+}

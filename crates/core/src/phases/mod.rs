@@ -17,6 +17,11 @@ use fledge_api::{CanaryPhase, OperatorRequest};
 use crate::ctx::Cx;
 use crate::observe::TargetObservation;
 
+/// Reports what blocks the Canary (see [`crate::Observations::blocked`]).
+pub(crate) fn blocked(cx: &mut Cx, blocker: &crate::observe::Blocker) {
+    guards::blocked_by(cx, blocker);
+}
+
 /// Decides everything for one reconcile.
 pub(crate) fn decide(cx: &mut Cx) {
     // A `kubectl fledge` request is taken now and handled exactly once, whatever follows.
