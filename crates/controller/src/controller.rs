@@ -452,6 +452,13 @@ async fn reconcile_inner(canary: &Canary, ctx: &Context) -> Result<Requeue> {
     if needs.ledger {
         obs.ledger = crate::git::read_ledger(&ctx.client, &ctx.settings.git, canary).await;
     }
+    if needs.routes
+        && let Some(t) = target.as_deref()
+        && let Ok((label, value)) = workload::selector_label(t, &ctx.settings.workload)
+    {
+        obs.routes =
+            crate::drift::read_routes(&ctx.client, canary, (&label, &value), &status).await;
+    }
 
     let plan = fledge_core::plan(&canary.spec, &status, &obs);
     record_step_lateness(ctx, canary, &status, &plan.status, obs.now);
@@ -477,21 +484,6 @@ async fn reconcile_inner(canary: &Canary, ctx: &Context) -> Result<Requeue> {
                 exec.revert_in_git(revision, reason).await?
             }
             a => exec.report(a).await,
-        }
-    }
-    if crate::drift::wanted(&plan.status, deleting, &plan.actions) {
-        // Routing objects changed by hand go back to what the status records (drift.rs).
-        if let Ok((label, value)) = exec.selector()
-            && let Err(e) = crate::drift::restore(
-                &ctx.client,
-                &ctx.recorder,
-                canary,
-                (&label, &value),
-                &plan.status,
-            )
-            .await
-        {
-            warn!(error = %e, "routing drift check failed");
         }
     }
     write_status(ctx, canary, &status, &plan.status).await?;

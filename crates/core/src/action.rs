@@ -356,12 +356,16 @@ pub struct Needs {
     /// Whether to read the Git ledger ([`crate::Observations::ledger`]).
     #[serde(default)]
     pub ledger: bool,
+    /// Whether to read the routes back from the routing objects
+    /// ([`crate::Observations::routes`]), to find changes made outside fledge.
+    #[serde(default)]
+    pub routes: bool,
 }
 
 impl Needs {
     /// Nothing costly is needed.
     pub fn is_empty(&self) -> bool {
-        self.webhooks.is_empty() && !self.metrics && !self.ledger
+        self.webhooks.is_empty() && !self.metrics && !self.ledger && !self.routes
     }
 
     /// Whether everything in `self` is also in `other`.
@@ -369,6 +373,7 @@ impl Needs {
         self.webhooks.is_subset(&other.webhooks)
             && (!self.metrics || other.metrics)
             && (!self.ledger || other.ledger)
+            && (!self.routes || other.routes)
     }
 }
 

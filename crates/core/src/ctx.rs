@@ -16,7 +16,7 @@ use crate::action::{
 };
 use crate::checks::{self, Failure};
 use crate::conditions;
-use crate::observe::{LedgerView, Observations};
+use crate::observe::{LedgerView, Observations, RoutesView};
 
 /// Longest wait between two polls while waiting for a workload to become ready.
 pub(crate) const READINESS_POLL: Duration = Duration::from_secs(10);
@@ -289,6 +289,11 @@ impl<'a> Cx<'a> {
         });
     }
 
+    /// The cluster actions decided so far.
+    pub fn cluster_actions(&self) -> &[Action] {
+        &self.cluster
+    }
+
     /// Adds a cluster action (workload or traffic change).
     pub fn act(&mut self, action: Action) {
         self.cluster.push(action);
@@ -396,6 +401,15 @@ impl<'a> Cx<'a> {
             return &NOT_READ;
         }
         &self.obs.ledger
+    }
+
+    /// The routes read back from the cluster (the caller records the read).
+    pub fn routes_read(&self) -> &'a RoutesView {
+        static NOT_READ: RoutesView = RoutesView::NotRead;
+        if self.inputs == Inputs::Optimistic {
+            return &NOT_READ;
+        }
+        &self.obs.routes
     }
 
     /// Whether a `rollback` webhook asks for a rollback; the reason when one does.

@@ -25,6 +25,7 @@ mod action;
 mod checks;
 pub mod conditions;
 mod ctx;
+pub mod drift;
 mod gitsync;
 mod observe;
 mod phases;
@@ -42,7 +43,7 @@ pub use checks::{
 };
 pub use observe::{
     Blocker, BlockerKind, GitQueue, GitWriteError, LedgerView, MetricOutcome, MetricResult,
-    Observations, Readiness, TargetObservation, WebhookResult,
+    Observations, Readiness, RoutesView, TargetObservation, WebhookResult,
 };
 
 use fledge_api::{CanarySpec, CanaryStatus};
@@ -97,7 +98,9 @@ fn run(spec: &CanarySpec, status: &CanaryStatus, obs: &Observations, inputs: Inp
         // it asked for are made once the cause is gone).
         phases::blocked(&mut cx, blocker);
     } else {
+        let check_routes = drift::due(&cx);
         phases::decide(&mut cx);
+        drift::run(&mut cx, check_routes);
         gitsync::run(&mut cx);
         if let Some(g) = obs.generation {
             cx.status.observed_generation = Some(g);

@@ -36,6 +36,9 @@ pub struct Observations {
     /// What the Git ledger says about this Canary (only when [`crate::needs`] asked for it:
     /// a Canary with `spec.gitops` whose primary does not exist yet, e.g. on a rebuilt cluster).
     pub ledger: LedgerView,
+    /// The routes the routing objects give, read back from the cluster (only when
+    /// [`crate::needs`] asked for them: [`crate::Needs::routes`]).
+    pub routes: RoutesView,
     /// This Canary's records waiting to be written to Git, as the adapter's Git worker last
     /// saw them (`None`: unknown, or the Canary has no `spec.gitops`). Sets `GitSynced`.
     pub git_queue: Option<GitQueue>,
@@ -88,6 +91,7 @@ impl Observations {
             webhooks: Vec::new(),
             metrics: Vec::new(),
             ledger: LedgerView::NotRead,
+            routes: RoutesView::NotRead,
             git_queue: None,
             blocked: None,
             confined_to_namespace: None,
@@ -164,6 +168,20 @@ pub enum LedgerView {
     /// the ledger has none).
     Read(Vec<fledge_api::LedgerRevision>),
     /// The ledger could not be read; why, for people (no secret material).
+    Unreadable(String),
+}
+
+/// The routes as read back from the routing objects.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum RoutesView {
+    /// Not read (not asked for, or the adapter could not say).
+    #[default]
+    NotRead,
+    /// The routing objects exist and give these routes.
+    Found(crate::action::Routes),
+    /// The routing object (or, for the `kubernetes` provider, the apex Service) is gone.
+    Missing,
+    /// Reading failed; why, for the log (no secret material).
     Unreadable(String),
 }
 

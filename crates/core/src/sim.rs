@@ -218,6 +218,7 @@ impl Sim {
             webhooks: Vec::new(),
             metrics: Vec::new(),
             ledger: LedgerView::NotRead,
+            routes: crate::RoutesView::NotRead,
             git_queue: None,
             blocked: None,
             confined_to_namespace: None,
@@ -364,6 +365,13 @@ impl Sim {
         };
         if needs.ledger {
             obs.ledger = self.world.ledger.clone();
+        }
+        if needs.routes {
+            obs.routes = if self.world.services {
+                crate::RoutesView::Found(self.world.routes)
+            } else {
+                crate::RoutesView::Missing
+            };
         }
         let status = self.status.clone();
         let view = View {

@@ -13,8 +13,8 @@ use fledge_api::{
 use fledge_core::sim::{Sim, check_plan, passing_value};
 use fledge_core::{
     Action, ActionClass, Blocker, BlockerKind, GitQueue, GitWriteError, LedgerView, MetricOutcome,
-    MetricResult, Observations, Plan, Readiness, Routes, TargetObservation, WebhookResult,
-    check_metric, needs, plan,
+    MetricResult, Observations, Plan, Readiness, Routes, RoutesView, TargetObservation,
+    WebhookResult, check_metric, needs, plan,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use proptest::prelude::*;
@@ -239,6 +239,7 @@ prop_compose! {
         queue in prop::option::of((0..3usize, 0..3000u64, any::<bool>())),
         confined in any::<bool>(),
         blocked in prop::option::weighted(0.1, arb_blocker()),
+        routes in arb_routes_view(),
     ) -> Observations {
         let names = ["request-success-rate", "request-duration"];
         Observations {
@@ -274,9 +275,25 @@ prop_compose! {
                 alert_after: Duration::from_secs(900),
             }),
             blocked,
+            routes,
             confined_to_namespace: confined.then(|| "test".to_string()),
         }
     }
+}
+
+fn arb_routes_view() -> impl Strategy<Value = RoutesView> {
+    prop_oneof![
+        Just(RoutesView::NotRead),
+        (0..=100i32, prop::option::of(0..=100i32), any::<bool>()).prop_map(|(c, mirror, ab)| {
+            RoutesView::Found(Routes {
+                mirror,
+                ab_match: ab,
+                ..Routes::weighted(c)
+            })
+        }),
+        Just(RoutesView::Missing),
+        Just(RoutesView::Unreadable("timeout".into())),
+    ]
 }
 
 fn arb_blocker() -> impl Strategy<Value = Blocker> {

@@ -732,6 +732,8 @@ fn needs_asks_only_for_what_the_step_uses() {
         webhooks: hooks.iter().copied().collect(),
         metrics,
         ledger: false,
+        // Every case is an initialized Canary: its routes are checked for drift.
+        routes: true,
     };
     use HookType::*;
     let at_rest = CanaryStatus {
