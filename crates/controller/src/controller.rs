@@ -420,6 +420,7 @@ async fn reconcile_inner(canary: &Canary, ctx: &Context) -> Result<Requeue> {
     obs.deleting = deleting;
     obs.rollout_slots = rollout_slots(ctx, canary, &status);
     obs.confined_to_namespace = ctx.settings.no_cross_namespace_refs.then(|| ns.clone());
+    obs.default_alert_severity = ctx.alerts.default_severity();
     obs.target = target.as_deref().map(|t| TargetObservation {
         spec_hash: t
             .spec
@@ -540,6 +541,8 @@ async fn report_blocked(ctx: &Context, canary: &Canary, blocker: fledge_core::Bl
     let mut obs = Observations::at(jiff::Timestamp::now());
     obs.generation = canary.meta().generation;
     obs.blocked = Some(blocker);
+    obs.default_alert_severity = ctx.alerts.default_severity();
+    obs.confined_to_namespace = ctx.settings.no_cross_namespace_refs.then(|| ns.clone());
     let plan = fledge_core::plan(&canary.spec, &status, &obs);
     let target = ctx.workloads.target(canary, &ns);
     let primary = ctx.workloads.primary(canary, &ns);
@@ -1169,6 +1172,7 @@ impl Exec<'_> {
                 severity,
                 kind,
                 message,
+                to,
             } => {
                 debug!(severity = ?severity, kind = ?kind, "alert: {message}");
                 let msg = crate::notify::message(
@@ -1180,7 +1184,7 @@ impl Exec<'_> {
                     *kind,
                     message,
                 );
-                self.ctx.alerts.send(self.canary, msg);
+                self.ctx.alerts.send(self.canary, msg, to);
             }
             _ => {}
         }

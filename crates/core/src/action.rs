@@ -69,7 +69,9 @@ pub enum Action {
         /// For `event` webhooks, the event's message (`metadata.eventMessage`).
         message: String,
     },
-    /// Send a chat alert through the Canary's `spec.analysis.alerts` (each filters by severity).
+    /// Send a chat alert to `to`: the entries of `spec.analysis.alerts` whose severity it
+    /// meets, or the controller's default provider (see [`crate::alerts`]). With `to` empty
+    /// nothing is sent. An alert the Canary sent within the hour does not come again.
     Notify {
         /// How bad it is.
         severity: Severity,
@@ -77,6 +79,9 @@ pub enum Action {
         kind: NotifyKind,
         /// The text.
         message: String,
+        /// Where it goes.
+        #[serde(default)]
+        to: Vec<crate::alerts::AlertTarget>,
     },
     /// Record a Kubernetes Event on the Canary.
     RecordEvent {
@@ -408,6 +413,7 @@ mod tests {
                 severity: Severity::Warn,
                 kind: NotifyKind::CheckFailed,
                 message: "m".into(),
+                to: vec![crate::alerts::AlertTarget::Default],
             },
             Action::RecordEvent {
                 warning: true,

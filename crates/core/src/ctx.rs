@@ -321,6 +321,7 @@ impl<'a> Cx<'a> {
             severity,
             kind,
             message,
+            to: Vec::new(),
         });
     }
 
@@ -360,6 +361,16 @@ impl<'a> Cx<'a> {
             reasons,
         };
         self.reports.push(Action::RecordLedger(entry));
+    }
+
+    /// Takes the report actions decided so far (to settle them; see [`Cx::put_reports`]).
+    pub fn take_reports(&mut self) -> Vec<Action> {
+        std::mem::take(&mut self.reports)
+    }
+
+    /// Puts back report actions taken with [`Cx::take_reports`].
+    pub fn put_reports(&mut self, reports: Vec<Action>) {
+        self.reports = reports;
     }
 
     /// Adds a report action.

@@ -22,6 +22,7 @@
 //! on rollback; `Terminating` → `Terminated` on deletion.
 
 mod action;
+pub mod alerts;
 mod checks;
 pub mod conditions;
 mod ctx;
@@ -106,6 +107,7 @@ fn run(spec: &CanarySpec, status: &CanaryStatus, obs: &Observations, inputs: Inp
             cx.status.observed_generation = Some(g);
         }
     }
+    alerts::settle(&mut cx);
     let (status, actions, read) = cx.finish();
     Plan {
         status,

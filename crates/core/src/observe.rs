@@ -49,6 +49,9 @@ pub struct Observations {
     /// and leaves the rest of the status as it was, so the same decision is taken again once
     /// the cause is gone.
     pub blocked: Option<Blocker>,
+    /// The lowest severity of the controller's default alert provider (`--alert-*` flags), which
+    /// serves Canaries that declare no alerts; `None`: there is none.
+    pub default_alert_severity: Option<crate::action::Severity>,
     /// The Canary's namespace when the controller refuses references to other namespaces
     /// (`--no-cross-namespace-refs`): a MetricTemplate or AlertProvider elsewhere then makes the
     /// spec invalid. `None`: such references are allowed.
@@ -94,6 +97,7 @@ impl Observations {
             routes: RoutesView::NotRead,
             git_queue: None,
             blocked: None,
+            default_alert_severity: None,
             confined_to_namespace: None,
         }
     }

@@ -221,6 +221,7 @@ impl Sim {
             routes: crate::RoutesView::NotRead,
             git_queue: None,
             blocked: None,
+            default_alert_severity: None,
             confined_to_namespace: None,
         }
     }

@@ -275,6 +275,7 @@ prop_compose! {
                 alert_after: Duration::from_secs(900),
             }),
             blocked,
+            default_alert_severity: None,
             routes,
             confined_to_namespace: confined.then(|| "test".to_string()),
         }
