@@ -434,6 +434,11 @@ async fn reconcile_inner(canary: &Canary, ctx: &Context) -> Result<Requeue> {
         readiness: readiness(t),
     });
     obs.primary = primary.as_deref().map(readiness);
+    obs.canary_name = canary.name_any();
+    obs.images = fledge_core::ContainerImages {
+        target: container_images(target.as_deref()),
+        primary: container_images(primary.as_deref()),
+    };
     if canary.spec.gitops.is_some() {
         let who = format!("{ns}/{}", canary.name_any());
         obs.git_queue = ctx
@@ -481,8 +486,14 @@ async fn reconcile_inner(canary: &Canary, ctx: &Context) -> Result<Requeue> {
             // taken again on the retry (and one only a person can fix is reported first).
             a if a.class() == ActionClass::Cluster => exec.cluster(a).await?,
             Action::RecordLedger(entry) => exec.record_ledger(entry).await?,
-            Action::RevertInGit { revision, reason } => {
-                exec.revert_in_git(revision, reason).await?
+            Action::RevertInGit {
+                revision,
+                reason,
+                images,
+                branch,
+            } => {
+                exec.revert_in_git(revision, reason, images, branch.as_deref())
+                    .await?
             }
             a => exec.report(a).await,
         }
@@ -664,6 +675,19 @@ fn release_slot(ctx: &Context, canary: &Canary, next: &CanaryStatus) {
     }
 }
 
+/// `(container, image)` of a workload's containers.
+fn container_images(d: Option<&Deployment>) -> Vec<(String, String)> {
+    d.and_then(|d| d.spec.as_ref())
+        .and_then(|s| s.template.spec.as_ref())
+        .map(|p| {
+            p.containers
+                .iter()
+                .filter_map(|c| Some((c.name.clone(), c.image.clone()?)))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 fn readiness(d: &Deployment) -> Readiness {
     let spec_replicas = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
     let st = d.status.clone().unwrap_or_default();
@@ -817,29 +841,26 @@ impl Exec<'_> {
     }
 
     /// Queues the revert of a rolled-back revision in the GitOps source (when the Canary has
-    /// `spec.gitops.path`): each container's image goes back to the primary's.
-    async fn revert_in_git(&self, revision: &str, reason: &str) -> Result<()> {
-        let containers = |d: Option<&Deployment>| -> Vec<(String, String)> {
-            d.and_then(|d| d.spec.as_ref())
-                .and_then(|s| s.template.spec.as_ref())
-                .map(|p| {
-                    p.containers
-                        .iter()
-                        .filter_map(|c| Some((c.name.clone(), c.image.clone()?)))
-                        .collect()
-                })
-                .unwrap_or_default()
-        };
-        let promoted = containers(self.primary);
-        let pairs: Vec<(String, String)> = containers(self.target)
-            .into_iter()
-            .filter_map(|(name, failed)| {
-                let good = promoted.iter().find(|(n, _)| *n == name)?.1.clone();
-                Some((failed, good))
-            })
+    /// `spec.gitops.path`), with the images and branch the engine decided.
+    async fn revert_in_git(
+        &self,
+        revision: &str,
+        reason: &str,
+        images: &[fledge_core::ImageRevert],
+        branch: Option<&str>,
+    ) -> Result<()> {
+        let pairs = images
+            .iter()
+            .map(|i| (i.from.clone(), i.to.clone()))
             .collect();
-        let Some(record) = crate::git::revert_for(self.canary, self.next, revision, reason, pairs)
-        else {
+        let Some(record) = crate::git::revert_for(
+            self.canary,
+            self.next,
+            revision,
+            reason,
+            pairs,
+            branch.map(str::to_string),
+        ) else {
             info!(%revision, %reason, "rolled back; no Git source to revert");
             return Ok(());
         };

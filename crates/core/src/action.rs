@@ -102,6 +102,11 @@ pub enum Action {
         revision: String,
         /// Why it was rolled back.
         reason: String,
+        /// What to put back: each container's failed image, and the primary's (promoted) one.
+        images: Vec<ImageRevert>,
+        /// `spec.gitops.mode: branch`: the branch to push the revert to (for a pull request)
+        /// instead of the tracked one.
+        branch: Option<String>,
     },
     /// Reconcile again after this long (the last action of every plan).
     RequeueAfter(Duration),
@@ -175,6 +180,16 @@ impl Routes {
             ab_match: false,
         }
     }
+}
+
+/// One image a Git revert puts back.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ImageRevert {
+    /// The image that failed (the target's).
+    pub from: String,
+    /// The image to put back (the primary's, last promoted).
+    pub to: String,
 }
 
 /// Which pods the apex Service (the one clients call) selects.
@@ -433,6 +448,11 @@ mod tests {
             Action::RevertInGit {
                 revision: "abc".into(),
                 reason: "r".into(),
+                images: vec![ImageRevert {
+                    from: "app:2".into(),
+                    to: "app:1".into(),
+                }],
+                branch: Some("fledge/revert-app-abc".into()),
             },
             Action::RequeueAfter(Duration::from_secs(60)),
         ];

@@ -36,15 +36,15 @@ pub mod slots;
 pub mod weights;
 
 pub use action::{
-    Action, ActionClass, ApexSelects, CanaryScale, LedgerEntry, LedgerEvent, Needs, NotifyKind,
-    Routes, Severity,
+    Action, ActionClass, ApexSelects, CanaryScale, ImageRevert, LedgerEntry, LedgerEvent, Needs,
+    NotifyKind, Routes, Severity,
 };
 pub use checks::{
     Failure, check_metric, gate_failures, metric_bounds, metric_failures, rollback_request,
 };
 pub use observe::{
-    Blocker, BlockerKind, GitQueue, GitWriteError, LedgerView, MetricOutcome, MetricResult,
-    Observations, Readiness, RoutesView, TargetObservation, WebhookResult,
+    Blocker, BlockerKind, ContainerImages, GitQueue, GitWriteError, LedgerView, MetricOutcome,
+    MetricResult, Observations, Readiness, RoutesView, TargetObservation, WebhookResult,
 };
 
 use fledge_api::{CanarySpec, CanaryStatus};

@@ -49,6 +49,10 @@ pub struct Observations {
     /// and leaves the rest of the status as it was, so the same decision is taken again once
     /// the cause is gone.
     pub blocked: Option<Blocker>,
+    /// `metadata.name` of the Canary, for the names the engine gives (a revert branch).
+    pub canary_name: String,
+    /// The images of the target's and the primary's containers (what a Git revert puts back).
+    pub images: ContainerImages,
     /// The lowest severity of the controller's default alert provider (`--alert-*` flags), which
     /// serves Canaries that declare no alerts; `None`: there is none.
     pub default_alert_severity: Option<crate::action::Severity>,
@@ -97,6 +101,8 @@ impl Observations {
             routes: RoutesView::NotRead,
             git_queue: None,
             blocked: None,
+            canary_name: String::new(),
+            images: ContainerImages::default(),
             default_alert_severity: None,
             confined_to_namespace: None,
         }
@@ -173,6 +179,15 @@ pub enum LedgerView {
     Read(Vec<fledge_api::LedgerRevision>),
     /// The ledger could not be read; why, for people (no secret material).
     Unreadable(String),
+}
+
+/// The images of the workloads' containers, by container name.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ContainerImages {
+    /// The target's (the revision under test), `(container, image)`.
+    pub target: Vec<(String, String)>,
+    /// The primary's (the promoted revision), `(container, image)`.
+    pub primary: Vec<(String, String)>,
 }
 
 /// The routes as read back from the routing objects.

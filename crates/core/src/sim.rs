@@ -221,6 +221,21 @@ impl Sim {
             routes: crate::RoutesView::NotRead,
             git_queue: None,
             blocked: None,
+            canary_name: "podinfo".into(),
+            images: crate::observe::ContainerImages {
+                target: self
+                    .world
+                    .target
+                    .iter()
+                    .map(|t| ("app".to_string(), format!("app:{}", t.hash)))
+                    .collect(),
+                primary: self
+                    .world
+                    .primary
+                    .iter()
+                    .map(|p| ("app".to_string(), format!("app:{}", p.hash)))
+                    .collect(),
+            },
             default_alert_severity: None,
             confined_to_namespace: None,
         }

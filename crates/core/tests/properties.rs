@@ -276,6 +276,11 @@ prop_compose! {
             }),
             blocked,
             default_alert_severity: None,
+            canary_name: "podinfo".into(),
+            images: fledge_core::ContainerImages {
+                target: vec![("app".into(), "app:2".into())],
+                primary: vec![("app".into(), "app:1".into())],
+            },
             routes,
             confined_to_namespace: confined.then(|| "test".to_string()),
         }

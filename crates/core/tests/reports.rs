@@ -613,6 +613,20 @@ fn a_rollback_reports_everywhere() {
     if let Some(g) = spec.gitops.as_mut() {
         g.path = Some("deploy/app.yaml".into());
     }
+    let o = Observations {
+        canary_name: "shop".into(),
+        images: fledge_core::ContainerImages {
+            target: vec![
+                ("app".into(), "ghcr.io/acme/app:2.0.0".into()),
+                ("sidecar".into(), "envoy:1.30".into()),
+            ],
+            primary: vec![
+                ("app".into(), "ghcr.io/acme/app:1.9.0".into()),
+                ("sidecar".into(), "envoy:1.30".into()),
+            ],
+        },
+        ..o
+    };
     let p = plan(&spec, &rolling(20, 4, 8, 60), &o);
     assert_eq!(p.status.phase, Failed);
     assert!(p.actions.contains(&Action::CallWebhooks {
@@ -641,10 +655,41 @@ fn a_rollback_reports_everywhere() {
         ledger.reasons.last().map(String::as_str),
         Some("failed checks threshold reached 5")
     );
-    assert!(p.actions.contains(&Action::RevertInGit {
+    // Only the image that changed goes back, to the primary's; to the tracked branch.
+    let revert = Action::RevertInGit {
         revision: "rev-2".into(),
-        reason: "failed checks threshold reached 5".into()
-    }));
+        reason: "failed checks threshold reached 5".into(),
+        images: vec![fledge_core::ImageRevert {
+            from: "ghcr.io/acme/app:2.0.0".into(),
+            to: "ghcr.io/acme/app:1.9.0".into(),
+        }],
+        branch: None,
+    };
+    assert!(p.actions.contains(&revert), "{:?}", p.actions);
+    // mode: branch: a branch of its own, named after the Canary and the revision.
+    let mut branch_spec = spec.clone();
+    if let Some(g) = branch_spec.gitops.as_mut() {
+        g.mode = Some("branch".into());
+    }
+    let p = plan(&branch_spec, &rolling(20, 4, 8, 60), &o);
+    assert!(p.actions.iter().any(|a| matches!(
+        a,
+        Action::RevertInGit { branch: Some(b), .. } if b == "fledge/revert-shop-rev-2"
+    )));
+    // No image differs: nothing a revert could put back.
+    let same = Observations {
+        images: fledge_core::ContainerImages {
+            target: vec![("app".into(), "app:1".into())],
+            primary: vec![("app".into(), "app:1".into())],
+        },
+        ..o.clone()
+    };
+    let p = plan(&spec, &rolling(20, 4, 8, 60), &same);
+    assert!(
+        !p.actions
+            .iter()
+            .any(|a| matches!(a, Action::RevertInGit { .. }))
+    );
     // Told not to revert: no revert.
     if let Some(g) = spec.gitops.as_mut() {
         g.revert_on_rollback = Some(false);
