@@ -370,6 +370,49 @@ proptest! {
     }
 
     #[test]
+    fn an_alert_sent_is_not_sent_again_within_the_hour(
+        spec in arb_spec(),
+        status in arb_status(),
+        obs in arb_obs(),
+        later in 0..7200u64,
+    ) {
+        let mut spec = spec;
+        analysis(&mut spec).alerts = Some(vec![fledge_api::CanaryAlert {
+            name: "chat".into(),
+            severity: None,
+            provider_ref: fledge_api::CrossNamespaceObjectReference {
+                name: "chat".into(),
+                ..Default::default()
+            },
+        }]);
+        let p = plan(&spec, &status, &obs);
+        prop_assert!(p.status.recent_alerts.len() <= fledge_core::alerts::MAX_RECENT);
+        let sent = |p: &Plan| -> Vec<String> {
+            p.actions
+                .iter()
+                .filter_map(|a| match a {
+                    Action::Notify { severity, kind, message, to } if !to.is_empty() => {
+                        Some(fledge_core::alerts::repeat_key(&p.status, *kind, *severity, message))
+                    }
+                    _ => None,
+                })
+                .collect()
+        };
+        for key in sent(&p) {
+            prop_assert!(p.status.recent_alerts.iter().any(|r| r.key == key));
+        }
+        // The same decision again, with the status written (a restart, a retry): what was
+        // sent within the hour does not go again.
+        let again_obs = Observations { now: obs.now.checked_add(Duration::from_secs(later)).unwrap(), ..obs.clone() };
+        let again = plan(&spec, &p.status, &again_obs);
+        if later < 3600 {
+            for key in sent(&again) {
+                prop_assert!(!sent(&p).contains(&key), "sent twice within the hour: {:?}", again.actions);
+            }
+        }
+    }
+
+    #[test]
     fn the_same_inputs_give_the_same_plan(spec in arb_spec(), status in arb_status(), obs in arb_obs()) {
         prop_assert_eq!(plan(&spec, &status, &obs), plan(&spec, &status.clone(), &obs.clone()));
         prop_assert_eq!(needs(&spec, &status, &obs), needs(&spec, &status, &obs));
