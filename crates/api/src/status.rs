@@ -137,6 +137,27 @@ pub struct CanaryStatus {
     pub last_request: Option<crate::RequestOutcome>,
     /// fledge extension: the accepted `pause` request while the Canary is paused.
     pub paused: Option<crate::OperatorRequest>,
+
+    // ---- what the controller must remember across restarts ----
+    /// fledge extension: when the controller last put back routes changed outside it (a hand
+    /// edit or deletion of the routing objects); restores of one Canary are at least 10 s
+    /// apart.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub routes_restored_at: Option<Time>,
+    /// fledge extension: the chat alerts sent lately (at most 16, newest last), so that the
+    /// same alert is not sent again within an hour, even by a restarted controller.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub recent_alerts: Vec<SentAlert>,
+}
+
+/// A chat alert sent lately, as `status.recentAlerts` remembers it.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SentAlert {
+    /// A digest of what makes two alerts the same: kind, severity, text, revision and rollout.
+    pub key: String,
+    /// When it was last sent or suppressed as a repeat.
+    pub time: Time,
 }
 
 /// A promoted revision as the Git ledger records it.

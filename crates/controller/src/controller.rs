@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fledge_api::{Canary, CanaryPhase, CanaryStatus, HookType};
+use fledge_core::slots::{RolloutSlots, SlotView};
 use fledge_core::{Action, ActionClass, CanaryScale, Observations, Readiness, TargetObservation};
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
@@ -88,6 +89,8 @@ pub struct Context {
     written_over: std::sync::Mutex<std::collections::HashMap<String, String>>,
     /// Rollout slots given out and not yet visible in the cache, by Canary uid.
     slots_held: std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>,
+    /// Failed reconciles per Canary, for the backoff of their retries.
+    retries: crate::retry::Retries,
 }
 
 /// Runs the controller until `shutdown` resolves.
@@ -164,6 +167,7 @@ pub async fn run(
         settings,
         written_over: Default::default(),
         slots_held: Default::default(),
+        retries: Default::default(),
     });
     tokio::spawn(count_canaries(ctx.canaries.clone(), ctx.metrics.clone()));
     let (cans_cm, deps_cm) = (canaries_for_map.clone(), ctx.workloads.clone());
@@ -329,14 +333,14 @@ fn canaries_using<K: Resource>(
         .collect()
 }
 
+/// A failed reconcile is retried with exponential backoff and jitter per Canary; a failure only
+/// a person can fix (reported by the engine, see [`report_blocked`]) waits longer.
 fn error_policy(canary: Arc<Canary>, err: &Error, ctx: Arc<Context>) -> Requeue {
     ctx.metrics.reconcile_error(err.metric_label());
-    warn!(canary = %key(&canary), error = %err, "reconcile failed");
-    if err.is_transient() {
-        Requeue::requeue(Duration::from_secs(5))
-    } else {
-        Requeue::requeue(Duration::from_secs(60))
-    }
+    let transient = err.is_transient();
+    let wait = ctx.retries.failed(ObjectRef::from_obj(&*canary), transient);
+    warn!(canary = %key(&canary), error = %err, transient, retry_in = ?wait, "reconcile failed");
+    Requeue::requeue(wait)
 }
 
 fn key(c: &Canary) -> String {
@@ -349,6 +353,14 @@ async fn reconcile(canary: Arc<Canary>, ctx: Arc<Context>) -> Result<Requeue> {
         let started = std::time::Instant::now();
         let out = reconcile_inner(&canary, &ctx).await;
         ctx.metrics.reconcile_duration(&canary, started.elapsed());
+        match &out {
+            Ok(_) => ctx.retries.succeeded(&ObjectRef::from_obj(&*canary)),
+            Err(e) => {
+                if let Some(blocker) = e.blocker() {
+                    report_blocked(&ctx, &canary, blocker).await;
+                }
+            }
+        }
         out
     }
     .instrument(span)
@@ -406,8 +418,9 @@ async fn reconcile_inner(canary: &Canary, ctx: &Context) -> Result<Requeue> {
     let mut obs = Observations::at(jiff::Timestamp::now());
     obs.generation = canary.meta().generation;
     obs.deleting = deleting;
-    obs.rollout_slot_available = slot_available(ctx, canary);
+    obs.rollout_slots = rollout_slots(ctx, canary, &status);
     obs.confined_to_namespace = ctx.settings.no_cross_namespace_refs.then(|| ns.clone());
+    obs.default_alert_severity = ctx.alerts.default_severity();
     obs.target = target.as_deref().map(|t| TargetObservation {
         spec_hash: t
             .spec
@@ -421,6 +434,11 @@ async fn reconcile_inner(canary: &Canary, ctx: &Context) -> Result<Requeue> {
         readiness: readiness(t),
     });
     obs.primary = primary.as_deref().map(readiness);
+    obs.canary_name = canary.name_any();
+    obs.images = fledge_core::ContainerImages {
+        target: container_images(target.as_deref()),
+        primary: container_images(primary.as_deref()),
+    };
     if canary.spec.gitops.is_some() {
         let who = format!("{ns}/{}", canary.name_any());
         obs.git_queue = ctx
@@ -440,6 +458,13 @@ async fn reconcile_inner(canary: &Canary, ctx: &Context) -> Result<Requeue> {
     if needs.ledger {
         obs.ledger = crate::git::read_ledger(&ctx.client, &ctx.settings.git, canary).await;
     }
+    if needs.routes
+        && let Some(t) = target.as_deref()
+        && let Ok((label, value)) = workload::selector_label(t, &ctx.settings.workload)
+    {
+        obs.routes =
+            crate::drift::read_routes(&ctx.client, canary, (&label, &value), &status).await;
+    }
 
     let plan = fledge_core::plan(&canary.spec, &status, &obs);
     record_step_lateness(ctx, canary, &status, &plan.status, obs.now);
@@ -457,36 +482,20 @@ async fn reconcile_inner(canary: &Canary, ctx: &Context) -> Result<Requeue> {
     for action in &plan.actions {
         match action {
             Action::RequeueAfter(d) => requeue = *d,
-            a if a.class() == ActionClass::Cluster => {
-                if let Err(e) = exec.cluster(a).await {
-                    if e.is_transient() {
-                        return Err(e);
-                    }
-                    // The user must change something: say so once and wait for the change.
-                    report_blocked(ctx, canary, &status, &e).await?;
-                    return Ok(Requeue::requeue(Duration::from_secs(300)));
-                }
-            }
+            // A failure stops the plan; its status is not written, so the same decision is
+            // taken again on the retry (and one only a person can fix is reported first).
+            a if a.class() == ActionClass::Cluster => exec.cluster(a).await?,
             Action::RecordLedger(entry) => exec.record_ledger(entry).await?,
-            Action::RevertInGit { revision, reason } => {
-                exec.revert_in_git(revision, reason).await?
+            Action::RevertInGit {
+                revision,
+                reason,
+                images,
+                branch,
+            } => {
+                exec.revert_in_git(revision, reason, images, branch.as_deref())
+                    .await?
             }
             a => exec.report(a).await,
-        }
-    }
-    if crate::drift::wanted(&plan.status, deleting, &plan.actions) {
-        // Routing objects changed by hand go back to what the status records (drift.rs).
-        if let Ok((label, value)) = exec.selector()
-            && let Err(e) = crate::drift::restore(
-                &ctx.client,
-                &ctx.recorder,
-                canary,
-                (&label, &value),
-                &plan.status,
-            )
-            .await
-        {
-            warn!(error = %e, "routing drift check failed");
         }
     }
     write_status(ctx, canary, &status, &plan.status).await?;
@@ -533,63 +542,38 @@ fn is_stale(ctx: &Context, canary: &Canary) -> bool {
     map.get(&uid) == Some(&rv)
 }
 
-/// A cluster action failed for a reason only the user can fix (a provider without a router, an
-/// unusable target): a `Ready=False` condition and a warning Event saying what and why, written
-/// once; the plan's other effects are not recorded, so the decision is taken again after the fix.
-async fn report_blocked(
-    ctx: &Context,
-    canary: &Canary,
-    status: &CanaryStatus,
-    err: &Error,
-) -> Result<()> {
-    let reason = match err {
-        Error::InvalidTarget(_) => "InvalidTarget",
-        _ => "InvalidSpec",
-    };
-    let message = err.to_string();
-    let mut next = status.clone();
-    let changed = fledge_core::conditions::set(
-        &mut next,
-        fledge_core::conditions::READY,
-        "False",
-        reason,
-        &message,
-        jiff::Timestamp::now(),
-    );
-    if !changed {
-        return Ok(());
-    }
-    warn!(reason, "{message}");
-    let target = ctx
-        .workloads
-        .target(canary, &canary.namespace().unwrap_or_default());
-    ctx.alerts.send(
+/// A reconcile failed for a reason only a person can fix (a provider that cannot route as
+/// asked, an unusable target, a missing CRD, a refused object): the engine decides the report
+/// from that observation (`Ready=False` naming the fix, a warning Event and an alert when the
+/// report is new), and only that is written; the plan that failed is taken again on the retry.
+async fn report_blocked(ctx: &Context, canary: &Canary, blocker: fledge_core::Blocker) {
+    let ns = canary.namespace().unwrap_or_default();
+    let status = canary.status.clone().unwrap_or_default();
+    let mut obs = Observations::at(jiff::Timestamp::now());
+    obs.generation = canary.meta().generation;
+    obs.blocked = Some(blocker);
+    obs.default_alert_severity = ctx.alerts.default_severity();
+    obs.confined_to_namespace = ctx.settings.no_cross_namespace_refs.then(|| ns.clone());
+    let plan = fledge_core::plan(&canary.spec, &status, &obs);
+    let target = ctx.workloads.target(canary, &ns);
+    let primary = ctx.workloads.primary(canary, &ns);
+    let exec = Exec {
+        ctx,
         canary,
-        crate::notify::message(
-            canary,
-            target.as_deref(),
-            &next,
-            checksum(&next),
-            fledge_core::Severity::Error,
-            fledge_core::NotifyKind::Blocked,
-            &message,
-        ),
-    );
-    let ev = KubeEvent {
-        type_: EventType::Warning,
-        reason: reason.into(),
-        note: Some(message.chars().take(1000).collect()),
-        action: "Reconcile".into(),
-        secondary: None,
+        ns: &ns,
+        target: target.as_deref(),
+        primary: primary.as_deref(),
+        tracked: &BTreeMap::new(),
+        next: &plan.status,
     };
-    if let Err(e) = ctx
-        .recorder
-        .publish_about(&ev, canary, next.phase, checksum(&next))
-        .await
-    {
-        warn!(error = %e, "cannot record Event");
+    for action in &plan.actions {
+        if action.class() == ActionClass::Report {
+            exec.report(action).await;
+        }
     }
-    write_status(ctx, canary, status, &next).await
+    if let Err(e) = write_status(ctx, canary, &status, &plan.status).await {
+        warn!(error = %e, "cannot write the blocked status");
+    }
 }
 
 /// Remembers that we just wrote over this version of the Canary.
@@ -629,12 +613,14 @@ fn record_step_lateness(
     }
 }
 
-/// Whether this Canary may start a rollout under `--max-concurrent-rollouts`. Reconciles run
-/// concurrently and the cache lags behind status writes, so a slot given out is also held in
-/// memory until the cache shows that rollout (or the plan did not start it).
-fn slot_available(ctx: &Context, canary: &Canary) -> bool {
-    let Some(max) = ctx.settings.max_concurrent_rollouts else {
-        return true;
+/// The rollout slots as this Canary sees them (`--max-concurrent-rollouts`): the other
+/// Canaries' slot state from the cache, read from their statuses so that the queue survives a
+/// restart. Reconciles run concurrently and the cache lags behind status writes, so a slot the
+/// engine's rule gives this Canary is also held in memory until the cache shows that rollout (or
+/// the plan did not start it); other Canaries' holds count as rollouts in progress.
+fn rollout_slots(ctx: &Context, canary: &Canary, status: &CanaryStatus) -> RolloutSlots {
+    let Some(limit) = ctx.settings.max_concurrent_rollouts else {
+        return RolloutSlots::unlimited();
     };
     let all = ctx.canaries.state();
     let mut held = ctx
@@ -650,13 +636,30 @@ fn slot_available(ctx: &Context, canary: &Canary) -> bool {
             })
     });
     let me = canary.uid().unwrap_or_default();
-    let others_held = held.keys().filter(|u| **u != me).count();
-    let free = max.saturating_sub(others_held);
-    let ok = crate::slots::slot_available(canary, all.iter().map(|c| &**c), free);
-    if ok {
+    let mut others: Vec<SlotView> = all
+        .iter()
+        .filter(|c| c.uid().as_deref() != Some(me.as_str()))
+        .map(|c| {
+            let mut view = SlotView::of(key(c), c.status.as_ref());
+            view.rolling_out |= c.uid().is_some_and(|u| held.contains_key(&u));
+            view
+        })
+        .collect();
+    // A hold of a Canary the cache does not list yet still takes its slot.
+    for uid in held.keys().filter(|u| **u != me) {
+        if !all.iter().any(|c| c.uid().as_deref() == Some(uid.as_str())) {
+            others.push(SlotView::holding(format!("uid/{uid}")));
+        }
+    }
+    let slots = RolloutSlots {
+        limit: Some(limit),
+        me: key(canary),
+        others,
+    };
+    if fledge_core::slots::admits(status, &slots) {
         held.insert(me, std::time::Instant::now());
     }
-    ok
+    slots
 }
 
 /// Gives back a slot held for a Canary whose plan did not start a rollout.
@@ -670,6 +673,19 @@ fn release_slot(ctx: &Context, canary: &Canary, next: &CanaryStatus) {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .remove(&uid);
     }
+}
+
+/// `(container, image)` of a workload's containers.
+fn container_images(d: Option<&Deployment>) -> Vec<(String, String)> {
+    d.and_then(|d| d.spec.as_ref())
+        .and_then(|s| s.template.spec.as_ref())
+        .map(|p| {
+            p.containers
+                .iter()
+                .filter_map(|c| Some((c.name.clone(), c.image.clone()?)))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 fn readiness(d: &Deployment) -> Readiness {
@@ -694,6 +710,31 @@ pub(crate) fn checksum(status: &CanaryStatus) -> String {
         .map(|(k, v)| (k.as_str(), v.as_bytes()));
     let revision = status.last_applied_spec.as_deref().unwrap_or_default();
     workload::data_checksum(std::iter::once(("revision", revision.as_bytes())).chain(configs))
+}
+
+/// The payload of a fire-and-forget webhook (`post-rollout`, `event`) of a plan. Its checksum
+/// names the revision the report is about, so it comes from the plan's next status, like the
+/// Events' and the alerts': on a new revision the status read before the decision still holds
+/// the previous one.
+fn report_payload(
+    canary: &Canary,
+    next: &CanaryStatus,
+    hook: HookType,
+    phase: CanaryPhase,
+    message: &str,
+) -> Payload {
+    let mut metadata = BTreeMap::new();
+    if hook == HookType::Event {
+        metadata.insert("eventMessage".to_string(), message.to_string());
+        metadata.insert("eventType".to_string(), "Normal".to_string());
+    }
+    Payload {
+        name: canary.name_any(),
+        namespace: canary.namespace().unwrap_or_default(),
+        phase,
+        checksum: checksum(next),
+        metadata,
+    }
 }
 
 async fn call_gating_webhooks(
@@ -800,29 +841,26 @@ impl Exec<'_> {
     }
 
     /// Queues the revert of a rolled-back revision in the GitOps source (when the Canary has
-    /// `spec.gitops.path`): each container's image goes back to the primary's.
-    async fn revert_in_git(&self, revision: &str, reason: &str) -> Result<()> {
-        let containers = |d: Option<&Deployment>| -> Vec<(String, String)> {
-            d.and_then(|d| d.spec.as_ref())
-                .and_then(|s| s.template.spec.as_ref())
-                .map(|p| {
-                    p.containers
-                        .iter()
-                        .filter_map(|c| Some((c.name.clone(), c.image.clone()?)))
-                        .collect()
-                })
-                .unwrap_or_default()
-        };
-        let promoted = containers(self.primary);
-        let pairs: Vec<(String, String)> = containers(self.target)
-            .into_iter()
-            .filter_map(|(name, failed)| {
-                let good = promoted.iter().find(|(n, _)| *n == name)?.1.clone();
-                Some((failed, good))
-            })
+    /// `spec.gitops.path`), with the images and branch the engine decided.
+    async fn revert_in_git(
+        &self,
+        revision: &str,
+        reason: &str,
+        images: &[fledge_core::ImageRevert],
+        branch: Option<&str>,
+    ) -> Result<()> {
+        let pairs = images
+            .iter()
+            .map(|i| (i.from.clone(), i.to.clone()))
             .collect();
-        let Some(record) = crate::git::revert_for(self.canary, self.next, revision, reason, pairs)
-        else {
+        let Some(record) = crate::git::revert_for(
+            self.canary,
+            self.next,
+            revision,
+            reason,
+            pairs,
+            branch.map(str::to_string),
+        ) else {
             info!(%revision, %reason, "rolled back; no Git source to revert");
             return Ok(());
         };
@@ -870,7 +908,7 @@ impl Exec<'_> {
                 }
                 self.ensure_primary_scaler().await
             }
-            Action::EnsureServices => self.ensure_services().await,
+            Action::EnsureServices { apex } => self.ensure_services(*apex).await,
             Action::SetWeights(routes) => {
                 let (label, value) = self.selector()?;
                 let router = router_for(self.ctx.client.clone(), self.canary)?;
@@ -1078,16 +1116,10 @@ impl Exec<'_> {
         Ok(())
     }
 
-    async fn ensure_services(&self) -> Result<()> {
+    async fn ensure_services(&self, apex_selects: ApexSelects) -> Result<()> {
         let (label, value) = self.selector()?;
         // Validate the provider before creating anything.
         let router = router_for(self.ctx.client.clone(), self.canary)?;
-        let apex_selects = match self.canary.status.as_ref().map(|s| s.canary_weight) {
-            Some(100) if self.canary.spec.provider_or_default() == "kubernetes" => {
-                ApexSelects::Canary
-            }
-            _ => ApexSelects::Primary,
-        };
         let api: Api<k8s_openapi::api::core::v1::Service> =
             Api::namespaced(self.ctx.client.clone(), self.ns);
         for svc in build_services(self.canary, &self.owner(), (&label, &value), apex_selects) {
@@ -1142,20 +1174,8 @@ impl Exec<'_> {
                 message,
             } => {
                 let hooks = self.canary.spec.webhooks_of(*hook);
-                let status = self.canary.status.clone().unwrap_or_default();
                 for h in hooks {
-                    let mut metadata = BTreeMap::new();
-                    if *hook == HookType::Event {
-                        metadata.insert("eventMessage".to_string(), message.clone());
-                        metadata.insert("eventType".to_string(), "Normal".to_string());
-                    }
-                    let payload = Payload {
-                        name: self.canary.name_any(),
-                        namespace: self.ns.to_string(),
-                        phase: *phase,
-                        checksum: checksum(&status),
-                        metadata,
-                    };
+                    let payload = report_payload(self.canary, self.next, *hook, *phase, message);
                     let client = self.ctx.webhooks.clone();
                     let span = tracing::Span::current();
                     tokio::spawn(
@@ -1173,6 +1193,7 @@ impl Exec<'_> {
                 severity,
                 kind,
                 message,
+                to,
             } => {
                 debug!(severity = ?severity, kind = ?kind, "alert: {message}");
                 let msg = crate::notify::message(
@@ -1184,7 +1205,7 @@ impl Exec<'_> {
                     *kind,
                     message,
                 );
-                self.ctx.alerts.send(self.canary, msg);
+                self.ctx.alerts.send(self.canary, msg, to);
             }
             _ => {}
         }
@@ -1273,6 +1294,50 @@ mod tests {
             on_engine_clock(Duration::ZERO, at("2026-01-01T12:00:05.5Z")),
             Duration::ZERO
         );
+    }
+
+    #[test]
+    fn report_webhooks_carry_the_checksum_of_the_revision_they_report() {
+        let canary: Canary = serde_json::from_value(json!({
+            "apiVersion": "fledge.dev/v1beta1", "kind": "Canary",
+            "metadata": {"name": "podinfo", "namespace": "shop"},
+            "spec": {"targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "podinfo"},
+                "service": {"port": 80}}
+        }))
+        .unwrap();
+        let old = CanaryStatus {
+            last_applied_spec: Some("rev-1".into()),
+            ..Default::default()
+        };
+        let next = CanaryStatus {
+            phase: CanaryPhase::Progressing,
+            last_applied_spec: Some("rev-2".into()),
+            ..Default::default()
+        };
+        // "New revision detected!" forwarded to an event webhook: about rev-2.
+        let p = report_payload(
+            &canary,
+            &next,
+            HookType::Event,
+            CanaryPhase::Progressing,
+            "New revision detected!",
+        );
+        assert_eq!(p.checksum, checksum(&next));
+        assert_ne!(p.checksum, checksum(&old));
+        assert_eq!(p.namespace, "shop");
+        assert_eq!(
+            p.metadata.get("eventMessage").map(String::as_str),
+            Some("New revision detected!")
+        );
+        let post = report_payload(
+            &canary,
+            &next,
+            HookType::PostRollout,
+            CanaryPhase::Succeeded,
+            "",
+        );
+        assert!(post.metadata.is_empty());
+        assert_eq!(post.checksum, checksum(&next));
     }
 
     #[test]

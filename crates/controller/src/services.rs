@@ -10,14 +10,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use crate::workload::primary_name;
 
-/// Which pods the apex Service selects.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ApexSelects {
-    /// The primary's pods (the steady state, and every weighted provider).
-    Primary,
-    /// The canary's pods (the `kubernetes` provider after a blue/green switch).
-    Canary,
-}
+pub use fledge_core::ApexSelects;
 
 /// The three Services of a Canary, in the order apex, primary, canary.
 pub fn build_services(

@@ -38,7 +38,10 @@ pub enum Action {
     /// Create or update the apex, primary and canary Services and the router's objects from
     /// `spec.service` (and the A/B `match`). Routes that exist keep their weights: a
     /// [`Action::SetWeights`] follows whenever the weights must change.
-    EnsureServices,
+    EnsureServices {
+        /// Which pods the apex Service selects, from the routes of the plan's next status.
+        apex: ApexSelects,
+    },
     /// Route traffic between the primary and the canary.
     SetWeights(Routes),
     /// Scale the target (the canary) workload.
@@ -66,7 +69,9 @@ pub enum Action {
         /// For `event` webhooks, the event's message (`metadata.eventMessage`).
         message: String,
     },
-    /// Send a chat alert through the Canary's `spec.analysis.alerts` (each filters by severity).
+    /// Send a chat alert to `to`: the entries of `spec.analysis.alerts` whose severity it
+    /// meets, or the controller's default provider (see [`crate::alerts`]). With `to` empty
+    /// nothing is sent. An alert the Canary sent within the hour does not come again.
     Notify {
         /// How bad it is.
         severity: Severity,
@@ -74,6 +79,9 @@ pub enum Action {
         kind: NotifyKind,
         /// The text.
         message: String,
+        /// Where it goes.
+        #[serde(default)]
+        to: Vec<crate::alerts::AlertTarget>,
     },
     /// Record a Kubernetes Event on the Canary.
     RecordEvent {
@@ -94,6 +102,11 @@ pub enum Action {
         revision: String,
         /// Why it was rolled back.
         reason: String,
+        /// What to put back: each container's failed image, and the primary's (promoted) one.
+        images: Vec<ImageRevert>,
+        /// `spec.gitops.mode: branch`: the branch to push the revert to (for a pull request)
+        /// instead of the tracked one.
+        branch: Option<String>,
     },
     /// Reconcile again after this long (the last action of every plan).
     RequeueAfter(Duration),
@@ -116,7 +129,7 @@ impl Action {
         match self {
             Action::EnsurePrimary
             | Action::EnsurePrimaryFrom { .. }
-            | Action::EnsureServices
+            | Action::EnsureServices { .. }
             | Action::SetWeights(_)
             | Action::ScaleCanary(_)
             | Action::PromotePrimary { .. }
@@ -165,6 +178,42 @@ impl Routes {
             canary,
             mirror: None,
             ab_match: false,
+        }
+    }
+}
+
+/// One image a Git revert puts back.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ImageRevert {
+    /// The image that failed (the target's).
+    pub from: String,
+    /// The image to put back (the primary's, last promoted).
+    pub to: String,
+}
+
+/// Which pods the apex Service (the one clients call) selects.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum ApexSelects {
+    /// The primary's pods: the steady state, and always with a provider that routes by weight
+    /// (the apex Service is then only the entry point, the router splits behind it).
+    #[default]
+    Primary,
+    /// The canary's pods: the `kubernetes` provider (blue/green by switching the apex
+    /// Service's selector) while all traffic goes to the canary.
+    Canary,
+}
+
+impl ApexSelects {
+    /// The apex selector of a Canary whose provider is `provider` when traffic follows
+    /// `routes`. Only the `kubernetes` provider switches the apex Service itself, and only at
+    /// 100% to the canary with nothing mirrored.
+    pub fn for_routes(provider: &str, routes: &Routes) -> ApexSelects {
+        if provider == "kubernetes" && routes.canary == 100 && routes.mirror.unwrap_or(0) == 0 {
+            ApexSelects::Canary
+        } else {
+            ApexSelects::Primary
         }
     }
 }
@@ -327,12 +376,16 @@ pub struct Needs {
     /// Whether to read the Git ledger ([`crate::Observations::ledger`]).
     #[serde(default)]
     pub ledger: bool,
+    /// Whether to read the routes back from the routing objects
+    /// ([`crate::Observations::routes`]), to find changes made outside fledge.
+    #[serde(default)]
+    pub routes: bool,
 }
 
 impl Needs {
     /// Nothing costly is needed.
     pub fn is_empty(&self) -> bool {
-        self.webhooks.is_empty() && !self.metrics && !self.ledger
+        self.webhooks.is_empty() && !self.metrics && !self.ledger && !self.routes
     }
 
     /// Whether everything in `self` is also in `other`.
@@ -340,6 +393,7 @@ impl Needs {
         self.webhooks.is_subset(&other.webhooks)
             && (!self.metrics || other.metrics)
             && (!self.ledger || other.ledger)
+            && (!self.routes || other.routes)
     }
 }
 
@@ -355,7 +409,9 @@ mod tests {
                 revision: "abc".into(),
                 images: vec!["app:1.0.0".into()],
             },
-            Action::EnsureServices,
+            Action::EnsureServices {
+                apex: ApexSelects::Canary,
+            },
             Action::SetWeights(Routes::weighted(30)),
             Action::ScaleCanary(CanaryScale::MatchPrimary),
             Action::PromotePrimary {
@@ -372,6 +428,7 @@ mod tests {
                 severity: Severity::Warn,
                 kind: NotifyKind::CheckFailed,
                 message: "m".into(),
+                to: vec![crate::alerts::AlertTarget::Default],
             },
             Action::RecordEvent {
                 warning: true,
@@ -391,6 +448,11 @@ mod tests {
             Action::RevertInGit {
                 revision: "abc".into(),
                 reason: "r".into(),
+                images: vec![ImageRevert {
+                    from: "app:2".into(),
+                    to: "app:1".into(),
+                }],
+                branch: Some("fledge/revert-app-abc".into()),
             },
             Action::RequeueAfter(Duration::from_secs(60)),
         ];

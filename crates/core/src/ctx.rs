@@ -11,10 +11,12 @@ use fledge_api::{
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
-use crate::action::{Action, LedgerEntry, LedgerEvent, Needs, NotifyKind, Routes, Severity};
+use crate::action::{
+    Action, ApexSelects, LedgerEntry, LedgerEvent, Needs, NotifyKind, Routes, Severity,
+};
 use crate::checks::{self, Failure};
 use crate::conditions;
-use crate::observe::{LedgerView, Observations};
+use crate::observe::{LedgerView, Observations, RoutesView};
 
 /// Longest wait between two polls while waiting for a workload to become ready.
 pub(crate) const READINESS_POLL: Duration = Duration::from_secs(10);
@@ -82,7 +84,14 @@ impl<'a> Cx<'a> {
     /// The actions in their final order, ending with the requeue.
     pub fn finish(self) -> (CanaryStatus, Vec<Action>, Needs) {
         let requeue = self.requeue.unwrap_or_else(|| self.interval());
+        // The apex Service follows the routes the plan leaves, not those it found.
+        let apex = ApexSelects::for_routes(self.spec.provider_or_default(), &self.applied_routes());
         let mut actions = self.cluster;
+        for a in &mut actions {
+            if let Action::EnsureServices { apex: a } = a {
+                *a = apex;
+            }
+        }
         actions.extend(self.reports);
         actions.push(Action::RequeueAfter(requeue));
         (self.status, actions, self.read)
@@ -272,6 +281,19 @@ impl<'a> Cx<'a> {
 
     // ---- actions ----------------------------------------------------------------------
 
+    /// (Re)applies the Services and the router's objects; the apex selector is settled when the
+    /// plan is finished, from its final routes.
+    pub fn ensure_services(&mut self) {
+        self.cluster.push(Action::EnsureServices {
+            apex: ApexSelects::Primary,
+        });
+    }
+
+    /// The cluster actions decided so far.
+    pub fn cluster_actions(&self) -> &[Action] {
+        &self.cluster
+    }
+
     /// Adds a cluster action (workload or traffic change).
     pub fn act(&mut self, action: Action) {
         self.cluster.push(action);
@@ -299,6 +321,7 @@ impl<'a> Cx<'a> {
             severity,
             kind,
             message,
+            to: Vec::new(),
         });
     }
 
@@ -340,6 +363,16 @@ impl<'a> Cx<'a> {
         self.reports.push(Action::RecordLedger(entry));
     }
 
+    /// Takes the report actions decided so far (to settle them; see [`Cx::put_reports`]).
+    pub fn take_reports(&mut self) -> Vec<Action> {
+        std::mem::take(&mut self.reports)
+    }
+
+    /// Puts back report actions taken with [`Cx::take_reports`].
+    pub fn put_reports(&mut self, reports: Vec<Action>) {
+        self.reports = reports;
+    }
+
     /// Adds a report action.
     pub fn report(&mut self, action: Action) {
         self.reports.push(action);
@@ -379,6 +412,15 @@ impl<'a> Cx<'a> {
             return &NOT_READ;
         }
         &self.obs.ledger
+    }
+
+    /// The routes read back from the cluster (the caller records the read).
+    pub fn routes_read(&self) -> &'a RoutesView {
+        static NOT_READ: RoutesView = RoutesView::NotRead;
+        if self.inputs == Inputs::Optimistic {
+            return &NOT_READ;
+        }
+        &self.obs.routes
     }
 
     /// Whether a `rollback` webhook asks for a rollback; the reason when one does.

@@ -5,7 +5,7 @@
 //! Nothing here performs I/O, sleeps, reads a clock or panics on user input. The adapter in
 //! `fledge-controller` runs every reconcile the same way:
 //!
-//! 1. gather the cheap [`Observations`] (time, target, primary, deletion, rollout slot);
+//! 1. gather the cheap [`Observations`] (time, target, primary, deletion, rollout slots);
 //! 2. ask [`needs`] which costly ones the engine will read (gating webhooks, metric queries)
 //!    and gather only those into [`Observations::webhooks`] and [`Observations::metrics`];
 //! 3. call [`plan`], execute [`Plan::actions`] in order, then write [`Plan::status`] to
@@ -22,26 +22,30 @@
 //! on rollback; `Terminating` → `Terminated` on deletion.
 
 mod action;
+pub mod alerts;
 mod checks;
 pub mod conditions;
 mod ctx;
+pub mod drift;
 mod gitsync;
 mod observe;
 mod phases;
 pub mod requests;
 #[cfg(feature = "sim")]
 pub mod sim;
+pub mod slots;
 pub mod weights;
 
 pub use action::{
-    Action, ActionClass, CanaryScale, LedgerEntry, LedgerEvent, Needs, NotifyKind, Routes, Severity,
+    Action, ActionClass, ApexSelects, CanaryScale, ImageRevert, LedgerEntry, LedgerEvent, Needs,
+    NotifyKind, Routes, Severity,
 };
 pub use checks::{
     Failure, check_metric, gate_failures, metric_bounds, metric_failures, rollback_request,
 };
 pub use observe::{
-    GitQueue, GitWriteError, LedgerView, MetricOutcome, MetricResult, Observations, Readiness,
-    TargetObservation, WebhookResult,
+    Blocker, BlockerKind, ContainerImages, GitQueue, GitWriteError, LedgerView, MetricOutcome,
+    MetricResult, Observations, Readiness, RoutesView, TargetObservation, WebhookResult,
 };
 
 use fledge_api::{CanarySpec, CanaryStatus};
@@ -91,11 +95,20 @@ pub fn needs(spec: &CanarySpec, status: &CanaryStatus, obs: &Observations) -> Ne
 
 fn run(spec: &CanarySpec, status: &CanaryStatus, obs: &Observations, inputs: Inputs) -> Plan {
     let mut cx = Cx::new(spec, status, obs, inputs);
-    phases::decide(&mut cx);
-    gitsync::run(&mut cx);
-    if let Some(g) = obs.generation {
-        cx.status.observed_generation = Some(g);
+    if let Some(blocker) = &obs.blocked {
+        // Only the report: the status is otherwise kept (the generation too, so that changes
+        // it asked for are made once the cause is gone).
+        phases::blocked(&mut cx, blocker);
+    } else {
+        let check_routes = drift::due(&cx);
+        phases::decide(&mut cx);
+        drift::run(&mut cx, check_routes);
+        gitsync::run(&mut cx);
+        if let Some(g) = obs.generation {
+            cx.status.observed_generation = Some(g);
+        }
     }
+    alerts::settle(&mut cx);
     let (status, actions, read) = cx.finish();
     Plan {
         status,

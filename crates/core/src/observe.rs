@@ -19,11 +19,10 @@ pub struct Observations {
     pub generation: Option<i64>,
     /// The Canary has a deletion timestamp.
     pub deleting: bool,
-    /// Whether this Canary may start a new rollout now (cluster-wide
-    /// `--max-concurrent-rollouts`). The adapter counts the other Canaries in a rolling phase
-    /// ([`fledge_api::CanaryPhase::is_rolling_out`]); a Canary already rolling out never needs a
-    /// slot, so `true` is the right value when there is no limit.
-    pub rollout_slot_available: bool,
+    /// The cluster-wide limit on rollouts in progress (`--max-concurrent-rollouts`) and the
+    /// other Canaries' slot state; the engine decides whether this Canary may start a rollout
+    /// and in which order waiters go ([`crate::slots`]).
+    pub rollout_slots: crate::slots::RolloutSlots,
     /// The target workload (`spec.targetRef`), or `None` when it does not exist.
     pub target: Option<TargetObservation>,
     /// The primary workload (`<target>-primary`), or `None` when it does not exist.
@@ -37,9 +36,26 @@ pub struct Observations {
     /// What the Git ledger says about this Canary (only when [`crate::needs`] asked for it:
     /// a Canary with `spec.gitops` whose primary does not exist yet, e.g. on a rebuilt cluster).
     pub ledger: LedgerView,
+    /// The routes the routing objects give, read back from the cluster (only when
+    /// [`crate::needs`] asked for them: [`crate::Needs::routes`]).
+    pub routes: RoutesView,
     /// This Canary's records waiting to be written to Git, as the adapter's Git worker last
     /// saw them (`None`: unknown, or the Canary has no `spec.gitops`). Sets `GitSynced`.
     pub git_queue: Option<GitQueue>,
+    /// What blocks this Canary: a failure of this reconcile that will not go away by itself
+    /// (an invalid target, a missing CRD, an object the API server refused), as the adapter
+    /// classified it. When set, the engine decides nothing else: it reports the block
+    /// (`Ready=False` naming the fix, one warning Event and one alert when that report is new)
+    /// and leaves the rest of the status as it was, so the same decision is taken again once
+    /// the cause is gone.
+    pub blocked: Option<Blocker>,
+    /// `metadata.name` of the Canary, for the names the engine gives (a revert branch).
+    pub canary_name: String,
+    /// The images of the target's and the primary's containers (what a Git revert puts back).
+    pub images: ContainerImages,
+    /// The lowest severity of the controller's default alert provider (`--alert-*` flags), which
+    /// serves Canaries that declare no alerts; `None`: there is none.
+    pub default_alert_severity: Option<crate::action::Severity>,
     /// The Canary's namespace when the controller refuses references to other namespaces
     /// (`--no-cross-namespace-refs`): a MetricTemplate or AlertProvider elsewhere then makes the
     /// spec invalid. `None`: such references are allowed.
@@ -69,21 +85,85 @@ pub struct GitWriteError {
 }
 
 impl Observations {
-    /// Observations at `now` with nothing found: no target, no primary, no results, a rollout
-    /// slot available. Fill in the rest with struct update syntax.
+    /// Observations at `now` with nothing found: no target, no primary, no results, no limit
+    /// on rollouts. Fill in the rest with struct update syntax.
     pub fn at(now: Timestamp) -> Self {
         Observations {
             now,
             generation: None,
             deleting: false,
-            rollout_slot_available: true,
+            rollout_slots: crate::slots::RolloutSlots::unlimited(),
             target: None,
             primary: None,
             webhooks: Vec::new(),
             metrics: Vec::new(),
             ledger: LedgerView::NotRead,
+            routes: RoutesView::NotRead,
             git_queue: None,
+            blocked: None,
+            canary_name: String::new(),
+            images: ContainerImages::default(),
+            default_alert_severity: None,
             confined_to_namespace: None,
+        }
+    }
+}
+
+/// A failure that only a person can fix, as the adapter observed it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Blocker {
+    /// What kind of failure.
+    pub kind: BlockerKind,
+    /// What failed, for people (no secret material).
+    pub message: String,
+}
+
+/// Kinds of [`Blocker`], each with its own fix.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum BlockerKind {
+    /// The target workload cannot be used as it is (missing, no usable selector label).
+    InvalidTarget,
+    /// The spec asks for something that cannot be done (e.g. a provider that cannot route
+    /// as asked).
+    InvalidSpec,
+    /// An API the Canary needs is not served: its CRD is missing, or the API server answered
+    /// 404 for the kind.
+    ApiNotServed,
+    /// The API server refused fledge's request for want of permission (403).
+    Forbidden,
+    /// The API server refused an object fledge built from the spec (400, 422).
+    Refused,
+}
+
+impl BlockerKind {
+    /// The condition and Event reason.
+    pub fn reason(self) -> &'static str {
+        match self {
+            BlockerKind::InvalidTarget => "InvalidTarget",
+            BlockerKind::InvalidSpec => "InvalidSpec",
+            BlockerKind::ApiNotServed => "ApiNotServed",
+            BlockerKind::Forbidden => "Forbidden",
+            BlockerKind::Refused => "ObjectRefused",
+        }
+    }
+
+    /// What a person does about it.
+    pub fn fix(self) -> &'static str {
+        match self {
+            BlockerKind::InvalidTarget => {
+                "fix the target workload named by spec.targetRef (it must exist and carry the \
+                 selector label), or point spec.targetRef at another one"
+            }
+            BlockerKind::InvalidSpec => "change the Canary's spec",
+            BlockerKind::ApiNotServed => {
+                "install the CRD of the API named above, or choose another spec.provider"
+            }
+            BlockerKind::Forbidden => {
+                "grant fledge's ServiceAccount the permission named above (its ClusterRole)"
+            }
+            BlockerKind::Refused => {
+                "change the Canary's spec fields the refused object is built from"
+            }
         }
     }
 }
@@ -98,6 +178,29 @@ pub enum LedgerView {
     /// the ledger has none).
     Read(Vec<fledge_api::LedgerRevision>),
     /// The ledger could not be read; why, for people (no secret material).
+    Unreadable(String),
+}
+
+/// The images of the workloads' containers, by container name.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ContainerImages {
+    /// The target's (the revision under test), `(container, image)`.
+    pub target: Vec<(String, String)>,
+    /// The primary's (the promoted revision), `(container, image)`.
+    pub primary: Vec<(String, String)>,
+}
+
+/// The routes as read back from the routing objects.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum RoutesView {
+    /// Not read (not asked for, or the adapter could not say).
+    #[default]
+    NotRead,
+    /// The routing objects exist and give these routes.
+    Found(crate::action::Routes),
+    /// The routing object (or, for the `kubernetes` provider, the apex Service) is gone.
+    Missing,
+    /// Reading failed; why, for the log (no secret material).
     Unreadable(String),
 }
 

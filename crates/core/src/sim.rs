@@ -211,13 +211,35 @@ impl Sim {
             now: self.now,
             generation: Some(self.world.generation),
             deleting: self.world.deleting,
-            rollout_slot_available: self.world.slot,
+            rollout_slots: if self.world.slot {
+                crate::slots::RolloutSlots::unlimited()
+            } else {
+                crate::slots::RolloutSlots::none_free()
+            },
             target,
             primary: self.world.primary.as_ref().map(|p| p.readiness(self.now)),
             webhooks: Vec::new(),
             metrics: Vec::new(),
             ledger: LedgerView::NotRead,
+            routes: crate::RoutesView::NotRead,
             git_queue: None,
+            blocked: None,
+            canary_name: "podinfo".into(),
+            images: crate::observe::ContainerImages {
+                target: self
+                    .world
+                    .target
+                    .iter()
+                    .map(|t| ("app".to_string(), format!("app:{}", t.hash)))
+                    .collect(),
+                primary: self
+                    .world
+                    .primary
+                    .iter()
+                    .map(|p| ("app".to_string(), format!("app:{}", p.hash)))
+                    .collect(),
+            },
+            default_alert_severity: None,
             confined_to_namespace: None,
         }
     }
@@ -363,6 +385,13 @@ impl Sim {
         if needs.ledger {
             obs.ledger = self.world.ledger.clone();
         }
+        if needs.routes {
+            obs.routes = if self.world.services {
+                crate::RoutesView::Found(self.world.routes)
+            } else {
+                crate::RoutesView::Missing
+            };
+        }
         let status = self.status.clone();
         let view = View {
             status: &status,
@@ -416,7 +445,7 @@ impl Sim {
                     });
                 }
             }
-            Action::EnsureServices => w.services = true,
+            Action::EnsureServices { .. } => w.services = true,
             Action::SetWeights(r) => w.routes = *r,
             Action::ScaleCanary(scale) => {
                 let replicas = match scale {

@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use common::*;
 use fledge_api::CanaryPhase::*;
 use fledge_api::{CanarySpec, CanaryStatus, HookType, RolloutProgress};
+use fledge_core::alerts::AlertTarget;
 use fledge_core::conditions::{self, SUSPENDED};
 use fledge_core::{
     Action, MetricOutcome, MetricResult, NotifyKind, Observations, Plan, Readiness, Severity,
@@ -85,6 +86,7 @@ fn alerts(p: &Plan) -> Vec<(Severity, NotifyKind, String)> {
                 severity,
                 kind,
                 message,
+                ..
             } => Some((*severity, *kind, message.clone())),
             _ => None,
         })
@@ -279,7 +281,7 @@ fn a_closed_gate_is_a_warning_unless_its_webhooks_mute_alerts() {
     }
     // Waiting for a rollout slot is news, not a warning.
     let mut no_slot = obs("rev-2");
-    no_slot.rollout_slot_available = false;
+    no_slot.rollout_slots = fledge_core::slots::RolloutSlots::none_free();
     let p = plan(&canary_spec(), &at_rest(), &no_slot);
     assert_eq!(kinds(&p), vec![(Severity::Info, NotifyKind::Waiting)]);
 }
@@ -303,4 +305,188 @@ fn severities_read_and_order_as_in_flagger() {
     for k in NotifyKind::ALL {
         assert!(!k.title().is_empty());
     }
+}
+
+fn with_alerts(mut spec: CanarySpec) -> CanarySpec {
+    let alert = |name: &str, severity: Option<&str>, ns: Option<&str>| fledge_api::CanaryAlert {
+        name: name.into(),
+        severity: severity.map(str::to_string),
+        provider_ref: fledge_api::CrossNamespaceObjectReference {
+            name: format!("{name}-provider"),
+            namespace: ns.map(str::to_string),
+            ..Default::default()
+        },
+    };
+    analysis(&mut spec).alerts = Some(vec![
+        alert("all", None, None),
+        alert("warnings", Some("warn"), Some("ops")),
+        alert("errors", Some("error"), Some("")),
+    ]);
+    spec
+}
+
+fn destinations(p: &Plan) -> Vec<(NotifyKind, Vec<String>)> {
+    p.actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Notify { kind, to, .. } => Some((
+                *kind,
+                to.iter()
+                    .map(|t| match t {
+                        AlertTarget::Provider {
+                            namespace, name, ..
+                        } => format!("{}/{name}", namespace.as_deref().unwrap_or("-")),
+                        AlertTarget::Default => "default".into(),
+                    })
+                    .collect(),
+            )),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn each_alert_reference_gets_the_severities_it_asks_for() {
+    let spec = with_alerts(canary_spec());
+    // A new revision (info) reaches only the alert without a minimum.
+    let p = plan(&spec, &at_rest(), &obs("rev-2"));
+    assert_eq!(
+        destinations(&p),
+        vec![(NotifyKind::NewRevision, vec!["-/all-provider".to_string()])]
+    );
+    // A missing target (error) reaches all three; the empty namespace is the Canary's.
+    let missing = Observations {
+        target: None,
+        ..obs("rev-1")
+    };
+    let p = plan(&spec, &at_rest(), &missing);
+    assert_eq!(
+        destinations(&p),
+        vec![(
+            NotifyKind::Blocked,
+            vec![
+                "-/all-provider".to_string(),
+                "ops/warnings-provider".to_string(),
+                "-/errors-provider".to_string()
+            ]
+        )]
+    );
+    // --no-cross-namespace-refs: the provider in another namespace gets nothing.
+    let confined = Observations {
+        confined_to_namespace: Some("shop".into()),
+        ..missing
+    };
+    let p = plan(&spec, &at_rest(), &confined);
+    assert_eq!(
+        destinations(&p),
+        vec![(
+            NotifyKind::Blocked,
+            vec![
+                "-/all-provider".to_string(),
+                "-/errors-provider".to_string()
+            ]
+        )]
+    );
+}
+
+#[test]
+fn the_default_provider_serves_canaries_without_alerts_at_its_severity() {
+    let missing = |default| Observations {
+        target: None,
+        default_alert_severity: default,
+        ..obs("rev-1")
+    };
+    let p = plan(&canary_spec(), &at_rest(), &missing(Some(Severity::Warn)));
+    assert_eq!(
+        destinations(&p),
+        vec![(NotifyKind::Blocked, vec!["default".to_string()])]
+    );
+    let p = plan(&canary_spec(), &at_rest(), &missing(None));
+    assert_eq!(destinations(&p), vec![(NotifyKind::Blocked, vec![])]);
+    assert!(
+        p.status.recent_alerts.is_empty(),
+        "nothing sent, nothing remembered"
+    );
+    // An info alert stays below a warn default.
+    let p = plan(
+        &canary_spec(),
+        &at_rest(),
+        &Observations {
+            default_alert_severity: Some(Severity::Warn),
+            ..obs("rev-2")
+        },
+    );
+    assert_eq!(destinations(&p), vec![(NotifyKind::NewRevision, vec![])]);
+    // Declared alerts replace the default.
+    let p = plan(
+        &with_alerts(canary_spec()),
+        &at_rest(),
+        &missing(Some(Severity::Info)),
+    );
+    assert!(!destinations(&p)[0].1.contains(&"default".to_string()));
+}
+
+#[test]
+fn an_alert_is_not_sent_again_within_the_hour_even_after_a_restart() {
+    let spec = with_alerts(canary_spec());
+    let missing = |secs| Observations {
+        now: at(NOW + secs),
+        target: None,
+        ..obs("rev-1")
+    };
+    let found = |secs| Observations {
+        now: at(NOW + secs),
+        ..obs("rev-1")
+    };
+    let first = plan(&spec, &at_rest(), &missing(0));
+    assert_eq!(kinds(&first), vec![(Severity::Error, NotifyKind::Blocked)]);
+    assert_eq!(first.status.recent_alerts.len(), 1);
+    // The target comes back, then goes again ten minutes later: the same alert about the same
+    // revision is not sent again. The status is all a restarted controller has.
+    let back = plan(&spec, &first.status, &found(60));
+    let again = plan(&spec, &back.status, &missing(600));
+    assert!(kinds(&again).is_empty(), "{:?}", again.actions);
+    assert!(
+        again
+            .actions
+            .iter()
+            .any(|a| matches!(a, Action::RecordEvent { reason, .. } if reason == "TargetNotFound")),
+        "the Event is still recorded"
+    );
+    // After the hour it is news again.
+    let back = plan(&spec, &again.status, &found(3700));
+    let later = plan(&spec, &back.status, &missing(3720));
+    assert_eq!(kinds(&later), vec![(Severity::Error, NotifyKind::Blocked)]);
+    assert_eq!(
+        later.status.recent_alerts.len(),
+        1,
+        "the old record expired"
+    );
+}
+
+#[test]
+fn the_alert_memory_is_bounded() {
+    let mut status = at_rest();
+    status.recent_alerts = (0..40)
+        .map(|i| fledge_api::SentAlert {
+            key: format!("k{i}"),
+            time: Time(at(NOW - 10)),
+        })
+        .collect();
+    let p = plan(
+        &with_alerts(canary_spec()),
+        &status,
+        &Observations {
+            target: None,
+            ..obs("rev-1")
+        },
+    );
+    assert_eq!(
+        p.status.recent_alerts.len(),
+        fledge_core::alerts::MAX_RECENT
+    );
+    assert_eq!(
+        p.status.recent_alerts.last().map(|r| r.time.clone()),
+        Some(Time(at(NOW)))
+    );
 }

@@ -10,8 +10,8 @@ use fledge_api::CanaryPhase::{self, *};
 use fledge_api::{CanarySpec, CanaryStatus, HookType, RolloutProgress};
 use fledge_core::sim::check_plan;
 use fledge_core::{
-    Action, ActionClass, CanaryScale, MetricOutcome, MetricResult, Observations, Plan, Readiness,
-    Routes, TargetObservation, WebhookResult, needs, plan,
+    Action, ActionClass, ApexSelects, CanaryScale, MetricOutcome, MetricResult, Observations, Plan,
+    Readiness, Routes, TargetObservation, WebhookResult, needs, plan,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
@@ -181,7 +181,7 @@ fn rows() -> Vec<Row> {
     let mut primary_unready = obs("rev-2");
     primary_unready.primary = Some(unready(2));
     let mut no_slot = obs("rev-2");
-    no_slot.rollout_slot_available = false;
+    no_slot.rollout_slots = fledge_core::slots::RolloutSlots::none_free();
     let mut init_slow = rest(Initializing);
     init_slow.last_transition_time = time(30);
     let mut init_late = rest(Initializing);
@@ -248,7 +248,9 @@ fn rows() -> Vec<Row> {
             vec![
                 Action::EnsurePrimary,
                 SCALE_ZERO,
-                Action::EnsureServices,
+                Action::EnsureServices {
+                    apex: ApexSelects::Primary,
+                },
                 TO_PRIMARY,
             ],
         ),
@@ -732,7 +734,9 @@ fn rows() -> Vec<Row> {
                 ..obs("rev-1")
             },
             Succeeded,
-            vec![Action::EnsureServices],
+            vec![Action::EnsureServices {
+                apex: ApexSelects::Primary,
+            }],
         ),
     ]
 }
@@ -769,4 +773,112 @@ fn every_phase_transition() {
         }
     }
     assert!(failures.is_empty(), "\n{}", failures.join("\n"));
+}
+
+#[test]
+fn the_apex_selector_follows_the_routes_the_plan_leaves() {
+    let mut kubernetes = CanarySpec {
+        provider: Some("kubernetes".into()),
+        ..canary_spec()
+    };
+    let a = analysis(&mut kubernetes);
+    a.step_weight = None;
+    a.max_weight = None;
+    a.iterations = Some(10);
+    let changed = Observations {
+        generation: Some(2),
+        ..obs("rev-2")
+    };
+    let apex = |p: &Plan| {
+        p.actions.iter().find_map(|a| match a {
+            Action::EnsureServices { apex } => Some(*apex),
+            _ => None,
+        })
+    };
+    // Promoting at 100% to the canary, the primary ready: the plan moves everything back to
+    // the primary, so the Services it applies select the primary (the status it started from
+    // said the canary).
+    let finalising = CanaryStatus {
+        observed_generation: Some(1),
+        ..rolling(Promoting, 100, 0, 3, 10)
+    };
+    let p = plan(&kubernetes, &finalising, &changed);
+    assert_eq!(p.status.phase, Finalising);
+    assert_eq!(p.status.canary_weight, 0);
+    assert_eq!(apex(&p), Some(ApexSelects::Primary), "{:?}", p.actions);
+    // Staying at 100% (the primary not ready yet): the apex Service keeps selecting the canary.
+    let waiting = with_primary(changed.clone(), unready(2));
+    let p = plan(&kubernetes, &finalising, &waiting);
+    assert_eq!(p.status.canary_weight, 100);
+    assert_eq!(apex(&p), Some(ApexSelects::Canary), "{:?}", p.actions);
+    // A weighted provider never points the apex Service at the canary.
+    let p = plan(&canary_spec(), &finalising, &changed);
+    assert_eq!(apex(&p), Some(ApexSelects::Primary));
+    // Only kubernetes at 100% (nothing mirrored) selects the canary.
+    let all = Routes::weighted(100);
+    assert_eq!(
+        ApexSelects::for_routes("kubernetes", &all),
+        ApexSelects::Canary
+    );
+    assert_eq!(ApexSelects::for_routes("istio", &all), ApexSelects::Primary);
+    assert_eq!(
+        ApexSelects::for_routes("kubernetes", &Routes::weighted(99)),
+        ApexSelects::Primary
+    );
+}
+
+#[test]
+fn a_new_revision_queues_behind_the_canaries_already_waiting_for_a_slot() {
+    use fledge_core::slots::{RolloutSlots, SlotView, WAITING_FOR_SLOT};
+    // One slot, taken: another Canary starts waiting for it.
+    let waiter = plan(
+        &canary_spec(),
+        &rest(Succeeded),
+        &Observations {
+            rollout_slots: RolloutSlots {
+                limit: Some(1),
+                me: "test/other".into(),
+                others: vec![SlotView::holding("test/busy".into())],
+            },
+            ..obs("rev-9")
+        },
+    );
+    assert_eq!(waiter.status.phase, Waiting);
+    let others = vec![SlotView::of("test/other".into(), Some(&waiter.status))];
+    let slots = RolloutSlots {
+        limit: Some(1),
+        me: "test/podinfo".into(),
+        others,
+    };
+    let p = plan(
+        &canary_spec(),
+        &rest(Succeeded),
+        &Observations {
+            rollout_slots: slots.clone(),
+            ..obs("rev-2")
+        },
+    );
+    // The slot is free now, but the waiter is ahead (rebuilt from its status alone).
+    assert_eq!(p.status.phase, Waiting);
+    let reason = |s: &CanaryStatus| {
+        s.conditions
+            .iter()
+            .flatten()
+            .find(|c| c.r#type == "Promoted")
+            .and_then(|c| c.reason.clone())
+    };
+    assert_eq!(reason(&p.status).as_deref(), Some(WAITING_FOR_SLOT));
+    // Once the first waiter rolls out and is done, this one goes.
+    let p = plan(
+        &canary_spec(),
+        &p.status,
+        &Observations {
+            rollout_slots: RolloutSlots {
+                others: vec![SlotView::of("test/other".into(), Some(&rest(Succeeded)))],
+                ..slots
+            },
+            ..obs("rev-2")
+        },
+    );
+    assert_eq!(p.status.phase, Progressing);
 }

@@ -12,8 +12,9 @@ use fledge_api::{
 };
 use fledge_core::sim::{Sim, check_plan, passing_value};
 use fledge_core::{
-    Action, ActionClass, GitQueue, GitWriteError, LedgerView, MetricOutcome, MetricResult,
-    Observations, Readiness, Routes, TargetObservation, WebhookResult, check_metric, needs, plan,
+    Action, ActionClass, Blocker, BlockerKind, GitQueue, GitWriteError, LedgerView, MetricOutcome,
+    MetricResult, Observations, Plan, Readiness, Routes, RoutesView, TargetObservation,
+    WebhookResult, check_metric, needs, plan,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use proptest::prelude::*;
@@ -237,13 +238,19 @@ prop_compose! {
         ledger in arb_ledger(),
         queue in prop::option::of((0..3usize, 0..3000u64, any::<bool>())),
         confined in any::<bool>(),
+        blocked in prop::option::weighted(0.1, arb_blocker()),
+        routes in arb_routes_view(),
     ) -> Observations {
         let names = ["request-success-rate", "request-duration"];
         Observations {
             now: at(10_000 + secs),
             generation,
             deleting,
-            rollout_slot_available: slot,
+            rollout_slots: if slot {
+                fledge_core::slots::RolloutSlots::unlimited()
+            } else {
+                fledge_core::slots::RolloutSlots::none_free()
+            },
             target: target.map(|(h, r, config)| TargetObservation {
                 spec_hash: h,
                 tracked_configs: if config { [("ConfigMap/app".to_string(), "x".to_string())].into() } else { BTreeMap::new() },
@@ -267,9 +274,46 @@ prop_compose! {
                 }),
                 alert_after: Duration::from_secs(900),
             }),
+            blocked,
+            default_alert_severity: None,
+            canary_name: "podinfo".into(),
+            images: fledge_core::ContainerImages {
+                target: vec![("app".into(), "app:2".into())],
+                primary: vec![("app".into(), "app:1".into())],
+            },
+            routes,
             confined_to_namespace: confined.then(|| "test".to_string()),
         }
     }
+}
+
+fn arb_routes_view() -> impl Strategy<Value = RoutesView> {
+    prop_oneof![
+        Just(RoutesView::NotRead),
+        (0..=100i32, prop::option::of(0..=100i32), any::<bool>()).prop_map(|(c, mirror, ab)| {
+            RoutesView::Found(Routes {
+                mirror,
+                ab_match: ab,
+                ..Routes::weighted(c)
+            })
+        }),
+        Just(RoutesView::Missing),
+        Just(RoutesView::Unreadable("timeout".into())),
+    ]
+}
+
+fn arb_blocker() -> impl Strategy<Value = Blocker> {
+    (
+        prop::sample::select(vec![
+            BlockerKind::InvalidTarget,
+            BlockerKind::InvalidSpec,
+            BlockerKind::ApiNotServed,
+            BlockerKind::Forbidden,
+            BlockerKind::Refused,
+        ]),
+        "[a-z ]{0,20}",
+    )
+        .prop_map(|(kind, message)| Blocker { kind, message })
 }
 
 fn bad(outcome: Option<&MetricOutcome>) -> bool {
@@ -292,6 +336,80 @@ proptest! {
         prop_assert!(p.requeue_after().is_some_and(|d| d >= Duration::from_secs(1)));
         prop_assert!((0..=100).contains(&p.status.canary_weight));
         prop_assert!(p.status.failed_checks >= 0);
+    }
+
+    #[test]
+    fn a_blocked_canary_reports_once_and_changes_nothing_else(
+        spec in arb_spec(),
+        status in arb_status(),
+        obs in arb_obs(),
+        blocker in arb_blocker(),
+    ) {
+        let obs = Observations { blocked: Some(blocker.clone()), ..obs };
+        let p = plan(&spec, &status, &obs);
+        // No cluster action, no costly input read, and only the Ready condition changes.
+        prop_assert!(p.actions.iter().all(|a| a.class() != ActionClass::Cluster), "{:?}", p.actions);
+        prop_assert!(p.read.is_empty());
+        let ready = |s: &CanaryStatus| s.conditions.iter().flatten().find(|c| c.r#type == "Ready").cloned();
+        let cond = ready(&p.status).expect("Ready");
+        prop_assert_eq!(cond.status.as_str(), "False");
+        prop_assert_eq!(cond.reason.as_deref(), Some(blocker.kind.reason()));
+        prop_assert!(cond.message.as_deref().is_some_and(|m| m.contains(blocker.kind.fix())));
+        prop_assert_eq!(p.status.phase, status.phase);
+        prop_assert_eq!(&p.status.last_applied_spec, &status.last_applied_spec);
+        prop_assert_eq!(p.status.observed_generation, status.observed_generation);
+        // One warning Event and one alert when the report is new, none when it repeats.
+        let events = |p: &Plan| p.actions.iter().filter(|a| matches!(a, Action::RecordEvent { warning: true, .. })).count();
+        let alerts = |p: &Plan| p.actions.iter().filter(|a| matches!(a, Action::Notify { .. })).count();
+        prop_assert_eq!(events(&p), 1);
+        prop_assert_eq!(alerts(&p), 1);
+        let again = plan(&spec, &p.status, &obs);
+        prop_assert_eq!(events(&again), 0);
+        prop_assert_eq!(alerts(&again), 0);
+        prop_assert_eq!(again.status, p.status);
+    }
+
+    #[test]
+    fn an_alert_sent_is_not_sent_again_within_the_hour(
+        spec in arb_spec(),
+        status in arb_status(),
+        obs in arb_obs(),
+        later in 0..7200u64,
+    ) {
+        let mut spec = spec;
+        analysis(&mut spec).alerts = Some(vec![fledge_api::CanaryAlert {
+            name: "chat".into(),
+            severity: None,
+            provider_ref: fledge_api::CrossNamespaceObjectReference {
+                name: "chat".into(),
+                ..Default::default()
+            },
+        }]);
+        let p = plan(&spec, &status, &obs);
+        prop_assert!(p.status.recent_alerts.len() <= fledge_core::alerts::MAX_RECENT);
+        let sent = |p: &Plan| -> Vec<String> {
+            p.actions
+                .iter()
+                .filter_map(|a| match a {
+                    Action::Notify { severity, kind, message, to } if !to.is_empty() => {
+                        Some(fledge_core::alerts::repeat_key(&p.status, *kind, *severity, message))
+                    }
+                    _ => None,
+                })
+                .collect()
+        };
+        for key in sent(&p) {
+            prop_assert!(p.status.recent_alerts.iter().any(|r| r.key == key));
+        }
+        // The same decision again, with the status written (a restart, a retry): what was
+        // sent within the hour does not go again.
+        let again_obs = Observations { now: obs.now.checked_add(Duration::from_secs(later)).unwrap(), ..obs.clone() };
+        let again = plan(&spec, &p.status, &again_obs);
+        if later < 3600 {
+            for key in sent(&again) {
+                prop_assert!(!sent(&p).contains(&key), "sent twice within the hour: {:?}", again.actions);
+            }
+        }
     }
 
     #[test]

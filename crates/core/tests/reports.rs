@@ -613,6 +613,20 @@ fn a_rollback_reports_everywhere() {
     if let Some(g) = spec.gitops.as_mut() {
         g.path = Some("deploy/app.yaml".into());
     }
+    let o = Observations {
+        canary_name: "shop".into(),
+        images: fledge_core::ContainerImages {
+            target: vec![
+                ("app".into(), "ghcr.io/acme/app:2.0.0".into()),
+                ("sidecar".into(), "envoy:1.30".into()),
+            ],
+            primary: vec![
+                ("app".into(), "ghcr.io/acme/app:1.9.0".into()),
+                ("sidecar".into(), "envoy:1.30".into()),
+            ],
+        },
+        ..o
+    };
     let p = plan(&spec, &rolling(20, 4, 8, 60), &o);
     assert_eq!(p.status.phase, Failed);
     assert!(p.actions.contains(&Action::CallWebhooks {
@@ -641,10 +655,41 @@ fn a_rollback_reports_everywhere() {
         ledger.reasons.last().map(String::as_str),
         Some("failed checks threshold reached 5")
     );
-    assert!(p.actions.contains(&Action::RevertInGit {
+    // Only the image that changed goes back, to the primary's; to the tracked branch.
+    let revert = Action::RevertInGit {
         revision: "rev-2".into(),
-        reason: "failed checks threshold reached 5".into()
-    }));
+        reason: "failed checks threshold reached 5".into(),
+        images: vec![fledge_core::ImageRevert {
+            from: "ghcr.io/acme/app:2.0.0".into(),
+            to: "ghcr.io/acme/app:1.9.0".into(),
+        }],
+        branch: None,
+    };
+    assert!(p.actions.contains(&revert), "{:?}", p.actions);
+    // mode: branch: a branch of its own, named after the Canary and the revision.
+    let mut branch_spec = spec.clone();
+    if let Some(g) = branch_spec.gitops.as_mut() {
+        g.mode = Some("branch".into());
+    }
+    let p = plan(&branch_spec, &rolling(20, 4, 8, 60), &o);
+    assert!(p.actions.iter().any(|a| matches!(
+        a,
+        Action::RevertInGit { branch: Some(b), .. } if b == "fledge/revert-shop-rev-2"
+    )));
+    // No image differs: nothing a revert could put back.
+    let same = Observations {
+        images: fledge_core::ContainerImages {
+            target: vec![("app".into(), "app:1".into())],
+            primary: vec![("app".into(), "app:1".into())],
+        },
+        ..o.clone()
+    };
+    let p = plan(&spec, &rolling(20, 4, 8, 60), &same);
+    assert!(
+        !p.actions
+            .iter()
+            .any(|a| matches!(a, Action::RevertInGit { .. }))
+    );
     // Told not to revert: no revert.
     if let Some(g) = spec.gitops.as_mut() {
         g.revert_on_rollback = Some(false);
@@ -732,6 +777,8 @@ fn needs_asks_only_for_what_the_step_uses() {
         webhooks: hooks.iter().copied().collect(),
         metrics,
         ledger: false,
+        // Every case is an initialized Canary: its routes are checked for drift.
+        routes: true,
     };
     use HookType::*;
     let at_rest = CanaryStatus {
@@ -870,7 +917,7 @@ fn the_promoted_condition_says_what_a_waiting_canary_waits_for() {
     };
     // No rollout slot: waits for one, and says so.
     let mut no_slot = obs("rev-2");
-    no_slot.rollout_slot_available = false;
+    no_slot.rollout_slots = fledge_core::slots::RolloutSlots::none_free();
     let p = plan(&canary_spec(), &at_rest(), &no_slot);
     assert_eq!(p.status.phase, Waiting);
     assert_eq!(reason(&p), "WaitingForRolloutSlot");
@@ -996,4 +1043,60 @@ fn git_synced_follows_the_queue_with_one_event_per_failure_and_an_alert_when_old
     assert!(conditions::get(&p.status, GIT_SYNCED).is_none());
     let p = plan(&spec, &status, &obs("rev-2"));
     assert!(conditions::get(&p.status, GIT_SYNCED).is_none());
+}
+
+#[test]
+fn a_failure_only_a_person_can_fix_is_reported_once_with_the_fix() {
+    let spec = canary_spec();
+    let status = rolling(20, 0, 4, 120);
+    let o = Observations {
+        generation: Some(2),
+        blocked: Some(fledge_core::Blocker {
+            kind: fledge_core::BlockerKind::ApiNotServed,
+            message: "router traefik: TraefikService traefik.io/v1alpha1 is not served by this \
+                      cluster."
+                .into(),
+        }),
+        ..obs("rev-2")
+    };
+    let p = plan(&spec, &status, &o);
+    let cond = conditions::get(&p.status, READY).expect("Ready");
+    assert_eq!(cond.status, "False");
+    assert_eq!(cond.reason.as_deref(), Some("ApiNotServed"));
+    assert_eq!(
+        cond.message.as_deref(),
+        Some(
+            "router traefik: TraefikService traefik.io/v1alpha1 is not served by this cluster. \
+             To fix: install the CRD of the API named above, or choose another spec.provider."
+        )
+    );
+    let ev = events(&p);
+    assert_eq!(ev.len(), 1);
+    assert_eq!(ev[0].1, "ApiNotServed");
+    assert_eq!(
+        notifications(&p),
+        vec![(Severity::Error, NotifyKind::Blocked)]
+    );
+    // Nothing else moves: no cluster action, the step and the generation are not recorded.
+    assert_eq!(p.actions.len(), 3, "{:?}", p.actions);
+    assert_eq!(p.status.canary_weight, 20);
+    assert_eq!(p.status.observed_generation, status.observed_generation);
+    assert_eq!(p.requeue_after(), Some(Duration::from_secs(300)));
+    // The retry fails the same way: no second Event or alert.
+    let again = plan(&spec, &p.status, &o);
+    assert!(events(&again).is_empty() && notifications(&again).is_empty());
+    // Fixed: the next plan is Ready again and takes the step it could not take.
+    let back = plan(
+        &spec,
+        &again.status,
+        &Observations {
+            metrics: metric_results(MetricOutcome::Value(100.0)),
+            ..obs("rev-2")
+        },
+    );
+    assert_eq!(
+        conditions::get(&back.status, READY).map(|c| c.status.as_str()),
+        Some("True")
+    );
+    assert_eq!(back.status.canary_weight, 25);
 }

@@ -9,8 +9,17 @@ pub enum Error {
     /// The spec asks for something no router can do with it; the user must change it.
     #[error("invalid spec: {0}")]
     InvalidSpec(String),
-    /// The provider cannot do what is asked (routes it does not support, an API the cluster
-    /// does not serve); the user must change the spec or the cluster.
+    /// An API the router writes is not served by the cluster (its CRD is missing, or that
+    /// version is off); someone must install it.
+    #[error("router {provider}: {message}")]
+    NotServed {
+        /// The provider (`spec.provider`).
+        provider: String,
+        /// Which API, and how to get it.
+        message: String,
+    },
+    /// The provider cannot do what is asked (routes it does not support, a field it cannot
+    /// use); the user must change the spec.
     #[error("router {provider}: {message}")]
     Router {
         /// The provider (`spec.provider`).
@@ -31,7 +40,10 @@ impl Error {
         match self {
             Error::Kube(kube::Error::Api(s)) => matches!(s.code, 400 | 403 | 404 | 422),
             Error::Kube(_) => false,
-            Error::InvalidSpec(_) | Error::Router { .. } | Error::Serde(_) => true,
+            Error::InvalidSpec(_)
+            | Error::NotServed { .. }
+            | Error::Router { .. }
+            | Error::Serde(_) => true,
         }
     }
 }

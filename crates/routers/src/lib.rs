@@ -222,7 +222,7 @@ impl PeerKind {
 
     /// The error for an API that is not served: its CRD is missing (or that version is off).
     fn not_installed(&self, provider: &str) -> Error {
-        Error::Router {
+        Error::NotServed {
             provider: provider.into(),
             message: format!(
                 "{} {} is not served by this cluster: install its CRD (cargo xtask cluster up \

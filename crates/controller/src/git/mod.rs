@@ -170,13 +170,15 @@ pub fn record_for(
 
 /// The revert of a rolled-back revision of `canary`, or `None` when the Canary does not revert
 /// through Git (no `spec.gitops.path`, or `revertOnRollback: false`) or no image differs.
-/// `images` pairs each container's failed image with the primary's (promoted) one.
+/// `images` pairs each container's failed image with the primary's (promoted) one and
+/// `push_branch` is the branch of `mode: branch`, both as the engine decided.
 pub fn revert_for(
     canary: &Canary,
     status: &fledge_api::CanaryStatus,
     revision: &str,
     reason: &str,
     images: Vec<(String, String)>,
+    push_branch: Option<String>,
 ) -> Option<QueuedRecord> {
     let gitops = canary.spec.gitops.as_ref()?;
     if !gitops.reverts() {
@@ -194,9 +196,6 @@ pub fn revert_for(
         .as_ref()
         .map(|t| t.0.to_string())
         .unwrap_or_else(|| jiff::Timestamp::now().to_string());
-    let short: String = revision.chars().take(12).collect();
-    let push_branch =
-        (gitops.mode.as_deref() == Some("branch")).then(|| format!("fledge/revert-{name}-{short}"));
     Some(QueuedRecord {
         namespace: ns.clone(),
         canary: name.clone(),

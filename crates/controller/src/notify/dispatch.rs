@@ -1,18 +1,18 @@
 //! [`Alerts`]: from the engine's `Notify` actions to messages in background queues.
 //!
-//! The reconcile only builds the message, drops it when the Canary sent the same one lately,
-//! picks the alerts whose severity it meets, and puts it on a bounded queue: it never waits for
-//! the API server or a provider. One dispatcher task resolves the AlertProviders (cached for a
+//! The engine decides where each alert goes and drops repeats ([`fledge_core::alerts`]); the
+//! reconcile only builds the message and puts it on a bounded queue: it never waits for the API
+//! server or a provider. One dispatcher task resolves the AlertProviders (cached for a
 //! short while) in the order the messages came, and hands each body to the queue of its
 //! destination; one worker per destination posts them in order. A provider that hangs holds up
 //! only its own queue; a full queue drops the message, logged and counted.
 
-use std::collections::{HashMap, VecDeque};
-use std::hash::{Hash, Hasher};
-use std::sync::{Arc, Mutex};
+use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use fledge_api::{AlertProviderSpec, Canary, CanaryStatus};
+use fledge_core::alerts::AlertTarget;
 use fledge_core::{NotifyKind, Severity};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::ObjectReference;
@@ -20,7 +20,7 @@ use kube::runtime::events::{Event, EventType, Reporter};
 use kube::{Client, Resource, ResourceExt};
 use reqwest::Url;
 use tokio::sync::mpsc;
-use tracing::{debug, info, warn};
+use tracing::{info, warn};
 
 use super::resolve::{self, ResolveError, Resolved};
 use super::{DeliveryPolicy, Message, deliver, redact_url};
@@ -29,10 +29,6 @@ use crate::metrics::Metrics;
 
 /// How long a resolved AlertProvider is reused before it is read again.
 const RESOLVE_TTL: Duration = Duration::from_secs(30);
-/// How long a message sent for a Canary suppresses the same message.
-const REPEAT_WINDOW: Duration = Duration::from_secs(3600);
-/// How many recent messages are remembered per Canary.
-const RECENT_PER_CANARY: usize = 16;
 /// Messages waiting for the dispatcher.
 const DISPATCH_QUEUE: usize = 4096;
 /// Messages waiting per destination.
@@ -148,11 +144,9 @@ struct Delivery {
 /// Sends chat alerts for the controller.
 pub struct Alerts {
     tx: mpsc::Sender<Job>,
-    recent: Mutex<Recent>,
     has_default: Option<Severity>,
     metrics: Arc<Metrics>,
     cluster: Option<String>,
-    no_cross_namespace_refs: bool,
 }
 
 impl Alerts {
@@ -169,7 +163,6 @@ impl Alerts {
             .as_ref()
             .map(|d| d.severity.unwrap_or(Severity::Info));
         let cluster = settings.cluster.clone();
-        let no_cross_namespace_refs = settings.no_cross_namespace_refs;
         let dispatcher = Dispatcher {
             recorder: Recorder::new(client.clone(), reporter),
             client,
@@ -182,33 +175,25 @@ impl Alerts {
         tokio::spawn(dispatcher.run(rx));
         Arc::new(Alerts {
             tx,
-            recent: Mutex::new(Recent::default()),
             has_default,
             metrics,
             cluster,
-            no_cross_namespace_refs,
         })
     }
 
-    /// Sends `message` about `canary` through its alerts (or the default provider). Returns at
-    /// once; delivery happens in the background.
-    pub fn send(&self, canary: &Canary, mut message: Message) {
+    /// The lowest severity of the default provider, if there is one (an observation for the
+    /// engine, which decides where alerts go).
+    pub fn default_severity(&self) -> Option<Severity> {
+        self.has_default
+    }
+
+    /// Sends `message` about `canary` to `to`, as the engine decided. Returns at once; delivery
+    /// happens in the background.
+    pub fn send(&self, canary: &Canary, mut message: Message, to: &[AlertTarget]) {
         message.cluster.clone_from(&self.cluster);
-        let mut targets = targets(canary, message.severity, self.has_default);
-        if self.no_cross_namespace_refs {
-            confine(&mut targets, &canary.namespace().unwrap_or_default());
-        }
+        let ns = canary.namespace().unwrap_or_default();
+        let targets: Vec<Target> = to.iter().map(|t| target(t, &ns)).collect();
         if targets.is_empty() {
-            return;
-        }
-        let key = repeat_key(canary, &message);
-        let fresh = self
-            .recent
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .first_time(&canary.uid().unwrap_or_default(), key, Instant::now());
-        if !fresh {
-            debug!(kind = ?message.kind, "alert already sent for this state; not repeated");
             return;
         }
         let job = Job {
@@ -230,98 +215,20 @@ impl Alerts {
     }
 }
 
-/// The alerts of `canary` that a message of `severity` reaches, or the default provider when
-/// the Canary declares none (`default`: its lowest severity).
-fn targets(canary: &Canary, severity: Severity, default: Option<Severity>) -> Vec<Target> {
-    let alerts = canary
-        .spec
-        .analysis
-        .as_ref()
-        .and_then(|a| a.alerts.as_ref())
-        .filter(|a| !a.is_empty());
-    let ns = canary.namespace().unwrap_or_default();
-    match alerts {
-        None => match default {
-            Some(min) if severity >= min => vec![Target::Default],
-            _ => Vec::new(),
+/// Where an engine's alert target is delivered (an AlertProvider without a namespace is in
+/// the Canary's).
+fn target(t: &AlertTarget, canary_ns: &str) -> Target {
+    match t {
+        AlertTarget::Provider {
+            alert,
+            namespace,
+            name,
+        } => Target::Provider {
+            alert: alert.clone(),
+            namespace: namespace.clone().unwrap_or_else(|| canary_ns.to_string()),
+            name: name.clone(),
         },
-        Some(alerts) => alerts
-            .iter()
-            .filter(|a| {
-                // An unknown severity is reported by validation; until fixed it sends all.
-                let min = Severity::parse(a.severity.as_deref().unwrap_or_default())
-                    .unwrap_or(Severity::Info);
-                severity >= min
-            })
-            .map(|a| Target::Provider {
-                alert: a.name.clone(),
-                namespace: a
-                    .provider_ref
-                    .namespace
-                    .clone()
-                    .filter(|n| !n.is_empty())
-                    .unwrap_or_else(|| ns.clone()),
-                name: a.provider_ref.name.clone(),
-            })
-            .collect(),
-    }
-}
-
-/// Drops the AlertProviders of other namespaces than `ns`.
-fn confine(targets: &mut Vec<Target>, ns: &str) {
-    targets.retain(|t| match t {
-        Target::Provider { namespace, .. } => namespace == ns,
-        Target::Default => true,
-    });
-}
-
-/// What makes two messages "the same" for a Canary: kind, severity, text, and the revision and
-/// rollout they are about.
-fn repeat_key(canary: &Canary, m: &Message) -> u64 {
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    m.kind.hash(&mut h);
-    m.severity.hash(&mut h);
-    m.text.hash(&mut h);
-    m.revision.hash(&mut h);
-    canary
-        .status
-        .as_ref()
-        .and_then(|s| s.rollout.as_ref())
-        .and_then(|r| r.start_time.as_ref())
-        .map(|t| t.0.as_second())
-        .hash(&mut h);
-    h.finish()
-}
-
-/// The messages each Canary sent lately.
-#[derive(Default)]
-pub(crate) struct Recent {
-    by_canary: HashMap<String, VecDeque<(u64, Instant)>>,
-    calls: u64,
-}
-
-impl Recent {
-    /// Whether `key` is new for `canary`; a repeat within the window is not, and refreshes it
-    /// (a Canary stuck in one state stays quiet for as long as it repeats itself).
-    pub(crate) fn first_time(&mut self, canary: &str, key: u64, now: Instant) -> bool {
-        self.calls += 1;
-        if self.calls.is_multiple_of(1024) {
-            self.by_canary.retain(|_, q| {
-                q.retain(|(_, t)| now.duration_since(*t) < REPEAT_WINDOW);
-                !q.is_empty()
-            });
-        }
-        let q = self.by_canary.entry(canary.to_string()).or_default();
-        q.retain(|(_, t)| now.duration_since(*t) < REPEAT_WINDOW);
-        if let Some(entry) = q.iter_mut().find(|(k, _)| *k == key) {
-            entry.1 = now;
-            return false;
-        }
-        if q.len() >= RECENT_PER_CANARY {
-            q.pop_front();
-        }
-        q.push_back((key, now));
-        true
+        AlertTarget::Default => Target::Default,
     }
 }
 
@@ -517,135 +424,30 @@ async fn worker(mut rx: mpsc::Receiver<Delivery>, policy: DeliveryPolicy, metric
 #[cfg(test)]
 mod tests {
     use super::*;
-    use fledge_api::{CanaryAlert, CanaryAnalysis, CrossNamespaceObjectReference};
 
-    fn canary(alerts: Vec<(&str, Option<&str>, Option<&str>)>) -> Canary {
+    fn canary() -> Canary {
         let mut c = Canary::new("podinfo", Default::default());
         c.metadata.namespace = Some("shop".into());
         c.spec.target_ref.name = "podinfo".into();
-        c.spec.analysis = Some(CanaryAnalysis {
-            alerts: Some(
-                alerts
-                    .into_iter()
-                    .map(|(name, severity, ns)| CanaryAlert {
-                        name: name.into(),
-                        severity: severity.map(str::to_string),
-                        provider_ref: CrossNamespaceObjectReference {
-                            name: format!("{name}-provider"),
-                            namespace: ns.map(str::to_string),
-                            ..Default::default()
-                        },
-                    })
-                    .collect(),
-            ),
-            ..Default::default()
-        });
         c
     }
 
-    fn names(t: &[Target]) -> Vec<String> {
-        t.iter()
-            .map(|t| match t {
-                Target::Provider {
-                    namespace, name, ..
-                } => format!("{namespace}/{name}"),
-                Target::Default => "default".into(),
-            })
-            .collect()
-    }
-
     #[test]
-    fn a_message_reaches_alerts_whose_severity_it_meets() {
-        let c = canary(vec![
-            ("all", None, None),
-            ("warnings", Some("warn"), Some("ops")),
-            ("errors", Some("error"), Some("")),
-        ]);
+    fn engine_targets_name_the_canarys_namespace_when_they_name_none() {
+        let own = AlertTarget::Provider {
+            alert: "a".into(),
+            namespace: None,
+            name: "p".into(),
+        };
         assert_eq!(
-            names(&targets(&c, Severity::Info, Some(Severity::Info))),
-            vec!["shop/all-provider"]
+            target(&own, "shop"),
+            Target::Provider {
+                alert: "a".into(),
+                namespace: "shop".into(),
+                name: "p".into()
+            }
         );
-        assert_eq!(
-            names(&targets(&c, Severity::Warn, None)),
-            vec!["shop/all-provider", "ops/warnings-provider"]
-        );
-        assert_eq!(
-            names(&targets(&c, Severity::Error, None)),
-            vec![
-                "shop/all-provider",
-                "ops/warnings-provider",
-                "shop/errors-provider"
-            ]
-        );
-    }
-
-    #[test]
-    fn confined_alerts_go_only_to_providers_of_the_canarys_namespace() {
-        let c = canary(vec![
-            ("all", None, None),
-            ("warnings", Some("warn"), Some("ops")),
-            ("errors", Some("error"), Some("")),
-        ]);
-        let mut t = targets(&c, Severity::Error, None);
-        confine(&mut t, "shop");
-        assert_eq!(names(&t), vec!["shop/all-provider", "shop/errors-provider"]);
-    }
-
-    #[test]
-    fn the_default_provider_serves_canaries_without_alerts() {
-        let c = canary(vec![]);
-        assert_eq!(
-            names(&targets(&c, Severity::Info, Some(Severity::Info))),
-            vec!["default"]
-        );
-        assert!(targets(&c, Severity::Warn, Some(Severity::Error)).is_empty());
-        assert!(targets(&c, Severity::Error, None).is_empty());
-        let with_alerts = canary(vec![("all", None, None)]);
-        assert_eq!(
-            names(&targets(
-                &with_alerts,
-                Severity::Error,
-                Some(Severity::Info)
-            )),
-            vec!["shop/all-provider"],
-            "declared alerts replace the default"
-        );
-    }
-
-    #[test]
-    fn a_repeated_message_is_sent_once_while_it_repeats() {
-        let mut r = Recent::default();
-        let t0 = Instant::now();
-        assert!(r.first_time("uid-1", 7, t0));
-        for i in 1..100u64 {
-            // The same state every interval for 100 intervals of a minute: quiet.
-            assert!(!r.first_time("uid-1", 7, t0 + Duration::from_secs(60 * i)));
-        }
-        assert!(r.first_time("uid-2", 7, t0), "per Canary");
-        assert!(r.first_time("uid-1", 8, t0), "another message");
-        // After a quiet hour the same message is news again.
-        assert!(r.first_time("uid-1", 8, t0 + REPEAT_WINDOW + Duration::from_secs(1)));
-    }
-
-    #[test]
-    fn the_same_text_in_another_rollout_or_revision_is_not_a_repeat() {
-        let c = canary(vec![]);
-        let m = crate::notify::fixture::message();
-        let mut other_rev = m.clone();
-        other_rev.revision = Some("ffff".into());
-        assert_ne!(repeat_key(&c, &m), repeat_key(&c, &other_rev));
-        let mut later = c.clone();
-        later.status = Some(CanaryStatus {
-            rollout: Some(fledge_api::RolloutProgress {
-                start_time: Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
-                    "2026-01-01T00:00:00Z".parse().unwrap(),
-                )),
-                ..Default::default()
-            }),
-            ..Default::default()
-        });
-        assert_ne!(repeat_key(&c, &m), repeat_key(&later, &m));
-        assert_eq!(repeat_key(&c, &m), repeat_key(&c, &m.clone()));
+        assert_eq!(target(&AlertTarget::Default, "shop"), Target::Default);
     }
 
     #[test]
@@ -668,7 +470,7 @@ mod tests {
 
     #[test]
     fn a_message_names_the_targets_images() {
-        let mut c = canary(vec![]);
+        let mut c = canary();
         c.spec.target_ref.kind = Some("Deployment".into());
         let d: Deployment = serde_json::from_value(serde_json::json!({
             "metadata": {"name": "podinfo"},

@@ -7,7 +7,7 @@ use fledge_api::validate::{cross_namespace_refs, validate_canary_spec};
 use crate::action::{Action, NotifyKind, Severity};
 use crate::conditions::{self, READY, SPEC_VALID, SUSPENDED};
 use crate::ctx::{Cx, SPEC_ERROR_REQUEUE};
-use crate::observe::TargetObservation;
+use crate::observe::{Blocker, TargetObservation};
 
 /// Validates the spec. When invalid: `SpecValid=False` and `Ready=False` naming the fields, a
 /// warning Event and an alert when that report is new, no other change, and a slow requeue
@@ -105,7 +105,7 @@ pub(super) fn target_missing(cx: &mut Cx) {
         .filter(|k| !k.is_empty())
         .unwrap_or(fledge_api::defaults::TARGET_KIND);
     let message = format!("Target {kind}/{} not found.", cx.target_name());
-    blocked(cx, "TargetNotFound", message);
+    blocked(cx, "TargetNotFound", message, cx.interval());
 }
 
 /// The primary is gone after initialization. When nothing is rolling out and the target still
@@ -133,7 +133,7 @@ pub(super) fn primary_missing(cx: &mut Cx, target: &TargetObservation) {
          restore the primary or delete and recreate the Canary.",
         cx.target_name()
     );
-    blocked(cx, "PrimaryNotFound", message);
+    blocked(cx, "PrimaryNotFound", message, cx.interval());
 }
 
 /// `Ready=True`: the engine can act.
@@ -149,11 +149,23 @@ pub(super) fn ready(cx: &mut Cx) {
     );
 }
 
-fn blocked(cx: &mut Cx, reason: &str, message: String) {
+/// A failure only a person can fix: `Ready=False` with the kind's reason and a message naming
+/// the fix; a warning Event and an alert when that report is new (so a retried failure reports
+/// once); a slow requeue (the adapter backs off its retries on its own).
+pub(super) fn blocked_by(cx: &mut Cx, blocker: &Blocker) {
+    let message = format!(
+        "{}. To fix: {}.",
+        blocker.message.trim_end_matches('.'),
+        blocker.kind.fix()
+    );
+    blocked(cx, blocker.kind.reason(), message, SPEC_ERROR_REQUEUE);
+}
+
+fn blocked(cx: &mut Cx, reason: &str, message: String, requeue: std::time::Duration) {
     let now = cx.now;
     if conditions::set(&mut cx.status, READY, "False", reason, &message, now) {
         cx.event(true, reason, message.clone());
         cx.notify(Severity::Error, NotifyKind::Blocked, message);
     }
-    cx.requeue(cx.interval());
+    cx.requeue(requeue);
 }

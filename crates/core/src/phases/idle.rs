@@ -100,14 +100,14 @@ fn resting_phase(cx: &Cx) -> CanaryPhase {
 
 /// A new revision: wait for a rollout slot, then for the `confirm-rollout` gate, then start.
 fn try_start(cx: &mut Cx, target: &TargetObservation) {
-    if !cx.obs.rollout_slot_available {
+    if !crate::slots::admits(&cx.status, &cx.obs.rollout_slots) {
         let message = format!(
             "Halt {} rollout: waiting for a rollout slot (--max-concurrent-rollouts).",
             cx.target_name()
         );
         return wait(
             cx,
-            "WaitingForRolloutSlot",
+            crate::slots::WAITING_FOR_SLOT,
             message,
             false,
             Some(Severity::Info),

@@ -14,9 +14,13 @@ mod strategy;
 
 use fledge_api::{CanaryPhase, OperatorRequest};
 
-use crate::action::Action;
 use crate::ctx::Cx;
 use crate::observe::TargetObservation;
+
+/// Reports what blocks the Canary (see [`crate::Observations::blocked`]).
+pub(crate) fn blocked(cx: &mut Cx, blocker: &crate::observe::Blocker) {
+    guards::blocked_by(cx, blocker);
+}
 
 /// Decides everything for one reconcile.
 pub(crate) fn decide(cx: &mut Cx) {
@@ -74,7 +78,7 @@ fn lifecycle(cx: &mut Cx, target: &TargetObservation, request: Option<OperatorRe
         return guards::paused(cx);
     }
     if initialized && generation_changed(cx) {
-        cx.act(Action::EnsureServices);
+        cx.ensure_services();
     }
     match phase {
         CanaryPhase::Unknown

@@ -3,8 +3,9 @@
 
 use fledge_api::{CanaryPhase, HookType};
 
-use crate::action::{Action, CanaryScale, LedgerEvent, NotifyKind, Routes, Severity};
+use crate::action::{Action, CanaryScale, ImageRevert, LedgerEvent, NotifyKind, Routes, Severity};
 use crate::ctx::Cx;
+use crate::observe::ContainerImages;
 
 /// How many failure reasons a rollback alert quotes.
 const ALERT_REASONS: usize = 3;
@@ -55,9 +56,41 @@ pub(super) fn run_as(cx: &mut Cx, reason: String, kind: NotifyKind) {
     reasons.push(reason.clone());
     cx.ledger(LedgerEvent::RolledBack, reasons);
     // Git must no longer name the version that failed (spec.gitops.path, revertOnRollback).
-    if cx.spec.gitops.as_ref().is_some_and(|g| g.reverts()) {
+    if let Some(gitops) = cx.spec.gitops.as_ref().filter(|g| g.reverts()) {
         let revision = cx.status.last_applied_spec.clone().unwrap_or_default();
-        cx.report(Action::RevertInGit { revision, reason });
+        let images = reverted_images(&cx.obs.images);
+        if !images.is_empty() {
+            let branch = (gitops.mode.as_deref() == Some("branch")).then(|| {
+                format!(
+                    "fledge/revert-{}-{}",
+                    cx.obs.canary_name,
+                    super::short(&revision)
+                )
+            });
+            cx.report(Action::RevertInGit {
+                revision,
+                reason,
+                images,
+                branch,
+            });
+        }
     }
     cx.requeue(cx.interval());
+}
+
+/// What a revert puts back: each target container's image, where the primary's container of
+/// the same name runs another, goes back to the primary's. Nothing when no image differs (the
+/// revision changed something else than images, which a revert cannot undo).
+fn reverted_images(images: &ContainerImages) -> Vec<ImageRevert> {
+    images
+        .target
+        .iter()
+        .filter_map(|(container, failed)| {
+            let (_, good) = images.primary.iter().find(|(c, _)| c == container)?;
+            (good != failed).then(|| ImageRevert {
+                from: failed.clone(),
+                to: good.clone(),
+            })
+        })
+        .collect()
 }
