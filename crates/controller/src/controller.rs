@@ -479,9 +479,11 @@ async fn reconcile_inner(canary: &Canary, ctx: &Context) -> Result<Requeue> {
         tracked: &tracked,
         next: &plan.status,
     };
+    let mut release = false;
     for action in &plan.actions {
         match action {
             Action::RequeueAfter(d) => requeue = *d,
+            Action::RemoveFinalizer => release = true,
             // A failure stops the plan; its status is not written, so the same decision is
             // taken again on the retry (and one only a person can fix is reported first).
             a if a.class() == ActionClass::Cluster => exec.cluster(a).await?,
@@ -499,7 +501,7 @@ async fn reconcile_inner(canary: &Canary, ctx: &Context) -> Result<Requeue> {
         }
     }
     write_status(ctx, canary, &status, &plan.status).await?;
-    if deleting && plan.status.phase == CanaryPhase::Terminated {
+    if release {
         remove_finalizer(canary, ctx).await?;
         return Ok(Requeue::await_change());
     }

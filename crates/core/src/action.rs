@@ -59,6 +59,9 @@ pub enum Action {
     /// Deletion with `revertOnDeletion`, once the target is ready: point the apex Service at the
     /// target's pods and remove the router objects fledge generated.
     FinalizeRouting,
+    /// Deletion is done (`Terminated`): drop fledge's finalizer so that the API server deletes
+    /// the Canary. Executed once the status is written.
+    RemoveFinalizer,
     /// Call every webhook of a fire-and-forget type (`post-rollout`, `event`) with Flagger's
     /// payload; failures are logged, not retried by the engine.
     CallWebhooks {
@@ -121,6 +124,9 @@ pub enum ActionClass {
     Report,
     /// [`Action::RequeueAfter`].
     Schedule,
+    /// [`Action::RemoveFinalizer`]: the last thing done for a Canary, after its status is
+    /// written.
+    Release,
 }
 
 impl Action {
@@ -141,6 +147,7 @@ impl Action {
             | Action::RecordLedger(_)
             | Action::RevertInGit { .. } => ActionClass::Report,
             Action::RequeueAfter(_) => ActionClass::Schedule,
+            Action::RemoveFinalizer => ActionClass::Release,
         }
     }
 }
@@ -419,6 +426,7 @@ mod tests {
             },
             Action::RestoreTarget,
             Action::FinalizeRouting,
+            Action::RemoveFinalizer,
             Action::CallWebhooks {
                 hook: HookType::PostRollout,
                 phase: CanaryPhase::Succeeded,

@@ -66,6 +66,8 @@ pub struct World {
     pub services: bool,
     /// The apex was handed back to the target on deletion.
     pub finalized: bool,
+    /// Whether the engine released the Canary (its finalizer removed).
+    pub released: bool,
     /// The Canary is being deleted.
     pub deleting: bool,
     /// A rollout slot is available.
@@ -182,6 +184,7 @@ impl Sim {
                 routes: Routes::PRIMARY,
                 services: false,
                 finalized: false,
+                released: false,
                 deleting: false,
                 slot: true,
                 generation: 1,
@@ -473,6 +476,7 @@ impl Sim {
                 }
             }
             Action::FinalizeRouting => w.finalized = true,
+            Action::RemoveFinalizer => w.released = true,
             Action::CallWebhooks { .. }
             | Action::Notify { .. }
             | Action::RecordEvent { .. }

@@ -309,8 +309,11 @@ fn deletion_with_revert_restores_the_target_then_terminates() {
     sim.new_revision("rev-2");
     sim.run_until(100, |s| s.status.canary_weight == 10);
     sim.world.deleting = true;
+    sim.run_until(50, |s| s.status.phase == Terminating);
+    assert!(!sim.world.released, "held while the target is restored");
     assert!(sim.run_to(Terminated, 50));
     ok(&sim);
+    assert!(sim.world.released, "released once terminated");
     assert_eq!(sim.world.routes, Routes::PRIMARY);
     assert!(sim.world.finalized);
     assert_eq!(sim.world.target.as_ref().map(|t| t.replicas), Some(2));
@@ -318,9 +321,13 @@ fn deletion_with_revert_restores_the_target_then_terminates() {
         sim.actions()
             .any(|a| matches!(a, Action::RecordLedger(e) if e.event == LedgerEvent::Aborted))
     );
+    // Once terminated, nothing but the release again (the Canary is normally gone by then).
     let n = sim.trace.len();
     sim.run_until(3, |_| false);
-    assert!(sim.trace[n..].iter().all(|r| r.plan.actions.len() == 1));
+    assert!(sim.trace[n..].iter().all(|r| matches!(
+        r.plan.actions.as_slice(),
+        [Action::RemoveFinalizer, Action::RequeueAfter(_)]
+    )));
 }
 
 #[test]
@@ -330,6 +337,7 @@ fn deletion_without_revert_touches_nothing() {
     let routes = sim.routes().len();
     assert!(sim.run_to(Terminated, 5));
     ok(&sim);
+    assert!(sim.world.released);
     assert_eq!(sim.routes().len(), routes);
     assert!(!sim.world.finalized);
     assert!(!sim.actions().any(|a| *a == Action::RestoreTarget));

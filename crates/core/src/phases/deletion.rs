@@ -14,6 +14,11 @@ pub(super) fn run(cx: &mut Cx) {
         CanaryPhase::Terminating => restore(cx),
         _ => begin(cx),
     }
+    // Done, now or earlier (a removal that failed is asked for again): nothing holds the
+    // Canary any more.
+    if cx.status.phase == CanaryPhase::Terminated {
+        cx.act(Action::RemoveFinalizer);
+    }
 }
 
 fn begin(cx: &mut Cx) {
