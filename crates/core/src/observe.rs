@@ -143,7 +143,9 @@ impl BlockerKind {
             BlockerKind::InvalidSpec => "InvalidSpec",
             BlockerKind::ApiNotServed => "ApiNotServed",
             BlockerKind::Forbidden => "Forbidden",
-            BlockerKind::Refused => "ObjectRefused",
+            // The refused object was built from the spec: only a change of the spec fixes it,
+            // as for any other invalid spec.
+            BlockerKind::Refused => "InvalidSpec",
         }
     }
 
