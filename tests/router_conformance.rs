@@ -15,9 +15,7 @@
 
 use std::time::Duration;
 
-use fledge_api::validate::{
-    HTTP_MATCH_PROVIDERS, MIRROR_PROVIDERS, SESSION_AFFINITY_PROVIDERS, validate_canary_spec,
-};
+use fledge_api::validate::validate_canary_spec;
 use fledge_api::{Canary, CanaryStatus};
 use fledge_core::Routes;
 use fledge_e2e::{TestNs, eventually};
@@ -155,7 +153,8 @@ async fn round_trip(router: &dyn Router, t: &RouteTarget<'_>, routes: Routes) {
 }
 
 /// Either the router does `routes` and reads them back, or it refuses them clearly; which one
-/// is the provider's documented capability.
+/// is the router's declared capability (`Router::capabilities`, which a unit test ties to what
+/// `fledge validate` accepts).
 async fn capability(router: &dyn Router, t: &RouteTarget<'_>, routes: Routes, supported: bool) {
     let provider = router.provider();
     if supported {
@@ -181,7 +180,11 @@ async fn conform(provider: &str) {
     let router = router_for(ns.client.clone(), &canary).unwrap();
     let router = router.as_ref();
     assert_eq!(router.provider(), provider);
-    let blue_green_only = provider == "kubernetes";
+    let caps = router.capabilities();
+    let blue_green_only = !caps.partial_weights;
+    // The apex Service itself carries the routes (the `kubernetes` provider): it is the
+    // controller's object, not the router's.
+    let apex_is_the_route = router.routing_kind().kind == "Service";
 
     // Initialization: the objects appear with the routes of a fresh status (all to the primary).
     let fresh = CanaryStatus::default();
@@ -196,7 +199,7 @@ async fn conform(provider: &str) {
         .unwrap_or_else(|e| panic!("{provider}: ensure: {e}"));
     assert_eq!(read(router, &t).await, Some(Routes::PRIMARY), "{provider}");
     let obj = routing_object(&ns, router).await.expect("routing object");
-    if !blue_green_only {
+    if !apex_is_the_route {
         assert_eq!(
             obj.pointer("/metadata/ownerReferences/0/uid"),
             Some(&json!(canary.metadata.uid)),
@@ -231,12 +234,12 @@ async fn conform(provider: &str) {
         ab_match: true,
         ..Routes::PRIMARY
     };
-    capability(router, &t, ab, HTTP_MATCH_PROVIDERS.contains(&provider)).await;
+    capability(router, &t, ab, caps.http_match).await;
     let mirrored = Routes {
         mirror: Some(100),
         ..Routes::PRIMARY
     };
-    capability(router, &t, mirrored, MIRROR_PROVIDERS.contains(&provider)).await;
+    capability(router, &t, mirrored, caps.mirroring).await;
     round_trip(router, &t, Routes::PRIMARY).await;
 
     // Session affinity: the status's cookie routes to the canary, or the spec is refused.
@@ -248,7 +251,7 @@ async fn conform(provider: &str) {
         status: &affine,
         ..t.clone()
     };
-    if SESSION_AFFINITY_PROVIDERS.contains(&provider) {
+    if caps.session_affinity {
         round_trip(router, &ta, Routes::weighted(50)).await;
         let text = routing_object(&ns, router).await.unwrap().to_string();
         assert!(
@@ -282,7 +285,7 @@ async fn conform(provider: &str) {
         Routes::weighted(40)
     };
     round_trip(router, &t40, want).await;
-    if blue_green_only {
+    if apex_is_the_route {
         // Someone points the apex Service at the canary.
         let svc: Api<Service> = Api::namespaced(ns.client.clone(), &ns.name);
         svc.patch(
@@ -337,7 +340,7 @@ async fn conform(provider: &str) {
     );
     // A provider whose apex Service alone serves once released (SMI) deletes its object.
     if let Some(obj) = routing_object(&ns, router).await
-        && !blue_green_only
+        && !apex_is_the_route
     {
         assert!(
             obj.pointer("/metadata/ownerReferences")
@@ -348,7 +351,7 @@ async fn conform(provider: &str) {
     }
 
     // Without revert: the routing object goes with the Canary.
-    if !blue_green_only {
+    if !apex_is_the_route {
         router.ensure(&t).await.unwrap();
         api.delete("podinfo", &DeleteParams::background())
             .await

@@ -35,8 +35,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::Error;
 use crate::{
-    Affinity, Cookie, PeerKind, RouteTarget, Router, ServiceNames, cannot, merge_matches,
-    object_meta, parse_duration, release_apex, string_match_regex,
+    Affinity, Capabilities, Cookie, PeerKind, RouteTarget, Router, ServiceNames, cannot,
+    merge_matches, object_meta, parse_duration, release_apex, string_match_regex,
 };
 
 /// The HTTPRoute API version a provider writes.
@@ -948,6 +948,15 @@ impl Router for GatewayApiRouter {
 
     fn routing_kind(&self) -> PeerKind {
         self.version.kind()
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            partial_weights: true,
+            mirroring: true,
+            http_match: true,
+            session_affinity: true,
+        }
     }
 
     /// Applies the HTTPRoute for `routes`.

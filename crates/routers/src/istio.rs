@@ -27,8 +27,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::Error;
 use crate::{
-    Affinity, Cookie, PeerKind, RouteTarget, Router, ServiceNames, cannot, merge_matches,
-    object_meta, parse_duration, release_apex, routes_in_status, string_match_regex,
+    Affinity, Capabilities, Cookie, PeerKind, RouteTarget, Router, ServiceNames, cannot,
+    merge_matches, object_meta, parse_duration, release_apex, routes_in_status, string_match_regex,
 };
 
 const PROVIDER: &str = "istio";
@@ -657,6 +657,15 @@ impl Router for IstioRouter {
 
     fn routing_kind(&self) -> PeerKind {
         VIRTUAL_SERVICE
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            partial_weights: true,
+            mirroring: true,
+            http_match: true,
+            session_affinity: true,
+        }
     }
 
     async fn ensure(&self, t: &RouteTarget<'_>) -> Result<(), Error> {

@@ -8,7 +8,7 @@ use kube::api::{Api, Patch, PatchParams};
 use serde_json::json;
 
 use crate::Error;
-use crate::{MANAGER, PeerKind, RouteTarget, Router};
+use crate::{Capabilities, MANAGER, PeerKind, RouteTarget, Router};
 use fledge_api::primary_name;
 
 /// Switches the apex Service between primary and canary.
@@ -57,6 +57,10 @@ impl Router for KubernetesRouter {
             kind: "Service",
             plural: "services",
         }
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::default()
     }
 
     /// The apex Service is the whole router, and the controller applies it.

@@ -92,6 +92,21 @@ pub fn routes_in_status(canary: &Canary, status: &CanaryStatus) -> Routes {
     }
 }
 
+/// What a router can do besides sending all traffic to the primary or all to the canary.
+/// `fledge validate` refuses specs that ask for more (its lists of providers per capability must
+/// agree; a test compares them).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Capabilities {
+    /// Weights between 0 and 100 (a canary strategy with steps).
+    pub partial_weights: bool,
+    /// Copying requests to the canary while the primary answers them.
+    pub mirroring: bool,
+    /// Routing requests by header, cookie or query parameter (A/B testing).
+    pub http_match: bool,
+    /// Keeping a session on the canary with a cookie.
+    pub session_affinity: bool,
+}
+
 /// A traffic provider: what moves traffic between the primary and the canary. Every method is
 /// idempotent, and none decides anything: the engine says which routes to set, and when.
 #[async_trait::async_trait]
@@ -102,6 +117,9 @@ pub trait Router: Send + Sync {
     /// The kind of the object that carries the routes, named after the apex Service: what
     /// [`Router::get_routes`] reads back.
     fn routing_kind(&self) -> PeerKind;
+
+    /// What it can do; routes asking for more are refused with an [`Error::Router`].
+    fn capabilities(&self) -> Capabilities;
 
     /// Creates or updates the router's objects from the spec, keeping the routes the status
     /// records (a `SetWeights` follows whenever they must change).
@@ -618,6 +636,31 @@ mod tests {
     #[test]
     fn the_factory_knows_every_supported_provider() {
         assert_eq!(providers(), fledge_api::validate::SUPPORTED_PROVIDERS);
+    }
+
+    #[tokio::test]
+    async fn each_router_can_do_what_validation_lets_a_spec_ask_of_it() {
+        use fledge_api::validate::{
+            HTTP_MATCH_PROVIDERS, MIRROR_PROVIDERS, SESSION_AFFINITY_PROVIDERS,
+        };
+        // Never contacted: building a router does no I/O.
+        let config = kube::Config::new("http://127.0.0.1:9".parse().unwrap());
+        let client = Client::try_from(config).unwrap();
+        for (name, build) in ROUTERS {
+            let caps = build(client.clone(), name).capabilities();
+            assert_eq!(caps.mirroring, MIRROR_PROVIDERS.contains(name), "{name}");
+            assert_eq!(
+                caps.http_match,
+                HTTP_MATCH_PROVIDERS.contains(name),
+                "{name}"
+            );
+            assert_eq!(
+                caps.session_affinity,
+                SESSION_AFFINITY_PROVIDERS.contains(name),
+                "{name}"
+            );
+            assert_eq!(caps.partial_weights, *name != "kubernetes", "{name}");
+        }
     }
 
     #[test]

@@ -14,7 +14,9 @@ use kube::Client;
 use serde::{Deserialize, Serialize};
 
 use crate::Error;
-use crate::{PeerKind, RouteTarget, Router, ServiceNames, cannot, object_meta, release_apex};
+use crate::{
+    Capabilities, PeerKind, RouteTarget, Router, ServiceNames, cannot, object_meta, release_apex,
+};
 
 /// The TrafficSplit API version a provider writes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -142,6 +144,13 @@ impl Router for SmiRouter {
 
     fn routing_kind(&self) -> PeerKind {
         self.version.kind()
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            partial_weights: true,
+            ..Capabilities::default()
+        }
     }
 
     /// Applies the TrafficSplit for `routes`.

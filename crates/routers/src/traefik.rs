@@ -25,7 +25,9 @@ use kube::Client;
 use serde::{Deserialize, Serialize};
 
 use crate::Error;
-use crate::{PeerKind, RouteTarget, Router, ServiceNames, cannot, object_meta, release_apex};
+use crate::{
+    Capabilities, PeerKind, RouteTarget, Router, ServiceNames, cannot, object_meta, release_apex,
+};
 
 /// The provider name.
 pub const PROVIDER: &str = "traefik";
@@ -297,6 +299,15 @@ impl Router for TraefikRouter {
 
     fn routing_kind(&self) -> PeerKind {
         KIND
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            partial_weights: true,
+            mirroring: true,
+            session_affinity: true,
+            http_match: false,
+        }
     }
 
     /// Applies the TraefikService for `routes`.
