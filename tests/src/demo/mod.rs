@@ -1053,16 +1053,24 @@ async fn roll_out(
                 primary_image,
             });
         }
-        out::progress(&format!(
-            "        {} at {}% for {:.0} s",
-            phase.as_str(),
-            weight,
-            clock
-                .0
-                .elapsed()
-                .saturating_sub(steps.last().map_or(release_started, |x: &Step| x.ended))
-                .as_secs_f64()
-        ));
+        let in_step = clock
+            .0
+            .elapsed()
+            .saturating_sub(steps.last().map_or(release_started, |x: &Step| x.ended));
+        out::progress(&if moving {
+            format!(
+                "        {} at {}% for {:.0} s",
+                phase.as_str(),
+                weight,
+                in_step.as_secs_f64()
+            )
+        } else {
+            format!(
+                "        released; waiting for the apply and for fledge to see the new revision \
+                 ({:.0} s)",
+                in_step.as_secs_f64()
+            )
+        });
         if started.elapsed() > ROLLOUT_TIMEOUT {
             bail!(
                 "the rollout of {image} did not end in {ROLLOUT_TIMEOUT:?}: phase {}, weight {}, \
