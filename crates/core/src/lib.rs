@@ -28,6 +28,7 @@ pub mod conditions;
 mod ctx;
 pub mod drift;
 mod gitsync;
+pub mod judge;
 mod observe;
 mod phases;
 pub mod requests;
