@@ -16,6 +16,8 @@
 
 pub mod mannwhitney;
 pub mod sample;
+#[cfg(feature = "judge-sim")]
+pub mod simulate;
 
 use std::collections::BTreeMap;
 
