@@ -36,5 +36,8 @@ fn a_window_it_cannot_read_is_refused_with_what_to_write() {
 fn without_a_cluster_it_says_so() {
     let (code, err) = replay(&["podinfo", "--from", "2h", "--to", "1h"]);
     assert_eq!(code, Some(2), "{err}");
-    assert!(err.contains("fledge replay: cannot reach the cluster"), "{err}");
+    assert!(
+        err.contains("fledge replay: cannot reach the cluster"),
+        "{err}"
+    );
 }
