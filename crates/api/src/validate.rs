@@ -61,16 +61,21 @@ pub const SESSION_AFFINITY_PROVIDERS: &[&str] =
 pub const BUILTIN_METRICS: &[&str] = &["request-success-rate", "request-duration"];
 
 /// Metrics providers fledge queries (`MetricTemplate.spec.provider.type`).
-pub const SUPPORTED_METRIC_PROVIDERS: &[&str] = &["prometheus"];
+pub const SUPPORTED_METRIC_PROVIDERS: &[&str] = &["prometheus", "datadog", "newrelic"];
+
+/// Metrics providers whose credentials are required (Flagger refuses them without a Secret).
+pub const METRIC_PROVIDERS_NEEDING_SECRET: &[&str] = &["datadog", "newrelic"];
+
+/// Metrics providers with no default address (Flagger refuses them without one; only
+/// Prometheus falls back to the Canary's `spec.metricsServer`).
+pub const METRIC_PROVIDERS_NEEDING_ADDRESS: &[&str] = &[];
 
 /// Flagger's metrics providers that fledge does not implement yet.
 pub const UNSUPPORTED_FLAGGER_METRIC_PROVIDERS: &[&str] = &[
     "influxdb",
-    "datadog",
     "externalmetrics",
     "stackdriver",
     "cloudwatch",
-    "newrelic",
     "graphite",
     "dynatrace",
     "keptn",
@@ -1133,6 +1138,21 @@ pub fn validate_metric_template_spec(spec: &MetricTemplateSpec) -> Vec<Problem> 
     }
     if let Some(secret) = &provider.secret_ref {
         check_secret_ref(&mut p, "spec.provider.secretRef", secret);
+    }
+    let kind = spec.provider_type();
+    if METRIC_PROVIDERS_NEEDING_SECRET.contains(&kind) && provider.secret_ref.is_none() {
+        p.add(
+            "spec.provider.secretRef",
+            format!("is required for the {kind} provider; name the Secret holding its credentials (see the provider's documentation for the keys)"),
+        );
+    }
+    if METRIC_PROVIDERS_NEEDING_ADDRESS.contains(&kind)
+        && provider.address.as_deref().is_none_or(str::is_empty)
+    {
+        p.add(
+            "spec.provider.address",
+            format!("is required for the {kind} provider; write the base URL of its API"),
+        );
     }
     if spec.query.trim().is_empty() {
         p.add(

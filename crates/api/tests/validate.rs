@@ -1479,6 +1479,22 @@ fn metric_templates() {
             )],
         ),
         (
+            "a provider that needs credentials, without a Secret",
+            vec![("provider.type", json!("datadog"))],
+            vec![(
+                "spec.provider.secretRef",
+                "is required for the datadog provider",
+            )],
+        ),
+        (
+            "a provider that needs credentials, with a Secret",
+            vec![
+                ("provider.type", json!("datadog")),
+                ("provider.secretRef", json!({"name": "datadog"})),
+            ],
+            vec![],
+        ),
+        (
             "unknown type",
             vec![("provider.type", json!("prom"))],
             vec![(
