@@ -1495,6 +1495,18 @@ fn metric_templates() {
             vec![],
         ),
         (
+            "a provider without a default address, without one",
+            vec![
+                ("provider.type", json!("dynatrace")),
+                ("provider.address", Value::Null),
+                ("provider.secretRef", json!({"name": "dynatrace"})),
+            ],
+            vec![(
+                "spec.provider.address",
+                "is required for the dynatrace provider",
+            )],
+        ),
+        (
             "unknown type",
             vec![("provider.type", json!("prom"))],
             vec![(

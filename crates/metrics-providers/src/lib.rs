@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 
 pub mod datadog;
+pub mod dynatrace;
 mod http;
 pub mod newrelic;
 pub mod prometheus;
@@ -140,6 +141,7 @@ pub const PROVIDERS: &[(&str, Constructor)] = &[
     ("prometheus", prometheus::Prometheus::boxed),
     ("datadog", datadog::Datadog::boxed),
     ("newrelic", newrelic::NewRelic::boxed),
+    ("dynatrace", dynatrace::Dynatrace::boxed),
 ];
 
 /// The names of the providers this build has.

@@ -345,9 +345,109 @@ impl Fixture for NewRelic {
     }
 }
 
+struct Dynatrace;
+
+// https://docs.dynatrace.com/docs/dynatrace-api/environment-api/metric-v2/get-data-points (GET
+// /api/v2/metrics/query with metricSelector, resolution, from and to in milliseconds; the answer
+// {"totalCount", "nextPageKey", "result": [{"metricId", "data": [{"timestamps", "values"}]}]};
+// errors as {"error": {"code", "message", "constraintViolations"}}).
+// Authentication: https://docs.dynatrace.com/docs/dynatrace-api/basics/dynatrace-api-authentication
+// (Authorization: Api-Token <token>; 401 for a missing or wrong token, 403 for a token without
+// the metrics.read scope).
+// Rate limits: https://docs.dynatrace.com/docs/dynatrace-api/basics/access-limit (429 with
+// Retry-After in seconds and X-RateLimit-Reset in microseconds).
+// The online check: https://docs.dynatrace.com/docs/dynatrace-api/environment-api/metric-v2/get-all-metrics
+impl Fixture for Dynatrace {
+    fn kind(&self) -> &'static str {
+        "dynatrace"
+    }
+    fn config(&self, address: &str) -> ProviderConfig {
+        config(
+            self.kind(),
+            address,
+            secret("dynatrace", &[("dynatrace_token", SECRET)]),
+        )
+    }
+    fn query(&self) -> &'static str {
+        "builtin:service.response.time:filter(eq(dt.entity.service,SERVICE-ABCDEFG0123456789)):percentile(95)"
+    }
+    fn carries_nan(&self) -> bool {
+        false
+    }
+    fn serve(&self, case: Case, req: &Request) -> Result<Response, String> {
+        let error = |status: u16, message: &str| {
+            Response::json(
+                status,
+                format!(r#"{{"error":{{"code":{status},"message":"{message}"}}}}"#),
+            )
+        };
+        req.expect_header("Authorization", &format!("Api-Token {SECRET}"))?;
+        match case {
+            Case::Unauthorized => return Ok(error(401, "Missing authorization parameter.")),
+            Case::Forbidden => {
+                return Ok(error(
+                    403,
+                    "Token is missing required scope. Use one of: metrics.read (Read metrics)",
+                ));
+            }
+            _ => {}
+        }
+        if req.path == "/api/v2/metrics" {
+            req.expect_param("pageSize", "1")?;
+            return Ok(Response::json(
+                200,
+                r#"{"totalCount":1500,"nextPageKey":"AQAAABQBAAAABQ==","metrics":[{"metricId":"builtin:apps.other.apdex.osAndGeo"}]}"#,
+            ));
+        }
+        req.expect("GET", "/api/v2/metrics/query")?;
+        req.expect_param("metricSelector", self.query())?;
+        req.expect_param("resolution", "Inf")?;
+        expect_window(req, "from", "to", 10 * INTERVAL.as_millis() as u64)?;
+        let data = |values: &[&str]| {
+            let data: Vec<String> = values
+                .iter()
+                .enumerate()
+                .map(|(i, v)| {
+                    format!(
+                        r#"{{"dimensions":["SERVICE-{i}"],"dimensionMap":{{"dt.entity.service":"SERVICE-{i}"}},"timestamps":[1700000060000],"values":[{v}]}}"#
+                    )
+                })
+                .collect();
+            Response::json(
+                200,
+                format!(
+                    r#"{{"totalCount":{},"nextPageKey":null,"resolution":"Inf","result":[{{"metricId":"q","dataPointCountRatio":0.1,"dimensionCountRatio":0.1,"data":[{}]}}]}}"#,
+                    values.len(),
+                    data.join(",")
+                ),
+            )
+        };
+        Ok(match case {
+            Case::OneNumber(v) => data(&[&v.to_string()]),
+            Case::NoData => data(&[]),
+            Case::SeveralSeries => data(&["1", "2", "3"]),
+            Case::NaN => data(&["null"]),
+            Case::RefusedQuery => Response::json(
+                400,
+                r#"{"error":{"code":400,"message":"Constraints violated.","constraintViolations":[{"path":"metricSelector","message":"The metric selector is invalid","parameterLocation":"QUERY","location":null}]}}"#,
+            ),
+            Case::TooManyRequests => error(429, "Too many requests")
+                .with_header("Retry-After", WAIT)
+                .with_header("X-RateLimit-Limit", "50")
+                .with_header("X-RateLimit-Reset", "1700000007000000"),
+            Case::Unauthorized | Case::Forbidden => unreachable!(),
+        })
+    }
+}
+
 /// Every provider the suite runs against.
 fn fixtures() -> Vec<Arc<dyn Fixture>> {
-    vec![Arc::new(Prometheus), Arc::new(Datadog), Arc::new(NewRelic)]
+    vec![
+        Arc::new(Prometheus),
+        Arc::new(Datadog),
+        Arc::new(NewRelic),
+        Arc::new(Dynatrace),
+    ]
 }
 
 /// A contract server for `f`, answering `case`.
