@@ -186,7 +186,7 @@ fn several_files_and_stdin() {
         r.out,
         format!(
             "{bad}:1: AlertProvider default/on-call: spec.type: \"teams\" is not an alert provider type; use one of: slack, msteams, discord, rocket, gchat, webhook\n\
-             <stdin>:1: MetricTemplate test/latency: spec.provider.type: metrics provider \"cloudwatch\" is not supported by fledge yet; supported: prometheus, datadog, newrelic, dynatrace\n\
+             <stdin>:1: MetricTemplate test/latency: spec.provider.type: metrics provider \"cloudwatch\" is not supported by fledge yet; supported: prometheus, datadog, newrelic, dynatrace, graphite\n\
              3 documents checked: 1 valid, 2 invalid, 0 skipped\n"
         )
     );
@@ -712,43 +712,37 @@ const REJECTED: &[(&str, &[&str])] = &[
     (
         "MetricTemplate-usage_metrics-4d1f3e62.yaml",
         &[
-            "spec.provider.type: metrics provider \"externalmetrics\" is not supported by fledge yet; supported: prometheus, datadog, newrelic, dynatrace",
-        ],
-    ),
-    (
-        "MetricTemplate-usage_metrics-4d24ce4f.yaml",
-        &[
-            "spec.provider.type: metrics provider \"graphite\" is not supported by fledge yet; supported: prometheus, datadog, newrelic, dynatrace",
+            "spec.provider.type: metrics provider \"externalmetrics\" is not supported by fledge yet; supported: prometheus, datadog, newrelic, dynatrace, graphite",
         ],
     ),
     (
         "MetricTemplate-usage_metrics-4d9152e2.yaml",
         &[
-            "spec.provider.type: metrics provider \"influxdb\" is not supported by fledge yet; supported: prometheus, datadog, newrelic, dynatrace",
+            "spec.provider.type: metrics provider \"influxdb\" is not supported by fledge yet; supported: prometheus, datadog, newrelic, dynatrace, graphite",
         ],
     ),
     (
         "MetricTemplate-usage_metrics-8253f56e.yaml",
         &[
-            "spec.provider.type: metrics provider \"stackdriver\" is not supported by fledge yet; supported: prometheus, datadog, newrelic, dynatrace",
+            "spec.provider.type: metrics provider \"stackdriver\" is not supported by fledge yet; supported: prometheus, datadog, newrelic, dynatrace, graphite",
         ],
     ),
     (
         "MetricTemplate-usage_metrics-9dd6c34e.yaml",
         &[
-            "spec.provider.type: metrics provider \"cloudwatch\" is not supported by fledge yet; supported: prometheus, datadog, newrelic, dynatrace",
+            "spec.provider.type: metrics provider \"cloudwatch\" is not supported by fledge yet; supported: prometheus, datadog, newrelic, dynatrace, graphite",
         ],
     ),
     (
         "MetricTemplate-usage_metrics-c9dd9abc.yaml",
         &[
-            "spec.provider.type: metrics provider \"splunk\" is not supported by fledge yet; supported: prometheus, datadog, newrelic, dynatrace",
+            "spec.provider.type: metrics provider \"splunk\" is not supported by fledge yet; supported: prometheus, datadog, newrelic, dynatrace, graphite",
         ],
     ),
     (
         "MetricTemplate-usage_metrics-f844f51b.yaml",
         &[
-            "spec.provider.type: metrics provider \"keptn\" is not supported by fledge yet; supported: prometheus, datadog, newrelic, dynatrace",
+            "spec.provider.type: metrics provider \"keptn\" is not supported by fledge yet; supported: prometheus, datadog, newrelic, dynatrace, graphite",
         ],
     ),
     // The "metric template skeleton" of the metrics page: every value is blank (null), so

@@ -9,6 +9,7 @@
 
 pub mod datadog;
 pub mod dynatrace;
+pub mod graphite;
 mod http;
 pub mod newrelic;
 pub mod prometheus;
@@ -142,6 +143,7 @@ pub const PROVIDERS: &[(&str, Constructor)] = &[
     ("datadog", datadog::Datadog::boxed),
     ("newrelic", newrelic::NewRelic::boxed),
     ("dynatrace", dynatrace::Dynatrace::boxed),
+    ("graphite", graphite::Graphite::boxed),
 ];
 
 /// The names of the providers this build has.

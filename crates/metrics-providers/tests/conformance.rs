@@ -440,6 +440,82 @@ impl Fixture for Dynatrace {
     }
 }
 
+struct Graphite;
+
+// https://graphite.readthedocs.io/en/latest/render_api.html (GET /render with target, from and
+// format=json; the answer [{"target", "datapoints": [[value or null, timestamp]]}]; a request
+// graphite-web cannot parse is a 400 with the reason as plain text).
+// Basic auth in front of it: https://graphite.readthedocs.io/en/latest/config-webapp.html
+// (401 with WWW-Authenticate: Basic without the right user, 403 for a user without access).
+// 429 with Retry-After is what a rate-limiting proxy in front of it answers
+// (https://www.rfc-editor.org/rfc/rfc6585#section-4); Graphite itself documents no limit.
+impl Fixture for Graphite {
+    fn kind(&self) -> &'static str {
+        "graphite"
+    }
+    fn config(&self, address: &str) -> ProviderConfig {
+        let keys = [("username", "fledge"), ("password", SECRET)];
+        config(self.kind(), address, secret("graphite", &keys))
+    }
+    fn query(&self) -> &'static str {
+        "target=summarize(\n  asPercent(sumSeries(stats.app.podinfo.status.5*.count), sumSeries(stats.app.podinfo.status.*.count)),\n  '30s', 'avg')\n&from=-30s"
+    }
+    fn carries_nan(&self) -> bool {
+        false
+    }
+    fn serve(&self, case: Case, req: &Request) -> Result<Response, String> {
+        use base64::Engine as _;
+        let basic = base64::engine::general_purpose::STANDARD.encode(format!("fledge:{SECRET}"));
+        req.expect("GET", "/render")?;
+        req.expect_header("Authorization", &format!("Basic {basic}"))?;
+        req.expect_param("format", "json")?;
+        match case {
+            Case::Unauthorized => {
+                return Ok(Response::text(401, "Unauthorized")
+                    .with_header("WWW-Authenticate", "Basic realm=\"graphite\""));
+            }
+            Case::Forbidden => return Ok(Response::text(403, "Forbidden")),
+            _ => {}
+        }
+        if req.param("target") == Some("test") {
+            return Ok(Response::json(200, "[]"));
+        }
+        req.expect_param(
+            "target",
+            "summarize( asPercent(sumSeries(stats.app.podinfo.status.5*.count), sumSeries(stats.app.podinfo.status.*.count)), '30s', 'avg')",
+        )?;
+        req.expect_param("from", "-30s")?;
+        let targets = |values: &[&str]| {
+            let targets: Vec<String> = values
+                .iter()
+                .enumerate()
+                .map(|(i, v)| {
+                    format!(
+                        r#"{{"target":"summarize(t{i})","tags":{{"name":"t{i}"}},"datapoints":[[1.0,1700000000],[{v},1700000030],[null,1700000060]]}}"#
+                    )
+                })
+                .collect();
+            Response::json(200, format!("[{}]", targets.join(",")))
+        };
+        Ok(match case {
+            Case::OneNumber(v) => targets(&[&v.to_string()]),
+            Case::NoData => targets(&[]),
+            Case::SeveralSeries => targets(&["1", "2", "3"]),
+            Case::NaN => Response::json(
+                200,
+                r#"[{"target":"t","datapoints":[[null,1700000000],[null,1700000030]]}]"#,
+            ),
+            Case::RefusedQuery => {
+                Response::text(400, "Received request for unknown function: asPercnt")
+            }
+            Case::TooManyRequests => {
+                Response::text(429, "Too Many Requests").with_header("Retry-After", WAIT)
+            }
+            Case::Unauthorized | Case::Forbidden => unreachable!(),
+        })
+    }
+}
+
 /// Every provider the suite runs against.
 fn fixtures() -> Vec<Arc<dyn Fixture>> {
     vec![
@@ -447,6 +523,7 @@ fn fixtures() -> Vec<Arc<dyn Fixture>> {
         Arc::new(Datadog),
         Arc::new(NewRelic),
         Arc::new(Dynatrace),
+        Arc::new(Graphite),
     ]
 }
 
