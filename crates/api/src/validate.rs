@@ -61,19 +61,24 @@ pub const SESSION_AFFINITY_PROVIDERS: &[&str] =
 pub const BUILTIN_METRICS: &[&str] = &["request-success-rate", "request-duration"];
 
 /// Metrics providers fledge queries (`MetricTemplate.spec.provider.type`).
-pub const SUPPORTED_METRIC_PROVIDERS: &[&str] =
-    &["prometheus", "datadog", "newrelic", "dynatrace", "graphite"];
+pub const SUPPORTED_METRIC_PROVIDERS: &[&str] = &[
+    "prometheus",
+    "datadog",
+    "newrelic",
+    "dynatrace",
+    "graphite",
+    "influxdb",
+];
 
 /// Metrics providers whose credentials are required (Flagger refuses them without a Secret).
 pub const METRIC_PROVIDERS_NEEDING_SECRET: &[&str] = &["datadog", "newrelic", "dynatrace"];
 
 /// Metrics providers with no default address (Flagger refuses them without one; only
 /// Prometheus falls back to the Canary's `spec.metricsServer`).
-pub const METRIC_PROVIDERS_NEEDING_ADDRESS: &[&str] = &["dynatrace", "graphite"];
+pub const METRIC_PROVIDERS_NEEDING_ADDRESS: &[&str] = &["dynatrace", "graphite", "influxdb"];
 
 /// Flagger's metrics providers that fledge does not implement yet.
 pub const UNSUPPORTED_FLAGGER_METRIC_PROVIDERS: &[&str] = &[
-    "influxdb",
     "externalmetrics",
     "stackdriver",
     "cloudwatch",

@@ -11,6 +11,7 @@ pub mod datadog;
 pub mod dynatrace;
 pub mod graphite;
 mod http;
+pub mod influxdb;
 pub mod newrelic;
 pub mod prometheus;
 
@@ -144,6 +145,7 @@ pub const PROVIDERS: &[(&str, Constructor)] = &[
     ("newrelic", newrelic::NewRelic::boxed),
     ("dynatrace", dynatrace::Dynatrace::boxed),
     ("graphite", graphite::Graphite::boxed),
+    ("influxdb", influxdb::InfluxDb::boxed),
 ];
 
 /// The names of the providers this build has.

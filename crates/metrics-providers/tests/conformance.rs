@@ -516,6 +516,101 @@ impl Fixture for Graphite {
     }
 }
 
+struct InfluxDb;
+
+// https://docs.influxdata.com/influxdb/v2/api/#operation/PostQuery (POST /api/v2/query?org=…
+// with a JSON body {"query", "type": "flux", "dialect"}, Authorization: Token <token>; the
+// answer in annotated CSV; errors as {"code", "message"}: 400 invalid, 401 unauthorized, 403
+// forbidden, 429 with Retry-After).
+// The CSV: https://docs.influxdata.com/influxdb/v2/reference/syntax/annotated-csv/
+impl Fixture for InfluxDb {
+    fn kind(&self) -> &'static str {
+        "influxdb"
+    }
+    fn config(&self, address: &str) -> ProviderConfig {
+        let keys = [("token", SECRET), ("org", "my-org")];
+        config(self.kind(), address, secret("influx-token", &keys))
+    }
+    fn query(&self) -> &'static str {
+        "from(bucket: \"default\")\n|> range(start: -2h)\n|> filter(fn: (r) => r[\"_measurement\"] == \"istio_requests_total\")\n|> count()\n|> yield(name: \"count\")"
+    }
+    fn serve(&self, case: Case, req: &Request) -> Result<Response, String> {
+        let error = |status: u16, code: &str, message: &str| {
+            Response::json(
+                status,
+                format!(r#"{{"code":"{code}","message":"{message}"}}"#),
+            )
+        };
+        req.expect("POST", "/api/v2/query")?;
+        req.expect_param("org", "my-org")?;
+        req.expect_header("Authorization", &format!("Token {SECRET}"))?;
+        req.expect_header("Content-Type", "application/json")?;
+        let body: serde_json::Value =
+            serde_json::from_str(&req.body).map_err(|e| format!("the body is not JSON: {e}"))?;
+        if body["type"] != "flux" {
+            return Err(format!(
+                "the body's type is {}, expected \"flux\"",
+                body["type"]
+            ));
+        }
+        if body["dialect"]["annotations"] != serde_json::json!(["datatype", "group", "default"]) {
+            return Err(
+                "the dialect does not ask for the datatype, group and default annotations".into(),
+            );
+        }
+        match case {
+            Case::Unauthorized => return Ok(error(401, "unauthorized", "unauthorized access")),
+            Case::Forbidden => {
+                return Ok(error(
+                    403,
+                    "forbidden",
+                    "insufficient permissions for read on bucket default",
+                ));
+            }
+            _ => {}
+        }
+        let csv = |values: &[&str]| {
+            let mut out = String::from(
+                "#datatype,string,long,dateTime:RFC3339,dateTime:RFC3339,double,string\r\n#group,false,false,true,true,false,true\r\n#default,count,,,,,\r\n,result,table,_start,_stop,_value,_measurement\r\n",
+            );
+            for (i, v) in values.iter().enumerate() {
+                out.push_str(&format!(
+                    ",,{i},2024-01-01T00:00:00Z,2024-01-01T02:00:00Z,{v},istio_requests_total\r\n"
+                ));
+            }
+            out.push_str("\r\n");
+            Response {
+                content_type: "text/csv; charset=utf-8",
+                ..Response::text(200, out)
+            }
+        };
+        if body["query"] == r#"from(bucket: "default") |> range(start: -2h)"# {
+            return Ok(csv(&[]));
+        }
+        if body["query"] != self.query() {
+            return Err(format!("the body's query is {}", body["query"]));
+        }
+        Ok(match case {
+            Case::OneNumber(v) => csv(&[&v.to_string()]),
+            Case::NoData => csv(&[]),
+            Case::SeveralSeries => csv(&["1", "2", "3"]),
+            Case::NaN => csv(&["NaN"]),
+            Case::RefusedQuery => error(
+                400,
+                "invalid",
+                "compilation failed: error at @1:1-1:4: undefined identifier frm",
+            ),
+            Case::TooManyRequests => error(
+                429,
+                "too many requests",
+                "org my-org has exceeded its query limit",
+            )
+            .with_header("Retry-After", WAIT),
+            Case::Unauthorized | Case::Forbidden => unreachable!(),
+        })
+    }
+}
+
 /// Every provider the suite runs against.
 fn fixtures() -> Vec<Arc<dyn Fixture>> {
     vec![
@@ -524,6 +619,7 @@ fn fixtures() -> Vec<Arc<dyn Fixture>> {
         Arc::new(NewRelic),
         Arc::new(Dynatrace),
         Arc::new(Graphite),
+        Arc::new(InfluxDb),
     ]
 }
 
