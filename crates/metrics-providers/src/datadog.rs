@@ -171,10 +171,7 @@ impl MetricsProvider for Datadog {
                 ("from", &from.to_string()),
                 ("to", &to.to_string()),
             ]);
-        match self.http.send(request, refusal).await {
-            Ok(reply) => value_of(&reply.body).unwrap_or_else(|e| self.http.unreadable(e)),
-            Err(failure) => failure,
-        }
+        self.http.answer(request, refusal, value_of).await
     }
 }
 
@@ -183,7 +180,7 @@ mod tests {
     use super::*;
 
     fn v(body: &str) -> String {
-        format!("{:?}", value_of(body).unwrap())
+        crate::http::testing::shown(value_of(body))
     }
 
     #[test]
@@ -235,19 +232,7 @@ mod tests {
 
     #[test]
     fn the_keys_are_required_and_never_shown() {
-        let cfg = |data: &[(&str, &str)]| ProviderConfig {
-            kind: "datadog".into(),
-            address: String::new(),
-            headers: Vec::new(),
-            secret: Some(crate::SecretData {
-                name: "apps/datadog".into(),
-                data: data
-                    .iter()
-                    .map(|(k, v)| (k.to_string(), v.as_bytes().to_vec()))
-                    .collect(),
-            }),
-            insecure_skip_verify: false,
-        };
+        let cfg = |data: &[(&str, &str)]| crate::http::testing::config("datadog", "", data);
         let Err(e) = Datadog::new(&cfg(&[(API_KEY, "k3y")]), Duration::from_secs(1)) else {
             panic!("accepted without an application key");
         };

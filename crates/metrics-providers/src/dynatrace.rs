@@ -162,10 +162,7 @@ impl MetricsProvider for Dynatrace {
                 ("from", &from.to_string()),
                 ("to", &to.to_string()),
             ]);
-        match self.http.send(request, refusal).await {
-            Ok(reply) => value_of(&reply.body).unwrap_or_else(|e| self.http.unreadable(e)),
-            Err(failure) => failure,
-        }
+        self.http.answer(request, refusal, value_of).await
     }
 }
 
@@ -174,10 +171,7 @@ mod tests {
     use super::*;
 
     fn v(body: &str) -> String {
-        match value_of(body) {
-            Ok(o) => format!("{o:?}"),
-            Err(e) => format!("unreadable: {e}"),
-        }
+        crate::http::testing::shown(value_of(body))
     }
 
     #[test]

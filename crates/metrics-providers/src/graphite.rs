@@ -157,10 +157,7 @@ impl MetricsProvider for Graphite {
 
     async fn query(&self, query: &str) -> MetricOutcome {
         let request = self.http.client.get(self.url(query));
-        match self.http.send(request, refusal).await {
-            Ok(reply) => value_of(&reply.body).unwrap_or_else(|e| self.http.unreadable(e)),
-            Err(failure) => failure,
-        }
+        self.http.answer(request, refusal, value_of).await
     }
 }
 
@@ -169,10 +166,7 @@ mod tests {
     use super::*;
 
     fn v(body: &str) -> String {
-        match value_of(body) {
-            Ok(o) => format!("{o:?}"),
-            Err(e) => format!("unreadable: {e}"),
-        }
+        crate::http::testing::shown(value_of(body))
     }
 
     #[test]
@@ -231,16 +225,7 @@ mod tests {
 
     #[test]
     fn a_secret_needs_both_username_and_password() {
-        let cfg = ProviderConfig {
-            kind: "graphite".into(),
-            address: "http://graphite".into(),
-            headers: Vec::new(),
-            secret: Some(crate::SecretData {
-                name: "apps/graphite".into(),
-                data: [(USERNAME.to_string(), b"u".to_vec())].into(),
-            }),
-            insecure_skip_verify: false,
-        };
+        let cfg = crate::http::testing::config("graphite", "http://graphite", &[(USERNAME, "u")]);
         let Err(e) = Graphite::new(&cfg, Duration::from_secs(1)) else {
             panic!("accepted");
         };

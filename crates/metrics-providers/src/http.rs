@@ -73,11 +73,6 @@ pub(crate) struct Http {
     credentials: &'static str,
 }
 
-/// A reply the server gave with a success status.
-pub(crate) struct Reply {
-    pub(crate) body: String,
-}
-
 impl Http {
     /// A client for `cfg` (its extra headers, `insecureSkipVerify`) plus `headers` (the
     /// provider's credentials), giving up after `timeout`.
@@ -114,6 +109,21 @@ impl Http {
         })
     }
 
+    /// Sends `request` and reads the one number of a success answer with `value_of` (whose
+    /// error says how the body differs from the documented one); anything else is a typed
+    /// failure. `refusal` is as for [`Http::send`].
+    pub(crate) async fn answer(
+        &self,
+        request: RequestBuilder,
+        refusal: fn(&str) -> Option<String>,
+        value_of: fn(&str) -> Result<MetricOutcome, String>,
+    ) -> MetricOutcome {
+        match self.send(request, refusal).await {
+            Ok(body) => value_of(&body).unwrap_or_else(|e| self.unreadable(e)),
+            Err(failure) => failure,
+        }
+    }
+
     /// Sends `request`; a success status gives the body, anything else a typed failure.
     /// `refusal` reads the provider's documented error body into its message, for the statuses
     /// that mean the query itself was refused (400, 404 and 422).
@@ -121,7 +131,7 @@ impl Http {
         &self,
         request: RequestBuilder,
         refusal: fn(&str) -> Option<String>,
-    ) -> Result<Reply, MetricOutcome> {
+    ) -> Result<String, MetricOutcome> {
         let response = request.send().await.map_err(|e| self.transport(&e))?;
         let status = response.status();
         // Retry-After (RFC 9110), or the seconds until the limit resets where the provider
@@ -133,7 +143,7 @@ impl Http {
             .map(str::to_string);
         let body = response.text().await.map_err(|e| self.transport(&e))?;
         if status.is_success() {
-            return Ok(Reply { body });
+            return Ok(body);
         }
         Err(self.status_failure(status, retry_after.as_deref(), &body, refusal))
     }
@@ -220,6 +230,15 @@ impl Http {
     }
 }
 
+/// The text of the top-level field `key` of a JSON error body such as `{"message": "..."}`.
+pub(crate) fn json_message(body: &str, key: &str) -> Option<String> {
+    serde_json::from_str::<serde_json::Value>(body)
+        .ok()?
+        .get(key)?
+        .as_str()
+        .map(str::to_string)
+}
+
 /// The online check's verdict from the answer to its request.
 pub(crate) fn online<T>(answer: Result<T, MetricOutcome>) -> Result<(), String> {
     match answer {
@@ -245,6 +264,39 @@ pub(crate) fn whole_seconds(d: Duration) -> u64 {
 /// The interval a provider whose API takes the time range apart from the query uses when it is
 /// asked without one: Flagger's default metric interval.
 pub(crate) const DEFAULT_INTERVAL: Duration = Duration::from_secs(60);
+
+/// What the providers' unit tests share.
+#[cfg(test)]
+pub(crate) mod testing {
+    use fledge_core::MetricOutcome;
+
+    use crate::{ProviderConfig, SecretData};
+
+    /// An outcome of a body reader as text: the outcome, or `unreadable: <why>`.
+    pub(crate) fn shown(read: Result<MetricOutcome, String>) -> String {
+        match read {
+            Ok(o) => format!("{o:?}"),
+            Err(e) => format!("unreadable: {e}"),
+        }
+    }
+
+    /// A configuration of `kind` at `address` whose Secret `apps/<kind>` holds `pairs`.
+    pub(crate) fn config(kind: &str, address: &str, pairs: &[(&str, &str)]) -> ProviderConfig {
+        ProviderConfig {
+            kind: kind.into(),
+            address: address.into(),
+            headers: Vec::new(),
+            secret: Some(SecretData {
+                name: format!("apps/{kind}"),
+                data: pairs
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.as_bytes().to_vec()))
+                    .collect(),
+            }),
+            insecure_skip_verify: false,
+        }
+    }
+}
 
 #[cfg(test)]
 mod tests {

@@ -10,10 +10,9 @@ use std::time::Duration;
 
 use fledge_core::MetricOutcome;
 use reqwest::header::{ACCEPT, AUTHORIZATION, HeaderMap, HeaderValue};
-use serde::Deserialize;
 use url::Url;
 
-use crate::http::{Http, base_url, endpoint, online, secret_header};
+use crate::http::{Http, base_url, endpoint, json_message, online, secret_header};
 use crate::{MetricsProvider, ProviderConfig};
 
 /// The Secret key of the API token, as Flagger names it.
@@ -63,7 +62,7 @@ impl InfluxDb {
         Ok(Box::new(InfluxDb::new(cfg, timeout)?))
     }
 
-    async fn flux(&self, flux: &str) -> Result<String, MetricOutcome> {
+    fn flux(&self, flux: &str) -> reqwest::RequestBuilder {
         // The body the InfluxDB client libraries send: the query, its type and the dialect
         // (a header row and the datatype, group and default annotations).
         let body = serde_json::json!({
@@ -77,18 +76,13 @@ impl InfluxDb {
                 "dateTimeFormat": "RFC3339",
             },
         });
-        let request = self.http.client.post(self.query.clone()).json(&body);
-        self.http.send(request, refusal).await.map(|r| r.body)
+        self.http.client.post(self.query.clone()).json(&body)
     }
 }
 
 /// The documented error body: `{"code": "invalid", "message": "..."}`.
 fn refusal(body: &str) -> Option<String> {
-    #[derive(Deserialize)]
-    struct Error {
-        message: String,
-    }
-    serde_json::from_str::<Error>(body).ok().map(|e| e.message)
+    json_message(body, "message")
 }
 
 /// The one number of an annotated CSV answer: the `_value` of its one row, across every table.
@@ -124,6 +118,13 @@ fn value_of(body: &str) -> Result<MetricOutcome, String> {
             }
             _ => {
                 let columns = header.as_deref().unwrap_or_default();
+                // An error after the answer started comes as a table with an error column.
+                if let Some(i) = columns.iter().position(|c| c == "error") {
+                    return Ok(MetricOutcome::Error(format!(
+                        "InfluxDB refused the query: {}",
+                        fields.get(i).map_or("", String::as_str)
+                    )));
+                }
                 values.push(row_value(columns, &datatypes, &defaults, &fields)?);
                 continue;
             }
@@ -148,14 +149,7 @@ fn row_value(
     defaults: &[String],
     fields: &[String],
 ) -> Result<Option<f64>, String> {
-    let at = |name: &str| columns.iter().position(|c| c == name);
-    if let Some(i) = at("error") {
-        return Err(format!(
-            "the query failed: {}",
-            fields.get(i).map_or("", String::as_str)
-        ));
-    }
-    let i = at("_value").ok_or_else(|| {
+    let i = columns.iter().position(|c| c == "_value").ok_or_else(|| {
         format!(
             "the result has no _value column (columns: {}); keep _value, e.g. end with |> keep(columns: [\"_value\"])",
             columns.join(", ").trim_start_matches(", ")
@@ -180,23 +174,12 @@ fn row_value(
 #[async_trait::async_trait]
 impl MetricsProvider for InfluxDb {
     async fn online(&self) -> Result<(), String> {
-        online(
-            self.flux(r#"from(bucket: "default") |> range(start: -2h)"#)
-                .await,
-        )
+        let request = self.flux(r#"from(bucket: "default") |> range(start: -2h)"#);
+        online(self.http.send(request, refusal).await)
     }
 
     async fn query(&self, query: &str) -> MetricOutcome {
-        match self.flux(query).await {
-            Ok(body) => value_of(&body).unwrap_or_else(|e| {
-                if e.starts_with("the query failed") {
-                    MetricOutcome::Error(format!("InfluxDB refused the query: {e}"))
-                } else {
-                    self.http.unreadable(e)
-                }
-            }),
-            Err(failure) => failure,
-        }
+        self.http.answer(self.flux(query), refusal, value_of).await
     }
 }
 
@@ -205,10 +188,7 @@ mod tests {
     use super::*;
 
     fn v(body: &str) -> String {
-        match value_of(body) {
-            Ok(o) => format!("{o:?}"),
-            Err(e) => format!("unreadable: {e}"),
-        }
+        crate::http::testing::shown(value_of(body))
     }
 
     const HEAD: &str = "#datatype,string,long,dateTime:RFC3339,double,string\r\n#group,false,false,false,false,true\r\n#default,_result,,,,\r\n,result,table,_time,_value,_field\r\n";
@@ -258,7 +238,7 @@ mod tests {
         );
         let error = "#datatype,string,string\r\n#group,true,true\r\n#default,,\r\n,error,reference\r\n,\"type error 1:1-1:5: undefined identifier \"\"frm\"\"\",\r\n";
         assert!(
-            v(error).contains("the query failed: type error"),
+            v(error).contains("refused the query: type error"),
             "{}",
             v(error)
         );
@@ -266,24 +246,14 @@ mod tests {
 
     #[test]
     fn a_secret_needs_token_and_org_and_gives_them() {
-        let cfg = |data: &[(&str, &str)]| ProviderConfig {
-            kind: "influxdb".into(),
-            address: "http://influxdb:8086".into(),
-            headers: Vec::new(),
-            secret: Some(crate::SecretData {
-                name: "apps/influx".into(),
-                data: data
-                    .iter()
-                    .map(|(k, v)| (k.to_string(), v.as_bytes().to_vec()))
-                    .collect(),
-            }),
-            insecure_skip_verify: false,
+        let cfg = |data: &[(&str, &str)]| {
+            crate::http::testing::config("influxdb", "http://influxdb:8086", data)
         };
         let Err(e) = InfluxDb::new(&cfg(&[(TOKEN, "t0k")]), Duration::from_secs(1)) else {
             panic!("accepted without org");
         };
         assert!(
-            e.contains("apps/influx") && e.contains("no org") && !e.contains("t0k"),
+            e.contains("apps/influxdb") && e.contains("no org") && !e.contains("t0k"),
             "{e}"
         );
         let ok = InfluxDb::new(

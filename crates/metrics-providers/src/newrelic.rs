@@ -14,7 +14,7 @@ use serde_json::Value;
 use url::Url;
 
 use crate::http::{
-    DEFAULT_INTERVAL, Http, base_url, endpoint, online, secret_header, whole_seconds,
+    DEFAULT_INTERVAL, Http, base_url, endpoint, json_message, online, secret_header, whole_seconds,
 };
 use crate::{MetricsProvider, ProviderConfig};
 
@@ -78,23 +78,17 @@ impl NewRelic {
         Ok(Box::new(NewRelic::new(cfg, timeout)?))
     }
 
-    async fn nrql(&self, nrql: &str) -> Result<String, MetricOutcome> {
-        let request = self
-            .http
+    fn nrql(&self, nrql: &str) -> reqwest::RequestBuilder {
+        self.http
             .client
             .get(self.endpoint.clone())
-            .query(&[("nrql", nrql)]);
-        self.http.send(request, refusal).await.map(|r| r.body)
+            .query(&[("nrql", nrql)])
     }
 }
 
 /// The documented error body: `{"error": "..."}`.
 fn refusal(body: &str) -> Option<String> {
-    #[derive(Deserialize)]
-    struct Error {
-        error: String,
-    }
-    serde_json::from_str::<Error>(body).ok().map(|e| e.error)
+    json_message(body, "error")
 }
 
 /// The one number of a query answer.
@@ -162,7 +156,8 @@ fn several(n: usize) -> MetricOutcome {
 #[async_trait::async_trait]
 impl MetricsProvider for NewRelic {
     async fn online(&self) -> Result<(), String> {
-        online(self.nrql("SELECT * FROM Metric").await)
+        let request = self.nrql("SELECT * FROM Metric");
+        online(self.http.send(request, refusal).await)
     }
 
     async fn query(&self, query: &str) -> MetricOutcome {
@@ -175,10 +170,7 @@ impl MetricsProvider for NewRelic {
             query.trim_end(),
             whole_seconds(interval)
         );
-        match self.nrql(&nrql).await {
-            Ok(body) => value_of(&body).unwrap_or_else(|e| self.http.unreadable(e)),
-            Err(failure) => failure,
-        }
+        self.http.answer(self.nrql(&nrql), refusal, value_of).await
     }
 }
 
@@ -187,10 +179,7 @@ mod tests {
     use super::*;
 
     fn v(body: &str) -> String {
-        match value_of(body) {
-            Ok(o) => format!("{o:?}"),
-            Err(e) => format!("unreadable: {e}"),
-        }
+        crate::http::testing::shown(value_of(body))
     }
 
     #[test]
@@ -231,25 +220,13 @@ mod tests {
 
     #[test]
     fn the_account_id_must_be_a_number() {
-        let cfg = ProviderConfig {
-            kind: "newrelic".into(),
-            address: String::new(),
-            headers: Vec::new(),
-            secret: Some(crate::SecretData {
-                name: "apps/nr".into(),
-                data: [
-                    (ACCOUNT_ID.to_string(), b"../x".to_vec()),
-                    (QUERY_KEY.to_string(), b"NRIQ-k".to_vec()),
-                ]
-                .into(),
-            }),
-            insecure_skip_verify: false,
-        };
+        let keys = [(ACCOUNT_ID, "../x"), (QUERY_KEY, "NRIQ-k")];
+        let cfg = crate::http::testing::config("newrelic", "", &keys);
         let Err(e) = NewRelic::new(&cfg, Duration::from_secs(1)) else {
             panic!("accepted");
         };
         assert!(
-            e.contains("apps/nr") && e.contains("account id") && !e.contains("NRIQ"),
+            e.contains("apps/newrelic") && e.contains("account id") && !e.contains("NRIQ"),
             "{e}"
         );
     }
