@@ -45,11 +45,13 @@ fn validate(text: &str) -> (i32, String) {
     (code, String::from_utf8(out).unwrap())
 }
 
-/// The reasons a converted example may be refused: something fledge does not support yet, or
-/// the documentation's skeleton whose values are all blank.
+/// The reasons a converted example may be refused: something fledge does not support yet, the
+/// documentation's skeleton whose values are all blank, or its InfluxDB template without an
+/// address (InfluxDB has no default one; Flagger refuses it too).
 fn refused_for_a_known_reason(problem: &str) -> bool {
     problem.contains("not supported by fledge yet")
         || problem.ends_with("spec.provider.secretRef.name: is required")
+        || problem.ends_with("spec.provider.address: is required for the influxdb provider; write the base URL of its API")
         || problem.contains("spec.query: is empty")
 }
 
