@@ -68,23 +68,21 @@ pub const SUPPORTED_METRIC_PROVIDERS: &[&str] = &[
     "dynatrace",
     "graphite",
     "influxdb",
+    "splunk",
 ];
 
 /// Metrics providers whose credentials are required (Flagger refuses them without a Secret).
-pub const METRIC_PROVIDERS_NEEDING_SECRET: &[&str] = &["datadog", "newrelic", "dynatrace"];
+pub const METRIC_PROVIDERS_NEEDING_SECRET: &[&str] =
+    &["datadog", "newrelic", "dynatrace", "splunk"];
 
 /// Metrics providers with no default address (Flagger refuses them without one; only
 /// Prometheus falls back to the Canary's `spec.metricsServer`).
-pub const METRIC_PROVIDERS_NEEDING_ADDRESS: &[&str] = &["dynatrace", "graphite", "influxdb"];
+pub const METRIC_PROVIDERS_NEEDING_ADDRESS: &[&str] =
+    &["dynatrace", "graphite", "influxdb", "splunk"];
 
 /// Flagger's metrics providers that fledge does not implement yet.
-pub const UNSUPPORTED_FLAGGER_METRIC_PROVIDERS: &[&str] = &[
-    "externalmetrics",
-    "stackdriver",
-    "cloudwatch",
-    "keptn",
-    "splunk",
-];
+pub const UNSUPPORTED_FLAGGER_METRIC_PROVIDERS: &[&str] =
+    &["externalmetrics", "stackdriver", "cloudwatch", "keptn"];
 
 /// Chat and webhook destinations of alerts (`AlertProvider.spec.type`).
 pub const ALERT_PROVIDER_TYPES: &[&str] =

@@ -1467,15 +1467,12 @@ fn metric_templates() {
         (
             "unsupported type: address not checked",
             vec![
-                ("provider.type", json!("splunk")),
-                (
-                    "provider.address",
-                    json!("https://api.<REALM>.signalfx.com"),
-                ),
+                ("provider.type", json!("cloudwatch")),
+                ("provider.address", json!("https://monitoring.<REGION>.x")),
             ],
             vec![(
                 "spec.provider.type",
-                "metrics provider \"splunk\" is not supported by fledge yet",
+                "metrics provider \"cloudwatch\" is not supported by fledge yet",
             )],
         ),
         (

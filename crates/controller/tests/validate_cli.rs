@@ -186,7 +186,7 @@ fn several_files_and_stdin() {
         r.out,
         format!(
             "{bad}:1: AlertProvider default/on-call: spec.type: \"teams\" is not an alert provider type; use one of: slack, msteams, discord, rocket, gchat, webhook\n\
-             <stdin>:1: MetricTemplate test/latency: spec.provider.type: metrics provider \"cloudwatch\" is not supported by fledge yet; supported: prometheus, datadog, newrelic, dynatrace, graphite, influxdb\n\
+             <stdin>:1: MetricTemplate test/latency: spec.provider.type: metrics provider \"cloudwatch\" is not supported by fledge yet; supported: prometheus, datadog, newrelic, dynatrace, graphite, influxdb, splunk\n\
              3 documents checked: 1 valid, 2 invalid, 0 skipped\n"
         )
     );
@@ -661,9 +661,10 @@ fn example_files() -> Vec<PathBuf> {
 }
 
 /// The examples fledge rejects, each with the one `field: message` it reports. Every other
-/// example is accepted. All rejections but the last two name a Flagger feature that fledge does
-/// not support yet; the last two are real errors: an InfluxDB template without an address, and
-/// the documentation's skeleton whose values are all left blank.
+/// example is accepted. All rejections but the last three name a Flagger feature that fledge
+/// does not support yet; the last three are real errors: a Splunk template whose address is a
+/// placeholder, an InfluxDB template without an address, and the documentation's skeleton whose
+/// values are all left blank.
 const REJECTED: &[(&str, &[&str])] = &[
     // Traffic providers fledge does not route with yet.
     (
@@ -713,31 +714,32 @@ const REJECTED: &[(&str, &[&str])] = &[
     (
         "MetricTemplate-usage_metrics-4d1f3e62.yaml",
         &[
-            "spec.provider.type: metrics provider \"externalmetrics\" is not supported by fledge yet; supported: prometheus, datadog, newrelic, dynatrace, graphite, influxdb",
+            "spec.provider.type: metrics provider \"externalmetrics\" is not supported by fledge yet; supported: prometheus, datadog, newrelic, dynatrace, graphite, influxdb, splunk",
         ],
     ),
     (
         "MetricTemplate-usage_metrics-8253f56e.yaml",
         &[
-            "spec.provider.type: metrics provider \"stackdriver\" is not supported by fledge yet; supported: prometheus, datadog, newrelic, dynatrace, graphite, influxdb",
+            "spec.provider.type: metrics provider \"stackdriver\" is not supported by fledge yet; supported: prometheus, datadog, newrelic, dynatrace, graphite, influxdb, splunk",
         ],
     ),
     (
         "MetricTemplate-usage_metrics-9dd6c34e.yaml",
         &[
-            "spec.provider.type: metrics provider \"cloudwatch\" is not supported by fledge yet; supported: prometheus, datadog, newrelic, dynatrace, graphite, influxdb",
-        ],
-    ),
-    (
-        "MetricTemplate-usage_metrics-c9dd9abc.yaml",
-        &[
-            "spec.provider.type: metrics provider \"splunk\" is not supported by fledge yet; supported: prometheus, datadog, newrelic, dynatrace, graphite, influxdb",
+            "spec.provider.type: metrics provider \"cloudwatch\" is not supported by fledge yet; supported: prometheus, datadog, newrelic, dynatrace, graphite, influxdb, splunk",
         ],
     ),
     (
         "MetricTemplate-usage_metrics-f844f51b.yaml",
         &[
-            "spec.provider.type: metrics provider \"keptn\" is not supported by fledge yet; supported: prometheus, datadog, newrelic, dynatrace, graphite, influxdb",
+            "spec.provider.type: metrics provider \"keptn\" is not supported by fledge yet; supported: prometheus, datadog, newrelic, dynatrace, graphite, influxdb, splunk",
+        ],
+    ),
+    // The Splunk example's address is the documentation's placeholder `https://api.<REALM>.…`.
+    (
+        "MetricTemplate-usage_metrics-c9dd9abc.yaml",
+        &[
+            "spec.provider.address: is not a valid URL (invalid international domain name); write it as http://host[:port]/path",
         ],
     ),
     // The InfluxDB example names no address, and InfluxDB has no default one (Flagger refuses
@@ -821,8 +823,8 @@ fn flagger_examples_moved_to_fledge_are_accepted_or_rejected_as_not_supported_ye
         REJECTED.len(),
         "a rejected example is missing from the corpus"
     );
-    // Every rejection but the last two (real errors) is a "not supported by fledge yet".
-    for (file, messages) in &REJECTED[..REJECTED.len() - 2] {
+    // Every rejection but the last three (real errors) is a "not supported by fledge yet".
+    for (file, messages) in &REJECTED[..REJECTED.len() - 3] {
         assert_eq!(messages.len(), 1, "{file}");
         assert!(
             messages[0].contains("not supported by fledge yet"),

@@ -14,6 +14,7 @@ mod http;
 pub mod influxdb;
 pub mod newrelic;
 pub mod prometheus;
+pub mod splunk;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -127,8 +128,8 @@ pub trait MetricsProvider: Send + Sync {
     async fn query(&self, query: &str) -> MetricOutcome;
 
     /// Runs one query over the last `interval` (the metric's `interval`), for the providers whose
-    /// API takes the time range apart from the query (Datadog, New Relic, Dynatrace, as in
-    /// Flagger). The others have the range in the query itself and run [`Self::query`].
+    /// API takes the time range apart from the query (Datadog, New Relic, Dynatrace, Splunk, as
+    /// in Flagger). The others have the range in the query itself and run [`Self::query`].
     async fn query_over(&self, query: &str, interval: Duration) -> MetricOutcome {
         let _ = interval;
         self.query(query).await
@@ -146,6 +147,7 @@ pub const PROVIDERS: &[(&str, Constructor)] = &[
     ("dynatrace", dynatrace::Dynatrace::boxed),
     ("graphite", graphite::Graphite::boxed),
     ("influxdb", influxdb::InfluxDb::boxed),
+    ("splunk", splunk::Splunk::boxed),
 ];
 
 /// The names of the providers this build has.

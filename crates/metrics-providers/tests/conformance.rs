@@ -611,6 +611,101 @@ impl Fixture for InfluxDb {
     }
 }
 
+struct Splunk;
+
+// The SignalFlow API's HTTP form:
+// https://dev.splunk.com/observability/reference/api/signalflow/latest (POST
+// /v2/signalflow/execute with start, stop and immediate as parameters, the program as a
+// text/plain body, X-SF-Token; errors as {"message", "errorType"}; the answer a stream of
+// Server-Sent Events), and its messages:
+// https://dev.splunk.com/observability/docs/signalflow/messages/ (control-message STREAM_START,
+// JOB_START, END_OF_CHANNEL; metadata; data {"logicalTimestampMs", "data": [{"tsId", "value"}]};
+// error {"errors": [{"code", "context"}]}).
+// The online check: https://dev.splunk.com/observability/reference/api/retrieve_metrics_metadata/latest
+// (GET /v2/metric?limit=1). 429 with Retry-After is the generic shape of
+// https://www.rfc-editor.org/rfc/rfc6585#section-4 for Splunk's documented request limits.
+impl Fixture for Splunk {
+    fn kind(&self) -> &'static str {
+        "splunk"
+    }
+    fn config(&self, address: &str) -> ProviderConfig {
+        config(
+            self.kind(),
+            address,
+            secret("splunk", &[("sf_token_key", SECRET)]),
+        )
+    }
+    fn query(&self) -> &'static str {
+        "total = data('traces.count', filter=filter('sf_service', 'podinfo')).sum().publish(enable=False)\n((total / 2) * 100).publish()"
+    }
+    fn carries_nan(&self) -> bool {
+        false
+    }
+    fn serve(&self, case: Case, req: &Request) -> Result<Response, String> {
+        let error = |status: u16, message: &str| {
+            Response::json(
+                status,
+                format!(r#"{{"message":"{message}","errorType":"ERROR"}}"#),
+            )
+        };
+        req.expect_header("X-SF-Token", SECRET)?;
+        match case {
+            Case::Unauthorized => return Ok(error(401, "Unauthorized")),
+            Case::Forbidden => return Ok(error(403, "Forbidden")),
+            _ => {}
+        }
+        if req.path == "/v2/metric" {
+            req.expect("GET", "/v2/metric")?;
+            req.expect_param("limit", "1")?;
+            return Ok(Response::json(
+                200,
+                r#"{"count":1,"results":[{"name":"traces.count"}]}"#,
+            ));
+        }
+        req.expect("POST", "/v2/signalflow/execute")?;
+        req.expect_header("Content-Type", "text/plain")?;
+        req.expect_param("immediate", "true")?;
+        expect_window(req, "start", "stop", 10 * INTERVAL.as_millis() as u64)?;
+        if req.body != self.query() {
+            return Err(format!("the body is {:?}, expected the program", req.body));
+        }
+        let stream = |points: &[(&str, &str)]| {
+            let mut out = String::from(
+                "event: control-message\ndata: {\"event\":\"STREAM_START\",\"timestampMs\":1700000000000}\n\nevent: control-message\ndata: {\"event\":\"JOB_START\",\"handle\":\"FxMZ1zYAgAA\",\"timestampMs\":1700000000001}\n\n",
+            );
+            for (ts, _) in points {
+                out.push_str(&format!("event: metadata\ndata: {{\"tsId\":\"{ts}\",\"properties\":{{\"sf_streamLabel\":\"x\"}}}}\n\n"));
+            }
+            for (ts, v) in points {
+                out.push_str(&format!("event: data\ndata: {{\"logicalTimestampMs\":1700000000000,\"data\":[{{\"tsId\":\"{ts}\",\"value\":{v}}}]}}\n\n"));
+            }
+            out.push_str("event: control-message\ndata: {\"event\":\"END_OF_CHANNEL\",\"timestampMs\":1700000000002}\n\n");
+            Response {
+                content_type: "text/event-stream",
+                ..Response::text(200, out)
+            }
+        };
+        Ok(match case {
+            Case::OneNumber(v) => stream(&[("AAAAAKcTBlI", &v.to_string())]),
+            Case::NoData => stream(&[]),
+            Case::SeveralSeries => stream(&[
+                ("AAAAAKcTBlI", "1"),
+                ("AAAAAFX8UvM", "2"),
+                ("AAAAAGRn2w4", "3"),
+            ]),
+            Case::NaN => stream(&[("AAAAAKcTBlI", "null")]),
+            Case::RefusedQuery => error(
+                400,
+                "Unable to compile program: line 1: unknown function 'dta'",
+            ),
+            Case::TooManyRequests => {
+                error(429, "Too many requests").with_header("Retry-After", WAIT)
+            }
+            Case::Unauthorized | Case::Forbidden => unreachable!(),
+        })
+    }
+}
+
 /// Every provider the suite runs against.
 fn fixtures() -> Vec<Arc<dyn Fixture>> {
     vec![
@@ -620,6 +715,7 @@ fn fixtures() -> Vec<Arc<dyn Fixture>> {
         Arc::new(Dynatrace),
         Arc::new(Graphite),
         Arc::new(InfluxDb),
+        Arc::new(Splunk),
     ]
 }
 
