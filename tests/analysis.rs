@@ -15,7 +15,7 @@ use fledge_e2e::dataplane::{
     GATEWAY_NAME, GATEWAY_NAMESPACE, LocalWorkload, dataplane, faults_by_tag, traefik_servers,
     wait_canary_routed,
 };
-use fledge_e2e::{TestNs, deployment_json, eventually};
+use fledge_e2e::{TestNs, admin_kubeconfig, deployment_json, eventually, fledge_binary};
 use k8s_openapi::api::apps::v1::Deployment;
 use serde_json::{Value, json};
 
@@ -228,6 +228,34 @@ async fn errors_roll_back_on_the_success_rate_after_threshold_failed_checks() {
         "{rolled_back:?}"
     );
     assert_eq!(s.canary_weight, 0);
+
+    // `fledge replay` over the same window, from the first analysis step to now, asks the
+    // same Prometheus about the past and would have rolled back on the same check.
+    let first = s
+        .rollout
+        .as_ref()
+        .and_then(|r| r.history.first())
+        .and_then(|h| h.time.clone())
+        .expect("an analysis step in the history");
+    let out = std::process::Command::new(fledge_binary())
+        .args(["replay", "podinfo", "-n", &ns.name, "--from"])
+        .arg(first.0.to_string())
+        .args(["--metrics-server", &dataplane().prometheus_url])
+        .args(["--gateway-metrics", "traefik"])
+        .env("KUBECONFIG", admin_kubeconfig())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    eprintln!(
+        "fledge replay:\n{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(1), "would have rolled back");
+    assert!(text.contains("would have rolled back at"), "{text}");
+    assert!(
+        text.contains("metric request-success-rate:") && text.contains("is below the minimum 99"),
+        "{text}"
+    );
 }
 
 /// 3. A version with added latency is rolled back on `request-duration`.

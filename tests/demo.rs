@@ -1,12 +1,15 @@
 //! The demo (`cargo xtask demo`) end to end: its story, told in a namespace of the test's own
-//! with the manifests of `examples/demo/` and real traffic through the Gateway, goes as the
-//! README says. The healthy version is promoted through the weights 10% to 60% with the
-//! canary's measured share of the answers rising at each, and the faulty version is rolled back
-//! on its success rate with the primary still on the healthy version.
+//! with the manifests of `examples/demo/` applied from a GitOps repository on a local Git
+//! server, real traffic through the Gateway and fledge-loadgen, goes as the README says. The
+//! healthy version is promoted through the weights 10% to 60% with the canary's measured share
+//! of the requests rising at each; the faulty version is rolled back on its errors with the
+//! primary still on the healthy version; both rollouts are in the Git ledger, fledge's revert
+//! commit puts the healthy image back in Git and so on the Deployment, the chat receiver got
+//! messages of both, and fledge-loadgen counted the load it sent.
 
 use fledge_api::CanaryPhase;
 use fledge_e2e::TestNs;
-use fledge_e2e::demo::{self, FAULTY, HEALTHY};
+use fledge_e2e::demo::{self, FAULTY, HEALTHY, failed_on_errors};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_demo_promotes_the_healthy_version_and_rolls_the_faulty_one_back() {
@@ -51,9 +54,7 @@ async fn the_demo_promotes_the_healthy_version_and_rolls_the_faulty_one_back() {
         "RolledBack Event: {rolled_back:?}"
     );
     assert!(
-        f.failures
-            .iter()
-            .any(|r| r.contains("request-success-rate")),
+        f.failures.iter().any(|r| failed_on_errors(r)),
         "{:?}",
         f.failures
     );
@@ -66,5 +67,38 @@ async fn the_demo_promotes_the_healthy_version_and_rolls_the_faulty_one_back() {
         "{:?}",
         report.after_rollback
     );
-    assert_eq!(report.target_image, FAULTY);
+
+    // Git: one ledger file per rollout, fledge's revert, and the healthy image back in the
+    // source and, applied from it, on the Deployment.
+    let g = &report.git;
+    assert_eq!(g.ledger_files.len(), 2, "{g:#?}");
+    let revert = g.revert.clone().unwrap_or_default();
+    assert!(
+        revert.contains(&format!("{FAULTY} -> {HEALTHY}"))
+            && revert.contains("Fledge-Result: rolled-back")
+            && revert.contains(&format!("Fledge-Canary: {}/podinfo", ns.name)),
+        "{revert}"
+    );
+    assert!(g.image_line_released.contains(FAULTY), "{g:#?}");
+    assert!(
+        g.image_line_now.contains(HEALTHY) && g.image_line_now.contains("$imagepolicy"),
+        "{g:#?}"
+    );
+    assert_eq!(report.target_image, HEALTHY);
+    // Chat: messages of both rollouts, the rollback among them.
+    assert!(!report.chat_of(h).is_empty(), "{:#?}", report.feed);
+    let faulty_chat = report.chat_of(f);
+    assert!(
+        faulty_chat.iter().any(|l| l.text.contains("Rolled back")),
+        "{faulty_chat:#?}"
+    );
+    // fledge-loadgen sent the Canary load, answered.
+    let (sent, failed) = report.loadgen_requests;
+    assert!(sent > 0 && failed < sent, "{sent} sent, {failed} failed");
+    assert!(
+        report.dora.contains(&format!("{}/podinfo", ns.name)),
+        "{}",
+        report.dora
+    );
+    assert!(report.tree.contains("Revisions:"), "{}", report.tree);
 }

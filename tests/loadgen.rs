@@ -4,17 +4,15 @@
 //! whose `confirm-promotion` gate is fledge-loadgen's `/gate/check`, opened through
 //! `/gate/open`. The test itself sends no request to the app.
 
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use fledge_api::{Canary, CanaryPhase};
 use fledge_e2e::dataplane::{
     GATEWAY_NAME, GATEWAY_NAMESPACE, LocalWorkload, MANAGED_BY, dataplane, only_local_endpoints,
-    traefik_metrics, traefik_servers, traefik_weights, wait_route_accepted,
+    traefik_forwarded, traefik_servers, traefik_weights, wait_route_accepted,
 };
-use fledge_e2e::{TestNs, deployment_json, eventually, free_port, root};
+use fledge_e2e::loadgen::Loadgen;
+use fledge_e2e::{TestNs, deployment_json, eventually};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::ListParams;
@@ -23,104 +21,6 @@ const V1: &str = "ghcr.io/stefanprodan/podinfo:6.0.0";
 const V2: &str = "ghcr.io/stefanprodan/podinfo:6.0.1";
 /// Requests of each load job: 2 workers at 10 per second each, so about 10 s per job.
 const JOB_REQUESTS: u64 = 200;
-
-static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-
-/// Builds `fledge-loadgen` once per run; a failure names what is missing.
-fn loadgen_binary() -> PathBuf {
-    let res = BUILT.get_or_init(|| fledge_e2e::build_binary("fledge-loadgen", "fledge-loadgen"));
-    match res {
-        Ok(p) => p.clone(),
-        Err(e) => panic!("{e}"),
-    }
-}
-
-/// `fledge-loadgen serve` on a loopback port, killed when dropped.
-struct Loadgen {
-    base: String,
-    child: Child,
-}
-
-impl Loadgen {
-    async fn start(name: &str) -> Loadgen {
-        let bin = loadgen_binary();
-        let port = free_port();
-        let logs = root().join("target/e2e-logs");
-        std::fs::create_dir_all(&logs).unwrap();
-        let log = std::fs::File::create(logs.join(format!("{name}-loadgen.log"))).unwrap();
-        let child = Command::new(&bin)
-            .args([
-                "serve",
-                "--address",
-                "127.0.0.1",
-                "--port",
-                &port.to_string(),
-            ])
-            .args(["--log-format", "text"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(log.try_clone().unwrap()))
-            .stderr(Stdio::from(log))
-            .spawn()
-            .unwrap_or_else(|e| panic!("starting {}: {e}", bin.display()));
-        let lg = Loadgen {
-            base: format!("http://127.0.0.1:{port}"),
-            child,
-        };
-        let health = format!("{}/healthz", lg.base);
-        eventually(
-            Duration::from_secs(20),
-            "fledge-loadgen to serve",
-            || async {
-                reqwest::get(&health)
-                    .await
-                    .is_ok_and(|r| r.status().is_success())
-            },
-        )
-        .await
-        .unwrap();
-        lg
-    }
-
-    async fn metrics(&self) -> String {
-        reqwest::get(format!("{}/metrics", self.base))
-            .await
-            .expect("fledge-loadgen /metrics")
-            .text()
-            .await
-            .unwrap()
-    }
-
-    /// Requests the canary's load jobs got answers to (any status), and the errors.
-    async fn answered(&self, canary: &str) -> (u64, u64) {
-        let m = self.metrics().await;
-        let sum = |prefix: &str| -> u64 {
-            m.lines()
-                .filter(|l| l.starts_with(prefix) && l.contains(&format!("canary=\"{canary}\"")))
-                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-                .sum::<f64>() as u64
-        };
-        (
-            sum("fledge_loadgen_requests_total{"),
-            sum("fledge_loadgen_request_errors_total{"),
-        )
-    }
-
-    async fn jobs(&self) -> Vec<serde_json::Value> {
-        reqwest::get(format!("{}/jobs", self.base))
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
-    }
-}
-
-impl Drop for Loadgen {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// The loopback address of the podinfo process the harness attached to `service`.
 async fn backend(ns: &TestNs, service: &str) -> Option<String> {
@@ -153,23 +53,11 @@ async fn podinfo_root_requests(addr: &str) -> u64 {
         .sum::<f64>() as u64
 }
 
-/// Requests Traefik forwarded to a backend Service of the namespace, from its metrics.
-async fn traefik_forwarded(ns: &str, service: &str) -> u64 {
-    traefik_metrics()
-        .await
-        .unwrap()
-        .lines()
-        .filter(|l| l.starts_with("traefik_service_requests_total{"))
-        .filter(|l| l.contains(&format!("service=\"{ns}-{service}-http-9898@")))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum::<f64>() as u64
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_rollout_whose_only_traffic_is_fledge_loadgen() {
     let dp = dataplane();
     let ns = TestNs::new("loadgen").await;
-    let loadgen = Loadgen::start(&ns.name).await;
+    let loadgen = Loadgen::start(&ns.name, &[]).await.unwrap();
     let host = format!("{}.fledge.test", ns.name);
     let canary_key = format!("{}/podinfo", ns.name);
     // What a Flagger user writes, pointed at the local Gateway.
@@ -228,7 +116,7 @@ async fn a_rollout_whose_only_traffic_is_fledge_loadgen() {
     .await
     .unwrap();
     assert_eq!(
-        loadgen.answered(&canary_key).await,
+        loadgen.answered(&canary_key).await.unwrap(),
         (0, 0),
         "no load before the rollout"
     );
@@ -275,10 +163,10 @@ async fn a_rollout_whose_only_traffic_is_fledge_loadgen() {
     )
     .await
     .unwrap();
-    let (sent_before, _) = loadgen.answered(&canary_key).await;
+    let (sent_before, _) = loadgen.answered(&canary_key).await.unwrap();
     let on_primary = podinfo_root_requests(&primary).await;
     let on_canary = podinfo_root_requests(&canary).await;
-    let (sent_after, _) = loadgen.answered(&canary_key).await;
+    let (sent_after, _) = loadgen.answered(&canary_key).await.unwrap();
     // Every answer fledge-loadgen counted was counted by podinfo first; podinfo may have seen
     // up to the 2 workers' requests in flight more.
     assert!(
@@ -286,9 +174,9 @@ async fn a_rollout_whose_only_traffic_is_fledge_loadgen() {
         "fledge-loadgen {sent_before}..{sent_after}, podinfo primary {on_primary} + canary {on_canary}"
     );
     // One job at a time for the Canary, however often the webhook is called.
-    let jobs = loadgen.jobs().await;
+    let jobs = loadgen.jobs().await.unwrap();
     assert!(jobs.len() <= 1, "{jobs:?}");
-    let metrics = loadgen.metrics().await;
+    let metrics = loadgen.metrics().await.unwrap();
     assert!(
         metrics
             .lines()
@@ -311,13 +199,15 @@ async fn a_rollout_whose_only_traffic_is_fledge_loadgen() {
     eventually(
         Duration::from_secs(60),
         "the last load job to end",
-        || async { loadgen.jobs().await.is_empty() },
+        || async { loadgen.jobs().await.unwrap().is_empty() },
     )
     .await
     .unwrap();
-    let (answered, errors) = loadgen.answered(&canary_key).await;
-    let forwarded = traefik_forwarded(&ns.name, "podinfo-primary").await
-        + traefik_forwarded(&ns.name, "podinfo-canary").await;
+    let (answered, errors) = loadgen.answered(&canary_key).await.unwrap();
+    let forwarded = traefik_forwarded(&ns.name, "podinfo-primary")
+        .await
+        .unwrap()
+        + traefik_forwarded(&ns.name, "podinfo-canary").await.unwrap();
     eprintln!(
         "fledge-loadgen: {answered} answered, {errors} errors; Traefik forwarded {forwarded} \
          (primary and canary); podinfo during the analysis: primary {on_primary}, canary \

@@ -54,7 +54,12 @@ pub struct AnalysingController {
 /// Traefik's per-service metrics for the builtin checks of `gatewayapi` Canaries
 /// (`--gateway-metrics traefik`), and has that Prometheus scrape fledge too, as in a cluster.
 pub fn start_controller(ns: &TestNs) -> AnalysingController {
-    let flags: Vec<String> = [
+    start_controller_with(ns, &[])
+}
+
+/// [`start_controller`] with `extra` flags.
+pub fn start_controller_with(ns: &TestNs, extra: &[&str]) -> AnalysingController {
+    let mut flags: Vec<String> = [
         "--metrics-server",
         &dataplane().prometheus_url,
         "--gateway-metrics",
@@ -64,6 +69,7 @@ pub fn start_controller(ns: &TestNs) -> AnalysingController {
     ]
     .map(String::from)
     .into();
+    flags.extend(extra.iter().map(|f| f.to_string()));
     let idx = ns.start_controller(&flags.iter().map(String::as_str).collect::<Vec<_>>());
     let scrape = ScrapeTarget::register(
         &format!("{}-fledge", ns.name),

@@ -893,6 +893,18 @@ pub async fn traefik_metrics() -> anyhow::Result<String> {
     Ok(reqwest::get(&dataplane().metrics_url).await?.text().await?)
 }
 
+/// Requests Traefik forwarded to a backend Service (port 9898, named `http`) of the namespace,
+/// from its metrics.
+pub async fn traefik_forwarded(ns: &str, service: &str) -> anyhow::Result<u64> {
+    Ok(traefik_metrics()
+        .await?
+        .lines()
+        .filter(|l| l.starts_with("traefik_service_requests_total{"))
+        .filter(|l| l.contains(&format!("service=\"{ns}-{service}-http-9898@")))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

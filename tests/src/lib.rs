@@ -9,6 +9,7 @@ pub mod demo;
 pub mod flagger;
 pub mod git;
 pub mod incluster;
+pub mod loadgen;
 pub mod plugin;
 
 use std::net::SocketAddr;

@@ -1,8 +1,8 @@
 //! `cargo xtask demo`: the main job of fledge on the local control plane with real traffic.
 //!
-//! Brings the control plane and the data plane up (as the end-to-end tests do), builds `fledge`
-//! and the demo's driver (`fledge-demo` in the `fledge-e2e` crate, which tells the story with
-//! the end-to-end harness), runs it, and takes the data plane and the control plane down again
+//! Brings the control plane and the data plane up (as the end-to-end tests do), builds `fledge`,
+//! `fledge-loadgen`, `kubectl-fledge` and the demo's driver (`fledge-demo` in the `fledge-e2e`
+//! crate, which tells the story with the end-to-end harness), runs it, and takes the data plane and the control plane down again
 //! unless `--keep` is given, as `cargo xtask test` does.
 
 use std::path::PathBuf;
@@ -86,11 +86,17 @@ fn prepare_and_tell(interrupted: &AtomicBool, planes_up: &mut bool) -> anyhow::R
         cargo().args(["build", "-p", "fledge-controller", "--bin", "fledge"]),
     )?;
     stop()?;
-    run(
-        "cargo build -p fledge-e2e --bin fledge-demo",
-        cargo().args(["build", "-p", "fledge-e2e", "--bin", "fledge-demo"]),
-    )?;
-    stop()?;
+    for (package, bin) in [
+        ("fledge-loadgen", "fledge-loadgen"),
+        ("fledge-plugin", "kubectl-fledge"),
+        ("fledge-e2e", "fledge-demo"),
+    ] {
+        run(
+            &format!("cargo build -p {package} --bin {bin}"),
+            cargo().args(["build", "-p", package, "--bin", bin]),
+        )?;
+        stop()?;
+    }
     let driver: PathBuf = target_dir().join("debug").join("fledge-demo");
     eprintln!("==> {}", driver.display());
     let status = Command::new(&driver)

@@ -1,7 +1,9 @@
 //! Small helpers shared by the tasks.
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
-use std::process::Command;
+use std::process::{Command, ExitStatus};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
@@ -37,4 +39,32 @@ pub fn run(what: &str, cmd: &mut Command) -> anyhow::Result<()> {
         bail!("{what} failed ({status})");
     }
     Ok(())
+}
+
+/// Runs a long, quiet command (its output goes to a log) to its end, showing that it is alive:
+/// on a terminal, a line with the time so far, redrawn every second; elsewhere (CI logs), a
+/// line every 30 s.
+pub fn status_with_progress(what: &str, cmd: &mut Command) -> std::io::Result<ExitStatus> {
+    let mut child = cmd.spawn()?;
+    let started = Instant::now();
+    let tty = std::io::stderr().is_terminal();
+    let mut said = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait()? {
+            if tty {
+                eprint!("\r\x1b[2K");
+            }
+            return Ok(status);
+        }
+        std::thread::sleep(Duration::from_millis(250));
+        let secs = started.elapsed().as_secs();
+        let so_far = format!("{}m{:02}s", secs / 60, secs % 60);
+        if tty {
+            eprint!("\r\x1b[2K  {what}: {so_far}");
+            let _ = std::io::Write::flush(&mut std::io::stderr());
+        } else if said.elapsed() >= Duration::from_secs(30) {
+            eprintln!("  {what}: still going after {so_far}");
+            said = Instant::now();
+        }
+    }
 }

@@ -607,6 +607,10 @@ pub struct CanaryAnalysis {
     pub alerts: Option<Vec<CanaryAlert>>,
     /// Keep users that reached the canary on it with a cookie.
     pub session_affinity: Option<SessionAffinity>,
+    /// fledge extension: after this many analysis steps with an inconclusive metric (no data,
+    /// with `noData: skip`), the rollout pauses for a person (`kubectl fledge promote`,
+    /// `abort` or `resume`) instead of going on. Default: never.
+    pub inconclusive_limit: Option<i32>,
 }
 
 /// A metric check.
@@ -630,6 +634,13 @@ pub struct CanaryMetric {
     pub template_ref: Option<CrossNamespaceObjectReference>,
     /// Values for `{{ variables.NAME }}` in the template's query.
     pub template_variables: Option<BTreeMap<String, String>>,
+    /// fledge extension: evaluate and report the check everywhere, but never count it as a
+    /// failed check (to try a new check without risk).
+    pub dry_run: Option<bool>,
+    /// fledge extension: what a query without data means: `fail` (the default, as in
+    /// Flagger), `skip` (the step is judged without it and counts as inconclusive) or `pass`.
+    #[schemars(extend("enum" = ["", "fail", "skip", "pass"]))]
+    pub no_data: Option<String>,
 }
 
 /// Inclusive bounds of a passing metric value.
@@ -670,6 +681,9 @@ pub struct CanaryWebhook {
     pub disable_tls: bool,
     /// Key-value pairs sent as `metadata` in the payload.
     pub metadata: Option<BTreeMap<String, String>>,
+    /// fledge extension: call it and report its answer everywhere, but never let a failure
+    /// count, hold a gate or roll back.
+    pub dry_run: Option<bool>,
 }
 
 /// A chat alert of the Canary.
@@ -776,7 +790,51 @@ impl std::fmt::Display for HookType {
     }
 }
 
+/// What a metric query without data means (`noData`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NoDataPolicy {
+    /// A failed check (the default, as in Flagger).
+    Fail,
+    /// Left out of the step, which counts as inconclusive.
+    Skip,
+    /// A passing check.
+    Pass,
+}
+
+impl NoDataPolicy {
+    /// The spec's spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NoDataPolicy::Fail => "fail",
+            NoDataPolicy::Skip => "skip",
+            NoDataPolicy::Pass => "pass",
+        }
+    }
+}
+
+impl CanaryMetric {
+    /// `noData`, `fail` when unset; `None` for a value that is none of the three.
+    pub fn no_data_policy(&self) -> Option<NoDataPolicy> {
+        match self.no_data.as_deref().unwrap_or("") {
+            "" | "fail" => Some(NoDataPolicy::Fail),
+            "skip" => Some(NoDataPolicy::Skip),
+            "pass" => Some(NoDataPolicy::Pass),
+            _ => None,
+        }
+    }
+
+    /// Whether the check runs in dry-run mode.
+    pub fn is_dry_run(&self) -> bool {
+        self.dry_run == Some(true)
+    }
+}
+
 impl CanaryWebhook {
+    /// Whether the webhook runs in dry-run mode.
+    pub fn is_dry_run(&self) -> bool {
+        self.dry_run == Some(true)
+    }
+
     /// The webhook's type, `rollout` when unset; `None` for an unknown type.
     pub fn hook_type(&self) -> Option<HookType> {
         HookType::parse(self.r#type.as_deref().unwrap_or(""))

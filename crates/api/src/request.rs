@@ -183,4 +183,6 @@ pub struct CheckRecord {
     pub message: String,
     /// When it was checked.
     pub at: Option<Time>,
+    /// The webhook runs in dry-run mode: its answer is reported, never counted.
+    pub dry_run: Option<bool>,
 }

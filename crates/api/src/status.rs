@@ -230,6 +230,10 @@ pub struct RolloutProgress {
     /// When the first check of this rollout failed (the start of an incident, for the time to
     /// restore).
     pub first_failure_time: Option<Time>,
+    /// Analysis steps of this rollout judged without a metric that had no data (`noData:
+    /// skip`); at `spec.analysis.inconclusiveLimit` the rollout pauses for a person.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub inconclusive_checks: i32,
     /// The last result of each metric of `spec.analysis.metrics`, from the latest analysis
     /// step that ran the metric checks.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -282,6 +286,10 @@ pub struct MetricCheck {
     pub passed: bool,
     /// Why it failed (no data, NaN, provider unreachable, out of range, …).
     pub reason: Option<String>,
+    /// The check runs in dry-run mode: reported, never counted as a failed check.
+    pub dry_run: Option<bool>,
+    /// The query had no data and `noData: skip` left the check out of the step.
+    pub inconclusive: Option<bool>,
 }
 
 /// fledge extension: the metric results of one analysis step.
@@ -301,4 +309,9 @@ pub struct AnalysisRecord {
     /// The answers of the `rollout` webhooks called in this step.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub webhooks: Vec<crate::CheckRecord>,
+}
+
+/// Whether a counter is zero (left out of the serialized status).
+fn is_zero(n: &i32) -> bool {
+    *n == 0
 }

@@ -770,6 +770,14 @@ fn check_analysis(p: &mut Problems, spec: &CanarySpec, provider: &str, a: &Canar
         check_http_match(p, &format!("{base}.match[{i}]"), m);
     }
     check_metrics(p, a.metrics.as_deref().unwrap_or_default());
+    if let Some(limit) = a.inconclusive_limit
+        && limit < 1
+    {
+        p.add(
+            format!("{base}.inconclusiveLimit"),
+            format!("{limit} is not a number of steps; write 1 or more, or leave it out to never pause on inconclusive steps"),
+        );
+    }
     check_webhooks(p, a.webhooks.as_deref().unwrap_or_default());
     check_alerts(p, a.alerts.as_deref().unwrap_or_default());
     if let Some(sa) = &a.session_affinity {
@@ -853,6 +861,15 @@ fn check_metrics(p: &mut Problems, metrics: &[CanaryMetric]) {
                 ),
             ),
             (None, None) => {}
+        }
+        if m.no_data_policy().is_none() {
+            p.add(
+                format!("{field}.noData"),
+                format!(
+                    "{:?} is not a choice; write fail (no data fails the check, the default), skip (the step is judged without it and counts as inconclusive) or pass",
+                    m.no_data.as_deref().unwrap_or_default()
+                ),
+            );
         }
         for key in m.template_variables.iter().flat_map(|v| v.keys()) {
             if !is_identifier(key) {

@@ -1105,6 +1105,32 @@ fn metrics() {
             vec![("spec.analysis.metrics[0].interval", "is zero")],
         ),
         (
+            "noData not a choice",
+            vec![("analysis.metrics[0].noData", json!("ignore"))],
+            vec![(
+                "spec.analysis.metrics[0].noData",
+                "\"ignore\" is not a choice; write fail (no data fails the check, the default), skip",
+            )],
+        ),
+        (
+            "noData and dryRun as meant",
+            vec![
+                ("analysis.metrics[0].noData", json!("skip")),
+                ("analysis.metrics[1].noData", json!("pass")),
+                ("analysis.metrics[0].dryRun", json!(true)),
+                ("analysis.inconclusiveLimit", json!(3)),
+            ],
+            vec![],
+        ),
+        (
+            "inconclusiveLimit zero",
+            vec![("analysis.inconclusiveLimit", json!(0))],
+            vec![(
+                "spec.analysis.inconclusiveLimit",
+                "0 is not a number of steps; write 1 or more",
+            )],
+        ),
+        (
             "empty range",
             vec![("analysis.metrics[0].thresholdRange", json!({}))],
             vec![(

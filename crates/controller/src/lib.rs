@@ -15,6 +15,7 @@ pub mod git;
 pub mod kube_client;
 pub mod metrics;
 pub mod notify;
+pub mod replay;
 pub mod retry;
 pub mod server;
 pub mod services;

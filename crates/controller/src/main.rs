@@ -47,6 +47,35 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Replay a Canary's analysis over a past window of its metrics: what it would have
+    /// decided at each step and why. Reads the Canary, its MetricTemplates and their Secrets;
+    /// changes nothing. Exit 0: would have promoted, 1: rolled back, 3: undecided, 2: error.
+    Replay {
+        /// The Canary.
+        name: String,
+        /// Its namespace.
+        #[arg(short, long, default_value = "default")]
+        namespace: String,
+        /// The window's start: a time (RFC 3339, e.g. 2026-12-01T14:00:00Z) or how long ago
+        /// (e.g. 2h).
+        #[arg(long)]
+        from: String,
+        /// The window's end, the same way. Default: now.
+        #[arg(long)]
+        to: Option<String>,
+        /// Another workload name for the templates' {{ target }} (a past release's).
+        #[arg(long)]
+        target: Option<String>,
+        /// The Prometheus server for builtin metrics and templates without an address.
+        #[arg(long)]
+        metrics_server: Option<String>,
+        /// Whose metrics the builtin checks of gatewayapi Canaries read (as `fledge run`).
+        #[arg(long, default_value_t = fledge_controller::analysis::GatewayMetrics::App)]
+        gateway_metrics: fledge_controller::analysis::GatewayMetrics,
+        /// Seconds before a query gives up.
+        #[arg(long, default_value_t = 10)]
+        metrics_query_timeout: u64,
+    },
     /// Print the fledge CustomResourceDefinitions as one multi-document YAML stream.
     Crds {
         /// Write one file per CRD into this directory instead (as kept in `config/crd/`).
@@ -517,6 +546,67 @@ fn main() -> ExitCode {
             );
             ExitCode::from(u8::try_from(code).unwrap_or(2))
         }
+        Command::Replay {
+            name,
+            namespace,
+            from,
+            to,
+            target,
+            metrics_server,
+            gateway_metrics,
+            metrics_query_timeout,
+        } => {
+            let now = jiff::Timestamp::now();
+            let (from, to) = match (
+                replay_time(&from, now),
+                to.as_deref().map_or(Ok(now), |t| replay_time(t, now)),
+            ) {
+                (Ok(f), Ok(t)) => (f, t),
+                (Err(e), _) | (_, Err(e)) => {
+                    eprintln!("fledge replay: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("fledge replay: cannot start the runtime: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            let code = rt.block_on(async {
+                let client = match kube::Client::try_default().await {
+                    Ok(c) => c,
+                    Err(e) => {
+                        eprintln!("fledge replay: cannot reach the cluster: {e}");
+                        return 2;
+                    }
+                };
+                let args = fledge_controller::replay::ReplayArgs {
+                    name,
+                    namespace,
+                    from,
+                    to,
+                    target,
+                    settings: fledge_controller::analysis::AnalysisSettings {
+                        metrics_server,
+                        gateway_metrics,
+                        query_timeout: std::time::Duration::from_secs(metrics_query_timeout.max(1)),
+                    },
+                };
+                fledge_controller::replay::run(
+                    client,
+                    args,
+                    &mut std::io::stdout().lock(),
+                    &mut std::io::stderr().lock(),
+                )
+                .await
+            });
+            ExitCode::from(u8::try_from(code).unwrap_or(2))
+        }
         Command::Crds { out_dir: Some(dir) } => {
             for (file, yaml) in fledge_controller::crds::crds() {
                 let path = dir.join(file);
@@ -537,6 +627,21 @@ fn main() -> ExitCode {
                 }
             }
         }
+    }
+}
+
+/// A time for `fledge replay`: RFC 3339, or a duration meaning that long before `now`.
+fn replay_time(text: &str, now: jiff::Timestamp) -> Result<jiff::Timestamp, String> {
+    if let Ok(t) = text.parse::<jiff::Timestamp>() {
+        return Ok(t);
+    }
+    match fledge_api::parse_duration(text) {
+        Ok(d) => now
+            .checked_sub(d)
+            .map_err(|e| format!("{text:?} reaches before the start of time: {e}")),
+        Err(_) => Err(format!(
+            "{text:?} is neither a time (2026-12-01T14:00:00Z) nor a duration ago (2h, 90m)"
+        )),
     }
 }
 

@@ -3,7 +3,7 @@
 //! Anything that is not a clear pass is a failure: a missing result, NaN, an infinite value,
 //! no data, an unreachable provider, a query error, or a range bound that is not a number.
 
-use fledge_api::{CanaryMetric, CanaryWebhook, HookType, MetricCheck};
+use fledge_api::{CanaryMetric, CanaryWebhook, HookType, MetricCheck, NoDataPolicy};
 
 use crate::observe::{MetricOutcome, MetricResult, WebhookResult};
 
@@ -17,15 +17,8 @@ pub struct Failure {
     pub message: String,
     /// The failure comes from a webhook with `muteAlert: true`: no chat alert for it.
     pub muted: bool,
-}
-
-impl Failure {
-    fn loud(message: String) -> Self {
-        Failure {
-            message,
-            muted: false,
-        }
-    }
+    /// The check runs in dry-run mode: reported, never counted.
+    pub dry_run: bool,
 }
 
 /// The bounds a passing value of `metric` lies within (inclusive): `thresholdRange` when set,
@@ -95,11 +88,24 @@ pub fn check_metric(metric: &CanaryMetric, outcome: Option<&MetricOutcome>) -> R
 }
 
 /// The failures among the declared `metrics`, given the results (matched by name; the first
-/// result of a name counts; results of undeclared metrics are ignored).
+/// result of a name counts; results of undeclared metrics are ignored). Failures of dry-run
+/// metrics are marked so; a check left out for no data (`noData: skip`) is no failure.
 pub fn metric_failures(metrics: &[CanaryMetric], results: &[MetricResult]) -> Vec<Failure> {
-    metric_checks(metrics, results)
-        .into_iter()
-        .filter_map(|c| c.reason.map(Failure::loud))
+    failures_of(&metric_checks(metrics, results))
+}
+
+/// The failures among recorded metric checks (see [`metric_failures`]).
+pub fn failures_of(checks: &[MetricCheck]) -> Vec<Failure> {
+    checks
+        .iter()
+        .filter(|c| !c.passed && c.inconclusive != Some(true))
+        .filter_map(|c| {
+            c.reason.clone().map(|message| Failure {
+                message,
+                muted: false,
+                dry_run: c.dry_run == Some(true),
+            })
+        })
         .collect()
 }
 
@@ -119,7 +125,19 @@ pub fn metric_checks(metrics: &[CanaryMetric], results: &[MetricResult]) -> Vec<
                 Some(MetricOutcome::Value(v)) if v.is_finite() => Some(*v),
                 _ => None,
             };
-            let reason = check_metric(m, outcome).err();
+            let no_data = matches!(outcome, Some(MetricOutcome::NoData));
+            let policy = m.no_data_policy().unwrap_or(NoDataPolicy::Fail);
+            let (reason, inconclusive) = match (no_data, policy) {
+                (true, NoDataPolicy::Pass) => (None, false),
+                (true, NoDataPolicy::Skip) => (
+                    Some(format!(
+                        "metric {}: no data; the step is judged without it (noData: skip)",
+                        m.name
+                    )),
+                    true,
+                ),
+                _ => (check_metric(m, outcome).err(), false),
+            };
             MetricCheck {
                 name: m.name.clone(),
                 value,
@@ -127,6 +145,8 @@ pub fn metric_checks(metrics: &[CanaryMetric], results: &[MetricResult]) -> Vec<
                 max: max.filter(|b| b.is_finite()),
                 passed: reason.is_none(),
                 reason,
+                dry_run: m.is_dry_run().then_some(true),
+                inconclusive: inconclusive.then_some(true),
             }
         })
         .collect()
@@ -150,15 +170,16 @@ pub fn gate_failures(
             Some(Failure {
                 message,
                 muted: h.mute_alert,
+                dry_run: h.is_dry_run(),
             })
         })
         .collect()
 }
 
 /// Whether a `rollback` webhook answered yes (passed); the reason when one did. A missing
-/// result asks for nothing.
+/// result asks for nothing, and neither does a dry-run webhook.
 pub fn rollback_request(hooks: &[CanaryWebhook], results: &[WebhookResult]) -> Option<String> {
-    hooks.iter().find_map(|h| {
+    hooks.iter().filter(|h| !h.is_dry_run()).find_map(|h| {
         results
             .iter()
             .find(|r| r.hook == HookType::Rollback && r.name == h.name && r.passed)

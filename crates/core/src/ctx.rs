@@ -395,12 +395,31 @@ impl<'a> Cx<'a> {
             return Ok(());
         }
         self.record_webhooks(hook, &hooks);
-        let failures = checks::gate_failures(&hooks, hook, &self.obs.webhooks);
+        let failures = self.counted(checks::gate_failures(&hooks, hook, &self.obs.webhooks));
         if failures.is_empty() {
             Ok(())
         } else {
             Err(failures)
         }
+    }
+
+    /// The failures that count; the dry-run ones are reported in an Event instead.
+    fn counted(&mut self, failures: Vec<Failure>) -> Vec<Failure> {
+        let (dry, counted): (Vec<Failure>, Vec<Failure>) =
+            failures.into_iter().partition(|f| f.dry_run);
+        if !dry.is_empty() {
+            let messages: Vec<&str> = dry.iter().map(|f| f.message.as_str()).collect();
+            self.event(
+                false,
+                "DryRunCheckFailed",
+                format!(
+                    "Dry run, not counted: {} ({})",
+                    messages.join("; "),
+                    self.target_name()
+                ),
+            );
+        }
+        counted
     }
 
     /// What the Git ledger says (recorded as read). `needs` reads nothing from it: the answer
@@ -433,6 +452,25 @@ impl<'a> Cx<'a> {
         if self.inputs == Inputs::Optimistic {
             return None;
         }
+        let dry: Vec<String> = hooks
+            .iter()
+            .filter(|h| h.is_dry_run())
+            .filter(|h| {
+                self.obs
+                    .webhooks
+                    .iter()
+                    .any(|r| r.hook == HookType::Rollback && r.name == h.name && r.passed)
+            })
+            .map(|h| format!("rollback webhook {} asked for a rollback", h.name))
+            .collect();
+        if !dry.is_empty() {
+            let message = format!(
+                "Dry run, not acted on: {} ({})",
+                dry.join("; "),
+                self.target_name()
+            );
+            self.event(false, "DryRunCheckFailed", message);
+        }
         checks::rollback_request(&hooks, &self.obs.webhooks)
     }
 
@@ -448,8 +486,24 @@ impl<'a> Cx<'a> {
         }
         let results = checks::metric_checks(&metrics, &self.obs.metrics);
         self.step_record().metrics = results.clone();
+        let failures = checks::failures_of(&results);
         self.rollout_mut().metrics = results;
-        checks::metric_failures(&metrics, &self.obs.metrics)
+        self.counted(failures)
+    }
+
+    /// The metrics of the last step left out for want of data (`noData: skip`).
+    pub fn inconclusive_metrics(&self) -> Vec<String> {
+        self.status
+            .rollout
+            .as_ref()
+            .map(|r| {
+                r.metrics
+                    .iter()
+                    .filter(|m| m.inconclusive == Some(true))
+                    .map(|m| m.name.clone())
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     /// The record of this analysis step in `status.rollout.history` (created on first use;
@@ -505,6 +559,7 @@ impl<'a> Cx<'a> {
                 passed: true,
                 message: format!("opened by {}'s approval", by.who()),
                 at: now.clone(),
+                dry_run: h.is_dry_run().then_some(true),
             });
         }
         let message = format!(
@@ -535,6 +590,7 @@ impl<'a> Cx<'a> {
                 passed,
                 message,
                 at: now.clone(),
+                dry_run: h.is_dry_run().then_some(true),
             };
             if hook == HookType::Rollout {
                 self.step_record().webhooks.push(record.clone());

@@ -28,6 +28,7 @@ pub mod conditions;
 mod ctx;
 pub mod drift;
 mod gitsync;
+pub mod judge;
 mod observe;
 mod phases;
 pub mod requests;
@@ -41,7 +42,8 @@ pub use action::{
     NotifyKind, Routes, Severity,
 };
 pub use checks::{
-    Failure, check_metric, gate_failures, metric_bounds, metric_failures, rollback_request,
+    Failure, check_metric, failures_of, gate_failures, metric_bounds, metric_checks,
+    metric_failures, rollback_request,
 };
 pub use observe::{
     Blocker, BlockerKind, ContainerImages, GitQueue, GitWriteError, LedgerView, MetricOutcome,

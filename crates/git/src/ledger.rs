@@ -231,6 +231,7 @@ mod tests {
                 passed: true,
                 message: "opened by alice's approval".into(),
                 at: None,
+                dry_run: None,
             }],
             ..Default::default()
         };

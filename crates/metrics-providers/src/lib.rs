@@ -134,6 +134,15 @@ pub trait MetricsProvider: Send + Sync {
         let _ = interval;
         self.query(query).await
     }
+
+    /// Runs one query as it would have answered at a past time (seconds since the Unix epoch),
+    /// for `fledge replay`. A provider that cannot look back says so.
+    async fn query_at(&self, query: &str, unix_seconds: i64) -> MetricOutcome {
+        let _ = (query, unix_seconds);
+        MetricOutcome::Error(
+            "this metrics provider cannot evaluate a query at a past time, so fledge replay cannot use it".into(),
+        )
+    }
 }
 
 /// Builds a provider from its configuration; the error is for people and holds no secret.

@@ -163,7 +163,16 @@ impl Prometheus {
 
     /// Runs an instant query that must give one number.
     pub async fn query(&self, promql: &str) -> MetricOutcome {
-        let result = match self.client.query(promql).get().await {
+        self.instant(promql, None).await
+    }
+
+    /// Runs an instant query evaluated at `at` (seconds since the Unix epoch), or now.
+    pub async fn instant(&self, promql: &str, at: Option<i64>) -> MetricOutcome {
+        let mut q = self.client.query(promql);
+        if let Some(t) = at {
+            q = q.at(t);
+        }
+        let result = match q.get().await {
             Ok(r) => r,
             Err(e) => return self.failure(&e),
         };
@@ -245,5 +254,9 @@ impl MetricsProvider for Prometheus {
 
     async fn query(&self, query: &str) -> MetricOutcome {
         Prometheus::query(self, query).await
+    }
+
+    async fn query_at(&self, query: &str, unix_seconds: i64) -> MetricOutcome {
+        self.instant(query, Some(unix_seconds)).await
     }
 }

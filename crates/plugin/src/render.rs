@@ -3,7 +3,7 @@
 
 use std::fmt::Write as _;
 
-use fledge_api::{Canary, CanaryPhase, CanaryStatus, Gate, HookType, Strategy};
+use fledge_api::{Canary, CanaryPhase, CanaryStatus, Gate, HookType, NoDataPolicy, Strategy};
 use jiff::Timestamp;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -347,7 +347,12 @@ pub fn tree(input: &TreeInput, now: Timestamp) -> String {
         let last = match rollout.metrics.iter().find(|r| r.name == m.name) {
             Some(r) => {
                 let value = r.value.map_or_else(|| "no value".to_string(), number);
-                let mark = if r.passed { "ok" } else { "FAILED" };
+                let mark = match (r.passed, r.inconclusive == Some(true)) {
+                    (_, true) => "inconclusive",
+                    (true, false) => "ok",
+                    (false, false) if r.dry_run == Some(true) => "failed (dry run, not counted)",
+                    (false, false) => "FAILED",
+                };
                 // When the step that measured it ran.
                 let at = rollout
                     .history
@@ -365,10 +370,17 @@ pub fn tree(input: &TreeInput, now: Timestamp) -> String {
             }
             None => "not checked yet".into(),
         };
+        let mut notes = vec![format!("range {}", range(min, max))];
+        if m.is_dry_run() {
+            notes.push("dry run".into());
+        }
+        if let Some(policy) = m.no_data_policy().filter(|p| *p != NoDataPolicy::Fail) {
+            notes.push(format!("noData: {}", policy.as_str()));
+        }
         items.push(format!(
-            "metric {}  last {last}  (range {})",
+            "metric {}  last {last}  ({})",
             m.name,
-            range(min, max)
+            notes.join(", ")
         ));
     }
     for t in HookType::ALL {
@@ -398,7 +410,8 @@ pub fn tree(input: &TreeInput, now: Timestamp) -> String {
                 }
             };
             let what = if gate.is_some() { "gate" } else { "webhook" };
-            items.push(format!("{what} {} ({t})  {state}", h.name));
+            let dry = if h.is_dry_run() { ", dry run" } else { "" };
+            items.push(format!("{what} {} ({t}{dry})  {state}", h.name));
         }
     }
     let _ = writeln!(out, "Analysis:");

@@ -280,3 +280,31 @@ fn bars_and_durations() {
     assert_eq!(human(3600 * 5 + 120), "5h2m");
     assert_eq!(human(86400 * 3 + 3600), "3d1h");
 }
+
+#[test]
+fn dry_run_and_inconclusive_checks_are_marked() {
+    let mut c = canary();
+    let a = c.spec.analysis.as_mut().unwrap();
+    let metrics = a.metrics.as_mut().unwrap();
+    metrics[1].dry_run = Some(true);
+    metrics[2].no_data = Some("skip".into());
+    a.webhooks.as_mut().unwrap()[1].dry_run = Some(true);
+    let r = c.status.as_mut().unwrap().rollout.as_mut().unwrap();
+    r.metrics = serde_json::from_value(serde_json::json!([
+        {"name": "request-success-rate", "value": 99.87, "min": 99, "passed": true},
+        {"name": "request-duration", "value": 612.0, "max": 500, "passed": false, "dryRun": true,
+         "reason": "metric request-duration: 612 is above the maximum 500"},
+        {"name": "error-budget", "passed": false, "inconclusive": true,
+         "reason": "metric error-budget: no data; the step is judged without it (noData: skip)"}
+    ]))
+    .unwrap();
+    r.history[1].metrics = r.metrics.clone();
+    let out = tree(&input(c), now());
+    for line in [
+        "├── metric request-duration  last 612 failed (dry run, not counted) at 19:29:50: metric request-duration: 612 is above the maximum 500  (range <= 500, dry run)",
+        "├── metric error-budget  last no value inconclusive at 19:29:50: metric error-budget: no data; the step is judged without it (noData: skip)  (range 0..5, noData: skip)",
+        "├── webhook load (rollout, dry run)  passed at 19:29:50",
+    ] {
+        assert!(out.contains(line), "{line}\nnot in\n{out}");
+    }
+}

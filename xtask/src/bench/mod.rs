@@ -1,5 +1,6 @@
 //! Benchmarks: `cargo xtask bench …`. They print figures; they are not pass/fail tests.
 
+mod judge;
 mod loadgen;
 mod measure;
 mod scale;
@@ -20,11 +21,15 @@ enum BenchCommand {
     /// fledge-loadgen beside wrk, oha and hey against one hyper hello-world server on
     /// loopback: requests per second, client CPU per 100k requests, p99 latency.
     Loadgen(loadgen::LoadgenArgs),
+    /// The statistical judge against fixed thresholds on simulated traffic with a known
+    /// answer: false rollbacks and detections of +1 percentage point errors and +20% latency.
+    Judge(judge::JudgeArgs),
 }
 
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     match args.command {
         BenchCommand::Scale(a) => scale::run(a),
         BenchCommand::Loadgen(a) => loadgen::run(a),
+        BenchCommand::Judge(a) => judge::run(a),
     }
 }

@@ -380,8 +380,7 @@ fn go_build(go: &Path, cache: &Path, go_dir: &Path, log_path: &Path) -> Result<(
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log);
-    let status = cmd
-        .status()
+    let status = crate::util::status_with_progress("building the control plane", &mut cmd)
         .with_context(|| format!("running {}", go.display()))?;
     if !status.success() {
         let _ = fs::remove_dir_all(&out_dir);

@@ -291,8 +291,7 @@ pub(crate) fn build_program(
         .stdout(log.try_clone()?)
         .stderr(log);
     go_env(&mut cmd, cache);
-    let status = cmd
-        .status()
+    let status = crate::util::status_with_progress(&format!("building {}", program.name), &mut cmd)
         .with_context(|| format!("running nice {} build", go.display()))?;
     if !status.success() {
         let _ = fs::remove_file(&partial);

@@ -65,6 +65,12 @@ impl Analyzer {
 
     /// The result of every metric of `canary` (in the spec's order).
     pub async fn run(&self, canary: &Canary) -> Vec<MetricResult> {
+        self.run_at(canary, None).await
+    }
+
+    /// [`Analyzer::run`] as the queries would have answered at `at` (seconds since the Unix
+    /// epoch), or now: what `fledge replay` asks.
+    pub async fn run_at(&self, canary: &Canary, at: Option<i64>) -> Vec<MetricResult> {
         let metrics = canary
             .spec
             .analysis
@@ -107,7 +113,10 @@ impl Analyzer {
             let outcome = match &p.job {
                 Err(outcome) => outcome.clone(),
                 Ok((cfg, query, interval)) => match (online.get(cfg), servers.get(cfg)) {
-                    (Some(Ok(())), Some(Ok(server))) => server.query_over(query, *interval).await,
+                    (Some(Ok(())), Some(Ok(server))) => match at {
+                        None => server.query_over(query, *interval).await,
+                        Some(t) => server.query_at(query, t).await,
+                    },
                     (Some(Err(why)), _) => why.clone(),
                     _ => MetricOutcome::ProviderUnreachable("no metrics provider client".into()),
                 },

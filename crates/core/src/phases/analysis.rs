@@ -1,7 +1,7 @@
 //! `Progressing` and `WaitingPromotion`: one analysis step per interval, once the workloads are
 //! ready; a new revision restarts the analysis; failures count towards the threshold.
 
-use fledge_api::{CanaryPhase, HookType};
+use fledge_api::{CanaryPhase, HookType, OperatorRequest, RequestAction};
 
 use crate::action::{Action, CanaryScale, LedgerEvent, NotifyKind, Severity};
 use crate::checks::Failure;
@@ -139,11 +139,52 @@ fn step(cx: &mut Cx) {
         conditions::set(&mut cx.status, CHECKS_PASSING, value, reason, &message, now);
         failures
     };
-    if failures.is_empty() {
-        strategy::advance(cx);
-    } else {
-        failed_check(cx, failures);
+    if !failures.is_empty() {
+        return failed_check(cx, failures);
     }
+    let skipped = if pre_rollout {
+        Vec::new()
+    } else {
+        cx.inconclusive_metrics()
+    };
+    if skipped.is_empty() || !inconclusive(cx, &skipped) {
+        strategy::advance(cx);
+    }
+}
+
+/// A step judged without metrics that had no data (`noData: skip`): counted, said in an Event,
+/// and at every `inconclusiveLimit`-th such step the rollout pauses for a person (`kubectl
+/// fledge promote`, `abort` or `resume`). Whether it paused.
+fn inconclusive(cx: &mut Cx, skipped: &[String]) -> bool {
+    let r = cx.rollout_mut();
+    r.inconclusive_checks = r.inconclusive_checks.saturating_add(1);
+    let count = r.inconclusive_checks;
+    let limit = cx.analysis.inconclusive_limit.filter(|l| *l > 0);
+    let name = cx.target_name();
+    let of_limit = limit.map_or(String::new(), |l| format!(" of {l}"));
+    let message = format!(
+        "Analysis of {name} inconclusive ({count}{of_limit}): no data for {}",
+        skipped.join(", ")
+    );
+    cx.event(true, "AnalysisInconclusive", message.clone());
+    let Some(limit) = limit.filter(|l| count % l == 0) else {
+        return false;
+    };
+    let now = cx.now_time();
+    cx.status.paused = Some(OperatorRequest {
+        id: format!("inconclusive-{count}"),
+        action: RequestAction::Pause,
+        gate: None,
+        user: "fledge (inconclusive analysis)".into(),
+        requested_at: Some(now),
+    });
+    let message = format!(
+        "{message}. Paused after {limit} inconclusive steps: promote, abort or resume with \
+         kubectl fledge."
+    );
+    cx.event(true, "InconclusivePaused", message.clone());
+    cx.notify(Severity::Warn, NotifyKind::Waiting, message);
+    true
 }
 
 /// The first step: `pre-rollout` webhooks, once they pass. No metrics: no traffic reached the
