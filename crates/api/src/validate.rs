@@ -61,21 +61,28 @@ pub const SESSION_AFFINITY_PROVIDERS: &[&str] =
 pub const BUILTIN_METRICS: &[&str] = &["request-success-rate", "request-duration"];
 
 /// Metrics providers fledge queries (`MetricTemplate.spec.provider.type`).
-pub const SUPPORTED_METRIC_PROVIDERS: &[&str] = &["prometheus"];
-
-/// Flagger's metrics providers that fledge does not implement yet.
-pub const UNSUPPORTED_FLAGGER_METRIC_PROVIDERS: &[&str] = &[
-    "influxdb",
+pub const SUPPORTED_METRIC_PROVIDERS: &[&str] = &[
+    "prometheus",
     "datadog",
-    "externalmetrics",
-    "stackdriver",
-    "cloudwatch",
     "newrelic",
-    "graphite",
     "dynatrace",
-    "keptn",
+    "graphite",
+    "influxdb",
     "splunk",
 ];
+
+/// Metrics providers whose credentials are required (Flagger refuses them without a Secret).
+pub const METRIC_PROVIDERS_NEEDING_SECRET: &[&str] =
+    &["datadog", "newrelic", "dynatrace", "splunk"];
+
+/// Metrics providers with no default address (Flagger refuses them without one; only
+/// Prometheus falls back to the Canary's `spec.metricsServer`).
+pub const METRIC_PROVIDERS_NEEDING_ADDRESS: &[&str] =
+    &["dynatrace", "graphite", "influxdb", "splunk"];
+
+/// Flagger's metrics providers that fledge does not implement yet.
+pub const UNSUPPORTED_FLAGGER_METRIC_PROVIDERS: &[&str] =
+    &["externalmetrics", "stackdriver", "cloudwatch", "keptn"];
 
 /// Chat and webhook destinations of alerts (`AlertProvider.spec.type`).
 pub const ALERT_PROVIDER_TYPES: &[&str] =
@@ -1150,6 +1157,21 @@ pub fn validate_metric_template_spec(spec: &MetricTemplateSpec) -> Vec<Problem> 
     }
     if let Some(secret) = &provider.secret_ref {
         check_secret_ref(&mut p, "spec.provider.secretRef", secret);
+    }
+    let kind = spec.provider_type();
+    if METRIC_PROVIDERS_NEEDING_SECRET.contains(&kind) && provider.secret_ref.is_none() {
+        p.add(
+            "spec.provider.secretRef",
+            format!("is required for the {kind} provider; name the Secret holding its credentials (see the provider's documentation for the keys)"),
+        );
+    }
+    if METRIC_PROVIDERS_NEEDING_ADDRESS.contains(&kind)
+        && provider.address.as_deref().is_none_or(str::is_empty)
+    {
+        p.add(
+            "spec.provider.address",
+            format!("is required for the {kind} provider; write the base URL of its API"),
+        );
     }
     if spec.query.trim().is_empty() {
         p.add(

@@ -1493,15 +1493,40 @@ fn metric_templates() {
         (
             "unsupported type: address not checked",
             vec![
-                ("provider.type", json!("splunk")),
-                (
-                    "provider.address",
-                    json!("https://api.<REALM>.signalfx.com"),
-                ),
+                ("provider.type", json!("cloudwatch")),
+                ("provider.address", json!("https://monitoring.<REGION>.x")),
             ],
             vec![(
                 "spec.provider.type",
-                "metrics provider \"splunk\" is not supported by fledge yet",
+                "metrics provider \"cloudwatch\" is not supported by fledge yet",
+            )],
+        ),
+        (
+            "a provider that needs credentials, without a Secret",
+            vec![("provider.type", json!("datadog"))],
+            vec![(
+                "spec.provider.secretRef",
+                "is required for the datadog provider",
+            )],
+        ),
+        (
+            "a provider that needs credentials, with a Secret",
+            vec![
+                ("provider.type", json!("datadog")),
+                ("provider.secretRef", json!({"name": "datadog"})),
+            ],
+            vec![],
+        ),
+        (
+            "a provider without a default address, without one",
+            vec![
+                ("provider.type", json!("dynatrace")),
+                ("provider.address", Value::Null),
+                ("provider.secretRef", json!({"name": "dynatrace"})),
+            ],
+            vec![(
+                "spec.provider.address",
+                "is required for the dynatrace provider",
             )],
         ),
         (

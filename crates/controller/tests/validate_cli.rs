@@ -180,13 +180,13 @@ fn several_files_and_stdin() {
         "bad.yaml",
         edit(ALERT_PROVIDER, "type: slack", "type: teams"),
     );
-    let stdin = edit(METRIC_TEMPLATE, "type: prometheus", "type: datadog");
+    let stdin = edit(METRIC_TEMPLATE, "type: prometheus", "type: cloudwatch");
     let r = run_args(&[&good, &bad, "-"], stdin.as_bytes());
     assert_eq!(
         r.out,
         format!(
             "{bad}:1: AlertProvider default/on-call: spec.type: \"teams\" is not an alert provider type; use one of: slack, msteams, discord, rocket, gchat, webhook\n\
-             <stdin>:1: MetricTemplate test/latency: spec.provider.type: metrics provider \"datadog\" is not supported by fledge yet; supported: prometheus\n\
+             <stdin>:1: MetricTemplate test/latency: spec.provider.type: metrics provider \"cloudwatch\" is not supported by fledge yet; supported: prometheus, datadog, newrelic, dynatrace, graphite, influxdb, splunk\n\
              3 documents checked: 1 valid, 2 invalid, 0 skipped\n"
         )
     );
@@ -661,8 +661,10 @@ fn example_files() -> Vec<PathBuf> {
 }
 
 /// The examples fledge rejects, each with the one `field: message` it reports. Every other
-/// example is accepted. All rejections but the last name a Flagger feature that fledge does not
-/// support yet; the last is the documentation's skeleton whose values are all left blank.
+/// example is accepted. All rejections but the last three name a Flagger feature that fledge
+/// does not support yet; the last three are real errors: a Splunk template whose address is a
+/// placeholder, an InfluxDB template without an address, and the documentation's skeleton whose
+/// values are all left blank.
 const REJECTED: &[(&str, &[&str])] = &[
     // Traffic providers fledge does not route with yet.
     (
@@ -712,61 +714,40 @@ const REJECTED: &[(&str, &[&str])] = &[
     (
         "MetricTemplate-usage_metrics-4d1f3e62.yaml",
         &[
-            "spec.provider.type: metrics provider \"externalmetrics\" is not supported by fledge yet; supported: prometheus",
-        ],
-    ),
-    (
-        "MetricTemplate-usage_metrics-4d24ce4f.yaml",
-        &[
-            "spec.provider.type: metrics provider \"graphite\" is not supported by fledge yet; supported: prometheus",
-        ],
-    ),
-    (
-        "MetricTemplate-usage_metrics-4d9152e2.yaml",
-        &[
-            "spec.provider.type: metrics provider \"influxdb\" is not supported by fledge yet; supported: prometheus",
-        ],
-    ),
-    (
-        "MetricTemplate-usage_metrics-55ca9231.yaml",
-        &[
-            "spec.provider.type: metrics provider \"datadog\" is not supported by fledge yet; supported: prometheus",
-        ],
-    ),
-    (
-        "MetricTemplate-usage_metrics-7c7a9d14.yaml",
-        &[
-            "spec.provider.type: metrics provider \"newrelic\" is not supported by fledge yet; supported: prometheus",
+            "spec.provider.type: metrics provider \"externalmetrics\" is not supported by fledge yet; supported: prometheus, datadog, newrelic, dynatrace, graphite, influxdb, splunk",
         ],
     ),
     (
         "MetricTemplate-usage_metrics-8253f56e.yaml",
         &[
-            "spec.provider.type: metrics provider \"stackdriver\" is not supported by fledge yet; supported: prometheus",
+            "spec.provider.type: metrics provider \"stackdriver\" is not supported by fledge yet; supported: prometheus, datadog, newrelic, dynatrace, graphite, influxdb, splunk",
         ],
     ),
     (
         "MetricTemplate-usage_metrics-9dd6c34e.yaml",
         &[
-            "spec.provider.type: metrics provider \"cloudwatch\" is not supported by fledge yet; supported: prometheus",
-        ],
-    ),
-    (
-        "MetricTemplate-usage_metrics-c9dd9abc.yaml",
-        &[
-            "spec.provider.type: metrics provider \"splunk\" is not supported by fledge yet; supported: prometheus",
-        ],
-    ),
-    (
-        "MetricTemplate-usage_metrics-e0529508.yaml",
-        &[
-            "spec.provider.type: metrics provider \"dynatrace\" is not supported by fledge yet; supported: prometheus",
+            "spec.provider.type: metrics provider \"cloudwatch\" is not supported by fledge yet; supported: prometheus, datadog, newrelic, dynatrace, graphite, influxdb, splunk",
         ],
     ),
     (
         "MetricTemplate-usage_metrics-f844f51b.yaml",
         &[
-            "spec.provider.type: metrics provider \"keptn\" is not supported by fledge yet; supported: prometheus",
+            "spec.provider.type: metrics provider \"keptn\" is not supported by fledge yet; supported: prometheus, datadog, newrelic, dynatrace, graphite, influxdb, splunk",
+        ],
+    ),
+    // The Splunk example's address is the documentation's placeholder `https://api.<REALM>.…`.
+    (
+        "MetricTemplate-usage_metrics-c9dd9abc.yaml",
+        &[
+            "spec.provider.address: is not a valid URL (invalid international domain name); write it as http://host[:port]/path",
+        ],
+    ),
+    // The InfluxDB example names no address, and InfluxDB has no default one (Flagger refuses
+    // it too when it builds the provider).
+    (
+        "MetricTemplate-usage_metrics-4d9152e2.yaml",
+        &[
+            "spec.provider.address: is required for the influxdb provider; write the base URL of its API",
         ],
     ),
     // The "metric template skeleton" of the metrics page: every value is blank (null), so
@@ -842,8 +823,8 @@ fn flagger_examples_moved_to_fledge_are_accepted_or_rejected_as_not_supported_ye
         REJECTED.len(),
         "a rejected example is missing from the corpus"
     );
-    // Every rejection but the skeleton's is a "not supported by fledge yet".
-    for (file, messages) in &REJECTED[..REJECTED.len() - 1] {
+    // Every rejection but the last three (real errors) is a "not supported by fledge yet".
+    for (file, messages) in &REJECTED[..REJECTED.len() - 3] {
         assert_eq!(messages.len(), 1, "{file}");
         assert!(
             messages[0].contains("not supported by fledge yet"),

@@ -7,7 +7,14 @@
 //! (`tests/conformance.rs`) saying how its server answers each case.
 #![forbid(unsafe_code)]
 
+pub mod datadog;
+pub mod dynatrace;
+pub mod graphite;
+mod http;
+pub mod influxdb;
+pub mod newrelic;
 pub mod prometheus;
+pub mod splunk;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -51,9 +58,42 @@ impl SecretData {
             .filter(|s| !s.is_empty())
     }
 
+    /// The values of `keys`, each required: the error names the Secret and the missing keys
+    /// (never a value) and says what `provider` needs.
+    pub fn required(&self, provider: &str, keys: &[&str]) -> Result<Vec<String>, String> {
+        let missing: Vec<&str> = keys
+            .iter()
+            .copied()
+            .filter(|k| self.text(k).is_none())
+            .collect();
+        if !missing.is_empty() {
+            return Err(format!(
+                "Secret {} (spec.provider.secretRef) has no {}; the {provider} provider reads {}",
+                self.name,
+                missing.join(" and no "),
+                keys.join(", ")
+            ));
+        }
+        Ok(keys.iter().filter_map(|k| self.text(k)).collect())
+    }
+
     /// The raw value of `key`.
     pub fn bytes(&self, key: &str) -> Option<&[u8]> {
         self.data.get(key).map(Vec::as_slice)
+    }
+}
+
+impl ProviderConfig {
+    /// The values of `keys` in the provider's Secret, each required (see
+    /// [`SecretData::required`]); without a Secret, the error says to name one.
+    pub fn credentials(&self, provider: &str, keys: &[&str]) -> Result<Vec<String>, String> {
+        match &self.secret {
+            Some(s) => s.required(provider, keys),
+            None => Err(format!(
+                "the {provider} provider needs spec.provider.secretRef naming a Secret with the keys {}",
+                keys.join(", ")
+            )),
+        }
     }
 }
 
@@ -87,6 +127,14 @@ pub trait MetricsProvider: Send + Sync {
     /// several series, a refused query, unreachable, denied, timed out).
     async fn query(&self, query: &str) -> MetricOutcome;
 
+    /// Runs one query over the last `interval` (the metric's `interval`), for the providers whose
+    /// API takes the time range apart from the query (Datadog, New Relic, Dynatrace, Splunk, as
+    /// in Flagger). The others have the range in the query itself and run [`Self::query`].
+    async fn query_over(&self, query: &str, interval: Duration) -> MetricOutcome {
+        let _ = interval;
+        self.query(query).await
+    }
+
     /// Runs one query as it would have answered at a past time (seconds since the Unix epoch),
     /// for `fledge replay`. A provider that cannot look back says so.
     async fn query_at(&self, query: &str, unix_seconds: i64) -> MetricOutcome {
@@ -101,7 +149,15 @@ pub trait MetricsProvider: Send + Sync {
 pub type Constructor = fn(&ProviderConfig, Duration) -> Result<Box<dyn MetricsProvider>, String>;
 
 /// The providers this build has, by `spec.provider.type`.
-pub const PROVIDERS: &[(&str, Constructor)] = &[("prometheus", prometheus::Prometheus::boxed)];
+pub const PROVIDERS: &[(&str, Constructor)] = &[
+    ("prometheus", prometheus::Prometheus::boxed),
+    ("datadog", datadog::Datadog::boxed),
+    ("newrelic", newrelic::NewRelic::boxed),
+    ("dynatrace", dynatrace::Dynatrace::boxed),
+    ("graphite", graphite::Graphite::boxed),
+    ("influxdb", influxdb::InfluxDb::boxed),
+    ("splunk", splunk::Splunk::boxed),
+];
 
 /// The names of the providers this build has.
 pub fn provider_names() -> Vec<&'static str> {

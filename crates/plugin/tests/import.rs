@@ -45,11 +45,15 @@ fn validate(text: &str) -> (i32, String) {
     (code, String::from_utf8(out).unwrap())
 }
 
-/// The reasons a converted example may be refused: something fledge does not support yet, or
-/// the documentation's skeleton whose values are all blank.
+/// The reasons a converted example may be refused: something fledge does not support yet, the
+/// documentation's skeleton whose values are all blank, its InfluxDB template without an
+/// address (InfluxDB has no default one; Flagger refuses it too), or its Splunk template whose
+/// address is a placeholder (`https://api.<REALM>.signalfx.com`).
 fn refused_for_a_known_reason(problem: &str) -> bool {
     problem.contains("not supported by fledge yet")
         || problem.ends_with("spec.provider.secretRef.name: is required")
+        || problem.ends_with("spec.provider.address: is required for the influxdb provider; write the base URL of its API")
+        || problem.ends_with("spec.provider.address: is not a valid URL (invalid international domain name); write it as http://host[:port]/path")
         || problem.contains("spec.query: is empty")
 }
 

@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use fledge_api::template::{TemplateVars, render};
-use fledge_api::{Canary, CanaryMetric, MetricTemplate, defaults};
+use fledge_api::{Canary, CanaryMetric, MetricTemplate, defaults, parse_duration};
 use fledge_core::{MetricOutcome, MetricResult};
 use futures::future::join_all;
 use k8s_openapi::api::core::v1::Secret;
@@ -53,7 +53,8 @@ pub struct Analyzer {
 /// One metric, ready to run: where and what, or why it cannot run.
 struct Planned {
     name: String,
-    job: Result<(ProviderConfig, String), MetricOutcome>,
+    /// The server, the rendered query, and the metric's interval.
+    job: Result<(ProviderConfig, String, Duration), MetricOutcome>,
 }
 
 impl Analyzer {
@@ -90,7 +91,7 @@ impl Analyzer {
         type Server = Result<Box<dyn MetricsProvider>, MetricOutcome>;
         let mut servers: HashMap<ProviderConfig, Server> = HashMap::new();
         for p in &planned {
-            if let Ok((cfg, _)) = &p.job
+            if let Ok((cfg, _, _)) = &p.job
                 && !servers.contains_key(cfg)
             {
                 let server = provider_for(cfg, self.settings.query_timeout);
@@ -111,9 +112,9 @@ impl Analyzer {
         let results = join_all(planned.iter().map(|p| async {
             let outcome = match &p.job {
                 Err(outcome) => outcome.clone(),
-                Ok((cfg, query)) => match (online.get(cfg), servers.get(cfg)) {
+                Ok((cfg, query, interval)) => match (online.get(cfg), servers.get(cfg)) {
                     (Some(Ok(())), Some(Ok(server))) => match at {
-                        None => server.query(query).await,
+                        None => server.query_over(query, *interval).await,
                         Some(t) => server.query_at(query, t).await,
                     },
                     (Some(Err(why)), _) => why.clone(),
@@ -143,10 +144,15 @@ impl Analyzer {
         canary: &Canary,
         i: usize,
         m: &CanaryMetric,
-    ) -> Result<(ProviderConfig, String), MetricOutcome> {
+    ) -> Result<(ProviderConfig, String, Duration), MetricOutcome> {
         let ns = canary.namespace().unwrap_or_default();
         let field = format!("spec.analysis.metrics[{i}]");
         let interval = m.interval.as_deref().unwrap_or(defaults::METRIC_INTERVAL);
+        let window = parse_duration(interval).map_err(|e| {
+            MetricOutcome::Error(format!(
+                "{field}.interval {interval:?} is not a duration ({e}); write e.g. 1m"
+            ))
+        })?;
         let target = canary.spec.target_ref.name.as_str();
         let name = canary.name_any();
         let vars = TemplateVars {
@@ -197,16 +203,19 @@ impl Analyzer {
             }
             let query = render(&template.spec.query, &vars)
                 .map_err(|e| MetricOutcome::Error(format!("{what}: spec.query {e}")))?;
-            let address = provider
-                .address
-                .clone()
-                .filter(|a| !a.is_empty())
-                .or(default_address)
-                .ok_or_else(|| {
+            let address = provider.address.clone().filter(|a| !a.is_empty());
+            // Only a Prometheus template falls back to the Canary's or the controller's
+            // Prometheus; every other provider has its own default address or needs one (as in
+            // Flagger), which its constructor says.
+            let address = if kind == defaults::METRIC_PROVIDER_TYPE {
+                address.or(default_address).ok_or_else(|| {
                     MetricOutcome::Error(format!(
                         "{what} has no spec.provider.address, and neither the Canary's spec.metricsServer nor the controller's --metrics-server is set"
                     ))
-                })?;
+                })?
+            } else {
+                address.unwrap_or_default()
+            };
             let mut cfg = ProviderConfig {
                 kind: kind.to_string(),
                 address,
@@ -222,7 +231,7 @@ impl Analyzer {
             if let Some(secret) = &provider.secret_ref {
                 cfg.secret = Some(self.secret(&tns, &secret.name, &what).await?);
             }
-            return Ok((cfg, query));
+            return Ok((cfg, query, window));
         }
         let source = match m.query.as_deref().filter(|q| !q.trim().is_empty()) {
             Some(q) => q.to_string(),
@@ -257,11 +266,13 @@ impl Analyzer {
                 insecure_skip_verify: false,
             },
             query,
+            window,
         ))
     }
 
-    /// Reads the provider's Secret; the provider picks the keys it knows (for Prometheus, as in
-    /// Flagger: `address`, `token` or `username` and `password`, and `ca.crt`).
+    /// Reads the provider's Secret; the provider picks the keys it knows, as Flagger names them
+    /// (for Prometheus: `address`, `token` or `username` and `password`, and `ca.crt`; for
+    /// Datadog: `datadog_api_key` and `datadog_application_key`; …).
     async fn secret(&self, ns: &str, name: &str, what: &str) -> Result<SecretData, MetricOutcome> {
         let api: Api<Secret> = Api::namespaced(self.client.clone(), ns);
         let secret = match api.get_opt(name).await {
