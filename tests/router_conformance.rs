@@ -49,6 +49,8 @@ conformance! {
     gatewayapi_v1beta1 => "gatewayapi:v1beta1",
     istio => "istio",
     linkerd => "linkerd",
+    osm => "osm",
+    smi_v1alpha1 => "smi:v1alpha1",
     smi_v1alpha2 => "smi:v1alpha2",
     smi_v1alpha3 => "smi:v1alpha3",
     traefik => "traefik",

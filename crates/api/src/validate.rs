@@ -27,6 +27,8 @@ pub const SUPPORTED_PROVIDERS: &[&str] = &[
     "gatewayapi:v1beta1",
     "istio",
     "linkerd",
+    "osm",
+    "smi:v1alpha1",
     "smi:v1alpha2",
     "smi:v1alpha3",
     "traefik",
@@ -42,9 +44,7 @@ pub const UNSUPPORTED_FLAGGER_PROVIDERS: &[&str] = &[
     "knative",
     "kuma",
     "nginx",
-    "osm",
     "skipper",
-    "smi:v1alpha1",
 ];
 
 /// Providers that can copy (mirror) traffic to the canary.

@@ -153,11 +153,11 @@ fn exact_messages() {
             "10 is not greater than the step before it (10); steps must increase, e.g. [5, 10, 25, 50]"
         )]
     );
-    let spec = canary(&[("provider", json!("nginx"))]);
+    let spec = canary(&[("provider", json!("appmesh"))]);
     assert_eq!(
         validate_canary_spec(&spec)[0].to_string(),
-        "spec.provider: provider \"nginx\" is not supported by fledge yet; supported: kubernetes, \
-         gatewayapi:v1, gatewayapi:v1beta1, istio, linkerd, smi:v1alpha2, smi:v1alpha3, traefik"
+        "spec.provider: provider \"appmesh\" is not supported by fledge yet; supported: kubernetes, \
+         gatewayapi:v1, gatewayapi:v1beta1, istio, linkerd, osm, smi:v1alpha1, smi:v1alpha2, smi:v1alpha3, traefik"
     );
     let spec = canary(&[(
         "analysis.metrics[0].thresholdRange",
@@ -219,7 +219,7 @@ fn providers() {
         (
             "unsupported provider: its abilities are not checked",
             vec![
-                ("provider", json!("nginx")),
+                ("provider", json!("appmesh")),
                 ("analysis.stepWeight", Value::Null),
                 ("analysis.iterations", json!(10)),
                 ("analysis.mirror", json!(true)),
@@ -231,7 +231,7 @@ fn providers() {
             ],
             vec![(
                 "spec.provider",
-                "provider \"nginx\" is not supported by fledge yet",
+                "provider \"appmesh\" is not supported by fledge yet",
             )],
         ),
         (
@@ -931,6 +931,32 @@ fn strategies() {
             )],
         ),
         (
+            "A/B on osm",
+            vec![
+                ("provider", json!("osm")),
+                ("analysis.stepWeight", Value::Null),
+                ("analysis.iterations", json!(10)),
+                ("analysis.match", ab_match.clone()),
+            ],
+            vec![(
+                "spec.analysis.match",
+                "provider osm cannot route by header, cookie or query parameter",
+            )],
+        ),
+        (
+            "A/B on smi:v1alpha1",
+            vec![
+                ("provider", json!("smi:v1alpha1")),
+                ("analysis.stepWeight", Value::Null),
+                ("analysis.iterations", json!(10)),
+                ("analysis.match", ab_match.clone()),
+            ],
+            vec![(
+                "spec.analysis.match",
+                "provider smi:v1alpha1 cannot route by header, cookie or query parameter",
+            )],
+        ),
+        (
             "A/B match with a bad condition",
             vec![
                 ("analysis.stepWeight", Value::Null),
@@ -1026,6 +1052,16 @@ fn strategies() {
                 "spec.analysis.mirror",
                 "provider linkerd cannot mirror traffic; mirroring needs gatewayapi:v1 or gatewayapi:v1beta1 or istio or traefik",
             )],
+        ),
+        (
+            "mirror on osm",
+            vec![
+                ("provider", json!("osm")),
+                ("analysis.stepWeight", Value::Null),
+                ("analysis.iterations", json!(10)),
+                ("analysis.mirror", json!(true)),
+            ],
+            vec![("spec.analysis.mirror", "provider osm cannot mirror traffic")],
         ),
         (
             "mirror without iterations or weights",
@@ -1417,7 +1453,7 @@ fn alerts_and_session_affinity() {
 #[test]
 fn every_problem_at_once() {
     let spec = canary(&[
-        ("provider", json!("contour")),
+        ("provider", json!("knative")),
         ("service.port", json!(0)),
         ("analysis.interval", json!("soon")),
         ("analysis.stepWeight", Value::Null),

@@ -167,6 +167,12 @@ pub const ROUTERS: &[(&str, Constructor)] = &[
     ("linkerd", |c, p| {
         Box::new(smi::SmiRouter::new(c, smi::SmiVersion::V1alpha2, p))
     }),
+    ("osm", |c, p| {
+        Box::new(smi::SmiRouter::new(c, smi::SmiVersion::V1alpha2, p))
+    }),
+    ("smi:v1alpha1", |c, p| {
+        Box::new(smi::SmiRouter::new(c, smi::SmiVersion::V1alpha1, p))
+    }),
     ("smi:v1alpha2", |c, p| {
         Box::new(smi::SmiRouter::new(c, smi::SmiVersion::V1alpha2, p))
     }),

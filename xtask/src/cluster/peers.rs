@@ -17,7 +17,12 @@
 //! The SMI SDK module ships its TrafficSplit CRD only as `apiextensions.k8s.io/v1beta1`, which
 //! Kubernetes no longer serves; OSM's copy is the same CRD as `apiextensions.k8s.io/v1`. OSM
 //! serves only v1alpha2 of it; fledge also switches `served` on for v1alpha3 (its schema is in
-//! the same file) so that both `smi:v1alpha2` and `smi:v1alpha3` can be tested.
+//! the same file) so that both `smi:v1alpha2` and `smi:v1alpha3` can be tested. Neither file
+//! has a schema for v1alpha1 (the SMI SDK lists it unserved under one schema whose weights are
+//! numbers, though v1alpha1 weights are resource quantities such as `"100"` or `"500m"`), so
+//! fledge adds v1alpha1 as a copy of v1alpha2 whose `weight` is an int-or-string, served and
+//! not stored, for `smi:v1alpha1`. The versions share one layout and the CRD converts with
+//! `None` (objects are stored as written): a v1alpha1 object keeps its quantity strings.
 
 use std::fs;
 use std::io::Write;
@@ -48,6 +53,10 @@ const KEDA_FILE: &str = "config/crd/bases/keda.sh_scaledobjects.yaml";
 const SMI_FILE: &str = "cmd/osm-bootstrap/crds/smi_traffic_split.yaml";
 /// The TrafficSplit versions served, beyond what the file serves.
 const SMI_SERVED: &[&str] = &["v1alpha2", "v1alpha3"];
+
+/// The TrafficSplit version fledge adds (weights are quantities), and the one it copies.
+const SMI_QUANTITY_VERSION: &str = "v1alpha1";
+const SMI_QUANTITY_FROM: &str = "v1alpha2";
 
 /// The field manager of the peer CRDs.
 const MANAGER: &str = "fledge-xtask";
@@ -129,6 +138,7 @@ pub fn install_peer_crds(info: &ClusterInfo) -> Result<()> {
     )?;
     let mut smi: Value = serde_json::from_str(&json).context("the SMI CRD as JSON")?;
     serve_versions(&mut smi, SMI_SERVED)?;
+    add_quantity_version(&mut smi, SMI_QUANTITY_VERSION, SMI_QUANTITY_FROM)?;
     let out = kubectl.run(
         &[
             "apply",
@@ -173,11 +183,12 @@ pub fn pinned(module: &str) -> &'static str {
 
 fn stamp(channel: &str) -> String {
     format!(
-        "{GATEWAY_API}@{} {channel}\n{ISTIO_API}@{}\n{SMI_CRD_MODULE}@{} served {}\n{KEDA}@{}\n",
+        "{GATEWAY_API}@{} {channel}\n{ISTIO_API}@{}\n{SMI_CRD_MODULE}@{} served {} added {}\n{KEDA}@{}\n",
         pinned(GATEWAY_API),
         pinned(ISTIO_API),
         pinned(SMI_CRD_MODULE),
         SMI_SERVED.join(","),
+        SMI_QUANTITY_VERSION,
         pinned(KEDA)
     )
 }
@@ -282,6 +293,35 @@ fn serve_versions(crd: &mut Value, versions: &[&str]) -> Result<()> {
     Ok(())
 }
 
+/// Adds version `name` to the TrafficSplit CRD, served and not stored, as a copy of version
+/// `from` whose backends' `weight` is an int-or-string (a resource quantity); replaces it if the
+/// file has it already.
+fn add_quantity_version(crd: &mut Value, name: &str, from: &str) -> Result<()> {
+    let list = crd["spec"]["versions"]
+        .as_array_mut()
+        .context("the CRD has no spec.versions")?;
+    let mut version = list
+        .iter()
+        .find(|v| v["name"] == from)
+        .with_context(|| format!("the CRD has no version {from}"))?
+        .clone();
+    version["name"] = Value::from(name);
+    version["served"] = Value::Bool(true);
+    version["storage"] = Value::Bool(false);
+    let weight = version
+        .pointer_mut(
+            "/schema/openAPIV3Schema/properties/spec/properties/backends/items/properties/weight",
+        )
+        .with_context(|| format!("version {from} has no spec.backends[].weight in its schema"))?;
+    *weight = serde_json::json!({
+        "description": "Traffic weight value of this backend, a resource quantity.",
+        "x-kubernetes-int-or-string": true,
+    });
+    list.retain(|v| v["name"] != name);
+    list.push(version);
+    Ok(())
+}
+
 /// kubectl against the cluster.
 struct Kubectl<'a>(&'a ClusterInfo);
 
@@ -375,6 +415,34 @@ mod tests {
             .collect();
         assert_eq!(served, vec![false, true, true]);
         assert!(serve_versions(&mut crd, &["v9"]).is_err());
+    }
+
+    #[test]
+    fn adds_the_smi_quantity_version() {
+        let weight = serde_json::json!({"type": "number"});
+        let mut crd = serde_json::json!({"spec": {"versions": [
+            {"name": "v1alpha1", "served": false},
+            {"name": "v1alpha2", "served": true, "storage": true, "schema": {"openAPIV3Schema":
+                {"properties": {"spec": {"properties": {"backends": {"items": {"properties":
+                    {"service": {"type": "string"}, "weight": weight}}}}}}}}}
+        ]}});
+        add_quantity_version(&mut crd, SMI_QUANTITY_VERSION, SMI_QUANTITY_FROM).unwrap();
+        let versions = crd["spec"]["versions"].as_array().unwrap();
+        assert_eq!(versions.len(), 2);
+        let (v2, v1) = (&versions[0], &versions[1]);
+        assert_eq!(v2["storage"], true);
+        let path = "/schema/openAPIV3Schema/properties/spec/properties/backends/items/properties";
+        assert_eq!(v2.pointer(path).unwrap()["weight"]["type"], "number");
+        assert_eq!(v1["name"], "v1alpha1");
+        assert_eq!(
+            (&v1["served"], &v1["storage"]),
+            (&Value::Bool(true), &Value::Bool(false))
+        );
+        let props = v1.pointer(path).unwrap();
+        assert_eq!(props["weight"]["x-kubernetes-int-or-string"], true);
+        assert_eq!(props["service"]["type"], "string");
+        let mut without = serde_json::json!({"spec": {"versions": [{"name": "v1alpha3"}]}});
+        assert!(add_quantity_version(&mut without, "v1alpha1", "v1alpha2").is_err());
     }
 
     #[test]

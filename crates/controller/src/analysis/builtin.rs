@@ -28,6 +28,8 @@ pub enum Observer {
     Istio,
     /// Linkerd's `response_total` and `response_latency_ms`.
     Linkerd,
+    /// Open Service Mesh's `osm_request_total` and `osm_request_duration_ms`.
+    Osm,
 }
 
 /// Which observer the builtin queries of `gatewayapi:*` Canaries use (a controller flag):
@@ -69,6 +71,7 @@ impl Observer {
             "linkerd" => Observer::Linkerd,
             "istio" => Observer::Istio,
             "traefik" => Observer::TraefikCrd,
+            "osm" => Observer::Osm,
             p if p == "kubernetes" || p.starts_with("gatewayapi") => match gateway {
                 GatewayMetrics::Traefik if p != "kubernetes" => Observer::TraefikGateway,
                 _ => Observer::Http,
@@ -138,6 +141,18 @@ impl Observer {
                     )
                 }
             }
+            Observer::Osm => {
+                let sel = r#"destination_namespace="{{ namespace }}", destination_kind="Deployment", destination_name="{{ target }}""#;
+                if success {
+                    format!(
+                        r#"sum(rate(osm_request_total{{{sel}, response_code!~"5.*"}}[{{{{ interval }}}}])) / sum(rate(osm_request_total{{{sel}}}[{{{{ interval }}}}])) * 100"#
+                    )
+                } else {
+                    format!(
+                        r#"histogram_quantile(0.99, sum(rate(osm_request_duration_ms_bucket{{{sel}}}[{{{{ interval }}}}])) by (le))"#
+                    )
+                }
+            }
         })
     }
 }
@@ -172,6 +187,8 @@ mod tests {
             ("linkerd", Linkerd),
             ("traefik", TraefikCrd),
             ("smi:v1alpha3", Istio),
+            ("smi:v1alpha1", Istio),
+            ("osm", Osm),
         ] {
             assert_eq!(Observer::for_provider(provider, app), want, "{provider}");
         }
@@ -209,6 +226,15 @@ mod tests {
             r#"sum(rate(response_total{namespace="shop", deployment=~"web", direction="inbound", classification!="failure"}[1m])) / sum(rate(response_total{namespace="shop", deployment=~"web", direction="inbound"}[1m])) * 100"#
         );
         assert!(q(Observer::TraefikCrd, SUCCESS_RATE).contains("@kubernetescrd"));
+        // Flagger's pkg/metrics/observers/osm.go, its whitespace folded.
+        assert_eq!(
+            q(Observer::Osm, SUCCESS_RATE),
+            r#"sum(rate(osm_request_total{destination_namespace="shop", destination_kind="Deployment", destination_name="web", response_code!~"5.*"}[1m])) / sum(rate(osm_request_total{destination_namespace="shop", destination_kind="Deployment", destination_name="web"}[1m])) * 100"#
+        );
+        assert_eq!(
+            q(Observer::Osm, DURATION),
+            r#"histogram_quantile(0.99, sum(rate(osm_request_duration_ms_bucket{destination_namespace="shop", destination_kind="Deployment", destination_name="web"}[1m])) by (le))"#
+        );
         assert_eq!(Observer::Http.query("error-rate"), None);
     }
 }
