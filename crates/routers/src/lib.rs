@@ -21,8 +21,10 @@ use fledge_api::primary_name;
 
 mod error;
 pub mod gatewayapi;
+pub mod ingress;
 pub mod istio;
 pub mod kubernetes;
+pub mod nginx;
 pub mod smi;
 pub mod traefik;
 
@@ -118,6 +120,12 @@ pub trait Router: Send + Sync {
     /// [`Router::get_routes`] reads back.
     fn routing_kind(&self) -> PeerKind;
 
+    /// The name of the object of [`Router::routing_kind`] that carries the routes: the apex
+    /// Service's name, or (for the Ingress routers) `<ingressRef>-canary`.
+    fn routing_name(&self, canary: &Canary) -> String {
+        canary.spec.apex_service_name().to_string()
+    }
+
     /// What it can do; routes asking for more are refused with an [`Error::Router`].
     fn capabilities(&self) -> Capabilities;
 
@@ -167,6 +175,7 @@ pub const ROUTERS: &[(&str, Constructor)] = &[
     ("linkerd", |c, p| {
         Box::new(smi::SmiRouter::new(c, smi::SmiVersion::V1alpha2, p))
     }),
+    ("nginx", |c, _| Box::new(nginx::NginxRouter::new(c))),
     ("osm", |c, p| {
         Box::new(smi::SmiRouter::new(c, smi::SmiVersion::V1alpha2, p))
     }),

@@ -30,6 +30,9 @@ pub enum Observer {
     Linkerd,
     /// Open Service Mesh's `osm_request_total` and `osm_request_duration_ms`.
     Osm,
+    /// ingress-nginx's `nginx_ingress_controller_requests` and upstream latency, of the
+    /// canary Ingress (`canary!=""`) of `spec.ingressRef`.
+    Nginx,
 }
 
 /// Which observer the builtin queries of `gatewayapi:*` Canaries use (a controller flag):
@@ -72,6 +75,7 @@ impl Observer {
             "istio" => Observer::Istio,
             "traefik" => Observer::TraefikCrd,
             "osm" => Observer::Osm,
+            "nginx" => Observer::Nginx,
             p if p == "kubernetes" || p.starts_with("gatewayapi") => match gateway {
                 GatewayMetrics::Traefik if p != "kubernetes" => Observer::TraefikGateway,
                 _ => Observer::Http,
@@ -153,6 +157,18 @@ impl Observer {
                     )
                 }
             }
+            Observer::Nginx => {
+                let sel = r#"namespace="{{ namespace }}", ingress="{{ ingress }}", canary!="""#;
+                if success {
+                    format!(
+                        r#"sum(rate(nginx_ingress_controller_requests{{{sel}, status!~"5.*"}}[{{{{ interval }}}}])) / sum(rate(nginx_ingress_controller_requests{{{sel}}}[{{{{ interval }}}}])) * 100"#
+                    )
+                } else {
+                    format!(
+                        r#"sum(rate(nginx_ingress_controller_ingress_upstream_latency_seconds_sum{{{sel}}}[{{{{ interval }}}}])) / sum(rate(nginx_ingress_controller_ingress_upstream_latency_seconds_count{{{sel}}}[{{{{ interval }}}}])) * 1000"#
+                    )
+                }
+            }
         })
     }
 }
@@ -168,7 +184,7 @@ mod tests {
             name: "web",
             target: "web",
             service: "web",
-            ingress: "",
+            ingress: "web-ingress",
             interval: "1m",
             variables: None,
         }
@@ -189,6 +205,7 @@ mod tests {
             ("smi:v1alpha3", Istio),
             ("smi:v1alpha1", Istio),
             ("osm", Osm),
+            ("nginx", Nginx),
         ] {
             assert_eq!(Observer::for_provider(provider, app), want, "{provider}");
         }
@@ -234,6 +251,15 @@ mod tests {
         assert_eq!(
             q(Observer::Osm, DURATION),
             r#"histogram_quantile(0.99, sum(rate(osm_request_duration_ms_bucket{destination_namespace="shop", destination_kind="Deployment", destination_name="web"}[1m])) by (le))"#
+        );
+        // Flagger's pkg/metrics/observers/nginx.go, its whitespace folded.
+        assert_eq!(
+            q(Observer::Nginx, SUCCESS_RATE),
+            r#"sum(rate(nginx_ingress_controller_requests{namespace="shop", ingress="web-ingress", canary!="", status!~"5.*"}[1m])) / sum(rate(nginx_ingress_controller_requests{namespace="shop", ingress="web-ingress", canary!=""}[1m])) * 100"#
+        );
+        assert_eq!(
+            q(Observer::Nginx, DURATION),
+            r#"sum(rate(nginx_ingress_controller_ingress_upstream_latency_seconds_sum{namespace="shop", ingress="web-ingress", canary!=""}[1m])) / sum(rate(nginx_ingress_controller_ingress_upstream_latency_seconds_count{namespace="shop", ingress="web-ingress", canary!=""}[1m])) * 1000"#
         );
         assert_eq!(Observer::Http.query("error-rate"), None);
     }
