@@ -52,6 +52,7 @@ conformance! {
     linkerd => "linkerd",
     nginx => "nginx",
     osm => "osm",
+    skipper => "skipper",
     smi_v1alpha1 => "smi:v1alpha1",
     smi_v1alpha2 => "smi:v1alpha2",
     smi_v1alpha3 => "smi:v1alpha3",

@@ -29,6 +29,7 @@ pub const SUPPORTED_PROVIDERS: &[&str] = &[
     "linkerd",
     "nginx",
     "osm",
+    "skipper",
     "smi:v1alpha1",
     "smi:v1alpha2",
     "smi:v1alpha3",
@@ -44,7 +45,6 @@ pub const UNSUPPORTED_FLAGGER_PROVIDERS: &[&str] = &[
     "gloo",
     "knative",
     "kuma",
-    "skipper",
 ];
 
 /// Providers that can copy (mirror) traffic to the canary.
@@ -260,7 +260,7 @@ pub fn validate_canary_spec(spec: &CanarySpec) -> Vec<Problem> {
 }
 
 /// Providers that copy the Ingress `spec.ingressRef` names into a `-canary` Ingress.
-pub const INGRESS_PROVIDERS: &[&str] = &["nginx"];
+pub const INGRESS_PROVIDERS: &[&str] = &["nginx", "skipper"];
 
 /// What an ingress-nginx canary Ingress routes by: one header (its value exactly, or a regular
 /// expression), one cookie (the canary gets requests whose cookie of that name is `always`),

@@ -157,7 +157,7 @@ fn exact_messages() {
     assert_eq!(
         validate_canary_spec(&spec)[0].to_string(),
         "spec.provider: provider \"appmesh\" is not supported by fledge yet; supported: kubernetes, \
-         gatewayapi:v1, gatewayapi:v1beta1, istio, linkerd, nginx, osm, smi:v1alpha1, smi:v1alpha2, smi:v1alpha3, traefik"
+         gatewayapi:v1, gatewayapi:v1beta1, istio, linkerd, nginx, osm, skipper, smi:v1alpha1, smi:v1alpha2, smi:v1alpha3, traefik"
     );
     let spec = canary(&[(
         "analysis.metrics[0].thresholdRange",
@@ -842,8 +842,9 @@ fn analysis_numbers() {
 #[test]
 fn strategies() {
     let ab_match = json!([{"headers": {"x-canary": {"exact": "always"}}}]);
-    // The TrafficSplit providers refuse A/B testing and mirroring, naming themselves.
-    for provider in ["osm", "smi:v1alpha1"] {
+    // The TrafficSplit providers and Skipper refuse A/B testing and mirroring, naming
+    // themselves.
+    for provider in ["osm", "smi:v1alpha1", "skipper"] {
         for (field, patch, text) in [
             (
                 "spec.analysis.match",
@@ -858,6 +859,7 @@ fn strategies() {
         ] {
             let spec = canary(&[
                 ("provider", json!(provider)),
+                ("ingressRef", json!({"name": "podinfo"})),
                 ("analysis.stepWeight", Value::Null),
                 ("analysis.iterations", json!(10)),
                 patch,

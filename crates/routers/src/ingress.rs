@@ -12,12 +12,15 @@
 use std::collections::BTreeMap;
 
 use fledge_api::Canary;
+use fledge_core::Routes;
 use k8s_openapi::api::networking::v1::{HTTPIngressPath, Ingress, IngressSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Client;
 use kube::api::Api;
 
-use crate::{Error, PeerKind, RouteTarget, cannot, owner_reference};
+use crate::{
+    Capabilities, Error, PeerKind, RouteTarget, Router, ServiceNames, cannot, owner_reference,
+};
 
 /// The kind of the canary Ingress.
 pub const KIND: PeerKind = PeerKind {
@@ -73,11 +76,7 @@ fn api(client: &Client, t: &RouteTarget<'_>) -> Api<Ingress> {
 }
 
 /// The apex Ingress; an error naming `spec.ingressRef` when it does not exist.
-pub(crate) async fn read_apex(
-    client: &Client,
-    t: &RouteTarget<'_>,
-    provider: &str,
-) -> Result<Ingress, Error> {
+async fn read_apex(client: &Client, t: &RouteTarget<'_>, provider: &str) -> Result<Ingress, Error> {
     let name = apex_ingress_name(t.canary, provider)?;
     api(client, t).get_opt(name).await?.ok_or_else(|| {
         cannot(
@@ -93,17 +92,14 @@ pub(crate) async fn read_apex(
 }
 
 /// The canary Ingress, if it exists.
-pub(crate) async fn read_canary(
-    client: &Client,
-    t: &RouteTarget<'_>,
-) -> Result<Option<Ingress>, Error> {
+async fn read_canary(client: &Client, t: &RouteTarget<'_>) -> Result<Option<Ingress>, Error> {
     Ok(api(client, t)
         .get_opt(&canary_ingress_name(t.canary))
         .await?)
 }
 
 /// Deletes the canary Ingress; absent is fine.
-pub(crate) async fn delete_canary(client: &Client, t: &RouteTarget<'_>) -> Result<(), Error> {
+async fn delete_canary(client: &Client, t: &RouteTarget<'_>) -> Result<(), Error> {
     KIND.delete(client, t.namespace(), &canary_ingress_name(t.canary))
         .await
 }
@@ -139,23 +135,32 @@ pub fn copied_labels(apex: &Ingress) -> BTreeMap<String, String> {
     out
 }
 
-/// Renames the backends of every path that sends to Service `from`: `rename` gives the paths
-/// that replace it (one or more). An error naming `spec.ingressRef` when no path sends to it.
+/// The apex Ingress's spec with every path that sends to Service `from` sent to `to` instead
+/// and, with `also`, a copy of it sending to `also` appended to its rule's paths (Flagger's
+/// order). An error naming `spec.ingressRef` when no path sends to `from`.
 pub fn replace_backends(
     spec: &IngressSpec,
     from: &str,
+    to: &str,
+    also: Option<&str>,
     ingress: &str,
     provider: &str,
-    rename: impl Fn(&HTTPIngressPath) -> Vec<HTTPIngressPath>,
 ) -> Result<IngressSpec, Error> {
     let mut spec = spec.clone();
     let mut found = false;
+    let with_service = |path: &HTTPIngressPath, service: &str| {
+        let mut p = path.clone();
+        if let Some(s) = p.backend.service.as_mut() {
+            s.name = service.to_string();
+        }
+        p
+    };
     for rule in spec.rules.iter_mut().flatten() {
         let Some(http) = rule.http.as_mut() else {
             continue;
         };
-        let mut paths = Vec::with_capacity(http.paths.len());
-        for path in &http.paths {
+        let mut copies = Vec::new();
+        for path in http.paths.iter_mut() {
             if path
                 .backend
                 .service
@@ -163,12 +168,13 @@ pub fn replace_backends(
                 .is_some_and(|s| s.name == from)
             {
                 found = true;
-                paths.extend(rename(path));
-            } else {
-                paths.push(path.clone());
+                if let Some(also) = also {
+                    copies.push(with_service(path, also));
+                }
+                *path = with_service(path, to);
             }
         }
-        http.paths = paths;
+        http.paths.extend(copies);
     }
     if !found {
         return Err(cannot(
@@ -182,38 +188,97 @@ pub fn replace_backends(
     Ok(spec)
 }
 
-/// A path of `path`'s copy whose backend is Service `service`.
-pub fn with_service(path: &HTTPIngressPath, service: &str) -> HTTPIngressPath {
-    let mut p = path.clone();
-    if let Some(s) = p.backend.service.as_mut() {
-        s.name = service.to_string();
-    }
-    p
-}
-
-/// The canary Ingress as JSON for server-side apply (owned by the Canary unless `owned` is
-/// false).
+/// The canary Ingress as JSON for server-side apply, owned by the Canary, with the apex
+/// Ingress's labels ([`copied_labels`]).
 pub fn canary_ingress(
     canary: &Canary,
-    labels: BTreeMap<String, String>,
+    apex: &Ingress,
     annotations: BTreeMap<String, String>,
     spec: IngressSpec,
-    owned: bool,
 ) -> Result<serde_json::Value, Error> {
     let ing = Ingress {
         metadata: ObjectMeta {
             name: Some(canary_ingress_name(canary)),
             namespace: canary.metadata.namespace.clone(),
-            labels: Some(labels),
+            labels: Some(copied_labels(apex)),
             annotations: Some(annotations),
-            owner_references: owned
-                .then(|| owner_reference(canary))
-                .flatten()
-                .map(|o| vec![o]),
+            owner_references: owner_reference(canary).map(|o| vec![o]),
             ..ObjectMeta::default()
         },
         spec: Some(spec),
         status: None,
     };
     Ok(serde_json::to_value(ing)?)
+}
+
+/// An Ingress router: how one provider writes its canary Ingress and reads it back.
+pub struct IngressRouter {
+    client: Client,
+    provider: &'static str,
+    capabilities: Capabilities,
+    build: fn(&Canary, &Ingress, Routes) -> Result<serde_json::Value, Error>,
+    read: fn(&Ingress, &ServiceNames) -> Routes,
+}
+
+impl IngressRouter {
+    /// The router of `provider`: `build` makes the canary Ingress from the Canary, the apex
+    /// Ingress and the routes; `read` gives the routes of a canary Ingress.
+    pub fn new(
+        client: Client,
+        provider: &'static str,
+        capabilities: Capabilities,
+        build: fn(&Canary, &Ingress, Routes) -> Result<serde_json::Value, Error>,
+        read: fn(&Ingress, &ServiceNames) -> Routes,
+    ) -> Self {
+        IngressRouter {
+            client,
+            provider,
+            capabilities,
+            build,
+            read,
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Router for IngressRouter {
+    fn provider(&self) -> &'static str {
+        self.provider
+    }
+
+    fn routing_kind(&self) -> PeerKind {
+        KIND
+    }
+
+    fn routing_name(&self, canary: &Canary) -> String {
+        canary_ingress_name(canary)
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        self.capabilities
+    }
+
+    /// Copies the apex Ingress into the canary Ingress for `routes`.
+    async fn set_routes(&self, t: &RouteTarget<'_>, routes: Routes) -> Result<(), Error> {
+        let apex = read_apex(&self.client, t, self.provider).await?;
+        let obj = (self.build)(t.canary, &apex, routes)?;
+        KIND.apply(&self.client, t.namespace(), self.provider, &obj)
+            .await
+    }
+
+    /// The routes the canary Ingress gives now; `None` when it does not exist.
+    async fn get_routes(&self, t: &RouteTarget<'_>) -> Result<Option<Routes>, Error> {
+        let names = ServiceNames::of(t.canary);
+        Ok(read_canary(&self.client, t)
+            .await?
+            .map(|i| (self.read)(&i, &names)))
+    }
+
+    /// Points the apex Service at the target and deletes the canary Ingress (as Flagger's
+    /// Skipper router does): the apex Ingress then serves everything through the apex Service,
+    /// the target's pods.
+    async fn finalize(&self, t: &RouteTarget<'_>) -> Result<(), Error> {
+        crate::release_apex(&self.client, t).await?;
+        delete_canary(&self.client, t).await
+    }
 }

@@ -25,6 +25,7 @@ pub mod ingress;
 pub mod istio;
 pub mod kubernetes;
 pub mod nginx;
+pub mod skipper;
 pub mod smi;
 pub mod traefik;
 
@@ -175,10 +176,11 @@ pub const ROUTERS: &[(&str, Constructor)] = &[
     ("linkerd", |c, p| {
         Box::new(smi::SmiRouter::new(c, smi::SmiVersion::V1alpha2, p))
     }),
-    ("nginx", |c, _| Box::new(nginx::NginxRouter::new(c))),
+    ("nginx", |c, _| Box::new(nginx::router(c))),
     ("osm", |c, p| {
         Box::new(smi::SmiRouter::new(c, smi::SmiVersion::V1alpha2, p))
     }),
+    ("skipper", |c, _| Box::new(skipper::router(c))),
     ("smi:v1alpha1", |c, p| {
         Box::new(smi::SmiRouter::new(c, smi::SmiVersion::V1alpha1, p))
     }),

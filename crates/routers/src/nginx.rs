@@ -23,8 +23,8 @@ use fledge_core::Routes;
 use k8s_openapi::api::networking::v1::Ingress;
 use kube::Client;
 
-use crate::ingress::{self, KIND};
-use crate::{Capabilities, Error, PeerKind, RouteTarget, Router, ServiceNames, cannot};
+use crate::ingress::{self, IngressRouter};
+use crate::{Capabilities, Error, ServiceNames, cannot};
 
 /// The provider name.
 pub const PROVIDER: &str = "nginx";
@@ -96,24 +96,17 @@ pub fn build_canary_ingress(
     let names = ServiceNames::of(canary);
     let apex_name = ingress::apex_ingress_name(canary, PROVIDER)?;
     let spec = apex.spec.clone().unwrap_or_default();
-    let spec = ingress::replace_backends(&spec, &names.apex, apex_name, PROVIDER, |p| {
-        vec![ingress::with_service(p, &names.canary)]
-    })?;
+    let spec =
+        ingress::replace_backends(&spec, &names.apex, &names.canary, None, apex_name, PROVIDER)?;
     let canary_prefix = key("canary");
     let mut annotations = ingress::copied_annotations(apex, |k| k.contains(&canary_prefix));
     annotations.extend(canary_annotations(canary, routes)?);
-    ingress::canary_ingress(
-        canary,
-        ingress::copied_labels(apex),
-        annotations,
-        spec,
-        true,
-    )
+    ingress::canary_ingress(canary, apex, annotations, spec)
 }
 
 /// The routes a canary Ingress gives: its weight (none unless `canary` is `"true"`), and A/B
 /// matching when it routes by header or cookie.
-pub fn routes_of(ing: &Ingress) -> Routes {
+pub fn routes_of(ing: &Ingress, _: &ServiceNames) -> Routes {
     let annotations = ing.metadata.annotations.clone().unwrap_or_default();
     let get = |s: &str| annotations.get(&key(s)).map(String::as_str);
     if get("canary") != Some("true") {
@@ -128,62 +121,20 @@ pub fn routes_of(ing: &Ingress) -> Routes {
     }
 }
 
-/// Routes through an ingress-nginx canary Ingress.
-pub struct NginxRouter {
-    client: Client,
-}
-
-impl NginxRouter {
-    /// A router using `client`.
-    pub fn new(client: Client) -> Self {
-        NginxRouter { client }
-    }
-}
-
-#[async_trait::async_trait]
-impl Router for NginxRouter {
-    fn provider(&self) -> &'static str {
-        PROVIDER
-    }
-
-    fn routing_kind(&self) -> PeerKind {
-        KIND
-    }
-
-    fn routing_name(&self, canary: &Canary) -> String {
-        ingress::canary_ingress_name(canary)
-    }
-
-    fn capabilities(&self) -> Capabilities {
+/// The router: ingress-nginx canary Ingresses.
+pub fn router(client: Client) -> IngressRouter {
+    IngressRouter::new(
+        client,
+        PROVIDER,
         Capabilities {
             partial_weights: true,
             http_match: true,
             mirroring: false,
             session_affinity: false,
-        }
-    }
-
-    /// Copies the apex Ingress into the canary Ingress with the annotations for `routes`.
-    async fn set_routes(&self, t: &RouteTarget<'_>, routes: Routes) -> Result<(), Error> {
-        let apex = ingress::read_apex(&self.client, t, PROVIDER).await?;
-        let obj = build_canary_ingress(t.canary, &apex, routes)?;
-        KIND.apply(&self.client, t.namespace(), PROVIDER, &obj)
-            .await
-    }
-
-    /// The routes the canary Ingress gives now; `None` when it does not exist.
-    async fn get_routes(&self, t: &RouteTarget<'_>) -> Result<Option<Routes>, Error> {
-        Ok(ingress::read_canary(&self.client, t)
-            .await?
-            .map(|i| routes_of(&i)))
-    }
-
-    /// Points the apex Service at the target and deletes the canary Ingress: the apex Ingress
-    /// then sends everything to the apex Service, the target's pods.
-    async fn finalize(&self, t: &RouteTarget<'_>) -> Result<(), Error> {
-        crate::release_apex(&self.client, t).await?;
-        ingress::delete_canary(&self.client, t).await
-    }
+        },
+        build_canary_ingress,
+        routes_of,
+    )
 }
 
 #[cfg(test)]
@@ -191,6 +142,10 @@ mod tests {
     use super::*;
     use crate::test_support::canary;
     use serde_json::json;
+
+    fn names() -> ServiceNames {
+        ServiceNames::of(&spec(json!({})))
+    }
 
     fn apex() -> Ingress {
         serde_json::from_value(json!({
@@ -309,7 +264,7 @@ mod tests {
             ])
         );
         let ing: Ingress = serde_json::from_value(obj).unwrap();
-        assert_eq!(routes_of(&ing), ab);
+        assert_eq!(routes_of(&ing, &names()), ab);
 
         let c = spec(json!({"analysis": {"iterations": 10, "match": [
             {"headers": {"user-agent": {"regex": ".*Firefox.*"}}}
@@ -366,11 +321,11 @@ mod tests {
         for w in [0, 35, 100] {
             let obj = build_canary_ingress(&c, &apex(), Routes::weighted(w)).unwrap();
             let ing: Ingress = serde_json::from_value(obj).unwrap();
-            assert_eq!(routes_of(&ing), Routes::weighted(w));
+            assert_eq!(routes_of(&ing, &names()), Routes::weighted(w));
         }
         let mut ing = apex();
         ing.metadata.annotations = Some(BTreeMap::from([(key("canary-weight"), "40".into())]));
         // Not a canary Ingress: it takes nothing.
-        assert_eq!(routes_of(&ing), Routes::PRIMARY);
+        assert_eq!(routes_of(&ing, &names()), Routes::PRIMARY);
     }
 }

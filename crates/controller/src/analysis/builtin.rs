@@ -6,6 +6,8 @@
 use std::fmt;
 use std::str::FromStr;
 
+use fledge_api::template::{TemplateVars, render};
+
 /// The builtin metric names.
 pub const SUCCESS_RATE: &str = "request-success-rate";
 /// See [`SUCCESS_RATE`].
@@ -33,6 +35,8 @@ pub enum Observer {
     /// ingress-nginx's `nginx_ingress_controller_requests` and upstream latency, of the
     /// canary Ingress (`canary!=""`) of `spec.ingressRef`.
     Nginx,
+    /// Skipper's route metrics of the canary Ingress's routes to `<svc>-canary`.
+    Skipper,
 }
 
 /// Which observer the builtin queries of `gatewayapi:*` Canaries use (a controller flag):
@@ -76,6 +80,7 @@ impl Observer {
             "traefik" => Observer::TraefikCrd,
             "osm" => Observer::Osm,
             "nginx" => Observer::Nginx,
+            "skipper" => Observer::Skipper,
             p if p == "kubernetes" || p.starts_with("gatewayapi") => match gateway {
                 GatewayMetrics::Traefik if p != "kubernetes" => Observer::TraefikGateway,
                 _ => Observer::Http,
@@ -169,14 +174,57 @@ impl Observer {
                     )
                 }
             }
+            Observer::Skipper => {
+                let route = r#"route=~"kube(ew)?_{{ namespace }}__{{ ingress }}_canary__.*__{{ service }}_canary(_[0-9]+)?""#;
+                if success {
+                    format!(
+                        r#"sum(rate(skipper_response_duration_seconds_bucket{{{route},code!~"5..",le="+Inf"}}[{{{{ interval }}}}])) / sum(rate(skipper_response_duration_seconds_bucket{{{route},le="+Inf"}}[{{{{ interval }}}}])) * 100"#
+                    )
+                } else {
+                    format!(
+                        r#"sum(rate(skipper_serve_route_duration_seconds_sum{{{route}}}[{{{{ interval }}}}])) / sum(rate(skipper_serve_route_duration_seconds_count{{{route}}}[{{{{ interval }}}}])) * 1000"#
+                    )
+                }
+            }
         })
+    }
+
+    /// Renders a builtin query of this observer. Skipper names its routes after the namespace,
+    /// Ingress and Service with every character but `[0-9A-Za-z_]` as `_`, so its variables are
+    /// written that way (as Flagger's Skipper observer does).
+    pub fn render(self, query: &str, vars: &TemplateVars<'_>) -> Result<String, String> {
+        if self != Observer::Skipper {
+            return render(query, vars);
+        }
+        let word = |s: &str| -> String {
+            s.chars()
+                .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+                .collect()
+        };
+        let (namespace, name, target, service, ingress) = (
+            word(vars.namespace),
+            word(vars.name),
+            word(vars.target),
+            word(vars.service),
+            word(vars.ingress),
+        );
+        render(
+            query,
+            &TemplateVars {
+                namespace: &namespace,
+                name: &name,
+                target: &target,
+                service: &service,
+                ingress: &ingress,
+                ..*vars
+            },
+        )
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use fledge_api::template::{TemplateVars, render};
 
     fn vars() -> TemplateVars<'static> {
         TemplateVars {
@@ -206,6 +254,7 @@ mod tests {
             ("smi:v1alpha1", Istio),
             ("osm", Osm),
             ("nginx", Nginx),
+            ("skipper", Skipper),
         ] {
             assert_eq!(Observer::for_provider(provider, app), want, "{provider}");
         }
@@ -260,6 +309,34 @@ mod tests {
         assert_eq!(
             q(Observer::Nginx, DURATION),
             r#"sum(rate(nginx_ingress_controller_ingress_upstream_latency_seconds_sum{namespace="shop", ingress="web-ingress", canary!=""}[1m])) / sum(rate(nginx_ingress_controller_ingress_upstream_latency_seconds_count{namespace="shop", ingress="web-ingress", canary!=""}[1m])) * 1000"#
+        );
+        // Flagger's pkg/metrics/observers/skipper.go (its test's expected query, whitespace
+        // folded), names with non-word characters written as `_`.
+        let skipper = TemplateVars {
+            namespace: "skipper",
+            ingress: "skipper-ingress",
+            service: "backend",
+            ..vars()
+        };
+        let qs = |m: &str| {
+            Observer::Skipper
+                .render(&Observer::Skipper.query(m).unwrap(), &skipper)
+                .unwrap()
+        };
+        assert_eq!(
+            qs(SUCCESS_RATE),
+            r#"sum(rate(skipper_response_duration_seconds_bucket{route=~"kube(ew)?_skipper__skipper_ingress_canary__.*__backend_canary(_[0-9]+)?",code!~"5..",le="+Inf"}[1m])) / sum(rate(skipper_response_duration_seconds_bucket{route=~"kube(ew)?_skipper__skipper_ingress_canary__.*__backend_canary(_[0-9]+)?",le="+Inf"}[1m])) * 100"#
+        );
+        assert_eq!(
+            qs(DURATION),
+            r#"sum(rate(skipper_serve_route_duration_seconds_sum{route=~"kube(ew)?_skipper__skipper_ingress_canary__.*__backend_canary(_[0-9]+)?"}[1m])) / sum(rate(skipper_serve_route_duration_seconds_count{route=~"kube(ew)?_skipper__skipper_ingress_canary__.*__backend_canary(_[0-9]+)?"}[1m])) * 1000"#
+        );
+        // Other observers render the variables as they are.
+        assert!(
+            Observer::Nginx
+                .render("{{ ingress }}", &skipper)
+                .unwrap()
+                .contains("skipper-ingress")
         );
         assert_eq!(Observer::Http.query("error-rate"), None);
     }
