@@ -46,6 +46,7 @@ macro_rules! conformance {
 
 conformance! {
     kubernetes => "kubernetes",
+    contour => "contour",
     gatewayapi_v1 => "gatewayapi:v1",
     gatewayapi_v1beta1 => "gatewayapi:v1beta1",
     istio => "istio",

@@ -23,6 +23,7 @@ use crate::{AlertProviderSpec, CanarySpec, MetricTemplateSpec, defaults};
 /// Traffic providers fledge routes with (`spec.provider`).
 pub const SUPPORTED_PROVIDERS: &[&str] = &[
     "kubernetes",
+    "contour",
     "gatewayapi:v1",
     "gatewayapi:v1beta1",
     "istio",
@@ -41,7 +42,6 @@ pub const UNSUPPORTED_FLAGGER_PROVIDERS: &[&str] = &[
     "apisix",
     "appmesh",
     "appmesh:v1beta2",
-    "contour",
     "gloo",
     "knative",
     "kuma",
@@ -51,8 +51,13 @@ pub const UNSUPPORTED_FLAGGER_PROVIDERS: &[&str] = &[
 pub const MIRROR_PROVIDERS: &[&str] = &["gatewayapi:v1", "gatewayapi:v1beta1", "istio", "traefik"];
 
 /// Providers that can route by header, cookie or query parameter (A/B testing).
-pub const HTTP_MATCH_PROVIDERS: &[&str] =
-    &["gatewayapi:v1", "gatewayapi:v1beta1", "istio", "nginx"];
+pub const HTTP_MATCH_PROVIDERS: &[&str] = &[
+    "contour",
+    "gatewayapi:v1",
+    "gatewayapi:v1beta1",
+    "istio",
+    "nginx",
+];
 
 /// Providers that keep a session on the canary with a cookie (session affinity).
 pub const SESSION_AFFINITY_PROVIDERS: &[&str] =
@@ -245,6 +250,11 @@ pub fn validate_canary_spec(spec: &CanarySpec) -> Vec<Problem> {
     {
         p.0.extend(problems);
     }
+    if provider == "contour" {
+        for (i, m) in analysis.r#match.iter().flatten().enumerate() {
+            check_contour_match(&mut p, &format!("spec.analysis.match[{i}]"), m);
+        }
+    }
     if GATEWAY_API_PROVIDERS.contains(&provider) {
         for (base, list) in [
             ("spec.service.match", &spec.service.r#match),
@@ -373,6 +383,30 @@ pub fn nginx_canary_match(
         }
     }
     if p.0.is_empty() { Ok(out) } else { Err(p.0) }
+}
+
+/// What fledge's HTTPProxy routes match on: headers, by their exact value.
+fn check_contour_match(p: &mut Problems, field: &str, m: &HttpMatchRequest) {
+    let other = HttpMatchRequest {
+        headers: None,
+        name: None,
+        ..m.clone()
+    };
+    if other != HttpMatchRequest::default() {
+        p.add(
+            field,
+            "provider contour matches A/B traffic on headers only (exact values); remove the \
+             other conditions, or use istio or gatewayapi:v1",
+        );
+    }
+    for (name, sm) in m.headers.iter().flatten() {
+        if sm.exact.is_none() || sm.prefix.is_some() || sm.suffix.is_some() || sm.regex.is_some() {
+            p.add(
+                format!("{field}.headers.{name}"),
+                "provider contour matches a header by its exact value only; write exact",
+            );
+        }
+    }
 }
 
 /// The Gateway API providers: their HTTPRoute matches less than Istio's `HTTPMatchRequest`.

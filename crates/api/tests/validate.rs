@@ -156,7 +156,7 @@ fn exact_messages() {
     let spec = canary(&[("provider", json!("appmesh"))]);
     assert_eq!(
         validate_canary_spec(&spec)[0].to_string(),
-        "spec.provider: provider \"appmesh\" is not supported by fledge yet; supported: kubernetes, \
+        "spec.provider: provider \"appmesh\" is not supported by fledge yet; supported: kubernetes, contour, \
          gatewayapi:v1, gatewayapi:v1beta1, istio, linkerd, nginx, osm, skipper, smi:v1alpha1, smi:v1alpha2, smi:v1alpha3, traefik"
     );
     let spec = canary(&[(
@@ -1011,6 +1011,30 @@ fn strategies() {
                     "spec.analysis.match[2].queryParams",
                     "provider nginx routes A/B traffic with ingress-nginx's canary annotations, \
                      which cannot match on queryParams",
+                ),
+            ],
+        ),
+        (
+            "A/B on contour beyond exact headers",
+            vec![
+                ("provider", json!("contour")),
+                ("analysis.stepWeight", Value::Null),
+                ("analysis.iterations", json!(10)),
+                (
+                    "analysis.match",
+                    json!([{"headers": {"x-canary": {"exact": "always"}}},
+                           {"headers": {"user-agent": {"regex": ".*Firefox.*"}},
+                            "queryParams": {"canary": {"exact": "1"}}}]),
+                ),
+            ],
+            vec![
+                (
+                    "spec.analysis.match[1]",
+                    "provider contour matches A/B traffic on headers only",
+                ),
+                (
+                    "spec.analysis.match[1].headers.user-agent",
+                    "provider contour matches a header by its exact value only",
                 ),
             ],
         ),

@@ -137,6 +137,13 @@ pub fn candidates(canary: &Canary, tracked: &[&ConfigRef]) -> Vec<(ApiResource, 
                 &names.apex,
             ));
         }
+        "contour" => out.push(route(
+            "projectcontour.io",
+            "v1",
+            "HTTPProxy",
+            "httpproxies",
+            &names.apex,
+        )),
         "nginx" | "skipper" => out.push(route(
             "networking.k8s.io",
             "v1",
@@ -332,6 +339,17 @@ mod tests {
                 last.1.as_str()
             ),
             ("networking.k8s.io/v1", "ingresses", "web-canary")
+        );
+        let mut contour = canary.clone();
+        contour.spec.provider = Some("contour".into());
+        let last = candidates(&contour, &[]).pop().unwrap();
+        assert_eq!(
+            (
+                last.0.api_version.as_str(),
+                last.0.plural.as_str(),
+                last.1.as_str()
+            ),
+            ("projectcontour.io/v1", "httpproxies", "podinfo")
         );
         for (provider, version) in [("osm", "v1alpha2"), ("smi:v1alpha1", "v1alpha1")] {
             let mut smi = canary.clone();

@@ -19,6 +19,7 @@ use serde_json::json;
 
 use fledge_api::primary_name;
 
+pub mod contour;
 mod error;
 pub mod gatewayapi;
 pub mod ingress;
@@ -160,6 +161,7 @@ pub const ROUTERS: &[(&str, Constructor)] = &[
     ("kubernetes", |c, _| {
         Box::new(kubernetes::KubernetesRouter::new(c))
     }),
+    ("contour", |c, _| Box::new(contour::ContourRouter::new(c))),
     ("gatewayapi:v1", |c, _| {
         Box::new(gatewayapi::GatewayApiRouter::new(
             c,

@@ -37,6 +37,8 @@ pub enum Observer {
     Nginx,
     /// Skipper's route metrics of the canary Ingress's routes to `<svc>-canary`.
     Skipper,
+    /// Envoy's cluster metrics of `<namespace>_<svc>-canary_<port>`, Contour's cluster names.
+    Contour,
 }
 
 /// Which observer the builtin queries of `gatewayapi:*` Canaries use (a controller flag):
@@ -81,6 +83,7 @@ impl Observer {
             "osm" => Observer::Osm,
             "nginx" => Observer::Nginx,
             "skipper" => Observer::Skipper,
+            "contour" => Observer::Contour,
             p if p == "kubernetes" || p.starts_with("gatewayapi") => match gateway {
                 GatewayMetrics::Traefik if p != "kubernetes" => Observer::TraefikGateway,
                 _ => Observer::Http,
@@ -174,6 +177,19 @@ impl Observer {
                     )
                 }
             }
+            Observer::Contour => {
+                let sel =
+                    r#"envoy_cluster_name=~"{{ namespace }}_{{ service }}-canary_[0-9a-zA-Z-]+""#;
+                if success {
+                    format!(
+                        r#"sum(rate(envoy_cluster_upstream_rq{{{sel}, envoy_response_code!~"5.*"}}[{{{{ interval }}}}])) / sum(rate(envoy_cluster_upstream_rq{{{sel}}}[{{{{ interval }}}}])) * 100"#
+                    )
+                } else {
+                    format!(
+                        r#"histogram_quantile(0.99, sum(rate(envoy_cluster_upstream_rq_time_bucket{{{sel}}}[{{{{ interval }}}}])) by (le))"#
+                    )
+                }
+            }
             Observer::Skipper => {
                 let route = r#"route=~"kube(ew)?_{{ namespace }}__{{ ingress }}_canary__.*__{{ service }}_canary(_[0-9]+)?""#;
                 if success {
@@ -255,6 +271,7 @@ mod tests {
             ("osm", Osm),
             ("nginx", Nginx),
             ("skipper", Skipper),
+            ("contour", Contour),
         ] {
             assert_eq!(Observer::for_provider(provider, app), want, "{provider}");
         }
@@ -330,6 +347,16 @@ mod tests {
         assert_eq!(
             qs(DURATION),
             r#"sum(rate(skipper_serve_route_duration_seconds_sum{route=~"kube(ew)?_skipper__skipper_ingress_canary__.*__backend_canary(_[0-9]+)?"}[1m])) / sum(rate(skipper_serve_route_duration_seconds_count{route=~"kube(ew)?_skipper__skipper_ingress_canary__.*__backend_canary(_[0-9]+)?"}[1m])) * 1000"#
+        );
+        // Flagger's pkg/metrics/observers/contour.go, its whitespace (and a trailing comma in
+        // a selector) folded.
+        assert_eq!(
+            q(Observer::Contour, SUCCESS_RATE),
+            r#"sum(rate(envoy_cluster_upstream_rq{envoy_cluster_name=~"shop_web-canary_[0-9a-zA-Z-]+", envoy_response_code!~"5.*"}[1m])) / sum(rate(envoy_cluster_upstream_rq{envoy_cluster_name=~"shop_web-canary_[0-9a-zA-Z-]+"}[1m])) * 100"#
+        );
+        assert_eq!(
+            q(Observer::Contour, DURATION),
+            r#"histogram_quantile(0.99, sum(rate(envoy_cluster_upstream_rq_time_bucket{envoy_cluster_name=~"shop_web-canary_[0-9a-zA-Z-]+"}[1m])) by (le))"#
         );
         // Other observers render the variables as they are.
         assert!(
