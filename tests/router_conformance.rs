@@ -15,12 +15,13 @@
 
 use std::time::Duration;
 
-use fledge_api::validate::validate_canary_spec;
+use fledge_api::validate::{INGRESS_PROVIDERS, validate_canary_spec};
 use fledge_api::{Canary, CanaryStatus};
 use fledge_core::Routes;
 use fledge_e2e::{TestNs, eventually};
 use fledge_routers::{Error, RouteTarget, Router, router_for};
 use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::networking::v1::Ingress;
 use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
 
@@ -45,10 +46,15 @@ macro_rules! conformance {
 
 conformance! {
     kubernetes => "kubernetes",
+    contour => "contour",
     gatewayapi_v1 => "gatewayapi:v1",
     gatewayapi_v1beta1 => "gatewayapi:v1beta1",
     istio => "istio",
     linkerd => "linkerd",
+    nginx => "nginx",
+    osm => "osm",
+    skipper => "skipper",
+    smi_v1alpha1 => "smi:v1alpha1",
     smi_v1alpha2 => "smi:v1alpha2",
     smi_v1alpha3 => "smi:v1alpha3",
     traefik => "traefik",
@@ -69,7 +75,7 @@ fn every_registered_router_runs_the_suite() {
 /// The Canary of the suite: A/B matches and session affinity in the spec, so that routes that
 /// ask for them have something to route by.
 fn canary_json(provider: &str) -> Value {
-    json!({
+    let mut canary = json!({
         "apiVersion": "fledge.dev/v1beta1", "kind": "Canary",
         "metadata": {"name": "podinfo"},
         "spec": {
@@ -82,7 +88,29 @@ fn canary_json(provider: &str) -> Value {
                 "sessionAffinity": {"cookieName": "fledge-affinity", "maxAge": 60}
             }
         }
-    })
+    });
+    if INGRESS_PROVIDERS.contains(&provider) {
+        canary["spec"]["ingressRef"] =
+            json!({"apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "name": "podinfo"});
+    }
+    canary
+}
+
+/// The user's Ingress that an Ingress router copies: `app.example.com` to the apex Service.
+async fn apex_ingress(ns: &TestNs) {
+    let api: Api<Ingress> = Api::namespaced(ns.client.clone(), &ns.name);
+    let ing: Ingress = serde_json::from_value(json!({
+        "apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
+        "metadata": {"name": "podinfo", "annotations": {"kubernetes.io/ingress.class": "nginx"}},
+        "spec": {"rules": [{"host": "app.example.com", "http": {"paths": [{
+            "path": "/", "pathType": "Prefix",
+            "backend": {"service": {"name": "podinfo", "port": {"number": 9898}}}
+        }]}}]}
+    }))
+    .unwrap();
+    api.create(&PostParams::default(), &ing)
+        .await
+        .unwrap_or_else(|e| panic!("creating Ingress podinfo: {e}"));
 }
 
 /// The three Services the controller would create, owned by the Canary.
@@ -122,9 +150,9 @@ fn dynamic(ns: &TestNs, router: &dyn Router) -> Api<DynamicObject> {
 }
 
 /// The routing object's JSON, if it exists.
-async fn routing_object(ns: &TestNs, router: &dyn Router) -> Option<Value> {
+async fn routing_object(ns: &TestNs, router: &dyn Router, canary: &Canary) -> Option<Value> {
     dynamic(ns, router)
-        .get_opt("podinfo")
+        .get_opt(&router.routing_name(canary))
         .await
         .unwrap_or_else(|e| panic!("{}: reading the routing object: {e}", router.provider()))
         .map(|o| serde_json::to_value(o).unwrap())
@@ -177,6 +205,9 @@ async fn conform(provider: &str) {
         .await
         .unwrap_or_else(|e| panic!("{provider}: creating the Canary: {e}"));
     services(&ns, &canary).await;
+    if INGRESS_PROVIDERS.contains(&provider) {
+        apex_ingress(&ns).await;
+    }
     let router = router_for(ns.client.clone(), &canary).unwrap();
     let router = router.as_ref();
     assert_eq!(router.provider(), provider);
@@ -198,7 +229,9 @@ async fn conform(provider: &str) {
         .await
         .unwrap_or_else(|e| panic!("{provider}: ensure: {e}"));
     assert_eq!(read(router, &t).await, Some(Routes::PRIMARY), "{provider}");
-    let obj = routing_object(&ns, router).await.expect("routing object");
+    let obj = routing_object(&ns, router, &canary)
+        .await
+        .expect("routing object");
     if !apex_is_the_route {
         assert_eq!(
             obj.pointer("/metadata/ownerReferences/0/uid"),
@@ -209,7 +242,7 @@ async fn conform(provider: &str) {
     // A second ensure changes nothing.
     let version = obj.pointer("/metadata/resourceVersion").cloned();
     router.ensure(&t).await.unwrap();
-    let again = routing_object(&ns, router).await.unwrap();
+    let again = routing_object(&ns, router, &canary).await.unwrap();
     assert_eq!(
         again.pointer("/metadata/resourceVersion").cloned(),
         version,
@@ -253,7 +286,10 @@ async fn conform(provider: &str) {
     };
     if caps.session_affinity {
         round_trip(router, &ta, Routes::weighted(50)).await;
-        let text = routing_object(&ns, router).await.unwrap().to_string();
+        let text = routing_object(&ns, router, &canary)
+            .await
+            .unwrap()
+            .to_string();
         assert!(
             text.contains("fledge-affinity"),
             "{provider}: the affinity cookie is in the routing object: {text}"
@@ -298,13 +334,13 @@ async fn conform(provider: &str) {
         assert_eq!(read(router, &t).await, Some(Routes::weighted(100)));
     } else {
         dynamic(&ns, router)
-            .delete("podinfo", &DeleteParams::default())
+            .delete(&router.routing_name(&canary), &DeleteParams::default())
             .await
             .unwrap();
         eventually(
             Duration::from_secs(30),
             "routing object deleted",
-            || async { routing_object(&ns, router).await.is_none() },
+            || async { routing_object(&ns, router, &canary).await.is_none() },
         )
         .await
         .unwrap();
@@ -338,8 +374,9 @@ async fn conform(provider: &str) {
             .is_empty(),
         "{provider}: the apex Service is released"
     );
-    // A provider whose apex Service alone serves once released (SMI) deletes its object.
-    if let Some(obj) = routing_object(&ns, router).await
+    // A provider whose apex Service alone serves once released (SMI, the Ingress routers)
+    // deletes its object.
+    if let Some(obj) = routing_object(&ns, router, &canary).await
         && !apex_is_the_route
     {
         assert!(
@@ -359,7 +396,7 @@ async fn conform(provider: &str) {
         eventually(
             Duration::from_secs(60),
             &format!("{provider}: the routing object to be collected with its Canary"),
-            || async { routing_object(&ns, router).await.is_none() },
+            || async { routing_object(&ns, router, &canary).await.is_none() },
         )
         .await
         .unwrap();

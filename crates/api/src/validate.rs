@@ -23,10 +23,15 @@ use crate::{AlertProviderSpec, CanarySpec, MetricTemplateSpec, defaults};
 /// Traffic providers fledge routes with (`spec.provider`).
 pub const SUPPORTED_PROVIDERS: &[&str] = &[
     "kubernetes",
+    "contour",
     "gatewayapi:v1",
     "gatewayapi:v1beta1",
     "istio",
     "linkerd",
+    "nginx",
+    "osm",
+    "skipper",
+    "smi:v1alpha1",
     "smi:v1alpha2",
     "smi:v1alpha3",
     "traefik",
@@ -37,21 +42,22 @@ pub const UNSUPPORTED_FLAGGER_PROVIDERS: &[&str] = &[
     "apisix",
     "appmesh",
     "appmesh:v1beta2",
-    "contour",
     "gloo",
     "knative",
     "kuma",
-    "nginx",
-    "osm",
-    "skipper",
-    "smi:v1alpha1",
 ];
 
 /// Providers that can copy (mirror) traffic to the canary.
 pub const MIRROR_PROVIDERS: &[&str] = &["gatewayapi:v1", "gatewayapi:v1beta1", "istio", "traefik"];
 
 /// Providers that can route by header, cookie or query parameter (A/B testing).
-pub const HTTP_MATCH_PROVIDERS: &[&str] = &["gatewayapi:v1", "gatewayapi:v1beta1", "istio"];
+pub const HTTP_MATCH_PROVIDERS: &[&str] = &[
+    "contour",
+    "gatewayapi:v1",
+    "gatewayapi:v1beta1",
+    "istio",
+    "nginx",
+];
 
 /// Providers that keep a session on the canary with a cookie (session affinity).
 pub const SESSION_AFFINITY_PROVIDERS: &[&str] =
@@ -240,6 +246,22 @@ pub fn validate_canary_spec(spec: &CanarySpec) -> Vec<Problem> {
 
     let analysis = spec.analysis_or_default();
     check_analysis(&mut p, spec, provider, &analysis);
+    if INGRESS_PROVIDERS.contains(&provider) {
+        check_ingress_ref(&mut p, provider, spec);
+    }
+    if provider == "nginx"
+        && let Err(problems) = nginx_canary_match(
+            "spec.analysis.match",
+            analysis.r#match.as_deref().unwrap_or(&[]),
+        )
+    {
+        p.0.extend(problems);
+    }
+    if provider == "contour" {
+        for (i, m) in analysis.r#match.iter().flatten().enumerate() {
+            check_contour_match(&mut p, &format!("spec.analysis.match[{i}]"), m);
+        }
+    }
     if GATEWAY_API_PROVIDERS.contains(&provider) {
         for (base, list) in [
             ("spec.service.match", &spec.service.r#match),
@@ -252,6 +274,146 @@ pub fn validate_canary_spec(spec: &CanarySpec) -> Vec<Problem> {
     }
 
     p.0
+}
+
+/// Providers that copy the Ingress `spec.ingressRef` names into a `-canary` Ingress.
+pub const INGRESS_PROVIDERS: &[&str] = &["nginx", "skipper"];
+
+/// What an ingress-nginx canary Ingress routes by: one header (its value exactly, or a regular
+/// expression), one cookie (the canary gets requests whose cookie of that name is `always`),
+/// or both as alternatives; Flagger's reading of `analysis.match` for `nginx`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NginxCanaryMatch {
+    /// `canary-by-header`.
+    pub header: Option<String>,
+    /// `canary-by-header-value`.
+    pub header_value: Option<String>,
+    /// `canary-by-header-pattern`.
+    pub header_pattern: Option<String>,
+    /// `canary-by-cookie`.
+    pub cookie: Option<String>,
+}
+
+/// `analysis.match` as ingress-nginx's canary annotations, or every condition they cannot
+/// express (with its field under `base`, e.g. `spec.analysis.match`).
+pub fn nginx_canary_match(
+    base: &str,
+    matches: &[HttpMatchRequest],
+) -> Result<NginxCanaryMatch, Vec<Problem>> {
+    let mut p = Problems::default();
+    let mut out = NginxCanaryMatch::default();
+    let cannot = |what: &str| {
+        format!(
+            "provider nginx routes A/B traffic with ingress-nginx's canary annotations, which \
+             cannot match on {what}; match on one header (exact or regex) and/or one cookie \
+             (headers.cookie.exact: the cookie's name), or use istio or gatewayapi:v1"
+        )
+    };
+    for (i, m) in matches.iter().enumerate() {
+        let field = format!("{base}[{i}]");
+        for (name, set) in [
+            ("uri", m.uri.is_some()),
+            ("scheme", m.scheme.is_some()),
+            ("method", m.method.is_some()),
+            ("authority", m.authority.is_some()),
+            ("port", m.port.is_some()),
+            ("sourceLabels", m.source_labels.is_some()),
+            ("gateways", m.gateways.is_some()),
+            ("queryParams", m.query_params.is_some()),
+            ("ignoreUriCase", m.ignore_uri_case == Some(true)),
+            ("withoutHeaders", m.without_headers.is_some()),
+            ("sourceNamespace", m.source_namespace.is_some()),
+        ] {
+            if set {
+                p.add(format!("{field}.{name}"), cannot(name));
+            }
+        }
+        let headers = m.headers.as_ref().map(|h| h.iter().collect::<Vec<_>>());
+        let headers = headers.unwrap_or_default();
+        if headers.len() > 1 {
+            p.add(
+                format!("{field}.headers"),
+                "provider nginx cannot require several headers (or a header and a cookie) at \
+                 once: ingress-nginx sends a request to the canary when its header or its cookie \
+                 matches; put each condition in a match entry of its own",
+            );
+        }
+        for (name, sm) in headers {
+            let hfield = format!("{field}.headers.{name}");
+            if sm.prefix.is_some() || sm.suffix.is_some() {
+                p.add(
+                    hfield.clone(),
+                    "provider nginx matches a header exactly or by a regular expression only; \
+                     write exact or regex",
+                );
+            }
+            if name.eq_ignore_ascii_case("cookie") {
+                let Some(cookie) = sm.exact.as_ref().filter(|c| !c.is_empty()) else {
+                    p.add(
+                        hfield,
+                        "provider nginx routes by a cookie's name (the canary gets requests \
+                         whose cookie of that name is \"always\"): write exact: <cookie name>",
+                    );
+                    continue;
+                };
+                if out.cookie.as_ref().is_some_and(|c| c != cookie) {
+                    p.add(
+                        hfield,
+                        "provider nginx routes by one cookie only; every match entry must name \
+                         the same cookie",
+                    );
+                }
+                out.cookie = Some(cookie.clone());
+            } else {
+                if out.header.as_ref().is_some_and(|h| h != name) {
+                    p.add(
+                        hfield.clone(),
+                        "provider nginx routes by one header only; every match entry must name \
+                         the same header",
+                    );
+                }
+                if sm.exact.is_some() && sm.regex.is_some() {
+                    p.add(hfield.clone(), "set exact or regex, not both");
+                }
+                let previous = (out.header_value.clone(), out.header_pattern.clone());
+                if out.header.is_some() && previous != (sm.exact.clone(), sm.regex.clone()) {
+                    p.add(
+                        hfield,
+                        "provider nginx matches one header against one value or pattern; \
+                         every match entry on it must give the same",
+                    );
+                }
+                out.header = Some(name.clone());
+                out.header_value = sm.exact.clone();
+                out.header_pattern = sm.regex.clone();
+            }
+        }
+    }
+    if p.0.is_empty() { Ok(out) } else { Err(p.0) }
+}
+
+/// What fledge's HTTPProxy routes match on: headers, by their exact value.
+fn check_contour_match(p: &mut Problems, field: &str, m: &HttpMatchRequest) {
+    let other = HttpMatchRequest {
+        headers: None,
+        name: None,
+        ..m.clone()
+    };
+    if other != HttpMatchRequest::default() {
+        p.add(
+            field,
+            "provider contour matches A/B traffic on headers only (exact values); remove the \
+             other conditions, or use istio or gatewayapi:v1",
+        );
+    }
+    for (name, sm) in m.headers.iter().flatten() {
+        if sm.exact.is_none() || sm.prefix.is_some() || sm.suffix.is_some() || sm.regex.is_some() {
+            p.add(
+                format!("{field}.headers.{name}"),
+                "provider contour matches a header by its exact value only; write exact",
+            );
+        }
+    }
 }
 
 /// The Gateway API providers: their HTTPRoute matches less than Istio's `HTTPMatchRequest`.
@@ -327,6 +489,36 @@ fn check_provider(p: &mut Problems, provider: Option<&str>) {
             "spec.provider",
             format!("provider {provider:?} is unknown; use one of: {supported}"),
         );
+    }
+}
+
+/// The Ingress an ingress provider copies: named, and an Ingress.
+fn check_ingress_ref(p: &mut Problems, provider: &str, spec: &CanarySpec) {
+    match &spec.ingress_ref {
+        None => p.add(
+            "spec.ingressRef",
+            format!(
+                "is required by provider {provider}: name the Ingress (networking.k8s.io/v1) \
+                 that routes to the Service {}, e.g. ingressRef: {{apiVersion: \
+                 networking.k8s.io/v1, kind: Ingress, name: {}}}",
+                spec.apex_service_name(),
+                spec.apex_service_name()
+            ),
+        ),
+        Some(r) => {
+            if let Some(kind) = r
+                .kind
+                .as_deref()
+                .filter(|k| !k.is_empty() && *k != "Ingress")
+            {
+                p.add(
+                    "spec.ingressRef.kind",
+                    format!(
+                        "provider {provider} copies an Ingress, not a {kind}; write kind: Ingress"
+                    ),
+                );
+            }
+        }
     }
 }
 

@@ -2,7 +2,7 @@
 //! exact problems (field path, and a part of the message) it must produce.
 
 use fledge_api::validate::{
-    Problem, SUPPORTED_PROVIDERS, UNSUPPORTED_FLAGGER_METRIC_PROVIDERS,
+    INGRESS_PROVIDERS, Problem, SUPPORTED_PROVIDERS, UNSUPPORTED_FLAGGER_METRIC_PROVIDERS,
     UNSUPPORTED_FLAGGER_PROVIDERS, validate_alert_provider_spec, validate_canary_spec,
     validate_metric_template_spec,
 };
@@ -153,11 +153,11 @@ fn exact_messages() {
             "10 is not greater than the step before it (10); steps must increase, e.g. [5, 10, 25, 50]"
         )]
     );
-    let spec = canary(&[("provider", json!("nginx"))]);
+    let spec = canary(&[("provider", json!("appmesh"))]);
     assert_eq!(
         validate_canary_spec(&spec)[0].to_string(),
-        "spec.provider: provider \"nginx\" is not supported by fledge yet; supported: kubernetes, \
-         gatewayapi:v1, gatewayapi:v1beta1, istio, linkerd, smi:v1alpha2, smi:v1alpha3, traefik"
+        "spec.provider: provider \"appmesh\" is not supported by fledge yet; supported: kubernetes, contour, \
+         gatewayapi:v1, gatewayapi:v1beta1, istio, linkerd, nginx, osm, skipper, smi:v1alpha1, smi:v1alpha2, smi:v1alpha3, traefik"
     );
     let spec = canary(&[(
         "analysis.metrics[0].thresholdRange",
@@ -181,6 +181,11 @@ fn providers() {
                 ("provider", json!(p)),
                 ("analysis.stepWeight", Value::Null),
                 ("analysis.iterations", json!(10)),
+            ])
+        } else if INGRESS_PROVIDERS.contains(p) {
+            canary(&[
+                ("provider", json!(p)),
+                ("ingressRef", json!({"kind": "Ingress", "name": "podinfo"})),
             ])
         } else {
             canary(&[("provider", json!(p))])
@@ -219,7 +224,7 @@ fn providers() {
         (
             "unsupported provider: its abilities are not checked",
             vec![
-                ("provider", json!("nginx")),
+                ("provider", json!("appmesh")),
                 ("analysis.stepWeight", Value::Null),
                 ("analysis.iterations", json!(10)),
                 ("analysis.mirror", json!(true)),
@@ -231,7 +236,7 @@ fn providers() {
             ],
             vec![(
                 "spec.provider",
-                "provider \"nginx\" is not supported by fledge yet",
+                "provider \"appmesh\" is not supported by fledge yet",
             )],
         ),
         (
@@ -837,6 +842,32 @@ fn analysis_numbers() {
 #[test]
 fn strategies() {
     let ab_match = json!([{"headers": {"x-canary": {"exact": "always"}}}]);
+    // The TrafficSplit providers and Skipper refuse A/B testing and mirroring, naming
+    // themselves.
+    for provider in ["osm", "smi:v1alpha1", "skipper"] {
+        for (field, patch, text) in [
+            (
+                "spec.analysis.match",
+                ("analysis.match", ab_match.clone()),
+                "cannot route by header, cookie or query parameter",
+            ),
+            (
+                "spec.analysis.mirror",
+                ("analysis.mirror", json!(true)),
+                "cannot mirror traffic",
+            ),
+        ] {
+            let spec = canary(&[
+                ("provider", json!(provider)),
+                ("ingressRef", json!({"name": "podinfo"})),
+                ("analysis.stepWeight", Value::Null),
+                ("analysis.iterations", json!(10)),
+                patch,
+            ]);
+            let want = format!("provider {provider} {text}");
+            assert_problems(provider, &validate_canary_spec(&spec), &[(field, &want)]);
+        }
+    }
     run_canary_cases(vec![
         (
             "kubernetes with stepWeight",
@@ -929,6 +960,123 @@ fn strategies() {
                 "spec.analysis.match",
                 "provider linkerd cannot route by header, cookie or query parameter",
             )],
+        ),
+        (
+            "A/B on nginx by header and cookie",
+            vec![
+                ("provider", json!("nginx")),
+                ("ingressRef", json!({"name": "podinfo"})),
+                ("analysis.stepWeight", Value::Null),
+                ("analysis.iterations", json!(10)),
+                (
+                    "analysis.match",
+                    json!([{"headers": {"x-canary": {"exact": "always"}}},
+                           {"headers": {"cookie": {"exact": "canary"}}}]),
+                ),
+            ],
+            vec![],
+        ),
+        (
+            "A/B on nginx beyond one header and one cookie",
+            vec![
+                ("provider", json!("nginx")),
+                ("ingressRef", json!({"name": "podinfo"})),
+                ("analysis.stepWeight", Value::Null),
+                ("analysis.iterations", json!(10)),
+                (
+                    "analysis.match",
+                    json!([{"headers": {"x-canary": {"prefix": "a"}, "cookie": {"exact": "c"}}},
+                           {"headers": {"x-other": {"exact": "b"}}},
+                           {"queryParams": {"canary": {"exact": "1"}}}]),
+                ),
+            ],
+            vec![
+                (
+                    "spec.analysis.match[0].headers",
+                    "provider nginx cannot require several headers",
+                ),
+                (
+                    "spec.analysis.match[0].headers.x-canary",
+                    "provider nginx matches a header exactly or by a regular expression only",
+                ),
+                (
+                    "spec.analysis.match[1].headers.x-other",
+                    "provider nginx routes by one header only",
+                ),
+                (
+                    "spec.analysis.match[1].headers.x-other",
+                    "provider nginx matches one header against one value or pattern",
+                ),
+                (
+                    "spec.analysis.match[2].queryParams",
+                    "provider nginx routes A/B traffic with ingress-nginx's canary annotations, \
+                     which cannot match on queryParams",
+                ),
+            ],
+        ),
+        (
+            "A/B on contour beyond exact headers",
+            vec![
+                ("provider", json!("contour")),
+                ("analysis.stepWeight", Value::Null),
+                ("analysis.iterations", json!(10)),
+                (
+                    "analysis.match",
+                    json!([{"headers": {"x-canary": {"exact": "always"}}},
+                           {"headers": {"user-agent": {"regex": ".*Firefox.*"}},
+                            "queryParams": {"canary": {"exact": "1"}}}]),
+                ),
+            ],
+            vec![
+                (
+                    "spec.analysis.match[1]",
+                    "provider contour matches A/B traffic on headers only",
+                ),
+                (
+                    "spec.analysis.match[1].headers.user-agent",
+                    "provider contour matches a header by its exact value only",
+                ),
+            ],
+        ),
+        (
+            "nginx without ingressRef",
+            vec![("provider", json!("nginx"))],
+            vec![("spec.ingressRef", "is required by provider nginx")],
+        ),
+        (
+            "nginx with an ingressRef that is no Ingress",
+            vec![
+                ("provider", json!("nginx")),
+                (
+                    "ingressRef",
+                    json!({"kind": "HTTPProxy", "name": "podinfo"}),
+                ),
+            ],
+            vec![(
+                "spec.ingressRef.kind",
+                "provider nginx copies an Ingress, not a HTTPProxy",
+            )],
+        ),
+        (
+            "mirror and session affinity on nginx",
+            vec![
+                ("provider", json!("nginx")),
+                ("ingressRef", json!({"name": "podinfo"})),
+                ("analysis.stepWeight", Value::Null),
+                ("analysis.iterations", json!(10)),
+                ("analysis.mirror", json!(true)),
+                ("analysis.sessionAffinity", json!({"cookieName": "c"})),
+            ],
+            vec![
+                (
+                    "spec.analysis.mirror",
+                    "provider nginx cannot mirror traffic",
+                ),
+                (
+                    "spec.analysis.sessionAffinity",
+                    "provider nginx cannot route by cookie",
+                ),
+            ],
         ),
         (
             "A/B match with a bad condition",
@@ -1443,7 +1591,7 @@ fn alerts_and_session_affinity() {
 #[test]
 fn every_problem_at_once() {
     let spec = canary(&[
-        ("provider", json!("contour")),
+        ("provider", json!("knative")),
         ("service.port", json!(0)),
         ("analysis.interval", json!("soon")),
         ("analysis.stepWeight", Value::Null),

@@ -123,8 +123,9 @@ pub fn candidates(canary: &Canary, tracked: &[&ConfigRef]) -> Vec<(ApiResource, 
                 out.push(route("networking.istio.io", "v1beta1", kind, plural, name));
             }
         }
-        "linkerd" | "smi:v1alpha2" | "smi:v1alpha3" => {
+        "linkerd" | "osm" | "smi:v1alpha1" | "smi:v1alpha2" | "smi:v1alpha3" => {
             let version = match canary.spec.provider_or_default() {
+                "smi:v1alpha1" => "v1alpha1",
                 "smi:v1alpha3" => "v1alpha3",
                 _ => "v1alpha2",
             };
@@ -136,6 +137,20 @@ pub fn candidates(canary: &Canary, tracked: &[&ConfigRef]) -> Vec<(ApiResource, 
                 &names.apex,
             ));
         }
+        "contour" => out.push(route(
+            "projectcontour.io",
+            "v1",
+            "HTTPProxy",
+            "httpproxies",
+            &names.apex,
+        )),
+        "nginx" | "skipper" => out.push(route(
+            "networking.k8s.io",
+            "v1",
+            "Ingress",
+            "ingresses",
+            &fledge_routers::ingress::canary_ingress_name(canary),
+        )),
         "traefik" => out.push(route(
             "traefik.io",
             "v1alpha1",
@@ -312,5 +327,36 @@ mod tests {
                 "gateway.networking.k8s.io/v1 podinfo",
             ]
         );
+        // The Ingress routers: Flagger's canary Ingress; OSM and SMI v1alpha1: the split.
+        let mut nginx = canary.clone();
+        nginx.spec.provider = Some("nginx".into());
+        nginx.spec.ingress_ref = serde_json::from_value(json!({"name": "web"})).unwrap();
+        let last = candidates(&nginx, &[]).pop().unwrap();
+        assert_eq!(
+            (
+                last.0.api_version.as_str(),
+                last.0.plural.as_str(),
+                last.1.as_str()
+            ),
+            ("networking.k8s.io/v1", "ingresses", "web-canary")
+        );
+        let mut contour = canary.clone();
+        contour.spec.provider = Some("contour".into());
+        let last = candidates(&contour, &[]).pop().unwrap();
+        assert_eq!(
+            (
+                last.0.api_version.as_str(),
+                last.0.plural.as_str(),
+                last.1.as_str()
+            ),
+            ("projectcontour.io/v1", "httpproxies", "podinfo")
+        );
+        for (provider, version) in [("osm", "v1alpha2"), ("smi:v1alpha1", "v1alpha1")] {
+            let mut smi = canary.clone();
+            smi.spec.provider = Some(provider.into());
+            let last = candidates(&smi, &[]).pop().unwrap();
+            assert_eq!(last.0.api_version, format!("split.smi-spec.io/{version}"));
+            assert_eq!(last.1, "podinfo");
+        }
     }
 }

@@ -19,10 +19,14 @@ use serde_json::json;
 
 use fledge_api::primary_name;
 
+pub mod contour;
 mod error;
 pub mod gatewayapi;
+pub mod ingress;
 pub mod istio;
 pub mod kubernetes;
+pub mod nginx;
+pub mod skipper;
 pub mod smi;
 pub mod traefik;
 
@@ -118,6 +122,12 @@ pub trait Router: Send + Sync {
     /// [`Router::get_routes`] reads back.
     fn routing_kind(&self) -> PeerKind;
 
+    /// The name of the object of [`Router::routing_kind`] that carries the routes: the apex
+    /// Service's name, or (for the Ingress routers) `<ingressRef>-canary`.
+    fn routing_name(&self, canary: &Canary) -> String {
+        canary.spec.apex_service_name().to_string()
+    }
+
     /// What it can do; routes asking for more are refused with an [`Error::Router`].
     fn capabilities(&self) -> Capabilities;
 
@@ -151,6 +161,7 @@ pub const ROUTERS: &[(&str, Constructor)] = &[
     ("kubernetes", |c, _| {
         Box::new(kubernetes::KubernetesRouter::new(c))
     }),
+    ("contour", |c, _| Box::new(contour::ContourRouter::new(c))),
     ("gatewayapi:v1", |c, _| {
         Box::new(gatewayapi::GatewayApiRouter::new(
             c,
@@ -166,6 +177,14 @@ pub const ROUTERS: &[(&str, Constructor)] = &[
     ("istio", |c, _| Box::new(istio::IstioRouter::new(c))),
     ("linkerd", |c, p| {
         Box::new(smi::SmiRouter::new(c, smi::SmiVersion::V1alpha2, p))
+    }),
+    ("nginx", |c, _| Box::new(nginx::router(c))),
+    ("osm", |c, p| {
+        Box::new(smi::SmiRouter::new(c, smi::SmiVersion::V1alpha2, p))
+    }),
+    ("skipper", |c, _| Box::new(skipper::router(c))),
+    ("smi:v1alpha1", |c, p| {
+        Box::new(smi::SmiRouter::new(c, smi::SmiVersion::V1alpha1, p))
     }),
     ("smi:v1alpha2", |c, p| {
         Box::new(smi::SmiRouter::new(c, smi::SmiVersion::V1alpha2, p))

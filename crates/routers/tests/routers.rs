@@ -668,8 +668,8 @@ fn smi_traffic_split_weights_for_each_version() {
             "apiVersion": "split.smi-spec.io/v1alpha3", "kind": "TrafficSplit",
             "metadata": meta("podinfo"),
             "spec": {"service": "podinfo", "backends": [
-                {"service": "podinfo-primary", "weight": 80},
-                {"service": "podinfo-canary", "weight": 20}
+                {"service": "podinfo-canary", "weight": 20},
+                {"service": "podinfo-primary", "weight": 80}
             ]}
         })
     );
@@ -681,7 +681,7 @@ fn smi_traffic_split_weights_for_each_version() {
     let linkerd =
         build_traffic_split(&c, Routes::PRIMARY, SmiVersion::V1alpha2, "linkerd").unwrap();
     assert_eq!(linkerd["apiVersion"], "split.smi-spec.io/v1alpha2");
-    assert_eq!(linkerd["spec"]["backends"][1]["weight"], 0);
+    assert_eq!(linkerd["spec"]["backends"][0]["weight"], 0);
 }
 
 #[test]

@@ -20,4 +20,7 @@ require (
 	// KEDA: config/crd/bases/keda.sh_scaledobjects.yaml (the ScaledObject of autoscalerRef).
 	// v2.20.2 is the newest that Go 1.26 downloads (v2.21 requires Go 1.27).
 	github.com/kedacore/keda/v2 v2.20.2
+	// Contour: examples/contour/01-crds.yaml (HTTPProxy), at the version Flagger v1.36.1's
+	// end-to-end tests install (test/contour/install.sh).
+	github.com/projectcontour/contour v1.23.0
 )

@@ -1,4 +1,4 @@
-//! The peer CRDs the routers write to: Gateway API, Istio and SMI, installed by `cluster up`
+//! The peer CRDs the routers write to: Gateway API, Istio, SMI and Contour, installed by `cluster up`
 //! from the upstream Go modules that ship them, at the versions pinned in
 //! `xtask/go/peers/go.mod` (checksums in its go.sum), never hand-written.
 //!
@@ -8,6 +8,7 @@
 //! | Istio | `istio.io/api` | `kubernetes/customresourcedefinitions.gen.yaml` |
 //! | SMI TrafficSplit | `github.com/openservicemesh/osm` | `cmd/osm-bootstrap/crds/smi_traffic_split.yaml` |
 //! | KEDA ScaledObject | `github.com/kedacore/keda/v2` | `config/crd/bases/keda.sh_scaledobjects.yaml` |
+//! | Contour HTTPProxy (and Contour's other CRDs) | `github.com/projectcontour/contour` | `examples/contour/01-crds.yaml` |
 //!
 //! The Gateway API channel is `experimental` (a superset of `standard` with `retry`), or what
 //! `FLEDGE_GATEWAY_API_CHANNEL` says. Upstream's safe-upgrades policy refuses experimental CRDs
@@ -17,7 +18,12 @@
 //! The SMI SDK module ships its TrafficSplit CRD only as `apiextensions.k8s.io/v1beta1`, which
 //! Kubernetes no longer serves; OSM's copy is the same CRD as `apiextensions.k8s.io/v1`. OSM
 //! serves only v1alpha2 of it; fledge also switches `served` on for v1alpha3 (its schema is in
-//! the same file) so that both `smi:v1alpha2` and `smi:v1alpha3` can be tested.
+//! the same file) so that both `smi:v1alpha2` and `smi:v1alpha3` can be tested. Neither file
+//! has a schema for v1alpha1 (the SMI SDK lists it unserved under one schema whose weights are
+//! numbers, though v1alpha1 weights are resource quantities such as `"100"` or `"500m"`), so
+//! fledge adds v1alpha1 as a copy of v1alpha2 whose `weight` is an int-or-string, served and
+//! not stored, for `smi:v1alpha1`. The versions share one layout and the CRD converts with
+//! `None` (objects are stored as written): a v1alpha1 object keeps its quantity strings.
 
 use std::fs;
 use std::io::Write;
@@ -42,12 +48,19 @@ pub const SMI_CRD_MODULE: &str = "github.com/openservicemesh/osm";
 
 /// KEDA's module (the ScaledObject an `autoscalerRef` may name).
 pub const KEDA: &str = "github.com/kedacore/keda/v2";
+/// Contour's module (the HTTPProxy of the `contour` provider).
+pub const CONTOUR: &str = "github.com/projectcontour/contour";
 
 const ISTIO_FILE: &str = "kubernetes/customresourcedefinitions.gen.yaml";
 const KEDA_FILE: &str = "config/crd/bases/keda.sh_scaledobjects.yaml";
+const CONTOUR_FILE: &str = "examples/contour/01-crds.yaml";
 const SMI_FILE: &str = "cmd/osm-bootstrap/crds/smi_traffic_split.yaml";
 /// The TrafficSplit versions served, beyond what the file serves.
 const SMI_SERVED: &[&str] = &["v1alpha2", "v1alpha3"];
+
+/// The TrafficSplit version fledge adds (weights are quantities), and the one it copies.
+const SMI_QUANTITY_VERSION: &str = "v1alpha1";
+const SMI_QUANTITY_FROM: &str = "v1alpha2";
 
 /// The field manager of the peer CRDs.
 const MANAGER: &str = "fledge-xtask";
@@ -75,6 +88,7 @@ pub fn install_peer_crds(info: &ClusterInfo) -> Result<()> {
         "virtualservices.networking.istio.io",
         "trafficsplits.split.smi-spec.io",
         "scaledobjects.keda.sh",
+        "httpproxies.projectcontour.io",
     ];
     if fs::read_to_string(&stamp_file).is_ok_and(|s| s == stamp_text)
         && kubectl.ok(&[&["get", "crd", "-o", "name"][..], &key_crds[..]].concat())
@@ -82,10 +96,11 @@ pub fn install_peer_crds(info: &ClusterInfo) -> Result<()> {
         return Ok(());
     }
 
-    let dirs = module_dirs(&[GATEWAY_API, ISTIO_API, SMI_CRD_MODULE, KEDA])?;
+    let dirs = module_dirs(&[GATEWAY_API, ISTIO_API, SMI_CRD_MODULE, KEDA, CONTOUR])?;
     let mut files = gateway_api_files(&dirs[0], &channel)?;
     files.push(dirs[1].join(ISTIO_FILE));
     files.push(dirs[3].join(KEDA_FILE));
+    files.push(dirs[4].join(CONTOUR_FILE));
     let mut crds = Vec::new();
     let mut args: Vec<String> = [
         "apply",
@@ -129,6 +144,7 @@ pub fn install_peer_crds(info: &ClusterInfo) -> Result<()> {
     )?;
     let mut smi: Value = serde_json::from_str(&json).context("the SMI CRD as JSON")?;
     serve_versions(&mut smi, SMI_SERVED)?;
+    add_quantity_version(&mut smi, SMI_QUANTITY_VERSION, SMI_QUANTITY_FROM)?;
     let out = kubectl.run(
         &[
             "apply",
@@ -154,12 +170,13 @@ pub fn install_peer_crds(info: &ClusterInfo) -> Result<()> {
     kubectl.run(&wait.iter().map(String::as_str).collect::<Vec<_>>(), None)?;
     eprintln!(
         "cluster: peer CRDs installed ({} CRDs: Gateway API {} {channel}, Istio {}, SMI \
-         TrafficSplit from OSM {}, KEDA ScaledObject {})",
+         TrafficSplit from OSM {}, KEDA ScaledObject {}, Contour {})",
         crds.len(),
         pinned(GATEWAY_API),
         pinned(ISTIO_API),
         pinned(SMI_CRD_MODULE),
-        pinned(KEDA)
+        pinned(KEDA),
+        pinned(CONTOUR)
     );
     fs::create_dir_all(stamp_file.parent().context("stamp has a parent")?)?;
     fs::write(&stamp_file, stamp_text)?;
@@ -173,12 +190,14 @@ pub fn pinned(module: &str) -> &'static str {
 
 fn stamp(channel: &str) -> String {
     format!(
-        "{GATEWAY_API}@{} {channel}\n{ISTIO_API}@{}\n{SMI_CRD_MODULE}@{} served {}\n{KEDA}@{}\n",
+        "{GATEWAY_API}@{} {channel}\n{ISTIO_API}@{}\n{SMI_CRD_MODULE}@{} served {} added {}\n{KEDA}@{}\n{CONTOUR}@{}\n",
         pinned(GATEWAY_API),
         pinned(ISTIO_API),
         pinned(SMI_CRD_MODULE),
         SMI_SERVED.join(","),
-        pinned(KEDA)
+        SMI_QUANTITY_VERSION,
+        pinned(KEDA),
+        pinned(CONTOUR)
     )
 }
 
@@ -282,6 +301,35 @@ fn serve_versions(crd: &mut Value, versions: &[&str]) -> Result<()> {
     Ok(())
 }
 
+/// Adds version `name` to the TrafficSplit CRD, served and not stored, as a copy of version
+/// `from` whose backends' `weight` is an int-or-string (a resource quantity); replaces it if the
+/// file has it already.
+fn add_quantity_version(crd: &mut Value, name: &str, from: &str) -> Result<()> {
+    let list = crd["spec"]["versions"]
+        .as_array_mut()
+        .context("the CRD has no spec.versions")?;
+    let mut version = list
+        .iter()
+        .find(|v| v["name"] == from)
+        .with_context(|| format!("the CRD has no version {from}"))?
+        .clone();
+    version["name"] = Value::from(name);
+    version["served"] = Value::Bool(true);
+    version["storage"] = Value::Bool(false);
+    let weight = version
+        .pointer_mut(
+            "/schema/openAPIV3Schema/properties/spec/properties/backends/items/properties/weight",
+        )
+        .with_context(|| format!("version {from} has no spec.backends[].weight in its schema"))?;
+    *weight = serde_json::json!({
+        "description": "Traffic weight value of this backend, a resource quantity.",
+        "x-kubernetes-int-or-string": true,
+    });
+    list.retain(|v| v["name"] != name);
+    list.push(version);
+    Ok(())
+}
+
 /// kubectl against the cluster.
 struct Kubectl<'a>(&'a ClusterInfo);
 
@@ -342,11 +390,11 @@ mod tests {
 
     #[test]
     fn every_peer_module_is_pinned() {
-        for m in [GATEWAY_API, ISTIO_API, SMI_CRD_MODULE] {
+        for m in [GATEWAY_API, ISTIO_API, SMI_CRD_MODULE, KEDA, CONTOUR] {
             assert!(pinned(m).starts_with('v'), "{m} is not pinned in go/peers");
         }
         let sum = include_str!("../../go/peers/go.sum");
-        for m in [GATEWAY_API, ISTIO_API, SMI_CRD_MODULE] {
+        for m in [GATEWAY_API, ISTIO_API, SMI_CRD_MODULE, KEDA, CONTOUR] {
             assert!(
                 sum.contains(&format!("{m} {} h1:", pinned(m))),
                 "go/peers/go.sum has no checksum for {m}"
@@ -375,6 +423,34 @@ mod tests {
             .collect();
         assert_eq!(served, vec![false, true, true]);
         assert!(serve_versions(&mut crd, &["v9"]).is_err());
+    }
+
+    #[test]
+    fn adds_the_smi_quantity_version() {
+        let weight = serde_json::json!({"type": "number"});
+        let mut crd = serde_json::json!({"spec": {"versions": [
+            {"name": "v1alpha1", "served": false},
+            {"name": "v1alpha2", "served": true, "storage": true, "schema": {"openAPIV3Schema":
+                {"properties": {"spec": {"properties": {"backends": {"items": {"properties":
+                    {"service": {"type": "string"}, "weight": weight}}}}}}}}}
+        ]}});
+        add_quantity_version(&mut crd, SMI_QUANTITY_VERSION, SMI_QUANTITY_FROM).unwrap();
+        let versions = crd["spec"]["versions"].as_array().unwrap();
+        assert_eq!(versions.len(), 2);
+        let (v2, v1) = (&versions[0], &versions[1]);
+        assert_eq!(v2["storage"], true);
+        let path = "/schema/openAPIV3Schema/properties/spec/properties/backends/items/properties";
+        assert_eq!(v2.pointer(path).unwrap()["weight"]["type"], "number");
+        assert_eq!(v1["name"], "v1alpha1");
+        assert_eq!(
+            (&v1["served"], &v1["storage"]),
+            (&Value::Bool(true), &Value::Bool(false))
+        );
+        let props = v1.pointer(path).unwrap();
+        assert_eq!(props["weight"]["x-kubernetes-int-or-string"], true);
+        assert_eq!(props["service"]["type"], "string");
+        let mut without = serde_json::json!({"spec": {"versions": [{"name": "v1alpha3"}]}});
+        assert!(add_quantity_version(&mut without, "v1alpha1", "v1alpha2").is_err());
     }
 
     #[test]

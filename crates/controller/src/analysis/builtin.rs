@@ -6,6 +6,8 @@
 use std::fmt;
 use std::str::FromStr;
 
+use fledge_api::template::{TemplateVars, render};
+
 /// The builtin metric names.
 pub const SUCCESS_RATE: &str = "request-success-rate";
 /// See [`SUCCESS_RATE`].
@@ -28,6 +30,15 @@ pub enum Observer {
     Istio,
     /// Linkerd's `response_total` and `response_latency_ms`.
     Linkerd,
+    /// Open Service Mesh's `osm_request_total` and `osm_request_duration_ms`.
+    Osm,
+    /// ingress-nginx's `nginx_ingress_controller_requests` and upstream latency, of the
+    /// canary Ingress (`canary!=""`) of `spec.ingressRef`.
+    Nginx,
+    /// Skipper's route metrics of the canary Ingress's routes to `<svc>-canary`.
+    Skipper,
+    /// Envoy's cluster metrics of `<namespace>_<svc>-canary_<port>`, Contour's cluster names.
+    Contour,
 }
 
 /// Which observer the builtin queries of `gatewayapi:*` Canaries use (a controller flag):
@@ -69,6 +80,10 @@ impl Observer {
             "linkerd" => Observer::Linkerd,
             "istio" => Observer::Istio,
             "traefik" => Observer::TraefikCrd,
+            "osm" => Observer::Osm,
+            "nginx" => Observer::Nginx,
+            "skipper" => Observer::Skipper,
+            "contour" => Observer::Contour,
             p if p == "kubernetes" || p.starts_with("gatewayapi") => match gateway {
                 GatewayMetrics::Traefik if p != "kubernetes" => Observer::TraefikGateway,
                 _ => Observer::Http,
@@ -138,14 +153,94 @@ impl Observer {
                     )
                 }
             }
+            Observer::Osm => {
+                let sel = r#"destination_namespace="{{ namespace }}", destination_kind="Deployment", destination_name="{{ target }}""#;
+                if success {
+                    format!(
+                        r#"sum(rate(osm_request_total{{{sel}, response_code!~"5.*"}}[{{{{ interval }}}}])) / sum(rate(osm_request_total{{{sel}}}[{{{{ interval }}}}])) * 100"#
+                    )
+                } else {
+                    format!(
+                        r#"histogram_quantile(0.99, sum(rate(osm_request_duration_ms_bucket{{{sel}}}[{{{{ interval }}}}])) by (le))"#
+                    )
+                }
+            }
+            Observer::Nginx => {
+                let sel = r#"namespace="{{ namespace }}", ingress="{{ ingress }}", canary!="""#;
+                if success {
+                    format!(
+                        r#"sum(rate(nginx_ingress_controller_requests{{{sel}, status!~"5.*"}}[{{{{ interval }}}}])) / sum(rate(nginx_ingress_controller_requests{{{sel}}}[{{{{ interval }}}}])) * 100"#
+                    )
+                } else {
+                    format!(
+                        r#"sum(rate(nginx_ingress_controller_ingress_upstream_latency_seconds_sum{{{sel}}}[{{{{ interval }}}}])) / sum(rate(nginx_ingress_controller_ingress_upstream_latency_seconds_count{{{sel}}}[{{{{ interval }}}}])) * 1000"#
+                    )
+                }
+            }
+            Observer::Contour => {
+                let sel =
+                    r#"envoy_cluster_name=~"{{ namespace }}_{{ service }}-canary_[0-9a-zA-Z-]+""#;
+                if success {
+                    format!(
+                        r#"sum(rate(envoy_cluster_upstream_rq{{{sel}, envoy_response_code!~"5.*"}}[{{{{ interval }}}}])) / sum(rate(envoy_cluster_upstream_rq{{{sel}}}[{{{{ interval }}}}])) * 100"#
+                    )
+                } else {
+                    format!(
+                        r#"histogram_quantile(0.99, sum(rate(envoy_cluster_upstream_rq_time_bucket{{{sel}}}[{{{{ interval }}}}])) by (le))"#
+                    )
+                }
+            }
+            Observer::Skipper => {
+                let route = r#"route=~"kube(ew)?_{{ namespace }}__{{ ingress }}_canary__.*__{{ service }}_canary(_[0-9]+)?""#;
+                if success {
+                    format!(
+                        r#"sum(rate(skipper_response_duration_seconds_bucket{{{route},code!~"5..",le="+Inf"}}[{{{{ interval }}}}])) / sum(rate(skipper_response_duration_seconds_bucket{{{route},le="+Inf"}}[{{{{ interval }}}}])) * 100"#
+                    )
+                } else {
+                    format!(
+                        r#"sum(rate(skipper_serve_route_duration_seconds_sum{{{route}}}[{{{{ interval }}}}])) / sum(rate(skipper_serve_route_duration_seconds_count{{{route}}}[{{{{ interval }}}}])) * 1000"#
+                    )
+                }
+            }
         })
+    }
+
+    /// Renders a builtin query of this observer. Skipper names its routes after the namespace,
+    /// Ingress and Service with every character but `[0-9A-Za-z_]` as `_`, so its variables are
+    /// written that way (as Flagger's Skipper observer does).
+    pub fn render(self, query: &str, vars: &TemplateVars<'_>) -> Result<String, String> {
+        if self != Observer::Skipper {
+            return render(query, vars);
+        }
+        let word = |s: &str| -> String {
+            s.chars()
+                .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+                .collect()
+        };
+        let (namespace, name, target, service, ingress) = (
+            word(vars.namespace),
+            word(vars.name),
+            word(vars.target),
+            word(vars.service),
+            word(vars.ingress),
+        );
+        render(
+            query,
+            &TemplateVars {
+                namespace: &namespace,
+                name: &name,
+                target: &target,
+                service: &service,
+                ingress: &ingress,
+                ..*vars
+            },
+        )
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use fledge_api::template::{TemplateVars, render};
 
     fn vars() -> TemplateVars<'static> {
         TemplateVars {
@@ -153,7 +248,7 @@ mod tests {
             name: "web",
             target: "web",
             service: "web",
-            ingress: "",
+            ingress: "web-ingress",
             interval: "1m",
             variables: None,
         }
@@ -172,6 +267,11 @@ mod tests {
             ("linkerd", Linkerd),
             ("traefik", TraefikCrd),
             ("smi:v1alpha3", Istio),
+            ("smi:v1alpha1", Istio),
+            ("osm", Osm),
+            ("nginx", Nginx),
+            ("skipper", Skipper),
+            ("contour", Contour),
         ] {
             assert_eq!(Observer::for_provider(provider, app), want, "{provider}");
         }
@@ -209,6 +309,62 @@ mod tests {
             r#"sum(rate(response_total{namespace="shop", deployment=~"web", direction="inbound", classification!="failure"}[1m])) / sum(rate(response_total{namespace="shop", deployment=~"web", direction="inbound"}[1m])) * 100"#
         );
         assert!(q(Observer::TraefikCrd, SUCCESS_RATE).contains("@kubernetescrd"));
+        // Flagger's pkg/metrics/observers/osm.go, its whitespace folded.
+        assert_eq!(
+            q(Observer::Osm, SUCCESS_RATE),
+            r#"sum(rate(osm_request_total{destination_namespace="shop", destination_kind="Deployment", destination_name="web", response_code!~"5.*"}[1m])) / sum(rate(osm_request_total{destination_namespace="shop", destination_kind="Deployment", destination_name="web"}[1m])) * 100"#
+        );
+        assert_eq!(
+            q(Observer::Osm, DURATION),
+            r#"histogram_quantile(0.99, sum(rate(osm_request_duration_ms_bucket{destination_namespace="shop", destination_kind="Deployment", destination_name="web"}[1m])) by (le))"#
+        );
+        // Flagger's pkg/metrics/observers/nginx.go, its whitespace folded.
+        assert_eq!(
+            q(Observer::Nginx, SUCCESS_RATE),
+            r#"sum(rate(nginx_ingress_controller_requests{namespace="shop", ingress="web-ingress", canary!="", status!~"5.*"}[1m])) / sum(rate(nginx_ingress_controller_requests{namespace="shop", ingress="web-ingress", canary!=""}[1m])) * 100"#
+        );
+        assert_eq!(
+            q(Observer::Nginx, DURATION),
+            r#"sum(rate(nginx_ingress_controller_ingress_upstream_latency_seconds_sum{namespace="shop", ingress="web-ingress", canary!=""}[1m])) / sum(rate(nginx_ingress_controller_ingress_upstream_latency_seconds_count{namespace="shop", ingress="web-ingress", canary!=""}[1m])) * 1000"#
+        );
+        // Flagger's pkg/metrics/observers/skipper.go (its test's expected query, whitespace
+        // folded), names with non-word characters written as `_`.
+        let skipper = TemplateVars {
+            namespace: "skipper",
+            ingress: "skipper-ingress",
+            service: "backend",
+            ..vars()
+        };
+        let qs = |m: &str| {
+            Observer::Skipper
+                .render(&Observer::Skipper.query(m).unwrap(), &skipper)
+                .unwrap()
+        };
+        assert_eq!(
+            qs(SUCCESS_RATE),
+            r#"sum(rate(skipper_response_duration_seconds_bucket{route=~"kube(ew)?_skipper__skipper_ingress_canary__.*__backend_canary(_[0-9]+)?",code!~"5..",le="+Inf"}[1m])) / sum(rate(skipper_response_duration_seconds_bucket{route=~"kube(ew)?_skipper__skipper_ingress_canary__.*__backend_canary(_[0-9]+)?",le="+Inf"}[1m])) * 100"#
+        );
+        assert_eq!(
+            qs(DURATION),
+            r#"sum(rate(skipper_serve_route_duration_seconds_sum{route=~"kube(ew)?_skipper__skipper_ingress_canary__.*__backend_canary(_[0-9]+)?"}[1m])) / sum(rate(skipper_serve_route_duration_seconds_count{route=~"kube(ew)?_skipper__skipper_ingress_canary__.*__backend_canary(_[0-9]+)?"}[1m])) * 1000"#
+        );
+        // Flagger's pkg/metrics/observers/contour.go, its whitespace (and a trailing comma in
+        // a selector) folded.
+        assert_eq!(
+            q(Observer::Contour, SUCCESS_RATE),
+            r#"sum(rate(envoy_cluster_upstream_rq{envoy_cluster_name=~"shop_web-canary_[0-9a-zA-Z-]+", envoy_response_code!~"5.*"}[1m])) / sum(rate(envoy_cluster_upstream_rq{envoy_cluster_name=~"shop_web-canary_[0-9a-zA-Z-]+"}[1m])) * 100"#
+        );
+        assert_eq!(
+            q(Observer::Contour, DURATION),
+            r#"histogram_quantile(0.99, sum(rate(envoy_cluster_upstream_rq_time_bucket{envoy_cluster_name=~"shop_web-canary_[0-9a-zA-Z-]+"}[1m])) by (le))"#
+        );
+        // Other observers render the variables as they are.
+        assert!(
+            Observer::Nginx
+                .render("{{ ingress }}", &skipper)
+                .unwrap()
+                .contains("skipper-ingress")
+        );
         assert_eq!(Observer::Http.query("error-rate"), None);
     }
 }

@@ -233,24 +233,25 @@ impl Analyzer {
             }
             return Ok((cfg, query, window));
         }
-        let source = match m.query.as_deref().filter(|q| !q.trim().is_empty()) {
-            Some(q) => q.to_string(),
-            None => Observer::for_provider(
-                canary.spec.provider.as_deref().unwrap_or_default(),
-                self.settings.gateway_metrics,
-            )
-            .query(&m.name)
-            .ok_or_else(|| {
-                MetricOutcome::Error(format!(
-                    "{field}: {:?} is not a builtin metric ({}, {}); reference a MetricTemplate with templateRef",
-                    m.name,
-                    builtin::SUCCESS_RATE,
-                    builtin::DURATION
-                ))
-            })?,
-        };
-        let query = render(&source, &vars)
-            .map_err(|e| MetricOutcome::Error(format!("{field}.query {e}")))?;
+        let observer = Observer::for_provider(
+            canary.spec.provider.as_deref().unwrap_or_default(),
+            self.settings.gateway_metrics,
+        );
+        let query = match m.query.as_deref().filter(|q| !q.trim().is_empty()) {
+            Some(q) => render(q, &vars),
+            None => {
+                let builtin = observer.query(&m.name).ok_or_else(|| {
+                    MetricOutcome::Error(format!(
+                        "{field}: {:?} is not a builtin metric ({}, {}); reference a MetricTemplate with templateRef",
+                        m.name,
+                        builtin::SUCCESS_RATE,
+                        builtin::DURATION
+                    ))
+                })?;
+                observer.render(&builtin, &vars)
+            }
+        }
+        .map_err(|e| MetricOutcome::Error(format!("{field}.query {e}")))?;
         let address = default_address.ok_or_else(|| {
             MetricOutcome::Error(format!(
                 "metric {}: no Prometheus address; set the Canary's spec.metricsServer or the controller's --metrics-server",
