@@ -217,8 +217,8 @@ pub async fn run(
         canary.spec.target_ref.name,
         times.len(),
         interval.as_secs(),
-        args.from,
-        args.to
+        args.from.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        args.to.strftime("%Y-%m-%dT%H:%M:%SZ")
     );
     let _ = writeln!(
         out,
