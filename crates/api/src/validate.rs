@@ -1437,10 +1437,28 @@ pub(crate) fn template_action_problem(body: &str, raw: &str) -> Option<String> {
             "uses {{ route }}, which only the apisix provider fills; it is not supported by fledge yet".into(),
         );
     }
+    if let Some(call) = crate::template::Printf::parse(body) {
+        let call = match call {
+            Ok(c) => c,
+            Err(problem) => return Some(problem),
+        };
+        for arg in &call.args {
+            if let crate::template::Arg::Var(v) = arg {
+                let known_var = TEMPLATE_VARIABLES.contains(&v.as_str())
+                    || v.strip_prefix("variables.").is_some_and(is_identifier);
+                if !known_var {
+                    return Some(format!(
+                        "uses the unknown variable {v} in {{{{ {body} }}}}; use one of {known}, variables.NAME, or a quoted string"
+                    ));
+                }
+            }
+        }
+        return None;
+    }
     let first = body.split_whitespace().next().unwrap_or(body);
     if body.contains(char::is_whitespace) || body.contains('|') || body.contains('(') {
         return Some(format!(
-            "uses the template function {first:?} in {{{{ {body} }}}}; template functions are not supported by fledge yet: use the variables directly ({known}, variables.NAME)"
+            "uses the template function {first:?} in {{{{ {body} }}}}; fledge supports printf and no other template function: use the variables directly ({known}, variables.NAME)"
         ));
     }
     if let Some(stripped) = body.strip_prefix('.')

@@ -1778,9 +1778,22 @@ fn metric_templates() {
             vec![("spec.query", "\"my-var\" is not a variable name")],
         ),
         (
-            "function",
-            vec![("query", json!("up{n=\"{{ printf \"%s\" namespace }}\"}"))],
-            vec![("spec.query", "uses the template function \"printf\"")],
+            "printf of variables",
+            vec![(
+                "query",
+                json!("up{n=\"{{ printf \"%s-%s\" namespace variables.x }}\"}"),
+            )],
+            vec![],
+        ),
+        (
+            "printf of an unknown variable",
+            vec![("query", json!("up{n=\"{{ printf \"%s\" nope }}\"}"))],
+            vec![("spec.query", "uses the unknown variable nope in {{ printf")],
+        ),
+        (
+            "another function",
+            vec![("query", json!("up{n=\"{{ index . \"n\" }}\"}"))],
+            vec![("spec.query", "uses the template function \"index\"")],
         ),
         (
             "route",

@@ -686,12 +686,6 @@ const REJECTED: &[(&str, &[&str])] = &[
             "spec.query: uses {{ route }}, which only the apisix provider fills; it is not supported by fledge yet",
         ],
     ),
-    (
-        "MetricTemplate-tutorials_skipper_progressive_delivery-5d3a5a18.yaml",
-        &[
-            "spec.query: uses the template function \"printf\" in {{ printf \"kube(ew)?_%s__%s_canary__.*__%s_canary(_[0-9]+)?\" namespace ingress service }}; template functions are not supported by fledge yet: use the variables directly (namespace, name, target, service, ingress, interval, variables.NAME)",
-        ],
-    ),
     // Metrics providers fledge does not query yet.
     (
         "MetricTemplate-usage_metrics-4d1f3e62.yaml",
