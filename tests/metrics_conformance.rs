@@ -16,6 +16,7 @@ fn config(address: &str) -> ProviderConfig {
         headers: Vec::new(),
         secret: None,
         insecure_skip_verify: false,
+        region: None,
     }
 }
 

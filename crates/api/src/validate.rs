@@ -75,7 +75,12 @@ pub const SUPPORTED_METRIC_PROVIDERS: &[&str] = &[
     "graphite",
     "influxdb",
     "splunk",
+    "cloudwatch",
 ];
+
+/// Metrics providers whose API is reached in a cloud region (`spec.provider.region`, required as
+/// in Flagger).
+pub const METRIC_PROVIDERS_NEEDING_REGION: &[&str] = &["cloudwatch"];
 
 /// Metrics providers whose credentials are required (Flagger refuses them without a Secret).
 pub const METRIC_PROVIDERS_NEEDING_SECRET: &[&str] =
@@ -88,7 +93,7 @@ pub const METRIC_PROVIDERS_NEEDING_ADDRESS: &[&str] =
 
 /// Flagger's metrics providers that fledge does not implement yet.
 pub const UNSUPPORTED_FLAGGER_METRIC_PROVIDERS: &[&str] =
-    &["externalmetrics", "stackdriver", "cloudwatch", "keptn"];
+    &["externalmetrics", "stackdriver", "keptn"];
 
 /// Chat and webhook destinations of alerts (`AlertProvider.spec.type`).
 pub const ALERT_PROVIDER_TYPES: &[&str] =
@@ -1363,6 +1368,17 @@ pub fn validate_metric_template_spec(spec: &MetricTemplateSpec) -> Vec<Problem> 
         p.add(
             "spec.provider.address",
             format!("is required for the {kind} provider; write the base URL of its API"),
+        );
+    }
+    if METRIC_PROVIDERS_NEEDING_REGION.contains(&kind)
+        && provider
+            .region
+            .as_deref()
+            .is_none_or(|r| r.trim().is_empty())
+    {
+        p.add(
+            "spec.provider.region",
+            format!("is required for the {kind} provider; write the region of its metrics, e.g. us-east-1"),
         );
     }
     if spec.query.trim().is_empty() {

@@ -1641,13 +1641,33 @@ fn metric_templates() {
         (
             "unsupported type: address not checked",
             vec![
-                ("provider.type", json!("cloudwatch")),
-                ("provider.address", json!("https://monitoring.<REGION>.x")),
+                ("provider.type", json!("externalmetrics")),
+                ("provider.address", json!("https://metrics.<REGION>.x")),
             ],
             vec![(
                 "spec.provider.type",
-                "metrics provider \"cloudwatch\" is not supported by fledge yet",
+                "metrics provider \"externalmetrics\" is not supported by fledge yet",
             )],
+        ),
+        (
+            "a provider reached in a region, without one",
+            vec![
+                ("provider.type", json!("cloudwatch")),
+                ("provider.address", Value::Null),
+            ],
+            vec![(
+                "spec.provider.region",
+                "is required for the cloudwatch provider",
+            )],
+        ),
+        (
+            "a provider reached in a region, with one",
+            vec![
+                ("provider.type", json!("cloudwatch")),
+                ("provider.address", Value::Null),
+                ("provider.region", json!("ap-northeast-1")),
+            ],
+            vec![],
         ),
         (
             "a provider that needs credentials, without a Secret",

@@ -180,13 +180,13 @@ fn several_files_and_stdin() {
         "bad.yaml",
         edit(ALERT_PROVIDER, "type: slack", "type: teams"),
     );
-    let stdin = edit(METRIC_TEMPLATE, "type: prometheus", "type: cloudwatch");
+    let stdin = edit(METRIC_TEMPLATE, "type: prometheus", "type: externalmetrics");
     let r = run_args(&[&good, &bad, "-"], stdin.as_bytes());
     assert_eq!(
         r.out,
         format!(
             "{bad}:1: AlertProvider default/on-call: spec.type: \"teams\" is not an alert provider type; use one of: slack, msteams, discord, rocket, gchat, webhook\n\
-             <stdin>:1: MetricTemplate test/latency: spec.provider.type: metrics provider \"cloudwatch\" is not supported by fledge yet; supported: prometheus, datadog, newrelic, dynatrace, graphite, influxdb, splunk\n\
+             <stdin>:1: MetricTemplate test/latency: spec.provider.type: metrics provider \"externalmetrics\" is not supported by fledge yet; supported: prometheus, datadog, newrelic, dynatrace, graphite, influxdb, splunk, cloudwatch\n\
              3 documents checked: 1 valid, 2 invalid, 0 skipped\n"
         )
     );
@@ -690,25 +690,19 @@ const REJECTED: &[(&str, &[&str])] = &[
     (
         "MetricTemplate-usage_metrics-4d1f3e62.yaml",
         &[
-            "spec.provider.type: metrics provider \"externalmetrics\" is not supported by fledge yet; supported: prometheus, datadog, newrelic, dynatrace, graphite, influxdb, splunk",
+            "spec.provider.type: metrics provider \"externalmetrics\" is not supported by fledge yet; supported: prometheus, datadog, newrelic, dynatrace, graphite, influxdb, splunk, cloudwatch",
         ],
     ),
     (
         "MetricTemplate-usage_metrics-8253f56e.yaml",
         &[
-            "spec.provider.type: metrics provider \"stackdriver\" is not supported by fledge yet; supported: prometheus, datadog, newrelic, dynatrace, graphite, influxdb, splunk",
-        ],
-    ),
-    (
-        "MetricTemplate-usage_metrics-9dd6c34e.yaml",
-        &[
-            "spec.provider.type: metrics provider \"cloudwatch\" is not supported by fledge yet; supported: prometheus, datadog, newrelic, dynatrace, graphite, influxdb, splunk",
+            "spec.provider.type: metrics provider \"stackdriver\" is not supported by fledge yet; supported: prometheus, datadog, newrelic, dynatrace, graphite, influxdb, splunk, cloudwatch",
         ],
     ),
     (
         "MetricTemplate-usage_metrics-f844f51b.yaml",
         &[
-            "spec.provider.type: metrics provider \"keptn\" is not supported by fledge yet; supported: prometheus, datadog, newrelic, dynatrace, graphite, influxdb, splunk",
+            "spec.provider.type: metrics provider \"keptn\" is not supported by fledge yet; supported: prometheus, datadog, newrelic, dynatrace, graphite, influxdb, splunk, cloudwatch",
         ],
     ),
     // The Splunk example's address is the documentation's placeholder `https://api.<REALM>.…`.
@@ -839,8 +833,9 @@ fn flagger_examples_read_as_files_in_one_run() {
     let args: Vec<&str> = files.iter().map(String::as_str).collect();
     let r = run_args(&args, b"");
     let n = files.len();
-    // The v1alpha1 example is skipped; the v1beta1 ones are checked.
-    let rejected_v1beta1 = REJECTED.len() - 1;
+    // The v1alpha1 example (CloudWatch's, accepted as fledge.dev/v1beta1) is skipped; the
+    // v1beta1 ones are checked, and every rejected example is one of them.
+    let rejected_v1beta1 = REJECTED.len();
     assert!(
         r.out.ends_with(&format!(
             "{n} documents checked: {} valid, {rejected_v1beta1} invalid, 1 skipped\n",

@@ -208,6 +208,7 @@ mod tests {
             headers: Vec::new(),
             secret: None,
             insecure_skip_verify: false,
+            region: None,
         };
         let g = Graphite::new(&cfg, Duration::from_secs(1)).unwrap();
         let url = g.url("target=sumSeries(\n  a.{b,c}.d\n)&from=-5min&format=raw");

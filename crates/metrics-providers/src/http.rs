@@ -294,6 +294,7 @@ pub(crate) mod testing {
                     .collect(),
             }),
             insecure_skip_verify: false,
+            region: None,
         }
     }
 }

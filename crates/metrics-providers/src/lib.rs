@@ -7,6 +7,7 @@
 //! (`tests/conformance.rs`) saying how its server answers each case.
 #![forbid(unsafe_code)]
 
+pub mod cloudwatch;
 pub mod datadog;
 pub mod dynatrace;
 pub mod graphite;
@@ -37,6 +38,8 @@ pub struct ProviderConfig {
     pub secret: Option<SecretData>,
     /// Skip TLS certificate verification (`spec.provider.insecureSkipVerify`).
     pub insecure_skip_verify: bool,
+    /// The cloud region of the provider's API (`spec.provider.region`, for CloudWatch).
+    pub region: Option<String>,
 }
 
 /// The data of a provider's Secret: each provider reads the keys Flagger's documentation names
@@ -109,6 +112,7 @@ impl std::fmt::Debug for ProviderConfig {
             )
             .field("secret", &self.secret.as_ref().map(|s| &s.name))
             .field("insecure_skip_verify", &self.insecure_skip_verify)
+            .field("region", &self.region)
             .finish()
     }
 }
@@ -157,6 +161,7 @@ pub const PROVIDERS: &[(&str, Constructor)] = &[
     ("graphite", graphite::Graphite::boxed),
     ("influxdb", influxdb::InfluxDb::boxed),
     ("splunk", splunk::Splunk::boxed),
+    ("cloudwatch", cloudwatch::CloudWatch::boxed),
 ];
 
 /// The names of the providers this build has.

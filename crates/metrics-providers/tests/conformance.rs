@@ -75,6 +75,16 @@ trait Fixture: Sync + Send {
     fn carries_nan(&self) -> bool {
         true
     }
+    /// The HTTP status the provider's API answers `case` with (Unauthorized, Forbidden,
+    /// TooManyRequests), which its failure names.
+    fn status(&self, case: Case) -> u16 {
+        match case {
+            Case::Unauthorized => 401,
+            Case::Forbidden => 403,
+            Case::TooManyRequests => 429,
+            _ => 200,
+        }
+    }
     /// Whether the provider's failure on 429 can say how long the server asks to wait (the
     /// Prometheus client library does not expose the answer's headers).
     fn says_the_wait(&self) -> bool {
@@ -99,6 +109,7 @@ fn config(kind: &str, address: &str, secret: Option<SecretData>) -> ProviderConf
         headers: Vec::new(),
         secret,
         insecure_skip_verify: false,
+        region: None,
     }
 }
 
@@ -706,6 +717,376 @@ impl Fixture for Splunk {
     }
 }
 
+struct CloudWatch;
+
+/// The access key id of the CloudWatch fixture (not a secret: it is sent in every request).
+const AWS_ACCESS_KEY_ID: &str = "AKIDFLEDGETEST";
+/// The region the CloudWatch fixture is configured with.
+const AWS_REGION: &str = "eu-west-1";
+/// The path of `GetMetricData` in Smithy RPC v2 CBOR.
+const GET_METRIC_DATA: &str = "/service/GraniteServiceVersion20100801/operation/GetMetricData";
+
+// The AWS SDK for Rust speaks Smithy RPC v2 CBOR to CloudWatch (the protocol its CloudWatch
+// client is generated for), with CloudWatch's awsQuery-compatible error codes:
+// - https://smithy.io/2.0/additional-specs/protocols/smithy-rpc-v2.html (POST
+//   /service/{service}/operation/{operation}, smithy-protocol: rpc-v2-cbor, Content-Type and
+//   Accept application/cbor, timestamps as CBOR tag 1, errors as a map with __type)
+// - https://smithy.io/2.0/aws/protocols/aws-query-protocol.html#aws-protocols-awsquerycompatible-trait
+//   (the x-amzn-query-error header: "Code;Sender")
+// - https://docs.aws.amazon.com/AmazonCloudWatch/latest/APIReference/API_GetMetricData.html
+//   (MetricDataQueries, StartTime, EndTime, NextToken, ScanBy, MaxDatapoints; the answer's
+//   MetricDataResults with Id, Label, Timestamps, Values, StatusCode Complete|PartialData, and
+//   NextToken for the next page; InvalidNextToken)
+// - https://docs.aws.amazon.com/AmazonCloudWatch/latest/APIReference/CommonErrors.html
+//   (AccessDenied 403, Throttling 400, InvalidParameterValue 400, MissingParameter 400)
+// - https://docs.aws.amazon.com/IAM/latest/UserGuide/reference_sigv-create-signed-request.html
+//   (Signature Version 4, recomputed here from the request with the aws-sigv4 crate; the signing
+//   name of CloudWatch is "monitoring"; a wrong signature is SignatureDoesNotMatch, 403).
+impl Fixture for CloudWatch {
+    fn kind(&self) -> &'static str {
+        "cloudwatch"
+    }
+    fn config(&self, address: &str) -> ProviderConfig {
+        ProviderConfig {
+            region: Some(AWS_REGION.into()),
+            ..config(self.kind(), address, None)
+        }
+    }
+    fn query(&self) -> &'static str {
+        r#"[
+  {"Id": "e1", "Expression": "m1 / m2", "Label": "ErrorRate"},
+  {"Id": "m1", "MetricStat": {"Metric": {"Namespace": "MyKubernetesCluster", "MetricName": "ErrorCount",
+     "Dimensions": [{"Name": "appName", "Value": "podinfo.test"}]}, "Period": 60, "Stat": "Sum", "Unit": "Count"},
+   "ReturnData": false},
+  {"Id": "m2", "MetricStat": {"Metric": {"Namespace": "MyKubernetesCluster", "MetricName": "RequestCount",
+     "Dimensions": [{"Name": "appName", "Value": "podinfo.test"}]}, "Period": 60, "Stat": "Sum", "Unit": "Count"},
+   "ReturnData": false}
+]"#
+    }
+    fn says_the_wait(&self) -> bool {
+        false
+    }
+    fn status(&self, case: Case) -> u16 {
+        match case {
+            // CloudWatch knows no 401: an unknown key or a wrong signature is 403, throttling 400.
+            Case::Unauthorized | Case::Forbidden => 403,
+            Case::TooManyRequests => 400,
+            _ => 200,
+        }
+    }
+    fn serve(&self, case: Case, req: &Request) -> Result<Response, String> {
+        req.expect("POST", GET_METRIC_DATA)?;
+        req.expect_header("smithy-protocol", "rpc-v2-cbor")?;
+        req.expect_header("content-type", "application/cbor")?;
+        req.expect_header("accept", "application/cbor")?;
+        // The server of the Unauthorized case holds another secret for the key id.
+        let known = if case == Case::Unauthorized {
+            "an0ther-s3cret"
+        } else {
+            SECRET
+        };
+        if let Err(why) = aws::verify_sigv4(req, AWS_ACCESS_KEY_ID, known, AWS_REGION, "monitoring")
+        {
+            if case == Case::Unauthorized {
+                return Ok(aws::error(
+                    403,
+                    "SignatureDoesNotMatch",
+                    "The request signature we calculated does not match the signature you provided. Check your AWS Secret Access Key and signing method.",
+                ));
+            }
+            return Err(why);
+        }
+        let body = aws::decode(&req.raw)?;
+        let queries = aws::field(&body, "MetricDataQueries")
+            .and_then(|q| q.as_array())
+            .ok_or("MetricDataQueries is missing or not a list")?;
+        if queries.is_empty() {
+            // The online check: authenticated, refused for want of queries.
+            return Ok(aws::error(
+                400,
+                "MissingParameter",
+                "The parameter MetricDataQueries.member.1 is required.",
+            ));
+        }
+        aws::expect_queries(queries)?;
+        let (start, end) = (
+            aws::timestamp(&body, "StartTime")?,
+            aws::timestamp(&body, "EndTime")?,
+        );
+        if end - start != 10.0 * INTERVAL.as_secs_f64() {
+            return Err(format!(
+                "StartTime..EndTime spans {}s, expected ten intervals",
+                end - start
+            ));
+        }
+        if aws::field(&body, "MaxDatapoints").and_then(|v| v.as_integer()) != Some(20.into()) {
+            return Err("MaxDatapoints is not 20".into());
+        }
+        if aws::text(&body, "ScanBy") != Some("TimestampDescending") {
+            return Err("ScanBy is not TimestampDescending".into());
+        }
+        let token = aws::text(&body, "NextToken");
+        if token.is_some_and(|t| t != "page-2") {
+            return Ok(aws::error(
+                400,
+                "InvalidNextToken",
+                "The service returned an error with Error Code InvalidNextToken.",
+            ));
+        }
+        let t = end.floor() as i64;
+        Ok(match case {
+            // The newest point is on the second page, after a PartialData first page.
+            Case::OneNumber(_) if token.is_none() => {
+                aws::results(&[("e1", "PartialData", &[(t - 120, 1.0)])], Some("page-2"))
+            }
+            Case::OneNumber(v) => {
+                aws::results(&[("e1", "Complete", &[(t, v), (t - 60, 2.0)])], None)
+            }
+            Case::NoData => aws::results(&[("e1", "Complete", &[])], None),
+            Case::SeveralSeries => aws::results(
+                &[
+                    ("e1", "Complete", &[(t, 0.5)]),
+                    ("m1", "Complete", &[(t, 1.0)]),
+                    ("m2", "Complete", &[(t, 2.0)]),
+                ],
+                None,
+            ),
+            Case::NaN => aws::results(&[("e1", "Complete", &[(t, f64::NAN)])], None),
+            Case::RefusedQuery => aws::error(
+                400,
+                "InvalidParameterValue",
+                "The value m1 / m2 / for parameter MetricDataQueries.member.1.Expression is not valid.",
+            ),
+            Case::TooManyRequests => aws::error(400, "Throttling", "Rate exceeded"),
+            Case::Forbidden => aws::error(
+                403,
+                "AccessDenied",
+                "User: arn:aws:iam::123456789012:user/fledge is not authorized to perform: cloudwatch:GetMetricData",
+            ),
+            Case::Unauthorized => unreachable!(),
+        })
+    }
+}
+
+/// The CloudWatch contract server's parts: CBOR bodies and the SigV4 check.
+mod aws {
+    use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings, sign};
+    use aws_sigv4::sign::v4;
+    use ciborium::Value;
+
+    use super::{Request, Response};
+
+    /// The request body as CBOR.
+    pub fn decode(raw: &[u8]) -> Result<Value, String> {
+        ciborium::from_reader(raw).map_err(|e| format!("the body is not CBOR: {e}"))
+    }
+
+    /// The field `name` of the CBOR map `v`.
+    pub fn field<'a>(v: &'a Value, name: &str) -> Option<&'a Value> {
+        v.as_map()?
+            .iter()
+            .find(|(k, _)| k.as_text() == Some(name))
+            .map(|(_, v)| v)
+    }
+
+    /// The text field `name` of `v`.
+    pub fn text<'a>(v: &'a Value, name: &str) -> Option<&'a str> {
+        field(v, name)?.as_text()
+    }
+
+    /// The timestamp field `name` (CBOR tag 1, epoch seconds), in seconds.
+    pub fn timestamp(v: &Value, name: &str) -> Result<f64, String> {
+        match field(v, name) {
+            Some(Value::Tag(1, t)) => match t.as_ref() {
+                Value::Integer(i) => Ok(i128::from(*i) as f64),
+                Value::Float(f) => Ok(*f),
+                other => Err(format!("{name} is tag 1 of {other:?}")),
+            },
+            other => Err(format!("{name} is {other:?}, not a timestamp (tag 1)")),
+        }
+    }
+
+    /// `Err` unless `queries` are the fixture's three, as the template wrote them.
+    pub fn expect_queries(queries: &[Value]) -> Result<(), String> {
+        let ids: Vec<&str> = queries.iter().filter_map(|q| text(q, "Id")).collect();
+        if ids != ["e1", "m1", "m2"] {
+            return Err(format!("the query Ids are {ids:?}"));
+        }
+        if text(&queries[0], "Expression") != Some("m1 / m2")
+            || text(&queries[0], "Label") != Some("ErrorRate")
+            || field(&queries[0], "ReturnData").is_some()
+        {
+            return Err("query e1 is not the template's expression".into());
+        }
+        for (q, name) in [(&queries[1], "ErrorCount"), (&queries[2], "RequestCount")] {
+            let stat = field(q, "MetricStat").ok_or("a MetricStat is missing")?;
+            let metric = field(stat, "Metric").ok_or("a Metric is missing")?;
+            let dims = field(metric, "Dimensions").and_then(Value::as_array);
+            let dim = dims.and_then(|d| d.first());
+            let ok = text(metric, "Namespace") == Some("MyKubernetesCluster")
+                && text(metric, "MetricName") == Some(name)
+                && dims.map(Vec::len) == Some(1)
+                && dim.and_then(|d| text(d, "Name")) == Some("appName")
+                && dim.and_then(|d| text(d, "Value")) == Some("podinfo.test")
+                && field(stat, "Period").and_then(Value::as_integer) == Some(60.into())
+                && text(stat, "Stat") == Some("Sum")
+                && text(stat, "Unit") == Some("Count")
+                && field(q, "ReturnData").and_then(Value::as_bool) == Some(false);
+            if !ok {
+                return Err(format!("query for {name} is not the template's: {q:?}"));
+            }
+        }
+        Ok(())
+    }
+
+    fn cbor(v: &Value) -> Vec<u8> {
+        let mut out = Vec::new();
+        ciborium::into_writer(v, &mut out).expect("CBOR encodes");
+        out
+    }
+
+    fn text_value(s: &str) -> Value {
+        Value::Text(s.into())
+    }
+
+    /// One result of an answer: its Id, StatusCode and `(epoch seconds, value)` points.
+    pub type Series<'a> = (&'a str, &'a str, &'a [(i64, f64)]);
+
+    /// A `GetMetricData` answer of `results`, with `next` as its NextToken.
+    pub fn results(results: &[Series], next: Option<&str>) -> Response {
+        let results = results
+            .iter()
+            .map(|(id, status, points)| {
+                Value::Map(vec![
+                    (text_value("Id"), text_value(id)),
+                    (text_value("Label"), text_value("ErrorRate")),
+                    (
+                        text_value("Timestamps"),
+                        Value::Array(
+                            points
+                                .iter()
+                                .map(|(t, _)| Value::Tag(1, Box::new(Value::Float(*t as f64))))
+                                .collect(),
+                        ),
+                    ),
+                    (
+                        text_value("Values"),
+                        Value::Array(points.iter().map(|(_, v)| Value::Float(*v)).collect()),
+                    ),
+                    (text_value("StatusCode"), text_value(status)),
+                ])
+            })
+            .collect();
+        let mut body = vec![
+            (text_value("MetricDataResults"), Value::Array(results)),
+            (text_value("Messages"), Value::Array(Vec::new())),
+        ];
+        if let Some(t) = next {
+            body.push((text_value("NextToken"), text_value(t)));
+        }
+        Response::bytes(200, "application/cbor", cbor(&Value::Map(body)))
+            .with_header("smithy-protocol", "rpc-v2-cbor")
+    }
+
+    /// An error answer: `__type` and `message` in the body, the awsQuery code in
+    /// x-amzn-query-error.
+    pub fn error(status: u16, code: &str, message: &str) -> Response {
+        let body = Value::Map(vec![
+            (
+                text_value("__type"),
+                text_value(&format!("com.amazonaws.cloudwatch#{code}")),
+            ),
+            (text_value("message"), text_value(message)),
+        ]);
+        let fault = if status >= 500 { "Receiver" } else { "Sender" };
+        Response::bytes(status, "application/cbor", cbor(&body))
+            .with_header("smithy-protocol", "rpc-v2-cbor")
+            .with_header("x-amzn-query-error", &format!("{code};{fault}"))
+    }
+
+    /// `Ok` when `req` carries a valid SigV4 signature by `key_id` with `secret` for `region`
+    /// and `service`: the signature is computed again from the method, path, signed headers and
+    /// body, at the request's own X-Amz-Date, and compared.
+    pub fn verify_sigv4(
+        req: &Request,
+        key_id: &str,
+        secret: &str,
+        region: &str,
+        service: &str,
+    ) -> Result<(), String> {
+        let auth = req
+            .header("authorization")
+            .ok_or("no Authorization header")?;
+        let rest = auth
+            .strip_prefix("AWS4-HMAC-SHA256 ")
+            .ok_or("the Authorization header is not AWS4-HMAC-SHA256")?;
+        let part = |name: &str| {
+            rest.split(',')
+                .map(str::trim)
+                .find_map(|p| p.strip_prefix(name))
+                .ok_or(format!("the Authorization header has no {name}"))
+        };
+        let (credential, signed, signature) = (
+            part("Credential=")?,
+            part("SignedHeaders=")?,
+            part("Signature=")?,
+        );
+        let date = req.header("x-amz-date").ok_or("no X-Amz-Date header")?;
+        let scope = format!(
+            "{key_id}/{}/{region}/{service}/aws4_request",
+            &date[..8.min(date.len())]
+        );
+        if credential != scope {
+            return Err(format!(
+                "the credential scope is {credential}, expected {scope}"
+            ));
+        }
+        let signed: Vec<&str> = signed.split(';').collect();
+        for must in ["host", "x-amz-date"] {
+            if !signed.contains(&must) {
+                return Err(format!("{must} is not signed"));
+            }
+        }
+        let time = jiff::civil::DateTime::strptime("%Y%m%dT%H%M%SZ", date)
+            .and_then(|d| d.to_zoned(jiff::tz::TimeZone::UTC))
+            .map_err(|e| format!("X-Amz-Date {date}: {e}"))?;
+        let time = std::time::SystemTime::from(time.timestamp());
+        let headers: Vec<(&str, &str)> = req
+            .headers
+            .iter()
+            .filter(|(k, _)| signed.contains(&k.as_str()) && k != "x-amz-date")
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        let identity =
+            aws_credential_types::Credentials::new(key_id, secret, None, None, "test").into();
+        let params = v4::SigningParams::builder()
+            .identity(&identity)
+            .region(region)
+            .name(service)
+            .time(time)
+            .settings(SigningSettings::default())
+            .build()
+            .map_err(|e| e.to_string())?
+            .into();
+        let host = req.header("host").ok_or("no Host header")?;
+        let uri = format!("http://{host}{}", req.path);
+        let signable = SignableRequest::new(
+            &req.method,
+            uri,
+            headers.into_iter(),
+            SignableBody::Bytes(&req.raw),
+        )
+        .map_err(|e| e.to_string())?;
+        let (_, expected) = sign(signable, &params)
+            .map_err(|e| e.to_string())?
+            .into_parts();
+        if expected != signature {
+            return Err("the SigV4 signature does not match the request".into());
+        }
+        Ok(())
+    }
+}
+
 /// Every provider the suite runs against.
 fn fixtures() -> Vec<Arc<dyn Fixture>> {
     vec![
@@ -716,7 +1097,50 @@ fn fixtures() -> Vec<Arc<dyn Fixture>> {
         Arc::new(Graphite),
         Arc::new(InfluxDb),
         Arc::new(Splunk),
+        Arc::new(CloudWatch),
     ]
+}
+
+/// Set in the environment of the child process a test runs in (see [`in_child`]).
+const CHILD: &str = "FLEDGE_CONFORMANCE_CHILD";
+
+/// Runs test `name` of this binary again in a child process whose environment holds the
+/// CloudWatch fixture's credentials for the AWS SDK's standard credential chain (and nothing
+/// else an AWS SDK reads: no profile, no instance metadata), and checks it passed; `true` in the
+/// parent, which is then done. A test cannot set its own process's environment (changing it
+/// while threads run is unsafe), and the chain reads the environment.
+async fn in_child(name: &str) -> bool {
+    if std::env::var_os(CHILD).is_some() {
+        return false;
+    }
+    let mut cmd = tokio::process::Command::new(std::env::current_exe().unwrap());
+    cmd.args([name, "--exact", "--nocapture", "--test-threads=1"]);
+    for (k, _) in std::env::vars_os() {
+        if k.to_string_lossy().starts_with("AWS_") {
+            cmd.env_remove(k);
+        }
+    }
+    let nowhere = std::env::temp_dir().join("fledge-conformance-no-aws-config");
+    let out = cmd
+        .env(CHILD, "1")
+        .env("AWS_ACCESS_KEY_ID", AWS_ACCESS_KEY_ID)
+        .env("AWS_SECRET_ACCESS_KEY", SECRET)
+        .env("AWS_CONFIG_FILE", &nowhere)
+        .env("AWS_SHARED_CREDENTIALS_FILE", &nowhere)
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(120), out)
+        .await
+        .expect("the test's child process finished within 2 minutes")
+        .expect("the test binary runs again");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("1 passed"),
+        "{name} in its child process:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    true
 }
 
 /// A contract server for `f`, answering `case`.
@@ -752,17 +1176,13 @@ fn judge(f: &dyn Fixture, case: Case, got: &MetricOutcome) -> Result<(), String>
             _ => false,
         },
         Case::RefusedQuery => matches!(got, MetricOutcome::Error(m) if m.contains("refused")),
-        Case::Unauthorized => {
+        Case::Unauthorized | Case::Forbidden => {
             matches!(got, MetricOutcome::ProviderUnreachable(m) | MetricOutcome::Error(m)
-                if m.contains("401") && m.contains("credentials"))
-        }
-        Case::Forbidden => {
-            matches!(got, MetricOutcome::ProviderUnreachable(m) | MetricOutcome::Error(m)
-                if m.contains("403") && m.contains("credentials"))
+                if m.contains(&f.status(case).to_string()) && m.contains("credentials"))
         }
         Case::TooManyRequests => {
             matches!(got, MetricOutcome::ProviderUnreachable(m)
-                if m.contains("429") && m.to_lowercase().contains("too many requests")
+                if m.contains(&f.status(case).to_string()) && m.to_lowercase().contains("too many requests")
                     && (!f.says_the_wait() || m.contains(&format!("wait {WAIT}s"))))
         }
     };
@@ -775,6 +1195,9 @@ fn judge(f: &dyn Fixture, case: Case, got: &MetricOutcome) -> Result<(), String>
 
 #[tokio::test]
 async fn every_provider_gives_one_number_or_says_what_went_wrong() {
+    if in_child("every_provider_gives_one_number_or_says_what_went_wrong").await {
+        return;
+    }
     let mut wrong = Vec::new();
     for f in fixtures() {
         for case in CASES {
@@ -796,6 +1219,9 @@ async fn every_provider_gives_one_number_or_says_what_went_wrong() {
 
 #[tokio::test]
 async fn the_online_check_follows_the_contract_and_fails_on_denial() {
+    if in_child("the_online_check_follows_the_contract_and_fails_on_denial").await {
+        return;
+    }
     let mut wrong = Vec::new();
     for f in fixtures() {
         for case in [Case::OneNumber(99.5), Case::Unauthorized] {
@@ -803,9 +1229,9 @@ async fn the_online_check_follows_the_contract_and_fails_on_denial() {
             let p = provider_for(&f.config(&url), Duration::from_secs(5)).unwrap();
             let online = p.online().await;
             let ok = match case {
-                Case::Unauthorized => online
-                    .as_ref()
-                    .is_err_and(|m| m.contains("401") && !m.contains(SECRET)),
+                Case::Unauthorized => online.as_ref().is_err_and(|m| {
+                    m.contains(&f.status(Case::Unauthorized).to_string()) && !m.contains(SECRET)
+                }),
                 _ => online.is_ok(),
             };
             if !ok {
@@ -824,6 +1250,9 @@ async fn the_online_check_follows_the_contract_and_fails_on_denial() {
 
 #[tokio::test]
 async fn an_unreachable_server_is_unreachable_and_its_check_fails_offline() {
+    if in_child("an_unreachable_server_is_unreachable_and_its_check_fails_offline").await {
+        return;
+    }
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -849,6 +1278,9 @@ async fn an_unreachable_server_is_unreachable_and_its_check_fails_offline() {
 
 #[tokio::test]
 async fn a_server_that_never_answers_times_out_within_the_timeout() {
+    if in_child("a_server_that_never_answers_times_out_within_the_timeout").await {
+        return;
+    }
     for f in fixtures() {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = format!("http://{}", listener.local_addr().unwrap());
@@ -896,4 +1328,64 @@ fn every_provider_is_known_to_validation_and_runs_the_suite() {
     );
     let covered: Vec<&str> = fixtures().iter().map(|f| f.kind()).collect();
     assert_eq!(covered, fledge_metrics_providers::provider_names());
+}
+
+#[test]
+fn the_cloudwatch_server_rejects_a_request_whose_signature_does_not_match() {
+    use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings, sign};
+    use aws_sigv4::sign::v4;
+    let body = b"\xa1\x71MetricDataQueries\x80".to_vec();
+    let time = std::time::UNIX_EPOCH + Duration::from_secs(1_764_806_400);
+    let identity =
+        aws_credential_types::Credentials::new(AWS_ACCESS_KEY_ID, SECRET, None, None, "test")
+            .into();
+    let params = v4::SigningParams::builder()
+        .identity(&identity)
+        .region(AWS_REGION)
+        .name("monitoring")
+        .time(time)
+        .settings(SigningSettings::default())
+        .build()
+        .unwrap()
+        .into();
+    let headers = [
+        ("host", "127.0.0.1:1"),
+        ("content-type", "application/cbor"),
+    ];
+    let signable = SignableRequest::new(
+        "POST",
+        format!("http://127.0.0.1:1{GET_METRIC_DATA}"),
+        headers.into_iter(),
+        SignableBody::Bytes(&body),
+    )
+    .unwrap();
+    let (instructions, _) = sign(signable, &params).unwrap().into_parts();
+    let mut signed: Vec<(String, String)> = headers
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    for (k, v) in instructions.headers() {
+        signed.push((k.to_ascii_lowercase(), v.to_string()));
+    }
+    let request = Request {
+        method: "POST".into(),
+        path: GET_METRIC_DATA.into(),
+        headers: signed,
+        raw: body.clone(),
+        ..Request::default()
+    };
+    let verify = |r: &Request, secret: &str| {
+        aws::verify_sigv4(r, AWS_ACCESS_KEY_ID, secret, AWS_REGION, "monitoring")
+    };
+    assert_eq!(verify(&request, SECRET), Ok(()));
+    assert!(verify(&request, "an0ther-s3cret").is_err());
+    let mut tampered = request.clone();
+    tampered.raw[1] ^= 1;
+    assert!(verify(&tampered, SECRET).is_err());
+    let mut moved = request.clone();
+    moved.path = "/service/GraniteServiceVersion20100801/operation/PutMetricData".into();
+    assert!(verify(&moved, SECRET).is_err());
+    let mut unsigned = request;
+    unsigned.headers.retain(|(k, _)| k != "authorization");
+    assert!(verify(&unsigned, SECRET).is_err());
 }

@@ -20,6 +20,7 @@ fn cfg(address: &str) -> ProviderConfig {
         headers: Vec::new(),
         secret: None,
         insecure_skip_verify: false,
+        region: None,
     }
 }
 

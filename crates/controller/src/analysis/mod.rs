@@ -227,6 +227,7 @@ impl Analyzer {
                     .collect(),
                 secret: None,
                 insecure_skip_verify: provider.insecure_skip_verify,
+                region: provider.region.clone().filter(|r| !r.trim().is_empty()),
             };
             if let Some(secret) = &provider.secret_ref {
                 cfg.secret = Some(self.secret(&tns, &secret.name, &what).await?);
@@ -265,6 +266,7 @@ impl Analyzer {
                 headers: Vec::new(),
                 secret: None,
                 insecure_skip_verify: false,
+                region: None,
             },
             query,
             window,

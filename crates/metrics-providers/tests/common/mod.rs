@@ -61,6 +61,8 @@ pub struct Request {
     pub headers: Vec<(String, String)>,
     /// The body, as text.
     pub body: String,
+    /// The body's bytes (for binary protocols such as CBOR, and for request signatures).
+    pub raw: Vec<u8>,
 }
 
 #[allow(dead_code)]
@@ -122,13 +124,13 @@ pub struct Response {
     /// `content-type`.
     pub content_type: &'static str,
     /// The body.
-    pub body: String,
+    pub body: Vec<u8>,
 }
 
 #[allow(dead_code)]
 impl Response {
     /// `status` with a JSON body.
-    pub fn json(status: u16, body: impl Into<String>) -> Response {
+    pub fn json(status: u16, body: impl Into<Vec<u8>>) -> Response {
         Response {
             status,
             headers: Vec::new(),
@@ -138,9 +140,17 @@ impl Response {
     }
 
     /// `status` with a plain text body.
-    pub fn text(status: u16, body: impl Into<String>) -> Response {
+    pub fn text(status: u16, body: impl Into<Vec<u8>>) -> Response {
         Response {
             content_type: "text/plain",
+            ..Response::json(status, body)
+        }
+    }
+
+    /// `status` with a body of `content_type`, e.g. CBOR.
+    pub fn bytes(status: u16, content_type: &'static str, body: Vec<u8>) -> Response {
+        Response {
+            content_type,
             ..Response::json(status, body)
         }
     }
@@ -187,7 +197,7 @@ pub async fn contract_server(handler: Handler) -> (String, Arc<Mutex<Vec<String>
                 }
                 head.push_str("\r\n");
                 let _ = sock.write_all(head.as_bytes()).await;
-                let _ = sock.write_all(response.body.as_bytes()).await;
+                let _ = sock.write_all(&response.body).await;
             });
         }
     });
@@ -239,5 +249,6 @@ async fn read_request(sock: &mut tokio::net::TcpStream) -> Option<Request> {
             .collect(),
         headers,
         body: String::from_utf8_lossy(&body).to_string(),
+        raw: body,
     })
 }
