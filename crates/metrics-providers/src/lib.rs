@@ -16,6 +16,7 @@ pub mod influxdb;
 pub mod newrelic;
 pub mod prometheus;
 pub mod splunk;
+pub mod stackdriver;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -162,6 +163,7 @@ pub const PROVIDERS: &[(&str, Constructor)] = &[
     ("influxdb", influxdb::InfluxDb::boxed),
     ("splunk", splunk::Splunk::boxed),
     ("cloudwatch", cloudwatch::CloudWatch::boxed),
+    ("stackdriver", stackdriver::Stackdriver::boxed),
 ];
 
 /// The names of the providers this build has.

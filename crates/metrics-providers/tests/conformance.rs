@@ -1098,7 +1098,234 @@ fn fixtures() -> Vec<Arc<dyn Fixture>> {
         Arc::new(InfluxDb),
         Arc::new(Splunk),
         Arc::new(CloudWatch),
+        Arc::new(Stackdriver),
     ]
+}
+
+struct Stackdriver;
+
+/// The Stackdriver fixture's project.
+const GCP_PROJECT: &str = "my-project";
+/// The service account of the Stackdriver fixture's key.
+const GCP_ACCOUNT: &str = "fledge@my-project.iam.gserviceaccount.com";
+
+// The query: https://cloud.google.com/monitoring/api/ref_v3/rest/v3/projects.timeSeries/query
+// (POST /v3/projects/{project}/timeSeries:query with {"query", "pageToken"}; the answer
+// {"timeSeriesDescriptor", "timeSeriesData": [{"labelValues", "pointData": [{"values":
+// [TypedValue], "timeInterval"}]}], "nextPageToken", "partialErrors"}), with the bearer token in
+// Authorization (https://cloud.google.com/docs/authentication/rest).
+// Errors: https://cloud.google.com/apis/design/errors ({"error": {"code", "message", "status"}};
+// INVALID_ARGUMENT 400, UNAUTHENTICATED 401, PERMISSION_DENIED 403, RESOURCE_EXHAUSTED 429).
+// The token: https://developers.google.com/identity/protocols/oauth2/service-account#httprest
+// (POST to the key's token_uri, grant_type urn:ietf:params:oauth:grant-type:jwt-bearer and the
+// assertion: a JWT signed RS256 with the key, whose iss is the account, aud the token_uri, and
+// scope the scopes asked; the answer {"access_token", "expires_in", "token_type"}); the server
+// checks the JWT's signature with the key's public half.
+impl Fixture for Stackdriver {
+    fn kind(&self) -> &'static str {
+        "stackdriver"
+    }
+    fn config(&self, address: &str) -> ProviderConfig {
+        let key = google::key_json(&format!("{address}/token"));
+        let keys = [
+            ("project", GCP_PROJECT),
+            ("serviceAccountKey", key.as_str()),
+        ];
+        config(self.kind(), address, secret("gcloud-sa", &keys))
+    }
+    fn query(&self) -> &'static str {
+        "fetch k8s_container\n| metric 'istio.io/service/server/response_latencies'\n| filter (metric.destination_service_name == 'podinfo-canary' && metric.destination_service_namespace == 'test')\n| align delta(1m)\n| every 1m\n| group_by [], [value_response_latencies_percentile: percentile(value.response_latencies, 99)]"
+    }
+    fn says_the_wait(&self) -> bool {
+        false
+    }
+    fn serve(&self, case: Case, req: &Request) -> Result<Response, String> {
+        if req.path == "/token" {
+            return google::token(req);
+        }
+        let error = |code: u16, status: &str, message: &str| {
+            Response::json(
+                code,
+                format!(
+                    r#"{{"error":{{"code":{code},"message":"{message}","status":"{status}"}}}}"#
+                ),
+            )
+        };
+        req.expect(
+            "POST",
+            &format!("/v3/projects/{GCP_PROJECT}/timeSeries:query"),
+        )?;
+        if case == Case::Unauthorized {
+            return Ok(error(
+                401,
+                "UNAUTHENTICATED",
+                "Request had invalid authentication credentials. Expected OAuth 2 access token, login cookie or other valid authentication credential.",
+            ));
+        }
+        req.expect_header("Authorization", &format!("Bearer {SECRET}"))?;
+        req.expect_header("Content-Type", "application/json")?;
+        let body: serde_json::Value =
+            serde_json::from_str(&req.body).map_err(|e| format!("the body is not JSON: {e}"))?;
+        if body["query"] == "" {
+            return Ok(error(400, "INVALID_ARGUMENT", "Query must not be empty."));
+        }
+        if body["query"] != self.query() {
+            return Err(format!("the body's query is {}", body["query"]));
+        }
+        let page = body["pageToken"].as_str();
+        if page.is_some_and(|p| p != "page-2") {
+            return Ok(error(400, "INVALID_ARGUMENT", "Invalid page token."));
+        }
+        let answer = |values: &[&str], next: Option<&str>| {
+            let series: Vec<String> = values
+                .iter()
+                .enumerate()
+                .map(|(i, v)| {
+                    format!(
+                        r#"{{"labelValues":[{{"stringValue":"s{i}"}}],"pointData":[{{"values":[{{"doubleValue":{v}}}],"timeInterval":{{"startTime":"2026-01-01T00:01:00Z","endTime":"2026-01-01T00:02:00Z"}}}},{{"values":[{{"doubleValue":1.0}}],"timeInterval":{{"startTime":"2026-01-01T00:00:00Z","endTime":"2026-01-01T00:01:00Z"}}}}]}}"#
+                    )
+                })
+                .collect();
+            let next = next.map_or(String::new(), |n| format!(r#","nextPageToken":"{n}""#));
+            Response::json(
+                200,
+                format!(
+                    r#"{{"timeSeriesDescriptor":{{"pointDescriptors":[{{"key":"value_response_latencies_percentile","valueType":"DOUBLE","metricKind":"GAUGE"}}]}},"timeSeriesData":[{}]{next}}}"#,
+                    series.join(",")
+                ),
+            )
+        };
+        Ok(match case {
+            // An empty first page with a token for the next.
+            Case::OneNumber(_) if page.is_none() => answer(&[], Some("page-2")),
+            Case::OneNumber(v) => answer(&[&v.to_string()], None),
+            Case::NoData => answer(&[], None),
+            Case::SeveralSeries => answer(&["1", "2", "3"], None),
+            Case::NaN => answer(&["\"NaN\""], None),
+            Case::RefusedQuery => error(
+                400,
+                "INVALID_ARGUMENT",
+                "Line 2: Table operation 'metric' references metric 'istio.io/service/server/response_latencie' which is not known.",
+            ),
+            Case::Forbidden => error(
+                403,
+                "PERMISSION_DENIED",
+                "Permission monitoring.timeSeries.list denied (or the resource may not exist).",
+            ),
+            Case::TooManyRequests => error(
+                429,
+                "RESOURCE_EXHAUSTED",
+                "Quota exceeded for quota metric 'Time series queries' of service 'monitoring.googleapis.com'.",
+            ),
+            Case::Unauthorized => unreachable!(),
+        })
+    }
+}
+
+/// The Stackdriver contract server's parts: a service-account key made for the tests, and the
+/// token endpoint that checks the JWT signed with it.
+mod google {
+    use std::sync::OnceLock;
+
+    use aws_lc_rs::encoding::AsDer;
+    use aws_lc_rs::rsa::{KeyPair, KeySize};
+    use aws_lc_rs::signature::{KeyPair as _, RSA_PKCS1_2048_8192_SHA256, UnparsedPublicKey};
+    use base64::Engine;
+    use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+
+    use super::{GCP_ACCOUNT, GCP_PROJECT, Request, Response, SECRET, SECRET2};
+
+    /// The RSA key of the tests' service account, made once per run: its PKCS#8 PEM and its
+    /// public key.
+    fn keys() -> &'static (String, Vec<u8>) {
+        static KEYS: OnceLock<(String, Vec<u8>)> = OnceLock::new();
+        KEYS.get_or_init(|| {
+            let pair = KeyPair::generate(KeySize::Rsa2048).expect("an RSA key");
+            let der = pair.as_der().expect("PKCS#8");
+            let b64 = STANDARD.encode(der.as_ref());
+            let lines: Vec<&str> = b64
+                .as_bytes()
+                .chunks(64)
+                .map(|c| std::str::from_utf8(c).unwrap())
+                .collect();
+            let pem = format!(
+                "-----BEGIN PRIVATE KEY-----\n{}\n-----END PRIVATE KEY-----\n",
+                lines.join("\n")
+            );
+            (pem, pair.public_key().as_ref().to_vec())
+        })
+    }
+
+    /// A service-account key file (as the Cloud console downloads it) whose token_uri is
+    /// `token_uri`.
+    pub fn key_json(token_uri: &str) -> String {
+        serde_json::json!({
+            "type": "service_account",
+            "project_id": GCP_PROJECT,
+            "private_key_id": SECRET2,
+            "private_key": keys().0,
+            "client_email": GCP_ACCOUNT,
+            "client_id": "100000000000000000000",
+            "auth_uri": "https://accounts.google.com/o/oauth2/auth",
+            "token_uri": token_uri,
+        })
+        .to_string()
+    }
+
+    fn part(b64: &str) -> Result<Vec<u8>, String> {
+        URL_SAFE_NO_PAD
+            .decode(b64.trim_end_matches('='))
+            .map_err(|e| format!("a JWT part is not base64url: {e}"))
+    }
+
+    /// The token endpoint: the JWT assertion checked (header, claims, signature), then a token.
+    pub fn token(req: &Request) -> Result<Response, String> {
+        req.expect("POST", "/token")?;
+        req.expect_header("content-type", "application/x-www-form-urlencoded")?;
+        let form: Vec<(String, String)> = url::form_urlencoded::parse(req.body.as_bytes())
+            .into_owned()
+            .collect();
+        let field = |name: &str| {
+            form.iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.as_str())
+                .ok_or(format!("the form has no {name}"))
+        };
+        if field("grant_type")? != "urn:ietf:params:oauth:grant-type:jwt-bearer" {
+            return Err("grant_type is not the JWT bearer grant".into());
+        }
+        let jwt = field("assertion")?;
+        let parts: Vec<&str> = jwt.split('.').collect();
+        let [head, claims, signature] = parts.as_slice() else {
+            return Err("the assertion is not a JWT of three parts".into());
+        };
+        let header: serde_json::Value =
+            serde_json::from_slice(&part(head)?).map_err(|e| e.to_string())?;
+        if header["alg"] != "RS256" {
+            return Err(format!("the JWT's alg is {}", header["alg"]));
+        }
+        let signed = format!("{head}.{claims}");
+        UnparsedPublicKey::new(&RSA_PKCS1_2048_8192_SHA256, &keys().1)
+            .verify(signed.as_bytes(), &part(signature)?)
+            .map_err(|_| "the JWT's signature does not verify with the key".to_string())?;
+        let claims: serde_json::Value =
+            serde_json::from_slice(&part(claims)?).map_err(|e| e.to_string())?;
+        let token_uri = format!("http://{}/token", req.header("host").unwrap_or_default());
+        if claims["iss"] != GCP_ACCOUNT || claims["aud"] != token_uri.as_str() {
+            return Err(format!("the JWT's iss or aud is wrong: {claims}"));
+        }
+        if claims["scope"] != "https://www.googleapis.com/auth/monitoring.read" {
+            return Err(format!("the JWT asks for the scope {}", claims["scope"]));
+        }
+        let (iat, exp) = (claims["iat"].as_i64(), claims["exp"].as_i64());
+        if !matches!((iat, exp), (Some(i), Some(e)) if e > i && e - i <= 3600) {
+            return Err("the JWT's iat and exp are not an hour or less apart".into());
+        }
+        Ok(Response::json(
+            200,
+            format!(r#"{{"access_token":"{SECRET}","expires_in":3599,"token_type":"Bearer"}}"#),
+        ))
+    }
 }
 
 /// Set in the environment of the child process a test runs in (see [`in_child`]).
@@ -1110,15 +1337,26 @@ const CHILD: &str = "FLEDGE_CONFORMANCE_CHILD";
 /// parent, which is then done. A test cannot set its own process's environment (changing it
 /// while threads run is unsafe), and the chain reads the environment.
 async fn in_child(name: &str) -> bool {
+    in_child_with(name, &[]).await
+}
+
+/// [`in_child`], with `extra` in the child's environment too. Neither AWS's nor Google's
+/// variables of the parent reach the child.
+async fn in_child_with(name: &str, extra: &[(&str, &std::path::Path)]) -> bool {
     if std::env::var_os(CHILD).is_some() {
         return false;
     }
     let mut cmd = tokio::process::Command::new(std::env::current_exe().unwrap());
     cmd.args([name, "--exact", "--nocapture", "--test-threads=1"]);
     for (k, _) in std::env::vars_os() {
-        if k.to_string_lossy().starts_with("AWS_") {
+        let k_text = k.to_string_lossy();
+        if k_text.starts_with("AWS_") || k_text.starts_with("GOOGLE_") || k_text.starts_with("GCE_")
+        {
             cmd.env_remove(k);
         }
+    }
+    for (k, v) in extra {
+        cmd.env(k, v);
     }
     let nowhere = std::env::temp_dir().join("fledge-conformance-no-aws-config");
     let out = cmd
@@ -1388,4 +1626,40 @@ fn the_cloudwatch_server_rejects_a_request_whose_signature_does_not_match() {
     let mut unsigned = request;
     unsigned.headers.retain(|(k, _)| k != "authorization");
     assert!(verify(&unsigned, SECRET).is_err());
+}
+
+#[tokio::test]
+async fn stackdriver_without_a_key_uses_googles_default_credentials() {
+    const NAME: &str = "stackdriver_without_a_key_uses_googles_default_credentials";
+    let key_file = std::env::temp_dir().join(format!(
+        "fledge-conformance-gcp-key-{}.json",
+        std::process::id()
+    ));
+    if in_child_with(NAME, &[("GOOGLE_APPLICATION_CREDENTIALS", &key_file)]).await {
+        let _ = std::fs::remove_file(&key_file);
+        return;
+    }
+    // In the child: the key file of GOOGLE_APPLICATION_CREDENTIALS, as application default
+    // credentials find it, has its token_uri on this server.
+    let f: Arc<dyn Fixture> = Arc::new(Stackdriver);
+    let (url, violations) = serve(&f, Case::OneNumber(42.0)).await;
+    let path = std::env::var_os("GOOGLE_APPLICATION_CREDENTIALS").unwrap();
+    std::fs::write(&path, google::key_json(&format!("{url}/token"))).unwrap();
+    // A Secret with only the project (what Flagger's documentation has for workload identity),
+    // then no Secret at all (the project is the credentials' own).
+    for secret in [secret("gcloud-sa", &[("project", GCP_PROJECT)]), None] {
+        let cfg = config("stackdriver", &url, secret);
+        let p = provider_for(&cfg, Duration::from_secs(5)).unwrap();
+        assert_eq!(p.online().await, Ok(()));
+        let got = p.query_over(Stackdriver.query(), INTERVAL).await;
+        assert!(
+            matches!(got, MetricOutcome::Value(v) if v == 42.0),
+            "{got:?}"
+        );
+    }
+    assert!(
+        violations.lock().unwrap().is_empty(),
+        "{:?}",
+        violations.lock().unwrap()
+    );
 }
