@@ -77,6 +77,7 @@ pub const SUPPORTED_METRIC_PROVIDERS: &[&str] = &[
     "splunk",
     "cloudwatch",
     "stackdriver",
+    "keptn",
 ];
 
 /// Metrics providers whose API is reached in a cloud region (`spec.provider.region`, required as
@@ -93,7 +94,7 @@ pub const METRIC_PROVIDERS_NEEDING_ADDRESS: &[&str] =
     &["dynatrace", "graphite", "influxdb", "splunk"];
 
 /// Flagger's metrics providers that fledge does not implement yet.
-pub const UNSUPPORTED_FLAGGER_METRIC_PROVIDERS: &[&str] = &["externalmetrics", "keptn"];
+pub const UNSUPPORTED_FLAGGER_METRIC_PROVIDERS: &[&str] = &["externalmetrics"];
 
 /// Chat and webhook destinations of alerts (`AlertProvider.spec.type`).
 pub const ALERT_PROVIDER_TYPES: &[&str] =

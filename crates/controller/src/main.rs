@@ -595,6 +595,7 @@ fn main() -> ExitCode {
                         metrics_server,
                         gateway_metrics,
                         query_timeout: std::time::Duration::from_secs(metrics_query_timeout.max(1)),
+                        api_server: String::new(),
                     },
                 };
                 fledge_controller::replay::run(
@@ -699,6 +700,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             .await
             .context("cannot build a Kubernetes client (KUBECONFIG or in-cluster config)")?,
     };
+    let api_server = fledge_metrics_providers::shown(config.cluster_url.to_string().as_str());
     let client = fledge_controller::kube_client::build(
         config,
         metrics.clone(),
@@ -725,6 +727,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             metrics_server: args.metrics_server.clone(),
             gateway_metrics: args.gateway_metrics,
             query_timeout: std::time::Duration::from_secs(args.metrics_query_timeout.max(1)),
+            api_server,
         },
         git: fledge_controller::git::GitSettings {
             alert_after: std::time::Duration::from_secs(args.git_queue_alert_after),

@@ -105,6 +105,11 @@ fn every_router_kind_is_covered() {
         ("events.k8s.io", "events", "create"),
         ("coordination.k8s.io", "leases", "update"),
         ("autoscaling", "horizontalpodautoscalers", "patch"),
+        // The keptn metrics provider.
+        ("metrics.keptn.sh", "keptnmetrics", "get"),
+        ("metrics.keptn.sh", "analyses", "create"),
+        ("metrics.keptn.sh", "analyses", "get"),
+        ("metrics.keptn.sh", "analyses", "delete"),
     ] {
         assert!(
             allows(&rules, group, resource, verb),

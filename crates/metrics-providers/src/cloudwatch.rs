@@ -127,9 +127,9 @@ impl CloudWatch {
     /// [`CloudWatch::new`], boxed as a [`MetricsProvider`].
     pub fn boxed(
         cfg: &ProviderConfig,
-        timeout: Duration,
+        ctx: &crate::Context,
     ) -> Result<Box<dyn MetricsProvider>, String> {
-        Ok(Box::new(CloudWatch::new(cfg, timeout)?))
+        Ok(Box::new(CloudWatch::new(cfg, ctx.timeout)?))
     }
 
     /// The SDK client for this region and endpoint. Clients are kept for the life of the

@@ -74,9 +74,9 @@ impl Datadog {
     /// [`Datadog::new`], boxed as a [`MetricsProvider`].
     pub fn boxed(
         cfg: &ProviderConfig,
-        timeout: Duration,
+        ctx: &crate::Context,
     ) -> Result<Box<dyn MetricsProvider>, String> {
-        Ok(Box::new(Datadog::new(cfg, timeout)?))
+        Ok(Box::new(Datadog::new(cfg, ctx.timeout)?))
     }
 }
 

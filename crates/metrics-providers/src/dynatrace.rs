@@ -57,9 +57,9 @@ impl Dynatrace {
     /// [`Dynatrace::new`], boxed as a [`MetricsProvider`].
     pub fn boxed(
         cfg: &ProviderConfig,
-        timeout: Duration,
+        ctx: &crate::Context,
     ) -> Result<Box<dyn MetricsProvider>, String> {
-        Ok(Box::new(Dynatrace::new(cfg, timeout)?))
+        Ok(Box::new(Dynatrace::new(cfg, ctx.timeout)?))
     }
 }
 

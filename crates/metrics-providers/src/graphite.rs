@@ -64,9 +64,9 @@ impl Graphite {
     /// [`Graphite::new`], boxed as a [`MetricsProvider`].
     pub fn boxed(
         cfg: &ProviderConfig,
-        timeout: Duration,
+        ctx: &crate::Context,
     ) -> Result<Box<dyn MetricsProvider>, String> {
-        Ok(Box::new(Graphite::new(cfg, timeout)?))
+        Ok(Box::new(Graphite::new(cfg, ctx.timeout)?))
     }
 
     /// The render URL for `query` (a query string such as `target=a.b&from=-5min`).

@@ -57,9 +57,9 @@ impl InfluxDb {
     /// [`InfluxDb::new`], boxed as a [`MetricsProvider`].
     pub fn boxed(
         cfg: &ProviderConfig,
-        timeout: Duration,
+        ctx: &crate::Context,
     ) -> Result<Box<dyn MetricsProvider>, String> {
-        Ok(Box::new(InfluxDb::new(cfg, timeout)?))
+        Ok(Box::new(InfluxDb::new(cfg, ctx.timeout)?))
     }
 
     fn flux(&self, flux: &str) -> reqwest::RequestBuilder {

@@ -13,6 +13,7 @@ pub mod dynatrace;
 pub mod graphite;
 mod http;
 pub mod influxdb;
+pub mod keptn;
 pub mod newrelic;
 pub mod prometheus;
 pub mod splunk;
@@ -150,8 +151,35 @@ pub trait MetricsProvider: Send + Sync {
     }
 }
 
+/// What a provider is built with besides its configuration.
+#[derive(Clone)]
+pub struct Context {
+    /// Every request of the provider gives up after this long.
+    pub timeout: Duration,
+    /// The cluster the controller works on, for the providers that read it (`keptn`).
+    pub cluster: Option<Cluster>,
+}
+
+/// The controller's own Kubernetes client, and how messages name its API server.
+#[derive(Clone)]
+pub struct Cluster {
+    /// The client (with the controller's identity, rate limits and timeouts).
+    pub client: kube::Client,
+    /// The API server's address as messages show it (see [`shown`]); empty when unknown.
+    pub shown: String,
+}
+
+impl From<Duration> for Context {
+    fn from(timeout: Duration) -> Context {
+        Context {
+            timeout,
+            cluster: None,
+        }
+    }
+}
+
 /// Builds a provider from its configuration; the error is for people and holds no secret.
-pub type Constructor = fn(&ProviderConfig, Duration) -> Result<Box<dyn MetricsProvider>, String>;
+pub type Constructor = fn(&ProviderConfig, &Context) -> Result<Box<dyn MetricsProvider>, String>;
 
 /// The providers this build has, by `spec.provider.type`.
 pub const PROVIDERS: &[(&str, Constructor)] = &[
@@ -164,6 +192,7 @@ pub const PROVIDERS: &[(&str, Constructor)] = &[
     ("splunk", splunk::Splunk::boxed),
     ("cloudwatch", cloudwatch::CloudWatch::boxed),
     ("stackdriver", stackdriver::Stackdriver::boxed),
+    ("keptn", keptn::Keptn::boxed),
 ];
 
 /// The names of the providers this build has.
@@ -171,13 +200,15 @@ pub fn provider_names() -> Vec<&'static str> {
     PROVIDERS.iter().map(|(name, _)| *name).collect()
 }
 
-/// The provider for `cfg`, whose every request gives up after `timeout`. A type this build does
-/// not have is a [`MetricOutcome::Error`] naming the ones it has; a configuration the provider
-/// cannot use (a bad address, incomplete credentials) is one too.
+/// The provider for `cfg`, whose every request gives up after the context's timeout (a
+/// [`Duration`] is a context without a cluster). A type this build does not have is a
+/// [`MetricOutcome::Error`] naming the ones it has; a configuration the provider cannot use (a
+/// bad address, incomplete credentials) is one too.
 pub fn provider_for(
     cfg: &ProviderConfig,
-    timeout: Duration,
+    ctx: impl Into<Context>,
 ) -> Result<Box<dyn MetricsProvider>, MetricOutcome> {
+    let ctx = ctx.into();
     let Some((_, build)) = PROVIDERS.iter().find(|(name, _)| *name == cfg.kind) else {
         return Err(MetricOutcome::Error(format!(
             "spec.provider.type {:?} is not supported by fledge yet; the metrics providers available are: {}",
@@ -185,7 +216,7 @@ pub fn provider_for(
             provider_names().join(", ")
         )));
     };
-    build(cfg, timeout).map_err(MetricOutcome::Error)
+    build(cfg, &ctx).map_err(MetricOutcome::Error)
 }
 
 /// The address as it may appear in Events and logs: scheme, host and port only (no user

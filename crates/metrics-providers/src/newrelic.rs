@@ -73,9 +73,9 @@ impl NewRelic {
     /// [`NewRelic::new`], boxed as a [`MetricsProvider`].
     pub fn boxed(
         cfg: &ProviderConfig,
-        timeout: Duration,
+        ctx: &crate::Context,
     ) -> Result<Box<dyn MetricsProvider>, String> {
-        Ok(Box::new(NewRelic::new(cfg, timeout)?))
+        Ok(Box::new(NewRelic::new(cfg, ctx.timeout)?))
     }
 
     fn nrql(&self, nrql: &str) -> reqwest::RequestBuilder {

@@ -144,9 +144,9 @@ impl Prometheus {
     /// [`Prometheus::new`], boxed as a [`MetricsProvider`].
     pub fn boxed(
         cfg: &ProviderConfig,
-        timeout: Duration,
+        ctx: &crate::Context,
     ) -> Result<Box<dyn MetricsProvider>, String> {
-        Ok(Box::new(Prometheus::new(cfg, timeout)?))
+        Ok(Box::new(Prometheus::new(cfg, ctx.timeout)?))
     }
 
     /// Whether the server answers a trivial query (`vector(1)` must give 1).

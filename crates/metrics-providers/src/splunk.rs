@@ -86,9 +86,9 @@ impl Splunk {
     /// [`Splunk::new`], boxed as a [`MetricsProvider`].
     pub fn boxed(
         cfg: &ProviderConfig,
-        timeout: Duration,
+        ctx: &crate::Context,
     ) -> Result<Box<dyn MetricsProvider>, String> {
-        Ok(Box::new(Splunk::new(cfg, timeout)?))
+        Ok(Box::new(Splunk::new(cfg, ctx.timeout)?))
     }
 }
 

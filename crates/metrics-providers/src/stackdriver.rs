@@ -119,9 +119,9 @@ impl Stackdriver {
     /// [`Stackdriver::new`], boxed as a [`MetricsProvider`].
     pub fn boxed(
         cfg: &ProviderConfig,
-        timeout: Duration,
+        ctx: &crate::Context,
     ) -> Result<Box<dyn MetricsProvider>, String> {
-        Ok(Box::new(Stackdriver::new(cfg, timeout)?))
+        Ok(Box::new(Stackdriver::new(cfg, ctx.timeout)?))
     }
 
     /// The token source for the credentials: one per key and one for the default credentials,

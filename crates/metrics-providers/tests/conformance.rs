@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use common::{Request, Response, contract_server};
 use fledge_core::MetricOutcome;
-use fledge_metrics_providers::{ProviderConfig, SecretData, provider_for};
+use fledge_metrics_providers::{Cluster, Context, ProviderConfig, SecretData, provider_for};
 use tokio::net::TcpListener;
 
 /// What the server is made to do.
@@ -70,6 +70,16 @@ trait Fixture: Sync + Send {
     /// How the server answers `req` (the query, or the online check) in `case`; `Err` says how
     /// the request breaks the provider's documented contract.
     fn serve(&self, case: Case, req: &Request) -> Result<Response, String>;
+    /// What the provider is built with for a server at `address` (the timeout; a cluster
+    /// client for the providers that read the cluster).
+    fn context(&self, address: &str, timeout: Duration) -> Context {
+        let _ = address;
+        timeout.into()
+    }
+    /// The cases the provider's API can express (every one but where a comment says why).
+    fn cases(&self) -> Vec<Case> {
+        CASES.to_vec()
+    }
     /// Whether the wire format can carry NaN; where it cannot, the NaN case sends a point
     /// without a value, which must be no data.
     fn carries_nan(&self) -> bool {
@@ -1099,6 +1109,7 @@ fn fixtures() -> Vec<Arc<dyn Fixture>> {
         Arc::new(Splunk),
         Arc::new(CloudWatch),
         Arc::new(Stackdriver),
+        Arc::new(Keptn),
     ]
 }
 
@@ -1328,6 +1339,146 @@ mod google {
     }
 }
 
+struct Keptn;
+
+// The Kubernetes API as the controller's client speaks it:
+// https://kubernetes.io/docs/reference/using-api/api-concepts/ (GET
+// /apis/{group}/{version}/namespaces/{namespace}/{plural}/{name}, the discovery document
+// /apis/{group}/{version}, failures as a Status object with code, reason and message; 401
+// Unauthorized, 403 Forbidden, 404 NotFound, 429 TooManyRequests with Retry-After), with the
+// bearer token of the client's identity
+// (https://kubernetes.io/docs/reference/access-authn-authz/authentication/#service-account-tokens).
+// The KeptnMetric (metrics.keptn.sh/v1beta1, status.value a decimal string, status.rawValue,
+// status.lastUpdated): https://keptn.sh/stable/docs/reference/crd-reference/metrics/ and the
+// API reference https://keptn.sh/stable/docs/reference/api-reference/metrics/v1/.
+impl Fixture for Keptn {
+    fn kind(&self) -> &'static str {
+        "keptn"
+    }
+    fn config(&self, _address: &str) -> ProviderConfig {
+        config(self.kind(), "", None)
+    }
+    fn context(&self, address: &str, timeout: Duration) -> Context {
+        Context {
+            timeout,
+            cluster: Some(k8s::cluster(address)),
+        }
+    }
+    fn cases(&self) -> Vec<Case> {
+        // A KeptnMetric holds one value: several series cannot be expressed.
+        CASES
+            .into_iter()
+            .filter(|c| *c != Case::SeveralSeries)
+            .collect()
+    }
+    fn query(&self) -> &'static str {
+        "keptnmetric/test/response-time/2m/reporter=destination"
+    }
+    // The controller's client retries a 429 as the Retry-After asks, until the query times out.
+    fn says_the_wait(&self) -> bool {
+        false
+    }
+    fn serve(&self, case: Case, req: &Request) -> Result<Response, String> {
+        req.expect_header("Authorization", &format!("Bearer {SECRET}"))?;
+        match case {
+            Case::Unauthorized => return Ok(k8s::status(401, "Unauthorized", "Unauthorized")),
+            Case::Forbidden => {
+                return Ok(k8s::status(
+                    403,
+                    "Forbidden",
+                    "keptnmetrics.metrics.keptn.sh \"response-time\" is forbidden: User \"system:serviceaccount:fledge:fledge\" cannot get resource \"keptnmetrics\" in API group \"metrics.keptn.sh\" in the namespace \"test\"",
+                ));
+            }
+            _ => {}
+        }
+        if req.path == "/apis/metrics.keptn.sh/v1beta1" {
+            req.expect("GET", "/apis/metrics.keptn.sh/v1beta1")?;
+            return Ok(k8s::discovery());
+        }
+        req.expect(
+            "GET",
+            "/apis/metrics.keptn.sh/v1beta1/namespaces/test/keptnmetrics/response-time",
+        )?;
+        let metric = |status: &str| {
+            Response::json(
+                200,
+                format!(
+                    r#"{{"apiVersion":"metrics.keptn.sh/v1beta1","kind":"KeptnMetric","metadata":{{"name":"response-time","namespace":"test","resourceVersion":"42"}},"spec":{{"provider":{{"name":"my-provider"}},"query":"histogram_quantile(0.95, sum by(le) (rate(http_server_request_latency_seconds_bucket[1m])))","fetchIntervalSeconds":10}},"status":{status}}}"#
+                ),
+            )
+        };
+        Ok(match case {
+            Case::OneNumber(v) => metric(&format!(
+                r#"{{"value":"{v}","rawValue":"OTkuNQ==","lastUpdated":"2026-01-01T00:00:00Z"}}"#
+            )),
+            Case::NoData => metric("{}"),
+            Case::NaN => metric(r#"{"value":"NaN","lastUpdated":"2026-01-01T00:00:00Z"}"#),
+            Case::RefusedQuery => k8s::status(
+                404,
+                "NotFound",
+                "keptnmetrics.metrics.keptn.sh \"response-time\" not found",
+            ),
+            Case::TooManyRequests => k8s::status(
+                429,
+                "TooManyRequests",
+                "Too many requests, please try again later.",
+            )
+            .with_header("Retry-After", WAIT),
+            Case::SeveralSeries | Case::Unauthorized | Case::Forbidden => unreachable!(),
+        })
+    }
+}
+
+/// The Keptn contract server's parts: a client of it, Status objects, discovery.
+mod k8s {
+    use super::{Cluster, Response, SECRET};
+
+    /// A client of the API server at `address`, with [`SECRET`] as its bearer token.
+    pub fn cluster(address: &str) -> Cluster {
+        let mut config = kube::Config::new(address.parse().expect("a URL"));
+        config.auth_info.token = Some(SECRET.to_string().into());
+        Cluster {
+            client: kube::Client::try_from(config).expect("a client"),
+            shown: fledge_metrics_providers::shown(address),
+        }
+    }
+
+    /// A failure as the API server answers it.
+    pub fn status(code: u16, reason: &str, message: &str) -> Response {
+        Response::json(
+            code,
+            serde_json::json!({
+                "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                "message": message, "reason": reason, "code": code,
+            })
+            .to_string(),
+        )
+    }
+
+    /// The discovery document of metrics.keptn.sh/v1beta1.
+    pub fn discovery() -> Response {
+        let resource = |name: &str, singular: &str, kind: &str| {
+            serde_json::json!({
+                "name": name, "singularName": singular, "namespaced": true, "kind": kind,
+                "verbs": ["delete", "deletecollection", "get", "list", "patch", "create", "update", "watch"],
+            })
+        };
+        Response::json(
+            200,
+            serde_json::json!({
+                "kind": "APIResourceList", "apiVersion": "v1",
+                "groupVersion": "metrics.keptn.sh/v1beta1",
+                "resources": [
+                    resource("keptnmetrics", "keptnmetric", "KeptnMetric"),
+                    resource("analyses", "analysis", "Analysis"),
+                    resource("analysisdefinitions", "analysisdefinition", "AnalysisDefinition"),
+                ],
+            })
+            .to_string(),
+        )
+    }
+}
+
 /// Set in the environment of the child process a test runs in (see [`in_child`]).
 const CHILD: &str = "FLEDGE_CONFORMANCE_CHILD";
 
@@ -1389,7 +1540,7 @@ async fn serve(f: &Arc<dyn Fixture>, case: Case) -> (String, Arc<std::sync::Mute
 
 /// The outcome of one query (after the online check, as the controller runs them).
 async fn outcome(f: &dyn Fixture, address: &str, timeout: Duration) -> MetricOutcome {
-    let p = match provider_for(&f.config(address), timeout) {
+    let p = match provider_for(&f.config(address), f.context(address, timeout)) {
         Ok(p) => p,
         Err(e) => return e,
     };
@@ -1438,7 +1589,7 @@ async fn every_provider_gives_one_number_or_says_what_went_wrong() {
     }
     let mut wrong = Vec::new();
     for f in fixtures() {
-        for case in CASES {
+        for case in f.cases() {
             let (url, violations) = serve(&f, case).await;
             let got = outcome(f.as_ref(), &url, Duration::from_secs(5)).await;
             if let Err(e) = judge(f.as_ref(), case, &got) {
@@ -1464,7 +1615,7 @@ async fn the_online_check_follows_the_contract_and_fails_on_denial() {
     for f in fixtures() {
         for case in [Case::OneNumber(99.5), Case::Unauthorized] {
             let (url, violations) = serve(&f, case).await;
-            let p = provider_for(&f.config(&url), Duration::from_secs(5)).unwrap();
+            let p = provider_for(&f.config(&url), f.context(&url, Duration::from_secs(5))).unwrap();
             let online = p.online().await;
             let ok = match case {
                 Case::Unauthorized => online.as_ref().is_err_and(|m| {
@@ -1504,7 +1655,11 @@ async fn an_unreachable_server_is_unreachable_and_its_check_fails_offline() {
             "{}: {got:?}",
             f.kind()
         );
-        let p = provider_for(&f.config(&address), Duration::from_secs(5)).unwrap();
+        let p = provider_for(
+            &f.config(&address),
+            f.context(&address, Duration::from_secs(5)),
+        )
+        .unwrap();
         let online = p.online().await;
         assert!(
             online.as_ref().is_err_and(|m| !m.contains(SECRET)),
@@ -1662,4 +1817,115 @@ async fn stackdriver_without_a_key_uses_googles_default_credentials() {
         "{:?}",
         violations.lock().unwrap()
     );
+}
+
+#[tokio::test]
+async fn a_keptn_analysis_is_created_waited_for_and_deleted() {
+    use std::sync::Mutex;
+    const BASE: &str = "/apis/metrics.keptn.sh/v1beta1/namespaces/test/analyses";
+    // What the server saw, in order, and how often the Analysis was read.
+    let seen = Arc::new(Mutex::new(Vec::<String>::new()));
+    let log = seen.clone();
+    let handler = Arc::new(move |req: &Request| -> Result<Response, String> {
+        req.expect_header("Authorization", &format!("Bearer {SECRET}"))?;
+        log.lock()
+            .unwrap()
+            .push(format!("{} {}", req.method, req.path));
+        let analysis = |state: &str| {
+            serde_json::json!({
+                "apiVersion": "metrics.keptn.sh/v1beta1", "kind": "Analysis",
+                "metadata": {"name": "error-budget-x7k2p", "namespace": "test", "resourceVersion": "7"},
+                "spec": {"analysisDefinition": {"name": "error-budget"}, "timeframe": {"recent": "5m"}},
+                "status": serde_json::from_str::<serde_json::Value>(state).unwrap(),
+            })
+            .to_string()
+        };
+        match req.method.as_str() {
+            "POST" => {
+                req.expect("POST", BASE)?;
+                let body: serde_json::Value =
+                    serde_json::from_str(&req.body).map_err(|e| e.to_string())?;
+                let expected = serde_json::json!({
+                    "analysisDefinition": {"name": "error-budget"},
+                    "timeframe": {"recent": "5m"},
+                    "args": {"workload": "podinfo", "stage": "canary"},
+                });
+                if body["apiVersion"] != "metrics.keptn.sh/v1beta1"
+                    || body["kind"] != "Analysis"
+                    || body["metadata"]["generateName"] != "error-budget-"
+                    || body["spec"] != expected
+                {
+                    return Err(format!("the Analysis is not the query's: {body}"));
+                }
+                Ok(Response::json(201, analysis("{}")))
+            }
+            "GET" => {
+                req.expect("GET", &format!("{BASE}/error-budget-x7k2p"))?;
+                let reads = log
+                    .lock()
+                    .unwrap()
+                    .iter()
+                    .filter(|l| l.starts_with("GET"))
+                    .count();
+                Ok(Response::json(
+                    200,
+                    analysis(if reads < 2 {
+                        r#"{"state":"Progressing"}"#
+                    } else {
+                        r#"{"state":"Completed","pass":true,"raw":"{}"}"#
+                    }),
+                ))
+            }
+            "DELETE" => {
+                req.expect("DELETE", &format!("{BASE}/error-budget-x7k2p"))?;
+                Ok(Response::json(
+                    200,
+                    analysis(r#"{"state":"Completed","pass":true}"#),
+                ))
+            }
+            other => Err(format!("unexpected {other}")),
+        }
+    });
+    let (url, violations) = contract_server(handler).await;
+    let ctx = Keptn.context(&url, Duration::from_secs(8));
+    let p = provider_for(&Keptn.config(&url), ctx).unwrap();
+    let got = p
+        .query_over(
+            "analysis/test/error-budget/5m/workload=podinfo;stage=canary",
+            INTERVAL,
+        )
+        .await;
+    assert!(
+        matches!(got, MetricOutcome::Value(v) if v == 1.0),
+        "{got:?}"
+    );
+    assert!(
+        violations.lock().unwrap().is_empty(),
+        "{:?}",
+        violations.lock().unwrap()
+    );
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(
+        seen.first().map(String::as_str),
+        Some(&*format!("POST {BASE}"))
+    );
+    assert_eq!(
+        seen.last().map(String::as_str),
+        Some(&*format!("DELETE {BASE}/error-budget-x7k2p"))
+    );
+    assert_eq!(
+        seen.iter().filter(|l| l.starts_with("GET")).count(),
+        2,
+        "{seen:?}"
+    );
+}
+
+#[test]
+fn keptn_needs_the_cluster() {
+    let Err(MetricOutcome::Error(m)) =
+        provider_for(&Keptn.config("http://127.0.0.1:1"), Duration::from_secs(1))
+    else {
+        panic!("built without a cluster");
+    };
+    assert!(m.contains("Kubernetes client"), "{m}");
 }

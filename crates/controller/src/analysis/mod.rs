@@ -20,7 +20,9 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::{Api, Client, ResourceExt};
 
 pub use builtin::{GatewayMetrics, Observer};
-use fledge_metrics_providers::{MetricsProvider, ProviderConfig, SecretData, provider_for};
+use fledge_metrics_providers::{
+    Cluster, Context, MetricsProvider, ProviderConfig, SecretData, provider_for,
+};
 
 /// How the controller runs metric queries.
 #[derive(Clone, Debug)]
@@ -32,6 +34,9 @@ pub struct AnalysisSettings {
     pub gateway_metrics: GatewayMetrics,
     /// Every query (and the online check) gives up after this long.
     pub query_timeout: Duration,
+    /// The API server's address as messages show it (the `keptn` provider reads the cluster
+    /// through the controller's client); empty when unknown.
+    pub api_server: String,
 }
 
 impl Default for AnalysisSettings {
@@ -40,6 +45,7 @@ impl Default for AnalysisSettings {
             metrics_server: None,
             gateway_metrics: GatewayMetrics::App,
             query_timeout: Duration::from_secs(10),
+            api_server: String::new(),
         }
     }
 }
@@ -94,7 +100,14 @@ impl Analyzer {
             if let Ok((cfg, _, _)) = &p.job
                 && !servers.contains_key(cfg)
             {
-                let server = provider_for(cfg, self.settings.query_timeout);
+                let ctx = Context {
+                    timeout: self.settings.query_timeout,
+                    cluster: Some(Cluster {
+                        client: self.client.clone(),
+                        shown: self.settings.api_server.clone(),
+                    }),
+                };
+                let server = provider_for(cfg, ctx);
                 servers.insert(cfg.clone(), server);
             }
         }
