@@ -31,6 +31,7 @@ mod gitsync;
 pub mod judge;
 mod observe;
 mod phases;
+pub mod replay;
 pub mod requests;
 #[cfg(feature = "sim")]
 pub mod sim;
