@@ -176,22 +176,40 @@ pub fn gate_failures(
         .collect()
 }
 
-/// Whether a `rollback` webhook answered yes (passed); the reason when one did. A missing
-/// result asks for nothing, and neither does a dry-run webhook.
-pub fn rollback_request(hooks: &[CanaryWebhook], results: &[WebhookResult]) -> Option<String> {
-    hooks.iter().filter(|h| !h.is_dry_run()).find_map(|h| {
-        results
+/// What the `rollback` webhooks asked for: the reason of the first one that answered yes
+/// (passed), and what each dry-run webhook that answered yes would have asked (reported, never
+/// acted on). A missing result asks for nothing.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RollbackRequest {
+    /// Why to roll back, when a webhook that counts asked.
+    pub reason: Option<String>,
+    /// What the dry-run webhooks that answered yes would have asked.
+    pub dry_run: Vec<String>,
+}
+
+/// The `rollback` webhooks' [`RollbackRequest`].
+pub fn rollback_request(hooks: &[CanaryWebhook], results: &[WebhookResult]) -> RollbackRequest {
+    let mut out = RollbackRequest::default();
+    for h in hooks {
+        let Some(r) = results
             .iter()
             .find(|r| r.hook == HookType::Rollback && r.name == h.name && r.passed)
-            .map(|r| {
-                let detail = clip(&r.message);
-                if detail.is_empty() {
-                    format!("rollback webhook {} asked for a rollback", h.name)
-                } else {
-                    format!("rollback webhook {} asked for a rollback: {detail}", h.name)
-                }
-            })
-    })
+        else {
+            continue;
+        };
+        let detail = clip(&r.message);
+        let asked = if detail.is_empty() {
+            format!("rollback webhook {} asked for a rollback", h.name)
+        } else {
+            format!("rollback webhook {} asked for a rollback: {detail}", h.name)
+        };
+        if h.is_dry_run() {
+            out.dry_run.push(asked);
+        } else if out.reason.is_none() {
+            out.reason = Some(asked);
+        }
+    }
+    out
 }
 
 /// `s` cut to [`MAX_MESSAGE`] bytes at a character boundary, trimmed.
@@ -389,11 +407,25 @@ mod tests {
             passed: p,
             message: String::new(),
         };
-        assert_eq!(rollback_request(&hooks, &[]), None);
-        assert_eq!(rollback_request(&hooks, &[res(false)]), None);
+        assert_eq!(rollback_request(&hooks, &[]), RollbackRequest::default());
         assert_eq!(
-            rollback_request(&hooks, &[res(true)]).as_deref(),
+            rollback_request(&hooks, &[res(false)]),
+            RollbackRequest::default()
+        );
+        assert_eq!(
+            rollback_request(&hooks, &[res(true)]).reason.as_deref(),
             Some("rollback webhook r asked for a rollback")
+        );
+        let dry = vec![CanaryWebhook {
+            dry_run: Some(true),
+            ..hook("r", "rollback", false)
+        }];
+        assert_eq!(
+            rollback_request(&dry, &[res(true)]),
+            RollbackRequest {
+                reason: None,
+                dry_run: vec!["rollback webhook r asked for a rollback".into()]
+            }
         );
     }
 

@@ -452,26 +452,16 @@ impl<'a> Cx<'a> {
         if self.inputs == Inputs::Optimistic {
             return None;
         }
-        let dry: Vec<String> = hooks
-            .iter()
-            .filter(|h| h.is_dry_run())
-            .filter(|h| {
-                self.obs
-                    .webhooks
-                    .iter()
-                    .any(|r| r.hook == HookType::Rollback && r.name == h.name && r.passed)
-            })
-            .map(|h| format!("rollback webhook {} asked for a rollback", h.name))
-            .collect();
-        if !dry.is_empty() {
+        let asked = checks::rollback_request(&hooks, &self.obs.webhooks);
+        if !asked.dry_run.is_empty() {
             let message = format!(
                 "Dry run, not acted on: {} ({})",
-                dry.join("; "),
+                asked.dry_run.join("; "),
                 self.target_name()
             );
             self.event(false, "DryRunCheckFailed", message);
         }
-        checks::rollback_request(&hooks, &self.obs.webhooks)
+        asked.reason
     }
 
     /// The failures of the metric checks (empty: all passed, or none declared).

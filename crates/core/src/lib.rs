@@ -43,8 +43,8 @@ pub use action::{
     NotifyKind, Routes, Severity,
 };
 pub use checks::{
-    Failure, check_metric, failures_of, gate_failures, metric_bounds, metric_checks,
-    metric_failures, rollback_request,
+    Failure, RollbackRequest, check_metric, failures_of, gate_failures, metric_bounds,
+    metric_checks, metric_failures, rollback_request,
 };
 pub use observe::{
     Blocker, BlockerKind, ContainerImages, GitQueue, GitWriteError, LedgerView, MetricOutcome,
