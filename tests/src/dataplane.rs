@@ -896,13 +896,17 @@ pub async fn traefik_metrics() -> anyhow::Result<String> {
 /// Requests Traefik forwarded to a backend Service (port 9898, named `http`) of the namespace,
 /// from its metrics.
 pub async fn traefik_forwarded(ns: &str, service: &str) -> anyhow::Result<u64> {
-    Ok(traefik_metrics()
-        .await?
+    Ok(forwarded_in(&traefik_metrics().await?, ns, service))
+}
+
+/// [`traefik_forwarded`] read from one scrape of Traefik's metrics, `metrics`.
+pub fn forwarded_in(metrics: &str, ns: &str, service: &str) -> u64 {
+    metrics
         .lines()
         .filter(|l| l.starts_with("traefik_service_requests_total{"))
         .filter(|l| l.contains(&format!("service=\"{ns}-{service}-http-9898@")))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum::<f64>() as u64)
+        .sum::<f64>() as u64
 }
 
 #[cfg(test)]
