@@ -962,6 +962,7 @@ fn check_analysis(p: &mut Problems, spec: &CanarySpec, provider: &str, a: &Canar
         check_http_match(p, &format!("{base}.match[{i}]"), m);
     }
     check_metrics(p, a.metrics.as_deref().unwrap_or_default());
+    check_judge(p, spec, a);
     if let Some(limit) = a.inconclusive_limit
         && limit < 1
     {
@@ -974,6 +975,219 @@ fn check_analysis(p: &mut Problems, spec: &CanarySpec, provider: &str, a: &Canar
     check_alerts(p, a.alerts.as_deref().unwrap_or_default());
     if let Some(sa) = &a.session_affinity {
         check_session_affinity(p, known_provider.then_some(provider), sa);
+    }
+}
+
+/// `spec.analysis.judge` and the metrics' `judge` blocks.
+fn check_judge(p: &mut Problems, spec: &CanarySpec, a: &CanaryAnalysis) {
+    let base = "spec.analysis.judge";
+    let metrics = a.metrics.as_deref().unwrap_or_default();
+    let judged: Vec<(usize, &CanaryMetric)> = metrics
+        .iter()
+        .enumerate()
+        .filter(|(_, m)| m.judge.is_some())
+        .collect();
+    let Some(j) = &a.judge else {
+        for (i, _) in judged {
+            p.add(
+                format!("spec.analysis.metrics[{i}].judge"),
+                "compares the metric with a baseline, which needs spec.analysis.judge (type: \
+                 statistical); add it, or remove this block to keep fixed thresholds",
+            );
+        }
+        return;
+    };
+    if j.r#type != "statistical" {
+        p.add(
+            format!("{base}.type"),
+            format!(
+                "{:?} is not a kind of judgement; write statistical",
+                j.r#type
+            ),
+        );
+    }
+    if !matches!(j.baseline.as_deref(), None | Some("" | "fresh" | "primary")) {
+        p.add(
+            format!("{base}.baseline"),
+            format!(
+                "{:?} is not a baseline; write fresh (a new <target>-baseline Deployment, the \
+                 default) or primary",
+                j.baseline.as_deref().unwrap_or_default()
+            ),
+        );
+    }
+    let kind = spec.target_ref.kind.as_deref().unwrap_or("Deployment");
+    if j.fresh_baseline() && kind != "Deployment" {
+        p.add(
+            format!("{base}.baseline"),
+            format!(
+                "a fresh baseline is a copy of the primary Deployment, and the target is a {kind}; \
+                 write baseline: primary"
+            ),
+        );
+    }
+    if let Some(c) = j.confidence
+        && !(c > 0.5 && c < 1.0)
+    {
+        p.add(
+            format!("{base}.confidence"),
+            format!("{c} is not a confidence between 0.5 and 1 (exclusive); e.g. 0.98"),
+        );
+    }
+    if let Some(t) = &j.score_thresholds {
+        let marginal = t.marginal.unwrap_or(75.0);
+        let pass = t.pass.unwrap_or(95.0);
+        for (name, v) in [("marginal", t.marginal), ("pass", t.pass)] {
+            if let Some(v) = v
+                && !(0.0..=100.0).contains(&v)
+            {
+                p.add(
+                    format!("{base}.scoreThresholds.{name}"),
+                    format!("{v} is not a score; scores go from 0 to 100"),
+                );
+            }
+        }
+        if marginal > pass {
+            p.add(
+                format!("{base}.scoreThresholds"),
+                format!(
+                    "marginal {marginal} is above pass {pass}; a step under marginal fails and \
+                     one from pass on passes cleanly, so marginal must not exceed pass"
+                ),
+            );
+        }
+    }
+    let mut groups = BTreeMap::new();
+    for (i, g) in j.groups.iter().flatten().enumerate() {
+        let field = format!("{base}.groups[{i}]");
+        if g.name.trim().is_empty() {
+            p.add(format!("{field}.name"), "is empty; name the group");
+        } else if let Some(first) = groups.insert(g.name.as_str(), i) {
+            p.add(
+                format!("{field}.name"),
+                format!(
+                    "{:?} is already groups[{first}]; group names must be unique",
+                    g.name
+                ),
+            );
+        }
+        if !(g.weight.is_finite() && g.weight > 0.0) {
+            p.add(
+                format!("{field}.weight"),
+                format!("{} is not a positive weight", g.weight),
+            );
+        }
+    }
+    if judged.is_empty() {
+        p.add(
+            base,
+            "no metric has a judge block, so nothing would be compared; add judge: {} (with \
+             its direction) to the metrics to compare, or remove spec.analysis.judge",
+        );
+    }
+    for (i, m) in judged {
+        let field = format!("spec.analysis.metrics[{i}]");
+        let Some(mj) = &m.judge else { continue };
+        if m.template_ref.is_none() {
+            p.add(
+                format!("{field}.judge"),
+                format!(
+                    "{:?} has no MetricTemplate; a judged metric needs a templateRef whose query \
+                     uses {{{{ target }}}} and returns one series per pod (a range query is run \
+                     for the canary and for the baseline)",
+                    m.name
+                ),
+            );
+        }
+        if m.threshold_range.is_some() || m.threshold.is_some() {
+            p.add(
+                format!("{field}.thresholdRange"),
+                "a judged metric is compared with the baseline, not with a fixed range; remove \
+                 thresholdRange (or the judge block, to keep the range)",
+            );
+        }
+        if let Some(g) = mj.group.as_deref()
+            && !groups.is_empty()
+            && !groups.contains_key(g)
+        {
+            p.add(
+                format!("{field}.judge.group"),
+                format!(
+                    "{g:?} is not among spec.analysis.judge.groups ({}); add it there or fix the name",
+                    groups.keys().copied().collect::<Vec<_>>().join(", ")
+                ),
+            );
+        }
+        let choice =
+            |v: Option<&str>, ok: &[&str]| v.is_none_or(|v| v.is_empty() || ok.contains(&v));
+        if !choice(mj.direction.as_deref(), &["increase", "decrease", "either"]) {
+            p.add(
+                format!("{field}.judge.direction"),
+                "is not a direction; write increase (higher is worse), decrease (lower is worse) or either",
+            );
+        }
+        if !choice(mj.nan_strategy.as_deref(), &["remove", "replace"]) {
+            p.add(
+                format!("{field}.judge.nanStrategy"),
+                "is not a choice; write remove (drop NaN values) or replace (count them as 0)",
+            );
+        }
+        if !choice(mj.outliers.as_deref(), &["iqr", "none"]) {
+            p.add(
+                format!("{field}.judge.outliers"),
+                "is not a choice; write iqr (drop far outliers, the default) or none",
+            );
+        }
+        if let Some(e) = &mj.effect_size {
+            check_effect_size(p, &format!("{field}.judge.effectSize"), e);
+        }
+    }
+}
+
+/// An effect size's bounds: increases at or above no change, decreases at or below it, critical
+/// beyond allowed.
+fn check_effect_size(p: &mut Problems, field: &str, e: &crate::EffectSizeSpec) {
+    let (neutral, unit, lo, hi) = match e.measure.unwrap_or_default() {
+        crate::EffectMeasureName::MeanRatio => (1.0, "a ratio of means", 0.0, f64::INFINITY),
+        crate::EffectMeasureName::Cles => (0.5, "a probability", 0.0, 1.0),
+    };
+    let bounds = [
+        ("allowedIncrease", e.allowed_increase, true),
+        ("criticalIncrease", e.critical_increase, true),
+        ("allowedDecrease", e.allowed_decrease, false),
+        ("criticalDecrease", e.critical_decrease, false),
+    ];
+    for (name, v, up) in bounds {
+        let Some(v) = v else { continue };
+        let ok =
+            v.is_finite() && v >= lo && v <= hi && if up { v >= neutral } else { v <= neutral };
+        if !ok {
+            let side = if up { "at or above" } else { "at or below" };
+            p.add(
+                format!("{field}.{name}"),
+                format!("{v} is not {unit} {side} {neutral} (no change)"),
+            );
+        }
+    }
+    if let (Some(a), Some(c)) = (e.allowed_increase, e.critical_increase)
+        && c < a
+    {
+        p.add(
+            format!("{field}.criticalIncrease"),
+            format!(
+                "{c} is below allowedIncrease {a}; a critical change is at least an allowed one"
+            ),
+        );
+    }
+    if let (Some(a), Some(c)) = (e.allowed_decrease, e.critical_decrease)
+        && c > a
+    {
+        p.add(
+            format!("{field}.criticalDecrease"),
+            format!(
+                "{c} is above allowedDecrease {a}; a critical decrease is at least an allowed one"
+            ),
+        );
     }
 }
 

@@ -1357,6 +1357,155 @@ fn metrics() {
 }
 
 #[test]
+fn statistical_judgement() {
+    let judged = json!({"direction": "increase", "critical": true,
+                        "effectSize": {"allowedIncrease": 1.1, "criticalIncrease": 1.5}});
+    let ok = || {
+        vec![
+            (
+                "analysis.judge",
+                json!({"type": "statistical", "confidence": 0.98,
+                "scoreThresholds": {"marginal": 60, "pass": 90},
+                "groups": [{"name": "latency", "weight": 2}]}),
+            ),
+            ("analysis.metrics[1].thresholdRange", Value::Null),
+            (
+                "analysis.metrics[1].judge",
+                json!({"group": "latency", "direction": "increase"}),
+            ),
+        ]
+    };
+    let with = |extra: Vec<(&'static str, Value)>| {
+        let mut p = ok();
+        p.extend(extra);
+        p
+    };
+    run_canary_cases(vec![
+        ("a judged latency beside a fixed success rate", ok(), vec![]),
+        (
+            "a metric judge without the analysis judge",
+            vec![
+                ("analysis.metrics[1].thresholdRange", Value::Null),
+                ("analysis.metrics[1].judge", judged.clone()),
+            ],
+            vec![(
+                "spec.analysis.metrics[1].judge",
+                "needs spec.analysis.judge (type: statistical)",
+            )],
+        ),
+        (
+            "a judge with nothing to judge",
+            vec![("analysis.judge", json!({"type": "statistical"}))],
+            vec![("spec.analysis.judge", "no metric has a judge block")],
+        ),
+        (
+            "not statistical, confidence and scores out of bounds",
+            with(vec![(
+                "analysis.judge",
+                json!({"type": "bayesian", "confidence": 1.0,
+                       "scoreThresholds": {"marginal": 90, "pass": 120}}),
+            )]),
+            vec![
+                (
+                    "spec.analysis.judge.type",
+                    "\"bayesian\" is not a kind of judgement",
+                ),
+                (
+                    "spec.analysis.judge.confidence",
+                    "1 is not a confidence between 0.5 and 1",
+                ),
+                (
+                    "spec.analysis.judge.scoreThresholds.pass",
+                    "120 is not a score",
+                ),
+            ],
+        ),
+        (
+            "marginal above pass, a weightless group, an unknown group",
+            with(vec![
+                (
+                    "analysis.judge",
+                    json!({"type": "statistical", "scoreThresholds": {"marginal": 90, "pass": 80},
+                           "groups": [{"name": "latency", "weight": 0}]}),
+                ),
+                ("analysis.metrics[1].judge", json!({"group": "errors"})),
+            ]),
+            vec![
+                (
+                    "spec.analysis.judge.scoreThresholds",
+                    "marginal 90 is above pass 80",
+                ),
+                (
+                    "spec.analysis.judge.groups[0].weight",
+                    "0 is not a positive weight",
+                ),
+                (
+                    "spec.analysis.metrics[1].judge.group",
+                    "\"errors\" is not among spec.analysis.judge.groups (latency)",
+                ),
+            ],
+        ),
+        (
+            "a builtin judged, and a judged metric with a range",
+            with(vec![
+                ("analysis.metrics[0].judge", json!({})),
+                ("analysis.metrics[1].thresholdRange", json!({"max": 500})),
+            ]),
+            vec![
+                (
+                    "spec.analysis.metrics[0].judge",
+                    "\"request-success-rate\" has no MetricTemplate",
+                ),
+                (
+                    "spec.analysis.metrics[0].thresholdRange",
+                    "a judged metric is compared with the baseline",
+                ),
+                (
+                    "spec.analysis.metrics[1].thresholdRange",
+                    "a judged metric is compared with the baseline",
+                ),
+            ],
+        ),
+        (
+            "choices and effect sizes",
+            with(vec![(
+                "analysis.metrics[1].judge",
+                json!({"direction": "up", "nanStrategy": "zero", "outliers": "all",
+                       "effectSize": {"allowedIncrease": 0.9, "allowedDecrease": 0.8,
+                                      "criticalDecrease": 0.9}}),
+            )]),
+            vec![
+                (
+                    "spec.analysis.metrics[1].judge.direction",
+                    "is not a direction",
+                ),
+                (
+                    "spec.analysis.metrics[1].judge.nanStrategy",
+                    "is not a choice",
+                ),
+                ("spec.analysis.metrics[1].judge.outliers", "is not a choice"),
+                (
+                    "spec.analysis.metrics[1].judge.effectSize.allowedIncrease",
+                    "0.9 is not a ratio of means at or above 1",
+                ),
+                (
+                    "spec.analysis.metrics[1].judge.effectSize.criticalDecrease",
+                    "0.9 is above allowedDecrease 0.8",
+                ),
+            ],
+        ),
+        (
+            "a fresh baseline of a DaemonSet",
+            with(vec![("targetRef.kind", json!("DaemonSet"))]),
+            vec![(
+                "spec.analysis.judge.baseline",
+                "a fresh baseline is a copy of the primary Deployment, and the target is a DaemonSet",
+            )],
+        ),
+    ]);
+}
+
+#[test]
 fn webhooks() {
     run_canary_cases(vec![
         (
