@@ -58,6 +58,12 @@ pub fn check_metric(metric: &CanaryMetric, outcome: Option<&MetricOutcome>) -> R
             return Err(format!("metric {name}: the value {v} is not finite"));
         }
         Some(MetricOutcome::Value(v)) => *v,
+        Some(MetricOutcome::Samples { .. }) => {
+            return Err(format!(
+                "metric {name}: samples for a statistical judgement, and the metric has fixed \
+                 thresholds"
+            ));
+        }
     };
     let (min, max) = metric_bounds(metric);
     for bound in [min, max].into_iter().flatten() {
@@ -147,9 +153,57 @@ pub fn metric_checks(metrics: &[CanaryMetric], results: &[MetricResult]) -> Vec<
                 reason,
                 dry_run: m.is_dry_run().then_some(true),
                 inconclusive: inconclusive.then_some(true),
+                ..Default::default()
             }
         })
         .collect()
+}
+
+/// Every metric check of one analysis step of `analysis`, in the spec's order: the fixed
+/// thresholds of [`metric_checks`] and, with `judge`, the statistical judgement of the metrics
+/// that carry a `judge` block; the failures they count (a failed judgement is one failure,
+/// a dry run when every judged metric is); and the judgement.
+pub fn step_checks(
+    analysis: &fledge_api::CanaryAnalysis,
+    results: &[MetricResult],
+) -> (
+    Vec<MetricCheck>,
+    Vec<Failure>,
+    Option<crate::judge::JudgedStep>,
+) {
+    let metrics = analysis.metrics.as_deref().unwrap_or_default();
+    let judged = crate::judge::judge_step(analysis, results);
+    let fixed: Vec<CanaryMetric> = metrics
+        .iter()
+        .filter(|m| judged.is_none() || m.judge.is_none())
+        .cloned()
+        .collect();
+    let mut checks = metric_checks(&fixed, results);
+    let mut failures = failures_of(&checks);
+    if let Some(step) = &judged {
+        checks.extend(step.checks.iter().cloned());
+        checks.sort_by_key(|c| metrics.iter().position(|m| m.name == c.name));
+        // A judged metric's own verdict counts only through the judgement (a High metric may
+        // still leave the score passing); a query that failed counts as it does for any metric.
+        let unjudged: Vec<MetricCheck> = step
+            .checks
+            .iter()
+            .filter(|c| c.classification.is_none())
+            .cloned()
+            .collect();
+        failures.extend(failures_of(&unjudged));
+        if let Some(message) = step.failure() {
+            let all_dry_run = crate::judge::step::judged_metrics(analysis)
+                .iter()
+                .all(|m| m.is_dry_run());
+            failures.push(Failure {
+                message,
+                muted: false,
+                dry_run: all_dry_run,
+            });
+        }
+    }
+    (checks, failures, judged)
 }
 
 /// The failures of a gate: each declared webhook of type `hook` that has no passing result.

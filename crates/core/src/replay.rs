@@ -9,9 +9,9 @@
 //! weight of [`weights::next_weight`] (or the next iteration), and past the last one the rollout
 //! would have promoted.
 
-use fledge_api::{Canary, CanaryAnalysis, CanaryMetric, MetricCheck, Strategy};
+use fledge_api::{Canary, CanaryAnalysis, JudgementRecord, MetricCheck, Strategy};
 
-use crate::{MetricResult, failures_of, metric_checks, weights};
+use crate::{MetricResult, checks::step_checks, weights};
 
 /// What one replayed step decided.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -78,6 +78,8 @@ pub struct Step {
     pub position: String,
     /// Each metric's check.
     pub checks: Vec<MetricCheck>,
+    /// The statistical judgement, with `spec.analysis.judge`.
+    pub judgement: Option<JudgementRecord>,
     /// What the step decided.
     pub decision: Decision,
 }
@@ -86,7 +88,6 @@ pub struct Step {
 #[derive(Clone, Debug)]
 pub struct Replay {
     analysis: CanaryAnalysis,
-    metrics: Vec<CanaryMetric>,
     strategy: Strategy,
     weight: i32,
     iteration: i32,
@@ -105,7 +106,6 @@ impl Replay {
             _ => 0,
         };
         Replay {
-            metrics: analysis.metrics.clone().unwrap_or_default(),
             analysis: analysis.into_owned(),
             strategy,
             weight,
@@ -125,8 +125,8 @@ impl Replay {
     /// Judges one step with the metrics' `results` and moves the rollout along.
     pub fn step(&mut self, results: &[MetricResult]) -> Step {
         let position = self.position();
-        let checks = metric_checks(&self.metrics, results);
-        let counted = failures_of(&checks).iter().any(|f| !f.dry_run);
+        let (checks, failures, judged) = step_checks(&self.analysis, results);
+        let counted = failures.iter().any(|f| !f.dry_run);
         let decision = if counted {
             self.failed = self.failed.saturating_add(1);
             let threshold = self.analysis.threshold().max(1);
@@ -147,6 +147,7 @@ impl Replay {
         Step {
             position,
             checks,
+            judgement: judged.map(|j| j.record),
             decision,
         }
     }

@@ -18,11 +18,13 @@ pub mod mannwhitney;
 pub mod sample;
 #[cfg(feature = "judge-sim")]
 pub mod simulate;
+pub mod step;
 
 use std::collections::BTreeMap;
 
 pub use mannwhitney::{MannWhitney, Method, mann_whitney_u};
 pub use sample::{NanStrategy, Outliers};
+pub use step::{JudgedStep, judge_step};
 
 /// Which change of a metric is bad.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
