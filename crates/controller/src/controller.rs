@@ -937,6 +937,35 @@ impl Exec<'_> {
                     }
                 }
             }
+            Action::EnsureBaseline => {
+                let Some(primary) = self.primary else {
+                    return Ok(());
+                };
+                let target = &self.canary.spec.target_ref.name;
+                let baseline = workload::build_baseline(
+                    primary,
+                    target,
+                    self.owner(),
+                    self.primary_replicas(),
+                )?;
+                let api: Api<Deployment> = Api::namespaced(self.ctx.client.clone(), self.ns);
+                api.patch(
+                    &fledge_api::baseline_name(target),
+                    &Self::apply_params(),
+                    &Patch::Apply(&baseline),
+                )
+                .await?;
+                Ok(())
+            }
+            Action::RemoveBaseline => {
+                let api: Api<Deployment> = Api::namespaced(self.ctx.client.clone(), self.ns);
+                let name = fledge_api::baseline_name(&self.canary.spec.target_ref.name);
+                match api.delete(&name, &Default::default()).await {
+                    Ok(_) => Ok(()),
+                    Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+                    Err(e) => Err(e.into()),
+                }
+            }
             Action::PromotePrimary { revision } => {
                 let t = self.target()?;
                 let current = t

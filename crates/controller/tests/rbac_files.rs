@@ -100,6 +100,7 @@ fn every_router_kind_is_covered() {
         ("fledge.dev", "canaries", "patch"),
         ("fledge.dev", "canaries/status", "update"),
         ("apps", "deployments", "patch"),
+        ("apps", "deployments", "delete"),
         ("", "configmaps", "watch"),
         ("", "secrets", "get"),
         ("events.k8s.io", "events", "create"),

@@ -192,6 +192,37 @@ impl Prometheus {
         }
     }
 
+    /// Runs a range query over the `range` up to `end` (seconds since the Unix epoch, or now),
+    /// a point every twentieth of it (at least every second): every value of every series.
+    pub async fn range_values(
+        &self,
+        promql: &str,
+        range: Duration,
+        end: Option<i64>,
+    ) -> Result<Vec<f64>, MetricOutcome> {
+        let end = end.unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs() as i64)
+        });
+        let start = end - range.as_secs().max(1) as i64;
+        let step = (range.as_secs_f64() / 20.0).max(1.0);
+        let result = self
+            .client
+            .query_range(promql, start, end, step)
+            .get()
+            .await
+            .map_err(|e| self.failure(&e))?;
+        Ok(match result.data() {
+            Data::Matrix(series) => series
+                .iter()
+                .flat_map(|s| s.samples().iter().map(|v| v.value()))
+                .collect(),
+            Data::Vector(v) => v.iter().map(|s| s.sample().value()).collect(),
+            Data::Scalar(s) => vec![s.value()],
+        })
+    }
+
     fn failure(&self, e: &PromError) -> MetricOutcome {
         let at = &self.shown;
         match e {
@@ -258,5 +289,14 @@ impl MetricsProvider for Prometheus {
 
     async fn query_at(&self, query: &str, unix_seconds: i64) -> MetricOutcome {
         self.instant(query, Some(unix_seconds)).await
+    }
+
+    async fn samples(
+        &self,
+        query: &str,
+        range: Duration,
+        end: Option<i64>,
+    ) -> Result<Vec<f64>, MetricOutcome> {
+        self.range_values(query, range, end).await
     }
 }
