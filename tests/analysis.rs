@@ -366,7 +366,7 @@ async fn statistical_judgement_rolls_back_a_slower_version_the_fixed_thresholds_
     metrics.as_array_mut().unwrap().push(json!({
         "name": "latency", "interval": "16s", "templateRef": {"name": "pod-latency"},
         "judge": {"direction": "increase", "critical": true,
-                  "effectSize": {"allowedIncrease": 2.0, "criticalIncrease": 3.0}},
+                  "effectSize": {"allowedIncrease": 5.0, "criticalIncrease": 10.0}},
     }));
     let analysis = json!({"interval": "8s", "threshold": 2, "stepWeight": 20, "maxWeight": 60,
                           "judge": {"type": "statistical", "baseline": "fresh"},
@@ -401,6 +401,14 @@ async fn statistical_judgement_rolls_back_a_slower_version_the_fixed_thresholds_
     .await
     .unwrap();
 
+    // The status says Succeeded until the controller sees the new revision.
+    ns.set_image("podinfo", LAGGING).await;
+    ns.wait_canary("podinfo", ROLLOUT, "the next rollout to start", |c| {
+        c.status
+            .as_ref()
+            .is_some_and(|s| s.phase == CanaryPhase::Progressing)
+    })
+    .await;
     let (c, took) = roll_out(&ns, LAGGING).await;
     let events = ns.events("podinfo").await;
     report("judged, 20-60 ms slower", took, &c, &events);
