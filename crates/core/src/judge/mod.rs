@@ -250,8 +250,8 @@ pub fn judge_metric(
     v.effect = Some(effect);
     let medians = format!(
         "median {} against the baseline's {}",
-        short(v.canary_median),
-        short(v.baseline_median)
+        significant(v.canary_median),
+        significant(v.baseline_median)
     );
     let alpha = 1.0 - confidence;
     if test.p_value >= alpha || cles == 0.5 {
@@ -319,8 +319,8 @@ fn mean_ratio(canary: f64, baseline: f64) -> f64 {
     }
 }
 
-/// A number in three significant digits (whole numbers from 100 on).
-fn short(v: f64) -> String {
+/// A number in three significant digits (whole numbers from 100 on), as judgements show them.
+pub fn significant(v: f64) -> String {
     if v.is_nan() {
         return "none".into();
     }
@@ -434,7 +434,7 @@ mod tests {
     fn numbers_are_shown_in_three_significant_digits() {
         let shown: Vec<String> = [0.000_183_64, 0.5, 12.345, 250.4, 3.0, 0.0, f64::NAN]
             .into_iter()
-            .map(short)
+            .map(significant)
             .collect();
         assert_eq!(
             shown,

@@ -133,8 +133,8 @@ impl JudgedStep {
                     "{} {} (canary {}, baseline {})",
                     v.name,
                     v.classification.as_str(),
-                    super::short(v.canary_median),
-                    super::short(v.baseline_median)
+                    super::significant(v.canary_median),
+                    super::significant(v.baseline_median)
                 )
             })
             .collect();
