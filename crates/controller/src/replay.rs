@@ -193,6 +193,16 @@ pub async fn run(
             values.join(", "),
             s.step.decision
         );
+        if let Some(j) = &s.step.judgement {
+            let score = j
+                .score
+                .map_or_else(|| "no score".into(), |v| format!("{v}"));
+            let _ = writeln!(
+                out,
+                "{:<33}judgement: score {score} ({}): {}",
+                "", j.outcome, j.reason
+            );
+        }
         for c in s.step.checks.iter().filter(|c| !c.passed) {
             if let Some(r) = &c.reason {
                 let _ = writeln!(out, "{:<33}{r}", "");
@@ -251,7 +261,10 @@ fn check_text(c: &MetricCheck) -> String {
         (false, _, true) => "failed (dry run)",
         (false, _, false) => "FAILED",
     };
-    format!("{value} {mark}")
+    match &c.classification {
+        Some(class) => format!("{value} {class} {mark}"),
+        None => format!("{value} {mark}"),
+    }
 }
 
 #[cfg(test)]
