@@ -27,6 +27,7 @@ pub const SUPPORTED_PROVIDERS: &[&str] = &[
     "gatewayapi:v1",
     "gatewayapi:v1beta1",
     "istio",
+    "kuma",
     "linkerd",
     "nginx",
     "osm",
@@ -38,14 +39,8 @@ pub const SUPPORTED_PROVIDERS: &[&str] = &[
 ];
 
 /// Flagger's traffic providers that fledge does not implement yet.
-pub const UNSUPPORTED_FLAGGER_PROVIDERS: &[&str] = &[
-    "apisix",
-    "appmesh",
-    "appmesh:v1beta2",
-    "gloo",
-    "knative",
-    "kuma",
-];
+pub const UNSUPPORTED_FLAGGER_PROVIDERS: &[&str] =
+    &["apisix", "appmesh", "appmesh:v1beta2", "gloo", "knative"];
 
 /// Providers that can copy (mirror) traffic to the canary.
 pub const MIRROR_PROVIDERS: &[&str] = &["gatewayapi:v1", "gatewayapi:v1beta1", "istio", "traefik"];

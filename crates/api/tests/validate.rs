@@ -157,7 +157,7 @@ fn exact_messages() {
     assert_eq!(
         validate_canary_spec(&spec)[0].to_string(),
         "spec.provider: provider \"appmesh\" is not supported by fledge yet; supported: kubernetes, contour, \
-         gatewayapi:v1, gatewayapi:v1beta1, istio, linkerd, nginx, osm, skipper, smi:v1alpha1, smi:v1alpha2, smi:v1alpha3, traefik"
+         gatewayapi:v1, gatewayapi:v1beta1, istio, kuma, linkerd, nginx, osm, skipper, smi:v1alpha1, smi:v1alpha2, smi:v1alpha3, traefik"
     );
     let spec = canary(&[(
         "analysis.metrics[0].thresholdRange",
@@ -1056,6 +1056,34 @@ fn strategies() {
                 "spec.ingressRef.kind",
                 "provider nginx copies an Ingress, not a HTTPProxy",
             )],
+        ),
+        (
+            "A/B, mirroring and session affinity on kuma",
+            vec![
+                ("provider", json!("kuma")),
+                ("analysis.stepWeight", Value::Null),
+                ("analysis.iterations", json!(10)),
+                (
+                    "analysis.match",
+                    json!([{"headers": {"x-canary": {"exact": "always"}}}]),
+                ),
+                ("analysis.mirror", json!(true)),
+                ("analysis.sessionAffinity", json!({"cookieName": "c"})),
+            ],
+            vec![
+                (
+                    "spec.analysis.match",
+                    "provider kuma cannot route by header, cookie or query parameter",
+                ),
+                (
+                    "spec.analysis.mirror",
+                    "provider kuma cannot mirror traffic",
+                ),
+                (
+                    "spec.analysis.sessionAffinity",
+                    "provider kuma cannot route by cookie",
+                ),
+            ],
         ),
         (
             "mirror and session affinity on nginx",

@@ -151,6 +151,10 @@ pub fn candidates(canary: &Canary, tracked: &[&ConfigRef]) -> Vec<(ApiResource, 
             "ingresses",
             &fledge_routers::ingress::canary_ingress_name(canary),
         )),
+        // Flagger's TrafficRoute is cluster-scoped and has no owner reference to move: the
+        // kuma router's apply takes it over by name (it is named after the apex Service in
+        // both), as it takes over any TrafficRoute no other Canary has marked as its own.
+        "kuma" => {}
         "traefik" => out.push(route(
             "traefik.io",
             "v1alpha1",
@@ -350,6 +354,17 @@ mod tests {
                 last.1.as_str()
             ),
             ("projectcontour.io/v1", "httpproxies", "podinfo")
+        );
+        let mut kuma = canary.clone();
+        kuma.spec.provider = Some("kuma".into());
+        // The Services and the HPA only: Flagger's TrafficRoute has no owner to move.
+        let kinds: Vec<String> = candidates(&kuma, &[])
+            .into_iter()
+            .map(|(r, _)| r.kind)
+            .collect();
+        assert_eq!(
+            kinds,
+            ["Service", "Service", "Service", "HorizontalPodAutoscaler"]
         );
         for (provider, version) in [("osm", "v1alpha2"), ("smi:v1alpha1", "v1alpha1")] {
             let mut smi = canary.clone();

@@ -670,13 +670,13 @@ const REJECTED: &[(&str, &[&str])] = &[
     (
         "Canary-tutorials_apisix_progressive_delivery-9eec1334.yaml",
         &[
-            "spec.provider: provider \"apisix\" is not supported by fledge yet; supported: kubernetes, contour, gatewayapi:v1, gatewayapi:v1beta1, istio, linkerd, nginx, osm, skipper, smi:v1alpha1, smi:v1alpha2, smi:v1alpha3, traefik",
+            "spec.provider: provider \"apisix\" is not supported by fledge yet; supported: kubernetes, contour, gatewayapi:v1, gatewayapi:v1beta1, istio, kuma, linkerd, nginx, osm, skipper, smi:v1alpha1, smi:v1alpha2, smi:v1alpha3, traefik",
         ],
     ),
     (
         "Canary-tutorials_gloo_progressive_delivery-c6f2b2a1.yaml",
         &[
-            "spec.provider: provider \"gloo\" is not supported by fledge yet; supported: kubernetes, contour, gatewayapi:v1, gatewayapi:v1beta1, istio, linkerd, nginx, osm, skipper, smi:v1alpha1, smi:v1alpha2, smi:v1alpha3, traefik",
+            "spec.provider: provider \"gloo\" is not supported by fledge yet; supported: kubernetes, contour, gatewayapi:v1, gatewayapi:v1beta1, istio, kuma, linkerd, nginx, osm, skipper, smi:v1alpha1, smi:v1alpha2, smi:v1alpha3, traefik",
         ],
     ),
     // Prometheus templates written for providers fledge does not support yet.

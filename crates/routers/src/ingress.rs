@@ -28,6 +28,7 @@ pub const KIND: PeerKind = PeerKind {
     version: "v1",
     kind: "Ingress",
     plural: "ingresses",
+    namespaced: true,
 };
 
 const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";

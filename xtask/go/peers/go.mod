@@ -23,4 +23,9 @@ require (
 	// Contour: examples/contour/01-crds.yaml (HTTPProxy), at the version Flagger v1.36.1's
 	// end-to-end tests install (test/contour/install.sh).
 	github.com/projectcontour/contour v1.23.0
+	// Kuma: deployments/charts/kuma/crds/kuma.io_trafficroutes.yaml (TrafficRoute). Flagger
+	// v1.36.1's end-to-end tests install Kuma 2.1.0, whose tag ("2.1.0", no v) is no Go module
+	// version; v2.7.20 is the oldest release published as github.com/kumahq/kuma/v2, and its
+	// TrafficRoute CRD has 2.1.0's schema (only descriptions reworded).
+	github.com/kumahq/kuma/v2 v2.7.20
 )

@@ -39,6 +39,8 @@ pub enum Observer {
     Skipper,
     /// Envoy's cluster metrics of `<namespace>_<svc>-canary_<port>`, Contour's cluster names.
     Contour,
+    /// Envoy's cluster metrics of `<svc>-canary_<namespace>_svc_<port>`, Kuma's service names.
+    Kuma,
 }
 
 /// Which observer the builtin queries of `gatewayapi:*` Canaries use (a controller flag):
@@ -84,6 +86,7 @@ impl Observer {
             "nginx" => Observer::Nginx,
             "skipper" => Observer::Skipper,
             "contour" => Observer::Contour,
+            "kuma" => Observer::Kuma,
             p if p == "kubernetes" || p.starts_with("gatewayapi") => match gateway {
                 GatewayMetrics::Traefik if p != "kubernetes" => Observer::TraefikGateway,
                 _ => Observer::Http,
@@ -177,9 +180,12 @@ impl Observer {
                     )
                 }
             }
-            Observer::Contour => {
-                let sel =
-                    r#"envoy_cluster_name=~"{{ namespace }}_{{ service }}-canary_[0-9a-zA-Z-]+""#;
+            Observer::Contour | Observer::Kuma => {
+                let sel = if self == Observer::Contour {
+                    r#"envoy_cluster_name=~"{{ namespace }}_{{ service }}-canary_[0-9a-zA-Z-]+""#
+                } else {
+                    r#"envoy_cluster_name=~"{{ service }}-canary_{{ namespace }}_svc_[0-9a-zA-Z-]+""#
+                };
                 if success {
                     format!(
                         r#"sum(rate(envoy_cluster_upstream_rq{{{sel}, envoy_response_code!~"5.*"}}[{{{{ interval }}}}])) / sum(rate(envoy_cluster_upstream_rq{{{sel}}}[{{{{ interval }}}}])) * 100"#
@@ -272,6 +278,7 @@ mod tests {
             ("nginx", Nginx),
             ("skipper", Skipper),
             ("contour", Contour),
+            ("kuma", Kuma),
         ] {
             assert_eq!(Observer::for_provider(provider, app), want, "{provider}");
         }
@@ -357,6 +364,16 @@ mod tests {
         assert_eq!(
             q(Observer::Contour, DURATION),
             r#"histogram_quantile(0.99, sum(rate(envoy_cluster_upstream_rq_time_bucket{envoy_cluster_name=~"shop_web-canary_[0-9a-zA-Z-]+"}[1m])) by (le))"#
+        );
+        // Flagger's pkg/metrics/observers/kuma.go, folded the same way; the apex Service's name
+        // where Flagger writes the target's (Kuma names the cluster after the Service).
+        assert_eq!(
+            q(Observer::Kuma, SUCCESS_RATE),
+            r#"sum(rate(envoy_cluster_upstream_rq{envoy_cluster_name=~"web-canary_shop_svc_[0-9a-zA-Z-]+", envoy_response_code!~"5.*"}[1m])) / sum(rate(envoy_cluster_upstream_rq{envoy_cluster_name=~"web-canary_shop_svc_[0-9a-zA-Z-]+"}[1m])) * 100"#
+        );
+        assert_eq!(
+            q(Observer::Kuma, DURATION),
+            r#"histogram_quantile(0.99, sum(rate(envoy_cluster_upstream_rq_time_bucket{envoy_cluster_name=~"web-canary_shop_svc_[0-9a-zA-Z-]+"}[1m])) by (le))"#
         );
         // Other observers render the variables as they are.
         assert!(
