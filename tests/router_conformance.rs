@@ -47,6 +47,7 @@ macro_rules! conformance {
 
 conformance! {
     kubernetes => "kubernetes",
+    apisix => "apisix",
     contour => "contour",
     gatewayapi_v1 => "gatewayapi:v1",
     gatewayapi_v1beta1 => "gatewayapi:v1beta1",
@@ -95,7 +96,37 @@ fn canary_json(provider: &str) -> Value {
         canary["spec"]["ingressRef"] =
             json!({"apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "name": "podinfo"});
     }
+    if provider == "apisix" {
+        canary["spec"]["routeRef"] =
+            json!({"apiVersion": "apisix.apache.org/v2", "kind": "ApisixRoute", "name": "podinfo"});
+    }
     canary
+}
+
+/// The user's ApisixRoute that the apisix router copies: `app.example.com/*` to the apex
+/// Service.
+async fn apex_apisix_route(ns: &TestNs) {
+    let resource = ApiResource {
+        group: "apisix.apache.org".into(),
+        version: "v2".into(),
+        api_version: "apisix.apache.org/v2".into(),
+        kind: "ApisixRoute".into(),
+        plural: "apisixroutes".into(),
+    };
+    let api: Api<DynamicObject> = Api::namespaced_with(ns.client.clone(), &ns.name, &resource);
+    let route: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "apisix.apache.org/v2", "kind": "ApisixRoute",
+        "metadata": {"name": "podinfo"},
+        "spec": {"http": [{
+            "name": "podinfo",
+            "match": {"hosts": ["app.example.com"], "paths": ["/*"]},
+            "backends": [{"serviceName": "podinfo", "servicePort": 9898}]
+        }]}
+    }))
+    .unwrap();
+    api.create(&PostParams::default(), &route)
+        .await
+        .unwrap_or_else(|e| panic!("creating ApisixRoute podinfo: {e}"));
 }
 
 /// The user's Ingress that an Ingress router copies: `app.example.com` to the apex Service.
@@ -226,6 +257,9 @@ async fn conform(provider: &str) {
     services(&ns, &canary).await;
     if INGRESS_PROVIDERS.contains(&provider) {
         apex_ingress(&ns).await;
+    }
+    if provider == "apisix" {
+        apex_apisix_route(&ns).await;
     }
     let router = router_for(ns.client.clone(), &canary).unwrap();
     let router = router.as_ref();

@@ -23,6 +23,7 @@ use crate::{AlertProviderSpec, CanarySpec, MetricTemplateSpec, defaults};
 /// Traffic providers fledge routes with (`spec.provider`).
 pub const SUPPORTED_PROVIDERS: &[&str] = &[
     "kubernetes",
+    "apisix",
     "contour",
     "gatewayapi:v1",
     "gatewayapi:v1beta1",
@@ -40,7 +41,7 @@ pub const SUPPORTED_PROVIDERS: &[&str] = &[
 
 /// Flagger's traffic providers that fledge does not implement yet.
 pub const UNSUPPORTED_FLAGGER_PROVIDERS: &[&str] =
-    &["apisix", "appmesh", "appmesh:v1beta2", "gloo", "knative"];
+    &["appmesh", "appmesh:v1beta2", "gloo", "knative"];
 
 /// Providers that can copy (mirror) traffic to the canary.
 pub const MIRROR_PROVIDERS: &[&str] = &["gatewayapi:v1", "gatewayapi:v1beta1", "istio", "traefik"];
@@ -96,6 +97,7 @@ pub const TEMPLATE_VARIABLES: &[&str] = &[
     "target",
     "service",
     "ingress",
+    "route",
     "interval",
 ];
 
@@ -243,6 +245,9 @@ pub fn validate_canary_spec(spec: &CanarySpec) -> Vec<Problem> {
     check_analysis(&mut p, spec, provider, &analysis);
     if INGRESS_PROVIDERS.contains(&provider) {
         check_ingress_ref(&mut p, provider, spec);
+    }
+    if provider == "apisix" {
+        check_route_ref(&mut p, spec);
     }
     if provider == "nginx"
         && let Err(problems) = nginx_canary_match(
@@ -510,6 +515,37 @@ fn check_ingress_ref(p: &mut Problems, provider: &str, spec: &CanarySpec) {
                     "spec.ingressRef.kind",
                     format!(
                         "provider {provider} copies an Ingress, not a {kind}; write kind: Ingress"
+                    ),
+                );
+            }
+        }
+    }
+}
+
+/// The ApisixRoute the apisix provider copies: named, and an ApisixRoute.
+fn check_route_ref(p: &mut Problems, spec: &CanarySpec) {
+    match &spec.route_ref {
+        None => p.add(
+            "spec.routeRef",
+            format!(
+                "is required by provider apisix: name the ApisixRoute (apisix.apache.org/v2) \
+                 that routes to the Service {}, e.g. routeRef: {{apiVersion: \
+                 apisix.apache.org/v2, kind: ApisixRoute, name: {}}}",
+                spec.apex_service_name(),
+                spec.apex_service_name()
+            ),
+        ),
+        Some(r) => {
+            if let Some(kind) = r
+                .kind
+                .as_deref()
+                .filter(|k| !k.is_empty() && *k != "ApisixRoute")
+            {
+                p.add(
+                    "spec.routeRef.kind",
+                    format!(
+                        "provider apisix copies an ApisixRoute, not a {kind}; write kind: \
+                         ApisixRoute"
                     ),
                 );
             }
@@ -1426,11 +1462,6 @@ pub(crate) fn template_action_problem(body: &str, raw: &str) -> Option<String> {
                 "uses {{{{ {body} }}}}: {var:?} is not a variable name; use letters, digits and '_', starting with a letter"
             ))
         };
-    }
-    if body == "route" {
-        return Some(
-            "uses {{ route }}, which only the apisix provider fills; it is not supported by fledge yet".into(),
-        );
     }
     if let Some(call) = crate::template::Printf::parse(body) {
         let call = match call {

@@ -19,6 +19,7 @@ use serde_json::json;
 
 use fledge_api::primary_name;
 
+pub mod apisix;
 pub mod contour;
 mod error;
 pub mod gatewayapi;
@@ -180,6 +181,7 @@ pub const ROUTERS: &[(&str, Constructor)] = &[
     ("kubernetes", |c, _| {
         Box::new(kubernetes::KubernetesRouter::new(c))
     }),
+    ("apisix", |c, _| Box::new(apisix::ApisixRouter::new(c))),
     ("contour", |c, _| Box::new(contour::ContourRouter::new(c))),
     ("gatewayapi:v1", |c, _| {
         Box::new(gatewayapi::GatewayApiRouter::new(

@@ -41,6 +41,9 @@ pub enum Observer {
     Contour,
     /// Envoy's cluster metrics of `<svc>-canary_<namespace>_svc_<port>`, Kuma's service names.
     Kuma,
+    /// APISIX's `apisix_http_status` and `apisix_http_latency` of the canary ApisixRoute
+    /// `<routeRef>-<svc>-canary` (APISIX's route label `<namespace>_<name>_<http route>`).
+    Apisix,
 }
 
 /// Which observer the builtin queries of `gatewayapi:*` Canaries use (a controller flag):
@@ -87,6 +90,7 @@ impl Observer {
             "skipper" => Observer::Skipper,
             "contour" => Observer::Contour,
             "kuma" => Observer::Kuma,
+            "apisix" => Observer::Apisix,
             p if p == "kubernetes" || p.starts_with("gatewayapi") => match gateway {
                 GatewayMetrics::Traefik if p != "kubernetes" => Observer::TraefikGateway,
                 _ => Observer::Http,
@@ -196,6 +200,18 @@ impl Observer {
                     )
                 }
             }
+            Observer::Apisix => {
+                let sel = r#"route=~"{{ namespace }}_{{ route }}-{{ service }}-canary_.+""#;
+                if success {
+                    format!(
+                        r#"sum(rate(apisix_http_status{{{sel}, code!~"5.."}}[{{{{ interval }}}}])) / sum(rate(apisix_http_status{{{sel}}}[{{{{ interval }}}}])) * 100"#
+                    )
+                } else {
+                    format!(
+                        r#"histogram_quantile(0.99, sum(rate(apisix_http_latency_bucket{{type=~"request", {sel}}}[{{{{ interval }}}}])) by (le))"#
+                    )
+                }
+            }
             Observer::Skipper => {
                 let route = r#"route=~"kube(ew)?_{{ namespace }}__{{ ingress }}_canary__.*__{{ service }}_canary(_[0-9]+)?""#;
                 if success {
@@ -223,12 +239,13 @@ impl Observer {
                 .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
                 .collect()
         };
-        let (namespace, name, target, service, ingress) = (
+        let (namespace, name, target, service, ingress, route) = (
             word(vars.namespace),
             word(vars.name),
             word(vars.target),
             word(vars.service),
             word(vars.ingress),
+            word(vars.route),
         );
         render(
             query,
@@ -238,6 +255,7 @@ impl Observer {
                 target: &target,
                 service: &service,
                 ingress: &ingress,
+                route: &route,
                 ..*vars
             },
         )
@@ -255,6 +273,7 @@ mod tests {
             target: "web",
             service: "web",
             ingress: "web-ingress",
+            route: "web-route",
             interval: "1m",
             variables: None,
         }
@@ -279,6 +298,7 @@ mod tests {
             ("skipper", Skipper),
             ("contour", Contour),
             ("kuma", Kuma),
+            ("apisix", Apisix),
         ] {
             assert_eq!(Observer::for_provider(provider, app), want, "{provider}");
         }
@@ -374,6 +394,16 @@ mod tests {
         assert_eq!(
             q(Observer::Kuma, DURATION),
             r#"histogram_quantile(0.99, sum(rate(envoy_cluster_upstream_rq_time_bucket{envoy_cluster_name=~"web-canary_shop_svc_[0-9a-zA-Z-]+"}[1m])) by (le))"#
+        );
+        // Flagger's pkg/metrics/observers/apisix.go, folded the same way; the apex Service's
+        // name where Flagger writes the target's (the canary route is named after the Service).
+        assert_eq!(
+            q(Observer::Apisix, SUCCESS_RATE),
+            r#"sum(rate(apisix_http_status{route=~"shop_web-route-web-canary_.+", code!~"5.."}[1m])) / sum(rate(apisix_http_status{route=~"shop_web-route-web-canary_.+"}[1m])) * 100"#
+        );
+        assert_eq!(
+            q(Observer::Apisix, DURATION),
+            r#"histogram_quantile(0.99, sum(rate(apisix_http_latency_bucket{type=~"request", route=~"shop_web-route-web-canary_.+"}[1m])) by (le))"#
         );
         // Other observers render the variables as they are.
         assert!(
