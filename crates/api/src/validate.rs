@@ -15,7 +15,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use crate::canary::{
     CanaryAlert, CanaryAnalysis, CanaryMetric, CanaryService, CanaryWebhook, HookType,
-    HttpMatchRequest, SessionAffinity, StringMatch,
+    HttpMatchRequest, LocalObjectReference, SessionAffinity, StringMatch,
 };
 use crate::metric_template::SecretReference;
 use crate::{AlertProviderSpec, CanarySpec, MetricTemplateSpec, defaults};
@@ -494,58 +494,51 @@ fn check_provider(p: &mut Problems, provider: Option<&str>) {
 
 /// The Ingress an ingress provider copies: named, and an Ingress.
 fn check_ingress_ref(p: &mut Problems, provider: &str, spec: &CanarySpec) {
-    match &spec.ingress_ref {
-        None => p.add(
-            "spec.ingressRef",
-            format!(
-                "is required by provider {provider}: name the Ingress (networking.k8s.io/v1) \
-                 that routes to the Service {}, e.g. ingressRef: {{apiVersion: \
-                 networking.k8s.io/v1, kind: Ingress, name: {}}}",
-                spec.apex_service_name(),
-                spec.apex_service_name()
-            ),
-        ),
-        Some(r) => {
-            if let Some(kind) = r
-                .kind
-                .as_deref()
-                .filter(|k| !k.is_empty() && *k != "Ingress")
-            {
-                p.add(
-                    "spec.ingressRef.kind",
-                    format!(
-                        "provider {provider} copies an Ingress, not a {kind}; write kind: Ingress"
-                    ),
-                );
-            }
-        }
-    }
+    let copied = (
+        "spec.ingressRef",
+        "ingressRef",
+        "networking.k8s.io/v1",
+        "Ingress",
+    );
+    check_copied_ref(p, provider, copied, spec.ingress_ref.as_ref(), spec);
 }
 
 /// The ApisixRoute the apisix provider copies: named, and an ApisixRoute.
 fn check_route_ref(p: &mut Problems, spec: &CanarySpec) {
-    match &spec.route_ref {
+    let copied = (
+        "spec.routeRef",
+        "routeRef",
+        "apisix.apache.org/v2",
+        "ApisixRoute",
+    );
+    check_copied_ref(p, "apisix", copied, spec.route_ref.as_ref(), spec);
+}
+
+/// The user's routing object a provider copies, `(field, key, apiVersion, kind)`: named, and
+/// of that kind.
+fn check_copied_ref(
+    p: &mut Problems,
+    provider: &str,
+    (field, key, api_version, want): (&str, &str, &str, &str),
+    reference: Option<&LocalObjectReference>,
+    spec: &CanarySpec,
+) {
+    match reference {
         None => p.add(
-            "spec.routeRef",
+            field,
             format!(
-                "is required by provider apisix: name the ApisixRoute (apisix.apache.org/v2) \
-                 that routes to the Service {}, e.g. routeRef: {{apiVersion: \
-                 apisix.apache.org/v2, kind: ApisixRoute, name: {}}}",
-                spec.apex_service_name(),
-                spec.apex_service_name()
+                "is required by provider {provider}: name the {want} ({api_version}) that routes \
+                 to the Service {apex}, e.g. {key}: {{apiVersion: {api_version}, kind: {want}, \
+                 name: {apex}}}",
+                apex = spec.apex_service_name(),
             ),
         ),
         Some(r) => {
-            if let Some(kind) = r
-                .kind
-                .as_deref()
-                .filter(|k| !k.is_empty() && *k != "ApisixRoute")
-            {
+            if let Some(kind) = r.kind.as_deref().filter(|k| !k.is_empty() && *k != want) {
                 p.add(
-                    "spec.routeRef.kind",
+                    format!("{field}.kind"),
                     format!(
-                        "provider apisix copies an ApisixRoute, not a {kind}; write kind: \
-                         ApisixRoute"
+                        "provider {provider} copies an {want}, not a {kind}; write kind: {want}"
                     ),
                 );
             }

@@ -7,6 +7,7 @@
 //!   the user's route for the same requests.
 //! - Its backend sent to `<svc>-primary` and a copy of it (port, resolve granularity, subset) to
 //!   `<svc>-canary`, weighted.
+//! - The rest of the user's spec (its `ingressClassName`) but its `stream` routes.
 //! - The user's labels and annotations, but the last applied configuration and Flux's (as the
 //!   Ingress routers copy them), with Flux's `disabled` switches.
 //!
@@ -23,7 +24,7 @@ use serde_json::{Value, json};
 use crate::ingress::{copied_annotations, copied_labels};
 use crate::{
     Capabilities, Error, PeerKind, RouteTarget, Router, ServiceNames, cannot, owner_reference,
-    release_apex,
+    release_apex, weights_only,
 };
 
 /// The provider name.
@@ -82,21 +83,7 @@ fn backend_to(backend: &Value, service: &str, weight: i32) -> Value {
 /// JSON for server-side apply; an error for what the provider cannot do or a route without a
 /// backend to the apex Service.
 pub fn build_route(canary: &Canary, apex: &Value, routes: Routes) -> Result<Value, Error> {
-    if routes.mirror.is_some_and(|m| m > 0) {
-        return Err(cannot(
-            PROVIDER,
-            "provider apisix does not mirror traffic (spec.analysis.mirror), as in Flagger; \
-             remove analysis.mirror, or use istio or gatewayapi:v1",
-        ));
-    }
-    if routes.ab_match {
-        return Err(cannot(
-            PROVIDER,
-            "provider apisix splits traffic by weight only and cannot route by \
-             spec.analysis.match (nor does Flagger); remove analysis.match, or use istio or \
-             gatewayapi:v1",
-        ));
-    }
+    weights_only(PROVIDER, &routes)?;
     let names = ServiceNames::of(canary);
     let route_name = route_ref_name(canary)?;
     let http = apex["spec"]["http"].as_array().filter(|h| !h.is_empty());
@@ -162,11 +149,18 @@ pub fn build_route(canary: &Canary, apex: &Value, routes: Routes) -> Result<Valu
     if let Some(owner) = owner_reference(canary) {
         metadata["ownerReferences"] = json!([owner]);
     }
+    // The rest of the spec (the ingress class) as the user wrote it; stream routes are not
+    // copied (they would claim the user's TCP ports a second time).
+    let mut spec = apex["spec"].clone();
+    if let Some(fields) = spec.as_object_mut() {
+        fields.remove("stream");
+    }
+    spec["http"] = json!([route]);
     Ok(json!({
         "apiVersion": KIND.api_version(),
         "kind": KIND.kind,
         "metadata": metadata,
-        "spec": {"http": [route]},
+        "spec": spec,
     }))
 }
 
@@ -299,6 +293,7 @@ mod tests {
                 "annotations": {"note": "edge",
                     "kubectl.kubernetes.io/last-applied-configuration": "{}"}},
             "spec": {
+                "ingressClassName": "apisix",
                 "http": [
                     {"name": "other", "match": {"paths": ["/other"]},
                      "backends": [{"serviceName": "other", "servicePort": 80}]},
@@ -317,7 +312,7 @@ mod tests {
     /// What Flagger v1.36.1 (`pkg/router/apisix.go`) writes as the canary route's spec for
     /// these weights (its `stream` aside, see the README).
     fn flagger_spec(primary: i32, canary: i32) -> Value {
-        json!({"http": [{
+        json!({"ingressClassName": "apisix", "http": [{
             "name": "method",
             "priority": 10000,
             "match": {"hosts": ["app.example.com"], "methods": ["GET"], "paths": ["/*"]},

@@ -25,7 +25,7 @@ use serde_json::json;
 
 use crate::{
     Capabilities, Error, OWNER_ANNOTATION, OWNER_UID_LABEL, PeerKind, RouteTarget, Router,
-    ServiceNames, cannot, release_apex,
+    ServiceNames, cannot, release_apex, weights_only,
 };
 
 /// The provider name.
@@ -136,21 +136,7 @@ fn spec_to(canary: &Canary, to: &[(&str, u32)]) -> TrafficRouteSpec {
 
 /// The TrafficRoute spec for `routes`; an error for what it cannot do.
 pub fn build_spec(canary: &Canary, routes: Routes) -> Result<TrafficRouteSpec, Error> {
-    if routes.mirror.is_some_and(|m| m > 0) {
-        return Err(cannot(
-            PROVIDER,
-            "provider kuma does not mirror traffic (spec.analysis.mirror), as in Flagger; remove \
-             analysis.mirror, or use istio or gatewayapi:v1",
-        ));
-    }
-    if routes.ab_match {
-        return Err(cannot(
-            PROVIDER,
-            "provider kuma splits traffic by weight only and cannot route by \
-             spec.analysis.match (nor does Flagger); remove analysis.match, or use istio or \
-             gatewayapi:v1",
-        ));
-    }
+    weights_only(PROVIDER, &routes)?;
     let names = ServiceNames::of(canary);
     let weight = u32::try_from(routes.canary.clamp(0, 100)).unwrap_or(0);
     Ok(spec_to(

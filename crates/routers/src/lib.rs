@@ -420,6 +420,31 @@ pub(crate) fn cannot(provider: &str, message: impl Into<String>) -> Error {
     }
 }
 
+/// Refuses routes beyond weights (mirroring, A/B matching) for a provider that, as in Flagger,
+/// only splits traffic by weight.
+pub(crate) fn weights_only(provider: &str, routes: &Routes) -> Result<(), Error> {
+    if routes.mirror.is_some_and(|m| m > 0) {
+        return Err(cannot(
+            provider,
+            format!(
+                "provider {provider} does not mirror traffic (spec.analysis.mirror), as in \
+                 Flagger; remove analysis.mirror, or use istio or gatewayapi:v1"
+            ),
+        ));
+    }
+    if routes.ab_match {
+        return Err(cannot(
+            provider,
+            format!(
+                "provider {provider} splits traffic by weight only and cannot route by \
+                 spec.analysis.match (nor does Flagger); remove analysis.match, or use istio or \
+                 gatewayapi:v1"
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// A duration as the user wrote it (`30s`, `1m30s`, `1.5s`), parsed.
 pub(crate) fn parse_duration(
     provider: &str,

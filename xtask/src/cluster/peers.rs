@@ -57,6 +57,17 @@ pub const KUMA: &str = "github.com/kumahq/kuma/v2";
 /// The APISIX ingress controller's module (the ApisixRoute of the `apisix` provider).
 pub const APISIX: &str = "github.com/apache/apisix-ingress-controller";
 
+/// Every pinned module, in the order `install_peer_crds` reads their directories.
+const PEER_MODULES: &[&str] = &[
+    GATEWAY_API,
+    ISTIO_API,
+    SMI_CRD_MODULE,
+    KEDA,
+    CONTOUR,
+    KUMA,
+    APISIX,
+];
+
 const ISTIO_FILE: &str = "kubernetes/customresourcedefinitions.gen.yaml";
 const KEDA_FILE: &str = "config/crd/bases/keda.sh_scaledobjects.yaml";
 const CONTOUR_FILE: &str = "examples/contour/01-crds.yaml";
@@ -106,15 +117,7 @@ pub fn install_peer_crds(info: &ClusterInfo) -> Result<()> {
         return Ok(());
     }
 
-    let dirs = module_dirs(&[
-        GATEWAY_API,
-        ISTIO_API,
-        SMI_CRD_MODULE,
-        KEDA,
-        CONTOUR,
-        KUMA,
-        APISIX,
-    ])?;
+    let dirs = module_dirs(PEER_MODULES)?;
     let mut files = gateway_api_files(&dirs[0], &channel)?;
     files.push(dirs[1].join(ISTIO_FILE));
     files.push(dirs[3].join(KEDA_FILE));
@@ -414,27 +417,11 @@ mod tests {
 
     #[test]
     fn every_peer_module_is_pinned() {
-        for m in [
-            GATEWAY_API,
-            ISTIO_API,
-            SMI_CRD_MODULE,
-            KEDA,
-            CONTOUR,
-            KUMA,
-            APISIX,
-        ] {
+        for m in PEER_MODULES {
             assert!(pinned(m).starts_with('v'), "{m} is not pinned in go/peers");
         }
         let sum = include_str!("../../go/peers/go.sum");
-        for m in [
-            GATEWAY_API,
-            ISTIO_API,
-            SMI_CRD_MODULE,
-            KEDA,
-            CONTOUR,
-            KUMA,
-            APISIX,
-        ] {
+        for m in PEER_MODULES {
             assert!(
                 sum.contains(&format!("{m} {} h1:", pinned(m))),
                 "go/peers/go.sum has no checksum for {m}"
