@@ -15,7 +15,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use crate::canary::{
     CanaryAlert, CanaryAnalysis, CanaryMetric, CanaryService, CanaryWebhook, HookType,
-    HttpMatchRequest, SessionAffinity, StringMatch,
+    HttpMatchRequest, LocalObjectReference, SessionAffinity, StringMatch,
 };
 use crate::metric_template::SecretReference;
 use crate::{AlertProviderSpec, CanarySpec, MetricTemplateSpec, defaults};
@@ -23,10 +23,12 @@ use crate::{AlertProviderSpec, CanarySpec, MetricTemplateSpec, defaults};
 /// Traffic providers fledge routes with (`spec.provider`).
 pub const SUPPORTED_PROVIDERS: &[&str] = &[
     "kubernetes",
+    "apisix",
     "contour",
     "gatewayapi:v1",
     "gatewayapi:v1beta1",
     "istio",
+    "kuma",
     "linkerd",
     "nginx",
     "osm",
@@ -38,14 +40,8 @@ pub const SUPPORTED_PROVIDERS: &[&str] = &[
 ];
 
 /// Flagger's traffic providers that fledge does not implement yet.
-pub const UNSUPPORTED_FLAGGER_PROVIDERS: &[&str] = &[
-    "apisix",
-    "appmesh",
-    "appmesh:v1beta2",
-    "gloo",
-    "knative",
-    "kuma",
-];
+pub const UNSUPPORTED_FLAGGER_PROVIDERS: &[&str] =
+    &["appmesh", "appmesh:v1beta2", "gloo", "knative"];
 
 /// Providers that can copy (mirror) traffic to the canary.
 pub const MIRROR_PROVIDERS: &[&str] = &["gatewayapi:v1", "gatewayapi:v1beta1", "istio", "traefik"];
@@ -101,6 +97,7 @@ pub const TEMPLATE_VARIABLES: &[&str] = &[
     "target",
     "service",
     "ingress",
+    "route",
     "interval",
 ];
 
@@ -248,6 +245,9 @@ pub fn validate_canary_spec(spec: &CanarySpec) -> Vec<Problem> {
     check_analysis(&mut p, spec, provider, &analysis);
     if INGRESS_PROVIDERS.contains(&provider) {
         check_ingress_ref(&mut p, provider, spec);
+    }
+    if provider == "apisix" {
+        check_route_ref(&mut p, spec);
     }
     if provider == "nginx"
         && let Err(problems) = nginx_canary_match(
@@ -494,27 +494,51 @@ fn check_provider(p: &mut Problems, provider: Option<&str>) {
 
 /// The Ingress an ingress provider copies: named, and an Ingress.
 fn check_ingress_ref(p: &mut Problems, provider: &str, spec: &CanarySpec) {
-    match &spec.ingress_ref {
+    let copied = (
+        "spec.ingressRef",
+        "ingressRef",
+        "networking.k8s.io/v1",
+        "Ingress",
+    );
+    check_copied_ref(p, provider, copied, spec.ingress_ref.as_ref(), spec);
+}
+
+/// The ApisixRoute the apisix provider copies: named, and an ApisixRoute.
+fn check_route_ref(p: &mut Problems, spec: &CanarySpec) {
+    let copied = (
+        "spec.routeRef",
+        "routeRef",
+        "apisix.apache.org/v2",
+        "ApisixRoute",
+    );
+    check_copied_ref(p, "apisix", copied, spec.route_ref.as_ref(), spec);
+}
+
+/// The user's routing object a provider copies, `(field, key, apiVersion, kind)`: named, and
+/// of that kind.
+fn check_copied_ref(
+    p: &mut Problems,
+    provider: &str,
+    (field, key, api_version, want): (&str, &str, &str, &str),
+    reference: Option<&LocalObjectReference>,
+    spec: &CanarySpec,
+) {
+    match reference {
         None => p.add(
-            "spec.ingressRef",
+            field,
             format!(
-                "is required by provider {provider}: name the Ingress (networking.k8s.io/v1) \
-                 that routes to the Service {}, e.g. ingressRef: {{apiVersion: \
-                 networking.k8s.io/v1, kind: Ingress, name: {}}}",
-                spec.apex_service_name(),
-                spec.apex_service_name()
+                "is required by provider {provider}: name the {want} ({api_version}) that routes \
+                 to the Service {apex}, e.g. {key}: {{apiVersion: {api_version}, kind: {want}, \
+                 name: {apex}}}",
+                apex = spec.apex_service_name(),
             ),
         ),
         Some(r) => {
-            if let Some(kind) = r
-                .kind
-                .as_deref()
-                .filter(|k| !k.is_empty() && *k != "Ingress")
-            {
+            if let Some(kind) = r.kind.as_deref().filter(|k| !k.is_empty() && *k != want) {
                 p.add(
-                    "spec.ingressRef.kind",
+                    format!("{field}.kind"),
                     format!(
-                        "provider {provider} copies an Ingress, not a {kind}; write kind: Ingress"
+                        "provider {provider} copies an {want}, not a {kind}; write kind: {want}"
                     ),
                 );
             }
@@ -1645,11 +1669,6 @@ pub(crate) fn template_action_problem(body: &str, raw: &str) -> Option<String> {
                 "uses {{{{ {body} }}}}: {var:?} is not a variable name; use letters, digits and '_', starting with a letter"
             ))
         };
-    }
-    if body == "route" {
-        return Some(
-            "uses {{ route }}, which only the apisix provider fills; it is not supported by fledge yet".into(),
-        );
     }
     if let Some(call) = crate::template::Printf::parse(body) {
         let call = match call {

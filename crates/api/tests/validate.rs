@@ -156,8 +156,8 @@ fn exact_messages() {
     let spec = canary(&[("provider", json!("appmesh"))]);
     assert_eq!(
         validate_canary_spec(&spec)[0].to_string(),
-        "spec.provider: provider \"appmesh\" is not supported by fledge yet; supported: kubernetes, contour, \
-         gatewayapi:v1, gatewayapi:v1beta1, istio, linkerd, nginx, osm, skipper, smi:v1alpha1, smi:v1alpha2, smi:v1alpha3, traefik"
+        "spec.provider: provider \"appmesh\" is not supported by fledge yet; supported: kubernetes, apisix, contour, \
+         gatewayapi:v1, gatewayapi:v1beta1, istio, kuma, linkerd, nginx, osm, skipper, smi:v1alpha1, smi:v1alpha2, smi:v1alpha3, traefik"
     );
     let spec = canary(&[(
         "analysis.metrics[0].thresholdRange",
@@ -181,6 +181,14 @@ fn providers() {
                 ("provider", json!(p)),
                 ("analysis.stepWeight", Value::Null),
                 ("analysis.iterations", json!(10)),
+            ])
+        } else if *p == "apisix" {
+            canary(&[
+                ("provider", json!(p)),
+                (
+                    "routeRef",
+                    json!({"kind": "ApisixRoute", "name": "podinfo"}),
+                ),
             ])
         } else if INGRESS_PROVIDERS.contains(p) {
             canary(&[
@@ -1058,6 +1066,71 @@ fn strategies() {
             )],
         ),
         (
+            "A/B, mirroring and session affinity on kuma",
+            vec![
+                ("provider", json!("kuma")),
+                ("analysis.stepWeight", Value::Null),
+                ("analysis.iterations", json!(10)),
+                (
+                    "analysis.match",
+                    json!([{"headers": {"x-canary": {"exact": "always"}}}]),
+                ),
+                ("analysis.mirror", json!(true)),
+                ("analysis.sessionAffinity", json!({"cookieName": "c"})),
+            ],
+            vec![
+                (
+                    "spec.analysis.match",
+                    "provider kuma cannot route by header, cookie or query parameter",
+                ),
+                (
+                    "spec.analysis.mirror",
+                    "provider kuma cannot mirror traffic",
+                ),
+                (
+                    "spec.analysis.sessionAffinity",
+                    "provider kuma cannot route by cookie",
+                ),
+            ],
+        ),
+        (
+            "apisix without routeRef, and A/B",
+            vec![
+                ("provider", json!("apisix")),
+                ("analysis.stepWeight", Value::Null),
+                ("analysis.iterations", json!(10)),
+                (
+                    "analysis.match",
+                    json!([{"headers": {"x-canary": {"exact": "always"}}}]),
+                ),
+            ],
+            vec![
+                (
+                    "spec.analysis.match",
+                    "provider apisix cannot route by header, cookie or query parameter",
+                ),
+                ("spec.routeRef", "is required by provider apisix"),
+            ],
+        ),
+        (
+            "apisix with a routeRef that is no ApisixRoute, and mirroring",
+            vec![
+                ("provider", json!("apisix")),
+                ("routeRef", json!({"kind": "Ingress", "name": "podinfo"})),
+                ("analysis.mirror", json!(true)),
+            ],
+            vec![
+                (
+                    "spec.analysis.mirror",
+                    "provider apisix cannot mirror traffic",
+                ),
+                (
+                    "spec.routeRef.kind",
+                    "provider apisix copies an ApisixRoute, not a Ingress",
+                ),
+            ],
+        ),
+        (
             "mirror and session affinity on nginx",
             vec![
                 ("provider", json!("nginx")),
@@ -1913,7 +1986,7 @@ fn metric_templates() {
             vec![("query", json!("up{d=\"{{ direction }}\"}"))],
             vec![(
                 "spec.query",
-                "uses the unknown variable {{ direction }}; use one of namespace, name, target, service, ingress, interval, or pass it from the Canary's templateVariables as {{ variables.direction }}",
+                "uses the unknown variable {{ direction }}; use one of namespace, name, target, service, ingress, route, interval, or pass it from the Canary's templateVariables as {{ variables.direction }}",
             )],
         ),
         (
@@ -1945,12 +2018,9 @@ fn metric_templates() {
             vec![("spec.query", "uses the template function \"index\"")],
         ),
         (
-            "route",
+            "route: spec.routeRef.name, as Flagger fills it",
             vec![("query", json!("up{r=\"{{ route }}\", s=\"{{ route }}\"}"))],
-            vec![(
-                "spec.query",
-                "uses {{ route }}, which only the apisix provider fills; it is not supported by fledge yet",
-            )],
+            vec![],
         ),
         (
             "two different problems",

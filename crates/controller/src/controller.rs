@@ -502,6 +502,7 @@ async fn reconcile_inner(canary: &Canary, ctx: &Context) -> Result<Requeue> {
     }
     write_status(ctx, canary, &status, &plan.status).await?;
     if release {
+        exec.collect_routing().await?;
         remove_finalizer(canary, ctx).await?;
         return Ok(Requeue::await_change());
     }
@@ -869,6 +870,23 @@ impl Exec<'_> {
         crate::git::enqueue(&self.ctx.client, &record).await?;
         self.ctx.git_wake.notify_one();
         Ok(())
+    }
+
+    /// With the Canary going (its finalizer about to be removed): what the router owns and
+    /// garbage collection cannot reach (cluster-scoped routing objects) goes with it. A
+    /// provider without a router in this build never wrote anything.
+    async fn collect_routing(&self) -> Result<()> {
+        let Ok(router) = router_for(self.ctx.client.clone(), self.canary) else {
+            return Ok(());
+        };
+        let (label, value) = self.selector().unwrap_or_default();
+        Ok(router
+            .collect(&RouteTarget {
+                canary: self.canary,
+                selector: (&label, &value),
+                status: self.next,
+            })
+            .await?)
     }
 
     fn selector(&self) -> Result<(String, String)> {

@@ -200,6 +200,11 @@ impl Analyzer {
                 .ingress_ref
                 .as_ref()
                 .map_or("", |r| r.name.as_str()),
+            route: canary
+                .spec
+                .route_ref
+                .as_ref()
+                .map_or("", |r| r.name.as_str()),
             interval,
             variables: m.template_variables.as_ref(),
         };
