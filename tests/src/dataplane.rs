@@ -58,6 +58,8 @@ pub struct Dataplane {
     pub prometheus_binary: PathBuf,
     /// See [`Dataplane::prometheus_binary`].
     pub prometheus_config: PathBuf,
+    /// The VictoriaMetrics binary (not running), for the metrics providers' real-server tests.
+    pub victoria_metrics: PathBuf,
 }
 
 static DATAPLANE: OnceLock<Result<Dataplane, String>> = OnceLock::new();
@@ -122,6 +124,7 @@ fn read_info() -> anyhow::Result<Dataplane> {
         prometheus_sd: PathBuf::from(s("/prometheus/sd_dir")?),
         prometheus_binary: PathBuf::from(s("/prometheus/binary")?),
         prometheus_config: PathBuf::from(s("/prometheus/config")?),
+        victoria_metrics: PathBuf::from(s("/victoria_metrics/binary")?),
     })
 }
 
