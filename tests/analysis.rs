@@ -23,6 +23,7 @@ const V1: &str = "ghcr.io/stefanprodan/podinfo:6.0.0";
 const V2: &str = "ghcr.io/stefanprodan/podinfo:6.0.1";
 const FAULTY: &str = "ghcr.io/stefanprodan/podinfo:6.0.1-faulty";
 const SLOW: &str = "ghcr.io/stefanprodan/podinfo:6.0.1-slow";
+const LAGGING: &str = "ghcr.io/stefanprodan/podinfo:6.0.2-lagging";
 /// Requests per second through the Gateway while a rollout runs.
 const RATE: u32 = 30;
 // Analysis intervals are 8 s: Traefik applies a new weight a second or two after the route
@@ -341,6 +342,125 @@ async fn a_metric_template_with_variables_decides_the_rollout() {
     .await
     .unwrap();
     assert!(by_hand.first().is_some_and(|v| *v > 0.0), "{by_hand:?}");
+}
+
+/// 4b. Statistical judgement against a fresh baseline: a healthy version is promoted, then a
+///     version 20-60 ms slower per answer, which the demo's fixed thresholds (p99 under
+///     500 ms, success rate from 99%) pass, is rolled back on its latency compared with the
+///     baseline's; the baseline Deployment exists only while a rollout runs.
+#[tokio::test(flavor = "multi_thread")]
+async fn statistical_judgement_rolls_back_a_slower_version_the_fixed_thresholds_pass() {
+    let ns = TestNs::new("an-judge").await;
+    let host = format!("{}.fledge.test", ns.name);
+    // The mean latency of each pod of {{ target }}, from podinfo's own histogram.
+    ns.create::<fledge_api::MetricTemplate>(json!({
+        "apiVersion": "fledge.dev/v1beta1", "kind": "MetricTemplate",
+        "metadata": {"name": "pod-latency"},
+        "spec": {
+            "provider": {"type": "prometheus", "address": dataplane().prometheus_url},
+            "query": "sum by (kubernetes_pod_name) (rate(http_request_duration_seconds_sum{kubernetes_namespace=\"{{ namespace }}\", kubernetes_pod_name=~\"{{ target }}-[0-9a-f]+-[0-9]+\"}[5s])) / sum by (kubernetes_pod_name) (rate(http_request_duration_seconds_count{kubernetes_namespace=\"{{ namespace }}\", kubernetes_pod_name=~\"{{ target }}-[0-9a-f]+-[0-9]+\"}[5s]))",
+        },
+    }))
+    .await;
+    let mut metrics = builtin_metrics();
+    metrics.as_array_mut().unwrap().push(json!({
+        "name": "latency", "interval": "16s", "templateRef": {"name": "pod-latency"},
+        "judge": {"direction": "increase", "critical": true,
+                  "effectSize": {"allowedIncrease": 5.0, "criticalIncrease": 10.0}},
+    }));
+    let analysis = json!({"interval": "8s", "threshold": 2, "stepWeight": 20, "maxWeight": 60,
+                          "judge": {"type": "statistical", "baseline": "fresh"},
+                          "metrics": metrics});
+    let _w = start(&ns, &host, canary(&host, analysis, json!({}))).await;
+    let _load = Load::start(&host, RATE, Duration::from_secs(400));
+    let baseline_exists = || async {
+        ns.api::<Deployment>()
+            .get_opt("podinfo-baseline")
+            .await
+            .unwrap()
+            .is_some()
+    };
+
+    let (c, took) = roll_out(&ns, V2).await;
+    report("judged, healthy", took, &c, &ns.events("podinfo").await);
+    let s = c.status.clone().unwrap();
+    assert_eq!(s.phase, CanaryPhase::Succeeded, "{s:#?}");
+    let r = s.rollout.clone().unwrap();
+    let judged: Vec<_> = r
+        .history
+        .iter()
+        .filter_map(|h| h.judgement.clone())
+        .collect();
+    assert!(!judged.is_empty(), "{:#?}", r.history);
+    assert!(judged.iter().all(|j| j.outcome == "pass"), "{judged:#?}");
+    eventually(
+        Duration::from_secs(30),
+        "the baseline to be removed",
+        || async { !baseline_exists().await },
+    )
+    .await
+    .unwrap();
+
+    // The status says Succeeded until the controller sees the new revision.
+    ns.set_image("podinfo", LAGGING).await;
+    ns.wait_canary("podinfo", ROLLOUT, "the next rollout to start", |c| {
+        c.status
+            .as_ref()
+            .is_some_and(|s| s.phase == CanaryPhase::Progressing)
+    })
+    .await;
+    let (c, took) = roll_out(&ns, LAGGING).await;
+    let events = ns.events("podinfo").await;
+    report("judged, 20-60 ms slower", took, &c, &events);
+    let s = c.status.clone().unwrap();
+    assert_eq!(s.phase, CanaryPhase::Failed, "{s:#?}");
+    let r = s.rollout.clone().unwrap();
+    let judgement = r.judgement.clone().unwrap();
+    assert_eq!(judgement.outcome, "fail", "{judgement:?}");
+    let step = r
+        .history
+        .iter()
+        .rev()
+        .find(|h| h.judgement.as_ref().is_some_and(|j| j.outcome == "fail"))
+        .unwrap();
+    let check = |name: &str| {
+        step.metrics
+            .iter()
+            .find(|m| m.name == name)
+            .unwrap()
+            .clone()
+    };
+    let latency = check("latency");
+    assert_eq!(
+        latency.classification.as_deref(),
+        Some("High"),
+        "{latency:?}"
+    );
+    let (b, c50) = (
+        latency.baseline_median.unwrap(),
+        latency.canary_median.unwrap(),
+    );
+    assert!(
+        c50 > 0.015 && c50 > 3.0 * b,
+        "canary {c50} s, baseline {b} s"
+    );
+    // The fixed thresholds of the demo passed the same steps.
+    for name in ["request-success-rate", "request-duration"] {
+        assert!(check(name).passed, "{:?}", check(name));
+    }
+    assert!(
+        events
+            .iter()
+            .any(|e| e.contains("Judgement") && e.contains("latency High")),
+        "{events:#?}"
+    );
+    eventually(
+        Duration::from_secs(30),
+        "the baseline to be removed",
+        || async { !baseline_exists().await },
+    )
+    .await
+    .unwrap();
 }
 
 /// 5a. Prometheus goes down mid-rollout: the steps stop advancing and each check fails with

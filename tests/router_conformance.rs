@@ -8,7 +8,8 @@
 //! changed or deleted behind fledge's back is restored; finalization with revert leaves the apex
 //! Service serving the target, no longer owned, and the route to it (if the provider needs one)
 //! released; without revert, the routing object goes with the Canary (garbage collection of its
-//! owner reference).
+//! owner reference, or `Router::collect` for a cluster-scoped one, which is marked with
+//! `OWNER_UID_LABEL` instead).
 //!
 //! Adding a router: one line in the `conformance!` list below (a test fails while a registered
 //! router has none).
@@ -19,7 +20,7 @@ use fledge_api::validate::{INGRESS_PROVIDERS, validate_canary_spec};
 use fledge_api::{Canary, CanaryStatus};
 use fledge_core::Routes;
 use fledge_e2e::{TestNs, eventually};
-use fledge_routers::{Error, RouteTarget, Router, router_for};
+use fledge_routers::{Error, OWNER_UID_LABEL, RouteTarget, Router, router_for};
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::networking::v1::Ingress;
 use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
@@ -46,10 +47,12 @@ macro_rules! conformance {
 
 conformance! {
     kubernetes => "kubernetes",
+    apisix => "apisix",
     contour => "contour",
     gatewayapi_v1 => "gatewayapi:v1",
     gatewayapi_v1beta1 => "gatewayapi:v1beta1",
     istio => "istio",
+    kuma => "kuma",
     linkerd => "linkerd",
     nginx => "nginx",
     osm => "osm",
@@ -93,7 +96,37 @@ fn canary_json(provider: &str) -> Value {
         canary["spec"]["ingressRef"] =
             json!({"apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "name": "podinfo"});
     }
+    if provider == "apisix" {
+        canary["spec"]["routeRef"] =
+            json!({"apiVersion": "apisix.apache.org/v2", "kind": "ApisixRoute", "name": "podinfo"});
+    }
     canary
+}
+
+/// The user's ApisixRoute that the apisix router copies: `app.example.com/*` to the apex
+/// Service.
+async fn apex_apisix_route(ns: &TestNs) {
+    let resource = ApiResource {
+        group: "apisix.apache.org".into(),
+        version: "v2".into(),
+        api_version: "apisix.apache.org/v2".into(),
+        kind: "ApisixRoute".into(),
+        plural: "apisixroutes".into(),
+    };
+    let api: Api<DynamicObject> = Api::namespaced_with(ns.client.clone(), &ns.name, &resource);
+    let route: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "apisix.apache.org/v2", "kind": "ApisixRoute",
+        "metadata": {"name": "podinfo"},
+        "spec": {"http": [{
+            "name": "podinfo",
+            "match": {"hosts": ["app.example.com"], "paths": ["/*"]},
+            "backends": [{"serviceName": "podinfo", "servicePort": 9898}]
+        }]}
+    }))
+    .unwrap();
+    api.create(&PostParams::default(), &route)
+        .await
+        .unwrap_or_else(|e| panic!("creating ApisixRoute podinfo: {e}"));
 }
 
 /// The user's Ingress that an Ingress router copies: `app.example.com` to the apex Service.
@@ -146,7 +179,24 @@ fn dynamic(ns: &TestNs, router: &dyn Router) -> Api<DynamicObject> {
         kind: k.kind.into(),
         plural: k.plural.into(),
     };
-    Api::namespaced_with(ns.client.clone(), &ns.name, &resource)
+    if k.namespaced {
+        Api::namespaced_with(ns.client.clone(), &ns.name, &resource)
+    } else {
+        Api::all_with(ns.client.clone(), &resource)
+    }
+}
+
+/// Whether the routing object is the Canary's: its owner reference, or for a cluster-scoped
+/// object (which cannot name a namespaced owner) the owner label.
+fn owned_by(obj: &Value, router: &dyn Router, canary: &Canary) -> bool {
+    let uid = json!(canary.metadata.uid);
+    if router.routing_kind().namespaced {
+        obj.pointer("/metadata/ownerReferences")
+            .and_then(Value::as_array)
+            .is_some_and(|refs| refs.iter().any(|r| r["uid"] == uid))
+    } else {
+        obj["metadata"]["labels"][OWNER_UID_LABEL] == uid
+    }
 }
 
 /// The routing object's JSON, if it exists.
@@ -208,9 +258,25 @@ async fn conform(provider: &str) {
     if INGRESS_PROVIDERS.contains(&provider) {
         apex_ingress(&ns).await;
     }
+    if provider == "apisix" {
+        apex_apisix_route(&ns).await;
+    }
     let router = router_for(ns.client.clone(), &canary).unwrap();
     let router = router.as_ref();
     assert_eq!(router.provider(), provider);
+    // A cluster-scoped routing object outlives the namespace: one a failed earlier run left
+    // would belong to that run's Canary.
+    if !router.routing_kind().namespaced {
+        dynamic(&ns, router)
+            .delete(&router.routing_name(&canary), &DeleteParams::default())
+            .await
+            .map(|_| ())
+            .or_else(|e| match e {
+                kube::Error::Api(s) if s.code == 404 => Ok(()),
+                e => Err(e),
+            })
+            .unwrap_or_else(|e| panic!("{provider}: deleting a leftover routing object: {e}"));
+    }
     let caps = router.capabilities();
     let blue_green_only = !caps.partial_weights;
     // The apex Service itself carries the routes (the `kubernetes` provider): it is the
@@ -233,10 +299,9 @@ async fn conform(provider: &str) {
         .await
         .expect("routing object");
     if !apex_is_the_route {
-        assert_eq!(
-            obj.pointer("/metadata/ownerReferences/0/uid"),
-            Some(&json!(canary.metadata.uid)),
-            "{provider}: the routing object is owned by the Canary"
+        assert!(
+            owned_by(&obj, router, &canary),
+            "{provider}: the routing object is owned by the Canary: {obj}"
         );
     }
     // A second ensure changes nothing. (The object itself, not its bookkeeping: the API server
@@ -388,16 +453,19 @@ async fn conform(provider: &str) {
         && !apex_is_the_route
     {
         assert!(
-            obj.pointer("/metadata/ownerReferences")
-                .and_then(Value::as_array)
-                .is_none_or(|a| a.is_empty()),
+            !owned_by(&obj, router, &canary),
             "{provider}: the routing object is released: {obj}"
         );
     }
 
-    // Without revert: the routing object goes with the Canary.
+    // Without revert: the routing object goes with the Canary (what the controller does when it
+    // removes its finalizer: `collect`, then garbage collection).
     if !apex_is_the_route {
         router.ensure(&t).await.unwrap();
+        router
+            .collect(&t)
+            .await
+            .unwrap_or_else(|e| panic!("{provider}: collect: {e}"));
         api.delete("podinfo", &DeleteParams::background())
             .await
             .unwrap();

@@ -58,6 +58,8 @@ pub struct Dataplane {
     pub prometheus_binary: PathBuf,
     /// See [`Dataplane::prometheus_binary`].
     pub prometheus_config: PathBuf,
+    /// The VictoriaMetrics binary (not running), for the metrics providers' real-server tests.
+    pub victoria_metrics: PathBuf,
 }
 
 static DATAPLANE: OnceLock<Result<Dataplane, String>> = OnceLock::new();
@@ -122,6 +124,7 @@ fn read_info() -> anyhow::Result<Dataplane> {
         prometheus_sd: PathBuf::from(s("/prometheus/sd_dir")?),
         prometheus_binary: PathBuf::from(s("/prometheus/binary")?),
         prometheus_config: PathBuf::from(s("/prometheus/config")?),
+        victoria_metrics: PathBuf::from(s("/victoria_metrics/binary")?),
     })
 }
 
@@ -682,9 +685,11 @@ pub async fn traefik_servers(namespace: &str, service: &str, port: u16) -> Vec<S
 /// Stands in for the kubelet and the endpointslice controller in local mode, for one Canary:
 /// while `<target>-primary` has ready replicas a podinfo process runs for it and
 /// `<service>` and `<service>-primary` point at it; while `<target>` (the canary) has ready
-/// replicas another process runs and `<service>-canary` points at it. Each process reports
-/// `"<role> <image tag>"` (`primary 6.0.0`, `canary 6.0.1`), and is replaced (new one first)
-/// when its Deployment's image changes. Runs in the background until dropped.
+/// replicas another process runs and `<service>-canary` points at it; while a statistical
+/// judgement's `<target>-baseline` has ready replicas a third process runs on 127.0.0.3 and the
+/// primary's Services point at it too (its pods carry the primary's labels). Each process
+/// reports `"<role> <image tag>"` (`primary 6.0.0`, `canary 6.0.1`), and is replaced (new one
+/// first) when its Deployment's image changes. Runs in the background until dropped.
 pub struct LocalWorkload {
     task: tokio::task::JoinHandle<()>,
 }
@@ -695,11 +700,17 @@ pub type OptsFor = Arc<dyn Fn(&str, &str) -> PodinfoOpts + Send + Sync>;
 /// podinfo's fault injection by image tag: a tag with `faulty` starts podinfo with
 /// `--random-error` (in one second out of three it answers 500, 400 or 409; podinfo seeds its
 /// generator once a second, so errors come in whole seconds), one with `slow` adds 600-900 ms
-/// to every answer.
+/// to every answer, one with `lagging` 20-60 ms (well under the usual 500 ms threshold).
 pub fn faults_by_tag() -> OptsFor {
     Arc::new(|_role: &str, tag: &str| PodinfoOpts {
         random_error: tag.contains("faulty"),
-        delay_ms: tag.contains("slow").then_some((600, 900)),
+        delay_ms: if tag.contains("slow") {
+            Some((600, 900))
+        } else if tag.contains("lagging") {
+            Some((20, 60))
+        } else {
+            None
+        },
         ..PodinfoOpts::default()
     })
 }
@@ -735,6 +746,8 @@ impl LocalWorkload {
             opts,
             primary: Slot::default(),
             canary: Slot::default(),
+            baseline: Slot::default(),
+            primary_backends: Vec::new(),
         };
         let task = tokio::spawn(async move {
             loop {
@@ -763,6 +776,9 @@ struct Follower {
     opts: OptsFor,
     primary: Slot,
     canary: Slot,
+    baseline: Slot,
+    /// The backends the primary's Services were last pointed at (primary and baseline).
+    primary_backends: Vec<SocketAddrV4>,
 }
 
 /// One role's process, and whether its Services' slices have been written yet.
@@ -823,7 +839,36 @@ impl Follower {
             &canary_svcs,
             &self.opts,
         )
-        .await
+        .await?;
+        let baseline_pod = format!("{}-baseline", self.target);
+        let baseline = self.serving(&baseline_pod).await?;
+        let opts = self.opts.clone();
+        let on_its_own_address: OptsFor = Arc::new(move |role, tag| PodinfoOpts {
+            ip: Ipv4Addr::new(127, 0, 0, 3),
+            ..opts(role, tag)
+        });
+        follow(
+            &client,
+            &ns,
+            ("baseline", &baseline_pod),
+            baseline,
+            &mut self.baseline,
+            &[],
+            &on_its_own_address,
+        )
+        .await?;
+        // The primary's Services serve the primary's process and the baseline's.
+        let backends: Vec<SocketAddrV4> = [&self.primary, &self.baseline]
+            .iter()
+            .filter_map(|s| s.process.as_ref().map(|p| p.addr))
+            .collect();
+        if self.primary.process.is_some() && backends != self.primary_backends {
+            for svc in &primary_svcs {
+                attach_endpoints(&client, &ns, svc, "http", &backends).await?;
+            }
+            self.primary_backends = backends;
+        }
+        Ok(())
     }
 }
 
@@ -896,13 +941,17 @@ pub async fn traefik_metrics() -> anyhow::Result<String> {
 /// Requests Traefik forwarded to a backend Service (port 9898, named `http`) of the namespace,
 /// from its metrics.
 pub async fn traefik_forwarded(ns: &str, service: &str) -> anyhow::Result<u64> {
-    Ok(traefik_metrics()
-        .await?
+    Ok(forwarded_in(&traefik_metrics().await?, ns, service))
+}
+
+/// [`traefik_forwarded`] read from one scrape of Traefik's metrics, `metrics`.
+pub fn forwarded_in(metrics: &str, ns: &str, service: &str) -> u64 {
+    metrics
         .lines()
         .filter(|l| l.starts_with("traefik_service_requests_total{"))
         .filter(|l| l.contains(&format!("service=\"{ns}-{service}-http-9898@")))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum::<f64>() as u64)
+        .sum::<f64>() as u64
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@ pub mod git;
 pub mod incluster;
 pub mod loadgen;
 pub mod plugin;
+pub mod victoria;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

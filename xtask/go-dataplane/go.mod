@@ -20,4 +20,8 @@ require (
 	// xtask/go/peers/go.mod pins for `cluster up`, so whichever installs first installs the same.
 	// Traefik v3.6.12 is built against v1.4.0 and reads the v1 and v1beta1 APIs these still serve.
 	sigs.k8s.io/gateway-api v1.6.3
+	// VictoriaMetrics, a second real metrics server for the providers' tests: its
+	// Prometheus-compatible query API, and Graphite's carbon plaintext protocol and render API.
+	// v1.151.0 is the newest the proxy serves that builds with this machine's Go 1.26.
+	github.com/VictoriaMetrics/VictoriaMetrics v1.151.0
 )

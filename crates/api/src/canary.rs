@@ -611,6 +611,10 @@ pub struct CanaryAnalysis {
     /// with `noData: skip`), the rollout pauses for a person (`kubectl fledge promote`,
     /// `abort` or `resume`) instead of going on. Default: never.
     pub inconclusive_limit: Option<i32>,
+    /// fledge extension: judge the metrics that carry a `judge` block statistically, the
+    /// canary against a baseline (see [`crate::CanaryJudge`]). Without it every metric has
+    /// fixed thresholds, as in Flagger.
+    pub judge: Option<crate::CanaryJudge>,
 }
 
 /// A metric check.
@@ -641,6 +645,9 @@ pub struct CanaryMetric {
     /// Flagger), `skip` (the step is judged without it and counts as inconclusive) or `pass`.
     #[schemars(extend("enum" = ["", "fail", "skip", "pass"]))]
     pub no_data: Option<String>,
+    /// fledge extension: with `spec.analysis.judge`, compare this metric between baseline and
+    /// canary instead of checking a fixed range.
+    pub judge: Option<crate::MetricJudge>,
 }
 
 /// Inclusive bounds of a passing metric value.

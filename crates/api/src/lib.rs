@@ -18,6 +18,7 @@ pub mod defaults;
 pub mod duration;
 pub mod gitops;
 pub mod image;
+pub mod judge;
 pub mod metric_template;
 mod request;
 mod status;
@@ -28,6 +29,10 @@ pub use alert_provider::{AlertProvider, AlertProviderSpec};
 pub use canary::*;
 pub use duration::{DurationError, parse_duration};
 pub use image::{ImageRef, ImageRefError};
+pub use judge::{
+    CanaryJudge, EffectMeasureName, EffectSizeSpec, JudgeGroup, JudgementRecord, MetricJudge,
+    ScoreThresholds, baseline_name,
+};
 pub use metric_template::{MetricTemplate, MetricTemplateSpec};
 pub use request::{CheckRecord, Gate, OperatorRequest, RequestAction, RequestOutcome};
 

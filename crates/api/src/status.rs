@@ -238,6 +238,8 @@ pub struct RolloutProgress {
     /// step that ran the metric checks.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub metrics: Vec<MetricCheck>,
+    /// The statistical judgement of the latest analysis step, with `spec.analysis.judge`.
+    pub judgement: Option<crate::JudgementRecord>,
     /// The metric results of this rollout's analysis steps, oldest first (at most the last 20
     /// steps): what the Git ledger records for each iteration.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -290,6 +292,14 @@ pub struct MetricCheck {
     pub dry_run: Option<bool>,
     /// The query had no data and `noData: skip` left the check out of the step.
     pub inconclusive: Option<bool>,
+    /// Statistical judgement: `Pass`, `High`, `Low` or `NoData`.
+    pub classification: Option<String>,
+    /// Statistical judgement: the baseline's median.
+    pub baseline_median: Option<f64>,
+    /// Statistical judgement: the canary's median (also in `value`).
+    pub canary_median: Option<f64>,
+    /// Statistical judgement: the Mann-Whitney U test's two-sided p-value.
+    pub p_value: Option<f64>,
 }
 
 /// fledge extension: the metric results of one analysis step.
@@ -309,6 +319,8 @@ pub struct AnalysisRecord {
     /// The answers of the `rollout` webhooks called in this step.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub webhooks: Vec<crate::CheckRecord>,
+    /// The statistical judgement of this step, with `spec.analysis.judge`.
+    pub judgement: Option<crate::JudgementRecord>,
 }
 
 /// Whether a counter is zero (left out of the serialized status).

@@ -1,7 +1,7 @@
 //! Rendering MetricTemplate queries: Flagger's `{{ variable }}` syntax, and nothing more.
 //!
 //! A query is text with `{{ ... }}` actions. Each action names one variable (`namespace`,
-//! `name`, `target`, `service`, `ingress`, `interval`, or `variables.NAME` from the metric's
+//! `name`, `target`, `service`, `ingress`, `route`, `interval`, or `variables.NAME` from the metric's
 //! `templateVariables`), or is a `printf` of them, as Flagger's templates use it: `{{ printf
 //! "%s_%s" namespace service }}` with the verbs `%s`, `%v`, `%q` and `%%`, whose arguments are
 //! variables or quoted strings. Go's trim markers `{{-` and `-}}` drop the whitespace beside
@@ -25,6 +25,8 @@ pub struct TemplateVars<'a> {
     pub service: &'a str,
     /// `spec.ingressRef.name`, or empty.
     pub ingress: &'a str,
+    /// `spec.routeRef.name` (the apisix provider's ApisixRoute), or empty.
+    pub route: &'a str,
     /// The metric's `interval` (its window), e.g. `1m`.
     pub interval: &'a str,
     /// The metric's `templateVariables`.
@@ -39,6 +41,7 @@ impl TemplateVars<'_> {
             "target" => self.target,
             "service" => self.service,
             "ingress" => self.ingress,
+            "route" => self.route,
             "interval" => self.interval,
             _ => return None,
         })
@@ -249,6 +252,7 @@ mod tests {
             target: "web-app",
             service: "web-svc",
             ingress: "",
+            route: "podinfo",
             interval: "30s",
             variables: Some(variables),
         }
@@ -257,10 +261,10 @@ mod tests {
     #[test]
     fn every_variable_is_filled_in() {
         let v = BTreeMap::from([("route".to_string(), "/api".to_string())]);
-        let q = r#"sum(rate(x{ns="{{ namespace }}",c="{{name}}",t="{{ target }}",s="{{ service }}",i="{{ ingress }}",r="{{ variables.route }}"}[{{ interval }}]))"#;
+        let q = r#"sum(rate(x{ns="{{ namespace }}",c="{{name}}",t="{{ target }}",s="{{ service }}",i="{{ ingress }}",a="{{ route }}",r="{{ variables.route }}"}[{{ interval }}]))"#;
         assert_eq!(
             render(q, &vars(&v)).unwrap(),
-            r#"sum(rate(x{ns="shop",c="web",t="web-app",s="web-svc",i="",r="/api"}[30s]))"#
+            r#"sum(rate(x{ns="shop",c="web",t="web-app",s="web-svc",i="",a="podinfo",r="/api"}[30s]))"#
         );
         // Text without actions is left alone, braces and all.
         assert_eq!(render("up{a=\"}\"}", &vars(&v)).unwrap(), "up{a=\"}\"}");
@@ -309,7 +313,6 @@ mod tests {
             ("{{ }}", "empty"),
             ("x{{ namespace", "unclosed {{ on line 1"),
             ("a\nb {{ name", "unclosed {{ on line 2"),
-            ("{{ route }}", "apisix"),
         ] {
             let err = render(q, &vars(&v)).unwrap_err();
             assert!(err.contains(words), "{q}: {err}");

@@ -15,7 +15,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use crate::canary::{
     CanaryAlert, CanaryAnalysis, CanaryMetric, CanaryService, CanaryWebhook, HookType,
-    HttpMatchRequest, SessionAffinity, StringMatch,
+    HttpMatchRequest, LocalObjectReference, SessionAffinity, StringMatch,
 };
 use crate::metric_template::SecretReference;
 use crate::{AlertProviderSpec, CanarySpec, MetricTemplateSpec, defaults};
@@ -23,10 +23,12 @@ use crate::{AlertProviderSpec, CanarySpec, MetricTemplateSpec, defaults};
 /// Traffic providers fledge routes with (`spec.provider`).
 pub const SUPPORTED_PROVIDERS: &[&str] = &[
     "kubernetes",
+    "apisix",
     "contour",
     "gatewayapi:v1",
     "gatewayapi:v1beta1",
     "istio",
+    "kuma",
     "linkerd",
     "nginx",
     "osm",
@@ -38,14 +40,8 @@ pub const SUPPORTED_PROVIDERS: &[&str] = &[
 ];
 
 /// Flagger's traffic providers that fledge does not implement yet.
-pub const UNSUPPORTED_FLAGGER_PROVIDERS: &[&str] = &[
-    "apisix",
-    "appmesh",
-    "appmesh:v1beta2",
-    "gloo",
-    "knative",
-    "kuma",
-];
+pub const UNSUPPORTED_FLAGGER_PROVIDERS: &[&str] =
+    &["appmesh", "appmesh:v1beta2", "gloo", "knative"];
 
 /// Providers that can copy (mirror) traffic to the canary.
 pub const MIRROR_PROVIDERS: &[&str] = &["gatewayapi:v1", "gatewayapi:v1beta1", "istio", "traefik"];
@@ -107,6 +103,7 @@ pub const TEMPLATE_VARIABLES: &[&str] = &[
     "target",
     "service",
     "ingress",
+    "route",
     "interval",
 ];
 
@@ -254,6 +251,9 @@ pub fn validate_canary_spec(spec: &CanarySpec) -> Vec<Problem> {
     check_analysis(&mut p, spec, provider, &analysis);
     if INGRESS_PROVIDERS.contains(&provider) {
         check_ingress_ref(&mut p, provider, spec);
+    }
+    if provider == "apisix" {
+        check_route_ref(&mut p, spec);
     }
     if provider == "nginx"
         && let Err(problems) = nginx_canary_match(
@@ -500,27 +500,51 @@ fn check_provider(p: &mut Problems, provider: Option<&str>) {
 
 /// The Ingress an ingress provider copies: named, and an Ingress.
 fn check_ingress_ref(p: &mut Problems, provider: &str, spec: &CanarySpec) {
-    match &spec.ingress_ref {
+    let copied = (
+        "spec.ingressRef",
+        "ingressRef",
+        "networking.k8s.io/v1",
+        "Ingress",
+    );
+    check_copied_ref(p, provider, copied, spec.ingress_ref.as_ref(), spec);
+}
+
+/// The ApisixRoute the apisix provider copies: named, and an ApisixRoute.
+fn check_route_ref(p: &mut Problems, spec: &CanarySpec) {
+    let copied = (
+        "spec.routeRef",
+        "routeRef",
+        "apisix.apache.org/v2",
+        "ApisixRoute",
+    );
+    check_copied_ref(p, "apisix", copied, spec.route_ref.as_ref(), spec);
+}
+
+/// The user's routing object a provider copies, `(field, key, apiVersion, kind)`: named, and
+/// of that kind.
+fn check_copied_ref(
+    p: &mut Problems,
+    provider: &str,
+    (field, key, api_version, want): (&str, &str, &str, &str),
+    reference: Option<&LocalObjectReference>,
+    spec: &CanarySpec,
+) {
+    match reference {
         None => p.add(
-            "spec.ingressRef",
+            field,
             format!(
-                "is required by provider {provider}: name the Ingress (networking.k8s.io/v1) \
-                 that routes to the Service {}, e.g. ingressRef: {{apiVersion: \
-                 networking.k8s.io/v1, kind: Ingress, name: {}}}",
-                spec.apex_service_name(),
-                spec.apex_service_name()
+                "is required by provider {provider}: name the {want} ({api_version}) that routes \
+                 to the Service {apex}, e.g. {key}: {{apiVersion: {api_version}, kind: {want}, \
+                 name: {apex}}}",
+                apex = spec.apex_service_name(),
             ),
         ),
         Some(r) => {
-            if let Some(kind) = r
-                .kind
-                .as_deref()
-                .filter(|k| !k.is_empty() && *k != "Ingress")
-            {
+            if let Some(kind) = r.kind.as_deref().filter(|k| !k.is_empty() && *k != want) {
                 p.add(
-                    "spec.ingressRef.kind",
+                    format!("{field}.kind"),
                     format!(
-                        "provider {provider} copies an Ingress, not a {kind}; write kind: Ingress"
+                        "provider {provider} copies an {want}, not a {kind}; write kind: {want}"
                     ),
                 );
             }
@@ -968,6 +992,7 @@ fn check_analysis(p: &mut Problems, spec: &CanarySpec, provider: &str, a: &Canar
         check_http_match(p, &format!("{base}.match[{i}]"), m);
     }
     check_metrics(p, a.metrics.as_deref().unwrap_or_default());
+    check_judge(p, spec, a);
     if let Some(limit) = a.inconclusive_limit
         && limit < 1
     {
@@ -980,6 +1005,219 @@ fn check_analysis(p: &mut Problems, spec: &CanarySpec, provider: &str, a: &Canar
     check_alerts(p, a.alerts.as_deref().unwrap_or_default());
     if let Some(sa) = &a.session_affinity {
         check_session_affinity(p, known_provider.then_some(provider), sa);
+    }
+}
+
+/// `spec.analysis.judge` and the metrics' `judge` blocks.
+fn check_judge(p: &mut Problems, spec: &CanarySpec, a: &CanaryAnalysis) {
+    let base = "spec.analysis.judge";
+    let metrics = a.metrics.as_deref().unwrap_or_default();
+    let judged: Vec<(usize, &CanaryMetric)> = metrics
+        .iter()
+        .enumerate()
+        .filter(|(_, m)| m.judge.is_some())
+        .collect();
+    let Some(j) = &a.judge else {
+        for (i, _) in judged {
+            p.add(
+                format!("spec.analysis.metrics[{i}].judge"),
+                "compares the metric with a baseline, which needs spec.analysis.judge (type: \
+                 statistical); add it, or remove this block to keep fixed thresholds",
+            );
+        }
+        return;
+    };
+    if j.r#type != "statistical" {
+        p.add(
+            format!("{base}.type"),
+            format!(
+                "{:?} is not a kind of judgement; write statistical",
+                j.r#type
+            ),
+        );
+    }
+    if !matches!(j.baseline.as_deref(), None | Some("" | "fresh" | "primary")) {
+        p.add(
+            format!("{base}.baseline"),
+            format!(
+                "{:?} is not a baseline; write fresh (a new <target>-baseline Deployment, the \
+                 default) or primary",
+                j.baseline.as_deref().unwrap_or_default()
+            ),
+        );
+    }
+    let kind = spec.target_ref.kind.as_deref().unwrap_or("Deployment");
+    if j.fresh_baseline() && kind != "Deployment" {
+        p.add(
+            format!("{base}.baseline"),
+            format!(
+                "a fresh baseline is a copy of the primary Deployment, and the target is a {kind}; \
+                 write baseline: primary"
+            ),
+        );
+    }
+    if let Some(c) = j.confidence
+        && !(c > 0.5 && c < 1.0)
+    {
+        p.add(
+            format!("{base}.confidence"),
+            format!("{c} is not a confidence between 0.5 and 1 (exclusive); e.g. 0.98"),
+        );
+    }
+    if let Some(t) = &j.score_thresholds {
+        let marginal = t.marginal.unwrap_or(75.0);
+        let pass = t.pass.unwrap_or(95.0);
+        for (name, v) in [("marginal", t.marginal), ("pass", t.pass)] {
+            if let Some(v) = v
+                && !(0.0..=100.0).contains(&v)
+            {
+                p.add(
+                    format!("{base}.scoreThresholds.{name}"),
+                    format!("{v} is not a score; scores go from 0 to 100"),
+                );
+            }
+        }
+        if marginal > pass {
+            p.add(
+                format!("{base}.scoreThresholds"),
+                format!(
+                    "marginal {marginal} is above pass {pass}; a step under marginal fails and \
+                     one from pass on passes cleanly, so marginal must not exceed pass"
+                ),
+            );
+        }
+    }
+    let mut groups = BTreeMap::new();
+    for (i, g) in j.groups.iter().flatten().enumerate() {
+        let field = format!("{base}.groups[{i}]");
+        if g.name.trim().is_empty() {
+            p.add(format!("{field}.name"), "is empty; name the group");
+        } else if let Some(first) = groups.insert(g.name.as_str(), i) {
+            p.add(
+                format!("{field}.name"),
+                format!(
+                    "{:?} is already groups[{first}]; group names must be unique",
+                    g.name
+                ),
+            );
+        }
+        if !(g.weight.is_finite() && g.weight > 0.0) {
+            p.add(
+                format!("{field}.weight"),
+                format!("{} is not a positive weight", g.weight),
+            );
+        }
+    }
+    if judged.is_empty() {
+        p.add(
+            base,
+            "no metric has a judge block, so nothing would be compared; add judge: {} (with \
+             its direction) to the metrics to compare, or remove spec.analysis.judge",
+        );
+    }
+    for (i, m) in judged {
+        let field = format!("spec.analysis.metrics[{i}]");
+        let Some(mj) = &m.judge else { continue };
+        if m.template_ref.is_none() {
+            p.add(
+                format!("{field}.judge"),
+                format!(
+                    "{:?} has no MetricTemplate; a judged metric needs a templateRef whose query \
+                     uses {{{{ target }}}} and returns one series per pod (a range query is run \
+                     for the canary and for the baseline)",
+                    m.name
+                ),
+            );
+        }
+        if m.threshold_range.is_some() || m.threshold.is_some() {
+            p.add(
+                format!("{field}.thresholdRange"),
+                "a judged metric is compared with the baseline, not with a fixed range; remove \
+                 thresholdRange (or the judge block, to keep the range)",
+            );
+        }
+        if let Some(g) = mj.group.as_deref()
+            && !groups.is_empty()
+            && !groups.contains_key(g)
+        {
+            p.add(
+                format!("{field}.judge.group"),
+                format!(
+                    "{g:?} is not among spec.analysis.judge.groups ({}); add it there or fix the name",
+                    groups.keys().copied().collect::<Vec<_>>().join(", ")
+                ),
+            );
+        }
+        let choice =
+            |v: Option<&str>, ok: &[&str]| v.is_none_or(|v| v.is_empty() || ok.contains(&v));
+        if !choice(mj.direction.as_deref(), &["increase", "decrease", "either"]) {
+            p.add(
+                format!("{field}.judge.direction"),
+                "is not a direction; write increase (higher is worse), decrease (lower is worse) or either",
+            );
+        }
+        if !choice(mj.nan_strategy.as_deref(), &["remove", "replace"]) {
+            p.add(
+                format!("{field}.judge.nanStrategy"),
+                "is not a choice; write remove (drop NaN values) or replace (count them as 0)",
+            );
+        }
+        if !choice(mj.outliers.as_deref(), &["iqr", "none"]) {
+            p.add(
+                format!("{field}.judge.outliers"),
+                "is not a choice; write iqr (drop far outliers, the default) or none",
+            );
+        }
+        if let Some(e) = &mj.effect_size {
+            check_effect_size(p, &format!("{field}.judge.effectSize"), e);
+        }
+    }
+}
+
+/// An effect size's bounds: increases at or above no change, decreases at or below it, critical
+/// beyond allowed.
+fn check_effect_size(p: &mut Problems, field: &str, e: &crate::EffectSizeSpec) {
+    let (neutral, unit, lo, hi) = match e.measure.unwrap_or_default() {
+        crate::EffectMeasureName::MeanRatio => (1.0, "a ratio of means", 0.0, f64::INFINITY),
+        crate::EffectMeasureName::Cles => (0.5, "a probability", 0.0, 1.0),
+    };
+    let bounds = [
+        ("allowedIncrease", e.allowed_increase, true),
+        ("criticalIncrease", e.critical_increase, true),
+        ("allowedDecrease", e.allowed_decrease, false),
+        ("criticalDecrease", e.critical_decrease, false),
+    ];
+    for (name, v, up) in bounds {
+        let Some(v) = v else { continue };
+        let ok =
+            v.is_finite() && v >= lo && v <= hi && if up { v >= neutral } else { v <= neutral };
+        if !ok {
+            let side = if up { "at or above" } else { "at or below" };
+            p.add(
+                format!("{field}.{name}"),
+                format!("{v} is not {unit} {side} {neutral} (no change)"),
+            );
+        }
+    }
+    if let (Some(a), Some(c)) = (e.allowed_increase, e.critical_increase)
+        && c < a
+    {
+        p.add(
+            format!("{field}.criticalIncrease"),
+            format!(
+                "{c} is below allowedIncrease {a}; a critical change is at least an allowed one"
+            ),
+        );
+    }
+    if let (Some(a), Some(c)) = (e.allowed_decrease, e.critical_decrease)
+        && c > a
+    {
+        p.add(
+            format!("{field}.criticalDecrease"),
+            format!(
+                "{c} is above allowedDecrease {a}; a critical decrease is at least an allowed one"
+            ),
+        );
     }
 }
 
@@ -1448,11 +1686,6 @@ pub(crate) fn template_action_problem(body: &str, raw: &str) -> Option<String> {
                 "uses {{{{ {body} }}}}: {var:?} is not a variable name; use letters, digits and '_', starting with a letter"
             ))
         };
-    }
-    if body == "route" {
-        return Some(
-            "uses {{ route }}, which only the apisix provider fills; it is not supported by fledge yet".into(),
-        );
     }
     if let Some(call) = crate::template::Printf::parse(body) {
         let call = match call {

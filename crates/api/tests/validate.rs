@@ -156,8 +156,8 @@ fn exact_messages() {
     let spec = canary(&[("provider", json!("appmesh"))]);
     assert_eq!(
         validate_canary_spec(&spec)[0].to_string(),
-        "spec.provider: provider \"appmesh\" is not supported by fledge yet; supported: kubernetes, contour, \
-         gatewayapi:v1, gatewayapi:v1beta1, istio, linkerd, nginx, osm, skipper, smi:v1alpha1, smi:v1alpha2, smi:v1alpha3, traefik"
+        "spec.provider: provider \"appmesh\" is not supported by fledge yet; supported: kubernetes, apisix, contour, \
+         gatewayapi:v1, gatewayapi:v1beta1, istio, kuma, linkerd, nginx, osm, skipper, smi:v1alpha1, smi:v1alpha2, smi:v1alpha3, traefik"
     );
     let spec = canary(&[(
         "analysis.metrics[0].thresholdRange",
@@ -181,6 +181,14 @@ fn providers() {
                 ("provider", json!(p)),
                 ("analysis.stepWeight", Value::Null),
                 ("analysis.iterations", json!(10)),
+            ])
+        } else if *p == "apisix" {
+            canary(&[
+                ("provider", json!(p)),
+                (
+                    "routeRef",
+                    json!({"kind": "ApisixRoute", "name": "podinfo"}),
+                ),
             ])
         } else if INGRESS_PROVIDERS.contains(p) {
             canary(&[
@@ -1058,6 +1066,71 @@ fn strategies() {
             )],
         ),
         (
+            "A/B, mirroring and session affinity on kuma",
+            vec![
+                ("provider", json!("kuma")),
+                ("analysis.stepWeight", Value::Null),
+                ("analysis.iterations", json!(10)),
+                (
+                    "analysis.match",
+                    json!([{"headers": {"x-canary": {"exact": "always"}}}]),
+                ),
+                ("analysis.mirror", json!(true)),
+                ("analysis.sessionAffinity", json!({"cookieName": "c"})),
+            ],
+            vec![
+                (
+                    "spec.analysis.match",
+                    "provider kuma cannot route by header, cookie or query parameter",
+                ),
+                (
+                    "spec.analysis.mirror",
+                    "provider kuma cannot mirror traffic",
+                ),
+                (
+                    "spec.analysis.sessionAffinity",
+                    "provider kuma cannot route by cookie",
+                ),
+            ],
+        ),
+        (
+            "apisix without routeRef, and A/B",
+            vec![
+                ("provider", json!("apisix")),
+                ("analysis.stepWeight", Value::Null),
+                ("analysis.iterations", json!(10)),
+                (
+                    "analysis.match",
+                    json!([{"headers": {"x-canary": {"exact": "always"}}}]),
+                ),
+            ],
+            vec![
+                (
+                    "spec.analysis.match",
+                    "provider apisix cannot route by header, cookie or query parameter",
+                ),
+                ("spec.routeRef", "is required by provider apisix"),
+            ],
+        ),
+        (
+            "apisix with a routeRef that is no ApisixRoute, and mirroring",
+            vec![
+                ("provider", json!("apisix")),
+                ("routeRef", json!({"kind": "Ingress", "name": "podinfo"})),
+                ("analysis.mirror", json!(true)),
+            ],
+            vec![
+                (
+                    "spec.analysis.mirror",
+                    "provider apisix cannot mirror traffic",
+                ),
+                (
+                    "spec.routeRef.kind",
+                    "provider apisix copies an ApisixRoute, not a Ingress",
+                ),
+            ],
+        ),
+        (
             "mirror and session affinity on nginx",
             vec![
                 ("provider", json!("nginx")),
@@ -1351,6 +1424,155 @@ fn metrics() {
             vec![(
                 "spec.analysis.metrics[1].templateVariables",
                 "\"bad-name\" cannot be used as {{ variables.bad-name }}",
+            )],
+        ),
+    ]);
+}
+
+#[test]
+fn statistical_judgement() {
+    let judged = json!({"direction": "increase", "critical": true,
+                        "effectSize": {"allowedIncrease": 1.1, "criticalIncrease": 1.5}});
+    let ok = || {
+        vec![
+            (
+                "analysis.judge",
+                json!({"type": "statistical", "confidence": 0.98,
+                "scoreThresholds": {"marginal": 60, "pass": 90},
+                "groups": [{"name": "latency", "weight": 2}]}),
+            ),
+            ("analysis.metrics[1].thresholdRange", Value::Null),
+            (
+                "analysis.metrics[1].judge",
+                json!({"group": "latency", "direction": "increase"}),
+            ),
+        ]
+    };
+    let with = |extra: Vec<(&'static str, Value)>| {
+        let mut p = ok();
+        p.extend(extra);
+        p
+    };
+    run_canary_cases(vec![
+        ("a judged latency beside a fixed success rate", ok(), vec![]),
+        (
+            "a metric judge without the analysis judge",
+            vec![
+                ("analysis.metrics[1].thresholdRange", Value::Null),
+                ("analysis.metrics[1].judge", judged.clone()),
+            ],
+            vec![(
+                "spec.analysis.metrics[1].judge",
+                "needs spec.analysis.judge (type: statistical)",
+            )],
+        ),
+        (
+            "a judge with nothing to judge",
+            vec![("analysis.judge", json!({"type": "statistical"}))],
+            vec![("spec.analysis.judge", "no metric has a judge block")],
+        ),
+        (
+            "not statistical, confidence and scores out of bounds",
+            with(vec![(
+                "analysis.judge",
+                json!({"type": "bayesian", "confidence": 1.0,
+                       "scoreThresholds": {"marginal": 90, "pass": 120}}),
+            )]),
+            vec![
+                (
+                    "spec.analysis.judge.type",
+                    "\"bayesian\" is not a kind of judgement",
+                ),
+                (
+                    "spec.analysis.judge.confidence",
+                    "1 is not a confidence between 0.5 and 1",
+                ),
+                (
+                    "spec.analysis.judge.scoreThresholds.pass",
+                    "120 is not a score",
+                ),
+            ],
+        ),
+        (
+            "marginal above pass, a weightless group, an unknown group",
+            with(vec![
+                (
+                    "analysis.judge",
+                    json!({"type": "statistical", "scoreThresholds": {"marginal": 90, "pass": 80},
+                           "groups": [{"name": "latency", "weight": 0}]}),
+                ),
+                ("analysis.metrics[1].judge", json!({"group": "errors"})),
+            ]),
+            vec![
+                (
+                    "spec.analysis.judge.scoreThresholds",
+                    "marginal 90 is above pass 80",
+                ),
+                (
+                    "spec.analysis.judge.groups[0].weight",
+                    "0 is not a positive weight",
+                ),
+                (
+                    "spec.analysis.metrics[1].judge.group",
+                    "\"errors\" is not among spec.analysis.judge.groups (latency)",
+                ),
+            ],
+        ),
+        (
+            "a builtin judged, and a judged metric with a range",
+            with(vec![
+                ("analysis.metrics[0].judge", json!({})),
+                ("analysis.metrics[1].thresholdRange", json!({"max": 500})),
+            ]),
+            vec![
+                (
+                    "spec.analysis.metrics[0].judge",
+                    "\"request-success-rate\" has no MetricTemplate",
+                ),
+                (
+                    "spec.analysis.metrics[0].thresholdRange",
+                    "a judged metric is compared with the baseline",
+                ),
+                (
+                    "spec.analysis.metrics[1].thresholdRange",
+                    "a judged metric is compared with the baseline",
+                ),
+            ],
+        ),
+        (
+            "choices and effect sizes",
+            with(vec![(
+                "analysis.metrics[1].judge",
+                json!({"direction": "up", "nanStrategy": "zero", "outliers": "all",
+                       "effectSize": {"allowedIncrease": 0.9, "allowedDecrease": 0.8,
+                                      "criticalDecrease": 0.9}}),
+            )]),
+            vec![
+                (
+                    "spec.analysis.metrics[1].judge.direction",
+                    "is not a direction",
+                ),
+                (
+                    "spec.analysis.metrics[1].judge.nanStrategy",
+                    "is not a choice",
+                ),
+                ("spec.analysis.metrics[1].judge.outliers", "is not a choice"),
+                (
+                    "spec.analysis.metrics[1].judge.effectSize.allowedIncrease",
+                    "0.9 is not a ratio of means at or above 1",
+                ),
+                (
+                    "spec.analysis.metrics[1].judge.effectSize.criticalDecrease",
+                    "0.9 is above allowedDecrease 0.8",
+                ),
+            ],
+        ),
+        (
+            "a fresh baseline of a DaemonSet",
+            with(vec![("targetRef.kind", json!("DaemonSet"))]),
+            vec![(
+                "spec.analysis.judge.baseline",
+                "a fresh baseline is a copy of the primary Deployment, and the target is a DaemonSet",
             )],
         ),
     ]);
@@ -1784,7 +2006,7 @@ fn metric_templates() {
             vec![("query", json!("up{d=\"{{ direction }}\"}"))],
             vec![(
                 "spec.query",
-                "uses the unknown variable {{ direction }}; use one of namespace, name, target, service, ingress, interval, or pass it from the Canary's templateVariables as {{ variables.direction }}",
+                "uses the unknown variable {{ direction }}; use one of namespace, name, target, service, ingress, route, interval, or pass it from the Canary's templateVariables as {{ variables.direction }}",
             )],
         ),
         (
@@ -1816,12 +2038,9 @@ fn metric_templates() {
             vec![("spec.query", "uses the template function \"index\"")],
         ),
         (
-            "route",
+            "route: spec.routeRef.name, as Flagger fills it",
             vec![("query", json!("up{r=\"{{ route }}\", s=\"{{ route }}\"}"))],
-            vec![(
-                "spec.query",
-                "uses {{ route }}, which only the apisix provider fills; it is not supported by fledge yet",
-            )],
+            vec![],
         ),
         (
             "two different problems",

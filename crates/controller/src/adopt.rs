@@ -151,6 +151,17 @@ pub fn candidates(canary: &Canary, tracked: &[&ConfigRef]) -> Vec<(ApiResource, 
             "ingresses",
             &fledge_routers::ingress::canary_ingress_name(canary),
         )),
+        "apisix" => out.push(route(
+            "apisix.apache.org",
+            "v2",
+            "ApisixRoute",
+            "apisixroutes",
+            &fledge_routers::apisix::canary_route_name(canary),
+        )),
+        // Flagger's TrafficRoute is cluster-scoped and has no owner reference to move: the
+        // kuma router's apply takes it over by name (it is named after the apex Service in
+        // both), as it takes over any TrafficRoute no other Canary has marked as its own.
+        "kuma" => {}
         "traefik" => out.push(route(
             "traefik.io",
             "v1alpha1",
@@ -350,6 +361,36 @@ mod tests {
                 last.1.as_str()
             ),
             ("projectcontour.io/v1", "httpproxies", "podinfo")
+        );
+        let mut apisix = canary.clone();
+        apisix.spec.provider = Some("apisix".into());
+        apisix.spec.route_ref = Some(fledge_api::LocalObjectReference {
+            name: "podinfo".into(),
+            ..Default::default()
+        });
+        let last = candidates(&apisix, &[]).pop().unwrap();
+        assert_eq!(
+            (
+                last.0.api_version.as_str(),
+                last.0.plural.as_str(),
+                last.1.as_str()
+            ),
+            (
+                "apisix.apache.org/v2",
+                "apisixroutes",
+                "podinfo-podinfo-canary"
+            )
+        );
+        let mut kuma = canary.clone();
+        kuma.spec.provider = Some("kuma".into());
+        // The Services and the HPA only: Flagger's TrafficRoute has no owner to move.
+        let kinds: Vec<String> = candidates(&kuma, &[])
+            .into_iter()
+            .map(|(r, _)| r.kind)
+            .collect();
+        assert_eq!(
+            kinds,
+            ["Service", "Service", "Service", "HorizontalPodAutoscaler"]
         );
         for (provider, version) in [("osm", "v1alpha2"), ("smi:v1alpha1", "v1alpha1")] {
             let mut smi = canary.clone();

@@ -502,6 +502,7 @@ async fn reconcile_inner(canary: &Canary, ctx: &Context) -> Result<Requeue> {
     }
     write_status(ctx, canary, &status, &plan.status).await?;
     if release {
+        exec.collect_routing().await?;
         remove_finalizer(canary, ctx).await?;
         return Ok(Requeue::await_change());
     }
@@ -871,6 +872,23 @@ impl Exec<'_> {
         Ok(())
     }
 
+    /// With the Canary going (its finalizer about to be removed): what the router owns and
+    /// garbage collection cannot reach (cluster-scoped routing objects) goes with it. A
+    /// provider without a router in this build never wrote anything.
+    async fn collect_routing(&self) -> Result<()> {
+        let Ok(router) = router_for(self.ctx.client.clone(), self.canary) else {
+            return Ok(());
+        };
+        let (label, value) = self.selector().unwrap_or_default();
+        Ok(router
+            .collect(&RouteTarget {
+                canary: self.canary,
+                selector: (&label, &value),
+                status: self.next,
+            })
+            .await?)
+    }
+
     fn selector(&self) -> Result<(String, String)> {
         workload::selector_label(self.target()?, &self.ctx.settings.workload)
     }
@@ -935,6 +953,35 @@ impl Exec<'_> {
                         self.scale_target(self.primary_replicas()).await?;
                         crate::autoscaler::resume_target_scaler(client, self.canary).await
                     }
+                }
+            }
+            Action::EnsureBaseline => {
+                let Some(primary) = self.primary else {
+                    return Ok(());
+                };
+                let target = &self.canary.spec.target_ref.name;
+                let baseline = workload::build_baseline(
+                    primary,
+                    target,
+                    self.owner(),
+                    self.primary_replicas(),
+                )?;
+                let api: Api<Deployment> = Api::namespaced(self.ctx.client.clone(), self.ns);
+                api.patch(
+                    &fledge_api::baseline_name(target),
+                    &Self::apply_params(),
+                    &Patch::Apply(&baseline),
+                )
+                .await?;
+                Ok(())
+            }
+            Action::RemoveBaseline => {
+                let api: Api<Deployment> = Api::namespaced(self.ctx.client.clone(), self.ns);
+                let name = fledge_api::baseline_name(&self.canary.spec.target_ref.name);
+                match api.delete(&name, &Default::default()).await {
+                    Ok(_) => Ok(()),
+                    Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+                    Err(e) => Err(e.into()),
                 }
             }
             Action::PromotePrimary { revision } => {

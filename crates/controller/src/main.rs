@@ -49,7 +49,8 @@ enum Command {
     },
     /// Replay a Canary's analysis over a past window of its metrics: what it would have
     /// decided at each step and why. Reads the Canary, its MetricTemplates and their Secrets;
-    /// changes nothing. Exit 0: would have promoted, 1: rolled back, 3: undecided, 2: error.
+    /// changes nothing. Exit 0: would have promoted, 1: rolled back, 3: undecided, 4: paused
+    /// (inconclusiveLimit), 2: error.
     Replay {
         /// The Canary.
         name: String,
@@ -66,15 +67,9 @@ enum Command {
         /// Another workload name for the templates' {{ target }} (a past release's).
         #[arg(long)]
         target: Option<String>,
-        /// The Prometheus server for builtin metrics and templates without an address.
-        #[arg(long)]
-        metrics_server: Option<String>,
-        /// Whose metrics the builtin checks of gatewayapi Canaries read (as `fledge run`).
-        #[arg(long, default_value_t = fledge_controller::analysis::GatewayMetrics::App)]
-        gateway_metrics: fledge_controller::analysis::GatewayMetrics,
-        /// Seconds before a query gives up.
-        #[arg(long, default_value_t = 10)]
-        metrics_query_timeout: u64,
+        /// Where the queries go, as for `fledge run`.
+        #[command(flatten)]
+        analysis: AnalysisArgs,
     },
     /// Print the fledge CustomResourceDefinitions as one multi-document YAML stream.
     Crds {
@@ -82,6 +77,34 @@ enum Command {
         #[arg(long, value_name = "DIR")]
         out_dir: Option<std::path::PathBuf>,
     },
+}
+
+/// Where metric queries go: `fledge run`'s and `fledge replay`'s flags.
+#[derive(clap::Args)]
+struct AnalysisArgs {
+    /// The Prometheus server for the builtin metrics and for MetricTemplates without an address,
+    /// when a Canary sets no `spec.metricsServer` (e.g. `http://prometheus.monitoring:9090`).
+    #[arg(long)]
+    metrics_server: Option<String>,
+    /// Whose metrics the builtin checks of `gatewayapi` Canaries read: `app` (the application's
+    /// `http_request_duration_seconds` by pod, as Flagger does) or `traefik` (Traefik's
+    /// per-service metrics, when Traefik serves the Gateway).
+    #[arg(long, default_value_t = fledge_controller::analysis::GatewayMetrics::App)]
+    gateway_metrics: fledge_controller::analysis::GatewayMetrics,
+    /// Seconds before a metric query (or a Prometheus online check) gives up.
+    #[arg(long, default_value_t = 10)]
+    metrics_query_timeout: u64,
+}
+
+impl AnalysisArgs {
+    fn settings(&self) -> fledge_controller::analysis::AnalysisSettings {
+        fledge_controller::analysis::AnalysisSettings {
+            metrics_server: self.metrics_server.clone(),
+            gateway_metrics: self.gateway_metrics,
+            query_timeout: std::time::Duration::from_secs(self.metrics_query_timeout.max(1)),
+            api_server: String::new(),
+        }
+    }
 }
 
 #[derive(clap::Args)]
@@ -127,18 +150,9 @@ struct RunArgs {
     /// analyses and steps start late.
     #[arg(long, default_value_t = 128)]
     max_concurrent_reconciles: u16,
-    /// The Prometheus server for the builtin metrics and for MetricTemplates without an address,
-    /// when a Canary sets no `spec.metricsServer` (e.g. `http://prometheus.monitoring:9090`).
-    #[arg(long)]
-    metrics_server: Option<String>,
-    /// Whose metrics the builtin checks of `gatewayapi` Canaries read: `app` (the application's
-    /// `http_request_duration_seconds` by pod, as Flagger does) or `traefik` (Traefik's
-    /// per-service metrics, when Traefik serves the Gateway).
-    #[arg(long, default_value_t = fledge_controller::analysis::GatewayMetrics::App)]
-    gateway_metrics: fledge_controller::analysis::GatewayMetrics,
-    /// Seconds before a metric query (or a Prometheus online check) gives up.
-    #[arg(long, default_value_t = 10)]
-    metrics_query_timeout: u64,
+    /// Where the metric queries go.
+    #[command(flatten)]
+    analysis: AnalysisArgs,
     /// Author and committer name of fledge's commits (the Git ledger and reverts).
     #[arg(long, default_value = "fledge")]
     git_author_name: String,
@@ -552,9 +566,7 @@ fn main() -> ExitCode {
             from,
             to,
             target,
-            metrics_server,
-            gateway_metrics,
-            metrics_query_timeout,
+            analysis,
         } => {
             let now = jiff::Timestamp::now();
             let (from, to) = match (
@@ -591,12 +603,7 @@ fn main() -> ExitCode {
                     from,
                     to,
                     target,
-                    settings: fledge_controller::analysis::AnalysisSettings {
-                        metrics_server,
-                        gateway_metrics,
-                        query_timeout: std::time::Duration::from_secs(metrics_query_timeout.max(1)),
-                        api_server: String::new(),
-                    },
+                    settings: analysis.settings(),
                 };
                 fledge_controller::replay::run(
                     client,
@@ -724,10 +731,8 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         max_concurrent_reconciles: args.max_concurrent_reconciles,
         alerts,
         analysis: fledge_controller::analysis::AnalysisSettings {
-            metrics_server: args.metrics_server.clone(),
-            gateway_metrics: args.gateway_metrics,
-            query_timeout: std::time::Duration::from_secs(args.metrics_query_timeout.max(1)),
             api_server,
+            ..args.analysis.settings()
         },
         git: fledge_controller::git::GitSettings {
             alert_after: std::time::Duration::from_secs(args.git_queue_alert_after),

@@ -12,7 +12,8 @@
 use std::io::Write;
 use std::time::Duration;
 
-use fledge_api::{Canary, MetricCheck, Strategy};
+use fledge_api::{Canary, MetricCheck};
+use fledge_core::replay::{self, Decision};
 use jiff::Timestamp;
 use kube::{Api, Client, ResourceExt};
 
@@ -42,21 +43,19 @@ pub enum Verdict {
     Promoted(Timestamp),
     /// It would have rolled back at this step time, for this reason.
     RolledBack(Timestamp, String),
+    /// It would have paused for a person at this step time (`inconclusiveLimit`).
+    Paused(Timestamp),
     /// The window ended first.
     Undecided,
 }
 
-/// One replayed step.
+/// One replayed step, at its time.
 #[derive(Clone, Debug)]
 pub struct Step {
     /// When.
     pub at: Timestamp,
-    /// The canary's weight (or the iteration) while it ran.
-    pub position: String,
-    /// Each metric's check.
-    pub checks: Vec<MetricCheck>,
-    /// What the step decided.
-    pub decision: String,
+    /// What the engine's rules made of it.
+    pub step: replay::Step,
 }
 
 /// The steps' times from `from` to `to`, `interval` apart (at most `limit`).
@@ -82,7 +81,7 @@ pub fn step_times(
 const MAX_STEPS: usize = 10_000;
 
 /// Replays the analysis of `canary` with the metric results `results_at` gives for each step
-/// time; the steps and the verdict. The decisions follow the engine's rules.
+/// time; the steps and the verdict. The decisions are [`fledge_core::replay`]'s.
 pub async fn replay<F, Fut>(
     canary: &Canary,
     times: &[Timestamp],
@@ -92,79 +91,30 @@ where
     F: FnMut(Timestamp) -> Fut,
     Fut: std::future::Future<Output = Vec<fledge_core::MetricResult>>,
 {
-    let spec = &canary.spec;
-    let analysis = spec.analysis_or_default();
-    let metrics = analysis.metrics.clone().unwrap_or_default();
-    let threshold = analysis.threshold().max(1);
-    let strategy = spec.strategy();
-    let iterations = analysis.iterations().max(1);
-    let mut weight = 0;
-    let mut iteration = 0;
-    // The first step of a weighted canary sets the first weight (the pre-rollout step).
-    if strategy == Strategy::Canary {
-        weight = fledge_core::weights::next_weight(&analysis, 0).unwrap_or(0);
-    }
-    let mut failed = 0;
+    let mut rollout = replay::Replay::new(canary);
     let mut steps = Vec::new();
     for &at in times {
-        let results = results_at(at).await;
-        let checks = fledge_core::metric_checks(&metrics, &results);
-        let failures = fledge_core::failures_of(&checks);
-        let counted: Vec<&str> = failures
-            .iter()
-            .filter(|f| !f.dry_run)
-            .map(|f| f.message.as_str())
-            .collect();
-        let position = match strategy {
-            Strategy::Canary => format!("{weight}%"),
-            _ => format!("{}/{iterations}", iteration + 1),
+        let step = rollout.step(&results_at(at).await);
+        let verdict = match &step.decision {
+            Decision::Promote => Some(Verdict::Promoted(at)),
+            d @ Decision::RollBack { .. } => Some(Verdict::RolledBack(
+                at,
+                d.rollback_reason().unwrap_or_default(),
+            )),
+            Decision::Pause { .. } => Some(Verdict::Paused(at)),
+            _ => None,
         };
-        let mut step = Step {
-            at,
-            position,
-            checks,
-            decision: String::new(),
-        };
-        if !counted.is_empty() {
-            failed += 1;
-            if failed >= threshold {
-                let reason = format!("failed checks threshold reached {failed}");
-                step.decision = format!("failed check {failed}/{threshold}: roll back");
-                steps.push(step);
-                return (steps, Verdict::RolledBack(at, reason));
-            }
-            step.decision = format!("failed check {failed}/{threshold}: hold");
-            steps.push(step);
-            continue;
-        }
-        let next = match strategy {
-            Strategy::Canary => fledge_core::weights::next_weight(&analysis, weight),
-            _ => (iteration + 1 < iterations).then_some(0),
-        };
-        match next {
-            Some(w) => {
-                if strategy == Strategy::Canary {
-                    step.decision = format!("passed: advance to {w}%");
-                    weight = w;
-                } else {
-                    iteration += 1;
-                    step.decision = format!("passed: iteration {}/{iterations}", iteration + 1);
-                }
-                steps.push(step);
-            }
-            None => {
-                step.decision = "passed: promote".into();
-                steps.push(step);
-                return (steps, Verdict::Promoted(at));
-            }
+        steps.push(Step { at, step });
+        if let Some(v) = verdict {
+            return (steps, v);
         }
     }
     (steps, Verdict::Undecided)
 }
 
 /// `fledge replay`: reads the Canary, replays its analysis over the window, prints each step
-/// and the verdict. Exit code 0 when it would have promoted, 1 rolled back, 3 undecided, 2 when
-/// it could not run.
+/// and the verdict. Exit code 0 when it would have promoted, 1 rolled back, 3 undecided, 4
+/// paused at `inconclusiveLimit`, 2 when it could not run.
 pub async fn run(
     client: Client,
     args: ReplayArgs,
@@ -234,16 +184,26 @@ pub async fn run(
     })
     .await;
     for s in &steps {
-        let values: Vec<String> = s.checks.iter().map(check_text).collect();
+        let values: Vec<String> = s.step.checks.iter().map(check_text).collect();
         let _ = writeln!(
             out,
             "{:<22} {:>8}  {:<40}  {}",
             s.at.strftime("%Y-%m-%dT%H:%M:%SZ"),
-            s.position,
+            s.step.position,
             values.join(", "),
-            s.decision
+            s.step.decision
         );
-        for c in s.checks.iter().filter(|c| !c.passed) {
+        if let Some(j) = &s.step.judgement {
+            let score = j
+                .score
+                .map_or_else(|| "no score".into(), |v| format!("{v}"));
+            let _ = writeln!(
+                out,
+                "{:<33}judgement: score {score} ({}): {}",
+                "", j.outcome, j.reason
+            );
+        }
+        for c in s.step.checks.iter().filter(|c| !c.passed) {
             if let Some(r) = &c.reason {
                 let _ = writeln!(out, "{:<33}{r}", "");
             }
@@ -261,6 +221,14 @@ pub async fn run(
                 at.strftime("%H:%M:%S")
             );
             1
+        }
+        Verdict::Paused(at) => {
+            let _ = writeln!(
+                out,
+                "would have paused for a person at {}: inconclusiveLimit reached",
+                at.strftime("%H:%M:%S")
+            );
+            4
         }
         Verdict::Undecided => {
             let _ = writeln!(
@@ -293,7 +261,10 @@ fn check_text(c: &MetricCheck) -> String {
         (false, _, true) => "failed (dry run)",
         (false, _, false) => "FAILED",
     };
-    format!("{value} {mark}")
+    match &c.classification {
+        Some(class) => format!("{value} {class} {mark}"),
+        None => format!("{value} {mark}"),
+    }
 }
 
 #[cfg(test)]
@@ -348,16 +319,16 @@ mod tests {
         let times = step_times(at(0), at(60), Duration::from_secs(10), 100);
         let (steps, verdict) = replay(&c, &times, |_| async { success(99.9) }).await;
         assert_eq!(verdict, Verdict::Promoted(at(20)));
-        let decisions: Vec<(&str, &str)> = steps
+        let decisions: Vec<String> = steps
             .iter()
-            .map(|s| (s.position.as_str(), s.decision.as_str()))
+            .map(|s| format!("{} {}", s.step.position, s.step.decision))
             .collect();
         assert_eq!(
             decisions,
             [
-                ("20%", "passed: advance to 40%"),
-                ("40%", "passed: advance to 60%"),
-                ("60%", "passed: promote")
+                "20% passed: advance to 40%",
+                "40% passed: advance to 60%",
+                "60% passed: promote"
             ]
         );
     }
@@ -377,9 +348,9 @@ mod tests {
             verdict,
             Verdict::RolledBack(at(20), "failed checks threshold reached 2".into())
         );
-        assert_eq!(steps[1].decision, "failed check 1/2: hold");
-        assert_eq!(steps[1].position, "40%");
-        assert_eq!(check_text(&steps[2].checks[0]), "92 FAILED");
+        assert_eq!(steps[1].step.decision.to_string(), "failed check 1/2: hold");
+        assert_eq!(steps[1].step.position, "40%");
+        assert_eq!(check_text(&steps[2].step.checks[0]), "92 FAILED");
     }
 
     #[tokio::test]
@@ -391,8 +362,8 @@ mod tests {
         let times = step_times(at(0), at(600), Duration::from_secs(60), 100);
         let (steps, verdict) = replay(&c, &times, |_| async { success(50.0) }).await;
         assert_eq!(verdict, Verdict::Promoted(at(60)));
-        assert_eq!(steps[0].position, "1/2");
-        assert_eq!(check_text(&steps[0].checks[0]), "50 failed (dry run)");
+        assert_eq!(steps[0].step.position, "1/2");
+        assert_eq!(check_text(&steps[0].step.checks[0]), "50 failed (dry run)");
     }
 
     #[tokio::test]

@@ -324,6 +324,61 @@ pub fn selector_label(
 /// Builds `<target>-primary`: the target's spec with the selector label's value rewritten to
 /// `<value>-primary`, tracked configs renamed to their `-primary` copies, owned by the Canary.
 /// `replicas` is the primary's replica count (the target's, kept when the primary exists).
+/// The label that marks a statistical judgement's fresh baseline pods (and selects them).
+pub const BASELINE_LABEL: &str = "fledge.dev/baseline";
+
+/// A statistical judgement's fresh baseline: `<target>-baseline`, the primary's pod template
+/// and labels (so that the primary Service sends it its share of requests and the metrics of
+/// its pods look like the primary's) plus [`BASELINE_LABEL`], which its selector also requires
+/// so that it never adopts the primary's pods; `replicas` of them, owned by the Canary.
+pub fn build_baseline(
+    primary: &Deployment,
+    target: &str,
+    owner: OwnerReference,
+    replicas: i32,
+) -> Result<Deployment, Error> {
+    let name = fledge_api::baseline_name(target);
+    let spec = primary.spec.as_ref().ok_or_else(|| {
+        Error::InvalidTarget(format!(
+            "Deployment {} has no spec to copy to {name}",
+            primary_name(target)
+        ))
+    })?;
+    let mark = (BASELINE_LABEL.to_string(), "true".to_string());
+    let mut template = spec.template.clone();
+    let meta = template.metadata.get_or_insert_with(Default::default);
+    let labels = meta.labels.get_or_insert_with(Default::default);
+    labels.remove("pod-template-hash");
+    labels.insert(mark.0.clone(), mark.1.clone());
+    let mut selector = spec.selector.match_labels.clone().unwrap_or_default();
+    selector.insert(mark.0.clone(), mark.1.clone());
+    let mut labels = primary.metadata.labels.clone().unwrap_or_default();
+    labels.insert(mark.0, mark.1);
+    Ok(Deployment {
+        metadata: ObjectMeta {
+            name: Some(name),
+            namespace: primary.metadata.namespace.clone(),
+            labels: Some(labels),
+            owner_references: Some(vec![owner]),
+            ..Default::default()
+        },
+        spec: Some(DeploymentSpec {
+            replicas: Some(replicas.max(1)),
+            selector: LabelSelector {
+                match_labels: Some(selector),
+                match_expressions: spec.selector.match_expressions.clone(),
+            },
+            template,
+            min_ready_seconds: spec.min_ready_seconds,
+            progress_deadline_seconds: spec.progress_deadline_seconds,
+            revision_history_limit: spec.revision_history_limit,
+            strategy: spec.strategy.clone(),
+            paused: None,
+        }),
+        status: None,
+    })
+}
+
 pub fn build_primary(
     target: &Deployment,
     owner: OwnerReference,
@@ -467,6 +522,44 @@ mod tests {
                 "Secret/sec-env",
                 "Secret/sec-vol"
             ]
+        );
+    }
+
+    #[test]
+    fn the_baseline_is_the_primary_marked_selected_apart_and_sized_as_the_canary() {
+        let t = target();
+        let p = build_primary(
+            &t,
+            owner(),
+            &BTreeSet::new(),
+            None,
+            &PrimaryOptions::default(),
+        )
+        .unwrap();
+        let b = build_baseline(&p, "podinfo", owner(), 2).unwrap();
+        assert_eq!(b.metadata.name.as_deref(), Some("podinfo-baseline"));
+        assert_eq!(
+            b.metadata.owner_references.as_ref().unwrap()[0].kind,
+            "Canary"
+        );
+        let spec = b.spec.unwrap();
+        assert_eq!(spec.replicas, Some(2));
+        let selector = spec.selector.match_labels.unwrap();
+        assert_eq!(
+            selector,
+            BTreeMap::from([
+                ("app".to_string(), "podinfo-primary".to_string()),
+                (BASELINE_LABEL.to_string(), "true".to_string())
+            ]),
+            "the primary Service's label, and never the primary's pods alone"
+        );
+        let pod_labels = spec.template.metadata.unwrap().labels.unwrap();
+        assert_eq!(pod_labels["app"], "podinfo-primary");
+        assert_eq!(pod_labels[BASELINE_LABEL], "true");
+        assert_eq!(
+            spec.template.spec,
+            p.spec.unwrap().template.spec,
+            "the primary's pods"
         );
     }
 

@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use fledge_controller::routers::smi::SmiVersion;
-use fledge_controller::routers::traefik;
+use fledge_controller::routers::{apisix, kuma, traefik};
 use k8s_openapi::api::core::v1::ServiceAccount;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding};
 
@@ -39,19 +39,21 @@ fn the_namespaced_role_is_the_cluster_role_without_cluster_scoped_rules() {
     let role = read::<Role>("namespaced/role.yaml")
         .rules
         .unwrap_or_default();
+    // The cluster-scoped kinds: CRDs and Kuma's TrafficRoutes.
+    let cluster_scoped = |r: &PolicyRule| {
+        r.resources
+            .iter()
+            .flatten()
+            .any(|x| x == "customresourcedefinitions" || x == "trafficroutes")
+    };
     let namespaced: Vec<PolicyRule> = cluster
         .iter()
-        .filter(|r| {
-            !r.resources
-                .iter()
-                .flatten()
-                .any(|x| x == "customresourcedefinitions")
-        })
+        .filter(|r| !cluster_scoped(r))
         .cloned()
         .collect();
     assert_eq!(role, namespaced);
-    assert!(namespaced.len() < cluster.len());
-    // Nothing cluster-wide beyond reading the one CRD.
+    assert_eq!(namespaced.len() + 2, cluster.len());
+    // Nothing cluster-wide beyond reading the one CRD and the kuma router's TrafficRoutes.
     let crd = cluster
         .iter()
         .find(|r| {
@@ -84,6 +86,8 @@ fn every_router_kind_is_covered() {
         ("networking.istio.io", "destinationrules"),
         (smi.group, smi.plural),
         (traefik::KIND.group, traefik::KIND.plural),
+        (kuma::KIND.group, kuma::KIND.plural),
+        (apisix::KIND.group, apisix::KIND.plural),
         ("", "services"),
     ];
     for (group, plural) in kinds {
@@ -95,11 +99,19 @@ fn every_router_kind_is_covered() {
         }
     }
     assert!(allows(&rules, smi.group, smi.plural, "delete"));
+    // Deleted with their Canary (no owner reference can do it).
+    assert!(allows(
+        &rules,
+        kuma::KIND.group,
+        kuma::KIND.plural,
+        "delete"
+    ));
     for (group, resource, verb) in [
         ("fledge.dev", "canaries", "watch"),
         ("fledge.dev", "canaries", "patch"),
         ("fledge.dev", "canaries/status", "update"),
         ("apps", "deployments", "patch"),
+        ("apps", "deployments", "delete"),
         ("", "configmaps", "watch"),
         ("", "secrets", "get"),
         ("events.k8s.io", "events", "create"),

@@ -668,22 +668,9 @@ fn example_files() -> Vec<PathBuf> {
 const REJECTED: &[(&str, &[&str])] = &[
     // Traffic providers fledge does not route with yet.
     (
-        "Canary-tutorials_apisix_progressive_delivery-9eec1334.yaml",
-        &[
-            "spec.provider: provider \"apisix\" is not supported by fledge yet; supported: kubernetes, contour, gatewayapi:v1, gatewayapi:v1beta1, istio, linkerd, nginx, osm, skipper, smi:v1alpha1, smi:v1alpha2, smi:v1alpha3, traefik",
-        ],
-    ),
-    (
         "Canary-tutorials_gloo_progressive_delivery-c6f2b2a1.yaml",
         &[
-            "spec.provider: provider \"gloo\" is not supported by fledge yet; supported: kubernetes, contour, gatewayapi:v1, gatewayapi:v1beta1, istio, linkerd, nginx, osm, skipper, smi:v1alpha1, smi:v1alpha2, smi:v1alpha3, traefik",
-        ],
-    ),
-    // Prometheus templates written for providers fledge does not support yet.
-    (
-        "MetricTemplate-tutorials_apisix_progressive_delivery-ee925498.yaml",
-        &[
-            "spec.query: uses {{ route }}, which only the apisix provider fills; it is not supported by fledge yet",
+            "spec.provider: provider \"gloo\" is not supported by fledge yet; supported: kubernetes, apisix, contour, gatewayapi:v1, gatewayapi:v1beta1, istio, kuma, linkerd, nginx, osm, skipper, smi:v1alpha1, smi:v1alpha2, smi:v1alpha3, traefik",
         ],
     ),
     // Metrics providers fledge does not query yet.
@@ -958,7 +945,7 @@ fn broken_flagger_examples_are_rejected_at_the_exact_field() {
             ],
             &[
                 "spec.provider.address: is not an absolute URL; write it with its scheme, as http://host[:port]/path",
-                "spec.query: uses the unknown variable {{ direction }}; use one of namespace, name, target, service, ingress, interval, or pass it from the Canary's templateVariables as {{ variables.direction }}",
+                "spec.query: uses the unknown variable {{ direction }}; use one of namespace, name, target, service, ingress, route, interval, or pass it from the Canary's templateVariables as {{ variables.direction }}",
             ],
         ),
         (

@@ -46,6 +46,14 @@ pub enum Action {
     SetWeights(Routes),
     /// Scale the target (the canary) workload.
     ScaleCanary(CanaryScale),
+    /// `spec.analysis.judge` with a fresh baseline, as the canary scales up: create (or bring
+    /// back) `<target>-baseline`, a Deployment with the primary's pod template, labelled as the
+    /// primary's pods (so the primary Service sends it its share of traffic) plus
+    /// `fledge.dev/baseline`, with the canary's replica count, owned by the Canary.
+    EnsureBaseline,
+    /// As the canary scales down: delete `<target>-baseline` (nothing happens when it does not
+    /// exist).
+    RemoveBaseline,
     /// Copy the target's pod template, and the tracked ConfigMaps and Secrets it references, to
     /// the primary. `revision` is the target spec hash the engine analysed: if the target no
     /// longer has it, the adapter must not copy (the next reconcile restarts the analysis).
@@ -138,6 +146,8 @@ impl Action {
             | Action::EnsureServices { .. }
             | Action::SetWeights(_)
             | Action::ScaleCanary(_)
+            | Action::EnsureBaseline
+            | Action::RemoveBaseline
             | Action::PromotePrimary { .. }
             | Action::RestoreTarget
             | Action::FinalizeRouting => ActionClass::Cluster,

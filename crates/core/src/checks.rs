@@ -58,6 +58,12 @@ pub fn check_metric(metric: &CanaryMetric, outcome: Option<&MetricOutcome>) -> R
             return Err(format!("metric {name}: the value {v} is not finite"));
         }
         Some(MetricOutcome::Value(v)) => *v,
+        Some(MetricOutcome::Samples { .. }) => {
+            return Err(format!(
+                "metric {name}: samples for a statistical judgement, and the metric has fixed \
+                 thresholds"
+            ));
+        }
     };
     let (min, max) = metric_bounds(metric);
     for bound in [min, max].into_iter().flatten() {
@@ -147,9 +153,57 @@ pub fn metric_checks(metrics: &[CanaryMetric], results: &[MetricResult]) -> Vec<
                 reason,
                 dry_run: m.is_dry_run().then_some(true),
                 inconclusive: inconclusive.then_some(true),
+                ..Default::default()
             }
         })
         .collect()
+}
+
+/// Every metric check of one analysis step of `analysis`, in the spec's order: the fixed
+/// thresholds of [`metric_checks`] and, with `judge`, the statistical judgement of the metrics
+/// that carry a `judge` block; the failures they count (a failed judgement is one failure,
+/// a dry run when every judged metric is); and the judgement.
+pub fn step_checks(
+    analysis: &fledge_api::CanaryAnalysis,
+    results: &[MetricResult],
+) -> (
+    Vec<MetricCheck>,
+    Vec<Failure>,
+    Option<crate::judge::JudgedStep>,
+) {
+    let metrics = analysis.metrics.as_deref().unwrap_or_default();
+    let judged = crate::judge::judge_step(analysis, results);
+    let fixed: Vec<CanaryMetric> = metrics
+        .iter()
+        .filter(|m| judged.is_none() || m.judge.is_none())
+        .cloned()
+        .collect();
+    let mut checks = metric_checks(&fixed, results);
+    let mut failures = failures_of(&checks);
+    if let Some(step) = &judged {
+        checks.extend(step.checks.iter().cloned());
+        checks.sort_by_key(|c| metrics.iter().position(|m| m.name == c.name));
+        // A judged metric's own verdict counts only through the judgement (a High metric may
+        // still leave the score passing); a query that failed counts as it does for any metric.
+        let unjudged: Vec<MetricCheck> = step
+            .checks
+            .iter()
+            .filter(|c| c.classification.is_none())
+            .cloned()
+            .collect();
+        failures.extend(failures_of(&unjudged));
+        if let Some(message) = step.failure() {
+            let all_dry_run = crate::judge::step::judged_metrics(analysis)
+                .iter()
+                .all(|m| m.is_dry_run());
+            failures.push(Failure {
+                message,
+                muted: false,
+                dry_run: all_dry_run,
+            });
+        }
+    }
+    (checks, failures, judged)
 }
 
 /// The failures of a gate: each declared webhook of type `hook` that has no passing result.
@@ -176,22 +230,40 @@ pub fn gate_failures(
         .collect()
 }
 
-/// Whether a `rollback` webhook answered yes (passed); the reason when one did. A missing
-/// result asks for nothing, and neither does a dry-run webhook.
-pub fn rollback_request(hooks: &[CanaryWebhook], results: &[WebhookResult]) -> Option<String> {
-    hooks.iter().filter(|h| !h.is_dry_run()).find_map(|h| {
-        results
+/// What the `rollback` webhooks asked for: the reason of the first one that answered yes
+/// (passed), and what each dry-run webhook that answered yes would have asked (reported, never
+/// acted on). A missing result asks for nothing.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RollbackRequest {
+    /// Why to roll back, when a webhook that counts asked.
+    pub reason: Option<String>,
+    /// What the dry-run webhooks that answered yes would have asked.
+    pub dry_run: Vec<String>,
+}
+
+/// The `rollback` webhooks' [`RollbackRequest`].
+pub fn rollback_request(hooks: &[CanaryWebhook], results: &[WebhookResult]) -> RollbackRequest {
+    let mut out = RollbackRequest::default();
+    for h in hooks {
+        let Some(r) = results
             .iter()
             .find(|r| r.hook == HookType::Rollback && r.name == h.name && r.passed)
-            .map(|r| {
-                let detail = clip(&r.message);
-                if detail.is_empty() {
-                    format!("rollback webhook {} asked for a rollback", h.name)
-                } else {
-                    format!("rollback webhook {} asked for a rollback: {detail}", h.name)
-                }
-            })
-    })
+        else {
+            continue;
+        };
+        let detail = clip(&r.message);
+        let asked = if detail.is_empty() {
+            format!("rollback webhook {} asked for a rollback", h.name)
+        } else {
+            format!("rollback webhook {} asked for a rollback: {detail}", h.name)
+        };
+        if h.is_dry_run() {
+            out.dry_run.push(asked);
+        } else if out.reason.is_none() {
+            out.reason = Some(asked);
+        }
+    }
+    out
 }
 
 /// `s` cut to [`MAX_MESSAGE`] bytes at a character boundary, trimmed.
@@ -389,11 +461,25 @@ mod tests {
             passed: p,
             message: String::new(),
         };
-        assert_eq!(rollback_request(&hooks, &[]), None);
-        assert_eq!(rollback_request(&hooks, &[res(false)]), None);
+        assert_eq!(rollback_request(&hooks, &[]), RollbackRequest::default());
         assert_eq!(
-            rollback_request(&hooks, &[res(true)]).as_deref(),
+            rollback_request(&hooks, &[res(false)]),
+            RollbackRequest::default()
+        );
+        assert_eq!(
+            rollback_request(&hooks, &[res(true)]).reason.as_deref(),
             Some("rollback webhook r asked for a rollback")
+        );
+        let dry = vec![CanaryWebhook {
+            dry_run: Some(true),
+            ..hook("r", "rollback", false)
+        }];
+        assert_eq!(
+            rollback_request(&dry, &[res(true)]),
+            RollbackRequest {
+                reason: None,
+                dry_run: vec!["rollback webhook r asked for a rollback".into()]
+            }
         );
     }
 

@@ -452,26 +452,32 @@ impl<'a> Cx<'a> {
         if self.inputs == Inputs::Optimistic {
             return None;
         }
-        let dry: Vec<String> = hooks
-            .iter()
-            .filter(|h| h.is_dry_run())
-            .filter(|h| {
-                self.obs
-                    .webhooks
-                    .iter()
-                    .any(|r| r.hook == HookType::Rollback && r.name == h.name && r.passed)
-            })
-            .map(|h| format!("rollback webhook {} asked for a rollback", h.name))
-            .collect();
-        if !dry.is_empty() {
+        let asked = checks::rollback_request(&hooks, &self.obs.webhooks);
+        if !asked.dry_run.is_empty() {
             let message = format!(
                 "Dry run, not acted on: {} ({})",
-                dry.join("; "),
+                asked.dry_run.join("; "),
                 self.target_name()
             );
             self.event(false, "DryRunCheckFailed", message);
         }
-        checks::rollback_request(&hooks, &self.obs.webhooks)
+        asked.reason
+    }
+
+    /// Scales the canary, and with a fresh statistical baseline creates or removes it beside.
+    pub fn scale_canary(&mut self, scale: crate::CanaryScale) {
+        self.act(Action::ScaleCanary(scale));
+        if self
+            .analysis
+            .judge
+            .as_ref()
+            .is_some_and(|j| j.fresh_baseline())
+        {
+            self.act(match scale {
+                crate::CanaryScale::MatchPrimary => Action::EnsureBaseline,
+                crate::CanaryScale::Zero => Action::RemoveBaseline,
+            });
+        }
     }
 
     /// The failures of the metric checks (empty: all passed, or none declared).
@@ -484,9 +490,18 @@ impl<'a> Cx<'a> {
         if self.inputs == Inputs::Optimistic {
             return Vec::new();
         }
-        let results = checks::metric_checks(&metrics, &self.obs.metrics);
+        let (results, failures, judged) = checks::step_checks(&self.analysis, &self.obs.metrics);
+        if let Some(step) = &judged {
+            let message = format!(
+                "Statistical judgement of {}: {}",
+                self.target_name(),
+                step.summary()
+            );
+            self.event(false, "Judgement", message);
+            self.step_record().judgement = Some(step.record.clone());
+            self.rollout_mut().judgement = Some(step.record.clone());
+        }
         self.step_record().metrics = results.clone();
-        let failures = checks::failures_of(&results);
         self.rollout_mut().metrics = results;
         self.counted(failures)
     }

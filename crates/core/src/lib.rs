@@ -31,6 +31,7 @@ mod gitsync;
 pub mod judge;
 mod observe;
 mod phases;
+pub mod replay;
 pub mod requests;
 #[cfg(feature = "sim")]
 pub mod sim;
@@ -42,8 +43,8 @@ pub use action::{
     NotifyKind, Routes, Severity,
 };
 pub use checks::{
-    Failure, check_metric, failures_of, gate_failures, metric_bounds, metric_checks,
-    metric_failures, rollback_request,
+    Failure, RollbackRequest, check_metric, failures_of, gate_failures, metric_bounds,
+    metric_checks, metric_failures, rollback_request,
 };
 pub use observe::{
     Blocker, BlockerKind, ContainerImages, GitQueue, GitWriteError, LedgerView, MetricOutcome,

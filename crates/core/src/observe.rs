@@ -321,6 +321,14 @@ pub enum MetricOutcome {
     ProviderUnreachable(String),
     /// The query failed (bad query, bad template, provider error); the message says why.
     Error(String),
+    /// A statistically judged metric (`judge` set): every value the range query gave over the
+    /// step's interval for the baseline's pods and for the canary's.
+    Samples {
+        /// The baseline's values.
+        baseline: Vec<f64>,
+        /// The canary's values.
+        canary: Vec<f64>,
+    },
 }
 
 #[cfg(test)]

@@ -64,6 +64,8 @@ pub struct World {
     pub routes: Routes,
     /// The Services and router objects exist.
     pub services: bool,
+    /// The fresh baseline of a statistical judgement exists.
+    pub baseline: bool,
     /// The apex was handed back to the target on deletion.
     pub finalized: bool,
     /// Whether the engine released the Canary (its finalizer removed).
@@ -183,6 +185,7 @@ impl Sim {
                 primary: None,
                 routes: Routes::PRIMARY,
                 services: false,
+                baseline: false,
                 finalized: false,
                 released: false,
                 deleting: false,
@@ -450,6 +453,8 @@ impl Sim {
             }
             Action::EnsureServices { .. } => w.services = true,
             Action::SetWeights(r) => w.routes = *r,
+            Action::EnsureBaseline => w.baseline = true,
+            Action::RemoveBaseline => w.baseline = false,
             Action::ScaleCanary(scale) => {
                 let replicas = match scale {
                     CanaryScale::Zero => 0,

@@ -150,8 +150,8 @@ fn value_of(body: &str) -> Result<MetricOutcome, String> {
 impl MetricsProvider for Graphite {
     async fn online(&self) -> Result<(), String> {
         match self.query("target=test").await {
-            MetricOutcome::Value(_) | MetricOutcome::NoData => Ok(()),
             MetricOutcome::ProviderUnreachable(m) | MetricOutcome::Error(m) => Err(m),
+            _ => Ok(()),
         }
     }
 

@@ -141,6 +141,24 @@ pub trait MetricsProvider: Send + Sync {
         self.query(query).await
     }
 
+    /// Runs one query as a range query over the `range` up to `end` (seconds since the Unix
+    /// epoch, or now) and gives every value of every series it returned (none when it returned
+    /// no series), for a statistical judgement, which compares the canary's values with a
+    /// baseline's. A provider without range queries says so.
+    async fn samples(
+        &self,
+        query: &str,
+        range: Duration,
+        end: Option<i64>,
+    ) -> Result<Vec<f64>, MetricOutcome> {
+        let _ = (query, range, end);
+        Err(MetricOutcome::Error(
+            "this metrics provider has no range query in fledge yet, and a statistical judgement \
+             (a metric with judge) needs one; use a prometheus MetricTemplate"
+                .into(),
+        ))
+    }
+
     /// Runs one query as it would have answered at a past time (seconds since the Unix epoch),
     /// for `fledge replay`. A provider that cannot look back says so.
     async fn query_at(&self, query: &str, unix_seconds: i64) -> MetricOutcome {

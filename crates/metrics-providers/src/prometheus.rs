@@ -53,6 +53,9 @@ fn auth_of(secret: Option<&SecretData>) -> Result<Auth, String> {
 /// A client of one Prometheus server.
 pub struct Prometheus {
     client: Client,
+    /// The same HTTP client and base URL, to read an error answer the query client cannot.
+    http: reqwest::Client,
+    base: Url,
     shown: String,
     timeout: Duration,
 }
@@ -132,10 +135,12 @@ impl Prometheus {
         let http = builder
             .build()
             .map_err(|e| format!("cannot build an HTTP client for {shown}: {e}"))?;
-        let client = Client::from(http, url.as_str())
+        let client = Client::from(http.clone(), url.as_str())
             .map_err(|e| format!("the Prometheus address {shown} is not usable: {e}"))?;
         Ok(Prometheus {
             client,
+            http,
+            base: url,
             shown,
             timeout,
         })
@@ -174,7 +179,11 @@ impl Prometheus {
         }
         let result = match q.get().await {
             Ok(r) => r,
-            Err(e) => return self.failure(&e),
+            Err(e) => {
+                let mut params = vec![("query", promql.to_string())];
+                params.extend(at.map(|t| ("time", t.to_string())));
+                return self.failure_of(&e, "api/v1/query", &params).await;
+            }
         };
         match result.data() {
             Data::Scalar(s) => MetricOutcome::Value(s.value()),
@@ -189,6 +198,83 @@ impl Prometheus {
             Data::Matrix(_) => MetricOutcome::Error(
                 "the query returned a range vector where one number is expected; apply rate(), sum() or another function to its [range]".into(),
             ),
+        }
+    }
+
+    /// Runs a range query over the `range` up to `end` (seconds since the Unix epoch, or now),
+    /// a point every twentieth of it (at least every second): every value of every series.
+    pub async fn range_values(
+        &self,
+        promql: &str,
+        range: Duration,
+        end: Option<i64>,
+    ) -> Result<Vec<f64>, MetricOutcome> {
+        let end = end.unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs() as i64)
+        });
+        let start = end - range.as_secs().max(1) as i64;
+        let step = (range.as_secs_f64() / 20.0).max(1.0);
+        let result = match self.client.query_range(promql, start, end, step).get().await {
+            Ok(r) => r,
+            Err(e) => {
+                let params = [
+                    ("query", promql.to_string()),
+                    ("start", start.to_string()),
+                    ("end", end.to_string()),
+                    ("step", step.to_string()),
+                ];
+                return Err(self.failure_of(&e, "api/v1/query_range", &params).await);
+            }
+        };
+        Ok(match result.data() {
+            Data::Matrix(series) => series
+                .iter()
+                .flat_map(|s| s.samples().iter().map(|v| v.value()))
+                .collect(),
+            Data::Vector(v) => v.iter().map(|s| s.sample().value()).collect(),
+            Data::Scalar(s) => vec![s.value()],
+        })
+    }
+
+    /// [`Prometheus::failure`], but an answer the query client cannot read (a server that is
+    /// Prometheus-compatible, not Prometheus: VictoriaMetrics gives an HTTP status as its
+    /// `errorType`) is asked again as plain JSON, so that the server's own reason is reported.
+    async fn failure_of(
+        &self,
+        e: &PromError,
+        path: &str,
+        params: &[(&str, String)],
+    ) -> MetricOutcome {
+        let unreadable = matches!(e, PromError::Client(c) if c.inner().is_some_and(|i| i.is_decode()));
+        if !unreadable {
+            return self.failure(e);
+        }
+        let mut base = self.base.clone();
+        if !base.path().ends_with('/') {
+            base.set_path(&format!("{}/", base.path()));
+        }
+        let Ok(url) = base.join(path) else {
+            return self.failure(e);
+        };
+        let answer = async {
+            let r = self.http.get(url).query(params).send().await.ok()?;
+            let status = r.status();
+            let body: serde_json::Value = r.json().await.ok()?;
+            let error = body.get("error")?.as_str()?.to_string();
+            Some((status, error))
+        };
+        match answer.await {
+            Some((status, error)) if status.is_client_error() => MetricOutcome::Error(format!(
+                "Prometheus at {} refused the query: {error}",
+                self.shown
+            )),
+            Some((_, error)) => MetricOutcome::Error(format!(
+                "Prometheus at {} failed the query: {error}",
+                self.shown
+            )),
+            None => self.failure(e),
         }
     }
 
@@ -258,5 +344,14 @@ impl MetricsProvider for Prometheus {
 
     async fn query_at(&self, query: &str, unix_seconds: i64) -> MetricOutcome {
         self.instant(query, Some(unix_seconds)).await
+    }
+
+    async fn samples(
+        &self,
+        query: &str,
+        range: Duration,
+        end: Option<i64>,
+    ) -> Result<Vec<f64>, MetricOutcome> {
+        self.range_values(query, range, end).await
     }
 }

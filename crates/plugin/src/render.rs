@@ -342,6 +342,24 @@ pub fn tree(input: &TreeInput, now: Timestamp) -> String {
     };
     let mut items: Vec<String> = Vec::new();
     let rollout = s.rollout.clone().unwrap_or_default();
+    if let Some(j) = &analysis.judge {
+        let baseline = if j.fresh_baseline() {
+            fledge_api::baseline_name(target_name)
+        } else {
+            format!("{target_name}-primary")
+        };
+        let last = match &rollout.judgement {
+            Some(r) => {
+                let score = r.score.map_or_else(|| "no score".to_string(), number);
+                format!("score {score} ({}): {}", r.outcome, r.reason)
+            }
+            None => "not judged yet".into(),
+        };
+        items.push(format!(
+            "judgement {}  last {last}  (baseline {baseline})",
+            j.r#type
+        ));
+    }
     for m in analysis.metrics.iter().flatten() {
         let (min, max) = fledge_core::metric_bounds(m);
         let last = match rollout.metrics.iter().find(|r| r.name == m.name) {
@@ -366,11 +384,33 @@ pub fn tree(input: &TreeInput, now: Timestamp) -> String {
                     (Some(reason), false) => format!(": {reason}"),
                     _ => String::new(),
                 };
-                format!("{value} {mark}{at}{why}")
+                match (&r.classification, r.baseline_median) {
+                    (Some(class), baseline) => {
+                        let sig = fledge_core::judge::significant;
+                        let against = baseline
+                            .map(|b| format!(" against the baseline's {}", sig(b)))
+                            .unwrap_or_default();
+                        let p = r.p_value.map(|p| format!(", p {p:.4}")).unwrap_or_default();
+                        let value = r.value.map_or_else(|| "no value".to_string(), sig);
+                        format!("{value} {class}{against}{p} {mark}{at}")
+                    }
+                    (None, _) => format!("{value} {mark}{at}{why}"),
+                }
             }
             None => "not checked yet".into(),
         };
-        let mut notes = vec![format!("range {}", range(min, max))];
+        let mut notes = match m.judge.as_ref().filter(|_| analysis.judge.is_some()) {
+            Some(j) => vec![format!(
+                "judged, {} is bad{}",
+                j.direction.as_deref().unwrap_or("either"),
+                if j.critical == Some(true) {
+                    ", critical"
+                } else {
+                    ""
+                }
+            )],
+            None => vec![format!("range {}", range(min, max))],
+        };
         if m.is_dry_run() {
             notes.push("dry run".into());
         }

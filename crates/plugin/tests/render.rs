@@ -308,3 +308,38 @@ fn dry_run_and_inconclusive_checks_are_marked() {
         assert!(out.contains(line), "{line}\nnot in\n{out}");
     }
 }
+
+#[test]
+fn a_statistical_judgement_shows_its_score_baseline_and_each_class() {
+    let mut c = canary();
+    let a = c.spec.analysis.as_mut().unwrap();
+    a.judge = Some(serde_json::from_value(serde_json::json!({"type": "statistical"})).unwrap());
+    let metrics = a.metrics.as_mut().unwrap();
+    metrics[1].threshold_range = None;
+    metrics[1].judge = Some(
+        serde_json::from_value(serde_json::json!({"direction": "increase", "critical": true}))
+            .unwrap(),
+    );
+    let r = c.status.as_mut().unwrap().rollout.as_mut().unwrap();
+    r.judgement = Some(fledge_api::JudgementRecord {
+        score: Some(0.0),
+        outcome: "fail".into(),
+        reason: "critical metric failed: request-duration".into(),
+    });
+    r.metrics = serde_json::from_value(serde_json::json!([
+        {"name": "request-success-rate", "value": 99.87, "min": 99, "passed": true},
+        {"name": "request-duration", "value": 0.04076893552830187, "passed": false,
+         "classification": "High", "baselineMedian": 0.0001415844222222223,
+         "canaryMedian": 0.04076893552830187, "pValue": 7.05e-7,
+         "reason": "metric request-duration High: higher than the baseline"}
+    ]))
+    .unwrap();
+    r.history[1].metrics = r.metrics.clone();
+    let out = tree(&input(c), now());
+    for line in [
+        "├── judgement statistical  last score 0 (fail): critical metric failed: request-duration  (baseline podinfo-baseline)",
+        "├── metric request-duration  last 0.0408 High against the baseline's 0.000142, p 0.0000 FAILED at 19:29:50  (judged, increase is bad, critical)",
+    ] {
+        assert!(out.contains(line), "{line}\nnot in\n{out}");
+    }
+}

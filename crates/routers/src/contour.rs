@@ -32,6 +32,7 @@ pub const KIND: PeerKind = PeerKind {
     version: "v1",
     kind: "HTTPProxy",
     plural: "httpproxies",
+    namespaced: true,
 };
 
 /// `HTTPProxy.spec`, as much of it as fledge writes and reads.

@@ -69,6 +69,7 @@ impl GatewayVersion {
             version: self.name(),
             kind: "HTTPRoute",
             plural: "httproutes",
+            namespaced: true,
         }
     }
 }

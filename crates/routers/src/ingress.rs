@@ -28,6 +28,7 @@ pub const KIND: PeerKind = PeerKind {
     version: "v1",
     kind: "Ingress",
     plural: "ingresses",
+    namespaced: true,
 };
 
 const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
@@ -104,11 +105,14 @@ async fn delete_canary(client: &Client, t: &RouteTarget<'_>) -> Result<(), Error
         .await
 }
 
-/// The apex Ingress's annotations to copy: all but the last applied configuration, Flux's, and
-/// those `own` says the router sets itself; plus Flux's switches turned off.
-pub fn copied_annotations(apex: &Ingress, own: impl Fn(&str) -> bool) -> BTreeMap<String, String> {
+/// The annotations to copy from the user's object (the apex Ingress, or APISIX's route): all
+/// but the last applied configuration, Flux's, and those `own` says the router sets itself;
+/// plus Flux's switches turned off.
+pub fn copied_annotations(
+    apex: &ObjectMeta,
+    own: impl Fn(&str) -> bool,
+) -> BTreeMap<String, String> {
     let mut out: BTreeMap<String, String> = apex
-        .metadata
         .annotations
         .iter()
         .flatten()
@@ -121,10 +125,9 @@ pub fn copied_annotations(apex: &Ingress, own: impl Fn(&str) -> bool) -> BTreeMa
     out
 }
 
-/// The apex Ingress's labels but Flux's, and fledge's `app.kubernetes.io/managed-by`.
-pub fn copied_labels(apex: &Ingress) -> BTreeMap<String, String> {
+/// The labels of the user's object but Flux's, and fledge's `app.kubernetes.io/managed-by`.
+pub fn copied_labels(apex: &ObjectMeta) -> BTreeMap<String, String> {
     let mut out: BTreeMap<String, String> = apex
-        .metadata
         .labels
         .iter()
         .flatten()
@@ -200,7 +203,7 @@ pub fn canary_ingress(
         metadata: ObjectMeta {
             name: Some(canary_ingress_name(canary)),
             namespace: canary.metadata.namespace.clone(),
-            labels: Some(copied_labels(apex)),
+            labels: Some(copied_labels(&apex.metadata)),
             annotations: Some(annotations),
             owner_references: owner_reference(canary).map(|o| vec![o]),
             ..ObjectMeta::default()

@@ -39,6 +39,7 @@ pub const VIRTUAL_SERVICE: PeerKind = PeerKind {
     version: "v1beta1",
     kind: "VirtualService",
     plural: "virtualservices",
+    namespaced: true,
 };
 
 /// `networking.istio.io/v1beta1` DestinationRule.
@@ -47,6 +48,7 @@ pub const DESTINATION_RULE: PeerKind = PeerKind {
     version: "v1beta1",
     kind: "DestinationRule",
     plural: "destinationrules",
+    namespaced: true,
 };
 
 /// Route names.

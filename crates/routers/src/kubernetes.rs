@@ -56,6 +56,7 @@ impl Router for KubernetesRouter {
             version: "v1",
             kind: "Service",
             plural: "services",
+            namespaced: true,
         }
     }
 

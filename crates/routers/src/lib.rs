@@ -19,12 +19,14 @@ use serde_json::json;
 
 use fledge_api::primary_name;
 
+pub mod apisix;
 pub mod contour;
 mod error;
 pub mod gatewayapi;
 pub mod ingress;
 pub mod istio;
 pub mod kubernetes;
+pub mod kuma;
 pub mod nginx;
 pub mod skipper;
 pub mod smi;
@@ -34,6 +36,16 @@ pub use error::Error;
 
 /// The field manager of everything a router writes.
 pub const MANAGER: &str = "fledge-router";
+
+/// The label that marks a cluster-scoped routing object as owned by the Canary of this uid: a
+/// namespaced Canary cannot be the owner reference of a cluster-scoped object, so such an
+/// object is deleted by [`Router::collect`] when the Canary goes, as long as it carries the
+/// label (finalization with revert removes it, leaving the object to serve).
+pub const OWNER_UID_LABEL: &str = "fledge.dev/owner-uid";
+
+/// The annotation naming the owning Canary (`<namespace>/<name>`) of a cluster-scoped routing
+/// object, for people and for the error when two Canaries want the same object.
+pub const OWNER_ANNOTATION: &str = "fledge.dev/owner";
 
 /// Everything a router needs to know about the Canary it routes for.
 #[derive(Clone, Debug)]
@@ -146,6 +158,14 @@ pub trait Router: Send + Sync {
     /// apex Service for `kubernetes`) does not exist.
     async fn get_routes(&self, t: &RouteTarget<'_>) -> Result<Option<Routes>, Error>;
 
+    /// When the Canary goes (its finalizer removed, with or without `revertOnDeletion`): delete
+    /// what it owns that garbage collection cannot reach, the cluster-scoped routing objects
+    /// still marked with [`OWNER_UID_LABEL`]. Nothing for routers whose objects carry owner
+    /// references.
+    async fn collect(&self, _t: &RouteTarget<'_>) -> Result<(), Error> {
+        Ok(())
+    }
+
     /// On deletion with `revertOnDeletion`: send all traffic to the target's pods through the
     /// apex Service, and leave the apex Service (and the route that reaches it) in place,
     /// no longer owned by the Canary, so they keep serving once it is gone.
@@ -161,6 +181,7 @@ pub const ROUTERS: &[(&str, Constructor)] = &[
     ("kubernetes", |c, _| {
         Box::new(kubernetes::KubernetesRouter::new(c))
     }),
+    ("apisix", |c, _| Box::new(apisix::ApisixRouter::new(c))),
     ("contour", |c, _| Box::new(contour::ContourRouter::new(c))),
     ("gatewayapi:v1", |c, _| {
         Box::new(gatewayapi::GatewayApiRouter::new(
@@ -175,6 +196,7 @@ pub const ROUTERS: &[(&str, Constructor)] = &[
         ))
     }),
     ("istio", |c, _| Box::new(istio::IstioRouter::new(c))),
+    ("kuma", |c, _| Box::new(kuma::KumaRouter::new(c))),
     ("linkerd", |c, p| {
         Box::new(smi::SmiRouter::new(c, smi::SmiVersion::V1alpha2, p))
     }),
@@ -231,6 +253,10 @@ pub struct PeerKind {
     pub kind: &'static str,
     /// Resource (plural).
     pub plural: &'static str,
+    /// Whether its objects live in a namespace (false for cluster-scoped kinds such as Kuma's
+    /// TrafficRoute, which cannot carry an owner reference to a Canary; see
+    /// [`OWNER_UID_LABEL`]).
+    pub namespaced: bool,
 }
 
 impl PeerKind {
@@ -253,8 +279,13 @@ impl PeerKind {
         }
     }
 
-    fn api(&self, client: &Client, ns: &str) -> Api<DynamicObject> {
-        Api::namespaced_with(client.clone(), ns, &self.resource())
+    /// The API of its objects in `ns` (`ns` is ignored for a cluster-scoped kind).
+    pub fn api(&self, client: &Client, ns: &str) -> Api<DynamicObject> {
+        if self.namespaced {
+            Api::namespaced_with(client.clone(), ns, &self.resource())
+        } else {
+            Api::all_with(client.clone(), &self.resource())
+        }
     }
 
     /// The error for an API that is not served: its CRD is missing (or that version is off).
@@ -387,6 +418,31 @@ pub(crate) fn cannot(provider: &str, message: impl Into<String>) -> Error {
         provider: provider.into(),
         message: message.into(),
     }
+}
+
+/// Refuses routes beyond weights (mirroring, A/B matching) for a provider that, as in Flagger,
+/// only splits traffic by weight.
+pub(crate) fn weights_only(provider: &str, routes: &Routes) -> Result<(), Error> {
+    if routes.mirror.is_some_and(|m| m > 0) {
+        return Err(cannot(
+            provider,
+            format!(
+                "provider {provider} does not mirror traffic (spec.analysis.mirror), as in \
+                 Flagger; remove analysis.mirror, or use istio or gatewayapi:v1"
+            ),
+        ));
+    }
+    if routes.ab_match {
+        return Err(cannot(
+            provider,
+            format!(
+                "provider {provider} splits traffic by weight only and cannot route by \
+                 spec.analysis.match (nor does Flagger); remove analysis.match, or use istio or \
+                 gatewayapi:v1"
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// A duration as the user wrote it (`30s`, `1m30s`, `1.5s`), parsed.
@@ -779,6 +835,7 @@ mod tests {
             version: "v1alpha2",
             kind: "TrafficSplit",
             plural: "trafficsplits",
+            namespaced: true,
         };
         let owned = object_meta(&kind, &c, "podinfo", true);
         assert_eq!(owned["apiVersion"], "split.smi-spec.io/v1alpha2");

@@ -99,7 +99,8 @@ pub fn build_canary_ingress(
     let spec =
         ingress::replace_backends(&spec, &names.apex, &names.canary, None, apex_name, PROVIDER)?;
     let canary_prefix = key("canary");
-    let mut annotations = ingress::copied_annotations(apex, |k| k.contains(&canary_prefix));
+    let mut annotations =
+        ingress::copied_annotations(&apex.metadata, |k| k.contains(&canary_prefix));
     annotations.extend(canary_annotations(canary, routes)?);
     ingress::canary_ingress(canary, apex, annotations, spec)
 }

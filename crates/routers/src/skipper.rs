@@ -78,7 +78,7 @@ pub fn build_canary_ingress(
         PROVIDER,
     )?;
     let mut annotations =
-        ingress::copied_annotations(apex, |k| k == BACKEND_WEIGHTS || k == PREDICATE);
+        ingress::copied_annotations(&apex.metadata, |k| k == BACKEND_WEIGHTS || k == PREDICATE);
     let weights = BTreeMap::from([
         (names.canary.as_str(), routes.canary),
         (names.primary.as_str(), routes.primary),

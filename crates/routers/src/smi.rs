@@ -45,6 +45,7 @@ impl SmiVersion {
             },
             kind: "TrafficSplit",
             plural: "trafficsplits",
+            namespaced: true,
         }
     }
 }

@@ -38,6 +38,7 @@ pub const KIND: PeerKind = PeerKind {
     version: "v1alpha1",
     kind: "TraefikService",
     plural: "traefikservices",
+    namespaced: true,
 };
 
 /// `TraefikService.spec`, as much of it as fledge writes and reads.

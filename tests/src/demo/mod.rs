@@ -244,14 +244,13 @@ pub struct Forwarded {
 impl Forwarded {
     /// The counts now (zero where Traefik has counted none yet).
     async fn read(namespace: &str) -> Forwarded {
-        let count = |svc: &'static str| async move {
-            crate::dataplane::traefik_forwarded(namespace, svc)
-                .await
-                .unwrap_or(0)
-        };
+        let metrics = crate::dataplane::traefik_metrics()
+            .await
+            .unwrap_or_default();
+        let count = |svc| crate::dataplane::forwarded_in(&metrics, namespace, svc);
         Forwarded {
-            primary: count("podinfo-primary").await,
-            canary: count("podinfo-canary").await,
+            primary: count("podinfo-primary"),
+            canary: count("podinfo-canary"),
         }
     }
 

@@ -23,4 +23,14 @@ require (
 	// Contour: examples/contour/01-crds.yaml (HTTPProxy), at the version Flagger v1.36.1's
 	// end-to-end tests install (test/contour/install.sh).
 	github.com/projectcontour/contour v1.23.0
+	// Kuma: deployments/charts/kuma/crds/kuma.io_trafficroutes.yaml (TrafficRoute). Flagger
+	// v1.36.1's end-to-end tests install Kuma 2.1.0, whose tag ("2.1.0", no v) is no Go module
+	// version; v2.7.20 is the oldest release published as github.com/kumahq/kuma/v2, and its
+	// TrafficRoute CRD has 2.1.0's schema (only descriptions reworded).
+	github.com/kumahq/kuma/v2 v2.7.20
+	// APISIX ingress controller: samples/deploy/crd/v1/ApisixRoute.yaml (ApisixRoute, served at
+	// v2). Flagger v1.36.1's end-to-end tests install APISIX from its Helm chart 0.11.3 (APISIX
+	// 2.15.1); v1.7.1 is the oldest release of the controller's module the Go module proxy
+	// serves here (v1.5 and v1.6 are refused), and its CRD serves apisix.apache.org/v2.
+	github.com/apache/apisix-ingress-controller v1.7.1
 )

@@ -1,4 +1,4 @@
-//! The peer CRDs the routers write to: Gateway API, Istio, SMI and Contour, installed by `cluster up`
+//! The peer CRDs the routers write to: Gateway API, Istio, SMI, Contour, Kuma and APISIX, installed by `cluster up`
 //! from the upstream Go modules that ship them, at the versions pinned in
 //! `xtask/go/peers/go.mod` (checksums in its go.sum), never hand-written.
 //!
@@ -9,6 +9,8 @@
 //! | SMI TrafficSplit | `github.com/openservicemesh/osm` | `cmd/osm-bootstrap/crds/smi_traffic_split.yaml` |
 //! | KEDA ScaledObject | `github.com/kedacore/keda/v2` | `config/crd/bases/keda.sh_scaledobjects.yaml` |
 //! | Contour HTTPProxy (and Contour's other CRDs) | `github.com/projectcontour/contour` | `examples/contour/01-crds.yaml` |
+//! | Kuma TrafficRoute | `github.com/kumahq/kuma/v2` | `deployments/charts/kuma/crds/kuma.io_trafficroutes.yaml` |
+//! | APISIX ApisixRoute | `github.com/apache/apisix-ingress-controller` | `samples/deploy/crd/v1/ApisixRoute.yaml` |
 //!
 //! The Gateway API channel is `experimental` (a superset of `standard` with `retry`), or what
 //! `FLEDGE_GATEWAY_API_CHANNEL` says. Upstream's safe-upgrades policy refuses experimental CRDs
@@ -50,10 +52,27 @@ pub const SMI_CRD_MODULE: &str = "github.com/openservicemesh/osm";
 pub const KEDA: &str = "github.com/kedacore/keda/v2";
 /// Contour's module (the HTTPProxy of the `contour` provider).
 pub const CONTOUR: &str = "github.com/projectcontour/contour";
+/// Kuma's module (the TrafficRoute of the `kuma` provider).
+pub const KUMA: &str = "github.com/kumahq/kuma/v2";
+/// The APISIX ingress controller's module (the ApisixRoute of the `apisix` provider).
+pub const APISIX: &str = "github.com/apache/apisix-ingress-controller";
+
+/// Every pinned module, in the order `install_peer_crds` reads their directories.
+const PEER_MODULES: &[&str] = &[
+    GATEWAY_API,
+    ISTIO_API,
+    SMI_CRD_MODULE,
+    KEDA,
+    CONTOUR,
+    KUMA,
+    APISIX,
+];
 
 const ISTIO_FILE: &str = "kubernetes/customresourcedefinitions.gen.yaml";
 const KEDA_FILE: &str = "config/crd/bases/keda.sh_scaledobjects.yaml";
 const CONTOUR_FILE: &str = "examples/contour/01-crds.yaml";
+const KUMA_FILE: &str = "deployments/charts/kuma/crds/kuma.io_trafficroutes.yaml";
+const APISIX_FILE: &str = "samples/deploy/crd/v1/ApisixRoute.yaml";
 const SMI_FILE: &str = "cmd/osm-bootstrap/crds/smi_traffic_split.yaml";
 /// The TrafficSplit versions served, beyond what the file serves.
 const SMI_SERVED: &[&str] = &["v1alpha2", "v1alpha3"];
@@ -89,6 +108,8 @@ pub fn install_peer_crds(info: &ClusterInfo) -> Result<()> {
         "trafficsplits.split.smi-spec.io",
         "scaledobjects.keda.sh",
         "httpproxies.projectcontour.io",
+        "trafficroutes.kuma.io",
+        "apisixroutes.apisix.apache.org",
     ];
     if fs::read_to_string(&stamp_file).is_ok_and(|s| s == stamp_text)
         && kubectl.ok(&[&["get", "crd", "-o", "name"][..], &key_crds[..]].concat())
@@ -96,11 +117,13 @@ pub fn install_peer_crds(info: &ClusterInfo) -> Result<()> {
         return Ok(());
     }
 
-    let dirs = module_dirs(&[GATEWAY_API, ISTIO_API, SMI_CRD_MODULE, KEDA, CONTOUR])?;
+    let dirs = module_dirs(PEER_MODULES)?;
     let mut files = gateway_api_files(&dirs[0], &channel)?;
     files.push(dirs[1].join(ISTIO_FILE));
     files.push(dirs[3].join(KEDA_FILE));
     files.push(dirs[4].join(CONTOUR_FILE));
+    files.push(dirs[5].join(KUMA_FILE));
+    files.push(dirs[6].join(APISIX_FILE));
     let mut crds = Vec::new();
     let mut args: Vec<String> = [
         "apply",
@@ -170,13 +193,15 @@ pub fn install_peer_crds(info: &ClusterInfo) -> Result<()> {
     kubectl.run(&wait.iter().map(String::as_str).collect::<Vec<_>>(), None)?;
     eprintln!(
         "cluster: peer CRDs installed ({} CRDs: Gateway API {} {channel}, Istio {}, SMI \
-         TrafficSplit from OSM {}, KEDA ScaledObject {}, Contour {})",
+         TrafficSplit from OSM {}, KEDA ScaledObject {}, Contour {}, Kuma TrafficRoute {}, APISIX ApisixRoute {})",
         crds.len(),
         pinned(GATEWAY_API),
         pinned(ISTIO_API),
         pinned(SMI_CRD_MODULE),
         pinned(KEDA),
-        pinned(CONTOUR)
+        pinned(CONTOUR),
+        pinned(KUMA),
+        pinned(APISIX)
     );
     fs::create_dir_all(stamp_file.parent().context("stamp has a parent")?)?;
     fs::write(&stamp_file, stamp_text)?;
@@ -190,14 +215,16 @@ pub fn pinned(module: &str) -> &'static str {
 
 fn stamp(channel: &str) -> String {
     format!(
-        "{GATEWAY_API}@{} {channel}\n{ISTIO_API}@{}\n{SMI_CRD_MODULE}@{} served {} added {}\n{KEDA}@{}\n{CONTOUR}@{}\n",
+        "{GATEWAY_API}@{} {channel}\n{ISTIO_API}@{}\n{SMI_CRD_MODULE}@{} served {} added {}\n{KEDA}@{}\n{CONTOUR}@{}\n{KUMA}@{}\n{APISIX}@{}\n",
         pinned(GATEWAY_API),
         pinned(ISTIO_API),
         pinned(SMI_CRD_MODULE),
         SMI_SERVED.join(","),
         SMI_QUANTITY_VERSION,
         pinned(KEDA),
-        pinned(CONTOUR)
+        pinned(CONTOUR),
+        pinned(KUMA),
+        pinned(APISIX)
     )
 }
 
@@ -390,11 +417,11 @@ mod tests {
 
     #[test]
     fn every_peer_module_is_pinned() {
-        for m in [GATEWAY_API, ISTIO_API, SMI_CRD_MODULE, KEDA, CONTOUR] {
+        for m in PEER_MODULES {
             assert!(pinned(m).starts_with('v'), "{m} is not pinned in go/peers");
         }
         let sum = include_str!("../../go/peers/go.sum");
-        for m in [GATEWAY_API, ISTIO_API, SMI_CRD_MODULE, KEDA, CONTOUR] {
+        for m in PEER_MODULES {
             assert!(
                 sum.contains(&format!("{m} {} h1:", pinned(m))),
                 "go/peers/go.sum has no checksum for {m}"

@@ -26,15 +26,17 @@ const GO_MOD: &str = include_str!("../../go-dataplane/go.mod");
 pub enum Tool {
     Traefik,
     Podinfo,
+    VictoriaMetrics,
 }
 
 impl Tool {
-    pub const ALL: [Tool; 2] = [Tool::Traefik, Tool::Podinfo];
+    pub const ALL: [Tool; 3] = [Tool::Traefik, Tool::Podinfo, Tool::VictoriaMetrics];
 
     pub fn name(self) -> &'static str {
         match self {
             Tool::Traefik => "traefik",
             Tool::Podinfo => "podinfo",
+            Tool::VictoriaMetrics => "victoria-metrics",
         }
     }
 
@@ -42,6 +44,7 @@ impl Tool {
         match self {
             Tool::Traefik => "github.com/traefik/traefik/v3",
             Tool::Podinfo => "github.com/stefanprodan/podinfo",
+            Tool::VictoriaMetrics => "github.com/VictoriaMetrics/VictoriaMetrics",
         }
     }
 
@@ -50,6 +53,7 @@ impl Tool {
         match self {
             Tool::Traefik => "./cmd/traefik",
             Tool::Podinfo => "./cmd/podinfo",
+            Tool::VictoriaMetrics => "./app/victoria-metrics",
         }
     }
 
@@ -69,6 +73,9 @@ impl Tool {
             Tool::Podinfo => format!(
                 "-X github.com/stefanprodan/podinfo/pkg/version.REVISION={}",
                 pseudo_version_commit(version).unwrap_or(version)
+            ),
+            Tool::VictoriaMetrics => format!(
+                "-X github.com/VictoriaMetrics/VictoriaMetrics/lib/buildinfo.Version=victoria-metrics-{version}"
             ),
         }
     }
@@ -107,6 +114,7 @@ pub fn cached_binary(cache: &Path, tool: Tool) -> PathBuf {
 pub struct Binaries {
     pub traefik: PathBuf,
     pub podinfo: PathBuf,
+    pub victoria_metrics: PathBuf,
 }
 
 impl Binaries {
@@ -114,6 +122,7 @@ impl Binaries {
         Binaries {
             traefik: cached_binary(cache, Tool::Traefik),
             podinfo: cached_binary(cache, Tool::Podinfo),
+            victoria_metrics: cached_binary(cache, Tool::VictoriaMetrics),
         }
     }
 
@@ -121,6 +130,7 @@ impl Binaries {
         match tool {
             Tool::Traefik => &self.traefik,
             Tool::Podinfo => &self.podinfo,
+            Tool::VictoriaMetrics => &self.victoria_metrics,
         }
     }
 }

@@ -395,6 +395,12 @@ fn up(layout: &Layout, timeout: Duration) -> Result<DataplaneInfo> {
             "version": Tool::Podinfo.version(),
             "binary": bins.podinfo,
         },
+        // Not started here: the metrics providers' tests run their own, as a second real
+        // metrics server (Prometheus API, Graphite's carbon protocol and render API).
+        "victoria_metrics": {
+            "version": Tool::VictoriaMetrics.version(),
+            "binary": bins.victoria_metrics,
+        },
         "endpoint_slices": {
             "address_type": endpoints::ADDRESS_TYPE,
             "managed_by": endpoints::MANAGED_BY,

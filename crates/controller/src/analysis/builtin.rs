@@ -39,6 +39,11 @@ pub enum Observer {
     Skipper,
     /// Envoy's cluster metrics of `<namespace>_<svc>-canary_<port>`, Contour's cluster names.
     Contour,
+    /// Envoy's cluster metrics of `<svc>-canary_<namespace>_svc_<port>`, Kuma's service names.
+    Kuma,
+    /// APISIX's `apisix_http_status` and `apisix_http_latency` of the canary ApisixRoute
+    /// `<routeRef>-<svc>-canary` (APISIX's route label `<namespace>_<name>_<http route>`).
+    Apisix,
 }
 
 /// Which observer the builtin queries of `gatewayapi:*` Canaries use (a controller flag):
@@ -84,6 +89,8 @@ impl Observer {
             "nginx" => Observer::Nginx,
             "skipper" => Observer::Skipper,
             "contour" => Observer::Contour,
+            "kuma" => Observer::Kuma,
+            "apisix" => Observer::Apisix,
             p if p == "kubernetes" || p.starts_with("gatewayapi") => match gateway {
                 GatewayMetrics::Traefik if p != "kubernetes" => Observer::TraefikGateway,
                 _ => Observer::Http,
@@ -177,9 +184,12 @@ impl Observer {
                     )
                 }
             }
-            Observer::Contour => {
-                let sel =
-                    r#"envoy_cluster_name=~"{{ namespace }}_{{ service }}-canary_[0-9a-zA-Z-]+""#;
+            Observer::Contour | Observer::Kuma => {
+                let sel = if self == Observer::Contour {
+                    r#"envoy_cluster_name=~"{{ namespace }}_{{ service }}-canary_[0-9a-zA-Z-]+""#
+                } else {
+                    r#"envoy_cluster_name=~"{{ service }}-canary_{{ namespace }}_svc_[0-9a-zA-Z-]+""#
+                };
                 if success {
                     format!(
                         r#"sum(rate(envoy_cluster_upstream_rq{{{sel}, envoy_response_code!~"5.*"}}[{{{{ interval }}}}])) / sum(rate(envoy_cluster_upstream_rq{{{sel}}}[{{{{ interval }}}}])) * 100"#
@@ -187,6 +197,18 @@ impl Observer {
                 } else {
                     format!(
                         r#"histogram_quantile(0.99, sum(rate(envoy_cluster_upstream_rq_time_bucket{{{sel}}}[{{{{ interval }}}}])) by (le))"#
+                    )
+                }
+            }
+            Observer::Apisix => {
+                let sel = r#"route=~"{{ namespace }}_{{ route }}-{{ service }}-canary_.+""#;
+                if success {
+                    format!(
+                        r#"sum(rate(apisix_http_status{{{sel}, code!~"5.."}}[{{{{ interval }}}}])) / sum(rate(apisix_http_status{{{sel}}}[{{{{ interval }}}}])) * 100"#
+                    )
+                } else {
+                    format!(
+                        r#"histogram_quantile(0.99, sum(rate(apisix_http_latency_bucket{{type=~"request", {sel}}}[{{{{ interval }}}}])) by (le))"#
                     )
                 }
             }
@@ -217,12 +239,13 @@ impl Observer {
                 .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
                 .collect()
         };
-        let (namespace, name, target, service, ingress) = (
+        let (namespace, name, target, service, ingress, route) = (
             word(vars.namespace),
             word(vars.name),
             word(vars.target),
             word(vars.service),
             word(vars.ingress),
+            word(vars.route),
         );
         render(
             query,
@@ -232,6 +255,7 @@ impl Observer {
                 target: &target,
                 service: &service,
                 ingress: &ingress,
+                route: &route,
                 ..*vars
             },
         )
@@ -249,6 +273,7 @@ mod tests {
             target: "web",
             service: "web",
             ingress: "web-ingress",
+            route: "web-route",
             interval: "1m",
             variables: None,
         }
@@ -272,6 +297,8 @@ mod tests {
             ("nginx", Nginx),
             ("skipper", Skipper),
             ("contour", Contour),
+            ("kuma", Kuma),
+            ("apisix", Apisix),
         ] {
             assert_eq!(Observer::for_provider(provider, app), want, "{provider}");
         }
@@ -357,6 +384,26 @@ mod tests {
         assert_eq!(
             q(Observer::Contour, DURATION),
             r#"histogram_quantile(0.99, sum(rate(envoy_cluster_upstream_rq_time_bucket{envoy_cluster_name=~"shop_web-canary_[0-9a-zA-Z-]+"}[1m])) by (le))"#
+        );
+        // Flagger's pkg/metrics/observers/kuma.go, folded the same way; the apex Service's name
+        // where Flagger writes the target's (Kuma names the cluster after the Service).
+        assert_eq!(
+            q(Observer::Kuma, SUCCESS_RATE),
+            r#"sum(rate(envoy_cluster_upstream_rq{envoy_cluster_name=~"web-canary_shop_svc_[0-9a-zA-Z-]+", envoy_response_code!~"5.*"}[1m])) / sum(rate(envoy_cluster_upstream_rq{envoy_cluster_name=~"web-canary_shop_svc_[0-9a-zA-Z-]+"}[1m])) * 100"#
+        );
+        assert_eq!(
+            q(Observer::Kuma, DURATION),
+            r#"histogram_quantile(0.99, sum(rate(envoy_cluster_upstream_rq_time_bucket{envoy_cluster_name=~"web-canary_shop_svc_[0-9a-zA-Z-]+"}[1m])) by (le))"#
+        );
+        // Flagger's pkg/metrics/observers/apisix.go, folded the same way; the apex Service's
+        // name where Flagger writes the target's (the canary route is named after the Service).
+        assert_eq!(
+            q(Observer::Apisix, SUCCESS_RATE),
+            r#"sum(rate(apisix_http_status{route=~"shop_web-route-web-canary_.+", code!~"5.."}[1m])) / sum(rate(apisix_http_status{route=~"shop_web-route-web-canary_.+"}[1m])) * 100"#
+        );
+        assert_eq!(
+            q(Observer::Apisix, DURATION),
+            r#"histogram_quantile(0.99, sum(rate(apisix_http_latency_bucket{type=~"request", route=~"shop_web-route-web-canary_.+"}[1m])) by (le))"#
         );
         // Other observers render the variables as they are.
         assert!(

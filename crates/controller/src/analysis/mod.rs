@@ -61,6 +61,9 @@ struct Planned {
     name: String,
     /// The server, the rendered query, and the metric's interval.
     job: Result<(ProviderConfig, String, Duration), MetricOutcome>,
+    /// A statistically judged metric: its query rendered for the baseline's workload (the
+    /// job's is the canary's).
+    baseline_query: Option<String>,
 }
 
 impl Analyzer {
@@ -86,11 +89,29 @@ impl Analyzer {
         if metrics.is_empty() {
             return Vec::new();
         }
+        let judge = canary.spec.analysis.as_ref().and_then(|a| a.judge.as_ref());
         let mut planned = Vec::with_capacity(metrics.len());
         for (i, m) in metrics.iter().enumerate() {
+            let job = self.plan(canary, i, m, None).await;
+            let baseline_query = match judge.filter(|_| m.judge.is_some()) {
+                Some(j) if job.is_ok() => {
+                    let target = &canary.spec.target_ref.name;
+                    let baseline = if j.fresh_baseline() {
+                        fledge_api::baseline_name(target)
+                    } else {
+                        format!("{target}-primary")
+                    };
+                    self.plan(canary, i, m, Some(&baseline))
+                        .await
+                        .ok()
+                        .map(|(_, q, _)| q)
+                }
+                _ => None,
+            };
             planned.push(Planned {
                 name: m.name.clone(),
-                job: self.plan(canary, i, m).await,
+                job,
+                baseline_query,
             });
         }
         // One client and one online check per distinct server.
@@ -126,9 +147,21 @@ impl Analyzer {
             let outcome = match &p.job {
                 Err(outcome) => outcome.clone(),
                 Ok((cfg, query, interval)) => match (online.get(cfg), servers.get(cfg)) {
-                    (Some(Ok(())), Some(Ok(server))) => match at {
-                        None => server.query_over(query, *interval).await,
-                        Some(t) => server.query_at(query, t).await,
+                    (Some(Ok(())), Some(Ok(server))) => match (&p.baseline_query, at) {
+                        (Some(baseline), _) => {
+                            let (b, c) = futures::join!(
+                                server.samples(baseline, *interval, at),
+                                server.samples(query, *interval, at)
+                            );
+                            match (b, c) {
+                                (Ok(baseline), Ok(canary)) => {
+                                    MetricOutcome::Samples { baseline, canary }
+                                }
+                                (Err(e), _) | (_, Err(e)) => e,
+                            }
+                        }
+                        (None, None) => server.query_over(query, *interval).await,
+                        (None, Some(t)) => server.query_at(query, t).await,
                     },
                     (Some(Err(why)), _) => why.clone(),
                     _ => MetricOutcome::ProviderUnreachable("no metrics provider client".into()),
@@ -151,12 +184,14 @@ impl Analyzer {
         results
     }
 
-    /// Where and what to query for metric `i`.
+    /// Where and what to query for metric `i`, with `{{ target }}` naming `target` instead of
+    /// `spec.targetRef.name` when given (a statistical judgement's baseline).
     async fn plan(
         &self,
         canary: &Canary,
         i: usize,
         m: &CanaryMetric,
+        target: Option<&str>,
     ) -> Result<(ProviderConfig, String, Duration), MetricOutcome> {
         let ns = canary.namespace().unwrap_or_default();
         let field = format!("spec.analysis.metrics[{i}]");
@@ -166,7 +201,7 @@ impl Analyzer {
                 "{field}.interval {interval:?} is not a duration ({e}); write e.g. 1m"
             ))
         })?;
-        let target = canary.spec.target_ref.name.as_str();
+        let target = target.unwrap_or(canary.spec.target_ref.name.as_str());
         let name = canary.name_any();
         let vars = TemplateVars {
             namespace: &ns,
@@ -176,6 +211,11 @@ impl Analyzer {
             ingress: canary
                 .spec
                 .ingress_ref
+                .as_ref()
+                .map_or("", |r| r.name.as_str()),
+            route: canary
+                .spec
+                .route_ref
                 .as_ref()
                 .map_or("", |r| r.name.as_str()),
             interval,

@@ -18,11 +18,13 @@ pub mod mannwhitney;
 pub mod sample;
 #[cfg(feature = "judge-sim")]
 pub mod simulate;
+pub mod step;
 
 use std::collections::BTreeMap;
 
 pub use mannwhitney::{MannWhitney, Method, mann_whitney_u};
 pub use sample::{NanStrategy, Outliers};
+pub use step::{JudgedStep, judge_step};
 
 /// Which change of a metric is bad.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -248,8 +250,8 @@ pub fn judge_metric(
     v.effect = Some(effect);
     let medians = format!(
         "median {} against the baseline's {}",
-        short(v.canary_median),
-        short(v.baseline_median)
+        significant(v.canary_median),
+        significant(v.baseline_median)
     );
     let alpha = 1.0 - confidence;
     if test.p_value >= alpha || cles == 0.5 {
@@ -317,15 +319,17 @@ fn mean_ratio(canary: f64, baseline: f64) -> f64 {
     }
 }
 
-/// A number in a few significant digits.
-fn short(v: f64) -> String {
+/// A number in three significant digits (whole numbers from 100 on), as judgements show them.
+pub fn significant(v: f64) -> String {
     if v.is_nan() {
-        "none".into()
-    } else if v.abs() >= 100.0 || v == v.trunc() {
-        format!("{v:.0}")
-    } else {
-        format!("{v:.3}")
+        return "none".into();
     }
+    if v == 0.0 || !v.is_finite() || v.abs() >= 100.0 || v == v.trunc() {
+        return format!("{v:.0}");
+    }
+    let magnitude = v.abs().log10().floor() as i32;
+    let decimals = (2 - magnitude).clamp(0, 15) as usize;
+    format!("{v:.decimals$}")
 }
 
 /// The step's outcome.
@@ -424,6 +428,18 @@ mod tests {
         (0..n)
             .map(|i| base + step * ((i * 37) % n) as f64)
             .collect()
+    }
+
+    #[test]
+    fn numbers_are_shown_in_three_significant_digits() {
+        let shown: Vec<String> = [0.000_183_64, 0.5, 12.345, 250.4, 3.0, 0.0, f64::NAN]
+            .into_iter()
+            .map(significant)
+            .collect();
+        assert_eq!(
+            shown,
+            ["0.000184", "0.500", "12.3", "250", "3", "0", "none"]
+        );
     }
 
     #[test]

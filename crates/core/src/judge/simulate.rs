@@ -179,8 +179,6 @@ pub struct Run {
     pub max_errors: f64,
     /// See `max_errors`.
     pub max_p99: f64,
-    /// Per interval, the canary's error percentage and p99 (up to 8 intervals).
-    pub per_interval: [(f64, f64); 8],
 }
 
 /// Simulates one run of `scenario` from `seed`.
@@ -196,7 +194,6 @@ pub fn run(scenario: &Scenario, cfg: &JudgeConfig, seed: u64) -> Run {
         statistical_failed_at: None,
         max_errors: f64::NEG_INFINITY,
         max_p99: f64::NEG_INFINITY,
-        per_interval: [(f64::NAN, f64::NAN); 8],
     };
     for i in 0..scenario.intervals {
         let t = start + INTERVAL * i as f64;
@@ -223,9 +220,6 @@ pub fn run(scenario: &Scenario, cfg: &JudgeConfig, seed: u64) -> Run {
         }
         if !canary.total_p99.is_nan() {
             out.max_p99 = out.max_p99.max(canary.total_p99);
-        }
-        if i < out.per_interval.len() {
-            out.per_interval[i] = (canary.total_errors, canary.total_p99);
         }
     }
     out

@@ -3,7 +3,7 @@
 
 use fledge_api::{CanaryPhase, HookType, OperatorRequest, RequestAction};
 
-use crate::action::{Action, CanaryScale, LedgerEvent, NotifyKind, Severity};
+use crate::action::{CanaryScale, LedgerEvent, NotifyKind, Severity};
 use crate::checks::Failure;
 use crate::conditions::{self, CHECKS_PASSING};
 use crate::ctx::{Cx, MAX_FAILURES};
@@ -70,7 +70,7 @@ fn canary_ready(cx: &mut Cx, target: &TargetObservation) -> bool {
     let r = target.readiness;
     let verdict = if r.desired <= 0 {
         // Scaled to zero: the scale-up was lost (a crash before the status write) or undone.
-        cx.act(Action::ScaleCanary(CanaryScale::MatchPrimary));
+        cx.scale_canary(CanaryScale::MatchPrimary);
         Err("the canary has no replicas".to_string())
     } else {
         r.check(cx.analysis.canary_ready_threshold())

@@ -181,7 +181,7 @@ fn start(cx: &mut Cx, target: &TargetObservation) {
             format!("New revision detected, promoting {name} without analysis."),
         );
     } else {
-        cx.act(Action::ScaleCanary(CanaryScale::MatchPrimary));
+        cx.scale_canary(CanaryScale::MatchPrimary);
         cx.enter(
             CanaryPhase::Progressing,
             "NewRevision",

@@ -117,7 +117,7 @@ fn wait(cx: &mut Cx, target: &TargetObservation, why: String) {
 }
 
 fn finish(cx: &mut Cx, target: &TargetObservation) {
-    cx.act(Action::ScaleCanary(CanaryScale::Zero));
+    cx.scale_canary(CanaryScale::Zero);
     cx.ensure_services();
     // The routes may have just been created: state the weights explicitly.
     cx.act(Action::SetWeights(Routes::PRIMARY));

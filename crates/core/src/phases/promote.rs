@@ -67,7 +67,7 @@ fn finish_shift(cx: &mut Cx) {
 /// `Finalising`: scale the canary down and record the success.
 pub(super) fn finalise(cx: &mut Cx) {
     cx.set_routes(Routes::PRIMARY);
-    cx.act(Action::ScaleCanary(CanaryScale::Zero));
+    cx.scale_canary(CanaryScale::Zero);
     cx.status.last_promoted_spec = cx.status.last_applied_spec.clone();
     cx.remember_promoted(cx.status.last_applied_spec.clone());
     cx.status.last_promoted_configs = cx.status.tracked_configs.clone();

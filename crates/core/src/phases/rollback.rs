@@ -18,7 +18,7 @@ pub(super) fn run(cx: &mut Cx, reason: String) {
 /// [`run`], with the alert of `kind` (a rollback for the progress deadline says so).
 pub(super) fn run_as(cx: &mut Cx, reason: String, kind: NotifyKind) {
     cx.set_routes(Routes::PRIMARY);
-    cx.act(Action::ScaleCanary(CanaryScale::Zero));
+    cx.scale_canary(CanaryScale::Zero);
     if let Some(r) = cx.status.rollout.as_mut() {
         r.unready_since = None;
     }
