@@ -216,7 +216,12 @@ impl Prometheus {
         });
         let start = end - range.as_secs().max(1) as i64;
         let step = (range.as_secs_f64() / 20.0).max(1.0);
-        let result = match self.client.query_range(promql, start, end, step).get().await {
+        let result = match self
+            .client
+            .query_range(promql, start, end, step)
+            .get()
+            .await
+        {
             Ok(r) => r,
             Err(e) => {
                 let params = [
@@ -247,7 +252,8 @@ impl Prometheus {
         path: &str,
         params: &[(&str, String)],
     ) -> MetricOutcome {
-        let unreadable = matches!(e, PromError::Client(c) if c.inner().is_some_and(|i| i.is_decode()));
+        let unreadable =
+            matches!(e, PromError::Client(c) if c.inner().is_some_and(|i| i.is_decode()));
         if !unreadable {
             return self.failure(e);
         }
