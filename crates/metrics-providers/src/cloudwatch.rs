@@ -441,21 +441,14 @@ fn value_of(pages: &[GetMetricDataOutput]) -> MetricOutcome {
             ));
         }
     };
-    if result
-        .statuses
-        .iter()
-        .any(|s| s == StatusCode::InternalError.as_str())
-    {
+    let has = |code: StatusCode| result.statuses.iter().any(|s| s == code.as_str());
+    if has(StatusCode::InternalError) {
         return MetricOutcome::ProviderUnreachable(format!(
             "CloudWatch could not compute result {id}{}",
             said(&[result.messages, messages].concat())
         ));
     }
-    if result
-        .statuses
-        .iter()
-        .any(|s| s == StatusCode::Forbidden.as_str())
-    {
+    if has(StatusCode::Forbidden) {
         return MetricOutcome::ProviderUnreachable(format!(
             "CloudWatch denied result {id} (status Forbidden){}; {CREDENTIALS}",
             said(&result.messages)
