@@ -1024,6 +1024,22 @@ mod aws {
         region: &str,
         service: &str,
     ) -> Result<(), String> {
+        verify_sigv4_session(req, key_id, secret, None, region, service)
+    }
+
+    /// [`verify_sigv4`] for temporary credentials: the session token must be sent
+    /// (X-Amz-Security-Token) and signed.
+    pub fn verify_sigv4_session(
+        req: &Request,
+        key_id: &str,
+        secret: &str,
+        session: Option<&str>,
+        region: &str,
+        service: &str,
+    ) -> Result<(), String> {
+        if let Some(token) = session {
+            req.expect_header("x-amz-security-token", token)?;
+        }
         let auth = req
             .header("authorization")
             .ok_or("no Authorization header")?;
@@ -1052,8 +1068,13 @@ mod aws {
             ));
         }
         let signed: Vec<&str> = signed.split(';').collect();
-        for must in ["host", "x-amz-date"] {
-            if !signed.contains(&must) {
+        let musts: &[&str] = if session.is_some() {
+            &["host", "x-amz-date", "x-amz-security-token"]
+        } else {
+            &["host", "x-amz-date"]
+        };
+        for must in musts {
+            if !signed.contains(must) {
                 return Err(format!("{must} is not signed"));
             }
         }
@@ -1488,12 +1509,17 @@ const CHILD: &str = "FLEDGE_CONFORMANCE_CHILD";
 /// parent, which is then done. A test cannot set its own process's environment (changing it
 /// while threads run is unsafe), and the chain reads the environment.
 async fn in_child(name: &str) -> bool {
-    in_child_with(name, &[]).await
+    let keys = [
+        ("AWS_ACCESS_KEY_ID", AWS_ACCESS_KEY_ID.into()),
+        ("AWS_SECRET_ACCESS_KEY", SECRET.into()),
+    ];
+    in_child_with(name, &keys).await
 }
 
-/// [`in_child`], with `extra` in the child's environment too. Neither AWS's nor Google's
-/// variables of the parent reach the child.
-async fn in_child_with(name: &str, extra: &[(&str, &std::path::Path)]) -> bool {
+/// [`in_child`], with only `extra` in the child's environment besides what keeps AWS's and
+/// Google's SDKs from reading this machine's files and metadata services. Neither AWS's nor
+/// Google's variables of the parent reach the child.
+async fn in_child_with(name: &str, extra: &[(&str, std::ffi::OsString)]) -> bool {
     if std::env::var_os(CHILD).is_some() {
         return false;
     }
@@ -1512,8 +1538,6 @@ async fn in_child_with(name: &str, extra: &[(&str, &std::path::Path)]) -> bool {
     let nowhere = std::env::temp_dir().join("fledge-conformance-no-aws-config");
     let out = cmd
         .env(CHILD, "1")
-        .env("AWS_ACCESS_KEY_ID", AWS_ACCESS_KEY_ID)
-        .env("AWS_SECRET_ACCESS_KEY", SECRET)
         .env("AWS_CONFIG_FILE", &nowhere)
         .env("AWS_SHARED_CREDENTIALS_FILE", &nowhere)
         .env("AWS_EC2_METADATA_DISABLED", "true")
@@ -1790,7 +1814,12 @@ async fn stackdriver_without_a_key_uses_googles_default_credentials() {
         "fledge-conformance-gcp-key-{}.json",
         std::process::id()
     ));
-    if in_child_with(NAME, &[("GOOGLE_APPLICATION_CREDENTIALS", &key_file)]).await {
+    if in_child_with(
+        NAME,
+        &[("GOOGLE_APPLICATION_CREDENTIALS", key_file.clone().into())],
+    )
+    .await
+    {
         let _ = std::fs::remove_file(&key_file);
         return;
     }
@@ -1928,4 +1957,119 @@ fn keptn_needs_the_cluster() {
         panic!("built without a cluster");
     };
     assert!(m.contains("Kubernetes client"), "{m}");
+}
+
+#[tokio::test]
+async fn cloudwatch_signs_with_the_web_identity_credentials_irsa_sets_up() {
+    use std::sync::Mutex;
+    const NAME: &str = "cloudwatch_signs_with_the_web_identity_credentials_irsa_sets_up";
+    const ROLE: &str = "arn:aws:iam::123456789012:role/fledge";
+    const TEMP_KEY: &str = "ASIAFLEDGETEST";
+    const SESSION: &str = "FwoGZXIvYXdzEFLEDGE-session-token";
+    if std::env::var_os(CHILD).is_some() {
+        // In the child: only the web identity in the environment, as EKS sets it on the pod.
+        let url = std::env::var("FLEDGE_TEST_CLOUDWATCH").unwrap();
+        let p = provider_for(&CloudWatch.config(&url), Duration::from_secs(5)).unwrap();
+        let got = p.query_over(CloudWatch.query(), INTERVAL).await;
+        assert!(
+            matches!(got, MetricOutcome::Value(v) if v == 12.5),
+            "{got:?}"
+        );
+        return;
+    }
+    // The parent serves STS and CloudWatch while the child runs.
+    // https://docs.aws.amazon.com/eks/latest/userguide/iam-roles-for-service-accounts.html (the
+    // AWS_ROLE_ARN and AWS_WEB_IDENTITY_TOKEN_FILE a pod gets) and
+    // https://docs.aws.amazon.com/STS/latest/APIReference/API_AssumeRoleWithWebIdentity.html
+    // (awsQuery: a form POST with Action, Version, RoleArn, RoleSessionName and WebIdentityToken,
+    // unsigned; the XML answer's Credentials).
+    let token =
+        "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJzeXN0ZW06c2VydmljZWFjY291bnQ6ZmxlZGdlOmZsZWRnZSJ9.c2ln";
+    let token_file = std::env::temp_dir().join(format!(
+        "fledge-conformance-web-identity-{}",
+        std::process::id()
+    ));
+    std::fs::write(&token_file, token).unwrap();
+    let assumed = Arc::new(Mutex::new(0));
+    let count = assumed.clone();
+    let handler = Arc::new(move |req: &Request| -> Result<Response, String> {
+        if req.path == "/" {
+            req.expect("POST", "/")?;
+            req.expect_header("content-type", "application/x-www-form-urlencoded")?;
+            if req.header("authorization").is_some() {
+                return Err("AssumeRoleWithWebIdentity is signed; it takes no credentials".into());
+            }
+            let form: Vec<(String, String)> = url::form_urlencoded::parse(req.body.as_bytes())
+                .into_owned()
+                .collect();
+            let field = |k: &str| form.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+            if field("Action") != Some("AssumeRoleWithWebIdentity")
+                || field("Version") != Some("2011-06-15")
+                || field("RoleArn") != Some(ROLE)
+                || field("WebIdentityToken") != Some(token)
+                || field("RoleSessionName").is_none_or(str::is_empty)
+            {
+                return Err(format!("not the pod's AssumeRoleWithWebIdentity: {form:?}"));
+            }
+            *count.lock().unwrap() += 1;
+            let expires = jiff::Timestamp::now() + jiff::SignedDuration::from_hours(1);
+            return Ok(Response {
+                content_type: "text/xml",
+                ..Response::text(
+                    200,
+                    format!(
+                        r#"<AssumeRoleWithWebIdentityResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/">
+  <AssumeRoleWithWebIdentityResult>
+    <SubjectFromWebIdentityToken>system:serviceaccount:fledge:fledge</SubjectFromWebIdentityToken>
+    <AssumedRoleUser>
+      <Arn>arn:aws:sts::123456789012:assumed-role/fledge/fledge-session</Arn>
+      <AssumedRoleId>AROAFLEDGETEST:fledge-session</AssumedRoleId>
+    </AssumedRoleUser>
+    <Credentials>
+      <SessionToken>{SESSION}</SessionToken>
+      <SecretAccessKey>{SECRET2}</SecretAccessKey>
+      <Expiration>{}</Expiration>
+      <AccessKeyId>{TEMP_KEY}</AccessKeyId>
+    </Credentials>
+    <Provider>oidc.eks.eu-west-1.amazonaws.com/id/FLEDGE</Provider>
+  </AssumeRoleWithWebIdentityResult>
+  <ResponseMetadata><RequestId>ad4156e9-bce1-11e2-82e6-6b6efEXAMPLE</RequestId></ResponseMetadata>
+</AssumeRoleWithWebIdentityResponse>"#,
+                        expires.strftime("%Y-%m-%dT%H:%M:%SZ")
+                    ),
+                )
+            });
+        }
+        req.expect("POST", GET_METRIC_DATA)?;
+        aws::verify_sigv4_session(
+            req,
+            TEMP_KEY,
+            SECRET2,
+            Some(SESSION),
+            AWS_REGION,
+            "monitoring",
+        )?;
+        let body = aws::decode(&req.raw)?;
+        let end = aws::timestamp(&body, "EndTime")?.floor() as i64;
+        Ok(aws::results(&[("e1", "Complete", &[(end, 12.5)])], None))
+    });
+    let (url, violations) = contract_server(handler).await;
+    let ran = in_child_with(
+        NAME,
+        &[
+            ("AWS_ROLE_ARN", ROLE.into()),
+            ("AWS_WEB_IDENTITY_TOKEN_FILE", token_file.clone().into()),
+            ("AWS_ENDPOINT_URL_STS", url.clone().into()),
+            ("FLEDGE_TEST_CLOUDWATCH", url.into()),
+        ],
+    )
+    .await;
+    let _ = std::fs::remove_file(&token_file);
+    assert!(ran);
+    assert!(
+        violations.lock().unwrap().is_empty(),
+        "{:?}",
+        violations.lock().unwrap()
+    );
+    assert_eq!(*assumed.lock().unwrap(), 1, "the role is assumed once");
 }
