@@ -1626,11 +1626,62 @@ pub fn validate_metric_template_spec(spec: &MetricTemplateSpec) -> Vec<Problem> 
             "is empty; write the query, e.g. sum(rate(http_requests_total{namespace=\"{{ namespace }}\"}[{{ interval }}]))",
         );
     } else {
-        for message in template_problems(&spec.query) {
+        let problems = template_problems(&spec.query);
+        let well_formed = problems.is_empty();
+        for message in problems {
+            p.add("spec.query", message);
+        }
+        if well_formed && let Some(message) = query_shape_problem(kind, &spec.query) {
             p.add("spec.query", message);
         }
     }
     p.0
+}
+
+/// What is wrong with the shape a provider needs its query in (CloudWatch: a JSON array of
+/// MetricDataQuery; Keptn: `keptnmetric/…` or `analysis/…`), judged before rendering: each
+/// `{{ ... }}` stands for a value.
+fn query_shape_problem(kind: &str, query: &str) -> Option<String> {
+    let mut rendered = String::new();
+    let mut rest = query;
+    while let Some(open) = rest.find("{{") {
+        rendered.push_str(&rest[..open]);
+        rendered.push('0');
+        let after = &rest[open + 2..];
+        rest = after.find("}}").map_or("", |close| &after[close + 2..]);
+    }
+    rendered.push_str(rest);
+    match kind {
+        "cloudwatch" => {
+            const HOW: &str = "write a JSON array of MetricDataQuery objects, e.g. [{\"Id\": \"e1\", \"Expression\": \"m1 / m2\"}, …]";
+            let value: serde_json::Value = match serde_json::from_str(&rendered) {
+                Ok(v) => v,
+                Err(e) => return Some(format!("is not JSON ({e}); {HOW}")),
+            };
+            let Some(items) = value.as_array().filter(|a| !a.is_empty()) else {
+                return Some(format!("is not a non-empty JSON array; {HOW}"));
+            };
+            items.iter().enumerate().find_map(|(i, q)| {
+                let has_id = q
+                    .as_object()
+                    .is_some_and(|o| o.keys().any(|k| k.eq_ignore_ascii_case("id")));
+                (!has_id).then(|| format!("item {i} is not a MetricDataQuery with an Id; {HOW}"))
+            })
+        }
+        "keptn" => {
+            let lower = rendered.trim().to_lowercase();
+            let parts: Vec<&str> = lower.split('/').collect();
+            let kind_ok = matches!(
+                parts[0],
+                "keptnmetric" | "keptnmetrics" | "analysis" | "analyses"
+            );
+            let named = parts.len() >= 3 && !parts[1].is_empty() && !parts[2].is_empty();
+            (!kind_ok || !named).then(|| {
+                "is not a Keptn query; write keptnmetric/<namespace>/<name> or analysis/<namespace>/<analysis definition>/<timeframe>/<key>=<value>;…".to_string()
+            })
+        }
+        _ => None,
+    }
 }
 
 /// The problems of the `{{ ... }}` actions of a MetricTemplate query, one message each

@@ -1876,6 +1876,7 @@ fn metric_templates() {
             vec![
                 ("provider.type", json!("cloudwatch")),
                 ("provider.address", Value::Null),
+                ("query", json!("[{\"Id\": \"e1\", \"Expression\": \"m1\"}]")),
             ],
             vec![(
                 "spec.provider.region",
@@ -1883,10 +1884,67 @@ fn metric_templates() {
             )],
         ),
         (
+            "a CloudWatch query that is not MetricDataQueries",
+            vec![
+                ("provider.type", json!("cloudwatch")),
+                ("provider.address", Value::Null),
+                ("provider.region", json!("eu-west-1")),
+                ("query", json!("sum(rate(x[1m]))")),
+            ],
+            vec![("spec.query", "is not JSON")],
+        ),
+        (
+            "a CloudWatch query without an Id",
+            vec![
+                ("provider.type", json!("cloudwatch")),
+                ("provider.address", Value::Null),
+                ("provider.region", json!("eu-west-1")),
+                ("query", json!("[{\"Expression\": \"m1\"}]")),
+            ],
+            vec![("spec.query", "item 0 is not a MetricDataQuery with an Id")],
+        ),
+        (
+            "a CloudWatch query with templates in and out of strings",
+            vec![
+                ("provider.type", json!("cloudwatch")),
+                ("provider.address", Value::Null),
+                ("provider.region", json!("eu-west-1")),
+                (
+                    "query",
+                    json!(
+                        "[{\"id\": \"m1\", \"MetricStat\": {\"Metric\": {\"Dimensions\": [{\"Name\": \"app\", \"Value\": \"{{ name }}.{{ namespace }}\"}]}, \"Period\": {{ variables.period }}, \"Stat\": \"Sum\"}}]"
+                    ),
+                ),
+            ],
+            vec![],
+        ),
+        (
+            "a Keptn query of another kind",
+            vec![
+                ("provider.type", json!("keptn")),
+                ("provider.address", Value::Null),
+                ("query", json!("prometheus/{{ namespace }}/latency")),
+            ],
+            vec![("spec.query", "is not a Keptn query")],
+        ),
+        (
+            "a Keptn query",
+            vec![
+                ("provider.type", json!("keptn")),
+                ("provider.address", Value::Null),
+                (
+                    "query",
+                    json!("analysis/{{ namespace }}/budget/5m/workload={{ target }}"),
+                ),
+            ],
+            vec![],
+        ),
+        (
             "a provider reached in a region, with one",
             vec![
                 ("provider.type", json!("cloudwatch")),
                 ("provider.address", Value::Null),
+                ("query", json!("[{\"Id\": \"e1\", \"Expression\": \"m1\"}]")),
                 ("provider.region", json!("ap-northeast-1")),
             ],
             vec![],
