@@ -134,7 +134,11 @@ async fn a_real_graphite_render_api_over_carbon_data_gives_one_number_or_says_wh
     let t = now() / 10 * 10 - 10;
     let mut points = Vec::new();
     for i in 0..12 {
-        points.push(("shop.podinfo.canary.errors", (i * 3) as f64, t - 110 + i * 10));
+        points.push((
+            "shop.podinfo.canary.errors",
+            (i * 3) as f64,
+            t - 110 + i * 10,
+        ));
         points.push(("shop.podinfo.primary.errors", i as f64, t - 110 + i * 10));
     }
     vm.carbon(&points).unwrap();
