@@ -15,6 +15,7 @@ use fledge_e2e::dataplane::{
     GATEWAY_NAME, GATEWAY_NAMESPACE, LocalWorkload, dataplane, faults_by_tag, traefik_servers,
     wait_canary_routed,
 };
+use fledge_e2e::victoria::VictoriaMetrics;
 use fledge_e2e::{TestNs, admin_kubeconfig, deployment_json, eventually, fledge_binary};
 use k8s_openapi::api::apps::v1::Deployment;
 use serde_json::{Value, json};
@@ -461,6 +462,85 @@ async fn statistical_judgement_rolls_back_a_slower_version_the_fixed_thresholds_
     )
     .await
     .unwrap();
+}
+
+/// 4c. A Graphite check: a VictoriaMetrics server takes the canary's error answers (counted by
+///     Traefik) through the carbon protocol, the Graphite provider reads them back through the
+///     render API, and the faulty version is rolled back on that check.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_graphite_check_over_carbon_data_rolls_back_a_faulty_version() {
+    let ns = TestNs::new("an-graphite").await;
+    let host = format!("{}.fledge.test", ns.name);
+    let vm = std::sync::Arc::new(VictoriaMetrics::start().await.unwrap());
+    let series = format!("{}.podinfo.canary.errors_30s", ns.name);
+    // Every second: the canary's 4xx and 5xx answers of the last 30 s, from Traefik's counters.
+    let forward = {
+        let (vm, series, service) = (
+            vm.clone(),
+            series.clone(),
+            format!("service=\"{}-podinfo-canary-http-9898@", ns.name),
+        );
+        tokio::spawn(async move {
+            let mut seen: std::collections::VecDeque<(i64, f64)> = Default::default();
+            loop {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .as_secs() as i64;
+                let errors: f64 = fledge_e2e::dataplane::traefik_metrics()
+                    .await
+                    .unwrap_or_default()
+                    .lines()
+                    .filter(|l| l.starts_with("traefik_service_requests_total{"))
+                    .filter(|l| l.contains(&service))
+                    .filter(|l| l.contains("code=\"4") || l.contains("code=\"5"))
+                    .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                    .sum();
+                seen.push_back((now, errors));
+                while seen.front().is_some_and(|(t, _)| *t < now - 30) {
+                    seen.pop_front();
+                }
+                let since = seen.front().map_or(errors, |(_, e)| *e);
+                let _ = vm.carbon(&[(&series, errors - since, now)]);
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        })
+    };
+    vm.wait_rendered(&series).await.unwrap();
+    ns.create::<fledge_api::MetricTemplate>(json!({
+        "apiVersion": "fledge.dev/v1beta1", "kind": "MetricTemplate",
+        "metadata": {"name": "canary-errors"},
+        "spec": {
+            "provider": {"type": "graphite", "address": vm.url},
+            "query": "target={{ namespace }}.{{ target }}.canary.errors_30s\n&from=-1min",
+        },
+    }))
+    .await;
+    let analysis = json!({"interval": "8s", "threshold": 2, "stepWeight": 10, "maxWeight": 50,
+    "metrics": [{
+        "name": "canary-errors", "interval": "1m", "templateRef": {"name": "canary-errors"},
+        "thresholdRange": {"max": 0},
+    }]});
+    let _w = start(&ns, &host, canary(&host, analysis, json!({}))).await;
+    let _load = Load::start(&host, RATE, Duration::from_secs(300));
+    let (c, took) = roll_out(&ns, FAULTY).await;
+    let events = ns.events("podinfo").await;
+    report("Graphite", took, &c, &events);
+    forward.abort();
+    let s = c.status.clone().unwrap();
+    assert_eq!(s.phase, CanaryPhase::Failed, "{s:#?}");
+    assert_eq!(s.failed_checks, 2);
+    let failed: Vec<&String> = events
+        .iter()
+        .filter(|e| e.contains("CheckFailed"))
+        .collect();
+    assert!(!failed.is_empty(), "{events:#?}");
+    for e in &failed {
+        assert!(
+            e.contains("metric canary-errors:") && e.contains("above the maximum 0"),
+            "{e}"
+        );
+    }
 }
 
 /// 5a. Prometheus goes down mid-rollout: the steps stop advancing and each check fails with
