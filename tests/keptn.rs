@@ -1,10 +1,13 @@
 //! The keptn metrics provider against the real API server: a KeptnMetric's value read through
 //! the controller's kind of client, and an Analysis created, answered and deleted. The test
-//! plays Keptn's metrics operator (it writes the status Keptn would write), so only Keptn's
-//! CRDs (`metrics.keptn.sh/v1beta1`) are needed on the local control plane.
+//! plays Keptn's metrics operator (it writes the status Keptn would write), so only the kinds
+//! (`metrics.keptn.sh/v1beta1`) are needed on the local control plane.
 //!
-//! Built with `--features keptn` (`cargo test -p fledge-e2e --features keptn --test keptn`):
-//! the Keptn CRDs are not yet among the peer CRDs `cargo xtask cluster up` installs.
+//! Keptn's own CRDs cannot be pinned here: the Go module proxy refuses every module of
+//! `github.com/keptn/lifecycle-toolkit` (403). So the test serves the two kinds from stand-in
+//! CRDs of its own (the group, version, names, scope and status subresource of Keptn's, with
+//! schemas that keep every field): what the provider relies on, the API server's paths, verbs
+//! and status writes, is real; Keptn's field validation is not.
 
 use std::time::Duration;
 
@@ -45,9 +48,60 @@ fn keptn(ns: &TestNs) -> Box<dyn fledge_metrics_providers::MetricsProvider> {
     }
 }
 
+/// Serves KeptnMetric and Analysis (`metrics.keptn.sh/v1beta1`, namespaced, with a status
+/// subresource) from stand-in CRDs.
+async fn serve_keptn_kinds(client: &kube::Client) {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    for (kind, plural, singular) in [
+        ("KeptnMetric", "keptnmetrics", "keptnmetric"),
+        ("Analysis", "analyses", "analysis"),
+    ] {
+        let crd: CustomResourceDefinition = serde_json::from_value(json!({
+            "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+            "metadata": {"name": format!("{plural}.metrics.keptn.sh")},
+            "spec": {
+                "group": "metrics.keptn.sh",
+                "scope": "Namespaced",
+                "names": {"kind": kind, "plural": plural, "singular": singular,
+                          "listKind": format!("{kind}List")},
+                "versions": [{
+                    "name": "v1beta1", "served": true, "storage": true,
+                    "subresources": {"status": {}},
+                    "schema": {"openAPIV3Schema": {
+                        "type": "object",
+                        "x-kubernetes-preserve-unknown-fields": true,
+                    }},
+                }],
+            },
+        }))
+        .unwrap();
+        api.patch(
+            &format!("{plural}.metrics.keptn.sh"),
+            &PatchParams::apply("fledge-e2e").force(),
+            &Patch::Apply(&crd),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("applying the stand-in CRD of {kind}: {e}"));
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while client
+        .list_api_group_resources("metrics.keptn.sh/v1beta1")
+        .await
+        .map_or(true, |r| r.resources.len() < 2)
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the stand-in Keptn CRDs were not served in 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 #[tokio::test]
 async fn keptn_metrics_and_analyses_on_the_real_api_server() {
     let ns = TestNs::new("keptn").await;
+    serve_keptn_kinds(&ns.client).await;
     ns.client
         .list_api_group_resources("metrics.keptn.sh/v1beta1")
         .await
