@@ -434,6 +434,20 @@ async fn fledge_writes_the_routing_objects_flagger_writes() {
     );
     compare("first step", &theirs, &ours, &mut table, &mut unknown);
 
+    // Kuma's TrafficRoutes are cluster-scoped: the namespaces' deletion leaves them.
+    let routes = Api::<DynamicObject>::all_with(
+        fledge_ns.client.clone(),
+        &ApiResource {
+            group: "kuma.io".into(),
+            version: "v1alpha1".into(),
+            api_version: "kuma.io/v1alpha1".into(),
+            kind: "TrafficRoute".into(),
+            plural: "trafficroutes".into(),
+        },
+    );
+    for name in ["o-kuma", FLEDGE_KUMA] {
+        let _ = routes.delete(name, &Default::default()).await;
+    }
     eprintln!(
         "routing differences, Flagger v1.36.1 against fledge:\n| provider | when | field | Flagger | fledge | why |\n| --- | --- | --- | --- | --- | --- |\n{}",
         table.join("\n")

@@ -331,7 +331,8 @@ impl PeerKind {
         name: &str,
     ) -> Result<Option<serde_json::Value>, Error> {
         match self.api(client, ns).get_opt(name).await {
-            Ok(obj) => Ok(obj.map(|o| o.data)),
+            // The whole object: `metadata` too (a DynamicObject's `data` holds the rest only).
+            Ok(obj) => Ok(obj.map(serde_json::to_value).transpose()?),
             Err(kube::Error::Api(s)) if s.code == 404 => Err(self.not_installed(provider)),
             Err(e) => Err(e.into()),
         }
