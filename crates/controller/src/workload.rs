@@ -324,6 +324,26 @@ pub fn selector_label(
 /// Builds `<target>-primary`: the target's spec with the selector label's value rewritten to
 /// `<value>-primary`, tracked configs renamed to their `-primary` copies, owned by the Canary.
 /// `replicas` is the primary's replica count (the target's, kept when the primary exists).
+/// A copy of `spec` with its own replicas, selector and pod template: the rollout settings
+/// (readiness, deadline, history, strategy) kept, never paused.
+fn copied_spec(
+    spec: &DeploymentSpec,
+    replicas: Option<i32>,
+    selector: LabelSelector,
+    template: k8s_openapi::api::core::v1::PodTemplateSpec,
+) -> DeploymentSpec {
+    DeploymentSpec {
+        replicas,
+        selector,
+        template,
+        min_ready_seconds: spec.min_ready_seconds,
+        progress_deadline_seconds: spec.progress_deadline_seconds,
+        revision_history_limit: spec.revision_history_limit,
+        strategy: spec.strategy.clone(),
+        paused: None,
+    }
+}
+
 /// The label that marks a statistical judgement's fresh baseline pods (and selects them).
 pub const BASELINE_LABEL: &str = "fledge.dev/baseline";
 
@@ -362,19 +382,15 @@ pub fn build_baseline(
             owner_references: Some(vec![owner]),
             ..Default::default()
         },
-        spec: Some(DeploymentSpec {
-            replicas: Some(replicas.max(1)),
-            selector: LabelSelector {
+        spec: Some(copied_spec(
+            spec,
+            Some(replicas.max(1)),
+            LabelSelector {
                 match_labels: Some(selector),
                 match_expressions: spec.selector.match_expressions.clone(),
             },
             template,
-            min_ready_seconds: spec.min_ready_seconds,
-            progress_deadline_seconds: spec.progress_deadline_seconds,
-            revision_history_limit: spec.revision_history_limit,
-            strategy: spec.strategy.clone(),
-            paused: None,
-        }),
+        )),
         status: None,
     })
 }
@@ -423,19 +439,15 @@ pub fn build_primary(
             owner_references: Some(vec![owner]),
             ..Default::default()
         },
-        spec: Some(DeploymentSpec {
-            replicas: replicas.or(spec.replicas),
-            selector: LabelSelector {
+        spec: Some(copied_spec(
+            spec,
+            replicas.or(spec.replicas),
+            LabelSelector {
                 match_labels: Some(BTreeMap::from([(label, primary_value)])),
                 ..Default::default()
             },
             template,
-            min_ready_seconds: spec.min_ready_seconds,
-            progress_deadline_seconds: spec.progress_deadline_seconds,
-            revision_history_limit: spec.revision_history_limit,
-            strategy: spec.strategy.clone(),
-            paused: None,
-        }),
+        )),
         status: None,
     })
 }
