@@ -37,8 +37,7 @@ pub struct MetricTemplateSpec {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct MetricTemplateProvider {
-    /// Provider type: `prometheus` (the default). Flagger's others are accepted by the schema and
-    /// reported by validation as not supported yet.
+    /// Provider type: `prometheus` (the default), or another of Flagger's providers.
     #[schemars(extend("enum" = [
         "prometheus", "influxdb", "datadog", "externalmetrics", "stackdriver", "cloudwatch",
         "newrelic", "graphite", "dynatrace", "keptn", "splunk"

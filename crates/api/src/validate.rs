@@ -74,6 +74,7 @@ pub const SUPPORTED_METRIC_PROVIDERS: &[&str] = &[
     "cloudwatch",
     "stackdriver",
     "keptn",
+    "externalmetrics",
 ];
 
 /// Metrics providers whose API is reached in a cloud region (`spec.provider.region`, required as
@@ -89,8 +90,9 @@ pub const METRIC_PROVIDERS_NEEDING_SECRET: &[&str] =
 pub const METRIC_PROVIDERS_NEEDING_ADDRESS: &[&str] =
     &["dynatrace", "graphite", "influxdb", "splunk"];
 
-/// Flagger's metrics providers that fledge does not implement yet.
-pub const UNSUPPORTED_FLAGGER_METRIC_PROVIDERS: &[&str] = &["externalmetrics"];
+/// Metrics providers of Flagger's releases after v1.36.1 that fledge does not implement yet
+/// (every one of v1.36.1's, and `externalmetrics`, it does).
+pub const UNSUPPORTED_FLAGGER_METRIC_PROVIDERS: &[&str] = &["signoz"];
 
 /// Chat and webhook destinations of alerts (`AlertProvider.spec.type`).
 pub const ALERT_PROVIDER_TYPES: &[&str] =

@@ -1863,12 +1863,12 @@ fn metric_templates() {
         (
             "unsupported type: address not checked",
             vec![
-                ("provider.type", json!("externalmetrics")),
+                ("provider.type", json!("signoz")),
                 ("provider.address", json!("https://metrics.<REGION>.x")),
             ],
             vec![(
                 "spec.provider.type",
-                "metrics provider \"externalmetrics\" is not supported by fledge yet",
+                "metrics provider \"signoz\" is not supported by fledge yet",
             )],
         ),
         (

@@ -180,13 +180,13 @@ fn several_files_and_stdin() {
         "bad.yaml",
         edit(ALERT_PROVIDER, "type: slack", "type: teams"),
     );
-    let stdin = edit(METRIC_TEMPLATE, "type: prometheus", "type: externalmetrics");
+    let stdin = edit(METRIC_TEMPLATE, "type: prometheus", "type: signoz");
     let r = run_args(&[&good, &bad, "-"], stdin.as_bytes());
     assert_eq!(
         r.out,
         format!(
             "{bad}:1: AlertProvider default/on-call: spec.type: \"teams\" is not an alert provider type; use one of: slack, msteams, discord, rocket, gchat, webhook\n\
-             <stdin>:1: MetricTemplate test/latency: spec.provider.type: metrics provider \"externalmetrics\" is not supported by fledge yet; supported: prometheus, datadog, newrelic, dynatrace, graphite, influxdb, splunk, cloudwatch, stackdriver, keptn\n\
+             <stdin>:1: MetricTemplate test/latency: spec.provider.type: metrics provider \"signoz\" is not supported by fledge yet; supported: prometheus, datadog, newrelic, dynatrace, graphite, influxdb, splunk, cloudwatch, stackdriver, keptn, externalmetrics\n\
              3 documents checked: 1 valid, 2 invalid, 0 skipped\n"
         )
     );
@@ -671,13 +671,6 @@ const REJECTED: &[(&str, &[&str])] = &[
         "Canary-tutorials_gloo_progressive_delivery-c6f2b2a1.yaml",
         &[
             "spec.provider: provider \"gloo\" is not supported by fledge yet; supported: kubernetes, apisix, contour, gatewayapi:v1, gatewayapi:v1beta1, istio, kuma, linkerd, nginx, osm, skipper, smi:v1alpha1, smi:v1alpha2, smi:v1alpha3, traefik",
-        ],
-    ),
-    // Metrics providers fledge does not query yet.
-    (
-        "MetricTemplate-usage_metrics-4d1f3e62.yaml",
-        &[
-            "spec.provider.type: metrics provider \"externalmetrics\" is not supported by fledge yet; supported: prometheus, datadog, newrelic, dynatrace, graphite, influxdb, splunk, cloudwatch, stackdriver, keptn",
         ],
     ),
     // The Splunk example's address is the documentation's placeholder `https://api.<REALM>.…`.

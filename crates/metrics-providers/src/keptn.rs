@@ -27,7 +27,8 @@ use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, PostParams};
 use kube::core::GroupVersionKind;
 
 use crate::http::clip;
-use crate::{Cluster, Context, MetricsProvider, ProviderConfig};
+use crate::kubeapi::KubeApi;
+use crate::{Context, MetricsProvider, ProviderConfig};
 
 /// Keptn's metrics API group.
 pub const GROUP: &str = "metrics.keptn.sh";
@@ -163,8 +164,7 @@ pub fn analysis_value(object: &serde_json::Value) -> Option<MetricOutcome> {
 
 /// A client of Keptn's metrics API in the controller's cluster.
 pub struct Keptn {
-    cluster: Cluster,
-    timeout: Duration,
+    kube: KubeApi,
 }
 
 impl Keptn {
@@ -174,8 +174,12 @@ impl Keptn {
             "the keptn provider reads KeptnMetrics and Analyses in the cluster, and this command has no Kubernetes client to read them with".to_string()
         })?;
         Ok(Keptn {
-            cluster,
-            timeout: ctx.timeout,
+            kube: KubeApi {
+                cluster,
+                timeout: ctx.timeout,
+                rbac: RBAC,
+                missing: "check the query's namespace and name, and that Keptn's metrics operator is installed",
+            },
         })
     }
 
@@ -184,78 +188,18 @@ impl Keptn {
         Ok(Box::new(Keptn::new(cfg, ctx)?))
     }
 
-    /// The API server as messages name it.
-    fn where_(&self) -> String {
-        match self.cluster.shown.as_str() {
-            "" => "the Kubernetes API".into(),
-            at => format!("the Kubernetes API at {at}"),
-        }
-    }
-
     fn api(&self, namespace: &str, kind: &str, plural: &str) -> Api<DynamicObject> {
         let gvk = GroupVersionKind::gvk(GROUP, VERSION, kind);
         let resource = ApiResource::from_gvk_with_plural(&gvk, plural);
-        Api::namespaced_with(self.cluster.client.clone(), namespace, &resource)
-    }
-
-    /// The typed failure of a request about `what` that failed.
-    fn failure(&self, e: kube::Error, what: &str) -> MetricOutcome {
-        let at = self.where_();
-        match e {
-            kube::Error::Api(s) => match s.code {
-                401 | 403 => MetricOutcome::ProviderUnreachable(format!(
-                    "{at} answered HTTP {} about {what}: {}; {RBAC}",
-                    s.code,
-                    clip(&s.message, 300)
-                )),
-                429 => MetricOutcome::ProviderUnreachable(format!(
-                    "{at} answered HTTP 429 about {what}: too many requests ({})",
-                    clip(&s.message, 300)
-                )),
-                404 => MetricOutcome::Error(format!(
-                    "{at} refused the query: {what} does not exist (HTTP 404: {}); check the query's namespace and name, and that Keptn's metrics operator is installed",
-                    clip(&s.message, 300)
-                )),
-                400 | 409 | 422 => MetricOutcome::Error(format!(
-                    "{at} refused {what} (HTTP {}): {}",
-                    s.code,
-                    clip(&s.message, 300)
-                )),
-                code => MetricOutcome::ProviderUnreachable(format!(
-                    "{at} answered HTTP {code} about {what}: {}",
-                    clip(&s.message, 300)
-                )),
-            },
-            other => {
-                let mut cause: &dyn std::error::Error = &other;
-                while let Some(next) = cause.source() {
-                    cause = next;
-                }
-                MetricOutcome::ProviderUnreachable(format!(
-                    "cannot reach {at} for {what}: {}",
-                    clip(&cause.to_string(), 300)
-                ))
-            }
-        }
-    }
-
-    /// A request that outlived the query timeout. The controller's client waits and retries by
-    /// itself when the API server answers 429 or 503 (as its Retry-After asks), so a throttled
-    /// request ends here too.
-    fn late(&self, what: &str) -> MetricOutcome {
-        MetricOutcome::ProviderUnreachable(format!(
-            "{} did not answer about {what} within {}s (the client waits and retries while the API server answers 429 too many requests or 503)",
-            self.where_(),
-            self.timeout.as_secs_f64()
-        ))
+        Api::namespaced_with(self.kube.cluster.client.clone(), namespace, &resource)
     }
 
     async fn metric(&self, namespace: &str, name: &str) -> MetricOutcome {
         let what = format!("KeptnMetric {namespace}/{name}");
         let api = self.api(namespace, "KeptnMetric", "keptnmetrics");
-        match tokio::time::timeout(self.timeout, api.get(name)).await {
-            Err(_) => self.late(&what),
-            Ok(Err(e)) => self.failure(e, &what),
+        match tokio::time::timeout(self.kube.timeout, api.get(name)).await {
+            Err(_) => self.kube.late(&what),
+            Ok(Err(e)) => self.kube.failure(e, &what),
             Ok(Ok(object)) => match serde_json::to_value(&object) {
                 Ok(v) => metric_value(&v, &what),
                 Err(e) => MetricOutcome::Error(format!("{what} cannot be read: {e}")),
@@ -292,22 +236,24 @@ impl Keptn {
                 "args": args,
             }
         });
-        let created =
-            match tokio::time::timeout(self.timeout, api.create(&PostParams::default(), &object))
-                .await
-            {
-                Err(_) => return self.late(&what),
-                Ok(Err(e)) => return self.failure(e, &what),
-                Ok(Ok(created)) => created,
-            };
+        let created = match tokio::time::timeout(
+            self.kube.timeout,
+            api.create(&PostParams::default(), &object),
+        )
+        .await
+        {
+            Err(_) => return self.kube.late(&what),
+            Ok(Err(e)) => return self.kube.failure(e, &what),
+            Ok(Ok(created)) => created,
+        };
         let Some(name) = created.metadata.name.clone() else {
             return MetricOutcome::Error(format!("the API server created {what} without a name"));
         };
-        let outcome = tokio::time::timeout(self.timeout, async {
+        let outcome = tokio::time::timeout(self.kube.timeout, async {
             loop {
                 tokio::time::sleep(POLL).await;
                 match api.get(&name).await {
-                    Err(e) => return self.failure(e, &format!("Analysis {namespace}/{name}")),
+                    Err(e) => return self.kube.failure(e, &format!("Analysis {namespace}/{name}")),
                     Ok(o) => {
                         let value = serde_json::to_value(&o).unwrap_or_default();
                         if let Some(outcome) = analysis_value(&value) {
@@ -321,12 +267,14 @@ impl Keptn {
         .unwrap_or_else(|_| {
             MetricOutcome::ProviderUnreachable(format!(
                 "Keptn did not complete Analysis {namespace}/{name} within {}s; raise the metrics query timeout or shorten the analysis",
-                self.timeout.as_secs_f64()
+                self.kube.timeout.as_secs_f64()
             ))
         });
-        let deleted =
-            tokio::time::timeout(self.timeout, api.delete(&name, &DeleteParams::background()))
-                .await;
+        let deleted = tokio::time::timeout(
+            self.kube.timeout,
+            api.delete(&name, &DeleteParams::background()),
+        )
+        .await;
         if !matches!(deleted, Ok(Ok(_))) {
             tracing::warn!(analysis = %format!("{namespace}/{name}"), "could not delete the Keptn Analysis fledge created");
         }
@@ -345,29 +293,12 @@ fn clip_name(name: &str) -> &str {
 #[async_trait::async_trait]
 impl MetricsProvider for Keptn {
     async fn online(&self) -> Result<(), String> {
-        let what = format!("the API group {GROUP}/{VERSION}");
-        let answer = tokio::time::timeout(
-            self.timeout,
-            self.cluster
-                .client
-                .list_api_group_resources(&format!("{GROUP}/{VERSION}")),
-        )
-        .await;
-        let failure = match answer {
-            Ok(Ok(_)) => return Ok(()),
-            Ok(Err(kube::Error::Api(s))) if s.code == 404 => {
-                return Err(format!(
-                    "{} does not serve {what}: install Keptn's metrics operator (its CRDs) for the keptn provider",
-                    self.where_()
-                ));
-            }
-            Ok(Err(e)) => self.failure(e, &what),
-            Err(_) => self.late(&what),
-        };
-        match failure {
-            MetricOutcome::ProviderUnreachable(m) | MetricOutcome::Error(m) => Err(m),
-            other => Err(format!("{other:?}")),
-        }
+        self.kube
+            .serves(
+                &format!("{GROUP}/{VERSION}"),
+                "install Keptn's metrics operator (its CRDs) for the keptn provider",
+            )
+            .await
     }
 
     async fn query(&self, query: &str) -> MetricOutcome {

@@ -10,10 +10,12 @@
 pub mod cloudwatch;
 pub mod datadog;
 pub mod dynatrace;
+pub mod externalmetrics;
 pub mod graphite;
 mod http;
 pub mod influxdb;
 pub mod keptn;
+mod kubeapi;
 pub mod newrelic;
 pub mod prometheus;
 pub mod splunk;
@@ -211,6 +213,7 @@ pub const PROVIDERS: &[(&str, Constructor)] = &[
     ("cloudwatch", cloudwatch::CloudWatch::boxed),
     ("stackdriver", stackdriver::Stackdriver::boxed),
     ("keptn", keptn::Keptn::boxed),
+    ("externalmetrics", externalmetrics::ExternalMetrics::boxed),
 ];
 
 /// The names of the providers this build has.

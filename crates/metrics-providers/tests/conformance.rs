@@ -1131,7 +1131,109 @@ fn fixtures() -> Vec<Arc<dyn Fixture>> {
         Arc::new(CloudWatch),
         Arc::new(Stackdriver),
         Arc::new(Keptn),
+        Arc::new(ExternalMetrics),
     ]
+}
+
+struct ExternalMetrics;
+
+// The External Metrics API an adapter serves (and the API server proxies):
+// https://github.com/kubernetes/design-proposals-archive/blob/main/instrumentation/external-metrics-api.md
+// (GET /apis/external.metrics.k8s.io/v1beta1/namespaces/{namespace}/{metric}?labelSelector=…,
+// an ExternalMetricValueList whose items carry metricName, metricLabels, timestamp and value as
+// a Kubernetes quantity), failures as a Status object
+// (https://kubernetes.io/docs/reference/using-api/api-concepts/), the bearer token of the
+// provider's Secret (key `token`, as Flagger's docs name it).
+impl Fixture for ExternalMetrics {
+    fn kind(&self) -> &'static str {
+        "externalmetrics"
+    }
+    fn config(&self, address: &str) -> ProviderConfig {
+        config(
+            self.kind(),
+            address,
+            secret("external-metric-server-token", &[("token", SECRET)]),
+        )
+    }
+    fn query(&self) -> &'static str {
+        "webapp-frontend/job-success-rate?labelSelector=env%3Dproduction"
+    }
+    // A quantity cannot be NaN: the case sends an item without a number, which must fail.
+    fn cases(&self) -> Vec<Case> {
+        CASES.into_iter().filter(|c| *c != Case::NaN).collect()
+    }
+    // The client waits and retries a 429 as the Retry-After asks, until the query times out.
+    fn says_the_wait(&self) -> bool {
+        false
+    }
+    fn serve(&self, case: Case, req: &Request) -> Result<Response, String> {
+        req.expect_header("Authorization", &format!("Bearer {SECRET}"))?;
+        match case {
+            Case::Unauthorized => return Ok(k8s::status(401, "Unauthorized", "Unauthorized")),
+            Case::Forbidden => {
+                return Ok(k8s::status(
+                    403,
+                    "Forbidden",
+                    "job-success-rate.external.metrics.k8s.io is forbidden: User \"system:serviceaccount:fledge:fledge\" cannot list resource \"job-success-rate\" in API group \"external.metrics.k8s.io\" in the namespace \"webapp-frontend\"",
+                ));
+            }
+            _ => {}
+        }
+        if req.path == "/apis/external.metrics.k8s.io/v1beta1" {
+            req.expect("GET", "/apis/external.metrics.k8s.io/v1beta1")?;
+            return Ok(Response::json(
+                200,
+                r#"{"kind":"APIResourceList","apiVersion":"v1","groupVersion":"external.metrics.k8s.io/v1beta1","resources":[{"name":"externalmetrics","singularName":"","namespaced":true,"kind":"ExternalMetricValueList","verbs":["get"]}]}"#.to_string(),
+            ));
+        }
+        req.expect(
+            "GET",
+            "/apis/external.metrics.k8s.io/v1beta1/namespaces/webapp-frontend/job-success-rate",
+        )?;
+        if req.param("labelSelector") != Some("env=production") {
+            return Err(format!(
+                "labelSelector {:?}, expected env=production",
+                req.param("labelSelector")
+            ));
+        }
+        let item = |labels: &str, value: &str| {
+            format!(
+                r#"{{"metricName":"job-success-rate","metricLabels":{labels},"timestamp":"2026-01-01T00:00:00Z","value":"{value}"}}"#
+            )
+        };
+        let list = |items: &[String]| {
+            Response::json(
+                200,
+                format!(
+                    r#"{{"kind":"ExternalMetricValueList","apiVersion":"external.metrics.k8s.io/v1beta1","metadata":{{}},"items":[{}]}}"#,
+                    items.join(",")
+                ),
+            )
+        };
+        Ok(match case {
+            // 99.5 as a quantity.
+            Case::OneNumber(v) => {
+                list(&[item(r#"{"env":"production"}"#, &format!("{}m", v * 1000.0))])
+            }
+            Case::NoData => list(&[]),
+            Case::SeveralSeries => list(&[
+                item(r#"{"env":"production","zone":"a"}"#, "1"),
+                item(r#"{"env":"production","zone":"b"}"#, "2"),
+            ]),
+            Case::RefusedQuery => k8s::status(
+                400,
+                "BadRequest",
+                "unable to parse the label selector: found '=', expected: identifier",
+            ),
+            Case::TooManyRequests => k8s::status(
+                429,
+                "TooManyRequests",
+                "Too many requests, please try again later.",
+            )
+            .with_header("Retry-After", WAIT),
+            Case::NaN | Case::Unauthorized | Case::Forbidden => unreachable!(),
+        })
+    }
 }
 
 struct Stackdriver;
