@@ -14,7 +14,7 @@ use serde_with::skip_serializing_none;
 use crate::defaults;
 pub use crate::status::*;
 
-/// A progressive delivery of a Deployment or DaemonSet: when its pod template (or a ConfigMap or
+/// A progressive delivery of a Deployment, DaemonSet or StatefulSet: when its pod template (or a ConfigMap or
 /// Secret it references) changes, fledge shifts traffic to the new revision in steps, analyses
 /// it, and promotes or rolls it back.
 #[skip_serializing_none]
@@ -60,7 +60,7 @@ pub struct CanarySpec {
     /// Default 600.
     pub progress_deadline_seconds: Option<i32>,
 
-    /// The workload under progressive delivery (a Deployment or DaemonSet).
+    /// The workload under progressive delivery (a Deployment, DaemonSet or StatefulSet).
     pub target_ref: LocalObjectReference,
 
     /// The autoscaler of the target; fledge copies it for the primary.
@@ -107,7 +107,8 @@ pub struct CanarySpec {
 pub struct LocalObjectReference {
     /// API version of the referent, e.g. `apps/v1`.
     pub api_version: Option<String>,
-    /// Kind of the referent. For `targetRef`: `Deployment` (default), `DaemonSet` or `Service`.
+    /// Kind of the referent. For `targetRef`: `Deployment` (default), `DaemonSet`,
+    /// `StatefulSet` (rolled out through its partition) or `Service`.
     pub kind: Option<String>,
     /// Name of the referent.
     pub name: String,
@@ -586,6 +587,10 @@ pub struct CanaryAnalysis {
     pub step_weight: Option<i32>,
     /// Canary weights of each step (percent), strictly increasing; replaces `stepWeight`.
     pub step_weights: Option<Vec<i32>>,
+    /// A StatefulSet target only: pods moved to the new revision at each step, a number (`1`)
+    /// or a percentage of the replicas (`"20%"`); replaces `stepWeight` and `stepWeights`. The
+    /// steps go up to all pods but one; promotion updates the last.
+    pub step_replicas: Option<IntOrString>,
     /// Primary weight added at each promotion step; when unset promotion switches all traffic
     /// at once.
     pub step_weight_promotion: Option<i32>,
@@ -892,7 +897,8 @@ impl CanarySpec {
         let a = self.analysis_or_default();
         let has_match = a.r#match.as_ref().is_some_and(|m| !m.is_empty());
         let has_weights = a.step_weight.unwrap_or(0) > 0
-            || a.step_weights.as_ref().is_some_and(|w| !w.is_empty());
+            || a.step_weights.as_ref().is_some_and(|w| !w.is_empty())
+            || a.step_replicas.is_some();
         let iterations = a.iterations.unwrap_or(0) > 0;
         if has_match && iterations {
             Strategy::AbTesting
@@ -905,6 +911,11 @@ impl CanarySpec {
         } else {
             Strategy::Canary
         }
+    }
+
+    /// Whether the target is a StatefulSet (rolled out through its partition, no primary copy).
+    pub fn targets_statefulset(&self) -> bool {
+        self.target_ref.kind.as_deref() == Some("StatefulSet")
     }
 
     /// Name of the apex Service: `spec.service.name`, or the target's name.

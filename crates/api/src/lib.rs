@@ -21,6 +21,7 @@ pub mod image;
 pub mod judge;
 pub mod metric_template;
 mod request;
+pub mod statefulset;
 mod status;
 pub mod template;
 pub mod validate;
@@ -35,6 +36,7 @@ pub use judge::{
 };
 pub use metric_template::{MetricTemplate, MetricTemplateSpec};
 pub use request::{CheckRecord, Gate, OperatorRequest, RequestAction, RequestOutcome};
+pub use statefulset::step_replicas_percent;
 
 /// The API group of every fledge resource.
 pub const GROUP: &str = "fledge.dev";

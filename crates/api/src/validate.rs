@@ -558,26 +558,27 @@ fn check_target_ref(p: &mut Problems, spec: &CanarySpec) {
     let target = &spec.target_ref;
     match target.kind.as_deref().filter(|k| !k.is_empty()) {
         None | Some("Deployment") | Some("DaemonSet") => {}
+        Some("StatefulSet") => check_statefulset(p, spec),
         Some("Service") => p.add(
             "spec.targetRef.kind",
-            "kind Service is not supported by fledge yet; use Deployment or DaemonSet",
+            "kind Service is not supported by fledge yet; use Deployment, DaemonSet or StatefulSet",
         ),
         Some(kind) => {
-            let hint = ["Deployment", "DaemonSet"]
+            let hint = ["Deployment", "DaemonSet", "StatefulSet"]
                 .into_iter()
                 .find(|k| k.eq_ignore_ascii_case(kind))
                 .map(|k| format!(" (kinds are case-sensitive: write {k})"))
                 .unwrap_or_default();
             p.add(
                 "spec.targetRef.kind",
-                format!("kind {kind:?} is unknown; use Deployment or DaemonSet{hint}"),
+                format!("kind {kind:?} is unknown; use Deployment, DaemonSet or StatefulSet{hint}"),
             )
         }
     }
     if target.name.is_empty() {
         p.add(
             "spec.targetRef.name",
-            "is empty; set it to the name of the Deployment or DaemonSet to roll out",
+            "is empty; set it to the name of the Deployment, DaemonSet or StatefulSet to roll out",
         );
     } else if let Err(message) = dns1123_subdomain(&target.name) {
         p.add("spec.targetRef.name", message);
@@ -588,6 +589,90 @@ fn check_target_ref(p: &mut Problems, spec: &CanarySpec) {
                 "spec.targetRef.name",
                 format!("is also the name of the generated Services, and {message}; or set spec.service.name"),
             );
+        }
+    }
+}
+
+/// A StatefulSet is rolled out through its partition: the pods follow the steps, so traffic
+/// follows the pods (no router weights on top), and what needs a copy of the workload beside it
+/// (mirroring, A/B matching, a fresh baseline) cannot be done.
+fn check_statefulset(p: &mut Problems, spec: &CanarySpec) {
+    let provider = spec.provider_or_default();
+    if !matches!(
+        spec.provider.as_deref(),
+        None | Some("") | Some("kubernetes")
+    ) {
+        p.add(
+            "spec.provider",
+            format!(
+                "provider {provider} routes by weight between a primary and a canary, and a \
+                 StatefulSet has no primary copy: its traffic follows its pods, each pod's share \
+                 being its share of the Service's endpoints; write provider: kubernetes"
+            ),
+        );
+    }
+    let a = spec.analysis_or_default();
+    let base = "spec.analysis";
+    match spec.strategy() {
+        crate::Strategy::Canary => {}
+        crate::Strategy::AbTesting => p.add(
+            format!("{base}.match"),
+            "A/B matching needs a router in front of two copies of the workload; a StatefulSet \
+             is rolled out in place, pod by pod: remove match and use stepReplicas",
+        ),
+        crate::Strategy::BlueGreen | crate::Strategy::BlueGreenMirror => p.add(
+            format!("{base}.iterations"),
+            "blue/green needs a second copy of the workload; a StatefulSet is rolled out in \
+             place, pod by pod: set stepReplicas (or stepWeight/stepWeights, read as a percentage \
+             of the replicas)",
+        ),
+    }
+    if a.mirror == Some(true) {
+        p.add(
+            format!("{base}.mirror"),
+            "mirroring needs a second copy of the workload; a StatefulSet has none: remove it",
+        );
+    }
+    if let Some(j) = &a.judge
+        && j.fresh_baseline()
+    {
+        p.add(
+            format!("{base}.judge.baseline"),
+            "a fresh baseline is a copy of the primary, and a StatefulSet has none: write \
+             baseline: primary (the pods still on the promoted revision)",
+        );
+    }
+    if spec.autoscaler_ref.is_some() {
+        p.add(
+            "spec.autoscalerRef",
+            "a StatefulSet target keeps its own autoscaler (there is no primary to give one); \
+             remove autoscalerRef",
+        );
+    }
+    if let Some(step) = &a.step_replicas {
+        if a.step_weight.is_some() || a.step_weights.is_some() {
+            p.add(
+                format!("{base}.stepReplicas"),
+                "is set with stepWeight or stepWeights; keep one of them",
+            );
+        }
+        match step {
+            IntOrString::Int(n) if *n < 1 => p.add(
+                format!("{base}.stepReplicas"),
+                format!("{n} is not a number of pods of 1 or more"),
+            ),
+            IntOrString::Int(_) => {}
+            IntOrString::String(s) => {
+                if crate::step_replicas_percent(s).is_none() {
+                    p.add(
+                        format!("{base}.stepReplicas"),
+                        format!(
+                            "{s:?} is neither a number of pods nor a percentage of the replicas \
+                             from 1% to 100% (write 1 or \"20%\")"
+                        ),
+                    );
+                }
+            }
         }
     }
 }
@@ -925,7 +1010,21 @@ fn check_analysis(p: &mut Problems, spec: &CanarySpec, provider: &str, a: &Canar
     // The strategy, and whether the provider can run it. What an unsupported or unknown
     // provider can do is not checked: spec.provider already has a problem.
     let known_provider = SUPPORTED_PROVIDERS.contains(&provider);
-    if provider == "kubernetes" {
+    if a.step_replicas.is_some() && !spec.targets_statefulset() {
+        p.add(
+            format!("{base}.stepReplicas"),
+            "moves pods of a StatefulSet (targetRef.kind: StatefulSet); for this target use stepWeight or stepWeights",
+        );
+    }
+    if spec.targets_statefulset() {
+        // Checked by check_statefulset: the weights are pods' shares, not a router's.
+        if !has_weights && a.step_replicas.is_none() && !iterations && !spec.skip_analysis {
+            p.add(
+                format!("{base}.stepReplicas"),
+                "a StatefulSet is rolled out pod by pod: set stepReplicas (pods per step, e.g. 1), or stepWeight/stepWeights read as a percentage of the replicas",
+            );
+        }
+    } else if provider == "kubernetes" {
         if has_step_weight {
             p.add(
                 format!("{base}.stepWeight"),
@@ -969,7 +1068,11 @@ fn check_analysis(p: &mut Problems, spec: &CanarySpec, provider: &str, a: &Canar
              header, cookie or query parameter, so A/B testing is not possible; remove \
              analysis.match, or use provider gatewayapi:v1 (Traefik serves HTTPRoutes too)",
         );
-    } else if known_provider && has_match && !HTTP_MATCH_PROVIDERS.contains(&provider) {
+    } else if known_provider
+        && !spec.targets_statefulset()
+        && has_match
+        && !HTTP_MATCH_PROVIDERS.contains(&provider)
+    {
         p.add(
             format!("{base}.match"),
             format!(

@@ -322,7 +322,7 @@ fn target_and_autoscaler_refs() {
             vec![("targetRef.kind", json!("Service"))],
             vec![(
                 "spec.targetRef.kind",
-                "kind Service is not supported by fledge yet; use Deployment or DaemonSet",
+                "kind Service is not supported by fledge yet; use Deployment, DaemonSet or StatefulSet",
             )],
         ),
         (
@@ -334,9 +334,90 @@ fn target_and_autoscaler_refs() {
             )],
         ),
         (
-            "StatefulSet",
+            "StatefulSet in steps of one pod",
+            vec![
+                ("targetRef.kind", json!("StatefulSet")),
+                ("provider", json!("kubernetes")),
+                ("analysis.stepWeight", Value::Null),
+                ("analysis.maxWeight", Value::Null),
+                ("analysis.stepReplicas", json!(1)),
+            ],
+            vec![],
+        ),
+        (
+            "StatefulSet with stepWeight read as a share of its pods",
+            vec![
+                ("targetRef.kind", json!("StatefulSet")),
+                ("provider", json!("kubernetes")),
+            ],
+            vec![],
+        ),
+        (
+            "StatefulSet behind a router",
             vec![("targetRef.kind", json!("StatefulSet"))],
-            vec![("spec.targetRef.kind", "kind \"StatefulSet\" is unknown")],
+            vec![("spec.provider", "a StatefulSet has no primary copy")],
+        ),
+        (
+            "StatefulSet with no steps",
+            vec![
+                ("targetRef.kind", json!("StatefulSet")),
+                ("provider", json!("kubernetes")),
+                ("analysis.stepWeight", Value::Null),
+            ],
+            vec![(
+                "spec.analysis.stepReplicas",
+                "a StatefulSet is rolled out pod by pod",
+            )],
+        ),
+        (
+            "StatefulSet with a bad stepReplicas",
+            vec![
+                ("targetRef.kind", json!("StatefulSet")),
+                ("provider", json!("kubernetes")),
+                ("analysis.stepWeight", Value::Null),
+                ("analysis.stepReplicas", json!("0%")),
+            ],
+            vec![(
+                "spec.analysis.stepReplicas",
+                "\"0%\" is neither a number of pods",
+            )],
+        ),
+        (
+            "StatefulSet with stepReplicas and stepWeight",
+            vec![
+                ("targetRef.kind", json!("StatefulSet")),
+                ("provider", json!("kubernetes")),
+                ("analysis.stepReplicas", json!("20%")),
+            ],
+            vec![("spec.analysis.stepReplicas", "keep one of them")],
+        ),
+        (
+            "StatefulSet with A/B matching",
+            vec![
+                ("targetRef.kind", json!("StatefulSet")),
+                ("provider", json!("kubernetes")),
+                ("analysis.stepWeight", Value::Null),
+                ("analysis.iterations", json!(5)),
+                (
+                    "analysis.match",
+                    json!([{"headers": {"x-canary": {"exact": "1"}}}]),
+                ),
+            ],
+            vec![(
+                "spec.analysis.match",
+                "a StatefulSet is rolled out in place",
+            )],
+        ),
+        (
+            "stepReplicas for a Deployment",
+            vec![
+                ("analysis.stepReplicas", json!(1)),
+                ("analysis.stepWeight", Value::Null),
+            ],
+            vec![
+                ("spec.analysis.stepReplicas", "moves pods of a StatefulSet"),
+                ("spec.analysis", "has no traffic steps"),
+            ],
         ),
         (
             "empty name",

@@ -61,6 +61,17 @@ pub enum Action {
         /// Target spec hash expected.
         revision: String,
     },
+    /// A StatefulSet target's rollback: put its pod template back to the promoted revision
+    /// (the StatefulSet's `status.currentRevision`) and leave the partition where it is, so
+    /// that the StatefulSet controller moves the pods at or above it, those that ran the
+    /// failed revision, back; no volume is touched. `revision` is the target spec hash that
+    /// failed: a target that no longer has it (already reverted, or changed again) is left
+    /// alone. Once every pod runs one revision, the adapter holds the partition at the replica
+    /// count again, as it does between rollouts.
+    RollBackTarget {
+        /// Target spec hash that failed.
+        revision: String,
+    },
     /// Deletion with `revertOnDeletion`: scale the target back up to the primary's replicas so
     /// that it can serve again once the Canary is gone.
     RestoreTarget,
@@ -149,6 +160,7 @@ impl Action {
             | Action::EnsureBaseline
             | Action::RemoveBaseline
             | Action::PromotePrimary { .. }
+            | Action::RollBackTarget { .. }
             | Action::RestoreTarget
             | Action::FinalizeRouting => ActionClass::Cluster,
             Action::CallWebhooks { .. }

@@ -69,7 +69,7 @@ impl<'a> Cx<'a> {
     ) -> Self {
         Cx {
             spec,
-            analysis: spec.analysis_or_default(),
+            analysis: stepped_analysis(spec, obs),
             obs,
             inputs,
             now: whole_seconds(obs.now),
@@ -79,6 +79,12 @@ impl<'a> Cx<'a> {
             requeue: None,
             read: Needs::default(),
         }
+    }
+
+    /// Whether the target is a StatefulSet: no primary copy, the steps move pods through its
+    /// partition, a rollback puts its template back.
+    pub fn statefulset(&self) -> bool {
+        self.spec.targets_statefulset()
     }
 
     /// The actions in their final order, ending with the requeue.
@@ -466,6 +472,12 @@ impl<'a> Cx<'a> {
 
     /// Scales the canary, and with a fresh statistical baseline creates or removes it beside.
     pub fn scale_canary(&mut self, scale: crate::CanaryScale) {
+        if self.statefulset() {
+            // A StatefulSet has no second copy to scale: its steps move pods through the
+            // partition ([`Action::SetWeights`]), and a rollback puts its template back
+            // ([`Action::RollBackTarget`]).
+            return;
+        }
         self.act(Action::ScaleCanary(scale));
         if self
             .analysis
@@ -658,4 +670,28 @@ fn token(seed: &str) -> String {
 /// `t` without its sub-second part (Kubernetes `Time` keeps whole seconds).
 pub(crate) fn whole_seconds(t: Timestamp) -> Timestamp {
     Timestamp::from_second(t.as_second()).unwrap_or(t)
+}
+
+/// The analysis the engine follows: the spec's, with a StatefulSet's `stepReplicas` turned into
+/// the `stepWeights` that give those pods (percent of the replicas observed now; see
+/// [`fledge_api::statefulset`]).
+fn stepped_analysis<'a>(spec: &'a CanarySpec, obs: &Observations) -> Cow<'a, CanaryAnalysis> {
+    let analysis = spec.analysis_or_default();
+    let (Some(step), Some(replicas)) = (
+        analysis
+            .step_replicas
+            .clone()
+            .filter(|_| spec.targets_statefulset()),
+        obs.statefulset_replicas,
+    ) else {
+        return analysis;
+    };
+    let mut stepped = analysis.into_owned();
+    let weights = fledge_api::statefulset::step_weights(&step, replicas);
+    // One replica: no step short of all pods; promotion moves the one pod after one analysis
+    // at no weight.
+    stepped.max_weight = Some(weights.last().copied().unwrap_or(0).max(1));
+    stepped.step_weights = Some(weights).filter(|w| !w.is_empty());
+    stepped.step_weight = None;
+    Cow::Owned(stepped)
 }

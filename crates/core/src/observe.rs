@@ -25,6 +25,9 @@ pub struct Observations {
     pub rollout_slots: crate::slots::RolloutSlots,
     /// The target workload (`spec.targetRef`), or `None` when it does not exist.
     pub target: Option<TargetObservation>,
+    /// A StatefulSet target's `spec.replicas`: the pods `analysis.stepReplicas` counts in
+    /// (`None` for other targets, or when unknown).
+    pub statefulset_replicas: Option<i32>,
     /// The primary workload (`<target>-primary`), or `None` when it does not exist.
     pub primary: Option<Readiness>,
     /// Results of the gating webhooks called this reconcile (only the types [`crate::needs`]
@@ -94,6 +97,7 @@ impl Observations {
             deleting: false,
             rollout_slots: crate::slots::RolloutSlots::unlimited(),
             target: None,
+            statefulset_replicas: None,
             primary: None,
             webhooks: Vec::new(),
             metrics: Vec::new(),

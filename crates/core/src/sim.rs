@@ -223,6 +223,7 @@ impl Sim {
                 crate::slots::RolloutSlots::none_free()
             },
             target,
+            statefulset_replicas: None,
             primary: self.world.primary.as_ref().map(|p| p.readiness(self.now)),
             webhooks: Vec::new(),
             metrics: Vec::new(),
@@ -480,6 +481,8 @@ impl Sim {
                     t.ready_at = ready_at;
                 }
             }
+            // The simulated world has Deployments only (StatefulSets: tests/statefulset.rs).
+            Action::RollBackTarget { .. } => w.refused_promotions += 1,
             Action::FinalizeRouting => w.finalized = true,
             Action::RemoveFinalizer => w.released = true,
             Action::CallWebhooks { .. }

@@ -256,6 +256,7 @@ prop_compose! {
                 tracked_configs: if config { [("ConfigMap/app".to_string(), "x".to_string())].into() } else { BTreeMap::new() },
                 readiness: r,
             }),
+            statefulset_replicas: None,
             primary,
             webhooks: hooks.into_iter().map(|(t, n, passed)| WebhookResult {
                 hook: GATING[t],

@@ -68,7 +68,9 @@ pub(super) fn restart(cx: &mut Cx, target: &TargetObservation) {
 /// replicas), or roll back once it has been unready for longer than the progress deadline.
 fn canary_ready(cx: &mut Cx, target: &TargetObservation) -> bool {
     let r = target.readiness;
-    let verdict = if r.desired <= 0 {
+    // A StatefulSet's canary is the pods at or above the partition: none before the first
+    // step, and nothing to scale.
+    let verdict = if r.desired <= 0 && !cx.statefulset() {
         // Scaled to zero: the scale-up was lost (a crash before the status write) or undone.
         cx.scale_canary(CanaryScale::MatchPrimary);
         Err("the canary has no replicas".to_string())

@@ -17,8 +17,16 @@ pub(super) fn run(cx: &mut Cx, reason: String) {
 
 /// [`run`], with the alert of `kind` (a rollback for the progress deadline says so).
 pub(super) fn run_as(cx: &mut Cx, reason: String, kind: NotifyKind) {
-    cx.set_routes(Routes::PRIMARY);
-    cx.scale_canary(CanaryScale::Zero);
+    if cx.statefulset() {
+        // The pods that moved go back where they are: the template back to the promoted
+        // revision, the partition left where it is (lowering nothing, raising nothing).
+        cx.status.canary_weight = 0;
+        let revision = cx.status.last_applied_spec.clone().unwrap_or_default();
+        cx.act(Action::RollBackTarget { revision });
+    } else {
+        cx.set_routes(Routes::PRIMARY);
+        cx.scale_canary(CanaryScale::Zero);
+    }
     if let Some(r) = cx.status.rollout.as_mut() {
         r.unready_since = None;
     }
