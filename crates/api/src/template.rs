@@ -1,7 +1,8 @@
 //! Rendering MetricTemplate queries: Flagger's `{{ variable }}` syntax, and nothing more.
 //!
 //! A query is text with `{{ ... }}` actions. Each action names one variable (`namespace`,
-//! `name`, `target`, `service`, `ingress`, `route`, `interval`, or `variables.NAME` from the metric's
+//! `name`, `target`, `service`, `ingress`, `route`, `interval`, `canary_pods`, `stable_pods`, or
+//! `variables.NAME` from the metric's
 //! `templateVariables`), or is a `printf` of them, as Flagger's templates use it: `{{ printf
 //! "%s_%s" namespace service }}` with the verbs `%s`, `%v`, `%q` and `%%`, whose arguments are
 //! variables or quoted strings. Go's trim markers `{{-` and `-}}` drop the whitespace beside
@@ -29,6 +30,13 @@ pub struct TemplateVars<'a> {
     pub route: &'a str,
     /// The metric's `interval` (its window), e.g. `1m`.
     pub interval: &'a str,
+    /// The canary's pod names as a regular expression for a `=~` matcher: a Deployment's
+    /// `<target>-<hash>-<suffix>` pods, or a StatefulSet's pods at or above the partition
+    /// (`db-3|db-4`).
+    pub canary_pods: &'a str,
+    /// The stable (promoted) pods' names likewise: `<target>-primary-…`, or a StatefulSet's
+    /// pods below the partition.
+    pub stable_pods: &'a str,
     /// The metric's `templateVariables`.
     pub variables: Option<&'a BTreeMap<String, String>>,
 }
@@ -43,6 +51,8 @@ impl TemplateVars<'_> {
             "ingress" => self.ingress,
             "route" => self.route,
             "interval" => self.interval,
+            "canary_pods" => self.canary_pods,
+            "stable_pods" => self.stable_pods,
             _ => return None,
         })
     }

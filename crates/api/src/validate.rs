@@ -107,6 +107,8 @@ pub const TEMPLATE_VARIABLES: &[&str] = &[
     "ingress",
     "route",
     "interval",
+    "canary_pods",
+    "stable_pods",
 ];
 
 /// One problem with a spec: which field, and what is wrong and what to do.

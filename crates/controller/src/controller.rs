@@ -11,7 +11,7 @@ use fledge_api::{Canary, CanaryPhase, CanaryStatus, HookType};
 use fledge_core::slots::{RolloutSlots, SlotView};
 use fledge_core::{Action, ActionClass, CanaryScale, Observations, Readiness, TargetObservation};
 use futures::StreamExt;
-use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{Api, PartialObjectMeta, Patch, PatchParams, PostParams};
@@ -103,6 +103,7 @@ pub async fn run(
     let ns = settings.namespace.as_deref();
     let (deployments, dep_stream) = cached(scoped::<Deployment>(&client, ns));
     let (daemonsets, ds_stream) = cached(scoped::<DaemonSet>(&client, ns));
+    let (statefulsets, sts_stream) = cached(scoped::<StatefulSet>(&client, ns));
     let (cm_store, cm_stream) = cached(scoped::<PartialObjectMeta<ConfigMap>>(&client, ns));
     let (secret_store, secret_stream) = cached(scoped::<PartialObjectMeta<Secret>>(&client, ns));
 
@@ -161,6 +162,7 @@ pub async fn run(
         workloads: Workloads {
             deployments,
             daemonsets,
+            statefulsets,
         },
         canaries,
         configs: ConfigTracker::new(cm_store, secret_store),
@@ -173,11 +175,15 @@ pub async fn run(
     let (cans_cm, deps_cm) = (canaries_for_map.clone(), ctx.workloads.clone());
     let (cans_sec, deps_sec) = (canaries_for_map.clone(), ctx.workloads.clone());
     let cans_ds = canaries_for_map.clone();
+    let cans_sts = canaries_for_map.clone();
     controller
         .watches_stream(dep_stream, move |dep: Deployment| {
             canaries_for(&canaries_for_map, &dep)
         })
         .watches_stream(ds_stream, move |ds: DaemonSet| canaries_for(&cans_ds, &ds))
+        .watches_stream(sts_stream, move |sts: StatefulSet| {
+            canaries_for(&cans_sts, &sts)
+        })
         .watches_stream(cm_stream, move |cm: PartialObjectMeta<ConfigMap>| {
             canaries_using(&cans_cm, &deps_cm, &cm, ConfigRef::ConfigMap(cm.name_any()))
         })
@@ -262,11 +268,13 @@ fn slim<K: Resource>(obj: &mut K) {
 /// kubectl's client-side apply record.
 const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
-/// The workloads fledge watches: targets and primaries, Deployments or DaemonSets.
+/// The workloads fledge watches: targets and primaries, Deployments or DaemonSets, and
+/// StatefulSet targets (which have no primary).
 #[derive(Clone)]
 struct Workloads {
     deployments: Store<Deployment>,
     daemonsets: Store<DaemonSet>,
+    statefulsets: Store<StatefulSet>,
 }
 
 impl Workloads {
@@ -281,7 +289,13 @@ impl Workloads {
     }
 
     fn get(&self, canary: &Canary, ns: &str, name: &str) -> Option<Arc<Deployment>> {
-        if is_daemonset(canary) {
+        if is_statefulset(canary) {
+            // Only the target: a StatefulSet is rolled out in place, it has no primary.
+            (name == canary.spec.target_ref.name)
+                .then(|| self.statefulset(ns, name))
+                .flatten()
+                .map(|sts| Arc::new(crate::statefulset::deployment_view(&sts)))
+        } else if is_daemonset(canary) {
             self.daemonset(ns, name)
                 .map(|ds| Arc::new(workload::daemonset_view(&ds)))
         } else {
@@ -292,6 +306,15 @@ impl Workloads {
     fn daemonset(&self, ns: &str, name: &str) -> Option<Arc<DaemonSet>> {
         self.daemonsets.get(&ObjectRef::new(name).within(ns))
     }
+
+    fn statefulset(&self, ns: &str, name: &str) -> Option<Arc<StatefulSet>> {
+        self.statefulsets.get(&ObjectRef::new(name).within(ns))
+    }
+}
+
+/// Whether the Canary's target is a StatefulSet.
+fn is_statefulset(canary: &Canary) -> bool {
+    canary.spec.targets_statefulset()
 }
 
 /// Whether the Canary's target is a DaemonSet (else a Deployment).
@@ -410,6 +433,13 @@ async fn reconcile_inner(canary: &Canary, ctx: &Context) -> Result<Requeue> {
     let status = canary.status.clone().unwrap_or_default();
     let target = ctx.workloads.target(canary, &ns);
     let primary = ctx.workloads.primary(canary, &ns);
+    let sts = match is_statefulset(canary)
+        .then(|| ctx.workloads.statefulset(&ns, &canary.spec.target_ref.name))
+        .flatten()
+    {
+        Some(s) => Some(statefulset_in_hand(ctx, canary, &ns, &s, deleting).await?),
+        None => None,
+    };
 
     let tracked = match &target {
         Some(t) => ctx.configs.checksums(&ctx.client, &ns, t).await?,
@@ -431,13 +461,23 @@ async fn reconcile_inner(canary: &Canary, ctx: &Context) -> Result<Requeue> {
             .iter()
             .map(|(r, sum)| (r.key(), sum.clone()))
             .collect(),
-        readiness: readiness(t),
+        readiness: match &sts {
+            Some(v) => v.canary(),
+            None => readiness(t),
+        },
     });
-    obs.primary = primary.as_deref().map(readiness);
+    obs.primary = match &sts {
+        Some(v) => Some(v.stable()),
+        None => primary.as_deref().map(readiness),
+    };
+    obs.statefulset_replicas = sts.as_ref().map(|v| v.replicas);
     obs.canary_name = canary.name_any();
     obs.images = fledge_core::ContainerImages {
         target: container_images(target.as_deref()),
-        primary: container_images(primary.as_deref()),
+        primary: match &sts {
+            Some(v) => statefulset_promoted_images(ctx, &ns, v, target.as_deref()).await?,
+            None => container_images(primary.as_deref()),
+        },
     };
     if canary.spec.gitops.is_some() {
         let who = format!("{ns}/{}", canary.name_any());
@@ -453,12 +493,18 @@ async fn reconcile_inner(canary: &Canary, ctx: &Context) -> Result<Requeue> {
         obs.webhooks = call_gating_webhooks(ctx, canary, &status, &needs.webhooks).await;
     }
     if needs.metrics {
-        obs.metrics = ctx.analyzer.run(canary).await;
+        let pods = match &sts {
+            Some(v) => v.pods(),
+            None => crate::analysis::PodSets::copies(&canary.spec.target_ref.name),
+        };
+        obs.metrics = ctx.analyzer.run(canary, &pods).await;
     }
     if needs.ledger {
         obs.ledger = crate::git::read_ledger(&ctx.client, &ctx.settings.git, canary).await;
     }
+    // A StatefulSet's traffic follows its pods: there are no routes to read back.
     if needs.routes
+        && sts.is_none()
         && let Some(t) = target.as_deref()
         && let Ok((label, value)) = workload::selector_label(t, &ctx.settings.workload)
     {
@@ -476,6 +522,7 @@ async fn reconcile_inner(canary: &Canary, ctx: &Context) -> Result<Requeue> {
         ns: &ns,
         target: target.as_deref(),
         primary: primary.as_deref(),
+        sts: sts.as_ref(),
         tracked: &tracked,
         next: &plan.status,
     };
@@ -502,6 +549,10 @@ async fn reconcile_inner(canary: &Canary, ctx: &Context) -> Result<Requeue> {
     }
     write_status(ctx, canary, &status, &plan.status).await?;
     if release {
+        if let Some(v) = &sts {
+            // fledge is leaving: the StatefulSet rolls its pods out on its own again.
+            crate::statefulset::set_partition(&ctx.client, &ns, v, 0).await?;
+        }
         exec.collect_routing().await?;
         remove_finalizer(canary, ctx).await?;
         return Ok(Requeue::await_change());
@@ -526,6 +577,7 @@ async fn caches_ready(ctx: &Context) -> bool {
     let ready = async {
         ctx.workloads.deployments.wait_until_ready().await.is_ok()
             && ctx.workloads.daemonsets.wait_until_ready().await.is_ok()
+            && ctx.workloads.statefulsets.wait_until_ready().await.is_ok()
             && ctx.configs.wait_until_ready().await
     };
     tokio::time::timeout(Duration::from_secs(5), ready)
@@ -566,6 +618,7 @@ async fn report_blocked(ctx: &Context, canary: &Canary, blocker: fledge_core::Bl
         ns: &ns,
         target: target.as_deref(),
         primary: primary.as_deref(),
+        sts: None,
         tracked: &BTreeMap::new(),
         next: &plan.status,
     };
@@ -678,6 +731,55 @@ fn release_slot(ctx: &Context, canary: &Canary, next: &CanaryStatus) {
     }
 }
 
+/// A StatefulSet target as this reconcile sees it. One that cannot be rolled out (OnDelete)
+/// blocks the Canary with the fix. Between rollouts (every pod on one revision) its partition
+/// is held at the replica count, so that a new template moves no pod before the first step.
+async fn statefulset_in_hand(
+    ctx: &Context,
+    canary: &Canary,
+    ns: &str,
+    sts: &StatefulSet,
+    deleting: bool,
+) -> Result<crate::statefulset::View> {
+    let mut view = crate::statefulset::View::of(sts);
+    if let Some(why) = crate::statefulset::unusable(&view) {
+        return Err(Error::InvalidTarget(why));
+    }
+    let initialized = canary
+        .status
+        .as_ref()
+        .is_some_and(|s| s.last_applied_spec.is_some());
+    if initialized && !deleting && view.settled() && view.partition != view.replicas {
+        crate::statefulset::set_partition(&ctx.client, ns, &view, view.replicas).await?;
+        view.partition = view.replicas;
+    }
+    Ok(view)
+}
+
+/// The images of a StatefulSet's promoted revision (its current revision's template, read
+/// from its ControllerRevision while another is in flight), `(container, image)`.
+async fn statefulset_promoted_images(
+    ctx: &Context,
+    ns: &str,
+    view: &crate::statefulset::View,
+    target: Option<&Deployment>,
+) -> Result<Vec<(String, String)>> {
+    if view.settled() || view.current_revision.is_empty() {
+        return Ok(container_images(target));
+    }
+    let template =
+        crate::statefulset::revision_template(&ctx.client, ns, &view.current_revision).await?;
+    Ok(template
+        .spec
+        .map(|p| {
+            p.containers
+                .into_iter()
+                .filter_map(|c| Some((c.name, c.image?)))
+                .collect()
+        })
+        .unwrap_or_default())
+}
+
 /// `(container, image)` of a workload's containers.
 fn container_images(d: Option<&Deployment>) -> Vec<(String, String)> {
     d.and_then(|d| d.spec.as_ref())
@@ -780,6 +882,8 @@ struct Exec<'a> {
     ns: &'a str,
     target: Option<&'a Deployment>,
     primary: Option<&'a Deployment>,
+    /// A StatefulSet target, as read this reconcile.
+    sts: Option<&'a crate::statefulset::View>,
     tracked: &'a BTreeMap<ConfigRef, String>,
     /// The status the plan leaves (routers read the session affinity cookies from it).
     next: &'a CanaryStatus,
@@ -898,6 +1002,9 @@ impl Exec<'_> {
     }
 
     async fn cluster(&self, action: &Action) -> Result<()> {
+        if let Some(view) = self.sts {
+            return self.statefulset(view, action).await;
+        }
         match action {
             Action::EnsurePrimary => {
                 if self.primary.is_none() {
@@ -1018,6 +1125,72 @@ impl Exec<'_> {
                     })
                     .await?)
             }
+            other => {
+                warn!(action = ?other, "not a cluster action");
+                Ok(())
+            }
+        }
+    }
+
+    /// The cluster actions for a StatefulSet target: the weights and promotion become its
+    /// partition, a rollback puts its template back ([`crate::statefulset`]).
+    async fn statefulset(&self, view: &crate::statefulset::View, action: &Action) -> Result<()> {
+        use crate::statefulset::{roll_back, set_partition};
+        let client = &self.ctx.client;
+        let hash = || {
+            self.target
+                .and_then(|t| t.spec.as_ref())
+                .map(|s| workload::template_hash(&s.template))
+                .unwrap_or_default()
+        };
+        match action {
+            // No copy to make: the StatefulSet is the workload. A rollout found in flight
+            // finishes (its template is what the Canary starts from); otherwise it is held.
+            Action::EnsurePrimary | Action::EnsurePrimaryFrom { .. } => {
+                let partition = if view.settled() { view.replicas } else { 0 };
+                set_partition(client, self.ns, view, partition).await
+            }
+            Action::EnsureServices { .. } => {
+                // The apex Service selects every pod: each pod's share of the traffic is its
+                // share of the endpoints.
+                let (label, value) = self.selector()?;
+                let api: Api<k8s_openapi::api::core::v1::Service> =
+                    Api::namespaced(client.clone(), self.ns);
+                let [apex, ..] = build_services(
+                    self.canary,
+                    &self.owner(),
+                    (&label, &value),
+                    ApexSelects::Canary,
+                );
+                let name = apex.metadata.name.clone().unwrap_or_default();
+                let mut value = serde_json::to_value(&apex)?;
+                value["apiVersion"] = json!("v1");
+                value["kind"] = json!("Service");
+                api.patch(&name, &Self::apply_params(), &Patch::Apply(value))
+                    .await?;
+                Ok(())
+            }
+            Action::SetWeights(routes) => {
+                set_partition(client, self.ns, view, view.partition_for(routes.canary)).await?;
+                self.ctx.metrics.set_weight(self.canary, routes.canary);
+                Ok(())
+            }
+            Action::PromotePrimary { revision } => {
+                if &hash() != revision {
+                    info!(expected = %revision, found = %hash(), "target changed before promotion; not promoting");
+                    return Ok(());
+                }
+                set_partition(client, self.ns, view, 0).await
+            }
+            Action::RollBackTarget { revision } => {
+                roll_back(client, self.ns, &view.name, revision).await
+            }
+            Action::RestoreTarget => set_partition(client, self.ns, view, 0).await,
+            // Nothing to scale, no router objects.
+            Action::ScaleCanary(_)
+            | Action::EnsureBaseline
+            | Action::RemoveBaseline
+            | Action::FinalizeRouting => Ok(()),
             other => {
                 warn!(action = ?other, "not a cluster action");
                 Ok(())

@@ -19,6 +19,7 @@ pub mod replay;
 pub mod retry;
 pub mod server;
 pub mod services;
+pub mod statefulset;
 pub mod validate_cmd;
 pub mod webhooks;
 pub mod workload;

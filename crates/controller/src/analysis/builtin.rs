@@ -109,7 +109,9 @@ impl Observer {
         }
         Some(match self {
             Observer::Http => {
-                let sel = r#"kubernetes_namespace="{{ namespace }}", kubernetes_pod_name=~"{{ target }}-[0-9a-zA-Z]+(-[0-9a-zA-Z]+)""#;
+                // The canary's pods: a Deployment's as Flagger selects them, or a StatefulSet's
+                // at or above its partition.
+                let sel = r#"kubernetes_namespace="{{ namespace }}", kubernetes_pod_name=~"{{ canary_pods }}""#;
                 if success {
                     format!(
                         r#"sum(rate(http_request_duration_seconds_count{{{sel}, status!~"5.."}}[{{{{ interval }}}}])) / sum(rate(http_request_duration_seconds_count{{{sel}}}[{{{{ interval }}}}])) * 100"#
@@ -275,6 +277,8 @@ mod tests {
             ingress: "web-ingress",
             route: "web-route",
             interval: "1m",
+            canary_pods: "web-[0-9a-zA-Z]+(-[0-9a-zA-Z]+)",
+            stable_pods: "web-primary-[0-9a-zA-Z]+(-[0-9a-zA-Z]+)",
             variables: None,
         }
     }

@@ -50,6 +50,27 @@ impl Default for AnalysisSettings {
     }
 }
 
+/// The canary's and the stable pods' names as regular expressions (`{{ canary_pods }}`,
+/// `{{ stable_pods }}`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PodSets {
+    /// The canary's pods.
+    pub canary: String,
+    /// The stable (promoted) pods.
+    pub stable: String,
+}
+
+impl PodSets {
+    /// A Deployment or DaemonSet target `target`: its pods `<target>-<hash>-<suffix>`, the
+    /// primary's `<target>-primary-<hash>-<suffix>` (a DaemonSet's pods have one suffix).
+    pub fn copies(target: &str) -> PodSets {
+        PodSets {
+            canary: format!("{target}-[0-9a-zA-Z]+(-[0-9a-zA-Z]+)"),
+            stable: format!("{target}-primary-[0-9a-zA-Z]+(-[0-9a-zA-Z]+)"),
+        }
+    }
+}
+
 /// Runs metric checks.
 pub struct Analyzer {
     client: Client,
@@ -73,13 +94,25 @@ impl Analyzer {
     }
 
     /// The result of every metric of `canary` (in the spec's order).
-    pub async fn run(&self, canary: &Canary) -> Vec<MetricResult> {
-        self.run_at(canary, None).await
+    pub async fn run(&self, canary: &Canary, pods: &PodSets) -> Vec<MetricResult> {
+        self.run_with(canary, None, pods).await
     }
 
     /// [`Analyzer::run`] as the queries would have answered at `at` (seconds since the Unix
     /// epoch), or now: what `fledge replay` asks.
     pub async fn run_at(&self, canary: &Canary, at: Option<i64>) -> Vec<MetricResult> {
+        let pods = PodSets::copies(&canary.spec.target_ref.name);
+        self.run_with(canary, at, &pods).await
+    }
+
+    /// [`Analyzer::run_at`] with the pods the queries' `{{ canary_pods }}` and
+    /// `{{ stable_pods }}` name.
+    pub async fn run_with(
+        &self,
+        canary: &Canary,
+        at: Option<i64>,
+        pods: &PodSets,
+    ) -> Vec<MetricResult> {
         let metrics = canary
             .spec
             .analysis
@@ -92,7 +125,7 @@ impl Analyzer {
         let judge = canary.spec.analysis.as_ref().and_then(|a| a.judge.as_ref());
         let mut planned = Vec::with_capacity(metrics.len());
         for (i, m) in metrics.iter().enumerate() {
-            let job = self.plan(canary, i, m, None).await;
+            let job = self.plan(canary, i, m, None, pods).await;
             let baseline_query = match judge.filter(|_| m.judge.is_some()) {
                 Some(j) if job.is_ok() => {
                     let target = &canary.spec.target_ref.name;
@@ -101,7 +134,12 @@ impl Analyzer {
                     } else {
                         format!("{target}-primary")
                     };
-                    self.plan(canary, i, m, Some(&baseline))
+                    // The baseline's pods stand where the canary's do in the query.
+                    let swapped = PodSets {
+                        canary: pods.stable.clone(),
+                        stable: pods.canary.clone(),
+                    };
+                    self.plan(canary, i, m, Some(&baseline), &swapped)
                         .await
                         .ok()
                         .map(|(_, q, _)| q)
@@ -192,6 +230,7 @@ impl Analyzer {
         i: usize,
         m: &CanaryMetric,
         target: Option<&str>,
+        pods: &PodSets,
     ) -> Result<(ProviderConfig, String, Duration), MetricOutcome> {
         let ns = canary.namespace().unwrap_or_default();
         let field = format!("spec.analysis.metrics[{i}]");
@@ -219,6 +258,8 @@ impl Analyzer {
                 .as_ref()
                 .map_or("", |r| r.name.as_str()),
             interval,
+            canary_pods: &pods.canary,
+            stable_pods: &pods.stable,
             variables: m.template_variables.as_ref(),
         };
         let default_address = canary
