@@ -11,6 +11,7 @@ pub mod git;
 pub mod incluster;
 pub mod loadgen;
 pub mod plugin;
+pub mod statefulset;
 pub mod victoria;
 
 use std::net::SocketAddr;
