@@ -23,7 +23,7 @@ use serde_json::json;
 
 const V1: &str = "ghcr.io/stefanprodan/podinfo:6.0.0";
 const V2: &str = "ghcr.io/stefanprodan/podinfo:6.0.1";
-const FAULTY: &str = "ghcr.io/stefanprodan/podinfo:6.0.2-faulty";
+const SLOW: &str = "ghcr.io/stefanprodan/podinfo:6.0.2-slow";
 const V3: &str = "ghcr.io/stefanprodan/podinfo:6.0.3";
 const REPLICAS: i32 = 5;
 const ROLLOUT: Duration = Duration::from_secs(240);
@@ -102,8 +102,10 @@ fn canary() -> serde_json::Value {
             "service": {"port": 9898},
             "analysis": {
                 "interval": "8s", "threshold": 2, "stepReplicas": 1,
-                "metrics": [{"name": "request-success-rate", "interval": "30s",
-                             "thresholdRange": {"min": 99}}]
+                "metrics": [
+                    {"name": "request-success-rate", "interval": "30s", "thresholdRange": {"min": 99}},
+                    {"name": "request-duration", "interval": "30s", "thresholdRange": {"max": 500}}
+                ]
             }
         }
     })
@@ -281,10 +283,10 @@ async fn claims(ns: &TestNs) -> BTreeMap<String, (String, String)> {
 async fn a_statefulset_moves_pod_by_pod_from_the_highest_ordinal_and_rolls_back_in_place() {
     let ns = TestNs::new("sts").await;
     let _volumes = volumes(&ns).await;
-    // The faulty revision fails on every pod but the highest ordinal: it passes its first step
-    // and is rolled back once it runs on two pods.
+    // The slow revision is slow (600-900 ms an answer) on every pod but the highest ordinal: it
+    // passes its first step and is rolled back once it runs on two pods.
     let opts: fledge_e2e::dataplane::OptsFor = Arc::new(|pod: &str, tag: &str| PodinfoOpts {
-        random_error: tag.contains("faulty") && pod != "db-4",
+        delay_ms: (tag.contains("slow") && pod != "db-4").then_some((600, 900)),
         ..PodinfoOpts::default()
     });
     let _pods = LocalStatefulSet::start(&ns.client, &ns.name, "db", "db", opts);
@@ -363,11 +365,11 @@ async fn a_statefulset_moves_pod_by_pod_from_the_highest_ordinal_and_rolls_back_
     .await
     .unwrap();
 
-    // 2. A faulty revision: judged on ordinal 4, then on 3 and 4, where it fails; the template
+    // 2. A slow revision: judged on ordinal 4, then on 3 and 4, where it fails; the template
     // goes back and the two pods with it, their volumes untouched.
-    let faulty = set_image(&ns, FAULTY).await;
-    let (w, c) = watch_rollout(&ns, &faulty, &load, "6.0.2-faulty", ended).await;
-    eprintln!("statefulset rollout of {FAULTY}: {w:?}");
+    let slow = set_image(&ns, SLOW).await;
+    let (w, c) = watch_rollout(&ns, &slow, &load, "6.0.2-slow", ended).await;
+    eprintln!("statefulset rollout of {SLOW}: {w:?}");
     let s = c.status.clone().unwrap();
     assert_eq!(s.phase, CanaryPhase::Failed, "{s:?}");
     assert_eq!(w.moved, vec![4, 3], "it reached two pods");
@@ -435,6 +437,19 @@ async fn a_statefulset_moves_pod_by_pod_from_the_highest_ordinal_and_rolls_back_
         3,
         "nothing moved while fledge was down"
     );
+    // What `kubectl fledge get` shows of it (kept for the README).
+    let shown = fledge_e2e::plugin::run(&ns, &["get", "db"]).await.ok();
+    eprintln!("kubectl fledge get db at partition 3:\n{shown}");
+    for line in [
+        "partition 3 of 5 replicas".to_string(),
+        format!("ordinals 3-4 on {v3} (under test), 0-2 on {v2} (promoted)"),
+        "Strategy:  StatefulSet partition, pods 1 (20%) 2 (40%) 3 (60%) 4 (80%)".to_string(),
+    ] {
+        assert!(shown.contains(&line), "no {line:?} in\n{shown}");
+    }
+    let logs = fledge_e2e::root().join("target/e2e-logs");
+    let _ = std::fs::create_dir_all(&logs);
+    let _ = std::fs::write(logs.join("statefulset-get.txt"), &shown);
     controller = start_controller(&ns);
     let (rest, c) = watch_rollout(&ns, &v3, &load, "6.0.3", ended).await;
     eprintln!("statefulset rollout of {V3} across a restart: before {w:?}, after {rest:?}");

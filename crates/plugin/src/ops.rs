@@ -5,19 +5,19 @@ use std::time::Duration;
 
 use fledge_api::{Canary, Gate, OperatorRequest, RequestAction, RequestOutcome};
 use futures::{StreamExt, TryStreamExt};
-use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::authentication::v1::SelfSubjectReview;
 use k8s_openapi::api::authorization::v1::{
     ResourceAttributes, SelfSubjectAccessReview, SelfSubjectAccessReviewSpec,
 };
-use k8s_openapi::api::core::v1::Event;
+use k8s_openapi::api::core::v1::{Event, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
 
 use crate::Error;
-use crate::render::{EventLine, TreeInput};
+use crate::render::{EventLine, StatefulSetInput, TreeInput};
 
 /// The field manager of the plugin's status writes.
 pub const MANAGER: &str = "kubectl-fledge";
@@ -131,12 +131,99 @@ pub async fn tree_input(client: &Client, canary: Canary) -> TreeInput {
         .ok()
         .flatten();
     let events = events(client, &canary).await;
+    let statefulset = if canary.spec.targets_statefulset() {
+        statefulset_input(client, &ns, &target_name).await
+    } else {
+        None
+    };
+    let (target, primary) = match &statefulset {
+        Some((sts, _)) => (Some(deployment_view_of(sts)), None),
+        None => (target, primary),
+    };
     TreeInput {
         canary,
         target,
         primary,
         events,
+        statefulset: statefulset.map(|(_, s)| s),
     }
+}
+
+/// A StatefulSet's template, replicas and rollout status in the shape the tree reads.
+fn deployment_view_of(sts: &StatefulSet) -> Deployment {
+    let spec = sts.spec.clone().unwrap_or_default();
+    let st = sts.status.clone().unwrap_or_default();
+    Deployment {
+        metadata: sts.metadata.clone(),
+        spec: Some(k8s_openapi::api::apps::v1::DeploymentSpec {
+            replicas: spec.replicas,
+            selector: spec.selector,
+            template: spec.template,
+            ..Default::default()
+        }),
+        status: Some(k8s_openapi::api::apps::v1::DeploymentStatus {
+            available_replicas: st.available_replicas,
+            ..Default::default()
+        }),
+    }
+}
+
+/// A StatefulSet target and its pods' revisions (`None` when it cannot be read).
+async fn statefulset_input(
+    client: &Client,
+    ns: &str,
+    name: &str,
+) -> Option<(StatefulSet, StatefulSetInput)> {
+    let sts = Api::<StatefulSet>::namespaced(client.clone(), ns)
+        .get_opt(name)
+        .await
+        .ok()
+        .flatten()?;
+    let spec = sts.spec.clone().unwrap_or_default();
+    let st = sts.status.clone().unwrap_or_default();
+    let selector = spec
+        .selector
+        .match_labels
+        .clone()
+        .unwrap_or_default()
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let prefix = format!("{name}-");
+    let pods = Api::<Pod>::namespaced(client.clone(), ns)
+        .list(&ListParams::default().labels(&selector))
+        .await
+        .map(|l| l.items)
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|p| {
+            let ordinal = p.name_any().strip_prefix(&prefix)?.parse().ok()?;
+            let revision = p
+                .labels()
+                .get("controller-revision-hash")
+                .cloned()
+                .unwrap_or_default();
+            let ready = p
+                .status
+                .as_ref()
+                .and_then(|s| s.conditions.as_ref())
+                .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+            Some((ordinal, revision, ready))
+        })
+        .collect();
+    let input = StatefulSetInput {
+        replicas: spec.replicas.unwrap_or(1),
+        partition: spec
+            .update_strategy
+            .and_then(|u| u.rolling_update)
+            .and_then(|r| r.partition)
+            .unwrap_or(0),
+        current_revision: st.current_revision.unwrap_or_default(),
+        update_revision: st.update_revision.unwrap_or_default(),
+        pods,
+    };
+    Some((sts, input))
 }
 
 /// The Events of a Canary, oldest first.

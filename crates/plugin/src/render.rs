@@ -66,11 +66,29 @@ fn weight_steps(c: &Canary) -> Vec<i32> {
     out
 }
 
+/// The weights of a StatefulSet's steps: `stepReplicas` counted in `replicas`, or the
+/// weights of `stepWeight`/`stepWeights`.
+fn statefulset_steps(c: &Canary, replicas: Option<i32>) -> Vec<i32> {
+    let analysis = c.spec.analysis_or_default();
+    match (&analysis.step_replicas, replicas) {
+        (Some(step), Some(r)) => fledge_api::statefulset::step_weights(step, r),
+        (Some(_), None) => Vec::new(),
+        (None, _) => weight_steps(c),
+    }
+}
+
 /// Progress through the analysis: `2/3` weight steps of a weighted canary, `iterations/N`
 /// otherwise.
 pub fn iteration(c: &Canary) -> String {
     let s = status(c);
     match c.spec.strategy() {
+        // Its steps depend on the replicas, which the Canary does not carry.
+        Strategy::Canary
+            if c.spec.targets_statefulset()
+                && c.spec.analysis_or_default().step_replicas.is_some() =>
+        {
+            format!("{}% of pods", s.canary_weight)
+        }
         Strategy::Canary => {
             let steps = weight_steps(c);
             let done = steps.iter().filter(|w| **w <= s.canary_weight).count();
@@ -196,6 +214,93 @@ pub struct TreeInput {
     pub primary: Option<Deployment>,
     /// Its Events, oldest first.
     pub events: Vec<EventLine>,
+    /// A StatefulSet target and its pods, when the Canary has one.
+    pub statefulset: Option<StatefulSetInput>,
+}
+
+/// A StatefulSet target as `get NAME` shows it.
+#[derive(Clone, Debug, Default)]
+pub struct StatefulSetInput {
+    /// `spec.replicas`.
+    pub replicas: i32,
+    /// `spec.updateStrategy.rollingUpdate.partition`.
+    pub partition: i32,
+    /// `status.currentRevision`: the promoted pods' revision.
+    pub current_revision: String,
+    /// `status.updateRevision`: the template's revision.
+    pub update_revision: String,
+    /// The pods: ordinal, `controller-revision-hash`, Ready.
+    pub pods: Vec<(i32, String, bool)>,
+}
+
+/// `0-2`, `4`, `0-1,3` for a sorted list of ordinals.
+fn ordinal_ranges(ordinals: &[i32]) -> String {
+    let mut out: Vec<String> = Vec::new();
+    let mut i = 0;
+    while i < ordinals.len() {
+        let start = ordinals[i];
+        let mut end = start;
+        while i + 1 < ordinals.len() && ordinals[i + 1] == end + 1 {
+            i += 1;
+            end = ordinals[i];
+        }
+        out.push(if start == end {
+            start.to_string()
+        } else {
+            format!("{start}-{end}")
+        });
+        i += 1;
+    }
+    if out.is_empty() {
+        "none".into()
+    } else {
+        out.join(",")
+    }
+}
+
+/// The partition and which ordinals run which revision.
+fn statefulset_lines(out: &mut String, sts: &StatefulSetInput) {
+    let on = |rev: &str| -> Vec<i32> {
+        let mut v: Vec<i32> = sts
+            .pods
+            .iter()
+            .filter(|(_, r, _)| r == rev)
+            .map(|(o, _, _)| *o)
+            .collect();
+        v.sort_unstable();
+        v
+    };
+    let _ = writeln!(
+        out,
+        "│   partition {} of {} replicas: the pods at or above it run the template",
+        sts.partition, sts.replicas
+    );
+    let unready: Vec<i32> = sts
+        .pods
+        .iter()
+        .filter(|(_, _, ready)| !ready)
+        .map(|(o, _, _)| *o)
+        .collect();
+    if sts.update_revision != sts.current_revision {
+        let _ = writeln!(
+            out,
+            "│   ordinals {} on {} (under test), {} on {} (promoted)",
+            ordinal_ranges(&on(&sts.update_revision)),
+            sts.update_revision,
+            ordinal_ranges(&on(&sts.current_revision)),
+            sts.current_revision
+        );
+    } else {
+        let _ = writeln!(
+            out,
+            "│   ordinals {} on {}",
+            ordinal_ranges(&on(&sts.current_revision)),
+            sts.current_revision
+        );
+    }
+    if !unready.is_empty() {
+        let _ = writeln!(out, "│   not ready: ordinals {}", ordinal_ranges(&unready));
+    }
 }
 
 /// How many Events the tree shows.
@@ -278,6 +383,19 @@ pub fn tree(input: &TreeInput, now: Timestamp) -> String {
     }
     let _ = writeln!(out, "Status:    {state}");
     let strategy = match c.spec.strategy() {
+        Strategy::Canary if c.spec.targets_statefulset() => {
+            let replicas = input.statefulset.as_ref().map(|s| s.replicas);
+            let steps: Vec<String> = statefulset_steps(c, replicas)
+                .iter()
+                .map(|w| {
+                    let pods = replicas
+                        .map(|r| fledge_api::statefulset::pods_for_weight(*w, r).to_string())
+                        .unwrap_or_else(|| "?".into());
+                    format!("{pods} ({w}%)")
+                })
+                .collect();
+            format!("StatefulSet partition, pods {}", steps.join(" "))
+        }
         Strategy::Canary => {
             let steps: Vec<String> = weight_steps(c).iter().map(|w| format!("{w}%")).collect();
             format!("canary, weights {}", steps.join(" "))
@@ -317,16 +435,27 @@ pub fn tree(input: &TreeInput, now: Timestamp) -> String {
         }
         None => out.push_str("│   not found\n"),
     }
-    let _ = writeln!(
-        out,
-        "└── primary {target_name}-primary  revision {}",
-        short(promoted_rev)
-    );
-    match &input.primary {
-        Some(d) => {
-            let _ = writeln!(out, "    images {}  {}", images(d), replicas(d));
+    if c.spec.targets_statefulset() {
+        if let Some(sts) = &input.statefulset {
+            statefulset_lines(&mut out, sts);
         }
-        None => out.push_str("    not found\n"),
+        let _ = writeln!(
+            out,
+            "└── promoted revision {} (rolled out in place: no primary copy)",
+            short(promoted_rev)
+        );
+    } else {
+        let _ = writeln!(
+            out,
+            "└── primary {target_name}-primary  revision {}",
+            short(promoted_rev)
+        );
+        match &input.primary {
+            Some(d) => {
+                let _ = writeln!(out, "    images {}  {}", images(d), replicas(d));
+            }
+            None => out.push_str("    not found\n"),
+        }
     }
 
     let checks = s
@@ -466,7 +595,8 @@ pub fn tree(input: &TreeInput, now: Timestamp) -> String {
         };
         let _ = writeln!(out, "{branch} {item}");
     }
-    let _ = writeln!(out, "Next:      {}", next_step(c, &s, now));
+    let replicas = input.statefulset.as_ref().map(|s| s.replicas);
+    let _ = writeln!(out, "Next:      {}", next_step(c, &s, now, replicas));
     if let Some(r) = &s.rollout
         && let Some(last) = r.failures.last()
     {
@@ -518,7 +648,9 @@ pub fn tree(input: &TreeInput, now: Timestamp) -> String {
 }
 
 /// What comes next and when, for people.
-pub fn next_step(c: &Canary, s: &CanaryStatus, now: Timestamp) -> String {
+///
+/// `replicas`: a StatefulSet target's, which its steps are counted in.
+pub fn next_step(c: &Canary, s: &CanaryStatus, now: Timestamp, replicas: Option<i32>) -> String {
     let analysis = c.spec.analysis_or_default();
     if let Some(p) = &s.paused {
         return format!(
@@ -569,6 +701,17 @@ pub fn next_step(c: &Canary, s: &CanaryStatus, now: Timestamp) -> String {
         ),
         CanaryPhase::Progressing => {
             let what = match c.spec.strategy() {
+                Strategy::Canary if c.spec.targets_statefulset() => {
+                    let steps = statefulset_steps(c, replicas);
+                    match steps.iter().find(|w| **w > s.canary_weight) {
+                        Some(w) => format!(
+                            "{} pods ({w}%){}",
+                            replicas.map_or(0, |r| fledge_api::statefulset::pods_for_weight(*w, r)),
+                            gate_note(Gate::ConfirmTrafficIncrease)
+                        ),
+                        None => format!("promotion{}", gate_note(Gate::ConfirmPromotion)),
+                    }
+                }
                 Strategy::Canary => {
                     match fledge_core::weights::next_weight(&analysis, s.canary_weight) {
                         Some(w) => {

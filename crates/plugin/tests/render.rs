@@ -2,10 +2,11 @@
 
 use fledge_api::Canary;
 use fledge_plugin::render::{
-    EventLine, TreeInput, human, iteration, table, tree, watch_line, weight_bar,
+    EventLine, StatefulSetInput, TreeInput, human, iteration, table, tree, watch_line, weight_bar,
 };
 use jiff::Timestamp;
 use k8s_openapi::api::apps::v1::Deployment;
+use serde_json::json;
 
 fn now() -> Timestamp {
     "2026-11-23T19:30:00Z".parse().unwrap()
@@ -104,6 +105,7 @@ fn input(c: Canary) -> TreeInput {
             2,
             2,
         )),
+        statefulset: None,
         events: (0..8)
             .map(|i| event(200 - i * 20, "Normal", "Old", &format!("event {i}")))
             .chain([
@@ -216,6 +218,7 @@ fn a_canary_the_controller_has_not_seen_and_missing_workloads() {
             target: None,
             primary: None,
             events: vec![],
+            statefulset: None,
         },
         now(),
     );
@@ -342,4 +345,56 @@ fn a_statistical_judgement_shows_its_score_baseline_and_each_class() {
     ] {
         assert!(out.contains(line), "{line}\nnot in\n{out}");
     }
+}
+
+#[test]
+fn a_statefulset_shows_its_partition_and_which_ordinals_run_which_revision() {
+    let c: Canary = serde_json::from_value(json!({
+        "apiVersion": "fledge.dev/v1beta1", "kind": "Canary",
+        "metadata": {"name": "db", "namespace": "shop"},
+        "spec": {"provider": "kubernetes",
+                 "targetRef": {"apiVersion": "apps/v1", "kind": "StatefulSet", "name": "db"},
+                 "service": {"port": 9898},
+                 "analysis": {"interval": "8s", "stepReplicas": 1}},
+        "status": {"phase": "Progressing", "canaryWeight": 40,
+                   "lastAppliedSpec": "bbbbbbbbbbbb", "lastPromotedSpec": "aaaaaaaaaaaa"}
+    }))
+    .unwrap();
+    let sts = StatefulSetInput {
+        replicas: 5,
+        partition: 3,
+        current_revision: "db-c498fd888".into(),
+        update_revision: "db-76dffd864c".into(),
+        pods: (0..5)
+            .map(|o| {
+                let rev = if o >= 3 {
+                    "db-76dffd864c"
+                } else {
+                    "db-c498fd888"
+                };
+                (o, rev.to_string(), o != 3)
+            })
+            .collect(),
+    };
+    let out = tree(
+        &TreeInput {
+            canary: c,
+            target: Some(deployment("db", "ghcr.io/stefanprodan/podinfo:6.0.1", 5, 4)),
+            primary: None,
+            events: vec![],
+            statefulset: Some(sts),
+        },
+        now(),
+    );
+    for line in [
+        "Strategy:  StatefulSet partition, pods 1 (20%) 2 (40%) 3 (60%) 4 (80%), every 8s, provider kubernetes",
+        "│   partition 3 of 5 replicas: the pods at or above it run the template",
+        "│   ordinals 3-4 on db-76dffd864c (under test), 0-2 on db-c498fd888 (promoted)",
+        "│   not ready: ordinals 3",
+        "└── promoted revision aaaaaaaaaa (rolled out in place: no primary copy)",
+        "Next:      analysis step, then 3 pods (60%)",
+    ] {
+        assert!(out.contains(line), "no line {line:?} in\n{out}");
+    }
+    assert!(!out.contains("db-primary"), "{out}");
 }

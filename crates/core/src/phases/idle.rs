@@ -78,8 +78,13 @@ fn back_to_primary(cx: &mut Cx, target: &TargetObservation) {
     cx.status.last_applied_spec = Some(target.spec_hash.clone());
     cx.status.tracked_configs = Some(target.tracked_configs.clone());
     let message = format!(
-        "Target {} is back to the primary's revision; nothing to roll out.",
-        cx.target_name()
+        "Target {} is back to the {} revision; nothing to roll out.",
+        cx.target_name(),
+        if cx.statefulset() {
+            "promoted"
+        } else {
+            "primary's"
+        }
     );
     if cx.status.phase == CanaryPhase::Waiting {
         cx.enter(CanaryPhase::Initialized, "RevisionReverted", message);
@@ -185,7 +190,11 @@ fn start(cx: &mut Cx, target: &TargetObservation) {
         cx.enter(
             CanaryPhase::Progressing,
             "NewRevision",
-            format!("New revision detected! Scaling up {name}"),
+            if cx.statefulset() {
+                format!("New revision detected! Moving {name} to it pod by pod")
+            } else {
+                format!("New revision detected! Scaling up {name}")
+            },
         );
         cx.notify(
             Severity::Info,
