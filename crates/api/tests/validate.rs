@@ -2145,7 +2145,7 @@ fn metric_templates() {
             vec![("query", json!("up{d=\"{{ direction }}\"}"))],
             vec![(
                 "spec.query",
-                "uses the unknown variable {{ direction }}; use one of namespace, name, target, service, ingress, route, interval, or pass it from the Canary's templateVariables as {{ variables.direction }}",
+                "uses the unknown variable {{ direction }}; use one of namespace, name, target, service, ingress, route, interval, canary_pods, stable_pods, or pass it from the Canary's templateVariables as {{ variables.direction }}",
             )],
         ),
         (

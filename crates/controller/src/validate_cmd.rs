@@ -68,6 +68,7 @@ pub fn run_with_stdin(
         return EXIT_UNREADABLE;
     }
     let mut tally = Tally::default();
+    let mut inputs: Vec<(&str, Vec<u8>)> = Vec::new();
     for path in paths {
         let name = if path == "-" {
             "<stdin>"
@@ -98,7 +99,12 @@ pub fn run_with_stdin(
                 continue;
             }
         };
-        check_input(name, &bytes, &mut tally, out, err);
+        inputs.push((name, bytes));
+    }
+    // StatefulSets are checked when a Canary among the inputs targets them.
+    let targets = statefulset_targets(&inputs);
+    for (name, bytes) in &inputs {
+        check_input(name, bytes, &targets, &mut tally, out, err);
     }
 
     let docs = tally.valid + tally.invalid + tally.skipped;
@@ -153,9 +159,78 @@ fn io_reason(e: &std::io::Error) -> String {
     }
 }
 
+/// `(namespace, name)` of the StatefulSets the Canaries among `inputs` target.
+type Targets = std::collections::BTreeSet<(String, String)>;
+
+fn yaml_options() -> serde_saphyr::Options {
+    serde_saphyr::options! {
+        budget: serde_saphyr::budget! {
+            max_depth: MAX_DEPTH,
+            max_documents: MAX_DOCUMENTS,
+            max_reader_input_bytes: Some(MAX_INPUT_BYTES + 1),
+        },
+        with_snippet: false,
+    }
+}
+
+fn statefulset_targets(inputs: &[(&str, Vec<u8>)]) -> Targets {
+    let mut targets = Targets::new();
+    for (_, bytes) in inputs {
+        if std::str::from_utf8(bytes).is_err() {
+            continue;
+        }
+        let mut reader = std::io::Cursor::new(bytes);
+        for value in serde_saphyr::read_with_options::<_, Value>(&mut reader, yaml_options())
+            .map_while(Result::ok)
+        {
+            let is_canary = value.get("kind").and_then(Value::as_str) == Some("Canary");
+            let target = value.pointer("/spec/targetRef");
+            let kind = target.and_then(|t| t.get("kind")).and_then(Value::as_str);
+            let name = target.and_then(|t| t.get("name")).and_then(Value::as_str);
+            if let (true, Some("StatefulSet"), Some(name)) = (is_canary, kind, name) {
+                let (ns, _) = metadata_label(value.get("metadata"));
+                targets.insert((ns, name.to_string()));
+            }
+        }
+    }
+    targets
+}
+
+/// A StatefulSet a Canary targets: fledge rolls it out through its RollingUpdate partition.
+fn check_statefulset(map: &serde_json::Map<String, Value>, problems: &mut Vec<Problem>) {
+    let strategy = map.get("spec").and_then(|s| s.get("updateStrategy"));
+    let kind = strategy
+        .and_then(|s| s.get("type"))
+        .and_then(Value::as_str)
+        .unwrap_or("RollingUpdate");
+    if kind != "RollingUpdate" {
+        problems.push(Problem::new(
+            "spec.updateStrategy.type",
+            format!(
+                "is {kind}: its pods change only when deleted, and fledge rolls a StatefulSet out \
+                 through the RollingUpdate partition; write type: RollingUpdate"
+            ),
+        ));
+    }
+    if let Some(p) = strategy
+        .and_then(|s| s.pointer("/rollingUpdate/partition"))
+        .filter(|p| !p.is_null())
+    {
+        problems.push(Problem::new(
+            "spec.updateStrategy.rollingUpdate.partition",
+            format!(
+                "is {p}, but fledge owns the partition of a StatefulSet it rolls out (it holds it \
+                 at the replica count between rollouts); remove it so that applying this manifest \
+                 does not move it"
+            ),
+        ));
+    }
+}
+
 fn check_input(
     name: &str,
     bytes: &[u8],
+    targets: &Targets,
     tally: &mut Tally,
     out: &mut impl Write,
     err: &mut impl Write,
@@ -172,21 +247,14 @@ fn check_input(
         tally.unreadable += 1;
         return;
     }
-    let options = serde_saphyr::options! {
-        budget: serde_saphyr::budget! {
-            max_depth: MAX_DEPTH,
-            max_documents: MAX_DOCUMENTS,
-            max_reader_input_bytes: Some(MAX_INPUT_BYTES + 1),
-        },
-        with_snippet: false,
-    };
+    let options = yaml_options();
     let mut reader = std::io::Cursor::new(bytes);
     let mut doc = 0usize;
     for result in serde_saphyr::read_with_options::<_, Value>(&mut reader, options) {
         doc += 1;
         match result {
             Ok(value) => {
-                let problems = check_document(value);
+                let problems = check_document(value, targets);
                 match problems {
                     Outcome::Skipped => tally.skipped += 1,
                     Outcome::Checked { problems, .. } if problems.is_empty() => tally.valid += 1,
@@ -241,7 +309,7 @@ enum Outcome {
     },
 }
 
-fn check_document(mut value: Value) -> Outcome {
+fn check_document(mut value: Value, targets: &Targets) -> Outcome {
     strip_nulls(&mut value);
     let Value::Object(map) = &mut value else {
         return Outcome::Checked {
@@ -283,6 +351,16 @@ fn check_document(mut value: Value) -> Outcome {
                     ),
                 )],
             };
+        }
+        Some("apps/v1")
+            if kind.as_deref() == Some("StatefulSet")
+                && name
+                    .as_ref()
+                    .is_some_and(|n| targets.contains(&(namespace.clone(), n.clone()))) =>
+        {
+            let mut problems = Vec::new();
+            check_statefulset(map, &mut problems);
+            return Outcome::Checked { label, problems };
         }
         Some(_) => return Outcome::Skipped,
         None => {

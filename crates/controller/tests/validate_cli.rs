@@ -906,7 +906,7 @@ fn broken_flagger_examples_are_rejected_at_the_exact_field() {
                 ("type: pre-rollout", "type: pre-rolout"),
             ],
             &[
-                "spec.targetRef.kind: kind Service is not supported by fledge yet; use Deployment or DaemonSet",
+                "spec.targetRef.kind: kind Service is not supported by fledge yet; use Deployment, DaemonSet or StatefulSet",
                 "spec.analysis.metrics[1].name: \"success-rate\" is already the name of metrics[0]; metric names must be unique",
                 "spec.analysis.webhooks[0].type: \"pre-rolout\" is not a webhook type; use one of: confirm-rollout, pre-rollout, rollout, confirm-traffic-increase, confirm-promotion, post-rollout, rollback, event",
             ],
@@ -938,7 +938,7 @@ fn broken_flagger_examples_are_rejected_at_the_exact_field() {
             ],
             &[
                 "spec.provider.address: is not an absolute URL; write it with its scheme, as http://host[:port]/path",
-                "spec.query: uses the unknown variable {{ direction }}; use one of namespace, name, target, service, ingress, route, interval, or pass it from the Canary's templateVariables as {{ variables.direction }}",
+                "spec.query: uses the unknown variable {{ direction }}; use one of namespace, name, target, service, ingress, route, interval, canary_pods, stable_pods, or pass it from the Canary's templateVariables as {{ variables.direction }}",
             ],
         ),
         (
@@ -1146,4 +1146,51 @@ fn every_flagger_schema_field_is_known() {
             );
         }
     }
+}
+
+#[test]
+fn a_statefulset_a_canary_targets_must_be_rolled_out_by_partition() {
+    let canary = "\
+apiVersion: fledge.dev/v1beta1
+kind: Canary
+metadata: {name: db, namespace: test}
+spec:
+  provider: kubernetes
+  targetRef: {apiVersion: apps/v1, kind: StatefulSet, name: db}
+  service: {port: 9898}
+  analysis: {interval: 1m, stepReplicas: 1}
+";
+    let sts = |name: &str, strategy: &str| {
+        format!(
+            "apiVersion: apps/v1\nkind: StatefulSet\nmetadata: {{name: {name}, namespace: test}}\nspec:\n  replicas: 3\n  updateStrategy: {strategy}\n"
+        )
+    };
+    // The target in another file, OnDelete and with a partition; another StatefulSet alone.
+    let dir = temp_dir("statefulset");
+    let a = write(&dir, "canary.yaml", canary);
+    let b = write(
+        &dir,
+        "sts.yaml",
+        format!(
+            "{}---\n{}",
+            sts("db", "{type: OnDelete, rollingUpdate: {partition: 2}}"),
+            sts("cache", "{type: OnDelete}")
+        ),
+    );
+    let r = run_args(&[&a, &b], b"");
+    assert_eq!(
+        r.out,
+        format!(
+            "{b}:1: StatefulSet test/db: spec.updateStrategy.type: is OnDelete: its pods change only when deleted, and fledge rolls a StatefulSet out through the RollingUpdate partition; write type: RollingUpdate\n\
+             {b}:1: StatefulSet test/db: spec.updateStrategy.rollingUpdate.partition: is 2, but fledge owns the partition of a StatefulSet it rolls out (it holds it at the replica count between rollouts); remove it so that applying this manifest does not move it\n\
+             3 documents checked: 1 valid, 1 invalid, 1 skipped\n"
+        )
+    );
+    assert_eq!(r.code, 1);
+    let good = run_stdin(format!("{canary}---\n{}", sts("db", "{type: RollingUpdate}")).as_bytes());
+    assert_eq!(
+        good.out,
+        "2 documents checked: 2 valid, 0 invalid, 0 skipped\n"
+    );
+    assert_eq!(good.code, 0);
 }
