@@ -103,8 +103,8 @@ fn canary() -> serde_json::Value {
             "analysis": {
                 "interval": "8s", "threshold": 2, "stepReplicas": 1,
                 "metrics": [
-                    {"name": "request-success-rate", "interval": "30s", "thresholdRange": {"min": 99}},
-                    {"name": "request-duration", "interval": "30s", "thresholdRange": {"max": 500}}
+                    {"name": "request-success-rate", "interval": "15s", "thresholdRange": {"min": 99}},
+                    {"name": "request-duration", "interval": "15s", "thresholdRange": {"max": 500}}
                 ]
             }
         }
@@ -409,6 +409,10 @@ async fn a_statefulset_moves_pod_by_pod_from_the_highest_ordinal_and_rolls_back_
         volumes_before,
         "every ordinal keeps its volume"
     );
+
+    // A pod keeps its name across revisions, so a metric window still holding the rolled-back
+    // revision's samples would judge the next one by them: let the 15 s window pass.
+    tokio::time::sleep(Duration::from_secs(16)).await;
 
     // 3. The controller killed mid-rollout: the partition stays, and the rollout goes on from it.
     let v3 = set_image(&ns, V3).await;
