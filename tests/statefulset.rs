@@ -9,10 +9,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fledge_api::{Canary, CanaryPhase};
-use fledge_e2e::analysis::{Load, start_controller};
+use fledge_e2e::analysis::{AnalysingController, Load, start_controller, start_controller_with};
 use fledge_e2e::dataplane::{
-    GATEWAY_NAME, GATEWAY_NAMESPACE, PodinfoOpts, Tally, httproutes, wait_routed,
+    GATEWAY_NAME, GATEWAY_NAMESPACE, PodinfoOpts, Tally, httproutes, traefik_weights,
+    wait_canary_routed, wait_routed,
 };
+use fledge_e2e::git::{GitDaemon, git};
 use fledge_e2e::statefulset::{LocalStatefulSet, revision_of};
 use fledge_e2e::{TestNs, eventually};
 use k8s_openapi::api::apps::v1::StatefulSet;
@@ -91,6 +93,19 @@ fn statefulset(ns: &TestNs) -> serde_json::Value {
     })
 }
 
+/// The Canary behind the Gateway API router: Traefik splits the traffic between `db-primary`
+/// and `db-canary`, which select the pods by revision.
+fn routed_canary(host: &str) -> serde_json::Value {
+    let mut c = canary();
+    c["spec"]["provider"] = json!("gatewayapi:v1");
+    c["spec"]["service"] = json!({
+        "port": 9898,
+        "hosts": [host],
+        "gatewayRefs": [{"name": GATEWAY_NAME, "namespace": GATEWAY_NAMESPACE}],
+    });
+    c
+}
+
 fn canary() -> serde_json::Value {
     json!({
         "apiVersion": "fledge.dev/v1beta1", "kind": "Canary",
@@ -127,6 +142,11 @@ async fn revisions(ns: &TestNs) -> BTreeMap<i32, String> {
         .collect()
 }
 
+/// The revision every pod runs now (the StatefulSet's current revision).
+async fn current_revision(ns: &TestNs) -> String {
+    sts(ns).await.status.unwrap().current_revision.unwrap()
+}
+
 async fn sts(ns: &TestNs) -> StatefulSet {
     Api::<StatefulSet>::namespaced(ns.client.clone(), &ns.name)
         .get("db")
@@ -141,6 +161,30 @@ fn partition(s: &StatefulSet) -> i32 {
         .and_then(|u| u.rolling_update.as_ref())
         .and_then(|r| r.partition)
         .unwrap_or(0)
+}
+
+/// The StatefulSet's manifest as the GitOps repository holds it.
+fn manifest(image: &str) -> String {
+    format!(
+        "apiVersion: apps/v1\nkind: StatefulSet\nmetadata:\n  name: db\nspec:\n  replicas: {REPLICAS}\n  template:\n    spec:\n      containers:\n        - name: podinfod\n          image: {image}\n"
+    )
+}
+
+/// A release through Git, as Flux would apply it: the image committed to the repository, then
+/// set on the StatefulSet.
+async fn release(ns: &TestNs, daemon: &GitDaemon, image: &str) -> String {
+    let repo = daemon.clone_repo("app").unwrap();
+    std::fs::write(repo.dir.join("deploy/db.yaml"), manifest(image)).unwrap();
+    git(&repo.dir, &["commit", "-qam", &format!("release {image}")]).unwrap();
+    git(&repo.dir, &["push", "-q", "origin", "HEAD:main"]).unwrap();
+    set_image(ns, image).await
+}
+
+fn start_with_git(ns: &TestNs) -> AnalysingController {
+    let work = fledge_e2e::root()
+        .join("target/e2e-logs")
+        .join(format!("{}-gitwork", ns.name));
+    start_controller_with(ns, &["--git-workdir", &work.to_string_lossy()])
 }
 
 async fn set_image(ns: &TestNs, image: &str) -> String {
@@ -166,8 +210,8 @@ async fn set_image(ns: &TestNs, image: &str) -> String {
     sts(ns).await.status.unwrap().update_revision.unwrap()
 }
 
-/// Watches the pods until the Canary ends (Succeeded or Failed): the order in which ordinals
-/// moved to `revision` and back, and the ordinals on it at each weight the Canary reported
+/// Watches the pods until the Canary, once it has started a rollout, ends (`stop_at`): the
+/// order in which ordinals left the `old` revision and came back to it, and the ordinals on it at each weight the Canary reported
 /// (as the next step found them).
 #[derive(Debug, Default)]
 struct Watched {
@@ -181,12 +225,14 @@ struct Watched {
 
 async fn watch_rollout(
     ns: &TestNs,
-    revision: &str,
+    old: &str,
     load: &Load,
     tag: &str,
+    routed: bool,
     stop_at: impl Fn(&Canary) -> bool,
 ) -> (Watched, Canary) {
     let mut w = Watched::default();
+    let mut started = false;
     let mut on: Vec<i32> = Vec::new();
     let mut step: Option<(i32, Tally)> = None;
     let suffix = format!(" {tag}");
@@ -208,7 +254,7 @@ async fn watch_rollout(
         let now: Vec<i32> = revisions(ns)
             .await
             .into_iter()
-            .filter(|(_, r)| r == revision)
+            .filter(|(_, r)| r != old)
             .map(|(o, _)| o)
             .collect();
         for o in &now {
@@ -231,8 +277,14 @@ async fn watch_rollout(
             w.at_weight.insert(s.canary_weight, on.clone());
         }
         // Traffic is counted at a weight once its pods have all moved, until the next step.
-        let moved_all =
-            on.len() as i32 == fledge_api::statefulset::pods_for_weight(s.canary_weight, REPLICAS);
+        // Without a router the pods carry the weight; behind one, Traefik's weights do (the
+        // pods lead by one step).
+        let moved_all = if routed {
+            traefik_weights(&ns.name, "db", 9898).await
+                == Some((100 - i64::from(s.canary_weight), i64::from(s.canary_weight)))
+        } else {
+            on.len() as i32 == fledge_api::statefulset::pods_for_weight(s.canary_weight, REPLICAS)
+        };
         let current = step.as_ref().map(|(wt, _)| *wt);
         if s.phase != CanaryPhase::Progressing || current.is_some_and(|wt| wt != s.canary_weight) {
             close(&mut w, &step);
@@ -246,7 +298,8 @@ async fn watch_rollout(
         {
             step = Some((s.canary_weight, load.tally()));
         }
-        if stop_at(&c) {
+        started |= s.phase == CanaryPhase::Progressing;
+        if started && stop_at(&c) {
             close(&mut w, &step);
             return (w, c);
         }
@@ -289,7 +342,7 @@ async fn a_statefulset_moves_pod_by_pod_from_the_highest_ordinal_and_rolls_back_
         delay_ms: (tag.contains("slow") && pod != "db-4").then_some((600, 900)),
         ..PodinfoOpts::default()
     });
-    let _pods = LocalStatefulSet::start(&ns.client, &ns.name, "db", "db", opts);
+    let _pods = LocalStatefulSet::start(&ns.client, &ns.name, "db", &["db"], opts);
     ns.create::<StatefulSet>(statefulset(&ns)).await;
     let host = format!("db.{}.test", ns.name);
     let route: kube::api::DynamicObject = serde_json::from_value(json!({
@@ -304,8 +357,15 @@ async fn a_statefulset_moves_pod_by_pod_from_the_highest_ordinal_and_rolls_back_
         .create(&PostParams::default(), &route)
         .await
         .unwrap();
-    ns.create::<Canary>(canary()).await;
-    let mut controller = start_controller(&ns);
+    let daemon = GitDaemon::start_new(&ns.name).unwrap();
+    let url = daemon
+        .create_repo("app", &[("deploy/db.yaml", &manifest(V1))])
+        .unwrap();
+    let mut c = canary();
+    c["spec"]["gitops"] =
+        json!({"repository": {"url": url, "branch": "main"}, "path": "deploy/db.yaml"});
+    ns.create::<Canary>(c).await;
+    let mut controller = start_with_git(&ns);
     ns.wait_phase("db", CanaryPhase::Initialized, Duration::from_secs(90))
         .await;
     assert_eq!(
@@ -328,8 +388,12 @@ async fn a_statefulset_moves_pod_by_pod_from_the_highest_ordinal_and_rolls_back_
     let load = Load::start(&host, 30, Duration::from_secs(600));
 
     // 1. A good revision: ordinals 4, 3, 2, 1 one per step, 0 at promotion.
-    let v2 = set_image(&ns, V2).await;
-    let (w, c) = watch_rollout(&ns, &v2, &load, "6.0.1", ended).await;
+    // Watched from before the release, so that no move is missed.
+    let v1 = current_revision(&ns).await;
+    let (v2, (w, c)) = tokio::join!(
+        release(&ns, &daemon, V2),
+        watch_rollout(&ns, &v1, &load, "6.0.1", false, ended)
+    );
     eprintln!("statefulset rollout of {V2}: {w:?}");
     assert_eq!(
         c.status.as_ref().unwrap().phase,
@@ -367,8 +431,10 @@ async fn a_statefulset_moves_pod_by_pod_from_the_highest_ordinal_and_rolls_back_
 
     // 2. A slow revision: judged on ordinal 4, then on 3 and 4, where it fails; the template
     // goes back and the two pods with it, their volumes untouched.
-    let slow = set_image(&ns, SLOW).await;
-    let (w, c) = watch_rollout(&ns, &slow, &load, "6.0.2-slow", ended).await;
+    let (_, (w, c)) = tokio::join!(
+        release(&ns, &daemon, SLOW),
+        watch_rollout(&ns, &v2, &load, "6.0.2-slow", false, ended)
+    );
     eprintln!("statefulset rollout of {SLOW}: {w:?}");
     let s = c.status.clone().unwrap();
     assert_eq!(s.phase, CanaryPhase::Failed, "{s:?}");
@@ -409,17 +475,30 @@ async fn a_statefulset_moves_pod_by_pod_from_the_highest_ordinal_and_rolls_back_
         volumes_before,
         "every ordinal keeps its volume"
     );
+    // The GitOps source names the promoted image again, read from the promoted revision.
+    eventually(Duration::from_secs(60), "the revert commit", || async {
+        daemon.clone_repo("app").unwrap().read("deploy/db.yaml") == manifest(V2)
+    })
+    .await
+    .unwrap();
+    let log = daemon.clone_repo("app").unwrap().log().unwrap();
+    assert!(
+        log.iter()
+            .any(|m| m.starts_with("fledge: revert") && m.contains(&format!("{SLOW} -> {V2}"))),
+        "{log:#?}"
+    );
 
     // A pod keeps its name across revisions, so a metric window still holding the rolled-back
     // revision's samples would judge the next one by them: let the 15 s window pass.
     tokio::time::sleep(Duration::from_secs(16)).await;
 
     // 3. The controller killed mid-rollout: the partition stays, and the rollout goes on from it.
-    let v3 = set_image(&ns, V3).await;
-    let (w, _) = watch_rollout(&ns, &v3, &load, "6.0.3", |c| {
-        c.status.as_ref().is_some_and(|s| s.canary_weight == 40)
-    })
-    .await;
+    let (v3, (w, _)) = tokio::join!(
+        release(&ns, &daemon, V3),
+        watch_rollout(&ns, &v2, &load, "6.0.3", false, |c| {
+            c.status.as_ref().is_some_and(|s| s.canary_weight == 40)
+        })
+    );
     ns.kill_controller(controller.idx);
     eventually(
         Duration::from_secs(30),
@@ -454,8 +533,8 @@ async fn a_statefulset_moves_pod_by_pod_from_the_highest_ordinal_and_rolls_back_
     let logs = fledge_e2e::root().join("target/e2e-logs");
     let _ = std::fs::create_dir_all(&logs);
     let _ = std::fs::write(logs.join("statefulset-get.txt"), &shown);
-    controller = start_controller(&ns);
-    let (rest, c) = watch_rollout(&ns, &v3, &load, "6.0.3", ended).await;
+    controller = start_with_git(&ns);
+    let (rest, c) = watch_rollout(&ns, &v2, &load, "6.0.3", false, ended).await;
     eprintln!("statefulset rollout of {V3} across a restart: before {w:?}, after {rest:?}");
     assert_eq!(
         c.status.as_ref().unwrap().phase,
@@ -473,4 +552,91 @@ async fn a_statefulset_moves_pod_by_pod_from_the_highest_ordinal_and_rolls_back_
     assert!(rest.back.is_empty(), "no pod went back: {rest:?}");
     eprintln!("requests during the rollouts: {:?}", load.tally());
     drop(controller);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn behind_the_gateway_api_a_statefulsets_pods_lead_the_traffic_by_one_step() {
+    let ns = TestNs::new("sts-gw").await;
+    let _volumes = volumes(&ns).await;
+    let _pods = LocalStatefulSet::start(
+        &ns.client,
+        &ns.name,
+        "db",
+        &["db", "db-primary", "db-canary"],
+        Arc::new(|_: &str, _: &str| PodinfoOpts::default()),
+    );
+    ns.create::<StatefulSet>(statefulset(&ns)).await;
+    let host = format!("db.{}.test", ns.name);
+    ns.create::<Canary>(routed_canary(&host)).await;
+    let _controller = start_controller(&ns);
+    wait_canary_routed(&ns, "db", &host).await.unwrap();
+    assert_eq!(
+        partition(&sts(&ns).await),
+        REPLICAS,
+        "held at the replica count"
+    );
+    let load = Load::start(&host, 30, Duration::from_secs(600));
+
+    let v1 = current_revision(&ns).await;
+    let (_, (w, c)) = tokio::join!(
+        set_image(&ns, V2),
+        watch_rollout(&ns, &v1, &load, "6.0.1", true, ended)
+    );
+    eprintln!("statefulset rollout behind the Gateway API: {w:?}");
+    assert_eq!(
+        c.status.as_ref().unwrap().phase,
+        CanaryPhase::Succeeded,
+        "{:?}",
+        c.status
+    );
+    assert_eq!(w.moved, vec![4, 3, 2, 1, 0], "ordinals moved highest first");
+    // The pods of the next step are in place before the router sends the canary its weight.
+    assert_eq!(
+        w.at_weight,
+        BTreeMap::from([
+            (20, vec![3, 4]),
+            (40, vec![2, 3, 4]),
+            (60, vec![1, 2, 3, 4]),
+            (80, vec![1, 2, 3, 4]),
+        ]),
+    );
+    // The router's weights, not the pods' shares, decide the traffic.
+    for (weight, (share, n)) in &w.shares {
+        assert!(*n >= 100, "too few requests at weight {weight}: {n}");
+        assert!(
+            (share - f64::from(*weight)).abs() <= 10.0,
+            "at weight {weight} the new revision answered {share:.1}% of {n} requests"
+        );
+    }
+    assert_eq!(w.shares.len(), 4, "{:?}", w.shares);
+    let tally = load.tally();
+    assert_eq!(
+        tally.unsuccessful(),
+        0,
+        "no request lost on the way: {tally:?}"
+    );
+    eventually(
+        Duration::from_secs(30),
+        "the partition held again",
+        || async { partition(&sts(&ns).await) == REPLICAS },
+    )
+    .await
+    .unwrap();
+    eventually(
+        Duration::from_secs(30),
+        "Traefik to route everything to the primary",
+        || async { traefik_weights(&ns.name, "db", 9898).await == Some((100, 0)) },
+    )
+    .await
+    .unwrap();
+    let tally = load.tally();
+    assert_eq!(
+        tally.unsuccessful(),
+        0,
+        "no request lost after the promotion: {tally:?}"
+    );
+    assert!(
+        tally.by_version.get("db-0 6.0.1").copied().unwrap_or(0) > 0,
+        "the primary Service serves the promoted pods: {tally:?}"
+    );
 }

@@ -1,14 +1,15 @@
 //! A stand-in kubelet for a StatefulSet's pods on the local control plane: kube-controller-
 //! manager's StatefulSet controller creates and replaces the pods, kwok marks them Ready, and
 //! this runs one podinfo process per Ready pod, of the pod's image tag, on an address of its
-//! own (`127.0.0.<20 + ordinal>`), publishes them all as the endpoints of the Service that
-//! selects the pods, and has Prometheus scrape each labelled as the pod.
+//! own (`127.0.0.<20 + ordinal>`), publishes each as an endpoint of the Services whose selector
+//! its pod matches (the apex over every pod; behind a router, the primary and canary Services
+//! by `controller-revision-hash`), and has Prometheus scrape each labelled as the pod.
 
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Pod, Service};
 use kube::api::{Api, ListParams};
 use kube::{Client, ResourceExt};
 
@@ -24,31 +25,34 @@ pub struct LocalStatefulSet {
 struct PodProcess {
     /// `controller-revision-hash` of the pod it serves.
     revision: String,
+    /// The pod's labels.
+    labels: BTreeMap<String, String>,
     uid: String,
     process: Podinfo,
     _scrape: ScrapeTarget,
 }
 
 impl LocalStatefulSet {
-    /// Follows the pods labelled `app=<name>` in `namespace`; `service` gets their endpoints.
+    /// Follows the pods labelled `app=<name>` in `namespace`; each of `services` (those that
+    /// exist) gets the endpoints of the pods its selector matches.
     /// Each process reports `"<pod> <image tag>"`; `opts` is asked with the pod's name and its
     /// image tag.
     pub fn start(
         client: &Client,
         namespace: &str,
         name: &str,
-        service: &str,
+        services: &[&str],
         opts: OptsFor,
     ) -> LocalStatefulSet {
         let mut pods = Pods {
             client: client.clone(),
             namespace: namespace.to_string(),
             name: name.to_string(),
-            service: service.to_string(),
+            services: services.iter().map(|s| s.to_string()).collect(),
             opts,
             procs: BTreeMap::new(),
             draining: Vec::new(),
-            published: None,
+            published: BTreeMap::new(),
         };
         let task = tokio::spawn(async move {
             loop {
@@ -90,12 +94,13 @@ struct Pods {
     client: Client,
     namespace: String,
     name: String,
-    service: String,
+    services: Vec<String>,
     opts: OptsFor,
     procs: BTreeMap<String, PodProcess>,
     /// Processes of pods gone or replaced, serving until the instant given.
     draining: Vec<(Instant, PodProcess)>,
-    published: Option<Vec<SocketAddrV4>>,
+    /// By Service, the endpoints last published.
+    published: BTreeMap<String, Vec<SocketAddrV4>>,
 }
 
 impl Pods {
@@ -104,18 +109,13 @@ impl Pods {
             client,
             namespace,
             name,
-            service,
+            services,
             opts,
             procs,
             draining,
             published,
         } = self;
-        let (client, namespace, name, service) = (
-            &*client,
-            namespace.as_str(),
-            name.as_str(),
-            service.as_str(),
-        );
+        let (client, namespace, name) = (&*client, namespace.as_str(), name.as_str());
         let api: Api<Pod> = Api::namespaced(client.clone(), namespace);
         let list = api
             .list(&ListParams::default().labels(&format!("app={name}")))
@@ -180,16 +180,30 @@ impl Pods {
                 pod.clone(),
                 PodProcess {
                     revision: revision_of(p),
+                    labels: p.labels().clone(),
                     uid: p.uid().unwrap_or_default(),
                     process,
                     _scrape: scrape,
                 },
             );
         }
-        let backends: Vec<SocketAddrV4> = procs.values().map(|p| p.process.addr).collect();
-        if published.as_ref() != Some(&backends) {
-            attach_endpoints(client, namespace, service, "http", &backends).await?;
-            *published = Some(backends);
+        let svc_api: Api<Service> = Api::namespaced(client.clone(), namespace);
+        for service in services.iter() {
+            let Some(svc) = svc_api.get_opt(service).await? else {
+                continue;
+            };
+            let selector = svc.spec.and_then(|s| s.selector).unwrap_or_default();
+            let backends: Vec<SocketAddrV4> = procs
+                .values()
+                .filter(|p| {
+                    !selector.is_empty() && selector.iter().all(|(k, v)| p.labels.get(k) == Some(v))
+                })
+                .map(|p| p.process.addr)
+                .collect();
+            if published.get(service) != Some(&backends) {
+                attach_endpoints(client, namespace, service, "http", &backends).await?;
+                published.insert(service.clone(), backends);
+            }
         }
         Ok(())
     }

@@ -264,6 +264,8 @@ mod tests {
             ingress: "",
             route: "podinfo",
             interval: "30s",
+            canary_pods: "db-3|db-4",
+            stable_pods: "db-0|db-1|db-2",
             variables: Some(variables),
         }
     }
@@ -275,6 +277,11 @@ mod tests {
         assert_eq!(
             render(q, &vars(&v)).unwrap(),
             r#"sum(rate(x{ns="shop",c="web",t="web-app",s="web-svc",i="",a="podinfo",r="/api"}[30s]))"#
+        );
+        let q = r#"x{pod=~"{{ canary_pods }}"} / x{pod=~"{{ stable_pods }}"}"#;
+        assert_eq!(
+            render(q, &vars(&v)).unwrap(),
+            r#"x{pod=~"db-3|db-4"} / x{pod=~"db-0|db-1|db-2"}"#
         );
         // Text without actions is left alone, braces and all.
         assert_eq!(render("up{a=\"}\"}", &vars(&v)).unwrap(), "up{a=\"}\"}");

@@ -595,24 +595,11 @@ fn check_target_ref(p: &mut Problems, spec: &CanarySpec) {
     }
 }
 
-/// A StatefulSet is rolled out through its partition: the pods follow the steps, so traffic
-/// follows the pods (no router weights on top), and what needs a copy of the workload beside it
-/// (mirroring, A/B matching, a fresh baseline) cannot be done.
+/// A StatefulSet is rolled out in place through its partition: what needs a second copy of
+/// the workload (mirroring, A/B matching at no weight, a fresh baseline) cannot be done. With
+/// the `kubernetes` provider the traffic follows the pods; behind a router, the router splits
+/// it between Services selecting the pods by revision.
 fn check_statefulset(p: &mut Problems, spec: &CanarySpec) {
-    let provider = spec.provider_or_default();
-    if !matches!(
-        spec.provider.as_deref(),
-        None | Some("") | Some("kubernetes")
-    ) {
-        p.add(
-            "spec.provider",
-            format!(
-                "provider {provider} routes by weight between a primary and a canary, and a \
-                 StatefulSet has no primary copy: its traffic follows its pods, each pod's share \
-                 being its share of the Service's endpoints; write provider: kubernetes"
-            ),
-        );
-    }
     let a = spec.analysis_or_default();
     let base = "spec.analysis";
     match spec.strategy() {

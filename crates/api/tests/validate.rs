@@ -355,7 +355,7 @@ fn target_and_autoscaler_refs() {
         (
             "StatefulSet behind a router",
             vec![("targetRef.kind", json!("StatefulSet"))],
-            vec![("spec.provider", "a StatefulSet has no primary copy")],
+            vec![],
         ),
         (
             "StatefulSet with no steps",

@@ -91,6 +91,9 @@ pub struct Context {
     slots_held: std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>,
     /// Failed reconciles per Canary, for the backoff of their retries.
     retries: crate::retry::Retries,
+    /// For each StatefulSet Canary behind a router (by uid), the revisions its primary and
+    /// canary Services were last given to select (`*`: every pod).
+    statefulset_services: std::sync::Mutex<std::collections::HashMap<String, (String, String)>>,
 }
 
 /// Runs the controller until `shutdown` resolves.
@@ -170,6 +173,7 @@ pub async fn run(
         written_over: Default::default(),
         slots_held: Default::default(),
         retries: Default::default(),
+        statefulset_services: Default::default(),
     });
     tokio::spawn(count_canaries(ctx.canaries.clone(), ctx.metrics.clone()));
     let (cans_cm, deps_cm) = (canaries_for_map.clone(), ctx.workloads.clone());
@@ -731,6 +735,72 @@ fn release_slot(ctx: &Context, canary: &Canary, next: &CanaryStatus) {
     }
 }
 
+/// A StatefulSet target behind a router (any provider but `kubernetes`).
+fn routed(canary: &Canary) -> bool {
+    canary.spec.provider_or_default() != "kubernetes"
+}
+
+/// The Services of a StatefulSet target: the apex selects every pod; behind a router, during
+/// a rollout's steps the primary and canary Services select the pods by revision
+/// (`controller-revision-hash`: the StatefulSet's current and update revisions). While every
+/// pod moves (promotion, partition 0) and between rollouts both select every pod, so the
+/// primary Service never runs out of endpoints when the last promoted pods move. Applied when
+/// what they select changes (and once after a restart of the controller).
+async fn ensure_statefulset_services(
+    ctx: &Context,
+    canary: &Canary,
+    ns: &str,
+    view: &crate::statefulset::View,
+    owner: &OwnerReference,
+) -> Result<()> {
+    let target = ctx
+        .workloads
+        .target(canary, ns)
+        .ok_or_else(|| Error::InvalidTarget(format!("StatefulSet {ns}/{} not found", view.name)))?;
+    let (label, value) = workload::selector_label(&target, &ctx.settings.workload)?;
+    let api: Api<k8s_openapi::api::core::v1::Service> = Api::namespaced(ctx.client.clone(), ns);
+    let [apex, primary, canary_svc] =
+        build_services(canary, owner, (&label, &value), ApexSelects::Canary);
+    let by_revision = |mut svc: k8s_openapi::api::core::v1::Service, revision: Option<&str>| {
+        if let Some(spec) = svc.spec.as_mut() {
+            let mut selector = BTreeMap::from([(label.clone(), value.clone())]);
+            if let Some(r) = revision {
+                selector.insert("controller-revision-hash".to_string(), r.to_string());
+            }
+            spec.selector = Some(selector);
+        }
+        svc
+    };
+    let mut services = vec![apex];
+    if routed(canary) {
+        let (primary_rev, canary_rev) = statefulset_service_revisions(view);
+        services.push(by_revision(primary, primary_rev));
+        services.push(by_revision(canary_svc, canary_rev));
+    }
+    for svc in services {
+        let name = svc.metadata.name.clone().unwrap_or_default();
+        let mut value = serde_json::to_value(&svc)?;
+        value["apiVersion"] = json!("v1");
+        value["kind"] = json!("Service");
+        api.patch(&name, &Exec::apply_params(), &Patch::Apply(value))
+            .await?;
+    }
+    Ok(())
+}
+
+/// The revisions the primary and canary Services of a StatefulSet behind a router select
+/// (`None`: every pod), see [`ensure_statefulset_services`].
+fn statefulset_service_revisions(view: &crate::statefulset::View) -> (Option<&str>, Option<&str>) {
+    if view.settled() || view.partition == 0 || view.current_revision == view.update_revision {
+        (None, None)
+    } else {
+        (
+            Some(view.current_revision.as_str()),
+            Some(view.update_revision.as_str()),
+        )
+    }
+}
+
 /// A StatefulSet target as this reconcile sees it. One that cannot be rolled out (OnDelete)
 /// blocks the Canary with the fix. Between rollouts (every pod on one revision) its partition
 /// is held at the replica count, so that a new template moves no pod before the first step.
@@ -752,6 +822,32 @@ async fn statefulset_in_hand(
     if initialized && !deleting && view.settled() && view.partition != view.replicas {
         crate::statefulset::set_partition(&ctx.client, ns, &view, view.replicas).await?;
         view.partition = view.replicas;
+    }
+    // Behind a router, the Services follow the revisions before anything is routed.
+    if initialized && !deleting && routed(canary) && !view.current_revision.is_empty() {
+        let key = canary.uid().unwrap_or_default();
+        let revisions = {
+            let (p, c) = statefulset_service_revisions(&view);
+            (p.unwrap_or("*").to_string(), c.unwrap_or("*").to_string())
+        };
+        let known = ctx
+            .statefulset_services
+            .lock()
+            .ok()
+            .and_then(|m| m.get(&key).cloned());
+        if known.as_ref() != Some(&revisions) {
+            let owner = canary.controller_owner_ref(&()).unwrap_or_default();
+            ensure_statefulset_services(ctx, canary, ns, &view, &owner).await?;
+            if let Ok(mut m) = ctx.statefulset_services.lock() {
+                m.insert(key, revisions);
+            }
+            view.services_moved = true;
+        }
+        if !view.settled() && view.partition < view.replicas {
+            let service = format!("{}-canary", canary.spec.apex_service_name());
+            view.canary_endpoints =
+                Some(crate::statefulset::ready_endpoints(&ctx.client, ns, &service).await?);
+        }
     }
     Ok(view)
 }
@@ -1151,27 +1247,30 @@ impl Exec<'_> {
                 set_partition(client, self.ns, view, partition).await
             }
             Action::EnsureServices { .. } => {
-                // The apex Service selects every pod: each pod's share of the traffic is its
-                // share of the endpoints.
-                let (label, value) = self.selector()?;
-                let api: Api<k8s_openapi::api::core::v1::Service> =
-                    Api::namespaced(client.clone(), self.ns);
-                let [apex, ..] = build_services(
-                    self.canary,
-                    &self.owner(),
-                    (&label, &value),
-                    ApexSelects::Canary,
-                );
-                let name = apex.metadata.name.clone().unwrap_or_default();
-                let mut value = serde_json::to_value(&apex)?;
-                value["apiVersion"] = json!("v1");
-                value["kind"] = json!("Service");
-                api.patch(&name, &Self::apply_params(), &Patch::Apply(value))
+                ensure_statefulset_services(self.ctx, self.canary, self.ns, view, &self.owner())
                     .await?;
+                if routed(self.canary) {
+                    let (label, value) = self.selector()?;
+                    let router = router_for(client.clone(), self.canary)?;
+                    router
+                        .ensure(&RouteTarget {
+                            canary: self.canary,
+                            selector: (&label, &value),
+                            status: self.next,
+                        })
+                        .await?;
+                }
                 Ok(())
             }
+            Action::SetPartition { weight } => {
+                // Lowered only: the pods that moved stay until promotion or rollback.
+                let partition = view.partition.min(view.partition_for(*weight));
+                set_partition(client, self.ns, view, partition).await
+            }
             Action::SetWeights(routes) => {
-                set_partition(client, self.ns, view, view.partition_for(routes.canary)).await?;
+                if routed(self.canary) {
+                    self.route(*routes).await?;
+                }
                 self.ctx.metrics.set_weight(self.canary, routes.canary);
                 Ok(())
             }
@@ -1179,6 +1278,12 @@ impl Exec<'_> {
                 if &hash() != revision {
                     info!(expected = %revision, found = %hash(), "target changed before promotion; not promoting");
                     return Ok(());
+                }
+                if routed(self.canary) {
+                    // Every pod is about to move, the promoted ones last: the traffic goes to
+                    // the moved pods first, and back to the primary Service once it selects
+                    // them (when every pod runs the new revision).
+                    self.route(fledge_core::Routes::weighted(100)).await?;
                 }
                 set_partition(client, self.ns, view, 0).await
             }
@@ -1196,6 +1301,18 @@ impl Exec<'_> {
                 Ok(())
             }
         }
+    }
+
+    /// Routes traffic through the Canary's router.
+    async fn route(&self, routes: fledge_core::Routes) -> Result<()> {
+        let (label, value) = self.selector()?;
+        let router = router_for(self.ctx.client.clone(), self.canary)?;
+        let t = RouteTarget {
+            canary: self.canary,
+            selector: (&label, &value),
+            status: self.next,
+        };
+        Ok(router.set_routes(&t, routes).await?)
     }
 
     async fn ensure_primary_scaler(&self) -> Result<()> {

@@ -14,7 +14,8 @@ use k8s_openapi::api::apps::v1::{
     ControllerRevision, Deployment, DeploymentSpec, DeploymentStatus, StatefulSet,
 };
 use k8s_openapi::api::core::v1::PodTemplateSpec;
-use kube::api::{Api, Patch, PatchParams, PostParams};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
 use serde_json::json;
 use tracing::info;
@@ -45,6 +46,14 @@ pub struct View {
     pub ready: i32,
     /// `status.replicas`: pods that exist.
     pub existing: i32,
+    /// Behind a router: the primary and canary Services were just given other revisions to
+    /// select. Until the next look their endpoints may lag, so the stable pods do not count as
+    /// ready (nothing is routed to the primary Service in the meantime).
+    pub services_moved: bool,
+    /// Behind a router, during a rollout: the ready endpoints of the canary Service. The pods
+    /// count as ready only once they are its endpoints, so the router never sends the canary
+    /// its weight before the Service has somewhere to send it.
+    pub canary_endpoints: Option<i32>,
 }
 
 impl View {
@@ -69,6 +78,8 @@ impl View {
             updated: st.updated_replicas.unwrap_or(0),
             ready: st.ready_replicas.unwrap_or(0),
             existing: st.replicas,
+            services_moved: false,
+            canary_endpoints: None,
         }
     }
 
@@ -97,18 +108,31 @@ impl View {
             self.updated.min(wanted)
         };
         let unready = (self.existing - self.ready).max(0);
+        let mut available = (moved - unready).max(0);
+        if let Some(endpoints) = self.canary_endpoints {
+            available = available.min(endpoints);
+        }
         Readiness {
             generation_observed: self.generation_observed,
             desired: wanted,
             current: wanted,
             updated: moved,
-            available: (moved - unready).max(0),
+            available,
         }
     }
 
     /// The stable pods, below the partition; at partition 0 (a promotion, or taking over a
     /// rollout in flight) every pod, all of which must have moved to the template.
     pub fn stable(&self) -> Readiness {
+        if self.services_moved {
+            return Readiness {
+                generation_observed: self.generation_observed,
+                desired: self.replicas,
+                current: self.existing,
+                updated: self.updated,
+                available: 0,
+            };
+        }
         if self.first_canary() == 0 {
             return Readiness {
                 generation_observed: self.generation_observed,
@@ -176,6 +200,22 @@ pub fn deployment_view(sts: &StatefulSet) -> Deployment {
             ..Default::default()
         }),
     }
+}
+
+/// The ready endpoints of Service `service` (its EndpointSlices'; an endpoint without a ready
+/// condition counts as ready, as Kubernetes reads it).
+pub async fn ready_endpoints(client: &Client, ns: &str, service: &str) -> Result<i32> {
+    let api: Api<EndpointSlice> = Api::namespaced(client.clone(), ns);
+    let slices = api
+        .list(&ListParams::default().labels(&format!("kubernetes.io/service-name={service}")))
+        .await?;
+    let ready = slices
+        .items
+        .iter()
+        .flat_map(|s| s.endpoints.iter())
+        .filter(|e| e.conditions.as_ref().and_then(|c| c.ready) != Some(false))
+        .count();
+    Ok(i32::try_from(ready).unwrap_or(i32::MAX))
 }
 
 /// Why fledge cannot roll `view` out, for people, or `None`.
@@ -277,6 +317,8 @@ mod tests {
             updated,
             ready,
             existing: 5,
+            services_moved: false,
+            canary_endpoints: None,
         }
     }
 
@@ -307,6 +349,20 @@ mod tests {
         };
         assert!(done.settled());
         assert!(done.stable().check(100).is_ok());
+    }
+
+    #[test]
+    fn behind_a_router_the_canary_waits_for_its_services_endpoints() {
+        let v = View {
+            canary_endpoints: Some(1),
+            ..view(3, 2, 5)
+        };
+        assert!(v.canary().check(100).is_err());
+        let v = View {
+            canary_endpoints: Some(2),
+            ..view(3, 2, 5)
+        };
+        assert!(v.canary().check(100).is_ok());
     }
 
     #[test]

@@ -42,7 +42,9 @@ pub enum Action {
         /// Which pods the apex Service selects, from the routes of the plan's next status.
         apex: ApexSelects,
     },
-    /// Route traffic between the primary and the canary.
+    /// Route traffic between the primary and the canary. For a StatefulSet target the routes
+    /// are the router's only (its pods follow [`Action::SetPartition`]); with the `kubernetes`
+    /// provider they are the pods' shares and nothing is routed.
     SetWeights(Routes),
     /// Scale the target (the canary) workload.
     ScaleCanary(CanaryScale),
@@ -60,6 +62,15 @@ pub enum Action {
     PromotePrimary {
         /// Target spec hash expected.
         revision: String,
+    },
+    /// A StatefulSet target rolling out: the pods of `weight` percent of its replicas (rounded
+    /// to the nearest pod, at least one above 0) must run the revision under test, the highest
+    /// ordinals first: the partition is lowered to give them, never raised (pods that moved
+    /// stay until promotion or rollback). Planned at every step of a rollout; for a
+    /// StatefulSet behind a router, one step ahead of the routes.
+    SetPartition {
+        /// Percent of the replicas.
+        weight: i32,
     },
     /// A StatefulSet target's rollback: put its pod template back to the promoted revision
     /// (the StatefulSet's `status.currentRevision`) and leave the partition where it is, so
@@ -161,6 +172,7 @@ impl Action {
             | Action::RemoveBaseline
             | Action::PromotePrimary { .. }
             | Action::RollBackTarget { .. }
+            | Action::SetPartition { .. }
             | Action::RestoreTarget
             | Action::FinalizeRouting => ActionClass::Cluster,
             Action::CallWebhooks { .. }

@@ -87,8 +87,39 @@ impl<'a> Cx<'a> {
         self.spec.targets_statefulset()
     }
 
+    /// A StatefulSet behind a router (any provider but `kubernetes`): the router splits the
+    /// traffic between Services selecting the pods by revision, so the pods lead the traffic
+    /// by one step (the canary's pods are Ready before the router sends them anything).
+    pub fn statefulset_routed(&self) -> bool {
+        self.statefulset() && self.spec.provider_or_default() != "kubernetes"
+    }
+
+    /// A StatefulSet rolling out: the weight (percent of the pods) whose pods must run the
+    /// revision under test. `None` outside a rollout's steps (the adapter holds the partition
+    /// between rollouts; promotion and rollback have actions of their own).
+    fn statefulset_pods_weight(&self) -> Option<i32> {
+        if !self.statefulset()
+            || !matches!(
+                self.status.phase,
+                CanaryPhase::Progressing | CanaryPhase::WaitingPromotion
+            )
+        {
+            return None;
+        }
+        let weight = self.status.canary_weight;
+        if self.statefulset_routed() {
+            Some(crate::weights::next_weight(&self.analysis, weight).unwrap_or(weight))
+        } else {
+            Some(weight)
+        }
+    }
+
     /// The actions in their final order, ending with the requeue.
-    pub fn finish(self) -> (CanaryStatus, Vec<Action>, Needs) {
+    pub fn finish(mut self) -> (CanaryStatus, Vec<Action>, Needs) {
+        if let Some(weight) = self.statefulset_pods_weight() {
+            // Before the routes: the pods move first.
+            self.cluster.insert(0, Action::SetPartition { weight });
+        }
         let requeue = self.requeue.unwrap_or_else(|| self.interval());
         // The apex Service follows the routes the plan leaves, not those it found.
         let apex = ApexSelects::for_routes(self.spec.provider_or_default(), &self.applied_routes());

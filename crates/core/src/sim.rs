@@ -482,7 +482,9 @@ impl Sim {
                 }
             }
             // The simulated world has Deployments only (StatefulSets: tests/statefulset.rs).
-            Action::RollBackTarget { .. } => w.refused_promotions += 1,
+            Action::RollBackTarget { .. } | Action::SetPartition { .. } => {
+                w.refused_promotions += 1
+            }
             Action::FinalizeRouting => w.finalized = true,
             Action::RemoveFinalizer => w.released = true,
             Action::CallWebhooks { .. }

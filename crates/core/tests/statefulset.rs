@@ -22,6 +22,8 @@ struct StatefulSet {
     current: String,
     partition: i32,
     pods: Vec<String>,
+    /// The canary's share the router was last given.
+    routed: i32,
 }
 
 impl StatefulSet {
@@ -31,6 +33,7 @@ impl StatefulSet {
             current: "rev-1".into(),
             partition: replicas as i32,
             pods: vec!["rev-1".into(); replicas],
+            routed: 0,
         }
     }
 
@@ -85,9 +88,12 @@ impl StatefulSet {
     fn apply(&mut self, actions: &[Action]) {
         for a in actions.iter().filter(|a| a.class() == ActionClass::Cluster) {
             match a {
-                Action::SetWeights(routes) => {
-                    self.partition = partition_for_weight(routes.canary, self.replicas())
+                Action::SetPartition { weight } => {
+                    self.partition = self
+                        .partition
+                        .min(partition_for_weight(*weight, self.replicas()))
                 }
+                Action::SetWeights(routes) => self.routed = routes.canary,
                 Action::PromotePrimary { revision } if *revision == self.template => {
                     self.partition = 0
                 }
@@ -101,6 +107,14 @@ impl StatefulSet {
             }
         }
         self.settle();
+        // Whatever the router sends the canary, its pods have moved already.
+        let moved = self.running(&self.template).len() as i32;
+        assert!(
+            self.template == self.current
+                || fledge_api::statefulset::pods_for_weight(self.routed, self.replicas()) <= moved,
+            "{}% routed to {moved} pods",
+            self.routed
+        );
         if self.pods.iter().all(|p| *p == self.current) {
             // Between rollouts the adapter holds the partition at the replica count.
             self.partition = self.replicas();
@@ -109,9 +123,13 @@ impl StatefulSet {
 }
 
 fn spec() -> fledge_api::CanarySpec {
+    spec_with("kubernetes")
+}
+
+fn spec_with(provider: &str) -> fledge_api::CanarySpec {
     let mut spec = canary_spec();
     spec.target_ref.kind = Some("StatefulSet".into());
-    spec.provider = Some("kubernetes".into());
+    spec.provider = Some(provider.into());
     let a = analysis(&mut spec);
     a.step_weight = None;
     a.step_weights = None;
@@ -132,17 +150,17 @@ fn error_rate(v: f64) -> Vec<MetricResult> {
 /// Runs reconciles every 10 s until `until` holds or `limit` reconciles passed; records the
 /// ordinals running the new revision after each reconcile that changed them.
 fn drive(
+    spec: &fledge_api::CanarySpec,
     sts: &mut StatefulSet,
     status: &mut CanaryStatus,
     metrics: impl Fn(&StatefulSet) -> Vec<MetricResult>,
     until: impl Fn(&CanaryStatus) -> bool,
     now: &mut u64,
 ) -> Vec<Vec<usize>> {
-    let spec = spec();
     let mut seen: Vec<Vec<usize>> = Vec::new();
     for _ in 0..200 {
         let obs = sts.observations(*now, metrics(sts));
-        let p = plan(&spec, status, &obs);
+        let p = plan(spec, status, &obs);
         sts.apply(&p.actions);
         *status = p.status;
         let moved = sts.running("rev-2");
@@ -160,6 +178,7 @@ fn drive(
 fn initialized(sts: &mut StatefulSet, now: &mut u64) -> CanaryStatus {
     let mut status = CanaryStatus::default();
     drive(
+        &spec(),
         sts,
         &mut status,
         |_| Vec::new(),
@@ -180,6 +199,7 @@ fn five_pods_move_one_per_step_from_the_highest_ordinal_then_all_at_promotion() 
     );
     sts.template = "rev-2".into();
     let seen = drive(
+        &spec(),
         &mut sts,
         &mut status,
         |_| error_rate(0.0),
@@ -211,6 +231,7 @@ fn a_failing_revision_is_rolled_back_from_the_pods_it_reached_and_nothing_else_m
     sts.template = "rev-2".into();
     // Fine on one pod, failing from the second on.
     let seen = drive(
+        &spec(),
         &mut sts,
         &mut status,
         |s| {
@@ -255,4 +276,42 @@ fn stepweights_are_read_as_a_share_of_the_pods() {
         })
         .collect();
     assert!(weights.iter().all(|w| [25, 50].contains(w)), "{weights:?}");
+}
+
+#[test]
+fn behind_a_router_the_pods_lead_the_traffic_by_one_step() {
+    let spec = spec_with("gatewayapi:v1");
+    let mut sts = StatefulSet::new(5);
+    let mut now = 1_000;
+    let mut status = CanaryStatus::default();
+    drive(
+        &spec,
+        &mut sts,
+        &mut status,
+        |_| Vec::new(),
+        |s| s.phase == CanaryPhase::Initialized,
+        &mut now,
+    );
+    sts.template = "rev-2".into();
+    // `apply` checks at every reconcile that the routed share never outruns the moved pods.
+    let seen = drive(
+        &spec,
+        &mut sts,
+        &mut status,
+        |_| error_rate(0.0),
+        |s| s.phase == CanaryPhase::Succeeded,
+        &mut now,
+    );
+    assert_eq!(
+        seen,
+        vec![
+            vec![4],
+            vec![3, 4],
+            vec![2, 3, 4],
+            vec![1, 2, 3, 4],
+            vec![0, 1, 2, 3, 4],
+        ]
+    );
+    assert_eq!(sts.routed, 0, "all traffic back on the promoted pods");
+    assert_eq!(sts.partition, 5);
 }

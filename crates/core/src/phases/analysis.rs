@@ -49,6 +49,10 @@ pub(super) fn restart(cx: &mut Cx, target: &TargetObservation) {
         vec!["a newer revision replaced the one under test".to_string()],
     );
     super::begin_revision(cx, target);
+    if cx.statefulset_routed() {
+        // As at a rollout's start: the router waits an interval for the pods' endpoints.
+        cx.tick();
+    }
     let name = cx.target_name();
     cx.enter(
         CanaryPhase::Progressing,

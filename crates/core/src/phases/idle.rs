@@ -187,6 +187,11 @@ fn start(cx: &mut Cx, target: &TargetObservation) {
         );
     } else {
         cx.scale_canary(CanaryScale::MatchPrimary);
+        if cx.statefulset_routed() {
+            // The first step's pods move now; the router sends them traffic one interval
+            // later, once the Service's endpoints have reached the router.
+            cx.tick();
+        }
         cx.enter(
             CanaryPhase::Progressing,
             "NewRevision",

@@ -18,9 +18,10 @@ pub(super) fn run(cx: &mut Cx, reason: String) {
 /// [`run`], with the alert of `kind` (a rollback for the progress deadline says so).
 pub(super) fn run_as(cx: &mut Cx, reason: String, kind: NotifyKind) {
     if cx.statefulset() {
-        // The pods that moved go back where they are: the template back to the promoted
-        // revision, the partition left where it is (lowering nothing, raising nothing).
-        cx.status.canary_weight = 0;
+        // Traffic back to the promoted pods first (behind a router), then the pods that moved
+        // go back where they are: the template back to the promoted revision, the partition
+        // left where it is.
+        cx.set_routes(Routes::PRIMARY);
         let revision = cx.status.last_applied_spec.clone().unwrap_or_default();
         cx.act(Action::RollBackTarget { revision });
     } else {
