@@ -86,7 +86,11 @@ fn err<E: std::fmt::Display>(e: E) -> String {
 pub fn weight(r: &Rollout, now: Timestamp) -> Result<Chart, String> {
     let start = r
         .start
-        .or_else(|| r.transitions.iter().find_map(|t| t.time.as_ref().map(|t| t.0)))
+        .or_else(|| {
+            r.transitions
+                .iter()
+                .find_map(|t| t.time.as_ref().map(|t| t.0))
+        })
         .unwrap_or(now);
     let end = r.end.unwrap_or(now);
     let points = weight_points(r, start, end);
@@ -151,11 +155,7 @@ pub fn weight(r: &Rollout, now: Timestamp) -> Result<Chart, String> {
             }
         }
         chart
-            .draw_series(
-                passed
-                    .iter()
-                    .map(|p| Circle::new(*p, 4, GREEN_.filled())),
-            )
+            .draw_series(passed.iter().map(|p| Circle::new(*p, 4, GREEN_.filled())))
             .map_err(err)?
             .label("analysis step passed")
             .legend(|(x, y)| Circle::new((x + 9, y), 4, GREEN_.filled()));
@@ -284,7 +284,9 @@ pub fn metric(r: &Rollout, name: &str) -> Result<Chart, String> {
                 )))
                 .map_err(err)?
                 .label("passing band")
-                .legend(|(x, y)| Rectangle::new([(x, y - 5), (x + 18, y + 5)], GREEN_.mix(0.3).filled()));
+                .legend(|(x, y)| {
+                    Rectangle::new([(x, y - 5), (x + 18, y + 5)], GREEN_.mix(0.3).filled())
+                });
         }
         chart
             .draw_series(LineSeries::new(

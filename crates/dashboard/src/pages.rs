@@ -252,7 +252,9 @@ pub fn past_rollout_body(r: &view::Rollout, now: Timestamp) -> Result<String, Re
     let charts = chart::all(r, now).map_err(RenderError::Chart)?;
     let last = r.transitions.last();
     let body = CanaryBody {
-        phase: last.map(|t| t.phase.as_str().to_string()).unwrap_or_default(),
+        phase: last
+            .map(|t| t.phase.as_str().to_string())
+            .unwrap_or_default(),
         phase_class: last
             .map(|t| view::phase_class(t.phase))
             .unwrap_or("idle")

@@ -183,8 +183,8 @@ async fn watch(state: Shared, namespace: Option<String>, writer: reflector::stor
         Some(ns) => Api::namespaced(state.client.clone(), ns),
         None => Api::all(state.client.clone()),
     };
-    let stream = reflector::reflector(writer, watcher(api, watcher::Config::default()))
-        .default_backoff();
+    let stream =
+        reflector::reflector(writer, watcher(api, watcher::Config::default())).default_backoff();
     futures::pin_mut!(stream);
     while let Some(ev) = stream.next().await {
         match ev {
@@ -358,7 +358,12 @@ async fn overview_stream(
             err.as_deref(),
             jiff::Timestamp::now(),
         )
-        .unwrap_or_else(|e| format!("<p class=\"error\" role=\"alert\">{}</p>", escape(&e.to_string())));
+        .unwrap_or_else(|e| {
+            format!(
+                "<p class=\"error\" role=\"alert\">{}</p>",
+                escape(&e.to_string())
+            )
+        });
         Some((Ok(fragment("overview", &html)), (state, rx, false)))
     });
     Sse::new(stream).keep_alive(KeepAlive::default())
@@ -569,7 +574,8 @@ async fn canary_stream(
                         )],
                     },
                     Err((_, text)) => {
-                        let html = format!("<p class=\"error\" role=\"alert\">{}</p>", escape(&text));
+                        let html =
+                            format!("<p class=\"error\" role=\"alert\">{}</p>", escape(&text));
                         sent.insert("canary", html.clone());
                         vec![fragment("canary", &html)]
                     }

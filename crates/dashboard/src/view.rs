@@ -228,9 +228,23 @@ pub struct Rollout {
 pub fn rollout_of(c: &Canary) -> Option<Rollout> {
     let s = status(c);
     let r = s.rollout.as_ref()?;
+    // A rollout that ended is drawn up to its last transition, not up to now.
+    let end = (!s.phase.is_rolling_out() && s.phase != CanaryPhase::Waiting)
+        .then(|| {
+            r.transitions
+                .iter()
+                .filter_map(|t| t.time.as_ref().map(|t| t.0))
+                .chain(
+                    r.history
+                        .iter()
+                        .filter_map(|h| h.time.as_ref().map(|t| t.0)),
+                )
+                .max()
+        })
+        .flatten();
     Some(Rollout {
         start: r.start_time.as_ref().map(|t| t.0),
-        end: None,
+        end,
         judged: r.history.iter().any(|h| h.judgement.is_some()),
         history: r.history.clone(),
         transitions: r.transitions.clone(),
@@ -451,9 +465,7 @@ pub fn actions(c: &Canary) -> Vec<ActionButton> {
         .into_iter()
         .filter_map(|action| {
             let gate = match action {
-                RequestAction::Approve => {
-                    Some(fledge_core::requests::pending_gate(&c.spec, &s)?)
-                }
+                RequestAction::Approve => Some(fledge_core::requests::pending_gate(&c.spec, &s)?),
                 _ => None,
             };
             let request = OperatorRequest {
