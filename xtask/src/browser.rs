@@ -26,8 +26,7 @@ pub fn axe_dir() -> PathBuf {
 
 /// Installs what is missing, then prints where everything is.
 pub fn ensure() -> Result<()> {
-    if !std::path::Path::new(CHROMIUM).is_file() || !std::path::Path::new(CHROMEDRIVER).is_file()
-    {
+    if !std::path::Path::new(CHROMIUM).is_file() || !std::path::Path::new(CHROMEDRIVER).is_file() {
         crate::image::apt_install(
             &["chromium", "chromium-driver"],
             "the dashboard's browser tests",
@@ -42,9 +41,18 @@ pub fn ensure() -> Result<()> {
     let script = dir.join("node_modules/axe-core/axe.min.js");
     if !script.is_file() {
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-        eprintln!("==> npm install axe-core@{AXE_VERSION} into {}", dir.display());
+        eprintln!(
+            "==> npm install axe-core@{AXE_VERSION} into {}",
+            dir.display()
+        );
         let ok = Command::new("npm")
-            .args(["install", "--no-save", "--no-audit", "--no-fund", "--prefix"])
+            .args([
+                "install",
+                "--no-save",
+                "--no-audit",
+                "--no-fund",
+                "--prefix",
+            ])
             .arg(&dir)
             .arg(format!("axe-core@{AXE_VERSION}"))
             .status()

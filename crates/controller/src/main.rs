@@ -452,6 +452,11 @@ struct AlertArgs {
     /// Also send traffic steps to the default provider.
     #[arg(long)]
     alert_traffic_steps: bool,
+    /// The web dashboard's URL (`kubectl fledge dashboard` behind your own auth, or any
+    /// address people reach it at): alerts link to the Canary's page there, unless their
+    /// provider has a linkTemplate of its own.
+    #[arg(long)]
+    dashboard_url: Option<String>,
     /// Timeout of each attempt to deliver an alert, e.g. 10s.
     #[arg(long, default_value = "10s")]
     alert_timeout: String,
@@ -491,7 +496,26 @@ impl AlertArgs {
                 Some(d)
             }
         };
+        let dashboard_url = match self.dashboard_url.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(u) => {
+                let url = url::Url::parse(u).map_err(|e| {
+                    anyhow::anyhow!("--dashboard-url: {u:?} is not a URL ({e}); give e.g. https://fledge.example.com")
+                })?;
+                if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+                    anyhow::bail!("--dashboard-url: {u:?} is not an http or https URL with a host");
+                }
+                if !url.username().is_empty() || url.password().is_some() || url.query().is_some() {
+                    anyhow::bail!(
+                        "--dashboard-url: give the dashboard's address without user info or query \
+                         (it is shown in every alert)"
+                    );
+                }
+                Some(u.trim_end_matches('/').to_string())
+            }
+        };
         Ok(AlertSettings {
+            dashboard_url,
             default,
             policy: DeliveryPolicy {
                 timeout,

@@ -4,7 +4,6 @@
   "use strict";
   var state = document.getElementById("live-state");
   var filter = document.getElementById("filter");
-  var last = {};
 
   function applyFilter() {
     if (!filter) { return; }
@@ -34,8 +33,9 @@
   es.addEventListener("fragment", function (e) {
     var d = JSON.parse(e.data);
     var el = document.getElementById(d.id);
-    if (!el || last[d.id] === d.html) { return; }
-    last[d.id] = d.html;
+    // The page marks each fragment with its digest: an unchanged one is left alone.
+    if (!el || el.getAttribute("data-hash") === d.hash) { return; }
+    el.setAttribute("data-hash", d.hash);
     // Keep the keyboard focus on the same control when its fragment is replaced.
     var focused = document.activeElement;
     var refocus = null;

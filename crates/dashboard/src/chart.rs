@@ -95,8 +95,9 @@ pub fn weight(r: &Rollout, now: Timestamp) -> Result<Chart, String> {
     let end = r.end.unwrap_or(now);
     let points = weight_points(r, start, end);
     let line = steps(&points);
-    let x_max = line.iter().map(|p| p.0).fold(30.0_f64, f64::max) * 1.04;
-    let y_max = line.iter().map(|p| p.1).fold(50.0_f64, f64::max).min(100.0) + 8.0;
+    let x_max = line.iter().map(|p| p.0).fold(10.0_f64, f64::max) * 1.05;
+    // Headroom above the line for the phases' names.
+    let y_max = line.iter().map(|p| p.1).fold(20.0_f64, f64::max).min(100.0) * 1.25 + 5.0;
     let mut svg = String::new();
     {
         let root = SVGBackend::with_string(&mut svg, (WIDTH, 300)).into_drawing_area();
@@ -128,7 +129,7 @@ pub fn weight(r: &Rollout, now: Timestamp) -> Result<Chart, String> {
                     GREY_.mix(0.5),
                 )))
                 .map_err(err)?;
-            let y = y_max - 3.0 - (i % 3) as f64 * (y_max / 14.0);
+            let y = y_max - (1 + i % 3) as f64 * (y_max / 14.0);
             chart
                 .draw_series(std::iter::once(Text::new(
                     t.phase.as_str().to_string(),
@@ -139,9 +140,7 @@ pub fn weight(r: &Rollout, now: Timestamp) -> Result<Chart, String> {
         }
         chart
             .draw_series(LineSeries::new(line.clone(), BLUE_.stroke_width(3)))
-            .map_err(err)?
-            .label("canary weight")
-            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], BLUE_.stroke_width(3)));
+            .map_err(err)?;
         // Analysis steps: a dot, red cross where a counted check failed.
         let mut passed = Vec::new();
         let mut failed = Vec::new();
@@ -156,18 +155,14 @@ pub fn weight(r: &Rollout, now: Timestamp) -> Result<Chart, String> {
         }
         chart
             .draw_series(passed.iter().map(|p| Circle::new(*p, 4, GREEN_.filled())))
-            .map_err(err)?
-            .label("analysis step passed")
-            .legend(|(x, y)| Circle::new((x + 9, y), 4, GREEN_.filled()));
+            .map_err(err)?;
         chart
             .draw_series(
                 failed
                     .iter()
                     .map(|p| Cross::new(*p, 6, RED_.stroke_width(3))),
             )
-            .map_err(err)?
-            .label("failed check")
-            .legend(|(x, y)| Cross::new((x + 9, y), 5, RED_.stroke_width(3)));
+            .map_err(err)?;
         // Gates: a triangle where one opened (a webhook or an approval).
         let gates: Vec<(f64, f64)> = r
             .checks
@@ -186,17 +181,8 @@ pub fn weight(r: &Rollout, now: Timestamp) -> Result<Chart, String> {
                     .iter()
                     .map(|p| TriangleMarker::new(*p, 7, PURPLE_.filled())),
             )
-            .map_err(err)?
-            .label("gate opened")
-            .legend(|(x, y)| TriangleMarker::new((x + 9, y), 6, PURPLE_.filled()));
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperLeft)
-            .label_font(("sans-serif", 13))
-            .background_style(WHITE.mix(0.85))
-            .border_style(GREY_)
-            .draw()
             .map_err(err)?;
+        // The legend is the page's (HTML below the chart), where it never covers the line.
         root.present().map_err(err)?;
     }
     let shown: Vec<String> = points

@@ -38,6 +38,18 @@ pub fn canary_url(base: &str, namespace: &str, name: &str) -> String {
     )
 }
 
+/// A short digest of a fragment's HTML: the page marks each fragment with it, and the live
+/// updates leave a fragment alone when its digest did not change (a button being pressed is
+/// never replaced by an identical one).
+pub fn digest(html: &str) -> String {
+    use std::hash::{Hash, Hasher};
+    // SipHash with fixed keys: the same HTML gives the same digest in every process.
+    #[allow(deprecated)]
+    let mut h = std::hash::SipHasher::new();
+    html.hash(&mut h);
+    format!("{:016x}", h.finish())
+}
+
 /// An action asked for on a Canary's page.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ActionRequest {

@@ -315,7 +315,7 @@ async fn overview(State(state): State<Shared>, Query(f): Query<Filter>) -> Respo
 fn fragment(id: &str, html: &str) -> SseEvent {
     SseEvent::default()
         .event("fragment")
-        .data(serde_json::json!({"id": id, "html": html}).to_string())
+        .data(serde_json::json!({"id": id, "html": html, "hash": crate::digest(html)}).to_string())
 }
 
 /// Waits for the next change that `wanted` keeps (or a tick, to move ages on), then lets a
