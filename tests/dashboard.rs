@@ -69,7 +69,7 @@ fn canary(ns: &TestNs, name: &str, latency: &str, webhooks: Value) -> Value {
     })
 }
 
-async fn set_up(ns: &TestNs, canaries: &[Value]) {
+async fn set_up(ns: &TestNs, canaries: &[Value], controller_flags: &[&str]) {
     fledge_e2e::plugin::binary();
     constant_template(ns).await;
     for c in canaries {
@@ -77,7 +77,7 @@ async fn set_up(ns: &TestNs, canaries: &[Value]) {
         ns.create::<Deployment>(deployment_json(name, V1, 1)).await;
         ns.create::<Canary>(c.clone()).await;
     }
-    ns.start_controller(&[]);
+    ns.start_controller(controller_flags);
     for c in canaries {
         let name = c["metadata"]["name"].as_str().unwrap();
         ns.wait_phase(name, CanaryPhase::Initialized, INIT).await;
@@ -271,6 +271,7 @@ async fn a_rollout_is_followed_live_and_its_gate_approved_from_the_page() {
     set_up(
         &ns,
         &[canary(&ns, "podinfo", "100 + (time() % 60)", webhooks)],
+        &[],
     )
     .await;
     let dash = Dashboard::start(&ns, &[]).await.unwrap();
@@ -390,12 +391,14 @@ async fn a_rollout_is_followed_live_and_its_gate_approved_from_the_page() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_faulty_rollout_shows_its_failures_and_a_refused_action() {
     let ns = TestNs::new("dash-fault").await;
+    let ui_port = fledge_e2e::free_port();
     set_up(
         &ns,
         &[
             canary(&ns, "podinfo", "420 + (time() % 30) * 20", json!([])),
             canary(&ns, "backend", "80", json!([])),
         ],
+        &["--ui-addr", &format!("127.0.0.1:{ui_port}")],
     )
     .await;
     // A ServiceAccount that may read Canaries, not write their status.
@@ -562,5 +565,43 @@ async fn a_faulty_rollout_shows_its_failures_and_a_refused_action() {
         "nothing was written"
     );
     no_serious_a11y_violations(&b, "a refused action's page").await;
+
+    // The controller's own dashboard (--ui-addr) is read-only: the same page, no action.
+    b.client
+        .goto(&format!("http://127.0.0.1:{ui_port}/canaries/{}/podinfo", ns.name))
+        .await
+        .unwrap();
+    let page = page_agrees_with_status(&ns, &b, "podinfo", Duration::from_secs(10)).await;
+    assert_eq!(page.phase, "Failed");
+    let header = b
+        .client
+        .find(Locator::Css("header"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(header.contains("read-only"), "{header}");
+    assert!(
+        b.client
+            .find_all(Locator::Css("button[data-action]"))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let post = reqwest::Client::new()
+        .post(format!(
+            "http://127.0.0.1:{ui_port}/canaries/{}/podinfo/actions",
+            ns.name
+        ))
+        .form(&[("action", "retry")])
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        matches!(post.status().as_u16(), 404 | 405),
+        "the read-only dashboard answered an action with {}",
+        post.status()
+    );
     b.close().await;
 }

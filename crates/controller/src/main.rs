@@ -119,6 +119,11 @@ struct RunArgs {
     /// Address of the `/healthz`, `/readyz` and `/metrics` endpoints.
     #[arg(long, default_value = "127.0.0.1:8080")]
     metrics_addr: std::net::SocketAddr,
+    /// Serve the web dashboard read-only on this address (no actions: those are
+    /// `kubectl fledge dashboard`'s, as the user); off by default. It shows what the
+    /// controller's ServiceAccount may read: put your own authentication in front of it.
+    #[arg(long)]
+    ui_addr: Option<std::net::SocketAddr>,
     /// Elect a leader through a `coordination.k8s.io` Lease, so that only one replica acts.
     #[arg(long)]
     leader_elect: bool,
@@ -747,6 +752,24 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             tracing::error!(error = %e, %addr, "metrics endpoint stopped");
         }
     });
+
+    if let Some(addr) = args.ui_addr {
+        let options = fledge_dashboard::Options {
+            addr,
+            namespace: args.namespace.clone(),
+            context: "fledge run".into(),
+            ledger: None,
+        };
+        let ui = fledge_dashboard::bind(client.clone(), options, None)
+            .await
+            .with_context(|| format!("--ui-addr {addr}"))?;
+        tracing::info!(url = %ui.url(), "serving the dashboard read-only (--ui-addr)");
+        tokio::spawn(async move {
+            if let Err(e) = ui.serve().await {
+                tracing::error!(error = %e, %addr, "the dashboard stopped");
+            }
+        });
+    }
 
     let settings = controller::Settings {
         namespace: args.namespace.clone(),

@@ -132,7 +132,9 @@ pub async fn bind(
     })?;
     let (changes, _) = broadcast::channel(256);
     let (store, writer) = reflector::store::<Canary>();
-    let loopback_hosts = addr.ip().is_loopback().then(|| {
+    // A dashboard that acts as its user answers on its loopback address only; a read-only
+    // one (the controller's, reached through a port-forward or a proxy) under any name.
+    let loopback_hosts = (addr.ip().is_loopback() && actions.is_some()).then(|| {
         let port = addr.port();
         vec![
             format!("127.0.0.1:{port}"),
