@@ -568,7 +568,10 @@ async fn a_faulty_rollout_shows_its_failures_and_a_refused_action() {
 
     // The controller's own dashboard (--ui-addr) is read-only: the same page, no action.
     b.client
-        .goto(&format!("http://127.0.0.1:{ui_port}/canaries/{}/podinfo", ns.name))
+        .goto(&format!(
+            "http://127.0.0.1:{ui_port}/canaries/{}/podinfo",
+            ns.name
+        ))
         .await
         .unwrap();
     let page = page_agrees_with_status(&ns, &b, "podinfo", Duration::from_secs(10)).await;
