@@ -169,9 +169,15 @@ pub fn weight(r: &Rollout, now: Timestamp) -> Result<Chart, String> {
             .iter()
             .filter(|c| c.kind.starts_with("confirm-") && c.passed)
             .filter_map(|c| c.at.as_ref())
-            .chain(r.approvals.iter().filter_map(|a| a.requested_at.as_ref()))
+            .map(|t| t.0)
+            .chain(
+                r.approvals
+                    .iter()
+                    .filter_map(|a| a.requested_at.as_ref().map(|t| t.0)),
+            )
+            .chain(r.approved.as_ref().and_then(|(_, at)| *at))
             .map(|t| {
-                let x = secs(t.0, start);
+                let x = secs(t, start);
                 (x, weight_at(&points, x))
             })
             .collect();

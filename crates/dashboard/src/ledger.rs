@@ -81,6 +81,7 @@ pub fn rollout(r: &RolloutRecord) -> Rollout {
         transitions: r.transitions.clone(),
         checks: r.checks.clone(),
         approvals: Vec::new(),
+        approved: None,
         failures: r
             .events
             .iter()

@@ -732,3 +732,168 @@ async fn style() -> Response {
     )
         .into_response()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// An API server that has nothing: every request is answered 404.
+    fn empty_cluster() -> Client {
+        let svc = tower::service_fn(|_req: http::Request<kube::client::Body>| async {
+            Ok::<_, Infallible>(
+                http::Response::builder()
+                    .status(404)
+                    .body(kube::client::Body::from(
+                        br#"{"kind":"Status","apiVersion":"v1","status":"Failure","message":"not here","reason":"NotFound","code":404}"#
+                            .to_vec(),
+                    ))
+                    .unwrap(),
+            )
+        });
+        Client::new(svc, "default")
+    }
+
+    struct Done;
+    impl Actions for Done {
+        fn act(&self, r: ActionRequest) -> crate::ActionFuture {
+            Box::pin(async move { Ok(format!("{} done", r.action)) })
+        }
+    }
+
+    async fn started(actions: Option<Arc<dyn Actions>>) -> SocketAddr {
+        let bound = bind(
+            empty_cluster(),
+            Options {
+                addr: "127.0.0.1:0".parse().unwrap(),
+                namespace: Some("shop".into()),
+                context: "test".into(),
+                ledger: None,
+            },
+            actions,
+        )
+        .await
+        .unwrap();
+        let addr = bound.local_addr();
+        tokio::spawn(bound.serve());
+        addr
+    }
+
+    /// One HTTP/1.1 exchange: the status code and the body.
+    async fn exchange(addr: SocketAddr, request: String) -> (u16, String) {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(request.as_bytes()).await.unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).await.unwrap();
+        let code = out
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        (code, out)
+    }
+
+    fn get(host: &str, path: &str) -> String {
+        format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n")
+    }
+
+    fn post(host: &str, path: &str, headers: &str, body: &str) -> String {
+        format!(
+            "POST {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n{headers}\
+             Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+    }
+
+    #[tokio::test]
+    async fn pages_and_assets_come_from_the_binary() {
+        let addr = started(Some(Arc::new(Done))).await;
+        let host = addr.to_string();
+        let (code, js) = exchange(addr, get(&host, "/assets/app.js")).await;
+        assert_eq!(code, 200);
+        assert!(js.contains("text/javascript"));
+        assert!(js.contains("EventSource"));
+        let (code, css) = exchange(addr, get(&host, "/assets/app.css")).await;
+        assert_eq!(code, 200);
+        assert!(css.contains("text/css"));
+        let (code, page) = exchange(addr, get(&host, "/")).await;
+        assert_eq!(code, 200);
+        assert!(page.contains("<h1>Canaries</h1>"), "{page}");
+        assert!(page.contains(r#"data-stream="/stream""#));
+        // A Canary the API server does not have: its answer, on the page.
+        let (code, page) = exchange(addr, get(&host, "/canaries/shop/nope")).await;
+        assert_eq!(code, 404);
+        assert!(
+            page.contains("No Canary &#34;nope&#34; in namespace &#34;shop&#34;"),
+            "{page}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_dashboard_that_acts_answers_on_its_loopback_address_only() {
+        let addr = started(Some(Arc::new(Done))).await;
+        let (code, _) = exchange(addr, get("attacker.example:80", "/")).await;
+        assert_eq!(code, 421);
+        let (code, _) = exchange(addr, get(&format!("localhost:{}", addr.port()), "/")).await;
+        assert_eq!(code, 200);
+    }
+
+    #[tokio::test]
+    async fn actions_come_only_from_the_dashboards_own_forms() {
+        let addr = started(Some(Arc::new(Done))).await;
+        let host = addr.to_string();
+        let path = "/canaries/shop/podinfo/actions";
+        // Another site's form.
+        let (code, body) = exchange(
+            addr,
+            post(
+                &host,
+                path,
+                "Origin: http://attacker.example\r\n",
+                "action=abort",
+            ),
+        )
+        .await;
+        assert_eq!(code, 403, "{body}");
+        let (code, _) = exchange(
+            addr,
+            post(
+                &host,
+                path,
+                "Sec-Fetch-Site: cross-site\r\n",
+                "action=abort",
+            ),
+        )
+        .await;
+        assert_eq!(code, 403);
+        // The right origin without the page's token.
+        let (code, body) = exchange(
+            addr,
+            post(
+                &host,
+                path,
+                &format!("Origin: http://{host}\r\n"),
+                "token=guess&action=abort",
+            ),
+        )
+        .await;
+        assert_eq!(code, 403);
+        assert!(body.contains("not from this dashboard"), "{body}");
+    }
+
+    #[tokio::test]
+    async fn a_read_only_dashboard_has_no_action_endpoint() {
+        let addr = started(None).await;
+        let host = addr.to_string();
+        let (code, _) = exchange(
+            addr,
+            post(&host, "/canaries/shop/podinfo/actions", "", "action=abort"),
+        )
+        .await;
+        assert!(matches!(code, 404 | 405), "{code}");
+        // Read-only, it answers under any name (a port-forward or a proxy in front of it).
+        let (code, page) = exchange(addr, get("fledge.example.com", "/")).await;
+        assert_eq!(code, 200);
+        assert!(page.contains("read-only"));
+    }
+}

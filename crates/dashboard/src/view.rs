@@ -216,6 +216,8 @@ pub struct Rollout {
     pub checks: Vec<CheckRecord>,
     /// Gates opened with `approve` and not used yet.
     pub approvals: Vec<OperatorRequest>,
+    /// The last `approve` the controller accepted in this rollout, and when it handled it.
+    pub approved: Option<(OperatorRequest, Option<Timestamp>)>,
     /// Failed checks' reasons, newest last.
     pub failures: Vec<String>,
     /// The weight now (a rollout in progress).
@@ -242,8 +244,16 @@ pub fn rollout_of(c: &Canary) -> Option<Rollout> {
                 .max()
         })
         .flatten();
+    let start = r.start_time.as_ref().map(|t| t.0);
+    let approved = s
+        .last_request
+        .as_ref()
+        .filter(|o| o.accepted && o.request.action == RequestAction::Approve)
+        .map(|o| (o.request.clone(), o.handled_at.as_ref().map(|t| t.0)))
+        .filter(|(_, at)| matches!((at, start), (Some(a), Some(s)) if *a >= s));
     Some(Rollout {
-        start: r.start_time.as_ref().map(|t| t.0),
+        start,
+        approved,
         end,
         judged: r.history.iter().any(|h| h.judgement.is_some()),
         history: r.history.clone(),
@@ -401,6 +411,15 @@ pub fn gate_answers(r: &Rollout) -> Vec<Answer> {
         .filter(|c| c.kind != "rollout")
         .map(answer)
         .collect();
+    if let Some((a, at)) = &r.approved {
+        out.push(Answer {
+            kind: a.gate.map(|g| g.to_string()).unwrap_or_default(),
+            name: format!("approved by {}", a.who()),
+            passed: true,
+            message: "opened the gate once".into(),
+            at: at.map(clock).unwrap_or_default(),
+        });
+    }
     for a in &r.approvals {
         out.push(Answer {
             kind: a.gate.map(|g| g.to_string()).unwrap_or_default(),

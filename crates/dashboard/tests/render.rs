@@ -33,6 +33,10 @@ fn progressing() -> Canary {
         },
         "status": {
             "phase": "Progressing", "canaryWeight": 30, "failedChecks": 1, "iterations": 0,
+            "lastRequest": {"request": {"id": "0", "action": "approve", "gate": "confirm-traffic-increase",
+                                        "user": "bob", "requestedAt": "2026-12-04T10:00:55Z"},
+                            "accepted": true, "message": "the gate opens once",
+                            "handledAt": "2026-12-04T10:00:58Z"},
             "lastTransitionTime": "2026-12-04T10:00:00Z",
             "rollout": {
                 "startTime": "2026-12-04T10:00:00Z", "step": 3,
@@ -162,6 +166,12 @@ fn a_rollout_in_progress_shows_each_steps_weight_and_metric_values() {
     // The gates: the webhook that opened confirm-rollout, and who approved confirm-promotion.
     assert!(html.contains("confirm-rollout"));
     assert!(html.contains("approved by alice"));
+    assert!(html.contains("approval not used yet"));
+    // The approval the controller used: who opened which gate, and when.
+    assert!(
+        html.contains("<td>10:00:58</td><td>confirm-traffic-increase</td><td>approved by bob</td>"),
+        "{html}"
+    );
     // Charts: the weight, then one per metric with its band.
     assert!(html.contains(r#"id="chart-weight""#));
     assert!(html.contains(r#"id="chart-metric-latency""#));
