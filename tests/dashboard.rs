@@ -88,13 +88,16 @@ fn status(c: &Canary) -> CanaryStatus {
     c.status.clone().unwrap_or_default()
 }
 
+/// One analysis step as compared: step, canary weight, and each metric's exact value.
+type StepShown = (i64, i64, Vec<(String, Option<f64>)>);
+
 /// What a Canary's page shows, read from the page itself.
 #[derive(Debug, PartialEq, Clone)]
 struct Shown {
     phase: String,
     weight: i64,
     /// Per analysis step: step, weight, and each metric's exact value.
-    steps: Vec<(i64, i64, Vec<(String, Option<f64>)>)>,
+    steps: Vec<StepShown>,
     charts: Vec<String>,
 }
 
@@ -130,7 +133,7 @@ async fn shown(b: &Browser) -> anyhow::Result<Shown> {
 }
 
 /// What the page should show for a status.
-fn expected(s: &CanaryStatus) -> (String, i64, Vec<(i64, i64, Vec<(String, Option<f64>)>)>) {
+fn expected(s: &CanaryStatus) -> (String, i64, Vec<StepShown>) {
     let history = s
         .rollout
         .as_ref()
