@@ -2,6 +2,7 @@
 //! fantoccini), the dashboard run as `kubectl fledge dashboard`, and axe-core's accessibility
 //! check injected into its pages. `cargo xtask browser` installs what these need.
 
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -58,7 +59,10 @@ impl Browser {
         let logs = root().join("target/e2e-logs/browser");
         std::fs::create_dir_all(&logs)?;
         let log = std::fs::File::create(logs.join(format!("chromedriver-{port}.log")))?;
+        // In a process group of its own, with the Chromium it starts: a test that fails ends
+        // them all (see `Drop`), leaving no browser behind.
         let mut driver = Command::new(CHROMEDRIVER)
+            .process_group(0)
             .arg(format!("--port={port}"))
             .stdin(Stdio::null())
             .stdout(Stdio::from(log.try_clone()?))
@@ -147,8 +151,16 @@ impl Browser {
     }
 
     /// Ends the session and the driver.
-    pub async fn close(mut self) {
+    pub async fn close(self) {
         let _ = self.client.clone().close().await;
+    }
+
+    /// Ends chromedriver and every Chromium process it started (its process group).
+    fn end(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", "--", &format!("-{}", self.driver.id())])
+            .stderr(Stdio::null())
+            .status();
         let _ = self.driver.kill();
         let _ = self.driver.wait();
         let _ = std::fs::remove_dir_all(&self.profile);
@@ -157,8 +169,7 @@ impl Browser {
 
 impl Drop for Browser {
     fn drop(&mut self) {
-        let _ = self.driver.kill();
-        let _ = self.driver.wait();
+        self.end();
     }
 }
 
