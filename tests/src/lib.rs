@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 pub mod analysis;
+pub mod browser;
 pub mod dataplane;
 pub mod demo;
 pub mod flagger;

@@ -45,6 +45,11 @@ pub fn run_demo(args: DemoArgs) -> anyhow::Result<()> {
             cluster.join("kubeconfig").display(),
             cluster.join("bin/kubectl").display()
         );
+        eprintln!(
+            "    dashboard: KUBECONFIG={} cargo run -q -p fledge-plugin --bin kubectl-fledge -- \
+             dashboard -n fledge-demo   (then open http://127.0.0.1:7979/)",
+            cluster.join("kubeconfig").display()
+        );
         eprintln!("    tear down: cargo xtask dataplane down && cargo xtask cluster down");
     } else if !args.keep {
         eprintln!("==> taking the data plane and the control plane down (--keep leaves them up)");

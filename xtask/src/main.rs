@@ -4,6 +4,7 @@
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod browser;
 mod charts;
 mod cluster;
 mod crds;
@@ -46,6 +47,9 @@ enum Task {
     /// The fledge and fledge-loadgen container images as OCI archives under `target/images/`,
     /// built here with umoci (no registry, no daemon), with their SBOMs.
     Image(image::ImageArgs),
+    /// What the dashboard's browser tests need: Debian's chromium and chromium-driver (installed
+    /// with apt-get when missing) and axe-core from npm (into ~/.cache/fledge/).
+    Browser,
     /// Build (once per version) Flagger, the reference of the cut-over test, from its Go
     /// module; print the binary's path and its CRD file's.
     Flagger,
@@ -63,5 +67,6 @@ fn main() -> anyhow::Result<()> {
         Task::GitServers => gitservers::ensure(),
         Task::Image(args) => image::run_image(args),
         Task::Flagger => flagger::run(),
+        Task::Browser => browser::ensure(),
     }
 }

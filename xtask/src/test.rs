@@ -83,6 +83,14 @@ pub fn run_all(args: TestArgs) -> anyhow::Result<()> {
             )
         })
         .and_then(|()| {
+            // Headless Chromium, its WebDriver server and axe-core for the dashboard's browser
+            // tests (tests/dashboard.rs).
+            step(
+                "Chromium and axe-core for the browser tests (cargo xtask browser)",
+                cargo().args(["run", "--quiet", "-p", "xtask", "--", "browser"]),
+            )
+        })
+        .and_then(|()| {
             // Flagger, run beside fledge by the cut-over test (built once, then cached).
             step(
                 "Flagger for the cut-over test (cargo xtask flagger)",

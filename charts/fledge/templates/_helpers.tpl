@@ -121,6 +121,7 @@ unset value keeps the binary's default.
   (list "selector-labels" (join "," $v.selectorLabels))
   (list "include-label-prefix" (join "," $v.includeLabelPrefix))
   (list "cluster-name" $v.clusterName)
+  (list "dashboard-url" $v.dashboardUrl)
   (list "control-loop-interval" $v.controlLoopInterval)
   (list "event-webhook" $v.eventWebhook.url)
   (list "metrics-server" $v.metricsServer)

@@ -119,6 +119,11 @@ struct RunArgs {
     /// Address of the `/healthz`, `/readyz` and `/metrics` endpoints.
     #[arg(long, default_value = "127.0.0.1:8080")]
     metrics_addr: std::net::SocketAddr,
+    /// Serve the web dashboard read-only on this address (no actions: those are
+    /// `kubectl fledge dashboard`'s, as the user); off by default. It shows what the
+    /// controller's ServiceAccount may read: put your own authentication in front of it.
+    #[arg(long)]
+    ui_addr: Option<std::net::SocketAddr>,
     /// Elect a leader through a `coordination.k8s.io` Lease, so that only one replica acts.
     #[arg(long)]
     leader_elect: bool,
@@ -452,6 +457,11 @@ struct AlertArgs {
     /// Also send traffic steps to the default provider.
     #[arg(long)]
     alert_traffic_steps: bool,
+    /// The web dashboard's URL (`kubectl fledge dashboard` behind your own auth, or any
+    /// address people reach it at): alerts link to the Canary's page there, unless their
+    /// provider has a linkTemplate of its own.
+    #[arg(long)]
+    dashboard_url: Option<String>,
     /// Timeout of each attempt to deliver an alert, e.g. 10s.
     #[arg(long, default_value = "10s")]
     alert_timeout: String,
@@ -491,7 +501,26 @@ impl AlertArgs {
                 Some(d)
             }
         };
+        let dashboard_url = match self.dashboard_url.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(u) => {
+                let url = url::Url::parse(u).map_err(|e| {
+                    anyhow::anyhow!("--dashboard-url: {u:?} is not a URL ({e}); give e.g. https://fledge.example.com")
+                })?;
+                if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+                    anyhow::bail!("--dashboard-url: {u:?} is not an http or https URL with a host");
+                }
+                if !url.username().is_empty() || url.password().is_some() || url.query().is_some() {
+                    anyhow::bail!(
+                        "--dashboard-url: give the dashboard's address without user info or query \
+                         (it is shown in every alert)"
+                    );
+                }
+                Some(u.trim_end_matches('/').to_string())
+            }
+        };
         Ok(AlertSettings {
+            dashboard_url,
             default,
             policy: DeliveryPolicy {
                 timeout,
@@ -723,6 +752,24 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             tracing::error!(error = %e, %addr, "metrics endpoint stopped");
         }
     });
+
+    if let Some(addr) = args.ui_addr {
+        let options = fledge_dashboard::Options {
+            addr,
+            namespace: args.namespace.clone(),
+            context: "fledge run".into(),
+            ledger: None,
+        };
+        let ui = fledge_dashboard::bind(client.clone(), options, None)
+            .await
+            .with_context(|| format!("--ui-addr {addr}"))?;
+        tracing::info!(url = %ui.url(), "serving the dashboard read-only (--ui-addr)");
+        tokio::spawn(async move {
+            if let Err(e) = ui.serve().await {
+                tracing::error!(error = %e, %addr, "the dashboard stopped");
+            }
+        });
+    }
 
     let settings = controller::Settings {
         namespace: args.namespace.clone(),

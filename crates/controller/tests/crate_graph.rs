@@ -89,3 +89,23 @@ fn adapters_never_depend_on_each_other_or_on_the_controller() {
         }
     }
 }
+
+#[test]
+fn the_plugin_and_the_dashboard_never_depend_on_the_controller() {
+    let plugin = tree("fledge-plugin");
+    assert!(
+        plugin.contains("fledge-dashboard"),
+        "the listing is read right"
+    );
+    assert!(
+        !plugin.contains("fledge-controller"),
+        "kubectl-fledge depends on the controller"
+    );
+    let dashboard = tree("fledge-dashboard");
+    for other in ["fledge-controller", "fledge-plugin"] {
+        assert!(
+            !dashboard.contains(other),
+            "fledge-dashboard depends on {other}"
+        );
+    }
+}

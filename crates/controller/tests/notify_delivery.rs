@@ -223,6 +223,14 @@ mod alerts {
     use kube::runtime::events::Reporter;
 
     fn start(kind: &str, url: String) -> (Arc<Alerts>, Arc<Metrics>) {
+        start_with(kind, url, None)
+    }
+
+    fn start_with(
+        kind: &str,
+        url: String,
+        dashboard_url: Option<&str>,
+    ) -> (Arc<Alerts>, Arc<Metrics>) {
         // Never contacted: the default provider needs no AlertProvider object.
         let client =
             kube::Client::try_from(kube::Config::new("http://127.0.0.1:9".parse().unwrap()))
@@ -237,6 +245,7 @@ mod alerts {
             policy: policy(),
             cluster: None,
             no_cross_namespace_refs: false,
+            dashboard_url: dashboard_url.map(str::to_string),
         };
         let reporter = Reporter {
             controller: "fledge-test".into(),
@@ -320,6 +329,28 @@ mod alerts {
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
         assert!(metrics.encode().contains(counted), "{}", metrics.encode());
+    }
+
+    #[tokio::test]
+    async fn with_a_dashboard_url_alerts_link_to_the_canarys_page() {
+        let (addr, seen) = receiver(vec![Some((200, None))]).await;
+        let (alerts, _) = start_with(
+            "slack",
+            format!("http://{addr}/slack"),
+            Some("https://fledge.example.com"),
+        );
+        send(
+            &alerts,
+            NotifyKind::RolledBack,
+            Severity::Error,
+            "rolled back",
+        );
+        settle(&seen, 1).await;
+        let body = seen.bodies.lock().unwrap()[0].to_string();
+        assert!(
+            body.contains("<https://fledge.example.com/canaries/shop/podinfo|Open the Canary>"),
+            "{body}"
+        );
     }
 
     #[tokio::test]

@@ -3,9 +3,11 @@
 //! [`render`] draws tables, trees and watch lines from recorded objects (pure); [`ops`] talks to
 //! the API server: reading Canaries, their workloads and Events, and writing requests to
 //! `.status.request` after checking who the user is and what RBAC lets them do; [`import`]
-//! moves Flagger's objects to `fledge.dev/v1beta1`.
+//! moves Flagger's objects to `fledge.dev/v1beta1`; [`dashboard`] gives the web dashboard
+//! (`fledge-dashboard`) these same requests as its actions.
 #![forbid(unsafe_code)]
 
+pub mod dashboard;
 pub mod import;
 pub mod ops;
 pub mod render;

@@ -72,6 +72,24 @@ enum Command {
         #[arg(long, value_parser = parse_gate)]
         gate: Option<Gate>,
     },
+    /// Serve a web dashboard on this machine: every Canary you can list, live, each rollout
+    /// as charts, and the actions above, all as you (your kubeconfig, your RBAC).
+    Dashboard {
+        /// The port to listen on (0: any free port).
+        #[arg(long, default_value_t = 7979)]
+        port: u16,
+        /// The address to listen on; keep the loopback address unless something in front of
+        /// it authenticates people (the dashboard acts as you).
+        #[arg(long, default_value = "127.0.0.1")]
+        address: std::net::IpAddr,
+        /// A working copy of the repository of the Git ledger, to list past rollouts of
+        /// Canaries that set spec.gitops (kept current with your own git pull).
+        #[arg(long)]
+        ledger: Option<std::path::PathBuf>,
+        /// How long an action waits for the controller's answer, in seconds.
+        #[arg(long, default_value_t = 30)]
+        timeout: u64,
+    },
     /// Move Flagger's Canaries, MetricTemplates and AlertProviders to fledge.dev/v1beta1:
     /// from YAML files (only their apiVersion lines change; comments and order stay) or from
     /// the cluster (--from-cluster: printed as YAML ready to apply).
@@ -181,6 +199,22 @@ async fn run(cli: Cli) -> Result<(), Error> {
             let scope = (!*all_namespaces).then_some(ns.as_str());
             return get(&client, scope, name.as_deref(), *watch, *output).await;
         }
+        Command::Dashboard {
+            port,
+            address,
+            ledger,
+            timeout,
+        } => {
+            let (client, _) = client(&cli).await?;
+            return dashboard(
+                &cli,
+                client,
+                std::net::SocketAddr::new(*address, *port),
+                ledger.clone(),
+                Duration::from_secs((*timeout).max(1)),
+            )
+            .await;
+        }
         Command::Promote(t) => (t, RequestAction::Promote, None),
         Command::Abort(t) => (t, RequestAction::Abort, None),
         Command::Retry(t) => (t, RequestAction::Retry, None),
@@ -190,6 +224,59 @@ async fn run(cli: Cli) -> Result<(), Error> {
     };
     let (client, ns) = client(&cli).await?;
     request(&client, &ns, target, action, gate).await
+}
+
+/// `kubectl fledge dashboard`: serves the dashboard until interrupted. Every namespace unless
+/// -n names one.
+async fn dashboard(
+    cli: &Cli,
+    client: Client,
+    addr: std::net::SocketAddr,
+    ledger: Option<std::path::PathBuf>,
+    wait: Duration,
+) -> Result<(), Error> {
+    if let Some(dir) = &ledger
+        && !dir.is_dir()
+    {
+        return Err(Error::Usage(format!(
+            "--ledger {}: not a directory (give a working copy of the ledger's Git repository)",
+            dir.display()
+        )));
+    }
+    let context = cli.context.clone().unwrap_or_else(|| {
+        match &cli.kubeconfig {
+            Some(p) => Kubeconfig::read_from(p),
+            None => Kubeconfig::read(),
+        }
+        .ok()
+        .and_then(|k| k.current_context)
+        .unwrap_or_default()
+    });
+    let options = fledge_dashboard::Options {
+        addr,
+        namespace: cli.namespace.clone(),
+        context: match &cli.namespace {
+            Some(ns) => format!("{context} · namespace {ns}"),
+            None => format!("{context} · every namespace"),
+        },
+        ledger,
+    };
+    let actions = fledge_plugin::dashboard::PluginActions {
+        client: client.clone(),
+        wait,
+    };
+    let bound = fledge_dashboard::bind(client, options, Some(std::sync::Arc::new(actions)))
+        .await
+        .map_err(|e| Error::Usage(e.to_string()))?;
+    println!(
+        "fledge dashboard: {} (as your kubeconfig's user; Ctrl-C stops it)",
+        bound.url()
+    );
+    let _ = std::io::stdout().flush();
+    tokio::select! {
+        r = bound.serve() => r.map_err(|e| Error::Kube(e.to_string())),
+        _ = tokio::signal::ctrl_c() => Ok(()),
+    }
 }
 
 /// `kubectl fledge import`: Flagger's objects to fledge's, from files or from the cluster.

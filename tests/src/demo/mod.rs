@@ -505,6 +505,16 @@ pub fn watch_command(namespace: &str) -> String {
     )
 }
 
+/// The command that serves the web dashboard of the demo's namespace
+/// (http://127.0.0.1:7979/ while it runs).
+pub fn dashboard_command(namespace: &str) -> String {
+    format!(
+        "KUBECONFIG={} {} dashboard -n {namespace}   (then open http://127.0.0.1:7979/)",
+        admin_kubeconfig().display(),
+        crate::plugin::binary().display()
+    )
+}
+
 /// The programs the demo's acceptance test runs in fledge-loadgen (a Flagger load tester
 /// `bash` task): fails with what is missing and how to get it.
 fn check_programs() -> anyhow::Result<()> {
@@ -1263,6 +1273,7 @@ fn print_summary(r: &Report, log: &std::path::Path, repo: &str, loadgen_log: &st
     block(&r.tree);
     say!();
     say!("  watch the Canary:  {}", watch_command(&r.namespace));
+    say!("  the dashboard:     {}", dashboard_command(&r.namespace));
     say!("  controller log:    {}", log.display());
     say!("  loadgen log:       {}", loadgen_log.display());
 }

@@ -112,6 +112,14 @@ pub struct AlertSettings {
     /// Send nothing through AlertProviders in another namespace than the Canary's
     /// (`--no-cross-namespace-refs`; the engine also reports such a reference as invalid).
     pub no_cross_namespace_refs: bool,
+    /// The dashboard's base URL (`--dashboard-url`): messages of providers without a
+    /// `linkTemplate` of their own link to the Canary's page there.
+    pub dashboard_url: Option<String>,
+}
+
+/// The Canary's page on the dashboard at `base` (the path `kubectl fledge dashboard` serves).
+pub fn dashboard_link(base: &str, namespace: &str, name: &str) -> String {
+    format!("{}/canaries/{namespace}/{name}", base.trim_end_matches('/'))
 }
 
 /// Where one message goes: an AlertProvider with the alert's name, or the default.
@@ -328,7 +336,13 @@ impl Dispatcher {
         if !r.wants(message.kind) {
             return;
         }
-        let body = r.notifier.payload(message, &r.options(message));
+        let mut options = r.options(message);
+        if options.link.is_none()
+            && let Some(base) = &self.settings.dashboard_url
+        {
+            options.link = Some(dashboard_link(base, &message.namespace, &message.name));
+        }
+        let body = r.notifier.payload(message, &options);
         let http = match self.http(r.destination.proxy.as_ref()) {
             Ok(c) => c,
             Err(e) => {
@@ -430,6 +444,18 @@ mod tests {
         c.metadata.namespace = Some("shop".into());
         c.spec.target_ref.name = "podinfo".into();
         c
+    }
+
+    #[test]
+    fn the_dashboard_link_is_the_canarys_page() {
+        assert_eq!(
+            dashboard_link("https://fledge.example.com/", "shop", "podinfo"),
+            "https://fledge.example.com/canaries/shop/podinfo"
+        );
+        assert_eq!(
+            dashboard_link("http://127.0.0.1:7979", "a", "b"),
+            "http://127.0.0.1:7979/canaries/a/b"
+        );
     }
 
     #[test]
