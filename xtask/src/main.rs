@@ -9,7 +9,9 @@ mod cluster;
 mod crds;
 mod dataplane;
 mod demo;
+mod deny;
 mod flagger;
+mod fuzz;
 mod gitservers;
 mod image;
 mod test;
@@ -49,6 +51,12 @@ enum Task {
     /// Build (once per version) Flagger, the reference of the cut-over test, from its Go
     /// module; print the binary's path and its CRD file's.
     Flagger,
+    /// Run each cargo-fuzz target of `fuzz/` for a bounded time (nightly toolchain; installs
+    /// cargo-fuzz under the cache when missing).
+    Fuzz(fuzz::FuzzArgs),
+    /// `cargo deny check licenses bans sources` (deny.toml; installs cargo-deny under the cache
+    /// when missing).
+    Deny,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -63,5 +71,7 @@ fn main() -> anyhow::Result<()> {
         Task::GitServers => gitservers::ensure(),
         Task::Image(args) => image::run_image(args),
         Task::Flagger => flagger::run(),
+        Task::Fuzz(args) => fuzz::run_fuzz(args),
+        Task::Deny => deny::check(),
     }
 }
