@@ -509,19 +509,20 @@ impl AlertArgs {
     }
 }
 
-/// The API server's addresses, which webhooks may not call: its URL's address, or every
-/// address its name resolves to now (none when it does not resolve: the client fails then).
-async fn api_server_addresses(url: &hyper::Uri) -> Vec<std::net::IpAddr> {
+/// The API server's addresses and port, which webhooks may not call: its URL's address, or
+/// every address its name resolves to now (none when it does not resolve: the client fails
+/// then).
+async fn api_server_addresses(url: &hyper::Uri) -> Vec<std::net::SocketAddr> {
     let Some(host) = url.host() else {
         return Vec::new();
     };
     let host = host.trim_start_matches('[').trim_end_matches(']');
-    if let Ok(ip) = host.parse() {
-        return vec![ip];
-    }
     let port = url.port_u16().unwrap_or(443);
+    if let Ok(ip) = host.parse::<std::net::IpAddr>() {
+        return vec![std::net::SocketAddr::new(ip, port)];
+    }
     match tokio::net::lookup_host((host, port)).await {
-        Ok(addrs) => addrs.map(|a| a.ip()).collect(),
+        Ok(addrs) => addrs.collect(),
         Err(e) => {
             tracing::warn!(error = %e, "the API server's name does not resolve; webhooks are not kept from it by address");
             Vec::new()
@@ -920,21 +921,21 @@ mod tests {
 
     #[tokio::test]
     async fn the_api_server_address_comes_from_its_url() {
-        let ip: hyper::Uri = "https://10.96.0.1:443".parse().unwrap();
+        let ip: hyper::Uri = "https://10.96.0.1".parse().unwrap();
         assert_eq!(
             api_server_addresses(&ip).await,
-            [std::net::IpAddr::from([10, 96, 0, 1])]
+            [std::net::SocketAddr::from(([10, 96, 0, 1], 443))]
         );
         let v6: hyper::Uri = "https://[fd00::1]:6443".parse().unwrap();
         assert_eq!(
             api_server_addresses(&v6).await,
-            ["fd00::1".parse::<std::net::IpAddr>().unwrap()]
+            ["[fd00::1]:6443".parse::<std::net::SocketAddr>().unwrap()]
         );
         let name: hyper::Uri = "https://localhost:6443".parse().unwrap();
         assert!(
             api_server_addresses(&name)
                 .await
-                .contains(&std::net::IpAddr::from([127, 0, 0, 1]))
+                .contains(&std::net::SocketAddr::from(([127, 0, 0, 1], 6443)))
         );
     }
 }

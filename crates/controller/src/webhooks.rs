@@ -67,15 +67,16 @@ impl WebhookClient {
                 .user_agent("fledge")
                 .danger_accept_invalid_certs(insecure)
                 .dns_resolver(resolver)
-                .redirect(reqwest::redirect::Policy::custom(
-                    move |attempt| match literal_ip(attempt.url())
-                        .map(|ip| redirects.check(ip, Purpose::Webhook))
+                .redirect(reqwest::redirect::Policy::custom(move |attempt| {
+                    let port = attempt.url().port_or_known_default();
+                    match literal_ip(attempt.url())
+                        .map(|ip| redirects.check(ip, port, Purpose::Webhook))
                     {
                         Some(Err(reason)) => attempt.error(reason),
                         _ if attempt.previous().len() >= 10 => attempt.stop(),
                         _ => attempt.follow(),
-                    },
-                ))
+                    }
+                }))
                 .build()
         };
         Ok(WebhookClient {
@@ -89,11 +90,11 @@ impl WebhookClient {
     /// address, or every address its name resolves to) against the policy.
     async fn refused(&self, url: &str) -> Option<String> {
         let url = reqwest::Url::parse(url).ok()?;
+        let port = url.port_or_known_default().unwrap_or(80);
         let addrs: Vec<IpAddr> = match literal_ip(&url) {
             Some(ip) => vec![ip],
             None => {
                 let host = url.host_str()?.to_string();
-                let port = url.port_or_known_default().unwrap_or(80);
                 // A name that does not resolve fails at the call, as before.
                 tokio::net::lookup_host((host.as_str(), port))
                     .await
@@ -104,7 +105,7 @@ impl WebhookClient {
         };
         addrs
             .into_iter()
-            .find_map(|ip| self.policy.check(ip, Purpose::Webhook).err())
+            .find_map(|ip| self.policy.check(ip, Some(port), Purpose::Webhook).err())
     }
 
     /// Calls one webhook, retrying `retries` times with exponential backoff on failure.
@@ -179,7 +180,8 @@ fn literal_ip(url: &reqwest::Url) -> Option<IpAddr> {
 }
 
 /// Resolves host names for webhook calls and hands the connector only addresses the policy
-/// allows: a name with any refused address is refused whole.
+/// allows: a name with any refused address is refused whole. A resolver does not know the
+/// port, so here the API server rule is left to the check before the call.
 struct PolicyResolver {
     policy: Arc<DestinationPolicy>,
 }
@@ -192,7 +194,7 @@ impl reqwest::dns::Resolve for PolicyResolver {
                 tokio::net::lookup_host((name.as_str(), 0)).await?.collect();
             if let Some(reason) = addrs
                 .iter()
-                .find_map(|a| policy.check(a.ip(), Purpose::Webhook).err())
+                .find_map(|a| policy.check(a.ip(), None, Purpose::Webhook).err())
             {
                 return Err(reason.into());
             }
@@ -305,7 +307,7 @@ mod destination_tests {
         });
         let api_server = DestinationPolicy {
             allowed: vec![],
-            api_server: vec!["127.0.0.1".parse().unwrap()],
+            api_server: vec![SocketAddr::from(([127, 0, 0, 1], port))],
         };
         let client = WebhookClient::with_policy(api_server.clone()).unwrap();
         for url in [
@@ -321,6 +323,17 @@ mod destination_tests {
             );
         }
         assert_eq!(accepted.load(Ordering::SeqCst), 0, "no connection was made");
+        // Another port of the same address is not the API server.
+        let other = WebhookClient::with_policy(DestinationPolicy {
+            allowed: vec![],
+            api_server: vec![SocketAddr::from(([127, 0, 0, 1], port.wrapping_add(1)))],
+        })
+        .unwrap();
+        let out = other
+            .call(&hook(&format!("http://127.0.0.1:{port}/")), &payload())
+            .await;
+        assert!(out.passed, "{}", out.message);
+        assert_eq!(accepted.load(Ordering::SeqCst), 1);
 
         let allowed = DestinationPolicy {
             allowed: vec!["127.0.0.1/32".parse().unwrap()],
@@ -331,6 +344,6 @@ mod destination_tests {
             .call(&hook(&format!("http://127.0.0.1:{port}/")), &payload())
             .await;
         assert!(out.passed, "{}", out.message);
-        assert_eq!(accepted.load(Ordering::SeqCst), 1);
+        assert_eq!(accepted.load(Ordering::SeqCst), 2);
     }
 }

@@ -4,8 +4,9 @@
 //!
 //! By default it refuses link-local addresses (`169.254.0.0/16`, where clouds serve instance
 //! metadata and credentials, and `fe80::/10`), AWS's IPv6 metadata address `fd00:ec2::254`,
-//! and, for webhooks, the API server's own addresses (a webhook is a plain POST; the API
-//! server is reached through the controller's client, with its ServiceAccount's rights).
+//! and, for webhooks, the API server's own address and port (a webhook is a plain POST; the
+//! API server is reached through the controller's client, with its ServiceAccount's rights;
+//! other ports of the same address stay open, since a local API server shares 127.0.0.1).
 //! IPv4 addresses written as IPv6 (`::ffff:169.254.169.254`) are judged as the IPv4 address.
 //! The operator opens what it wants with `--allow-destination CIDR` (repeatable): an allowed
 //! network wins over every refusal.
@@ -15,7 +16,7 @@
 //! that resolves differently a moment later cannot slip through).
 
 use std::fmt;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::str::FromStr;
 
 /// A network: an address and a prefix length (`10.0.0.0/8`, `fd00::/8`, or one address).
@@ -104,14 +105,15 @@ pub const REFUSED_BY_DEFAULT: &[(&str, &str)] = &[
 pub struct DestinationPolicy {
     /// `--allow-destination`: networks allowed even where a default refuses.
     pub allowed: Vec<Cidr>,
-    /// The API server's addresses (refused for webhooks).
-    pub api_server: Vec<IpAddr>,
+    /// The API server's addresses and ports (refused for webhooks).
+    pub api_server: Vec<SocketAddr>,
 }
 
 impl DestinationPolicy {
-    /// Whether the controller may connect to `ip` for `purpose`; the error says why not and
-    /// how to allow it.
-    pub fn check(&self, ip: IpAddr, purpose: Purpose) -> Result<(), String> {
+    /// Whether the controller may connect to `ip` (on `port`, when known) for `purpose`; the
+    /// error says why not and how to allow it. Without a port the API server rule is not
+    /// applied (a resolver learns the port only later).
+    pub fn check(&self, ip: IpAddr, port: Option<u16>, purpose: Purpose) -> Result<(), String> {
         let ip = unmap(ip);
         if self.allowed.iter().any(|c| c.contains(ip)) {
             return Ok(());
@@ -125,7 +127,12 @@ impl DestinationPolicy {
                 ));
             }
         }
-        if purpose == Purpose::Webhook && self.api_server.iter().any(|a| unmap(*a) == ip) {
+        if purpose == Purpose::Webhook
+            && self
+                .api_server
+                .iter()
+                .any(|a| unmap(a.ip()) == ip && Some(a.port()) == port)
+        {
             return Err(format!(
                 "{ip} is the Kubernetes API server, which webhooks may not call; the \
                  controller's --allow-destination {ip}/{} allows it",
@@ -173,17 +180,17 @@ mod tests {
             "::ffff:169.254.169.254",
         ] {
             for purpose in [Purpose::Webhook, Purpose::Metrics, Purpose::Alert] {
-                let err = p.check(ip(addr), purpose).unwrap_err();
+                let err = p.check(ip(addr), Some(80), purpose).unwrap_err();
                 assert!(err.contains("--allow-destination"), "{addr}: {err}");
             }
         }
         assert!(
-            p.check(IpAddr::V4(CLOUD_METADATA_V4), Purpose::Metrics)
+            p.check(IpAddr::V4(CLOUD_METADATA_V4), None, Purpose::Metrics)
                 .unwrap_err()
                 .contains("instance metadata")
         );
         assert!(
-            p.check(IpAddr::V6(CLOUD_METADATA_V6), Purpose::Alert)
+            p.check(IpAddr::V6(CLOUD_METADATA_V6), None, Purpose::Alert)
                 .unwrap_err()
                 .contains("AWS")
         );
@@ -203,7 +210,11 @@ mod tests {
             "::1",
             "8.8.8.8",
         ] {
-            assert_eq!(p.check(ip(addr), Purpose::Webhook), Ok(()), "{addr}");
+            assert_eq!(
+                p.check(ip(addr), Some(443), Purpose::Webhook),
+                Ok(()),
+                "{addr}"
+            );
         }
     }
 
@@ -211,15 +222,38 @@ mod tests {
     fn the_api_server_is_refused_for_webhooks_only() {
         let p = DestinationPolicy {
             allowed: vec![],
-            api_server: vec![ip("10.96.0.1"), ip("fd00::1")],
+            api_server: vec![
+                "10.96.0.1:443".parse().unwrap(),
+                "[fd00::1]:6443".parse().unwrap(),
+            ],
         };
-        let err = p.check(ip("10.96.0.1"), Purpose::Webhook).unwrap_err();
+        let err = p
+            .check(ip("10.96.0.1"), Some(443), Purpose::Webhook)
+            .unwrap_err();
         assert!(err.contains("API server"), "{err}");
         assert!(err.contains("--allow-destination 10.96.0.1/32"), "{err}");
-        assert!(p.check(ip("::ffff:10.96.0.1"), Purpose::Webhook).is_err());
-        assert!(p.check(ip("fd00::1"), Purpose::Webhook).is_err());
-        assert_eq!(p.check(ip("10.96.0.1"), Purpose::Metrics), Ok(()));
-        assert_eq!(p.check(ip("10.96.0.2"), Purpose::Webhook), Ok(()));
+        assert!(
+            p.check(ip("::ffff:10.96.0.1"), Some(443), Purpose::Webhook)
+                .is_err()
+        );
+        assert!(
+            p.check(ip("fd00::1"), Some(6443), Purpose::Webhook)
+                .is_err()
+        );
+        assert_eq!(
+            p.check(ip("10.96.0.1"), Some(443), Purpose::Metrics),
+            Ok(())
+        );
+        assert_eq!(
+            p.check(ip("10.96.0.2"), Some(443), Purpose::Webhook),
+            Ok(())
+        );
+        // Another port of the same address (a local API server shares 127.0.0.1).
+        assert_eq!(
+            p.check(ip("10.96.0.1"), Some(8080), Purpose::Webhook),
+            Ok(())
+        );
+        assert_eq!(p.check(ip("10.96.0.1"), None, Purpose::Webhook), Ok(()));
     }
 
     #[test]
@@ -229,11 +263,20 @@ mod tests {
                 "169.254.169.254/32".parse().unwrap(),
                 "10.96.0.1".parse().unwrap(),
             ],
-            api_server: vec![ip("10.96.0.1")],
+            api_server: vec!["10.96.0.1:443".parse().unwrap()],
         };
-        assert_eq!(p.check(ip("169.254.169.254"), Purpose::Webhook), Ok(()));
-        assert!(p.check(ip("169.254.169.253"), Purpose::Webhook).is_err());
-        assert_eq!(p.check(ip("10.96.0.1"), Purpose::Webhook), Ok(()));
+        assert_eq!(
+            p.check(ip("169.254.169.254"), Some(80), Purpose::Webhook),
+            Ok(())
+        );
+        assert!(
+            p.check(ip("169.254.169.253"), Some(80), Purpose::Webhook)
+                .is_err()
+        );
+        assert_eq!(
+            p.check(ip("10.96.0.1"), Some(443), Purpose::Webhook),
+            Ok(())
+        );
     }
 
     #[test]
