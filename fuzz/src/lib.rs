@@ -49,8 +49,11 @@ fn fields(data: &[u8], n: usize) -> Vec<String> {
 /// Input: `query \0 variable value`.
 pub fn template(data: &[u8]) {
     let f = fields(data, 2);
-    let vars_map: BTreeMap<String, String> =
-        [("app".to_string(), f[1].clone()), ("x_y".to_string(), "z".to_string())].into();
+    let vars_map: BTreeMap<String, String> = [
+        ("app".to_string(), f[1].clone()),
+        ("x_y".to_string(), "z".to_string()),
+    ]
+    .into();
     let vars = fledge_api::template::TemplateVars {
         namespace: "shop",
         name: "podinfo",
