@@ -244,7 +244,13 @@ async fn invalid_spec_and_missing_target_are_reported_and_recover() {
     ns.create::<Deployment>(deployment_json("podinfo", V1, 1))
         .await;
     let mut bad = bluegreen("podinfo", &hook.url("/rollout"), 3, 2);
-    bad["spec"]["analysis"]["interval"] = "soon".into();
+    // Two webhooks of one name: refused by `fledge validate` and the controller, not by the
+    // CRD's own rules (which refuse e.g. a malformed interval at the API server already).
+    let twin = bad["spec"]["analysis"]["webhooks"][0].clone();
+    bad["spec"]["analysis"]["webhooks"]
+        .as_array_mut()
+        .unwrap()
+        .push(twin);
     ns.create::<Canary>(bad).await;
     ns.create::<Deployment>(deployment_json("gw", V1, 1)).await;
     // The default provider (gatewayapi:v1) with a host name the HTTPRoute CRD refuses: the API
@@ -286,12 +292,12 @@ async fn invalid_spec_and_missing_target_are_reported_and_recover() {
         .find(|x| x.reason.as_deref() == Some("InvalidSpec"))
         .and_then(|x| x.message)
         .unwrap_or_default();
-    assert!(msg.contains("spec.analysis.interval"), "{msg}");
+    assert!(msg.contains("spec.analysis.webhooks[1].name"), "{msg}");
     assert!(
         ns.events("podinfo")
             .await
             .iter()
-            .any(|e| e.contains("InvalidSpec") && e.contains("spec.analysis.interval"))
+            .any(|e| e.contains("InvalidSpec") && e.contains("spec.analysis.webhooks[1].name"))
     );
     ns.wait_canary(
         "later",

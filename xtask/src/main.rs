@@ -10,7 +10,9 @@ mod cluster;
 mod crds;
 mod dataplane;
 mod demo;
+mod deny;
 mod flagger;
+mod fuzz;
 mod gitservers;
 mod image;
 mod test;
@@ -53,6 +55,12 @@ enum Task {
     /// Build (once per version) Flagger, the reference of the cut-over test, from its Go
     /// module; print the binary's path and its CRD file's.
     Flagger,
+    /// Run each cargo-fuzz target of `fuzz/` for a bounded time (nightly toolchain; installs
+    /// cargo-fuzz under the cache when missing).
+    Fuzz(fuzz::FuzzArgs),
+    /// `cargo deny check licenses bans sources` (deny.toml; installs cargo-deny under the cache
+    /// when missing).
+    Deny,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -68,5 +76,7 @@ fn main() -> anyhow::Result<()> {
         Task::Image(args) => image::run_image(args),
         Task::Flagger => flagger::run(),
         Task::Browser => browser::ensure(),
+        Task::Fuzz(args) => fuzz::run_fuzz(args),
+        Task::Deny => deny::check(),
     }
 }

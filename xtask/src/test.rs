@@ -44,6 +44,17 @@ pub fn run_all(args: TestArgs) -> anyhow::Result<()> {
         "cargo test (unit, property, adapter and CLI tests)",
         cargo().args(["test", "--workspace", "--exclude", "fledge-e2e"]),
     )?;
+    // Licences, banned crates and sources of the dependency tree (deny.toml).
+    step(
+        "cargo deny check licenses bans sources (cargo xtask deny)",
+        cargo().args(["run", "--quiet", "-p", "xtask", "--", "deny"]),
+    )?;
+    // Each fuzz target for a bounded time (20 s each; the nightly toolchain, cargo-fuzz
+    // installed under the cache when missing).
+    step(
+        "fuzz targets (cargo xtask fuzz)",
+        cargo().args(["run", "--quiet", "-p", "xtask", "--", "fuzz"]),
+    )?;
     // The Helm chart and the kustomize base (helm, kubeconform and kustomize built once from
     // the Go module proxy, then cached); no cluster needed, so it runs with --no-e2e too.
     step(

@@ -39,6 +39,7 @@ pub use crate::status::*;
     printcolumn = r#"{"name":"MaxWeight","type":"string","jsonPath":".spec.analysis.maxWeight","priority":1}"#,
     printcolumn = r#"{"name":"LastTransitionTime","type":"string","jsonPath":".status.lastTransitionTime"}"#
 )]
+#[schemars(transform = crate::cel::canary_spec)]
 #[serde(rename_all = "camelCase")]
 pub struct CanarySpec {
     /// Traffic provider that routes between primary and canary: `gatewayapi:v1` (the default),
@@ -573,6 +574,7 @@ pub struct ClientTlsSettings {
 /// The analysis of a rollout: traffic steps, checks, webhooks and alerts.
 #[skip_serializing_none]
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[schemars(transform = crate::cel::canary_analysis)]
 #[serde(rename_all = "camelCase")]
 pub struct CanaryAnalysis {
     /// Time between analysis steps, e.g. `30s`, `1m`. Default `1m`.
@@ -625,6 +627,7 @@ pub struct CanaryAnalysis {
 /// A metric check.
 #[skip_serializing_none]
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[schemars(transform = crate::cel::canary_metric)]
 #[serde(rename_all = "camelCase")]
 pub struct CanaryMetric {
     /// Name of the check: a builtin (`request-success-rate`, `request-duration`) or any name
@@ -668,6 +671,7 @@ pub struct CanaryThresholdRange {
 /// A webhook called during the rollout.
 #[skip_serializing_none]
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[schemars(transform = crate::cel::canary_webhook)]
 #[serde(rename_all = "camelCase")]
 pub struct CanaryWebhook {
     /// Name of the webhook.

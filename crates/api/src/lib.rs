@@ -14,6 +14,7 @@
 
 pub mod alert_provider;
 pub mod canary;
+pub mod cel;
 pub mod defaults;
 pub mod duration;
 pub mod gitops;

@@ -60,6 +60,8 @@ pub struct Settings {
     pub workload: workload::PrimaryOptions,
     /// Refuse MetricTemplate and AlertProvider references to other namespaces.
     pub no_cross_namespace_refs: bool,
+    /// Where webhooks may connect (`--allow-destination`, the API server's addresses).
+    pub destinations: fledge_core::egress::DestinationPolicy,
     /// Where every Event is also posted with Flagger's payload (`--event-webhook`).
     pub event_webhook: Option<String>,
     /// At most this long between two looks at a Canary (`--control-loop-interval`); the
@@ -145,11 +147,14 @@ pub async fn run(
                 },
             );
             match &settings.event_webhook {
-                Some(url) => recorder.with_event_webhook(url.clone(), WebhookClient::new()?),
+                Some(url) => recorder.with_event_webhook(
+                    url.clone(),
+                    WebhookClient::with_policy(settings.destinations.clone())?,
+                ),
                 None => recorder,
             }
         },
-        webhooks: WebhookClient::new()?,
+        webhooks: WebhookClient::with_policy(settings.destinations.clone())?,
         alerts: crate::notify::Alerts::start(
             client.clone(),
             Reporter {

@@ -171,6 +171,11 @@ struct RunArgs {
     /// Seconds a ledger record or revert may wait for Git before an alert says so.
     #[arg(long, default_value_t = 900)]
     git_queue_alert_after: u64,
+    /// A network the controller may connect to for webhooks even where its default refuses
+    /// (link-local and cloud metadata addresses, and for webhooks the API server's own
+    /// addresses), e.g. `169.254.169.254/32`; repeatable.
+    #[arg(long = "allow-destination", value_name = "CIDR")]
+    allow_destination: Vec<fledge_core::egress::Cidr>,
     #[command(flatten)]
     gitops: GitOpsArgs,
     #[command(flatten)]
@@ -533,6 +538,27 @@ impl AlertArgs {
     }
 }
 
+/// The API server's addresses and port, which webhooks may not call: its URL's address, or
+/// every address its name resolves to now (none when it does not resolve: the client fails
+/// then).
+async fn api_server_addresses(url: &hyper::Uri) -> Vec<std::net::SocketAddr> {
+    let Some(host) = url.host() else {
+        return Vec::new();
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let port = url.port_u16().unwrap_or(443);
+    if let Ok(ip) = host.parse::<std::net::IpAddr>() {
+        return vec![std::net::SocketAddr::new(ip, port)];
+    }
+    match tokio::net::lookup_host((host, port)).await {
+        Ok(addrs) => addrs.collect(),
+        Err(e) => {
+            tracing::warn!(error = %e, "the API server's name does not resolve; webhooks are not kept from it by address");
+            Vec::new()
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
@@ -737,6 +763,10 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             .context("cannot build a Kubernetes client (KUBECONFIG or in-cluster config)")?,
     };
     let api_server = fledge_metrics_providers::shown(config.cluster_url.to_string().as_str());
+    let destinations = fledge_core::egress::DestinationPolicy {
+        allowed: args.allow_destination.clone(),
+        api_server: api_server_addresses(&config.cluster_url).await,
+    };
     let client = fledge_controller::kube_client::build(
         config,
         metrics.clone(),
@@ -797,6 +827,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         mesh_provider: mesh_provider.clone(),
         workload,
         no_cross_namespace_refs: args.compat.no_cross_namespace_refs,
+        destinations,
         event_webhook,
         control_loop_interval,
     };
@@ -900,5 +931,58 @@ async fn shutdown_signal() {
         Err(_) => {
             let _ = tokio::signal::ctrl_c().await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn allow_destination_takes_networks_and_says_what_to_write() {
+        let cli = Cli::try_parse_from([
+            "fledge",
+            "run",
+            "--allow-destination",
+            "169.254.169.254/32",
+            "--allow-destination",
+            "fd00:ec2::254",
+        ])
+        .expect("two networks");
+        let Command::Run(args) = cli.command else {
+            panic!("not the run command");
+        };
+        let shown: Vec<String> = args
+            .allow_destination
+            .iter()
+            .map(|c| c.to_string())
+            .collect();
+        assert_eq!(shown, ["169.254.169.254/32", "fd00:ec2::254/128"]);
+        let err = Cli::try_parse_from(["fledge", "run", "--allow-destination", "metadata/8"])
+            .err()
+            .expect("not a network")
+            .to_string();
+        assert!(err.contains("--allow-destination"), "{err}");
+        assert!(err.contains("is not a network"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn the_api_server_address_comes_from_its_url() {
+        let ip: hyper::Uri = "https://10.96.0.1".parse().unwrap();
+        assert_eq!(
+            api_server_addresses(&ip).await,
+            [std::net::SocketAddr::from(([10, 96, 0, 1], 443))]
+        );
+        let v6: hyper::Uri = "https://[fd00::1]:6443".parse().unwrap();
+        assert_eq!(
+            api_server_addresses(&v6).await,
+            ["[fd00::1]:6443".parse::<std::net::SocketAddr>().unwrap()]
+        );
+        let name: hyper::Uri = "https://localhost:6443".parse().unwrap();
+        assert!(
+            api_server_addresses(&name)
+                .await
+                .contains(&std::net::SocketAddr::from(([127, 0, 0, 1], 6443)))
+        );
     }
 }

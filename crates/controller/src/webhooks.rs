@@ -2,10 +2,13 @@
 //! metadata}`, a timeout per call and retries with exponential backoff (`backon`).
 
 use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::Duration;
 
 use backon::{ExponentialBuilder, Retryable};
 use fledge_api::{CanaryPhase, CanaryWebhook, parse_duration};
+use fledge_core::egress::{DestinationPolicy, Purpose};
 use serde::Serialize;
 
 /// The JSON body of every webhook call, as Flagger sends it.
@@ -38,18 +41,71 @@ pub struct Outcome {
 pub struct WebhookClient {
     http: reqwest::Client,
     insecure: reqwest::Client,
+    policy: Arc<DestinationPolicy>,
 }
 
 impl WebhookClient {
-    /// A client; `disableTLS` webhooks use a second one that skips certificate checks.
+    /// A client with the default destination policy (link-local and cloud metadata addresses
+    /// refused); `disableTLS` webhooks use a second one that skips certificate checks.
     pub fn new() -> Result<Self, reqwest::Error> {
-        Ok(WebhookClient {
-            http: reqwest::Client::builder().user_agent("fledge").build()?,
-            insecure: reqwest::Client::builder()
+        Self::with_policy(DestinationPolicy::default())
+    }
+
+    /// A client that connects only where `policy` allows (see [`fledge_core::egress`]): the
+    /// URL's host is resolved and every address checked before the call, and the client
+    /// connects only to addresses its resolver checked again, so a name that resolves
+    /// elsewhere a moment later is refused too. A redirect to a refused address is not
+    /// followed.
+    pub fn with_policy(policy: DestinationPolicy) -> Result<Self, reqwest::Error> {
+        let policy = Arc::new(policy);
+        let build = |insecure: bool| {
+            let resolver = Arc::new(PolicyResolver {
+                policy: policy.clone(),
+            });
+            let redirects = policy.clone();
+            reqwest::Client::builder()
                 .user_agent("fledge")
-                .danger_accept_invalid_certs(true)
-                .build()?,
+                .danger_accept_invalid_certs(insecure)
+                .dns_resolver(resolver)
+                .redirect(reqwest::redirect::Policy::custom(move |attempt| {
+                    let port = attempt.url().port_or_known_default();
+                    match literal_ip(attempt.url())
+                        .map(|ip| redirects.check(ip, port, Purpose::Webhook))
+                    {
+                        Some(Err(reason)) => attempt.error(reason),
+                        _ if attempt.previous().len() >= 10 => attempt.stop(),
+                        _ => attempt.follow(),
+                    }
+                }))
+                .build()
+        };
+        Ok(WebhookClient {
+            http: build(false)?,
+            insecure: build(true)?,
+            policy,
         })
+    }
+
+    /// Why the controller may not call `url`, checked before any connection: its host (an
+    /// address, or every address its name resolves to) against the policy.
+    async fn refused(&self, url: &str) -> Option<String> {
+        let url = reqwest::Url::parse(url).ok()?;
+        let port = url.port_or_known_default().unwrap_or(80);
+        let addrs: Vec<IpAddr> = match literal_ip(&url) {
+            Some(ip) => vec![ip],
+            None => {
+                let host = url.host_str()?.to_string();
+                // A name that does not resolve fails at the call, as before.
+                tokio::net::lookup_host((host.as_str(), port))
+                    .await
+                    .ok()?
+                    .map(|a| a.ip())
+                    .collect()
+            }
+        };
+        addrs
+            .into_iter()
+            .find_map(|ip| self.policy.check(ip, Some(port), Purpose::Webhook).err())
     }
 
     /// Calls one webhook, retrying `retries` times with exponential backoff on failure.
@@ -70,6 +126,15 @@ impl WebhookClient {
         } else {
             &self.http
         };
+        if let Some(reason) = self.refused(&hook.url).await {
+            return Outcome {
+                passed: false,
+                message: format!(
+                    "webhook {} (spec.analysis.webhooks[].url) was not called: {reason}",
+                    hook.name
+                ),
+            };
+        }
         let attempt = || async {
             let resp = client
                 .post(&hook.url)
@@ -104,6 +169,41 @@ impl WebhookClient {
     }
 }
 
+/// The address a URL's host is written as, if it is one (`http://169.254.169.254/`,
+/// `http://[fd00:ec2::254]/`).
+fn literal_ip(url: &reqwest::Url) -> Option<IpAddr> {
+    match url.host()? {
+        url::Host::Ipv4(v4) => Some(IpAddr::V4(v4)),
+        url::Host::Ipv6(v6) => Some(IpAddr::V6(v6)),
+        url::Host::Domain(_) => None,
+    }
+}
+
+/// Resolves host names for webhook calls and hands the connector only addresses the policy
+/// allows: a name with any refused address is refused whole. A resolver does not know the
+/// port, so here the API server rule is left to the check before the call.
+struct PolicyResolver {
+    policy: Arc<DestinationPolicy>,
+}
+
+impl reqwest::dns::Resolve for PolicyResolver {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let policy = self.policy.clone();
+        Box::pin(async move {
+            let addrs: Vec<SocketAddr> =
+                tokio::net::lookup_host((name.as_str(), 0)).await?.collect();
+            if let Some(reason) = addrs
+                .iter()
+                .find_map(|a| policy.check(a.ip(), None, Purpose::Webhook).err())
+            {
+                return Err(reason.into());
+            }
+            let addrs: reqwest::dns::Addrs = Box::new(addrs.into_iter());
+            Ok(addrs)
+        })
+    }
+}
+
 fn sep(text: &str) -> String {
     if text.is_empty() {
         String::new()
@@ -128,4 +228,122 @@ fn describe_error(e: &reqwest::Error) -> String {
         .map(|u| format!(" ({}://{})", u.scheme(), u.host_str().unwrap_or("")))
         .unwrap_or_default();
     format!("{kind}{host}")
+}
+
+#[cfg(test)]
+mod destination_tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+
+    fn hook(url: &str) -> CanaryWebhook {
+        CanaryWebhook {
+            name: "load-test".into(),
+            url: url.into(),
+            timeout: Some("2s".into()),
+            ..CanaryWebhook::default()
+        }
+    }
+
+    fn payload() -> Payload {
+        Payload {
+            name: "podinfo".into(),
+            namespace: "shop".into(),
+            phase: CanaryPhase::Progressing,
+            checksum: "abc".into(),
+            metadata: BTreeMap::new(),
+        }
+    }
+
+    #[tokio::test]
+    async fn webhooks_to_metadata_and_link_local_addresses_are_refused_before_connecting() {
+        let client = WebhookClient::new().unwrap();
+        for url in [
+            "http://169.254.169.254/latest/meta-data/iam/security-credentials/",
+            "http://169.254.10.20:8080/",
+            "http://[fe80::1]/",
+            "http://[fd00:ec2::254]/latest/meta-data/",
+            "http://[::ffff:169.254.169.254]/",
+        ] {
+            let out = client.call(&hook(url), &payload()).await;
+            assert!(!out.passed, "{url}");
+            assert!(
+                out.message.starts_with(
+                    "webhook load-test (spec.analysis.webhooks[].url) was not called: "
+                ) && out.message.contains("is refused")
+                    && out.message.contains("--allow-destination"),
+                "{url}: {}",
+                out.message
+            );
+            assert!(
+                !out.message.contains("/latest/"),
+                "the URL's path stays out: {}",
+                out.message
+            );
+        }
+    }
+
+    /// A listener on loopback stands for the API server: the policy refuses its address for
+    /// webhooks, and the listener sees no connection, by address or by a name that resolves
+    /// to it; allowed, the same webhook is called.
+    #[tokio::test]
+    async fn the_api_server_is_refused_without_a_connection_unless_allowed() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let count = accepted.clone();
+        tokio::spawn(async move {
+            while let Ok((mut conn, _)) = listener.accept().await {
+                count.fetch_add(1, Ordering::SeqCst);
+                use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                let mut buf = vec![0u8; 4096];
+                let _ = conn.read(&mut buf).await;
+                let _ = conn
+                    .write_all(
+                        b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok",
+                    )
+                    .await;
+            }
+        });
+        let api_server = DestinationPolicy {
+            allowed: vec![],
+            api_server: vec![SocketAddr::from(([127, 0, 0, 1], port))],
+        };
+        let client = WebhookClient::with_policy(api_server.clone()).unwrap();
+        for url in [
+            format!("http://127.0.0.1:{port}/"),
+            format!("http://localhost:{port}/"),
+        ] {
+            let out = client.call(&hook(&url), &payload()).await;
+            assert!(!out.passed, "{url}");
+            assert!(
+                out.message.contains("is the Kubernetes API server"),
+                "{url}: {}",
+                out.message
+            );
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 0, "no connection was made");
+        // Another port of the same address is not the API server.
+        let other = WebhookClient::with_policy(DestinationPolicy {
+            allowed: vec![],
+            api_server: vec![SocketAddr::from(([127, 0, 0, 1], port.wrapping_add(1)))],
+        })
+        .unwrap();
+        let out = other
+            .call(&hook(&format!("http://127.0.0.1:{port}/")), &payload())
+            .await;
+        assert!(out.passed, "{}", out.message);
+        assert_eq!(accepted.load(Ordering::SeqCst), 1);
+
+        let allowed = DestinationPolicy {
+            allowed: vec!["127.0.0.1/32".parse().unwrap()],
+            ..api_server
+        };
+        let client = WebhookClient::with_policy(allowed).unwrap();
+        let out = client
+            .call(&hook(&format!("http://127.0.0.1:{port}/")), &payload())
+            .await;
+        assert!(out.passed, "{}", out.message);
+        assert_eq!(accepted.load(Ordering::SeqCst), 2);
+    }
 }

@@ -27,6 +27,7 @@ mod checks;
 pub mod conditions;
 mod ctx;
 pub mod drift;
+pub mod egress;
 mod gitsync;
 pub mod judge;
 mod observe;

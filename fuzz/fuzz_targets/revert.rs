@@ -1,0 +1,5 @@
+//! Fuzz target: see [`fledge_fuzz::revert`].
+#![no_main]
+#![forbid(unsafe_code)]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| fledge_fuzz::revert(data));
