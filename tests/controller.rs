@@ -348,12 +348,14 @@ async fn invalid_spec_and_missing_target_are_reported_and_recover() {
             .is_none()
     );
 
-    // Fix both.
+    // Fix both: one webhook of that name.
+    let one =
+        bluegreen("podinfo", &hook.url("/rollout"), 3, 2)["spec"]["analysis"]["webhooks"].clone();
     ns.api::<Canary>()
         .patch(
             "podinfo",
             &PatchParams::default(),
-            &Patch::Merge(serde_json::json!({"spec": {"analysis": {"interval": "2s"}}})),
+            &Patch::Merge(serde_json::json!({"spec": {"analysis": {"webhooks": one}}})),
         )
         .await
         .unwrap();
