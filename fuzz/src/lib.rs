@@ -62,6 +62,8 @@ pub fn template(data: &[u8]) {
         ingress: "podinfo",
         route: "podinfo",
         interval: "1m",
+        canary_pods: "podinfo-3|podinfo-4",
+        stable_pods: "podinfo-0|podinfo-1|podinfo-2",
         variables: Some(&vars_map),
     };
     let rendered = fledge_api::template::render(&f[0], &vars);
