@@ -8,14 +8,13 @@
 //! arithmetic overflow is a crash. A crash stops the task with the input that caused it; it
 //! becomes a regression test in the crate whose code crashed, and a fix.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 
-use crate::cluster::build::cache_dir;
-use crate::util::{cargo, root, run, target_dir};
+use crate::util::{root, run, target_dir};
 
 /// The cargo-fuzz release installed when missing.
 pub const CARGO_FUZZ_VERSION: &str = "0.13.2";
@@ -56,7 +55,7 @@ pub fn run_fuzz(args: FuzzArgs) -> Result<()> {
         args.targets.iter().map(String::as_str).collect()
     };
     ensure_nightly()?;
-    let cargo_fuzz = ensure_cargo_fuzz()?;
+    let cargo_fuzz = crate::util::cargo_tool("cargo-fuzz", CARGO_FUZZ_VERSION, "once")?;
     let out = target_dir().join("fuzz");
     run(
         "cargo +nightly fuzz build (the fuzz targets, once per change)",
@@ -165,29 +164,6 @@ fn ensure_nightly() -> Result<()> {
         );
     }
     Ok(())
-}
-
-/// cargo-fuzz, installed with `cargo install --locked` under the cache when missing.
-fn ensure_cargo_fuzz() -> Result<PathBuf> {
-    let prefix = cache_dir()?
-        .join("bin")
-        .join(format!("cargo-fuzz-{CARGO_FUZZ_VERSION}"));
-    let bin = prefix.join("bin").join("cargo-fuzz");
-    if bin.is_file() {
-        return Ok(bin);
-    }
-    run(
-        &format!("cargo install cargo-fuzz {CARGO_FUZZ_VERSION} (once)"),
-        cargo()
-            .args(["install", "cargo-fuzz", "--locked", "--version"])
-            .arg(CARGO_FUZZ_VERSION)
-            .arg("--root")
-            .arg(&prefix),
-    )?;
-    if !bin.is_file() {
-        bail!("cargo install did not leave {}", bin.display());
-    }
-    Ok(bin)
 }
 
 #[cfg(test)]

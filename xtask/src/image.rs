@@ -175,7 +175,8 @@ pub fn run_image(args: ImageArgs) -> Result<()> {
         check_static(&bin_dir.join(image.bin))?;
     }
 
-    let cyclonedx = ensure_cyclonedx()?;
+    let cyclonedx =
+        crate::util::cargo_tool("cargo-cyclonedx", CYCLONEDX_VERSION, "once, for the SBOMs")?;
     let base = work.join("base");
     base_rootfs(&base)?;
     let base_tar = work.join("base.tar");
@@ -387,29 +388,6 @@ fn check_static(bin: &Path) -> Result<()> {
 fn is_static(file_says: &str) -> bool {
     file_says.contains("ELF")
         && (file_says.contains("statically linked") || file_says.contains("static-pie linked"))
-}
-
-/// cargo-cyclonedx, installed with `cargo install --locked` under the cache when missing.
-fn ensure_cyclonedx() -> Result<PathBuf> {
-    let prefix = cache_dir()?
-        .join("bin")
-        .join(format!("cargo-cyclonedx-{CYCLONEDX_VERSION}"));
-    let bin = prefix.join("bin").join("cargo-cyclonedx");
-    if bin.is_file() {
-        return Ok(bin);
-    }
-    run(
-        &format!("cargo install cargo-cyclonedx {CYCLONEDX_VERSION} (once, for the SBOMs)"),
-        cargo()
-            .args(["install", "cargo-cyclonedx", "--locked", "--version"])
-            .arg(CYCLONEDX_VERSION)
-            .arg("--root")
-            .arg(&prefix),
-    )?;
-    if !bin.is_file() {
-        bail!("cargo install did not leave {}", bin.display());
-    }
-    Ok(bin)
 }
 
 /// The CycloneDX SBOMs of the images' binaries (each binary's dependencies resolved for

@@ -68,3 +68,27 @@ pub fn status_with_progress(what: &str, cmd: &mut Command) -> std::io::Result<Ex
         }
     }
 }
+
+/// A cargo subcommand's binary (`cargo-deny`, `cargo-fuzz`, …) at `version`, installed once with
+/// `cargo install --locked` under the cache (`bin/<krate>-<version>/`) when missing. `why` is
+/// added to the progress line.
+pub fn cargo_tool(krate: &str, version: &str, why: &str) -> anyhow::Result<PathBuf> {
+    let prefix = crate::cluster::build::cache_dir()?
+        .join("bin")
+        .join(format!("{krate}-{version}"));
+    let bin = prefix.join("bin").join(krate);
+    if bin.is_file() {
+        return Ok(bin);
+    }
+    run(
+        &format!("cargo install {krate} {version} ({why})"),
+        cargo()
+            .args(["install", krate, "--locked", "--version", version])
+            .arg("--root")
+            .arg(&prefix),
+    )?;
+    if !bin.is_file() {
+        bail!("cargo install did not leave {}", bin.display());
+    }
+    Ok(bin)
+}
