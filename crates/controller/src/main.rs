@@ -24,7 +24,8 @@ enum Command {
     /// Check Canary, MetricTemplate and AlertProvider manifests before they merge (exit 0 all
     /// valid, 1 some invalid, 2 unreadable input). `-` reads standard input.
     Validate {
-        /// YAML files (multi-document), or `-` for standard input.
+        /// YAML files (multi-document), directories (every `.yaml` and `.yml` file under them),
+        /// or `-` for standard input.
         #[arg(required = true, value_name = "FILE")]
         files: Vec<String>,
     },

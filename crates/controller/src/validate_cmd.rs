@@ -1,6 +1,7 @@
 //! `fledge validate FILE…`: check Canary, MetricTemplate and AlertProvider manifests offline.
 //!
-//! Each FILE (or `-` for standard input) is read as a stream of YAML documents. Documents with
+//! Each FILE (or `-` for standard input) is read as a stream of YAML documents. A directory
+//! stands for every `.yaml` and `.yml` file under it, in name order, hidden entries left out. Documents with
 //! `apiVersion: fledge.dev/v1beta1`, or Flagger's `flagger.app/v1beta1` for migration, are
 //! checked: their spec is read into the fledge API types (a wrong type, a missing required field
 //! or an unknown field is a problem at its path) and then validated with
@@ -68,8 +69,27 @@ pub fn run_with_stdin(
         return EXIT_UNREADABLE;
     }
     let mut tally = Tally::default();
-    let mut inputs: Vec<(&str, Vec<u8>)> = Vec::new();
+    let mut files = Vec::new();
     for path in paths {
+        match expand(path) {
+            Ok(found) if found.is_empty() => {
+                line(
+                    err,
+                    &format!(
+                        "{path}: is a directory with no .yaml or .yml file in it; name the files to check"
+                    ),
+                );
+                tally.unreadable += 1;
+            }
+            Ok(found) => files.extend(found),
+            Err(e) => {
+                line(err, &format!("{path}: cannot read: {}", io_reason(&e)));
+                tally.unreadable += 1;
+            }
+        }
+    }
+    let mut inputs: Vec<(&str, Vec<u8>)> = Vec::new();
+    for path in &files {
         let name = if path == "-" {
             "<stdin>"
         } else {
@@ -143,6 +163,34 @@ struct Tally {
     unreadable: usize,
 }
 
+/// `path` itself, or for a directory every `.yaml` and `.yml` file under it in name order
+/// (hidden files and directories left out; symbolic links to directories not followed).
+fn expand(path: &str) -> std::io::Result<Vec<String>> {
+    if path == "-" || !std::fs::metadata(path)?.is_dir() {
+        return Ok(vec![path.to_string()]);
+    }
+    let mut found = Vec::new();
+    let mut pending = vec![std::path::PathBuf::from(path)];
+    while let Some(dir) = pending.pop() {
+        for entry in std::fs::read_dir(&dir)? {
+            let entry = entry?;
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if name.starts_with('.') {
+                continue;
+            }
+            let kind = entry.file_type()?;
+            if kind.is_dir() {
+                pending.push(entry.path());
+            } else if name.ends_with(".yaml") || name.ends_with(".yml") {
+                found.push(entry.path().display().to_string());
+            }
+        }
+    }
+    found.sort();
+    Ok(found)
+}
+
 /// Reads at most [`MAX_INPUT_BYTES`]; `None` when there is more.
 fn read_capped(r: &mut impl Read) -> std::io::Result<Option<Vec<u8>>> {
     let mut buf = Vec::new();
@@ -154,7 +202,6 @@ fn io_reason(e: &std::io::Error) -> String {
     match e.kind() {
         std::io::ErrorKind::NotFound => "no such file".into(),
         std::io::ErrorKind::PermissionDenied => "permission denied".into(),
-        std::io::ErrorKind::IsADirectory => "is a directory; name the YAML files in it".into(),
         _ => e.to_string(),
     }
 }

@@ -353,12 +353,15 @@ fn missing_file_is_unreadable_and_others_are_still_checked() {
     let dir = temp_dir("missing");
     let good = write(&dir, "good.yaml", CANARY);
     let missing = dir.join("nope.yaml").display().to_string();
-    let r = run_args(&[&missing, &good, dir.to_str().unwrap()], b"");
+    let empty = dir.join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    write(&empty, "notes.txt", "not YAML");
+    let r = run_args(&[&missing, &good, empty.to_str().unwrap()], b"");
     assert_eq!(
         r.err,
         format!(
-            "{missing}: cannot read: no such file\n{}: cannot read: is a directory; name the YAML files in it\n",
-            dir.display()
+            "{missing}: cannot read: no such file\n{}: is a directory with no .yaml or .yml file in it; name the files to check\n",
+            empty.display()
         )
     );
     assert_eq!(
@@ -366,6 +369,41 @@ fn missing_file_is_unreadable_and_others_are_still_checked() {
         "1 document checked: 1 valid, 0 invalid, 0 skipped; 2 inputs could not be read\n"
     );
     assert_eq!(r.code, 2);
+}
+
+#[test]
+fn a_directory_is_every_yaml_file_under_it_in_name_order() {
+    let dir = temp_dir("tree");
+    let nested = dir.join("b-apps").join("podinfo");
+    std::fs::create_dir_all(&nested).unwrap();
+    let hidden = dir.join(".git");
+    std::fs::create_dir_all(&hidden).unwrap();
+    write(&dir, "a.yml", CANARY);
+    write(
+        &nested,
+        "canary.yaml",
+        &edit(CANARY, "port: 9898", "port: 0"),
+    );
+    write(&dir, "c.yaml", CANARY);
+    write(&dir, "README.md", "kind: Canary\n");
+    write(&dir, ".hidden.yaml", &edit(CANARY, "port: 9898", "port: 0"));
+    write(
+        &hidden,
+        "config.yaml",
+        &edit(CANARY, "port: 9898", "port: 0"),
+    );
+    let r = run_args(&[dir.to_str().unwrap()], b"");
+    assert_eq!(r.err, "");
+    let bad = nested.join("canary.yaml");
+    assert_eq!(
+        r.out,
+        format!(
+            "{}:1: Canary test/podinfo: spec.service.port: 0 is not a port number; use 1 to 65535\n\
+             3 documents checked: 2 valid, 1 invalid, 0 skipped\n",
+            bad.display()
+        )
+    );
+    assert_eq!(r.code, 1);
 }
 
 #[test]
