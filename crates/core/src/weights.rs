@@ -33,6 +33,21 @@ pub fn next_weight(analysis: &CanaryAnalysis, current: i32) -> Option<i32> {
     Some(next.min(max))
 }
 
+/// Every weight the canary goes through from 0, in order (at most 101: the weights rise and
+/// stay within 0..=100).
+pub fn steps(analysis: &CanaryAnalysis) -> Vec<i32> {
+    let mut out = Vec::new();
+    let mut w = 0;
+    while let Some(n) = next_weight(analysis, w) {
+        if n <= w || out.len() > 100 {
+            break;
+        }
+        out.push(n);
+        w = n;
+    }
+    out
+}
+
 /// The canary weight after one promotion step of `stepWeightPromotion` (towards zero).
 pub fn next_promotion_weight(current: i32, step: i32) -> i32 {
     current.saturating_sub(step.max(1)).clamp(0, 100)
@@ -59,6 +74,7 @@ mod tests {
             out.push(n);
             w = n;
         }
+        assert_eq!(steps(a), out);
         out
     }
 

@@ -9,8 +9,8 @@ use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;
 
-/// One Event of a Canary, as the page lists it.
-#[derive(Clone, Debug, PartialEq)]
+/// One Event of a Canary, as the page and `kubectl fledge get` list it.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct EventLine {
     /// When it was last seen.
     pub at: Option<Timestamp>,
@@ -50,17 +50,7 @@ pub fn phase_class(p: CanaryPhase) -> &'static str {
 
 /// The weights a weighted canary goes through, in order.
 pub fn weight_steps(c: &Canary) -> Vec<i32> {
-    let analysis = c.spec.analysis_or_default();
-    let mut out = Vec::new();
-    let mut w = 0;
-    while let Some(n) = fledge_core::weights::next_weight(&analysis, w) {
-        if n <= w || out.len() > 100 {
-            break;
-        }
-        out.push(n);
-        w = n;
-    }
-    out
+    fledge_core::weights::steps(&c.spec.analysis_or_default())
 }
 
 /// The step reached against the total: weight steps reached of a weighted canary, iterations

@@ -53,17 +53,7 @@ fn phase(s: &CanaryStatus) -> &'static str {
 
 /// The weights a weighted canary goes through, in order.
 fn weight_steps(c: &Canary) -> Vec<i32> {
-    let analysis = c.spec.analysis_or_default();
-    let mut out = Vec::new();
-    let mut w = 0;
-    while let Some(n) = fledge_core::weights::next_weight(&analysis, w) {
-        if n <= w || out.len() > 100 {
-            break;
-        }
-        out.push(n);
-        w = n;
-    }
-    out
+    fledge_core::weights::steps(&c.spec.analysis_or_default())
 }
 
 /// The weights of a StatefulSet's steps: `stepReplicas` counted in `replicas`, or the
@@ -188,20 +178,7 @@ pub fn watch_line(c: &Canary) -> String {
     line
 }
 
-/// One Event of the Canary, as `get NAME` shows it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct EventLine {
-    /// When it was last seen.
-    pub at: Option<Timestamp>,
-    /// `Normal` or `Warning`.
-    pub type_: String,
-    /// The reason.
-    pub reason: String,
-    /// The message.
-    pub message: String,
-    /// How many times it happened (an Event repeated with the same message is a series).
-    pub count: i32,
-}
+pub use fledge_dashboard::view::EventLine;
 
 /// What the tree of `get NAME` is drawn from.
 #[derive(Clone, Debug)]
