@@ -395,7 +395,7 @@ async fn find(state: &AppState, ns: &str, name: &str) -> Result<Canary, (StatusC
 }
 
 /// The Events of a Canary, oldest first (none when the user may not list them).
-async fn events(client: &Client, canary: &Canary) -> Vec<EventLine> {
+pub async fn events(client: &Client, canary: &Canary) -> Vec<EventLine> {
     let ns = canary.namespace().unwrap_or_default();
     let api: Api<Event> = Api::namespaced(client.clone(), &ns);
     let mut selector = format!(

@@ -10,14 +10,14 @@ use k8s_openapi::api::authentication::v1::SelfSubjectReview;
 use k8s_openapi::api::authorization::v1::{
     ResourceAttributes, SelfSubjectAccessReview, SelfSubjectAccessReviewSpec,
 };
-use k8s_openapi::api::core::v1::{Event, Pod};
+use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
 
 use crate::Error;
-use crate::render::{EventLine, StatefulSetInput, TreeInput};
+use crate::render::{StatefulSetInput, TreeInput};
 
 /// The field manager of the plugin's status writes.
 pub const MANAGER: &str = "kubectl-fledge";
@@ -226,50 +226,7 @@ async fn statefulset_input(
     Some((sts, input))
 }
 
-/// The Events of a Canary, oldest first.
-pub async fn events(client: &Client, canary: &Canary) -> Vec<EventLine> {
-    let ns = canary.namespace().unwrap_or_default();
-    let api: Api<Event> = Api::namespaced(client.clone(), &ns);
-    let mut selector = format!(
-        "involvedObject.kind=Canary,involvedObject.name={}",
-        canary.name_any()
-    );
-    if let Some(uid) = canary.uid() {
-        selector.push_str(&format!(",involvedObject.uid={uid}"));
-    }
-    let list = api
-        .list(&ListParams::default().fields(&selector))
-        .await
-        .map(|l| l.items)
-        .unwrap_or_default();
-    let mut out: Vec<EventLine> = list
-        .into_iter()
-        .map(|e| {
-            let at = e
-                .series
-                .as_ref()
-                .and_then(|s| s.last_observed_time.as_ref().map(|t| t.0))
-                .or(e.last_timestamp.as_ref().map(|t| t.0))
-                .or(e.event_time.as_ref().map(|t| t.0))
-                .or(e.first_timestamp.as_ref().map(|t| t.0));
-            let count = e
-                .series
-                .as_ref()
-                .and_then(|s| s.count)
-                .or(e.count)
-                .unwrap_or(1);
-            EventLine {
-                at,
-                count,
-                type_: e.type_.unwrap_or_default(),
-                reason: e.reason.unwrap_or_default(),
-                message: e.message.unwrap_or_default(),
-            }
-        })
-        .collect();
-    out.sort_by_key(|e| e.at);
-    out
-}
+pub use fledge_dashboard::server::events;
 
 /// A watch of Canaries (one by name, or all in `ns`, or everywhere), as a stream of objects
 /// changed (`Ok(Some)`) or deleted (`Ok(None)` with the name).
