@@ -15,6 +15,7 @@ use fledge_e2e::dataplane::{
     GATEWAY_NAME, GATEWAY_NAMESPACE, LocalWorkload, dataplane, faults_by_tag, traefik_servers,
     wait_canary_routed,
 };
+use fledge_e2e::influx::InfluxDb;
 use fledge_e2e::victoria::VictoriaMetrics;
 use fledge_e2e::{TestNs, admin_kubeconfig, deployment_json, eventually, fledge_binary};
 use k8s_openapi::api::apps::v1::Deployment;
@@ -464,56 +465,55 @@ async fn statistical_judgement_rolls_back_a_slower_version_the_fixed_thresholds_
     .unwrap();
 }
 
-/// 4c. A Graphite check: a VictoriaMetrics server takes the canary's error answers (counted by
-///     Traefik) through the carbon protocol, the Graphite provider reads them back through the
-///     render API, and the faulty version is rolled back on that check.
-#[tokio::test(flavor = "multi_thread")]
-async fn a_graphite_check_over_carbon_data_rolls_back_a_faulty_version() {
-    let ns = TestNs::new("an-graphite").await;
-    let host = format!("{}.fledge.test", ns.name);
-    let vm = std::sync::Arc::new(VictoriaMetrics::start().await.unwrap());
-    let series = format!("{}.podinfo.canary.errors_30s", ns.name);
-    // Every second: the canary's 4xx and 5xx answers of the last 30 s, from Traefik's counters.
-    let forward = {
-        let (vm, series, service) = (
-            vm.clone(),
-            series.clone(),
-            format!("service=\"{}-podinfo-canary-http-9898@", ns.name),
-        );
-        tokio::spawn(async move {
-            let mut seen: std::collections::VecDeque<(i64, f64)> = Default::default();
-            loop {
-                let now = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .unwrap()
-                    .as_secs() as i64;
-                let errors: f64 = fledge_e2e::dataplane::traefik_metrics()
-                    .await
-                    .unwrap_or_default()
-                    .lines()
-                    .filter(|l| l.starts_with("traefik_service_requests_total{"))
-                    .filter(|l| l.contains(&service))
-                    .filter(|l| l.contains("code=\"4") || l.contains("code=\"5"))
-                    .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-                    .sum();
-                seen.push_back((now, errors));
-                while seen.front().is_some_and(|(t, _)| *t < now - 30) {
-                    seen.pop_front();
-                }
-                let since = seen.front().map_or(errors, |(_, e)| *e);
-                let _ = vm.carbon(&[(&series, errors - since, now)]);
-                tokio::time::sleep(Duration::from_secs(1)).await;
+/// Every second, hands `send` the time and the canary's 4xx and 5xx answers of the last 30 s,
+/// from Traefik's counters: a metric of the rollout for a metrics server other than Prometheus.
+fn forward_canary_errors<F, Fut>(ns: &str, send: F) -> tokio::task::JoinHandle<()>
+where
+    F: Fn(i64, f64) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    let service = format!("service=\"{ns}-podinfo-canary-http-9898@");
+    tokio::spawn(async move {
+        let mut seen: std::collections::VecDeque<(i64, f64)> = Default::default();
+        loop {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs() as i64;
+            let errors: f64 = fledge_e2e::dataplane::traefik_metrics()
+                .await
+                .unwrap_or_default()
+                .lines()
+                .filter(|l| l.starts_with("traefik_service_requests_total{"))
+                .filter(|l| l.contains(&service))
+                .filter(|l| l.contains("code=\"4") || l.contains("code=\"5"))
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .sum();
+            seen.push_back((now, errors));
+            while seen.front().is_some_and(|(t, _)| *t < now - 30) {
+                seen.pop_front();
             }
-        })
-    };
-    vm.wait_rendered(&series).await.unwrap();
+            let since = seen.front().map_or(errors, |(_, e)| *e);
+            send(now, errors - since).await;
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    })
+}
+
+/// Rolls out the faulty version with one check, `canary-errors` (at most 0) from the
+/// MetricTemplate of `template`'s spec, and sees it rolled back on that check and no other.
+/// `forward` (what feeds the metrics server) is stopped at the end.
+async fn rolled_back_on_canary_errors(
+    ns: &TestNs,
+    scenario: &str,
+    template: Value,
+    forward: tokio::task::JoinHandle<()>,
+) {
+    let host = format!("{}.fledge.test", ns.name);
     ns.create::<fledge_api::MetricTemplate>(json!({
         "apiVersion": "fledge.dev/v1beta1", "kind": "MetricTemplate",
         "metadata": {"name": "canary-errors"},
-        "spec": {
-            "provider": {"type": "graphite", "address": vm.url},
-            "query": "target={{ namespace }}.{{ target }}.canary.errors_30s\n&from=-1min",
-        },
+        "spec": template,
     }))
     .await;
     let analysis = json!({"interval": "8s", "threshold": 2, "stepWeight": 10, "maxWeight": 50,
@@ -521,11 +521,11 @@ async fn a_graphite_check_over_carbon_data_rolls_back_a_faulty_version() {
         "name": "canary-errors", "interval": "1m", "templateRef": {"name": "canary-errors"},
         "thresholdRange": {"max": 0},
     }]});
-    let _w = start(&ns, &host, canary(&host, analysis, json!({}))).await;
+    let _w = start(ns, &host, canary(&host, analysis, json!({}))).await;
     let _load = Load::start(&host, RATE, Duration::from_secs(300));
-    let (c, took) = roll_out(&ns, FAULTY).await;
+    let (c, took) = roll_out(ns, FAULTY).await;
     let events = ns.events("podinfo").await;
-    report("Graphite", took, &c, &events);
+    report(scenario, took, &c, &events);
     forward.abort();
     let s = c.status.clone().unwrap();
     assert_eq!(s.phase, CanaryPhase::Failed, "{s:#?}");
@@ -541,6 +541,65 @@ async fn a_graphite_check_over_carbon_data_rolls_back_a_faulty_version() {
             "{e}"
         );
     }
+}
+
+/// 4c. A Graphite check: a VictoriaMetrics server takes the canary's error answers (counted by
+///     Traefik) through the carbon protocol, the Graphite provider reads them back through the
+///     render API, and the faulty version is rolled back on that check.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_graphite_check_over_carbon_data_rolls_back_a_faulty_version() {
+    let ns = TestNs::new("an-graphite").await;
+    let vm = std::sync::Arc::new(VictoriaMetrics::start().await.unwrap());
+    let series = format!("{}.podinfo.canary.errors_30s", ns.name);
+    let forward = {
+        let (vm, series) = (vm.clone(), series.clone());
+        forward_canary_errors(&ns.name, move |now, errors| {
+            let _ = vm.carbon(&[(&series, errors, now)]);
+            async {}
+        })
+    };
+    vm.wait_rendered(&series).await.unwrap();
+    let template = json!({
+        "provider": {"type": "graphite", "address": vm.url},
+        "query": "target={{ namespace }}.{{ target }}.canary.errors_30s\n&from=-1min",
+    });
+    rolled_back_on_canary_errors(&ns, "Graphite", template, forward).await;
+}
+
+/// 4d. An InfluxDB check: a real InfluxDB (1.8, authentication on) takes the canary's error
+///     answers as line protocol, the influxdb provider reads them with Flux over the v2 query
+///     API with the token and org of a Secret, and the faulty version is rolled back on that
+///     check.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_influxdb_check_over_flux_rolls_back_a_faulty_version() {
+    let ns = TestNs::new("an-influx").await;
+    let db = std::sync::Arc::new(InfluxDb::start().await.unwrap());
+    let forward = {
+        let (db, name) = (db.clone(), ns.name.clone());
+        forward_canary_errors(&ns.name, move |now, errors| {
+            let (db, line) = (
+                db.clone(),
+                format!("canary_errors,namespace={name},target=podinfo errors={errors} {now}"),
+            );
+            async move {
+                let _ = db.write(&line).await;
+            }
+        })
+    };
+    ns.create::<k8s_openapi::api::core::v1::Secret>(json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "influxdb"},
+        "stringData": {"token": InfluxDb::token(), "org": "e2e"},
+    }))
+    .await;
+    let template = json!({
+        "provider": {"type": "influxdb", "address": db.url, "secretRef": {"name": "influxdb"}},
+        "query": format!(
+            "from(bucket: \"{}\")\n  |> range(start: -1m)\n  |> filter(fn: (r) => r._measurement == \"canary_errors\" and r.namespace == \"{{{{ namespace }}}}\" and r.target == \"{{{{ target }}}}\")\n  |> last()",
+            InfluxDb::bucket()
+        ),
+    });
+    rolled_back_on_canary_errors(&ns, "InfluxDB", template, forward).await;
 }
 
 /// 5a. Prometheus goes down mid-rollout: the steps stop advancing and each check fails with

@@ -1,16 +1,17 @@
 //! The metrics providers' conformance cases against the real servers (the provider crate's own
 //! suite covers every case with a scripted server in each wire format; here the cases a real
 //! server can be made to answer): one number, no data, several series, NaN, a refused query,
-//! and a server that is gone. The servers: Prometheus, and VictoriaMetrics both as a second
+//! and a server that is gone. The servers: Prometheus, VictoriaMetrics both as a second
 //! Prometheus-compatible server and as a Graphite render API over data written through the
-//! carbon plaintext protocol.
+//! carbon plaintext protocol, and InfluxDB 1.8 for Flux over the v2 query API.
 
 use std::time::Duration;
 
 use fledge_core::MetricOutcome;
 use fledge_e2e::analysis::OwnPrometheus;
+use fledge_e2e::influx::InfluxDb;
 use fledge_e2e::victoria::VictoriaMetrics;
-use fledge_metrics_providers::{ProviderConfig, provider_for};
+use fledge_metrics_providers::{ProviderConfig, SecretData, provider_for};
 
 fn config(address: &str) -> ProviderConfig {
     config_of("prometheus", address)
@@ -180,6 +181,123 @@ async fn a_real_graphite_render_api_over_carbon_data_gives_one_number_or_says_wh
     assert!(
         matches!(
             gone.query("target=shop.podinfo.canary.errors").await,
+            MetricOutcome::ProviderUnreachable(_)
+        ),
+        "a stopped server is unreachable"
+    );
+}
+
+fn influx_config(address: &str, token: &str) -> ProviderConfig {
+    ProviderConfig {
+        secret: Some(SecretData {
+            name: "e2e/influx-token".into(),
+            data: [("token", token), ("org", "my-org")]
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v.as_bytes().to_vec()))
+                .collect(),
+        }),
+        ..config_of("influxdb", address)
+    }
+}
+
+#[tokio::test]
+async fn a_real_influxdb_answers_flux_with_one_number_or_says_what_went_wrong() {
+    let mut db = InfluxDb::start().await.unwrap();
+    let t = now();
+    let mut lines = String::new();
+    for i in 0..10 {
+        for (code, n) in [("200", 10 + i), ("500", i % 3)] {
+            lines.push_str(&format!(
+                "requests,app=podinfo,code={code} count={n} {}\n",
+                t - 100 + i * 10
+            ));
+        }
+    }
+    lines.push_str(&format!("latency,app=podinfo p99=0.25 {}\n", t - 5));
+    db.write(&lines).await.unwrap();
+    let p = provider_for(
+        &influx_config(&db.url, &InfluxDb::token()),
+        Duration::from_secs(10),
+    )
+    .unwrap();
+    p.online().await.expect("online");
+    let bucket = InfluxDb::bucket();
+    let from =
+        |rest: &str| format!("from(bucket: \"{bucket}\")\n  |> range(start: -5m)\n  |> {rest}");
+    let requests = r#"filter(fn: (r) => r._measurement == "requests")"#;
+    for (query, want) in [
+        // 10 + 11 + … + 19 answers of 200, and 0+1+2+0+1+2+0+1+2+0 of 500.
+        (
+            from(&format!("{requests}\n  |> group()\n  |> sum()")),
+            "Value(154.0)",
+        ),
+        (
+            from(&format!(
+                "{requests}\n  |> filter(fn: (r) => r.code == \"500\")\n  |> sum()"
+            )),
+            "Value(9.0)",
+        ),
+        (
+            from(&format!("{requests}\n  |> group()\n  |> count()")),
+            "Value(20.0)",
+        ),
+        (
+            from(r#"filter(fn: (r) => r._measurement == "latency") |> last()"#),
+            "Value(0.25)",
+        ),
+        (
+            from(r#"filter(fn: (r) => r._measurement == "absent") |> sum()"#),
+            "NoData",
+        ),
+        (
+            from(&format!("{requests}\n  |> sum()")),
+            "2 rows where one number is expected",
+        ),
+        (
+            from(&format!(
+                "{requests}\n  |> group()\n  |> sum()\n  |> map(fn: (r) => ({{r with _value: float(v: \"NaN\")}}))"
+            )),
+            "Value(NaN)",
+        ),
+        (
+            from(&format!(
+                "{requests}\n  |> group()\n  |> sum()\n  |> map(fn: (r) => ({{r with _value: r._value / 0.0}}))"
+            )),
+            "cannot divide by zero",
+        ),
+        (
+            "frm(bucket: \"e2e/autogen\")".to_string(),
+            "undefined identifier",
+        ),
+        (
+            "from(bucket: \"nope/autogen\") |> range(start: -5m)".to_string(),
+            "no database",
+        ),
+    ] {
+        let got = format!("{:?}", p.query(&query).await);
+        assert!(got.contains(want), "{query}: {got}");
+    }
+    let wrong = provider_for(
+        &influx_config(&db.url, "fledge:wrong-password"),
+        Duration::from_secs(10),
+    )
+    .unwrap();
+    let got = format!("{:?}", wrong.query(&from("count()")).await);
+    assert!(
+        got.contains("HTTP 401") && got.contains("token, org") && !got.contains("wrong-password"),
+        "{got}"
+    );
+    assert!(wrong.online().await.is_err());
+    let address = db.url.clone();
+    drop(std::mem::replace(&mut db, InfluxDb::start().await.unwrap()));
+    let gone = provider_for(
+        &influx_config(&address, &InfluxDb::token()),
+        Duration::from_secs(5),
+    )
+    .unwrap();
+    assert!(
+        matches!(
+            gone.query(&from("count()")).await,
             MetricOutcome::ProviderUnreachable(_)
         ),
         "a stopped server is unreachable"

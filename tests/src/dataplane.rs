@@ -60,6 +60,8 @@ pub struct Dataplane {
     pub prometheus_config: PathBuf,
     /// The VictoriaMetrics binary (not running), for the metrics providers' real-server tests.
     pub victoria_metrics: PathBuf,
+    /// The InfluxDB binary (not running), for the influxdb provider's real-server tests.
+    pub influxd: PathBuf,
 }
 
 static DATAPLANE: OnceLock<Result<Dataplane, String>> = OnceLock::new();
@@ -125,6 +127,7 @@ fn read_info() -> anyhow::Result<Dataplane> {
         prometheus_binary: PathBuf::from(s("/prometheus/binary")?),
         prometheus_config: PathBuf::from(s("/prometheus/config")?),
         victoria_metrics: PathBuf::from(s("/victoria_metrics/binary")?),
+        influxd: PathBuf::from(s("/influxdb/binary")?),
     })
 }
 

@@ -10,6 +10,7 @@ pub mod demo;
 pub mod flagger;
 pub mod git;
 pub mod incluster;
+pub mod influx;
 pub mod loadgen;
 pub mod plugin;
 pub mod statefulset;
@@ -610,6 +611,48 @@ pub fn free_port() -> u16 {
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .expect("a free loopback port")
+}
+
+/// A metrics server a test runs: its own directory under `target/e2e-logs/<name>/` (the run's
+/// pid and `port`), emptied, with `<name>.log` open for its output.
+pub fn server_dir(name: &str, port: u16) -> anyhow::Result<(PathBuf, std::fs::File)> {
+    let dir = root()
+        .join("target/e2e-logs")
+        .join(name)
+        .join(format!("{}-{port}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
+    let log = std::fs::File::create(dir.join(format!("{name}.log")))?;
+    Ok((dir, log))
+}
+
+/// Waits until `url` answers with a success status: fails with `log`'s text when `child`
+/// exits first, and after 30 s.
+pub async fn wait_answering(
+    child: &mut Child,
+    what: &str,
+    url: &str,
+    log: &Path,
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(status) = child.try_wait()? {
+            bail!(
+                "{what} exited ({status}): {}",
+                std::fs::read_to_string(log).unwrap_or_default()
+            );
+        }
+        if reqwest::get(url)
+            .await
+            .is_ok_and(|r| r.status().is_success())
+        {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("{what} did not answer {url} in 30 s");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// A local HTTP server that stands in for webhooks: answers every request with a status code

@@ -3,7 +3,7 @@
 //! carbon plaintext protocol, and serves Graphite's render API over what it took.
 
 use std::io::Write;
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 
 use crate::dataplane::dataplane;
-use crate::root;
+use crate::{free_port, server_dir, wait_answering};
 
 /// One VictoriaMetrics process.
 pub struct VictoriaMetrics {
@@ -21,10 +21,6 @@ pub struct VictoriaMetrics {
     pub carbon: SocketAddr,
     child: Child,
     dir: PathBuf,
-}
-
-fn free_port() -> anyhow::Result<u16> {
-    Ok(TcpListener::bind(("127.0.0.1", 0))?.local_addr()?.port())
 }
 
 impl VictoriaMetrics {
@@ -37,13 +33,8 @@ impl VictoriaMetrics {
                 binary.display()
             );
         }
-        let (http, carbon) = (free_port()?, free_port()?);
-        let dir = root()
-            .join("target/e2e-logs/victoria-metrics")
-            .join(format!("{}-{http}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir)?;
-        let log = std::fs::File::create(dir.join("victoria-metrics.log"))?;
+        let (http, carbon) = (free_port(), free_port());
+        let (dir, log) = server_dir("victoria-metrics", http)?;
         let child = Command::new(binary)
             .arg(format!("-storageDataPath={}", dir.join("data").display()))
             .arg(format!("-httpListenAddr=127.0.0.1:{http}"))
@@ -63,26 +54,23 @@ impl VictoriaMetrics {
             child,
             dir,
         };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(status) = vm.child.try_wait()? {
-                bail!(
-                    "VictoriaMetrics exited ({status}): {}",
-                    std::fs::read_to_string(vm.dir.join("victoria-metrics.log"))
-                        .unwrap_or_default()
-                );
-            }
-            let health = reqwest::get(format!("{}/health", vm.url)).await;
-            if health.is_ok_and(|r| r.status().is_success())
-                && TcpStream::connect(vm.carbon).is_ok()
-            {
-                return Ok(vm);
-            }
+        let (health, log) = (
+            format!("{}/health", vm.url),
+            vm.dir.join("victoria-metrics.log"),
+        );
+        wait_answering(&mut vm.child, "VictoriaMetrics", &health, &log).await?;
+        // The carbon listener opens with the HTTP one.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(vm.carbon).is_err() {
             if Instant::now() > deadline {
-                bail!("VictoriaMetrics on {} did not answer in 30 s", vm.url);
+                bail!(
+                    "VictoriaMetrics took no carbon connection on {} in 10 s",
+                    vm.carbon
+                );
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+        Ok(vm)
     }
 
     /// Sends `points` (`name value unix-seconds`) over the carbon plaintext protocol.

@@ -24,4 +24,8 @@ require (
 	// Prometheus-compatible query API, and Graphite's carbon plaintext protocol and render API.
 	// v1.151.0 is the newest the proxy serves that builds with this machine's Go 1.26.
 	github.com/VictoriaMetrics/VictoriaMetrics v1.151.0
+	// InfluxDB 1.8.10, a real server of the v2 query API with Flux for the influxdb provider's
+	// tests (1.8 serves /api/v2/query beside its 1.x API). It is the last InfluxDB whose Flux
+	// engine is pure Go (flux v0.65); later ones link Flux's Rust library through cgo.
+	github.com/influxdata/influxdb v1.8.10
 )

@@ -3,8 +3,8 @@
 //! `Authorization: Token <token>`, as Flagger's client library sends it. A Secret, when named,
 //! must hold `token` and `org`, the keys Flagger reads. The answer is annotated CSV
 //! (<https://docs.influxdata.com/influxdb/v2/reference/syntax/annotated-csv/>); the result is the
-//! `_value` of its one row. The online check runs Flagger's query,
-//! `from(bucket: "default") |> range(start: -2h)`, whose rows are not read.
+//! `_value` of its one row. The online check lists one bucket (`buckets() |> limit(n: 1)`).
+//! Tested against InfluxDB 1.8's v2 query API as well as against the documented contract.
 
 use std::time::Duration;
 
@@ -80,9 +80,23 @@ impl InfluxDb {
     }
 }
 
-/// The documented error body: `{"code": "invalid", "message": "..."}`.
+/// The documented error body: `{"code": "invalid", "message": "..."}`; InfluxDB 1.8's v2 query
+/// API (HTTP 500 for every failed query) answers a CSV table instead: an `error` header and the
+/// message.
 fn refusal(body: &str) -> Option<String> {
-    json_message(body, "message")
+    json_message(body, "message").or_else(|| {
+        let mut reader = csv::ReaderBuilder::new()
+            .has_headers(false)
+            .flexible(true)
+            .from_reader(body.as_bytes());
+        let mut rows = reader.records().map_while(Result::ok);
+        let header = rows.next()?;
+        let i = header.iter().position(|c| c == "error")?;
+        rows.next()?
+            .get(i)
+            .map(str::to_string)
+            .filter(|m| !m.is_empty())
+    })
 }
 
 /// The one number of an annotated CSV answer: the `_value` of its one row, across every table.
@@ -174,7 +188,9 @@ fn row_value(
 #[async_trait::async_trait]
 impl MetricsProvider for InfluxDb {
     async fn online(&self) -> Result<(), String> {
-        let request = self.flux(r#"from(bucket: "default") |> range(start: -2h)"#);
+        // Flagger reads the last 2 h of a bucket named "default", which fails on every server
+        // without one. Listing one bucket needs the same token and no particular bucket.
+        let request = self.flux("buckets() |> limit(n: 1)");
         online(self.http.send(request, refusal).await)
     }
 
@@ -242,6 +258,20 @@ mod tests {
             "{}",
             v(error)
         );
+    }
+
+    #[test]
+    fn an_error_body_in_json_or_as_a_csv_table_gives_its_message() {
+        assert_eq!(
+            refusal(r#"{"code":"invalid","message":"compilation failed"}"#).as_deref(),
+            Some("compilation failed")
+        );
+        assert_eq!(
+            refusal("error\n\"type error 1:1-1:4: undefined identifier \"\"frm\"\"\"\n").as_deref(),
+            Some("type error 1:1-1:4: undefined identifier \"frm\"")
+        );
+        assert_eq!(refusal("error\n"), None);
+        assert_eq!(refusal("<html>bad gateway</html>"), None);
     }
 
     #[test]

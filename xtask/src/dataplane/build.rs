@@ -1,4 +1,5 @@
-//! Building the data plane (Traefik and podinfo) from the Go module proxy, cached by version.
+//! Building the data plane (Traefik, podinfo, and the metrics servers VictoriaMetrics and
+//! InfluxDB) from the Go module proxy, cached by version.
 //!
 //! The versions are pinned in `xtask/go-dataplane/go.mod`, with their checksums in `go.sum`
 //! beside it. `go mod download` in that directory fetches and verifies each module; the program
@@ -27,16 +28,23 @@ pub enum Tool {
     Traefik,
     Podinfo,
     VictoriaMetrics,
+    InfluxDb,
 }
 
 impl Tool {
-    pub const ALL: [Tool; 3] = [Tool::Traefik, Tool::Podinfo, Tool::VictoriaMetrics];
+    pub const ALL: [Tool; 4] = [
+        Tool::Traefik,
+        Tool::Podinfo,
+        Tool::VictoriaMetrics,
+        Tool::InfluxDb,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
             Tool::Traefik => "traefik",
             Tool::Podinfo => "podinfo",
             Tool::VictoriaMetrics => "victoria-metrics",
+            Tool::InfluxDb => "influxd",
         }
     }
 
@@ -45,6 +53,7 @@ impl Tool {
             Tool::Traefik => "github.com/traefik/traefik/v3",
             Tool::Podinfo => "github.com/stefanprodan/podinfo",
             Tool::VictoriaMetrics => "github.com/VictoriaMetrics/VictoriaMetrics",
+            Tool::InfluxDb => "github.com/influxdata/influxdb",
         }
     }
 
@@ -54,6 +63,7 @@ impl Tool {
             Tool::Traefik => "./cmd/traefik",
             Tool::Podinfo => "./cmd/podinfo",
             Tool::VictoriaMetrics => "./app/victoria-metrics",
+            Tool::InfluxDb => "./cmd/influxd",
         }
     }
 
@@ -77,6 +87,7 @@ impl Tool {
             Tool::VictoriaMetrics => format!(
                 "-X github.com/VictoriaMetrics/VictoriaMetrics/lib/buildinfo.Version=victoria-metrics-{version}"
             ),
+            Tool::InfluxDb => format!("-X main.version={}", version.trim_start_matches('v')),
         }
     }
 }
@@ -115,6 +126,7 @@ pub struct Binaries {
     pub traefik: PathBuf,
     pub podinfo: PathBuf,
     pub victoria_metrics: PathBuf,
+    pub influxd: PathBuf,
 }
 
 impl Binaries {
@@ -123,6 +135,7 @@ impl Binaries {
             traefik: cached_binary(cache, Tool::Traefik),
             podinfo: cached_binary(cache, Tool::Podinfo),
             victoria_metrics: cached_binary(cache, Tool::VictoriaMetrics),
+            influxd: cached_binary(cache, Tool::InfluxDb),
         }
     }
 
@@ -131,6 +144,7 @@ impl Binaries {
             Tool::Traefik => &self.traefik,
             Tool::Podinfo => &self.podinfo,
             Tool::VictoriaMetrics => &self.victoria_metrics,
+            Tool::InfluxDb => &self.influxd,
         }
     }
 }

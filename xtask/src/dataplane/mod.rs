@@ -401,6 +401,12 @@ fn up(layout: &Layout, timeout: Duration) -> Result<DataplaneInfo> {
             "version": Tool::VictoriaMetrics.version(),
             "binary": bins.victoria_metrics,
         },
+        // Not started here either: the influxdb provider's tests run their own, a real server
+        // of the v2 query API with Flux.
+        "influxdb": {
+            "version": Tool::InfluxDb.version(),
+            "binary": bins.influxd,
+        },
         "endpoint_slices": {
             "address_type": endpoints::ADDRESS_TYPE,
             "managed_by": endpoints::MANAGED_BY,
