@@ -5,11 +5,41 @@
 //! of the requests rising at each; the faulty version is rolled back on its errors with the
 //! primary still on the healthy version; both rollouts are in the Git ledger, fledge's revert
 //! commit puts the healthy image back in Git and so on the Deployment, the chat receiver got
-//! messages of both, and fledge-loadgen counted the load it sent.
+//! messages of both, and fledge-loadgen counted the load it sent. `kubectl fledge dashboard
+//! --ledger` over a clone of that repository lists both rollouts and shows each from its ledger
+//! file: the healthy one's passed steps, the faulty one's failed checks and its rollback.
 
 use fledge_api::CanaryPhase;
 use fledge_e2e::TestNs;
+use fledge_e2e::browser::Dashboard;
 use fledge_e2e::demo::{self, FAULTY, HEALTHY, failed_on_errors};
+
+/// The text of an HTML page: tags dropped, whitespace collapsed.
+fn text_of(html: &str) -> String {
+    let mut out = String::new();
+    let mut in_tag = false;
+    for ch in html.chars() {
+        match ch {
+            '<' => {
+                in_tag = true;
+                out.push(' ');
+            }
+            '>' => in_tag = false,
+            c if !in_tag => out.push(c),
+            _ => {}
+        }
+    }
+    out.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// The page at `path` of `dashboard`.
+async fn page(dashboard: &Dashboard, path: &str) -> String {
+    let r = reqwest::get(format!("{}{path}", dashboard.url))
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{path}: {}", r.status());
+    r.text().await.unwrap()
+}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_demo_promotes_the_healthy_version_and_rolls_the_faulty_one_back() {
@@ -101,4 +131,62 @@ async fn the_demo_promotes_the_healthy_version_and_rolls_the_faulty_one_back() {
         report.dora
     );
     assert!(report.tree.contains("Revisions:"), "{}", report.tree);
+
+    // The dashboard over a clone of the repository: both rollouts from the ledger, each opening
+    // its own chart and table.
+    let checkout = g.checkout.to_str().unwrap();
+    let dashboard = Dashboard::start(&ns, &["--ledger", checkout])
+        .await
+        .unwrap();
+    let canary_page = page(&dashboard, &format!("/canaries/{}/podinfo", ns.name)).await;
+    let prefix = format!("/canaries/{}/podinfo/rollouts/", ns.name);
+    let mut links: Vec<&str> = canary_page
+        .split("href=\"")
+        .skip(1)
+        .filter_map(|rest| rest.split('"').next())
+        .filter(|href| href.starts_with(&prefix))
+        .collect();
+    links.dedup();
+    assert_eq!(links.len(), 2, "{}", text_of(&canary_page));
+    let mut past = Vec::new();
+    for link in links {
+        past.push(page(&dashboard, link).await);
+    }
+    let (faulty, healthy): (Vec<&String>, Vec<&String>) =
+        past.iter().partition(|p| p.contains(FAULTY));
+    let (faulty, healthy) = (faulty[0], healthy[0]);
+    eprintln!(
+        "the dashboard's page of the faulty rollout, from the ledger:\n{}",
+        text_of(faulty)
+    );
+    // The healthy rollout: promoted, every step's checks passed, the weights 10% to 60%.
+    assert!(healthy.contains(HEALTHY), "{}", text_of(healthy));
+    assert!(healthy.contains("<svg"), "a chart");
+    assert!(!healthy.contains("verdict-fail"), "{}", text_of(healthy));
+    for w in &report.weights {
+        assert!(
+            healthy.contains(&format!("data-weight=\"{w}\"")),
+            "{w}%: {}",
+            text_of(healthy)
+        );
+    }
+    // The faulty rollout: its failed success-rate checks marked in the steps and listed with
+    // their reasons, the rollback among the phase transitions.
+    let text = text_of(faulty);
+    assert!(faulty.contains("<svg"), "a chart");
+    assert!(
+        faulty.contains("verdict-fail") && faulty.contains("data-metric=\"request-success-rate\""),
+        "{text}"
+    );
+    assert!(faulty.contains("id=\"failures\""), "{text}");
+    assert!(
+        faulty.contains("<dd id=\"failed\">2</dd>"),
+        "two failed checks: {text}"
+    );
+    assert!(
+        f.failures.iter().any(|r| text.contains(r.as_str())),
+        "none of {:?} in {text}",
+        f.failures
+    );
+    assert!(text.contains("Failed"), "{text}");
 }

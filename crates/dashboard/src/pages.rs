@@ -260,8 +260,18 @@ pub fn past_rollout_body(r: &view::Rollout, now: Timestamp) -> Result<String, Re
             .unwrap_or("idle")
             .into(),
         weight: last.map(|t| t.canary_weight).unwrap_or_default(),
-        step: r.history.len().to_string(),
-        failed: r.failures.len().to_string(),
+        step: match r.history.len() {
+            1 => "1 analysis step".into(),
+            n => format!("{n} analysis steps"),
+        },
+        // The steps with a counted failure (the failures' list also holds the rollback's
+        // reason).
+        failed: r
+            .history
+            .iter()
+            .filter(|h| view::step_failed(h))
+            .count()
+            .to_string(),
         strategy: String::new(),
         target: String::new(),
         paused: String::new(),

@@ -330,6 +330,12 @@ fn past_rollouts_come_from_ledger_files() {
     assert_eq!(r.failures, ["latency too high"]);
     let html = pages::past_rollout_body(&r, now()).unwrap();
     assert!(html.contains("Past rollout"));
+    // One step, and it failed; the rollback's reason is listed but is not a failed check.
+    assert!(
+        html.contains(r#"<dd id="step">1 analysis step</dd>"#),
+        "{html}"
+    );
+    assert!(html.contains(r#"<dd id="failed">1</dd>"#), "{html}");
     assert!(
         html.contains(r#"data-metric="latency" data-value="900">900"#),
         "{html}"

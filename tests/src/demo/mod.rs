@@ -355,6 +355,8 @@ pub struct GitOutcome {
     pub image_line_released: String,
     /// The image line at the end.
     pub image_line_now: String,
+    /// A clone of the repository at the end, left on disk (for the dashboard's `--ledger`).
+    pub checkout: std::path::PathBuf,
 }
 
 impl Report {
@@ -842,6 +844,7 @@ fn git_outcome(repo: &gitops::Repo, image_line_released: String) -> anyhow::Resu
         image_line_now: gitops::image_line(&c.read(gitops::WORKLOAD_FILE))
             .unwrap_or_default()
             .to_string(),
+        checkout: c.dir.clone(),
     })
 }
 
