@@ -1141,3 +1141,164 @@ async fn a_canary_without_spec_gitops_records_to_the_default_repository() {
         "{err}"
     );
 }
+
+/// A distinctive value planted in every Secret fledge reads (the Git password, the metrics
+/// provider's bearer token, the chat provider's address and token) goes only to the server it
+/// is for: through a failed rollout, its ledger commits and its revert, it is in no log line, no
+/// Event, no Canary, no ledger file or commit, no alert or webhook payload, and not on
+/// `/metrics`.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_value_planted_in_every_secret_appears_nowhere() {
+    const PLANTED: &str = "pl4nted-v4lue-of-fledge-secrets";
+    let ns = TestNs::new("git-planted").await;
+    let daemon = GitDaemon::start_new(&ns.name).unwrap();
+    daemon
+        .create_repo("app", &[("deploy/podinfo.yaml", &manifest(V1))])
+        .unwrap();
+    let http = fledge_e2e::git::GitHttp::start(&daemon.base, "fledge-bot", PLANTED)
+        .await
+        .unwrap();
+    secret(&ns, &[("username", "fledge-bot"), ("password", PLANTED)]).await;
+    let chat = Hook::start(200).await.unwrap();
+    let failing = Hook::start(500).await.unwrap();
+    for (name, data) in [
+        ("metrics-token", json!({"token": PLANTED})),
+        (
+            "chat-url",
+            json!({"address": chat.url(&format!("/slack/{PLANTED}")), "token": PLANTED}),
+        ),
+    ] {
+        ns.create::<k8s_openapi::api::core::v1::Secret>(json!({
+            "apiVersion": "v1", "kind": "Secret", "metadata": {"name": name}, "stringData": data,
+        }))
+        .await;
+    }
+    ns.create::<fledge_api::MetricTemplate>(json!({
+        "apiVersion": "fledge.dev/v1beta1", "kind": "MetricTemplate",
+        "metadata": {"name": "one"},
+        "spec": {
+            "provider": {"type": "prometheus", "address": fledge_e2e::dataplane::dataplane().prometheus_url,
+                         "secretRef": {"name": "metrics-token"}},
+            "query": "vector(1)",
+        },
+    }))
+    .await;
+    ns.create::<fledge_api::AlertProvider>(json!({
+        "apiVersion": "fledge.dev/v1beta1", "kind": "AlertProvider",
+        "metadata": {"name": "chat"},
+        "spec": {"type": "slack", "secretRef": {"name": "chat-url"}},
+    }))
+    .await;
+    ns.create::<Deployment>(deployment_json("podinfo", V1, 1))
+        .await;
+    let mut c = canary(&failing.url("/rollout"), &format!("{}/app.git", http.url));
+    c["spec"]["gitops"]["repository"]["secretRef"] = json!({"name": "git-credentials"});
+    c["spec"]["analysis"]["metrics"] = json!([{
+        "name": "one", "interval": "1m", "templateRef": {"name": "one"},
+        "thresholdRange": {"min": 1},
+    }]);
+    c["spec"]["analysis"]["alerts"] =
+        json!([{"name": "chat", "severity": "info", "providerRef": {"name": "chat"}}]);
+    ns.create::<Canary>(c).await;
+    let controller = start_controller(&ns);
+    ns.wait_phase("podinfo", CanaryPhase::Initialized, Duration::from_secs(90))
+        .await;
+    release(&daemon, V2);
+    ns.set_image("podinfo", V2).await;
+    let failed = ns.wait_phase("podinfo", CanaryPhase::Failed, ROLLOUT).await;
+    eventually(
+        Duration::from_secs(60),
+        "the ledger's commits and the revert",
+        || async {
+            let log = fledge_commits(&daemon);
+            log.iter().any(|m| m.starts_with("fledge: revert"))
+                && log
+                    .iter()
+                    .filter(|m| !m.starts_with("fledge: revert"))
+                    .count()
+                    >= 2
+                && queue_len(&ns).await == 0
+        },
+    )
+    .await
+    .unwrap();
+    // Every Secret was used: Git took the password (the commits are there), Prometheus
+    // answered the check, and the chat receiver got the alerts at the address from its Secret.
+    let checks = failed
+        .status
+        .as_ref()
+        .unwrap()
+        .rollout
+        .clone()
+        .unwrap()
+        .history;
+    assert!(
+        checks
+            .iter()
+            .flat_map(|h| &h.metrics)
+            .any(|m| m.name == "one" && m.value == Some(1.0) && m.passed),
+        "{checks:#?}"
+    );
+    let alerts = chat.all_calls();
+    assert!(
+        !alerts.is_empty() && alerts.iter().all(|(path, _)| path.ends_with(PLANTED)),
+        "{alerts:#?}"
+    );
+
+    // And nowhere else.
+    let bare = daemon.base.join("app.git");
+    let events: Vec<k8s_openapi::api::core::v1::Event> = ns
+        .api::<k8s_openapi::api::core::v1::Event>()
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items;
+    let canary: Canary = ns.api::<Canary>().get("podinfo").await.unwrap();
+    let metrics = reqwest::get(format!(
+        "http://{}/metrics",
+        ns.controller_metrics(controller)
+    ))
+    .await
+    .unwrap()
+    .text()
+    .await
+    .unwrap();
+    let places = [
+        ("the controller's log", ns.controller_log(controller)),
+        ("the Events", serde_json::to_string(&events).unwrap()),
+        ("the Canary", serde_json::to_string(&canary).unwrap()),
+        (
+            "the repository's commits and files",
+            git(&bare, &["log", "-p", "--all", "--format=%H%n%B"]).unwrap(),
+        ),
+        (
+            "the alerts' payloads",
+            serde_json::to_string(&alerts.iter().map(|(_, b)| b).collect::<Vec<_>>()).unwrap(),
+        ),
+        (
+            "the webhooks' payloads",
+            serde_json::to_string(&failing.all_calls()).unwrap(),
+        ),
+        ("/metrics", metrics),
+    ];
+    for (place, text) in &places {
+        assert!(!text.is_empty(), "{place} is empty: nothing was searched");
+        assert!(
+            !text.contains(PLANTED),
+            "the planted value is in {place}:\n{}",
+            text.lines()
+                .filter(|l| l.contains(PLANTED))
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+    }
+    eprintln!(
+        "planted value searched in {} ({} bytes): none found",
+        places
+            .iter()
+            .map(|(p, _)| *p)
+            .collect::<Vec<_>>()
+            .join(", "),
+        places.iter().map(|(_, t)| t.len()).sum::<usize>()
+    );
+}

@@ -726,6 +726,11 @@ impl Hook {
         self.status.store(status as usize, Ordering::Relaxed);
     }
 
+    /// Every request received: its path and its JSON body (`null` when not JSON).
+    pub fn all_calls(&self) -> Vec<(String, serde_json::Value)> {
+        self.bodies.lock().unwrap().clone()
+    }
+
     /// Requests received on a path, with their JSON bodies.
     pub fn calls(&self, path: &str) -> Vec<serde_json::Value> {
         self.bodies
