@@ -144,7 +144,7 @@ impl WebhookClient {
                 .await
                 .map_err(|e| describe_error(&e))?;
             let status = resp.status();
-            let text = resp.text().await.unwrap_or_default();
+            let text = answer_start(resp).await;
             let text: String = text.trim().chars().take(200).collect();
             if status.is_success() {
                 Ok(text)
@@ -230,6 +230,21 @@ fn describe_error(e: &reqwest::Error) -> String {
     format!("{kind}{host}")
 }
 
+/// The first KiB of a webhook's answer (its first 200 characters are all fledge shows): a
+/// receiver that streams without end delays the step no longer than its timeout, and fills no
+/// memory.
+async fn answer_start(mut resp: reqwest::Response) -> String {
+    const MAX: usize = 1024;
+    let mut buf = Vec::new();
+    while buf.len() < MAX {
+        match resp.chunk().await {
+            Ok(Some(chunk)) => buf.extend_from_slice(&chunk[..chunk.len().min(MAX - buf.len())]),
+            _ => break,
+        }
+    }
+    String::from_utf8_lossy(&buf).into_owned()
+}
+
 #[cfg(test)]
 mod destination_tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
@@ -281,6 +296,49 @@ mod destination_tests {
                 out.message
             );
         }
+    }
+
+    /// A receiver that answers 200 and then streams its body without end: the call passes
+    /// with the start of the answer, long before the webhook's timeout, and reads only a KiB.
+    #[tokio::test]
+    async fn an_endless_answer_is_read_only_as_far_as_it_is_shown() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let sent = Arc::new(AtomicUsize::new(0));
+        let count = sent.clone();
+        tokio::spawn(async move {
+            let (mut conn, _) = listener.accept().await.unwrap();
+            let mut buf = vec![0u8; 4096];
+            let _ = conn.read(&mut buf).await;
+            let head = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n";
+            if conn.write_all(head).await.is_err() {
+                return;
+            }
+            // 64 KiB chunks, at most 64 MiB, until fledge hangs up.
+            let chunk = format!("10000\r\n{}\r\n", "y".repeat(0x10000));
+            for _ in 0..1024 {
+                if conn.write_all(chunk.as_bytes()).await.is_err() {
+                    return;
+                }
+                count.fetch_add(1, Ordering::SeqCst);
+            }
+        });
+        let client = WebhookClient::with_policy(DestinationPolicy {
+            allowed: vec!["127.0.0.1/32".parse().unwrap()],
+            api_server: vec![],
+        })
+        .unwrap();
+        let mut h = hook(&format!("http://127.0.0.1:{port}/"));
+        h.timeout = Some("30s".into());
+        let out = client.call(&h, &payload()).await;
+        assert!(out.passed, "{}", out.message);
+        assert!(out.message.contains(&"y".repeat(100)), "{}", out.message);
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        assert!(
+            sent.load(Ordering::SeqCst) < 1024,
+            "fledge read the whole endless answer"
+        );
     }
 
     /// A listener on loopback stands for the API server: the policy refuses its address for

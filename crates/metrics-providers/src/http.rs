@@ -61,6 +61,10 @@ pub(crate) fn secret_header(value: &str, what: &str) -> Result<HeaderValue, Stri
     Ok(v)
 }
 
+/// The largest answer a provider's query may send: a check needs one number, and a broken
+/// query can match every series of the server.
+pub(crate) const MAX_ANSWER_BYTES: usize = 16 << 20;
+
 /// One provider's HTTP client, with what its messages say about it.
 pub(crate) struct Http {
     pub(crate) client: reqwest::Client,
@@ -141,11 +145,30 @@ impl Http {
             .find_map(|h| response.headers().get(*h))
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
-        let body = response.text().await.map_err(|e| self.transport(&e))?;
+        let body = self.body(response).await?;
         if status.is_success() {
             return Ok(body);
         }
         Err(self.status_failure(status, retry_after.as_deref(), &body, refusal))
+    }
+
+    /// The answer's body, read up to [`MAX_ANSWER_BYTES`]: an answer over that (a query that
+    /// matched a million series) is refused before it fills the controller's memory.
+    async fn body(&self, mut response: reqwest::Response) -> Result<String, MetricOutcome> {
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(|e| self.transport(&e))? {
+            if body.len() + chunk.len() > MAX_ANSWER_BYTES {
+                return Err(MetricOutcome::Error(format!(
+                    "{} at {} sent an answer over {} MiB; narrow the query to the one number \
+                     the check needs",
+                    self.name,
+                    self.shown,
+                    MAX_ANSWER_BYTES >> 20
+                )));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(String::from_utf8_lossy(&body).into_owned())
     }
 
     fn status_failure(
@@ -302,6 +325,50 @@ pub(crate) mod testing {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A server answering 200 with a body bigger than any check needs (chunks of 1 MiB, more
+    /// than [`MAX_ANSWER_BYTES`]): the query fails with a reason instead of holding it all.
+    #[tokio::test]
+    async fn an_answer_over_the_limit_is_refused() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (mut conn, _) = listener.accept().await.unwrap();
+            let mut buf = vec![0u8; 4096];
+            let _ = conn.read(&mut buf).await;
+            let head = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n";
+            if conn.write_all(head).await.is_err() {
+                return;
+            }
+            let chunk = format!("100000\r\n{}\r\n", "[1,".repeat(0x100000 / 3) + "1");
+            for _ in 0..(MAX_ANSWER_BYTES >> 20) + 4 {
+                if conn.write_all(chunk.as_bytes()).await.is_err() {
+                    return;
+                }
+            }
+            let _ = conn.write_all(b"0\r\n\r\n").await;
+        });
+        let base = Url::parse(&format!("http://{addr}")).unwrap();
+        let cfg = testing::config("graphite", base.as_str(), &[]);
+        let http = Http::new(
+            "Graphite",
+            "username, password",
+            &cfg,
+            &base,
+            HeaderMap::new(),
+            Duration::from_secs(30),
+        )
+        .unwrap();
+        let request = http.client.get(endpoint(&base, "/render"));
+        match http.send(request, |_| None).await {
+            Err(MetricOutcome::Error(m)) => assert!(
+                m.contains("sent an answer over 16 MiB; narrow the query"),
+                "{m}"
+            ),
+            other => panic!("{:?}", other.map(|b| b.len())),
+        }
+    }
 
     #[test]
     fn the_endpoint_keeps_the_address_path_prefix() {
