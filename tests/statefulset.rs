@@ -230,6 +230,41 @@ struct Watched {
     /// At each weight, the share (percent) of the requests the new image's pods answered,
     /// and how many requests were counted.
     shares: BTreeMap<i32, (f64, u64)>,
+    /// Looks where a router's weight was ahead of the new revision's pods: the weight and the
+    /// pods then.
+    lagging: Vec<(i32, Vec<i32>)>,
+}
+
+/// A rollout of 5 replicas promoted: ordinals moved highest first, the new revision's pods at
+/// each weight as `at_weight`, and its share at each weight (over 100 requests at least) within
+/// `tolerance` points of the weight.
+fn assert_promoted_pod_by_pod<const N: usize>(
+    w: &Watched,
+    c: &Canary,
+    at_weight: [(i32, Vec<i32>); N],
+    tolerance: f64,
+) {
+    assert_eq!(
+        c.status.as_ref().unwrap().phase,
+        CanaryPhase::Succeeded,
+        "{:?}",
+        c.status
+    );
+    assert_eq!(w.moved, vec![4, 3, 2, 1, 0], "ordinals moved highest first");
+    assert_eq!(
+        w.at_weight,
+        BTreeMap::from(at_weight),
+        "each step's pods, as the analysis judged them"
+    );
+    for (weight, (share, n)) in &w.shares {
+        assert!(*n >= 100, "too few requests at weight {weight}: {n}");
+        assert!(
+            (share - f64::from(*weight)).abs() <= tolerance,
+            "at weight {weight} the new revision answered {share:.1}% of {n} requests"
+        );
+    }
+    assert_eq!(w.shares.len(), N, "{:?}", w.shares);
+    assert_eq!(w.lagging, [], "a weight ahead of its pods");
 }
 
 async fn watch_rollout(
@@ -279,11 +314,26 @@ async fn watch_rollout(
         on = now;
         let c: Canary = ns.api::<Canary>().get("db").await.unwrap();
         let s = c.status.clone().unwrap_or_default();
-        // The pods at a weight as the step's analysis finds them: the last look before the
-        // next step (the partition is lowered in the reconcile that reports the weight, and
-        // the StatefulSet controller moves the pod a moment later).
+        // The pods at a weight as the step's analysis finds them: a look once the step's pods
+        // have moved. The partition is lowered before the status reports the weight, and the
+        // StatefulSet controller moves the pod a moment later: a look in between finds the
+        // next step's pods under the last weight, and is left out.
         if s.phase == CanaryPhase::Progressing && s.canary_weight > 0 {
-            w.at_weight.insert(s.canary_weight, on.clone());
+            let pods = fledge_api::statefulset::pods_for_weight(s.canary_weight, REPLICAS);
+            // Behind a router the pods lead by one step, up to all but ordinal 0, which moves
+            // at promotion.
+            let expected = if routed {
+                (pods + 1).min(REPLICAS - 1)
+            } else {
+                pods
+            };
+            if on.len() as i32 == expected {
+                w.at_weight.insert(s.canary_weight, on.clone());
+            }
+            // Behind a router the weight never runs ahead of the pods.
+            if routed && (on.len() as i32) < pods {
+                w.lagging.push((s.canary_weight, on.clone()));
+            }
         }
         // Traffic is counted at a weight once its pods have all moved, until the next step.
         // Without a router the pods carry the weight; behind one, Traefik's weights do (the
@@ -404,32 +454,18 @@ async fn a_statefulset_moves_pod_by_pod_from_the_highest_ordinal_and_rolls_back_
         watch_rollout(&ns, &v1, &load, "6.0.1", false, ended)
     );
     eprintln!("statefulset rollout of {V2}: {w:?}");
-    assert_eq!(
-        c.status.as_ref().unwrap().phase,
-        CanaryPhase::Succeeded,
-        "{:?}",
-        c.status
-    );
-    assert_eq!(w.moved, vec![4, 3, 2, 1, 0], "ordinals moved highest first");
-    assert_eq!(
-        w.at_weight,
-        BTreeMap::from([
+    // Traffic follows the pods: each pod's share is its share of the Service's endpoints.
+    assert_promoted_pod_by_pod(
+        &w,
+        &c,
+        [
             (20, vec![4]),
             (40, vec![3, 4]),
             (60, vec![2, 3, 4]),
             (80, vec![1, 2, 3, 4]),
-        ]),
-        "each step's pods, as the analysis judged them"
+        ],
+        12.0,
     );
-    // Traffic follows the pods: each pod's share is its share of the Service's endpoints.
-    for (weight, (share, n)) in &w.shares {
-        assert!(*n >= 100, "too few requests at weight {weight}: {n}");
-        assert!(
-            (share - f64::from(*weight)).abs() <= 12.0,
-            "at {weight}% of the pods the new revision answered {share:.1}% of {n} requests"
-        );
-    }
-    assert_eq!(w.shares.len(), 4, "{:?}", w.shares);
     eventually(
         Duration::from_secs(30),
         "the partition held again",
@@ -439,7 +475,7 @@ async fn a_statefulset_moves_pod_by_pod_from_the_highest_ordinal_and_rolls_back_
     .unwrap();
 
     // 2. A slow revision: judged on ordinal 4, then on 3 and 4, where it fails; the template
-    // goes back and the two pods with it, their volumes untouched.
+    // goes back and the pods it reached with it, their volumes untouched.
     let (_, (w, c)) = tokio::join!(
         release(&ns, &daemon, SLOW),
         watch_rollout(&ns, &v2, &load, "6.0.2-slow", false, ended)
@@ -447,10 +483,16 @@ async fn a_statefulset_moves_pod_by_pod_from_the_highest_ordinal_and_rolls_back_
     eprintln!("statefulset rollout of {SLOW}: {w:?}");
     let s = c.status.clone().unwrap();
     assert_eq!(s.phase, CanaryPhase::Failed, "{s:?}");
-    assert_eq!(w.moved, vec![4, 3], "it reached two pods");
+    // It fails once its second pod answers slowly: at 40%, or at 60% when the 15 s window of the
+    // check at 40% still held too few of that pod's answers (on a loaded machine).
+    assert!(
+        (2..=3).contains(&w.moved.len()) && w.moved[..] == [4, 3, 2][..w.moved.len()],
+        "it reached two pods, or three, and never the last: {:?}",
+        w.moved
+    );
     eventually(
         Duration::from_secs(60),
-        "ordinals 3 and 4 back on the promoted revision",
+        "the ordinals it reached back on the promoted revision",
         || async {
             revisions(&ns).await.values().all(|r| *r == v2) && revisions(&ns).await.len() == 5
         },
@@ -592,32 +634,19 @@ async fn behind_the_gateway_api_a_statefulsets_pods_lead_the_traffic_by_one_step
         watch_rollout(&ns, &v1, &load, "6.0.1", true, ended)
     );
     eprintln!("statefulset rollout behind the Gateway API: {w:?}");
-    assert_eq!(
-        c.status.as_ref().unwrap().phase,
-        CanaryPhase::Succeeded,
-        "{:?}",
-        c.status
-    );
-    assert_eq!(w.moved, vec![4, 3, 2, 1, 0], "ordinals moved highest first");
-    // The pods of the next step are in place before the router sends the canary its weight.
-    assert_eq!(
-        w.at_weight,
-        BTreeMap::from([
+    // The pods of the next step are in place before the router sends the canary its weight,
+    // and the router's weights, not the pods' shares, decide the traffic.
+    assert_promoted_pod_by_pod(
+        &w,
+        &c,
+        [
             (20, vec![3, 4]),
             (40, vec![2, 3, 4]),
             (60, vec![1, 2, 3, 4]),
             (80, vec![1, 2, 3, 4]),
-        ]),
+        ],
+        10.0,
     );
-    // The router's weights, not the pods' shares, decide the traffic.
-    for (weight, (share, n)) in &w.shares {
-        assert!(*n >= 100, "too few requests at weight {weight}: {n}");
-        assert!(
-            (share - f64::from(*weight)).abs() <= 10.0,
-            "at weight {weight} the new revision answered {share:.1}% of {n} requests"
-        );
-    }
-    assert_eq!(w.shares.len(), 4, "{:?}", w.shares);
     let tally = load.tally();
     assert_eq!(
         tally.unsuccessful(),
