@@ -1,7 +1,8 @@
 //! `config/rbac/` is enough: `fledge run --namespace` as a ServiceAccount bound only by the
 //! namespaced Role of `config/rbac/namespaced/` (with a token from the TokenRequest API of the
 //! local API server) takes Canaries on the gatewayapi and traefik routers through a whole
-//! rollout, and never meets a `forbidden` answer on the way.
+//! rollout, and never meets a `forbidden` answer on the way; with the same credentials, nothing
+//! in another namespace can be read or written.
 
 use std::time::Duration;
 
@@ -140,5 +141,118 @@ async fn a_rollout_needs_no_more_than_the_namespaced_role() {
         forbidden.is_empty(),
         "the ServiceAccount lacked permissions:\n{}",
         forbidden.join("\n")
+    );
+}
+
+/// The namespaced Role reaches no other namespace: with its ServiceAccount's token, reading or
+/// writing Canaries, Secrets, Deployments and Services of a second namespace is forbidden,
+/// listing across namespaces is forbidden, and the same reads in its own namespace work.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_namespaced_role_reaches_no_other_namespace() {
+    use k8s_openapi::api::core::v1::{Secret, Service};
+    use kube::api::{Api, DeleteParams, ListParams};
+    let ns = TestNs::new("rbac-fence").await;
+    let other = TestNs::new("rbac-other").await;
+    other
+        .create::<Deployment>(deployment_json("podinfo", V1, 1))
+        .await;
+    other
+        .create::<Secret>(json!({
+            "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "keys"},
+            "stringData": {"token": "not for fledge"},
+        }))
+        .await;
+    let kubeconfig = service_account_kubeconfig(&ns).await;
+    let config = kube::Config::from_custom_kubeconfig(
+        serde_json::from_str(&std::fs::read_to_string(&kubeconfig).unwrap()).unwrap(),
+        &kube::config::KubeConfigOptions::default(),
+    )
+    .await
+    .unwrap();
+    let client = kube::Client::try_from(config).unwrap();
+    let forbidden = |what: &str, r: Result<(), kube::Error>| match r {
+        Err(kube::Error::Api(s)) if s.code == 403 => {}
+        other => panic!("{what}: expected 403 Forbidden, got {other:?}"),
+    };
+    let ours = ListParams::default();
+    // Its own namespace: the reads the controller needs work.
+    Api::<Canary>::namespaced(client.clone(), &ns.name)
+        .list(&ours)
+        .await
+        .expect("Canaries of its own namespace");
+    Api::<Deployment>::namespaced(client.clone(), &ns.name)
+        .list(&ours)
+        .await
+        .expect("Deployments of its own namespace");
+    // The other namespace, and every namespace at once.
+    let there = &other.name;
+    forbidden(
+        "list Canaries there",
+        Api::<Canary>::namespaced(client.clone(), there)
+            .list(&ours)
+            .await
+            .map(drop),
+    );
+    forbidden(
+        "get a Secret there",
+        Api::<Secret>::namespaced(client.clone(), there)
+            .get("keys")
+            .await
+            .map(drop),
+    );
+    forbidden(
+        "get a Deployment there",
+        Api::<Deployment>::namespaced(client.clone(), there)
+            .get("podinfo")
+            .await
+            .map(drop),
+    );
+    forbidden(
+        "patch a Deployment there",
+        Api::<Deployment>::namespaced(client.clone(), there)
+            .patch(
+                "podinfo",
+                &PatchParams::default(),
+                &Patch::Merge(json!({"spec": {"replicas": 0}})),
+            )
+            .await
+            .map(drop),
+    );
+    forbidden(
+        "create a Service there",
+        Api::<Service>::namespaced(client.clone(), there)
+            .create(
+                &PostParams::default(),
+                &serde_json::from_value(json!({
+                    "metadata": {"name": "podinfo-canary"},
+                    "spec": {"ports": [{"port": 9898}]},
+                }))
+                .unwrap(),
+            )
+            .await
+            .map(drop),
+    );
+    forbidden(
+        "delete a Deployment there",
+        Api::<Deployment>::namespaced(client.clone(), there)
+            .delete("podinfo", &DeleteParams::default())
+            .await
+            .map(drop),
+    );
+    forbidden(
+        "list Canaries in every namespace",
+        Api::<Canary>::all(client.clone())
+            .list(&ours)
+            .await
+            .map(drop),
+    );
+    forbidden(
+        "list Secrets in every namespace",
+        Api::<Secret>::all(client).list(&ours).await.map(drop),
+    );
+    // The other namespace's objects are untouched.
+    assert_eq!(
+        other.deployment("podinfo").await.spec.unwrap().replicas,
+        Some(1)
     );
 }
