@@ -382,15 +382,15 @@ fn a_directory_is_every_yaml_file_under_it_in_name_order() {
     write(
         &nested,
         "canary.yaml",
-        &edit(CANARY, "port: 9898", "port: 0"),
+        edit(CANARY, "port: 9898", "port: 0"),
     );
     write(&dir, "c.yaml", CANARY);
     write(&dir, "README.md", "kind: Canary\n");
-    write(&dir, ".hidden.yaml", &edit(CANARY, "port: 9898", "port: 0"));
+    write(&dir, ".hidden.yaml", edit(CANARY, "port: 9898", "port: 0"));
     write(
         &hidden,
         "config.yaml",
-        &edit(CANARY, "port: 9898", "port: 0"),
+        edit(CANARY, "port: 9898", "port: 0"),
     );
     let r = run_args(&[dir.to_str().unwrap()], b"");
     assert_eq!(r.err, "");
