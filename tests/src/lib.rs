@@ -14,6 +14,7 @@ pub mod influx;
 pub mod loadgen;
 pub mod plugin;
 pub mod statefulset;
+pub mod toxic;
 pub mod victoria;
 
 use std::net::SocketAddr;

@@ -1,0 +1,175 @@
+//! Faults on the paths around the controller: a TCP proxy on loopback (`fledge_e2e::toxic`)
+//! between `fledge run` and the API server, and another between it and the rollout webhook,
+//! adds latency to every chunk and drops every open connection every few seconds. The rollout
+//! still completes, its steps move one at a time (none written twice, none skipped), and what is
+//! said once is said once.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use fledge_api::{Canary, CanaryPhase};
+use fledge_e2e::toxic::Toxic;
+use fledge_e2e::{Hook, TestNs, admin_kubeconfig, deployment_json, image_of, root};
+use k8s_openapi::api::apps::v1::Deployment;
+use serde_json::{Value, json};
+
+const V1: &str = "ghcr.io/stefanprodan/podinfo:6.0.0";
+const V2: &str = "ghcr.io/stefanprodan/podinfo:6.0.1";
+const ROLLOUT: Duration = Duration::from_secs(240);
+const ITERATIONS: i32 = 6;
+
+/// The administrator's kubeconfig with its server at `addr` (the same scheme and certificate
+/// authority): the controller's path to the API server through a proxy.
+fn kubeconfig_through(ns: &TestNs, addr: SocketAddr) -> (std::path::PathBuf, SocketAddr) {
+    let text = std::fs::read_to_string(admin_kubeconfig()).unwrap();
+    let mut config: Value = serde_saphyr::from_str(&text).unwrap();
+    let mut upstream = None;
+    for c in config["clusters"]
+        .as_array_mut()
+        .expect("kubeconfig clusters")
+    {
+        let server = c["cluster"]["server"].as_str().unwrap().to_string();
+        let url = reqwest::Url::parse(&server).unwrap();
+        upstream = Some(SocketAddr::from((
+            url.host_str()
+                .unwrap()
+                .parse::<std::net::IpAddr>()
+                .expect("the local API server listens on an IP address"),
+            url.port().unwrap(),
+        )));
+        c["cluster"]["server"] = json!(format!("https://{addr}"));
+    }
+    let path = root()
+        .join("target/e2e-logs")
+        .join(format!("{}-proxied-kubeconfig.json", ns.name));
+    std::fs::write(&path, serde_json::to_string(&config).unwrap()).unwrap();
+    (path, upstream.expect("a cluster in the kubeconfig"))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_slow_and_lossy_path_to_the_api_server_and_the_webhook_writes_no_step_twice() {
+    let ns = TestNs::new("faults-lossy").await;
+    let hook = Hook::start(200).await.unwrap();
+    let hook_path = Toxic::start(hook.addr).await.unwrap();
+    // The proxy's port is known before its upstream: bind it first, then point it at the API
+    // server read from the kubeconfig.
+    let (_, api_server) = kubeconfig_through(&ns, "127.0.0.1:1".parse().unwrap());
+    let api_path = Arc::new(Toxic::start(api_server).await.unwrap());
+    let (kubeconfig, _) = kubeconfig_through(&ns, api_path.addr);
+    api_path.set_latency(Duration::from_millis(150));
+    hook_path.set_latency(Duration::from_millis(300));
+
+    ns.create::<Deployment>(deployment_json("podinfo", V1, 1))
+        .await;
+    ns.create::<Canary>(json!({
+        "apiVersion": "fledge.dev/v1beta1", "kind": "Canary",
+        "metadata": {"name": "podinfo"},
+        "spec": {
+            "provider": "kubernetes",
+            "targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "podinfo"},
+            "progressDeadlineSeconds": 120,
+            "service": {"port": 9898},
+            "analysis": {
+                "interval": "3s", "threshold": 3, "iterations": ITERATIONS,
+                "webhooks": [{"name": "acceptance", "type": "rollout",
+                              "url": format!("http://{}/rollout", hook_path.addr), "timeout": "2s"}]
+            }
+        }
+    }))
+    .await;
+    let controller = ns.start_controller_as(&kubeconfig, &[]);
+    // Every 4 s, every connection between the controller and the API server is dropped.
+    let cutter = {
+        let api_path = api_path.clone();
+        tokio::spawn(async move {
+            let mut cuts = 0u32;
+            loop {
+                tokio::time::sleep(Duration::from_secs(4)).await;
+                api_path.cut();
+                cuts += 1;
+                if cuts % 3 == 0 {
+                    hook_path.cut();
+                }
+            }
+        })
+    };
+    ns.wait_phase(
+        "podinfo",
+        CanaryPhase::Initialized,
+        Duration::from_secs(120),
+    )
+    .await;
+    ns.set_image("podinfo", V2).await;
+
+    // Every iteration value the status shows, read by the test over its own direct path.
+    let api = ns.api::<Canary>();
+    let mut seen: Vec<i32> = Vec::new();
+    let started = Instant::now();
+    loop {
+        let c = api.get("podinfo").await.unwrap();
+        let st = c.status.clone().unwrap_or_default();
+        if st.phase == CanaryPhase::Progressing && seen.last() != Some(&st.iterations) {
+            seen.push(st.iterations);
+        }
+        if st.phase == CanaryPhase::Succeeded {
+            break;
+        }
+        assert!(
+            st.phase != CanaryPhase::Failed,
+            "the rollout failed: {st:#?}\n{}",
+            ns.events("podinfo").await.join("\n")
+        );
+        assert!(
+            started.elapsed() < ROLLOUT,
+            "no promotion; iterations seen {seen:?}\n{}",
+            ns.events("podinfo").await.join("\n")
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    cutter.abort();
+    let took = started.elapsed();
+    // Iterations only ever grow by one: no step written twice, none skipped.
+    for w in seen.windows(2) {
+        assert_eq!(w[1], w[0] + 1, "iterations went {seen:?}");
+    }
+    assert_eq!(seen.last(), Some(&ITERATIONS), "{seen:?}");
+    assert_eq!(image_of(&ns.deployment("podinfo-primary").await), V2);
+    // The rollout's start and its promotion were each said once: one Event each, not repeated
+    // (a repeated Event is one object with a count).
+    let events = ns.events("podinfo").await;
+    for reason in ["NewRevision", "Promoting", "Succeeded"] {
+        let n = events
+            .iter()
+            .filter(|e| e.contains(&format!(" {reason}:")))
+            .count();
+        assert_eq!(n, 1, "{reason} said {n} times:\n{}", events.join("\n"));
+    }
+    let repeated = ns
+        .events_where("podinfo", |e| {
+            e.count.unwrap_or(1) > 1 || e.series.as_ref().and_then(|s| s.count).unwrap_or(1) > 1
+        })
+        .await;
+    assert!(
+        !repeated
+            .iter()
+            .any(|e| ["NewRevision", "Promoting", "Succeeded"]
+                .iter()
+                .any(|r| e.contains(&format!(" {r}:")))),
+        "{repeated:#?}"
+    );
+    let log = ns.controller_log(controller);
+    assert!(!log.contains("panicked"), "{log}");
+    let connections = api_path.accepted();
+    assert!(
+        connections > 5,
+        "the controller reconnected {connections} times: the cuts did not bite"
+    );
+    eprintln!(
+        "lossy paths: promoted after {:.1} s, iterations {seen:?}, {connections} connections to \
+         the API server through the proxy (150 ms a chunk, all dropped every 4 s), webhook \
+         calls {} (300 ms a chunk)",
+        took.as_secs_f64(),
+        hook.calls("/rollout").len()
+    );
+}
