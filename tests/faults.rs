@@ -88,7 +88,7 @@ async fn a_slow_and_lossy_path_to_the_api_server_and_the_webhook_writes_no_step_
                 tokio::time::sleep(Duration::from_secs(4)).await;
                 api_path.cut();
                 cuts += 1;
-                if cuts % 3 == 0 {
+                if cuts.is_multiple_of(3) {
                     hook_path.cut();
                 }
             }
