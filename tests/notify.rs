@@ -104,6 +104,13 @@ async fn a_failed_rollout_posts_one_error_per_provider_while_a_hung_provider_del
         provider("hung", "slack", Some(format!("http://{hung}/hung")), None),
         // Its Secret has the URL under the wrong key.
         provider("broken", "slack", None, Some("broken-url")),
+        // Where clouds serve instance credentials: refused by the destination policy.
+        provider(
+            "metadata",
+            "webhook",
+            Some("http://169.254.169.254/latest/meta-data/".into()),
+            None,
+        ),
     ];
     ns.create::<Secret>(json!({
         "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "broken-url"},
@@ -130,6 +137,7 @@ async fn a_failed_rollout_posts_one_error_per_provider_while_a_hung_provider_del
     alerts.push(alert("hung", "info"));
     alerts.push(alert("nonexistent", "error"));
     alerts.push(alert("broken", "error"));
+    alerts.push(alert("metadata", "error"));
     ns.create::<Canary>(json!({
         "apiVersion": "fledge.dev/v1beta1", "kind": "Canary",
         "metadata": {"name": "podinfo"},
@@ -250,6 +258,14 @@ async fn a_failed_rollout_posts_one_error_per_provider_while_a_hung_provider_del
         events
             .iter()
             .any(|e| e.contains("AlertProviderInvalid") && e.contains(&broken)),
+        "{events:#?}"
+    );
+    assert!(
+        events.iter().any(|e| e.contains("AlertProviderInvalid")
+            && e.contains(
+                "metadata: spec.address (or its Secret's address): 169.254.169.254 is refused"
+            )
+            && e.contains("--allow-destination")),
         "{events:#?}"
     );
     let ready = ns

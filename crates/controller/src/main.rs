@@ -768,6 +768,8 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         allowed: args.allow_destination.clone(),
         api_server: api_server_addresses(&config.cluster_url).await,
     };
+    // The metrics providers and alert clients take the same policy.
+    fledge_metrics_providers::egress::set_policy(destinations.clone());
     let client = fledge_controller::kube_client::build(
         config,
         metrics.clone(),

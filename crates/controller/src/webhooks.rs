@@ -2,7 +2,7 @@
 //! metadata}`, a timeout per call and retries with exponential backoff (`backon`).
 
 use std::collections::BTreeMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -59,25 +59,14 @@ impl WebhookClient {
     pub fn with_policy(policy: DestinationPolicy) -> Result<Self, reqwest::Error> {
         let policy = Arc::new(policy);
         let build = |insecure: bool| {
-            let resolver = Arc::new(PolicyResolver {
-                policy: policy.clone(),
-            });
-            let redirects = policy.clone();
-            reqwest::Client::builder()
-                .user_agent("fledge")
-                .danger_accept_invalid_certs(insecure)
-                .dns_resolver(resolver)
-                .redirect(reqwest::redirect::Policy::custom(move |attempt| {
-                    let port = attempt.url().port_or_known_default();
-                    match literal_ip(attempt.url())
-                        .map(|ip| redirects.check(ip, port, Purpose::Webhook))
-                    {
-                        Some(Err(reason)) => attempt.error(reason),
-                        _ if attempt.previous().len() >= 10 => attempt.stop(),
-                        _ => attempt.follow(),
-                    }
-                }))
-                .build()
+            fledge_metrics_providers::egress::guard(
+                reqwest::Client::builder(),
+                policy.clone(),
+                Purpose::Webhook,
+            )
+            .user_agent("fledge")
+            .danger_accept_invalid_certs(insecure)
+            .build()
         };
         Ok(WebhookClient {
             http: build(false)?,
@@ -91,7 +80,7 @@ impl WebhookClient {
     async fn refused(&self, url: &str) -> Option<String> {
         let url = reqwest::Url::parse(url).ok()?;
         let port = url.port_or_known_default().unwrap_or(80);
-        let addrs: Vec<IpAddr> = match literal_ip(&url) {
+        let addrs: Vec<IpAddr> = match fledge_metrics_providers::egress::literal_ip(&url) {
             Some(ip) => vec![ip],
             None => {
                 let host = url.host_str()?.to_string();
@@ -169,41 +158,6 @@ impl WebhookClient {
     }
 }
 
-/// The address a URL's host is written as, if it is one (`http://169.254.169.254/`,
-/// `http://[fd00:ec2::254]/`).
-fn literal_ip(url: &reqwest::Url) -> Option<IpAddr> {
-    match url.host()? {
-        url::Host::Ipv4(v4) => Some(IpAddr::V4(v4)),
-        url::Host::Ipv6(v6) => Some(IpAddr::V6(v6)),
-        url::Host::Domain(_) => None,
-    }
-}
-
-/// Resolves host names for webhook calls and hands the connector only addresses the policy
-/// allows: a name with any refused address is refused whole. A resolver does not know the
-/// port, so here the API server rule is left to the check before the call.
-struct PolicyResolver {
-    policy: Arc<DestinationPolicy>,
-}
-
-impl reqwest::dns::Resolve for PolicyResolver {
-    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
-        let policy = self.policy.clone();
-        Box::pin(async move {
-            let addrs: Vec<SocketAddr> =
-                tokio::net::lookup_host((name.as_str(), 0)).await?.collect();
-            if let Some(reason) = addrs
-                .iter()
-                .find_map(|a| policy.check(a.ip(), None, Purpose::Webhook).err())
-            {
-                return Err(reason.into());
-            }
-            let addrs: reqwest::dns::Addrs = Box::new(addrs.into_iter());
-            Ok(addrs)
-        })
-    }
-}
-
 fn sep(text: &str) -> String {
     if text.is_empty() {
         String::new()
@@ -247,6 +201,7 @@ async fn answer_start(mut resp: reqwest::Response) -> String {
 
 #[cfg(test)]
 mod destination_tests {
+    use std::net::SocketAddr;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     use super::*;

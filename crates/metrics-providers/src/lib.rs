@@ -10,6 +10,7 @@
 pub mod cloudwatch;
 pub mod datadog;
 pub mod dynatrace;
+pub mod egress;
 pub mod externalmetrics;
 pub mod graphite;
 mod http;

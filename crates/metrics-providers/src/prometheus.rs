@@ -114,11 +114,23 @@ impl Prometheus {
         if let Some(v) = auth {
             headers.insert(AUTHORIZATION, v);
         }
-        let mut builder = reqwest::Client::builder()
-            .default_headers(headers)
-            .timeout(timeout)
-            .connect_timeout(timeout.min(Duration::from_secs(5)))
-            .danger_accept_invalid_certs(cfg.insecure_skip_verify);
+        let policy = crate::egress::policy();
+        if let Some(reason) =
+            crate::egress::refused(&policy, &url, fledge_core::egress::Purpose::Metrics)
+        {
+            return Err(format!(
+                "the Prometheus address {shown} is not allowed: {reason}"
+            ));
+        }
+        let mut builder = crate::egress::guard(
+            reqwest::Client::builder(),
+            policy,
+            fledge_core::egress::Purpose::Metrics,
+        )
+        .default_headers(headers)
+        .timeout(timeout)
+        .connect_timeout(timeout.min(Duration::from_secs(5)))
+        .danger_accept_invalid_certs(cfg.insecure_skip_verify);
         if let Some(pem) = secret.and_then(|s| s.bytes("ca.crt")) {
             let certs = reqwest::Certificate::from_pem_bundle(pem).map_err(|e| {
                 format!("the ca.crt of the provider's Secret is not PEM certificates: {e}")

@@ -118,7 +118,16 @@ impl ResolveError {
 }
 
 /// Reads the AlertProvider `namespace/name` and its Secret, and resolves them.
-pub async fn fetch(client: &Client, namespace: &str, name: &str) -> Result<Resolved, ResolveError> {
+///
+/// The addresses it posts to (and its proxy) are checked against `policy` for alerts when they
+/// are written as IP addresses (a name is checked when the client resolves it): a refused one
+/// makes the provider invalid, with the reason.
+pub async fn fetch(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    policy: &fledge_core::egress::DestinationPolicy,
+) -> Result<Resolved, ResolveError> {
     let label = format!("{namespace}/{name}");
     let unavailable = |e: kube::Error| ResolveError::Unavailable {
         provider: label.clone(),
@@ -152,9 +161,45 @@ pub async fn fetch(client: &Client, namespace: &str, name: &str) -> Result<Resol
         &label,
         &provider.spec,
         secret.as_ref().map(|(n, d)| (n.as_str(), d)),
-    );
+    )
+    .and_then(|r| match refused(&r.destination, policy) {
+        Some((field, message)) => Err(ResolveError::Invalid {
+            provider: label.clone(),
+            field: field.into(),
+            message,
+        }),
+        None => Ok(r),
+    });
     set_ready(&providers, &provider, resolved.as_ref().err()).await;
     resolved
+}
+
+/// The field and the reason when `policy` refuses an address of `dest` written as an IP.
+fn refused(
+    dest: &crate::deliver::Destination,
+    policy: &fledge_core::egress::DestinationPolicy,
+) -> Option<(&'static str, String)> {
+    let urls = [
+        ("spec.address (or its Secret's address)", Some(&dest.url)),
+        ("spec.proxy", dest.proxy.as_ref()),
+    ];
+    urls.into_iter().find_map(|(field, url)| {
+        let url = url?;
+        let ip: std::net::IpAddr = url
+            .host_str()?
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse()
+            .ok()?;
+        policy
+            .check(
+                ip,
+                url.port_or_known_default(),
+                fledge_core::egress::Purpose::Alert,
+            )
+            .err()
+            .map(|reason| (field, reason))
+    })
 }
 
 /// Keeps the AlertProvider's `Ready` condition in step: `False` with the problem (object and
@@ -310,6 +355,48 @@ mod tests {
     use super::*;
 
     const SECRET: &str = "T0000/B0000/SECRETSECRETSECRET";
+
+    #[test]
+    fn link_local_and_metadata_addresses_are_refused_unless_allowed() {
+        let dest = |url: &str, proxy: Option<&str>| crate::deliver::Destination {
+            url: url.parse().unwrap(),
+            proxy: proxy.map(|p| p.parse().unwrap()),
+            token: None,
+        };
+        let policy = fledge_core::egress::DestinationPolicy::default();
+        let (field, reason) =
+            refused(&dest("http://169.254.169.254/latest/hook", None), &policy).unwrap();
+        assert_eq!(field, "spec.address (or its Secret's address)");
+        assert!(
+            reason.contains("169.254.169.254 is refused") && reason.contains("--allow-destination"),
+            "{reason}"
+        );
+        let (field, _) = refused(
+            &dest(
+                "https://hooks.slack.com/x",
+                Some("http://[fd00:ec2::254]:3128"),
+            ),
+            &policy,
+        )
+        .unwrap();
+        assert_eq!(field, "spec.proxy");
+        assert_eq!(
+            refused(&dest("http://127.0.0.1:8080/x", None), &policy),
+            None
+        );
+        assert_eq!(
+            refused(&dest("https://hooks.slack.com/x", None), &policy),
+            None
+        );
+        let allowed = fledge_core::egress::DestinationPolicy {
+            allowed: vec!["169.254.0.0/16".parse().unwrap()],
+            api_server: Vec::new(),
+        };
+        assert_eq!(
+            refused(&dest("http://169.254.169.254/latest/hook", None), &allowed),
+            None
+        );
+    }
 
     fn spec(t: &str) -> AlertProviderSpec {
         AlertProviderSpec {

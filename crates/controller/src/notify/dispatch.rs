@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use fledge_api::{AlertProviderSpec, Canary, CanaryStatus};
 use fledge_core::alerts::AlertTarget;
+use fledge_core::egress::Purpose;
 use fledge_core::{NotifyKind, Severity};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::ObjectReference;
@@ -327,7 +328,9 @@ impl Dispatcher {
         {
             return Ok(r.clone());
         }
-        let r = Arc::new(resolve::fetch(&self.client, &key.0, &key.1).await?);
+        let policy = fledge_metrics_providers::egress::policy();
+        let r = resolve::fetch(&self.client, &key.0, &key.1, &policy).await?;
+        let r = Arc::new(r);
         self.cache.insert(key, (Instant::now(), r.clone()));
         Ok(r)
     }
@@ -378,7 +381,12 @@ impl Dispatcher {
         if let Some(c) = self.clients.get(&proxy.cloned()) {
             return Ok(c.clone());
         }
-        let mut b = reqwest::Client::builder().user_agent("fledge");
+        let mut b = fledge_metrics_providers::egress::guard(
+            reqwest::Client::builder(),
+            fledge_metrics_providers::egress::policy(),
+            Purpose::Alert,
+        )
+        .user_agent("fledge");
         if let Some(p) = proxy {
             b = b.proxy(reqwest::Proxy::all(p.clone())?);
         }

@@ -1,0 +1,142 @@
+//! Where the controller's HTTP clients may connect, applied to reqwest clients: the rule is
+//! [`fledge_core::egress::DestinationPolicy`]. Addresses come from objects any namespace user
+//! can write (webhook URLs, MetricTemplates, AlertProviders), so a client built with [`guard`]
+//! resolves host names through the policy (a name with any refused address is refused whole,
+//! and the connector gets only the addresses checked), and follows no redirect to a refused
+//! address. An address written as an IP in the URL does not go through a resolver: check it
+//! with [`refused`] before the call.
+//!
+//! The metrics providers and the alert clients take the process's policy ([`policy`]), which
+//! `fledge run` sets once from its flags ([`set_policy`]); without it, the default policy
+//! (link-local and cloud metadata addresses refused).
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, OnceLock};
+
+use fledge_core::egress::{DestinationPolicy, Purpose};
+
+static POLICY: OnceLock<Arc<DestinationPolicy>> = OnceLock::new();
+
+/// Sets the process's policy; only the first call counts (the flags are read once).
+pub fn set_policy(policy: DestinationPolicy) {
+    let _ = POLICY.set(Arc::new(policy));
+}
+
+/// The process's policy: the one [`set_policy`] set, or the default.
+pub fn policy() -> Arc<DestinationPolicy> {
+    POLICY
+        .get_or_init(|| Arc::new(DestinationPolicy::default()))
+        .clone()
+}
+
+/// `builder` with host names resolved through `policy` for `purpose`, and redirects to a
+/// refused address (or more than 10) not followed.
+pub fn guard(
+    builder: reqwest::ClientBuilder,
+    policy: Arc<DestinationPolicy>,
+    purpose: Purpose,
+) -> reqwest::ClientBuilder {
+    let resolver = Arc::new(PolicyResolver {
+        policy: policy.clone(),
+        purpose,
+    });
+    builder
+        .dns_resolver(resolver)
+        .redirect(reqwest::redirect::Policy::custom(move |attempt| {
+            let port = attempt.url().port_or_known_default();
+            match literal_ip(attempt.url()).map(|ip| policy.check(ip, port, purpose)) {
+                Some(Err(reason)) => attempt.error(reason),
+                _ if attempt.previous().len() >= 10 => attempt.stop(),
+                _ => attempt.follow(),
+            }
+        }))
+}
+
+/// Why `policy` refuses the address written in `url` for `purpose` (`None` when it allows it,
+/// or when the host is a name, which [`guard`]'s resolver checks).
+pub fn refused(policy: &DestinationPolicy, url: &reqwest::Url, purpose: Purpose) -> Option<String> {
+    let ip = literal_ip(url)?;
+    policy.check(ip, url.port_or_known_default(), purpose).err()
+}
+
+/// The host of `url` when it is written as an IP address.
+pub fn literal_ip(url: &reqwest::Url) -> Option<IpAddr> {
+    match url.host()? {
+        url::Host::Ipv4(v4) => Some(IpAddr::V4(v4)),
+        url::Host::Ipv6(v6) => Some(IpAddr::V6(v6)),
+        url::Host::Domain(_) => None,
+    }
+}
+
+/// Resolves host names and hands the connector only addresses the policy allows: a name with
+/// any refused address is refused whole. A resolver does not know the port, so the API server
+/// rule (webhooks) is left to the check before the call.
+struct PolicyResolver {
+    policy: Arc<DestinationPolicy>,
+    purpose: Purpose,
+}
+
+impl reqwest::dns::Resolve for PolicyResolver {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let (policy, purpose) = (self.policy.clone(), self.purpose);
+        Box::pin(async move {
+            let addrs: Vec<SocketAddr> =
+                tokio::net::lookup_host((name.as_str(), 0)).await?.collect();
+            if let Some(reason) = addrs
+                .iter()
+                .find_map(|a| policy.check(a.ip(), None, purpose).err())
+            {
+                return Err(reason.into());
+            }
+            let addrs: reqwest::dns::Addrs = Box::new(addrs.into_iter());
+            Ok(addrs)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use fledge_core::MetricOutcome;
+
+    use crate::{ProviderConfig, provider_for};
+
+    fn config(kind: &str, address: &str) -> ProviderConfig {
+        ProviderConfig {
+            kind: kind.into(),
+            address: address.into(),
+            headers: Vec::new(),
+            secret: None,
+            insecure_skip_verify: false,
+            region: None,
+        }
+    }
+
+    #[test]
+    fn a_provider_at_a_link_local_or_metadata_address_is_refused() {
+        for (kind, address) in [
+            ("prometheus", "http://169.254.169.254:9090"),
+            ("graphite", "http://169.254.169.254/"),
+            ("influxdb", "http://[fe80::1]:8086"),
+            ("graphite", "https://[fd00:ec2::254]/"),
+            ("prometheus", "http://[::ffff:169.254.169.254]/"),
+        ] {
+            match provider_for(&config(kind, address), Duration::from_secs(5)) {
+                Err(MetricOutcome::Error(m)) => assert!(
+                    m.contains("is not allowed") && m.contains("--allow-destination"),
+                    "{kind} {address}: {m}"
+                ),
+                Err(other) => panic!("{kind} {address}: {other:?}"),
+                Ok(_) => panic!("{kind} {address} was allowed"),
+            }
+        }
+        assert!(
+            provider_for(
+                &config("prometheus", "http://127.0.0.1:9090"),
+                Duration::from_secs(5)
+            )
+            .is_ok()
+        );
+    }
+}
