@@ -417,7 +417,16 @@ async fn a_daemonset_target_is_held_at_zero_and_promoted() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn no_cross_namespace_refs_refuses_a_template_in_another_namespace() {
-    let ns = TestNs::new("xns").await;
+    refuses_a_template_in_another_namespace("xns", "--no-cross-namespace-refs").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_multi_tenant_preset_refuses_a_template_in_another_namespace() {
+    refuses_a_template_in_another_namespace("xns-mt", "--multi-tenant").await;
+}
+
+async fn refuses_a_template_in_another_namespace(prefix: &str, flag: &str) {
+    let ns = TestNs::new(prefix).await;
     ns.create::<Deployment>(deployment("podinfo")).await;
     ns.create::<Canary>(serde_json::json!({
         "apiVersion": "fledge.dev/v1beta1", "kind": "Canary",
@@ -435,7 +444,7 @@ async fn no_cross_namespace_refs_refuses_a_template_in_another_namespace() {
         }
     }))
     .await;
-    ns.start_controller(&["--selector-labels", "tier", "--no-cross-namespace-refs"]);
+    ns.start_controller(&["--selector-labels", "tier", flag]);
     let c = ns
         .wait_canary("podinfo", Duration::from_secs(60), "SpecValid=False", |c| {
             c.status.as_ref().is_some_and(|s| {
@@ -457,7 +466,7 @@ async fn no_cross_namespace_refs_refuses_a_template_in_another_namespace() {
     assert!(
         message.contains("spec.analysis.metrics[0].templateRef.namespace")
             && message.contains("monitoring/error-rate")
-            && message.contains("--no-cross-namespace-refs"),
+            && message.contains("(--no-cross-namespace-refs or --multi-tenant)"),
         "{message}"
     );
     assert!(

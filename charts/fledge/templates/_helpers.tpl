@@ -166,6 +166,7 @@ unset value keeps the binary's default.
 {{- if not (kindIs "invalid" (index . 1)) }}{{ $args = append $args (printf "--%s=%t" (index . 0) (index . 1)) }}{{ end -}}
 {{- end -}}
 {{- if $v.noCrossNamespaceRefs }}{{ $args = append $args "--no-cross-namespace-refs" }}{{ end -}}
+{{- if $v.multiTenant }}{{ $args = append $args "--multi-tenant" }}{{ end -}}
 {{- range $v.allowDestinations }}{{ $args = append $args (printf "--allow-destination=%s" .) }}{{ end -}}
 {{- if $v.alerts.trafficSteps }}{{ $args = append $args "--alert-traffic-steps" }}{{ end -}}
 {{- range $v.extraArgs }}{{ $args = append $args . }}{{ end -}}

@@ -181,7 +181,7 @@ pub fn cross_namespace_refs(spec: &CanarySpec, namespace: &str) -> Vec<Problem> 
                 format!(
                     "MetricTemplate {ns}/{} is in another namespace than the Canary's ({namespace}), \
                      and this controller refuses references across namespaces \
-                     (--no-cross-namespace-refs); copy the template into {namespace} and drop the \
+                     (--no-cross-namespace-refs or --multi-tenant); copy the template into {namespace} and drop the \
                      namespace",
                     m.template_ref.as_ref().map(|r| r.name.as_str()).unwrap_or_default()
                 ),
@@ -195,7 +195,7 @@ pub fn cross_namespace_refs(spec: &CanarySpec, namespace: &str) -> Vec<Problem> 
                 format!(
                     "AlertProvider {ns}/{} is in another namespace than the Canary's ({namespace}), \
                      and this controller refuses references across namespaces \
-                     (--no-cross-namespace-refs); create the provider in {namespace} and drop the \
+                     (--no-cross-namespace-refs or --multi-tenant); create the provider in {namespace} and drop the \
                      namespace",
                     a.provider_ref.name
                 ),

@@ -172,11 +172,16 @@ struct RunArgs {
     /// Seconds a ledger record or revert may wait for Git before an alert says so.
     #[arg(long, default_value_t = 900)]
     git_queue_alert_after: u64,
-    /// A network the controller may connect to for webhooks even where its default refuses
-    /// (link-local and cloud metadata addresses, and for webhooks the API server's own
-    /// addresses), e.g. `169.254.169.254/32`; repeatable.
+    /// A network the controller may connect to for webhooks, metrics providers and alerts even
+    /// where its default refuses (link-local and cloud metadata addresses, and for webhooks the
+    /// API server's own addresses), e.g. `169.254.169.254/32`; repeatable.
     #[arg(long = "allow-destination", value_name = "CIDR")]
     allow_destination: Vec<fledge_core::egress::Cidr>,
+    /// A preset for clusters whose namespaces belong to different teams: a Canary may use only
+    /// the MetricTemplates and AlertProviders (and so the Secrets) of its own namespace, as with
+    /// `--no-cross-namespace-refs`.
+    #[arg(long)]
+    multi_tenant: bool,
     #[command(flatten)]
     gitops: GitOpsArgs,
     #[command(flatten)]
@@ -737,7 +742,8 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         .cluster_name
         .clone()
         .filter(|c| !c.trim().is_empty());
-    alerts.no_cross_namespace_refs = args.compat.no_cross_namespace_refs;
+    let confined = args.compat.no_cross_namespace_refs || args.multi_tenant;
+    alerts.no_cross_namespace_refs = confined;
     let gitops_defaults = args.gitops.defaults()?;
     let mesh_provider = args.compat.mesh_provider()?;
     let workload = args.compat.workload()?;
@@ -829,7 +835,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         },
         mesh_provider: mesh_provider.clone(),
         workload,
-        no_cross_namespace_refs: args.compat.no_cross_namespace_refs,
+        no_cross_namespace_refs: confined,
         destinations,
         event_webhook,
         control_loop_interval,
