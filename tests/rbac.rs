@@ -99,10 +99,24 @@ async fn a_rollout_needs_no_more_than_the_namespaced_role() {
     fledge_e2e::dataplane::dataplane();
     let ns = TestNs::new("rbac").await;
     let kubeconfig = service_account_kubeconfig(&ns).await;
+    // Webhooks and alerts go to a local receiver, which must never see the ServiceAccount's
+    // token.
+    let hook = fledge_e2e::Hook::start(200).await.unwrap();
+    ns.create::<fledge_api::AlertProvider>(json!({
+        "apiVersion": "fledge.dev/v1beta1", "kind": "AlertProvider",
+        "metadata": {"name": "chat"},
+        "spec": {"type": "webhook", "address": hook.url("/chat")},
+    }))
+    .await;
     let names = [("rbacgw", "gatewayapi:v1"), ("rbactr", "traefik")];
     for (name, provider) in names {
         ns.create::<Deployment>(deployment_json(name, V1, 1)).await;
-        ns.create::<Canary>(canary(name, provider)).await;
+        let mut c = canary(name, provider);
+        c["spec"]["analysis"]["webhooks"] =
+            json!([{"name": "acceptance", "type": "rollout", "url": hook.url("/rollout")}]);
+        c["spec"]["analysis"]["alerts"] =
+            json!([{"name": "chat", "severity": "info", "providerRef": {"name": "chat"}}]);
+        ns.create::<Canary>(c).await;
     }
     ns.start_controller_as(&kubeconfig, &[]);
     for (name, _) in names {
@@ -132,7 +146,30 @@ async fn a_rollout_needs_no_more_than_the_namespaced_role() {
             "the controller recorded Events: {events:?}"
         );
     }
+    // The ServiceAccount's token went to the API server only.
+    let config: Value =
+        serde_json::from_str(&std::fs::read_to_string(&kubeconfig).unwrap()).unwrap();
+    let token = config["users"][0]["user"]["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let seen = hook.header_lines();
+    assert!(
+        !hook.calls("/rollout").is_empty() && !hook.calls("/chat").is_empty(),
+        "webhooks and alerts were sent"
+    );
+    assert!(
+        !seen.iter().any(|l| l.contains(&token)),
+        "the token was sent to a webhook or alert receiver"
+    );
+    assert!(
+        !serde_json::to_string(&hook.all_calls())
+            .unwrap()
+            .contains(&token),
+        "the token is in a payload"
+    );
     let log = ns.controller_log(0);
+    assert!(!log.contains(&token), "the token is in the log");
     let forbidden: Vec<&str> = log
         .lines()
         .filter(|l| l.contains("forbidden") || l.contains("Forbidden"))

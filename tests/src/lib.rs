@@ -664,6 +664,8 @@ pub struct Hook {
     pub addr: SocketAddr,
     status: Arc<AtomicUsize>,
     bodies: Arc<Mutex<Vec<(String, serde_json::Value)>>>,
+    /// Every request's header lines (`name: value`), for what must not be sent.
+    headers: Arc<Mutex<Vec<String>>>,
 }
 
 impl Hook {
@@ -682,6 +684,7 @@ impl Hook {
             addr,
             status: Arc::new(AtomicUsize::new(status as usize)),
             bodies: Arc::new(Mutex::new(Vec::new())),
+            headers: Arc::new(Mutex::new(Vec::new())),
         };
         let h = hook.clone();
         tokio::spawn(async move {
@@ -692,6 +695,12 @@ impl Hook {
                         let h = h.clone();
                         async move {
                             let path = req.uri().path().to_string();
+                            h.headers
+                                .lock()
+                                .unwrap()
+                                .extend(req.headers().iter().map(|(k, v)| {
+                                    format!("{k}: {}", String::from_utf8_lossy(v.as_bytes()))
+                                }));
                             let body = req
                                 .into_body()
                                 .collect()
@@ -725,6 +734,11 @@ impl Hook {
     /// Changes the status code answered from now on.
     pub fn set_status(&self, status: u16) {
         self.status.store(status as usize, Ordering::Relaxed);
+    }
+
+    /// Every header line (`name: value`) of every request received.
+    pub fn header_lines(&self) -> Vec<String> {
+        self.headers.lock().unwrap().clone()
     }
 
     /// Every request received: its path and its JSON body (`null` when not JSON).
