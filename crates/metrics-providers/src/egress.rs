@@ -52,6 +52,20 @@ pub fn guard(
         }))
 }
 
+/// A client builder for a metrics provider at `base` (named `what` in the error, e.g. `the
+/// Prometheus address http://…`): refused when the process's policy refuses the address
+/// written there, guarded for the names it resolves.
+pub(crate) fn metrics_client(
+    base: &reqwest::Url,
+    what: &str,
+) -> Result<reqwest::ClientBuilder, String> {
+    let policy = policy();
+    if let Some(reason) = refused(&policy, base, Purpose::Metrics) {
+        return Err(format!("{what} is not allowed: {reason}"));
+    }
+    Ok(guard(reqwest::Client::builder(), policy, Purpose::Metrics))
+}
+
 /// Why `policy` refuses the address written in `url` for `purpose` (`None` when it allows it,
 /// or when the host is a name, which [`guard`]'s resolver checks).
 pub fn refused(policy: &DestinationPolicy, url: &reqwest::Url, purpose: Purpose) -> Option<String> {

@@ -97,25 +97,13 @@ impl Http {
             headers.append(key, value);
         }
         let shown = shown(base.as_str());
-        let policy = crate::egress::policy();
-        if let Some(reason) =
-            crate::egress::refused(&policy, base, fledge_core::egress::Purpose::Metrics)
-        {
-            return Err(format!(
-                "the {name} address {shown} is not allowed: {reason}"
-            ));
-        }
-        let client = crate::egress::guard(
-            reqwest::Client::builder(),
-            policy,
-            fledge_core::egress::Purpose::Metrics,
-        )
-        .default_headers(headers)
-        .timeout(timeout)
-        .connect_timeout(timeout.min(Duration::from_secs(5)))
-        .danger_accept_invalid_certs(cfg.insecure_skip_verify)
-        .build()
-        .map_err(|e| format!("cannot build an HTTP client for {shown}: {e}"))?;
+        let client = crate::egress::metrics_client(base, &format!("the {name} address {shown}"))?
+            .default_headers(headers)
+            .timeout(timeout)
+            .connect_timeout(timeout.min(Duration::from_secs(5)))
+            .danger_accept_invalid_certs(cfg.insecure_skip_verify)
+            .build()
+            .map_err(|e| format!("cannot build an HTTP client for {shown}: {e}"))?;
         Ok(Http {
             client,
             name,
