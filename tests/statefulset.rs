@@ -427,11 +427,14 @@ async fn a_statefulset_moves_pod_by_pod_from_the_highest_ordinal_and_rolls_back_
     let mut controller = start_with_git(&ns);
     ns.wait_phase("db", CanaryPhase::Initialized, Duration::from_secs(90))
         .await;
-    assert_eq!(
-        partition(&sts(&ns).await),
-        REPLICAS,
-        "held at the replica count"
-    );
+    // The hold comes in the reconcile after the one that reports Initialized.
+    eventually(
+        Duration::from_secs(30),
+        "the partition held at the replica count",
+        || async { partition(&sts(&ns).await) == REPLICAS },
+    )
+    .await
+    .unwrap();
     eventually(
         Duration::from_secs(60),
         "every ordinal's claim bound",
@@ -621,11 +624,14 @@ async fn behind_the_gateway_api_a_statefulsets_pods_lead_the_traffic_by_one_step
     ns.create::<Canary>(routed_canary(&host)).await;
     let _controller = start_controller(&ns);
     wait_canary_routed(&ns, "db", &host).await.unwrap();
-    assert_eq!(
-        partition(&sts(&ns).await),
-        REPLICAS,
-        "held at the replica count"
-    );
+    // The hold comes in the reconcile after the one that reports Initialized.
+    eventually(
+        Duration::from_secs(30),
+        "the partition held at the replica count",
+        || async { partition(&sts(&ns).await) == REPLICAS },
+    )
+    .await
+    .unwrap();
     let load = Load::start(&host, 30, Duration::from_secs(600));
 
     let v1 = current_revision(&ns).await;
