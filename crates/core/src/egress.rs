@@ -143,6 +143,26 @@ impl DestinationPolicy {
     }
 }
 
+impl DestinationPolicy {
+    /// Why the controller may not connect to a URL's `host` (as a URL writes it: `10.0.0.1`,
+    /// `[fd00:ec2::254]`) on `port` for `purpose`, when the host is an address. `None` when it
+    /// is allowed or is a name (a name is checked when it is resolved).
+    pub fn refuses_host(&self, host: &str, port: Option<u16>, purpose: Purpose) -> Option<String> {
+        let ip = literal_ip(host)?;
+        self.check(ip, port, purpose).err()
+    }
+}
+
+/// The address a URL's host is written as, if it is one (`169.254.169.254`,
+/// `[fd00:ec2::254]`).
+pub fn literal_ip(host: &str) -> Option<IpAddr> {
+    host.strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host)
+        .parse()
+        .ok()
+}
+
 /// An IPv4 address written as IPv6 (`::ffff:a.b.c.d`) as the IPv4 address.
 fn unmap(ip: IpAddr) -> IpAddr {
     match ip {
@@ -162,6 +182,33 @@ pub const CLOUD_METADATA_V6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0,
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_host_written_as_an_address_is_checked_and_a_name_is_left_to_the_resolver() {
+        let p = DestinationPolicy::default();
+        assert_eq!(
+            literal_ip("[fd00:ec2::254]"),
+            Some(IpAddr::V6(CLOUD_METADATA_V6))
+        );
+        assert_eq!(
+            literal_ip("169.254.169.254"),
+            Some(IpAddr::V4(CLOUD_METADATA_V4))
+        );
+        assert_eq!(literal_ip("metadata.google.internal"), None);
+        assert!(
+            p.refuses_host("169.254.169.254", Some(80), Purpose::Alert)
+                .is_some()
+        );
+        assert!(
+            p.refuses_host("[::ffff:169.254.169.254]", None, Purpose::Metrics)
+                .is_some()
+        );
+        assert_eq!(p.refuses_host("127.0.0.1", Some(80), Purpose::Alert), None);
+        assert_eq!(
+            p.refuses_host("hooks.slack.com", Some(443), Purpose::Alert),
+            None
+        );
+    }
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()

@@ -69,17 +69,12 @@ pub(crate) fn metrics_client(
 /// Why `policy` refuses the address written in `url` for `purpose` (`None` when it allows it,
 /// or when the host is a name, which [`guard`]'s resolver checks).
 pub fn refused(policy: &DestinationPolicy, url: &reqwest::Url, purpose: Purpose) -> Option<String> {
-    let ip = literal_ip(url)?;
-    policy.check(ip, url.port_or_known_default(), purpose).err()
+    policy.refuses_host(url.host_str()?, url.port_or_known_default(), purpose)
 }
 
 /// The host of `url` when it is written as an IP address.
 pub fn literal_ip(url: &reqwest::Url) -> Option<IpAddr> {
-    match url.host()? {
-        url::Host::Ipv4(v4) => Some(IpAddr::V4(v4)),
-        url::Host::Ipv6(v6) => Some(IpAddr::V6(v6)),
-        url::Host::Domain(_) => None,
-    }
+    fledge_core::egress::literal_ip(url.host_str()?)
 }
 
 /// Resolves host names and hands the connector only addresses the policy allows: a name with

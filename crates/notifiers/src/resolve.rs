@@ -185,19 +185,12 @@ fn refused(
     ];
     urls.into_iter().find_map(|(field, url)| {
         let url = url?;
-        let ip: std::net::IpAddr = url
-            .host_str()?
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .parse()
-            .ok()?;
         policy
-            .check(
-                ip,
+            .refuses_host(
+                url.host_str()?,
                 url.port_or_known_default(),
                 fledge_core::egress::Purpose::Alert,
             )
-            .err()
             .map(|reason| (field, reason))
     })
 }

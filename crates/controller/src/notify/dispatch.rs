@@ -329,8 +329,7 @@ impl Dispatcher {
             return Ok(r.clone());
         }
         let policy = fledge_metrics_providers::egress::policy();
-        let r = resolve::fetch(&self.client, &key.0, &key.1, &policy).await?;
-        let r = Arc::new(r);
+        let r = Arc::new(resolve::fetch(&self.client, &key.0, &key.1, &policy).await?);
         self.cache.insert(key, (Instant::now(), r.clone()));
         Ok(r)
     }
