@@ -169,25 +169,20 @@ fn expand(path: &str) -> std::io::Result<Vec<String>> {
     if path == "-" || !std::fs::metadata(path)?.is_dir() {
         return Ok(vec![path.to_string()]);
     }
+    let hidden =
+        |e: &walkdir::DirEntry| e.depth() > 0 && e.file_name().to_string_lossy().starts_with('.');
     let mut found = Vec::new();
-    let mut pending = vec![std::path::PathBuf::from(path)];
-    while let Some(dir) = pending.pop() {
-        for entry in std::fs::read_dir(&dir)? {
-            let entry = entry?;
-            let name = entry.file_name();
-            let name = name.to_string_lossy();
-            if name.starts_with('.') {
-                continue;
-            }
-            let kind = entry.file_type()?;
-            if kind.is_dir() {
-                pending.push(entry.path());
-            } else if name.ends_with(".yaml") || name.ends_with(".yml") {
-                found.push(entry.path().display().to_string());
-            }
+    for entry in walkdir::WalkDir::new(path)
+        .sort_by_file_name()
+        .into_iter()
+        .filter_entry(|e| !hidden(e))
+    {
+        let entry = entry.map_err(std::io::Error::from)?;
+        let name = entry.file_name().to_string_lossy();
+        if !entry.file_type().is_dir() && (name.ends_with(".yaml") || name.ends_with(".yml")) {
+            found.push(entry.path().display().to_string());
         }
     }
-    found.sort();
     Ok(found)
 }
 
