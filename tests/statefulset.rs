@@ -267,6 +267,15 @@ fn assert_promoted_pod_by_pod<const N: usize>(
     assert_eq!(w.lagging, [], "a weight ahead of its pods");
 }
 
+/// Waits (30 s at most) until the partition is held at the replica count.
+async fn partition_held(ns: &TestNs, what: &str) {
+    eventually(Duration::from_secs(30), what, || async {
+        partition(&sts(ns).await) == REPLICAS
+    })
+    .await
+    .unwrap();
+}
+
 async fn watch_rollout(
     ns: &TestNs,
     old: &str,
@@ -428,13 +437,7 @@ async fn a_statefulset_moves_pod_by_pod_from_the_highest_ordinal_and_rolls_back_
     ns.wait_phase("db", CanaryPhase::Initialized, Duration::from_secs(90))
         .await;
     // The hold comes in the reconcile after the one that reports Initialized.
-    eventually(
-        Duration::from_secs(30),
-        "the partition held at the replica count",
-        || async { partition(&sts(&ns).await) == REPLICAS },
-    )
-    .await
-    .unwrap();
+    partition_held(&ns, "the partition held at the replica count").await;
     eventually(
         Duration::from_secs(60),
         "every ordinal's claim bound",
@@ -469,13 +472,7 @@ async fn a_statefulset_moves_pod_by_pod_from_the_highest_ordinal_and_rolls_back_
         ],
         12.0,
     );
-    eventually(
-        Duration::from_secs(30),
-        "the partition held again",
-        || async { partition(&sts(&ns).await) == REPLICAS },
-    )
-    .await
-    .unwrap();
+    partition_held(&ns, "the partition held again").await;
 
     // 2. A slow revision: judged on ordinal 4, then on 3 and 4, where it fails; the template
     // goes back and the pods it reached with it, their volumes untouched.
@@ -517,13 +514,7 @@ async fn a_statefulset_moves_pod_by_pod_from_the_highest_ordinal_and_rolls_back_
         Some(V2),
         "the template is the promoted one again"
     );
-    eventually(
-        Duration::from_secs(30),
-        "the partition held again",
-        || async { partition(&sts(&ns).await) == REPLICAS },
-    )
-    .await
-    .unwrap();
+    partition_held(&ns, "the partition held again").await;
     assert_eq!(
         claims(&ns).await,
         volumes_before,
@@ -625,13 +616,7 @@ async fn behind_the_gateway_api_a_statefulsets_pods_lead_the_traffic_by_one_step
     let _controller = start_controller(&ns);
     wait_canary_routed(&ns, "db", &host).await.unwrap();
     // The hold comes in the reconcile after the one that reports Initialized.
-    eventually(
-        Duration::from_secs(30),
-        "the partition held at the replica count",
-        || async { partition(&sts(&ns).await) == REPLICAS },
-    )
-    .await
-    .unwrap();
+    partition_held(&ns, "the partition held at the replica count").await;
     let load = Load::start(&host, 30, Duration::from_secs(600));
 
     let v1 = current_revision(&ns).await;
@@ -659,13 +644,7 @@ async fn behind_the_gateway_api_a_statefulsets_pods_lead_the_traffic_by_one_step
         0,
         "no request lost on the way: {tally:?}"
     );
-    eventually(
-        Duration::from_secs(30),
-        "the partition held again",
-        || async { partition(&sts(&ns).await) == REPLICAS },
-    )
-    .await
-    .unwrap();
+    partition_held(&ns, "the partition held again").await;
     eventually(
         Duration::from_secs(30),
         "Traefik to route everything to the primary",
