@@ -162,6 +162,69 @@ impl OtherCluster {
     pub async fn client(&self) -> Client {
         client_of(&self.kubeconfig).await
     }
+
+    /// The API server's audit records so far (each list when it completes, each watch when it
+    /// starts: the cluster's audit policy), one JSON object each.
+    pub fn audit_records(&self) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(self.dir.join("run").join("audit.log"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
+    /// Of `records`, the lists and watches in `namespace`, counted by verb and resource
+    /// (`list canaries`, `watch deployments`).
+    pub fn lists_and_watches_in(
+        records: &[serde_json::Value],
+        namespace: &str,
+    ) -> std::collections::BTreeMap<String, usize> {
+        let mut counts = std::collections::BTreeMap::new();
+        for r in records {
+            let object = &r["objectRef"];
+            if object["namespace"] != namespace {
+                continue;
+            }
+            let (Some(verb), Some(resource)) = (r["verb"].as_str(), object["resource"].as_str())
+            else {
+                continue;
+            };
+            *counts.entry(format!("{verb} {resource}")).or_insert(0) += 1;
+        }
+        counts
+    }
+
+    /// Kills its etcd and API server (SIGKILL, no goodbye), then starts the control plane
+    /// again on the same ports and data (`cargo xtask cluster up --dir …` restarts every
+    /// component when some are gone).
+    pub fn crash_and_restart(&self) -> anyhow::Result<()> {
+        for component in ["kube-apiserver", "etcd"] {
+            let record =
+                std::fs::read_to_string(self.dir.join("run").join(format!("{component}.pid")))?;
+            let pid = record
+                .lines()
+                .find_map(|l| l.strip_prefix("pid="))
+                .context("a pid in the record")?
+                .trim()
+                .to_string();
+            let killed = Command::new("kill").args(["-9", &pid]).status()?;
+            if !killed.success() {
+                bail!("kill -9 {pid} ({component}) failed");
+            }
+        }
+        let up = cargo()
+            .args(["run", "--quiet", "-p", "xtask", "--", "cluster", "up"])
+            .args(["--dir", &self.dir.to_string_lossy()])
+            .output()
+            .context("run `cargo xtask cluster up --dir`")?;
+        if !up.status.success() {
+            bail!(
+                "the control plane did not start again:\n{}",
+                tail(&up.stderr, 40)
+            );
+        }
+        Ok(())
+    }
 }
 
 impl Drop for OtherCluster {
@@ -379,7 +442,11 @@ impl TestNs {
             .args(["--metrics-addr", &format!("127.0.0.1:{port}")])
             .args(extra)
             .env("KUBECONFIG", kubeconfig)
-            .env("RUST_LOG", "info,kube=warn")
+            .env(
+                "RUST_LOG",
+                std::env::var("FLEDGE_E2E_CONTROLLER_LOG")
+                    .unwrap_or_else(|_| "info,kube=warn".into()),
+            )
             .stdout(Stdio::from(log.try_clone().expect("log")))
             .stderr(Stdio::from(log))
             .spawn()

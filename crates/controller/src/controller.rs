@@ -88,7 +88,10 @@ pub struct Context {
     /// For each Canary (by uid), the resourceVersion our last status write replaced. While the
     /// watch still shows that version, the cached object predates our own write: acting on it
     /// would replay a decision already taken (and scale or route from an old status).
-    written_over: std::sync::Mutex<std::collections::HashMap<String, String>>,
+    /// Per Canary uid: the resource version our last status write replaced, and when.
+    /// Asks the Canary watch for a fresh list, when the cache is found behind the API server.
+    canary_relist: crate::watch::Relist,
+    written_over: std::sync::Mutex<std::collections::HashMap<String, (String, std::time::Instant)>>,
     /// Rollout slots given out and not yet visible in the cache, by Canary uid.
     slots_held: std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>,
     /// Failed reconciles per Canary, for the backoff of their retries.
@@ -114,9 +117,15 @@ pub async fn run(
 
     // The Controller's own reflector, as `Controller::new` builds it, with slimmed objects.
     let (canaries, canary_writer) = reflector::store();
+    let canary_relist = crate::watch::Relist::default();
     let canary_stream = reflector::reflector(
         canary_writer,
-        watcher(scoped::<Canary>(&client, ns), watcher::Config::default()).modify(slim),
+        crate::watch::relisting(
+            scoped::<Canary>(&client, ns),
+            watcher::Config::default(),
+            canary_relist.clone(),
+        )
+        .modify(slim),
     )
     .default_backoff()
     .applied_objects();
@@ -173,6 +182,7 @@ pub async fn run(
             statefulsets,
         },
         canaries,
+        canary_relist,
         configs: ConfigTracker::new(cm_store, secret_store),
         settings,
         written_over: Default::default(),
@@ -256,7 +266,7 @@ where
     let (store, writer) = reflector::store();
     let stream = reflector::reflector(
         writer,
-        watcher(api, watcher::Config::default()).modify(slim),
+        crate::watch::relisting(api, watcher::Config::default(), Default::default()).modify(slim),
     )
     .default_backoff()
     .touched_objects();
@@ -383,6 +393,13 @@ async fn reconcile(canary: Arc<Canary>, ctx: Arc<Context>) -> Result<Requeue> {
     let span = info_span!("reconcile", canary = %key(&canary));
     async move {
         let started = std::time::Instant::now();
+        let fresh = match stale_since(&ctx, &canary) {
+            Some(since) if since.elapsed() >= WATCH_LAG_LIMIT => {
+                read_directly(&ctx, &canary, since.elapsed()).await
+            }
+            _ => None,
+        };
+        let canary = fresh.map(Arc::new).unwrap_or(canary);
         let out = reconcile_inner(&canary, &ctx).await;
         ctx.metrics.reconcile_duration(&canary, started.elapsed());
         match &out {
@@ -596,14 +613,50 @@ async fn caches_ready(ctx: &Context) -> bool {
 
 /// Whether the cached Canary is older than our own last status write.
 fn is_stale(ctx: &Context, canary: &Canary) -> bool {
-    let (Some(uid), Some(rv)) = (canary.uid(), canary.resource_version()) else {
-        return false;
-    };
+    stale_since(ctx, canary).is_some()
+}
+
+/// How long a watch may take to bring back our own status write before the Canary is read
+/// from the API server instead. A watch delivers in milliseconds; one that has not in this
+/// long is broken (a control plane that restarted under it), and waiting on it would stop the
+/// rollout until the watch is next renewed, minutes later.
+const WATCH_LAG_LIMIT: Duration = Duration::from_secs(5);
+
+/// When we wrote over the cached Canary's version, if it is older than our last status write.
+fn stale_since(ctx: &Context, canary: &Canary) -> Option<std::time::Instant> {
+    let (uid, rv) = (canary.uid()?, canary.resource_version()?);
     let map = ctx
         .written_over
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
-    map.get(&uid) == Some(&rv)
+    map.get(&uid)
+        .filter(|(written_over, _)| *written_over == rv)
+        .map(|(_, at)| *at)
+}
+
+/// The Canary as the API server has it now, when the cache has lagged behind our own write
+/// for `lag`; `None` when it cannot be read (the reconcile then waits on the cache as before).
+async fn read_directly(ctx: &Context, canary: &Canary, lag: Duration) -> Option<Canary> {
+    let api: Api<Canary> =
+        Api::namespaced(ctx.client.clone(), &canary.namespace().unwrap_or_default());
+    match api.get(&canary.name_any()).await {
+        Ok(mut fresh) => {
+            warn!(
+                lag_seconds = lag.as_secs(),
+                "the Canary watch has not brought back our last status write; read the Canary \
+                 from the API server instead, and list the Canaries afresh"
+            );
+            if fresh.resource_version() != canary.resource_version() {
+                ctx.canary_relist.now();
+            }
+            slim(&mut fresh);
+            Some(fresh)
+        }
+        Err(e) => {
+            warn!(error = %e, "the Canary watch lags and the Canary cannot be read either");
+            None
+        }
+    }
 }
 
 /// A reconcile failed for a reason only a person can fix (a provider that cannot route as
@@ -647,7 +700,7 @@ fn remember_write(ctx: &Context, canary: &Canary) {
         ctx.written_over
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .insert(uid, rv);
+            .insert(uid, (rv, std::time::Instant::now()));
     }
 }
 

@@ -21,6 +21,7 @@ pub mod server;
 pub mod services;
 pub mod statefulset;
 pub mod validate_cmd;
+pub mod watch;
 pub mod webhooks;
 pub mod workload;
 

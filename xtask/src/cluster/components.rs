@@ -57,7 +57,25 @@ pub struct Files<'a> {
     pub kwok_kubeconfig: &'a Path,
     /// kwok's Stage files (node and pod lifecycles).
     pub kwok_stages: &'a [PathBuf],
+    /// The API server's audit policy ([`AUDIT_POLICY`]) and the log it writes.
+    pub audit_policy: &'a Path,
+    pub audit_log: &'a Path,
 }
+
+/// What the API server's audit log records: each list when it completes and each watch when it
+/// starts, with who asked and for what (no bodies). Tests count a client's lists and watches
+/// with it (a controller whose watches resume after a restart lists once, not in a storm).
+pub const AUDIT_POLICY: &str = "apiVersion: audit.k8s.io/v1
+kind: Policy
+rules:
+- level: Metadata
+  verbs: [\"list\"]
+  omitStages: [\"RequestReceived\", \"ResponseStarted\"]
+- level: Metadata
+  verbs: [\"watch\"]
+  omitStages: [\"RequestReceived\", \"ResponseComplete\"]
+- level: None
+";
 
 fn arg(name: &str, value: impl std::fmt::Display) -> String {
     format!("--{name}={value}")
@@ -108,6 +126,10 @@ pub fn apiserver_args(ports: &Ports, files: &Files) -> Vec<String> {
         // needs it (in-cluster clients here run on the host and use the kubeconfig).
         arg("endpoint-reconciler-type", "none"),
         arg("profiling", "false"),
+        arg("audit-policy-file", path(files.audit_policy)),
+        arg("audit-log-path", path(files.audit_log)),
+        arg("audit-log-maxsize", 20),
+        arg("audit-log-maxbackup", 1),
     ]
 }
 
@@ -212,6 +234,8 @@ mod tests {
             scheduler_config: Path::new("/c/scheduler.yaml"),
             kwok_kubeconfig: Path::new("/c/kwok.kubeconfig"),
             kwok_stages: stages,
+            audit_policy: Path::new("/c/audit-policy.yaml"),
+            audit_log: Path::new("/c/audit.log"),
         }
     }
 
@@ -232,6 +256,7 @@ mod tests {
         assert!(api.contains(&"--bind-address=127.0.0.1".to_string()));
         assert!(api.contains(&"--secure-port=6443".to_string()));
         assert!(api.contains(&"--etcd-servers=http://127.0.0.1:2379".to_string()));
+        assert!(api.contains(&"--audit-log-path=/c/audit.log".to_string()));
         assert!(api.contains(&"--service-account-signing-key-file=/c/pki/sa.key".to_string()));
         for args in [controller_manager_args(&f), scheduler_args(&f)] {
             assert!(args.contains(&"--secure-port=0".to_string()));

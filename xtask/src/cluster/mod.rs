@@ -313,7 +313,11 @@ fn start_all(layout: &Layout, args: &UpArgs, bins: &Binaries) -> Result<ClusterI
     )?;
     let kwok_kubeconfig = write("kwok.kubeconfig", pki.kubeconfig(&server, pki::KWOK)?)?;
     let etcd_data = layout.etcd_data();
+    let audit_policy = write("audit-policy.yaml", components::AUDIT_POLICY.to_string())?;
+    let audit_log = run.join("audit.log");
     let files = Files {
+        audit_policy: &audit_policy,
+        audit_log: &audit_log,
         pki: &pki,
         etcd_data: &etcd_data,
         controller_manager_kubeconfig: &cm_kubeconfig,

@@ -1,0 +1,168 @@
+//! Watches that survive a restart of the control plane.
+//!
+//! A watcher resumes from the last resource version it saw. When the API server has restarted,
+//! its watch cache starts at the version etcd holds now, and a watch asked to resume from an
+//! older one is answered `410 Gone` (`too old resource version`). kube-runtime's watcher starts
+//! over with a fresh list when that 410 arrives as an event inside a running watch, but when it
+//! is the answer to the watch request itself the watcher asks again from the same version,
+//! forever: the cache it feeds never changes again. [`relisting`] ends such a watcher on that
+//! answer and starts a new one, whose first list replaces the whole cache.
+//!
+//! A watch request can also hang with neither an answer nor an error when the API server dies
+//! under it (seen when etcd and the API server are killed together). Whoever finds the cache
+//! behind what the API server holds asks for a fresh list with [`Relist::now`].
+
+use std::fmt::Debug;
+use std::sync::Arc;
+
+use futures::{Stream, StreamExt};
+use kube::Api;
+use kube::runtime::watcher;
+use serde::de::DeserializeOwned;
+use tokio::sync::Notify;
+
+/// A request to start a watcher again from a fresh list.
+#[derive(Clone, Default)]
+pub struct Relist(Arc<Notify>);
+
+impl Relist {
+    /// Ends the running watch; its successor lists everything afresh. Asked while no watch
+    /// runs, it ends the next one at once.
+    pub fn now(&self) {
+        self.0.notify_one();
+    }
+}
+
+/// `watcher(api, config)`, started again from a fresh list whenever the API server answers a
+/// watch request with `410 Gone`, or `relist` asks for it.
+pub fn relisting<K>(
+    api: Api<K>,
+    config: watcher::Config,
+    relist: Relist,
+) -> impl Stream<Item = watcher::Result<watcher::Event<K>>> + Send
+where
+    K: kube::Resource + Clone + DeserializeOwned + Debug + Send + 'static,
+{
+    restarting(move || watcher(api.clone(), config.clone()), relist)
+}
+
+/// The streams `start` makes, one after the other: each runs until it yields a watch request
+/// answered `410 Gone`, which is passed on (the backoff after it sees an error) before the next
+/// stream starts, or until `relist` asks.
+fn restarting<S, K>(
+    start: impl FnMut() -> S + Send,
+    relist: Relist,
+) -> impl Stream<Item = S::Item> + Send
+where
+    S: Stream<Item = watcher::Result<watcher::Event<K>>> + Send,
+    K: Send,
+{
+    futures::stream::repeat_with(start).flat_map(move |stream| {
+        let asked = relist.0.clone();
+        stream
+            .take_until(async move { asked.notified().await })
+            .scan(false, |gone, item| {
+                let next = (!*gone).then(|| {
+                    *gone = is_gone(&item);
+                    item
+                });
+                futures::future::ready(next)
+            })
+    })
+}
+
+/// Whether the API server refused to start a watch from the version asked for.
+fn is_gone<K>(item: &watcher::Result<watcher::Event<K>>) -> bool {
+    matches!(
+        item,
+        Err(watcher::Error::WatchStartFailed(kube::Error::Api(status))) if status.code == 410
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kube::core::Status;
+
+    fn refused(code: u16) -> watcher::Result<watcher::Event<String>> {
+        let status = Status::failure("too old resource version: 457 (524)", "Expired");
+        Err(watcher::Error::WatchStartFailed(kube::Error::Api(
+            Box::new(status.with_code(code)),
+        )))
+    }
+
+    fn applied(name: &str) -> watcher::Result<watcher::Event<String>> {
+        Ok(watcher::Event::Apply(name.to_string()))
+    }
+
+    /// What the test's watchers yielded, as text: `apply a`, `410`, `500`.
+    fn seen(items: &[watcher::Result<watcher::Event<String>>]) -> Vec<String> {
+        items
+            .iter()
+            .map(|item| match item {
+                Ok(watcher::Event::Apply(name)) => format!("apply {name}"),
+                Ok(_) => "other".to_string(),
+                Err(watcher::Error::WatchStartFailed(kube::Error::Api(s))) => s.code.to_string(),
+                Err(e) => e.to_string(),
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_watch_refused_with_410_starts_a_new_watcher_and_other_errors_do_not() {
+        let mut started = 0;
+        let stream = restarting(
+            move || {
+                started += 1;
+                let items = match started {
+                    // Listed, then the restarted API server refuses the old version (twice, as
+                    // the old watcher would ask again): only the first refusal is passed on.
+                    1 => vec![applied("a"), refused(410), refused(410)],
+                    // A new list; a refusal for another reason keeps the same watcher.
+                    2 => vec![applied("a"), refused(500), applied("b"), refused(410)],
+                    _ => vec![applied("c")],
+                };
+                futures::stream::iter(items)
+            },
+            Relist::default(),
+        );
+        let items: Vec<_> = stream.take(7).collect().await;
+        assert_eq!(
+            seen(&items),
+            [
+                "apply a", "410", "apply a", "500", "apply b", "410", "apply c"
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_relist_asked_for_ends_the_running_watch_and_starts_another() {
+        let relist = Relist::default();
+        let mut started = 0;
+        let stream = restarting(
+            move || {
+                started += 1;
+                let name = format!("from watcher {started}");
+                // A watch that gives one object, then hangs.
+                futures::stream::iter([applied(&name)]).chain(futures::stream::pending())
+            },
+            relist.clone(),
+        );
+        let mut stream = std::pin::pin!(stream);
+        assert_eq!(
+            seen(&[stream.next().await.unwrap()]),
+            ["apply from watcher 1"]
+        );
+        relist.now();
+        assert_eq!(
+            seen(&[stream.next().await.unwrap()]),
+            ["apply from watcher 2"]
+        );
+        // And again: each ask ends the watcher running then.
+        relist.now();
+        assert_eq!(
+            seen(&[stream.next().await.unwrap()]),
+            ["apply from watcher 3"]
+        );
+    }
+}
