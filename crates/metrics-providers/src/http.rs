@@ -154,21 +154,14 @@ impl Http {
 
     /// The answer's body, read up to [`MAX_ANSWER_BYTES`]: an answer over that (a query that
     /// matched a million series) is refused before it fills the controller's memory.
-    async fn body(&self, mut response: reqwest::Response) -> Result<String, MetricOutcome> {
-        let mut body = Vec::new();
-        while let Some(chunk) = response.chunk().await.map_err(|e| self.transport(&e))? {
-            if body.len() + chunk.len() > MAX_ANSWER_BYTES {
-                return Err(MetricOutcome::Error(format!(
-                    "{} at {} sent an answer over {} MiB; narrow the query to the one number \
-                     the check needs",
-                    self.name,
-                    self.shown,
-                    MAX_ANSWER_BYTES >> 20
-                )));
-            }
-            body.extend_from_slice(&chunk);
+    async fn body(&self, response: reqwest::Response) -> Result<String, MetricOutcome> {
+        match capped_body(response)
+            .await
+            .map_err(|e| self.transport(&e))?
+        {
+            Some(body) => Ok(String::from_utf8_lossy(&body).into_owned()),
+            None => Err(oversized(self.name, &self.shown)),
         }
-        Ok(String::from_utf8_lossy(&body).into_owned())
     }
 
     fn status_failure(
@@ -288,6 +281,30 @@ pub(crate) fn whole_seconds(d: Duration) -> u64 {
 /// asked without one: Flagger's default metric interval.
 pub(crate) const DEFAULT_INTERVAL: Duration = Duration::from_secs(60);
 
+/// The body of `response`, or `None` when it grows over [`MAX_ANSWER_BYTES`] (it is not read
+/// further).
+pub(crate) async fn capped_body(
+    mut response: reqwest::Response,
+) -> Result<Option<Vec<u8>>, reqwest::Error> {
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await? {
+        if body.len() + chunk.len() > MAX_ANSWER_BYTES {
+            return Ok(None);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(Some(body))
+}
+
+/// The failure of a query whose answer from `name` at `shown` is over [`MAX_ANSWER_BYTES`].
+pub(crate) fn oversized(name: &str, shown: &str) -> MetricOutcome {
+    MetricOutcome::Error(format!(
+        "{name} at {shown} sent an answer over {} MiB; narrow the query to the one number the \
+         check needs",
+        MAX_ANSWER_BYTES >> 20
+    ))
+}
+
 /// What the providers' unit tests share.
 #[cfg(test)]
 pub(crate) mod testing {
@@ -301,6 +318,34 @@ pub(crate) mod testing {
             Ok(o) => format!("{o:?}"),
             Err(e) => format!("unreadable: {e}"),
         }
+    }
+
+    /// A server on loopback that answers one request with 200 and a chunked body bigger
+    /// than [`super::MAX_ANSWER_BYTES`] (chunks of 1 MiB, four more than the limit holds).
+    pub(crate) async fn oversized_server(content_type: &'static str) -> std::net::SocketAddr {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (mut conn, _) = listener.accept().await.unwrap();
+            let mut buf = vec![0u8; 4096];
+            let _ = conn.read(&mut buf).await;
+            let head = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: {content_type}\r\n\
+                 transfer-encoding: chunked\r\n\r\n"
+            );
+            if conn.write_all(head.as_bytes()).await.is_err() {
+                return;
+            }
+            let chunk = format!("100000\r\n{}\r\n", "[1,".repeat(0x100000 / 3) + "1");
+            for _ in 0..(super::MAX_ANSWER_BYTES >> 20) + 4 {
+                if conn.write_all(chunk.as_bytes()).await.is_err() {
+                    return;
+                }
+            }
+            let _ = conn.write_all(b"0\r\n\r\n").await;
+        });
+        addr
     }
 
     /// A configuration of `kind` at `address` whose Secret `apps/<kind>` holds `pairs`.
@@ -330,25 +375,7 @@ mod tests {
     /// than [`MAX_ANSWER_BYTES`]): the query fails with a reason instead of holding it all.
     #[tokio::test]
     async fn an_answer_over_the_limit_is_refused() {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move {
-            let (mut conn, _) = listener.accept().await.unwrap();
-            let mut buf = vec![0u8; 4096];
-            let _ = conn.read(&mut buf).await;
-            let head = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n";
-            if conn.write_all(head).await.is_err() {
-                return;
-            }
-            let chunk = format!("100000\r\n{}\r\n", "[1,".repeat(0x100000 / 3) + "1");
-            for _ in 0..(MAX_ANSWER_BYTES >> 20) + 4 {
-                if conn.write_all(chunk.as_bytes()).await.is_err() {
-                    return;
-                }
-            }
-            let _ = conn.write_all(b"0\r\n\r\n").await;
-        });
+        let addr = testing::oversized_server("application/json").await;
         let base = Url::parse(&format!("http://{addr}")).unwrap();
         let cfg = testing::config("graphite", base.as_str(), &[]);
         let http = Http::new(

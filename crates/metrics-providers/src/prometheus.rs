@@ -5,7 +5,9 @@
 use std::time::Duration;
 
 use fledge_core::MetricOutcome;
-use prometheus_http_query::{Client, Error as PromError, response::Data};
+use prometheus_http_query::error::PrometheusError;
+use prometheus_http_query::response::{Data, PromqlResult};
+use prometheus_http_query::{Client, Error as PromError};
 use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderName, HeaderValue};
 use url::Url;
 
@@ -50,12 +52,17 @@ fn auth_of(secret: Option<&SecretData>) -> Result<Auth, String> {
     )
 }
 
+/// The envelope of every answer of Prometheus's query API.
+#[derive(serde::Deserialize)]
+#[serde(tag = "status", rename_all = "lowercase")]
+enum Answer {
+    Success { data: PromqlResult },
+    Error(PrometheusError),
+}
+
 /// A client of one Prometheus server.
 pub struct Prometheus {
     client: Client,
-    /// The same HTTP client and base URL, to read an error answer the query client cannot.
-    http: reqwest::Client,
-    base: Url,
     shown: String,
     timeout: Duration,
 }
@@ -147,12 +154,10 @@ impl Prometheus {
         let http = builder
             .build()
             .map_err(|e| format!("cannot build an HTTP client for {shown}: {e}"))?;
-        let client = Client::from(http.clone(), url.as_str())
+        let client = Client::from(http, url.as_str())
             .map_err(|e| format!("the Prometheus address {shown} is not usable: {e}"))?;
         Ok(Prometheus {
             client,
-            http,
-            base: url,
             shown,
             timeout,
         })
@@ -189,13 +194,9 @@ impl Prometheus {
         if let Some(t) = at {
             q = q.at(t);
         }
-        let result = match q.get().await {
+        let result = match self.answer(q.get_raw().await).await {
             Ok(r) => r,
-            Err(e) => {
-                let mut params = vec![("query", promql.to_string())];
-                params.extend(at.map(|t| ("time", t.to_string())));
-                return self.failure_of(&e, "api/v1/query", &params).await;
-            }
+            Err(failed) => return failed,
         };
         match result.data() {
             Data::Scalar(s) => MetricOutcome::Value(s.value()),
@@ -228,23 +229,14 @@ impl Prometheus {
         });
         let start = end - range.as_secs().max(1) as i64;
         let step = (range.as_secs_f64() / 20.0).max(1.0);
-        let result = match self
-            .client
-            .query_range(promql, start, end, step)
-            .get()
-            .await
-        {
-            Ok(r) => r,
-            Err(e) => {
-                let params = [
-                    ("query", promql.to_string()),
-                    ("start", start.to_string()),
-                    ("end", end.to_string()),
-                    ("step", step.to_string()),
-                ];
-                return Err(self.failure_of(&e, "api/v1/query_range", &params).await);
-            }
-        };
+        let result = self
+            .answer(
+                self.client
+                    .query_range(promql, start, end, step)
+                    .get_raw()
+                    .await,
+            )
+            .await?;
         Ok(match result.data() {
             Data::Matrix(series) => series
                 .iter()
@@ -255,45 +247,71 @@ impl Prometheus {
         })
     }
 
-    /// [`Prometheus::failure`], but an answer the query client cannot read (a server that is
-    /// Prometheus-compatible, not Prometheus: VictoriaMetrics gives an HTTP status as its
-    /// `errorType`) is asked again as plain JSON, so that the server's own reason is reported.
-    async fn failure_of(
+    /// The result in the answer to a query, read up to [`crate::http::MAX_ANSWER_BYTES`] (a
+    /// query that matched a million series fails instead of filling the controller's memory).
+    /// An error answer is reported in the server's own words, also from a server that is
+    /// Prometheus-compatible but not Prometheus (VictoriaMetrics gives an HTTP status as its
+    /// `errorType`, which the query client's error type does not know).
+    async fn answer(
         &self,
-        e: &PromError,
-        path: &str,
-        params: &[(&str, String)],
-    ) -> MetricOutcome {
-        let unreadable =
-            matches!(e, PromError::Client(c) if c.inner().is_some_and(|i| i.is_decode()));
-        if !unreadable {
-            return self.failure(e);
+        sent: Result<reqwest::Response, PromError>,
+    ) -> Result<PromqlResult, MetricOutcome> {
+        let response = sent.map_err(|e| self.failure(&e))?;
+        let status = response.status();
+        let body = crate::http::capped_body(response)
+            .await
+            .map_err(|e| self.transport(&e))?
+            .ok_or_else(|| crate::http::oversized("Prometheus", &self.shown))?;
+        if let Ok(answer) = serde_json::from_slice::<Answer>(&body) {
+            return match answer {
+                Answer::Success { data } => Ok(data),
+                Answer::Error(e) => Err(self.failure(&PromError::Prometheus(e))),
+            };
         }
-        let mut base = self.base.clone();
-        if !base.path().ends_with('/') {
-            base.set_path(&format!("{}/", base.path()));
-        }
-        let Ok(url) = base.join(path) else {
-            return self.failure(e);
-        };
-        let answer = async {
-            let r = self.http.get(url).query(params).send().await.ok()?;
-            let status = r.status();
-            let body: serde_json::Value = r.json().await.ok()?;
-            let error = body.get("error")?.as_str()?.to_string();
-            Some((status, error))
-        };
-        match answer.await {
-            Some((status, error)) if status.is_client_error() => MetricOutcome::Error(format!(
-                "Prometheus at {} refused the query: {error}",
-                self.shown
+        let error = serde_json::from_slice::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| Some(v.get("error")?.as_str()?.to_string()));
+        let at = &self.shown;
+        Err(match error {
+            Some(error) if status.is_client_error() => {
+                MetricOutcome::Error(format!("Prometheus at {at} refused the query: {error}"))
+            }
+            Some(error) => {
+                MetricOutcome::Error(format!("Prometheus at {at} failed the query: {error}"))
+            }
+            None if !status.is_success() => {
+                let hint = match status.as_u16() {
+                    401 | 403 => "; check the credentials in the provider's secretRef",
+                    404 => "; check the address (it must be the server's base URL)",
+                    _ => "",
+                };
+                MetricOutcome::ProviderUnreachable(format!(
+                    "Prometheus at {at} answered HTTP {status}{hint}"
+                ))
+            }
+            None => MetricOutcome::ProviderUnreachable(format!(
+                "Prometheus at {at} gave an answer fledge cannot read (not the JSON of \
+                 Prometheus's query API); is the address a Prometheus server?"
             )),
-            Some((_, error)) => MetricOutcome::Error(format!(
-                "Prometheus at {} failed the query: {error}",
-                self.shown
-            )),
-            None => self.failure(e),
+        })
+    }
+
+    /// A request that got no answer: it timed out, or the connection failed.
+    fn transport(&self, inner: &reqwest::Error) -> MetricOutcome {
+        let at = &self.shown;
+        if inner.is_timeout() {
+            return MetricOutcome::ProviderUnreachable(format!(
+                "Prometheus at {at} did not answer within {}s",
+                self.timeout.as_secs_f64()
+            ));
         }
+        // The innermost cause (e.g. "Connection refused (os error 111)"), without the request
+        // URL reqwest's own message carries.
+        let mut cause: &dyn std::error::Error = inner;
+        while let Some(next) = cause.source() {
+            cause = next;
+        }
+        MetricOutcome::ProviderUnreachable(format!("cannot reach Prometheus at {at}: {cause}"))
     }
 
     fn failure(&self, e: &PromError) -> MetricOutcome {
@@ -313,38 +331,12 @@ impl Prometheus {
                 "Prometheus at {at} failed the query: {}",
                 p.message()
             )),
-            PromError::Client(c) => {
-                let Some(inner) = c.inner() else {
-                    return MetricOutcome::ProviderUnreachable(format!(
-                        "Prometheus at {at} gave an answer fledge cannot read: {c}"
-                    ));
-                };
-                if inner.is_timeout() {
-                    return MetricOutcome::ProviderUnreachable(format!(
-                        "Prometheus at {at} did not answer within {}s",
-                        self.timeout.as_secs_f64()
-                    ));
-                }
-                if let Some(status) = inner.status() {
-                    let hint = match status.as_u16() {
-                        401 | 403 => "; check the credentials in the provider's secretRef",
-                        404 => "; check the address (it must be the server's base URL)",
-                        _ => "",
-                    };
-                    return MetricOutcome::ProviderUnreachable(format!(
-                        "Prometheus at {at} answered HTTP {status}{hint}"
-                    ));
-                }
-                // The innermost cause (e.g. "Connection refused (os error 111)"), without the
-                // request URL reqwest's own message carries.
-                let mut cause: &dyn std::error::Error = inner;
-                while let Some(next) = cause.source() {
-                    cause = next;
-                }
-                MetricOutcome::ProviderUnreachable(format!(
-                    "cannot reach Prometheus at {at}: {cause}"
-                ))
-            }
+            PromError::Client(c) => match c.inner() {
+                Some(inner) => self.transport(inner),
+                None => MetricOutcome::ProviderUnreachable(format!(
+                    "Prometheus at {at} gave an answer fledge cannot read: {c}"
+                )),
+            },
             other => MetricOutcome::Error(format!("Prometheus at {at}: {other}")),
         }
     }
@@ -371,5 +363,27 @@ impl MetricsProvider for Prometheus {
         end: Option<i64>,
     ) -> Result<Vec<f64>, MetricOutcome> {
         self.range_values(query, range, end).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http::testing;
+
+    /// A query whose answer is bigger than any check needs (a query that matched a million
+    /// series) fails with a reason; the answer is not read past the limit.
+    #[tokio::test]
+    async fn an_answer_over_the_limit_is_refused() {
+        let addr = testing::oversized_server("application/json").await;
+        let cfg = testing::config("prometheus", &format!("http://{addr}"), &[]);
+        let prometheus = Prometheus::new(&cfg, Duration::from_secs(30)).unwrap();
+        match prometheus.query("up").await {
+            MetricOutcome::Error(m) => assert!(
+                m.contains("sent an answer over 16 MiB; narrow the query"),
+                "{m}"
+            ),
+            other => panic!("{other:?}"),
+        }
     }
 }
