@@ -116,6 +116,16 @@ impl CloudWatch {
             Some(e) => crate::shown(e.as_str()),
             None => format!("https://monitoring.{region}.amazonaws.com"),
         };
+        if let Some(e) = &endpoint {
+            let policy = crate::egress::policy();
+            if let Some(reason) =
+                crate::egress::refused(&policy, e, fledge_core::egress::Purpose::Metrics)
+            {
+                return Err(format!(
+                    "the CloudWatch address {shown} is not allowed: {reason}"
+                ));
+            }
+        }
         Ok(CloudWatch {
             region,
             endpoint,
@@ -162,7 +172,19 @@ impl CloudWatch {
             .await;
         let mut conf = aws_sdk_cloudwatch::config::Builder::from(&shared);
         if let Some(e) = &self.endpoint {
-            conf = conf.endpoint_url(e.as_str().trim_end_matches('/'));
+            // An address from the Canary's namespace: its host name is resolved through the
+            // egress policy, as the other providers' are. (The credential chain keeps the
+            // SDK's own client: the instance metadata it may ask is the operator's, not a
+            // Canary's.)
+            use aws_smithy_http_client::tls::{Provider, rustls_provider::CryptoMode};
+            let http = aws_smithy_http_client::Builder::new()
+                .tls_provider(Provider::Rustls(CryptoMode::AwsLc))
+                .build_with_resolver(crate::egress::AwsPolicyResolver::new(
+                    fledge_core::egress::Purpose::Metrics,
+                ));
+            conf = conf
+                .endpoint_url(e.as_str().trim_end_matches('/'))
+                .http_client(http);
         }
         let client = Client::from_conf(conf.build());
         if let Ok(mut m) = clients.lock() {

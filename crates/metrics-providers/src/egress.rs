@@ -89,16 +89,56 @@ impl reqwest::dns::Resolve for PolicyResolver {
     fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
         let (policy, purpose) = (self.policy.clone(), self.purpose);
         Box::pin(async move {
-            let addrs: Vec<SocketAddr> =
-                tokio::net::lookup_host((name.as_str(), 0)).await?.collect();
-            if let Some(reason) = addrs
-                .iter()
-                .find_map(|a| policy.check(a.ip(), None, purpose).err())
-            {
-                return Err(reason.into());
-            }
+            let addrs = resolve_allowed(&policy, purpose, name.as_str()).await?;
             let addrs: reqwest::dns::Addrs = Box::new(addrs.into_iter());
             Ok(addrs)
+        })
+    }
+}
+
+/// The addresses of `name`, when `policy` allows every one of them for `purpose`.
+async fn resolve_allowed(
+    policy: &DestinationPolicy,
+    purpose: Purpose,
+    name: &str,
+) -> Result<Vec<SocketAddr>, Box<dyn std::error::Error + Send + Sync>> {
+    let addrs: Vec<SocketAddr> = tokio::net::lookup_host((name, 0)).await?.collect();
+    match addrs
+        .iter()
+        .find_map(|a| policy.check(a.ip(), None, purpose).err())
+    {
+        Some(reason) => Err(reason.into()),
+        None => Ok(addrs),
+    }
+}
+
+/// The same resolver for the AWS SDK's HTTP client (the CloudWatch provider's endpoint).
+#[derive(Clone, Debug)]
+pub(crate) struct AwsPolicyResolver {
+    policy: Arc<DestinationPolicy>,
+    purpose: Purpose,
+}
+
+impl AwsPolicyResolver {
+    /// A resolver of the process's policy for `purpose`.
+    pub(crate) fn new(purpose: Purpose) -> Self {
+        AwsPolicyResolver {
+            policy: policy(),
+            purpose,
+        }
+    }
+}
+
+impl aws_smithy_runtime_api::client::dns::ResolveDns for AwsPolicyResolver {
+    fn resolve_dns<'a>(
+        &'a self,
+        name: &'a str,
+    ) -> aws_smithy_runtime_api::client::dns::DnsFuture<'a> {
+        aws_smithy_runtime_api::client::dns::DnsFuture::new(async move {
+            resolve_allowed(&self.policy, self.purpose, name)
+                .await
+                .map(|addrs| addrs.into_iter().map(|a| a.ip()).collect())
+                .map_err(aws_smithy_runtime_api::client::dns::ResolveDnsError::new)
         })
     }
 }
@@ -118,7 +158,7 @@ mod tests {
             headers: Vec::new(),
             secret: None,
             insecure_skip_verify: false,
-            region: None,
+            region: Some("us-east-1".into()),
         }
     }
 
@@ -130,6 +170,7 @@ mod tests {
             ("influxdb", "http://[fe80::1]:8086"),
             ("graphite", "https://[fd00:ec2::254]/"),
             ("prometheus", "http://[::ffff:169.254.169.254]/"),
+            ("cloudwatch", "http://169.254.169.254/"),
         ] {
             match provider_for(&config(kind, address), Duration::from_secs(5)) {
                 Err(MetricOutcome::Error(m)) => assert!(
