@@ -5,6 +5,7 @@
 
 pub mod analysis;
 pub mod browser;
+pub mod cgroup;
 pub mod dataplane;
 pub mod demo;
 pub mod flagger;
@@ -497,6 +498,19 @@ impl TestNs {
             let _ = c.kill();
             let _ = c.wait();
         }
+    }
+
+    /// The process id of the controller `idx`.
+    pub fn controller_pid(&self, idx: usize) -> u32 {
+        self.controllers.lock().unwrap()[idx].id()
+    }
+
+    /// How the controller `idx` ended, or `None` while it runs.
+    pub fn controller_exit(&self, idx: usize) -> Option<std::process::ExitStatus> {
+        self.controllers.lock().unwrap()[idx]
+            .try_wait()
+            .ok()
+            .flatten()
     }
 
     /// Where the log of a controller started by [`TestNs::start_controller`] is.
