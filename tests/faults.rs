@@ -2,7 +2,8 @@
 //! between `fledge run` and the API server, and another between it and the rollout webhook,
 //! adds latency to every chunk and drops every open connection every few seconds. The rollout
 //! still completes, its steps move one at a time (none written twice, none skipped), and what is
-//! said once is said once. And on a control plane of its own, etcd and the API server crash
+//! said once is said once. A chat receiver that never answers and a slow, lossy path to
+//! Prometheus hold up no step. And on a control plane of its own, etcd and the API server crash
 //! mid-rollout and come back: the controller's watches resume and the rollout completes.
 
 use std::net::SocketAddr;
@@ -172,6 +173,159 @@ async fn a_slow_and_lossy_path_to_the_api_server_and_the_webhook_writes_no_step_
          calls {} (300 ms a chunk)",
         took.as_secs_f64(),
         hook.calls("/rollout").len()
+    );
+}
+
+/// The controller's step lateness: `(count, sum in seconds, steps later than 1 s)`, from its
+/// `fledge_step_lateness_seconds` histogram.
+async fn step_lateness(ns: &TestNs, idx: usize) -> (f64, f64, f64) {
+    let url = format!("http://{}/metrics", ns.controller_metrics(idx));
+    let text = reqwest::get(&url).await.unwrap().text().await.unwrap();
+    let value = |prefix: &str| {
+        text.lines()
+            .filter(|l| l.starts_with(prefix))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>()
+    };
+    let count = value("fledge_step_lateness_seconds_count");
+    let within = |bound: &str| {
+        text.lines()
+            .find(|l| {
+                l.starts_with("fledge_step_lateness_seconds_bucket")
+                    && l.contains(&format!("le=\"{bound}\""))
+            })
+            .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+    };
+    // The bucket bounds double from 0.05 s: 0.8 is the last at or under 1 s.
+    let over_a_second = count - within("0.8").unwrap_or(0.0);
+    (
+        count,
+        value("fledge_step_lateness_seconds_sum"),
+        over_a_second,
+    )
+}
+
+/// A chat receiver that never answers, and Prometheus behind a slow path (200 ms a chunk) that
+/// drops every connection every 5 s: the alerts wait for nobody and the metric checks go on,
+/// so the rollout completes with every step once, on time (the lateness is printed; timings
+/// are not asserted).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_hanging_chat_receiver_and_a_lossy_prometheus_hold_up_no_step() {
+    let ns = TestNs::new("faults-hang").await;
+    let chat = fledge_e2e::toxic::BlackHole::start().await.unwrap();
+    let prometheus =
+        reqwest::Url::parse(&fledge_e2e::dataplane::dataplane().prometheus_url).unwrap();
+    let upstream = SocketAddr::from((
+        prometheus
+            .host_str()
+            .unwrap()
+            .parse::<std::net::IpAddr>()
+            .unwrap(),
+        prometheus.port_or_known_default().unwrap(),
+    ));
+    let prom_path = Arc::new(Toxic::start(upstream).await.unwrap());
+    prom_path.set_latency(Duration::from_millis(200));
+    ns.create::<fledge_api::MetricTemplate>(json!({
+        "apiVersion": "fledge.dev/v1beta1", "kind": "MetricTemplate",
+        "metadata": {"name": "one"},
+        "spec": {"provider": {"type": "prometheus",
+                              "address": format!("http://{}", prom_path.addr)},
+                 "query": "vector(1)"},
+    }))
+    .await;
+    ns.create::<fledge_api::AlertProvider>(json!({
+        "apiVersion": "fledge.dev/v1beta1", "kind": "AlertProvider",
+        "metadata": {"name": "chat"},
+        "spec": {"type": "slack", "address": format!("http://{}/hooks/chat", chat.addr),
+                 "trafficSteps": true},
+    }))
+    .await;
+    ns.create::<Deployment>(deployment_json("podinfo", V1, 1))
+        .await;
+    ns.create::<Canary>(json!({
+        "apiVersion": "fledge.dev/v1beta1", "kind": "Canary",
+        "metadata": {"name": "podinfo"},
+        "spec": {
+            "provider": "kubernetes",
+            "targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "podinfo"},
+            "progressDeadlineSeconds": 120,
+            "service": {"port": 9898},
+            "analysis": {
+                "interval": "2s", "threshold": 5, "iterations": ITERATIONS,
+                "metrics": [{"name": "one", "templateRef": {"name": "one"},
+                             "thresholdRange": {"max": 2}}],
+                "alerts": [{"name": "chat", "severity": "info",
+                            "providerRef": {"name": "chat"}}]
+            }
+        }
+    }))
+    .await;
+    let controller = ns.start_controller(&[]);
+    let cutter = {
+        let prom_path = prom_path.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                prom_path.cut();
+            }
+        })
+    };
+    ns.wait_phase(
+        "podinfo",
+        CanaryPhase::Initialized,
+        Duration::from_secs(120),
+    )
+    .await;
+    ns.set_image("podinfo", V2).await;
+    let api = ns.api::<Canary>();
+    let mut seen: Vec<i32> = Vec::new();
+    let started = Instant::now();
+    let status = loop {
+        let st = api.get("podinfo").await.unwrap().status.unwrap_or_default();
+        if st.phase == CanaryPhase::Progressing && seen.last() != Some(&st.iterations) {
+            seen.push(st.iterations);
+        }
+        if matches!(st.phase, CanaryPhase::Succeeded | CanaryPhase::Failed) {
+            break st;
+        }
+        assert!(
+            started.elapsed() < ROLLOUT,
+            "no end; iterations seen {seen:?}\n{}",
+            ns.events("podinfo").await.join("\n")
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    cutter.abort();
+    let took = started.elapsed();
+    assert_eq!(
+        status.phase,
+        CanaryPhase::Succeeded,
+        "{status:#?}\n{}",
+        ns.events("podinfo").await.join("\n")
+    );
+    for w in seen.windows(2) {
+        assert_eq!(w[1], w[0] + 1, "iterations went {seen:?}");
+    }
+    assert_eq!(image_of(&ns.deployment("podinfo-primary").await), V2);
+    assert!(
+        chat.accepted() > 0,
+        "no alert was ever sent to the hanging chat receiver"
+    );
+    assert!(
+        prom_path.accepted() > 0,
+        "no metric query went through the lossy path"
+    );
+    let (steps, late_sum, over_a_second) = step_lateness(&ns, controller).await;
+    eprintln!(
+        "a hanging chat receiver ({} connections held, never answered) and Prometheus at 200 ms \
+         a chunk, cut every 5 s ({} connections): promoted after {:.1} s, iterations {seen:?}, \
+         {steps} steps, mean lateness {:.2} s, {over_a_second} steps more than 1 s late; failed \
+         checks on the way: {}",
+        chat.accepted(),
+        prom_path.accepted(),
+        took.as_secs_f64(),
+        late_sum / steps.max(1.0),
+        status.failed_checks
     );
 }
 

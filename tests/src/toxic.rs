@@ -102,3 +102,46 @@ async fn pump(
         }
     }
 }
+
+/// A receiver that accepts connections, reads what is sent and never answers: a hanging chat
+/// server or webhook.
+pub struct BlackHole {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    accepted: Arc<AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl BlackHole {
+    pub async fn start() -> anyhow::Result<BlackHole> {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let acc = accepted.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((mut conn, _)) = listener.accept().await {
+                acc.fetch_add(1, Ordering::Relaxed);
+                tokio::spawn(async move {
+                    let mut sink = tokio::io::sink();
+                    let _ = tokio::io::copy(&mut conn, &mut sink).await;
+                });
+            }
+        });
+        Ok(BlackHole {
+            addr,
+            accepted,
+            task,
+        })
+    }
+
+    /// How many connections it has accepted.
+    pub fn accepted(&self) -> usize {
+        self.accepted.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for BlackHole {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
