@@ -203,6 +203,10 @@ enum Transport {
     Http,
     /// `ssh://` (OpenSSH) with a key and `known_hosts` from a Secret.
     Ssh,
+    /// `git://` through a TCP proxy that adds 100 ms to every chunk and drops every connection
+    /// every 6 s: pushes cut in the middle fail and are retried, and no record is lost or
+    /// doubled.
+    Lossy,
 }
 
 /// Creates the Secret `git-credentials` with `data` (string values).
@@ -228,6 +232,7 @@ async fn a_promoted_rollout_is_recorded_over(transport: Transport) {
         .unwrap();
     let mut _http = None;
     let mut _ssh = None;
+    let mut _lossy = None;
     let url = match transport {
         Transport::Daemon => daemon_url,
         Transport::Http => {
@@ -257,12 +262,30 @@ async fn a_promoted_rollout_is_recorded_over(transport: Transport) {
             _ssh = Some(ssh);
             url
         }
+        Transport::Lossy => {
+            let upstream = std::net::SocketAddr::from(([127, 0, 0, 1], daemon.port));
+            let path =
+                std::sync::Arc::new(fledge_e2e::toxic::Toxic::start(upstream).await.unwrap());
+            path.set_latency(Duration::from_millis(100));
+            let cutter = {
+                let path = path.clone();
+                tokio::spawn(async move {
+                    loop {
+                        tokio::time::sleep(Duration::from_secs(6)).await;
+                        path.cut();
+                    }
+                })
+            };
+            let url = format!("git://{}/app.git", path.addr);
+            _lossy = Some((path, AbortOnDrop(cutter)));
+            url
+        }
     };
     let hook = Hook::start(200).await.unwrap();
     ns.create::<Deployment>(deployment_json("podinfo", V1, 1))
         .await;
     let mut c = canary(&hook.url("/rollout"), &url);
-    if !matches!(transport, Transport::Daemon) {
+    if matches!(transport, Transport::Http | Transport::Ssh) {
         c["spec"]["gitops"]["repository"]["secretRef"] = json!({"name": "git-credentials"});
     }
     ns.create::<Canary>(c).await;
@@ -279,6 +302,12 @@ async fn a_promoted_rollout_is_recorded_over(transport: Transport) {
     .await
     .unwrap();
     check_ledger(&daemon, &ns, &trigger);
+    if let Some((path, _)) = &_lossy {
+        eprintln!(
+            "the ledger over a lossy path: {} connections through the proxy",
+            path.accepted()
+        );
+    }
     ns.wait_canary("podinfo", Duration::from_secs(30), "GitSynced=True", |c| {
         c.status.as_ref().is_some_and(|s| {
             s.conditions
@@ -293,6 +322,20 @@ async fn a_promoted_rollout_is_recorded_over(transport: Transport) {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_promoted_rollout_is_recorded_over_git_daemon() {
     a_promoted_rollout_is_recorded_over(Transport::Daemon).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_promoted_rollout_is_recorded_over_a_slow_and_lossy_path() {
+    a_promoted_rollout_is_recorded_over(Transport::Lossy).await;
+}
+
+/// Stops a background task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
