@@ -1,5 +1,6 @@
 //! Benchmarks: `cargo xtask bench …`. They print figures; they are not pass/fail tests.
 
+mod flood;
 mod judge;
 mod loadgen;
 mod measure;

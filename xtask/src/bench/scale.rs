@@ -28,6 +28,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, Result, anyhow, bail};
 
+use super::flood::{Flood, FloodFigures};
 use super::measure::{
     self, Histogram, LogEvent, Memory, Sample, Summary, mib, parse_log_event, secs, table,
 };
@@ -67,6 +68,11 @@ pub struct ScaleArgs {
     /// Leave the namespace and its objects behind (the next run of the same N removes them).
     #[arg(long)]
     keep: bool,
+    /// Writes a second to objects unrelated to the wave while it runs: Events created in the
+    /// namespace and annotation patches of ten bystander Canaries that take no part in it
+    /// (0: none). Compare the step lateness with and without.
+    #[arg(long, default_value_t = 0)]
+    flood: u32,
     /// Run this fledge binary instead of building `target/release/fledge`.
     #[arg(long, value_name = "PATH")]
     fledge: Option<PathBuf>,
@@ -716,6 +722,7 @@ struct Report {
     lateness_log: Option<Summary>,
     lateness_hist: Histogram,
     failed: usize,
+    flood: Option<FloodFigures>,
     hwm_kib: u64,
     end_memory: Memory,
     log: PathBuf,
@@ -749,24 +756,31 @@ fn scale(
         docs.push(deployment(&ns, &name(i)));
         docs.push(canary(&ns, &name(i), &args.interval, args.iterations));
     }
+    let bystanders = bystanders(args.flood);
+    for b in &bystanders {
+        docs.push(deployment(&ns, b));
+        docs.push(canary(&ns, b, &args.interval, args.iterations));
+    }
     let t = Instant::now();
     k.apply_parallel(&docs, MANAGER, &[])?;
     eprintln!("    applied in {:.1} s", t.elapsed().as_secs_f64());
     wait_for("targets available", timeout, None, || {
         let avail = k.table("deployments", &ns, "{.status.availableReplicas}")?;
         let ready = avail.values().filter(|v| v.as_str() == "1").count();
-        Ok((ready >= n, format!("{ready}/{n} available")))
+        let all = n + bystanders.len();
+        Ok((ready >= all, format!("{ready}/{all} available")))
     })?;
 
     eprintln!("==> starting {} (log: {})", fledge.display(), dir.display());
     let log = dir.join("fledge.log");
     let mut ctrl = Controller::start(fledge, &cluster.kubeconfig, &ns, &log)?;
-    let result = measure_phases(k, &mut ctrl, &ns, n, interval, args, timeout).map(|mut r| {
-        r.log = log;
-        // Printed now, so that the figures survive a failed clean-up.
-        println!("{}", r.render());
-        r
-    });
+    let result =
+        measure_phases(k, &mut ctrl, &ns, n, &bystanders, interval, args, timeout).map(|mut r| {
+            r.log = log;
+            // Printed now, so that the figures survive a failed clean-up.
+            println!("{}", r.render());
+            r
+        });
     let cleanup = if args.keep {
         eprintln!("==> leaving namespace {ns} (--keep)");
         Ok(())
@@ -779,11 +793,21 @@ fn scale(
     Ok(report)
 }
 
+/// The Canaries a flood of `rate` writes a second patches (none without a flood).
+fn bystanders(rate: u32) -> Vec<String> {
+    match rate {
+        0 => Vec::new(),
+        _ => (0..10).map(|i| format!("bystander-{i:02}")).collect(),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
 fn measure_phases(
     k: &Kubectl,
     ctrl: &mut Controller,
     ns: &str,
     n: usize,
+    bystanders: &[String],
     interval: Duration,
     args: &ScaleArgs,
     timeout: Duration,
@@ -804,7 +828,7 @@ fn measure_phases(
         || {
             let p = phases_of(k)?;
             let done = p.values().filter(|v| *v == "Initialized").count();
-            Ok((done >= n, counts(&p)))
+            Ok((done >= n + bystanders.len(), counts(&p)))
         },
     )?;
     let initialized = ctrl.snapshot()?;
@@ -825,6 +849,13 @@ fn measure_phases(
     eprintln!("==> wave: a new image for all {n} targets");
     let wave_from = ctrl.snapshot()?;
     let watch = ReadyWatch::start(k, ns)?;
+    let flood = match args.flood {
+        0 => None,
+        rate => {
+            eprintln!("    with a flood of {rate} writes/s to unrelated objects");
+            Some(Flood::start(&k.bin, &k.kubeconfig, ns, bystanders, rate)?)
+        }
+    };
     let t0 = unix_now();
     let docs: Vec<String> = (0..n).map(|i| new_image(ns, &name(i))).collect();
     let lines = k.apply_parallel(&docs, WAVE_MANAGER, &["--force-conflicts"])?;
@@ -857,6 +888,7 @@ fn measure_phases(
         },
     )?;
     let wave_to = ctrl.snapshot()?;
+    let flood = flood.map(Flood::finish);
     let ready = watch.finish();
 
     let text = std::fs::read_to_string(&ctrl.log)?;
@@ -898,6 +930,7 @@ fn measure_phases(
         reaction: Summary::of(&reaction),
         succeeded: since(measure::first_of(&events, "Succeeded", t0)),
         lateness_log: Summary::of(&late),
+        flood,
         lateness_hist: wave_to.lateness.since(&wave_from.lateness),
         failed,
         hwm_kib: wave_to.memory.hwm_kib,
@@ -1000,11 +1033,16 @@ impl Report {
         }
 
         out.push_str(&format!(
-            "\nwave: {} targets changed within {}; {} Failed\n\n",
+            "\nwave: {} targets changed within {}; {} Failed\n",
             self.n,
             secs(self.change_spread),
             self.failed
         ));
+        if let Some(f) = &self.flood {
+            out.push_str(&f.render());
+            out.push('\n');
+        }
+        out.push('\n');
         let mut rows = vec![
             ["", "n", "min", "p50", "p99", "max"]
                 .map(String::from)
