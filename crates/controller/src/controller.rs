@@ -88,10 +88,13 @@ pub struct Context {
     /// For each Canary (by uid), the resourceVersion our last status write replaced. While the
     /// watch still shows that version, the cached object predates our own write: acting on it
     /// would replay a decision already taken (and scale or route from an old status).
-    /// Per Canary uid: the resource version our last status write replaced, and when.
     /// Asks the Canary watch for a fresh list, when the cache is found behind the API server.
     canary_relist: crate::watch::Relist,
-    written_over: std::sync::Mutex<std::collections::HashMap<String, (String, std::time::Instant)>>,
+    /// Per Canary uid: the resource versions our latest status writes replaced (the last
+    /// [`WRITES_REMEMBERED`]), each with when. A cached Canary at one of them is older than what
+    /// we wrote, also when a direct read let us write again before the watch caught up.
+    written_over:
+        std::sync::Mutex<std::collections::HashMap<String, Vec<(String, std::time::Instant)>>>,
     /// Rollout slots given out and not yet visible in the cache, by Canary uid.
     slots_held: std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>,
     /// Failed reconciles per Canary, for the backoff of their retries.
@@ -622,15 +625,20 @@ fn is_stale(ctx: &Context, canary: &Canary) -> bool {
 /// rollout until the watch is next renewed, minutes later.
 const WATCH_LAG_LIMIT: Duration = Duration::from_secs(5);
 
-/// When we wrote over the cached Canary's version, if it is older than our last status write.
+/// How many of its own status writes per Canary the controller remembers.
+const WRITES_REMEMBERED: usize = 16;
+
+/// When we wrote over the cached Canary's version, if it is older than one of our status
+/// writes.
 fn stale_since(ctx: &Context, canary: &Canary) -> Option<std::time::Instant> {
     let (uid, rv) = (canary.uid()?, canary.resource_version()?);
     let map = ctx
         .written_over
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
-    map.get(&uid)
-        .filter(|(written_over, _)| *written_over == rv)
+    map.get(&uid)?
+        .iter()
+        .find(|(written_over, _)| *written_over == rv)
         .map(|(_, at)| *at)
 }
 
@@ -697,10 +705,15 @@ async fn report_blocked(ctx: &Context, canary: &Canary, blocker: fledge_core::Bl
 /// Remembers that we just wrote over this version of the Canary.
 fn remember_write(ctx: &Context, canary: &Canary) {
     if let (Some(uid), Some(rv)) = (canary.uid(), canary.resource_version()) {
-        ctx.written_over
+        let mut map = ctx
+            .written_over
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .insert(uid, (rv, std::time::Instant::now()));
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let writes = map.entry(uid).or_default();
+        if writes.len() == WRITES_REMEMBERED {
+            writes.remove(0);
+        }
+        writes.push((rv, std::time::Instant::now()));
     }
 }
 

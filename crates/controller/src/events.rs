@@ -16,6 +16,7 @@ use std::sync::Mutex;
 use fledge_api::{Canary, CanaryPhase, CanaryWebhook, HookType};
 use kube::{Resource, ResourceExt};
 
+use backon::{ExponentialBuilder, Retryable};
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::api::events::v1::{Event as K8sEvent, EventSeries};
@@ -105,15 +106,25 @@ impl Recorder {
                     last_observed_time: MicroTime(now),
                 };
                 let patch = serde_json::json!({ "series": series });
-                events
-                    .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
-                    .await?;
+                // The same count again is the same patch: safe to send twice.
+                let (params, patch) = (PatchParams::default(), Patch::Merge(&patch));
+                let send = || events.patch(&name, &params, &patch);
+                send.retry(transport_retries()).when(is_transport).await?;
                 (name, count)
             }
             Next::Create => {
                 let event = build(&self.reporter, ev, regarding, now);
                 let name = event.metadata.name.clone().unwrap_or_default();
-                events.create(&PostParams::default(), &event).await?;
+                // The name is chosen here, once: when a create whose answer was lost did reach
+                // the API server, its retry is refused as AlreadyExists, and the Event is there.
+                let params = PostParams::default();
+                let send = || events.create(&params, &event);
+                match send.retry(transport_retries()).when(is_transport).await {
+                    Err(kube::Error::Api(s)) if s.is_already_exists() => {}
+                    other => {
+                        other?;
+                    }
+                }
                 (name, 1)
             }
         };
@@ -126,6 +137,19 @@ impl Recorder {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
+}
+
+/// Retries of an Event write whose connection failed (a dropped connection to the API server
+/// would otherwise lose the Event): three more, from 100 ms apart.
+fn transport_retries() -> ExponentialBuilder {
+    ExponentialBuilder::default()
+        .with_min_delay(std::time::Duration::from_millis(100))
+        .with_max_times(3)
+}
+
+/// Whether a request failed on the way rather than being answered by the API server.
+fn is_transport(e: &kube::Error) -> bool {
+    !matches!(e, kube::Error::Api(_))
 }
 
 /// The Event kube's recorder creates.
