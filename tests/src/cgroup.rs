@@ -95,16 +95,6 @@ impl MemoryCgroup {
         Ok(self.read(file)?.trim().parse()?)
     }
 
-    /// The memory its processes use now, in bytes.
-    pub fn current(&self) -> anyhow::Result<u64> {
-        let file = if self.v2 {
-            "memory.current"
-        } else {
-            "memory.usage_in_bytes"
-        };
-        Ok(self.read(file)?.trim().parse()?)
-    }
-
     /// How many of its processes the kernel's OOM killer has killed.
     pub fn oom_kills(&self) -> anyhow::Result<u64> {
         let file = if self.v2 {
