@@ -64,6 +64,14 @@ async fn a_slow_and_lossy_path_to_the_api_server_and_the_webhook_writes_no_step_
 
     ns.create::<Deployment>(deployment_json("podinfo", V1, 1))
         .await;
+    // Every decision is also told to a chat receiver (on a direct path): once each.
+    let chat = Hook::start(200).await.unwrap();
+    ns.create::<fledge_api::AlertProvider>(json!({
+        "apiVersion": "fledge.dev/v1beta1", "kind": "AlertProvider",
+        "metadata": {"name": "chat"},
+        "spec": {"type": "webhook", "address": chat.url("/chat"), "trafficSteps": true},
+    }))
+    .await;
     ns.create::<Canary>(json!({
         "apiVersion": "fledge.dev/v1beta1", "kind": "Canary",
         "metadata": {"name": "podinfo"},
@@ -75,7 +83,8 @@ async fn a_slow_and_lossy_path_to_the_api_server_and_the_webhook_writes_no_step_
             "analysis": {
                 "interval": "3s", "threshold": 3, "iterations": ITERATIONS,
                 "webhooks": [{"name": "acceptance", "type": "rollout",
-                              "url": format!("http://{}/rollout", hook_path.addr), "timeout": "2s"}]
+                              "url": format!("http://{}/rollout", hook_path.addr), "timeout": "2s"}],
+                "alerts": [{"name": "chat", "severity": "info", "providerRef": {"name": "chat"}}]
             }
         }
     }))
@@ -137,13 +146,11 @@ async fn a_slow_and_lossy_path_to_the_api_server_and_the_webhook_writes_no_step_
     }
     assert_eq!(seen.last(), Some(&ITERATIONS), "{seen:?}");
     assert_eq!(image_of(&ns.deployment("podinfo-primary").await), V2);
-    // The rollout's start and its promotion were each said: one Event object each, none lost
-    // (an Event write cut on the way is retried under the name it was given). When the answer
-    // to a status write is lost after the API server stored it, the reconcile that follows
-    // cannot know its decision was recorded and says it again: the Event becomes a series of
-    // two. That is counted and printed, not failed: a step is never written twice (above), but
-    // saying each decision exactly once needs Event names derived from the decision, which
-    // fledge does not have yet.
+    // The rollout's start and its promotion were each said once: one Event object each, none
+    // lost (an Event write cut on the way is retried under the name it was given), and none a
+    // series of two. When the answer to a status write is lost after the API server stored it,
+    // the reconcile that follows decides again from the same version of the Canary; the reports
+    // already made from that version are not made again.
     let events = ns.events("podinfo").await;
     for reason in ["NewRevision", "Promoting", "Succeeded"] {
         let n = events
@@ -151,12 +158,50 @@ async fn a_slow_and_lossy_path_to_the_api_server_and_the_webhook_writes_no_step_
             .filter(|e| e.contains(&format!(" {reason}:")))
             .count();
         assert_eq!(n, 1, "{reason} said {n} times:\n{}", events.join("\n"));
+        let repeated = ns
+            .events_where("podinfo", |e| {
+                e.reason.as_deref() == Some(reason)
+                    && (e.count.unwrap_or(1) > 1
+                        || e.series.as_ref().and_then(|s| s.count).unwrap_or(1) > 1)
+            })
+            .await;
+        assert!(repeated.is_empty(), "{reason} said again: {repeated:?}");
     }
-    let repeated = ns
-        .events_where("podinfo", |e| {
-            e.count.unwrap_or(1) > 1 || e.series.as_ref().and_then(|s| s.count).unwrap_or(1) > 1
+    // Each chat alert once.
+    let _ = fledge_e2e::eventually(Duration::from_secs(15), "the promotion alert", || async {
+        chat.calls("/chat")
+            .iter()
+            .any(|b| b.pointer("/metadata/kind").and_then(Value::as_str) == Some("promoted"))
+    })
+    .await;
+    let alerts: Vec<String> = chat
+        .calls("/chat")
+        .iter()
+        .map(|b| {
+            let m = |k: &str| {
+                b.pointer(&format!("/metadata/{k}"))
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string()
+            };
+            format!(
+                "{} {} weight {}",
+                m("kind"),
+                m("eventMessage"),
+                m("canaryWeight")
+            )
         })
-        .await;
+        .collect();
+    for (i, a) in alerts.iter().enumerate() {
+        assert!(
+            !alerts[..i].contains(a),
+            "the alert {a:?} was sent twice: {alerts:#?}"
+        );
+    }
+    for kind in ["newRevision ", "promoted "] {
+        let n = alerts.iter().filter(|a| a.starts_with(kind)).count();
+        assert_eq!(n, 1, "{n} {kind}alerts: {alerts:#?}");
+    }
     let log = ns.controller_log(controller);
     assert!(!log.contains("panicked"), "{log}");
     let connections = api_path.accepted();
@@ -167,9 +212,10 @@ async fn a_slow_and_lossy_path_to_the_api_server_and_the_webhook_writes_no_step_
     eprintln!(
         "lossy paths: promoted after {:.1} s, iterations {seen:?}, {connections} connections to \
          the API server through the proxy (150 ms a chunk, all dropped every 4 s), webhook \
-         calls {} (300 ms a chunk); Events said again after a lost answer: {repeated:?}",
+         calls {} (300 ms a chunk), {} chat alerts, each once",
         took.as_secs_f64(),
-        hook.calls("/rollout").len()
+        hook.calls("/rollout").len(),
+        alerts.len()
     );
 }
 

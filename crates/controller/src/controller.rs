@@ -95,6 +95,8 @@ pub struct Context {
     /// we wrote, also when a direct read let us write again before the watch caught up.
     written_over:
         std::sync::Mutex<std::collections::HashMap<String, Vec<(String, std::time::Instant)>>>,
+    /// Reports made from decisions whose status write did not land for certain.
+    said: crate::said::Said,
     /// Rollout slots given out and not yet visible in the cache, by Canary uid.
     slots_held: std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>,
     /// Failed reconciles per Canary, for the backoff of their retries.
@@ -189,6 +191,7 @@ pub async fn run(
         configs: ConfigTracker::new(cm_store, secret_store),
         settings,
         written_over: Default::default(),
+        said: Default::default(),
         slots_held: Default::default(),
         retries: Default::default(),
         statefulset_services: Default::default(),
@@ -556,27 +559,49 @@ async fn reconcile_inner(canary: &Canary, ctx: &Context) -> Result<Requeue> {
         next: &plan.status,
     };
     let mut release = false;
-    for action in &plan.actions {
-        match action {
-            Action::RequeueAfter(d) => requeue = *d,
-            Action::RemoveFinalizer => release = true,
-            // A failure stops the plan; its status is not written, so the same decision is
-            // taken again on the retry (and one only a person can fix is reported first).
-            a if a.class() == ActionClass::Cluster => exec.cluster(a).await?,
-            Action::RecordLedger(entry) => exec.record_ledger(entry).await?,
-            Action::RevertInGit {
-                revision,
-                reason,
-                images,
-                branch,
-            } => {
-                exec.revert_in_git(revision, reason, images, branch.as_deref())
-                    .await?
+    let version = (
+        canary.uid().unwrap_or_default(),
+        canary.resource_version().unwrap_or_default(),
+    );
+    let said_before = ctx.said.before(&version.0, &version.1);
+    let mut said = Vec::new();
+    let executed = async {
+        for action in &plan.actions {
+            match action {
+                Action::RequeueAfter(d) => requeue = *d,
+                Action::RemoveFinalizer => release = true,
+                // A failure stops the plan; its status is not written, so the same decision is
+                // taken again on the retry (and one only a person can fix is reported first).
+                a if a.class() == ActionClass::Cluster => exec.cluster(a).await?,
+                Action::RecordLedger(entry) => exec.record_ledger(entry).await?,
+                Action::RevertInGit {
+                    revision,
+                    reason,
+                    images,
+                    branch,
+                } => {
+                    exec.revert_in_git(revision, reason, images, branch.as_deref())
+                        .await?
+                }
+                a => {
+                    let key = crate::said::key(a);
+                    if said_before.contains(&key) {
+                        info!(action = ?a, "already reported from this version of the Canary: not said again");
+                    } else {
+                        exec.report(a).await;
+                        said.push(key);
+                    }
+                }
             }
-            a => exec.report(a).await,
         }
+        write_status(ctx, canary, &status, &plan.status).await
     }
-    write_status(ctx, canary, &status, &plan.status).await?;
+    .await;
+    if let Err(e) = executed {
+        // The same decision may come again from this version: say nothing of it twice.
+        ctx.said.unconfirmed(&version.0, &version.1, said);
+        return Err(e);
+    }
     if release {
         if let Some(v) = &sts {
             // fledge is leaving: the StatefulSet rolls its pods out on its own again.
@@ -692,12 +717,23 @@ async fn report_blocked(ctx: &Context, canary: &Canary, blocker: fledge_core::Bl
         tracked: &BTreeMap::new(),
         next: &plan.status,
     };
+    let version = (
+        canary.uid().unwrap_or_default(),
+        canary.resource_version().unwrap_or_default(),
+    );
+    let said_before = ctx.said.before(&version.0, &version.1);
+    let mut said = Vec::new();
     for action in &plan.actions {
         if action.class() == ActionClass::Report {
-            exec.report(action).await;
+            let key = crate::said::key(action);
+            if !said_before.contains(&key) {
+                exec.report(action).await;
+                said.push(key);
+            }
         }
     }
     if let Err(e) = write_status(ctx, canary, &status, &plan.status).await {
+        ctx.said.unconfirmed(&version.0, &version.1, said);
         warn!(error = %e, "cannot write the blocked status");
     }
 }
@@ -1680,6 +1716,7 @@ async fn write_status(
     api.replace_status(&canary.name_any(), &PostParams::default(), &body)
         .await?;
     remember_write(ctx, canary);
+    ctx.said.confirmed(&canary.uid().unwrap_or_default());
     ctx.metrics.observe_status(canary, new);
     Ok(())
 }
