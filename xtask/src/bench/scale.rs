@@ -69,7 +69,7 @@ pub struct ScaleArgs {
     #[arg(long)]
     keep: bool,
     /// Writes a second to objects unrelated to the wave while it runs: Events created in the
-    /// namespace and annotation patches of ten bystander Canaries that take no part in it
+    /// namespace and annotation patches of sixteen bystander Canaries that take no part in it
     /// (0: none). Compare the step lateness with and without.
     #[arg(long, default_value_t = 0)]
     flood: u32,
@@ -797,7 +797,9 @@ fn scale(
 fn bystanders(rate: u32) -> Vec<String> {
     match rate {
         0 => Vec::new(),
-        _ => (0..10).map(|i| format!("bystander-{i:02}")).collect(),
+        _ => (0..super::flood::PATCH_WRITERS)
+            .map(|i| format!("bystander-{i:02}"))
+            .collect(),
     }
 }
 
@@ -812,7 +814,7 @@ fn measure_phases(
     args: &ScaleArgs,
     timeout: Duration,
 ) -> Result<Report> {
-    let phases_of = |k: &Kubectl| k.table("canaries", ns, "{.status.phase}");
+    let phases_of = |k: &Kubectl| k.table("canaries.fledge.dev", ns, "{.status.phase}");
     let start = Snapshot {
         at: ctrl.started,
         cpu: 0.0,
@@ -853,7 +855,7 @@ fn measure_phases(
         0 => None,
         rate => {
             eprintln!("    with a flood of {rate} writes/s to unrelated objects");
-            Some(Flood::start(&k.bin, &k.kubeconfig, ns, bystanders, rate)?)
+            Some(Flood::start(&k.kubeconfig, ns, bystanders, rate)?)
         }
     };
     let t0 = unix_now();
@@ -943,9 +945,16 @@ fn measure_phases(
 /// namespace.
 fn clean_up(k: &Kubectl, ctrl: &mut Controller, ns: &str, timeout: Duration) -> Result<()> {
     eprintln!("==> cleaning up: deleting the Canaries, then namespace {ns}");
-    k.run(&["delete", "canaries", "--all", "-n", ns, "--wait=false"])?;
+    k.run(&[
+        "delete",
+        "canaries.fledge.dev",
+        "--all",
+        "-n",
+        ns,
+        "--wait=false",
+    ])?;
     let gone = wait_for("Canaries finalized", timeout, Some(&mut *ctrl), || {
-        let left = k.table("canaries", ns, "")?.len();
+        let left = k.table("canaries.fledge.dev", ns, "")?.len();
         Ok((left == 0, format!("{left} left")))
     });
     if let Err(e) = gone {
@@ -961,7 +970,7 @@ fn remove_namespace(k: &Kubectl, ns: &str, timeout: Duration) -> Result<()> {
     if k.run(&["get", "namespace", ns, "-o", "name"]).is_err() {
         return Ok(());
     }
-    let list = k.run(&["get", "canaries", "-n", ns, "-o", "json"])?;
+    let list = k.run(&["get", "canaries.fledge.dev", "-n", ns, "-o", "json"])?;
     let mut list: serde_json::Value = serde_json::from_str(&list)?;
     let mut stuck = 0;
     if let Some(items) = list.get_mut("items").and_then(|i| i.as_array_mut()) {
