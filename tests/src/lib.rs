@@ -105,6 +105,26 @@ pub fn admin_kubeconfig() -> PathBuf {
     prepare().kubeconfig.clone()
 }
 
+/// The local control plane's audit records so far (its audit policy: each list when it
+/// completes, each watch when it starts, and each read or write of a Canary, Deployment or
+/// Service), one JSON object each.
+pub fn audit_records() -> Vec<serde_json::Value> {
+    let dir = prepare()
+        .kubeconfig
+        .parent()
+        .expect("the kubeconfig is in the cluster's directory")
+        .to_path_buf();
+    read_audit_log(&dir.join("run").join("audit.log"))
+}
+
+fn read_audit_log(path: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
 /// A client of the local control plane.
 pub async fn client() -> Client {
     client_of(&prepare().kubeconfig).await
@@ -167,11 +187,7 @@ impl OtherCluster {
     /// The API server's audit records so far (each list when it completes, each watch when it
     /// starts: the cluster's audit policy), one JSON object each.
     pub fn audit_records(&self) -> Vec<serde_json::Value> {
-        std::fs::read_to_string(self.dir.join("run").join("audit.log"))
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| serde_json::from_str(l).ok())
-            .collect()
+        read_audit_log(&self.dir.join("run").join("audit.log"))
     }
 
     /// Of `records`, the lists and watches in `namespace`, counted by verb and resource

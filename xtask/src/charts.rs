@@ -485,11 +485,17 @@ fn helm_template(helm: &Path, extra: &[String]) -> Command {
 }
 
 /// Values that `helm template` must refuse, and the text its error must contain.
-const BAD_VALUES: [(&str, &str); 4] = [
+const BAD_VALUES: [(&str, &str); 6] = [
     ("logFormat=yaml", "/logFormat"),
     ("replicas=0", "/replicas"),
     ("gitops.mode=pull", "/gitops/mode"),
     ("rbac.namespaced=true", "/watchNamespace"),
+    // Shards without a default: unlabelled Canaries would have no controller.
+    (
+        "shards[0].name=a",
+        "exactly one shard must have default: true",
+    ),
+    ("shards[0].name=Shard_A", "/shards/0/name"),
 ];
 
 /// kubeconform's verdict on one manifest file.

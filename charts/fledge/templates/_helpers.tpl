@@ -107,6 +107,8 @@ unset value keeps the binary's default.
 {{- $v := .Values -}}
 {{- $args := list "run" "--metrics-addr=0.0.0.0:8080" -}}
 {{- with $v.watchNamespace }}{{ $args = append $args (printf "--namespace=%s" .) }}{{ end -}}
+{{- with .shard }}{{ with .name }}{{ $args = append $args (printf "--shard=%s" .) }}{{ end }}{{ end -}}
+{{- with .shard }}{{ if .default }}{{ $args = append $args "--default-shard" }}{{ end }}{{ end -}}
 {{- if $v.leaderElection.enabled -}}
 {{- $args = append $args "--leader-elect" -}}
 {{- $args = append $args (printf "--lease-namespace=%s" (include "fledge.leaseNamespace" .)) -}}

@@ -67,6 +67,8 @@ pub struct Settings {
     /// At most this long between two looks at a Canary (`--control-loop-interval`); the
     /// engine's own requeue when unset.
     pub control_loop_interval: Option<Duration>,
+    /// The shard whose Canaries this controller handles (`--shard`); all when unset.
+    pub shard: Option<fledge_core::shard::Shard>,
 }
 
 /// What every reconcile shares.
@@ -123,14 +125,25 @@ pub async fn run(
     // The Controller's own reflector, as `Controller::new` builds it, with slimmed objects.
     let (canaries, canary_writer) = reflector::store();
     let canary_relist = crate::watch::Relist::default();
+    let shard = settings.shard.clone();
+    let canary_watch = match shard.as_ref().and_then(fledge_core::shard::Shard::selector) {
+        Some(selector) => watcher::Config::default().labels(&selector),
+        None => watcher::Config::default(),
+    };
     let canary_stream = reflector::reflector(
         canary_writer,
         crate::watch::relisting(
             scoped::<Canary>(&client, ns),
-            watcher::Config::default(),
+            canary_watch,
             canary_relist.clone(),
         )
-        .modify(slim),
+        .modify(slim)
+        .filter_map(move |ev| {
+            futures::future::ready(match ev {
+                Ok(e) => crate::watch::keep_owned(e, shard.as_ref()).map(Ok),
+                Err(e) => Some(Err(e)),
+            })
+        }),
     )
     .default_backoff()
     .applied_objects();
@@ -1145,7 +1158,12 @@ impl Exec<'_> {
         ) else {
             return Ok(());
         };
-        crate::git::enqueue(&self.ctx.client, &record).await?;
+        crate::git::enqueue(
+            &self.ctx.client,
+            &record,
+            self.ctx.settings.git.shard.as_deref(),
+        )
+        .await?;
         self.ctx.git_wake.notify_one();
         Ok(())
     }
@@ -1174,7 +1192,12 @@ impl Exec<'_> {
             info!(%revision, %reason, "rolled back; no Git source to revert");
             return Ok(());
         };
-        crate::git::enqueue(&self.ctx.client, &record).await?;
+        crate::git::enqueue(
+            &self.ctx.client,
+            &record,
+            self.ctx.settings.git.shard.as_deref(),
+        )
+        .await?;
         self.ctx.git_wake.notify_one();
         Ok(())
     }

@@ -39,16 +39,21 @@ impl RateLimit {
 /// Builds the client from `config`.
 pub fn build(
     config: kube::Config,
+    user_agent: &str,
     metrics: Arc<Metrics>,
     concurrency: u16,
     rate_limit: Option<RateLimit>,
 ) -> anyhow::Result<Client> {
     use anyhow::Context as _;
+    let agent = hyper::header::HeaderValue::from_str(user_agent)
+        .with_context(|| format!("{user_agent:?} is not a valid user agent"))?;
     let builder = kube::client::ClientBuilder::try_from(config)
         .context("cannot build a Kubernetes client")?
         .with_layer(&tower::util::MapRequestLayer::new(
-            move |req: hyper::Request<kube::client::Body>| {
+            move |mut req: hyper::Request<kube::client::Body>| {
                 metrics.kube_request(req.method().as_str());
+                req.headers_mut()
+                    .insert(hyper::header::USER_AGENT, agent.clone());
                 req
             },
         ))

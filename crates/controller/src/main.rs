@@ -128,9 +128,18 @@ struct RunArgs {
     /// Elect a leader through a `coordination.k8s.io` Lease, so that only one replica acts.
     #[arg(long)]
     leader_elect: bool,
-    /// Name of the leader-election Lease.
+    /// Name of the leader-election Lease (with `--shard`, the shard's name is appended:
+    /// `fledge-leader-a`).
     #[arg(long, default_value = "fledge-leader")]
     lease_name: String,
+    /// Handle only the Canaries labelled `fledge.dev/shard=<SHARD>`: one of several
+    /// controllers sharing the cluster, each with its own leader election.
+    #[arg(long, value_name = "SHARD")]
+    shard: Option<String>,
+    /// With `--shard`: also handle every Canary without a `fledge.dev/shard` label. Exactly one
+    /// shard should be the default, or unlabelled Canaries are handled by none.
+    #[arg(long, requires = "shard")]
+    default_shard: bool,
     /// Namespace of the leader-election Lease (default: the client's namespace).
     #[arg(long)]
     lease_namespace: Option<String>,
@@ -776,8 +785,30 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     };
     // The metrics providers and alert clients take the same policy.
     fledge_metrics_providers::egress::set_policy(destinations.clone());
+    let shard = args
+        .shard
+        .as_deref()
+        .map(|name| fledge_core::shard::Shard::new(name, args.default_shard))
+        .transpose()
+        .map_err(anyhow::Error::msg)?;
+    // The API server's audit log tells the shards apart by their user agent.
+    let user_agent = match &shard {
+        Some(s) => format!("fledge/{} (shard {})", env!("CARGO_PKG_VERSION"), s.name()),
+        None => format!("fledge/{}", env!("CARGO_PKG_VERSION")),
+    };
+    // Leader election has a client of its own, outside the limits on requests in flight and
+    // per second: a Lease renewal queued behind the requests of a hundred busy reconciles let
+    // the Lease lapse under load, and the leader stepped down in the middle of its work.
+    let lease_client = fledge_controller::kube_client::build(
+        config.clone(),
+        &user_agent,
+        metrics.clone(),
+        u16::MAX,
+        None,
+    )?;
     let client = fledge_controller::kube_client::build(
         config,
+        &user_agent,
         metrics.clone(),
         args.kube_api_concurrency,
         rate_limit,
@@ -810,7 +841,26 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         });
     }
 
+    let lease_name = match &shard {
+        Some(s) => s.lease_name(&args.lease_name),
+        None => args.lease_name.clone(),
+    };
+    if let Some(s) = &shard {
+        tracing::info!(
+            shard = s.name(),
+            default = s.is_default(),
+            "handling the Canaries labelled {}={}{}",
+            fledge_core::shard::SHARD_LABEL,
+            s.name(),
+            if s.is_default() {
+                " and those without that label"
+            } else {
+                ""
+            }
+        );
+    }
     let settings = controller::Settings {
+        shard: shard.clone(),
         namespace: args.namespace.clone(),
         max_concurrent_rollouts: args.max_concurrent_rollouts,
         reporter: "fledge".into(),
@@ -823,6 +873,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         git: fledge_controller::git::GitSettings {
             alert_after: std::time::Duration::from_secs(args.git_queue_alert_after),
             defaults: gitops_defaults,
+            shard: shard.as_ref().map(|s| s.name().to_string()),
             ..fledge_controller::git::GitSettings::new(
                 fledge_controller::git::repo::Identity {
                     name: args.git_author_name.clone(),
@@ -869,11 +920,10 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             .unwrap_or_else(|_| "fledge".into());
         format!("{host}-{}", std::process::id())
     });
-    let mut builder =
-        kube_lease_manager::LeaseManagerBuilder::new(client.clone(), &args.lease_name)
-            .with_identity(identity.clone())
-            .with_duration(args.lease_duration.max(2))
-            .with_grace((args.lease_duration / 3).max(1));
+    let mut builder = kube_lease_manager::LeaseManagerBuilder::new(lease_client, &lease_name)
+        .with_identity(identity.clone())
+        .with_duration(args.lease_duration.max(2))
+        .with_grace((args.lease_duration / 3).max(1));
     if let Some(ns) = &args.lease_namespace {
         builder = builder.with_namespace(ns.clone());
     }
@@ -883,7 +933,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         .context("cannot set up leader election")?;
     let (mut leader_rx, _task) = manager.watch().await;
     health.ready.store(true, Ordering::Relaxed);
-    tracing::info!(%identity, lease = %args.lease_name, "waiting to become leader");
+    tracing::info!(%identity, lease = %lease_name, "waiting to become leader");
     let mut stop = stop_rx.clone();
     loop {
         if *leader_rx.borrow_and_update() {

@@ -79,6 +79,31 @@ fn is_gone<K>(item: &watcher::Result<watcher::Event<K>>) -> bool {
     )
 }
 
+/// Keeps the watch events of a shard's own objects (`None`: unsharded, every object). An object
+/// that stops being the shard's (its shard label changed) leaves the cache as if deleted, so
+/// the shard lets go of it; one that becomes the shard's arrives as an update.
+pub fn keep_owned<K: kube::Resource>(
+    event: watcher::Event<K>,
+    shard: Option<&fledge_core::shard::Shard>,
+) -> Option<watcher::Event<K>> {
+    let Some(shard) = shard else {
+        return Some(event);
+    };
+    match event {
+        watcher::Event::Apply(o) if !shard.owns(o.meta().labels.as_ref().unwrap_or(&NO_LABELS)) => {
+            Some(watcher::Event::Delete(o))
+        }
+        watcher::Event::InitApply(o)
+            if !shard.owns(o.meta().labels.as_ref().unwrap_or(&NO_LABELS)) =>
+        {
+            None
+        }
+        other => Some(other),
+    }
+}
+
+static NO_LABELS: std::collections::BTreeMap<String, String> = std::collections::BTreeMap::new();
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -164,5 +189,48 @@ mod tests {
             seen(&[stream.next().await.unwrap()]),
             ["apply from watcher 3"]
         );
+    }
+
+    #[test]
+    fn a_shard_keeps_its_own_canaries_and_lets_go_of_those_relabelled_away() {
+        use fledge_core::shard::Shard;
+        use k8s_openapi::api::core::v1::ConfigMap;
+        let obj = |shard: Option<&str>| {
+            let mut o = ConfigMap::default();
+            o.metadata.name = Some("podinfo".into());
+            if let Some(s) = shard {
+                o.metadata.labels = Some([("fledge.dev/shard".to_string(), s.to_string())].into());
+            }
+            o
+        };
+        let b = Shard::new("b", false).unwrap();
+        let a = Shard::new("a", true).unwrap();
+        let kept = |e: watcher::Event<ConfigMap>, s: &Shard| keep_owned(e, Some(s));
+        assert!(matches!(
+            kept(watcher::Event::Apply(obj(Some("b"))), &b),
+            Some(watcher::Event::Apply(_))
+        ));
+        // Relabelled to another shard: out of the cache.
+        assert!(matches!(
+            kept(watcher::Event::Apply(obj(Some("a"))), &b),
+            Some(watcher::Event::Delete(_))
+        ));
+        assert!(kept(watcher::Event::InitApply(obj(None)), &b).is_none());
+        assert!(matches!(
+            kept(watcher::Event::InitApply(obj(None)), &a),
+            Some(watcher::Event::InitApply(_))
+        ));
+        assert!(matches!(
+            kept(watcher::Event::Delete(obj(Some("b"))), &a),
+            Some(watcher::Event::Delete(_))
+        ));
+        assert!(matches!(
+            kept(watcher::Event::InitDone, &a),
+            Some(watcher::Event::InitDone)
+        ));
+        assert!(matches!(
+            keep_owned(watcher::Event::Apply(obj(Some("z"))), None),
+            Some(watcher::Event::Apply(_))
+        ));
     }
 }

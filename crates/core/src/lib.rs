@@ -34,6 +34,7 @@ mod observe;
 mod phases;
 pub mod replay;
 pub mod requests;
+pub mod shard;
 #[cfg(feature = "sim")]
 pub mod sim;
 pub mod slots;

@@ -63,8 +63,10 @@ pub struct Files<'a> {
 }
 
 /// What the API server's audit log records: each list when it completes and each watch when it
-/// starts, with who asked and for what (no bodies). Tests count a client's lists and watches
-/// with it (a controller whose watches resume after a restart lists once, not in a storm).
+/// starts, and each read or write of a Canary, Deployment or Service, with who asked (user and
+/// user agent) and for what (no bodies). Tests count a client's lists and watches with it (a
+/// controller whose watches resume after a restart lists once, not in a storm) and check which
+/// objects a shard of controllers touched.
 pub const AUDIT_POLICY: &str = "apiVersion: audit.k8s.io/v1
 kind: Policy
 rules:
@@ -74,6 +76,16 @@ rules:
 - level: Metadata
   verbs: [\"watch\"]
   omitStages: [\"RequestReceived\", \"ResponseComplete\"]
+- level: Metadata
+  verbs: [\"get\", \"create\", \"update\", \"patch\", \"delete\"]
+  resources:
+  - group: \"fledge.dev\"
+    resources: [\"canaries\", \"canaries/status\"]
+  - group: \"apps\"
+    resources: [\"deployments\"]
+  - group: \"\"
+    resources: [\"services\"]
+  omitStages: [\"RequestReceived\", \"ResponseStarted\"]
 - level: None
 ";
 

@@ -45,6 +45,9 @@ pub struct GitSettings {
     pub alert_after: Duration,
     /// Cluster-wide defaults of `spec.gitops`.
     pub defaults: fledge_api::gitops::GitOpsDefaults,
+    /// The controller's shard (`--shard`): its records carry the shard label, and its worker
+    /// takes only those, so two shards never push one record.
+    pub shard: Option<String>,
 }
 
 impl GitSettings {
@@ -56,6 +59,7 @@ impl GitSettings {
             poll: Duration::from_secs(2),
             alert_after: Duration::from_secs(900),
             defaults: Default::default(),
+            shard: None,
         }
     }
 }
@@ -228,15 +232,26 @@ pub fn revert_for(
 }
 
 /// Puts a record in the queue (a second time is a no-op).
-pub async fn enqueue(client: &Client, record: &QueuedRecord) -> Result<(), kube::Error> {
+pub async fn enqueue(
+    client: &Client,
+    record: &QueuedRecord,
+    shard: Option<&str>,
+) -> Result<(), kube::Error> {
     let api: Api<ConfigMap> = Api::namespaced(client.clone(), &record.namespace);
+    let mut labels = BTreeMap::from([
+        (QUEUE_LABEL.to_string(), "true".to_string()),
+        ("fledge.dev/canary".to_string(), record.canary.clone()),
+    ]);
+    if let Some(shard) = shard {
+        labels.insert(
+            fledge_core::shard::SHARD_LABEL.to_string(),
+            shard.to_string(),
+        );
+    }
     let cm = ConfigMap {
         metadata: kube::api::ObjectMeta {
             name: Some(entry_name(record)),
-            labels: Some(BTreeMap::from([
-                (QUEUE_LABEL.to_string(), "true".to_string()),
-                ("fledge.dev/canary".to_string(), record.canary.clone()),
-            ])),
+            labels: Some(labels),
             ..Default::default()
         },
         data: Some(BTreeMap::from([(
@@ -356,10 +371,14 @@ pub async fn flush(
         Some(ns) => Api::namespaced(client.clone(), ns),
         None => Api::all(client.clone()),
     };
-    let list = match api
-        .list(&ListParams::default().labels(&format!("{QUEUE_LABEL}=true")))
-        .await
-    {
+    let selector = match &settings.shard {
+        Some(shard) => format!(
+            "{QUEUE_LABEL}=true,{}={shard}",
+            fledge_core::shard::SHARD_LABEL
+        ),
+        None => format!("{QUEUE_LABEL}=true"),
+    };
+    let list = match api.list(&ListParams::default().labels(&selector)).await {
         Ok(l) => l.items,
         Err(e) => {
             warn!(error = %e, "cannot list the Git queue");
