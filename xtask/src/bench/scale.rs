@@ -107,7 +107,7 @@ pub fn run(args: ScaleArgs) -> Result<()> {
     Ok(())
 }
 
-fn build_fledge() -> Result<PathBuf> {
+pub(super) fn build_fledge() -> Result<PathBuf> {
     run_cmd(
         "cargo build --release -p fledge-controller --bin fledge",
         cargo().args([
@@ -123,20 +123,20 @@ fn build_fledge() -> Result<PathBuf> {
 }
 
 /// The cluster's kubectl with the admin kubeconfig.
-struct Kubectl {
+pub(super) struct Kubectl {
     bin: PathBuf,
     kubeconfig: PathBuf,
 }
 
 impl Kubectl {
-    fn new(c: &ClusterInfo) -> Self {
+    pub(super) fn new(c: &ClusterInfo) -> Self {
         Kubectl {
             bin: c.kubectl.clone(),
             kubeconfig: c.kubeconfig.clone(),
         }
     }
 
-    fn cmd(&self) -> Command {
+    pub(super) fn cmd(&self) -> Command {
         let mut c = Command::new(&self.bin);
         c.arg(format!("--kubeconfig={}", self.kubeconfig.display()))
             .stdin(Stdio::null());
@@ -144,11 +144,11 @@ impl Kubectl {
     }
 
     /// Runs kubectl and returns its standard output; fails with its standard error.
-    fn run(&self, args: &[&str]) -> Result<String> {
+    pub(super) fn run(&self, args: &[&str]) -> Result<String> {
         self.run_with(args, None)
     }
 
-    fn run_with(&self, args: &[&str], input: Option<&str>) -> Result<String> {
+    pub(super) fn run_with(&self, args: &[&str], input: Option<&str>) -> Result<String> {
         let mut cmd = self.cmd();
         cmd.args(args).stdout(Stdio::piped()).stderr(Stdio::piped());
         if input.is_some() {
@@ -181,7 +181,7 @@ impl Kubectl {
     /// Applies `docs` server-side with `PARALLEL` kubectl processes; returns each output line
     /// with the time it was printed (kubectl prints one per object once the API server
     /// answered).
-    fn apply_parallel(
+    pub(super) fn apply_parallel(
         &self,
         docs: &[String],
         manager: &str,
@@ -239,7 +239,7 @@ impl Kubectl {
     }
 
     /// `name<TAB>value` lines of a jsonpath over a list, as a map.
-    fn table(&self, resource: &str, ns: &str, value: &str) -> Result<BTreeMap<String, String>> {
+    pub(super) fn table(&self, resource: &str, ns: &str, value: &str) -> Result<BTreeMap<String, String>> {
         let jsonpath = format!(
             "jsonpath={{range .items[*]}}{{.metadata.name}}{{\"\\t\"}}{value}{{\"\\n\"}}{{end}}"
         );
@@ -254,14 +254,14 @@ impl Kubectl {
     }
 }
 
-fn unix_now() -> f64 {
+pub(super) fn unix_now() -> f64 {
     SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .map(|d| d.as_secs_f64())
         .unwrap_or_default()
 }
 
-fn install_crds(k: &Kubectl) -> Result<()> {
+pub(super) fn install_crds(k: &Kubectl) -> Result<()> {
     eprintln!("==> installing the CRDs from config/crd/");
     let dir = root().join("config").join("crd");
     let dir = dir.to_string_lossy();
@@ -283,11 +283,11 @@ fn install_crds(k: &Kubectl) -> Result<()> {
     Ok(())
 }
 
-fn name(i: usize) -> String {
+pub(super) fn name(i: usize) -> String {
     format!("app-{i:04}")
 }
 
-fn deployment(ns: &str, name: &str) -> String {
+pub(super) fn deployment(ns: &str, name: &str) -> String {
     format!(
         "apiVersion: apps/v1
 kind: Deployment
@@ -312,7 +312,7 @@ spec:
     )
 }
 
-fn canary(ns: &str, name: &str, interval: &str, iterations: u32) -> String {
+pub(super) fn canary(ns: &str, name: &str, interval: &str, iterations: u32) -> String {
     format!(
         "apiVersion: fledge.dev/v1beta1
 kind: Canary
@@ -333,7 +333,7 @@ spec:
 }
 
 /// Only the image: applied by another field manager, it changes nothing else.
-fn new_image(ns: &str, name: &str) -> String {
+pub(super) fn new_image(ns: &str, name: &str) -> String {
     format!(
         "apiVersion: apps/v1
 kind: Deployment
@@ -352,7 +352,7 @@ spec:
 
 /// Polls `check` every 2 s until it says done, printing its progress every 10 s; fails at
 /// `timeout` or when the controller exits.
-fn wait_for(
+pub(super) fn wait_for(
     what: &str,
     timeout: Duration,
     mut controller: Option<&mut Controller>,
@@ -403,12 +403,12 @@ fn counts(map: &BTreeMap<String, String>) -> String {
 }
 
 /// `fledge run` as a child process, with a thread sampling its resident memory.
-struct Controller {
+pub(super) struct Controller {
     child: Child,
     started: Instant,
-    pid: u32,
-    port: u16,
-    log: PathBuf,
+    pub(super) pid: u32,
+    pub(super) port: u16,
+    pub(super) log: PathBuf,
     ticks_per_sec: f64,
     samples: Arc<Mutex<Vec<(Instant, u64)>>>,
     stop: Arc<AtomicBool>,
@@ -416,7 +416,7 @@ struct Controller {
 }
 
 impl Controller {
-    fn start(fledge: &Path, kubeconfig: &Path, ns: &str, log: &Path) -> Result<Self> {
+    pub(super) fn start(fledge: &Path, kubeconfig: &Path, ns: &str, log: &Path) -> Result<Self> {
         let port = std::net::TcpListener::bind("127.0.0.1:0")?
             .local_addr()?
             .port();
@@ -477,7 +477,7 @@ impl Controller {
         Ok(c)
     }
 
-    fn check_alive(&mut self) -> Result<()> {
+    pub(super) fn check_alive(&mut self) -> Result<()> {
         if let Some(status) = self.child.try_wait()? {
             let log = std::fs::read_to_string(&self.log).unwrap_or_default();
             let tail: Vec<&str> = log.lines().rev().take(20).collect();
@@ -490,18 +490,18 @@ impl Controller {
         Ok(())
     }
 
-    fn cpu_secs(&self) -> Result<f64> {
+    pub(super) fn cpu_secs(&self) -> Result<f64> {
         let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid))?;
         let ticks = measure::parse_cpu_ticks(&stat).context("unreadable /proc/<pid>/stat")?;
         Ok(ticks as f64 / self.ticks_per_sec)
     }
 
-    fn scrape(&self) -> Result<Vec<Sample>> {
+    pub(super) fn scrape(&self) -> Result<Vec<Sample>> {
         Ok(measure::parse_prometheus(&http_get(self.port, "/metrics")?))
     }
 
     /// Highest sampled RSS within `[from, to]`.
-    fn peak_rss(&self, from: Instant, to: Instant) -> u64 {
+    pub(super) fn peak_rss(&self, from: Instant, to: Instant) -> u64 {
         self.samples
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -512,7 +512,7 @@ impl Controller {
             .unwrap_or(0)
     }
 
-    fn snapshot(&self) -> Result<Snapshot> {
+    pub(super) fn snapshot(&self) -> Result<Snapshot> {
         let metrics = self.scrape()?;
         Ok(Snapshot {
             at: Instant::now(),
@@ -525,7 +525,7 @@ impl Controller {
     }
 
     /// SIGTERM, then SIGKILL after 10 s.
-    fn stop(&mut self) {
+    pub(super) fn stop(&mut self) {
         if self.child.try_wait().ok().flatten().is_none() {
             let _ = Command::new("kill")
                 .args(["-TERM", &self.pid.to_string()])
@@ -550,13 +550,13 @@ impl Drop for Controller {
     }
 }
 
-fn read_memory(pid: u32) -> Result<Memory> {
+pub(super) fn read_memory(pid: u32) -> Result<Memory> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     measure::parse_status(&text).context("unreadable /proc/<pid>/status")
 }
 
 /// `getconf CLK_TCK`, 100 when unknown.
-fn clock_ticks() -> f64 {
+pub(super) fn clock_ticks() -> f64 {
     Command::new("getconf")
         .arg("CLK_TCK")
         .output()
@@ -566,7 +566,7 @@ fn clock_ticks() -> f64 {
 }
 
 /// A plain HTTP/1.0 GET on loopback; the body of a 200 answer.
-fn http_get(port: u16, path: &str) -> Result<String> {
+pub(super) fn http_get(port: u16, path: &str) -> Result<String> {
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
     stream.set_read_timeout(Some(Duration::from_secs(10)))?;
@@ -649,7 +649,7 @@ impl Drop for ReadyWatch {
 }
 
 /// What the controller had done and used at one moment.
-struct Snapshot {
+pub(super) struct Snapshot {
     at: Instant,
     cpu: f64,
     memory: Memory,
@@ -943,7 +943,7 @@ fn measure_phases(
 
 /// Deletes the Canaries while the controller still runs (it removes its finalizers), then the
 /// namespace.
-fn clean_up(k: &Kubectl, ctrl: &mut Controller, ns: &str, timeout: Duration) -> Result<()> {
+pub(super) fn clean_up(k: &Kubectl, ctrl: &mut Controller, ns: &str, timeout: Duration) -> Result<()> {
     eprintln!("==> cleaning up: deleting the Canaries, then namespace {ns}");
     k.run(&[
         "delete",
@@ -966,7 +966,7 @@ fn clean_up(k: &Kubectl, ctrl: &mut Controller, ns: &str, timeout: Duration) -> 
 
 /// Removes `ns` if it exists, first taking fledge's finalizer off any Canary left in it (no
 /// controller runs to do so).
-fn remove_namespace(k: &Kubectl, ns: &str, timeout: Duration) -> Result<()> {
+pub(super) fn remove_namespace(k: &Kubectl, ns: &str, timeout: Duration) -> Result<()> {
     if k.run(&["get", "namespace", ns, "-o", "name"]).is_err() {
         return Ok(());
     }
