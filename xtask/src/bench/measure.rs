@@ -354,19 +354,6 @@ pub fn ready_target(line: &str) -> Option<&str> {
     ready.then_some(name)
 }
 
-/// For each Canary, the first event with `reason` at or after `since`.
-pub fn first_of(events: &[LogEvent], reason: &str, since: f64) -> BTreeMap<String, f64> {
-    let mut out: BTreeMap<String, f64> = BTreeMap::new();
-    for e in events
-        .iter()
-        .filter(|e| e.at >= since && e.reason == reason)
-    {
-        let t = out.entry(e.canary.clone()).or_insert(e.at);
-        *t = t.min(e.at);
-    }
-    out
-}
-
 /// KiB as MiB with one decimal.
 pub fn mib(kib: u64) -> String {
     format!("{:.1} MiB", kib as f64 / 1024.0)
@@ -415,6 +402,123 @@ pub fn table(rows: &[Vec<String>]) -> String {
             out.push_str(&rule.join("  "));
             out.push('\n');
         }
+    }
+    out
+}
+
+/// One Canary as a watch on the Canaries saw it change, from a
+/// `name|phase|iterations|canaryWeight|failedChecks` line (kubectl's jsonpath output) at `at`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StatusSeen {
+    pub at: f64,
+    pub canary: String,
+    pub phase: String,
+    pub iterations: i64,
+    pub weight: i64,
+    pub failed_checks: i64,
+}
+
+/// The line's fields; empty numbers (a status not written yet) are 0.
+pub fn parse_status_line(line: &str, at: f64) -> Option<StatusSeen> {
+    let f: Vec<&str> = line.trim().split('|').collect();
+    let [canary, phase, iterations, weight, failed] = f[..] else {
+        return None;
+    };
+    let num = |s: &str| s.trim().parse::<i64>().unwrap_or(0);
+    (!canary.is_empty()).then(|| StatusSeen {
+        at,
+        canary: canary.to_string(),
+        phase: phase.to_string(),
+        iterations: num(iterations),
+        weight: num(weight),
+        failed_checks: num(failed),
+    })
+}
+
+/// What a watch on the Canaries saw, per Canary: the same figures for any controller, taken
+/// from outside it.
+#[derive(Debug, Default)]
+pub struct WatchTimes {
+    /// The analysis steps: each time `iterations` rose, or the canary weight changed, while
+    /// `Progressing`.
+    pub steps: BTreeMap<String, Vec<f64>>,
+    /// The first `Progressing`: the new revision detected.
+    pub detected: BTreeMap<String, f64>,
+    /// The first failed check (`failedChecks` above 0).
+    pub first_failed_check: BTreeMap<String, f64>,
+    /// The first `Succeeded`.
+    pub succeeded: BTreeMap<String, f64>,
+    /// The first `Failed`: rolled back, all traffic on the primary.
+    pub failed: BTreeMap<String, f64>,
+}
+
+/// Reads a watch's changes (in the order they came) into [`WatchTimes`].
+pub fn watch_times(seen: &[StatusSeen]) -> WatchTimes {
+    let mut out = WatchTimes::default();
+    let mut last: BTreeMap<&str, (i64, i64)> = BTreeMap::new();
+    for s in seen {
+        let first = |m: &mut BTreeMap<String, f64>| {
+            m.entry(s.canary.clone()).or_insert(s.at);
+        };
+        match s.phase.as_str() {
+            "Progressing" => first(&mut out.detected),
+            "Succeeded" => first(&mut out.succeeded),
+            "Failed" => first(&mut out.failed),
+            _ => {}
+        }
+        if s.failed_checks > 0 {
+            first(&mut out.first_failed_check);
+        }
+        let before = last.insert(&s.canary, (s.iterations, s.weight));
+        if s.phase == "Progressing"
+            && let Some((iterations, weight)) = before
+            && (s.iterations > iterations || s.weight != weight)
+        {
+            out.steps.entry(s.canary.clone()).or_default().push(s.at);
+        }
+    }
+    out
+}
+
+/// How late each step after the first came against the previous one plus `interval`, as a
+/// watch saw them (negative: early).
+pub fn watch_lateness(steps: &[f64], interval: f64) -> Vec<f64> {
+    steps.windows(2).map(|w| w[1] - w[0] - interval).collect()
+}
+
+/// One request in the API server's audit log: who sent it, its verb, and when it arrived
+/// (Unix seconds).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Audited {
+    pub user: String,
+    pub verb: String,
+    pub at: f64,
+}
+
+/// An audit log line (one JSON event), or `None` for anything else.
+pub fn parse_audit_line(line: &str) -> Option<Audited> {
+    let v: serde_json::Value = serde_json::from_str(line).ok()?;
+    let at: jiff::Timestamp = v["requestReceivedTimestamp"].as_str()?.parse().ok()?;
+    Some(Audited {
+        user: v["user"]["username"].as_str()?.to_string(),
+        verb: v["verb"].as_str()?.to_string(),
+        at: at.as_microsecond() as f64 / 1e6,
+    })
+}
+
+/// The requests of `user` that arrived in `(from, to]`, counted by verb.
+pub fn requests_by_verb(
+    records: &[Audited],
+    user: &str,
+    from: f64,
+    to: f64,
+) -> BTreeMap<String, f64> {
+    let mut out = BTreeMap::new();
+    for r in records
+        .iter()
+        .filter(|r| r.user == user && r.at > from && r.at <= to)
+    {
+        *out.entry(r.verb.clone()).or_insert(0.0) += 1.0;
     }
     out
 }
@@ -563,9 +667,6 @@ broken{a="x" 1
         // Against the whole second of the previous step: 115.5 - 115 - 10 = 0.5.
         assert_eq!(lateness(&steps["ns/a"], 10.0), [0.5, 0.5]);
         assert!(lateness(&steps["ns/b"], 10.0).is_empty());
-        let detected = first_of(&events, "NewRevision", 50.0);
-        assert_eq!(detected["ns/a"], 100.0);
-        assert_eq!(detected["ns/b"], 101.0);
 
         // Step decisions, when logged, are the steps (the Events come later).
         let mut with_decisions = events.to_vec();
@@ -606,6 +707,68 @@ broken{a="x" 1
         assert_eq!(
             table(&rows),
             "phase      CPU\n------  ------\nsteady  1.25 s\n"
+        );
+    }
+
+    #[test]
+    fn a_watch_on_the_canaries_gives_the_steps_and_the_outcome() {
+        let lines = [
+            (0.0, "app-1|Initialized|0|0|0"),
+            (10.2, "app-1|Progressing|0|0|0"),
+            (10.3, "app-1|Progressing|0|0|0"),
+            (12.1, "app-1|Progressing|1|0|0"),
+            (14.4, "app-1|Progressing|2|0|1"),
+            (16.0, "app-1|Progressing|3|0|1"),
+            (17.0, "app-1|Promoting|3|0|1"),
+            (19.5, "app-1|Succeeded|0|0|0"),
+            (11.0, "app-2|Progressing|||"),
+            (13.0, "app-2|Failed|0|0|2"),
+            (13.5, "garbage"),
+        ];
+        let seen: Vec<StatusSeen> = lines
+            .iter()
+            .filter_map(|(at, l)| parse_status_line(l, *at))
+            .collect();
+        assert_eq!(seen.len(), 10);
+        let t = watch_times(&seen);
+        assert_eq!(t.steps["app-1"], [12.1, 14.4, 16.0]);
+        assert!(!t.steps.contains_key("app-2"));
+        assert_eq!(t.detected["app-1"], 10.2);
+        assert_eq!(t.succeeded["app-1"], 19.5);
+        assert_eq!(t.first_failed_check["app-1"], 14.4);
+        assert_eq!(t.failed["app-2"], 13.0);
+        let late = watch_lateness(&t.steps["app-1"], 2.0);
+        assert_eq!(late.len(), 2);
+        assert!((late[0] - 0.3).abs() < 1e-9 && (late[1] + 0.4).abs() < 1e-9);
+    }
+
+    #[test]
+    fn audit_records_are_counted_by_user_verb_and_time() {
+        let line = |user: &str, verb: &str, at: &str| {
+            serde_json::json!({
+                "kind": "Event", "level": "Metadata", "stage": "ResponseComplete",
+                "verb": verb, "user": {"username": user, "groups": ["system:masters"]},
+                "userAgent": "x", "requestReceivedTimestamp": at,
+                "objectRef": {"resource": "canaries", "namespace": "ns"}
+            })
+            .to_string()
+        };
+        let lines = [
+            line("fledge-bench-fledge", "get", "2026-01-01T00:00:01.500000Z"),
+            line("fledge-bench-fledge", "get", "2026-01-01T00:00:02.000000Z"),
+            line("fledge-bench-fledge", "patch", "2026-01-01T00:00:03Z"),
+            line("fledge-bench-flagger", "get", "2026-01-01T00:00:02Z"),
+            "not json".to_string(),
+        ];
+        let records: Vec<Audited> = lines.iter().filter_map(|l| parse_audit_line(l)).collect();
+        assert_eq!(records.len(), 4);
+        let t0 = 1767225600.0;
+        let counts = requests_by_verb(&records, "fledge-bench-fledge", t0 + 1.5, t0 + 3.0);
+        assert_eq!(counts.get("get"), Some(&1.0));
+        assert_eq!(counts.get("patch"), Some(&1.0));
+        assert_eq!(
+            requests_by_verb(&records, "fledge-bench-flagger", t0, t0 + 10.0).get("get"),
+            Some(&1.0)
         );
     }
 }

@@ -16,7 +16,7 @@
 //! analysis step, → Succeeded, and the lateness of every analysis step against its schedule
 //! (previous step + interval), cross-checked with the `fledge_step_lateness_seconds` histogram.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
@@ -76,6 +76,64 @@ pub struct ScaleArgs {
     /// Run this fledge binary instead of building `target/release/fledge`.
     #[arg(long, value_name = "PATH")]
     fledge: Option<PathBuf>,
+    /// The controller measured: fledge, Flagger (built from its Go module at the version
+    /// `xtask/go-flagger/go.mod` pins, its Canaries the same spec as `flagger.app/v1beta1`), or
+    /// both, one after the other on the same control plane, printed side by side.
+    #[arg(long, value_enum, default_value = "fledge")]
+    controller: Which,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum Which {
+    Fledge,
+    Flagger,
+    Both,
+}
+
+/// A controller under measurement.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Kind {
+    Fledge,
+    Flagger,
+}
+
+impl Kind {
+    pub(super) fn name(self) -> &'static str {
+        match self {
+            Kind::Fledge => "fledge",
+            Kind::Flagger => "flagger",
+        }
+    }
+
+    /// Its Canaries, as kubectl names them unambiguously.
+    pub(super) fn canaries(self) -> &'static str {
+        match self {
+            Kind::Fledge => "canaries.fledge.dev",
+            Kind::Flagger => "canaries.flagger.app",
+        }
+    }
+
+    fn api_version(self) -> &'static str {
+        match self {
+            Kind::Fledge => "fledge.dev/v1beta1",
+            Kind::Flagger => "flagger.app/v1beta1",
+        }
+    }
+
+    /// The user it runs as: the audit log records every request of it.
+    fn user(self) -> &'static str {
+        match self {
+            Kind::Fledge => cluster::BENCH_USERS[0],
+            Kind::Flagger => cluster::BENCH_USERS[1],
+        }
+    }
+}
+
+/// What runs the benchmark for one kind of controller.
+struct Subject {
+    kind: Kind,
+    binary: PathBuf,
+    kubeconfig: PathBuf,
 }
 
 pub fn run(args: ScaleArgs) -> Result<()> {
@@ -91,17 +149,54 @@ pub fn run(args: ScaleArgs) -> Result<()> {
         bail!("--canaries: each value must be between 1 and 9999");
     }
     let cluster = cluster::ensure_up()?;
-    let fledge = match &args.fledge {
-        Some(p) => p.clone(),
-        None => build_fledge()?,
-    };
     let kubectl = Kubectl::new(&cluster);
-    install_crds(&kubectl)?;
+    let kinds = match args.controller {
+        Which::Fledge => vec![Kind::Fledge],
+        Which::Flagger => vec![Kind::Flagger],
+        Which::Both => vec![Kind::Fledge, Kind::Flagger],
+    };
+    let dir = target_dir().join("bench");
+    std::fs::create_dir_all(&dir)?;
+    let mut subjects = Vec::new();
+    for kind in kinds {
+        let binary = match kind {
+            Kind::Fledge => {
+                install_crds(&kubectl)?;
+                match &args.fledge {
+                    Some(p) => p.clone(),
+                    None => build_fledge()?,
+                }
+            }
+            Kind::Flagger => {
+                let flagger = crate::flagger::ensure()?;
+                let crds = flagger.crds.display().to_string();
+                kubectl.run(&["apply", "--server-side", "--force-conflicts", "-f", &crds])?;
+                kubectl.run(&[
+                    "wait",
+                    "--for=condition=Established",
+                    "--timeout=60s",
+                    "crd/canaries.flagger.app",
+                ])?;
+                flagger.binary
+            }
+        };
+        let kubeconfig = dir.join(format!("{}.kubeconfig", kind.name()));
+        cluster::user_kubeconfig(&cluster, kind.user(), &kubeconfig)?;
+        subjects.push(Subject {
+            kind,
+            binary,
+            kubeconfig,
+        });
+    }
     let mut reports = Vec::new();
     for &n in &args.canaries {
-        reports.push(scale(&kubectl, &cluster, &fledge, n, interval, &args)?);
+        for subject in &subjects {
+            reports.push(scale(&kubectl, &cluster, subject, n, interval, &args)?);
+        }
     }
-    if reports.len() > 1 {
+    if subjects.len() > 1 {
+        println!("{}", side_by_side(&reports));
+    } else if reports.len() > 1 {
         println!("{}", summary(&reports));
     }
     Ok(())
@@ -239,7 +334,12 @@ impl Kubectl {
     }
 
     /// `name<TAB>value` lines of a jsonpath over a list, as a map.
-    pub(super) fn table(&self, resource: &str, ns: &str, value: &str) -> Result<BTreeMap<String, String>> {
+    pub(super) fn table(
+        &self,
+        resource: &str,
+        ns: &str,
+        value: &str,
+    ) -> Result<BTreeMap<String, String>> {
         let jsonpath = format!(
             "jsonpath={{range .items[*]}}{{.metadata.name}}{{\"\\t\"}}{value}{{\"\\n\"}}{{end}}"
         );
@@ -313,8 +413,27 @@ spec:
 }
 
 pub(super) fn canary(ns: &str, name: &str, interval: &str, iterations: u32) -> String {
+    canary_of(Kind::Fledge, ns, name, interval, iterations, None)
+}
+
+/// A blue/green Canary of `kind` on the `kubernetes` provider, with a `rollout` webhook to
+/// `webhook` when given (both controllers then do an analysis's I/O at every step).
+fn canary_of(
+    kind: Kind,
+    ns: &str,
+    name: &str,
+    interval: &str,
+    iterations: u32,
+    webhook: Option<&str>,
+) -> String {
+    let api_version = kind.api_version();
+    let webhooks = webhook.map_or(String::new(), |url| {
+        format!(
+            "    webhooks:\n    - {{name: check, type: rollout, url: \"{url}\", timeout: 5s}}\n"
+        )
+    });
     format!(
-        "apiVersion: fledge.dev/v1beta1
+        "apiVersion: {api_version}
 kind: Canary
 metadata:
   name: {name}
@@ -328,7 +447,7 @@ spec:
     interval: {interval}
     threshold: 2
     iterations: {iterations}
-"
+{webhooks}"
     )
 }
 
@@ -405,7 +524,11 @@ fn counts(map: &BTreeMap<String, String>) -> String {
 /// `fledge run` as a child process, with a thread sampling its resident memory.
 pub(super) struct Controller {
     child: Child,
+    /// What runs (for messages).
+    program: String,
     started: Instant,
+    /// The same moment as a Unix time, for the audit log.
+    started_unix: f64,
     pub(super) pid: u32,
     pub(super) port: u16,
     pub(super) log: PathBuf,
@@ -417,25 +540,53 @@ pub(super) struct Controller {
 
 impl Controller {
     pub(super) fn start(fledge: &Path, kubeconfig: &Path, ns: &str, log: &Path) -> Result<Self> {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port();
-        let out =
-            std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
-        let child = Command::new(fledge)
-            .args(["run", "--namespace", ns, "--log-format", "json"])
+        let port = free_port()?;
+        let mut cmd = Command::new(fledge);
+        cmd.args(["run", "--namespace", ns, "--log-format", "json"])
             .args(["--metrics-addr", &format!("127.0.0.1:{port}")])
             .env("KUBECONFIG", kubeconfig)
             .env(
                 "RUST_LOG",
                 "info,kube=warn,fledge_controller::controller=debug",
-            )
+            );
+        Self::spawn(cmd, port, log)
+    }
+
+    /// Flagger for `ns`, as its chart runs it for the `kubernetes` provider; its control loop
+    /// at the analysis interval (so that it sees a new revision as soon as fledge does).
+    fn start_flagger(
+        flagger: &Path,
+        kubeconfig: &Path,
+        ns: &str,
+        log: &Path,
+        interval: &str,
+    ) -> Result<Self> {
+        let port = free_port()?;
+        let mut cmd = Command::new(flagger);
+        cmd.arg(format!("-kubeconfig={}", kubeconfig.display()))
+            .arg(format!("-namespace={ns}"))
+            .arg("-mesh-provider=kubernetes")
+            // No metric in these Canaries: nothing is queried.
+            .arg("-metrics-server=http://127.0.0.1:9")
+            .arg(format!("-port={port}"))
+            .arg("-log-level=info")
+            .arg("-zap-encoding=json")
+            .arg(format!("-control-loop-interval={interval}"));
+        Self::spawn(cmd, port, log)
+    }
+
+    fn spawn(mut cmd: Command, port: u16, log: &Path) -> Result<Self> {
+        let program = cmd.get_program().to_string_lossy().to_string();
+        let out =
+            std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
+        let child = cmd
             .stdin(Stdio::null())
             .stdout(out.try_clone()?)
             .stderr(out)
             .spawn()
-            .with_context(|| format!("starting {}", fledge.display()))?;
+            .with_context(|| format!("starting {program}"))?;
         let started = Instant::now();
+        let started_unix = unix_now();
         let pid = child.id();
         let samples = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(AtomicBool::new(false));
@@ -457,7 +608,9 @@ impl Controller {
         };
         let mut c = Controller {
             child,
+            program,
             started,
+            started_unix,
             pid,
             port,
             log: log.to_path_buf(),
@@ -470,7 +623,10 @@ impl Controller {
         while c.scrape().is_err() {
             c.check_alive()?;
             if Instant::now() > deadline {
-                bail!("fledge did not serve /metrics on port {port} within 30 s");
+                bail!(
+                    "{} did not serve /metrics on port {port} within 30 s",
+                    c.program
+                );
             }
             sleep(Duration::from_millis(100));
         }
@@ -482,7 +638,8 @@ impl Controller {
             let log = std::fs::read_to_string(&self.log).unwrap_or_default();
             let tail: Vec<&str> = log.lines().rev().take(20).collect();
             bail!(
-                "fledge exited ({status}); last lines of {}:\n{}",
+                "{} exited ({status}); last lines of {}:\n{}",
+                self.program,
                 self.log.display(),
                 tail.into_iter().rev().collect::<Vec<_>>().join("\n")
             );
@@ -516,6 +673,7 @@ impl Controller {
         let metrics = self.scrape()?;
         Ok(Snapshot {
             at: Instant::now(),
+            unix: unix_now(),
             cpu: self.cpu_secs()?,
             memory: read_memory(self.pid)?,
             requests: measure::by_label(&metrics, "fledge_kube_requests_total", "verb"),
@@ -548,6 +706,12 @@ impl Drop for Controller {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
 }
 
 pub(super) fn read_memory(pid: u32) -> Result<Memory> {
@@ -585,53 +749,54 @@ pub(super) fn http_get(port: u16, path: &str) -> Result<String> {
     Ok(body.to_string())
 }
 
-/// `kubectl get deployments --watch-only` in the background: when each target became ready
-/// to analyse (all its replicas updated and available), as the API server reported it.
-struct ReadyWatch {
+/// `kubectl get <resource> --watch-only -o jsonpath=<template>` in the background: every
+/// line it prints, with when it came (Unix seconds), as the API server reported the changes.
+struct LineWatch {
     child: Child,
-    reader: Option<JoinHandle<BTreeMap<String, f64>>>,
+    reader: Option<JoinHandle<Vec<(f64, String)>>>,
 }
 
-impl ReadyWatch {
-    fn start(k: &Kubectl, ns: &str) -> Result<Self> {
-        let template = "jsonpath={.metadata.name}|{.metadata.generation}|\
-                        {.status.observedGeneration}|{.spec.replicas}|{.status.updatedReplicas}|\
-                        {.status.availableReplicas}{\"\\n\"}";
+impl LineWatch {
+    fn start(k: &Kubectl, resource: &str, ns: &str, template: &str) -> Result<Self> {
         let mut child = k
             .cmd()
-            .args([
-                "get",
-                "deployments",
-                "-n",
-                ns,
-                "--watch-only",
-                "-o",
-                template,
-            ])
+            .args(["get", resource, "-n", ns, "--watch-only", "-o"])
+            .arg(format!("jsonpath={template}"))
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
             .context("running kubectl get --watch-only")?;
         let stdout = child.stdout.take().context("kubectl stdout")?;
-        let ns = ns.to_string();
         let reader = thread::spawn(move || {
-            let mut ready = BTreeMap::new();
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let at = unix_now();
-                if let Some(name) = measure::ready_target(&line) {
-                    ready.entry(format!("{ns}/{name}")).or_insert(at);
-                }
-            }
-            ready
+            BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+                .map(|line| (unix_now(), line))
+                .collect()
         });
-        Ok(ReadyWatch {
+        Ok(LineWatch {
             child,
             reader: Some(reader),
         })
     }
 
-    /// Stops the watch; when each target first became ready.
-    fn finish(mut self) -> BTreeMap<String, f64> {
+    /// When each target became ready to analyse (all its replicas updated and available).
+    fn targets_ready(k: &Kubectl, ns: &str) -> Result<Self> {
+        let template = "{.metadata.name}|{.metadata.generation}|{.status.observedGeneration}|\
+                        {.spec.replicas}|{.status.updatedReplicas}|{.status.availableReplicas}\
+                        {\"\\n\"}";
+        Self::start(k, "deployments", ns, template)
+    }
+
+    /// Every change of the Canaries' phase, iterations, weight and failed checks.
+    fn canary_status(k: &Kubectl, kind: Kind, ns: &str) -> Result<Self> {
+        let template = "{.metadata.name}|{.status.phase}|{.status.iterations}|\
+                        {.status.canaryWeight}|{.status.failedChecks}{\"\\n\"}";
+        Self::start(k, kind.canaries(), ns, template)
+    }
+
+    /// Stops the watch; its lines.
+    fn finish(mut self) -> Vec<(f64, String)> {
         let _ = self.child.kill();
         let _ = self.child.wait();
         self.reader
@@ -641,16 +806,82 @@ impl ReadyWatch {
     }
 }
 
-impl Drop for ReadyWatch {
+impl Drop for LineWatch {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
 }
 
+/// The `rollout` webhook of every Canary: answers 200 to anything, on loopback, and counts
+/// the calls.
+struct OkServer {
+    addr: std::net::SocketAddr,
+    calls: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl OkServer {
+    fn start() -> Result<OkServer> {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        let addr = listener.local_addr()?;
+        let calls = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let counted = calls.clone();
+        thread::spawn(move || {
+            for stream in listener.incoming().map_while(Result::ok) {
+                let counted = counted.clone();
+                thread::spawn(move || {
+                    if answer_ok(stream).is_ok() {
+                        counted.fetch_add(1, Ordering::Relaxed);
+                    }
+                });
+            }
+        });
+        Ok(OkServer { addr, calls })
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}/check", self.addr)
+    }
+
+    fn calls(&self) -> u64 {
+        self.calls.load(Ordering::Relaxed)
+    }
+}
+
+/// Reads one request (headers and a `Content-Length` body) and answers 200, closing.
+fn answer_ok(stream: TcpStream) -> Result<()> {
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let mut reader = BufReader::new(stream);
+    let mut length = 0usize;
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if reader.read_line(&mut line)? == 0 {
+            bail!("closed before the request ended");
+        }
+        let header = line.trim_end();
+        if header.is_empty() {
+            break;
+        }
+        if let Some((name, value)) = header.split_once(':')
+            && name.eq_ignore_ascii_case("content-length")
+        {
+            length = value.trim().parse()?;
+        }
+    }
+    std::io::copy(
+        &mut reader.by_ref().take(length as u64),
+        &mut std::io::sink(),
+    )?;
+    let mut stream = reader.into_inner();
+    stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")?;
+    Ok(())
+}
+
 /// What the controller had done and used at one moment.
 pub(super) struct Snapshot {
     at: Instant,
+    unix: f64,
     cpu: f64,
     memory: Memory,
     requests: BTreeMap<String, f64>,
@@ -706,6 +937,7 @@ impl Phase {
 
 /// Everything measured for one N.
 struct Report {
+    kind: Kind,
     n: usize,
     interval: Duration,
     iterations: u32,
@@ -719,6 +951,9 @@ struct Report {
     /// Target ready to the first analysis step (the controller's part).
     reaction: Option<Summary>,
     succeeded: Option<Summary>,
+    /// Step lateness as the watch on the Canaries saw it.
+    lateness: Option<Summary>,
+    /// fledge's: as its log says (its own schedule).
     lateness_log: Option<Summary>,
     lateness_hist: Histogram,
     failed: usize,
@@ -726,40 +961,49 @@ struct Report {
     hwm_kib: u64,
     end_memory: Memory,
     log: PathBuf,
+    /// Calls of the `rollout` webhook.
+    webhook_calls: u64,
 }
 
 fn scale(
     k: &Kubectl,
     cluster: &ClusterInfo,
-    fledge: &Path,
+    subject: &Subject,
     n: usize,
     interval: Duration,
     args: &ScaleArgs,
 ) -> Result<Report> {
-    let ns = format!("fledge-bench-{n}");
+    let kind = subject.kind;
+    let ns = format!("{}-bench-{n}", kind.name());
     let timeout = Duration::from_secs(args.timeout);
-    let dir = root()
-        .join("target")
-        .join("bench")
-        .join(format!("scale-{n}"));
+    let dir = target_dir().join("bench").join(match kind {
+        Kind::Fledge => format!("scale-{n}"),
+        Kind::Flagger => format!("scale-flagger-{n}"),
+    });
     std::fs::create_dir_all(&dir)?;
     eprintln!(
-        "==> scale benchmark: {n} canaries in namespace {ns}, interval {}, {} iterations",
-        args.interval, args.iterations
+        "==> {} scale benchmark: {n} canaries in namespace {ns}, interval {}, {} iterations",
+        kind.name(),
+        args.interval,
+        args.iterations
     );
     remove_namespace(k, &ns, timeout)?;
     k.run(&["create", "namespace", &ns])?;
+    let webhook = OkServer::start()?;
 
     eprintln!("==> creating {n} Deployments and {n} Canaries");
     let mut docs = Vec::with_capacity(2 * n);
+    let url = webhook.url();
+    let canary =
+        |name: &str| canary_of(kind, &ns, name, &args.interval, args.iterations, Some(&url));
     for i in 0..n {
         docs.push(deployment(&ns, &name(i)));
-        docs.push(canary(&ns, &name(i), &args.interval, args.iterations));
+        docs.push(canary(&name(i)));
     }
     let bystanders = bystanders(args.flood);
     for b in &bystanders {
         docs.push(deployment(&ns, b));
-        docs.push(canary(&ns, b, &args.interval, args.iterations));
+        docs.push(canary(b));
     }
     let t = Instant::now();
     k.apply_parallel(&docs, MANAGER, &[])?;
@@ -771,21 +1015,46 @@ fn scale(
         Ok((ready >= all, format!("{ready}/{all} available")))
     })?;
 
-    eprintln!("==> starting {} (log: {})", fledge.display(), dir.display());
-    let log = dir.join("fledge.log");
-    let mut ctrl = Controller::start(fledge, &cluster.kubeconfig, &ns, &log)?;
-    let result =
-        measure_phases(k, &mut ctrl, &ns, n, &bystanders, interval, args, timeout).map(|mut r| {
-            r.log = log;
-            // Printed now, so that the figures survive a failed clean-up.
-            println!("{}", r.render());
-            r
-        });
+    eprintln!(
+        "==> starting {} (log: {})",
+        subject.binary.display(),
+        dir.display()
+    );
+    let log = dir.join(format!("{}.log", kind.name()));
+    let mut ctrl = match kind {
+        Kind::Fledge => Controller::start(&subject.binary, &subject.kubeconfig, &ns, &log)?,
+        Kind::Flagger => Controller::start_flagger(
+            &subject.binary,
+            &subject.kubeconfig,
+            &ns,
+            &log,
+            &args.interval,
+        )?,
+    };
+    let result = measure_phases(
+        k,
+        &mut ctrl,
+        subject,
+        &cluster::audit_log(cluster),
+        &ns,
+        n,
+        &bystanders,
+        interval,
+        args,
+        timeout,
+    )
+    .map(|mut r| {
+        r.log = log;
+        r.webhook_calls = webhook.calls();
+        // Printed now, so that the figures survive a failed clean-up.
+        println!("{}", r.render());
+        r
+    });
     let cleanup = if args.keep {
         eprintln!("==> leaving namespace {ns} (--keep)");
         Ok(())
     } else {
-        clean_up(k, &mut ctrl, &ns, timeout)
+        clean_up_of(kind, k, &mut ctrl, &ns, timeout)
     };
     ctrl.stop();
     let report = result?;
@@ -807,6 +1076,8 @@ fn bystanders(rate: u32) -> Vec<String> {
 fn measure_phases(
     k: &Kubectl,
     ctrl: &mut Controller,
+    subject: &Subject,
+    audit_log: &Path,
     ns: &str,
     n: usize,
     bystanders: &[String],
@@ -814,9 +1085,11 @@ fn measure_phases(
     args: &ScaleArgs,
     timeout: Duration,
 ) -> Result<Report> {
-    let phases_of = |k: &Kubectl| k.table("canaries.fledge.dev", ns, "{.status.phase}");
+    let kind = subject.kind;
+    let phases_of = |k: &Kubectl| k.table(kind.canaries(), ns, "{.status.phase}");
     let start = Snapshot {
         at: ctrl.started,
+        unix: ctrl.started_unix,
         cpu: 0.0,
         memory: Memory::default(),
         requests: BTreeMap::new(),
@@ -850,7 +1123,8 @@ fn measure_phases(
 
     eprintln!("==> wave: a new image for all {n} targets");
     let wave_from = ctrl.snapshot()?;
-    let watch = ReadyWatch::start(k, ns)?;
+    let ready_watch = LineWatch::targets_ready(k, ns)?;
+    let status_watch = LineWatch::canary_status(k, kind, ns)?;
     let flood = match args.flood {
         0 => None,
         rate => {
@@ -866,7 +1140,7 @@ fn measure_phases(
         .filter_map(|(line, at)| {
             let obj = line.split_whitespace().next()?;
             let (_, name) = obj.split_once('/')?;
-            Some((format!("{ns}/{name}"), *at))
+            Some((name.to_string(), *at))
         })
         .collect();
     let change_spread = changed.values().fold(0.0_f64, |m, t| m.max(*t)) - t0;
@@ -891,19 +1165,49 @@ fn measure_phases(
     )?;
     let wave_to = ctrl.snapshot()?;
     let flood = flood.map(Flood::finish);
-    let ready = watch.finish();
+    let ready: BTreeMap<String, f64> =
+        ready_watch
+            .finish()
+            .iter()
+            .fold(BTreeMap::new(), |mut m, (at, line)| {
+                if let Some(name) = measure::ready_target(line) {
+                    m.entry(name.to_string()).or_insert(*at);
+                }
+                m
+            });
+    let seen: Vec<measure::StatusSeen> = status_watch
+        .finish()
+        .iter()
+        .filter_map(|(at, line)| measure::parse_status_line(line, *at))
+        .collect();
+    let watched = measure::watch_times(&seen);
 
-    let text = std::fs::read_to_string(&ctrl.log)?;
-    let events: Vec<LogEvent> = text.lines().filter_map(parse_log_event).collect();
-    let since = |map: BTreeMap<String, f64>| -> Option<Summary> {
+    // Requests as the API server saw them, by the controller's own user.
+    let audit: Vec<measure::Audited> = std::fs::read_to_string(audit_log)
+        .with_context(|| format!("reading the audit log {}", audit_log.display()))?
+        .lines()
+        .filter_map(measure::parse_audit_line)
+        .filter(|a| a.user == kind.user())
+        .collect();
+    if audit.is_empty() {
+        bail!(
+            "the API server's audit log {} has no request of user {}: the control plane runs \
+             an older audit policy; restart it (`cargo xtask dataplane down; cargo xtask \
+             cluster down; cargo xtask cluster up`) and run the benchmark again",
+            audit_log.display(),
+            kind.user()
+        );
+    }
+
+    let since = |map: &BTreeMap<String, f64>| -> Option<Summary> {
         let d: Vec<f64> = map
             .iter()
             .filter_map(|(c, t)| Some(t - changed.get(c)?))
             .collect();
         Summary::of(&d)
     };
-    let steps = measure::step_times(&events, t0);
-    let first_steps: BTreeMap<String, f64> = steps
+    let first_steps: BTreeMap<String, f64> = watched
+        .steps
         .iter()
         .filter_map(|(c, t)| Some((c.clone(), *t.first()?)))
         .collect();
@@ -911,50 +1215,82 @@ fn measure_phases(
         .iter()
         .filter_map(|(c, t)| Some(t - ready.get(c)?))
         .collect();
-    let late: Vec<f64> = steps
+    let late: Vec<f64> = watched
+        .steps
         .values()
-        .flat_map(|t| measure::lateness(t, interval.as_secs_f64()))
+        .flat_map(|t| measure::watch_lateness(t, interval.as_secs_f64()))
         .collect();
+    // fledge's own view of its schedule, from its log: a cross-check of the watch.
+    let lateness_log = match kind {
+        Kind::Fledge => {
+            let text = std::fs::read_to_string(&ctrl.log)?;
+            let events: Vec<LogEvent> = text.lines().filter_map(parse_log_event).collect();
+            let steps = measure::step_times(&events, t0);
+            let late: Vec<f64> = steps
+                .values()
+                .flat_map(|t| measure::lateness(t, interval.as_secs_f64()))
+                .collect();
+            Summary::of(&late)
+        }
+        Kind::Flagger => None,
+    };
+    let phase = |name, a: &Snapshot, b: &Snapshot| {
+        let mut p = Phase::between(name, a, b, ctrl);
+        p.requests = measure::requests_by_verb(&audit, kind.user(), a.unix, b.unix);
+        p
+    };
 
     Ok(Report {
+        kind,
         n,
         interval,
         iterations: args.iterations,
         phases: vec![
-            Phase::between("initialization", &start, &initialized, ctrl),
-            Phase::between("steady state", &steady_from, &steady_to, ctrl),
-            Phase::between("wave", &wave_from, &wave_to, ctrl),
+            phase("initialization", &start, &initialized),
+            phase("steady state", &steady_from, &steady_to),
+            phase("wave", &wave_from, &wave_to),
         ],
         change_spread,
-        detected: since(measure::first_of(&events, "NewRevision", t0)),
-        first_step: since(first_steps),
-        ready: since(ready.clone()),
+        detected: since(&watched.detected),
+        first_step: since(&first_steps),
+        ready: since(&ready),
         reaction: Summary::of(&reaction),
-        succeeded: since(measure::first_of(&events, "Succeeded", t0)),
-        lateness_log: Summary::of(&late),
+        succeeded: since(&watched.succeeded),
+        lateness: Summary::of(&late),
+        lateness_log,
         flood,
         lateness_hist: wave_to.lateness.since(&wave_from.lateness),
         failed,
         hwm_kib: wave_to.memory.hwm_kib,
         end_memory: wave_to.memory,
         log: PathBuf::new(),
+        webhook_calls: 0,
     })
 }
 
 /// Deletes the Canaries while the controller still runs (it removes its finalizers), then the
 /// namespace.
-pub(super) fn clean_up(k: &Kubectl, ctrl: &mut Controller, ns: &str, timeout: Duration) -> Result<()> {
+pub(super) fn clean_up(
+    k: &Kubectl,
+    ctrl: &mut Controller,
+    ns: &str,
+    timeout: Duration,
+) -> Result<()> {
+    clean_up_of(Kind::Fledge, k, ctrl, ns, timeout)
+}
+
+/// [`clean_up`] of `kind`'s Canaries (Flagger puts finalizers on its own too).
+fn clean_up_of(
+    kind: Kind,
+    k: &Kubectl,
+    ctrl: &mut Controller,
+    ns: &str,
+    timeout: Duration,
+) -> Result<()> {
     eprintln!("==> cleaning up: deleting the Canaries, then namespace {ns}");
-    k.run(&[
-        "delete",
-        "canaries.fledge.dev",
-        "--all",
-        "-n",
-        ns,
-        "--wait=false",
-    ])?;
+    k.run(&["delete", kind.canaries(), "--all", "-n", ns, "--wait=false"])?;
     let gone = wait_for("Canaries finalized", timeout, Some(&mut *ctrl), || {
-        let left = k.table("canaries.fledge.dev", ns, "")?.len();
+        let left = k.table(kind.canaries(), ns, "")?.len();
         Ok((left == 0, format!("{left} left")))
     });
     if let Err(e) = gone {
@@ -970,21 +1306,29 @@ pub(super) fn remove_namespace(k: &Kubectl, ns: &str, timeout: Duration) -> Resu
     if k.run(&["get", "namespace", ns, "-o", "name"]).is_err() {
         return Ok(());
     }
-    let list = k.run(&["get", "canaries.fledge.dev", "-n", ns, "-o", "json"])?;
-    let mut list: serde_json::Value = serde_json::from_str(&list)?;
-    let mut stuck = 0;
-    if let Some(items) = list.get_mut("items").and_then(|i| i.as_array_mut()) {
-        for item in items.iter_mut() {
-            if let Some(meta) = item.get_mut("metadata").and_then(|m| m.as_object_mut())
-                && meta.remove("finalizers").is_some()
-            {
-                stuck += 1;
+    for kind in [Kind::Fledge, Kind::Flagger] {
+        // Flagger's CRD may not be installed.
+        let Ok(list) = k.run(&["get", kind.canaries(), "-n", ns, "-o", "json"]) else {
+            continue;
+        };
+        let mut list: serde_json::Value = serde_json::from_str(&list)?;
+        let mut stuck = 0;
+        if let Some(items) = list.get_mut("items").and_then(|i| i.as_array_mut()) {
+            for item in items.iter_mut() {
+                if let Some(meta) = item.get_mut("metadata").and_then(|m| m.as_object_mut())
+                    && meta.remove("finalizers").is_some()
+                {
+                    stuck += 1;
+                }
             }
         }
-    }
-    if stuck > 0 {
-        eprintln!("    removing the finalizer of {stuck} Canaries left in {ns}");
-        k.run_with(&["replace", "-f", "-"], Some(&list.to_string()))?;
+        if stuck > 0 {
+            eprintln!(
+                "    removing the finalizer of {stuck} {} left in {ns}",
+                kind.canaries()
+            );
+            k.run_with(&["replace", "-f", "-"], Some(&list.to_string()))?;
+        }
     }
     k.run(&["delete", "namespace", ns, "--wait=false"])?;
     wait_for(&format!("namespace {ns} deleted"), timeout, None, || {
@@ -998,8 +1342,10 @@ impl Report {
         let n = self.n as f64;
         let iv = self.interval.as_secs_f64();
         let mut out = format!(
-            "\nfledge scale benchmark: {} canaries (blue/green, kubernetes provider), interval {}, \
-             {} iterations\n\n",
+            "\n{} scale benchmark: {} canaries (blue/green, kubernetes provider, a rollout \
+             webhook), interval {}, {} iterations\n(API requests: the API server's audit log, \
+             by the controller's user; steps: a watch on the Canaries)\n\n",
+            self.kind.name(),
             self.n,
             secs(iv),
             self.iterations
@@ -1032,7 +1378,10 @@ impl Report {
                 format!("{:.0}", p.total_requests()),
                 format!("{:.2}", p.total_requests() / n),
                 format!("{:.3}", per_interval(p.total_requests())),
-                format!("{:.2}", per_interval(p.reconciles)),
+                match self.kind {
+                    Kind::Fledge => format!("{:.2}", per_interval(p.reconciles)),
+                    Kind::Flagger => "-".into(),
+                },
             ]);
         }
         out.push_str(&table(&rows));
@@ -1042,10 +1391,11 @@ impl Report {
         }
 
         out.push_str(&format!(
-            "\nwave: {} targets changed within {}; {} Failed\n",
+            "\nwave: {} targets changed within {}; {} Failed; {} webhook calls in all\n",
             self.n,
             secs(self.change_spread),
-            self.failed
+            self.failed,
+            self.webhook_calls
         ));
         if let Some(f) = &self.flood {
             out.push_str(&f.render());
@@ -1083,33 +1433,41 @@ impl Report {
         row("revision change -> first analysis step", &self.first_step);
         row("revision change -> Succeeded", &self.succeeded);
         row(
-            "step lateness vs schedule (controller log)",
-            &self.lateness_log,
+            "step lateness: previous step + interval (watch)",
+            &self.lateness,
         );
         let h = &self.lateness_hist;
-        let bound = |q: f64| {
-            h.quantile_bound(q)
-                .map_or("-".to_string(), |b| format!("<= {}", secs(b)))
-        };
-        rows.push(vec![
-            "step lateness (fledge_step_lateness_seconds)".into(),
-            format!("{:.0}", h.count),
-            "-".into(),
-            bound(0.5),
-            bound(0.99),
-            bound(1.0),
-        ]);
+        if self.kind == Kind::Fledge {
+            row(
+                "step lateness vs its schedule (fledge's log)",
+                &self.lateness_log,
+            );
+            let bound = |q: f64| {
+                h.quantile_bound(q)
+                    .map_or("-".to_string(), |b| format!("<= {}", secs(b)))
+            };
+            rows.push(vec![
+                "step lateness (fledge_step_lateness_seconds)".into(),
+                format!("{:.0}", h.count),
+                "-".into(),
+                bound(0.5),
+                bound(0.99),
+                bound(1.0),
+            ]);
+        }
         out.push_str(&table(&rows));
-        if let Some(mean) = h.mean() {
+        if let (Kind::Fledge, Some(mean)) = (self.kind, h.mean()) {
             out.push_str(&format!(
-                "(histogram: upper bounds of the buckets; mean {})\n",
+                "(histogram: upper bounds of the buckets; mean {}. fledge schedules a step from \
+                 the previous one's whole second, so the watch sees some steps up to 1 s \
+                 early)\n",
                 secs(mean)
             ));
         }
 
         let steady = &self.phases[1];
         let steady_rate = steady.total_requests() / n / (steady.wall / iv);
-        let worst_late = self.lateness_log.map_or(0.0, |s| s.max);
+        let worst_late = self.lateness.map_or(0.0, |s| s.max);
         let peak = self
             .phases
             .iter()
@@ -1139,6 +1497,79 @@ impl Report {
         out.push_str(&format!("controller log: {}\n", self.log.display()));
         out
     }
+}
+
+/// A figure of the side-by-side table: its name, how to read it from a report, and whether it
+/// is a time.
+type Figure = (&'static str, fn(&Report) -> Option<f64>, bool);
+
+/// fledge and Flagger at each N, side by side, with Flagger's figure over fledge's.
+fn side_by_side(reports: &[Report]) -> String {
+    let mut rows = vec![
+        ["N", "figure", "fledge", "flagger", "flagger / fledge"]
+            .map(String::from)
+            .to_vec(),
+    ];
+    let ns: BTreeSet<usize> = reports.iter().map(|r| r.n).collect();
+    for n in ns {
+        let of = |kind| reports.iter().find(|r| r.n == n && r.kind == kind);
+        let (Some(a), Some(b)) = (of(Kind::Fledge), of(Kind::Flagger)) else {
+            continue;
+        };
+        let figures: [Figure; 9] = [
+            (
+                "resident memory, peak (VmHWM, MiB)",
+                |r| Some(r.hwm_kib as f64 / 1024.0),
+                false,
+            ),
+            ("CPU, initialization (s)", |r| Some(r.phases[0].cpu), false),
+            ("CPU, wave (s)", |r| Some(r.phases[2].cpu), false),
+            (
+                "API requests per Canary per interval, steady state",
+                |r| {
+                    let p = &r.phases[1];
+                    Some(p.total_requests() / r.n as f64 / (p.wall / r.interval.as_secs_f64()))
+                },
+                false,
+            ),
+            (
+                "API requests, wave",
+                |r| Some(r.phases[2].total_requests()),
+                false,
+            ),
+            (
+                "revision change -> first step, p50 (s)",
+                |r| r.first_step.map(|s| s.p50),
+                true,
+            ),
+            (
+                "revision change -> Succeeded, p50 (s)",
+                |r| r.succeeded.map(|s| s.p50),
+                true,
+            ),
+            ("step lateness p99 (s)", |r| r.lateness.map(|s| s.p99), true),
+            ("step lateness max (s)", |r| r.lateness.map(|s| s.max), true),
+        ];
+        for (what, f, time) in figures {
+            let show = |x: Option<f64>| match x {
+                Some(v) if time => secs(v),
+                Some(v) => format!("{v:.3}"),
+                None => "-".into(),
+            };
+            let ratio = match (f(a), f(b)) {
+                (Some(x), Some(y)) if x.abs() > 1e-9 => format!("{:.2}", y / x),
+                _ => "-".into(),
+            };
+            rows.push(vec![
+                n.to_string(),
+                what.into(),
+                show(f(a)),
+                show(f(b)),
+                ratio,
+            ]);
+        }
+    }
+    format!("\nfledge and Flagger side by side\n\n{}", table(&rows))
 }
 
 /// One line per N.

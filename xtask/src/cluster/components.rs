@@ -62,14 +62,27 @@ pub struct Files<'a> {
     pub audit_log: &'a Path,
 }
 
+/// The users whose every request the audit log records (see [`AUDIT_POLICY`]).
+pub const BENCH_USERS: [&str; 2] = ["fledge-bench-fledge", "fledge-bench-flagger"];
+
 /// What the API server's audit log records: each list when it completes and each watch when it
 /// starts, and each read or write of a Canary, Deployment or Service, with who asked (user and
 /// user agent) and for what (no bodies). Tests count a client's lists and watches with it (a
 /// controller whose watches resume after a restart lists once, not in a storm) and check which
 /// objects a shard of controllers touched.
+///
+/// The controllers of `cargo xtask bench scale` (users [`BENCH_USERS`]) have every request
+/// recorded, once each: a watch when it starts, anything else when it completes.
 pub const AUDIT_POLICY: &str = "apiVersion: audit.k8s.io/v1
 kind: Policy
 rules:
+- level: Metadata
+  users: [\"fledge-bench-fledge\", \"fledge-bench-flagger\"]
+  verbs: [\"watch\"]
+  omitStages: [\"RequestReceived\", \"ResponseComplete\"]
+- level: Metadata
+  users: [\"fledge-bench-fledge\", \"fledge-bench-flagger\"]
+  omitStages: [\"RequestReceived\", \"ResponseStarted\"]
 - level: Metadata
   verbs: [\"list\"]
   omitStages: [\"RequestReceived\", \"ResponseStarted\"]
@@ -237,6 +250,23 @@ metadata:
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_audit_policy_records_every_request_of_the_bench_users() {
+        let policy: serde_json::Value = serde_saphyr::from_str(AUDIT_POLICY).unwrap();
+        let rules = policy["rules"].as_array().unwrap();
+        for user in BENCH_USERS {
+            // The first rules: theirs, before any that would record less.
+            let theirs: Vec<_> = rules
+                .iter()
+                .take_while(|r| r["users"].is_array())
+                .filter(|r| r["users"].as_array().unwrap().iter().any(|u| u == user))
+                .collect();
+            assert_eq!(theirs.len(), 2, "{user}");
+            assert!(theirs.iter().all(|r| r["level"] == "Metadata"));
+        }
+        assert_eq!(rules.last().unwrap()["level"], "None");
+    }
 
     fn files<'a>(pki: &'a Pki, stages: &'a [PathBuf]) -> Files<'a> {
         Files {

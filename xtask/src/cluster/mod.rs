@@ -120,6 +120,23 @@ pub fn run(args: ClusterArgs) -> Result<()> {
     }
 }
 
+pub use components::BENCH_USERS;
+
+/// Writes to `path` a kubeconfig of a new user `user` (group `system:masters`) of the cluster:
+/// with one of [`BENCH_USERS`], the API server's audit log records every request it sends.
+pub fn user_kubeconfig(info: &ClusterInfo, user: &str, path: &Path) -> Result<()> {
+    let layout = Layout::at(info.dir.clone());
+    let text = layout
+        .pki()
+        .issue_kubeconfig(&info.server, user, &["system:masters"])?;
+    pki::write_secret(path, &text)
+}
+
+/// The API server's audit log (its policy: `components::AUDIT_POLICY`).
+pub fn audit_log(info: &ClusterInfo) -> PathBuf {
+    Layout::at(info.dir.clone()).run_dir().join("audit.log")
+}
+
 /// Starts the control plane unless it is already up and ready; for tests and benchmarks.
 #[allow(dead_code, reason = "API for the test runner and benchmarks")]
 pub fn ensure_up() -> Result<ClusterInfo> {

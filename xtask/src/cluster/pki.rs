@@ -113,14 +113,7 @@ impl Pki {
 
     fn generate(&self) -> Result<()> {
         let ca_key = KeyPair::generate()?;
-        let mut ca_params = base_params(Vec::new())?;
-        ca_params.distinguished_name = dn("fledge-local-ca", &[]);
-        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        ca_params.key_usages = vec![
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::CrlSign,
-            KeyUsagePurpose::DigitalSignature,
-        ];
+        let ca_params = ca_params()?;
         let ca_cert = ca_params.self_signed(&ca_key)?;
         write_secret(&self.ca_key(), &ca_key.serialize_pem())?;
         fs::write(self.ca_cert(), ca_cert.pem())?;
@@ -148,20 +141,32 @@ impl Pki {
         fs::write(self.apiserver_cert(), cert.pem())?;
 
         for c in CLIENTS {
-            let key = KeyPair::generate()?;
-            let mut params = base_params(Vec::new())?;
-            params.distinguished_name = dn(c.user, c.groups);
-            params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-            params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-            let cert = params.signed_by(&key, &issuer)?;
-            write_secret(&self.client_key(c), &key.serialize_pem())?;
-            fs::write(self.client_cert(c), cert.pem())?;
+            let (cert, key) = client_cert(c.user, c.groups, &issuer)?;
+            write_secret(&self.client_key(c), &key)?;
+            fs::write(self.client_cert(c), cert)?;
         }
 
         let sa = KeyPair::generate()?;
         write_secret(&self.sa_key(), &sa.serialize_pem())?;
         fs::write(self.sa_pub(), sa.public_key_pem())?;
         Ok(())
+    }
+
+    /// A kubeconfig for a new client certificate of `user` in `groups`, signed by the cluster's
+    /// CA: the benchmarks give each controller a user of its own, so that the API server's
+    /// audit log tells its requests apart.
+    pub fn issue_kubeconfig(&self, server: &str, user: &str, groups: &[&str]) -> Result<String> {
+        let read =
+            |p: PathBuf| fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()));
+        let issuer = Issuer::new(ca_params()?, KeyPair::from_pem(&read(self.ca_key())?)?);
+        let (cert, key) = client_cert(user, groups, &issuer)?;
+        Ok(render_kubeconfig(
+            server,
+            user,
+            read(self.ca_cert())?.as_bytes(),
+            cert.as_bytes(),
+            key.as_bytes(),
+        ))
     }
 
     /// A kubeconfig for `client` against `server`, with the certificates inlined.
@@ -175,6 +180,34 @@ impl Pki {
             &read(self.client_key(client))?,
         ))
     }
+}
+
+/// The CA's parameters (its key signs with them; the same parameters and key sign later).
+fn ca_params() -> Result<CertificateParams> {
+    let mut params = base_params(Vec::new())?;
+    params.distinguished_name = dn("fledge-local-ca", &[]);
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    Ok(params)
+}
+
+/// A client certificate and its key (PEM) for `user` in `groups`.
+fn client_cert(
+    user: &str,
+    groups: &[&str],
+    issuer: &Issuer<'_, KeyPair>,
+) -> Result<(String, String)> {
+    let key = KeyPair::generate()?;
+    let mut params = base_params(Vec::new())?;
+    params.distinguished_name = dn(user, groups);
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    let cert = params.signed_by(&key, issuer)?;
+    Ok((cert.pem(), key.serialize_pem()))
 }
 
 /// Parameters every certificate starts from: valid from 2000 to 2100, so a long-lived
