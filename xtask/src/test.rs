@@ -136,6 +136,37 @@ pub fn run_all(args: TestArgs) -> anyhow::Result<()> {
                     .env("FLEDGE_E2E_PLANES_UP", "1")
                     .env("FLEDGE_HELM", helm),
             )
+        })
+        .and_then(|()| {
+            // The benchmarks are too long for CI; a small run of each shows they still work.
+            // fledge as the end-to-end tests built it (a release build takes half an hour).
+            let fledge = crate::util::target_dir().join("debug").join("fledge");
+            let fledge = fledge.display().to_string();
+            step(
+                "benchmark smoke: bench scale, fledge and Flagger, 10 Canaries",
+                cargo()
+                    .args(["run", "--quiet", "-p", "xtask", "--", "bench", "scale"])
+                    .args([
+                        "--canaries",
+                        "10",
+                        "--interval",
+                        "10s",
+                        "--iterations",
+                        "1",
+                        "--steady-intervals",
+                        "1",
+                        "--controller",
+                        "both",
+                        "--fledge",
+                        &fledge,
+                    ]),
+            )?;
+            step(
+                "benchmark smoke: bench soak, 10 Canaries, 100 rollouts",
+                cargo()
+                    .args(["run", "--quiet", "-p", "xtask", "--", "bench", "soak"])
+                    .args(["--canaries", "10", "--rollouts", "100", "--fledge", &fledge]),
+            )
         });
         if !args.keep_cluster {
             let _ = run(

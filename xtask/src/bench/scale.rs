@@ -412,13 +412,9 @@ spec:
     )
 }
 
-pub(super) fn canary(ns: &str, name: &str, interval: &str, iterations: u32) -> String {
-    canary_of(Kind::Fledge, ns, name, interval, iterations, None)
-}
-
 /// A blue/green Canary of `kind` on the `kubernetes` provider, with a `rollout` webhook to
 /// `webhook` when given (both controllers then do an analysis's I/O at every step).
-fn canary_of(
+pub(super) fn canary_of(
     kind: Kind,
     ns: &str,
     name: &str,
@@ -848,31 +844,11 @@ impl OkServer {
     }
 }
 
-/// Reads one request (headers and a `Content-Length` body) and answers 200, closing.
+/// Reads one request and answers 200, closing.
 fn answer_ok(stream: TcpStream) -> Result<()> {
     stream.set_read_timeout(Some(Duration::from_secs(10)))?;
     let mut reader = BufReader::new(stream);
-    let mut length = 0usize;
-    let mut line = String::new();
-    loop {
-        line.clear();
-        if reader.read_line(&mut line)? == 0 {
-            bail!("closed before the request ended");
-        }
-        let header = line.trim_end();
-        if header.is_empty() {
-            break;
-        }
-        if let Some((name, value)) = header.split_once(':')
-            && name.eq_ignore_ascii_case("content-length")
-        {
-            length = value.trim().parse()?;
-        }
-    }
-    std::io::copy(
-        &mut reader.by_ref().take(length as u64),
-        &mut std::io::sink(),
-    )?;
+    super::soak::read_body(&mut reader)?;
     let mut stream = reader.into_inner();
     stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")?;
     Ok(())
