@@ -117,11 +117,33 @@ pub fn audit_records() -> Vec<serde_json::Value> {
     read_audit_log(&dir.join("run").join("audit.log"))
 }
 
+/// The records of the audit log at `path` and of the file the API server last rotated it into
+/// (`audit-<time>.log` beside it), oldest first.
 fn read_audit_log(path: &Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
+    let mut files: Vec<PathBuf> = path
+        .parent()
+        .and_then(|d| std::fs::read_dir(d).ok())
+        .map(|d| {
+            d.filter_map(|e| Some(e.ok()?.path()))
+                .filter(|p| {
+                    p.file_name()
+                        .and_then(|n| n.to_str())
+                        .is_some_and(|n| n.starts_with("audit-") && n.ends_with(".log"))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    files.sort();
+    files.push(path.to_path_buf());
+    files
+        .iter()
+        .flat_map(|f| {
+            std::fs::read_to_string(f)
+                .unwrap_or_default()
+                .lines()
+                .filter_map(|l| serde_json::from_str(l).ok())
+                .collect::<Vec<serde_json::Value>>()
+        })
         .collect()
 }
 

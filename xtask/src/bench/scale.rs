@@ -1011,7 +1011,7 @@ fn scale(
         k,
         &mut ctrl,
         subject,
-        &cluster::audit_log(cluster),
+        &cluster::audit_logs(cluster),
         &ns,
         n,
         &bystanders,
@@ -1053,7 +1053,7 @@ fn measure_phases(
     k: &Kubectl,
     ctrl: &mut Controller,
     subject: &Subject,
-    audit_log: &Path,
+    audit_logs: &[PathBuf],
     ns: &str,
     n: usize,
     bystanders: &[String],
@@ -1159,18 +1159,30 @@ fn measure_phases(
     let watched = measure::watch_times(&seen);
 
     // Requests as the API server saw them, by the controller's own user.
-    let audit: Vec<measure::Audited> = std::fs::read_to_string(audit_log)
-        .with_context(|| format!("reading the audit log {}", audit_log.display()))?
-        .lines()
-        .filter_map(measure::parse_audit_line)
-        .filter(|a| a.user == kind.user())
-        .collect();
-    if audit.is_empty() {
+    let mut audit: Vec<measure::Audited> = Vec::new();
+    for file in audit_logs {
+        // The rotated file may be gone, or not there yet.
+        let Ok(text) = std::fs::read_to_string(file) else {
+            continue;
+        };
+        audit.extend(
+            text.lines()
+                .filter_map(measure::parse_audit_line)
+                .filter(|a| a.user == kind.user()),
+        );
+    }
+    let audited_from = audit.iter().map(|a| a.at).fold(f64::INFINITY, f64::min);
+    if audit.is_empty() || audited_from > ctrl.started_unix + 60.0 {
         bail!(
-            "the API server's audit log {} has no request of user {}: the control plane runs \
-             an older audit policy; restart it (`cargo xtask dataplane down; cargo xtask \
-             cluster down; cargo xtask cluster up`) and run the benchmark again",
-            audit_log.display(),
+            "the API server's audit log ({}) does not hold the requests of user {} since the \
+             controller started: the control plane runs an older audit policy, or the log \
+             rotated past them; restart it (`cargo xtask dataplane down; cargo xtask cluster \
+             down; cargo xtask cluster up`) and run the benchmark again",
+            audit_logs
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
             kind.user()
         );
     }

@@ -132,9 +132,24 @@ pub fn user_kubeconfig(info: &ClusterInfo, user: &str, path: &Path) -> Result<()
     pki::write_secret(path, &text)
 }
 
-/// The API server's audit log (its policy: `components::AUDIT_POLICY`).
-pub fn audit_log(info: &ClusterInfo) -> PathBuf {
-    Layout::at(info.dir.clone()).run_dir().join("audit.log")
+/// The API server's audit log files, oldest first: the one it rotated out (100 MB each, one
+/// kept), then the one it writes (its policy: `components::AUDIT_POLICY`).
+pub fn audit_logs(info: &ClusterInfo) -> Vec<PathBuf> {
+    let run = Layout::at(info.dir.clone()).run_dir();
+    let mut rotated: Vec<PathBuf> = fs::read_dir(&run)
+        .map(|d| {
+            d.filter_map(|e| Some(e.ok()?.path()))
+                .filter(|p| {
+                    p.file_name()
+                        .and_then(|n| n.to_str())
+                        .is_some_and(|n| n.starts_with("audit-") && n.ends_with(".log"))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    rotated.sort();
+    rotated.push(run.join("audit.log"));
+    rotated
 }
 
 /// Starts the control plane unless it is already up and ready; for tests and benchmarks.
