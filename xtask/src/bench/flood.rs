@@ -2,7 +2,7 @@
 //! RATE`: Events created in the namespace (which the controller does not watch, but the API
 //! server and etcd must store) and annotation patches of bystander Canaries that take no part in
 //! the wave (each one a watch event and a reconcile of a Canary with nothing to do). The writes
-//! go straight to the API server, over TLS with the kubeconfig's client certificate, from 32
+//! go straight to the API server, over TLS with the kubeconfig's client certificate, from 128
 //! threads with a kept-alive connection each, each paced to its share of the rate. (Through
 //! `kubectl proxy`, as the first version did, the proxy set the limit: 144 writes/s here, where
 //! direct connections carry over 1,000.)
@@ -20,12 +20,14 @@ use base64::Engine;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 
-/// Threads writing at once: half create Events, half patch one bystander Canary each (two
-/// writers patching one object would wait on each other: the API server serializes updates of
-/// an object, and four writers on one Canary did fewer patches a second than one).
-const WRITERS: usize = 32;
-/// Writers that patch, each its own bystander Canary.
-pub const PATCH_WRITERS: usize = WRITERS / 2;
+/// Writers that patch, each its own bystander Canary (two writers patching one object would
+/// wait on each other: the API server serializes updates of an object, and four writers on one
+/// Canary did fewer patches a second than one). They send half the rate.
+pub const PATCH_WRITERS: usize = 16;
+/// Writers that create Events: the other half of the rate. Each waits for its answer before
+/// the next write, and under a wave an answer takes 50-150 ms here, so there are many.
+const EVENT_WRITERS: usize = 112;
+const WRITERS: usize = PATCH_WRITERS + EVENT_WRITERS;
 
 /// What a flood sent.
 #[derive(Clone, Debug, Default)]
@@ -88,11 +90,15 @@ impl Flood {
             bail!("the flood's writer cannot read namespace {ns}: HTTP {status}");
         }
         let stop = Arc::new(AtomicBool::new(false));
-        let per_writer = f64::from(rate.max(1)) / WRITERS as f64;
+        let half = f64::from(rate.max(1)) / 2.0;
         let writers = (0..WRITERS)
             .map(|w| {
                 let (stop, ns, server) = (stop.clone(), ns.to_string(), server.clone());
                 let bystanders = bystanders.to_vec();
+                let per_writer = match w < PATCH_WRITERS {
+                    true => half / PATCH_WRITERS as f64,
+                    false => half / EVENT_WRITERS as f64,
+                };
                 thread::spawn(move || write_loop(&server, &ns, &bystanders, w, per_writer, &stop))
             })
             .collect();
@@ -129,8 +135,8 @@ impl Drop for Flood {
     }
 }
 
-/// One writer: its share of the rate until `stop`; Events from even writers, patches of their
-/// own bystander from odd ones.
+/// One writer: its share of the rate until `stop`; the first [`PATCH_WRITERS`] patch a
+/// bystander each, the others create Events.
 fn write_loop(
     server: &ApiServer,
     ns: &str,
@@ -148,7 +154,7 @@ fn write_loop(
         if let Some(wait) = due.checked_duration_since(Instant::now()) {
             thread::sleep(wait);
         }
-        let (method, path, content_type, body) = if writer.is_multiple_of(2) {
+        let (method, path, content_type, body) = if writer >= PATCH_WRITERS {
             let name = format!("flood-{writer}-{k}");
             (
                 "POST",
@@ -157,7 +163,7 @@ fn write_loop(
                 event(ns, &name),
             )
         } else {
-            let target = &bystanders[(writer / 2) % bystanders.len()];
+            let target = &bystanders[writer % bystanders.len()];
             (
                 "PATCH",
                 format!("/apis/fledge.dev/v1beta1/namespaces/{ns}/canaries/{target}"),
