@@ -25,9 +25,9 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 /// Canary did fewer patches a second than one). They send half the rate.
 pub const PATCH_WRITERS: usize = 16;
 /// Writers that create Events: the other half of the rate. Each waits for its answer before
-/// the next write, and under a wave an answer takes 50-150 ms here, so there are many.
-const EVENT_WRITERS: usize = 112;
-const WRITERS: usize = PATCH_WRITERS + EVENT_WRITERS;
+/// the next write, and under a wave an answer takes 50-150 ms here, so there are many. Without
+/// bystanders (`--flood-events-only`) every writer creates Events.
+const WRITERS: usize = 128;
 
 /// What a flood sent.
 #[derive(Clone, Debug, Default)]
@@ -70,11 +70,14 @@ pub struct Flood {
 }
 
 impl Flood {
-    /// Starts `rate` writes a second in `ns`, half Events and half patches of `bystanders`.
+    /// Starts `rate` writes a second in `ns`, half Events and half patches of `bystanders`;
+    /// only Events when `bystanders` is empty.
     pub fn start(kubeconfig: &Path, ns: &str, bystanders: &[String], rate: u32) -> Result<Flood> {
-        if bystanders.is_empty() {
-            bail!("a flood needs bystander Canaries to patch");
-        }
+        let patch_writers = if bystanders.is_empty() {
+            0
+        } else {
+            PATCH_WRITERS
+        };
         let server = Arc::new(ApiServer::from_kubeconfig(kubeconfig)?);
         // One request first, so that a flood that cannot write says why at once.
         let mut probe = server.connect()?;
@@ -90,23 +93,31 @@ impl Flood {
             bail!("the flood's writer cannot read namespace {ns}: HTTP {status}");
         }
         let stop = Arc::new(AtomicBool::new(false));
-        let half = f64::from(rate.max(1)) / 2.0;
+        let rate = f64::from(rate.max(1));
+        let (patches, events) = match patch_writers {
+            0 => (0.0, rate),
+            _ => (rate / 2.0, rate / 2.0),
+        };
+        let event_writers = WRITERS - patch_writers;
         let writers = (0..WRITERS)
             .map(|w| {
                 let (stop, ns, server) = (stop.clone(), ns.to_string(), server.clone());
-                let bystanders = bystanders.to_vec();
-                let per_writer = match w < PATCH_WRITERS {
-                    true => half / PATCH_WRITERS as f64,
-                    false => half / EVENT_WRITERS as f64,
+                let patching = w < patch_writers;
+                let target = patching.then(|| bystanders[w % bystanders.len()].clone());
+                let per_writer = match patching {
+                    true => patches / patch_writers as f64,
+                    false => events / event_writers as f64,
                 };
-                thread::spawn(move || write_loop(&server, &ns, &bystanders, w, per_writer, &stop))
+                thread::spawn(move || {
+                    write_loop(&server, &ns, target.as_deref(), w, per_writer, &stop)
+                })
             })
             .collect();
         Ok(Flood {
             stop,
             writers,
             started: Instant::now(),
-            rate,
+            rate: rate as u32,
         })
     }
 
@@ -135,12 +146,11 @@ impl Drop for Flood {
     }
 }
 
-/// One writer: its share of the rate until `stop`; the first [`PATCH_WRITERS`] patch a
-/// bystander each, the others create Events.
+/// One writer: its share of the rate until `stop`: patches of its `bystander`, or Events.
 fn write_loop(
     server: &ApiServer,
     ns: &str,
-    bystanders: &[String],
+    bystander: Option<&str>,
     writer: usize,
     per_second: f64,
     stop: &AtomicBool,
@@ -154,21 +164,20 @@ fn write_loop(
         if let Some(wait) = due.checked_duration_since(Instant::now()) {
             thread::sleep(wait);
         }
-        let (method, path, content_type, body) = if writer >= PATCH_WRITERS {
+        let (method, path, content_type, body) = if let Some(target) = bystander {
+            (
+                "PATCH",
+                format!("/apis/fledge.dev/v1beta1/namespaces/{ns}/canaries/{target}"),
+                "application/merge-patch+json",
+                format!(r#"{{"metadata":{{"annotations":{{"bench.fledge.dev/flood":"{k}"}}}}}}"#),
+            )
+        } else {
             let name = format!("flood-{writer}-{k}");
             (
                 "POST",
                 format!("/api/v1/namespaces/{ns}/events"),
                 "application/json",
                 event(ns, &name),
-            )
-        } else {
-            let target = &bystanders[writer % bystanders.len()];
-            (
-                "PATCH",
-                format!("/apis/fledge.dev/v1beta1/namespaces/{ns}/canaries/{target}"),
-                "application/merge-patch+json",
-                format!(r#"{{"metadata":{{"annotations":{{"bench.fledge.dev/flood":"{k}"}}}}}}"#),
             )
         };
         k += 1;

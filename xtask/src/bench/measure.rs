@@ -439,8 +439,8 @@ pub fn parse_status_line(line: &str, at: f64) -> Option<StatusSeen> {
 /// from outside it.
 #[derive(Debug, Default)]
 pub struct WatchTimes {
-    /// The analysis steps: each time `iterations` rose, or the canary weight changed, while
-    /// `Progressing`.
+    /// The analysis steps: each time `iterations` rose (while `Progressing`, or into
+    /// `Promoting`), or the canary weight changed while `Progressing`.
     pub steps: BTreeMap<String, Vec<f64>>,
     /// The first `Progressing`: the new revision detected.
     pub detected: BTreeMap<String, f64>,
@@ -470,9 +470,11 @@ pub fn watch_times(seen: &[StatusSeen]) -> WatchTimes {
             first(&mut out.first_failed_check);
         }
         let before = last.insert(&s.canary, (s.iterations, s.weight));
-        if s.phase == "Progressing"
-            && let Some((iterations, weight)) = before
-            && (s.iterations > iterations || s.weight != weight)
+        // The last step of an analysis may come with the phase it leads to (`Promoting`).
+        let analysing = s.phase == "Progressing" || s.phase == "Promoting";
+        if let Some((iterations, weight)) = before
+            && ((analysing && s.iterations > iterations)
+                || (s.phase == "Progressing" && s.weight != weight))
         {
             out.steps.entry(s.canary.clone()).or_default().push(s.at);
         }
@@ -720,6 +722,8 @@ broken{a="x" 1
             (14.4, "app-1|Progressing|2|0|1"),
             (16.0, "app-1|Progressing|3|0|1"),
             (17.0, "app-1|Promoting|3|0|1"),
+            (17.5, "app-3|Progressing|2|0|0"),
+            (19.5, "app-3|Promoting|3|0|0"),
             (19.5, "app-1|Succeeded|0|0|0"),
             (11.0, "app-2|Progressing|||"),
             (13.0, "app-2|Failed|0|0|2"),
@@ -729,10 +733,13 @@ broken{a="x" 1
             .iter()
             .filter_map(|(at, l)| parse_status_line(l, *at))
             .collect();
-        assert_eq!(seen.len(), 10);
+        assert_eq!(seen.len(), 12);
+
         let t = watch_times(&seen);
         assert_eq!(t.steps["app-1"], [12.1, 14.4, 16.0]);
         assert!(!t.steps.contains_key("app-2"));
+        // The last step, written with the phase it leads to.
+        assert_eq!(t.steps["app-3"], [19.5]);
         assert_eq!(t.detected["app-1"], 10.2);
         assert_eq!(t.succeeded["app-1"], 19.5);
         assert_eq!(t.first_failed_check["app-1"], 14.4);

@@ -73,6 +73,9 @@ pub struct ScaleArgs {
     /// (0: none). Compare the step lateness with and without.
     #[arg(long, default_value_t = 0)]
     flood: u32,
+    /// The flood creates Events only (no bystander Canaries).
+    #[arg(long, requires = "flood")]
+    flood_events_only: bool,
     /// Run this fledge binary instead of building `target/release/fledge`.
     #[arg(long, value_name = "PATH")]
     fledge: Option<PathBuf>,
@@ -976,7 +979,10 @@ fn scale(
         docs.push(deployment(&ns, &name(i)));
         docs.push(canary(&name(i)));
     }
-    let bystanders = bystanders(args.flood);
+    let bystanders = match args.flood_events_only {
+        true => Vec::new(),
+        false => bystanders(args.flood),
+    };
     for b in &bystanders {
         docs.push(deployment(&ns, b));
         docs.push(canary(b));
