@@ -469,12 +469,17 @@ pub fn watch_times(seen: &[StatusSeen]) -> WatchTimes {
         if s.failed_checks > 0 {
             first(&mut out.first_failed_check);
         }
-        let before = last.insert(&s.canary, (s.iterations, s.weight));
+        // Before its first change the watch saw, a Canary was at rest (the watch starts before
+        // the wave): no iteration, no canary weight. A controller that takes its first step in
+        // the same write as the new revision's detection shows `Progressing` at iteration 1 at
+        // once.
+        let (iterations, weight) = last
+            .insert(&s.canary, (s.iterations, s.weight))
+            .unwrap_or((0, 0));
         // The last step of an analysis may come with the phase it leads to (`Promoting`).
         let analysing = s.phase == "Progressing" || s.phase == "Promoting";
-        if let Some((iterations, weight)) = before
-            && ((analysing && s.iterations > iterations)
-                || (s.phase == "Progressing" && s.weight != weight))
+        if (analysing && s.iterations > iterations)
+            || (s.phase == "Progressing" && s.weight != weight)
         {
             out.steps.entry(s.canary.clone()).or_default().push(s.at);
         }
@@ -726,6 +731,8 @@ broken{a="x" 1
             (19.5, "app-3|Promoting|3|0|0"),
             (19.5, "app-1|Succeeded|0|0|0"),
             (11.0, "app-2|Progressing|||"),
+            (11.5, "app-4|Progressing|1|0|0"),
+            (13.5, "app-4|Progressing|2|0|0"),
             (13.0, "app-2|Failed|0|0|2"),
             (13.5, "garbage"),
         ];
@@ -733,13 +740,15 @@ broken{a="x" 1
             .iter()
             .filter_map(|(at, l)| parse_status_line(l, *at))
             .collect();
-        assert_eq!(seen.len(), 12);
+        assert_eq!(seen.len(), 14);
 
         let t = watch_times(&seen);
         assert_eq!(t.steps["app-1"], [12.1, 14.4, 16.0]);
         assert!(!t.steps.contains_key("app-2"));
         // The last step, written with the phase it leads to.
-        assert_eq!(t.steps["app-3"], [19.5]);
+        assert_eq!(t.steps["app-3"], [17.5, 19.5]);
+        // A first step taken in the same write as the detection.
+        assert_eq!(t.steps["app-4"], [11.5, 13.5]);
         assert_eq!(t.detected["app-1"], 10.2);
         assert_eq!(t.succeeded["app-1"], 19.5);
         assert_eq!(t.first_failed_check["app-1"], 14.4);
