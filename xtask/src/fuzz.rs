@@ -1,6 +1,9 @@
 //! `cargo xtask fuzz [--seconds N] [--target T]…`: the cargo-fuzz targets of `fuzz/`, each
 //! run for a bounded time with the nightly toolchain, from the seeds committed in
-//! `fuzz/seeds/<target>/` and the corpus kept between runs in `<target dir>/fuzz/corpus/`.
+//! `fuzz/seeds/<target>/` and the corpus kept between runs in `corpus/` of the fuzz build's
+//! directory: `$FLEDGE_FUZZ_TARGET_DIR`, else `target-fuzz/` of the fledge cache
+//! (`~/.cache/fledge/target-fuzz/`), shared by every checkout so that a fresh clone rebuilds
+//! only the crates that changed.
 //!
 //! cargo-fuzz is installed once under the cache (`cargo install --locked`) when missing. The
 //! targets are built without a sanitizer (`-s none`): every crate of fledge forbids unsafe
@@ -8,13 +11,14 @@
 //! arithmetic overflow is a crash. A crash stops the task with the input that caused it; it
 //! becomes a regression test in the crate whose code crashed, and a fix.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 
-use crate::util::{root, run, target_dir};
+use crate::cluster::build::cache_dir;
+use crate::util::{root, run};
 
 /// The cargo-fuzz release installed when missing.
 pub const CARGO_FUZZ_VERSION: &str = "0.13.2";
@@ -31,6 +35,15 @@ pub struct FuzzArgs {
     /// Run only these targets (repeatable); all of them by default.
     #[arg(long = "target", value_name = "TARGET")]
     pub targets: Vec<String>,
+}
+
+/// Where the nightly fuzz build keeps its artifacts and the corpus: `$FLEDGE_FUZZ_TARGET_DIR`,
+/// else `target-fuzz/` of the fledge cache, shared by every checkout.
+fn fuzz_target_dir() -> Result<PathBuf> {
+    if let Some(dir) = std::env::var_os("FLEDGE_FUZZ_TARGET_DIR") {
+        return Ok(PathBuf::from(dir));
+    }
+    Ok(cache_dir()?.join("target-fuzz"))
 }
 
 /// What one target's run did.
@@ -56,7 +69,7 @@ pub fn run_fuzz(args: FuzzArgs) -> Result<()> {
     };
     ensure_nightly()?;
     let cargo_fuzz = crate::util::cargo_tool("cargo-fuzz", CARGO_FUZZ_VERSION, "once")?;
-    let out = target_dir().join("fuzz");
+    let out = fuzz_target_dir()?;
     run(
         "cargo +nightly fuzz build (the fuzz targets, once per change)",
         &mut fuzz_command(&cargo_fuzz, &out, "build"),
