@@ -238,18 +238,56 @@ async fn press_with_keyboard(b: &Browser, action: &str) {
     panic!("no {action} button reached with the Tab key");
 }
 
+/// The text of the first element matching `css`, read in one script so that a live update that
+/// replaces the element between finding and reading it cannot make the read fail. Waits up to
+/// `within` for the element to exist.
+async fn text_at(b: &Browser, css: &str, within: Duration) -> String {
+    let deadline = Instant::now() + within;
+    loop {
+        let text = b
+            .client
+            .execute(
+                "const e = document.querySelector(arguments[0]); return e ? e.innerText : null;",
+                vec![serde_json::Value::from(css)],
+            )
+            .await
+            .unwrap();
+        if let Some(t) = text.as_str() {
+            return t.to_string();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no element {css} on the page within {within:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 async fn flash(b: &Browser) -> (String, String) {
-    let el = b
-        .client
-        .wait()
-        .at_most(Duration::from_secs(90))
-        .for_element(Locator::Css("#action-result"))
-        .await
-        .expect("the action's result on the page");
-    (
-        el.attr("role").await.unwrap().unwrap_or_default(),
-        el.text().await.unwrap(),
-    )
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        // Role and text in one script: a live update may replace the element at any time.
+        let v = b
+            .client
+            .execute(
+                "const e = document.querySelector('#action-result'); \
+                 return e ? [e.getAttribute('role') || '', e.innerText] : null;",
+                vec![],
+            )
+            .await
+            .unwrap();
+        if let Some([role, text]) = v.as_array().map(Vec::as_slice) {
+            return (
+                role.as_str().unwrap_or_default().to_string(),
+                text.as_str().unwrap_or_default().to_string(),
+            );
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no action result on the page within 90 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 async fn no_serious_a11y_violations(b: &Browser, page: &str) {
@@ -282,17 +320,13 @@ async fn a_rollout_is_followed_live_and_its_gate_approved_from_the_page() {
 
     // The overview lists the Canary.
     b.client.goto(&format!("{}/", dash.url)).await.unwrap();
-    let row = b
-        .client
-        .wait()
-        .at_most(Duration::from_secs(10))
-        .for_element(Locator::Css(&format!(
-            "tr[data-canary=\"{}/podinfo\"]",
-            ns.name
-        )))
-        .await
-        .unwrap();
-    assert!(row.text().await.unwrap().contains("Initialized"));
+    let row = text_at(
+        &b,
+        &format!("tr[data-canary=\"{}/podinfo\"]", ns.name),
+        Duration::from_secs(10),
+    )
+    .await;
+    assert!(row.contains("Initialized"), "{row}");
     no_serious_a11y_violations(&b, "the overview").await;
 
     ns.set_image("podinfo", V2).await;
@@ -331,16 +365,7 @@ async fn a_rollout_is_followed_live_and_its_gate_approved_from_the_page() {
         .await;
     assert!(!status(&c).rollout.unwrap().history.is_empty());
     // The gate's answers and who approved are on the page.
-    let gates = b
-        .client
-        .wait()
-        .at_most(Duration::from_secs(10))
-        .for_element(Locator::Css("#gates"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let gates = text_at(&b, "#gates", Duration::from_secs(10)).await;
     assert!(gates.contains("confirm-traffic-increase"), "{gates}");
     page_agrees_with_status(&ns, &b, "podinfo", Duration::from_secs(5)).await;
     b.client.set_window_size(1280, 1900).await.unwrap();
@@ -477,31 +502,19 @@ async fn a_faulty_rollout_shows_its_failures_and_a_refused_action() {
         .count();
     assert_eq!(failed_rows.as_u64(), Some(failed_steps as u64));
     assert!(failed_steps >= 2, "{s:#?}");
-    let transitions = b
-        .client
-        .find(Locator::Css("#transitions"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let transitions = text_at(&b, "#transitions", Duration::from_secs(10)).await;
     assert!(transitions.contains("Failed"), "{transitions}");
     b.client.set_window_size(1280, 1900).await.unwrap();
     b.screenshot("canary-rolled-back").await.unwrap();
     no_serious_a11y_violations(&b, "a rolled-back Canary's page").await;
 
     b.client.goto(&format!("{}/", dash.url)).await.unwrap();
-    let row = b
-        .client
-        .find(Locator::Css(&format!(
-            "tr[data-canary=\"{}/podinfo\"]",
-            ns.name
-        )))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let row = text_at(
+        &b,
+        &format!("tr[data-canary=\"{}/podinfo\"]", ns.name),
+        Duration::from_secs(10),
+    )
+    .await;
     assert!(row.contains("Failed"), "{row}");
     assert!(row.contains(failures.last().unwrap().as_str()), "{row}");
     // The filter narrows the rows as one types.
@@ -579,14 +592,7 @@ async fn a_faulty_rollout_shows_its_failures_and_a_refused_action() {
         .unwrap();
     let page = page_agrees_with_status(&ns, &b, "podinfo", Duration::from_secs(10)).await;
     assert_eq!(page.phase, "Failed");
-    let header = b
-        .client
-        .find(Locator::Css("header"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let header = text_at(&b, "header", Duration::from_secs(10)).await;
     assert!(header.contains("read-only"), "{header}");
     assert!(
         b.client
