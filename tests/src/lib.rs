@@ -114,28 +114,17 @@ pub fn audit_records() -> Vec<serde_json::Value> {
         .parent()
         .expect("the kubeconfig is in the cluster's directory")
         .to_path_buf();
-    read_audit_log(&dir.join("run").join("audit.log"))
+    read_audit_log(&dir.join("run"))
 }
 
-/// The records of the audit log at `path` and of the file the API server last rotated it into
-/// (`audit-<time>.log` beside it), oldest first.
-fn read_audit_log(path: &Path) -> Vec<serde_json::Value> {
-    let mut files: Vec<PathBuf> = path
-        .parent()
-        .and_then(|d| std::fs::read_dir(d).ok())
-        .map(|d| {
-            d.filter_map(|e| Some(e.ok()?.path()))
-                .filter(|p| {
-                    p.file_name()
-                        .and_then(|n| n.to_str())
-                        .is_some_and(|n| n.starts_with("audit-") && n.ends_with(".log"))
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    files.sort();
-    files.push(path.to_path_buf());
-    files
+/// Which files hold the API server's audit log, from the code that runs the cluster.
+#[path = "../../xtask/src/cluster/audit.rs"]
+mod audit;
+
+/// The records of the audit log in the cluster's `run` directory, of the file the API server
+/// writes and of the one it last rotated out (`audit-<time>.log` beside it), oldest first.
+fn read_audit_log(run: &Path) -> Vec<serde_json::Value> {
+    audit::audit_log_files(run)
         .iter()
         .flat_map(|f| {
             std::fs::read_to_string(f)
@@ -209,7 +198,7 @@ impl OtherCluster {
     /// The API server's audit records so far (each list when it completes, each watch when it
     /// starts: the cluster's audit policy), one JSON object each.
     pub fn audit_records(&self) -> Vec<serde_json::Value> {
-        read_audit_log(&self.dir.join("run").join("audit.log"))
+        read_audit_log(&self.dir.join("run"))
     }
 
     /// Of `records`, the lists and watches in `namespace`, counted by verb and resource

@@ -16,6 +16,7 @@
 //!
 //! Other xtask code calls [`ensure_up`] and uses the returned [`ClusterInfo`].
 
+mod audit;
 pub(crate) mod build;
 mod components;
 mod peers;
@@ -132,24 +133,10 @@ pub fn user_kubeconfig(info: &ClusterInfo, user: &str, path: &Path) -> Result<()
     pki::write_secret(path, &text)
 }
 
-/// The API server's audit log files, oldest first: the one it rotated out (100 MB each, one
-/// kept), then the one it writes (its policy: `components::AUDIT_POLICY`).
+/// The API server's audit log files, oldest first: the one it rotated out, then the one it
+/// writes.
 pub fn audit_logs(info: &ClusterInfo) -> Vec<PathBuf> {
-    let run = Layout::at(info.dir.clone()).run_dir();
-    let mut rotated: Vec<PathBuf> = fs::read_dir(&run)
-        .map(|d| {
-            d.filter_map(|e| Some(e.ok()?.path()))
-                .filter(|p| {
-                    p.file_name()
-                        .and_then(|n| n.to_str())
-                        .is_some_and(|n| n.starts_with("audit-") && n.ends_with(".log"))
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    rotated.sort();
-    rotated.push(run.join("audit.log"));
-    rotated
+    audit::audit_log_files(&Layout::at(info.dir.clone()).run_dir())
 }
 
 /// Starts the control plane unless it is already up and ready; for tests and benchmarks.
