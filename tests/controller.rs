@@ -593,3 +593,84 @@ async fn max_concurrent_rollouts_queues_the_rest_in_waiting() {
         assert_eq!(image_of(&ns.deployment(&format!("{n}-primary")).await), V2);
     }
 }
+
+/// The API server's reads of the Service `name` in `ns` by fledge (its user agent), so far.
+fn service_reads_by_fledge(ns: &TestNs, name: &str) -> usize {
+    fledge_e2e::audit_records()
+        .iter()
+        .filter(|r| {
+            r["verb"] == "get"
+                && r["objectRef"]["resource"] == "services"
+                && r["objectRef"]["namespace"] == ns.name.as_str()
+                && r["objectRef"]["name"] == name
+                && r["userAgent"]
+                    .as_str()
+                    .is_some_and(|a| a.starts_with("fledge/"))
+        })
+        .count()
+}
+
+/// Drift from watches: a settled Canary reconciled every second reads its routing object (for
+/// the `kubernetes` provider, the apex Service) not once, since the watch of the routing
+/// objects shows it unchanged; and a hand edit of the apex Service of a Canary whose interval
+/// is an hour is undone at once, because the watch wakes that Canary (its next requeue is an
+/// hour away).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_quiet_canary_reads_nothing_back_and_a_hand_edit_is_undone_at_once() {
+    let ns = TestNs::new("drift-watch").await;
+    let hook = Hook::start(200).await.unwrap();
+    for (name, interval) in [("quiet", "1s"), ("hourly", "1h")] {
+        ns.create::<Deployment>(deployment_json(name, V1, 1)).await;
+        let mut canary = bluegreen(name, &hook.url("/rollout"), 2, 2);
+        canary["spec"]["analysis"]["interval"] = serde_json::json!(interval);
+        ns.create::<Canary>(canary).await;
+    }
+    let controller = ns.start_controller(&[]);
+    initialized(&ns, "quiet").await;
+    initialized(&ns, "hourly").await;
+
+    // Quiet: every reconcile of `quiet` is due a drift check, and none reads the apex back.
+    // The first checks may read it while the watch lists; count from a settled start.
+    ns.wait_reconciles(controller, 3, Duration::from_secs(30))
+        .await;
+    let before = service_reads_by_fledge(&ns, "quiet");
+    ns.wait_reconciles(controller, 10, Duration::from_secs(60))
+        .await;
+    let reads = service_reads_by_fledge(&ns, "quiet") - before;
+    assert_eq!(
+        reads, 0,
+        "a settled Canary read its apex Service {reads} times in 10 reconciles"
+    );
+
+    // A hand edit: the apex Service of `hourly` sent to the canary's pods.
+    let svcs = ns.api::<Service>();
+    svcs.patch(
+        "hourly",
+        &PatchParams {
+            field_manager: Some("kubectl-edit".into()),
+            ..Default::default()
+        },
+        &Patch::Merge(serde_json::json!({"spec": {"selector": {"app": "hourly"}}})),
+    )
+    .await
+    .unwrap();
+    let edited = std::time::Instant::now();
+    eventually(
+        Duration::from_secs(60),
+        "the hand edit of the apex Service to be undone, with a RoutesRestored Event",
+        || async {
+            apex_selector(&svcs.get("hourly").await.unwrap()) == "hourly-primary"
+                && ns
+                    .events("hourly")
+                    .await
+                    .iter()
+                    .any(|e| e.starts_with("Warning RoutesRestored"))
+        },
+    )
+    .await
+    .unwrap();
+    eprintln!(
+        "hand edit undone {:?} after it was made (interval 1h)",
+        edited.elapsed()
+    );
+}

@@ -106,6 +106,8 @@ pub struct Context {
     /// For each StatefulSet Canary behind a router (by uid), the revisions its primary and
     /// canary Services were last given to select (`*`: every pod).
     statefulset_services: std::sync::Mutex<std::collections::HashMap<String, (String, String)>>,
+    /// The watches of the routing objects, for drift without reads.
+    routes: crate::route_watch::RouteWatch,
 }
 
 /// Runs the controller until `shutdown` resolves.
@@ -147,10 +149,14 @@ pub async fn run(
     )
     .default_backoff()
     .applied_objects();
-    let controller = Controller::for_stream(canary_stream, canaries.clone()).with_config(
-        kube::runtime::controller::Config::default()
-            .concurrency(settings.max_concurrent_reconciles),
-    );
+    // Canaries whose routing objects were changed outside fledge (see `route_watch`).
+    let (route_wake, route_woken) = futures::channel::mpsc::unbounded();
+    let controller = Controller::for_stream(canary_stream, canaries.clone())
+        .with_config(
+            kube::runtime::controller::Config::default()
+                .concurrency(settings.max_concurrent_reconciles),
+        )
+        .reconcile_on(route_woken);
     let canaries_for_map = canaries.clone();
     let git_wake = Arc::new(tokio::sync::Notify::new());
     let git_state = Arc::new(std::sync::Mutex::new(crate::git::QueueState::default()));
@@ -192,6 +198,11 @@ pub async fn run(
             metrics.clone(),
         ),
         analyzer: crate::analysis::Analyzer::new(client.clone(), settings.analysis.clone()),
+        routes: crate::route_watch::RouteWatch::new(
+            client.clone(),
+            settings.namespace.clone(),
+            route_wake,
+        ),
         client,
         metrics,
         workloads: Workloads {
@@ -458,6 +469,7 @@ async fn reconcile_inner(canary: &Canary, ctx: &Context) -> Result<Requeue> {
     let deleting = canary.meta().deletion_timestamp.is_some();
     let has_finalizer = canary.finalizers().iter().any(|f| f == FINALIZER);
     if deleting && !has_finalizer {
+        ctx.routes.forget(&canary.uid().unwrap_or_default());
         return Ok(Requeue::await_change());
     }
     if !deleting && !has_finalizer {
@@ -554,7 +566,8 @@ async fn reconcile_inner(canary: &Canary, ctx: &Context) -> Result<Requeue> {
         && let Ok((label, value)) = workload::selector_label(t, &ctx.settings.workload)
     {
         obs.routes =
-            crate::drift::read_routes(&ctx.client, canary, (&label, &value), &status).await;
+            crate::drift::read_routes(&ctx.client, &ctx.routes, canary, (&label, &value), &status)
+                .await;
     }
 
     let plan = fledge_core::plan(&canary.spec, &status, &obs);

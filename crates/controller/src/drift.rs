@@ -1,13 +1,15 @@
 //! Drift of the routing objects, the adapter's side: when the engine asks
 //! ([`fledge_core::Needs::routes`]), read the routes the routing objects give back from the
-//! cluster. The engine compares them with the status and decides the restore, its Event and
-//! its rate limit ([`fledge_core::drift`]).
+//! cluster, or take the last read's answer while the watch of the routing objects shows no
+//! change ([`crate::route_watch`]). The engine compares them with the status and decides the
+//! restore, its Event and its rate limit ([`fledge_core::drift`]).
 
 use fledge_api::{Canary, CanaryStatus};
 use fledge_core::RoutesView;
 use kube::Client;
 use tracing::debug;
 
+use crate::route_watch::RouteWatch;
 use crate::routers::{RouteTarget, router_for};
 
 /// The routes the Canary's routing objects give (`Missing` when the routing object, or for
@@ -15,6 +17,7 @@ use crate::routers::{RouteTarget, router_for};
 /// `Unreadable` and logged: it changes nothing.
 pub async fn read_routes(
     client: &Client,
+    watch: &RouteWatch,
     canary: &Canary,
     selector: (&str, &str),
     status: &CanaryStatus,
@@ -28,11 +31,14 @@ pub async fn read_routes(
         selector,
         status,
     };
-    match router.get_routes(&t).await {
-        Ok(Some(found)) => RoutesView::Found(found),
-        Ok(None) => RoutesView::Missing,
-        Err(e) => unreadable(e.to_string()),
-    }
+    let read = async {
+        match router.get_routes(&t).await {
+            Ok(Some(found)) => RoutesView::Found(found),
+            Ok(None) => RoutesView::Missing,
+            Err(e) => unreadable(e.to_string()),
+        }
+    };
+    watch.routes(router.as_ref(), canary, status, read).await
 }
 
 fn unreadable(message: String) -> RoutesView {

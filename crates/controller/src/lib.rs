@@ -17,6 +17,7 @@ pub mod metrics;
 pub mod notify;
 pub mod replay;
 pub mod retry;
+pub mod route_watch;
 pub mod said;
 pub mod server;
 pub mod services;

@@ -1,0 +1,369 @@
+//! Drift of the routing objects from watches instead of reads.
+//!
+//! The engine asks for the routes of every settled Canary on every reconcile
+//! ([`fledge_core::Needs::routes`]). Reading them with a GET each time costs one request per
+//! Canary per interval on a quiet cluster. Instead, each kind of routing object a router uses
+//! ([`Router::routing_kind`]) gets one metadata-only watch, started when the first Canary of that
+//! provider is reconciled, which keeps each object's `resourceVersion` (nothing else). A Canary
+//! remembers what its last GET found, with the `resourceVersion` its routing object had just
+//! before and the status it was read for. While neither has changed, that answer stands and no
+//! request is made; any change of the object (by fledge or anyone else) or of the status means a
+//! GET again.
+//!
+//! A change made by someone other than fledge's router (the newest entry of `managedFields`
+//! that is not a status write belongs to another manager), or a deletion, wakes the Canary that
+//! owns the object at once, so drift is found within moments instead of at the next interval.
+//!
+//! Until a kind's watch has listed its objects (or when it cannot: CRD missing, RBAC refused),
+//! every read is a GET, as before.
+
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use fledge_api::{Canary, CanaryStatus};
+use fledge_core::RoutesView;
+use fledge_routers::{MANAGER, PeerKind, Router};
+use futures::StreamExt;
+use futures::channel::mpsc::UnboundedSender;
+use kube::api::{ApiResource, DynamicObject};
+use kube::core::PartialObjectMeta;
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher::{self, Event};
+use kube::{Api, Client, Resource, ResourceExt};
+use tracing::debug;
+
+/// One routing object: namespace (empty for a cluster-scoped kind) and name.
+type Key = (String, String);
+
+/// The watches of the routing kinds, and what each Canary's last read found.
+pub struct RouteWatch {
+    client: Client,
+    /// The namespace the controller is confined to, if any.
+    namespace: Option<String>,
+    kinds: Mutex<HashMap<&'static str, Arc<KindWatch>>>,
+    /// By Canary uid.
+    last: Mutex<HashMap<String, LastRead>>,
+    /// Wakes a Canary whose routing object was changed outside fledge.
+    wake: UnboundedSender<ObjectRef<Canary>>,
+}
+
+/// What one kind's watch knows.
+#[derive(Default)]
+struct KindWatch {
+    /// Whether the first list is done (and the versions below are the cluster's).
+    synced: AtomicBool,
+    versions: Mutex<HashMap<Key, String>>,
+    /// The Canary whose routes each object carries, as recorded when it was read.
+    owners: Mutex<HashMap<Key, ObjectRef<Canary>>>,
+}
+
+/// A Canary's last read of its routes.
+#[derive(Clone)]
+struct LastRead {
+    kind: &'static str,
+    key: Key,
+    /// The object's `resourceVersion` just before the read (`None`: the watch did not have it).
+    version: Option<String>,
+    /// A hash of the status the routes were read for (a router may read them in its light).
+    status: u64,
+    view: RoutesView,
+}
+
+impl RouteWatch {
+    pub fn new(
+        client: Client,
+        namespace: Option<String>,
+        wake: UnboundedSender<ObjectRef<Canary>>,
+    ) -> Self {
+        Self {
+            client,
+            namespace,
+            kinds: Mutex::default(),
+            last: Mutex::default(),
+            wake,
+        }
+    }
+
+    /// The routes `router` gives for `canary`: the last read's answer while its routing object
+    /// and the status are unchanged, else what `read` (a GET) finds.
+    pub async fn routes<F>(
+        &self,
+        router: &dyn Router,
+        canary: &Canary,
+        status: &CanaryStatus,
+        read: F,
+    ) -> RoutesView
+    where
+        F: std::future::Future<Output = RoutesView>,
+    {
+        let kind = router.routing_kind();
+        let key: Key = (
+            if kind.namespaced {
+                canary.namespace().unwrap_or_default()
+            } else {
+                String::new()
+            },
+            router.routing_name(canary),
+        );
+        let uid = canary.uid().unwrap_or_default();
+        let watch = self.kind(kind);
+        if let Ok(mut owners) = watch.owners.lock() {
+            owners.insert(key.clone(), ObjectRef::from_obj(canary));
+        }
+        let status_hash = hash_status(status);
+        let synced = watch.synced.load(Ordering::Acquire);
+        let version = if synced {
+            watch
+                .versions
+                .lock()
+                .ok()
+                .and_then(|v| v.get(&key).cloned())
+        } else {
+            None
+        };
+        if synced
+            && let Some(last) = self.last.lock().ok().and_then(|l| l.get(&uid).cloned())
+            && last.kind == kind.kind
+            && last.key == key
+            && last.version == version
+            && last.status == status_hash
+        {
+            return last.view;
+        }
+        let view = read.await;
+        if let Ok(mut l) = self.last.lock() {
+            match &view {
+                RoutesView::Found(_) | RoutesView::Missing if synced => {
+                    l.insert(
+                        uid,
+                        LastRead {
+                            kind: kind.kind,
+                            key,
+                            version,
+                            status: status_hash,
+                            view: view.clone(),
+                        },
+                    );
+                }
+                _ => {
+                    l.remove(&uid);
+                }
+            }
+        }
+        view
+    }
+
+    /// Forgets a Canary that is gone.
+    pub fn forget(&self, uid: &str) {
+        if let Ok(mut l) = self.last.lock() {
+            l.remove(uid);
+        }
+    }
+
+    /// The watch of `kind`, started on first use.
+    fn kind(&self, kind: PeerKind) -> Arc<KindWatch> {
+        let mut kinds = self.kinds.lock().unwrap_or_else(|e| e.into_inner());
+        kinds
+            .entry(kind.kind)
+            .or_insert_with(|| {
+                let watch = Arc::new(KindWatch::default());
+                tokio::spawn(run(
+                    self.api(kind),
+                    kind.kind,
+                    watch.clone(),
+                    self.wake.clone(),
+                ));
+                watch
+            })
+            .clone()
+    }
+
+    fn api(&self, kind: PeerKind) -> Api<PartialObjectMeta<DynamicObject>> {
+        let resource = ApiResource {
+            group: kind.group.into(),
+            version: kind.version.into(),
+            api_version: kind.api_version(),
+            kind: kind.kind.into(),
+            plural: kind.plural.into(),
+        };
+        match (&self.namespace, kind.namespaced) {
+            (Some(ns), true) => Api::namespaced_with(self.client.clone(), ns, &resource),
+            _ => Api::all_with(self.client.clone(), &resource),
+        }
+    }
+}
+
+fn hash_status(status: &CanaryStatus) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    serde_json::to_string(status)
+        .unwrap_or_default()
+        .hash(&mut h);
+    h.finish()
+}
+
+/// Keeps `watch` up to date with the objects of one kind, for as long as the controller runs.
+async fn run(
+    api: Api<PartialObjectMeta<DynamicObject>>,
+    kind: &'static str,
+    watch: Arc<KindWatch>,
+    wake: UnboundedSender<ObjectRef<Canary>>,
+) {
+    let mut listing: HashMap<Key, String> = HashMap::new();
+    let mut events = std::pin::pin!(crate::watch::relisting(
+        api,
+        watcher::Config::default(),
+        Default::default()
+    ));
+    let mut failures = 0u32;
+    while let Some(event) = events.next().await {
+        let event = match event {
+            Ok(e) => {
+                failures = 0;
+                e
+            }
+            Err(e) => {
+                failures += 1;
+                debug!(%kind, error = %e, "the watch of the routing objects failed; reads are GETs until it lists again");
+                watch.synced.store(false, Ordering::Release);
+                // The watcher retries at once; wait a little longer each time (up to a minute).
+                let wait = std::time::Duration::from_millis(500) * failures.min(120);
+                tokio::time::sleep(wait).await;
+                continue;
+            }
+        };
+        match event {
+            Event::Init => listing.clear(),
+            Event::InitApply(obj) => {
+                if let Some((key, v)) = key_version(&obj) {
+                    listing.insert(key, v);
+                }
+            }
+            Event::InitDone => {
+                if let Ok(mut v) = watch.versions.lock() {
+                    *v = std::mem::take(&mut listing);
+                }
+                watch.synced.store(true, Ordering::Release);
+            }
+            Event::Apply(obj) => {
+                if let Some((key, v)) = key_version(&obj) {
+                    if let Ok(mut versions) = watch.versions.lock() {
+                        versions.insert(key.clone(), v);
+                    }
+                    if !written_by_fledge(&obj) {
+                        wake_owner(&watch, &key, &wake);
+                    }
+                }
+            }
+            Event::Delete(obj) => {
+                if let Some((key, _)) = key_version(&obj) {
+                    if let Ok(mut versions) = watch.versions.lock() {
+                        versions.remove(&key);
+                    }
+                    wake_owner(&watch, &key, &wake);
+                }
+            }
+        }
+    }
+}
+
+fn key_version(obj: &PartialObjectMeta<DynamicObject>) -> Option<(Key, String)> {
+    let meta = obj.meta();
+    Some((
+        (
+            meta.namespace.clone().unwrap_or_default(),
+            meta.name.clone()?,
+        ),
+        meta.resource_version.clone()?,
+    ))
+}
+
+/// Whether the newest change of the object's spec or metadata (status writes aside) is
+/// fledge's: its router's or the controller's (which writes the Services).
+fn written_by_fledge(obj: &PartialObjectMeta<DynamicObject>) -> bool {
+    obj.meta()
+        .managed_fields
+        .iter()
+        .flatten()
+        .filter(|m| m.subresource.as_deref().is_none_or(str::is_empty))
+        .max_by_key(|m| m.time.as_ref().map(|t| t.0))
+        .is_some_and(|m| {
+            [MANAGER, crate::controller::MANAGER]
+                .contains(&m.manager.as_deref().unwrap_or_default())
+        })
+}
+
+fn wake_owner(watch: &KindWatch, key: &Key, wake: &UnboundedSender<ObjectRef<Canary>>) {
+    let owner = watch.owners.lock().ok().and_then(|o| o.get(key).cloned());
+    if let Some(owner) = owner {
+        debug!(canary = %owner, object = %key.1, "a routing object changed outside fledge");
+        let _ = wake.unbounded_send(owner);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ManagedFieldsEntry, Time};
+
+    fn entry(manager: &str, secs: i64, subresource: Option<&str>) -> ManagedFieldsEntry {
+        ManagedFieldsEntry {
+            manager: Some(manager.into()),
+            time: Some(Time(
+                jiff::Timestamp::from_second(secs).expect("a valid time"),
+            )),
+            subresource: subresource.map(Into::into),
+            ..Default::default()
+        }
+    }
+
+    fn object(fields: Vec<ManagedFieldsEntry>) -> PartialObjectMeta<DynamicObject> {
+        PartialObjectMeta {
+            types: None,
+            metadata: kube::core::ObjectMeta {
+                name: Some("podinfo".into()),
+                namespace: Some("apps".into()),
+                resource_version: Some("42".into()),
+                managed_fields: Some(fields),
+                ..Default::default()
+            },
+            _phantom: std::marker::PhantomData,
+        }
+    }
+
+    #[test]
+    fn the_newest_spec_change_names_who_wrote_it() {
+        let ours = object(vec![
+            entry("kubectl-edit", 10, None),
+            entry(MANAGER, 20, None),
+        ]);
+        assert!(written_by_fledge(&ours));
+        let services = object(vec![
+            entry("kubectl-edit", 10, None),
+            entry("fledge", 20, None),
+        ]);
+        assert!(written_by_fledge(&services));
+        let theirs = object(vec![
+            entry(MANAGER, 10, None),
+            entry("kubectl-edit", 20, None),
+        ]);
+        assert!(!written_by_fledge(&theirs));
+        // A gateway writing the status afterwards does not count.
+        let status = object(vec![
+            entry(MANAGER, 10, None),
+            entry("traefik", 30, Some("status")),
+        ]);
+        assert!(written_by_fledge(&status));
+        assert!(!written_by_fledge(&object(Vec::new())));
+    }
+
+    #[test]
+    fn objects_are_keyed_by_namespace_and_name() {
+        let o = object(Vec::new());
+        assert_eq!(
+            key_version(&o),
+            Some((("apps".into(), "podinfo".into()), "42".into()))
+        );
+    }
+}
