@@ -487,6 +487,26 @@ pub fn watch_times(seen: &[StatusSeen]) -> WatchTimes {
     out
 }
 
+/// For each Canary that turned `Failed` (as a watch saw it), the seconds from the last failed
+/// answer of its webhook before then (the check that led to the rollback) to that moment.
+pub fn rollback_times(
+    failed: &BTreeMap<String, f64>,
+    failures: &BTreeMap<String, Vec<f64>>,
+) -> Vec<f64> {
+    failed
+        .iter()
+        .filter_map(|(canary, at)| {
+            let check = failures
+                .get(canary)?
+                .iter()
+                .copied()
+                .filter(|f| f <= at)
+                .reduce(f64::max)?;
+            Some(at - check)
+        })
+        .collect()
+}
+
 /// How late each step after the first came against the previous one plus `interval`, as a
 /// watch saw them (negative: early).
 pub fn watch_lateness(steps: &[f64], interval: f64) -> Vec<f64> {
@@ -533,6 +553,19 @@ pub fn requests_by_verb(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_rollback_is_timed_from_the_last_failed_check_before_it() {
+        let failed: BTreeMap<String, f64> = [("a".into(), 110.0), ("b".into(), 50.0)].into();
+        let failures: BTreeMap<String, Vec<f64>> = [
+            // Checks at 100 and 105 failed; one answered after the rollback is ignored.
+            ("a".into(), vec![100.0, 105.0, 120.0]),
+            // No failed check before the rollback: not timed.
+            ("b".into(), vec![60.0]),
+        ]
+        .into();
+        assert_eq!(rollback_times(&failed, &failures), vec![5.0]);
+    }
 
     #[test]
     fn reads_memory_from_proc_status() {

@@ -1,6 +1,7 @@
 //! Benchmarks: `cargo xtask bench …`. They print figures; they are not pass/fail tests.
 
 mod flood;
+mod hook;
 mod judge;
 mod loadgen;
 mod measure;

@@ -8,6 +8,9 @@
 //! 3. After one interval to settle, a *steady state* window of a few intervals.
 //! 4. The *wave*: every target gets a new image at once (server-side apply, a few kubectl
 //!    processes in parallel), until every Canary is `Succeeded` (or `Failed`).
+//! 5. The *failing wave*: the `rollout` webhook fails every check and every target gets another
+//!    image, until every Canary is `Failed`; from the webhook's last failed answer before each
+//!    rollback to the `Failed` phase a watch on the Canaries sees (all traffic on the primary).
 //!
 //! For each phase: wall time, controller CPU seconds (`/proc/<pid>/stat`), resident memory at
 //! the end and the peak within the phase (`/proc/<pid>/status`, sampled every 250 ms), API
@@ -29,15 +32,18 @@ use std::time::{Duration, Instant, SystemTime};
 use anyhow::{Context, Result, anyhow, bail};
 
 use super::flood::{Flood, FloodFigures};
+use super::hook::Webhook;
 use super::measure::{
     self, Histogram, LogEvent, Memory, Sample, Summary, mib, parse_log_event, secs, table,
 };
 use crate::cluster::{self, ClusterInfo};
 use crate::util::{cargo, root, run as run_cmd, target_dir};
 
-/// Image of the targets before and after the wave (kwok never pulls it).
+/// Image of the targets before and after the wave, and in the failing wave (kwok never pulls
+/// it).
 const IMAGE_V1: &str = "registry.invalid/fledge-bench/app:v1";
 const IMAGE_V2: &str = "registry.invalid/fledge-bench/app:v2";
+const IMAGE_V3: &str = "registry.invalid/fledge-bench/app:v3";
 /// Field manager of every object the bench creates.
 const MANAGER: &str = "fledge-bench";
 /// Field manager of the wave's image change: another manager than the one that created the
@@ -139,15 +145,17 @@ struct Subject {
     kubeconfig: PathBuf,
 }
 
-pub fn run(args: ScaleArgs) -> Result<()> {
-    let interval =
-        fledge_api::parse_duration(&args.interval).map_err(|e| anyhow!("--interval: {e}"))?;
+/// The benchmarks' `--interval`: a Canary's `analysis.interval`, at least a second.
+pub(super) fn parse_interval(text: &str) -> Result<Duration> {
+    let interval = fledge_api::parse_duration(text).map_err(|e| anyhow!("--interval: {e}"))?;
     if interval < Duration::from_secs(1) {
-        bail!(
-            "--interval {:?}: must be at least 1s, such as 10s or 1m",
-            args.interval
-        );
+        bail!("--interval {text:?}: must be at least 1s, such as 1s, 10s or 1m");
     }
+    Ok(interval)
+}
+
+pub fn run(args: ScaleArgs) -> Result<()> {
+    let interval = parse_interval(&args.interval)?;
     if args.canaries.iter().any(|n| *n == 0 || *n > 9999) {
         bail!("--canaries: each value must be between 1 and 9999");
     }
@@ -450,8 +458,13 @@ spec:
     )
 }
 
-/// Only the image: applied by another field manager, it changes nothing else.
+/// Only the image (`IMAGE_V2`): applied by another field manager, it changes nothing else.
 pub(super) fn new_image(ns: &str, name: &str) -> String {
+    image_of(ns, name, IMAGE_V2)
+}
+
+/// Only the image, `image`.
+fn image_of(ns: &str, name: &str, image: &str) -> String {
     format!(
         "apiVersion: apps/v1
 kind: Deployment
@@ -463,7 +476,7 @@ spec:
     spec:
       containers:
       - name: app
-        image: {IMAGE_V2}
+        image: {image}
 "
     )
 }
@@ -812,51 +825,6 @@ impl Drop for LineWatch {
     }
 }
 
-/// The `rollout` webhook of every Canary: answers 200 to anything, on loopback, and counts
-/// the calls.
-struct OkServer {
-    addr: std::net::SocketAddr,
-    calls: Arc<std::sync::atomic::AtomicU64>,
-}
-
-impl OkServer {
-    fn start() -> Result<OkServer> {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
-        let addr = listener.local_addr()?;
-        let calls = Arc::new(std::sync::atomic::AtomicU64::new(0));
-        let counted = calls.clone();
-        thread::spawn(move || {
-            for stream in listener.incoming().map_while(Result::ok) {
-                let counted = counted.clone();
-                thread::spawn(move || {
-                    if answer_ok(stream).is_ok() {
-                        counted.fetch_add(1, Ordering::Relaxed);
-                    }
-                });
-            }
-        });
-        Ok(OkServer { addr, calls })
-    }
-
-    fn url(&self) -> String {
-        format!("http://{}/check", self.addr)
-    }
-
-    fn calls(&self) -> u64 {
-        self.calls.load(Ordering::Relaxed)
-    }
-}
-
-/// Reads one request and answers 200, closing.
-fn answer_ok(stream: TcpStream) -> Result<()> {
-    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-    let mut reader = BufReader::new(stream);
-    super::soak::read_body(&mut reader)?;
-    let mut stream = reader.into_inner();
-    stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")?;
-    Ok(())
-}
-
 /// What the controller had done and used at one moment.
 pub(super) struct Snapshot {
     at: Instant,
@@ -935,6 +903,9 @@ struct Report {
     /// fledge's: as its log says (its own schedule).
     lateness_log: Option<Summary>,
     lateness_hist: Histogram,
+    /// The failing wave: the failed check that led to the rollback → `Failed` (all traffic on
+    /// the primary).
+    rollback: Option<Summary>,
     failed: usize,
     flood: Option<FloodFigures>,
     hwm_kib: u64,
@@ -968,11 +939,11 @@ fn scale(
     );
     remove_namespace(k, &ns, timeout)?;
     k.run(&["create", "namespace", &ns])?;
-    let webhook = OkServer::start()?;
+    let webhook = Webhook::start()?;
 
     eprintln!("==> creating {n} Deployments and {n} Canaries");
     let mut docs = Vec::with_capacity(2 * n);
-    let url = webhook.url();
+    let url = format!("http://127.0.0.1:{}/check", webhook.port);
     let canary =
         |name: &str| canary_of(kind, &ns, name, &args.interval, args.iterations, Some(&url));
     for i in 0..n {
@@ -1021,13 +992,15 @@ fn scale(
         &ns,
         n,
         &bystanders,
+        &webhook,
         interval,
         args,
         timeout,
     )
     .map(|mut r| {
         r.log = log;
-        r.webhook_calls = webhook.calls();
+        let (passed, failed) = webhook.calls();
+        r.webhook_calls = passed + failed;
         // Printed now, so that the figures survive a failed clean-up.
         println!("{}", r.render());
         r
@@ -1063,6 +1036,7 @@ fn measure_phases(
     ns: &str,
     n: usize,
     bystanders: &[String],
+    hook: &Webhook,
     interval: Duration,
     args: &ScaleArgs,
     timeout: Duration,
@@ -1164,6 +1138,39 @@ fn measure_phases(
         .collect();
     let watched = measure::watch_times(&seen);
 
+    // The failing wave: every check fails, so every rollout is rolled back once `threshold`
+    // checks have failed. Timed from the webhook's last failed answer before the rollback
+    // (outside the controller) to the `Failed` phase the watch sees (all traffic back on the
+    // primary).
+    eprintln!("==> failing wave: every check fails, and a new image for all {n} targets");
+    for i in 0..n {
+        hook.choose(&name(i), true);
+    }
+    let failing_from = ctrl.snapshot()?;
+    let failing_watch = LineWatch::canary_status(k, kind, ns)?;
+    let docs: Vec<String> = (0..n).map(|i| image_of(ns, &name(i), IMAGE_V3)).collect();
+    k.apply_parallel(&docs, WAVE_MANAGER, &["--force-conflicts"])?;
+    wait_for(
+        "every Canary of the failing wave Failed",
+        timeout,
+        Some(&mut *ctrl),
+        || {
+            let p = phases_of(k)?;
+            let done = p.values().filter(|v| *v == "Failed").count();
+            Ok((done >= n, counts(&p)))
+        },
+    )?;
+    let failing_to = ctrl.snapshot()?;
+    let failing_seen: Vec<measure::StatusSeen> = failing_watch
+        .finish()
+        .iter()
+        .filter_map(|(at, line)| measure::parse_status_line(line, *at))
+        .collect();
+    let rollback = measure::rollback_times(
+        &measure::watch_times(&failing_seen).failed,
+        &hook.failures(),
+    );
+
     // Requests as the API server saw them, by the controller's own user.
     let mut audit: Vec<measure::Audited> = Vec::new();
     for file in audit_logs {
@@ -1243,7 +1250,9 @@ fn measure_phases(
             phase("initialization", &start, &initialized),
             phase("steady state", &steady_from, &steady_to),
             phase("wave", &wave_from, &wave_to),
+            phase("failing wave", &failing_from, &failing_to),
         ],
+        rollback: Summary::of(&rollback),
         change_spread,
         detected: since(&watched.detected),
         first_step: since(&first_steps),
@@ -1427,6 +1436,10 @@ impl Report {
         row("revision change -> first analysis step", &self.first_step);
         row("revision change -> Succeeded", &self.succeeded);
         row(
+            "failing wave: failed check -> Failed (traffic on primary)",
+            &self.rollback,
+        );
+        row(
             "step lateness: previous step + interval (watch)",
             &self.lateness,
         );
@@ -1510,7 +1523,7 @@ fn side_by_side(reports: &[Report]) -> String {
         let (Some(a), Some(b)) = (of(Kind::Fledge), of(Kind::Flagger)) else {
             continue;
         };
-        let figures: [Figure; 9] = [
+        let figures: [Figure; 11] = [
             (
                 "resident memory, peak (VmHWM, MiB)",
                 |r| Some(r.hwm_kib as f64 / 1024.0),
@@ -1543,6 +1556,16 @@ fn side_by_side(reports: &[Report]) -> String {
             ),
             ("step lateness p99 (s)", |r| r.lateness.map(|s| s.p99), true),
             ("step lateness max (s)", |r| r.lateness.map(|s| s.max), true),
+            (
+                "failed check -> traffic on primary, p50 (s)",
+                |r| r.rollback.map(|s| s.p50),
+                true,
+            ),
+            (
+                "failed check -> traffic on primary, p99 (s)",
+                |r| r.rollback.map(|s| s.p99),
+                true,
+            ),
         ];
         for (what, f, time) in figures {
             let show = |x: Option<f64>| match x {

@@ -39,16 +39,13 @@
 //! `target/bench/soak-<N>/`.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader, Write};
-use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
-use std::thread::{self, JoinHandle, sleep};
+use std::thread::sleep;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Context, Result, bail};
 
+use super::hook::Webhook;
 use super::measure::{Summary, mib, secs, table};
 use super::scale::{
     Controller, Kind, Kubectl, build_fledge, canary_of, clean_up, deployment, install_crds, name,
@@ -104,14 +101,7 @@ pub struct SoakArgs {
 }
 
 pub fn run(args: SoakArgs) -> Result<()> {
-    let interval =
-        fledge_api::parse_duration(&args.interval).map_err(|e| anyhow!("--interval: {e}"))?;
-    if interval < Duration::from_secs(1) {
-        bail!(
-            "--interval {:?}: must be at least 1s, such as 1s or 10s",
-            args.interval
-        );
-    }
+    super::scale::parse_interval(&args.interval)?;
     if args.canaries == 0 || args.canaries > 9999 {
         bail!("--canaries: must be between 1 and 9999");
     }
@@ -923,162 +913,9 @@ fn svg_plot(
     s
 }
 
-/// The `rollout` webhook: an HTTP server on loopback that fails the calls for the Canaries in
-/// its set of failing ones.
-struct Webhook {
-    port: u16,
-    failing: Arc<Mutex<BTreeSet<String>>>,
-    /// Calls answered 200 and 500.
-    passed: Arc<AtomicU64>,
-    failed: Arc<AtomicU64>,
-    stop: Arc<AtomicBool>,
-    server: Option<JoinHandle<()>>,
-}
-
-impl Webhook {
-    fn start() -> Result<Self> {
-        let listener = TcpListener::bind("127.0.0.1:0").context("binding the webhook server")?;
-        let port = listener.local_addr()?.port();
-        let failing = Arc::new(Mutex::new(BTreeSet::new()));
-        let passed = Arc::new(AtomicU64::new(0));
-        let failed = Arc::new(AtomicU64::new(0));
-        let stop = Arc::new(AtomicBool::new(false));
-        let server = {
-            let (failing, passed, failed, stop) = (
-                failing.clone(),
-                passed.clone(),
-                failed.clone(),
-                stop.clone(),
-            );
-            thread::spawn(move || {
-                for stream in listener.incoming() {
-                    if stop.load(Ordering::Relaxed) {
-                        return;
-                    }
-                    let Ok(stream) = stream else { continue };
-                    let (failing, passed, failed) =
-                        (failing.clone(), passed.clone(), failed.clone());
-                    thread::spawn(move || {
-                        let code = serve(stream, &failing);
-                        match code {
-                            Some(200) => passed.fetch_add(1, Ordering::Relaxed),
-                            Some(500) => failed.fetch_add(1, Ordering::Relaxed),
-                            _ => 0,
-                        };
-                    });
-                }
-            })
-        };
-        Ok(Webhook {
-            port,
-            failing,
-            passed,
-            failed,
-            stop,
-            server: Some(server),
-        })
-    }
-
-    /// Makes the calls for `canary` fail (or pass).
-    fn choose(&self, canary: &str, fail: bool) {
-        let mut set = self.failing.lock().unwrap_or_else(PoisonError::into_inner);
-        if fail {
-            set.insert(canary.to_string());
-        } else {
-            set.remove(canary);
-        }
-    }
-
-    /// Calls answered so far: passed, failed.
-    fn calls(&self) -> (u64, u64) {
-        (
-            self.passed.load(Ordering::Relaxed),
-            self.failed.load(Ordering::Relaxed),
-        )
-    }
-}
-
-impl Drop for Webhook {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        // Wakes the accepting thread.
-        let _ = TcpStream::connect(("127.0.0.1", self.port));
-        if let Some(s) = self.server.take() {
-            let _ = s.join();
-        }
-    }
-}
-
-/// Answers one connection; the status code sent.
-fn serve(stream: TcpStream, failing: &Mutex<BTreeSet<String>>) -> Option<u16> {
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .ok()?;
-    let mut reader = BufReader::new(stream.try_clone().ok()?);
-    let (code, text) = match read_body(&mut reader) {
-        Ok(body) => answer(
-            &body,
-            &failing.lock().unwrap_or_else(PoisonError::into_inner),
-        ),
-        Err(_) => (400, "unreadable request"),
-    };
-    let reason = match code {
-        200 => "OK",
-        500 => "Internal Server Error",
-        _ => "Bad Request",
-    };
-    let mut stream = stream;
-    write!(
-        stream,
-        "HTTP/1.1 {code} {reason}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\
-         Connection: close\r\n\r\n{text}",
-        text.len()
-    )
-    .ok()?;
-    Some(code)
-}
-
-/// The body of an HTTP/1.1 request with a `Content-Length`.
-pub(super) fn read_body(r: &mut impl BufRead) -> Result<String> {
-    let mut length = 0;
-    let mut line = String::new();
-    loop {
-        line.clear();
-        if r.read_line(&mut line)? == 0 {
-            bail!("connection closed in the headers");
-        }
-        let l = line.trim_end();
-        if l.is_empty() {
-            break;
-        }
-        if let Some((k, v)) = l.split_once(':')
-            && k.trim().eq_ignore_ascii_case("content-length")
-        {
-            length = v.trim().parse().context("Content-Length")?;
-        }
-    }
-    let mut body = vec![0; length];
-    r.read_exact(&mut body)?;
-    Ok(String::from_utf8_lossy(&body).into_owned())
-}
-
-/// The answer to a webhook payload: 500 for a Canary in `failing`, 200 for another, 400 for a
-/// payload without a name.
-fn answer(body: &str, failing: &BTreeSet<String>) -> (u16, &'static str) {
-    let name = serde_json::from_str::<serde_json::Value>(body)
-        .ok()
-        .and_then(|v| v.get("name")?.as_str().map(String::from));
-    match name {
-        Some(n) if failing.contains(&n) => (500, "this rollout was chosen to fail"),
-        Some(_) => (200, "ok"),
-        None => (400, "no name in the payload"),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::Read;
 
     #[test]
     fn parses_proc_net_tcp_lines() {
@@ -1146,56 +983,6 @@ mod tests {
         assert_eq!(finished("aaa", "Succeeded", "bbb"), Some(Outcome::Promoted));
         assert_eq!(finished("aaa", "Failed", "bbb"), Some(Outcome::RolledBack));
         assert_eq!(finished("aaa", "Failed", ""), None);
-    }
-
-    #[test]
-    fn webhook_fails_the_chosen_canaries() {
-        let failing: BTreeSet<String> = ["app-0003".to_string()].into();
-        let payload = |name: &str| {
-            format!(
-                r#"{{"name":"{name}","namespace":"fledge-soak-10","phase":"Progressing","checksum":"abc"}}"#
-            )
-        };
-        assert_eq!(answer(&payload("app-0003"), &failing).0, 500);
-        assert_eq!(answer(&payload("app-0004"), &failing).0, 200);
-        assert_eq!(answer("{}", &failing).0, 400);
-        assert_eq!(answer("not json", &failing).0, 400);
-
-        let request = "POST / HTTP/1.1\r\nhost: 127.0.0.1:1234\r\ncontent-type: application/json\r\n\
-                       Content-Length: 15\r\n\r\n{\"name\":\"app\"}xtra";
-        let mut r = std::io::Cursor::new(request.as_bytes());
-        assert_eq!(read_body(&mut r).unwrap(), "{\"name\":\"app\"}x");
-        let mut cut = std::io::Cursor::new("POST / HTTP/1.1\r\nhost: x\r\n".as_bytes());
-        assert!(read_body(&mut cut).is_err());
-    }
-
-    #[test]
-    fn webhook_server_answers_over_loopback() {
-        let hook = Webhook::start().unwrap();
-        hook.choose("app-0001", true);
-        hook.choose("app-0002", true);
-        hook.choose("app-0002", false);
-        let call = |name: &str| {
-            let mut s = TcpStream::connect(("127.0.0.1", hook.port)).unwrap();
-            let body = format!(r#"{{"name":"{name}"}}"#);
-            write!(
-                s,
-                "POST / HTTP/1.1\r\nContent-Length: {}\r\n\r\n{body}",
-                body.len()
-            )
-            .unwrap();
-            let mut answer = String::new();
-            s.read_to_string(&mut answer).unwrap();
-            answer
-        };
-        assert!(call("app-0001").starts_with("HTTP/1.1 500 "));
-        assert!(call("app-0002").starts_with("HTTP/1.1 200 "));
-        // The counts are kept after the answer is written.
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while hook.calls() != (1, 1) && Instant::now() < deadline {
-            sleep(Duration::from_millis(10));
-        }
-        assert_eq!(hook.calls(), (1, 1));
     }
 
     fn sample(rollouts: u64, rss_kib: u64, fds: usize, api_connections: usize) -> Sample {
