@@ -1225,7 +1225,12 @@ fn measure_phases(
     let lateness_log = match kind {
         Kind::Fledge => {
             let text = std::fs::read_to_string(&ctrl.log)?;
-            let events: Vec<LogEvent> = text.lines().filter_map(parse_log_event).collect();
+            // The wave's steps only: the failing wave's come after it.
+            let events: Vec<LogEvent> = text
+                .lines()
+                .filter_map(parse_log_event)
+                .filter(|e| e.at <= wave_to.unix)
+                .collect();
             let steps = measure::step_times(&events, t0);
             let late: Vec<f64> = steps
                 .values()
