@@ -114,32 +114,18 @@ async fn a_slow_and_lossy_path_to_the_api_server_and_the_webhook_writes_no_step_
     ns.set_image("podinfo", V2).await;
 
     // Every iteration value the status shows, read by the test over its own direct path.
-    let api = ns.api::<Canary>();
-    let mut seen: Vec<i32> = Vec::new();
     let started = Instant::now();
-    loop {
-        let c = api.get("podinfo").await.unwrap();
-        let st = c.status.clone().unwrap_or_default();
-        if st.phase == CanaryPhase::Progressing && seen.last() != Some(&st.iterations) {
-            seen.push(st.iterations);
-        }
-        if st.phase == CanaryPhase::Succeeded {
-            break;
-        }
-        assert!(
-            st.phase != CanaryPhase::Failed,
-            "the rollout failed: {st:#?}\n{}",
-            ns.events("podinfo").await.join("\n")
-        );
-        assert!(
-            started.elapsed() < ROLLOUT,
-            "no promotion; iterations seen {seen:?}\n{}",
-            ns.events("podinfo").await.join("\n")
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let (status, seen) = ns
+        .rollout_iterations("podinfo", started, ROLLOUT, Duration::from_millis(100))
+        .await;
     cutter.abort();
     let took = started.elapsed();
+    assert_eq!(
+        status.phase,
+        CanaryPhase::Succeeded,
+        "the rollout failed: {status:#?}\n{}",
+        ns.events("podinfo").await.join("\n")
+    );
     // Iterations only ever grow by one: no step written twice, none skipped.
     for w in seen.windows(2) {
         assert_eq!(w[1], w[0] + 1, "iterations went {seen:?}");
@@ -320,24 +306,10 @@ async fn a_hanging_chat_receiver_and_a_lossy_prometheus_hold_up_no_step() {
     )
     .await;
     ns.set_image("podinfo", V2).await;
-    let api = ns.api::<Canary>();
-    let mut seen: Vec<i32> = Vec::new();
     let started = Instant::now();
-    let status = loop {
-        let st = api.get("podinfo").await.unwrap().status.unwrap_or_default();
-        if st.phase == CanaryPhase::Progressing && seen.last() != Some(&st.iterations) {
-            seen.push(st.iterations);
-        }
-        if matches!(st.phase, CanaryPhase::Succeeded | CanaryPhase::Failed) {
-            break st;
-        }
-        assert!(
-            started.elapsed() < ROLLOUT,
-            "no end; iterations seen {seen:?}\n{}",
-            ns.events("podinfo").await.join("\n")
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let (status, seen) = ns
+        .rollout_iterations("podinfo", started, ROLLOUT, Duration::from_millis(100))
+        .await;
     cutter.abort();
     let took = started.elapsed();
     assert_eq!(

@@ -70,29 +70,9 @@ async fn etcd_and_the_api_server_crash_mid_rollout_and_the_rollout_completes() {
     cluster.crash_and_restart().unwrap();
     let back = crashed.elapsed();
     // The test's own client reconnects as any client does; the controller must do so by itself.
-    let mut seen: Vec<i32> = Vec::new();
-    let done = loop {
-        if let Ok(c) = ns.api::<Canary>().get("podinfo").await {
-            let st = c.status.clone().unwrap_or_default();
-            if st.phase == CanaryPhase::Progressing && seen.last() != Some(&st.iterations) {
-                seen.push(st.iterations);
-            }
-            if matches!(st.phase, CanaryPhase::Succeeded | CanaryPhase::Failed) {
-                break st;
-            }
-        }
-        assert!(
-            crashed.elapsed() < ROLLOUT,
-            "no end after the crash; iterations seen {seen:?}\n{}",
-            ns.controller_log(controller)
-                .lines()
-                .rev()
-                .take(30)
-                .collect::<Vec<_>>()
-                .join("\n")
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    let (done, seen) = ns
+        .rollout_iterations("podinfo", crashed, ROLLOUT, Duration::from_millis(200))
+        .await;
     assert_eq!(done.phase, CanaryPhase::Succeeded, "{done:#?}");
     for w in seen.windows(2) {
         assert_eq!(w[1], w[0] + 1, "iterations went {seen:?}");

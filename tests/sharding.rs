@@ -10,10 +10,8 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use fledge_api::{Canary, CanaryPhase};
-use fledge_e2e::{TestNs, deployment_json, image_of};
-use futures::StreamExt;
-use k8s_openapi::api::apps::v1::Deployment;
+use fledge_api::CanaryPhase;
+use fledge_e2e::{TestNs, image_of};
 use k8s_openapi::api::coordination::v1::Lease;
 use serde_json::{Value, json};
 
@@ -49,51 +47,6 @@ fn canary_of(object: &str) -> &str {
         .unwrap_or(object)
 }
 
-async fn phases(ns: &TestNs) -> Vec<(String, CanaryPhase)> {
-    let list = ns.api::<Canary>().list(&Default::default()).await.unwrap();
-    list.items
-        .into_iter()
-        .map(|c| {
-            let phase = c.status.map(|s| s.phase).unwrap_or_default();
-            (c.metadata.name.unwrap_or_default(), phase)
-        })
-        .collect()
-}
-
-/// Waits until every Canary of `names` is in `phase`, while the controllers `alive` run.
-async fn wait_all(ns: &TestNs, names: &BTreeSet<String>, phase: CanaryPhase, alive: &[usize]) {
-    let start = Instant::now();
-    loop {
-        let now = phases(ns).await;
-        let done = now
-            .iter()
-            .filter(|(n, p)| names.contains(n) && *p == phase)
-            .count();
-        if done == names.len() {
-            return;
-        }
-        for &idx in alive {
-            assert!(
-                ns.controller_exit(idx).is_none(),
-                "controller {idx} ended ({:?}):\n{}",
-                ns.controller_exit(idx),
-                ns.controller_log(idx)
-            );
-        }
-        let failed: Vec<_> = now
-            .iter()
-            .filter(|(n, p)| names.contains(n) && *p == CanaryPhase::Failed)
-            .collect();
-        assert!(failed.is_empty(), "failed: {failed:?}");
-        assert!(
-            start.elapsed() < DEADLINE,
-            "{done} of {} Canaries {phase:?} after {DEADLINE:?}",
-            names.len()
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-}
-
 async fn holder(ns: &TestNs, lease: &str) -> Option<String> {
     let lease = ns.api::<Lease>().get_opt(lease).await.ok()??;
     lease.spec?.holder_identity
@@ -126,30 +79,12 @@ fn touched_in(records: &[Value], ns: &str) -> Vec<(String, String, String)> {
 #[tokio::test(flavor = "multi_thread")]
 async fn two_shards_split_two_hundred_canaries_and_outlive_each_others_leader() {
     let ns = TestNs::new("shards").await;
-    futures::stream::iter(0..CANARIES)
-        .for_each_concurrent(8, |i| {
-            let ns = &ns;
-            async move {
-                ns.create::<Deployment>(deployment_json(&name(i), V1, 1))
-                    .await;
-                let mut labels = json!({});
-                if let Some(l) = label(i) {
-                    labels["fledge.dev/shard"] = json!(l);
-                }
-                ns.create::<Canary>(json!({
-                    "apiVersion": "fledge.dev/v1beta1", "kind": "Canary",
-                    "metadata": {"name": name(i), "labels": labels},
-                    "spec": {
-                        "provider": "kubernetes",
-                        "targetRef": {"apiVersion": "apps/v1", "kind": "Deployment",
-                                      "name": name(i)},
-                        "service": {"port": 9898},
-                        "analysis": {"interval": "2s", "threshold": 2, "iterations": 3}
-                    }
-                }))
-                .await;
-            }
-        })
+    let labels = |i| match label(i) {
+        Some(l) => json!({"fledge.dev/shard": l}),
+        None => json!({}),
+    };
+    let analysis = json!({"interval": "2s", "threshold": 2, "iterations": 3});
+    ns.create_canaries(CANARIES, name, labels, V1, &analysis)
         .await;
 
     // Two replicas per shard; the Leases live in the test's namespace.
@@ -174,11 +109,11 @@ async fn two_shards_split_two_hundred_canaries_and_outlive_each_others_leader() 
     let b = [replica("b", "b0", false), replica("b", "b1", false)];
     let all: BTreeSet<String> = (0..CANARIES).map(name).collect();
     let started = Instant::now();
-    wait_all(
-        &ns,
+    ns.wait_all_in(
         &all,
         CanaryPhase::Initialized,
         &[a[0], a[1], b[0], b[1]],
+        DEADLINE,
     )
     .await;
     let initialized_in = started.elapsed();
@@ -240,7 +175,7 @@ async fn two_shards_split_two_hundred_canaries_and_outlive_each_others_leader() 
         (a[1], a[0])
     };
     fledge_e2e::eventually(DEADLINE, "a rollout of shard a under way", || async {
-        phases(&ns)
+        ns.phases()
             .await
             .iter()
             .any(|(n, p)| rolled_a.contains(n) && *p == CanaryPhase::Progressing)
@@ -250,9 +185,11 @@ async fn two_shards_split_two_hundred_canaries_and_outlive_each_others_leader() 
     ns.kill_controller(killed);
     let killed_at = Instant::now();
 
-    wait_all(&ns, &rolled_b, CanaryPhase::Succeeded, &[b[0], b[1]]).await;
+    ns.wait_all_in(&rolled_b, CanaryPhase::Succeeded, &[b[0], b[1]], DEADLINE)
+        .await;
     let b_done = killed_at.elapsed();
-    wait_all(&ns, &rolled_a, CanaryPhase::Succeeded, &[standby]).await;
+    ns.wait_all_in(&rolled_a, CanaryPhase::Succeeded, &[standby], DEADLINE)
+        .await;
     let a_done = killed_at.elapsed();
     for n in rolled_a.iter().chain(&rolled_b) {
         assert_eq!(
@@ -272,7 +209,8 @@ async fn two_shards_split_two_hundred_canaries_and_outlive_each_others_leader() 
         Some(leader_b.as_str()),
         "shard b kept its leader"
     );
-    let others_untouched: Vec<_> = phases(&ns)
+    let others_untouched: Vec<_> = ns
+        .phases()
         .await
         .into_iter()
         .filter(|(n, _)| !rolled_a.contains(n) && !rolled_b.contains(n))

@@ -26,7 +26,8 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use fledge_api::{Canary, CanaryPhase};
+use fledge_api::{Canary, CanaryPhase, CanaryStatus};
+use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Event, Namespace};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -552,6 +553,13 @@ impl TestNs {
         std::fs::read_to_string(self.controller_log_path(idx)).unwrap_or_default()
     }
 
+    /// The last `lines` lines of the log of a controller.
+    fn controller_log_tail(&self, idx: usize, lines: usize) -> String {
+        let log = self.controller_log(idx);
+        let all: Vec<&str> = log.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+
     /// Creates an object from JSON in this namespace.
     pub async fn create<K>(&self, value: serde_json::Value) -> K
     where
@@ -592,15 +600,7 @@ impl TestNs {
                      {last:#?}\nevents:\n{}\ncontroller log tail:\n{}",
                     self.name,
                     self.events(name).await.join("\n"),
-                    self.controller_log(0)
-                        .lines()
-                        .rev()
-                        .take(30)
-                        .collect::<Vec<_>>()
-                        .into_iter()
-                        .rev()
-                        .collect::<Vec<_>>()
-                        .join("\n")
+                    self.controller_log_tail(0, 30)
                 );
             }
             tokio::time::sleep(Duration::from_millis(250)).await;
@@ -613,6 +613,135 @@ impl TestNs {
             c.status.as_ref().is_some_and(|s| s.phase == phase)
         })
         .await
+    }
+
+    /// Creates `count` Deployments named `name(i)` (one replica of `image`) and a Canary of each
+    /// (same name, labels `labels(i)`, the `kubernetes` provider, port 9898, `analysis`), eight
+    /// at a time.
+    pub async fn create_canaries(
+        &self,
+        count: usize,
+        name: impl Fn(usize) -> String,
+        labels: impl Fn(usize) -> serde_json::Value,
+        image: &str,
+        analysis: &serde_json::Value,
+    ) {
+        let (name, labels) = (&name, &labels);
+        futures::stream::iter(0..count)
+            .for_each_concurrent(8, |i| async move {
+                self.create::<Deployment>(deployment_json(&name(i), image, 1))
+                    .await;
+                self.create::<Canary>(serde_json::json!({
+                    "apiVersion": "fledge.dev/v1beta1", "kind": "Canary",
+                    "metadata": {"name": name(i), "labels": labels(i)},
+                    "spec": {
+                        "provider": "kubernetes",
+                        "targetRef": {"apiVersion": "apps/v1", "kind": "Deployment",
+                                      "name": name(i)},
+                        "service": {"port": 9898},
+                        "analysis": analysis
+                    }
+                }))
+                .await;
+            })
+            .await;
+    }
+
+    /// The phase of each Canary, by name.
+    pub async fn phases(&self) -> Vec<(String, CanaryPhase)> {
+        let list = self
+            .api::<Canary>()
+            .list(&Default::default())
+            .await
+            .unwrap();
+        list.items
+            .into_iter()
+            .map(|c| {
+                let phase = c.status.map(|s| s.phase).unwrap_or_default();
+                (c.metadata.name.unwrap_or_default(), phase)
+            })
+            .collect()
+    }
+
+    /// Waits until every Canary of `names` is in `phase`, at most `timeout`, while the
+    /// controllers `alive` run. Fails as soon as one of them has Failed (it stays so until its
+    /// next revision).
+    pub async fn wait_all_in(
+        &self,
+        names: &std::collections::BTreeSet<String>,
+        phase: CanaryPhase,
+        alive: &[usize],
+        timeout: Duration,
+    ) {
+        let start = Instant::now();
+        loop {
+            let now = self.phases().await;
+            let done = now
+                .iter()
+                .filter(|(n, p)| names.contains(n) && *p == phase)
+                .count();
+            if done == names.len() {
+                return;
+            }
+            for &idx in alive {
+                assert!(
+                    self.controller_exit(idx).is_none(),
+                    "controller {idx} ended ({:?}) with {done} of {} Canaries {phase:?}:\n{}",
+                    self.controller_exit(idx),
+                    names.len(),
+                    self.controller_log(idx)
+                );
+            }
+            let failed: Vec<_> = now
+                .iter()
+                .filter(|(n, p)| names.contains(n) && *p == CanaryPhase::Failed)
+                .collect();
+            assert!(failed.is_empty(), "failed: {failed:?}");
+            assert!(
+                start.elapsed() < timeout,
+                "{done} of {} Canaries {phase:?} after {timeout:?}",
+                names.len()
+            );
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+
+    /// Reads the Canary `name` every `every` until its rollout ends (Succeeded or Failed), at
+    /// most `timeout` from `since`; returns its last status and each number of iterations its
+    /// status showed while Progressing, in order, without repeats. A failed read is tried again
+    /// (the API server may be restarting); at the deadline, fails with the iterations seen, the
+    /// last read, the Events and the tail of the first controller's log.
+    pub async fn rollout_iterations(
+        &self,
+        name: &str,
+        since: Instant,
+        timeout: Duration,
+        every: Duration,
+    ) -> (CanaryStatus, Vec<i32>) {
+        let api = self.api::<Canary>();
+        let mut seen: Vec<i32> = Vec::new();
+        loop {
+            let read = api.get(name).await;
+            if let Ok(c) = &read {
+                let st = c.status.clone().unwrap_or_default();
+                if st.phase == CanaryPhase::Progressing && seen.last() != Some(&st.iterations) {
+                    seen.push(st.iterations);
+                }
+                if matches!(st.phase, CanaryPhase::Succeeded | CanaryPhase::Failed) {
+                    return (st, seen);
+                }
+            }
+            if since.elapsed() >= timeout {
+                panic!(
+                    "the rollout of {name} did not end in {timeout:?}; iterations seen {seen:?}; \
+                     last read: {:?}\nevents:\n{}\ncontroller log tail:\n{}",
+                    read.map(|c| c.status),
+                    self.events(name).await.join("\n"),
+                    self.controller_log_tail(0, 30)
+                );
+            }
+            tokio::time::sleep(every).await;
+        }
     }
 
     /// The Events of an object, oldest first, as `Type Reason: message`.
