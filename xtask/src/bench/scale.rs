@@ -90,6 +90,11 @@ pub struct ScaleArgs {
     /// both, one after the other on the same control plane, printed side by side.
     #[arg(long, value_enum, default_value = "fledge")]
     controller: Which,
+    /// Run fledge under heaptrack (Debian's `heaptrack`, installed with apt-get when missing)
+    /// and print its top allocation sites by peak heap consumption at the end. The memory and
+    /// CPU figures of such a run include heaptrack's own cost.
+    #[arg(long)]
+    heap_profile: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -552,8 +557,27 @@ pub(super) struct Controller {
 
 impl Controller {
     pub(super) fn start(fledge: &Path, kubeconfig: &Path, ns: &str, log: &Path) -> Result<Self> {
+        Self::start_traced(fledge, kubeconfig, ns, log, None)
+    }
+
+    /// As [`Controller::start`]; with `heap_profile`, under heaptrack, writing its data to
+    /// that path (heaptrack adds a compression suffix).
+    fn start_traced(
+        fledge: &Path,
+        kubeconfig: &Path,
+        ns: &str,
+        log: &Path,
+        heap_profile: Option<&Path>,
+    ) -> Result<Self> {
         let port = free_port()?;
-        let mut cmd = Command::new(fledge);
+        let mut cmd = match heap_profile {
+            Some(out) => {
+                let mut c = Command::new("heaptrack");
+                c.arg("-o").arg(out).arg(fledge);
+                c
+            }
+            None => Command::new(fledge),
+        };
         cmd.args(["run", "--namespace", ns, "--log-format", "json"])
             .args(["--metrics-addr", &format!("127.0.0.1:{port}")])
             .env("KUBECONFIG", kubeconfig)
@@ -599,7 +623,11 @@ impl Controller {
             .with_context(|| format!("starting {program}"))?;
         let started = Instant::now();
         let started_unix = unix_now();
-        let pid = child.id();
+        // Under heaptrack, the process measured is the program heaptrack's script starts.
+        let pid = match program.as_str() {
+            "heaptrack" => traced_pid(child.id(), "fledge")?,
+            _ => child.id(),
+        };
         let samples = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(AtomicBool::new(false));
         let sampler = {
@@ -700,7 +728,12 @@ impl Controller {
             let _ = Command::new("kill")
                 .args(["-TERM", &self.pid.to_string()])
                 .status();
-            let deadline = Instant::now() + Duration::from_secs(10);
+            // heaptrack writes its data after the program has ended.
+            let grace = match self.program.as_str() {
+                "heaptrack" => Duration::from_secs(300),
+                _ => Duration::from_secs(10),
+            };
+            let deadline = Instant::now() + grace;
             while self.child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
                 sleep(Duration::from_millis(100));
             }
@@ -718,6 +751,79 @@ impl Drop for Controller {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// The pid of the process named `name` among the descendants of `parent`, waiting up to 10 s
+/// for it to start.
+fn traced_pid(parent: u32, name: &str) -> Result<u32> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut queue = vec![parent];
+        while let Some(p) = queue.pop() {
+            let children =
+                std::fs::read_to_string(format!("/proc/{p}/task/{p}/children")).unwrap_or_default();
+            for c in children
+                .split_whitespace()
+                .filter_map(|c| c.parse::<u32>().ok())
+            {
+                let comm = std::fs::read_to_string(format!("/proc/{c}/comm")).unwrap_or_default();
+                if comm.trim() == name {
+                    return Ok(c);
+                }
+                queue.push(c);
+            }
+        }
+        if Instant::now() > deadline {
+            bail!("no process {name} started under pid {parent} within 10 s");
+        }
+        sleep(Duration::from_millis(50));
+    }
+}
+
+/// heaptrack's data file for the path given to `-o` (it adds `.zst` or `.gz`).
+fn heaptrack_file(out: &Path) -> Option<PathBuf> {
+    let dir = out.parent()?;
+    let stem = out.file_name()?.to_string_lossy().to_string();
+    std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| {
+            p.file_name()
+                .is_some_and(|f| f.to_string_lossy().starts_with(&format!("{stem}.")))
+        })
+}
+
+/// The top allocation sites of a heaptrack file by peak consumption, as heaptrack_print
+/// prints them.
+fn heap_report(file: &Path) -> Result<String> {
+    let out = Command::new("heaptrack_print")
+        .arg("-f")
+        .arg(file)
+        .args([
+            "--print-peaks",
+            "1",
+            "--print-allocators",
+            "0",
+            "--print-temporary",
+            "0",
+        ])
+        .args([
+            "--print-leaks",
+            "0",
+            "--peak-limit",
+            "15",
+            "--sub-peak-limit",
+            "2",
+        ])
+        .output()
+        .context("running heaptrack_print")?;
+    if !out.status.success() {
+        bail!(
+            "heaptrack_print failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 fn free_port() -> Result<u16> {
@@ -974,8 +1080,24 @@ fn scale(
         dir.display()
     );
     let log = dir.join(format!("{}.log", kind.name()));
+    let heap_out =
+        (args.heap_profile && kind == Kind::Fledge).then(|| dir.join("fledge.heaptrack"));
+    if let Some(out) = &heap_out {
+        if Command::new("heaptrack").arg("--version").output().is_err() {
+            crate::image::apt_install(&["heaptrack"], "the heap profile of --heap-profile")?;
+        }
+        if let Some(old) = heaptrack_file(out) {
+            std::fs::remove_file(&old).with_context(|| format!("removing {}", old.display()))?;
+        }
+    }
     let mut ctrl = match kind {
-        Kind::Fledge => Controller::start(&subject.binary, &subject.kubeconfig, &ns, &log)?,
+        Kind::Fledge => Controller::start_traced(
+            &subject.binary,
+            &subject.kubeconfig,
+            &ns,
+            &log,
+            heap_out.as_deref(),
+        )?,
         Kind::Flagger => Controller::start_flagger(
             &subject.binary,
             &subject.kubeconfig,
@@ -1012,6 +1134,16 @@ fn scale(
         clean_up_of(kind, k, &mut ctrl, &ns, timeout)
     };
     ctrl.stop();
+    if let Some(out) = &heap_out {
+        match heaptrack_file(out) {
+            Some(file) => println!(
+                "\nheap profile ({}): top allocation sites by peak consumption\n{}",
+                file.display(),
+                heap_report(&file)?
+            ),
+            None => eprintln!("heaptrack wrote no data file beside {}", out.display()),
+        }
+    }
     let report = result?;
     cleanup?;
     Ok(report)
