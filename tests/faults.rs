@@ -65,13 +65,7 @@ async fn a_slow_and_lossy_path_to_the_api_server_and_the_webhook_writes_no_step_
     ns.create::<Deployment>(deployment_json("podinfo", V1, 1))
         .await;
     // Every decision is also told to a chat receiver (on a direct path): once each.
-    let chat = Hook::start(200).await.unwrap();
-    ns.create::<fledge_api::AlertProvider>(json!({
-        "apiVersion": "fledge.dev/v1beta1", "kind": "AlertProvider",
-        "metadata": {"name": "chat"},
-        "spec": {"type": "webhook", "address": chat.url("/chat"), "trafficSteps": true},
-    }))
-    .await;
+    let chat = ns.chat().await;
     ns.create::<Canary>(json!({
         "apiVersion": "fledge.dev/v1beta1", "kind": "Canary",
         "metadata": {"name": "podinfo"},
@@ -153,41 +147,15 @@ async fn a_slow_and_lossy_path_to_the_api_server_and_the_webhook_writes_no_step_
             .await;
         assert!(repeated.is_empty(), "{reason} said again: {repeated:?}");
     }
-    // Each chat alert once.
-    let _ = fledge_e2e::eventually(Duration::from_secs(15), "the promotion alert", || async {
-        chat.calls("/chat")
-            .iter()
-            .any(|b| b.pointer("/metadata/kind").and_then(Value::as_str) == Some("promoted"))
-    })
-    .await;
-    let alerts: Vec<String> = chat
-        .calls("/chat")
-        .iter()
-        .map(|b| {
-            let m = |k: &str| {
-                b.pointer(&format!("/metadata/{k}"))
-                    .and_then(Value::as_str)
-                    .unwrap_or_default()
-                    .to_string()
-            };
-            format!(
-                "{} {} weight {}",
-                m("kind"),
-                m("eventMessage"),
-                m("canaryWeight")
-            )
-        })
-        .collect();
-    for (i, a) in alerts.iter().enumerate() {
-        assert!(
-            !alerts[..i].contains(a),
-            "the alert {a:?} was sent twice: {alerts:#?}"
-        );
-    }
-    for kind in ["newRevision ", "promoted "] {
-        let n = alerts.iter().filter(|a| a.starts_with(kind)).count();
-        assert_eq!(n, 1, "{n} {kind}alerts: {alerts:#?}");
-    }
+    // Each chat alert once: no two with the same kind, message and weight.
+    let alerts = chat
+        .alerts_each_once(
+            "promoted",
+            &["eventMessage", "canaryWeight"],
+            &["newRevision", "promoted"],
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
     let log = ns.controller_log(controller);
     assert!(!log.contains("panicked"), "{log}");
     let connections = api_path.accepted();

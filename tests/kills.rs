@@ -116,13 +116,7 @@ async fn run(case: Case) -> Result<(), String> {
     let gate = Hook::start(403).await.unwrap();
     ns.create::<Deployment>(deployment_json("podinfo", V1, 1))
         .await;
-    let chat = Hook::start(200).await.unwrap();
-    ns.create::<fledge_api::AlertProvider>(json!({
-        "apiVersion": "fledge.dev/v1beta1", "kind": "AlertProvider",
-        "metadata": {"name": "chat"},
-        "spec": {"type": "webhook", "address": chat.url("/chat"), "trafficSteps": true},
-    }))
-    .await;
+    let chat = ns.chat().await;
     let mut c = canary(&host, &hook);
     c["spec"]["analysis"]["alerts"] =
         json!([{"name": "chat", "severity": "info", "providerRef": {"name": "chat"}}]);
@@ -245,41 +239,17 @@ async fn run(case: Case) -> Result<(), String> {
     } else {
         "rolledBack"
     };
-    let _ = fledge_e2e::eventually(Duration::from_secs(15), "the last alert", || async {
-        chat.calls("/chat")
-            .iter()
-            .any(|b| b.pointer("/metadata/kind").and_then(Value::as_str) == Some(kind))
-    })
-    .await;
-    let alerts: Vec<(String, String, String, String)> = chat
-        .calls("/chat")
-        .iter()
-        .map(|b| {
-            let m = |k: &str| {
-                b.pointer(&format!("/metadata/{k}"))
-                    .and_then(Value::as_str)
-                    .unwrap_or_default()
-                    .to_string()
-            };
-            (
-                m("kind"),
-                m("eventMessage"),
-                m("canaryWeight"),
-                m("failedChecks"),
-            )
-        })
-        .collect();
-    for (i, a) in alerts.iter().enumerate() {
-        if alerts[..i].contains(a) {
-            return fail(format!("the alert {a:?} was sent twice: {alerts:#?}"));
-        }
-    }
-    for k in ["newRevision", kind] {
-        let n = alerts.iter().filter(|a| a.0 == k).count();
-        if n != 1 {
-            return fail(format!("{n} {k} alerts: {alerts:#?}"));
-        }
-    }
+    let alerts = match chat
+        .alerts_each_once(
+            kind,
+            &["eventMessage", "canaryWeight", "failedChecks"],
+            &["newRevision", kind],
+        )
+        .await
+    {
+        Ok(alerts) => alerts,
+        Err(e) => return fail(e),
+    };
     eprintln!(
         "killed {}: {} -> {:?}; steps {:?}, promoting {:?}, {} alerts",
         case.name,

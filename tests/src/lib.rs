@@ -995,6 +995,87 @@ impl Hook {
     }
 }
 
+/// A chat receiver: a local [`Hook`] and the AlertProvider `chat` of a namespace (type `webhook`,
+/// traffic steps included) posting to it at `/chat`. A Canary's analysis alerts through it with
+/// `{"name": "chat", "severity": "info", "providerRef": {"name": "chat"}}`.
+pub struct Chat {
+    hook: Hook,
+}
+
+/// A chat alert: its kind, then the values of the metadata fields asked for, in their order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChatAlert {
+    /// `metadata.kind` (`newRevision`, `promoted`, `rolledBack`, …).
+    pub kind: String,
+    /// The other fields of its metadata.
+    pub fields: Vec<String>,
+}
+
+impl TestNs {
+    /// Starts a [`Chat`] receiver and creates its AlertProvider `chat` in this namespace.
+    pub async fn chat(&self) -> Chat {
+        let hook = Hook::start(200).await.unwrap();
+        self.create::<fledge_api::AlertProvider>(serde_json::json!({
+            "apiVersion": "fledge.dev/v1beta1", "kind": "AlertProvider",
+            "metadata": {"name": "chat"},
+            "spec": {"type": "webhook", "address": hook.url("/chat"), "trafficSteps": true},
+        }))
+        .await;
+        Chat { hook }
+    }
+}
+
+impl Chat {
+    /// The alerts received, each as its kind and the metadata `fields`, once one of the kind
+    /// `last` has come (it may come a moment after the status says the rollout ended; this waits
+    /// 15 s at most). An error unless each was sent once: no two alike in kind and `fields`, and
+    /// exactly one of each kind of `once`.
+    pub async fn alerts_each_once(
+        &self,
+        last: &str,
+        fields: &[&str],
+        once: &[&str],
+    ) -> Result<Vec<ChatAlert>, String> {
+        let _ = eventually(Duration::from_secs(15), "the last alert", || async {
+            self.hook.calls("/chat").iter().any(|b| {
+                b.pointer("/metadata/kind")
+                    .and_then(serde_json::Value::as_str)
+                    == Some(last)
+            })
+        })
+        .await;
+        let alerts: Vec<ChatAlert> = self
+            .hook
+            .calls("/chat")
+            .iter()
+            .map(|b| {
+                let m = |k: &str| {
+                    b.pointer(&format!("/metadata/{k}"))
+                        .and_then(serde_json::Value::as_str)
+                        .unwrap_or_default()
+                        .to_string()
+                };
+                ChatAlert {
+                    kind: m("kind"),
+                    fields: fields.iter().map(|f| m(f)).collect(),
+                }
+            })
+            .collect();
+        for (i, a) in alerts.iter().enumerate() {
+            if alerts[..i].contains(a) {
+                return Err(format!("the alert {a:?} was sent twice: {alerts:#?}"));
+            }
+        }
+        for kind in once {
+            let n = alerts.iter().filter(|a| a.kind == *kind).count();
+            if n != 1 {
+                return Err(format!("{n} {kind} alerts: {alerts:#?}"));
+            }
+        }
+        Ok(alerts)
+    }
+}
+
 /// A Deployment of `replicas` pods with the label `app: <name>` and an image.
 pub fn deployment_json(name: &str, image: &str, replicas: i32) -> serde_json::Value {
     serde_json::json!({
