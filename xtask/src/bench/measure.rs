@@ -487,6 +487,113 @@ pub fn watch_times(seen: &[StatusSeen]) -> WatchTimes {
     out
 }
 
+/// One allocation site of a heap profile: its peak consumption and calls as heaptrack_print
+/// gives them, the first frame outside the standard library and the allocator crates, and
+/// the first of fledge's own frames (empty when none).
+#[derive(Debug, PartialEq)]
+pub struct HeapSite {
+    pub peak: String,
+    pub calls: String,
+    pub library: String,
+    pub fledge: String,
+}
+
+/// The backtraces of heaptrack_print's "PEAK MEMORY CONSUMERS" (`--print-peaks`), one site per
+/// backtrace (`<size> consumed over <n> calls from:` and its indented frames).
+pub fn heap_sites(text: &str) -> Vec<HeapSite> {
+    const PLUMBING: &[&str] = &[
+        "alloc",
+        "core::",
+        "std::",
+        "hashbrown::",
+        "bytes::",
+        "<alloc::",
+        "<core::",
+        "<std::",
+        "<hashbrown::",
+        "<bytes::",
+        "<T as ",
+        "new",
+        "with_capacity",
+        "allocate",
+        "reserve",
+        "box_new",
+        "pin",
+        "clone",
+        "to_vec",
+        "to_owned",
+        "from",
+        "into",
+        "collect",
+        "extend",
+        "push",
+        "spawn",
+        "insert",
+        "grow",
+        "do_reserve",
+        "finish_grow",
+        "try_reserve",
+    ];
+    let name = |frame: &str| -> String {
+        let mut f = frame.trim().to_string();
+        for (a, b) in [
+            ("$LT$", "<"),
+            ("$GT$", ">"),
+            ("$u20$", " "),
+            ("$C$", ","),
+            ("$u7b$", "{"),
+            ("$u7d$", "}"),
+            ("$RF$", "&"),
+            ("..", "::"),
+        ] {
+            f = f.replace(a, b);
+        }
+        let f = f.strip_prefix('_').unwrap_or(&f).replace("::_{", "::{");
+        match f.rfind("::h") {
+            Some(i) if f[i + 3..].len() == 16 => f[..i].to_string(),
+            _ => f,
+        }
+    };
+    let mut sites = Vec::new();
+    let mut lines = text.lines().peekable();
+    while let Some(line) = lines.next() {
+        let Some((peak, rest)) = line.split_once(" consumed over ") else {
+            continue;
+        };
+        let Some(calls) = rest.strip_suffix(" calls from:") else {
+            continue;
+        };
+        let mut frames = Vec::new();
+        while let Some(next) = lines.peek() {
+            if !next.starts_with("    ") {
+                break;
+            }
+            let t = next.trim();
+            if !t.starts_with("at ") && !t.starts_with("in ") {
+                frames.push(name(t));
+            }
+            lines.next();
+        }
+        let library = frames
+            .iter()
+            .find(|f| !PLUMBING.iter().any(|p| f.starts_with(p)) && f.contains("::"))
+            .cloned()
+            .unwrap_or_default();
+        let fledge = frames
+            .iter()
+            .find(|f| f.starts_with("fledge_") || f.starts_with("<fledge_"))
+            .cloned()
+            .unwrap_or_default();
+        sites.push(HeapSite {
+            peak: peak.trim().to_string(),
+            calls: calls.trim().to_string(),
+            library,
+            fledge,
+        });
+    }
+    sites
+}
+
 /// For each Canary that turned `Failed` (as a watch saw it), the seconds from the last failed
 /// answer of its webhook before then (the check that led to the rollback) to that moment.
 pub fn rollback_times(
@@ -553,6 +660,34 @@ pub fn requests_by_verb(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn heap_sites_name_the_first_frames_past_the_allocator() {
+        let text = "PEAK MEMORY CONSUMERS
+380.36K peak memory consumed over 8827 calls from
+alloc
+  in /work/fledge
+118.78K consumed over 268 calls from:
+    alloc_impl
+      at /rustc/library/alloc/src/alloc.rs:312
+    alloc::raw_vec::RawVecInner$LT$A$GT$::with_capacity_in::h21e7030d08e40c92
+      in /work/fledge
+    kube_runtime::reflector::store::Writer$LT$K$GT$::apply_watcher_event::h0123456789abcdef
+    fledge_controller::controller::run::_$u7b$$u7b$closure$u7d$$u7d$::h0123456789abcdef
+  and 15.62K from 66 other places
+
+peak heap memory consumption: 2.43M
+";
+        assert_eq!(
+            heap_sites(text),
+            vec![HeapSite {
+                peak: "118.78K".into(),
+                calls: "268".into(),
+                library: "kube_runtime::reflector::store::Writer<K>::apply_watcher_event".into(),
+                fledge: "fledge_controller::controller::run::{{closure}}".into(),
+            }]
+        );
+    }
 
     #[test]
     fn a_rollback_is_timed_from_the_last_failed_check_before_it() {

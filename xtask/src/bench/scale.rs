@@ -823,7 +823,20 @@ fn heap_report(file: &Path) -> Result<String> {
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    let text = String::from_utf8_lossy(&out.stdout);
+    let totals: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("peak heap memory consumption") || l.starts_with("peak RSS"))
+        .collect();
+    let mut rows = vec![
+        ["peak", "calls", "allocated in", "for fledge's"]
+            .map(String::from)
+            .to_vec(),
+    ];
+    for site in measure::heap_sites(&text) {
+        rows.push(vec![site.peak, site.calls, site.library, site.fledge]);
+    }
+    Ok(format!("{}\n{}", totals.join("\n"), table(&rows)))
 }
 
 fn free_port() -> Result<u16> {
