@@ -700,14 +700,15 @@ async fn read_directly(ctx: &Context, canary: &Canary, lag: Duration) -> Option<
         Api::namespaced(ctx.client.clone(), &canary.namespace().unwrap_or_default());
     match api.get(&canary.name_any()).await {
         Ok(mut fresh) => {
+            // A fresh list of the Canaries, at most once a minute (`watch::RELIST_GAP`).
+            let relisted = fresh.resource_version() != canary.resource_version()
+                && ctx.canary_relist.now();
             warn!(
                 lag_seconds = lag.as_secs(),
+                relisted,
                 "the Canary watch has not brought back our last status write; read the Canary \
-                 from the API server instead, and list the Canaries afresh"
+                 from the API server instead"
             );
-            if fresh.resource_version() != canary.resource_version() {
-                ctx.canary_relist.now();
-            }
             slim(&mut fresh);
             Some(fresh)
         }
