@@ -635,6 +635,7 @@ async fn reconcile_inner(canary: &Canary, ctx: &Context) -> Result<Requeue> {
         }
         exec.collect_routing().await?;
         remove_finalizer(canary, ctx).await?;
+        ctx.routes.forget(&canary.uid().unwrap_or_default());
         return Ok(Requeue::await_change());
     }
     if let Some(bound) = ctx.settings.control_loop_interval {
@@ -701,8 +702,8 @@ async fn read_directly(ctx: &Context, canary: &Canary, lag: Duration) -> Option<
     match api.get(&canary.name_any()).await {
         Ok(mut fresh) => {
             // A fresh list of the Canaries, at most once a minute (`watch::RELIST_GAP`).
-            let relisted = fresh.resource_version() != canary.resource_version()
-                && ctx.canary_relist.now();
+            let relisted =
+                fresh.resource_version() != canary.resource_version() && ctx.canary_relist.now();
             warn!(
                 lag_seconds = lag.as_secs(),
                 relisted,

@@ -15,7 +15,9 @@
 //! owns the object at once, so drift is found within moments instead of at the next interval.
 //!
 //! Until a kind's watch has listed its objects (or when it cannot: CRD missing, RBAC refused),
-//! every read is a GET, as before.
+//! every read is a GET, as before. A watch that fails resumes from the last version it saw (a
+//! fresh list when that is too old), and the cache stands meanwhile; in case a watch hangs with
+//! no error at all, no answer is reused for longer than [`MAX_AGE`].
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
@@ -32,17 +34,22 @@ use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher::{self, Event};
 use kube::{Api, Client, Resource, ResourceExt};
-use tracing::debug;
+use tracing::{debug, warn};
 
 /// One routing object: namespace (empty for a cluster-scoped kind) and name.
 type Key = (String, String);
+
+/// The longest a Canary's last read is reused: a backstop against a watch that hangs without
+/// an error, at one GET per Canary per this period.
+pub const MAX_AGE: std::time::Duration = std::time::Duration::from_secs(600);
 
 /// The watches of the routing kinds, and what each Canary's last read found.
 pub struct RouteWatch {
     client: Client,
     /// The namespace the controller is confined to, if any.
     namespace: Option<String>,
-    kinds: Mutex<HashMap<&'static str, Arc<KindWatch>>>,
+    /// By API group and kind (every version of a CRD serves the same objects).
+    kinds: Mutex<HashMap<(&'static str, &'static str), Arc<KindWatch>>>,
     /// By Canary uid.
     last: Mutex<HashMap<String, LastRead>>,
     /// Wakes a Canary whose routing object was changed outside fledge.
@@ -57,13 +64,17 @@ struct KindWatch {
     versions: Mutex<HashMap<Key, String>>,
     /// The Canary whose routes each object carries, as recorded when it was read.
     owners: Mutex<HashMap<Key, ObjectRef<Canary>>>,
+    /// The newest change by someone other than fledge that woke each object's Canary (manager
+    /// and time), so that later events of the same change wake nobody.
+    woken_for: Mutex<HashMap<Key, (String, String)>>,
 }
 
 /// A Canary's last read of its routes.
 #[derive(Clone)]
 struct LastRead {
-    kind: &'static str,
+    kind: (&'static str, &'static str),
     key: Key,
+    at: std::time::Instant,
     /// The object's `resourceVersion` just before the read (`None`: the watch did not have it).
     version: Option<String>,
     /// A hash of the status the routes were read for (a router may read them in its light).
@@ -125,22 +136,30 @@ impl RouteWatch {
         };
         if synced
             && let Some(last) = self.last.lock().ok().and_then(|l| l.get(&uid).cloned())
-            && last.kind == kind.kind
+            && last.kind == (kind.group, kind.kind)
             && last.key == key
             && last.version == version
             && last.status == status_hash
+            && last.at.elapsed() < MAX_AGE
         {
             return last.view;
         }
         let view = read.await;
         if let Ok(mut l) = self.last.lock() {
+            // An object the GET found but the watch has not shown yet is read again next time.
+            let cacheable = match &view {
+                RoutesView::Found(_) => version.is_some(),
+                RoutesView::Missing => true,
+                _ => false,
+            };
             match &view {
-                RoutesView::Found(_) | RoutesView::Missing if synced => {
+                _ if synced && cacheable => {
                     l.insert(
                         uid,
                         LastRead {
-                            kind: kind.kind,
+                            kind: (kind.group, kind.kind),
                             key,
+                            at: std::time::Instant::now(),
                             version,
                             status: status_hash,
                             view: view.clone(),
@@ -166,7 +185,7 @@ impl RouteWatch {
     fn kind(&self, kind: PeerKind) -> Arc<KindWatch> {
         let mut kinds = self.kinds.lock().unwrap_or_else(|e| e.into_inner());
         kinds
-            .entry(kind.kind)
+            .entry((kind.group, kind.kind))
             .or_insert_with(|| {
                 let watch = Arc::new(KindWatch::default());
                 tokio::spawn(run(
@@ -225,8 +244,13 @@ async fn run(
             }
             Err(e) => {
                 failures += 1;
-                debug!(%kind, error = %e, "the watch of the routing objects failed; reads are GETs until it lists again");
-                watch.synced.store(false, Ordering::Release);
+                // The watcher resumes from the last version it saw (a fresh list if that is too
+                // old): what the cache holds stays, and catches up.
+                if failures == 1 {
+                    warn!(%kind, error = %e, "the watch of the routing objects failed; retrying");
+                } else {
+                    debug!(%kind, error = %e, "the watch of the routing objects failed again");
+                }
                 // The watcher retries at once; wait a little longer each time (up to a minute).
                 let wait = std::time::Duration::from_millis(500) * failures.min(120);
                 tokio::time::sleep(wait).await;
@@ -251,8 +275,15 @@ async fn run(
                     if let Ok(mut versions) = watch.versions.lock() {
                         versions.insert(key.clone(), v);
                     }
-                    if !written_by_fledge(&obj) {
-                        wake_owner(&watch, &key, &wake);
+                    if let Some(change) = foreign_change(&obj) {
+                        let new = watch
+                            .woken_for
+                            .lock()
+                            .map(|mut w| w.insert(key.clone(), change.clone()) != Some(change))
+                            .unwrap_or(true);
+                        if new {
+                            wake_owner(&watch, &key, &wake);
+                        }
                     }
                 }
             }
@@ -261,7 +292,14 @@ async fn run(
                     if let Ok(mut versions) = watch.versions.lock() {
                         versions.remove(&key);
                     }
+                    if let Ok(mut w) = watch.woken_for.lock() {
+                        w.remove(&key);
+                    }
                     wake_owner(&watch, &key, &wake);
+                    // A Canary that still wants the object records itself again at its next read.
+                    if let Ok(mut owners) = watch.owners.lock() {
+                        owners.remove(&key);
+                    }
                 }
             }
         }
@@ -279,19 +317,27 @@ fn key_version(obj: &PartialObjectMeta<DynamicObject>) -> Option<(Key, String)> 
     ))
 }
 
-/// Whether the newest change of the object's spec or metadata (status writes aside) is
-/// fledge's: its router's or the controller's (which writes the Services).
-fn written_by_fledge(obj: &PartialObjectMeta<DynamicObject>) -> bool {
-    obj.meta()
+/// The newest change of the object's spec or metadata (status writes aside), as its manager
+/// and time, when it is not fledge's (its router's or the controller's, which writes the
+/// Services).
+fn foreign_change(obj: &PartialObjectMeta<DynamicObject>) -> Option<(String, String)> {
+    let newest = obj
+        .meta()
         .managed_fields
         .iter()
         .flatten()
         .filter(|m| m.subresource.as_deref().is_none_or(str::is_empty))
-        .max_by_key(|m| m.time.as_ref().map(|t| t.0))
-        .is_some_and(|m| {
-            [MANAGER, crate::controller::MANAGER]
-                .contains(&m.manager.as_deref().unwrap_or_default())
-        })
+        .max_by_key(|m| m.time.as_ref().map(|t| t.0))?;
+    let manager = newest.manager.clone().unwrap_or_default();
+    if [MANAGER, crate::controller::MANAGER].contains(&manager.as_str()) {
+        return None;
+    }
+    let time = newest
+        .time
+        .as_ref()
+        .map(|t| t.0.to_string())
+        .unwrap_or_default();
+    Some((manager, time))
 }
 
 fn wake_owner(watch: &KindWatch, key: &Key, wake: &UnboundedSender<ObjectRef<Canary>>) {
@@ -338,24 +384,34 @@ mod tests {
             entry("kubectl-edit", 10, None),
             entry(MANAGER, 20, None),
         ]);
-        assert!(written_by_fledge(&ours));
+        assert_eq!(foreign_change(&ours), None);
         let services = object(vec![
             entry("kubectl-edit", 10, None),
             entry("fledge", 20, None),
         ]);
-        assert!(written_by_fledge(&services));
+        assert_eq!(foreign_change(&services), None);
         let theirs = object(vec![
             entry(MANAGER, 10, None),
             entry("kubectl-edit", 20, None),
         ]);
-        assert!(!written_by_fledge(&theirs));
+        let change = foreign_change(&theirs).expect("a foreign change");
+        assert_eq!(change.0, "kubectl-edit");
         // A gateway writing the status afterwards does not count.
         let status = object(vec![
             entry(MANAGER, 10, None),
             entry("traefik", 30, Some("status")),
         ]);
-        assert!(written_by_fledge(&status));
-        assert!(!written_by_fledge(&object(Vec::new())));
+        assert_eq!(foreign_change(&status), None);
+        let after_edit = object(vec![
+            entry("kubectl-edit", 20, None),
+            entry("traefik", 30, Some("status")),
+        ]);
+        assert_eq!(
+            foreign_change(&after_edit),
+            Some(change),
+            "the same change as before"
+        );
+        assert_eq!(foreign_change(&object(Vec::new())), None);
     }
 
     #[test]

@@ -28,12 +28,21 @@ use tokio::sync::Notify;
 /// 3,265 lists of the Canaries in three minutes).
 pub const RELIST_GAP: Duration = Duration::from_secs(60);
 
-/// A request to start a watcher again from a fresh list, at most once per gap.
+/// A request to start a watcher again from a fresh list, at most once per gap: a request
+/// within the gap is put off to its end, not dropped.
 #[derive(Clone)]
 pub struct Relist {
     notify: Arc<Notify>,
     gap: Duration,
-    last: Arc<Mutex<Option<Instant>>>,
+    state: Arc<Mutex<RelistState>>,
+}
+
+#[derive(Default)]
+struct RelistState {
+    /// When the last relist was asked.
+    last: Option<Instant>,
+    /// Whether a request is waiting for the end of the gap.
+    put_off: bool,
 }
 
 impl Default for Relist {
@@ -48,21 +57,36 @@ impl Relist {
         Self {
             notify: Arc::default(),
             gap,
-            last: Arc::default(),
+            state: Arc::default(),
         }
     }
 
     /// Ends the running watch; its successor lists everything afresh. Asked while no watch
-    /// runs, it ends the next one at once. Ignored (`false`) within the gap after the last
-    /// relist it asked.
+    /// runs, it ends the next one at once. Within the gap after the last relist, the request
+    /// is carried out at the gap's end (`false`: not now). Needs a Tokio runtime.
     pub fn now(&self) -> bool {
-        let mut last = self.last.lock().unwrap_or_else(PoisonError::into_inner);
-        if last.is_some_and(|t| t.elapsed() < self.gap) {
-            return false;
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        match state.last.map(|t| t.elapsed()) {
+            Some(since) if since < self.gap => {
+                if !state.put_off {
+                    state.put_off = true;
+                    let (me, wait) = (self.clone(), self.gap - since);
+                    tokio::spawn(async move {
+                        tokio::time::sleep(wait).await;
+                        let mut state = me.state.lock().unwrap_or_else(PoisonError::into_inner);
+                        state.put_off = false;
+                        state.last = Some(Instant::now());
+                        me.notify.notify_one();
+                    });
+                }
+                false
+            }
+            _ => {
+                state.last = Some(Instant::now());
+                self.notify.notify_one();
+                true
+            }
         }
-        *last = Some(Instant::now());
-        self.notify.notify_one();
-        true
     }
 }
 
@@ -224,12 +248,20 @@ mod tests {
         );
     }
 
-    #[test]
-    fn relists_are_asked_at_most_once_per_gap() {
-        let relist = Relist::default();
+    #[tokio::test]
+    async fn relists_are_asked_at_most_once_per_gap_and_one_put_off_to_its_end() {
+        let gap = Duration::from_millis(300);
+        let relist = Relist::with_gap(gap);
+        let began = Instant::now();
         assert!(relist.now());
         assert!(!relist.now(), "a second ask within the gap");
-        assert!(Relist::with_gap(Duration::ZERO).now());
+        assert!(!relist.now(), "and a third: one relist is put off");
+        let asked = relist.notify.clone();
+        // The first ask's permit is taken by a watch; the put-off one comes at the gap's end,
+        // not before.
+        asked.notified().await;
+        asked.notified().await;
+        assert!(began.elapsed() >= gap);
         let eager = Relist::with_gap(Duration::ZERO);
         assert!(eager.now() && eager.now());
     }
