@@ -59,17 +59,17 @@ impl Webhook {
                     failed.clone(),
                 );
                 thread::spawn(move || match serve(stream, &failing) {
-                    Some((200, _)) => {
+                    Some((200, _, _)) => {
                         passed.fetch_add(1, Ordering::Relaxed);
                     }
-                    Some((500, Some(name))) => {
+                    Some((500, Some(name), at)) => {
                         failed.fetch_add(1, Ordering::Relaxed);
                         failures
                             .lock()
                             .unwrap_or_else(PoisonError::into_inner)
                             .entry(name)
                             .or_default()
-                            .push(super::scale::unix_now());
+                            .push(at);
                     }
                     _ => {}
                 });
@@ -117,8 +117,12 @@ impl Drop for Webhook {
     }
 }
 
-/// Answers one connection: the status code sent, and the Canary the payload named.
-fn serve(stream: TcpStream, failing: &Mutex<BTreeSet<String>>) -> Option<(u16, Option<String>)> {
+/// Answers one connection: the status code sent, the Canary the payload named, and when the
+/// answer was decided (Unix seconds, before it is written).
+fn serve(
+    stream: TcpStream,
+    failing: &Mutex<BTreeSet<String>>,
+) -> Option<(u16, Option<String>, f64)> {
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
         .ok()?;
@@ -130,6 +134,7 @@ fn serve(stream: TcpStream, failing: &Mutex<BTreeSet<String>>) -> Option<(u16, O
         ),
         Err(_) => (400, "unreadable request", None),
     };
+    let at = super::scale::unix_now();
     let reason = match code {
         200 => "OK",
         500 => "Internal Server Error",
@@ -143,7 +148,7 @@ fn serve(stream: TcpStream, failing: &Mutex<BTreeSet<String>>) -> Option<(u16, O
         text.len()
     )
     .ok()?;
-    Some((code, name))
+    Some((code, name, at))
 }
 
 /// The body of an HTTP/1.1 request with a `Content-Length`.

@@ -624,8 +624,16 @@ impl Controller {
         let started = Instant::now();
         let started_unix = unix_now();
         // Under heaptrack, the process measured is the program heaptrack's script starts.
+        let mut child = child;
         let pid = match program.as_str() {
-            "heaptrack" => traced_pid(child.id(), "fledge")?,
+            "heaptrack" => match traced_pid(child.id(), "fledge") {
+                Ok(pid) => pid,
+                Err(e) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    return Err(e);
+                }
+            },
             _ => child.id(),
         };
         let samples = Arc::new(Mutex::new(Vec::new()));
@@ -736,6 +744,12 @@ impl Controller {
             let deadline = Instant::now() + grace;
             while self.child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
                 sleep(Duration::from_millis(100));
+            }
+            if self.child.try_wait().ok().flatten().is_none() && self.pid != self.child.id() {
+                // Under heaptrack the child is its script: the program too.
+                let _ = Command::new("kill")
+                    .args(["-KILL", &self.pid.to_string()])
+                    .status();
             }
             let _ = self.child.kill();
             let _ = self.child.wait();
@@ -1149,11 +1163,13 @@ fn scale(
     ctrl.stop();
     if let Some(out) = &heap_out {
         match heaptrack_file(out) {
-            Some(file) => println!(
-                "\nheap profile ({}): top allocation sites by peak consumption\n{}",
-                file.display(),
-                heap_report(&file)?
-            ),
+            Some(file) => match heap_report(&file) {
+                Ok(report) => println!(
+                    "\nheap profile ({}): top allocation sites by peak consumption\n{report}",
+                    file.display()
+                ),
+                Err(e) => eprintln!("heap profile {}: {e:#}", file.display()),
+            },
             None => eprintln!("heaptrack wrote no data file beside {}", out.display()),
         }
     }
