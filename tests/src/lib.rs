@@ -123,7 +123,7 @@ pub fn audit_records() -> Vec<serde_json::Value> {
 mod audit;
 
 /// The records of the audit log in the cluster's `run` directory, of the file the API server
-/// writes and of the one it last rotated out (`audit-<time>.log` beside it), oldest first.
+/// writes and of those it rotated out (`audit-<time>.log` beside it), oldest first.
 fn read_audit_log(run: &Path) -> Vec<serde_json::Value> {
     audit::audit_log_files(run)
         .iter()

@@ -1137,7 +1137,7 @@ fn scale(
         k,
         &mut ctrl,
         subject,
-        &cluster::audit_logs(cluster),
+        cluster,
         &ns,
         n,
         &bystanders,
@@ -1193,7 +1193,7 @@ fn measure_phases(
     k: &Kubectl,
     ctrl: &mut Controller,
     subject: &Subject,
-    audit_logs: &[PathBuf],
+    cluster: &ClusterInfo,
     ns: &str,
     n: usize,
     bystanders: &[String],
@@ -1334,7 +1334,9 @@ fn measure_phases(
 
     // Requests as the API server saw them, by the controller's own user.
     let mut audit: Vec<measure::Audited> = Vec::new();
-    for file in audit_logs {
+    // The files as they are now: the API server rotates its log while a large run goes on.
+    let audit_logs = cluster::audit_logs(cluster);
+    for file in &audit_logs {
         // The rotated file may be gone, or not there yet.
         let Ok(text) = std::fs::read_to_string(file) else {
             continue;

@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 /// The audit log files in the cluster's `run` directory, oldest first: the ones the API server
-/// rotated out (`audit-<time>.log`; 100 MB each, one kept), then the one it writes
+/// rotated out (`audit-<time>.log`; 100 MB each, ten kept), then the one it writes
 /// (`audit.log`, whose policy is `components::AUDIT_POLICY`).
 pub fn audit_log_files(run: &Path) -> Vec<PathBuf> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(run)

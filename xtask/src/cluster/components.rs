@@ -160,7 +160,7 @@ pub fn apiserver_args(ports: &Ports, files: &Files) -> Vec<String> {
         arg("audit-policy-file", path(files.audit_policy)),
         arg("audit-log-path", path(files.audit_log)),
         arg("audit-log-maxsize", 100),
-        arg("audit-log-maxbackup", 1),
+        arg("audit-log-maxbackup", 10),
     ]
 }
 

@@ -133,7 +133,7 @@ pub fn user_kubeconfig(info: &ClusterInfo, user: &str, path: &Path) -> Result<()
     pki::write_secret(path, &text)
 }
 
-/// The API server's audit log files, oldest first: the one it rotated out, then the one it
+/// The API server's audit log files, oldest first: those it rotated out, then the one it
 /// writes.
 pub fn audit_logs(info: &ClusterInfo) -> Vec<PathBuf> {
     audit::audit_log_files(&Layout::at(info.dir.clone()).run_dir())
