@@ -626,9 +626,16 @@ impl Controller {
         // Under heaptrack, the process measured is the program heaptrack's script starts.
         let mut child = child;
         let pid = match program.as_str() {
-            "heaptrack" => match traced_pid(child.id(), "fledge") {
+            "heaptrack" => match traced_pid(child.id(), &traced_name(&cmd)) {
                 Ok(pid) => pid,
                 Err(e) => {
+                    // The script's own children (the program, heaptrack's interpreter) would
+                    // outlive it and go on reconciling the bench's Canaries.
+                    for pid in descendants(child.id()) {
+                        let _ = Command::new("kill")
+                            .args(["-KILL", &pid.to_string()])
+                            .status();
+                    }
                     let _ = child.kill();
                     let _ = child.wait();
                     return Err(e);
@@ -767,25 +774,44 @@ impl Drop for Controller {
     }
 }
 
+/// The name (`/proc/PID/comm`: the file name, cut to 15 bytes) of the program heaptrack runs
+/// in `cmd` (`heaptrack -o OUT PROGRAM ARGS…`).
+fn traced_name(cmd: &Command) -> String {
+    let program = cmd
+        .get_args()
+        .nth(2)
+        .map(Path::new)
+        .and_then(Path::file_name);
+    let name = program.map_or("fledge".into(), |n| n.to_string_lossy().into_owned());
+    name.bytes().take(15).map(char::from).collect()
+}
+
+/// The pids of every process started under `parent`, children before theirs.
+fn descendants(parent: u32) -> Vec<u32> {
+    let mut found = Vec::new();
+    let mut queue = vec![parent];
+    while let Some(p) = queue.pop() {
+        let children =
+            std::fs::read_to_string(format!("/proc/{p}/task/{p}/children")).unwrap_or_default();
+        for c in children.split_whitespace().filter_map(|c| c.parse().ok()) {
+            found.push(c);
+            queue.push(c);
+        }
+    }
+    found
+}
+
 /// The pid of the process named `name` among the descendants of `parent`, waiting up to 10 s
 /// for it to start.
 fn traced_pid(parent: u32, name: &str) -> Result<u32> {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let mut queue = vec![parent];
-        while let Some(p) = queue.pop() {
-            let children =
-                std::fs::read_to_string(format!("/proc/{p}/task/{p}/children")).unwrap_or_default();
-            for c in children
-                .split_whitespace()
-                .filter_map(|c| c.parse::<u32>().ok())
-            {
-                let comm = std::fs::read_to_string(format!("/proc/{c}/comm")).unwrap_or_default();
-                if comm.trim() == name {
-                    return Ok(c);
-                }
-                queue.push(c);
-            }
+        let named = |c: &u32| {
+            let comm = std::fs::read_to_string(format!("/proc/{c}/comm")).unwrap_or_default();
+            comm.trim() == name
+        };
+        if let Some(pid) = descendants(parent).into_iter().find(named) {
+            return Ok(pid);
         }
         if Instant::now() > deadline {
             bail!("no process {name} started under pid {parent} within 10 s");
