@@ -10,7 +10,8 @@
 //!
 //! A watch request can also hang with neither an answer nor an error when the API server dies
 //! under it (seen when etcd and the API server are killed together). Whoever finds the cache
-//! behind what the API server holds asks for a fresh list with [`Relist::now`].
+//! behind what the API server holds, and the watch silent since ([`Relist::silent_since`]),
+//! asks for a fresh list with [`Relist::now`].
 
 use std::fmt::Debug;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -35,6 +36,8 @@ pub struct Relist {
     notify: Arc<Notify>,
     gap: Duration,
     state: Arc<Mutex<RelistState>>,
+    /// When the watch last gave an object or a list (errors do not count).
+    last_event: Arc<Mutex<Option<Instant>>>,
 }
 
 #[derive(Default)]
@@ -58,7 +61,25 @@ impl Relist {
             notify: Arc::default(),
             gap,
             state: Arc::default(),
+            last_event: Arc::default(),
         }
+    }
+
+    /// Whether the watch has given nothing since `t` (nor ever). A watch that lags under load
+    /// still gives other objects; one that hangs gives none.
+    pub fn silent_since(&self, t: Instant) -> bool {
+        let last = *self
+            .last_event
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        last.is_none_or(|last| last < t)
+    }
+
+    fn saw_event(&self) {
+        *self
+            .last_event
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(Instant::now());
     }
 
     /// Ends the running watch; its successor lists everything afresh. Asked while no watch
@@ -116,8 +137,14 @@ where
 {
     futures::stream::repeat_with(start).flat_map(move |stream| {
         let asked = relist.notify.clone();
+        let seen = relist.clone();
         stream
             .take_until(async move { asked.notified().await })
+            .inspect(move |item| {
+                if item.is_ok() {
+                    seen.saw_event();
+                }
+            })
             .scan(false, |gone, item| {
                 let next = (!*gone).then(|| {
                     *gone = is_gone(&item);
@@ -246,6 +273,31 @@ mod tests {
             seen(&[stream.next().await.unwrap()]),
             ["apply from watcher 3"]
         );
+    }
+
+    #[tokio::test]
+    async fn a_watch_is_silent_since_a_time_until_it_gives_something_after_it() {
+        let relist = Relist::default();
+        let began = Instant::now();
+        assert!(
+            relist.silent_since(began),
+            "a watch that has given nothing yet"
+        );
+        let (tx, rx) = futures::channel::mpsc::unbounded();
+        let mut rx = Some(rx);
+        let stream = restarting(move || rx.take().unwrap(), relist.clone());
+        let mut stream = std::pin::pin!(stream);
+        tx.unbounded_send(refused(500)).unwrap();
+        stream.next().await.unwrap().unwrap_err();
+        assert!(relist.silent_since(began), "an error is not an event");
+        tx.unbounded_send(applied("a")).unwrap();
+        stream.next().await.unwrap().unwrap();
+        assert!(
+            !relist.silent_since(began),
+            "an object given after the time"
+        );
+        let later = Instant::now() + Duration::from_millis(1);
+        assert!(relist.silent_since(later));
     }
 
     #[tokio::test]
