@@ -38,7 +38,7 @@ pub async fn read_routes(
             Err(e) => unreadable(e.to_string()),
         }
     };
-    watch.routes(router.as_ref(), canary, status, read).await
+    watch.routes(router.as_ref(), canary, read).await
 }
 
 fn unreadable(message: String) -> RoutesView {

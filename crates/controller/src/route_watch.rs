@@ -6,9 +6,9 @@
 //! ([`Router::routing_kind`]) gets one metadata-only watch, started when the first Canary of that
 //! provider is reconciled, which keeps each object's `resourceVersion` (nothing else). A Canary
 //! remembers what its last GET found, with the `resourceVersion` its routing object had just
-//! before and the status it was read for. While neither has changed, that answer stands and no
-//! request is made; any change of the object (by fledge or anyone else) or of the status means a
-//! GET again.
+//! before and the Canary's own `resourceVersion` (its spec and status) it was read for. While
+//! neither has changed, that answer stands and no request is made; any change of the object (by
+//! fledge or anyone else) or of the Canary means a GET again.
 //!
 //! A change made by someone other than fledge's router (the newest entry of `managedFields`
 //! that is not a status write belongs to another manager), or a deletion, wakes the Canary that
@@ -20,11 +20,10 @@
 //! no error at all, no answer is reused for longer than [`MAX_AGE`].
 
 use std::collections::HashMap;
-use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use fledge_api::{Canary, CanaryStatus};
+use fledge_api::Canary;
 use fledge_core::RoutesView;
 use fledge_routers::{MANAGER, PeerKind, Router};
 use futures::StreamExt;
@@ -77,8 +76,9 @@ struct LastRead {
     at: std::time::Instant,
     /// The object's `resourceVersion` just before the read (`None`: the watch did not have it).
     version: Option<String>,
-    /// A hash of the status the routes were read for (a router may read them in its light).
-    status: u64,
+    /// The Canary's `resourceVersion` the routes were read for: a router reads them in the
+    /// light of its spec and status, and any change of either is a new version.
+    canary_version: Option<String>,
     view: RoutesView,
 }
 
@@ -98,14 +98,8 @@ impl RouteWatch {
     }
 
     /// The routes `router` gives for `canary`: the last read's answer while its routing object
-    /// and the status are unchanged, else what `read` (a GET) finds.
-    pub async fn routes<F>(
-        &self,
-        router: &dyn Router,
-        canary: &Canary,
-        status: &CanaryStatus,
-        read: F,
-    ) -> RoutesView
+    /// and the Canary are unchanged, else what `read` (a GET) finds.
+    pub async fn routes<F>(&self, router: &dyn Router, canary: &Canary, read: F) -> RoutesView
     where
         F: std::future::Future<Output = RoutesView>,
     {
@@ -123,7 +117,7 @@ impl RouteWatch {
         if let Ok(mut owners) = watch.owners.lock() {
             owners.insert(key.clone(), ObjectRef::from_obj(canary));
         }
-        let status_hash = hash_status(status);
+        let canary_version = canary.resource_version();
         let synced = watch.synced.load(Ordering::Acquire);
         let version = if synced {
             watch
@@ -139,7 +133,7 @@ impl RouteWatch {
             && last.kind == (kind.group, kind.kind)
             && last.key == key
             && last.version == version
-            && last.status == status_hash
+            && last.canary_version == canary_version
             && last.at.elapsed() < MAX_AGE
         {
             return last.view;
@@ -161,7 +155,7 @@ impl RouteWatch {
                             key,
                             at: std::time::Instant::now(),
                             version,
-                            status: status_hash,
+                            canary_version,
                             view: view.clone(),
                         },
                     );
@@ -212,14 +206,6 @@ impl RouteWatch {
             _ => Api::all_with(self.client.clone(), &resource),
         }
     }
-}
-
-fn hash_status(status: &CanaryStatus) -> u64 {
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    serde_json::to_string(status)
-        .unwrap_or_default()
-        .hash(&mut h);
-    h.finish()
 }
 
 /// Keeps `watch` up to date with the objects of one kind, for as long as the controller runs.
