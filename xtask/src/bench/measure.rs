@@ -487,20 +487,21 @@ pub fn watch_times(seen: &[StatusSeen]) -> WatchTimes {
     out
 }
 
-/// One allocation site of a heap profile: its peak consumption and calls as heaptrack_print
-/// gives them, the first frame outside the standard library and the allocator crates, and
-/// the first of fledge's own frames (empty when none).
+/// One allocation site of a heap profile: the heap it held at the peak, summed over every
+/// backtrace through it, named by the first frame outside the standard library and the
+/// allocator crates, and the first of fledge's own frames (empty when none).
 #[derive(Debug, PartialEq)]
 pub struct HeapSite {
-    pub peak: String,
-    pub calls: String,
+    pub peak_bytes: u64,
     pub library: String,
     pub fledge: String,
 }
 
-/// The backtraces of heaptrack_print's "PEAK MEMORY CONSUMERS" (`--print-peaks`), one site per
-/// backtrace (`<size> consumed over <n> calls from:` and its indented frames).
-pub fn heap_sites(text: &str) -> Vec<HeapSite> {
+/// The allocation sites of heaptrack_print's flame-graph stacks costed by peak consumption
+/// (`--flamegraph-cost-type peak -F`: one line per backtrace, frames from the root down to the
+/// allocation separated by `;`, then the bytes it held at the peak), merged by site and
+/// largest first.
+pub fn heap_sites(stacks: &str) -> Vec<HeapSite> {
     const PLUMBING: &[&str] = &[
         "alloc",
         "core::",
@@ -554,26 +555,15 @@ pub fn heap_sites(text: &str) -> Vec<HeapSite> {
             _ => f,
         }
     };
-    let mut sites = Vec::new();
-    let mut lines = text.lines().peekable();
-    while let Some(line) = lines.next() {
-        let Some((peak, rest)) = line.split_once(" consumed over ") else {
+    let mut merged: BTreeMap<(String, String), u64> = BTreeMap::new();
+    for line in stacks.lines() {
+        let Some((stack, bytes)) = line.rsplit_once(' ') else {
             continue;
         };
-        let Some(calls) = rest.strip_suffix(" calls from:") else {
+        let Ok(bytes) = bytes.parse::<u64>() else {
             continue;
         };
-        let mut frames = Vec::new();
-        while let Some(next) = lines.peek() {
-            if !next.starts_with("    ") {
-                break;
-            }
-            let t = next.trim();
-            if !t.starts_with("at ") && !t.starts_with("in ") {
-                frames.push(name(t));
-            }
-            lines.next();
-        }
+        let frames: Vec<String> = stack.split(';').rev().map(name).collect();
         let library = frames
             .iter()
             .find(|f| !PLUMBING.iter().any(|p| f.starts_with(p)) && f.contains("::"))
@@ -584,13 +574,17 @@ pub fn heap_sites(text: &str) -> Vec<HeapSite> {
             .find(|f| f.starts_with("fledge_") || f.starts_with("<fledge_"))
             .cloned()
             .unwrap_or_default();
-        sites.push(HeapSite {
-            peak: peak.trim().to_string(),
-            calls: calls.trim().to_string(),
+        *merged.entry((library, fledge)).or_default() += bytes;
+    }
+    let mut sites: Vec<HeapSite> = merged
+        .into_iter()
+        .map(|((library, fledge), peak_bytes)| HeapSite {
+            peak_bytes,
             library,
             fledge,
-        });
-    }
+        })
+        .collect();
+    sites.sort_by_key(|s| std::cmp::Reverse(s.peak_bytes));
     sites
 }
 
@@ -662,30 +656,28 @@ mod tests {
     use super::*;
 
     #[test]
-    fn heap_sites_name_the_first_frames_past_the_allocator() {
-        let text = "PEAK MEMORY CONSUMERS
-380.36K peak memory consumed over 8827 calls from
-alloc
-  in /work/fledge
-118.78K consumed over 268 calls from:
-    alloc_impl
-      at /rustc/library/alloc/src/alloc.rs:312
-    alloc::raw_vec::RawVecInner$LT$A$GT$::with_capacity_in::h21e7030d08e40c92
-      in /work/fledge
-    kube_runtime::reflector::store::Writer$LT$K$GT$::apply_watcher_event::h0123456789abcdef
-    fledge_controller::controller::run::_$u7b$$u7b$closure$u7d$$u7d$::h0123456789abcdef
-  and 15.62K from 66 other places
-
-peak heap memory consumption: 2.43M
+    fn heap_sites_merge_backtraces_by_the_first_frames_past_the_allocator() {
+        let stacks = "\
+main;fledge_controller::controller::run::_$u7b$$u7b$closure$u7d$$u7d$::h0123456789abcdef;kube_runtime::reflector::store::Writer$LT$K$GT$::apply_watcher_event::h0123456789abcdef;alloc::raw_vec::RawVecInner$LT$A$GT$::with_capacity_in::h21e7030d08e40c92 1000
+main;fledge_controller::controller::run::_$u7b$$u7b$closure$u7d$$u7d$::h0123456789abcdef;kube_runtime::reflector::store::Writer$LT$K$GT$::apply_watcher_event::h0123456789abcdef;_$LT$alloc..string..String$u20$as$u20$core..clone..Clone$GT$::clone::h0123456789abcdef 500
+main;fledge_controller::events::Cache::sent::h0123456789abcdef;hashbrown::raw::RawTableInner::fallible_with_capacity::h0123456789abcdef 2000
+not a stack line
 ";
         assert_eq!(
-            heap_sites(text),
-            vec![HeapSite {
-                peak: "118.78K".into(),
-                calls: "268".into(),
-                library: "kube_runtime::reflector::store::Writer<K>::apply_watcher_event".into(),
-                fledge: "fledge_controller::controller::run::{{closure}}".into(),
-            }]
+            heap_sites(stacks),
+            vec![
+                HeapSite {
+                    peak_bytes: 2000,
+                    library: "fledge_controller::events::Cache::sent".into(),
+                    fledge: "fledge_controller::events::Cache::sent".into(),
+                },
+                HeapSite {
+                    peak_bytes: 1500,
+                    library: "kube_runtime::reflector::store::Writer<K>::apply_watcher_event"
+                        .into(),
+                    fledge: "fledge_controller::controller::run::{{closure}}".into(),
+                },
+            ]
         );
     }
 

@@ -833,28 +833,17 @@ fn heaptrack_file(out: &Path) -> Option<PathBuf> {
         })
 }
 
-/// The top allocation sites of a heaptrack file by peak consumption, as heaptrack_print
-/// prints them.
+/// The top allocation sites of a heaptrack file by the heap they held at its peak, and
+/// heaptrack's totals.
 fn heap_report(file: &Path) -> Result<String> {
+    let stacks = file.with_extension("peak-stacks.txt");
     let out = Command::new("heaptrack_print")
         .arg("-f")
         .arg(file)
-        .args([
-            "--print-peaks",
-            "1",
-            "--print-allocators",
-            "0",
-            "--print-temporary",
-            "0",
-        ])
-        .args([
-            "--print-leaks",
-            "0",
-            "--peak-limit",
-            "15",
-            "--sub-peak-limit",
-            "2",
-        ])
+        .args(["--print-peaks", "0", "--print-allocators", "0"])
+        .args(["--print-temporary", "0", "--print-leaks", "0"])
+        .args(["--flamegraph-cost-type", "peak", "--print-flamegraph"])
+        .arg(&stacks)
         .output()
         .context("running heaptrack_print")?;
     if !out.status.success() {
@@ -868,15 +857,26 @@ fn heap_report(file: &Path) -> Result<String> {
         .lines()
         .filter(|l| l.starts_with("peak heap memory consumption") || l.starts_with("peak RSS"))
         .collect();
+    let stacks_text = std::fs::read_to_string(&stacks)
+        .with_context(|| format!("reading {}", stacks.display()))?;
     let mut rows = vec![
-        ["peak", "calls", "allocated in", "for fledge's"]
+        ["held at the peak", "allocated in", "for fledge's"]
             .map(String::from)
             .to_vec(),
     ];
-    for site in measure::heap_sites(&text) {
-        rows.push(vec![site.peak, site.calls, site.library, site.fledge]);
+    for site in measure::heap_sites(&stacks_text).into_iter().take(20) {
+        rows.push(vec![
+            format!("{:.2} MB", site.peak_bytes as f64 / 1e6),
+            site.library,
+            site.fledge,
+        ]);
     }
-    Ok(format!("{}\n{}", totals.join("\n"), table(&rows)))
+    Ok(format!(
+        "{}\n{}(every backtrace: {})",
+        totals.join("\n"),
+        table(&rows),
+        stacks.display()
+    ))
 }
 
 fn free_port() -> Result<u16> {
