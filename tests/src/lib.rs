@@ -819,14 +819,65 @@ impl Drop for TestNs {
         // through the cluster's kubectl rather than the async client); a failure leaves it for
         // `cluster down --wipe`.
         if let Some(dir) = self.kubeconfig.parent() {
-            let _ = Command::new(dir.join("bin/kubectl"))
-                .arg("--kubeconfig")
-                .arg(&self.kubeconfig)
-                .args(["delete", "namespace", &self.name, "--wait=false"])
-                .stdin(Stdio::null())
-                .output();
+            let kubectl = |args: &[&str], input: Option<&[u8]>| {
+                let mut cmd = Command::new(dir.join("bin/kubectl"));
+                cmd.arg("--kubeconfig").arg(&self.kubeconfig).args(args);
+                run_with_input(cmd, input)
+            };
+            release_canaries(&self.name, kubectl);
+            let _ = kubectl(&["delete", "namespace", &self.name, "--wait=false"], None);
         }
     }
+}
+
+/// Takes fledge's finalizers off the Canaries of `ns`, whose controllers are gone: a finalizer
+/// nobody removes keeps the namespace `Terminating` for ever, and the namespace controller
+/// retrying it loads the API server for the rest of the run. One list and one replace.
+fn release_canaries(ns: &str, kubectl: impl Fn(&[&str], Option<&[u8]>) -> Option<Vec<u8>>) {
+    let Some(out) = kubectl(
+        &["get", "canaries.fledge.dev", "-n", ns, "-o", "json"],
+        None,
+    ) else {
+        return;
+    };
+    let Ok(mut list) = serde_json::from_slice::<serde_json::Value>(&out) else {
+        return;
+    };
+    let Some(items) = list["items"].as_array_mut() else {
+        return;
+    };
+    items.retain_mut(|c| {
+        let held = c["metadata"]["finalizers"]
+            .as_array()
+            .is_some_and(|f| !f.is_empty());
+        if let Some(meta) = c["metadata"].as_object_mut() {
+            meta.remove("finalizers");
+        }
+        held
+    });
+    if !items.is_empty() {
+        let _ = kubectl(&["replace", "-f", "-"], Some(list.to_string().as_bytes()));
+    }
+}
+
+/// Runs `cmd` with `input` on its standard input; its standard output when it succeeds.
+fn run_with_input(mut cmd: Command, input: Option<&[u8]>) -> Option<Vec<u8>> {
+    use std::io::Write;
+    let mut child = cmd
+        .stdin(if input.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .ok()?;
+    if let (Some(data), Some(mut stdin)) = (input, child.stdin.take()) {
+        let _ = stdin.write_all(data);
+    }
+    let out = child.wait_with_output().ok()?;
+    out.status.success().then_some(out.stdout)
 }
 
 fn namespace(name: &str) -> Namespace {
