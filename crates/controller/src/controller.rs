@@ -118,11 +118,20 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) -> anyhow::Result<()> {
     let ns = settings.namespace.as_deref();
-    let (deployments, dep_stream) = cached(scoped::<Deployment>(&client, ns));
-    let (daemonsets, ds_stream) = cached(scoped::<DaemonSet>(&client, ns));
-    let (statefulsets, sts_stream) = cached(scoped::<StatefulSet>(&client, ns));
-    let (cm_store, cm_stream) = cached(scoped::<PartialObjectMeta<ConfigMap>>(&client, ns));
-    let (secret_store, secret_stream) = cached(scoped::<PartialObjectMeta<Secret>>(&client, ns));
+    let (deployments, dep_stream) = cached(scoped::<Deployment>(&client, ns), |d| {
+        if let Some(spec) = d.spec.as_mut() {
+            workload::slim_owned_template(&d.metadata, &mut spec.template);
+        }
+    });
+    let (daemonsets, ds_stream) = cached(scoped::<DaemonSet>(&client, ns), |d| {
+        if let Some(spec) = d.spec.as_mut() {
+            workload::slim_owned_template(&d.metadata, &mut spec.template);
+        }
+    });
+    let (statefulsets, sts_stream) = cached(scoped::<StatefulSet>(&client, ns), |_| {});
+    let (cm_store, cm_stream) = cached(scoped::<PartialObjectMeta<ConfigMap>>(&client, ns), |_| {});
+    let (secret_store, secret_stream) =
+        cached(scoped::<PartialObjectMeta<Secret>>(&client, ns), |_| {});
 
     // The Controller's own reflector, as `Controller::new` builds it, with slimmed objects.
     let (canaries, canary_writer) = reflector::store();
@@ -281,10 +290,11 @@ where
     }
 }
 
-/// A cache of `api`'s objects (slimmed) and the stream of their changes, which triggers
-/// reconciles of the Canaries they concern.
+/// A cache of `api`'s objects (slimmed, and cut further by `slim_kind`) and the stream of their
+/// changes, which triggers reconciles of the Canaries they concern.
 fn cached<K>(
     api: Api<K>,
+    slim_kind: fn(&mut K),
 ) -> (
     Store<K>,
     impl futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static,
@@ -296,7 +306,12 @@ where
     let (store, writer) = reflector::store();
     let stream = reflector::reflector(
         writer,
-        crate::watch::relisting(api, watcher::Config::default(), Default::default()).modify(slim),
+        crate::watch::relisting(api, watcher::Config::default(), Default::default()).modify(
+            move |obj| {
+                slim(obj);
+                slim_kind(obj);
+            },
+        ),
     )
     .default_backoff()
     .touched_objects();
@@ -1317,12 +1332,29 @@ impl Exec<'_> {
                 }
             }
             Action::EnsureBaseline => {
-                let Some(primary) = self.primary else {
+                if self.primary.is_none() {
+                    return Ok(());
+                }
+                let target = &self.canary.spec.target_ref.name;
+                // The cache keeps only the images of a primary's template: the copy is made
+                // from the primary read afresh.
+                let client = self.ctx.client.clone();
+                let name = primary_name(target);
+                let primary = if is_daemonset(self.canary) {
+                    Api::<DaemonSet>::namespaced(client, self.ns)
+                        .get_opt(&name)
+                        .await?
+                        .map(|ds| workload::daemonset_view(&ds))
+                } else {
+                    Api::<Deployment>::namespaced(client, self.ns)
+                        .get_opt(&name)
+                        .await?
+                };
+                let Some(primary) = primary else {
                     return Ok(());
                 };
-                let target = &self.canary.spec.target_ref.name;
                 let baseline = workload::build_baseline(
-                    primary,
+                    &primary,
                     target,
                     self.owner(),
                     self.primary_replicas(),

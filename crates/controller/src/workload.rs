@@ -347,6 +347,47 @@ fn copied_spec(
 /// The label that marks a statistical judgement's fresh baseline pods (and selects them).
 pub const BASELINE_LABEL: &str = "fledge.dev/baseline";
 
+/// Whether a Canary (fledge's or Flagger's) controls this object: a primary, or a baseline.
+pub fn owned_by_canary(meta: &ObjectMeta) -> bool {
+    meta.owner_references
+        .iter()
+        .flatten()
+        .any(|o| o.controller == Some(true) && o.kind == "Canary")
+}
+
+/// What the cache keeps of the pod template of a workload a Canary owns: its containers' names
+/// and images, all the controller reads of it (the images a rollout moves from, for the plan
+/// and the ledger).
+/// A copy is made from the target's template, never from the primary's, but for a statistical
+/// judgement's baseline, which reads the primary afresh. A primary's template is most of its
+/// size, and primaries are half the Deployments of a cluster of Canaries.
+pub fn slim_owned_template(meta: &ObjectMeta, template: &mut PodTemplateSpec) {
+    if !owned_by_canary(meta) {
+        return;
+    }
+    let containers = template
+        .spec
+        .as_ref()
+        .map(|p| {
+            p.containers
+                .iter()
+                .map(|c| k8s_openapi::api::core::v1::Container {
+                    name: c.name.clone(),
+                    image: c.image.clone(),
+                    ..Default::default()
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    *template = PodTemplateSpec {
+        metadata: None,
+        spec: Some(PodSpec {
+            containers,
+            ..Default::default()
+        }),
+    };
+}
+
 /// A statistical judgement's fresh baseline: `<target>-baseline`, the primary's pod template
 /// and labels (so that the primary Service sends it its share of requests and the metrics of
 /// its pods look like the primary's) plus [`BASELINE_LABEL`], which its selector also requires
@@ -535,6 +576,61 @@ mod tests {
                 "Secret/sec-vol"
             ]
         );
+    }
+
+    #[test]
+    fn a_cached_primary_keeps_only_its_images_and_a_target_keeps_its_whole_template() {
+        let mut t = target();
+        let full = t.spec.clone().unwrap().template;
+        let meta = t.metadata.clone();
+        slim_owned_template(&meta, &mut t.spec.as_mut().unwrap().template);
+        assert_eq!(
+            t.spec.as_ref().unwrap().template,
+            full,
+            "a target is never cut"
+        );
+
+        let mut p = build_primary(
+            &target(),
+            owner(),
+            &BTreeSet::new(),
+            None,
+            &PrimaryOptions::default(),
+        )
+        .unwrap();
+        let meta = p.metadata.clone();
+        let spec = p.spec.as_mut().unwrap();
+        slim_owned_template(&meta, &mut spec.template);
+        assert_eq!(spec.replicas, Some(3), "the rest of the spec stays");
+        let pod = spec.template.spec.as_ref().unwrap();
+        assert_eq!(pod.containers.len(), 1);
+        assert_eq!(pod.containers[0].name, "podinfod");
+        assert_eq!(
+            pod.containers[0].image.as_deref(),
+            Some("ghcr.io/stefanprodan/podinfo:6.0.0")
+        );
+        assert!(pod.containers[0].env.is_none() && pod.volumes.is_none());
+        assert!(spec.template.metadata.is_none());
+
+        // Flagger's primary (an owner of another group, a cut-over) is cut the same way; an
+        // owner that is not the controller, or not a Canary, is not.
+        let mut o = owner();
+        o.api_version = "flagger.app/v1beta1".into();
+        assert!(owned_by_canary(&ObjectMeta {
+            owner_references: Some(vec![o.clone()]),
+            ..Default::default()
+        }));
+        o.controller = None;
+        assert!(!owned_by_canary(&ObjectMeta {
+            owner_references: Some(vec![o.clone()]),
+            ..Default::default()
+        }));
+        o.controller = Some(true);
+        o.kind = "HelmRelease".into();
+        assert!(!owned_by_canary(&ObjectMeta {
+            owner_references: Some(vec![o]),
+            ..Default::default()
+        }));
     }
 
     #[test]
