@@ -181,7 +181,24 @@ fn describe_error(e: &reqwest::Error) -> String {
         .url()
         .map(|u| format!(" ({}://{})", u.scheme(), u.host_str().unwrap_or("")))
         .unwrap_or_default();
-    format!("{kind}{host}")
+    format!("{kind}{host}{}", sep(&root_cause(e)))
+}
+
+/// The innermost cause of a transport error ("Connection refused (os error 111)", a DNS or TLS
+/// failure), which says what to fix; left out if it shows a URL (reqwest's own errors do).
+fn root_cause(e: &reqwest::Error) -> String {
+    let mut cause: &dyn std::error::Error = e;
+    while let Some(inner) = cause.source() {
+        cause = inner;
+    }
+    if std::ptr::addr_eq(cause, e as &dyn std::error::Error) {
+        return String::new();
+    }
+    let text = cause.to_string();
+    if text.contains("://") {
+        return String::new();
+    }
+    text.chars().take(200).collect()
 }
 
 /// The first KiB of a webhook's answer (its first 200 characters are all fledge shows): a
@@ -293,6 +310,40 @@ mod destination_tests {
         assert!(
             sent.load(Ordering::SeqCst) < 1024,
             "fledge read the whole endless answer"
+        );
+    }
+
+    /// A webhook nothing listens on fails with what went wrong (the connection was refused),
+    /// and with neither its path nor its query, which may carry a key.
+    #[tokio::test]
+    async fn a_failed_connection_says_why_and_not_the_url() {
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let client = WebhookClient::new().unwrap();
+        let out = client
+            .call(
+                &hook(&format!("http://127.0.0.1:{port}/hook?key=s3cret")),
+                &payload(),
+            )
+            .await;
+        assert!(!out.passed);
+        assert!(
+            out.message
+                .starts_with("webhook load-test could not connect (http://127.0.0.1): "),
+            "{}",
+            out.message
+        );
+        assert!(
+            out.message.to_lowercase().contains("refused"),
+            "{}",
+            out.message
+        );
+        assert!(
+            !out.message.contains("s3cret") && !out.message.contains("/hook"),
+            "{}",
+            out.message
         );
     }
 
