@@ -423,6 +423,14 @@ fn canaries_using<K: Resource>(
 /// A failed reconcile is retried with exponential backoff and jitter per Canary; a failure only
 /// a person can fix (reported by the engine, see [`report_blocked`]) waits longer.
 fn error_policy(canary: Arc<Canary>, err: &Error, ctx: Arc<Context>) -> Requeue {
+    if err.is_conflict() {
+        // Written over a version already replaced: the watch brings the newer one at once (a
+        // new version wakes the Canary); a short wait covers a watch that is late, and only
+        // conflicts that keep coming back are backed off (`Retries::conflicted`).
+        let wait = ctx.retries.conflicted(ObjectRef::from_obj(&*canary));
+        tracing::debug!(canary = %key(&canary), error = %err, retry_in = ?wait, "conflict; reconciling again");
+        return Requeue::requeue(wait);
+    }
     ctx.metrics.reconcile_error(err.metric_label());
     let transient = err.is_transient();
     let wait = ctx.retries.failed(ObjectRef::from_obj(&*canary), transient);

@@ -36,6 +36,17 @@ impl Error {
         }
     }
 
+    /// Whether the API server refused a write made over an older version of its object (409
+    /// Conflict): nothing failed, the reconcile is simply to be made again on the newer one.
+    pub fn is_conflict(&self) -> bool {
+        matches!(
+            self,
+            Error::Kube(kube::Error::Api(s))
+                | Error::Router(fledge_routers::Error::Kube(kube::Error::Api(s)))
+                if s.code == 409
+        )
+    }
+
     /// Whether retrying may help: API errors other than refusals (400, 403, 404, 422). A
     /// router's refusal, a missing CRD, an invalid target or spec, and a serialization bug
     /// stay until someone changes something.
@@ -130,6 +141,7 @@ mod tests {
         for code in [409, 429, 500, 503] {
             assert!(api(code).is_transient());
             assert_eq!(api(code).blocker(), None);
+            assert_eq!(api(code).is_conflict(), code == 409);
         }
     }
 }

@@ -22,6 +22,11 @@ const PERMANENT_MIN: Duration = Duration::from_secs(30);
 /// Longest wait after such failures (before jitter, which at most doubles it).
 const PERMANENT_MAX: Duration = Duration::from_secs(150);
 
+/// Conflicts in a row retried without backoff.
+pub const QUICK_CONFLICTS: u32 = 3;
+/// The wait after one of those.
+pub const CONFLICT_WAIT: Duration = Duration::from_millis(500);
+
 /// Failed attempts per Canary since its last successful reconcile.
 #[derive(Default)]
 pub struct Retries {
@@ -38,6 +43,24 @@ impl Retries {
         let n = map.entry(canary).or_insert(0);
         *n = n.saturating_add(1);
         delay(transient, *n)
+    }
+
+    /// Notes a write that met a newer version of its object (409 Conflict); returns how long
+    /// to wait. The first [`QUICK_CONFLICTS`] in a row are retried after [`CONFLICT_WAIT`] (the
+    /// watch brings the newer version sooner anyway); conflicts that keep coming back then
+    /// follow the backoff of transient failures, so that none loops fast for ever.
+    pub fn conflicted(&self, canary: ObjectRef<Canary>) -> Duration {
+        let mut map = self
+            .attempts
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let n = map.entry(canary).or_insert(0);
+        *n = n.saturating_add(1);
+        if *n <= QUICK_CONFLICTS {
+            CONFLICT_WAIT
+        } else {
+            delay(true, *n - QUICK_CONFLICTS)
+        }
     }
 
     /// Notes a successful reconcile: the next failure starts the backoff over.
@@ -71,6 +94,23 @@ fn delay(transient: bool, attempt: u32) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn conflicts_are_retried_at_once_until_they_keep_coming_back() {
+        let r = Retries::default();
+        let c = || ObjectRef::new("podinfo").within("shop");
+        for _ in 0..QUICK_CONFLICTS {
+            assert_eq!(r.conflicted(c()), CONFLICT_WAIT);
+        }
+        let next = r.conflicted(c());
+        assert!(
+            next >= TRANSIENT_MIN && next <= 2 * TRANSIENT_MIN,
+            "{next:?}"
+        );
+        assert!(r.conflicted(c()) >= 2 * TRANSIENT_MIN);
+        r.succeeded(&c());
+        assert_eq!(r.conflicted(c()), CONFLICT_WAIT);
+    }
 
     #[test]
     fn waits_grow_exponentially_within_jittered_bounds() {
