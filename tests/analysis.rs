@@ -383,8 +383,39 @@ async fn statistical_judgement_rolls_back_a_slower_version_the_fixed_thresholds_
             .is_some()
     };
 
+    // The first baseline seen, to compare with the primary it was copied from.
+    let first_baseline = {
+        let api = ns.api::<Deployment>();
+        tokio::spawn(async move {
+            loop {
+                if let Ok(Some(d)) = api.get_opt("podinfo-baseline").await {
+                    return d;
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        })
+    };
     let (c, took) = roll_out(&ns, V2).await;
     report("judged, healthy", took, &c, &ns.events("podinfo").await);
+    // The baseline's pods are the primary's whole (the controller's cache keeps only the images
+    // of a primary's template; the copy comes from the primary read afresh), image aside: the
+    // primary has been promoted since.
+    let containers = |d: &Deployment| {
+        let mut cs = d.spec.clone().unwrap().template.spec.unwrap().containers;
+        cs.iter_mut().for_each(|c| c.image = None);
+        cs
+    };
+    let baseline = tokio::time::timeout(Duration::from_secs(1), first_baseline)
+        .await
+        .expect("no baseline was seen during the rollout")
+        .unwrap();
+    let primary = ns.api::<Deployment>().get("podinfo-primary").await.unwrap();
+    assert_eq!(containers(&baseline), containers(&primary));
+    assert!(
+        containers(&primary)[0].ports.is_some(),
+        "{:?}",
+        containers(&primary)
+    );
     let s = c.status.clone().unwrap();
     assert_eq!(s.phase, CanaryPhase::Succeeded, "{s:#?}");
     let r = s.rollout.clone().unwrap();
