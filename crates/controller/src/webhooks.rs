@@ -187,13 +187,10 @@ fn describe_error(e: &reqwest::Error) -> String {
 /// The innermost cause of a transport error ("Connection refused (os error 111)", a DNS or TLS
 /// failure), which says what to fix; left out if it shows a URL (reqwest's own errors do).
 fn root_cause(e: &reqwest::Error) -> String {
-    let mut cause: &dyn std::error::Error = e;
-    while let Some(inner) = cause.source() {
-        cause = inner;
-    }
-    if std::ptr::addr_eq(cause, e as &dyn std::error::Error) {
+    let Some(cause) = std::iter::successors(std::error::Error::source(e), |c| c.source()).last()
+    else {
         return String::new();
-    }
+    };
     let text = cause.to_string();
     if text.contains("://") {
         return String::new();
