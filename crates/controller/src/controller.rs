@@ -621,7 +621,12 @@ async fn reconcile_inner(canary: &Canary, ctx: &Context) -> Result<Requeue> {
                 Action::RemoveFinalizer => release = true,
                 // A failure stops the plan; its status is not written, so the same decision is
                 // taken again on the retry (and one only a person can fix is reported first).
-                a if a.class() == ActionClass::Cluster => exec.cluster(a).await?,
+                a if a.class() == ActionClass::Cluster => {
+                    // It may write the routing objects: the next check reads them afresh
+                    // rather than trust a watch that may not have shown the write yet.
+                    ctx.routes.forget(&version.0);
+                    exec.cluster(a).await?
+                }
                 Action::RecordLedger(entry) => exec.record_ledger(entry).await?,
                 Action::RevertInGit {
                     revision,

@@ -38,7 +38,8 @@ pub async fn read_routes(
             Err(e) => unreadable(e.to_string()),
         }
     };
-    watch.routes(router.as_ref(), canary, read).await
+    let read_for = crate::route_watch::ReadFor::of(canary, status, selector);
+    watch.routes(router.as_ref(), canary, read_for, read).await
 }
 
 fn unreadable(message: String) -> RoutesView {

@@ -23,7 +23,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use fledge_api::Canary;
+use fledge_api::{Canary, CanaryStatus};
 use fledge_core::RoutesView;
 use fledge_routers::{MANAGER, PeerKind, Router};
 use futures::StreamExt;
@@ -76,10 +76,31 @@ struct LastRead {
     at: std::time::Instant,
     /// The object's `resourceVersion` just before the read (`None`: the watch did not have it).
     version: Option<String>,
-    /// The Canary's `resourceVersion` the routes were read for: a router reads them in the
-    /// light of its spec and status, and any change of either is a new version.
-    canary_version: Option<String>,
+    /// What else the routes were read in the light of.
+    read_for: ReadFor,
     view: RoutesView,
+}
+
+/// What a read of a Canary's routes depends on besides its routing object: the Canary's spec
+/// (its `generation`: names, provider, analysis), the one field of its status a router reads
+/// back (the session cookie, by which the Gateway API router tells its session rule), and the
+/// selector of its pods. A status write that changes only weights, iterations or the phase
+/// leaves it unchanged, so a rollout's steps need no read of an unchanged routing object.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReadFor {
+    generation: Option<i64>,
+    session_cookie: Option<String>,
+    selector: (String, String),
+}
+
+impl ReadFor {
+    pub fn of(canary: &Canary, status: &CanaryStatus, selector: (&str, &str)) -> Self {
+        ReadFor {
+            generation: canary.metadata.generation,
+            session_cookie: status.session_affinity_cookie.clone(),
+            selector: (selector.0.to_string(), selector.1.to_string()),
+        }
+    }
 }
 
 impl RouteWatch {
@@ -98,8 +119,14 @@ impl RouteWatch {
     }
 
     /// The routes `router` gives for `canary`: the last read's answer while its routing object
-    /// and the Canary are unchanged, else what `read` (a GET) finds.
-    pub async fn routes<F>(&self, router: &dyn Router, canary: &Canary, read: F) -> RoutesView
+    /// and what the read depends on (`read_for`) are unchanged, else what `read` (a GET) finds.
+    pub async fn routes<F>(
+        &self,
+        router: &dyn Router,
+        canary: &Canary,
+        read_for: ReadFor,
+        read: F,
+    ) -> RoutesView
     where
         F: std::future::Future<Output = RoutesView>,
     {
@@ -117,7 +144,6 @@ impl RouteWatch {
         if let Ok(mut owners) = watch.owners.lock() {
             owners.insert(key.clone(), ObjectRef::from_obj(canary));
         }
-        let canary_version = canary.resource_version();
         let synced = watch.synced.load(Ordering::Acquire);
         let version = if synced {
             watch
@@ -133,7 +159,7 @@ impl RouteWatch {
             && last.kind == (kind.group, kind.kind)
             && last.key == key
             && last.version == version
-            && last.canary_version == canary_version
+            && last.read_for == read_for
             && last.at.elapsed() < MAX_AGE
         {
             return last.view;
@@ -155,7 +181,7 @@ impl RouteWatch {
                             key,
                             at: std::time::Instant::now(),
                             version,
-                            canary_version,
+                            read_for,
                             view: view.clone(),
                         },
                     );
@@ -398,6 +424,26 @@ mod tests {
             "the same change as before"
         );
         assert_eq!(foreign_change(&object(Vec::new())), None);
+    }
+
+    #[test]
+    fn a_read_stands_over_status_writes_but_not_over_a_new_spec_cookie_or_selector() {
+        let mut canary = Canary::new("podinfo", Default::default());
+        canary.metadata.generation = Some(3);
+        let mut status = CanaryStatus {
+            canary_weight: 10,
+            ..Default::default()
+        };
+        let read = ReadFor::of(&canary, &status, ("app", "podinfo"));
+        status.canary_weight = 20;
+        status.iterations = 2;
+        assert_eq!(ReadFor::of(&canary, &status, ("app", "podinfo")), read);
+        status.session_affinity_cookie = Some("flagger-cookie=abc".into());
+        assert_ne!(ReadFor::of(&canary, &status, ("app", "podinfo")), read);
+        status.session_affinity_cookie = None;
+        assert_ne!(ReadFor::of(&canary, &status, ("app", "other")), read);
+        canary.metadata.generation = Some(4);
+        assert_ne!(ReadFor::of(&canary, &status, ("app", "podinfo")), read);
     }
 
     #[test]

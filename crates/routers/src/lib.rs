@@ -155,7 +155,9 @@ pub trait Router: Send + Sync {
     async fn set_routes(&self, t: &RouteTarget<'_>, routes: Routes) -> Result<(), Error>;
 
     /// Reads the routes back from the cluster (for drift); `None` when the routing object (the
-    /// apex Service for `kubernetes`) does not exist.
+    /// apex Service for `kubernetes`) does not exist. Besides the routing object it may read the
+    /// Canary's spec, the selector and, of the status, only the session cookie: the controller
+    /// keeps an answer while those and the object are unchanged.
     async fn get_routes(&self, t: &RouteTarget<'_>) -> Result<Option<Routes>, Error>;
 
     /// When the Canary goes (its finalizer removed, with or without `revertOnDeletion`): delete
