@@ -74,7 +74,7 @@ pub struct Settings {
 /// What every reconcile shares.
 pub struct Context {
     client: Client,
-    recorder: Recorder,
+    recorder: Arc<Recorder>,
     webhooks: WebhookClient,
     alerts: Arc<crate::notify::Alerts>,
     analyzer: crate::analysis::Analyzer,
@@ -189,11 +189,11 @@ pub async fn run(
                 },
             );
             match &settings.event_webhook {
-                Some(url) => recorder.with_event_webhook(
+                Some(url) => Arc::new(recorder.with_event_webhook(
                     url.clone(),
                     WebhookClient::with_policy(settings.destinations.clone())?,
-                ),
-                None => recorder,
+                )),
+                None => Arc::new(recorder),
             }
         },
         webhooks: WebhookClient::with_policy(settings.destinations.clone())?,
@@ -1701,14 +1701,12 @@ impl Exec<'_> {
                     secondary: None,
                 };
                 info!(reason = %reason, warning = *warning, "{message}");
-                if let Err(e) = self
-                    .ctx
-                    .recorder
-                    .publish_about(&ev, self.canary, self.next.phase, checksum(self.next))
-                    .await
-                {
-                    warn!(error = %e, "cannot record Event");
-                }
+                self.ctx.recorder.publish_about(
+                    ev,
+                    self.canary,
+                    self.next.phase,
+                    checksum(self.next),
+                );
             }
             Action::CallWebhooks {
                 hook,

@@ -11,7 +11,9 @@
 //! memory. This one remembers only the Event's name, count and time.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
+
+use tracing::Instrument;
 
 use fledge_api::{Canary, CanaryPhase, CanaryWebhook, HookType};
 use kube::{Resource, ResourceExt};
@@ -67,20 +69,27 @@ impl Recorder {
         self
     }
 
-    /// Publishes `ev` about `canary`, in `phase`, and posts it to the event webhook when one is
-    /// set (in the background: an unreachable receiver never holds a rollout). `checksum` is the
-    /// webhook payload's checksum of the revision under test.
-    pub async fn publish_about(
-        &self,
-        ev: &Event,
+    /// Publishes `ev` about `canary`, in `phase`, in the background, and posts it to the event
+    /// webhook when one is set (in the background too: an unreachable receiver never holds a
+    /// rollout). `checksum` is the webhook payload's checksum of the revision under test.
+    ///
+    /// The caller does not wait for the API server: the status write a decision ends with (an
+    /// analysis step, a rollback with all traffic back on the primary) would otherwise come one
+    /// Event create later, which under a wave of a thousand rollouts on a loaded control plane
+    /// is most of a second. The Event is still sent, with the same retries, and a failure is
+    /// logged as before; Events about one Canary may reach the API server in another order than
+    /// they were decided, each with its own time.
+    pub fn publish_about(
+        self: &Arc<Self>,
+        ev: Event,
         canary: &Canary,
         phase: CanaryPhase,
         checksum: String,
-    ) -> kube::Result<()> {
+    ) {
         if let Some((http, hook)) = &self.event_webhook
             && canary.spec.webhooks_of(HookType::Event).is_empty()
         {
-            let payload = event_payload(ev, canary, phase, checksum, Timestamp::now());
+            let payload = event_payload(&ev, canary, phase, checksum, Timestamp::now());
             let (http, hook) = (http.clone(), hook.clone());
             tokio::spawn(async move {
                 let out = http.call(&hook, &payload).await;
@@ -89,7 +98,15 @@ impl Recorder {
                 }
             });
         }
-        self.publish(ev, &canary.object_ref(&())).await
+        let (this, regarding) = (self.clone(), canary.object_ref(&()));
+        tokio::spawn(
+            async move {
+                if let Err(e) = this.publish(&ev, &regarding).await {
+                    tracing::warn!(error = %e, reason = %ev.reason, "cannot record Event");
+                }
+            }
+            .instrument(tracing::Span::current()),
+        );
     }
 
     /// Publishes `ev` about `regarding`: a new Event, or the next of a series.
