@@ -184,7 +184,7 @@ pub async fn adopt_from_flagger(
     recorder: &Recorder,
     canary: &Canary,
     owner: &OwnerReference,
-    primary: &k8s_openapi::api::apps::v1::Deployment,
+    primary: &crate::workload::Workload,
     tracked: &[&ConfigRef],
 ) -> Result<()> {
     let name = canary.name_any();

@@ -5,14 +5,13 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 
-use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::api::{Api, ObjectMeta, PartialObjectMeta};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, ResourceExt};
 
 use crate::Result;
-use crate::workload::{self, ConfigRef};
+use crate::workload::{self, ConfigRef, Workload};
 
 /// Checksums of referenced configs, kept up to date from metadata watches.
 pub struct ConfigTracker {
@@ -61,13 +60,10 @@ impl ConfigTracker {
         &self,
         client: &Client,
         ns: &str,
-        target: &Deployment,
+        target: &Workload,
     ) -> Result<BTreeMap<ConfigRef, String>> {
-        let Some(pod) = target.spec.as_ref().and_then(|s| s.template.spec.as_ref()) else {
-            return Ok(BTreeMap::new());
-        };
         let mut out = BTreeMap::new();
-        for r in workload::referenced_configs(pod) {
+        for r in target.configs.iter().cloned() {
             let Some(meta) = self.meta(ns, &r) else {
                 continue;
             };
@@ -153,13 +149,4 @@ pub fn tracking_disabled(meta: &ObjectMeta) -> bool {
         .iter()
         .any(|k| a.get(*k).is_some_and(|v| v == "disabled"))
     })
-}
-
-/// Whether a Deployment's pod template references the config.
-pub fn references(target: &Deployment, r: &ConfigRef) -> bool {
-    target
-        .spec
-        .as_ref()
-        .and_then(|s| s.template.spec.as_ref())
-        .is_some_and(|pod| workload::referenced_configs(pod).contains(r))
 }

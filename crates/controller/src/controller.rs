@@ -29,7 +29,7 @@ use crate::metrics::Metrics;
 use crate::routers::{RouteTarget, router_for};
 use crate::services::{ApexSelects, build_services};
 use crate::webhooks::{Payload, WebhookClient};
-use crate::workload::{self, ConfigRef, primary_name};
+use crate::workload::{self, ConfigRef, Workload, primary_name};
 use crate::{Error, Result};
 
 /// The finalizer fledge puts on every Canary.
@@ -118,11 +118,7 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) -> anyhow::Result<()> {
     let ns = settings.namespace.as_deref();
-    let (deployments, dep_stream) = cached(scoped::<Deployment>(&client, ns), |d| {
-        if let Some(spec) = d.spec.as_mut() {
-            workload::slim_owned_template(&d.metadata, &mut spec.template);
-        }
-    });
+    let (deployments, dep_stream) = cached_deployments(scoped::<Deployment>(&client, ns));
     let (daemonsets, ds_stream) = cached(scoped::<DaemonSet>(&client, ns), |d| {
         if let Some(spec) = d.spec.as_mut() {
             workload::slim_owned_template(&d.metadata, &mut spec.template);
@@ -235,7 +231,7 @@ pub async fn run(
     let cans_ds = canaries_for_map.clone();
     let cans_sts = canaries_for_map.clone();
     controller
-        .watches_stream(dep_stream, move |dep: Deployment| {
+        .watches_stream(dep_stream, move |dep: Workload| {
             canaries_for(&canaries_for_map, &dep)
         })
         .watches_stream(ds_stream, move |ds: DaemonSet| canaries_for(&cans_ds, &ds))
@@ -290,6 +286,32 @@ where
     }
 }
 
+/// The cache of Deployments, in their compact form ([`Workload`]), and the stream of their
+/// changes, which triggers reconciles of the Canaries they concern.
+fn cached_deployments(
+    api: Api<Deployment>,
+) -> (
+    Store<Workload>,
+    impl futures::Stream<Item = Result<Workload, watcher::Error>> + Send + 'static,
+) {
+    let (store, writer) = reflector::store();
+    let stream = reflector::reflector(
+        writer,
+        futures::TryStreamExt::map_ok(
+            crate::watch::relisting(api, watcher::Config::default(), Default::default()),
+            |ev| {
+                crate::watch::map_event(ev, |mut d| {
+                    slim(&mut d);
+                    Workload::from_deployment(d)
+                })
+            },
+        ),
+    )
+    .default_backoff()
+    .touched_objects();
+    (store, stream)
+}
+
 /// A cache of `api`'s objects (slimmed, and cut further by `slim_kind`) and the stream of their
 /// changes, which triggers reconciles of the Canaries they concern.
 fn cached<K>(
@@ -336,32 +358,36 @@ const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 /// StatefulSet targets (which have no primary).
 #[derive(Clone)]
 struct Workloads {
-    deployments: Store<Deployment>,
+    deployments: Store<Workload>,
     daemonsets: Store<DaemonSet>,
     statefulsets: Store<StatefulSet>,
 }
 
 impl Workloads {
     /// The Canary's target, a DaemonSet seen as a Deployment ([`workload::daemonset_view`]).
-    fn target(&self, canary: &Canary, ns: &str) -> Option<Arc<Deployment>> {
+    fn target(&self, canary: &Canary, ns: &str) -> Option<Arc<Workload>> {
         self.get(canary, ns, &canary.spec.target_ref.name)
     }
 
     /// The Canary's primary, as [`Workloads::target`].
-    fn primary(&self, canary: &Canary, ns: &str) -> Option<Arc<Deployment>> {
+    fn primary(&self, canary: &Canary, ns: &str) -> Option<Arc<Workload>> {
         self.get(canary, ns, &primary_name(&canary.spec.target_ref.name))
     }
 
-    fn get(&self, canary: &Canary, ns: &str, name: &str) -> Option<Arc<Deployment>> {
+    fn get(&self, canary: &Canary, ns: &str, name: &str) -> Option<Arc<Workload>> {
         if is_statefulset(canary) {
             // Only the target: a StatefulSet is rolled out in place, it has no primary.
             (name == canary.spec.target_ref.name)
                 .then(|| self.statefulset(ns, name))
                 .flatten()
-                .map(|sts| Arc::new(crate::statefulset::deployment_view(&sts)))
+                .map(|sts| {
+                    Arc::new(Workload::from_deployment(
+                        crate::statefulset::deployment_view(&sts),
+                    ))
+                })
         } else if is_daemonset(canary) {
             self.daemonset(ns, name)
-                .map(|ds| Arc::new(workload::daemonset_view(&ds)))
+                .map(|ds| Arc::new(Workload::from_deployment(workload::daemonset_view(&ds))))
         } else {
             self.deployments.get(&ObjectRef::new(name).within(ns))
         }
@@ -414,7 +440,7 @@ fn canaries_using<K: Resource>(
         .filter(|c| {
             workloads
                 .target(c, ns.as_deref().unwrap_or_default())
-                .is_some_and(|d| crate::configs::references(&d, &r))
+                .is_some_and(|d| d.configs.contains(&r))
         })
         .map(|c| ObjectRef::from_obj(&*c))
         .collect()
@@ -532,11 +558,7 @@ async fn reconcile_inner(canary: &Canary, ctx: &Context) -> Result<Requeue> {
     obs.confined_to_namespace = ctx.settings.no_cross_namespace_refs.then(|| ns.clone());
     obs.default_alert_severity = ctx.alerts.default_severity();
     obs.target = target.as_deref().map(|t| TargetObservation {
-        spec_hash: t
-            .spec
-            .as_ref()
-            .map(|s| workload::template_hash(&s.template))
-            .unwrap_or_default(),
+        spec_hash: t.template_hash.clone(),
         tracked_configs: tracked
             .iter()
             .map(|(r, sum)| (r.key(), sum.clone()))
@@ -1034,7 +1056,7 @@ async fn statefulset_promoted_images(
     ctx: &Context,
     ns: &str,
     view: &crate::statefulset::View,
-    target: Option<&Deployment>,
+    target: Option<&Workload>,
 ) -> Result<Vec<(String, String)>> {
     if view.settled() || view.current_revision.is_empty() {
         return Ok(container_images(target));
@@ -1053,21 +1075,13 @@ async fn statefulset_promoted_images(
 }
 
 /// `(container, image)` of a workload's containers.
-fn container_images(d: Option<&Deployment>) -> Vec<(String, String)> {
-    d.and_then(|d| d.spec.as_ref())
-        .and_then(|s| s.template.spec.as_ref())
-        .map(|p| {
-            p.containers
-                .iter()
-                .filter_map(|c| Some((c.name.clone(), c.image.clone()?)))
-                .collect()
-        })
-        .unwrap_or_default()
+fn container_images(d: Option<&Workload>) -> Vec<(String, String)> {
+    d.map(Workload::images).unwrap_or_default()
 }
 
-fn readiness(d: &Deployment) -> Readiness {
-    let spec_replicas = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
-    let st = d.status.clone().unwrap_or_default();
+fn readiness(d: &Workload) -> Readiness {
+    let spec_replicas = d.replicas.unwrap_or(1);
+    let st = &d.status;
     let generation = d.metadata.generation.unwrap_or(0);
     Readiness {
         generation_observed: st.observed_generation.unwrap_or(0) >= generation,
@@ -1152,8 +1166,8 @@ struct Exec<'a> {
     ctx: &'a Context,
     canary: &'a Canary,
     ns: &'a str,
-    target: Option<&'a Deployment>,
-    primary: Option<&'a Deployment>,
+    target: Option<&'a Workload>,
+    primary: Option<&'a Workload>,
     /// A StatefulSet target, as read this reconcile.
     sts: Option<&'a crate::statefulset::View>,
     tracked: &'a BTreeMap<ConfigRef, String>,
@@ -1175,7 +1189,7 @@ impl Exec<'_> {
             })
     }
 
-    fn target(&self) -> Result<&Deployment> {
+    fn target(&self) -> Result<&Workload> {
         self.target.ok_or_else(|| {
             Error::InvalidTarget(format!(
                 "{} {}/{} not found",
@@ -1194,15 +1208,8 @@ impl Exec<'_> {
     /// fails the reconcile, so the plan runs again and the record is never lost.
     async fn record_ledger(&self, entry: &fledge_core::LedgerEntry) -> Result<()> {
         info!(event = ?entry.event, revision = %entry.revision, "ledger record");
-        let images = |d: Option<&Deployment>| -> Vec<String> {
-            d.and_then(|d| d.spec.as_ref())
-                .and_then(|s| s.template.spec.as_ref())
-                .map(|p| {
-                    p.containers
-                        .iter()
-                        .filter_map(|c| c.image.clone())
-                        .collect()
-                })
+        let images = |d: Option<&Workload>| -> Vec<String> {
+            d.map(|d| d.images().into_iter().map(|(_, image)| image).collect())
                 .unwrap_or_default()
         };
         let Some(record) = crate::git::record_for(
@@ -1391,22 +1398,16 @@ impl Exec<'_> {
                 }
             }
             Action::PromotePrimary { revision } => {
-                let t = self.target()?;
-                let current = t
-                    .spec
-                    .as_ref()
-                    .map(|s| workload::template_hash(&s.template))
-                    .unwrap_or_default();
-                if &current != revision {
+                let current = &self.target()?.template_hash;
+                if current != revision {
                     info!(expected = %revision, found = %current, "target changed before promotion; not copying");
                     return Ok(());
                 }
                 self.copy_configs().await?;
-                let keep = self
-                    .primary
-                    .and_then(|p| p.spec.as_ref())
-                    .and_then(|s| s.replicas);
-                self.apply_primary(keep, &[]).await?;
+                let keep = self.primary.and_then(|p| p.replicas);
+                if !self.apply_primary_of(keep, &[], Some(revision)).await? {
+                    return Ok(());
+                }
                 self.ensure_primary_scaler().await
             }
             Action::RestoreTarget => {
@@ -1438,8 +1439,7 @@ impl Exec<'_> {
         let client = &self.ctx.client;
         let hash = || {
             self.target
-                .and_then(|t| t.spec.as_ref())
-                .map(|s| workload::template_hash(&s.template))
+                .map(|t| t.template_hash.clone())
                 .unwrap_or_default()
         };
         match action {
@@ -1529,11 +1529,7 @@ impl Exec<'_> {
     }
 
     fn primary_replicas(&self) -> i32 {
-        self.primary
-            .and_then(|p| p.spec.as_ref())
-            .and_then(|s| s.replicas)
-            .unwrap_or(1)
-            .max(1)
+        self.primary.and_then(|p| p.replicas).unwrap_or(1).max(1)
     }
 
     async fn scale_target(&self, replicas: i32) -> Result<()> {
@@ -1575,9 +1571,63 @@ impl Exec<'_> {
     /// Creates or updates the primary from the target; with `images`, containers of the same
     /// image repositories run those images instead of the target's.
     async fn apply_primary(&self, replicas: Option<i32>, images: &[String]) -> Result<()> {
+        self.apply_primary_of(replicas, images, None)
+            .await
+            .map(drop)
+    }
+
+    /// The target as the API server has it now, whole (the cache keeps only what the
+    /// controller reads of its template), a DaemonSet seen as a Deployment.
+    async fn fresh_target(&self) -> Result<Deployment> {
+        let name = &self.canary.spec.target_ref.name;
+        let missing = || {
+            Error::InvalidTarget(format!(
+                "{} {}/{name} not found",
+                if is_daemonset(self.canary) {
+                    "DaemonSet"
+                } else {
+                    "Deployment"
+                },
+                self.ns,
+            ))
+        };
+        if is_daemonset(self.canary) {
+            // The DaemonSet cache keeps a target's template whole.
+            return self
+                .ctx
+                .workloads
+                .daemonset(self.ns, name)
+                .map(|ds| workload::daemonset_view(&ds))
+                .ok_or_else(missing);
+        }
+        let api: Api<Deployment> = Api::namespaced(self.ctx.client.clone(), self.ns);
+        api.get_opt(name).await?.ok_or_else(missing)
+    }
+
+    /// [`Exec::apply_primary`] from the target read afresh; with `revision`, only when the
+    /// target is still at that revision (the one the analysis passed): `false` when it is not
+    /// and nothing was copied.
+    async fn apply_primary_of(
+        &self,
+        replicas: Option<i32>,
+        images: &[String],
+        revision: Option<&str>,
+    ) -> Result<bool> {
+        let target = self.fresh_target().await?;
+        if let Some(revision) = revision {
+            let current = target
+                .spec
+                .as_ref()
+                .map(|s| workload::template_hash(&s.template))
+                .unwrap_or_default();
+            if current != revision {
+                info!(expected = %revision, found = %current, "target changed before promotion; not copying");
+                return Ok(false);
+            }
+        }
         let tracked: BTreeSet<ConfigRef> = self.tracked.keys().cloned().collect();
         let mut primary = workload::build_primary(
-            self.target()?,
+            &target,
             self.owner(),
             &tracked,
             replicas,
@@ -1614,7 +1664,7 @@ impl Exec<'_> {
             let api: Api<DaemonSet> = Api::namespaced(self.ctx.client.clone(), self.ns);
             api.patch(&name, &Self::apply_params(), &Patch::Apply(value))
                 .await?;
-            return Ok(());
+            return Ok(true);
         }
         let api: Api<Deployment> = Api::namespaced(self.ctx.client.clone(), self.ns);
         let mut value = serde_json::to_value(&primary)?;
@@ -1622,7 +1672,7 @@ impl Exec<'_> {
         value["kind"] = json!("Deployment");
         api.patch(&name, &Self::apply_params(), &Patch::Apply(value))
             .await?;
-        Ok(())
+        Ok(true)
     }
 
     /// Copies tracked ConfigMaps and Secrets to their `-primary` names.

@@ -188,6 +188,17 @@ pub fn keep_owned<K: kube::Resource>(
 
 static NO_LABELS: std::collections::BTreeMap<String, String> = std::collections::BTreeMap::new();
 
+/// `ev` with its object turned into another type (the cached form of a workload).
+pub fn map_event<K, T>(ev: watcher::Event<K>, f: impl FnOnce(K) -> T) -> watcher::Event<T> {
+    match ev {
+        watcher::Event::Apply(k) => watcher::Event::Apply(f(k)),
+        watcher::Event::Delete(k) => watcher::Event::Delete(f(k)),
+        watcher::Event::Init => watcher::Event::Init,
+        watcher::Event::InitApply(k) => watcher::Event::InitApply(f(k)),
+        watcher::Event::InitDone => watcher::Event::InitDone,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -15,7 +15,6 @@ use fledge_api::{AlertProviderSpec, Canary, CanaryStatus};
 use fledge_core::alerts::AlertTarget;
 use fledge_core::egress::Purpose;
 use fledge_core::{NotifyKind, Severity};
-use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::runtime::events::{Event, EventType, Reporter};
 use kube::{Client, Resource, ResourceExt};
@@ -244,23 +243,19 @@ fn target(t: &AlertTarget, canary_ns: &str) -> Target {
 /// Builds the message of a `Notify` action.
 pub fn message(
     canary: &Canary,
-    target: Option<&Deployment>,
+    target: Option<&crate::workload::Workload>,
     status: &CanaryStatus,
     checksum: String,
     severity: Severity,
     kind: NotifyKind,
     text: &str,
 ) -> Message {
-    let containers = target
-        .and_then(|d| d.spec.as_ref())
-        .and_then(|s| s.template.spec.as_ref())
-        .map(|p| p.containers.clone())
-        .unwrap_or_default();
-    let images = match containers.as_slice() {
-        [one] => one.image.iter().cloned().collect(),
+    let containers = target.map(|d| d.containers.as_slice()).unwrap_or_default();
+    let images = match containers {
+        [(_, image)] => image.iter().cloned().collect(),
         many => many
             .iter()
-            .map(|c| format!("{}={}", c.name, c.image.as_deref().unwrap_or("")))
+            .map(|(name, image)| format!("{name}={}", image.as_deref().unwrap_or("")))
             .collect(),
     };
     let kind_of_target = canary
@@ -505,7 +500,7 @@ mod tests {
     fn a_message_names_the_targets_images() {
         let mut c = canary();
         c.spec.target_ref.kind = Some("Deployment".into());
-        let d: Deployment = serde_json::from_value(serde_json::json!({
+        let d: k8s_openapi::api::apps::v1::Deployment = serde_json::from_value(serde_json::json!({
             "metadata": {"name": "podinfo"},
             "spec": {"selector": {}, "template": {"spec": {"containers": [
                 {"name": "app", "image": "ghcr.io/stefanprodan/podinfo:6.0.1"}]}}}
@@ -518,7 +513,7 @@ mod tests {
         };
         let m = message(
             &c,
-            Some(&d),
+            Some(&crate::workload::Workload::of(&d)),
             &status,
             "sum".into(),
             Severity::Warn,
