@@ -1190,18 +1190,20 @@ impl Exec<'_> {
     }
 
     fn target(&self) -> Result<&Workload> {
-        self.target.ok_or_else(|| {
-            Error::InvalidTarget(format!(
-                "{} {}/{} not found",
-                if is_daemonset(self.canary) {
-                    "DaemonSet"
-                } else {
-                    "Deployment"
-                },
-                self.ns,
-                self.canary.spec.target_ref.name
-            ))
-        })
+        self.target.ok_or_else(|| self.target_missing())
+    }
+
+    fn target_missing(&self) -> Error {
+        Error::InvalidTarget(format!(
+            "{} {}/{} not found",
+            if is_daemonset(self.canary) {
+                "DaemonSet"
+            } else {
+                "Deployment"
+            },
+            self.ns,
+            self.canary.spec.target_ref.name
+        ))
     }
 
     /// Queues a ledger record for Git (when the Canary has `spec.gitops`). A failure to queue
@@ -1580,17 +1582,7 @@ impl Exec<'_> {
     /// controller reads of its template), a DaemonSet seen as a Deployment.
     async fn fresh_target(&self) -> Result<Deployment> {
         let name = &self.canary.spec.target_ref.name;
-        let missing = || {
-            Error::InvalidTarget(format!(
-                "{} {}/{name} not found",
-                if is_daemonset(self.canary) {
-                    "DaemonSet"
-                } else {
-                    "Deployment"
-                },
-                self.ns,
-            ))
-        };
+        let missing = || self.target_missing();
         if is_daemonset(self.canary) {
             // The DaemonSet cache keeps a target's template whole.
             return self
