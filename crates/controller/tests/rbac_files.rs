@@ -112,6 +112,9 @@ fn every_router_kind_is_covered() {
         ("fledge.dev", "canaries/status", "update"),
         ("apps", "deployments", "patch"),
         ("apps", "deployments", "delete"),
+        // A primary is made from the target read whole, a fresh baseline from the primary.
+        ("apps", "deployments", "get"),
+        ("apps", "daemonsets", "get"),
         ("", "configmaps", "watch"),
         ("", "secrets", "get"),
         ("events.k8s.io", "events", "create"),
