@@ -1400,16 +1400,21 @@ impl Exec<'_> {
                 }
             }
             Action::PromotePrimary { revision } => {
-                let current = &self.target()?.template_hash;
-                if current != revision {
+                // The target read afresh, so that what is copied is the revision the analysis
+                // passed and nothing newer.
+                let target = self.fresh_target().await?;
+                let current = target
+                    .spec
+                    .as_ref()
+                    .map(|s| workload::template_hash(&s.template))
+                    .unwrap_or_default();
+                if &current != revision {
                     info!(expected = %revision, found = %current, "target changed before promotion; not copying");
                     return Ok(());
                 }
                 self.copy_configs().await?;
                 let keep = self.primary.and_then(|p| p.replicas);
-                if !self.apply_primary_of(keep, &[], Some(revision)).await? {
-                    return Ok(());
-                }
+                self.apply_primary_of(&target, keep, &[]).await?;
                 self.ensure_primary_scaler().await
             }
             Action::RestoreTarget => {
@@ -1573,9 +1578,8 @@ impl Exec<'_> {
     /// Creates or updates the primary from the target; with `images`, containers of the same
     /// image repositories run those images instead of the target's.
     async fn apply_primary(&self, replicas: Option<i32>, images: &[String]) -> Result<()> {
-        self.apply_primary_of(replicas, images, None)
-            .await
-            .map(drop)
+        let target = self.fresh_target().await?;
+        self.apply_primary_of(&target, replicas, images).await
     }
 
     /// The target as the API server has it now, whole (the cache keeps only what the
@@ -1596,30 +1600,16 @@ impl Exec<'_> {
         api.get_opt(name).await?.ok_or_else(missing)
     }
 
-    /// [`Exec::apply_primary`] from the target read afresh; with `revision`, only when the
-    /// target is still at that revision (the one the analysis passed): `false` when it is not
-    /// and nothing was copied.
+    /// [`Exec::apply_primary`] from `target`, read afresh by the caller.
     async fn apply_primary_of(
         &self,
+        target: &Deployment,
         replicas: Option<i32>,
         images: &[String],
-        revision: Option<&str>,
-    ) -> Result<bool> {
-        let target = self.fresh_target().await?;
-        if let Some(revision) = revision {
-            let current = target
-                .spec
-                .as_ref()
-                .map(|s| workload::template_hash(&s.template))
-                .unwrap_or_default();
-            if current != revision {
-                info!(expected = %revision, found = %current, "target changed before promotion; not copying");
-                return Ok(false);
-            }
-        }
+    ) -> Result<()> {
         let tracked: BTreeSet<ConfigRef> = self.tracked.keys().cloned().collect();
         let mut primary = workload::build_primary(
-            &target,
+            target,
             self.owner(),
             &tracked,
             replicas,
@@ -1656,7 +1646,7 @@ impl Exec<'_> {
             let api: Api<DaemonSet> = Api::namespaced(self.ctx.client.clone(), self.ns);
             api.patch(&name, &Self::apply_params(), &Patch::Apply(value))
                 .await?;
-            return Ok(true);
+            return Ok(());
         }
         let api: Api<Deployment> = Api::namespaced(self.ctx.client.clone(), self.ns);
         let mut value = serde_json::to_value(&primary)?;
@@ -1664,7 +1654,7 @@ impl Exec<'_> {
         value["kind"] = json!("Deployment");
         api.patch(&name, &Self::apply_params(), &Patch::Apply(value))
             .await?;
-        Ok(true)
+        Ok(())
     }
 
     /// Copies tracked ConfigMaps and Secrets to their `-primary` names.

@@ -177,12 +177,6 @@ pub struct WorkloadStatus {
 }
 
 impl Workload {
-    /// The cached form of `d`.
-    pub fn of(d: &Deployment) -> Self {
-        let metadata = d.metadata.clone();
-        Workload::from_parts(metadata, d.spec.as_ref(), d.status.as_ref())
-    }
-
     /// The cached form of `d`, taking its metadata.
     pub fn from_deployment(d: Deployment) -> Self {
         Workload::from_parts(d.metadata, d.spec.as_ref(), d.status.as_ref())
@@ -1062,7 +1056,7 @@ mod tests {
             ready_replicas: Some(1),
             ..Default::default()
         });
-        let w = Workload::of(&d);
+        let w = Workload::from_deployment(d.clone());
         let spec = d.spec.as_ref().unwrap();
         assert_eq!(w.template_hash, template_hash(&spec.template));
         assert_eq!(
@@ -1104,7 +1098,7 @@ mod tests {
             .unwrap()
             .containers[0]
             .image = None;
-        let w = Workload::of(&d);
+        let w = Workload::from_deployment(d.clone());
         assert_eq!(w.containers, [("podinfod".to_string(), None)]);
         assert!(w.images().is_empty());
 

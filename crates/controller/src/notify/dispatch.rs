@@ -513,7 +513,7 @@ mod tests {
         };
         let m = message(
             &c,
-            Some(&crate::workload::Workload::of(&d)),
+            Some(&crate::workload::Workload::from_deployment(d.clone())),
             &status,
             "sum".into(),
             Severity::Warn,
