@@ -131,6 +131,9 @@ pub fn etcd_args(ports: &Ports, files: &Files) -> Vec<String> {
         arg("log-level", "warn"),
         // A throw-away development store: skipping fsync makes it fast on slow shared disks.
         arg("unsafe-no-fsync", "true"),
+        // Room for the scale bench's largest sizes (10,000 Canaries with their primaries, pods
+        // and Events); etcd's default is 2 GiB.
+        arg("quota-backend-bytes", 8u64 << 30),
     ]
 }
 
