@@ -53,6 +53,7 @@ pub const HTTP_MATCH_PROVIDERS: &[&str] = &[
     "gatewayapi:v1beta1",
     "istio",
     "nginx",
+    "skipper",
 ];
 
 /// Providers that keep a session on the canary with a cookie (session affinity).
@@ -267,6 +268,20 @@ pub fn validate_canary_spec(spec: &CanarySpec) -> Vec<Problem> {
     {
         p.0.extend(problems);
     }
+    if provider == "skipper"
+        && let Err(problems) = skipper_canary_predicates(
+            "spec.analysis.match",
+            analysis.r#match.as_deref().unwrap_or(&[]),
+        )
+    {
+        // An invalid regex or a match that sets two ways is said once, by the checks of
+        // every provider.
+        for problem in problems {
+            if !p.0.iter().any(|q| q.field == problem.field) {
+                p.0.push(problem);
+            }
+        }
+    }
     if provider == "contour" {
         for (i, m) in analysis.r#match.iter().flatten().enumerate() {
             check_contour_match(&mut p, &format!("spec.analysis.match[{i}]"), m);
@@ -400,6 +415,136 @@ pub fn nginx_canary_match(
         }
     }
     if p.0.is_empty() { Ok(out) } else { Err(p.0) }
+}
+
+/// `analysis.match` as Skipper route predicates, ANDed into the predicate of the canary Ingress
+/// (`zalando.org/skipper-predicate`): `Header`/`HeaderRegexp` for headers, `QueryParam` for
+/// query parameters, `Method` for the method; or every condition they cannot express (with its
+/// field under `base`, e.g. `spec.analysis.match`). An Ingress has one predicate, so one match
+/// entry only; no entry gives no predicate.
+pub fn skipper_canary_predicates(
+    base: &str,
+    matches: &[HttpMatchRequest],
+) -> Result<Vec<String>, Vec<Problem>> {
+    let mut p = Problems::default();
+    let mut out = Vec::new();
+    if matches.len() > 1 {
+        p.add(
+            base,
+ "provider skipper puts the match into the one predicate of the canary Ingress, where conditions can only all hold together: give one match entry (its headers, queryParams and method must all match), or use istio or gatewayapi:v1 for alternatives",
+        );
+    }
+    for (i, m) in matches.iter().enumerate() {
+        let field = format!("{base}[{i}]");
+        for (name, set) in [
+            ("uri", m.uri.is_some()),
+            ("scheme", m.scheme.is_some()),
+            ("authority", m.authority.is_some()),
+            ("port", m.port.is_some()),
+            ("sourceLabels", m.source_labels.is_some()),
+            ("gateways", m.gateways.is_some()),
+            ("ignoreUriCase", m.ignore_uri_case == Some(true)),
+            ("withoutHeaders", m.without_headers.is_some()),
+            ("sourceNamespace", m.source_namespace.is_some()),
+        ] {
+            if set {
+                p.add(
+                    format!("{field}.{name}"),
+                    format!(
+ "provider skipper routes A/B traffic by headers, queryParams and method only, and cannot match on {name}; remove it, or use istio or gatewayapi:v1"
+                    ),
+                );
+            }
+        }
+        for (name, sm) in m.headers.iter().flatten() {
+            let field = format!("{field}.headers.{name}");
+            match skipper_pattern(&mut p, &field, sm) {
+                Some(Pattern::Exact(v)) => out.push(format!(
+                    "Header({}, {})",
+                    eskip_string(name),
+                    eskip_string(&v)
+                )),
+                Some(Pattern::Regex(r)) => out.push(format!(
+                    "HeaderRegexp({}, {})",
+                    eskip_string(name),
+                    eskip_string(&r)
+                )),
+                None => {}
+            }
+        }
+        for (name, sm) in m.query_params.iter().flatten() {
+            let field = format!("{field}.queryParams.{name}");
+            let regex = match skipper_pattern(&mut p, &field, sm) {
+                Some(Pattern::Exact(v)) => format!("^{}$", regex_syntax::escape(&v)),
+                Some(Pattern::Regex(r)) => r,
+                None => continue,
+            };
+            out.push(format!(
+                "QueryParam({}, {})",
+                eskip_string(name),
+                eskip_string(&regex)
+            ));
+        }
+        if let Some(method) = &m.method {
+            match method.exact.as_deref() {
+                Some(v)
+                    if !v.is_empty()
+                        && method.prefix.is_none()
+                        && method.suffix.is_none()
+                        && method.regex.is_none() =>
+                {
+                    out.push(format!("Method({})", eskip_string(&v.to_ascii_uppercase())));
+                }
+                _ => p.add(
+                    format!("{field}.method"),
+ "provider skipper matches the method exactly only; write exact: GET (or another method)",
+                ),
+            }
+        }
+    }
+    if p.0.is_empty() { Ok(out) } else { Err(p.0) }
+}
+
+/// A value Skipper matches: exactly, or by an RE2 regular expression.
+enum Pattern {
+    Exact(String),
+    Regex(String),
+}
+
+/// `sm` as one [`Pattern`]: prefix and suffix become anchored expressions; a problem under
+/// `field` when it sets none or several.
+fn skipper_pattern(p: &mut Problems, field: &str, sm: &StringMatch) -> Option<Pattern> {
+    let set = [&sm.exact, &sm.prefix, &sm.suffix, &sm.regex]
+        .iter()
+        .filter(|v| v.is_some())
+        .count();
+    if set != 1 {
+        p.add(field, "set exactly one of exact, prefix, suffix and regex");
+        return None;
+    }
+    if let Some(v) = &sm.exact {
+        return Some(Pattern::Exact(v.clone()));
+    }
+    if let Some(v) = &sm.prefix {
+        return Some(Pattern::Regex(format!("^{}", regex_syntax::escape(v))));
+    }
+    if let Some(v) = &sm.suffix {
+        return Some(Pattern::Regex(format!("{}$", regex_syntax::escape(v))));
+    }
+    let regex = sm.regex.clone().unwrap_or_default();
+    if let Err(e) = regex_syntax::Parser::new().parse(&regex) {
+        p.add(
+            format!("{field}.regex"),
+            format!("is not a valid regular expression: {e}"),
+        );
+        return None;
+    }
+    Some(Pattern::Regex(regex))
+}
+
+/// `s` as a double-quoted string of Skipper's route language (eskip): `\` and `"` escaped.
+fn eskip_string(s: &str) -> String {
+    format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
 }
 
 /// What fledge's HTTPProxy routes match on: headers, by their exact value.

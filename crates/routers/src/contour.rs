@@ -251,12 +251,7 @@ pub fn build_spec(canary: &Canary, routes: Routes) -> Result<HttpProxySpec, Erro
             service(&names.canary, canary_weight),
         ],
     };
-    let matches = canary
-        .spec
-        .analysis_or_default()
-        .r#match
-        .clone()
-        .unwrap_or_default();
+    let matches = crate::analysis_match(canary);
     let matched = conditions(&matches, &prefix)?;
     if routes.ab_match && matched.is_empty() {
         return Err(cannot(

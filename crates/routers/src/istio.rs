@@ -296,12 +296,7 @@ pub fn build_spec(
     let service_match = canary.spec.service.r#match.clone().unwrap_or_default();
     let mut http = Vec::new();
     if routes.ab_match {
-        let ab = canary
-            .spec
-            .analysis_or_default()
-            .r#match
-            .clone()
-            .unwrap_or_default();
+        let ab = crate::analysis_match(canary);
         if ab.is_empty() {
             return Err(cannot(
                 PROVIDER,

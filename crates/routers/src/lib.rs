@@ -423,6 +423,25 @@ pub(crate) fn cannot(provider: &str, message: impl Into<String>) -> Error {
     }
 }
 
+/// `spec.analysis.match` of `canary` (none when unset): the requests an A/B test routes to
+/// the canary.
+pub(crate) fn analysis_match(canary: &Canary) -> Vec<HttpMatchRequest> {
+    canary
+        .spec
+        .analysis_or_default()
+        .r#match
+        .clone()
+        .unwrap_or_default()
+}
+
+/// What validation finds wrong in a spec a router was asked to route, as one error of
+/// `provider` (validation refuses such specs first; this covers a controller that runs one
+/// anyway).
+pub(crate) fn refused(provider: &str, problems: &[fledge_api::validate::Problem]) -> Error {
+    let text: Vec<String> = problems.iter().map(ToString::to_string).collect();
+    cannot(provider, text.join("; "))
+}
+
 /// Refuses routes beyond weights (mirroring, A/B matching) for a provider that, as in Flagger,
 /// only splits traffic by weight.
 pub(crate) fn weights_only(provider: &str, routes: &Routes) -> Result<(), Error> {

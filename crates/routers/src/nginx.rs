@@ -54,12 +54,7 @@ pub fn canary_annotations(
         (key("canary-weight"), routes.canary.to_string()),
     ]);
     if routes.ab_match {
-        let matches = canary
-            .spec
-            .analysis_or_default()
-            .r#match
-            .clone()
-            .unwrap_or_default();
+        let matches = crate::analysis_match(canary);
         if matches.is_empty() {
             return Err(cannot(
                 PROVIDER,
@@ -67,11 +62,8 @@ pub fn canary_annotations(
                  condition",
             ));
         }
-        let m: NginxCanaryMatch =
-            nginx_canary_match("spec.analysis.match", &matches).map_err(|problems| {
-                let text: Vec<String> = problems.iter().map(ToString::to_string).collect();
-                cannot(PROVIDER, text.join("; "))
-            })?;
+        let m: NginxCanaryMatch = nginx_canary_match("spec.analysis.match", &matches)
+            .map_err(|problems| crate::refused(PROVIDER, &problems))?;
         for (suffix, value) in [
             ("canary-by-header", m.header),
             ("canary-by-header-value", m.header_value),

@@ -11,12 +11,19 @@
 //!   instead, which switches the copy's routes off and leaves the apex Ingress serving (the
 //!   apex Service selects the primary's pods). The apex Ingress's own predicates follow.
 //!
-//! Skipper's Ingress routes cannot match by header for a canary, mirror or keep sessions:
-//! A/B testing, mirroring and session affinity are refused.
+//! A/B testing (`analysis.match`, one entry): the copy sends every path to the apex Service to
+//! `<svc>-canary` alone, and the match, as Skipper predicates (`Header`, `HeaderRegexp`,
+//! `QueryParam`, `Method`: [`fledge_api::validate::skipper_canary_predicates`]), follows
+//! `Weight(100)` in its predicate: matching requests take the copy's routes, the others the
+//! apex Ingress's. Flagger's skipper router has no A/B testing.
+//!
+//! Skipper's Ingress routes cannot mirror or keep sessions: mirroring and session affinity are
+//! refused.
 
 use std::collections::BTreeMap;
 
 use fledge_api::Canary;
+use fledge_api::validate::skipper_canary_predicates;
 use fledge_core::Routes;
 use k8s_openapi::api::networking::v1::Ingress;
 use kube::Client;
@@ -52,14 +59,6 @@ pub fn build_canary_ingress(
     apex: &Ingress,
     routes: Routes,
 ) -> Result<serde_json::Value, Error> {
-    if routes.ab_match {
-        return Err(cannot(
-            PROVIDER,
-            "Skipper's canary Ingress splits by weight only, so A/B testing \
-             (spec.analysis.match) is not possible with provider skipper; remove analysis.match, \
-             or use istio or gatewayapi:v1",
-        ));
-    }
     if routes.mirror.is_some_and(|m| m > 0) {
         return Err(cannot(
             PROVIDER,
@@ -69,27 +68,58 @@ pub fn build_canary_ingress(
     }
     let names = ServiceNames::of(canary);
     let apex_name = ingress::apex_ingress_name(canary, PROVIDER)?;
-    let spec = ingress::replace_backends(
-        &apex.spec.clone().unwrap_or_default(),
-        &names.apex,
-        &names.primary,
-        Some(&names.canary),
-        apex_name,
-        PROVIDER,
-    )?;
+    let apex_spec = apex.spec.clone().unwrap_or_default();
     let mut annotations =
         ingress::copied_annotations(&apex.metadata, |k| k == BACKEND_WEIGHTS || k == PREDICATE);
-    let weights = BTreeMap::from([
-        (names.canary.as_str(), routes.canary),
-        (names.primary.as_str(), routes.primary),
-    ]);
-    annotations.insert(BACKEND_WEIGHTS.into(), serde_json::to_string(&weights)?);
     let own = apex
         .metadata
         .annotations
         .as_ref()
         .and_then(|a| a.get(PREDICATE))
         .map_or("", String::as_str);
+    if routes.ab_match {
+        let matches = crate::analysis_match(canary);
+        let predicates = skipper_canary_predicates("spec.analysis.match", &matches)
+            .map_err(|problems| crate::refused(PROVIDER, &problems))?;
+        if predicates.is_empty() {
+            return Err(cannot(
+                PROVIDER,
+                "A/B routing asked, but spec.analysis.match has no condition: add a header, \
+                 query parameter or method to match",
+            ));
+        }
+        // Matching requests to the canary alone; the others find no route of the copy and
+        // take the apex Ingress's, to the primary.
+        let spec = ingress::replace_backends(
+            &apex_spec,
+            &names.apex,
+            &names.canary,
+            None,
+            apex_name,
+            PROVIDER,
+        )?;
+        let weights = BTreeMap::from([(names.canary.as_str(), 100)]);
+        annotations.insert(BACKEND_WEIGHTS.into(), serde_json::to_string(&weights)?);
+        let first = std::iter::once(ROUTE_WEIGHT.to_string())
+            .chain(predicates)
+            .collect::<Vec<_>>()
+            .join(" && ");
+        annotations.insert(PREDICATE.into(), insert_predicate(own, &first));
+        return ingress::canary_ingress(canary, apex, annotations, spec);
+    }
+    let spec = ingress::replace_backends(
+        &apex_spec,
+        &names.apex,
+        &names.primary,
+        Some(&names.canary),
+        apex_name,
+        PROVIDER,
+    )?;
+    let weights = BTreeMap::from([
+        (names.canary.as_str(), routes.canary),
+        (names.primary.as_str(), routes.primary),
+    ]);
+    annotations.insert(BACKEND_WEIGHTS.into(), serde_json::to_string(&weights)?);
     let first = if routes.canary > 0 {
         ROUTE_WEIGHT
     } else {
@@ -97,6 +127,21 @@ pub fn build_canary_ingress(
     };
     annotations.insert(PREDICATE.into(), insert_predicate(own, first));
     ingress::canary_ingress(canary, apex, annotations, spec)
+}
+
+/// Whether some path of `ing` sends to Service `service`.
+fn sends_to(ing: &Ingress, service: &str) -> bool {
+    ing.spec
+        .iter()
+        .flat_map(|s| s.rules.iter().flatten())
+        .flat_map(|r| r.http.iter())
+        .flat_map(|h| h.paths.iter())
+        .any(|p| {
+            p.backend
+                .service
+                .as_ref()
+                .is_some_and(|s| s.name == service)
+        })
 }
 
 /// The routes a canary Ingress gives: the primary's and the canary's shares of the backend
@@ -115,6 +160,13 @@ pub fn routes_of(ing: &Ingress, names: &ServiceNames) -> Routes {
     if off || p + c <= 0.0 {
         return Routes::PRIMARY;
     }
+    if sends_to(ing, &names.canary) && !sends_to(ing, &names.primary) {
+        // A/B: the copy's routes, to the canary alone, take the matching requests only.
+        return Routes {
+            ab_match: true,
+            ..Routes::PRIMARY
+        };
+    }
     // A percent: the cast cannot overflow.
     Routes::weighted((c * 100.0 / (p + c)).round() as i32)
 }
@@ -126,6 +178,7 @@ pub fn router(client: Client) -> IngressRouter {
         PROVIDER,
         Capabilities {
             partial_weights: true,
+            http_match: true,
             ..Capabilities::default()
         },
         build_canary_ingress,
@@ -245,19 +298,83 @@ mod tests {
         );
     }
 
+    fn ab_canary(matches: serde_json::Value) -> Canary {
+        canary(
+            PROVIDER,
+            json!({
+                "ingressRef": {"apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
+                    "name": "podinfo"},
+                "analysis": {"iterations": 10, "match": matches},
+            }),
+        )
+    }
+
+    const AB: Routes = Routes {
+        ab_match: true,
+        ..Routes::PRIMARY
+    };
+
     #[test]
-    fn refuses_ab_mirroring_and_a_missing_backend() {
-        let c = skipper_canary();
-        let ab = Routes {
-            ab_match: true,
-            ..Routes::PRIMARY
-        };
-        let e = build_canary_ingress(&c, &apex(), ab).unwrap_err();
+    fn ab_testing_sends_the_matching_requests_to_the_canary_alone() {
+        let c = ab_canary(json!([{
+            "headers": {
+                "x-canary": {"exact": "insider \"vip\""},
+                "user-agent": {"regex": ".*Firefox.*"},
+                "x-region": {"prefix": "eu.west"},
+            },
+            "queryParams": {"beta": {"exact": "1"}},
+            "method": {"exact": "get"},
+        }]));
+        let obj = build_canary_ingress(&c, &apex(), AB).unwrap();
+        assert_eq!(
+            obj["spec"]["rules"][0]["http"]["paths"],
+            json!([
+                {"path": "/", "pathType": "Prefix",
+                 "backend": {"service": {"name": "podinfo-canary", "port": {"number": 80}}}},
+                {"path": "/other", "pathType": "Prefix",
+                 "backend": {"service": {"name": "other", "port": {"name": "http"}}}}
+            ])
+        );
+        let annotations = &obj["metadata"]["annotations"];
+        assert_eq!(annotations[BACKEND_WEIGHTS], r#"{"podinfo-canary":100}"#);
+        assert_eq!(
+            annotations[PREDICATE],
+            concat!(
+                r#"Weight(100) && HeaderRegexp("user-agent", ".*Firefox.*") && "#,
+                r#"Header("x-canary", "insider \"vip\"") && "#,
+                r#"HeaderRegexp("x-region", "^eu\\.west") && QueryParam("beta", "^1$") && "#,
+                r#"Method("GET") && Method("GET")"#
+            )
+        );
+        let ing: Ingress = serde_json::from_value(obj).unwrap();
+        let names = ServiceNames::of(&c);
+        assert_eq!(routes_of(&ing, &names), AB);
+        // Promotion or rollback: the copy's routes off again.
+        let obj = build_canary_ingress(&c, &apex(), Routes::PRIMARY).unwrap();
+        let ing: Ingress = serde_json::from_value(obj).unwrap();
+        assert_eq!(routes_of(&ing, &names), Routes::PRIMARY);
+    }
+
+    #[test]
+    fn refuses_what_a_predicate_cannot_match_mirroring_and_a_missing_backend() {
+        let e = build_canary_ingress(
+            &ab_canary(json!([
+                {"headers": {"x-canary": {"exact": "1"}}},
+                {"uri": {"prefix": "/beta"}},
+            ])),
+            &apex(),
+            AB,
+        )
+        .unwrap_err();
         assert!(
             matches!(&e, Error::Router { provider, message } if provider == "skipper"
-                && message.contains("spec.analysis.match")),
+                && message.contains("give one match entry")
+                && message.contains("spec.analysis.match[1].uri")),
             "{e}"
         );
+        let e = build_canary_ingress(&ab_canary(json!([])), &apex(), AB).unwrap_err();
+        assert!(e.to_string().contains("has no condition"), "{e}");
+        let c = skipper_canary();
         let mirrored = Routes {
             mirror: Some(10),
             ..Routes::PRIMARY
