@@ -28,4 +28,7 @@ require (
 	// tests (1.8 serves /api/v2/query beside its 1.x API). It is the last InfluxDB whose Flux
 	// engine is pure Go (flux v0.65); later ones link Flux's Rust library through cgo.
 	github.com/influxdata/influxdb v1.8.10
+	// Skipper, an HTTP router that reads Ingresses from the API server, for the skipper router's
+	// real-traffic test (canary weights and header matches). The newest the proxy serves.
+	github.com/zalando/skipper v0.23.0
 )

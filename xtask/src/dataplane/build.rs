@@ -1,5 +1,5 @@
-//! Building the data plane (Traefik, podinfo, and the metrics servers VictoriaMetrics and
-//! InfluxDB) from the Go module proxy, cached by version.
+//! Building the data plane (Traefik, podinfo, the metrics servers VictoriaMetrics and InfluxDB,
+//! and Skipper) from the Go module proxy, cached by version.
 //!
 //! The versions are pinned in `xtask/go-dataplane/go.mod`, with their checksums in `go.sum`
 //! beside it. `go mod download` in that directory fetches and verifies each module; the program
@@ -29,14 +29,16 @@ pub enum Tool {
     Podinfo,
     VictoriaMetrics,
     InfluxDb,
+    Skipper,
 }
 
 impl Tool {
-    pub const ALL: [Tool; 4] = [
+    pub const ALL: [Tool; 5] = [
         Tool::Traefik,
         Tool::Podinfo,
         Tool::VictoriaMetrics,
         Tool::InfluxDb,
+        Tool::Skipper,
     ];
 
     pub fn name(self) -> &'static str {
@@ -45,6 +47,7 @@ impl Tool {
             Tool::Podinfo => "podinfo",
             Tool::VictoriaMetrics => "victoria-metrics",
             Tool::InfluxDb => "influxd",
+            Tool::Skipper => "skipper",
         }
     }
 
@@ -54,6 +57,7 @@ impl Tool {
             Tool::Podinfo => "github.com/stefanprodan/podinfo",
             Tool::VictoriaMetrics => "github.com/VictoriaMetrics/VictoriaMetrics",
             Tool::InfluxDb => "github.com/influxdata/influxdb",
+            Tool::Skipper => "github.com/zalando/skipper",
         }
     }
 
@@ -64,6 +68,7 @@ impl Tool {
             Tool::Podinfo => "./cmd/podinfo",
             Tool::VictoriaMetrics => "./app/victoria-metrics",
             Tool::InfluxDb => "./cmd/influxd",
+            Tool::Skipper => "./cmd/skipper",
         }
     }
 
@@ -88,6 +93,7 @@ impl Tool {
                 "-X github.com/VictoriaMetrics/VictoriaMetrics/lib/buildinfo.Version=victoria-metrics-{version}"
             ),
             Tool::InfluxDb => format!("-X main.version={}", version.trim_start_matches('v')),
+            Tool::Skipper => format!("-X main.version={version}"),
         }
     }
 }
@@ -127,6 +133,7 @@ pub struct Binaries {
     pub podinfo: PathBuf,
     pub victoria_metrics: PathBuf,
     pub influxd: PathBuf,
+    pub skipper: PathBuf,
 }
 
 impl Binaries {
@@ -136,6 +143,7 @@ impl Binaries {
             podinfo: cached_binary(cache, Tool::Podinfo),
             victoria_metrics: cached_binary(cache, Tool::VictoriaMetrics),
             influxd: cached_binary(cache, Tool::InfluxDb),
+            skipper: cached_binary(cache, Tool::Skipper),
         }
     }
 
@@ -145,6 +153,7 @@ impl Binaries {
             Tool::Podinfo => &self.podinfo,
             Tool::VictoriaMetrics => &self.victoria_metrics,
             Tool::InfluxDb => &self.influxd,
+            Tool::Skipper => &self.skipper,
         }
     }
 }

@@ -407,6 +407,12 @@ fn up(layout: &Layout, timeout: Duration) -> Result<DataplaneInfo> {
             "version": Tool::InfluxDb.version(),
             "binary": bins.influxd,
         },
+        // Not started here: the skipper provider's real-traffic test runs its own, reading
+        // the Ingresses of its namespace.
+        "skipper": {
+            "version": Tool::Skipper.version(),
+            "binary": bins.skipper,
+        },
         "endpoint_slices": {
             "address_type": endpoints::ADDRESS_TYPE,
             "managed_by": endpoints::MANAGED_BY,
