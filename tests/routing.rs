@@ -4,10 +4,13 @@
 //! a rollout they carry the weight the Canary's status shows.
 //!
 //! No Istio or Linkerd data plane runs here: these tests check objects, not traffic. Real
-//! traffic through a gateway is measured by the data-plane tests, and for the traefik provider
-//! by [`traefik`] (weights, session affinity, mirroring and drift through Traefik's CRD
-//! provider).
+//! traffic through a gateway is measured by the data-plane tests, for the traefik provider by
+//! [`traefik`] (weights, session affinity, mirroring and drift through Traefik's CRD provider),
+//! and for the skipper provider by [`skipper`] (weights and an A/B header match through a
+//! Skipper that reads the Ingresses).
 
+#[path = "routing/skipper.rs"]
+mod skipper;
 #[path = "routing/traefik.rs"]
 mod traefik;
 

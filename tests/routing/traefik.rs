@@ -10,16 +10,16 @@
 //!   counts the copies.
 
 use std::net::SocketAddrV4;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use fledge_api::{Canary, CanaryPhase};
-use fledge_e2e::dataplane::{LocalWorkload, Tally, dataplane, only_local_endpoints, send};
+use fledge_e2e::dataplane::{
+    LocalWorkload, Tally, canary_endpoint, dataplane, only_local_endpoints, send,
+    wait_status_weight,
+};
 use fledge_e2e::{Hook, TestNs, deployment_json, eventually};
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::discovery::v1::EndpointSlice;
-use kube::api::{
-    Api, ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams,
-};
+use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
 
 use super::{V1, V2};
@@ -225,49 +225,6 @@ async fn start(ns: &TestNs, host: &str, analysis: Value) -> LocalWorkload {
     workload
 }
 
-/// Waits until the canary's podinfo serves and Traefik has its endpoint (the canary Service has
-/// endpoints only once the new revision is up).
-async fn canary_endpoint(ns: &TestNs) -> SocketAddrV4 {
-    let slices: Api<EndpointSlice> = ns.api();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let list = slices
-            .list(&ListParams::default().labels("kubernetes.io/service-name=podinfo-canary"))
-            .await
-            .map(|l| l.items)
-            .unwrap_or_default();
-        let found = list.iter().find_map(|s| {
-            let port = u16::try_from(s.ports.as_ref()?.first()?.port?).ok()?;
-            let ip = s.endpoints.first()?.addresses.first()?.parse().ok()?;
-            Some(SocketAddrV4::new(ip, port))
-        });
-        // The endpoint of the new revision's process: a process scaled down a moment ago
-        // still serves (and stays in the slice) for a few seconds, as a Pod with a preStop
-        // sleep would.
-        if let Some(addr) = found
-            && serves_canary(addr).await
-        {
-            return addr;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no endpoint for podinfo-canary in 60s: {list:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
-/// Whether the podinfo at `addr` reports a canary revision other than the initial one.
-async fn serves_canary(addr: SocketAddrV4) -> bool {
-    let Ok(resp) = reqwest::get(format!("http://{addr}/")).await else {
-        return false;
-    };
-    let body: serde_json::Value = resp.json().await.unwrap_or_default();
-    body["message"]
-        .as_str()
-        .is_some_and(|m| m.starts_with("canary ") && !m.ends_with(" 6.0.0"))
-}
-
 /// podinfo's own count of the requests it answered, from its `/metrics`.
 async fn requests_total(addr: SocketAddrV4) -> u64 {
     let text = reqwest::get(format!("http://{addr}/metrics"))
@@ -280,17 +237,6 @@ async fn requests_total(addr: SocketAddrV4) -> u64 {
         .filter(|l| l.starts_with("http_requests_total{"))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum::<f64>() as u64
-}
-
-/// Waits until the Canary's status shows `weight`.
-async fn wait_weight(ns: &TestNs, weight: i32) {
-    ns.wait_canary(
-        "podinfo",
-        Duration::from_secs(60),
-        &format!("canary weight {weight}"),
-        |c| c.status.as_ref().is_some_and(|s| s.canary_weight == weight),
-    )
-    .await;
 }
 
 /// A weighted rollout on the traefik provider with session affinity, gates holding every step:
@@ -341,7 +287,7 @@ async fn traefik_weighted_rollout_keeps_sticky_clients_on_the_canary() {
     let mut sticky: Option<String> = None;
     for weight in [20, 40, 60] {
         traffic_gate.set_status(200);
-        wait_weight(&ns, weight).await;
+        wait_status_weight(&ns, "podinfo", weight).await;
         traffic_gate.set_status(403);
         wait_running_weight(&ns, i64::from(weight)).await;
         measure(&host, i64::from(weight), &mut figures).await;

@@ -62,6 +62,8 @@ pub struct Dataplane {
     pub victoria_metrics: PathBuf,
     /// The InfluxDB binary (not running), for the influxdb provider's real-server tests.
     pub influxd: PathBuf,
+    /// The Skipper binary (not running), for the skipper provider's real-traffic test.
+    pub skipper: PathBuf,
 }
 
 static DATAPLANE: OnceLock<Result<Dataplane, String>> = OnceLock::new();
@@ -128,6 +130,7 @@ fn read_info() -> anyhow::Result<Dataplane> {
         prometheus_config: PathBuf::from(s("/prometheus/config")?),
         victoria_metrics: PathBuf::from(s("/victoria_metrics/binary")?),
         influxd: PathBuf::from(s("/influxdb/binary")?),
+        skipper: PathBuf::from(s("/skipper/binary")?),
     })
 }
 
@@ -539,13 +542,24 @@ pub async fn send(
     n: usize,
     concurrency: usize,
 ) -> Tally {
-    let dp = dataplane();
+    send_to(dataplane().gateway, host, path, headers, n, concurrency).await
+}
+
+/// [`send`] to the HTTP router at `router` instead of the Gateway.
+pub async fn send_to(
+    router: SocketAddr,
+    host: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    n: usize,
+    concurrency: usize,
+) -> Tally {
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(5))
         .pool_max_idle_per_host(concurrency)
         .build()
         .expect("HTTP client");
-    let url = format!("http://{}{path}", dp.gateway);
+    let url = format!("http://{router}{path}");
     let results: Vec<Result<(u16, Option<String>), ()>> = futures::stream::iter(0..n)
         .map(|_| {
             let mut req = http.get(&url).header("Host", host);
@@ -955,6 +969,61 @@ pub fn forwarded_in(metrics: &str, ns: &str, service: &str) -> u64 {
         .filter(|l| l.contains(&format!("service=\"{ns}-{service}-http-9898@")))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum::<f64>() as u64
+}
+
+/// Waits until the canary's podinfo (of the Service `podinfo-canary` of `ns`) serves a new
+/// revision and its EndpointSlice names it (the canary Service has endpoints only once the new
+/// revision is up); its address.
+pub async fn canary_endpoint(ns: &crate::TestNs) -> SocketAddrV4 {
+    let slices: Api<EndpointSlice> = ns.api();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let list = slices
+            .list(&ListParams::default().labels("kubernetes.io/service-name=podinfo-canary"))
+            .await
+            .map(|l| l.items)
+            .unwrap_or_default();
+        let found = list.iter().find_map(|s| {
+            let port = u16::try_from(s.ports.as_ref()?.first()?.port?).ok()?;
+            let ip = s.endpoints.first()?.addresses.first()?.parse().ok()?;
+            Some(SocketAddrV4::new(ip, port))
+        });
+        // The endpoint of the new revision's process: a process scaled down a moment ago
+        // still serves (and stays in the slice) for a few seconds, as a Pod with a preStop
+        // sleep would.
+        if let Some(addr) = found
+            && serves_canary(addr).await
+        {
+            return addr;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no endpoint for podinfo-canary in 60s: {list:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Whether the podinfo at `addr` reports a canary revision other than the initial one.
+async fn serves_canary(addr: SocketAddrV4) -> bool {
+    let Ok(resp) = reqwest::get(format!("http://{addr}/")).await else {
+        return false;
+    };
+    let body: Value = resp.json().await.unwrap_or_default();
+    body["message"]
+        .as_str()
+        .is_some_and(|m| m.starts_with("canary ") && !m.ends_with(" 6.0.0"))
+}
+
+/// Waits until the status of the Canary `name` of `ns` shows `weight`.
+pub async fn wait_status_weight(ns: &crate::TestNs, name: &str, weight: i32) {
+    ns.wait_canary(
+        name,
+        Duration::from_secs(60),
+        &format!("canary weight {weight}"),
+        |c| c.status.as_ref().is_some_and(|s| s.canary_weight == weight),
+    )
+    .await;
 }
 
 #[cfg(test)]

@@ -14,6 +14,7 @@ pub mod incluster;
 pub mod influx;
 pub mod loadgen;
 pub mod plugin;
+pub mod skipper;
 pub mod statefulset;
 pub mod toxic;
 pub mod victoria;
