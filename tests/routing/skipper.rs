@@ -12,14 +12,12 @@
 
 use std::time::{Duration, Instant};
 
-use fledge_api::{Canary, CanaryPhase};
+use fledge_api::CanaryPhase;
 use fledge_e2e::dataplane::{
-    LocalWorkload, Tally, canary_endpoint, dataplane, only_local_endpoints, send_to,
-    wait_status_weight,
+    LocalWorkload, Tally, canary_endpoint, local_podinfo_canary, send_to, wait_status_weight,
 };
 use fledge_e2e::skipper::Skipper;
-use fledge_e2e::{Hook, TestNs, deployment_json};
-use k8s_openapi::api::apps::v1::Deployment;
+use fledge_e2e::{Hook, TestNs};
 use k8s_openapi::api::networking::v1::Ingress;
 use serde_json::{Value, json};
 
@@ -36,10 +34,6 @@ const TOLERANCE: f64 = 2.0;
 /// `host`, a Canary on the skipper provider with `analysis`, `fledge run`, and Skipper; returns
 /// once Skipper sends `host` to the primary.
 async fn start(ns: &TestNs, host: &str, analysis: Value) -> (LocalWorkload, Skipper) {
-    dataplane();
-    ns.create::<Deployment>(deployment_json("podinfo", V1, 1))
-        .await;
-    let workload = LocalWorkload::start(&ns.client, &ns.name, "podinfo", "podinfo");
     ns.create::<Ingress>(json!({
         "apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
         "metadata": {"name": "podinfo", "annotations": {"kubernetes.io/ingress.class": "skipper"}},
@@ -49,28 +43,17 @@ async fn start(ns: &TestNs, host: &str, analysis: Value) -> (LocalWorkload, Skip
         }]}}]},
     }))
     .await;
-    ns.create::<Canary>(json!({
-        "apiVersion": "fledge.dev/v1beta1", "kind": "Canary",
-        "metadata": {"name": "podinfo"},
-        "spec": {
+    let workload = local_podinfo_canary(
+        ns,
+        V1,
+        json!({
             "provider": "skipper",
-            "targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "podinfo"},
             "ingressRef": {"apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
                            "name": "podinfo"},
-            "progressDeadlineSeconds": 120,
-            "service": {"port": 9898},
             "analysis": analysis,
-        },
-    }))
+        }),
+    )
     .await;
-    ns.start_controller(&[]);
-    ns.wait_phase("podinfo", CanaryPhase::Initialized, Duration::from_secs(90))
-        .await;
-    for svc in ["podinfo", "podinfo-primary", "podinfo-canary"] {
-        only_local_endpoints(&ns.client, &ns.name, svc)
-            .await
-            .unwrap();
-    }
     let skipper = Skipper::start(&ns.name).await.expect("Skipper starts");
     // The copy's routes, switched off: the apex Ingress serves.
     skipper
@@ -192,26 +175,8 @@ async fn skipper_splits_real_traffic_by_the_weight_of_each_step() {
         );
     }
 
-    promotion_gate.set_status(200);
-    ns.wait_phase("podinfo", CanaryPhase::Succeeded, Duration::from_secs(120))
-        .await;
-    skipper
-        .wait_routes(
-            "the canary Ingress's routes, off after promotion",
-            Duration::from_secs(30),
-            |r| r.contains("False()"),
-        )
-        .await
-        .unwrap();
-    answers_only(&skipper, &host, &[], &["primary 6.0.1"]).await;
-    let t = send_to(skipper.addr, &host, "/", &[], 1000, CONCURRENCY).await;
-    all_answered(&t, "after promotion");
+    let t = promote(&ns, &promotion_gate, &skipper, &host, &[], 1000).await;
     figures.push(format!("promoted: {:?} of {}", t.by_version, t.total()));
-    assert_eq!(
-        t.by_version.keys().collect::<Vec<_>>(),
-        ["primary 6.0.1"],
-        "after promotion everything goes to the new primary: {t:?}"
-    );
     eprintln!("skipper weighted rollout:\n  {}", figures.join("\n  "));
 }
 
@@ -309,7 +274,28 @@ async fn skipper_ab_test_sends_every_matching_request_to_the_canary() {
         );
     }
 
-    promotion_gate.set_status(200);
+    promote(
+        &ns,
+        &promotion_gate,
+        &skipper,
+        &host,
+        &[("x-canary", "insider")],
+        500,
+    )
+    .await;
+}
+
+/// Opens the promotion gate and waits for `Succeeded` and the canary Ingress's routes off;
+/// then `n` requests with `headers` must all reach the new primary. Their tally.
+async fn promote(
+    ns: &TestNs,
+    gate: &Hook,
+    skipper: &Skipper,
+    host: &str,
+    headers: &[(&str, &str)],
+    n: usize,
+) -> Tally {
+    gate.set_status(200);
     ns.wait_phase("podinfo", CanaryPhase::Succeeded, Duration::from_secs(120))
         .await;
     skipper
@@ -320,26 +306,13 @@ async fn skipper_ab_test_sends_every_matching_request_to_the_canary() {
         )
         .await
         .unwrap();
-    answers_only(
-        &skipper,
-        &host,
-        &[("x-canary", "insider")],
-        &["primary 6.0.1"],
-    )
-    .await;
-    let t = send_to(
-        skipper.addr,
-        &host,
-        "/",
-        &[("x-canary", "insider")],
-        500,
-        CONCURRENCY,
-    )
-    .await;
+    answers_only(skipper, host, headers, &["primary 6.0.1"]).await;
+    let t = send_to(skipper.addr, host, "/", headers, n, CONCURRENCY).await;
     all_answered(&t, "after promotion");
     assert_eq!(
         t.by_version.keys().collect::<Vec<_>>(),
         ["primary 6.0.1"],
-        "after promotion the matching requests reach the new primary: {t:?}"
+        "after promotion every request {headers:?} reaches the new primary: {t:?}"
     );
+    t
 }

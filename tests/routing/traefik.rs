@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use fledge_api::{Canary, CanaryPhase};
 use fledge_e2e::dataplane::{
-    LocalWorkload, Tally, canary_endpoint, dataplane, only_local_endpoints, send,
+    LocalWorkload, Tally, canary_endpoint, dataplane, local_podinfo_canary, send,
     wait_status_weight,
 };
 use fledge_e2e::{Hook, TestNs, deployment_json, eventually};
@@ -182,30 +182,8 @@ async fn get(
 /// provider with `analysis`, `fledge run`, and the user's IngressRoute for `host`; returns once
 /// Traefik serves the primary for `host`.
 async fn start(ns: &TestNs, host: &str, analysis: Value) -> LocalWorkload {
-    dataplane();
-    ns.create::<Deployment>(deployment_json("podinfo", V1, 1))
-        .await;
-    let workload = LocalWorkload::start(&ns.client, &ns.name, "podinfo", "podinfo");
-    ns.create::<Canary>(json!({
-        "apiVersion": "fledge.dev/v1beta1", "kind": "Canary",
-        "metadata": {"name": "podinfo"},
-        "spec": {
-            "provider": "traefik",
-            "targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "podinfo"},
-            "progressDeadlineSeconds": 120,
-            "service": {"port": 9898},
-            "analysis": analysis,
-        },
-    }))
-    .await;
-    ns.start_controller(&[]);
-    ns.wait_phase("podinfo", CanaryPhase::Initialized, Duration::from_secs(90))
-        .await;
-    for svc in ["podinfo", "podinfo-primary", "podinfo-canary"] {
-        only_local_endpoints(&ns.client, &ns.name, svc)
-            .await
-            .unwrap();
-    }
+    let workload =
+        local_podinfo_canary(ns, V1, json!({"provider": "traefik", "analysis": analysis})).await;
     create_ingress_route(ns, host).await;
     wait_running_weight(ns, 0).await;
     eventually(

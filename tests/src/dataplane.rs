@@ -1026,6 +1026,46 @@ pub async fn wait_status_weight(ns: &crate::TestNs, name: &str, weight: i32) {
     .await;
 }
 
+/// The Deployment `podinfo` at `image`, the local stand-in for its Pods, a Canary `podinfo`
+/// on it (`spec` holds the provider, analysis and the like, over the target, a 120 s progress
+/// deadline and service port 9898), and `fledge run`; returns once the Canary is Initialized
+/// and only the harness's EndpointSlices point at its Services.
+pub async fn local_podinfo_canary(ns: &crate::TestNs, image: &str, spec: Value) -> LocalWorkload {
+    dataplane();
+    ns.create::<k8s_openapi::api::apps::v1::Deployment>(crate::deployment_json(
+        "podinfo", image, 1,
+    ))
+    .await;
+    let workload = LocalWorkload::start(&ns.client, &ns.name, "podinfo", "podinfo");
+    let mut full = json!({
+        "targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "podinfo"},
+        "progressDeadlineSeconds": 120,
+        "service": {"port": 9898},
+    });
+    if let (Some(full), Value::Object(extra)) = (full.as_object_mut(), spec) {
+        full.extend(extra);
+    }
+    ns.create::<fledge_api::Canary>(json!({
+        "apiVersion": "fledge.dev/v1beta1", "kind": "Canary",
+        "metadata": {"name": "podinfo"},
+        "spec": full,
+    }))
+    .await;
+    ns.start_controller(&[]);
+    ns.wait_phase(
+        "podinfo",
+        fledge_api::CanaryPhase::Initialized,
+        Duration::from_secs(90),
+    )
+    .await;
+    for svc in ["podinfo", "podinfo-primary", "podinfo-canary"] {
+        only_local_endpoints(&ns.client, &ns.name, svc)
+            .await
+            .unwrap();
+    }
+    workload
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
