@@ -1,8 +1,11 @@
 //! Flagger as the oracle of the routers: Flagger v1.36.1 (built from its Go module) and fledge
-//! each run the same Canaries, one per traffic provider both have, in a namespace of their own
+//! each run the same Canaries, one per traffic provider both have (and an A/B Canary for each
+//! provider both route by header), in a namespace of their own
 //! on the local control plane; the routing objects each writes are compared field by field at
-//! initialization and at the first canary weight (names, namespaces, owner references and the
-//! API server's bookkeeping aside).
+//! initialization, at each step of a rollout (each weight, each iteration of blue/green and of
+//! A/B testing with a header match), after its promotion, and after the rollback of the next
+//! revision, whose rollout webhook fails (names, namespaces, owner references and the API
+//! server's bookkeeping aside).
 //!
 //! Every difference must be one of [`KNOWN`], each with the reason fledge differs (the README's
 //! differences table says the same); any other difference fails the test with the table of
@@ -28,8 +31,11 @@ use serde_json::{Value, json};
 
 const V1: &str = "ghcr.io/stefanprodan/podinfo:6.0.0";
 const V2: &str = "ghcr.io/stefanprodan/podinfo:6.0.1";
+const V3: &str = "ghcr.io/stefanprodan/podinfo:6.0.2";
 
-/// Each provider, and the name of its target Deployment (and Canary).
+/// Each provider, and the name of its target Deployment (and Canary). The targets ending in
+/// `-ab` are rolled out by A/B testing, on the providers of both controllers that route by
+/// header.
 const PROVIDERS: &[(&str, &str)] = &[
     ("kubernetes", "o-kube"),
     ("gatewayapi:v1", "o-gw"),
@@ -42,62 +48,138 @@ const PROVIDERS: &[(&str, &str)] = &[
     ("skipper", "o-skipper"),
     ("kuma", "o-kuma"),
     ("apisix", "o-apisix"),
+    ("gatewayapi:v1", "o-gw-ab"),
+    ("istio", "o-istio-ab"),
+    ("contour", "o-contour-ab"),
+    ("nginx", "o-nginx-ab"),
 ];
 
+/// Whether `target` is rolled out by A/B testing.
+fn is_ab(target: &str) -> bool {
+    target.ends_with("-ab")
+}
+
+/// Whether `target`'s rollout counts iterations (blue/green, A/B) rather than weights.
+fn by_iterations(provider: &str, target: &str) -> bool {
+    provider == "kubernetes" || is_ab(target)
+}
+
+/// The `n`th step of a rollout in a Canary's status: its `n`th weight (30, 60) or iteration.
+fn at_step(n: u64, provider: &str, target: &str, s: &Value) -> bool {
+    s["phase"] == "Progressing"
+        && if by_iterations(provider, target) {
+            s["iterations"] == n
+        } else {
+            s["canaryWeight"] == 30 * n
+        }
+}
+
 /// The differences fledge keeps, each with its reason (the README's differences table says
-/// the same): the provider (`*`: every one), and a text the field's path contains.
-const KNOWN: &[(&str, &str, &str)] = &[
+/// the same): the provider (`*`: every one; a provider also stands for its A/B Canary), a text
+/// the field's path contains, and when given, Flagger's and fledge's values (`-`: none).
+type Known = (
+    &'static str,
+    &'static str,
+    Option<(&'static str, &'static str)>,
+    &'static str,
+);
+
+const KNOWN: &[Known] = &[
     (
         "*",
         ".labels.app.kubernetes.io/managed-by",
+        None,
         "fledge labels the objects it writes",
     ),
     (
         "gatewayapi:v1",
-        ".spec.rules[0].name",
+        "].name",
+        Some(("-", "\"split\"")),
         "fledge names its rule (split), so that its rule is found among the route's",
+    ),
+    (
+        "gatewayapi:v1",
+        "].name",
+        Some(("-", "\"ab-testing\"")),
+        "fledge names its A/B rule (ab-testing), so that it is found among the route's",
     ),
     (
         "istio",
         ".spec.gateways[0]",
+        None,
         "Flagger writes Istio's default gateway (mesh) out; fledge leaves it to the default",
     ),
     (
         "istio",
-        ".spec.http[0].name",
+        "].name",
+        Some(("-", "\"split\"")),
         "fledge names its route (split), so that its route is found among the service's",
     ),
     (
         "istio",
+        "].name",
+        Some(("-", "\"ab-testing\"")),
+        "fledge names its A/B route (ab-testing), so that it is found among the service's",
+    ),
+    (
+        "istio",
         ".destination.port.number",
+        None,
         "fledge names the Service port, which Istio needs once a Service has several",
     ),
     (
         "linkerd",
         ".spec.backends[",
+        None,
         "Flagger's linkerd router writes SMI v1alpha1 quantities (\"30\"); fledge writes \
          v1alpha2's integer weights (30): the same split",
     ),
     (
         "contour",
-        ".spec.routes[0].services[1].weight",
+        ".weight",
+        Some(("-", "0")),
         "Flagger leaves a weight of 0 out (Go's omitempty); fledge writes it: the same split",
     ),
     (
         "apisix",
         ".spec.http[0].websocket",
+        None,
         "Flagger writes the default websocket: false out; fledge leaves it to the default",
     ),
     (
         "skipper",
         ".annotations.zalando.org/skipper-predicate",
+        None,
         "at initialization Flagger writes Weight(100), fledge False() (as both do after every \
          rollout): the same traffic, all to the primary",
     ),
+    (
+        "*",
+        " (weight 0)",
+        None,
+        "a backend of weight 0 receives nothing: during A/B testing Flagger's A/B rule lists the \
+         primary at 0 and its other rule the primary alone, fledge's A/B rule the canary alone \
+         and its split rule both, the canary at 0 (the same shape as in every rollout)",
+    ),
+    (
+        "*",
+        " (sends where the next rule does)",
+        None,
+        "once an A/B rollout is over Flagger keeps its A/B rule, sending matching requests to \
+         the primary as the next rule sends every other; fledge removes it: the same traffic",
+    ),
+    (
+        "istio",
+        " (alone, weight 0)",
+        None,
+        "during A/B testing Flagger writes the primary alone in its other route at weight 0, \
+         which Istio takes as everything; fledge writes 100: the same traffic",
+    ),
 ];
 
-/// The Canary of `provider` for `target`, in `api_version`'s group.
-fn canary(api_version: &str, provider: &str, target: &str) -> Value {
+/// The Canary of `provider` for `target`, in `api_version`'s group, with a rollout webhook to
+/// `hook`.
+fn canary(api_version: &str, provider: &str, target: &str, hook: &str) -> Value {
     let mut c = json!({
         "apiVersion": api_version, "kind": "Canary",
         "metadata": {"name": target},
@@ -106,14 +188,22 @@ fn canary(api_version: &str, provider: &str, target: &str) -> Value {
             "targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": target},
             "progressDeadlineSeconds": 600,
             "service": {"port": 9898, "targetPort": 9898},
-            "analysis": {"interval": "20s", "threshold": 2, "stepWeight": 30, "maxWeight": 60},
+            "analysis": {"interval": "10s", "threshold": 2, "stepWeight": 30, "maxWeight": 60},
         }
     });
+    if by_iterations(provider, target) {
+        // Blue/green or A/B: no weights, only iterations.
+        c["spec"]["analysis"] = json!({"interval": "10s", "threshold": 2, "iterations": 3});
+    }
+    if is_ab(target) {
+        c["spec"]["analysis"]["match"] = json!([{"headers": {"x-canary": {"exact": "insider"}}}]);
+        // Flagger v1.36.1's A/B rule on the Gateway API has an empty request timeout when the
+        // Canary gives none, which the Gateway API's CRDs refuse.
+        c["spec"]["service"]["timeout"] = json!("30s");
+    }
+    c["spec"]["analysis"]["webhooks"] =
+        json!([{"name": "rollout-check", "type": "rollout", "url": hook}]);
     match provider {
-        // Blue/green: no weights, only iterations.
-        "kubernetes" => {
-            c["spec"]["analysis"] = json!({"interval": "20s", "threshold": 2, "iterations": 3});
-        }
         "gatewayapi:v1" => {
             c["spec"]["service"]["hosts"] = json!([format!("{target}.oracle.fledge.test")]);
             c["spec"]["service"]["gatewayRefs"] =
@@ -252,7 +342,8 @@ async fn routing(ns: &TestNs, provider: &str, target: &str) -> BTreeMap<String, 
     if provider == "kubernetes" {
         return out;
     }
-    let c: Canary = serde_json::from_value(canary("fledge.dev/v1beta1", provider, target)).unwrap();
+    let c: Canary =
+        serde_json::from_value(canary("fledge.dev/v1beta1", provider, target, "http://h")).unwrap();
     let router = router_for(ns.client.clone(), &c).unwrap();
     let k = router.routing_kind();
     let resource = ApiResource {
@@ -283,10 +374,17 @@ async fn routing(ns: &TestNs, provider: &str, target: &str) -> BTreeMap<String, 
             .filter(|(k, _)| !skip(k))
             .collect()
     };
+    let mut spec = obj.data.get("spec").cloned().unwrap_or(Value::Null);
+    let shown = format!("{} {}", k.kind, name.replace(FLEDGE_KUMA, "o-kuma"));
+    if is_ab(target) {
+        for (path, what) in same_traffic(k.kind, &mut spec) {
+            out.insert(format!("{shown}{path}"), what);
+        }
+    }
     let v = json!({
         "labels": meta(&obj.metadata.labels),
         "annotations": meta(&obj.metadata.annotations),
-        "spec": obj.data.get("spec").cloned().unwrap_or(Value::Null),
+        "spec": spec,
     });
     flatten(
         &format!("{} {}", k.kind, name.replace(FLEDGE_KUMA, "o-kuma")),
@@ -295,6 +393,62 @@ async fn routing(ns: &TestNs, provider: &str, target: &str) -> BTreeMap<String, 
         &mut out,
     );
     out
+}
+
+/// An A/B route's rules written as the traffic they give, so that both controllers' shapes of
+/// the same traffic compare equal: a backend of weight 0 (which receives nothing) left out, an
+/// Istio destination alone in its route given weight 100 (Istio sends it everything whatever
+/// its weight), and a rule sending its requests where the next rule sends every other request
+/// left out (Flagger keeps the A/B rule once a rollout is over). What it changed, by path, each
+/// shown as a difference of its own.
+fn same_traffic(kind: &str, spec: &mut Value) -> Vec<(String, String)> {
+    let (rules_key, backends_key) = match kind {
+        "HTTPRoute" => ("rules", "backendRefs"),
+        "VirtualService" => ("http", "route"),
+        _ => return Vec::new(),
+    };
+    let mut changed = Vec::new();
+    let Some(rules) = spec.get_mut(rules_key).and_then(Value::as_array_mut) else {
+        return changed;
+    };
+    for (i, rule) in rules.iter_mut().enumerate() {
+        let Some(backends) = rule.get_mut(backends_key).and_then(Value::as_array_mut) else {
+            continue;
+        };
+        let at = |j: usize| format!(".spec.{rules_key}[{i}].{backends_key}[{j}]");
+        if kind == "VirtualService" && backends.len() == 1 {
+            if backends[0]["weight"] != 100 {
+                changed.push((
+                    format!("{} (alone, weight {})", at(0), backends[0]["weight"]),
+                    "taken as 100".to_string(),
+                ));
+                backends[0]["weight"] = json!(100);
+            }
+            continue;
+        }
+        let mut j = 0;
+        backends.retain(|b| {
+            let zero = b["weight"] == 0;
+            if zero {
+                changed.push((format!("{} (weight 0)", at(j)), "left out".to_string()));
+            }
+            j += 1;
+            !zero
+        });
+    }
+    let mut i = 0;
+    while i + 1 < rules.len() {
+        if rules[i][backends_key] == rules[i + 1][backends_key] {
+            changed.push((
+                format!(".spec.{rules_key}[{i}] (sends where the next rule does)"),
+                "left out".to_string(),
+            ));
+            rules.remove(i);
+        } else {
+            i += 1;
+        }
+    }
+    changed
 }
 
 /// The paths where Flagger's and fledge's routing differ: (path, Flagger's, fledge's).
@@ -329,31 +483,45 @@ async fn status(ns: &TestNs, ours: bool, target: &str) -> Value {
     }
 }
 
-/// Each provider's routing in `ns`, read as soon as its Canary's status satisfies `at` (each
-/// Canary is looked at in turn, every quarter second, so none is missed while it holds a step).
-async fn routing_when(
+/// A moment of a rollout, by the Canary's provider, target and status.
+type Moment<'a> = (&'a str, &'a (dyn Fn(&str, &str, &Value) -> bool + Sync));
+
+/// Each target's routing in `ns` at each of `moments` in turn (one map per moment), read as
+/// soon as its Canary's status reaches it. Each Canary is looked at in turn every quarter
+/// second, so none is missed while it holds a step; a Canary seen at a later moment before an
+/// earlier one fails the test.
+async fn routing_at(
     ns: &TestNs,
     ours: bool,
-    what: &str,
-    at: impl Fn(&str, &Value) -> bool,
-) -> BTreeMap<&'static str, BTreeMap<String, String>> {
+    moments: &[Moment<'_>],
+) -> Vec<BTreeMap<&'static str, BTreeMap<String, String>>> {
     let who = if ours { "fledge" } else { "Flagger" };
-    let mut out = BTreeMap::new();
-    let deadline = Instant::now() + Duration::from_secs(240);
-    while out.len() < PROVIDERS.len() {
+    let mut out = vec![BTreeMap::new(); moments.len()];
+    let mut next: BTreeMap<&str, usize> = PROVIDERS.iter().map(|(_, t)| (*t, 0)).collect();
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while next.values().any(|n| *n < moments.len()) {
         for (provider, target) in PROVIDERS {
-            if out.contains_key(provider) {
+            let n = next[target];
+            if n == moments.len() {
                 continue;
             }
             let s = status(ns, ours, named(target, ours)).await;
-            if at(provider, &s) {
-                out.insert(*provider, routing(ns, provider, target).await);
-            } else {
-                assert!(
-                    Instant::now() < deadline,
-                    "{who}'s {target} ({provider}) not {what} in 240 s: {s}"
-                );
+            let (what, at) = moments[n];
+            if at(provider, target, &s) {
+                out[n].insert(*target, routing(ns, provider, target).await);
+                next.insert(target, n + 1);
+                continue;
             }
+            if let Some((later, _)) = moments[n + 1..]
+                .iter()
+                .find(|(_, m)| m(provider, target, &s))
+            {
+                panic!("{who}'s {target} ({provider}) is {later} but was not seen {what}: {s}");
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{who}'s {target} ({provider}) not {what} in 300 s: {s}"
+            );
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
@@ -369,12 +537,19 @@ fn compare(
     table: &mut Vec<String>,
     unknown: &mut Vec<String>,
 ) {
-    for (provider, _) in PROVIDERS {
-        for (path, f, x) in differences(&theirs[provider], &ours[provider]) {
-            let known = KNOWN
-                .iter()
-                .find(|(p, part, _)| (*p == "*" || p == provider) && path.contains(part));
-            let why = known.map_or("NO REASON GIVEN", |(_, _, why)| why);
+    for (provider, target) in PROVIDERS {
+        let provider = &if is_ab(target) {
+            format!("{provider} (A/B)")
+        } else {
+            provider.to_string()
+        };
+        for (path, f, x) in differences(&theirs[target], &ours[target]) {
+            let known = KNOWN.iter().find(|(p, part, values, _)| {
+                (*p == "*" || provider.starts_with(p))
+                    && path.contains(part)
+                    && values.is_none_or(|(theirs, ours)| f == theirs && x == ours)
+            });
+            let why = known.map_or("NO REASON GIVEN", |(_, _, _, why)| why);
             let line = format!("| {provider} | {moment} | `{path}` | {f} | {x} | {why} |");
             table.push(line.clone());
             if known.is_none() {
@@ -384,59 +559,11 @@ fn compare(
     }
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn fledge_writes_the_routing_objects_flagger_writes() {
-    let flagger_ns = TestNs::new("oracle-flagger").await;
-    let fledge_ns = TestNs::new("oracle-fledge").await;
-    workloads(&flagger_ns, false).await;
-    workloads(&fledge_ns, true).await;
-    let _flagger = Flagger::start(&flagger_ns, &[]).await.unwrap();
-    let flagger_api = flagger::canaries(&flagger_ns.client, &flagger_ns.name);
-    for (provider, target) in PROVIDERS {
-        let c = serde_json::from_value(canary("flagger.app/v1beta1", provider, target)).unwrap();
-        flagger_api
-            .create(&PostParams::default(), &c)
-            .await
-            .unwrap();
-    }
-    fledge_ns.start_controller(&[]);
-    for (provider, target) in PROVIDERS {
-        fledge_ns
-            .create::<Canary>(canary("fledge.dev/v1beta1", provider, named(target, true)))
-            .await;
-    }
-    let initialized = |_: &str, s: &Value| s["phase"] == "Initialized";
-    let (theirs, ours) = futures::join!(
-        routing_when(&flagger_ns, false, "Initialized", initialized),
-        routing_when(&fledge_ns, true, "Initialized", initialized)
-    );
-    let mut table = Vec::new();
-    let mut unknown = Vec::new();
-    compare("initialized", &theirs, &ours, &mut table, &mut unknown);
-
-    for (ns, ours) in [(&flagger_ns, false), (&fledge_ns, true)] {
-        for (_, target) in PROVIDERS {
-            ns.set_image(named(target, ours), V2).await;
-        }
-    }
-    // The first step: weight 30, or the first iteration of blue/green.
-    let first_step = |provider: &str, s: &Value| {
-        s["phase"] == "Progressing"
-            && if provider == "kubernetes" {
-                s["iterations"] == 1
-            } else {
-                s["canaryWeight"] == 30
-            }
-    };
-    let (theirs, ours) = futures::join!(
-        routing_when(&flagger_ns, false, "at its first step", first_step),
-        routing_when(&fledge_ns, true, "at its first step", first_step)
-    );
-    compare("first step", &theirs, &ours, &mut table, &mut unknown);
-
-    // Kuma's TrafficRoutes are cluster-scoped: the namespaces' deletion leaves them.
+/// Kuma's TrafficRoutes are cluster-scoped: the namespaces' deletion leaves them, so the test
+/// deletes them when it ends, and at its start those a failed run left.
+async fn delete_kuma_routes(ns: &TestNs) {
     let routes = Api::<DynamicObject>::all_with(
-        fledge_ns.client.clone(),
+        ns.client.clone(),
         &ApiResource {
             group: "kuma.io".into(),
             version: "v1alpha1".into(),
@@ -448,6 +575,79 @@ async fn fledge_writes_the_routing_objects_flagger_writes() {
     for name in ["o-kuma", FLEDGE_KUMA] {
         let _ = routes.delete(name, &Default::default()).await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn fledge_writes_the_routing_objects_flagger_writes() {
+    let flagger_ns = TestNs::new("oracle-flagger").await;
+    let fledge_ns = TestNs::new("oracle-fledge").await;
+    delete_kuma_routes(&fledge_ns).await;
+    // Every rollout calls it; it fails the third revision's.
+    let hook = fledge_e2e::Hook::start(200).await.unwrap();
+    let hook_url = hook.url("/rollout");
+    workloads(&flagger_ns, false).await;
+    workloads(&fledge_ns, true).await;
+    let _flagger = Flagger::start(&flagger_ns, &[]).await.unwrap();
+    let flagger_api = flagger::canaries(&flagger_ns.client, &flagger_ns.name);
+    for (provider, target) in PROVIDERS {
+        let c = canary("flagger.app/v1beta1", provider, target, &hook_url);
+        flagger_api
+            .create(&PostParams::default(), &serde_json::from_value(c).unwrap())
+            .await
+            .unwrap();
+    }
+    fledge_ns.start_controller(&[]);
+    for (provider, target) in PROVIDERS {
+        fledge_ns
+            .create::<Canary>(canary(
+                "fledge.dev/v1beta1",
+                provider,
+                named(target, true),
+                &hook_url,
+            ))
+            .await;
+    }
+    let both = async |moments: &[Moment<'_>]| {
+        let (theirs, ours) = futures::join!(
+            routing_at(&flagger_ns, false, moments),
+            routing_at(&fledge_ns, true, moments)
+        );
+        let mut table = Vec::new();
+        let mut unknown = Vec::new();
+        for (i, (moment, _)) in moments.iter().enumerate() {
+            compare(moment, &theirs[i], &ours[i], &mut table, &mut unknown);
+        }
+        (table, unknown)
+    };
+    let set_images = async |image: &str| {
+        for (ns, ours) in [(&flagger_ns, false), (&fledge_ns, true)] {
+            for (_, target) in PROVIDERS {
+                ns.set_image(named(target, ours), image).await;
+            }
+        }
+    };
+    let (mut table, mut unknown) =
+        both(&[("initialized", &|_, _, s| s["phase"] == "Initialized")]).await;
+
+    // Each step (weight 30 then 60, or iteration 1 then 2 of 3), then the promotion.
+    set_images(V2).await;
+    let (t, u) = both(&[
+        ("at step 1", &|p, t, s| at_step(1, p, t, s)),
+        ("at step 2", &|p, t, s| at_step(2, p, t, s)),
+        ("promoted", &|_, _, s| s["phase"] == "Succeeded"),
+    ])
+    .await;
+    table.extend(t);
+    unknown.extend(u);
+
+    // The next revision's rollout webhook fails twice: rolled back.
+    hook.set_status(500);
+    set_images(V3).await;
+    let (t, u) = both(&[("rolled back", &|_, _, s| s["phase"] == "Failed")]).await;
+    table.extend(t);
+    unknown.extend(u);
+
+    delete_kuma_routes(&fledge_ns).await;
     eprintln!(
         "routing differences, Flagger v1.36.1 against fledge:\n| provider | when | field | Flagger | fledge | why |\n| --- | --- | --- | --- | --- | --- |\n{}",
         table.join("\n")
