@@ -604,8 +604,15 @@ async fn reconcile_inner(canary: &Canary, ctx: &Context) -> Result<Requeue> {
     if needs.ledger {
         obs.ledger = crate::git::read_ledger(&ctx.client, &ctx.settings.git, canary).await;
     }
-    // A StatefulSet's traffic follows its pods: there are no routes to read back.
+    // A StatefulSet's traffic follows its pods: there are no routes to read back. Nor are they
+    // read again after a decision from this same version set them and failed before its status
+    // was written: they give what it decided, not drift, and the decision is taken again.
+    let replaying = ctx.said.acted(
+        &canary.uid().unwrap_or_default(),
+        &canary.resource_version().unwrap_or_default(),
+    );
     if needs.routes
+        && !replaying
         && sts.is_none()
         && let Some(t) = target.as_deref()
         && let Ok((label, value)) = workload::selector_label(t, &ctx.settings.workload)
@@ -636,6 +643,7 @@ async fn reconcile_inner(canary: &Canary, ctx: &Context) -> Result<Requeue> {
     );
     let said_before = ctx.said.before(&version.0, &version.1);
     let mut said = Vec::new();
+    let mut acted = false;
     let executed = async {
         for action in &plan.actions {
             match action {
@@ -647,6 +655,7 @@ async fn reconcile_inner(canary: &Canary, ctx: &Context) -> Result<Requeue> {
                     // It may write the routing objects: the next check reads them afresh
                     // rather than trust a watch that may not have shown the write yet.
                     ctx.routes.forget(&version.0);
+                    acted = true;
                     exec.cluster(a).await?
                 }
                 Action::RecordLedger(entry) => exec.record_ledger(entry).await?,
@@ -674,8 +683,9 @@ async fn reconcile_inner(canary: &Canary, ctx: &Context) -> Result<Requeue> {
     }
     .await;
     if let Err(e) = executed {
-        // The same decision may come again from this version: say nothing of it twice.
-        ctx.said.unconfirmed(&version.0, &version.1, said);
+        // The same decision may come again from this version: say nothing of it twice, and
+        // do not take what it already did for drift.
+        ctx.said.unconfirmed(&version.0, &version.1, said, acted);
         return Err(e);
     }
     if release {
@@ -824,7 +834,7 @@ async fn report_blocked(ctx: &Context, canary: &Canary, blocker: fledge_core::Bl
         }
     }
     if let Err(e) = write_status(ctx, canary, &status, &plan.status).await {
-        ctx.said.unconfirmed(&version.0, &version.1, said);
+        ctx.said.unconfirmed(&version.0, &version.1, said, false);
         warn!(error = %e, "cannot write the blocked status");
     }
 }

@@ -10,6 +10,11 @@
 //! version skips the reports it already made. Decisions from any other version report as usual,
 //! and nothing is remembered for a plan whose status was written, so a report that is meant to
 //! repeat (a gate still waiting at the next interval) still does.
+//!
+//! Whether such a plan changed the cluster before it failed is remembered too: the routes it
+//! set may then differ from the status, which still records the routes before it. The decision
+//! from the same version must be taken again, not taken for drift and undone
+//! ([`Said::acted`]).
 
 use std::collections::{HashMap, HashSet};
 use std::hash::{DefaultHasher, Hash, Hasher};
@@ -28,33 +33,58 @@ pub fn key(action: &Action) -> u64 {
     h.finish()
 }
 
-/// Per Canary uid: the resourceVersion decided from, and the reports made from it.
+/// What a decision from one version of a Canary did before its status write failed.
+#[derive(Default)]
+struct Unconfirmed {
+    /// The Canary's resourceVersion decided from.
+    rv: String,
+    /// The reports made.
+    made: HashSet<u64>,
+    /// Whether a cluster action ran.
+    acted: bool,
+}
+
+/// Per Canary uid: what the last decision whose status was not written did.
 #[derive(Default)]
 pub struct Said {
-    unconfirmed: Mutex<HashMap<String, (String, HashSet<u64>)>>,
+    unconfirmed: Mutex<HashMap<String, Unconfirmed>>,
 }
 
 impl Said {
     /// The reports already made from this version of the Canary (`uid`, `rv`).
     pub fn before(&self, uid: &str, rv: &str) -> HashSet<u64> {
         match self.lock().get(uid) {
-            Some((at, made)) if at == rv => made.clone(),
+            Some(u) if u.rv == rv => u.made.clone(),
             _ => HashSet::new(),
         }
     }
 
+    /// Whether a decision from this version of the Canary changed the cluster and its status
+    /// was not written: the routing objects may already give what it decided.
+    pub fn acted(&self, uid: &str, rv: &str) -> bool {
+        self.lock().get(uid).is_some_and(|u| u.rv == rv && u.acted)
+    }
+
     /// The status decided from `rv` was not written (or not for certain): remember the reports
-    /// made from it, with those made from it before.
-    pub fn unconfirmed(&self, uid: &str, rv: &str, made: impl IntoIterator<Item = u64>) {
+    /// made from it, with those made from it before, and whether it ran a cluster action.
+    pub fn unconfirmed(
+        &self,
+        uid: &str,
+        rv: &str,
+        made: impl IntoIterator<Item = u64>,
+        acted: bool,
+    ) {
         let mut map = self.lock();
-        let entry = map
-            .entry(uid.to_string())
-            .or_insert_with(|| (rv.to_string(), HashSet::new()));
-        if entry.0 != rv {
-            *entry = (rv.to_string(), HashSet::new());
+        let entry = map.entry(uid.to_string()).or_default();
+        if entry.rv != rv {
+            *entry = Unconfirmed {
+                rv: rv.to_string(),
+                ..Unconfirmed::default()
+            };
         }
-        entry.1.extend(made);
-        if entry.1.is_empty() {
+        entry.made.extend(made);
+        entry.acted |= acted;
+        if entry.made.is_empty() && !entry.acted {
             map.remove(uid);
         }
     }
@@ -74,7 +104,7 @@ impl Said {
         self.len() == 0
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (String, HashSet<u64>)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Unconfirmed>> {
         self.unconfirmed
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -110,17 +140,17 @@ mod tests {
         let said = Said::default();
         assert!(said.before("uid-1", "10").is_empty());
         // Decided from version 10, said NewRevision, the status write's answer was lost.
-        said.unconfirmed("uid-1", "10", [key(&event("NewRevision"))]);
+        said.unconfirmed("uid-1", "10", [key(&event("NewRevision"))], false);
         let before = said.before("uid-1", "10");
         assert!(before.contains(&key(&event("NewRevision"))));
         // Another Canary, or a newer version of this one, reports as usual.
         assert!(said.before("uid-2", "10").is_empty());
         assert!(said.before("uid-1", "11").is_empty());
         // A second failure from the same version keeps what the first made.
-        said.unconfirmed("uid-1", "10", [key(&event("Other"))]);
+        said.unconfirmed("uid-1", "10", [key(&event("Other"))], false);
         assert_eq!(said.before("uid-1", "10").len(), 2);
         // A failure from a newer version replaces the older one's.
-        said.unconfirmed("uid-1", "12", [key(&event("Promoting"))]);
+        said.unconfirmed("uid-1", "12", [key(&event("Promoting"))], false);
         assert!(said.before("uid-1", "10").is_empty());
         assert_eq!(said.before("uid-1", "12").len(), 1);
         // A write that lands forgets it all.
@@ -130,9 +160,24 @@ mod tests {
     }
 
     #[test]
-    fn a_failure_with_nothing_said_remembers_nothing() {
+    fn a_failure_with_nothing_said_or_done_remembers_nothing() {
         let said = Said::default();
-        said.unconfirmed("uid-1", "10", []);
+        said.unconfirmed("uid-1", "10", [], false);
         assert!(said.is_empty());
+        assert!(!said.acted("uid-1", "10"));
+    }
+
+    #[test]
+    fn a_failure_after_a_cluster_action_is_remembered_for_its_version() {
+        let said = Said::default();
+        said.unconfirmed("uid-1", "10", [], true);
+        assert!(said.acted("uid-1", "10"));
+        assert!(!said.acted("uid-1", "11"));
+        assert!(!said.acted("uid-2", "10"));
+        // A second failure from the same version that did nothing keeps it.
+        said.unconfirmed("uid-1", "10", [key(&event("Promoting"))], false);
+        assert!(said.acted("uid-1", "10"));
+        said.confirmed("uid-1");
+        assert!(!said.acted("uid-1", "10"));
     }
 }
