@@ -28,6 +28,7 @@ pub const SUPPORTED_PROVIDERS: &[&str] = &[
     "gatewayapi:v1",
     "gatewayapi:v1beta1",
     "istio",
+    "knative",
     "kuma",
     "linkerd",
     "nginx",
@@ -37,7 +38,6 @@ pub const SUPPORTED_PROVIDERS: &[&str] = &[
     "smi:v1alpha2",
     "smi:v1alpha3",
     "traefik",
-    "knative",
 ];
 
 /// Flagger's traffic providers that fledge does not implement yet.

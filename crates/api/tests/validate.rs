@@ -157,7 +157,7 @@ fn exact_messages() {
     assert_eq!(
         validate_canary_spec(&spec)[0].to_string(),
         "spec.provider: provider \"appmesh\" is not supported by fledge yet; supported: kubernetes, apisix, contour, \
-         gatewayapi:v1, gatewayapi:v1beta1, istio, kuma, linkerd, nginx, osm, skipper, smi:v1alpha1, smi:v1alpha2, smi:v1alpha3, traefik, knative"
+         gatewayapi:v1, gatewayapi:v1beta1, istio, knative, kuma, linkerd, nginx, osm, skipper, smi:v1alpha1, smi:v1alpha2, smi:v1alpha3, traefik"
     );
     let spec = canary(&[(
         "analysis.metrics[0].thresholdRange",
