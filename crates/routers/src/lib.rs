@@ -327,7 +327,7 @@ impl PeerKind {
     }
 
     /// The object's JSON, or `None` when it does not exist.
-    pub(crate) async fn get(
+    pub async fn get(
         &self,
         client: &Client,
         ns: &str,
