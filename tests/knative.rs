@@ -62,11 +62,13 @@ async fn a_knative_service_is_rolled_out_between_its_revisions() {
     let hook = Hook::start(200).await.unwrap();
     let mut svc = KnativeService::create(&ns, "app", V1).await;
     let first = svc.revision_name(1);
-    ns.create::<Canary>(canary("app", &hook.url("/rollout"))).await;
+    ns.create::<Canary>(canary("app", &hook.url("/rollout")))
+        .await;
     ns.start_controller(&[]);
 
     // Initialization: the first Revision is the primary and takes everything.
-    ns.wait_phase("app", CanaryPhase::Initialized, ROLLOUT).await;
+    ns.wait_phase("app", CanaryPhase::Initialized, ROLLOUT)
+        .await;
     assert_eq!(svc.primary().await.as_deref(), Some(first.as_str()));
     assert_eq!(svc.traffic().await, split(&first, 0));
     let c: Canary = ns.api().get("app").await.unwrap();

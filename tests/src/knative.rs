@@ -38,9 +38,16 @@ pub struct KnativeService {
 impl KnativeService {
     /// Creates the Service with one container of `image` and its first Revision, ready.
     pub async fn create(ns: &TestNs, name: &str, image: &str) -> KnativeService {
-        let services = Api::namespaced_with(ns.client.clone(), &ns.name, &resource("Service", "services"));
-        let revisions =
-            Api::namespaced_with(ns.client.clone(), &ns.name, &resource("Revision", "revisions"));
+        let services = Api::namespaced_with(
+            ns.client.clone(),
+            &ns.name,
+            &resource("Service", "services"),
+        );
+        let revisions = Api::namespaced_with(
+            ns.client.clone(),
+            &ns.name,
+            &resource("Revision", "revisions"),
+        );
         let svc: DynamicObject = serde_json::from_value(json!({
             "apiVersion": "serving.knative.dev/v1", "kind": "Service",
             "metadata": {"name": name},
@@ -114,7 +121,11 @@ impl KnativeService {
             svc_status["status"]["latestReadyRevisionName"] = json!(name);
         }
         self.services
-            .patch_status(&self.name, &PatchParams::default(), &Patch::Merge(&svc_status))
+            .patch_status(
+                &self.name,
+                &PatchParams::default(),
+                &Patch::Merge(&svc_status),
+            )
             .await
             .unwrap();
         self.sync_traffic().await;

@@ -915,13 +915,13 @@ fn check_knative(p: &mut Problems, spec: &CanarySpec, provider: &str) {
     }
 }
 
+/// The problem of a Canary without `spec.service` (or with a port of 0: the two read the same).
+const UNSET_PORT: &str = "0 is not a port number; use 1 to 65535 (spec.service, the Services \
+                          fledge generates, is required by every provider but knative)";
+
 fn check_service(p: &mut Problems, s: &CanaryService) {
     if s.is_unset() {
-        p.add(
-            "spec.service",
-            "is required: fledge generates the Services <name>, <name>-primary and \
-             <name>-canary from it; set at least spec.service.port (the port they expose)",
-        );
+        p.add("spec.service.port", UNSET_PORT);
         return;
     }
     if !(1..=65535).contains(&s.port) {

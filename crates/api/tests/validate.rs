@@ -2039,9 +2039,9 @@ fn knative() {
             "no service, not knative",
             vec![no_service()],
             vec![(
-                "spec.service",
-                "is required: fledge generates the Services <name>, <name>-primary and \
-                 <name>-canary from it; set at least spec.service.port",
+                "spec.service.port",
+                "0 is not a port number; use 1 to 65535 (spec.service, the Services fledge \
+                 generates, is required by every provider but knative)",
             )],
         ),
     ]);
