@@ -52,6 +52,7 @@ conformance! {
     gatewayapi_v1 => "gatewayapi:v1",
     gatewayapi_v1beta1 => "gatewayapi:v1beta1",
     istio => "istio",
+    knative => "knative",
     kuma => "kuma",
     linkerd => "linkerd",
     nginx => "nginx",
@@ -247,6 +248,9 @@ async fn capability(router: &dyn Router, t: &RouteTarget<'_>, routes: Routes, su
 }
 
 async fn conform(provider: &str) {
+    if provider == "knative" {
+        return conform_knative().await;
+    }
     let ns = TestNs::new(&format!("conf-{}", provider.replace([':', '.'], "-"))).await;
     let api: Api<Canary> = Api::namespaced(ns.client.clone(), &ns.name);
     let canary: Canary = serde_json::from_value(canary_json(provider)).unwrap();
@@ -477,4 +481,150 @@ async fn conform(provider: &str) {
         .await
         .unwrap();
     }
+}
+
+/// The suite for `knative`, whose routing object is the user's Knative Service (the test plays
+/// Knative's controller, [`fledge_e2e::knative`]): the router owns nothing, generates no
+/// Service, and changes only the Service's traffic block and the annotation naming the promoted
+/// Revision.
+async fn conform_knative() {
+    let provider = "knative";
+    let ns = TestNs::new("conf-knative").await;
+    let mut svc = fledge_e2e::knative::KnativeService::create(
+        &ns,
+        "podinfo",
+        "ghcr.io/stefanprodan/podinfo:6.0.0",
+    )
+    .await;
+    let mut spec = canary_json(provider);
+    spec["spec"]["targetRef"] =
+        json!({"apiVersion": "serving.knative.dev/v1", "kind": "Service", "name": "podinfo"});
+    spec["spec"].as_object_mut().unwrap().remove("service");
+    let api: Api<Canary> = Api::namespaced(ns.client.clone(), &ns.name);
+    let canary = api
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(spec).unwrap(),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{provider}: creating the Canary: {e}"));
+    let router = router_for(ns.client.clone(), &canary).unwrap();
+    let router = router.as_ref();
+    assert_eq!(router.provider(), provider);
+    let caps = router.capabilities();
+    let fresh = CanaryStatus::default();
+    let t = RouteTarget {
+        canary: &canary,
+        selector: ("", ""),
+        status: &fresh,
+    };
+
+    // Initialization: the latest Revision named the primary, all traffic to it; the Service is
+    // not taken over (no owner reference), and a second ensure changes nothing.
+    router
+        .ensure(&t)
+        .await
+        .unwrap_or_else(|e| panic!("{provider}: ensure: {e}"));
+    assert_eq!(read(router, &t).await, Some(Routes::PRIMARY));
+    let first = svc.revision_name(1);
+    assert_eq!(svc.primary().await.as_deref(), Some(first.as_str()));
+    let obj = routing_object(&ns, router, &canary).await.unwrap();
+    assert!(
+        !owned_by(&obj, router, &canary),
+        "{provider}: the Service stays the user's"
+    );
+    let content = |mut o: Value| {
+        if let Some(m) = o["metadata"].as_object_mut() {
+            m.remove("resourceVersion");
+            m.remove("managedFields");
+            m.remove("generation");
+        }
+        o
+    };
+    router.ensure(&t).await.unwrap();
+    let again = routing_object(&ns, router, &canary).await.unwrap();
+    assert_eq!(
+        content(again),
+        content(obj),
+        "{provider}: ensure is idempotent"
+    );
+
+    // Every weight up and back to 0, with a new Revision as the canary.
+    svc.new_revision("ghcr.io/stefanprodan/podinfo:6.0.1", true)
+        .await;
+    for w in (1..=10).map(|i| i * 10).chain([50, 0]) {
+        round_trip(router, &t, Routes::weighted(w)).await;
+        let traffic = svc.traffic().await;
+        assert_eq!(
+            traffic,
+            vec![
+                (true, String::new(), i64::from(w)),
+                (false, first.clone(), i64::from(100 - w)),
+            ],
+            "{provider}: spec.traffic at {w}%"
+        );
+    }
+
+    // No A/B matching, no mirroring, no session affinity.
+    let ab = Routes {
+        ab_match: true,
+        ..Routes::PRIMARY
+    };
+    capability(router, &t, ab, caps.http_match).await;
+    let mirrored = Routes {
+        mirror: Some(100),
+        ..Routes::PRIMARY
+    };
+    capability(router, &t, mirrored, caps.mirroring).await;
+    assert!(!caps.session_affinity && !caps.http_match && !caps.mirroring);
+    let problems = validate_canary_spec(&canary.spec);
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.field.contains("sessionAffinity") && p.message.contains(provider)),
+        "{provider} has no session affinity and its spec must be refused clearly: {problems:?}"
+    );
+
+    // Drift: someone sends everything to the latest Revision; read as such, and restored.
+    let services = fledge_e2e::knative::services(&ns.client, &ns.name);
+    services
+        .patch(
+            "podinfo",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"traffic": [{"latestRevision": true, "percent": 100}]}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(read(router, &t).await, Some(Routes::weighted(100)));
+    round_trip(router, &t, Routes::weighted(40)).await;
+
+    // Finalization with revert: the traffic block and the annotation are gone, so the Service
+    // routes as without fledge (everything to its latest Revision).
+    router
+        .finalize(&t)
+        .await
+        .unwrap_or_else(|e| panic!("{provider}: finalize: {e}"));
+    assert_eq!(svc.traffic().await, vec![]);
+    assert_eq!(svc.primary().await, None);
+    assert_eq!(read(router, &t).await, Some(Routes::weighted(100)));
+
+    // The Service deleted: nothing to read, and ensure says clearly that it is missing (fledge
+    // does not make the user's Service).
+    services
+        .delete("podinfo", &DeleteParams::default())
+        .await
+        .unwrap();
+    eventually(
+        Duration::from_secs(30),
+        "Knative Service deleted",
+        || async { routing_object(&ns, router, &canary).await.is_none() },
+    )
+    .await
+    .unwrap();
+    assert_eq!(read(router, &t).await, None);
+    let e = router.ensure(&t).await.unwrap_err();
+    assert!(
+        clear_refusal(&e, provider) && e.to_string().contains("not found"),
+        "{provider}: {e}"
+    );
 }

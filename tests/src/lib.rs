@@ -12,6 +12,7 @@ pub mod flagger;
 pub mod git;
 pub mod incluster;
 pub mod influx;
+pub mod knative;
 pub mod loadgen;
 pub mod plugin;
 pub mod skipper;

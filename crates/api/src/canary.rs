@@ -11,8 +11,8 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_with::skip_serializing_none;
 
-use crate::defaults;
 pub use crate::status::*;
+use crate::{KNATIVE_API_VERSION, defaults};
 
 /// A progressive delivery of a Deployment, DaemonSet or StatefulSet: when its pod template (or a ConfigMap or
 /// Secret it references) changes, fledge shifts traffic to the new revision in steps, analyses
@@ -61,7 +61,8 @@ pub struct CanarySpec {
     /// Default 600.
     pub progress_deadline_seconds: Option<i32>,
 
-    /// The workload under progressive delivery (a Deployment, DaemonSet or StatefulSet).
+    /// The workload under progressive delivery: a Deployment, DaemonSet or StatefulSet, or a
+    /// Knative Service (`apiVersion: serving.knative.dev/v1`, provider `knative`).
     pub target_ref: LocalObjectReference,
 
     /// The autoscaler of the target; fledge copies it for the primary.
@@ -77,7 +78,9 @@ pub struct CanarySpec {
     pub upstream_ref: Option<CrossNamespaceObjectReference>,
 
     /// The Services fledge generates (`<name>`, `<name>-primary`, `<name>-canary`) and the
-    /// routing options of the provider.
+    /// routing options of the provider. Required by every provider but `knative`, whose
+    /// Knative Service routes between its own Revisions.
+    #[serde(default, skip_serializing_if = "CanaryService::is_unset")]
     pub service: CanaryService,
 
     /// The analysis: traffic steps, metric checks, webhooks and alerts.
@@ -109,7 +112,7 @@ pub struct LocalObjectReference {
     /// API version of the referent, e.g. `apps/v1`.
     pub api_version: Option<String>,
     /// Kind of the referent. For `targetRef`: `Deployment` (default), `DaemonSet`,
-    /// `StatefulSet` (rolled out through its partition) or `Service`.
+    /// `StatefulSet` (rolled out through its partition) or `Service` (a Knative Service).
     pub kind: Option<String>,
     /// Name of the referent.
     pub name: String,
@@ -219,6 +222,13 @@ pub struct CanaryService {
     pub canary: Option<CustomMetadata>,
     /// Label and annotation keys on generated objects that fledge must leave to others.
     pub unmanaged_metadata: Option<UnmanagedMetadata>,
+}
+
+impl CanaryService {
+    /// Whether nothing is set (a Canary without `spec.service`, as the `knative` provider's).
+    pub fn is_unset(&self) -> bool {
+        self == &CanaryService::default()
+    }
 }
 
 /// Labels and annotations for a generated object.
@@ -920,6 +930,13 @@ impl CanarySpec {
     /// Whether the target is a StatefulSet (rolled out through its partition, no primary copy).
     pub fn targets_statefulset(&self) -> bool {
         self.target_ref.kind.as_deref() == Some("StatefulSet")
+    }
+
+    /// Whether the target is a Knative Service (`serving.knative.dev/v1`, kind `Service`):
+    /// rolled out between its Revisions, no primary copy and no generated Services.
+    pub fn targets_knative(&self) -> bool {
+        self.target_ref.kind.as_deref() == Some("Service")
+            && self.target_ref.api_version.as_deref() == Some(KNATIVE_API_VERSION)
     }
 
     /// Name of the apex Service: `spec.service.name`, or the target's name.

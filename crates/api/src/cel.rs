@@ -136,6 +136,10 @@ pub(crate) fn canary_spec(schema: &mut Schema) {
     // A StatefulSet's steps may be counted in pods, and its weights are shares of its pods
     // (which the kubernetes provider's traffic follows).
     let statefulset = "(has(self.targetRef.kind) && self.targetRef.kind == 'StatefulSet')";
+    // `service` may be left out for `knative` only; no default is written into stored objects.
+    if let Some(Value::Object(service)) = property(schema, "service") {
+        service.remove("default");
+    }
     add_object_rules(
         schema.ensure_object(),
         [
@@ -150,6 +154,13 @@ pub(crate) fn canary_spec(schema: &mut Schema) {
                  stepWeights for a progressive canary, iterations for blue/green, or match with \
                  iterations for A/B testing, stepReplicas for a StatefulSet (or skipAnalysis: \
                  true to promote without analysis)",
+            ),
+            rule_at(
+                "service",
+                "has(self.service) || (has(self.provider) && self.provider == 'knative')",
+                "spec.service is required: fledge generates the Services <name>, <name>-primary \
+                 and <name>-canary from it; set at least spec.service.port (only provider \
+                 knative, whose Knative Service routes to its Revisions, needs none)",
             ),
             rule_at(
                 "analysis",
@@ -426,7 +437,7 @@ mod tests {
                 "{pointer}: {rules:?} should name {field}"
             );
         }
-        assert_eq!(rules_at(&spec, "").len(), 2, "the spec's own rules");
+        assert_eq!(rules_at(&spec, "").len(), 3, "the spec's own rules");
         assert_eq!(rules_at(&spec, "/properties/analysis").len(), 4);
         assert_eq!(
             rules_at(&spec, &format!("{analysis}/metrics/items")).len(),

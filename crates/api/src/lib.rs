@@ -48,6 +48,17 @@ pub const API_VERSION: &str = "fledge.dev/v1beta1";
 /// `apiVersion` of Flagger resources, accepted by `fledge validate` for migration.
 pub const FLAGGER_API_VERSION: &str = "flagger.app/v1beta1";
 
+/// `apiVersion` of a Knative Service, the target of the `knative` provider.
+pub const KNATIVE_API_VERSION: &str = "serving.knative.dev/v1";
+
+/// The annotation of a Knative Service that names its promoted Revision, the one the `knative`
+/// provider sends the primary's share of traffic to.
+pub const KNATIVE_PRIMARY_REVISION: &str = "fledge.dev/primary-revision";
+
+/// Flagger's annotation for the same, read once when fledge takes over a Knative Service from
+/// Flagger.
+pub const FLAGGER_KNATIVE_PRIMARY_REVISION: &str = "flagger.app/primary-revision";
+
 /// The name of the primary copy of a workload, Service or config: `<name>-primary`.
 pub fn primary_name(name: &str) -> String {
     format!("{name}-primary")

@@ -18,7 +18,7 @@ use crate::canary::{
     HttpMatchRequest, LocalObjectReference, SessionAffinity, StringMatch,
 };
 use crate::metric_template::SecretReference;
-use crate::{AlertProviderSpec, CanarySpec, MetricTemplateSpec, defaults};
+use crate::{AlertProviderSpec, CanarySpec, KNATIVE_API_VERSION, MetricTemplateSpec, defaults};
 
 /// Traffic providers fledge routes with (`spec.provider`).
 pub const SUPPORTED_PROVIDERS: &[&str] = &[
@@ -28,6 +28,7 @@ pub const SUPPORTED_PROVIDERS: &[&str] = &[
     "gatewayapi:v1",
     "gatewayapi:v1beta1",
     "istio",
+    "knative",
     "kuma",
     "linkerd",
     "nginx",
@@ -40,8 +41,7 @@ pub const SUPPORTED_PROVIDERS: &[&str] = &[
 ];
 
 /// Flagger's traffic providers that fledge does not implement yet.
-pub const UNSUPPORTED_FLAGGER_PROVIDERS: &[&str] =
-    &["appmesh", "appmesh:v1beta2", "gloo", "knative"];
+pub const UNSUPPORTED_FLAGGER_PROVIDERS: &[&str] = &["appmesh", "appmesh:v1beta2", "gloo"];
 
 /// Providers that can copy (mirror) traffic to the canary.
 pub const MIRROR_PROVIDERS: &[&str] = &["gatewayapi:v1", "gatewayapi:v1beta1", "istio", "traefik"];
@@ -245,7 +245,11 @@ pub fn validate_canary_spec(spec: &CanarySpec) -> Vec<Problem> {
         }
     }
 
-    check_service(&mut p, &spec.service);
+    if provider == "knative" || spec.targets_knative() {
+        check_knative(&mut p, spec, provider);
+    } else {
+        check_service(&mut p, &spec.service);
+    }
     if let Some(g) = &spec.gitops {
         for (field, message) in crate::gitops::problems(g) {
             p.add(field, message);
@@ -706,9 +710,15 @@ fn check_target_ref(p: &mut Problems, spec: &CanarySpec) {
     match target.kind.as_deref().filter(|k| !k.is_empty()) {
         None | Some("Deployment") | Some("DaemonSet") => {}
         Some("StatefulSet") => check_statefulset(p, spec),
+        Some("Service") if spec.targets_knative() => {}
         Some("Service") => p.add(
-            "spec.targetRef.kind",
-            "kind Service is not supported by fledge yet; use Deployment, DaemonSet or StatefulSet",
+            "spec.targetRef.apiVersion",
+            format!(
+                "kind Service is a Knative Service, apiVersion {KNATIVE_API_VERSION} (with \
+                 provider knative), not {:?}; for a Kubernetes workload use Deployment, \
+                 DaemonSet or StatefulSet",
+                target.api_version.as_deref().unwrap_or_default()
+            ),
         ),
         Some(kind) => {
             let hint = ["Deployment", "DaemonSet", "StatefulSet"]
@@ -856,7 +866,64 @@ fn check_autoscaler_ref(p: &mut Problems, spec: &CanarySpec) {
     }
 }
 
+/// A Knative Service target and the `knative` provider go together; Knative routes between
+/// the Service's Revisions by weight and scales them itself.
+fn check_knative(p: &mut Problems, spec: &CanarySpec, provider: &str) {
+    if provider != "knative" {
+        p.add(
+            "spec.provider",
+            format!(
+                "the target is a Knative Service, whose traffic Knative routes between its \
+                 Revisions; write provider: knative (not {provider})"
+            ),
+        );
+        return;
+    }
+    if !spec.targets_knative() {
+        p.add(
+            "spec.targetRef",
+            format!(
+                "provider knative rolls out a Knative Service; write apiVersion: \
+                 {KNATIVE_API_VERSION} and kind: Service, or choose another provider for a {}",
+                spec.target_ref.kind.as_deref().unwrap_or("Deployment")
+            ),
+        );
+        return;
+    }
+    if spec.autoscaler_ref.is_some() {
+        p.add(
+            "spec.autoscalerRef",
+            "provider knative: Knative scales each Revision itself (its autoscaling annotations); \
+             remove autoscalerRef",
+        );
+    }
+    let a = spec.analysis_or_default();
+    if a.iterations.is_some_and(|i| i > 0) && a.r#match.as_ref().is_none_or(Vec::is_empty) {
+        p.add(
+            "spec.analysis.iterations",
+            "provider knative shifts traffic between Revisions by weight; blue/green would leave \
+             the new Revision without traffic to analyse: set stepWeight (with maxWeight) or \
+             stepWeights instead",
+        );
+    }
+    if !spec.service.is_unset() {
+        p.add(
+            "spec.service",
+            "provider knative generates no Services (the Knative Service routes to its \
+             Revisions); remove spec.service",
+        );
+    }
+}
+
+/// The problem of a Canary without `spec.service` (or with a port of 0: the two read the same).
+const UNSET_PORT: &str = "0 is not a port number; use 1 to 65535 (spec.service, the Services \
+                          fledge generates, is required by every provider but knative)";
+
 fn check_service(p: &mut Problems, s: &CanaryService) {
+    if s.is_unset() {
+        p.add("spec.service.port", UNSET_PORT);
+        return;
+    }
     if !(1..=65535).contains(&s.port) {
         p.add(
             "spec.service.port",

@@ -157,7 +157,7 @@ fn exact_messages() {
     assert_eq!(
         validate_canary_spec(&spec)[0].to_string(),
         "spec.provider: provider \"appmesh\" is not supported by fledge yet; supported: kubernetes, apisix, contour, \
-         gatewayapi:v1, gatewayapi:v1beta1, istio, kuma, linkerd, nginx, osm, skipper, smi:v1alpha1, smi:v1alpha2, smi:v1alpha3, traefik"
+         gatewayapi:v1, gatewayapi:v1beta1, istio, knative, kuma, linkerd, nginx, osm, skipper, smi:v1alpha1, smi:v1alpha2, smi:v1alpha3, traefik"
     );
     let spec = canary(&[(
         "analysis.metrics[0].thresholdRange",
@@ -194,6 +194,12 @@ fn providers() {
             canary(&[
                 ("provider", json!(p)),
                 ("ingressRef", json!({"kind": "Ingress", "name": "podinfo"})),
+            ])
+        } else if *p == "knative" {
+            canary(&[
+                ("provider", json!(p)),
+                ("targetRef", knative_target()),
+                ("service", Value::Null),
             ])
         } else {
             canary(&[("provider", json!(p))])
@@ -321,8 +327,9 @@ fn target_and_autoscaler_refs() {
             "Service kind",
             vec![("targetRef.kind", json!("Service"))],
             vec![(
-                "spec.targetRef.kind",
-                "kind Service is not supported by fledge yet; use Deployment, DaemonSet or StatefulSet",
+                "spec.targetRef.apiVersion",
+                "kind Service is a Knative Service, apiVersion serving.knative.dev/v1 (with \
+                 provider knative), not \"apps/v1\"",
             )],
         ),
         (
@@ -1929,10 +1936,121 @@ fn alerts_and_session_affinity() {
     ]);
 }
 
+/// A Knative Service as `spec.targetRef`.
+fn knative_target() -> Value {
+    json!({"apiVersion": "serving.knative.dev/v1", "kind": "Service", "name": "podinfo"})
+}
+
+#[test]
+fn knative() {
+    let target = || ("targetRef", knative_target());
+    let knative = || ("provider", json!("knative"));
+    let no_service = || ("service", Value::Null);
+    run_canary_cases(vec![
+        ("knative", vec![knative(), target(), no_service()], vec![]),
+        (
+            "a Deployment on knative",
+            vec![knative(), no_service()],
+            vec![(
+                "spec.targetRef",
+                "provider knative rolls out a Knative Service; write apiVersion: \
+                 serving.knative.dev/v1 and kind: Service, or choose another provider for a \
+                 Deployment",
+            )],
+        ),
+        (
+            "a Knative Service on istio",
+            vec![("provider", json!("istio")), target(), no_service()],
+            vec![(
+                "spec.provider",
+                "the target is a Knative Service, whose traffic Knative routes between its \
+                 Revisions; write provider: knative (not istio)",
+            )],
+        ),
+        (
+            "services on knative",
+            vec![knative(), target()],
+            vec![("spec.service", "provider knative generates no Services")],
+        ),
+        (
+            "an autoscaler on knative",
+            vec![
+                knative(),
+                target(),
+                no_service(),
+                (
+                    "autoscalerRef",
+                    json!({"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler", "name": "podinfo"}),
+                ),
+            ],
+            vec![("spec.autoscalerRef", "Knative scales each Revision itself")],
+        ),
+        (
+            "blue/green on knative",
+            vec![
+                knative(),
+                target(),
+                no_service(),
+                ("analysis.stepWeight", Value::Null),
+                ("analysis.maxWeight", Value::Null),
+                ("analysis.iterations", json!(5)),
+            ],
+            vec![(
+                "spec.analysis.iterations",
+                "blue/green would leave the new Revision without traffic",
+            )],
+        ),
+        (
+            "A/B on knative",
+            vec![
+                knative(),
+                target(),
+                no_service(),
+                ("analysis.stepWeight", Value::Null),
+                ("analysis.maxWeight", Value::Null),
+                ("analysis.iterations", json!(5)),
+                (
+                    "analysis.match",
+                    json!([{"headers": {"x-canary": {"exact": "insider"}}}]),
+                ),
+            ],
+            vec![(
+                "spec.analysis.match",
+                "provider knative cannot route by header",
+            )],
+        ),
+        (
+            "mirroring on knative",
+            vec![
+                knative(),
+                target(),
+                no_service(),
+                ("analysis.stepWeight", Value::Null),
+                ("analysis.maxWeight", Value::Null),
+                ("analysis.iterations", json!(5)),
+                ("analysis.mirror", json!(true)),
+            ],
+            vec![
+                ("spec.analysis.iterations", "blue/green would leave"),
+                ("spec.analysis.mirror", "knative"),
+            ],
+        ),
+        (
+            "no service, not knative",
+            vec![no_service()],
+            vec![(
+                "spec.service.port",
+                "0 is not a port number; use 1 to 65535 (spec.service, the Services fledge \
+                 generates, is required by every provider but knative)",
+            )],
+        ),
+    ]);
+}
+
 #[test]
 fn every_problem_at_once() {
     let spec = canary(&[
-        ("provider", json!("knative")),
+        ("provider", json!("gloo")),
         ("service.port", json!(0)),
         ("analysis.interval", json!("soon")),
         ("analysis.stepWeight", Value::Null),

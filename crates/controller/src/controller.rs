@@ -375,7 +375,10 @@ impl Workloads {
     }
 
     fn get(&self, canary: &Canary, ns: &str, name: &str) -> Option<Arc<Workload>> {
-        if is_statefulset(canary) {
+        if canary.spec.targets_knative() {
+            // A Knative Service is read with its Revisions ([`crate::knative::in_hand`]).
+            None
+        } else if is_statefulset(canary) {
             // Only the target: a StatefulSet is rolled out in place, it has no primary.
             (name == canary.spec.target_ref.name)
                 .then(|| self.statefulset(ns, name))
@@ -546,6 +549,10 @@ async fn reconcile_inner(canary: &Canary, ctx: &Context) -> Result<Requeue> {
         Some(s) => Some(statefulset_in_hand(ctx, canary, &ns, &s, deleting).await?),
         None => None,
     };
+    let kn = match canary.spec.targets_knative() {
+        true => crate::knative::in_hand(&ctx.client, canary, &ns).await?,
+        false => None,
+    };
 
     let tracked = match &target {
         Some(t) => ctx.configs.checksums(&ctx.client, &ns, t).await?,
@@ -572,13 +579,28 @@ async fn reconcile_inner(canary: &Canary, ctx: &Context) -> Result<Requeue> {
         Some(v) => Some(v.stable()),
         None => primary.as_deref().map(readiness),
     };
+    if let Some(v) = &kn {
+        // The latest Revision is the revision under test; the promoted one is the primary.
+        obs.target = Some(TargetObservation {
+            spec_hash: v.latest.clone(),
+            tracked_configs: BTreeMap::new(),
+            readiness: v.latest_ready,
+        });
+        obs.primary = v.primary_ready;
+    }
     obs.statefulset_replicas = sts.as_ref().map(|v| v.replicas);
     obs.canary_name = canary.name_any();
-    obs.images = fledge_core::ContainerImages {
-        target: container_images(target.as_deref()),
-        primary: match &sts {
-            Some(v) => statefulset_promoted_images(ctx, &ns, v, target.as_deref()).await?,
-            None => container_images(primary.as_deref()),
+    obs.images = match &kn {
+        Some(v) => fledge_core::ContainerImages {
+            target: v.images.clone(),
+            primary: v.primary_images.clone(),
+        },
+        None => fledge_core::ContainerImages {
+            target: container_images(target.as_deref()),
+            primary: match &sts {
+                Some(v) => statefulset_promoted_images(ctx, &ns, v, target.as_deref()).await?,
+                None => container_images(primary.as_deref()),
+            },
         },
     };
     if canary.spec.gitops.is_some() {
@@ -595,23 +617,32 @@ async fn reconcile_inner(canary: &Canary, ctx: &Context) -> Result<Requeue> {
         obs.webhooks = call_gating_webhooks(ctx, canary, &status, &needs.webhooks).await;
     }
     if needs.metrics {
-        let pods = match &sts {
-            Some(v) => v.pods(),
-            None => crate::analysis::PodSets::copies(&canary.spec.target_ref.name),
+        let pods = match (&sts, &kn) {
+            (Some(v), _) => v.pods(),
+            (None, Some(v)) => crate::analysis::PodSets {
+                canary_revision: Some(v.latest.clone()),
+                stable_revision: v.primary.clone(),
+                ..Default::default()
+            },
+            (None, None) => crate::analysis::PodSets::copies(&canary.spec.target_ref.name),
         };
         obs.metrics = ctx.analyzer.run(canary, &pods).await;
     }
     if needs.ledger {
         obs.ledger = crate::git::read_ledger(&ctx.client, &ctx.settings.git, canary).await;
     }
-    // A StatefulSet's traffic follows its pods: there are no routes to read back. Nor are they
-    // read again after a decision from this same version set them and failed before its status
-    // was written: they give what it decided, not drift, and the decision is taken again.
+    // A StatefulSet's traffic follows its pods: there are no routes to read back; a Knative
+    // Service's routes need no selector. Nor are routes read again after a decision from this
+    // same version set them and failed before its status was written: they give what it
+    // decided, not drift, and the decision is taken again.
     let replaying = ctx.said.acted(
         &canary.uid().unwrap_or_default(),
         &canary.resource_version().unwrap_or_default(),
     );
-    if needs.routes
+    if needs.routes && !replaying && kn.is_some() {
+        obs.routes =
+            crate::drift::read_routes(&ctx.client, &ctx.routes, canary, ("", ""), &status).await;
+    } else if needs.routes
         && !replaying
         && sts.is_none()
         && let Some(t) = target.as_deref()
@@ -633,6 +664,7 @@ async fn reconcile_inner(canary: &Canary, ctx: &Context) -> Result<Requeue> {
         target: target.as_deref(),
         primary: primary.as_deref(),
         sts: sts.as_ref(),
+        kn: kn.as_ref(),
         tracked: &tracked,
         next: &plan.status,
     };
@@ -700,6 +732,11 @@ async fn reconcile_inner(canary: &Canary, ctx: &Context) -> Result<Requeue> {
     }
     if let Some(bound) = ctx.settings.control_loop_interval {
         requeue = requeue.min(bound);
+    }
+    if kn.is_some() {
+        // Knative's new Revisions are not watched: they are looked for every interval, as
+        // Flagger looks for them.
+        requeue = requeue.min(canary.spec.analysis_or_default().interval());
     }
     Ok(Requeue::requeue(on_engine_clock(requeue, obs.now)))
 }
@@ -815,6 +852,7 @@ async fn report_blocked(ctx: &Context, canary: &Canary, blocker: fledge_core::Bl
         target: target.as_deref(),
         primary: primary.as_deref(),
         sts: None,
+        kn: None,
         tracked: &BTreeMap::new(),
         next: &plan.status,
     };
@@ -1180,6 +1218,8 @@ struct Exec<'a> {
     primary: Option<&'a Workload>,
     /// A StatefulSet target, as read this reconcile.
     sts: Option<&'a crate::statefulset::View>,
+    /// A Knative Service target, as read this reconcile.
+    kn: Option<&'a crate::knative::View>,
     tracked: &'a BTreeMap<ConfigRef, String>,
     /// The status the plan leaves (routers read the session affinity cookies from it).
     next: &'a CanaryStatus,
@@ -1305,6 +1345,9 @@ impl Exec<'_> {
     async fn cluster(&self, action: &Action) -> Result<()> {
         if let Some(view) = self.sts {
             return self.statefulset(view, action).await;
+        }
+        if let Some(view) = self.kn {
+            return self.knative(view, action).await;
         }
         match action {
             Action::EnsurePrimary => {
@@ -1516,6 +1559,62 @@ impl Exec<'_> {
             | Action::EnsureBaseline
             | Action::RemoveBaseline
             | Action::FinalizeRouting => Ok(()),
+            other => {
+                warn!(action = ?other, "not a cluster action");
+                Ok(())
+            }
+        }
+    }
+
+    /// The cluster actions for a Knative Service target: the weights are its `spec.traffic`,
+    /// initialization and promotion name the primary Revision; Knative scales the Revisions
+    /// ([`crate::knative`]).
+    async fn knative(&self, view: &crate::knative::View, action: &Action) -> Result<()> {
+        use fledge_routers::knative::pin_primary;
+        let client = &self.ctx.client;
+        let router = || router_for(client.clone(), self.canary);
+        let t = RouteTarget {
+            canary: self.canary,
+            selector: ("", ""),
+            status: self.next,
+        };
+        match action {
+            Action::EnsurePrimary | Action::EnsurePrimaryFrom { .. } => {
+                match &view.primary {
+                    // Taken over from Flagger: its promoted Revision, under fledge's name.
+                    Some(p) if view.pinned_by_flagger => {
+                        info!(revision = %p, "the primary Revision Flagger named, kept");
+                        pin_primary(client, self.ns, self.canary, p).await?;
+                    }
+                    Some(_) => {}
+                    None => {
+                        info!(revision = %view.latest, "the latest Revision named the primary");
+                        pin_primary(client, self.ns, self.canary, &view.latest).await?;
+                    }
+                }
+                Ok(())
+            }
+            Action::EnsureServices { .. } => Ok(router()?.ensure(&t).await?),
+            Action::SetWeights(routes) => {
+                router()?.set_routes(&t, *routes).await?;
+                self.ctx.metrics.set_weight(self.canary, routes.canary);
+                Ok(())
+            }
+            Action::PromotePrimary { revision } => {
+                if &view.latest != revision {
+                    info!(expected = %revision, found = %view.latest, "a newer Revision before promotion; not promoting");
+                    return Ok(());
+                }
+                Ok(pin_primary(client, self.ns, self.canary, revision).await?)
+            }
+            Action::FinalizeRouting => Ok(router()?.finalize(&t).await?),
+            // Knative scales the Revisions; there is no copy, baseline or partition.
+            Action::ScaleCanary(_)
+            | Action::EnsureBaseline
+            | Action::RemoveBaseline
+            | Action::RestoreTarget
+            | Action::RollBackTarget { .. }
+            | Action::SetPartition { .. } => Ok(()),
             other => {
                 warn!(action = ?other, "not a cluster action");
                 Ok(())

@@ -73,7 +73,9 @@ impl Error {
             Error::Kube(kube::Error::Api(s))
             | Error::Router(RouterError::Kube(kube::Error::Api(s))) => api(s)?,
             Error::Kube(_) | Error::Serde(_) => return None,
-            Error::Router(RouterError::Kube(_) | RouterError::Serde(_)) => return None,
+            Error::Router(
+                RouterError::Kube(_) | RouterError::Serde(_) | RouterError::Waiting { .. },
+            ) => return None,
             Error::InvalidTarget(_) => BlockerKind::InvalidTarget,
             Error::InvalidSpec(_)
             | Error::Router(RouterError::InvalidSpec(_) | RouterError::Router { .. }) => {

@@ -12,6 +12,7 @@ pub mod drift;
 mod error;
 pub mod events;
 pub mod git;
+pub mod knative;
 pub mod kube_client;
 pub mod metrics;
 pub mod notify;

@@ -172,6 +172,7 @@ impl View {
         crate::analysis::PodSets {
             canary: pods_regex(&self.name, first..self.replicas),
             stable: pods_regex(&self.name, 0..first),
+            ..Default::default()
         }
     }
 }

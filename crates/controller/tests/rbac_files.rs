@@ -99,6 +99,17 @@ fn every_router_kind_is_covered() {
         }
     }
     assert!(allows(&rules, smi.group, smi.plural, "delete"));
+    // The knative router changes the user's Knative Service (never creates one) and watches it
+    // for drift; the controller reads its Revisions.
+    let knative = fledge_controller::routers::knative::SERVICE;
+    for verb in ["get", "patch", "watch"] {
+        assert!(
+            allows(&rules, knative.group, knative.plural, verb),
+            "knative {verb}"
+        );
+    }
+    let revisions = fledge_controller::routers::knative::REVISION;
+    assert!(allows(&rules, revisions.group, revisions.plural, "get"));
     // Deleted with their Canary (no owner reference can do it).
     assert!(allows(
         &rules,

@@ -398,7 +398,7 @@ fn a_directory_is_every_yaml_file_under_it_in_name_order() {
     assert_eq!(
         r.out,
         format!(
-            "{}:1: Canary test/podinfo: spec.service.port: 0 is not a port number; use 1 to 65535\n\
+            "{}:1: Canary test/podinfo: spec.service.port: 0 is not a port number; use 1 to 65535 (spec.service, the Services fledge generates, is required by every provider but knative)\n\
              3 documents checked: 2 valid, 1 invalid, 0 skipped\n",
             bad.display()
         )
@@ -415,7 +415,7 @@ fn unparsable_yaml_exits_2_after_reporting_earlier_documents() {
     let r = run_stdin(input.as_bytes());
     assert_eq!(
         r.out,
-        "<stdin>:1: Canary test/podinfo: spec.service.port: 0 is not a port number; use 1 to 65535\n\
+        "<stdin>:1: Canary test/podinfo: spec.service.port: 0 is not a port number; use 1 to 65535 (spec.service, the Services fledge generates, is required by every provider but knative)\n\
          1 document checked: 0 valid, 1 invalid, 0 skipped; 1 input could not be read\n"
     );
     assert!(
@@ -708,7 +708,7 @@ const REJECTED: &[(&str, &[&str])] = &[
     (
         "Canary-tutorials_gloo_progressive_delivery-c6f2b2a1.yaml",
         &[
-            "spec.provider: provider \"gloo\" is not supported by fledge yet; supported: kubernetes, apisix, contour, gatewayapi:v1, gatewayapi:v1beta1, istio, kuma, linkerd, nginx, osm, skipper, smi:v1alpha1, smi:v1alpha2, smi:v1alpha3, traefik",
+            "spec.provider: provider \"gloo\" is not supported by fledge yet; supported: kubernetes, apisix, contour, gatewayapi:v1, gatewayapi:v1beta1, istio, knative, kuma, linkerd, nginx, osm, skipper, smi:v1alpha1, smi:v1alpha2, smi:v1alpha3, traefik",
         ],
     ),
     // The Splunk example's address is the documentation's placeholder `https://api.<REALM>.…`.
@@ -944,7 +944,7 @@ fn broken_flagger_examples_are_rejected_at_the_exact_field() {
                 ("type: pre-rollout", "type: pre-rolout"),
             ],
             &[
-                "spec.targetRef.kind: kind Service is not supported by fledge yet; use Deployment, DaemonSet or StatefulSet",
+                "spec.targetRef.apiVersion: kind Service is a Knative Service, apiVersion serving.knative.dev/v1 (with provider knative), not \"apps/v1\"; for a Kubernetes workload use Deployment, DaemonSet or StatefulSet",
                 "spec.analysis.metrics[1].name: \"success-rate\" is already the name of metrics[0]; metric names must be unique",
                 "spec.analysis.webhooks[0].type: \"pre-rolout\" is not a webhook type; use one of: confirm-rollout, pre-rollout, rollout, confirm-traffic-increase, confirm-promotion, post-rollout, rollback, event",
             ],
@@ -1054,7 +1054,7 @@ fn binary_validates_files_and_stdin() {
         (
             1,
             format!(
-                "{bad}:1: Canary test/podinfo: spec.service.port: 0 is not a port number; use 1 to 65535\n\
+                "{bad}:1: Canary test/podinfo: spec.service.port: 0 is not a port number; use 1 to 65535 (spec.service, the Services fledge generates, is required by every provider but knative)\n\
                  2 documents checked: 1 valid, 1 invalid, 0 skipped\n"
             ),
             String::new()

@@ -27,6 +27,15 @@ pub enum Error {
         /// What went wrong, and what to do.
         message: String,
     },
+    /// The provider's own controller has not done its part yet (e.g. Knative has created no
+    /// Revision of the Service yet); a retry later may pass.
+    #[error("router {provider}: {message}")]
+    Waiting {
+        /// The provider (`spec.provider`).
+        provider: String,
+        /// What it waits for.
+        message: String,
+    },
     /// A routing object could not be (de)serialized.
     #[error("serialization: {0}")]
     Serde(#[from] serde_json::Error),
@@ -39,7 +48,7 @@ impl Error {
     pub fn is_permanent(&self) -> bool {
         match self {
             Error::Kube(kube::Error::Api(s)) => matches!(s.code, 400 | 403 | 404 | 422),
-            Error::Kube(_) => false,
+            Error::Kube(_) | Error::Waiting { .. } => false,
             Error::InvalidSpec(_)
             | Error::NotServed { .. }
             | Error::Router { .. }

@@ -25,6 +25,7 @@ mod error;
 pub mod gatewayapi;
 pub mod ingress;
 pub mod istio;
+pub mod knative;
 pub mod kubernetes;
 pub mod kuma;
 pub mod nginx;
@@ -198,6 +199,7 @@ pub const ROUTERS: &[(&str, Constructor)] = &[
         ))
     }),
     ("istio", |c, _| Box::new(istio::IstioRouter::new(c))),
+    ("knative", |c, _| Box::new(knative::KnativeRouter::new(c))),
     ("kuma", |c, _| Box::new(kuma::KumaRouter::new(c))),
     ("linkerd", |c, p| {
         Box::new(smi::SmiRouter::new(c, smi::SmiVersion::V1alpha2, p))
@@ -325,7 +327,7 @@ impl PeerKind {
     }
 
     /// The object's JSON, or `None` when it does not exist.
-    pub(crate) async fn get(
+    pub async fn get(
         &self,
         client: &Client,
         ns: &str,

@@ -33,4 +33,7 @@ require (
 	// 2.15.1); v1.7.1 is the oldest release of the controller's module the Go module proxy
 	// serves here (v1.5 and v1.6 are refused), and its CRD serves apisix.apache.org/v2.
 	github.com/apache/apisix-ingress-controller v1.7.1
+	// Knative Serving: config/core/300-resources/{service,revision}.yaml (the Knative Service
+	// of the `knative` provider and its Revisions), plain apiextensions.k8s.io/v1 CRDs.
+	knative.dev/serving v0.51.0
 )

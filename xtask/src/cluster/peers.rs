@@ -1,4 +1,4 @@
-//! The peer CRDs the routers write to: Gateway API, Istio, SMI, Contour, Kuma and APISIX, installed by `cluster up`
+//! The peer CRDs the routers write to: Gateway API, Istio, SMI, Contour, Kuma, APISIX and Knative, installed by `cluster up`
 //! from the upstream Go modules that ship them, at the versions pinned in
 //! `xtask/go/peers/go.mod` (checksums in its go.sum), never hand-written.
 //!
@@ -11,6 +11,7 @@
 //! | Contour HTTPProxy (and Contour's other CRDs) | `github.com/projectcontour/contour` | `examples/contour/01-crds.yaml` |
 //! | Kuma TrafficRoute | `github.com/kumahq/kuma/v2` | `deployments/charts/kuma/crds/kuma.io_trafficroutes.yaml` |
 //! | APISIX ApisixRoute | `github.com/apache/apisix-ingress-controller` | `samples/deploy/crd/v1/ApisixRoute.yaml` |
+//! | Knative Service and Revision | `knative.dev/serving` | `config/core/300-resources/{service,revision}.yaml` |
 //!
 //! The Gateway API channel is `experimental` (a superset of `standard` with `retry`), or what
 //! `FLEDGE_GATEWAY_API_CHANNEL` says. Upstream's safe-upgrades policy refuses experimental CRDs
@@ -56,6 +57,8 @@ pub const CONTOUR: &str = "github.com/projectcontour/contour";
 pub const KUMA: &str = "github.com/kumahq/kuma/v2";
 /// The APISIX ingress controller's module (the ApisixRoute of the `apisix` provider).
 pub const APISIX: &str = "github.com/apache/apisix-ingress-controller";
+/// Knative Serving's module (the Knative Service of the `knative` provider, its Revisions).
+pub const KNATIVE_SERVING: &str = "knative.dev/serving";
 
 /// Every pinned module, in the order `install_peer_crds` reads their directories.
 const PEER_MODULES: &[&str] = &[
@@ -66,6 +69,7 @@ const PEER_MODULES: &[&str] = &[
     CONTOUR,
     KUMA,
     APISIX,
+    KNATIVE_SERVING,
 ];
 
 const ISTIO_FILE: &str = "kubernetes/customresourcedefinitions.gen.yaml";
@@ -73,6 +77,10 @@ const KEDA_FILE: &str = "config/crd/bases/keda.sh_scaledobjects.yaml";
 const CONTOUR_FILE: &str = "examples/contour/01-crds.yaml";
 const KUMA_FILE: &str = "deployments/charts/kuma/crds/kuma.io_trafficroutes.yaml";
 const APISIX_FILE: &str = "samples/deploy/crd/v1/ApisixRoute.yaml";
+const KNATIVE_FILES: &[&str] = &[
+    "config/core/300-resources/service.yaml",
+    "config/core/300-resources/revision.yaml",
+];
 const SMI_FILE: &str = "cmd/osm-bootstrap/crds/smi_traffic_split.yaml";
 /// The TrafficSplit versions served, beyond what the file serves.
 const SMI_SERVED: &[&str] = &["v1alpha2", "v1alpha3"];
@@ -110,6 +118,8 @@ pub fn install_peer_crds(info: &ClusterInfo) -> Result<()> {
         "httpproxies.projectcontour.io",
         "trafficroutes.kuma.io",
         "apisixroutes.apisix.apache.org",
+        "services.serving.knative.dev",
+        "revisions.serving.knative.dev",
     ];
     if fs::read_to_string(&stamp_file).is_ok_and(|s| s == stamp_text)
         && kubectl.ok(&[&["get", "crd", "-o", "name"][..], &key_crds[..]].concat())
@@ -124,6 +134,7 @@ pub fn install_peer_crds(info: &ClusterInfo) -> Result<()> {
     files.push(dirs[4].join(CONTOUR_FILE));
     files.push(dirs[5].join(KUMA_FILE));
     files.push(dirs[6].join(APISIX_FILE));
+    files.extend(KNATIVE_FILES.iter().map(|f| dirs[7].join(f)));
     let mut crds = Vec::new();
     let mut args: Vec<String> = [
         "apply",
@@ -193,7 +204,7 @@ pub fn install_peer_crds(info: &ClusterInfo) -> Result<()> {
     kubectl.run(&wait.iter().map(String::as_str).collect::<Vec<_>>(), None)?;
     eprintln!(
         "cluster: peer CRDs installed ({} CRDs: Gateway API {} {channel}, Istio {}, SMI \
-         TrafficSplit from OSM {}, KEDA ScaledObject {}, Contour {}, Kuma TrafficRoute {}, APISIX ApisixRoute {})",
+         TrafficSplit from OSM {}, KEDA ScaledObject {}, Contour {}, Kuma TrafficRoute {}, APISIX ApisixRoute {}, Knative Service and Revision {})",
         crds.len(),
         pinned(GATEWAY_API),
         pinned(ISTIO_API),
@@ -201,7 +212,8 @@ pub fn install_peer_crds(info: &ClusterInfo) -> Result<()> {
         pinned(KEDA),
         pinned(CONTOUR),
         pinned(KUMA),
-        pinned(APISIX)
+        pinned(APISIX),
+        pinned(KNATIVE_SERVING)
     );
     fs::create_dir_all(stamp_file.parent().context("stamp has a parent")?)?;
     fs::write(&stamp_file, stamp_text)?;
@@ -215,7 +227,7 @@ pub fn pinned(module: &str) -> &'static str {
 
 fn stamp(channel: &str) -> String {
     format!(
-        "{GATEWAY_API}@{} {channel}\n{ISTIO_API}@{}\n{SMI_CRD_MODULE}@{} served {} added {}\n{KEDA}@{}\n{CONTOUR}@{}\n{KUMA}@{}\n{APISIX}@{}\n",
+        "{GATEWAY_API}@{} {channel}\n{ISTIO_API}@{}\n{SMI_CRD_MODULE}@{} served {} added {}\n{KEDA}@{}\n{CONTOUR}@{}\n{KUMA}@{}\n{APISIX}@{}\n{KNATIVE_SERVING}@{}\n",
         pinned(GATEWAY_API),
         pinned(ISTIO_API),
         pinned(SMI_CRD_MODULE),
@@ -224,7 +236,8 @@ fn stamp(channel: &str) -> String {
         pinned(KEDA),
         pinned(CONTOUR),
         pinned(KUMA),
-        pinned(APISIX)
+        pinned(APISIX),
+        pinned(KNATIVE_SERVING)
     )
 }
 

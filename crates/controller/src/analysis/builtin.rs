@@ -41,6 +41,9 @@ pub enum Observer {
     Contour,
     /// Envoy's cluster metrics of `<svc>-canary_<namespace>_svc_<port>`, Kuma's service names.
     Kuma,
+    /// Envoy's cluster metrics of `<namespace>/<revision>`, the Knative ingress's (Kourier's)
+    /// cluster of the latest Revision (`{{ route }}`).
+    Knative,
     /// APISIX's `apisix_http_status` and `apisix_http_latency` of the canary ApisixRoute
     /// `<routeRef>-<svc>-canary` (APISIX's route label `<namespace>_<name>_<http route>`).
     Apisix,
@@ -91,6 +94,7 @@ impl Observer {
             "contour" => Observer::Contour,
             "kuma" => Observer::Kuma,
             "apisix" => Observer::Apisix,
+            "knative" => Observer::Knative,
             p if p == "kubernetes" || p.starts_with("gatewayapi") => match gateway {
                 GatewayMetrics::Traefik if p != "kubernetes" => Observer::TraefikGateway,
                 _ => Observer::Http,
@@ -186,11 +190,15 @@ impl Observer {
                     )
                 }
             }
-            Observer::Contour | Observer::Kuma => {
-                let sel = if self == Observer::Contour {
-                    r#"envoy_cluster_name=~"{{ namespace }}_{{ service }}-canary_[0-9a-zA-Z-]+""#
-                } else {
-                    r#"envoy_cluster_name=~"{{ service }}-canary_{{ namespace }}_svc_[0-9a-zA-Z-]+""#
+            Observer::Contour | Observer::Kuma | Observer::Knative => {
+                let sel = match self {
+                    Observer::Contour => {
+                        r#"envoy_cluster_name=~"{{ namespace }}_{{ service }}-canary_[0-9a-zA-Z-]+""#
+                    }
+                    Observer::Kuma => {
+                        r#"envoy_cluster_name=~"{{ service }}-canary_{{ namespace }}_svc_[0-9a-zA-Z-]+""#
+                    }
+                    _ => r#"envoy_cluster_name=~"{{ namespace }}/{{ route }}""#,
                 };
                 if success {
                     format!(
@@ -303,6 +311,7 @@ mod tests {
             ("contour", Contour),
             ("kuma", Kuma),
             ("apisix", Apisix),
+            ("knative", Knative),
         ] {
             assert_eq!(Observer::for_provider(provider, app), want, "{provider}");
         }
@@ -388,6 +397,21 @@ mod tests {
         assert_eq!(
             q(Observer::Contour, DURATION),
             r#"histogram_quantile(0.99, sum(rate(envoy_cluster_upstream_rq_time_bucket{envoy_cluster_name=~"shop_web-canary_[0-9a-zA-Z-]+"}[1m])) by (le))"#
+        );
+        // Flagger's pkg/metrics/observers/knative.go (v1.41), folded the same way: Kourier's
+        // cluster of the latest Revision, which `{{ route }}` names.
+        let knative = TemplateVars {
+            route: "web-00002",
+            ..vars()
+        };
+        let qk = |m: &str| render(&Observer::Knative.query(m).unwrap(), &knative).unwrap();
+        assert_eq!(
+            qk(SUCCESS_RATE),
+            r#"sum(rate(envoy_cluster_upstream_rq{envoy_cluster_name=~"shop/web-00002", envoy_response_code!~"5.*"}[1m])) / sum(rate(envoy_cluster_upstream_rq{envoy_cluster_name=~"shop/web-00002"}[1m])) * 100"#
+        );
+        assert_eq!(
+            qk(DURATION),
+            r#"histogram_quantile(0.99, sum(rate(envoy_cluster_upstream_rq_time_bucket{envoy_cluster_name=~"shop/web-00002"}[1m])) by (le))"#
         );
         // Flagger's pkg/metrics/observers/kuma.go, folded the same way; the apex Service's name
         // where Flagger writes the target's (Kuma names the cluster after the Service).

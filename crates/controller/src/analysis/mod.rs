@@ -58,6 +58,11 @@ pub struct PodSets {
     pub canary: String,
     /// The stable (promoted) pods.
     pub stable: String,
+    /// A Knative Service's Revision under test, which `{{ route }}` names instead of
+    /// `spec.routeRef` (as Flagger's queries for Knative read it).
+    pub canary_revision: Option<String>,
+    /// The promoted Revision of a Knative Service (`{{ route }}` of a baseline query).
+    pub stable_revision: Option<String>,
 }
 
 impl PodSets {
@@ -67,6 +72,7 @@ impl PodSets {
         PodSets {
             canary: format!("{target}-[0-9a-zA-Z]+(-[0-9a-zA-Z]+)"),
             stable: format!("{target}-primary-[0-9a-zA-Z]+(-[0-9a-zA-Z]+)"),
+            ..PodSets::default()
         }
     }
 }
@@ -138,6 +144,8 @@ impl Analyzer {
                     let swapped = PodSets {
                         canary: pods.stable.clone(),
                         stable: pods.canary.clone(),
+                        canary_revision: pods.stable_revision.clone(),
+                        stable_revision: pods.canary_revision.clone(),
                     };
                     self.plan(canary, i, m, Some(&baseline), &swapped)
                         .await
@@ -252,11 +260,14 @@ impl Analyzer {
                 .ingress_ref
                 .as_ref()
                 .map_or("", |r| r.name.as_str()),
-            route: canary
-                .spec
-                .route_ref
-                .as_ref()
-                .map_or("", |r| r.name.as_str()),
+            route: match &pods.canary_revision {
+                Some(revision) => revision,
+                None => canary
+                    .spec
+                    .route_ref
+                    .as_ref()
+                    .map_or("", |r| r.name.as_str()),
+            },
             interval,
             canary_pods: &pods.canary,
             stable_pods: &pods.stable,
