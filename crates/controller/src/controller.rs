@@ -584,7 +584,14 @@ async fn reconcile_inner(canary: &Canary, ctx: &Context) -> Result<Requeue> {
         obs.target = Some(TargetObservation {
             spec_hash: v.latest.clone(),
             tracked_configs: BTreeMap::new(),
-            readiness: v.latest_ready,
+            // Leaving with revertOnDeletion, the Service's traffic goes to its latest *ready*
+            // Revision (Knative resolves `latestRevision` so): it can be handed back as soon as
+            // there is one, whether or not the latest Revision ever becomes ready.
+            readiness: if deleting && v.serves_without_fledge {
+                Readiness::ready(1)
+            } else {
+                v.latest_ready
+            },
         });
         obs.primary = v.primary_ready;
     }

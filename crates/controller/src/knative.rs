@@ -30,6 +30,9 @@ pub struct View {
     pub pinned_by_flagger: bool,
     /// Readiness of the latest Revision.
     pub latest_ready: Readiness,
+    /// Whether Knative has a ready Revision (`status.latestReadyRevisionName`): where it sends
+    /// the traffic of `latestRevision: true`, the Service's whole traffic once fledge leaves.
+    pub serves_without_fledge: bool,
     /// Readiness of the promoted Revision, when one is named.
     pub primary_ready: Option<Readiness>,
     /// `(container, image)` of the latest Revision.
@@ -55,6 +58,9 @@ pub async fn in_hand(client: &Client, canary: &Canary, ns: &str) -> Result<Optio
         }));
     };
     let primary = primary_revision(&service).map(str::to_string);
+    let serves_without_fledge = service["status"]["latestReadyRevisionName"]
+        .as_str()
+        .is_some_and(|r| !r.is_empty());
     let pinned_by_flagger = primary.is_some()
         && service["metadata"]["annotations"][fledge_api::KNATIVE_PRIMARY_REVISION].is_null();
     let latest_rev = REVISION.get(client, ns, "knative", &latest).await?;
@@ -74,6 +80,7 @@ pub async fn in_hand(client: &Client, canary: &Canary, ns: &str) -> Result<Optio
         latest,
         primary,
         pinned_by_flagger,
+        serves_without_fledge,
     }))
 }
 
