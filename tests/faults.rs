@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use fledge_api::{Canary, CanaryPhase};
 use fledge_e2e::toxic::Toxic;
-use fledge_e2e::{Hook, TestNs, admin_kubeconfig, deployment_json, image_of, root};
+use fledge_e2e::{Hook, TestNs, admin_kubeconfig, deployment_json, eventually, image_of, root};
 use k8s_openapi::api::apps::v1::Deployment;
 use serde_json::{Value, json};
 
@@ -130,7 +130,21 @@ async fn a_slow_and_lossy_path_to_the_api_server_and_the_webhook_writes_no_step_
     // lost (an Event write cut on the way is retried under the name it was given), and none a
     // series of two. When the answer to a status write is lost after the API server stored it,
     // the reconcile that follows decides again from the same version of the Canary; the reports
-    // already made from that version are not made again.
+    // already made from that version are not made again. An Event is created beside the status
+    // write that decided it, so the last ones may land a moment after the status shows the
+    // phase (over the slow path): they are waited for before being counted.
+    eventually(
+        Duration::from_secs(30),
+        "the rollout's Events to be created",
+        || async {
+            let events = ns.events("podinfo").await;
+            ["NewRevision", "Promoting", "Succeeded"]
+                .iter()
+                .all(|r| events.iter().any(|e| e.contains(&format!(" {r}:"))))
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}:\n{}", ns.controller_log(controller)));
     let events = ns.events("podinfo").await;
     for reason in ["NewRevision", "Promoting", "Succeeded"] {
         let n = events
