@@ -11,7 +11,9 @@
 
 use fledge_api::Canary;
 use fledge_core::Readiness;
-use fledge_routers::knative::{REVISION, SERVICE, latest_revision, primary_revision};
+use fledge_routers::knative::{
+    REVISION, SERVICE, latest_revision, no_revision_yet, primary_revision,
+};
 use kube::Client;
 use serde_json::Value;
 
@@ -50,12 +52,7 @@ pub async fn in_hand(client: &Client, canary: &Canary, ns: &str) -> Result<Optio
         return Ok(None);
     };
     let Some(latest) = latest_revision(&service).map(str::to_string) else {
-        return Err(Error::Router(fledge_routers::Error::Waiting {
-            provider: "knative".into(),
-            message: format!(
-                "Knative Service {ns}/{name} has no Revision yet (status.latestCreatedRevisionName)"
-            ),
-        }));
+        return Err(Error::Router(no_revision_yet(ns, name)));
     };
     let primary = primary_revision(&service).map(str::to_string);
     let serves_without_fledge = service["status"]["latestReadyRevisionName"]

@@ -104,6 +104,46 @@ pub fn pin_patch(revision: &str) -> Value {
     json!({"metadata": {"annotations": {KNATIVE_PRIMARY_REVISION: revision}}})
 }
 
+/// The error for a Service Knative has made no Revision of yet (a retry later may pass).
+pub fn no_revision_yet(ns: &str, name: &str) -> Error {
+    Error::Waiting {
+        provider: PROVIDER.into(),
+        message: format!(
+            "Knative Service {ns}/{name} has no Revision yet (status.latestCreatedRevisionName)"
+        ),
+    }
+}
+
+/// Merge-patches the Knative Service `name` under fledge's field manager.
+async fn merge_patch(client: &Client, ns: &str, name: &str, patch: &Value) -> Result<(), Error> {
+    let params = PatchParams {
+        field_manager: Some(MANAGER.into()),
+        ..Default::default()
+    };
+    SERVICE
+        .api(client, ns)
+        .patch(name, &params, &Patch::Merge(patch))
+        .await?;
+    Ok(())
+}
+
+/// Names the promoted Revision of a Knative Service (the primary), e.g. at initialization
+/// (its latest Revision) or at promotion (the Revision that passed the analysis).
+pub async fn pin_primary(
+    client: &Client,
+    ns: &str,
+    canary: &Canary,
+    revision: &str,
+) -> Result<(), Error> {
+    merge_patch(
+        client,
+        ns,
+        &canary.spec.target_ref.name,
+        &pin_patch(revision),
+    )
+    .await
+}
+
 impl KnativeRouter {
     async fn service(&self, t: &RouteTarget<'_>) -> Result<Option<Value>, Error> {
         SERVICE
@@ -114,22 +154,6 @@ impl KnativeRouter {
                 &t.canary.spec.target_ref.name,
             )
             .await
-    }
-
-    async fn patch(&self, t: &RouteTarget<'_>, patch: &Value) -> Result<(), Error> {
-        let params = PatchParams {
-            field_manager: Some(MANAGER.into()),
-            ..Default::default()
-        };
-        SERVICE
-            .api(&self.client, t.namespace())
-            .patch(
-                &t.canary.spec.target_ref.name,
-                &params,
-                &Patch::Merge(patch),
-            )
-            .await?;
-        Ok(())
     }
 
     /// The Knative Service of `t`; its absence is the user's to fix.
@@ -146,29 +170,31 @@ impl KnativeRouter {
             )
         })
     }
-}
 
-/// Names the promoted Revision of a Knative Service (the primary), e.g. at initialization
-/// (its latest Revision) or at promotion (the Revision that passed the analysis).
-pub async fn pin_primary(
-    client: &Client,
-    ns: &str,
-    canary: &Canary,
-    revision: &str,
-) -> Result<(), Error> {
-    let params = PatchParams {
-        field_manager: Some(MANAGER.into()),
-        ..Default::default()
-    };
-    SERVICE
-        .api(client, ns)
-        .patch(
-            &canary.spec.target_ref.name,
-            &params,
-            &Patch::Merge(&pin_patch(revision)),
+    /// Writes `routes` into `service` (as read), naming its latest Revision the primary when
+    /// none is named yet.
+    async fn route(
+        &self,
+        t: &RouteTarget<'_>,
+        service: &Value,
+        routes: Routes,
+    ) -> Result<(), Error> {
+        let pinned = primary_revision(service);
+        let primary = pinned
+            .or_else(|| latest_revision(service))
+            .ok_or_else(|| no_revision_yet(t.namespace(), &t.canary.spec.target_ref.name))?;
+        let mut patch = json!({"spec": {"traffic": traffic(primary, routes)}});
+        if pinned.is_none() {
+            patch["metadata"] = pin_patch(primary)["metadata"].clone();
+        }
+        merge_patch(
+            &self.client,
+            t.namespace(),
+            &t.canary.spec.target_ref.name,
+            &patch,
         )
-        .await?;
-    Ok(())
+        .await
+    }
 }
 
 #[async_trait::async_trait]
@@ -196,23 +222,10 @@ impl Router for KnativeRouter {
     }
 
     /// Names the latest Revision as the promoted one when none is named yet (a new Canary),
-    /// then sets the routes the status records.
+    /// and sets the routes the status records.
     async fn ensure(&self, t: &RouteTarget<'_>) -> Result<(), Error> {
         let service = self.existing(t).await?;
-        if primary_revision(&service).is_none() {
-            let Some(latest) = latest_revision(&service) else {
-                return Err(Error::Waiting {
-                    provider: PROVIDER.into(),
-                    message: format!(
-                        "Knative Service {}/{} has no Revision yet (status.latestCreatedRevisionName)",
-                        t.namespace(),
-                        t.canary.spec.target_ref.name
-                    ),
-                });
-            };
-            self.patch(t, &pin_patch(latest)).await?;
-        }
-        self.set_routes(t, crate::routes_in_status(t.canary, t.status))
+        self.route(t, &service, crate::routes_in_status(t.canary, t.status))
             .await
     }
 
@@ -232,22 +245,7 @@ impl Router for KnativeRouter {
             ));
         }
         let service = self.existing(t).await?;
-        let primary = primary_revision(&service)
-            .or_else(|| latest_revision(&service))
-            .map(str::to_string)
-            .ok_or_else(|| Error::Waiting {
-                provider: PROVIDER.into(),
-                message: format!(
-                    "Knative Service {}/{} has no Revision yet (status.latestCreatedRevisionName)",
-                    t.namespace(),
-                    t.canary.spec.target_ref.name
-                ),
-            })?;
-        let mut patch = json!({"spec": {"traffic": traffic(&primary, routes)}});
-        if primary_revision(&service).is_none() {
-            patch["metadata"] = pin_patch(&primary)["metadata"].clone();
-        }
-        self.patch(t, &patch).await
+        self.route(t, &service, routes).await
     }
 
     async fn get_routes(&self, t: &RouteTarget<'_>) -> Result<Option<Routes>, Error> {
@@ -264,7 +262,13 @@ impl Router for KnativeRouter {
             "metadata": {"annotations": {KNATIVE_PRIMARY_REVISION: null}},
             "spec": {"traffic": null},
         });
-        self.patch(t, &patch).await
+        merge_patch(
+            &self.client,
+            t.namespace(),
+            &t.canary.spec.target_ref.name,
+            &patch,
+        )
+        .await
     }
 }
 
