@@ -247,6 +247,21 @@ async fn capability(router: &dyn Router, t: &RouteTarget<'_>, routes: Routes, su
     }
 }
 
+/// A/B matching and mirroring: done and read back, or refused clearly, as the router declares.
+async fn match_and_mirror(router: &dyn Router, t: &RouteTarget<'_>) {
+    let caps = router.capabilities();
+    let ab = Routes {
+        ab_match: true,
+        ..Routes::PRIMARY
+    };
+    capability(router, t, ab, caps.http_match).await;
+    let mirrored = Routes {
+        mirror: Some(100),
+        ..Routes::PRIMARY
+    };
+    capability(router, t, mirrored, caps.mirroring).await;
+}
+
 async fn conform(provider: &str) {
     if provider == "knative" {
         return conform_knative().await;
@@ -340,16 +355,7 @@ async fn conform(provider: &str) {
     }
 
     // A/B matching, mirroring.
-    let ab = Routes {
-        ab_match: true,
-        ..Routes::PRIMARY
-    };
-    capability(router, &t, ab, caps.http_match).await;
-    let mirrored = Routes {
-        mirror: Some(100),
-        ..Routes::PRIMARY
-    };
-    capability(router, &t, mirrored, caps.mirroring).await;
+    match_and_mirror(router, &t).await;
     round_trip(router, &t, Routes::PRIMARY).await;
 
     // Session affinity: the status's cookie routes to the canary, or the spec is refused.
@@ -566,16 +572,7 @@ async fn conform_knative() {
     }
 
     // No A/B matching, no mirroring, no session affinity.
-    let ab = Routes {
-        ab_match: true,
-        ..Routes::PRIMARY
-    };
-    capability(router, &t, ab, caps.http_match).await;
-    let mirrored = Routes {
-        mirror: Some(100),
-        ..Routes::PRIMARY
-    };
-    capability(router, &t, mirrored, caps.mirroring).await;
+    match_and_mirror(router, &t).await;
     assert!(!caps.session_affinity && !caps.http_match && !caps.mirroring);
     let problems = validate_canary_spec(&canary.spec);
     assert!(
