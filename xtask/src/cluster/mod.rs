@@ -19,6 +19,7 @@
 mod audit;
 pub(crate) mod build;
 mod components;
+mod generated_crds;
 mod peers;
 mod pki;
 pub(crate) mod ports;

@@ -1,6 +1,7 @@
-//! The peer CRDs the routers write to: Gateway API, Istio, SMI, Contour, Kuma, APISIX and Knative, installed by `cluster up`
+//! The peer CRDs the routers write to: Gateway API, Istio, SMI, Contour, Kuma, APISIX, Knative, Gloo and App Mesh, installed by `cluster up`
 //! from the upstream Go modules that ship them, at the versions pinned in
-//! `xtask/go/peers/go.mod` (checksums in its go.sum), never hand-written.
+//! `xtask/go/peers/go.mod` (checksums in its go.sum), never hand-written; Gloo and App Mesh, whose
+//! modules the proxy refuses, generated from Flagger's API types (`generated_crds`).
 //!
 //! | API | module | files |
 //! | --- | --- | --- |
@@ -12,6 +13,7 @@
 //! | Kuma TrafficRoute | `github.com/kumahq/kuma/v2` | `deployments/charts/kuma/crds/kuma.io_trafficroutes.yaml` |
 //! | APISIX ApisixRoute | `github.com/apache/apisix-ingress-controller` | `samples/deploy/crd/v1/ApisixRoute.yaml` |
 //! | Knative Service and Revision | `knative.dev/serving` | `config/core/300-resources/{service,revision}.yaml` |
+//! | Gloo RouteTable and Upstream, App Mesh VirtualNode, VirtualRouter, VirtualService | generated from `github.com/fluxcd/flagger`'s types | see `generated_crds` |
 //!
 //! The Gateway API channel is `experimental` (a superset of `standard` with `retry`), or what
 //! `FLEDGE_GATEWAY_API_CHANNEL` says. Upstream's safe-upgrades policy refuses experimental CRDs
@@ -121,6 +123,7 @@ pub fn install_peer_crds(info: &ClusterInfo) -> Result<()> {
         "services.serving.knative.dev",
         "revisions.serving.knative.dev",
     ];
+    let key_crds = [&key_crds[..], super::generated_crds::NAMES].concat();
     if fs::read_to_string(&stamp_file).is_ok_and(|s| s == stamp_text)
         && kubectl.ok(&[&["get", "crd", "-o", "name"][..], &key_crds[..]].concat())
     {
@@ -195,6 +198,39 @@ pub fn install_peer_crds(info: &ClusterInfo) -> Result<()> {
     )?;
     crds.extend(crd_names(&out));
 
+    // Gloo's and App Mesh's, generated from Flagger's types (see `generated_crds`).
+    let generated = super::generated_crds::crds(|dir| {
+        kubectl.run(
+            &[
+                "create",
+                "--dry-run=client",
+                "-o",
+                "json",
+                "-f",
+                &dir.display().to_string(),
+            ],
+            None,
+        )
+    })?;
+    let out = kubectl.run(
+        &[
+            "apply",
+            "--server-side",
+            "--force-conflicts",
+            "--field-manager",
+            MANAGER,
+            "-o",
+            "name",
+            "-f",
+            "-",
+        ],
+        Some(
+            &serde_json::json!({"apiVersion": "v1", "kind": "List", "items": generated})
+                .to_string(),
+        ),
+    )?;
+    crds.extend(crd_names(&out));
+
     let mut wait = vec![
         "wait".to_string(),
         "--for=condition=Established".into(),
@@ -204,7 +240,7 @@ pub fn install_peer_crds(info: &ClusterInfo) -> Result<()> {
     kubectl.run(&wait.iter().map(String::as_str).collect::<Vec<_>>(), None)?;
     eprintln!(
         "cluster: peer CRDs installed ({} CRDs: Gateway API {} {channel}, Istio {}, SMI \
-         TrafficSplit from OSM {}, KEDA ScaledObject {}, Contour {}, Kuma TrafficRoute {}, APISIX ApisixRoute {}, Knative Service and Revision {})",
+         TrafficSplit from OSM {}, KEDA ScaledObject {}, Contour {}, Kuma TrafficRoute {}, APISIX ApisixRoute {}, Knative Service and Revision {}, Gloo and App Mesh from Flagger {}'s types)",
         crds.len(),
         pinned(GATEWAY_API),
         pinned(ISTIO_API),
@@ -213,7 +249,8 @@ pub fn install_peer_crds(info: &ClusterInfo) -> Result<()> {
         pinned(CONTOUR),
         pinned(KUMA),
         pinned(APISIX),
-        pinned(KNATIVE_SERVING)
+        pinned(KNATIVE_SERVING),
+        crate::flagger::version()
     );
     fs::create_dir_all(stamp_file.parent().context("stamp has a parent")?)?;
     fs::write(&stamp_file, stamp_text)?;
@@ -238,7 +275,7 @@ fn stamp(channel: &str) -> String {
         pinned(KUMA),
         pinned(APISIX),
         pinned(KNATIVE_SERVING)
-    )
+    ) + &super::generated_crds::stamp()
 }
 
 /// The CRD names among `kubectl apply -o name` lines.
