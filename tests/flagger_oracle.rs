@@ -9,8 +9,9 @@
 //!
 //! Every difference must be one of [`KNOWN`], each with the reason fledge differs (the README's
 //! differences table says the same); any other difference fails the test with the table of
-//! what differs. Left out: Flagger's `gloo` and `appmesh`, whose CRDs come from Go modules the
-//! module proxy here refuses, so neither controller can write their objects; and `traefik`, for
+//! what differs. The Gloo and App Mesh objects are checked against CRDs generated from Flagger's
+//! own API types (their upstream modules are refused by the module proxy here). Left out:
+//! `traefik`, for
 //! which Flagger v1.36.1 writes `traefik.containo.us/v1alpha1` TraefikServices, a group Traefik
 //! v3 no longer serves (fledge writes `traefik.io/v1alpha1`, which the data plane's Traefik
 //! reads, and its traefik router is tested there with real traffic).
@@ -48,6 +49,7 @@ const PROVIDERS: &[(&str, &str)] = &[
     ("skipper", "o-skipper"),
     ("kuma", "o-kuma"),
     ("apisix", "o-apisix"),
+    ("gloo", "o-gloo"),
     ("gatewayapi:v1", "o-gw-ab"),
     ("istio", "o-istio-ab"),
     ("contour", "o-contour-ab"),
@@ -379,6 +381,33 @@ async fn routing(ns: &TestNs, provider: &str, target: &str) -> BTreeMap<String, 
     if is_ab(target) {
         for (path, what) in same_traffic(k.kind, &mut spec) {
             out.insert(format!("{shown}{path}"), what);
+        }
+    }
+    if provider == "gloo" {
+        // The two Upstreams the RouteTable sends to, named after the namespace.
+        let upstreams = Api::<DynamicObject>::namespaced_with(
+            ns.client.clone(),
+            &ns.name,
+            &ApiResource {
+                group: "gloo.solo.io".into(),
+                version: "v1".into(),
+                api_version: "gloo.solo.io/v1".into(),
+                kind: "Upstream".into(),
+                plural: "upstreams".into(),
+            },
+        );
+        let mut c = c.clone();
+        c.metadata.namespace = Some(ns.name.clone());
+        let (primary, canary_upstream) = fledge_routers::gloo::upstream_names(&c);
+        for name in [primary, canary_upstream] {
+            let u = upstreams.get(&name).await.unwrap();
+            let v = json!({"labels": meta(&u.metadata.labels), "spec": u.data.get("spec")});
+            flatten(
+                &format!("Upstream {}", name.replace(&ns.name, "NS")),
+                &v,
+                &ns.name,
+                &mut out,
+            );
         }
     }
     let v = json!({

@@ -51,6 +51,7 @@ conformance! {
     contour => "contour",
     gatewayapi_v1 => "gatewayapi:v1",
     gatewayapi_v1beta1 => "gatewayapi:v1beta1",
+    gloo => "gloo",
     istio => "istio",
     knative => "knative",
     kuma => "kuma",
@@ -97,11 +98,74 @@ fn canary_json(provider: &str) -> Value {
         canary["spec"]["ingressRef"] =
             json!({"apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "name": "podinfo"});
     }
+    if provider == "gloo" {
+        canary["spec"]["upstreamRef"] =
+            json!({"apiVersion": "gloo.solo.io/v1", "kind": "Upstream", "name": "tuned"});
+    }
     if provider == "apisix" {
         canary["spec"]["routeRef"] =
             json!({"apiVersion": "apisix.apache.org/v2", "kind": "ApisixRoute", "name": "podinfo"});
     }
     canary
+}
+
+fn gloo_upstreams(ns: &TestNs) -> Api<DynamicObject> {
+    let kind = fledge_routers::gloo::UPSTREAM;
+    let resource = ApiResource {
+        group: kind.group.into(),
+        version: kind.version.into(),
+        api_version: kind.api_version(),
+        kind: kind.kind.into(),
+        plural: kind.plural.into(),
+    };
+    Api::namespaced_with(ns.client.clone(), &ns.name, &resource)
+}
+
+/// The Upstream `tuned` whose settings the gloo router copies (`spec.upstreamRef`).
+async fn gloo_config_upstream(ns: &TestNs) {
+    let upstream: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "gloo.solo.io/v1", "kind": "Upstream",
+        "metadata": {"name": "tuned"},
+        "spec": {
+            "connectionConfig": {"maxRequestsPerConnection": 10},
+            "circuitBreakers": {"maxConnections": 7},
+            "useHttp2": true,
+            "kube": {"serviceName": "elsewhere", "servicePort": 80}
+        }
+    }))
+    .unwrap();
+    gloo_upstreams(ns)
+        .create(&PostParams::default(), &upstream)
+        .await
+        .expect("creating the config Upstream");
+}
+
+/// Both Upstreams exist, owned by the Canary, with `tuned`'s settings and each side's Service
+/// and selector, as the API server (with the CRD from Flagger's types) stored them.
+async fn gloo_upstreams_follow_the_config(ns: &TestNs, canary: &Canary) {
+    let (primary, canary_upstream) = fledge_routers::gloo::upstream_names(canary);
+    for (name, service, selected) in [
+        (&primary, "podinfo-primary", "podinfo-primary"),
+        (&canary_upstream, "podinfo-canary", "podinfo"),
+    ] {
+        let obj = serde_json::to_value(gloo_upstreams(ns).get(name).await.unwrap()).unwrap();
+        assert_eq!(
+            obj["spec"],
+            json!({
+                "connectionConfig": {"maxRequestsPerConnection": 10},
+                "circuitBreakers": {"maxConnections": 7},
+                "useHttp2": true,
+                "kube": {"serviceName": service, "serviceNamespace": ns.name,
+                         "servicePort": 9898, "selector": {"app": selected}}
+            }),
+            "gloo: Upstream {name}"
+        );
+        assert_eq!(
+            obj["metadata"]["ownerReferences"][0]["uid"],
+            json!(canary.metadata.uid),
+            "gloo: Upstream {name} is the Canary's"
+        );
+    }
 }
 
 /// The user's ApisixRoute that the apisix router copies: `app.example.com/*` to the apex
@@ -280,6 +344,9 @@ async fn conform(provider: &str) {
     if provider == "apisix" {
         apex_apisix_route(&ns).await;
     }
+    if provider == "gloo" {
+        gloo_config_upstream(&ns).await;
+    }
     let router = router_for(ns.client.clone(), &canary).unwrap();
     let router = router.as_ref();
     assert_eq!(router.provider(), provider);
@@ -322,6 +389,9 @@ async fn conform(provider: &str) {
             owned_by(&obj, router, &canary),
             "{provider}: the routing object is owned by the Canary: {obj}"
         );
+    }
+    if provider == "gloo" {
+        gloo_upstreams_follow_the_config(&ns, &canary).await;
     }
     // A second ensure changes nothing. (The object itself, not its bookkeeping: the API server
     // rewrites the field managers of a custom resource on the first apply after its creation,

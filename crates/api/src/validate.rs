@@ -27,6 +27,7 @@ pub const SUPPORTED_PROVIDERS: &[&str] = &[
     "contour",
     "gatewayapi:v1",
     "gatewayapi:v1beta1",
+    "gloo",
     "istio",
     "knative",
     "kuma",
@@ -41,7 +42,7 @@ pub const SUPPORTED_PROVIDERS: &[&str] = &[
 ];
 
 /// Flagger's traffic providers that fledge does not implement yet.
-pub const UNSUPPORTED_FLAGGER_PROVIDERS: &[&str] = &["appmesh", "appmesh:v1beta2", "gloo"];
+pub const UNSUPPORTED_FLAGGER_PROVIDERS: &[&str] = &["appmesh", "appmesh:v1beta2"];
 
 /// Providers that can copy (mirror) traffic to the canary.
 pub const MIRROR_PROVIDERS: &[&str] = &["gatewayapi:v1", "gatewayapi:v1beta1", "istio", "traefik"];
@@ -51,6 +52,7 @@ pub const HTTP_MATCH_PROVIDERS: &[&str] = &[
     "contour",
     "gatewayapi:v1",
     "gatewayapi:v1beta1",
+    "gloo",
     "istio",
     "nginx",
     "skipper",
@@ -286,6 +288,18 @@ pub fn validate_canary_spec(spec: &CanarySpec) -> Vec<Problem> {
             }
         }
     }
+    if provider == "gloo"
+        && let Err(problems) = gloo_matchers(
+            "spec.analysis.match",
+            analysis.r#match.as_deref().unwrap_or(&[]),
+        )
+    {
+        for problem in problems {
+            if !p.0.iter().any(|q| q.field == problem.field) {
+                p.0.push(problem);
+            }
+        }
+    }
     if provider == "contour" {
         for (i, m) in analysis.r#match.iter().flatten().enumerate() {
             check_contour_match(&mut p, &format!("spec.analysis.match[{i}]"), m);
@@ -507,6 +521,128 @@ pub fn skipper_canary_predicates(
         }
     }
     if p.0.is_empty() { Ok(out) } else { Err(p.0) }
+}
+
+/// `analysis.match` as Gloo route matchers (`gateway.solo.io/v1` `RouteTable` routes): one
+/// matcher per entry (Gloo routes a request that any matcher of the route matches), each with
+/// the entry's `headers` (a `withoutHeaders` entry as an inverted header matcher),
+/// `queryParams` and exact `method`; or every condition Gloo's matchers cannot express (with its
+/// field under `base`). Values are matched whole (Envoy's full-match regular expressions), so a
+/// prefix or suffix becomes an expression with the literal escaped.
+pub fn gloo_matchers(
+    base: &str,
+    matches: &[HttpMatchRequest],
+) -> Result<Vec<serde_json::Value>, Vec<Problem>> {
+    let mut p = Problems::default();
+    let mut out = Vec::new();
+    for (i, m) in matches.iter().enumerate() {
+        let field = format!("{base}[{i}]");
+        let problems_before = p.0.len();
+        for (name, set) in [
+            ("uri", m.uri.is_some()),
+            ("scheme", m.scheme.is_some()),
+            ("authority", m.authority.is_some()),
+            ("port", m.port.is_some()),
+            ("sourceLabels", m.source_labels.is_some()),
+            ("gateways", m.gateways.is_some()),
+            ("ignoreUriCase", m.ignore_uri_case == Some(true)),
+            ("sourceNamespace", m.source_namespace.is_some()),
+        ] {
+            if set {
+                p.add(
+                    format!("{field}.{name}"),
+                    format!(
+ "provider gloo routes A/B traffic by headers, withoutHeaders, queryParams and method only, and cannot match on {name}{why}; remove it",
+                        why = if name == "uri" {
+                            " (the RouteTable's routes take their path from the VirtualService that delegates to it)"
+                        } else {
+                            ""
+                        }
+                    ),
+                );
+            }
+        }
+        let mut matcher = serde_json::Map::new();
+        let mut headers = Vec::new();
+        for (list, invert, key) in [
+            (&m.headers, false, "headers"),
+            (&m.without_headers, true, "withoutHeaders"),
+        ] {
+            for (name, sm) in list.iter().flatten() {
+                let field = format!("{field}.{key}.{name}");
+                if let Some((value, regex)) = gloo_value(&mut p, &field, sm) {
+                    let mut h = serde_json::json!({"name": name, "value": value});
+                    if regex {
+                        h["regex"] = true.into();
+                    }
+                    if invert {
+                        h["invertMatch"] = true.into();
+                    }
+                    headers.push(h);
+                }
+            }
+        }
+        let mut params = Vec::new();
+        for (name, sm) in m.query_params.iter().flatten() {
+            let field = format!("{field}.queryParams.{name}");
+            if let Some((value, regex)) = gloo_value(&mut p, &field, sm) {
+                let mut q = serde_json::json!({"name": name, "value": value});
+                if regex {
+                    q["regex"] = true.into();
+                }
+                params.push(q);
+            }
+        }
+        let mut methods = Vec::new();
+        if let Some(method) = &m.method {
+            match method.exact.as_deref() {
+                Some(v)
+                    if !v.is_empty()
+                        && method.prefix.is_none()
+                        && method.suffix.is_none()
+                        && method.regex.is_none() =>
+                {
+                    methods.push(serde_json::Value::from(v.to_ascii_uppercase()));
+                }
+                _ => p.add(
+                    format!("{field}.method"),
+ "provider gloo matches the method exactly only; write exact: GET (or another method)",
+                ),
+            }
+        }
+        for (key, list) in [
+            ("headers", headers),
+            ("queryParameters", params),
+            ("methods", methods),
+        ] {
+            if !list.is_empty() {
+                matcher.insert(key.into(), serde_json::Value::Array(list));
+            }
+        }
+        if matcher.is_empty() && p.0.len() == problems_before {
+            p.add(
+                field,
+                "an A/B match entry for provider gloo needs headers, withoutHeaders, queryParams or a method",
+            );
+        }
+        out.push(serde_json::Value::Object(matcher));
+    }
+    if p.0.is_empty() { Ok(out) } else { Err(p.0) }
+}
+
+/// A value a Gloo matcher matches whole: the exact value, or a regular expression (`true`).
+fn gloo_value(p: &mut Problems, field: &str, sm: &StringMatch) -> Option<(String, bool)> {
+    let pattern = skipper_pattern(p, field, sm)?;
+    Some(if let Some(v) = &sm.prefix {
+        (format!("{}.*", regex_syntax::escape(v)), true)
+    } else if let Some(v) = &sm.suffix {
+        (format!(".*{}", regex_syntax::escape(v)), true)
+    } else {
+        match pattern {
+            Pattern::Exact(v) => (v, false),
+            Pattern::Regex(r) => (r, true),
+        }
+    })
 }
 
 /// A value Skipper matches: exactly, or by an RE2 regular expression.

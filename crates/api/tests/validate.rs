@@ -157,7 +157,7 @@ fn exact_messages() {
     assert_eq!(
         validate_canary_spec(&spec)[0].to_string(),
         "spec.provider: provider \"appmesh\" is not supported by fledge yet; supported: kubernetes, apisix, contour, \
-         gatewayapi:v1, gatewayapi:v1beta1, istio, knative, kuma, linkerd, nginx, osm, skipper, smi:v1alpha1, smi:v1alpha2, smi:v1alpha3, traefik"
+         gatewayapi:v1, gatewayapi:v1beta1, gloo, istio, knative, kuma, linkerd, nginx, osm, skipper, smi:v1alpha1, smi:v1alpha2, smi:v1alpha3, traefik"
     );
     let spec = canary(&[(
         "analysis.metrics[0].thresholdRange",
@@ -1001,6 +1001,62 @@ fn strategies() {
                 "matches the method exactly only",
             ),
         ],
+    );
+    // Gloo: A/B testing by headers (inverted for withoutHeaders), query parameters and exact
+    // method, any number of entries (Gloo ORs a route's matchers); nothing else; mirroring
+    // refused.
+    let gloo = |m: Value| {
+        canary(&[
+            ("provider", json!("gloo")),
+            ("analysis.stepWeight", Value::Null),
+            ("analysis.iterations", json!(10)),
+            ("analysis.match", m),
+        ])
+    };
+    let ok = json!([{"headers": {"x-canary": {"regex": "^(in|out)sider$"}},
+                     "queryParams": {"beta": {"prefix": "yes"}}, "method": {"exact": "GET"}},
+                    {"withoutHeaders": {"x-old": {"suffix": "1"}}}]);
+    assert_problems("gloo A/B", &validate_canary_spec(&gloo(ok)), &[]);
+    assert_problems(
+        "gloo A/B, what a matcher cannot match",
+        &validate_canary_spec(&gloo(json!([
+            {"headers": {"x-canary": {"regex": "(unclosed"}}, "uri": {"prefix": "/beta"},
+             "method": {"regex": "GET|POST"}, "sourceLabels": {"app": "a"}},
+            {"name": "nothing"},
+        ]))),
+        &[
+            (
+                "spec.analysis.match[0].headers.x-canary.regex",
+                "is not a valid regular expression",
+            ),
+            (
+                "spec.analysis.match[0].uri",
+                "provider gloo routes A/B traffic by headers, withoutHeaders, queryParams and method only, and cannot match on uri",
+            ),
+            (
+                "spec.analysis.match[0].sourceLabels",
+                "cannot match on sourceLabels",
+            ),
+            (
+                "spec.analysis.match[0].method",
+                "provider gloo matches the method exactly only",
+            ),
+            (
+                "spec.analysis.match[1]",
+                "needs headers, withoutHeaders, queryParams or a method",
+            ),
+        ],
+    );
+    assert_problems(
+        "gloo mirroring",
+        &validate_canary_spec(&canary(&[
+            ("provider", json!("gloo")),
+            ("analysis.mirror", json!(true)),
+        ])),
+        &[(
+            "spec.analysis.mirror",
+            "provider gloo cannot mirror traffic",
+        )],
     );
     run_canary_cases(vec![
         (
@@ -2050,7 +2106,7 @@ fn knative() {
 #[test]
 fn every_problem_at_once() {
     let spec = canary(&[
-        ("provider", json!("gloo")),
+        ("provider", json!("envoy")),
         ("service.port", json!(0)),
         ("analysis.interval", json!("soon")),
         ("analysis.stepWeight", Value::Null),

@@ -162,6 +162,19 @@ pub fn candidates(canary: &Canary, tracked: &[&ConfigRef]) -> Vec<(ApiResource, 
         // kuma router's apply takes it over by name (it is named after the apex Service in
         // both), as it takes over any TrafficRoute no other Canary has marked as its own.
         "kuma" => {}
+        "gloo" => {
+            out.push(route(
+                "gateway.solo.io",
+                "v1",
+                "RouteTable",
+                "routetables",
+                &names.apex,
+            ));
+            let (primary, canary_upstream) = fledge_routers::gloo::upstream_names(canary);
+            for name in [&primary, &canary_upstream] {
+                out.push(route("gloo.solo.io", "v1", "Upstream", "upstreams", name));
+            }
+        }
         "traefik" => out.push(route(
             "traefik.io",
             "v1alpha1",
@@ -380,6 +393,25 @@ mod tests {
                 "apisixroutes",
                 "podinfo-podinfo-canary"
             )
+        );
+        let mut gloo = canary.clone();
+        gloo.spec.provider = Some("gloo".into());
+        let tail: Vec<(String, String)> = candidates(&gloo, &[])
+            .into_iter()
+            .rev()
+            .take(3)
+            .map(|(r, n)| (r.kind, n))
+            .collect();
+        assert_eq!(
+            tail,
+            [
+                ("Upstream".into(), "test-podinfo-canaryupstream-9898".into()),
+                (
+                    "Upstream".into(),
+                    "test-podinfo-primaryupstream-9898".into()
+                ),
+                ("RouteTable".into(), "podinfo".into()),
+            ]
         );
         let mut kuma = canary.clone();
         kuma.spec.provider = Some("kuma".into());

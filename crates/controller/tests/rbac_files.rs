@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use fledge_controller::routers::smi::SmiVersion;
-use fledge_controller::routers::{apisix, kuma, traefik};
+use fledge_controller::routers::{apisix, gloo, kuma, traefik};
 use k8s_openapi::api::core::v1::ServiceAccount;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding};
 
@@ -88,6 +88,8 @@ fn every_router_kind_is_covered() {
         (traefik::KIND.group, traefik::KIND.plural),
         (kuma::KIND.group, kuma::KIND.plural),
         (apisix::KIND.group, apisix::KIND.plural),
+        (gloo::ROUTE_TABLE.group, gloo::ROUTE_TABLE.plural),
+        (gloo::UPSTREAM.group, gloo::UPSTREAM.plural),
         ("", "services"),
     ];
     for (group, plural) in kinds {

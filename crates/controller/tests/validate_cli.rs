@@ -704,13 +704,6 @@ fn example_files() -> Vec<PathBuf> {
 /// placeholder, an InfluxDB template without an address, and the documentation's skeleton whose
 /// values are all left blank.
 const REJECTED: &[(&str, &[&str])] = &[
-    // Traffic providers fledge does not route with yet.
-    (
-        "Canary-tutorials_gloo_progressive_delivery-c6f2b2a1.yaml",
-        &[
-            "spec.provider: provider \"gloo\" is not supported by fledge yet; supported: kubernetes, apisix, contour, gatewayapi:v1, gatewayapi:v1beta1, istio, knative, kuma, linkerd, nginx, osm, skipper, smi:v1alpha1, smi:v1alpha2, smi:v1alpha3, traefik",
-        ],
-    ),
     // The Splunk example's address is the documentation's placeholder `https://api.<REALM>.…`.
     (
         "MetricTemplate-usage_metrics-c9dd9abc.yaml",

@@ -23,6 +23,7 @@ pub mod apisix;
 pub mod contour;
 mod error;
 pub mod gatewayapi;
+pub mod gloo;
 pub mod ingress;
 pub mod istio;
 pub mod knative;
@@ -198,6 +199,7 @@ pub const ROUTERS: &[(&str, Constructor)] = &[
             gatewayapi::GatewayVersion::V1beta1,
         ))
     }),
+    ("gloo", |c, _| Box::new(gloo::GlooRouter::new(c))),
     ("istio", |c, _| Box::new(istio::IstioRouter::new(c))),
     ("knative", |c, _| Box::new(knative::KnativeRouter::new(c))),
     ("kuma", |c, _| Box::new(kuma::KumaRouter::new(c))),

@@ -41,6 +41,11 @@ pub enum Observer {
     Contour,
     /// Envoy's cluster metrics of `<svc>-canary_<namespace>_svc_<port>`, Kuma's service names.
     Kuma,
+    /// Envoy's cluster metrics of `<namespace>-<svc>-canaryupstream-<port>_<gloo namespace>`,
+    /// the cluster of Gloo's canary Upstream.
+    Gloo,
+    /// The Envoy sidecars' cluster metrics of the canary's pods (App Mesh).
+    AppMesh,
     /// Envoy's cluster metrics of `<namespace>/<revision>`, the Knative ingress's (Kourier's)
     /// cluster of the latest Revision (`{{ route }}`).
     Knative,
@@ -93,6 +98,8 @@ impl Observer {
             "skipper" => Observer::Skipper,
             "contour" => Observer::Contour,
             "kuma" => Observer::Kuma,
+            "gloo" => Observer::Gloo,
+            p if p.starts_with("appmesh") => Observer::AppMesh,
             "apisix" => Observer::Apisix,
             "knative" => Observer::Knative,
             p if p == "kubernetes" || p.starts_with("gatewayapi") => match gateway {
@@ -190,8 +197,18 @@ impl Observer {
                     )
                 }
             }
-            Observer::Contour | Observer::Kuma | Observer::Knative => {
+            Observer::Contour
+            | Observer::Kuma
+            | Observer::Knative
+            | Observer::Gloo
+            | Observer::AppMesh => {
                 let sel = match self {
+                    Observer::Gloo => {
+                        r#"envoy_cluster_name=~"{{ namespace }}-{{ service }}-canaryupstream-[0-9a-zA-Z-]+_[0-9a-zA-Z-]+""#
+                    }
+                    Observer::AppMesh => {
+                        r#"kubernetes_namespace="{{ namespace }}", kubernetes_pod_name=~"{{ canary_pods }}""#
+                    }
                     Observer::Contour => {
                         r#"envoy_cluster_name=~"{{ namespace }}_{{ service }}-canary_[0-9a-zA-Z-]+""#
                     }
@@ -310,6 +327,9 @@ mod tests {
             ("skipper", Skipper),
             ("contour", Contour),
             ("kuma", Kuma),
+            ("gloo", Gloo),
+            ("appmesh", AppMesh),
+            ("appmesh:v1beta2", AppMesh),
             ("apisix", Apisix),
             ("knative", Knative),
         ] {
@@ -422,6 +442,26 @@ mod tests {
         assert_eq!(
             q(Observer::Kuma, DURATION),
             r#"histogram_quantile(0.99, sum(rate(envoy_cluster_upstream_rq_time_bucket{envoy_cluster_name=~"web-canary_shop_svc_[0-9a-zA-Z-]+"}[1m])) by (le))"#
+        );
+        // Flagger's pkg/metrics/observers/gloo.go, folded the same way; the apex Service's name
+        // where Flagger writes the target's (the Upstream is named after the Service).
+        assert_eq!(
+            q(Observer::Gloo, SUCCESS_RATE),
+            r#"sum(rate(envoy_cluster_upstream_rq{envoy_cluster_name=~"shop-web-canaryupstream-[0-9a-zA-Z-]+_[0-9a-zA-Z-]+", envoy_response_code!~"5.*"}[1m])) / sum(rate(envoy_cluster_upstream_rq{envoy_cluster_name=~"shop-web-canaryupstream-[0-9a-zA-Z-]+_[0-9a-zA-Z-]+"}[1m])) * 100"#
+        );
+        assert_eq!(
+            q(Observer::Gloo, DURATION),
+            r#"histogram_quantile(0.99, sum(rate(envoy_cluster_upstream_rq_time_bucket{envoy_cluster_name=~"shop-web-canaryupstream-[0-9a-zA-Z-]+_[0-9a-zA-Z-]+"}[1m])) by (le))"#
+        );
+        // Flagger's pkg/metrics/observers/appmesh.go, folded the same way: the sidecars' metrics
+        // of the canary's pods.
+        assert_eq!(
+            q(Observer::AppMesh, SUCCESS_RATE),
+            r#"sum(rate(envoy_cluster_upstream_rq{kubernetes_namespace="shop", kubernetes_pod_name=~"web-[0-9a-zA-Z]+(-[0-9a-zA-Z]+)", envoy_response_code!~"5.*"}[1m])) / sum(rate(envoy_cluster_upstream_rq{kubernetes_namespace="shop", kubernetes_pod_name=~"web-[0-9a-zA-Z]+(-[0-9a-zA-Z]+)"}[1m])) * 100"#
+        );
+        assert_eq!(
+            q(Observer::AppMesh, DURATION),
+            r#"histogram_quantile(0.99, sum(rate(envoy_cluster_upstream_rq_time_bucket{kubernetes_namespace="shop", kubernetes_pod_name=~"web-[0-9a-zA-Z]+(-[0-9a-zA-Z]+)"}[1m])) by (le))"#
         );
         // Flagger's pkg/metrics/observers/apisix.go, folded the same way; the apex Service's
         // name where Flagger writes the target's (the canary route is named after the Service).
