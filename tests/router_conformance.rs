@@ -48,6 +48,8 @@ macro_rules! conformance {
 conformance! {
     kubernetes => "kubernetes",
     apisix => "apisix",
+    appmesh => "appmesh",
+    appmesh_v1beta2 => "appmesh:v1beta2",
     contour => "contour",
     gatewayapi_v1 => "gatewayapi:v1",
     gatewayapi_v1beta1 => "gatewayapi:v1beta1",
@@ -97,6 +99,9 @@ fn canary_json(provider: &str) -> Value {
     if INGRESS_PROVIDERS.contains(&provider) {
         canary["spec"]["ingressRef"] =
             json!({"apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "name": "podinfo"});
+    }
+    if provider == "appmesh" {
+        canary["spec"]["service"]["meshName"] = json!("global");
     }
     if provider == "gloo" {
         canary["spec"]["upstreamRef"] =

@@ -24,6 +24,8 @@ use crate::{AlertProviderSpec, CanarySpec, KNATIVE_API_VERSION, MetricTemplateSp
 pub const SUPPORTED_PROVIDERS: &[&str] = &[
     "kubernetes",
     "apisix",
+    "appmesh",
+    "appmesh:v1beta2",
     "contour",
     "gatewayapi:v1",
     "gatewayapi:v1beta1",
@@ -42,13 +44,15 @@ pub const SUPPORTED_PROVIDERS: &[&str] = &[
 ];
 
 /// Flagger's traffic providers that fledge does not implement yet.
-pub const UNSUPPORTED_FLAGGER_PROVIDERS: &[&str] = &["appmesh", "appmesh:v1beta2"];
+pub const UNSUPPORTED_FLAGGER_PROVIDERS: &[&str] = &[];
 
 /// Providers that can copy (mirror) traffic to the canary.
 pub const MIRROR_PROVIDERS: &[&str] = &["gatewayapi:v1", "gatewayapi:v1beta1", "istio", "traefik"];
 
 /// Providers that can route by header, cookie or query parameter (A/B testing).
 pub const HTTP_MATCH_PROVIDERS: &[&str] = &[
+    "appmesh",
+    "appmesh:v1beta2",
     "contour",
     "gatewayapi:v1",
     "gatewayapi:v1beta1",
@@ -287,6 +291,9 @@ pub fn validate_canary_spec(spec: &CanarySpec) -> Vec<Problem> {
                 p.0.push(problem);
             }
         }
+    }
+    if provider.starts_with("appmesh") {
+        check_appmesh(&mut p, provider, spec);
     }
     if provider == "gloo"
         && let Err(problems) = gloo_matchers(
@@ -628,6 +635,152 @@ pub fn gloo_matchers(
         out.push(serde_json::Value::Object(matcher));
     }
     if p.0.is_empty() { Ok(out) } else { Err(p.0) }
+}
+
+/// The retry events an App Mesh HTTP route takes (`spec.service.retries.retryOn`).
+pub const APPMESH_RETRY_EVENTS: &[&str] = &[
+    "server-error",
+    "gateway-error",
+    "client-error",
+    "stream-error",
+];
+
+/// What App Mesh's routes can express: A/B matches on headers only (at most 10 entries of at
+/// most 10 headers), one `spec.service.match` entry with a URI prefix, App Mesh's retry
+/// events, a numeric target port (v1beta2), a mesh name (v1beta1); no header rewriting, CORS,
+/// mirroring or traffic policy.
+pub fn appmesh_problems(provider: &str, spec: &CanarySpec) -> Vec<Problem> {
+    let mut p = Problems::default();
+    check_appmesh(&mut p, provider, spec);
+    p.0
+}
+
+fn check_appmesh(p: &mut Problems, provider: &str, spec: &CanarySpec) {
+    let svc = &spec.service;
+    for (field, set) in [
+        ("spec.service.headers", svc.headers.is_some()),
+        ("spec.service.rewrite", svc.rewrite.is_some()),
+        ("spec.service.corsPolicy", svc.cors_policy.is_some()),
+        (
+            "spec.service.mirror",
+            svc.mirror.as_ref().is_some_and(|m| !m.is_empty()),
+        ),
+        ("spec.service.trafficPolicy", svc.traffic_policy.is_some()),
+    ] {
+        if set {
+            p.add(
+                field,
+                format!(
+                    "provider {provider} has no App Mesh form for it (Flagger ignores it); remove it, or use istio"
+                ),
+            );
+        }
+    }
+    if provider == "appmesh" && svc.mesh_name.as_deref().is_none_or(str::is_empty) {
+        p.add(
+            "spec.service.meshName",
+            "provider appmesh (App Mesh v1beta1) needs the mesh of the virtual nodes; name it",
+        );
+    }
+    if provider == "appmesh"
+        && svc.timeout.as_deref().is_some_and(|t| !t.is_empty())
+        && svc.hosts.as_ref().is_none_or(Vec::is_empty)
+    {
+        p.add(
+            "spec.service.timeout",
+            "provider appmesh (App Mesh v1beta1) has no route timeout (it only goes to the gateway annotation, with spec.service.hosts); remove it, or use appmesh:v1beta2",
+        );
+    }
+    if provider == "appmesh:v1beta2"
+        && let Some(IntOrString::String(name)) = &svc.target_port
+    {
+        p.add(
+            "spec.service.targetPort",
+            format!(
+                "provider appmesh:v1beta2 writes the container port into the virtual node's listener and needs it as a number, not the port name {name:?}"
+            ),
+        );
+    }
+    if let Some(list) = &svc.r#match {
+        if list.len() > 1 {
+            p.add(
+                "spec.service.match",
+                format!("provider {provider} takes one entry (a URI prefix for the route)"),
+            );
+        }
+        for (i, m) in list.iter().enumerate() {
+            let others = HttpMatchRequest {
+                uri: None,
+                name: None,
+                ..m.clone()
+            };
+            if others != HttpMatchRequest::default() {
+                p.add(
+                    format!("spec.service.match[{i}]"),
+                    format!(
+                        "provider {provider} routes by a URI prefix only: give uri.prefix alone"
+                    ),
+                );
+            }
+            if m.uri.as_ref().is_some_and(|u| {
+                u.prefix.is_none() || u.exact.is_some() || u.regex.is_some() || u.suffix.is_some()
+            }) {
+                p.add(
+                    format!("spec.service.match[{i}].uri"),
+                    format!(
+                        "provider {provider} routes by a URI prefix only: give uri.prefix alone"
+                    ),
+                );
+            }
+        }
+    }
+    if let Some(retries) = &svc.retries {
+        for event in retries.retry_on.as_deref().unwrap_or_default().split(',') {
+            let event = event.trim();
+            if !event.is_empty() && !APPMESH_RETRY_EVENTS.contains(&event) {
+                p.add(
+                    "spec.service.retries.retryOn",
+                    format!(
+                        "{event:?} is not an App Mesh HTTP retry event of provider {provider}; use {}",
+                        APPMESH_RETRY_EVENTS.join(", ")
+                    ),
+                );
+            }
+        }
+    }
+    let matches = spec
+        .analysis
+        .as_ref()
+        .and_then(|a| a.r#match.as_deref())
+        .unwrap_or(&[]);
+    if matches.len() > 10 {
+        p.add(
+            "spec.analysis.match",
+            format!("provider {provider} takes at most 10 entries (one route each); merge some"),
+        );
+    }
+    for (i, m) in matches.iter().enumerate() {
+        let field = format!("spec.analysis.match[{i}]");
+        let other = HttpMatchRequest {
+            headers: None,
+            name: None,
+            ..m.clone()
+        };
+        let headers = m.headers.as_ref().map_or(0, BTreeMap::len);
+        if other != HttpMatchRequest::default() {
+            p.add(
+                &field,
+                format!(
+                    "provider {provider} matches A/B traffic on headers only (as Flagger); remove the other conditions, or use istio or gatewayapi:v1"
+                ),
+            );
+        } else if headers == 0 || headers > 10 {
+            p.add(
+                &field,
+                format!("provider {provider} needs 1 to 10 header conditions per entry"),
+            );
+        }
+    }
 }
 
 /// A value a Gloo matcher matches whole: the exact value, or a regular expression (`true`).

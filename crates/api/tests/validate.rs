@@ -156,7 +156,12 @@ fn exact_messages() {
     let spec = canary(&[("provider", json!("appmesh"))]);
     assert_eq!(
         validate_canary_spec(&spec)[0].to_string(),
-        "spec.provider: provider \"appmesh\" is not supported by fledge yet; supported: kubernetes, apisix, contour, \
+        "spec.service.meshName: provider appmesh (App Mesh v1beta1) needs the mesh of the virtual nodes; name it"
+    );
+    let spec = canary(&[("provider", json!("envoy"))]);
+    assert_eq!(
+        validate_canary_spec(&spec)[0].to_string(),
+        "spec.provider: provider \"envoy\" is unknown; use one of: kubernetes, apisix, appmesh, appmesh:v1beta2, contour, \
          gatewayapi:v1, gatewayapi:v1beta1, gloo, istio, knative, kuma, linkerd, nginx, osm, skipper, smi:v1alpha1, smi:v1alpha2, smi:v1alpha3, traefik"
     );
     let spec = canary(&[(
@@ -201,6 +206,11 @@ fn providers() {
                 ("targetRef", knative_target()),
                 ("service", Value::Null),
             ])
+        } else if *p == "appmesh" {
+            canary(&[
+                ("provider", json!(p)),
+                ("service.meshName", json!("global")),
+            ])
         } else {
             canary(&[("provider", json!(p))])
         };
@@ -236,22 +246,35 @@ fn providers() {
             vec![("spec.provider", "needs its API version")],
         ),
         (
-            "unsupported provider: its abilities are not checked",
+            "appmesh: what its routes cannot express",
             vec![
-                ("provider", json!("appmesh")),
+                ("provider", json!("appmesh:v1beta2")),
                 ("analysis.stepWeight", Value::Null),
                 ("analysis.iterations", json!(10)),
-                ("analysis.mirror", json!(true)),
+                ("service.targetPort", json!("http")),
+                (
+                    "service.retries",
+                    json!({"attempts": 2, "retryOn": "gateway-error,5xx"}),
+                ),
+                ("service.match", json!([{"uri": {"exact": "/api"}}])),
                 (
                     "analysis.match",
-                    json!([{"headers": {"x-canary": {"exact": "always"}}}]),
+                    json!([{"headers": {"x-canary": {"exact": "always"}}},
+                           {"queryParams": {"beta": {"exact": "1"}}}]),
                 ),
-                ("analysis.sessionAffinity", json!({"cookieName": "c"})),
             ],
-            vec![(
-                "spec.provider",
-                "provider \"appmesh\" is not supported by fledge yet",
-            )],
+            vec![
+                ("spec.service.targetPort", "needs it as a number"),
+                ("spec.service.match[0].uri", "routes by a URI prefix only"),
+                (
+                    "spec.service.retries.retryOn",
+                    "\"5xx\" is not an App Mesh HTTP retry event",
+                ),
+                (
+                    "spec.analysis.match[1]",
+                    "matches A/B traffic on headers only",
+                ),
+            ],
         ),
         (
             "unknown",

@@ -162,6 +162,38 @@ pub fn candidates(canary: &Canary, tracked: &[&ConfigRef]) -> Vec<(ApiResource, 
         // kuma router's apply takes it over by name (it is named after the apex Service in
         // both), as it takes over any TrafficRoute no other Canary has marked as its own.
         "kuma" => {}
+        "appmesh:v1beta2" => {
+            for (kind, plural, name) in [
+                ("VirtualNode", "virtualnodes", &names.primary),
+                ("VirtualNode", "virtualnodes", &names.canary),
+                ("VirtualRouter", "virtualrouters", &names.apex),
+                ("VirtualRouter", "virtualrouters", &names.canary),
+                ("VirtualService", "virtualservices", &names.apex),
+                ("VirtualService", "virtualservices", &names.canary),
+            ] {
+                out.push(route("appmesh.k8s.aws", "v1beta2", kind, plural, name));
+            }
+        }
+        "appmesh" => {
+            let ns = canary.metadata.namespace.as_deref().unwrap_or("default");
+            for (kind, plural, name) in [
+                ("VirtualNode", "virtualnodes", names.apex.clone()),
+                ("VirtualNode", "virtualnodes", names.primary.clone()),
+                ("VirtualNode", "virtualnodes", names.canary.clone()),
+                (
+                    "VirtualService",
+                    "virtualservices",
+                    format!("{}.{ns}", names.apex),
+                ),
+                (
+                    "VirtualService",
+                    "virtualservices",
+                    format!("{}.{ns}", names.canary),
+                ),
+            ] {
+                out.push(route("appmesh.k8s.aws", "v1beta1", kind, plural, &name));
+            }
+        }
         "gloo" => {
             out.push(route(
                 "gateway.solo.io",

@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use fledge_controller::routers::smi::SmiVersion;
-use fledge_controller::routers::{apisix, gloo, kuma, traefik};
+use fledge_controller::routers::{apisix, appmesh, gloo, kuma, traefik};
 use k8s_openapi::api::core::v1::ServiceAccount;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding};
 
@@ -90,6 +90,15 @@ fn every_router_kind_is_covered() {
         (apisix::KIND.group, apisix::KIND.plural),
         (gloo::ROUTE_TABLE.group, gloo::ROUTE_TABLE.plural),
         (gloo::UPSTREAM.group, gloo::UPSTREAM.plural),
+        (appmesh::VIRTUAL_NODE.group, appmesh::VIRTUAL_NODE.plural),
+        (
+            appmesh::VIRTUAL_ROUTER.group,
+            appmesh::VIRTUAL_ROUTER.plural,
+        ),
+        (
+            appmesh::VIRTUAL_SERVICE.group,
+            appmesh::VIRTUAL_SERVICE.plural,
+        ),
         ("", "services"),
     ];
     for (group, plural) in kinds {

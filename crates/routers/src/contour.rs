@@ -277,10 +277,8 @@ pub fn build_http_proxy(canary: &Canary, routes: Routes) -> Result<serde_json::V
     let spec = build_spec(canary, routes)?;
     let mut obj = object_meta(&KIND, canary, canary.spec.apex_service_name(), true);
     // Flux must not revert what fledge writes (Flagger's annotations).
-    obj["metadata"]["annotations"] = serde_json::json!({
-        "kustomize.toolkit.fluxcd.io/reconcile": "disabled",
-        "helm.toolkit.fluxcd.io/driftDetection": "disabled",
-    });
+    obj["metadata"]["annotations"] =
+        serde_json::json!(std::collections::BTreeMap::from(crate::FLUX_OFF));
     obj["spec"] = serde_json::to_value(spec)?;
     Ok(obj)
 }

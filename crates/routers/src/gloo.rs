@@ -249,8 +249,9 @@ fn weighted(upstreams: &[(&str, u32)], ns: &str) -> RouteAction {
     }
 }
 
-/// The RouteTable spec for `routes`: one weighted route, or with A/B matching the matched
-/// route at the weights and a route to the primary after it; an error for what Gloo cannot do.
+/// The RouteTable spec for `routes`: one weighted route, or with A/B matching a route taking
+/// the matching requests to the canary before the weighted route for the others; an error for
+/// what Gloo cannot do.
 pub fn build_spec(canary: &Canary, routes: Routes) -> Result<RouteTableSpec, Error> {
     if routes.mirror.is_some_and(|m| m > 0) {
         return Err(cannot(
@@ -262,14 +263,14 @@ pub fn build_spec(canary: &Canary, routes: Routes) -> Result<RouteTableSpec, Err
     let ns = namespace(canary);
     let (primary, canary_upstream) = upstream_names(canary);
     let weight = u32::try_from(routes.canary.clamp(0, 100)).unwrap_or(0);
-    let split = weighted(&[(&primary, 100 - weight), (&canary_upstream, weight)], ns);
+    let split = Route {
+        matchers: Vec::new(),
+        route_action: weighted(&[(&primary, 100 - weight), (&canary_upstream, weight)], ns),
+        inheritable_path_matchers: true,
+    };
     if !routes.ab_match {
         return Ok(RouteTableSpec {
-            routes: vec![Route {
-                matchers: Vec::new(),
-                route_action: split,
-                inheritable_path_matchers: true,
-            }],
+            routes: vec![split],
         });
     }
     let matchers = gloo_matchers("spec.analysis.match", &analysis_match(canary))
@@ -280,36 +281,21 @@ pub fn build_spec(canary: &Canary, routes: Routes) -> Result<RouteTableSpec, Err
             "A/B routing needs spec.analysis.match; give at least one entry",
         ));
     }
+    // The primary listed at weight 0 (left out), as Flagger's A/B route lists it.
+    let matched = Route {
+        matchers,
+        route_action: weighted(&[(&primary, 0), (&canary_upstream, 100)], ns),
+        inheritable_path_matchers: true,
+    };
     Ok(RouteTableSpec {
-        routes: vec![
-            Route {
-                matchers,
-                route_action: split,
-                inheritable_path_matchers: true,
-            },
-            Route {
-                matchers: Vec::new(),
-                route_action: weighted(&[(&primary, 100)], ns),
-                inheritable_path_matchers: true,
-            },
-        ],
+        routes: vec![matched, split],
     })
 }
 
 /// The metadata of the RouteTable: the apex Service's name, the labels and annotations of
 /// `spec.service.apex`, Flux's switches, and (while `owned`) the owner reference.
 fn route_table_meta(canary: &Canary, owned: bool) -> Value {
-    let apex = canary.spec.service.apex.as_ref();
-    let mut labels = apex.and_then(|m| m.labels.clone()).unwrap_or_default();
-    labels.insert("app.kubernetes.io/managed-by".into(), "fledge".into());
-    let mut annotations = apex.and_then(|m| m.annotations.clone()).unwrap_or_default();
-    // Flux must not revert what fledge writes (Flagger's annotations).
-    for key in [
-        "kustomize.toolkit.fluxcd.io/reconcile",
-        "helm.toolkit.fluxcd.io/driftDetection",
-    ] {
-        annotations.insert(key.into(), "disabled".into());
-    }
+    let (labels, annotations) = crate::apex_metadata(canary);
     let mut meta = json!({
         "name": canary.spec.apex_service_name(),
         "namespace": canary.metadata.namespace,
@@ -336,12 +322,13 @@ pub fn build_route_table(canary: &Canary, routes: Routes) -> Result<Value, Error
     route_table(canary, &build_spec(canary, routes)?, true)
 }
 
-/// The routes a RouteTable gives: the canary's share of the weights of its first route with the
-/// primary's Upstream, and A/B matching when that route has matchers.
+/// The routes a RouteTable gives: the canary's share of the weights of its last route to the
+/// primary's or the canary's Upstream (the one requests without a match take), and A/B
+/// matching when a route with matchers before it sends everything to the canary.
 pub fn routes_of(spec: &RouteTableSpec, canary: &Canary) -> Routes {
     let (primary, canary_upstream) = upstream_names(canary);
     let ns = namespace(canary);
-    let weight = |route: &Route, name: &str| -> u64 {
+    let to = |route: &Route, name: &str| -> Vec<u64> {
         route
             .route_action
             .multi
@@ -353,22 +340,26 @@ pub fn routes_of(spec: &RouteTableSpec, canary: &Canary) -> Routes {
                     || d.destination.upstream.namespace == ns
             })
             .map(|d| u64::from(d.weight))
-            .sum()
+            .collect()
     };
-    let Some(route) = spec.routes.iter().find(|r| {
-        r.route_action.multi.destinations.iter().any(|d| {
-            d.destination.upstream.name == primary || d.destination.upstream.name == canary_upstream
-        })
-    }) else {
+    let ours: Vec<&Route> = spec
+        .routes
+        .iter()
+        .filter(|r| !to(r, &primary).is_empty() || !to(r, &canary_upstream).is_empty())
+        .collect();
+    let Some((last, before)) = ours.split_last() else {
         return Routes::PRIMARY;
     };
-    let (p, c) = (weight(route, &primary), weight(route, &canary_upstream));
+    let weight = |r: &Route, name: &str| to(r, name).iter().sum::<u64>();
+    let (p, c) = (weight(last, &primary), weight(last, &canary_upstream));
     let mut routes = (c * 100 + (p + c) / 2)
         .checked_div(p + c)
         .map_or(Routes::PRIMARY, |w| {
             Routes::weighted(i32::try_from(w).unwrap_or(0))
         });
-    routes.ab_match = !route.matchers.is_empty();
+    routes.ab_match = before.iter().any(|r| {
+        !r.matchers.is_empty() && weight(r, &primary) == 0 && weight(r, &canary_upstream) > 0
+    });
     routes
 }
 
@@ -608,9 +599,10 @@ mod tests {
             {"headers": {"cookie": {"prefix": "a.b"}}, "queryParams": {"beta": {"suffix": "on"}}},
             {"withoutHeaders": {"x-old": {"exact": "1"}}}
         ]}}));
+        // Matching requests to the canary, the others by the weights (all to the primary).
         let routes = Routes {
             ab_match: true,
-            ..Routes::weighted(100)
+            ..Routes::PRIMARY
         };
         let obj = build_route_table(&c, routes).unwrap();
         assert_eq!(
@@ -629,12 +621,21 @@ mod tests {
                      {"destination": {"upstream": {"name": "test-podinfo-canaryupstream-9898", "namespace": "test"}}, "weight": 100}]}},
                  "inheritablePathMatchers": true},
                 {"routeAction": {"multi": {"destinations": [
-                     {"destination": {"upstream": {"name": "test-podinfo-primaryupstream-9898", "namespace": "test"}}, "weight": 100}]}},
+                     {"destination": {"upstream": {"name": "test-podinfo-primaryupstream-9898", "namespace": "test"}}, "weight": 100},
+                     {"destination": {"upstream": {"name": "test-podinfo-canaryupstream-9898", "namespace": "test"}}}]}},
                  "inheritablePathMatchers": true}
             ])
         );
         let spec: RouteTableSpec = serde_json::from_value(obj["spec"].clone()).unwrap();
         assert_eq!(routes_of(&spec, &c), routes);
+        // A weighted canary with a match: the others follow the weights.
+        let weighted = Routes {
+            ab_match: true,
+            ..Routes::weighted(30)
+        };
+        let spec = build_spec(&c, weighted).unwrap();
+        assert_eq!(spec.routes[1].route_action.multi.destinations[1].weight, 30);
+        assert_eq!(routes_of(&spec, &c), weighted);
         // After the analysis the match goes: one route, everything to the primary.
         let after = build_spec(&c, Routes::PRIMARY).unwrap();
         assert_eq!(after.routes.len(), 1);

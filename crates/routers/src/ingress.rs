@@ -19,7 +19,8 @@ use kube::Client;
 use kube::api::Api;
 
 use crate::{
-    Capabilities, Error, PeerKind, RouteTarget, Router, ServiceNames, cannot, owner_reference,
+    Capabilities, Error, FLUX_OFF, PeerKind, RouteTarget, Router, ServiceNames, cannot,
+    owner_reference,
 };
 
 /// The kind of the canary Ingress.
@@ -33,11 +34,6 @@ pub const KIND: PeerKind = PeerKind {
 
 const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 const FLUX_MARKER: &str = "toolkit.fluxcd.io";
-/// Flux's switches that Flagger turns off on the objects it writes.
-const FLUX_OFF: [(&str, &str); 2] = [
-    ("kustomize.toolkit.fluxcd.io/reconcile", "disabled"),
-    ("helm.toolkit.fluxcd.io/driftDetection", "disabled"),
-];
 
 /// `spec.ingressRef.name`, or an error naming the field.
 pub fn apex_ingress_name<'a>(canary: &'a Canary, provider: &str) -> Result<&'a str, Error> {

@@ -148,17 +148,7 @@ pub fn build_spec(canary: &Canary, routes: Routes) -> Result<TrafficRouteSpec, E
 /// The metadata and mesh of the TrafficRoute: the apex Service's name, the labels and
 /// annotations of `spec.service.apex`, Flux's switches and, while `owned`, the owner marks.
 fn skeleton(canary: &Canary, owned: bool) -> serde_json::Value {
-    let apex = canary.spec.service.apex.as_ref();
-    let mut labels = apex.and_then(|m| m.labels.clone()).unwrap_or_default();
-    labels.insert("app.kubernetes.io/managed-by".into(), "fledge".into());
-    let mut annotations = apex.and_then(|m| m.annotations.clone()).unwrap_or_default();
-    // Flux must not revert what fledge writes (Flagger's annotations).
-    for key in [
-        "kustomize.toolkit.fluxcd.io/reconcile",
-        "helm.toolkit.fluxcd.io/driftDetection",
-    ] {
-        annotations.insert(key.into(), "disabled".into());
-    }
+    let (mut labels, mut annotations) = crate::apex_metadata(canary);
     if owned {
         if let Some(uid) = canary.metadata.uid.as_ref() {
             labels.insert(OWNER_UID_LABEL.into(), uid.clone());

@@ -20,6 +20,7 @@ use serde_json::json;
 use fledge_api::primary_name;
 
 pub mod apisix;
+pub mod appmesh;
 pub mod contour;
 mod error;
 pub mod gatewayapi;
@@ -186,6 +187,18 @@ pub const ROUTERS: &[(&str, Constructor)] = &[
         Box::new(kubernetes::KubernetesRouter::new(c))
     }),
     ("apisix", |c, _| Box::new(apisix::ApisixRouter::new(c))),
+    ("appmesh", |c, _| {
+        Box::new(appmesh::AppMeshRouter::new(
+            c,
+            appmesh::AppMeshVersion::V1beta1,
+        ))
+    }),
+    ("appmesh:v1beta2", |c, _| {
+        Box::new(appmesh::AppMeshRouter::new(
+            c,
+            appmesh::AppMeshVersion::V1beta2,
+        ))
+    }),
     ("contour", |c, _| Box::new(contour::ContourRouter::new(c))),
     ("gatewayapi:v1", |c, _| {
         Box::new(gatewayapi::GatewayApiRouter::new(
@@ -390,6 +403,28 @@ pub(crate) fn object_meta(
         meta["ownerReferences"] = json!([owner]);
     }
     json!({"apiVersion": kind.api_version(), "kind": kind.kind, "metadata": meta})
+}
+
+/// Flux's switches that Flagger turns off on the objects it writes, so that Flux does not revert
+/// what the controller writes.
+pub(crate) const FLUX_OFF: [(&str, &str); 2] = [
+    ("kustomize.toolkit.fluxcd.io/reconcile", "disabled"),
+    ("helm.toolkit.fluxcd.io/driftDetection", "disabled"),
+];
+
+/// The labels and annotations of a routing object fledge makes from `spec.service.apex` (as
+/// Flagger's `filterMetadata`): the apex's own, the managed-by label and Flux's switches.
+pub(crate) fn apex_metadata(
+    canary: &Canary,
+) -> (BTreeMap<String, String>, BTreeMap<String, String>) {
+    let apex = canary.spec.service.apex.as_ref();
+    let mut labels = apex.and_then(|m| m.labels.clone()).unwrap_or_default();
+    labels.insert("app.kubernetes.io/managed-by".into(), "fledge".into());
+    let mut annotations = apex.and_then(|m| m.annotations.clone()).unwrap_or_default();
+    for (key, value) in FLUX_OFF {
+        annotations.insert(key.into(), value.into());
+    }
+    (labels, annotations)
 }
 
 /// Points the apex Service at the target's own pods and drops its owner reference, so that it
