@@ -10,11 +10,10 @@
 //! Every difference must be one of [`KNOWN`], each with the reason fledge differs (the README's
 //! differences table says the same); any other difference fails the test with the table of
 //! what differs. The Gloo and App Mesh objects are checked against CRDs generated from Flagger's
-//! own API types (their upstream modules are refused by the module proxy here). Left out:
-//! `traefik`, for
-//! which Flagger v1.36.1 writes `traefik.containo.us/v1alpha1` TraefikServices, a group Traefik
-//! v3 no longer serves (fledge writes `traefik.io/v1alpha1`, which the data plane's Traefik
-//! reads, and its traefik router is tested there with real traffic).
+//! own API types (their upstream modules are refused by the module proxy here). For `traefik`,
+//! Flagger v1.36.1 writes `traefik.containo.us/v1alpha1` TraefikServices, a group Traefik v3 no
+//! longer serves, and fledge `traefik.io/v1alpha1` (which the data plane's Traefik reads): the two
+//! are compared across groups, Traefik v2's CRD of the old group installed for Flagger.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -23,7 +22,7 @@ use fledge_api::Canary;
 use fledge_e2e::dataplane::{GATEWAY_NAME, GATEWAY_NAMESPACE};
 use fledge_e2e::flagger::{self, Flagger};
 use fledge_e2e::{TestNs, deployment_json};
-use fledge_routers::router_for;
+use fledge_routers::{PeerKind, ServiceNames, router_for};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::networking::v1::Ingress;
@@ -50,10 +49,16 @@ const PROVIDERS: &[(&str, &str)] = &[
     ("kuma", "o-kuma"),
     ("apisix", "o-apisix"),
     ("gloo", "o-gloo"),
+    ("traefik", "o-traefik"),
+    ("appmesh", "o-mesh1"),
+    ("appmesh:v1beta2", "o-mesh2"),
     ("gatewayapi:v1", "o-gw-ab"),
     ("istio", "o-istio-ab"),
     ("contour", "o-contour-ab"),
     ("nginx", "o-nginx-ab"),
+    ("gloo", "o-gloo-ab"),
+    ("appmesh", "o-mesh1-ab"),
+    ("appmesh:v1beta2", "o-mesh2-ab"),
 ];
 
 /// Whether `target` is rolled out by A/B testing.
@@ -171,6 +176,29 @@ const KNOWN: &[Known] = &[
          the primary as the next rule sends every other; fledge removes it: the same traffic",
     ),
     (
+        "traefik",
+        ".spec.weighted.services[",
+        Some(("\"NS\"", "-")),
+        "Flagger names the TraefikService's own namespace on each weighted service; fledge leaves \
+         it to that default: the same services",
+    ),
+    (
+        "gloo",
+        "].matchers[",
+        None,
+        "outside A/B testing (at initialization, after promotion and rollback) Flagger keeps the \
+         match on the table's only route, so requests without the header find no route in the \
+         table; fledge's route then has no matchers",
+    ),
+    (
+        "gloo",
+        ".spec.routes[1].",
+        None,
+        "during A/B testing fledge adds, after the matched route, the weighted route that \
+         requests without the header take (all to the primary); Flagger has none, so they find \
+         no route in the table",
+    ),
+    (
         "istio",
         " (alone, weight 0)",
         None,
@@ -200,8 +228,11 @@ fn canary(api_version: &str, provider: &str, target: &str, hook: &str) -> Value 
     if is_ab(target) {
         c["spec"]["analysis"]["match"] = json!([{"headers": {"x-canary": {"exact": "insider"}}}]);
         // Flagger v1.36.1's A/B rule on the Gateway API has an empty request timeout when the
-        // Canary gives none, which the Gateway API's CRDs refuse.
-        c["spec"]["service"]["timeout"] = json!("30s");
+        // Canary gives none, which the Gateway API's CRDs refuse. (App Mesh v1beta1 routes have
+        // no timeout: fledge refuses one there.)
+        if provider != "appmesh" {
+            c["spec"]["service"]["timeout"] = json!("30s");
+        }
     }
     c["spec"]["analysis"]["webhooks"] =
         json!([{"name": "rollout-check", "type": "rollout", "url": hook}]);
@@ -217,6 +248,9 @@ fn canary(api_version: &str, provider: &str, target: &str, hook: &str) -> Value 
         }
         "apisix" => {
             c["spec"]["routeRef"] = json!({"apiVersion": "apisix.apache.org/v2", "kind": "ApisixRoute", "name": target});
+        }
+        "appmesh" | "appmesh:v1beta2" => {
+            c["spec"]["service"]["meshName"] = json!("global");
         }
         _ => {}
     }
@@ -344,10 +378,15 @@ async fn routing(ns: &TestNs, provider: &str, target: &str) -> BTreeMap<String, 
     if provider == "kubernetes" {
         return out;
     }
-    let c: Canary =
+    let mut c: Canary =
         serde_json::from_value(canary("fledge.dev/v1beta1", provider, target, "http://h")).unwrap();
+    c.metadata.namespace = Some(ns.name.clone());
     let router = router_for(ns.client.clone(), &c).unwrap();
-    let k = router.routing_kind();
+    let mut k = router.routing_kind();
+    if provider == "traefik" && !ours {
+        // Flagger v1.36.1 writes Traefik v2's group (Traefik v3 serves `traefik.io` only).
+        k.group = "traefik.containo.us";
+    }
     let resource = ApiResource {
         group: k.group.into(),
         version: k.version.into(),
@@ -377,51 +416,75 @@ async fn routing(ns: &TestNs, provider: &str, target: &str) -> BTreeMap<String, 
             .collect()
     };
     let mut spec = obj.data.get("spec").cloned().unwrap_or(Value::Null);
-    let shown = format!("{} {}", k.kind, name.replace(FLEDGE_KUMA, "o-kuma"));
+    let shown = format!(
+        "{} {}",
+        k.kind,
+        name.replace(FLEDGE_KUMA, "o-kuma").replace(&ns.name, "NS")
+    );
     if is_ab(target) {
         for (path, what) in same_traffic(k.kind, &mut spec) {
             out.insert(format!("{shown}{path}"), what);
         }
     }
-    if provider == "gloo" {
-        // The two Upstreams the RouteTable sends to, named after the namespace.
-        let upstreams = Api::<DynamicObject>::namespaced_with(
+    // The provider's other objects (Gloo's Upstreams, App Mesh's nodes, routers and services).
+    for (kind, name) in other_objects(provider, &c) {
+        let api = Api::<DynamicObject>::namespaced_with(
             ns.client.clone(),
             &ns.name,
             &ApiResource {
-                group: "gloo.solo.io".into(),
-                version: "v1".into(),
-                api_version: "gloo.solo.io/v1".into(),
-                kind: "Upstream".into(),
-                plural: "upstreams".into(),
+                group: kind.group.into(),
+                version: kind.version.into(),
+                api_version: kind.api_version(),
+                kind: kind.kind.into(),
+                plural: kind.plural.into(),
             },
         );
-        let mut c = c.clone();
-        c.metadata.namespace = Some(ns.name.clone());
-        let (primary, canary_upstream) = fledge_routers::gloo::upstream_names(&c);
-        for name in [primary, canary_upstream] {
-            let u = upstreams.get(&name).await.unwrap();
-            let v = json!({"labels": meta(&u.metadata.labels), "spec": u.data.get("spec")});
-            flatten(
-                &format!("Upstream {}", name.replace(&ns.name, "NS")),
-                &v,
-                &ns.name,
-                &mut out,
-            );
-        }
+        let o = api.get(&name).await.unwrap();
+        let v = json!({
+            "labels": meta(&o.metadata.labels),
+            "annotations": meta(&o.metadata.annotations),
+            "spec": o.data.get("spec"),
+        });
+        let shown = format!("{} {}", kind.kind, name.replace(&ns.name, "NS"));
+        flatten(&shown, &v, &ns.name, &mut out);
     }
     let v = json!({
         "labels": meta(&obj.metadata.labels),
         "annotations": meta(&obj.metadata.annotations),
         "spec": spec,
     });
-    flatten(
-        &format!("{} {}", k.kind, name.replace(FLEDGE_KUMA, "o-kuma")),
-        &v,
-        &ns.name,
-        &mut out,
-    );
+    flatten(&shown, &v, &ns.name, &mut out);
     out
+}
+
+/// The objects of `provider` besides its routing object, compared too.
+fn other_objects(provider: &str, c: &Canary) -> Vec<(PeerKind, String)> {
+    use fledge_routers::{appmesh, gloo};
+    let names = ServiceNames::of(c);
+    let ns = c.metadata.namespace.as_deref().unwrap_or_default();
+    match provider {
+        "gloo" => {
+            let (primary, canary) = gloo::upstream_names(c);
+            vec![(gloo::UPSTREAM, primary), (gloo::UPSTREAM, canary)]
+        }
+        "appmesh:v1beta2" => vec![
+            (appmesh::VIRTUAL_NODE, names.primary.clone()),
+            (appmesh::VIRTUAL_NODE, names.canary.clone()),
+            (appmesh::VIRTUAL_ROUTER, names.canary.clone()),
+            (appmesh::VIRTUAL_SERVICE, names.apex.clone()),
+            (appmesh::VIRTUAL_SERVICE, names.canary.clone()),
+        ],
+        "appmesh" => vec![
+            (appmesh::LEGACY_VIRTUAL_NODE, names.apex.clone()),
+            (appmesh::LEGACY_VIRTUAL_NODE, names.primary.clone()),
+            (appmesh::LEGACY_VIRTUAL_NODE, names.canary.clone()),
+            (
+                appmesh::LEGACY_VIRTUAL_SERVICE,
+                format!("{}.{ns}", names.canary),
+            ),
+        ],
+        _ => Vec::new(),
+    }
 }
 
 /// An A/B route's rules written as the traffic they give, so that both controllers' shapes of

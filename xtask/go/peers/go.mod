@@ -36,4 +36,9 @@ require (
 	// Knative Serving: config/core/300-resources/{service,revision}.yaml (the Knative Service
 	// of the `knative` provider and its Revisions), plain apiextensions.k8s.io/v1 CRDs.
 	knative.dev/serving v0.51.0
+	// Traefik v2: docs/content/reference/dynamic-configuration/kubernetes-crd-definition-v1.yml,
+	// of which only the TraefikService of traefik.containo.us (the group Flagger v1.36.1's
+	// traefik router writes, which Traefik v3 no longer serves) is installed, for the Flagger
+	// comparison. The module lists no versions here; v2.11.24 is served.
+	github.com/traefik/traefik/v2 v2.11.24
 )

@@ -68,7 +68,7 @@ pub fn controller_gen_version() -> &'static str {
 /// What the generated CRDs depend on, for the peer CRDs' stamp.
 pub fn stamp() -> String {
     format!(
-        "{}@{} {CONTROLLER_TOOLS}@{}\n",
+        "{}@{} {CONTROLLER_TOOLS}@{} with status subresources\n",
         crate::flagger::MODULE,
         crate::flagger::version(),
         controller_gen_version()
@@ -107,6 +107,9 @@ pub fn crds(to_json: impl Fn(&Path) -> Result<String>) -> Result<Vec<Value>> {
         }
     }
     out.retain(|c| NAMES.contains(&crd_name(c)));
+    for crd in &mut out {
+        with_status_subresource(crd);
+    }
     if out.len() != NAMES.len() {
         bail!(
             "controller-gen made {} of the {} CRDs expected ({}) from Flagger's types",
@@ -130,6 +133,21 @@ fn only_version(crd: &Value) -> Result<&Value> {
             "the generated CRD {} has not exactly one version",
             crd_name(crd)
         ),
+    }
+}
+
+/// Gives every version whose schema has a `status` the status subresource, as the real Gloo and
+/// App Mesh CRDs have: the API server then drops a status sent with an object (Flagger's Go
+/// types send `status: {conditions: null}`, which the generated schema would refuse) and leaves
+/// status to the mesh's controller.
+pub fn with_status_subresource(crd: &mut Value) {
+    for version in crd["spec"]["versions"].as_array_mut().into_iter().flatten() {
+        if version
+            .pointer("/schema/openAPIV3Schema/properties/status")
+            .is_some()
+        {
+            version["subresources"] = serde_json::json!({"status": {}});
+        }
     }
 }
 
@@ -353,6 +371,25 @@ mod tests {
         let item = &spec["properties"]["listeners"]["items"]["properties"];
         assert!(item.get("portMapping").is_some() && item.get("healthCheck").is_some());
         assert_eq!(merged["spec"]["conversion"]["strategy"], "None");
+    }
+
+    #[test]
+    fn versions_with_a_status_get_the_status_subresource() {
+        let mut c = crd(
+            "v1beta2",
+            json!({"type": "object", "properties": {"status": {"type": "object",
+                "required": ["conditions"]}}}),
+        );
+        c["spec"]["versions"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"name": "v1", "schema": {"openAPIV3Schema": {"type": "object"}}}));
+        with_status_subresource(&mut c);
+        assert_eq!(
+            c["spec"]["versions"][0]["subresources"],
+            json!({"status": {}})
+        );
+        assert!(c["spec"]["versions"][1].get("subresources").is_none());
     }
 
     #[test]

@@ -13,6 +13,7 @@
 //! | Kuma TrafficRoute | `github.com/kumahq/kuma/v2` | `deployments/charts/kuma/crds/kuma.io_trafficroutes.yaml` |
 //! | APISIX ApisixRoute | `github.com/apache/apisix-ingress-controller` | `samples/deploy/crd/v1/ApisixRoute.yaml` |
 //! | Knative Service and Revision | `knative.dev/serving` | `config/core/300-resources/{service,revision}.yaml` |
+//! | Traefik v2 TraefikService (`traefik.containo.us`, for the Flagger comparison) | `github.com/traefik/traefik/v2` | `docs/content/reference/dynamic-configuration/kubernetes-crd-definition-v1.yml`, that CRD alone |
 //! | Gloo RouteTable and Upstream, App Mesh VirtualNode, VirtualRouter, VirtualService | generated from `github.com/fluxcd/flagger`'s types | see `generated_crds` |
 //!
 //! The Gateway API channel is `experimental` (a superset of `standard` with `retry`), or what
@@ -61,6 +62,9 @@ pub const KUMA: &str = "github.com/kumahq/kuma/v2";
 pub const APISIX: &str = "github.com/apache/apisix-ingress-controller";
 /// Knative Serving's module (the Knative Service of the `knative` provider, its Revisions).
 pub const KNATIVE_SERVING: &str = "knative.dev/serving";
+/// Traefik v2's module (the `traefik.containo.us` TraefikService Flagger's traefik router
+/// writes).
+pub const TRAEFIK_V2: &str = "github.com/traefik/traefik/v2";
 
 /// Every pinned module, in the order `install_peer_crds` reads their directories.
 const PEER_MODULES: &[&str] = &[
@@ -72,6 +76,7 @@ const PEER_MODULES: &[&str] = &[
     KUMA,
     APISIX,
     KNATIVE_SERVING,
+    TRAEFIK_V2,
 ];
 
 const ISTIO_FILE: &str = "kubernetes/customresourcedefinitions.gen.yaml";
@@ -83,6 +88,12 @@ const KNATIVE_FILES: &[&str] = &[
     "config/core/300-resources/service.yaml",
     "config/core/300-resources/revision.yaml",
 ];
+/// Traefik v2's CRDs (both groups); only [`TRAEFIK_V2_CRD`] is installed.
+const TRAEFIK_V2_FILE: &str =
+    "docs/content/reference/dynamic-configuration/kubernetes-crd-definition-v1.yml";
+/// The one CRD of Traefik v2's file installed (its `traefik.io` CRDs are the data plane's, at
+/// Traefik v3's version).
+const TRAEFIK_V2_CRD: &str = "traefikservices.traefik.containo.us";
 const SMI_FILE: &str = "cmd/osm-bootstrap/crds/smi_traffic_split.yaml";
 /// The TrafficSplit versions served, beyond what the file serves.
 const SMI_SERVED: &[&str] = &["v1alpha2", "v1alpha3"];
@@ -122,6 +133,7 @@ pub fn install_peer_crds(info: &ClusterInfo) -> Result<()> {
         "apisixroutes.apisix.apache.org",
         "services.serving.knative.dev",
         "revisions.serving.knative.dev",
+        TRAEFIK_V2_CRD,
     ];
     let key_crds = [&key_crds[..], super::generated_crds::NAMES].concat();
     if fs::read_to_string(&stamp_file).is_ok_and(|s| s == stamp_text)
@@ -198,6 +210,44 @@ pub fn install_peer_crds(info: &ClusterInfo) -> Result<()> {
     )?;
     crds.extend(crd_names(&out));
 
+    // Traefik v2's TraefikService of `traefik.containo.us`, alone of its file.
+    let traefik_file = dirs[8].join(TRAEFIK_V2_FILE);
+    let json = kubectl.run(
+        &[
+            "create",
+            "--dry-run=client",
+            "-o",
+            "json",
+            "-f",
+            &traefik_file.display().to_string(),
+        ],
+        None,
+    )?;
+    let traefik_service = serde_json::Deserializer::from_str(&json)
+        .into_iter::<Value>()
+        .filter_map(Result::ok)
+        .flat_map(|v| match v.get("items") {
+            Some(Value::Array(items)) => items.clone(),
+            _ => vec![v],
+        })
+        .find(|c| c["metadata"]["name"] == TRAEFIK_V2_CRD)
+        .with_context(|| format!("{} holds no {TRAEFIK_V2_CRD}", traefik_file.display()))?;
+    let out = kubectl.run(
+        &[
+            "apply",
+            "--server-side",
+            "--force-conflicts",
+            "--field-manager",
+            MANAGER,
+            "-o",
+            "name",
+            "-f",
+            "-",
+        ],
+        Some(&traefik_service.to_string()),
+    )?;
+    crds.extend(crd_names(&out));
+
     // Gloo's and App Mesh's, generated from Flagger's types (see `generated_crds`).
     let generated = super::generated_crds::crds(|dir| {
         kubectl.run(
@@ -240,7 +290,7 @@ pub fn install_peer_crds(info: &ClusterInfo) -> Result<()> {
     kubectl.run(&wait.iter().map(String::as_str).collect::<Vec<_>>(), None)?;
     eprintln!(
         "cluster: peer CRDs installed ({} CRDs: Gateway API {} {channel}, Istio {}, SMI \
-         TrafficSplit from OSM {}, KEDA ScaledObject {}, Contour {}, Kuma TrafficRoute {}, APISIX ApisixRoute {}, Knative Service and Revision {}, Gloo and App Mesh from Flagger {}'s types)",
+         TrafficSplit from OSM {}, KEDA ScaledObject {}, Contour {}, Kuma TrafficRoute {}, APISIX ApisixRoute {}, Knative Service and Revision {}, Traefik v2's TraefikService {}, Gloo and App Mesh from Flagger {}'s types)",
         crds.len(),
         pinned(GATEWAY_API),
         pinned(ISTIO_API),
@@ -250,6 +300,7 @@ pub fn install_peer_crds(info: &ClusterInfo) -> Result<()> {
         pinned(KUMA),
         pinned(APISIX),
         pinned(KNATIVE_SERVING),
+        pinned(TRAEFIK_V2),
         crate::flagger::version()
     );
     fs::create_dir_all(stamp_file.parent().context("stamp has a parent")?)?;
@@ -264,7 +315,7 @@ pub fn pinned(module: &str) -> &'static str {
 
 fn stamp(channel: &str) -> String {
     format!(
-        "{GATEWAY_API}@{} {channel}\n{ISTIO_API}@{}\n{SMI_CRD_MODULE}@{} served {} added {}\n{KEDA}@{}\n{CONTOUR}@{}\n{KUMA}@{}\n{APISIX}@{}\n{KNATIVE_SERVING}@{}\n",
+        "{GATEWAY_API}@{} {channel}\n{ISTIO_API}@{}\n{SMI_CRD_MODULE}@{} served {} added {}\n{KEDA}@{}\n{CONTOUR}@{}\n{KUMA}@{}\n{APISIX}@{}\n{KNATIVE_SERVING}@{}\n{TRAEFIK_V2}@{} {TRAEFIK_V2_CRD}\n",
         pinned(GATEWAY_API),
         pinned(ISTIO_API),
         pinned(SMI_CRD_MODULE),
@@ -274,7 +325,8 @@ fn stamp(channel: &str) -> String {
         pinned(CONTOUR),
         pinned(KUMA),
         pinned(APISIX),
-        pinned(KNATIVE_SERVING)
+        pinned(KNATIVE_SERVING),
+        pinned(TRAEFIK_V2)
     ) + &super::generated_crds::stamp()
 }
 
