@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use fledge_api::{Canary, CanaryPhase};
 use fledge_e2e::toxic::Toxic;
-use fledge_e2e::{Hook, TestNs, admin_kubeconfig, deployment_json, eventually, image_of, root};
+use fledge_e2e::{Hook, TestNs, admin_kubeconfig, deployment_json, image_of, root};
 use k8s_openapi::api::apps::v1::Deployment;
 use serde_json::{Value, json};
 
@@ -133,19 +133,9 @@ async fn a_slow_and_lossy_path_to_the_api_server_and_the_webhook_writes_no_step_
     // already made from that version are not made again. An Event is created beside the status
     // write that decided it, so the last ones may land a moment after the status shows the
     // phase (over the slow path): they are waited for before being counted.
-    eventually(
-        Duration::from_secs(30),
-        "the rollout's Events to be created",
-        || async {
-            let events = ns.events("podinfo").await;
-            ["NewRevision", "Promoting", "Succeeded"]
-                .iter()
-                .all(|r| events.iter().any(|e| e.contains(&format!(" {r}:"))))
-        },
-    )
-    .await
-    .unwrap_or_else(|e| panic!("{e}:\n{}", ns.controller_log(controller)));
-    let events = ns.events("podinfo").await;
+    let events = ns
+        .events_once_said("podinfo", &["NewRevision", "Promoting", "Succeeded"])
+        .await;
     for reason in ["NewRevision", "Promoting", "Succeeded"] {
         let n = events
             .iter()

@@ -179,7 +179,14 @@ async fn run(case: Case) -> Result<(), String> {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
-    let events = ns.events("podinfo").await;
+    let last = if case.ends == CanaryPhase::Succeeded {
+        "Succeeded"
+    } else {
+        "RolledBack"
+    };
+    let events = ns
+        .events_once_said("podinfo", &["NewRevision", "Initialized", last])
+        .await;
     let fail = |what: String| {
         Err(format!(
             "{}: {what}\nseen {seen:?}\nEvents:\n{}",
@@ -224,11 +231,6 @@ async fn run(case: Case) -> Result<(), String> {
             return fail(format!("{reason} said {} times", once(reason, "")));
         }
     }
-    let last = if case.ends == CanaryPhase::Succeeded {
-        "Succeeded"
-    } else {
-        "RolledBack"
-    };
     if once(last, "") != 1 {
         return fail(format!("{last} said {} times", once(last, "")));
     }

@@ -746,9 +746,35 @@ impl TestNs {
         }
     }
 
-    /// The Events of an object, oldest first, as `Type Reason: message`.
+    /// The Events of an object, oldest first, as `Type Reason: message`, once they have
+    /// settled: two readings 300 ms apart agree (at most 5 s). The controller sends an Event
+    /// beside the status write that decided it, so the last ones may land a moment after the
+    /// status shows the phase a test waited for.
     pub async fn events(&self, name: &str) -> Vec<String> {
-        self.events_where(name, |_| true).await
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut last = self.events_where(name, |_| true).await;
+        loop {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let now = self.events_where(name, |_| true).await;
+            if now == last || Instant::now() > deadline {
+                return now;
+            }
+            last = now;
+        }
+    }
+
+    /// The Events of an object, once each of `reasons` has been said at least once (waiting up
+    /// to 30 s for the last of them), then settled as [`TestNs::events`] settles them.
+    pub async fn events_once_said(&self, name: &str, reasons: &[&str]) -> Vec<String> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let events = self.events_where(name, |_| true).await;
+            let said = |r: &&str| events.iter().any(|e| e.contains(&format!(" {r}:")));
+            if reasons.iter().all(said) || Instant::now() > deadline {
+                return self.events(name).await;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
     }
 
     /// The Events of an object that `keep` keeps, oldest first, as `Type Reason: message`.

@@ -9,8 +9,13 @@
 //! Event it sent, in full and inline in its map, for those six minutes: about 2 KiB per Event, so
 //! at a thousand Canaries rolling out it held some 30 MiB, the largest part of the controller's
 //! memory. This one remembers only the Event's name, count and time.
+//!
+//! Events a reconcile decides wait in an outbox, with the time they were decided, for at most
+//! [`WORKERS`] senders: a wave of a thousand rollouts decides thousands of Events within a
+//! second, and one task per Event would fill the client's requests in flight ahead of the status
+//! writes the rollouts wait for.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
 use tracing::Instrument;
@@ -33,6 +38,8 @@ use crate::webhooks::{Payload, WebhookClient};
 const TTL: SignedDuration = SignedDuration::from_mins(6);
 /// Forgotten Events are swept out at most this often.
 const SWEEP_EVERY: SignedDuration = SignedDuration::from_secs(30);
+/// At most this many Events are being sent at once; the others wait in the outbox.
+const WORKERS: usize = 8;
 
 /// Publishes Events about Canaries.
 pub struct Recorder {
@@ -41,6 +48,23 @@ pub struct Recorder {
     cache: Mutex<Cache>,
     /// `--event-webhook`: every Event of a Canary is also posted there.
     event_webhook: Option<(WebhookClient, CanaryWebhook)>,
+    outbox: Mutex<Outbox>,
+}
+
+/// Events decided and not yet sent, and how many workers are sending them.
+#[derive(Default)]
+struct Outbox {
+    queue: VecDeque<Pending>,
+    workers: usize,
+}
+
+/// An Event waiting in the outbox: what, about which object, decided when, and the reconcile's
+/// span its failure is logged in.
+struct Pending {
+    ev: Event,
+    regarding: ObjectReference,
+    at: Timestamp,
+    span: tracing::Span,
 }
 
 impl Recorder {
@@ -51,6 +75,7 @@ impl Recorder {
             reporter,
             cache: Mutex::new(Cache::default()),
             event_webhook: None,
+            outbox: Mutex::new(Outbox::default()),
         }
     }
 
@@ -76,9 +101,9 @@ impl Recorder {
     /// The caller does not wait for the API server: the status write a decision ends with (an
     /// analysis step, a rollback with all traffic back on the primary) would otherwise come one
     /// Event create later, which under a wave of a thousand rollouts on a loaded control plane
-    /// is most of a second. The Event is still sent, with the same retries, and a failure is
-    /// logged as before; Events about one Canary may reach the API server in another order than
-    /// they were decided, each with its own time.
+    /// is most of a second. The Event waits in the outbox and is sent with the time it was
+    /// decided, with the same retries, and a failure is logged as before; Events about one
+    /// Canary may reach the API server in another order than they were decided.
     pub fn publish_about(
         self: &Arc<Self>,
         ev: Event,
@@ -86,10 +111,11 @@ impl Recorder {
         phase: CanaryPhase,
         checksum: String,
     ) {
+        let now = Timestamp::now();
         if let Some((http, hook)) = &self.event_webhook
             && canary.spec.webhooks_of(HookType::Event).is_empty()
         {
-            let payload = event_payload(&ev, canary, phase, checksum, Timestamp::now());
+            let payload = event_payload(&ev, canary, phase, checksum, now);
             let (http, hook) = (http.clone(), hook.clone());
             tokio::spawn(async move {
                 let out = http.call(&hook, &payload).await;
@@ -98,20 +124,75 @@ impl Recorder {
                 }
             });
         }
-        let (this, regarding) = (self.clone(), canary.object_ref(&()));
-        tokio::spawn(
-            async move {
-                if let Err(e) = this.publish(&ev, &regarding).await {
-                    tracing::warn!(error = %e, reason = %ev.reason, "cannot record Event");
-                }
+        self.enqueue(Pending {
+            ev,
+            regarding: canary.object_ref(&()),
+            at: now,
+            span: tracing::Span::current(),
+        });
+    }
+
+    /// Puts `p` in the outbox, and starts a worker when fewer than [`WORKERS`] are running.
+    fn enqueue(self: &Arc<Self>, p: Pending) {
+        let start = {
+            let mut outbox = self.outbox();
+            outbox.queue.push_back(p);
+            let start = outbox.workers < WORKERS;
+            if start {
+                outbox.workers += 1;
             }
-            .instrument(tracing::Span::current()),
-        );
+            start
+        };
+        if start {
+            tokio::spawn(self.clone().drain());
+        }
+    }
+
+    /// A worker: sends Events from the outbox until it is empty. The worker count goes down
+    /// under the same lock that finds the outbox empty, so an Event put in after that starts a
+    /// worker of its own.
+    async fn drain(self: Arc<Self>) {
+        loop {
+            let Some(p) = ({
+                let mut outbox = self.outbox();
+                let next = outbox.queue.pop_front();
+                if next.is_none() {
+                    outbox.workers -= 1;
+                    if outbox.queue.capacity() > 64 {
+                        outbox.queue.shrink_to_fit();
+                    }
+                }
+                next
+            }) else {
+                return;
+            };
+            let sent = self.publish_at(&p.ev, &p.regarding, p.at);
+            if let Err(e) = sent.instrument(p.span.clone()).await {
+                p.span.in_scope(|| {
+                    tracing::warn!(error = %e, reason = %p.ev.reason, "cannot record Event");
+                });
+            }
+        }
+    }
+
+    fn outbox(&self) -> std::sync::MutexGuard<'_, Outbox> {
+        self.outbox
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Publishes `ev` about `regarding`: a new Event, or the next of a series.
     pub async fn publish(&self, ev: &Event, regarding: &ObjectReference) -> kube::Result<()> {
-        let now = Timestamp::now();
+        self.publish_at(ev, regarding, Timestamp::now()).await
+    }
+
+    /// Publishes `ev` about `regarding`, decided at `now`.
+    async fn publish_at(
+        &self,
+        ev: &Event,
+        regarding: &ObjectReference,
+        now: Timestamp,
+    ) -> kube::Result<()> {
         let key = Key::new(ev, regarding);
         let next = self.lock().next(&key, now);
         let namespace = regarding.namespace.as_deref().unwrap_or("default");
@@ -495,5 +576,78 @@ mod tests {
         assert_eq!(fields(&built), fields(&expected));
         assert_eq!(built.regarding, expected.regarding);
         assert_eq!(built.action, expected.action);
+    }
+
+    /// A stand-in API server that answers every Event create after 5 ms, echoing it, and counts
+    /// creates by name and the most requests it had in flight at once.
+    #[derive(Default)]
+    struct StandIn {
+        created: Mutex<HashMap<String, usize>>,
+        in_flight: std::sync::atomic::AtomicUsize,
+        most: std::sync::atomic::AtomicUsize,
+    }
+
+    fn stand_in_client(server: Arc<StandIn>) -> Client {
+        use http_body_util::{BodyExt, Full};
+        use hyper::body::Bytes;
+        use std::sync::atomic::Ordering::SeqCst;
+        let svc = tower::service_fn(move |req: hyper::Request<kube::client::Body>| {
+            let server = server.clone();
+            async move {
+                let now = server.in_flight.fetch_add(1, SeqCst) + 1;
+                server.most.fetch_max(now, SeqCst);
+                let body = req.into_body().collect().await?.to_bytes();
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                let event: K8sEvent = serde_json::from_slice(&body)?;
+                let name = event.metadata.name.clone().unwrap_or_default();
+                *server.created.lock().unwrap().entry(name).or_default() += 1;
+                server.in_flight.fetch_sub(1, SeqCst);
+                let res = hyper::Response::builder()
+                    .status(201)
+                    .body(Full::new(Bytes::from(body.to_vec())))?;
+                Ok::<_, Box<dyn std::error::Error + Send + Sync>>(res)
+            }
+        });
+        Client::new(svc, "default")
+    }
+
+    #[tokio::test]
+    async fn the_outbox_sends_every_event_once_with_at_most_eight_in_flight() {
+        let server = Arc::new(StandIn::default());
+        let reporter = Reporter {
+            controller: "fledge".into(),
+            instance: None,
+        };
+        let recorder = Arc::new(Recorder::new(stand_in_client(server.clone()), reporter));
+        for i in 0..200 {
+            let mut canary = Canary::new(&format!("app{i}"), Default::default());
+            canary.metadata.namespace = Some("test".into());
+            canary.metadata.uid = Some(format!("uid-{i}"));
+            let ev = Event {
+                type_: EventType::Normal,
+                reason: "Synced".into(),
+                note: Some(format!("event {i}")),
+                action: "Reconcile".into(),
+                secondary: None,
+            };
+            recorder.publish_about(ev, &canary, CanaryPhase::Progressing, String::new());
+        }
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+        while recorder.outbox().workers > 0 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the outbox did not drain"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        let created = server.created.lock().unwrap();
+        assert_eq!(created.len(), 200, "every Event arrives");
+        assert!(created.values().all(|n| *n == 1), "each once: {created:?}");
+        let most = server.most.load(std::sync::atomic::Ordering::SeqCst);
+        assert!(
+            (2..=WORKERS).contains(&most),
+            "{most} creates were in flight at once"
+        );
+        assert!(recorder.outbox().queue.is_empty());
     }
 }
