@@ -172,11 +172,14 @@ async fn a_failing_rollout_webhook_rolls_back_after_threshold_checks() {
         V1,
         "primary untouched"
     );
-    assert_eq!(
-        replicas(&ns.deployment("podinfo").await),
-        0,
-        "canary scaled to zero"
-    );
+    // The canary is scaled to zero by the reconcile right after `Failed` is written.
+    eventually(
+        Duration::from_secs(30),
+        "the canary scaled to zero",
+        || async { replicas(&ns.deployment("podinfo").await) == 0 },
+    )
+    .await
+    .unwrap();
     let apex = ns.api::<Service>().get("podinfo").await.unwrap();
     assert_eq!(
         apex_selector(&apex),

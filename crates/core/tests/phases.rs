@@ -299,9 +299,17 @@ fn rows() -> Vec<Row> {
             "failed revision is not retried",
             spec(),
             rolling(Failed, 0, 5, 6, 60),
-            obs("rev-2"),
+            with_target_readiness(obs("rev-2"), Readiness::ready(0)),
             Failed,
             vec![],
+        ),
+        row(
+            "rolled back, the canary still up: scaled to zero",
+            spec(),
+            rolling(Failed, 0, 5, 6, 60),
+            obs("rev-2"),
+            Failed,
+            vec![SCALE_ZERO],
         ),
         row(
             "reverted to the primary's revision",
@@ -376,7 +384,7 @@ fn rows() -> Vec<Row> {
             unready_since(601),
             with_target_readiness(obs("rev-2"), unready(2)),
             Failed,
-            vec![TO_PRIMARY, SCALE_ZERO],
+            vec![TO_PRIMARY],
         ),
         row(
             "primary not ready: wait",
@@ -438,7 +446,7 @@ fn rows() -> Vec<Row> {
             rolling(Progressing, 20, 4, 8, 60),
             failing(obs("rev-2")),
             Failed,
-            vec![TO_PRIMARY, SCALE_ZERO],
+            vec![TO_PRIMARY],
         ),
         row(
             "threshold already reached rolls back",
@@ -446,7 +454,7 @@ fn rows() -> Vec<Row> {
             rolling(Progressing, 20, 5, 8, 30),
             obs("rev-2"),
             Failed,
-            vec![TO_PRIMARY, SCALE_ZERO],
+            vec![TO_PRIMARY],
         ),
         row(
             "rollout webhook failure holds",
@@ -468,7 +476,7 @@ fn rows() -> Vec<Row> {
                 vec![hook_result(HookType::Rollback, "abort", true)],
             ),
             Failed,
-            vec![TO_PRIMARY, SCALE_ZERO],
+            vec![TO_PRIMARY],
         ),
         row(
             "rollback webhook saying no",

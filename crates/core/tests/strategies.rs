@@ -223,6 +223,8 @@ fn a_revert_in_git_does_not_start_a_rollout_but_the_next_revision_does() {
     sim.metrics = Box::new(|_, _| MetricOutcome::NoData);
     sim.new_revision("rev-2");
     assert!(sim.run_to(Failed, 100));
+    // The reconcile right after the rollback scales the canary to zero.
+    sim.reconcile();
     // The adapter reverted Git; Flux puts rev-1 back on the target.
     sim.new_revision("rev-1");
     let n = sim.trace.len();

@@ -25,7 +25,10 @@ pub(super) fn run(cx: &mut Cx, target: &TargetObservation) {
         return;
     }
     match change {
-        Change::None => settle(cx),
+        Change::None => {
+            scale_down_after_rollback(cx, target);
+            settle(cx);
+        }
         Change::BackToPrimary => back_to_primary(cx, target),
         Change::NewRevision if fast_rollback(cx, target) => rollback_to_known_good(cx, target),
         Change::NewRevision => try_start(cx, target),
@@ -56,6 +59,20 @@ fn rollback_to_known_good(cx: &mut Cx, target: &TargetObservation) {
     cx.ledger(LedgerEvent::Started, vec![message.clone()]);
     promote::begin(cx, message);
     cx.requeue(cx.poll());
+}
+
+/// A rolled-back target still scaled up: a rollback moves the traffic and writes `Failed` first,
+/// and the reconcile after it scales the canary to zero (so does one after a controller stopped
+/// in between). A StatefulSet's rollback puts its template back instead; Knative scales its
+/// Revisions itself.
+fn scale_down_after_rollback(cx: &mut Cx, target: &TargetObservation) {
+    if cx.status.phase == CanaryPhase::Failed
+        && target.readiness.desired > 0
+        && !cx.statefulset()
+        && !cx.spec.targets_knative()
+    {
+        cx.scale_canary(CanaryScale::Zero);
+    }
 }
 
 /// Nothing new. A `Waiting` Canary whose pending revision went away rests again.

@@ -1,9 +1,11 @@
-//! Rollback: all traffic to the primary, the canary scaled to zero, `Failed`, and the reports
-//! (post-rollout webhooks, alert, ledger, revert in Git).
+//! Rollback: all traffic to the primary, `Failed`, and the reports (post-rollout webhooks, alert,
+//! ledger, revert in Git); the canary is scaled to zero right after, from `Failed`.
+
+use std::time::Duration;
 
 use fledge_api::{CanaryPhase, HookType};
 
-use crate::action::{Action, CanaryScale, ImageRevert, LedgerEvent, NotifyKind, Routes, Severity};
+use crate::action::{Action, ImageRevert, LedgerEvent, NotifyKind, Routes, Severity};
 use crate::ctx::Cx;
 use crate::observe::ContainerImages;
 
@@ -25,8 +27,11 @@ pub(super) fn run_as(cx: &mut Cx, reason: String, kind: NotifyKind) {
         let revision = cx.status.last_applied_spec.clone().unwrap_or_default();
         cx.act(Action::RollBackTarget { revision });
     } else {
+        // All traffic on the primary is the rollback; the canary is scaled to zero by the
+        // reconcile after this one (idle's `settle`), once `Failed` is written: under a wave of
+        // rollbacks one write less before the status is most of the time to `Failed`, and a
+        // controller stopped in between finds the target still up and scales it down then.
         cx.set_routes(Routes::PRIMARY);
-        cx.scale_canary(CanaryScale::Zero);
     }
     if let Some(r) = cx.status.rollout.as_mut() {
         r.unready_since = None;
@@ -85,6 +90,10 @@ pub(super) fn run_as(cx: &mut Cx, reason: String, kind: NotifyKind) {
         }
     }
     cx.requeue(cx.interval());
+    if !cx.statefulset() {
+        // The scale-down, at once.
+        cx.requeue(Duration::ZERO);
+    }
 }
 
 /// What a revert puts back: each target container's image, where the primary's container of
