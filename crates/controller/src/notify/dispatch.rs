@@ -11,6 +11,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use backon::Retryable;
 use fledge_api::{AlertProviderSpec, Canary, CanaryStatus};
 use fledge_core::alerts::AlertTarget;
 use fledge_core::egress::Purpose;
@@ -283,6 +284,15 @@ pub fn message(
     }
 }
 
+/// Reads of an AlertProvider that did not reach the API server: four more, from 200 ms apart
+/// (about 6 s in all; the dispatcher handles one alert at a time).
+fn unavailable_retries() -> backon::ExponentialBuilder {
+    backon::ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(200))
+        .with_max_delay(Duration::from_secs(3))
+        .with_max_times(4)
+}
+
 struct Dispatcher {
     client: Client,
     recorder: Recorder,
@@ -324,9 +334,26 @@ impl Dispatcher {
             return Ok(r.clone());
         }
         let policy = fledge_metrics_providers::egress::policy();
-        let r = Arc::new(resolve::fetch(&self.client, &key.0, &key.1, &policy).await?);
-        self.cache.insert(key, (Instant::now(), r.clone()));
-        Ok(r)
+        // A read cut on the way (a dropped connection, an API server restarting) is tried
+        // again: without it the alert would be lost.
+        let fetch = || resolve::fetch(&self.client, &key.0, &key.1, &policy);
+        let fetched = fetch
+            .retry(unavailable_retries())
+            .when(|e: &ResolveError| !e.is_user_error())
+            .await;
+        match fetched {
+            Ok(r) => {
+                let r = Arc::new(r);
+                self.cache.insert(key, (Instant::now(), r.clone()));
+                Ok(r)
+            }
+            // Still out of reach: the provider as last read, however old, rather than no alert.
+            Err(e) if !e.is_user_error() && self.cache.contains_key(&key) => {
+                warn!(error = %e, "the AlertProvider as last read is used");
+                Ok(self.cache[&key].1.clone())
+            }
+            Err(e) => Err(e),
+        }
     }
 
     fn enqueue(&mut self, r: &Resolved, message: &Message) {
@@ -524,5 +551,89 @@ mod tests {
         assert_eq!(m.target, "Deployment/podinfo");
         assert_eq!(m.revision.as_deref(), Some("abc"));
         assert_eq!(m.canary(), "shop/podinfo");
+    }
+
+    /// A stand-in API server whose first `cut` requests fail on the way, then serves the
+    /// AlertProvider `shop/chat` for every request (its status write included).
+    fn flaky_api(cut: usize) -> Client {
+        use http_body_util::Full;
+        use hyper::body::Bytes;
+        use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+        let seen = Arc::new(AtomicUsize::new(0));
+        let svc = tower::service_fn(move |_req: hyper::Request<kube::client::Body>| {
+            let n = seen.fetch_add(1, SeqCst);
+            async move {
+                if n < cut {
+                    return Err::<
+                        hyper::Response<Full<Bytes>>,
+                        Box<dyn std::error::Error + Send + Sync>,
+                    >(
+                        "connection closed before message completed".into()
+                    );
+                }
+                let provider = serde_json::json!({
+                    "apiVersion": "fledge.dev/v1beta1", "kind": "AlertProvider",
+                    "metadata": {"name": "chat", "namespace": "shop"},
+                    "spec": {"type": "slack", "address": "https://chat.example.com/hook"}
+                });
+                Ok(hyper::Response::builder()
+                    .status(200)
+                    .body(Full::new(Bytes::from(provider.to_string())))?)
+            }
+        });
+        Client::new(svc, "default")
+    }
+
+    fn dispatcher(client: Client) -> Dispatcher {
+        let reporter = Reporter {
+            controller: "fledge".into(),
+            instance: None,
+        };
+        Dispatcher {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            settings: AlertSettings::default(),
+            metrics: Arc::new(Metrics::new()),
+            cache: HashMap::new(),
+            clients: HashMap::new(),
+            queues: HashMap::new(),
+        }
+    }
+
+    fn chat() -> Target {
+        Target::Provider {
+            alert: "chat".into(),
+            namespace: "shop".into(),
+            name: "chat".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn an_alert_provider_read_cut_on_the_way_is_read_again() {
+        let mut d = dispatcher(flaky_api(2));
+        let r = d
+            .resolve(&chat())
+            .await
+            .expect("resolved after two cut reads");
+        assert_eq!(r.provider, "shop/chat");
+    }
+
+    #[tokio::test]
+    async fn an_alert_provider_out_of_reach_is_used_as_last_read() {
+        let mut d = dispatcher(flaky_api(0));
+        d.resolve(&chat()).await.unwrap();
+        // The cached reading expires, and the API server is out of reach from then on.
+        d.client = flaky_api(usize::MAX);
+        let (_, r) = d.cache.values_mut().next().unwrap();
+        let r = r.clone();
+        let key = ("shop".to_string(), "chat".to_string());
+        let old = Instant::now().checked_sub(RESOLVE_TTL * 2).unwrap();
+        d.cache.insert(key, (old, r));
+        let r = d.resolve(&chat()).await.expect("the provider as last read");
+        assert_eq!(r.provider, "shop/chat");
+        // Without a reading to fall back on, the error says the API server is out of reach.
+        d.cache.clear();
+        let e = d.resolve(&chat()).await.err().unwrap();
+        assert!(!e.is_user_error(), "{e}");
     }
 }
