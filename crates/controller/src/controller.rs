@@ -558,13 +558,7 @@ async fn reconcile_inner(canary: &Canary, ctx: &Context) -> Result<Requeue> {
         Some(t) => ctx.configs.checksums(&ctx.client, &ns, t).await?,
         None => BTreeMap::new(),
     };
-    // A decision from this version whose status write failed is taken again at its own time,
-    // so that it is the same decision (`said`).
-    let decided_at = ctx.said.decided_at(
-        &canary.uid().unwrap_or_default(),
-        &canary.resource_version().unwrap_or_default(),
-    );
-    let mut obs = Observations::at(decided_at.unwrap_or_else(jiff::Timestamp::now));
+    let mut obs = Observations::at(jiff::Timestamp::now());
     obs.generation = canary.meta().generation;
     obs.deleting = deleting;
     obs.rollout_slots = rollout_slots(ctx, canary, &status);
@@ -703,13 +697,7 @@ async fn reconcile_inner(canary: &Canary, ctx: &Context) -> Result<Requeue> {
                     acted = true;
                     exec.cluster(a).await?
                 }
-                // Queued under a name from the record (its time included): the same decision
-                // taken again queues nothing new. Remembered as said, so that the decision is
-                // taken again at the same time.
-                Action::RecordLedger(entry) => {
-                    exec.record_ledger(entry).await?;
-                    said.push(crate::said::key(action));
-                }
+                Action::RecordLedger(entry) => exec.record_ledger(entry).await?,
                 Action::RevertInGit {
                     revision,
                     reason,
@@ -717,8 +705,7 @@ async fn reconcile_inner(canary: &Canary, ctx: &Context) -> Result<Requeue> {
                     branch,
                 } => {
                     exec.revert_in_git(revision, reason, images, branch.as_deref())
-                        .await?;
-                    said.push(crate::said::key(action));
+                        .await?
                 }
                 a => {
                     let key = crate::said::key(a);
@@ -737,8 +724,7 @@ async fn reconcile_inner(canary: &Canary, ctx: &Context) -> Result<Requeue> {
     if let Err(e) = executed {
         // The same decision may come again from this version: say nothing of it twice, and
         // do not take what it already did for drift.
-        ctx.said
-            .unconfirmed(&version.0, &version.1, obs.now, said, acted);
+        ctx.said.unconfirmed(&version.0, &version.1, said, acted);
         return Err(e);
     }
     if release {
@@ -893,8 +879,7 @@ async fn report_blocked(ctx: &Context, canary: &Canary, blocker: fledge_core::Bl
         }
     }
     if let Err(e) = write_status(ctx, canary, &status, &plan.status).await {
-        ctx.said
-            .unconfirmed(&version.0, &version.1, obs.now, said, false);
+        ctx.said.unconfirmed(&version.0, &version.1, said, false);
         warn!(error = %e, "cannot write the blocked status");
     }
 }

@@ -15,11 +15,6 @@
 //! set may then differ from the status, which still records the routes before it. The decision
 //! from the same version must be taken again, not taken for drift and undone
 //! ([`Said::acted`]).
-//!
-//! The time of that decision is remembered too, and the decision from the same version is
-//! taken again at that time ([`Said::decided_at`]): a report whose text counts time ("promotion
-//! finished in 1m14s") or a ledger record named by its time would otherwise differ when the
-//! retry comes in the next second, and be made a second time.
 
 use std::collections::{HashMap, HashSet};
 use std::hash::{DefaultHasher, Hash, Hasher};
@@ -47,8 +42,6 @@ struct Unconfirmed {
     made: HashSet<u64>,
     /// Whether a cluster action ran.
     acted: bool,
-    /// When the first decision from `rv` was taken (the engine's `now`).
-    at: Option<jiff::Timestamp>,
 }
 
 /// Per Canary uid: what the last decision whose status was not written did.
@@ -72,23 +65,12 @@ impl Said {
         self.lock().get(uid).is_some_and(|u| u.rv == rv && u.acted)
     }
 
-    /// When the decision from this version of the Canary whose status was not written was
-    /// taken: the time to take it again at.
-    pub fn decided_at(&self, uid: &str, rv: &str) -> Option<jiff::Timestamp> {
-        self.lock()
-            .get(uid)
-            .filter(|u| u.rv == rv)
-            .and_then(|u| u.at)
-    }
-
-    /// The status decided from `rv` at `at` was not written (or not for certain): remember the
-    /// reports made from it, with those made from it before, whether it ran a cluster action,
-    /// and when the first decision from it was taken.
+    /// The status decided from `rv` was not written (or not for certain): remember the reports
+    /// made from it, with those made from it before, and whether it ran a cluster action.
     pub fn unconfirmed(
         &self,
         uid: &str,
         rv: &str,
-        at: jiff::Timestamp,
         made: impl IntoIterator<Item = u64>,
         acted: bool,
     ) {
@@ -100,7 +82,6 @@ impl Said {
                 ..Unconfirmed::default()
             };
         }
-        entry.at.get_or_insert(at);
         entry.made.extend(made);
         entry.acted |= acted;
         if entry.made.is_empty() && !entry.acted {
@@ -134,10 +115,6 @@ impl Said {
 mod tests {
     use super::*;
 
-    fn at(s: i64) -> jiff::Timestamp {
-        jiff::Timestamp::from_second(1_800_000_000 + s).unwrap()
-    }
-
     fn event(reason: &str) -> Action {
         Action::RecordEvent {
             warning: false,
@@ -163,17 +140,17 @@ mod tests {
         let said = Said::default();
         assert!(said.before("uid-1", "10").is_empty());
         // Decided from version 10, said NewRevision, the status write's answer was lost.
-        said.unconfirmed("uid-1", "10", at(0), [key(&event("NewRevision"))], false);
+        said.unconfirmed("uid-1", "10", [key(&event("NewRevision"))], false);
         let before = said.before("uid-1", "10");
         assert!(before.contains(&key(&event("NewRevision"))));
         // Another Canary, or a newer version of this one, reports as usual.
         assert!(said.before("uid-2", "10").is_empty());
         assert!(said.before("uid-1", "11").is_empty());
         // A second failure from the same version keeps what the first made.
-        said.unconfirmed("uid-1", "10", at(0), [key(&event("Other"))], false);
+        said.unconfirmed("uid-1", "10", [key(&event("Other"))], false);
         assert_eq!(said.before("uid-1", "10").len(), 2);
         // A failure from a newer version replaces the older one's.
-        said.unconfirmed("uid-1", "12", at(0), [key(&event("Promoting"))], false);
+        said.unconfirmed("uid-1", "12", [key(&event("Promoting"))], false);
         assert!(said.before("uid-1", "10").is_empty());
         assert_eq!(said.before("uid-1", "12").len(), 1);
         // A write that lands forgets it all.
@@ -185,7 +162,7 @@ mod tests {
     #[test]
     fn a_failure_with_nothing_said_or_done_remembers_nothing() {
         let said = Said::default();
-        said.unconfirmed("uid-1", "10", at(0), [], false);
+        said.unconfirmed("uid-1", "10", [], false);
         assert!(said.is_empty());
         assert!(!said.acted("uid-1", "10"));
     }
@@ -193,31 +170,14 @@ mod tests {
     #[test]
     fn a_failure_after_a_cluster_action_is_remembered_for_its_version() {
         let said = Said::default();
-        said.unconfirmed("uid-1", "10", at(0), [], true);
+        said.unconfirmed("uid-1", "10", [], true);
         assert!(said.acted("uid-1", "10"));
         assert!(!said.acted("uid-1", "11"));
         assert!(!said.acted("uid-2", "10"));
         // A second failure from the same version that did nothing keeps it.
-        said.unconfirmed("uid-1", "10", at(0), [key(&event("Promoting"))], false);
+        said.unconfirmed("uid-1", "10", [key(&event("Promoting"))], false);
         assert!(said.acted("uid-1", "10"));
         said.confirmed("uid-1");
         assert!(!said.acted("uid-1", "10"));
-    }
-
-    #[test]
-    fn the_decision_from_a_version_whose_write_failed_is_taken_again_at_its_time() {
-        let said = Said::default();
-        assert_eq!(said.decided_at("uid-1", "10"), None);
-        said.unconfirmed("uid-1", "10", at(5), [key(&event("Succeeded"))], false);
-        // The retry a second later decides at the first decision's time, and so does a third.
-        assert_eq!(said.decided_at("uid-1", "10"), Some(at(5)));
-        said.unconfirmed("uid-1", "10", at(6), [], false);
-        assert_eq!(said.decided_at("uid-1", "10"), Some(at(5)));
-        // A newer version is a new decision, at its own time.
-        assert_eq!(said.decided_at("uid-1", "11"), None);
-        said.unconfirmed("uid-1", "11", at(9), [key(&event("Promoting"))], false);
-        assert_eq!(said.decided_at("uid-1", "11"), Some(at(9)));
-        said.confirmed("uid-1");
-        assert_eq!(said.decided_at("uid-1", "11"), None);
     }
 }
