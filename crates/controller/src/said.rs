@@ -22,14 +22,21 @@ use std::sync::Mutex;
 
 use fledge_core::Action;
 
-/// What identifies one report: a hash of the action as the engine decided it.
+/// What identifies one report: a hash of the action as the engine decided it. A chat alert is
+/// identified by its kind, severity and receivers, not its text: the text may count time
+/// ("promotion finished in 1m14s"), and the same decision taken again a second later would
+/// otherwise be a second alert.
 pub fn key(action: &Action) -> u64 {
     let mut h = DefaultHasher::new();
     // Every action serializes (the engine's plans are data); Debug would do too, but the JSON
     // form is the one documented and stable across the fields' order in memory.
-    serde_json::to_string(action)
-        .unwrap_or_else(|_| format!("{action:?}"))
-        .hash(&mut h);
+    let text = match action {
+        Action::Notify {
+            severity, kind, to, ..
+        } => serde_json::to_string(&("Notify", severity, kind, to)),
+        other => serde_json::to_string(other),
+    };
+    text.unwrap_or_else(|_| format!("{action:?}")).hash(&mut h);
     h.finish()
 }
 
@@ -133,6 +140,30 @@ mod tests {
             message: "NewRevision podinfo.shop".into(),
         };
         assert_ne!(key(&event("NewRevision")), key(&warning));
+    }
+
+    #[test]
+    fn an_alert_is_the_same_report_whatever_time_its_text_counts() {
+        let promoted = |text: &str| Action::Notify {
+            severity: fledge_core::Severity::Info,
+            kind: fledge_core::NotifyKind::Promoted,
+            message: text.into(),
+            to: vec![],
+        };
+        let a = promoted(
+            "Canary analysis of podinfo completed successfully, promotion finished in 1m14s.",
+        );
+        let b = promoted(
+            "Canary analysis of podinfo completed successfully, promotion finished in 1m15s.",
+        );
+        assert_eq!(key(&a), key(&b));
+        let rolled_back = Action::Notify {
+            severity: fledge_core::Severity::Error,
+            kind: fledge_core::NotifyKind::RolledBack,
+            message: "x".into(),
+            to: vec![],
+        };
+        assert_ne!(key(&a), key(&rolled_back));
     }
 
     #[test]
