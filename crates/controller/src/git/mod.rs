@@ -80,14 +80,17 @@ impl Default for GitSettings {
     }
 }
 
-/// The queue entry's name: the same record always gets the same name.
+/// The queue entry's name: the same record always gets the same name, however often and
+/// whenever it is decided. It names the rollout's record file (its start and revision) or the
+/// reverted source file, the event and the revision, never the time of the decision: a decision
+/// taken again a second later (its status write was cut on the way) queues the record once.
 fn entry_name(r: &QueuedRecord) -> String {
     let hex = short_hash(&[
         &r.namespace,
         &r.canary,
         &r.file,
         &r.event.event,
-        &r.event.time,
+        &r.seed.revision,
     ]);
     format!(
         "fledge-git-{}-{hex}",
@@ -200,6 +203,12 @@ pub fn revert_for(
         .as_ref()
         .map(|t| t.0.to_string())
         .unwrap_or_else(|| jiff::Timestamp::now().to_string());
+    // The rollout's start, like its ledger record's: the entry's name begins with it.
+    let start = status
+        .rollout
+        .as_ref()
+        .and_then(|r| r.start_time.as_ref())
+        .map_or_else(|| at.clone(), |t| t.0.to_string());
     Some(QueuedRecord {
         namespace: ns.clone(),
         canary: name.clone(),
@@ -211,7 +220,7 @@ pub fn revert_for(
             revision: revision.to_string(),
             new_images: images.iter().map(|(f, _)| f.clone()).collect(),
             old_images: images.iter().map(|(_, t)| t.clone()).collect(),
-            start_time: at.clone(),
+            start_time: start,
             ..Default::default()
         },
         event: RecordedEvent {
@@ -583,5 +592,114 @@ async fn credentials(
             "Secret {namespace}/{} has neither identity and known_hosts (SSH) nor username and password (HTTPS)",
             secret_ref.name
         ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fledge_api::CanaryPhase;
+    use serde_json::json;
+
+    fn canary() -> Canary {
+        serde_json::from_value(json!({
+            "apiVersion": "fledge.dev/v1beta1", "kind": "Canary",
+            "metadata": {"name": "podinfo", "namespace": "shop"},
+            "spec": {
+                "targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "podinfo"},
+                "service": {"port": 9898},
+                "analysis": {"interval": "10s", "threshold": 2},
+                "gitops": {"repository": {"url": "http://127.0.0.1:1/r.git", "branch": "main"},
+                           "path": "deploy/podinfo.yaml"},
+            },
+        }))
+        .unwrap()
+    }
+
+    /// A status of the rollout of `rev` started at `start`, its last transition at `at`.
+    fn status(start: &str, at: &str) -> fledge_api::CanaryStatus {
+        serde_json::from_value(json!({
+            "phase": "Failed",
+            "lastTransitionTime": at,
+            "rollout": {"startTime": start},
+        }))
+        .unwrap()
+    }
+
+    fn entry(event: LedgerEvent, revision: &str, at: &str) -> LedgerEntry {
+        LedgerEntry {
+            event,
+            revision: revision.into(),
+            primary_revision: Some("rev-1".into()),
+            at: at.parse().unwrap(),
+            phase: CanaryPhase::Failed,
+            canary_weight: 0,
+            failed_checks: 2,
+            reasons: vec!["check failed".into()],
+        }
+    }
+
+    fn ledger_name(event: LedgerEvent, revision: &str, start: &str, at: &str) -> String {
+        let c = canary();
+        let r = record_for(
+            &c,
+            &entry(event, revision, at),
+            &status(start, at),
+            vec![],
+            vec![],
+        );
+        entry_name(&r.unwrap())
+    }
+
+    fn revert_name(revision: &str, start: &str, at: &str) -> String {
+        let images = vec![("podinfo:6.0.1".to_string(), "podinfo:6.0.0".to_string())];
+        let r = revert_for(
+            &canary(),
+            &status(start, at),
+            revision,
+            "failed",
+            images,
+            None,
+        );
+        entry_name(&r.unwrap())
+    }
+
+    #[test]
+    fn a_decision_taken_again_later_queues_the_same_record() {
+        let start = "2026-12-06T10:00:00Z";
+        let (first, again) = ("2026-12-06T10:00:30Z", "2026-12-06T10:00:31Z");
+        for event in [LedgerEvent::Started, LedgerEvent::RolledBack] {
+            assert_eq!(
+                ledger_name(event, "rev-2", start, first),
+                ledger_name(event, "rev-2", start, again),
+                "{event:?}"
+            );
+        }
+        assert_eq!(
+            revert_name("rev-2", start, first),
+            revert_name("rev-2", start, again)
+        );
+        assert!(
+            ledger_name(LedgerEvent::Started, "rev-2", start, first).starts_with("fledge-git-")
+        );
+    }
+
+    #[test]
+    fn other_events_revisions_and_rollouts_queue_records_of_their_own() {
+        let (start, at) = ("2026-12-06T10:00:00Z", "2026-12-06T10:00:30Z");
+        let base = ledger_name(LedgerEvent::Started, "rev-2", start, at);
+        let others = [
+            ledger_name(LedgerEvent::RolledBack, "rev-2", start, at),
+            ledger_name(LedgerEvent::Started, "rev-3", start, at),
+            ledger_name(LedgerEvent::Started, "rev-2", "2026-12-06T11:00:00Z", at),
+            revert_name("rev-2", start, at),
+        ];
+        for other in &others {
+            assert_ne!(&base, other);
+        }
+        assert_ne!(
+            revert_name("rev-2", start, at),
+            revert_name("rev-3", start, at)
+        );
     }
 }
