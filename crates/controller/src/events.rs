@@ -10,13 +10,16 @@
 //! at a thousand Canaries rolling out it held some 30 MiB, the largest part of the controller's
 //! memory. This one remembers only the Event's name, count and time.
 //!
-//! Events a reconcile decides wait in an outbox, with the time they were decided, for at most
-//! [`WORKERS`] senders: a wave of a thousand rollouts decides thousands of Events within a
+//! Events a reconcile decides wait in an outbox (a channel), with the time they were decided, and
+//! at most [`WORKERS`] are sent at once: a wave of a thousand rollouts decides thousands of Events within a
 //! second, and one task per Event would fill the client's requests in flight ahead of the status
 //! writes the rollouts wait for.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::{Arc, Mutex};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use futures::StreamExt;
+use futures::channel::mpsc;
 
 use tracing::Instrument;
 
@@ -48,14 +51,8 @@ pub struct Recorder {
     cache: Mutex<Cache>,
     /// `--event-webhook`: every Event of a Canary is also posted there.
     event_webhook: Option<(WebhookClient, CanaryWebhook)>,
-    outbox: Mutex<Outbox>,
-}
-
-/// Events decided and not yet sent, and how many workers are sending them.
-#[derive(Default)]
-struct Outbox {
-    queue: VecDeque<Pending>,
-    workers: usize,
+    /// The outbox, opened with its sending task by the first Event put in.
+    outbox: OnceLock<mpsc::UnboundedSender<Pending>>,
 }
 
 /// An Event waiting in the outbox: what, about which object, decided when, and the reconcile's
@@ -75,7 +72,7 @@ impl Recorder {
             reporter,
             cache: Mutex::new(Cache::default()),
             event_webhook: None,
-            outbox: Mutex::new(Outbox::default()),
+            outbox: OnceLock::new(),
         }
     }
 
@@ -132,53 +129,35 @@ impl Recorder {
         });
     }
 
-    /// Puts `p` in the outbox, and starts a worker when fewer than [`WORKERS`] are running.
+    /// Puts `p` in the outbox. The first Event opens it and starts the task that sends its
+    /// Events, [`WORKERS`] at a time. The task holds the recorder weakly: once the recorder is
+    /// dropped the outbox closes, and the task ends after the Events already in it.
     fn enqueue(self: &Arc<Self>, p: Pending) {
-        let start = {
-            let mut outbox = self.outbox();
-            outbox.queue.push_back(p);
-            let start = outbox.workers < WORKERS;
-            if start {
-                outbox.workers += 1;
-            }
-            start
-        };
-        if start {
-            tokio::spawn(self.clone().drain());
-        }
-    }
-
-    /// A worker: sends Events from the outbox until it is empty. The worker count goes down
-    /// under the same lock that finds the outbox empty, so an Event put in after that starts a
-    /// worker of its own.
-    async fn drain(self: Arc<Self>) {
-        loop {
-            let Some(p) = ({
-                let mut outbox = self.outbox();
-                let next = outbox.queue.pop_front();
-                if next.is_none() {
-                    outbox.workers -= 1;
-                    if outbox.queue.capacity() > 64 {
-                        outbox.queue.shrink_to_fit();
+        let outbox = self.outbox.get_or_init(|| {
+            let (outbox, pending) = mpsc::unbounded::<Pending>();
+            let recorder = Arc::downgrade(self);
+            tokio::spawn(pending.for_each_concurrent(WORKERS, move |p| {
+                let recorder = recorder.upgrade();
+                async move {
+                    if let Some(recorder) = recorder {
+                        recorder.send(p).await;
                     }
                 }
-                next
-            }) else {
-                return;
-            };
-            let sent = self.publish_at(&p.ev, &p.regarding, p.at);
-            if let Err(e) = sent.instrument(p.span.clone()).await {
-                p.span.in_scope(|| {
-                    tracing::warn!(error = %e, reason = %p.ev.reason, "cannot record Event");
-                });
-            }
-        }
+            }));
+            outbox
+        });
+        // The task ends only after the recorder is dropped, so the outbox is open here.
+        let _ = outbox.unbounded_send(p);
     }
 
-    fn outbox(&self) -> std::sync::MutexGuard<'_, Outbox> {
-        self.outbox
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    /// Sends an Event from the outbox; a failure is logged in the reconcile's span.
+    async fn send(&self, p: Pending) {
+        let sent = self.publish_at(&p.ev, &p.regarding, p.at);
+        if let Err(e) = sent.instrument(p.span.clone()).await {
+            p.span.in_scope(|| {
+                tracing::warn!(error = %e, reason = %p.ev.reason, "cannot record Event");
+            });
+        }
     }
 
     /// Publishes `ev` about `regarding`: a new Event, or the next of a series.
@@ -591,7 +570,7 @@ mod tests {
         use http_body_util::{BodyExt, Full};
         use hyper::body::Bytes;
         use std::sync::atomic::Ordering::SeqCst;
-        let svc = tower::service_fn(move |req: hyper::Request<kube::client::Body>| {
+        crate::test_support::stand_in_api(move |req: hyper::Request<kube::client::Body>| {
             let server = server.clone();
             async move {
                 let now = server.in_flight.fetch_add(1, SeqCst) + 1;
@@ -602,13 +581,11 @@ mod tests {
                 let name = event.metadata.name.clone().unwrap_or_default();
                 *server.created.lock().unwrap().entry(name).or_default() += 1;
                 server.in_flight.fetch_sub(1, SeqCst);
-                let res = hyper::Response::builder()
+                Ok(hyper::Response::builder()
                     .status(201)
-                    .body(Full::new(Bytes::from(body.to_vec())))?;
-                Ok::<_, Box<dyn std::error::Error + Send + Sync>>(res)
+                    .body(Full::new(Bytes::from(body.to_vec())))?)
             }
-        });
-        Client::new(svc, "default")
+        })
     }
 
     #[tokio::test]
@@ -633,10 +610,22 @@ mod tests {
             recorder.publish_about(ev, &canary, CanaryPhase::Progressing, String::new());
         }
         let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
-        while recorder.outbox().workers > 0 {
+        let arrived = || server.created.lock().unwrap().values().sum::<usize>();
+        while arrived() < 200 {
             assert!(
                 tokio::time::Instant::now() < deadline,
-                "the outbox did not drain"
+                "the outbox did not drain: {} Events arrived",
+                arrived()
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        // The sending task does not keep the recorder (and so its outbox) alive.
+        let weak = Arc::downgrade(&recorder);
+        drop(recorder);
+        while weak.upgrade().is_some() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the outbox's task keeps the recorder alive"
             );
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
@@ -648,6 +637,5 @@ mod tests {
             (2..=WORKERS).contains(&most),
             "{most} creates were in flight at once"
         );
-        assert!(recorder.outbox().queue.is_empty());
     }
 }

@@ -48,4 +48,21 @@ pub(crate) mod test_support {
             block_owner_deletion: Some(true),
         }
     }
+
+    /// What a stand-in API server answers: a response, or an error that stands for a request
+    /// cut on the way.
+    pub type StandInAnswer = Result<
+        hyper::Response<http_body_util::Full<hyper::body::Bytes>>,
+        Box<dyn std::error::Error + Send + Sync>,
+    >;
+
+    /// A client of a stand-in API server: every request the client makes is answered by
+    /// `answer`, in the test's process.
+    pub fn stand_in_api<F, Fut>(answer: F) -> kube::Client
+    where
+        F: Fn(hyper::Request<kube::client::Body>) -> Fut + Clone + Send + 'static,
+        Fut: std::future::Future<Output = StandInAnswer> + Send + 'static,
+    {
+        kube::Client::new(tower::service_fn(answer), "default")
+    }
 }

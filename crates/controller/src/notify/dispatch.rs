@@ -560,16 +560,11 @@ mod tests {
         use hyper::body::Bytes;
         use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
         let seen = Arc::new(AtomicUsize::new(0));
-        let svc = tower::service_fn(move |_req: hyper::Request<kube::client::Body>| {
+        crate::test_support::stand_in_api(move |_req: hyper::Request<kube::client::Body>| {
             let n = seen.fetch_add(1, SeqCst);
             async move {
                 if n < cut {
-                    return Err::<
-                        hyper::Response<Full<Bytes>>,
-                        Box<dyn std::error::Error + Send + Sync>,
-                    >(
-                        "connection closed before message completed".into()
-                    );
+                    return Err("connection closed before message completed".into());
                 }
                 let provider = serde_json::json!({
                     "apiVersion": "fledge.dev/v1beta1", "kind": "AlertProvider",
@@ -580,8 +575,7 @@ mod tests {
                     .status(200)
                     .body(Full::new(Bytes::from(provider.to_string())))?)
             }
-        });
-        Client::new(svc, "default")
+        })
     }
 
     fn dispatcher(client: Client) -> Dispatcher {
