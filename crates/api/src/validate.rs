@@ -152,6 +152,16 @@ impl Problems {
         self.0.push(Problem::new(field, message));
     }
 
+    /// Records those of `problems` whose field has none yet: a problem the checks of every
+    /// provider already said is said once.
+    fn add_new(&mut self, problems: Vec<Problem>) {
+        for problem in problems {
+            if !self.0.iter().any(|q| q.field == problem.field) {
+                self.0.push(problem);
+            }
+        }
+    }
+
     /// Records `Err(message)` against `field`.
     fn check(&mut self, field: impl Into<String>, result: Result<(), String>) {
         if let Err(message) = result {
@@ -286,11 +296,7 @@ pub fn validate_canary_spec(spec: &CanarySpec) -> Vec<Problem> {
     {
         // An invalid regex or a match that sets two ways is said once, by the checks of
         // every provider.
-        for problem in problems {
-            if !p.0.iter().any(|q| q.field == problem.field) {
-                p.0.push(problem);
-            }
-        }
+        p.add_new(problems);
     }
     if provider.starts_with("appmesh") {
         check_appmesh(&mut p, provider, spec);
@@ -301,11 +307,7 @@ pub fn validate_canary_spec(spec: &CanarySpec) -> Vec<Problem> {
             analysis.r#match.as_deref().unwrap_or(&[]),
         )
     {
-        for problem in problems {
-            if !p.0.iter().any(|q| q.field == problem.field) {
-                p.0.push(problem);
-            }
-        }
+        p.add_new(problems);
     }
     if provider == "contour" {
         for (i, m) in analysis.r#match.iter().flatten().enumerate() {
