@@ -180,49 +180,16 @@ pub fn install_peer_crds(info: &ClusterInfo) -> Result<()> {
     // The SMI CRD, read as JSON (kubectl converts the YAML) and served at the versions fledge
     // writes.
     let smi_file = dirs[2].join(SMI_FILE);
-    let json = kubectl.run(
-        &[
-            "create",
-            "--dry-run=client",
-            "-o",
-            "json",
-            "-f",
-            &smi_file.display().to_string(),
-        ],
-        None,
-    )?;
+    let json = kubectl.to_json(&smi_file)?;
     let mut smi: Value = serde_json::from_str(&json).context("the SMI CRD as JSON")?;
     serve_versions(&mut smi, SMI_SERVED)?;
     add_quantity_version(&mut smi, SMI_QUANTITY_VERSION, SMI_QUANTITY_FROM)?;
-    let out = kubectl.run(
-        &[
-            "apply",
-            "--server-side",
-            "--force-conflicts",
-            "--field-manager",
-            MANAGER,
-            "-o",
-            "name",
-            "-f",
-            "-",
-        ],
-        Some(&smi.to_string()),
-    )?;
+    let out = kubectl.apply_json(&smi.to_string())?;
     crds.extend(crd_names(&out));
 
     // Traefik v2's TraefikService of `traefik.containo.us`, alone of its file.
     let traefik_file = dirs[8].join(TRAEFIK_V2_FILE);
-    let json = kubectl.run(
-        &[
-            "create",
-            "--dry-run=client",
-            "-o",
-            "json",
-            "-f",
-            &traefik_file.display().to_string(),
-        ],
-        None,
-    )?;
+    let json = kubectl.to_json(&traefik_file)?;
     let traefik_service = serde_json::Deserializer::from_str(&json)
         .into_iter::<Value>()
         .filter_map(Result::ok)
@@ -232,52 +199,13 @@ pub fn install_peer_crds(info: &ClusterInfo) -> Result<()> {
         })
         .find(|c| c["metadata"]["name"] == TRAEFIK_V2_CRD)
         .with_context(|| format!("{} holds no {TRAEFIK_V2_CRD}", traefik_file.display()))?;
-    let out = kubectl.run(
-        &[
-            "apply",
-            "--server-side",
-            "--force-conflicts",
-            "--field-manager",
-            MANAGER,
-            "-o",
-            "name",
-            "-f",
-            "-",
-        ],
-        Some(&traefik_service.to_string()),
-    )?;
+    let out = kubectl.apply_json(&traefik_service.to_string())?;
     crds.extend(crd_names(&out));
 
     // Gloo's and App Mesh's, generated from Flagger's types (see `generated_crds`).
-    let generated = super::generated_crds::crds(|dir| {
-        kubectl.run(
-            &[
-                "create",
-                "--dry-run=client",
-                "-o",
-                "json",
-                "-f",
-                &dir.display().to_string(),
-            ],
-            None,
-        )
-    })?;
-    let out = kubectl.run(
-        &[
-            "apply",
-            "--server-side",
-            "--force-conflicts",
-            "--field-manager",
-            MANAGER,
-            "-o",
-            "name",
-            "-f",
-            "-",
-        ],
-        Some(
-            &serde_json::json!({"apiVersion": "v1", "kind": "List", "items": generated})
-                .to_string(),
-        ),
+    let generated = super::generated_crds::crds(|dir| kubectl.to_json(dir))?;
+    let out = kubectl.apply_json(
+        &serde_json::json!({"apiVersion": "v1", "kind": "List", "items": generated}).to_string(),
     )?;
     crds.extend(crd_names(&out));
 
@@ -478,6 +406,34 @@ impl Kubectl<'_> {
             .stderr(Stdio::null())
             .status()
             .is_ok_and(|s| s.success())
+    }
+
+    /// The objects of `path` (a file or a directory of YAML) as JSON, as kubectl reads them.
+    fn to_json(&self, path: &Path) -> Result<String> {
+        let path = path.display().to_string();
+        self.run(
+            &["create", "--dry-run=client", "-o", "json", "-f", &path],
+            None,
+        )
+    }
+
+    /// Server-side applies `json` (one object or a `List`) as [`MANAGER`]; the names of what
+    /// it applied, one `kind/name` a line.
+    fn apply_json(&self, json: &str) -> Result<String> {
+        self.run(
+            &[
+                "apply",
+                "--server-side",
+                "--force-conflicts",
+                "--field-manager",
+                MANAGER,
+                "-o",
+                "name",
+                "-f",
+                "-",
+            ],
+            Some(json),
+        )
     }
 
     /// Runs kubectl, with `input` on stdin; its stdout, or an error with its stderr.
