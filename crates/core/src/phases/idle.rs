@@ -63,12 +63,11 @@ fn rollback_to_known_good(cx: &mut Cx, target: &TargetObservation) {
 
 /// A rolled-back target still scaled up: a rollback moves the traffic and writes `Failed` first,
 /// and the reconcile after it scales the canary to zero (so does one after a controller stopped
-/// in between). A StatefulSet's rollback puts its template back instead; Knative scales its
-/// Revisions itself.
+/// in between). A StatefulSet's rollback puts its template back instead ([`Cx::scale_canary`]
+/// leaves it alone); Knative scales its Revisions itself.
 fn scale_down_after_rollback(cx: &mut Cx, target: &TargetObservation) {
     if cx.status.phase == CanaryPhase::Failed
         && target.readiness.desired > 0
-        && !cx.statefulset()
         && !cx.spec.targets_knative()
     {
         cx.scale_canary(CanaryScale::Zero);

@@ -89,11 +89,13 @@ pub(super) fn run_as(cx: &mut Cx, reason: String, kind: NotifyKind) {
             });
         }
     }
-    cx.requeue(cx.interval());
-    if !cx.statefulset() {
-        // The scale-down, at once.
-        cx.requeue(Duration::ZERO);
-    }
+    // A Deployment's or DaemonSet's canary is scaled down at once, by the next reconcile; a
+    // StatefulSet's template is already back.
+    cx.requeue(if cx.statefulset() {
+        cx.interval()
+    } else {
+        Duration::ZERO
+    });
 }
 
 /// What a revert puts back: each target container's image, where the primary's container of
