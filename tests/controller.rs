@@ -672,7 +672,7 @@ async fn a_quiet_canary_reads_nothing_back_and_a_hand_edit_is_undone_at_once() {
         || async {
             apex_selector(&svcs.get("hourly").await.unwrap()) == "hourly-primary"
                 && ns
-                    .events("hourly")
+                    .events_where("hourly", |_| true)
                     .await
                     .iter()
                     .any(|e| e.starts_with("Warning RoutesRestored"))

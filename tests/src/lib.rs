@@ -749,7 +749,8 @@ impl TestNs {
     /// The Events of an object, oldest first, as `Type Reason: message`, once they have
     /// settled: two readings 300 ms apart agree (at most 5 s). The controller sends an Event
     /// beside the status write that decided it, so the last ones may land a moment after the
-    /// status shows the phase a test waited for.
+    /// status shows the phase a test waited for. Each call takes 300 ms at least: a polling
+    /// loop reads them with [`TestNs::events_where`].
     pub async fn events(&self, name: &str) -> Vec<String> {
         let deadline = Instant::now() + Duration::from_secs(5);
         let mut last = self.events_where(name, |_| true).await;
