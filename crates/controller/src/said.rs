@@ -22,21 +22,16 @@ use std::sync::Mutex;
 
 use fledge_core::Action;
 
-/// What identifies one report: a hash of the action as the engine decided it. A chat alert is
-/// identified by its kind, severity and receivers, not its text: the text may count time
-/// ("promotion finished in 1m14s"), and the same decision taken again a second later would
-/// otherwise be a second alert.
+/// What identifies one report: a hash of the report's identity as the engine gives it
+/// ([`Action::report_identity`]).
 pub fn key(action: &Action) -> u64 {
     let mut h = DefaultHasher::new();
     // Every action serializes (the engine's plans are data); Debug would do too, but the JSON
     // form is the one documented and stable across the fields' order in memory.
-    let text = match action {
-        Action::Notify {
-            severity, kind, to, ..
-        } => serde_json::to_string(&("Notify", severity, kind, to)),
-        other => serde_json::to_string(other),
-    };
-    text.unwrap_or_else(|_| format!("{action:?}")).hash(&mut h);
+    let identity = action.report_identity();
+    serde_json::to_string(&*identity)
+        .unwrap_or_else(|_| format!("{identity:?}"))
+        .hash(&mut h);
     h.finish()
 }
 

@@ -160,6 +160,23 @@ pub enum ActionClass {
 }
 
 impl Action {
+    /// The report as it is identified: the same decision taken again a moment later (its status
+    /// write was cut) makes the same report. A chat alert's text may count time ("promotion
+    /// finished in 1m14s"), so an alert is identified by its severity, kind and receivers.
+    pub fn report_identity(&self) -> std::borrow::Cow<'_, Action> {
+        match self {
+            Action::Notify {
+                severity, kind, to, ..
+            } => std::borrow::Cow::Owned(Action::Notify {
+                severity: *severity,
+                kind: *kind,
+                message: String::new(),
+                to: to.clone(),
+            }),
+            other => std::borrow::Cow::Borrowed(other),
+        }
+    }
+
     /// The class of this action.
     pub fn class(&self) -> ActionClass {
         match self {
