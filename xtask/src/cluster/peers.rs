@@ -151,17 +151,7 @@ pub fn install_peer_crds(info: &ClusterInfo) -> Result<()> {
     files.push(dirs[6].join(APISIX_FILE));
     files.extend(KNATIVE_FILES.iter().map(|f| dirs[7].join(f)));
     let mut crds = Vec::new();
-    let mut args: Vec<String> = [
-        "apply",
-        "--server-side",
-        "--force-conflicts",
-        "--field-manager",
-        MANAGER,
-        "-o",
-        "name",
-    ]
-    .map(String::from)
-    .to_vec();
+    let mut args: Vec<String> = APPLY.map(String::from).to_vec();
     for f in &files {
         args.push("-f".into());
         args.push(f.display().to_string());
@@ -387,6 +377,18 @@ fn add_quantity_version(crd: &mut Value, name: &str, from: &str) -> Result<()> {
     Ok(())
 }
 
+/// A server-side apply as [`MANAGER`] that prints the names of what it applied; the files
+/// (`-f`) follow.
+const APPLY: [&str; 7] = [
+    "apply",
+    "--server-side",
+    "--force-conflicts",
+    "--field-manager",
+    MANAGER,
+    "-o",
+    "name",
+];
+
 /// kubectl against the cluster.
 struct Kubectl<'a>(&'a ClusterInfo);
 
@@ -420,20 +422,7 @@ impl Kubectl<'_> {
     /// Server-side applies `json` (one object or a `List`) as [`MANAGER`]; the names of what
     /// it applied, one `kind/name` a line.
     fn apply_json(&self, json: &str) -> Result<String> {
-        self.run(
-            &[
-                "apply",
-                "--server-side",
-                "--force-conflicts",
-                "--field-manager",
-                MANAGER,
-                "-o",
-                "name",
-                "-f",
-                "-",
-            ],
-            Some(json),
-        )
+        self.run(&[&APPLY[..], &["-f", "-"]].concat(), Some(json))
     }
 
     /// Runs kubectl, with `input` on stdin; its stdout, or an error with its stderr.
