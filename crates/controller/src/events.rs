@@ -10,9 +10,9 @@
 //! at a thousand Canaries rolling out it held some 30 MiB, the largest part of the controller's
 //! memory. This one remembers only the Event's name, count and time.
 //!
-//! Events a reconcile decides wait in an outbox (a channel), with the time they were decided, and
-//! at most [`WORKERS`] are sent at once: a wave of a thousand rollouts decides thousands of Events within a
-//! second, and one task per Event would fill the client's requests in flight ahead of the status
+//! Events a reconcile decides wait in an outbox (a channel), with the time they were decided,
+//! and at most [`WORKERS`] are sent at once: a wave of a thousand rollouts decides thousands of
+//! Events within a second, and one task per Event would fill the client's requests in flight ahead of the status
 //! writes the rollouts wait for.
 
 use std::collections::{BTreeMap, HashMap};
