@@ -15,6 +15,7 @@ mod flagger;
 mod fuzz;
 mod gitservers;
 mod image;
+mod lanes;
 mod test;
 mod util;
 

@@ -18,13 +18,16 @@ pub struct TestArgs {
 
 pub fn run_all(args: TestArgs) -> anyhow::Result<()> {
     let started = Instant::now();
-    let mut timings = Vec::new();
-    let mut step = |what: &str, cmd: &mut std::process::Command| -> anyhow::Result<()> {
+    let timings = std::cell::RefCell::new(Vec::new());
+    let timed = |what: &str, task: &mut dyn FnMut() -> anyhow::Result<()>| {
         let t = Instant::now();
-        run(what, cmd)?;
-        timings.push((what.to_string(), t.elapsed().as_secs_f64()));
-        Ok(())
+        task()?;
+        timings
+            .borrow_mut()
+            .push((what.to_string(), t.elapsed().as_secs_f64()));
+        anyhow::Ok(())
     };
+    let step = |what: &str, cmd: &mut std::process::Command| timed(what, &mut || run(what, cmd));
     step(
         "cargo fmt --check",
         cargo().args(["fmt", "--all", "--", "--check"]),
@@ -129,13 +132,13 @@ pub fn run_all(args: TestArgs) -> anyhow::Result<()> {
         .and_then(|helm| {
             // The planes were just brought up: each test binary finds them where `up` recorded
             // them instead of running `cluster up` and `dataplane up` again.
-            step(
-                "end-to-end tests on the local control plane",
-                cargo()
-                    .args(["test", "-p", "fledge-e2e", "--", "--test-threads", "4"])
-                    .env("FLEDGE_E2E_PLANES_UP", "1")
-                    .env("FLEDGE_HELM", helm),
-            )
+            let envs = [
+                ("FLEDGE_E2E_PLANES_UP", std::ffi::OsStr::new("1")),
+                ("FLEDGE_HELM", helm.as_os_str()),
+            ];
+            timed("end-to-end tests on the local control plane", &mut || {
+                crate::lanes::run_e2e(&envs)
+            })
         })
         .and_then(|()| {
             // The benchmarks are too long for CI; a small run of each shows they still work.
@@ -181,7 +184,7 @@ pub fn run_all(args: TestArgs) -> anyhow::Result<()> {
         e2e?;
     }
     eprintln!("==> timings:");
-    for (what, secs) in &timings {
+    for (what, secs) in timings.borrow().iter() {
         eprintln!("    {secs:>7.1}s  {what}");
     }
     eprintln!(
