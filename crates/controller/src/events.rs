@@ -8,7 +8,8 @@
 //! rather than a higher count on the first one. kube's recorder remembers every
 //! Event it sent, in full and inline in its map, for those six minutes: about 2 KiB per Event, so
 //! at a thousand Canaries rolling out it held some 30 MiB, the largest part of the controller's
-//! memory. This one remembers only the Event's name, count and time.
+//! memory. This one remembers, per Event, a hash of what makes its series, the time that names
+//! it, its count and its last time: about 50 bytes, with no allocation of its own.
 //!
 //! Events a reconcile decides wait in an outbox (a channel), with the time they were decided,
 //! and at most [`WORKERS`] are sent at once: a wave of a thousand rollouts decides thousands of
@@ -176,8 +177,9 @@ impl Recorder {
         let next = self.lock().next(&key, now);
         let namespace = regarding.namespace.as_deref().unwrap_or("default");
         let events: Api<K8sEvent> = Api::namespaced(self.client.clone(), namespace);
-        let (name, count) = match next {
-            Next::Series { name, count } => {
+        let (first, count) = match next {
+            Next::Series { first, count } => {
+                let name = event_name(&self.reporter, regarding, first);
                 let series = EventSeries {
                     count,
                     last_observed_time: MicroTime(now),
@@ -187,11 +189,10 @@ impl Recorder {
                 let (params, patch) = (PatchParams::default(), Patch::Merge(&patch));
                 let send = || events.patch(&name, &params, &patch);
                 send.retry(transport_retries()).when(is_transport).await?;
-                (name, count)
+                (first, count)
             }
             Next::Create => {
                 let event = build(&self.reporter, ev, regarding, now);
-                let name = event.metadata.name.clone().unwrap_or_default();
                 // The name is chosen here, once: when a create whose answer was lost did reach
                 // the API server, its retry is refused as AlreadyExists, and the Event is there.
                 let params = PostParams::default();
@@ -202,10 +203,10 @@ impl Recorder {
                         other?;
                     }
                 }
-                (name, 1)
+                (now, 1)
             }
         };
-        self.lock().sent(key, name, count, now);
+        self.lock().sent(key, first, count, now);
         Ok(())
     }
 
@@ -269,11 +270,7 @@ fn build(reporter: &Reporter, ev: &Event, regarding: &ObjectReference, now: Time
         note: ev.note.clone(),
         metadata: ObjectMeta {
             namespace: regarding.namespace.clone(),
-            name: Some(format!(
-                "{}.{:x}",
-                regarding.name.as_ref().unwrap_or(controller),
-                now.as_nanosecond()
-            )),
+            name: Some(event_name(reporter, regarding, now)),
             ..Default::default()
         },
         reporting_controller: Some(controller.clone()),
@@ -295,54 +292,67 @@ fn build(reporter: &Reporter, ev: &Event, regarding: &ObjectReference, now: Time
     }
 }
 
-/// What makes two Events one series (the reporter is the same for every Event sent here).
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-struct Key {
-    regarding: String,
-    related: Option<String>,
-    warning: bool,
-    reason: String,
-    action: String,
-    /// A hash of the note (the note itself would cost a few hundred bytes per entry).
-    note: u64,
+/// The name of the Event about `regarding` first sent at `first`, as kube's recorder names it.
+fn event_name(reporter: &Reporter, regarding: &ObjectReference, first: Timestamp) -> String {
+    format!(
+        "{}.{:x}",
+        regarding.name.as_ref().unwrap_or(&reporter.controller),
+        first.as_nanosecond()
+    )
 }
+
+/// What makes two Events one series (the reporter is the same for every Event sent here): a
+/// hash of the object the Event is about (its uid, or its kind, namespace and name when it has
+/// none), the related object, the type, reason, action and note. A hash rather than the fields
+/// themselves keeps the cache free of allocations; two series that hashed alike (odds about one
+/// in 10^12 at ten thousand Events remembered) would only count on one Event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct Key(u64);
 
 impl Key {
     fn new(ev: &Event, regarding: &ObjectReference) -> Self {
-        Key {
-            regarding: object_key(regarding),
-            related: ev.secondary.as_ref().map(object_key),
-            warning: matches!(ev.type_, EventType::Warning),
-            reason: ev.reason.clone(),
-            action: ev.action.clone(),
-            note: {
-                use std::hash::{Hash, Hasher};
-                let mut h = std::collections::hash_map::DefaultHasher::new();
-                ev.note.hash(&mut h);
-                h.finish()
-            },
+        use std::hash::{DefaultHasher, Hash, Hasher};
+        let mut h = DefaultHasher::new();
+        object_identity(regarding, &mut h);
+        match &ev.secondary {
+            Some(related) => {
+                1u8.hash(&mut h);
+                object_identity(related, &mut h);
+            }
+            None => 0u8.hash(&mut h),
         }
+        matches!(ev.type_, EventType::Warning).hash(&mut h);
+        ev.reason.hash(&mut h);
+        ev.action.hash(&mut h);
+        ev.note.hash(&mut h);
+        Key(h.finish())
     }
 }
 
-/// An object by uid, or by kind, namespace and name when it has none.
-fn object_key(r: &ObjectReference) -> String {
+/// Feeds an object's identity to `h`: its uid, or its API version, kind, namespace and name
+/// when it has none.
+fn object_identity(r: &ObjectReference, h: &mut impl std::hash::Hasher) {
+    use std::hash::Hash;
     match &r.uid {
-        Some(uid) => uid.clone(),
-        None => format!(
-            "{}/{}/{}/{}",
-            r.api_version.as_deref().unwrap_or_default(),
-            r.kind.as_deref().unwrap_or_default(),
-            r.namespace.as_deref().unwrap_or_default(),
-            r.name.as_deref().unwrap_or_default()
-        ),
+        Some(uid) => {
+            0u8.hash(h);
+            uid.hash(h);
+        }
+        None => {
+            1u8.hash(h);
+            r.api_version.hash(h);
+            r.kind.hash(h);
+            r.namespace.hash(h);
+            r.name.hash(h);
+        }
     }
 }
 
 /// An Event sent and still remembered.
 #[derive(Debug)]
 struct Sent {
-    name: String,
+    /// When the Event was created, which names it ([`event_name`]).
+    first: Timestamp,
     count: i32,
     last: Timestamp,
 }
@@ -351,7 +361,11 @@ struct Sent {
 #[derive(Debug, PartialEq, Eq)]
 enum Next {
     Create,
-    Series { name: String, count: i32 },
+    /// The next of the series on the Event first sent at `first`.
+    Series {
+        first: Timestamp,
+        count: i32,
+    },
 }
 
 #[derive(Default)]
@@ -365,18 +379,18 @@ impl Cache {
         self.sweep(now);
         match self.sent.get(key) {
             Some(s) if s.last + TTL > now => Next::Series {
-                name: s.name.clone(),
+                first: s.first,
                 count: s.count.saturating_add(1),
             },
             _ => Next::Create,
         }
     }
 
-    fn sent(&mut self, key: Key, name: String, count: i32, now: Timestamp) {
+    fn sent(&mut self, key: Key, first: Timestamp, count: i32, now: Timestamp) {
         self.sent.insert(
             key,
             Sent {
-                name,
+                first,
                 count,
                 last: now,
             },
@@ -430,10 +444,14 @@ mod tests {
     }
 
     fn key(reason: &str) -> Key {
+        key_with_note(reason, "a note")
+    }
+
+    fn key_with_note(reason: &str, note: &str) -> Key {
         let ev = Event {
             type_: EventType::Normal,
             reason: reason.into(),
-            note: Some("a note".into()),
+            note: Some(note.into()),
             action: "Reconcile".into(),
             secondary: None,
         };
@@ -454,20 +472,19 @@ mod tests {
     fn repeats_within_six_minutes_make_a_series() {
         let mut c = Cache::default();
         assert_eq!(c.next(&key("IterationAdvanced"), at(0)), Next::Create);
-        c.sent(key("IterationAdvanced"), "podinfo.1".into(), 1, at(0));
+        c.sent(key("IterationAdvanced"), at(0), 1, at(0));
         let series = |count| Next::Series {
-            name: "podinfo.1".into(),
+            first: at(0),
             count,
         };
         assert_eq!(c.next(&key("IterationAdvanced"), at(10)), series(2));
-        c.sent(key("IterationAdvanced"), "podinfo.1".into(), 2, at(10));
+        c.sent(key("IterationAdvanced"), at(0), 2, at(10));
         // Six minutes after the last one, not after the first.
         assert_eq!(c.next(&key("IterationAdvanced"), at(369)), series(3));
         // Another reason is another Event.
         assert_eq!(c.next(&key("Promoting"), at(20)), Next::Create);
         // So is the same reason with another note.
-        let mut other = key("IterationAdvanced");
-        other.note ^= 1;
+        let other = key_with_note("IterationAdvanced", "another note");
         assert_eq!(c.next(&other, at(20)), Next::Create);
         // Six minutes of silence: a new Event.
         assert_eq!(c.next(&key("IterationAdvanced"), at(370)), Next::Create);
@@ -477,7 +494,7 @@ mod tests {
     fn forgotten_events_are_swept_out() {
         let mut c = Cache::default();
         for i in 0..1000 {
-            c.sent(key(&format!("R{i}")), format!("e{i}"), 1, at(0));
+            c.sent(key(&format!("R{i}")), at(i), 1, at(0));
         }
         c.next(&key("R0"), at(10));
         assert_eq!(c.sent.len(), 1000);
@@ -498,7 +515,52 @@ mod tests {
             namespace: Some("b".into()),
             ..a.clone()
         };
-        assert_ne!(object_key(&a), object_key(&b));
+        let ev = |type_, secondary| Event {
+            type_,
+            reason: "Synced".into(),
+            note: None,
+            action: "Reconcile".into(),
+            secondary,
+        };
+        let normal = ev(EventType::Normal, None);
+        assert_ne!(Key::new(&normal, &a), Key::new(&normal, &b));
+        assert_eq!(Key::new(&normal, &a), Key::new(&normal, &a.clone()));
+        // A related object makes another series, and so does another type of Event.
+        let related = ev(EventType::Normal, Some(b.clone()));
+        assert_ne!(Key::new(&related, &a), Key::new(&normal, &a));
+        let warning = ev(EventType::Warning, None);
+        assert_ne!(Key::new(&warning, &a), Key::new(&normal, &a));
+    }
+
+    #[test]
+    fn a_series_is_sent_under_the_name_of_its_first_event() {
+        let reporter = Reporter {
+            controller: "fledge".into(),
+            instance: None,
+        };
+        let regarding = ObjectReference {
+            uid: Some("uid-1".into()),
+            name: Some("podinfo".into()),
+            namespace: Some("test".into()),
+            ..Default::default()
+        };
+        let ev = Event {
+            type_: EventType::Normal,
+            reason: "Synced".into(),
+            note: None,
+            action: "Reconcile".into(),
+            secondary: None,
+        };
+        let created = build(&reporter, &ev, &regarding, at(3));
+        assert_eq!(
+            created.metadata.name,
+            Some(event_name(&reporter, &regarding, at(3)))
+        );
+        let nameless = ObjectReference {
+            name: None,
+            ..regarding
+        };
+        assert!(event_name(&reporter, &nameless, at(3)).starts_with("fledge."));
     }
 
     #[test]
