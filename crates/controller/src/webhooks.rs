@@ -36,13 +36,6 @@ pub struct Outcome {
     pub message: String,
 }
 
-/// Idle connections kept open per webhook host (reqwest keeps every one by default). A wave of a
-/// thousand rollouts calls one load tester a thousand times within a second or two, and the
-/// hundreds of connections it opened, each with its buffers and channels, then sat idle for 90
-/// s: about 2 MB of the controller's heap at its peak. Connections over this number are closed
-/// once their call is answered; Go's HTTP client, Flagger's, keeps 2.
-const IDLE_PER_HOST: usize = 32;
-
 /// A client for webhook calls.
 #[derive(Clone)]
 pub struct WebhookClient {
@@ -73,7 +66,6 @@ impl WebhookClient {
             )
             .user_agent("fledge")
             .danger_accept_invalid_certs(insecure)
-            .pool_max_idle_per_host(IDLE_PER_HOST)
             .build()
         };
         Ok(WebhookClient {
