@@ -66,7 +66,7 @@ fn status(c: &Canary) -> fledge_api::CanaryStatus {
 /// The last request's outcome as recorded in the status.
 async fn last_request(ns: &TestNs, name: &str) -> fledge_api::RequestOutcome {
     let c = ns.api::<Canary>().get(name).await.unwrap();
-    status(&c)
+    *status(&c)
         .last_request
         .expect("a request outcome in the status")
 }

@@ -77,6 +77,7 @@ impl std::fmt::Display for CanaryPhase {
 }
 
 /// The observed state of a Canary. Everything the engine needs to resume lives here.
+// The operator's requests, rarely present, are boxed (see `Canary`'s comment).
 #[skip_serializing_none]
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -132,11 +133,11 @@ pub struct CanaryStatus {
     // ---- kubectl fledge: requests (see `request.rs`) ----
     /// fledge extension: a request made with `kubectl fledge`, waiting for the controller, which
     /// clears it when it records the outcome in `lastRequest`.
-    pub request: Option<crate::OperatorRequest>,
+    pub request: Option<Box<crate::OperatorRequest>>,
     /// fledge extension: the last request the controller handled, who made it and the outcome.
-    pub last_request: Option<crate::RequestOutcome>,
+    pub last_request: Option<Box<crate::RequestOutcome>>,
     /// fledge extension: the accepted `pause` request while the Canary is paused.
-    pub paused: Option<crate::OperatorRequest>,
+    pub paused: Option<Box<crate::OperatorRequest>>,
 
     // ---- what the controller must remember across restarts ----
     /// fledge extension: when the controller last put back routes changed outside it (a hand

@@ -501,7 +501,12 @@ async fn reconcile(canary: Arc<Canary>, ctx: Arc<Context>) -> Result<Requeue> {
 async fn reconcile_inner(canary: &Canary, ctx: &Context) -> Result<Requeue> {
     // The cluster-wide defaults (--gitops-*, --mesh-provider) fill what the Canary leaves unset.
     let effective;
-    let gitops = ctx.settings.git.defaults.apply(canary.spec.gitops.as_ref());
+    let gitops = ctx
+        .settings
+        .git
+        .defaults
+        .apply(canary.spec.gitops.as_deref())
+        .map(Box::new);
     let provider = match (&canary.spec.provider, &ctx.settings.mesh_provider) {
         (Some(p), _) if !p.is_empty() => None,
         (_, default) => default.clone(),

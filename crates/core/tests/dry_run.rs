@@ -203,13 +203,13 @@ fn at_the_inconclusive_limit_the_rollout_pauses_for_a_person() {
         (Progressing, weight)
     );
     // A person resumes: it goes on, and pauses again three inconclusive steps later.
-    sim.status.request = Some(OperatorRequest {
+    sim.status.request = Some(Box::new(OperatorRequest {
         id: "resume".into(),
         action: RequestAction::Resume,
         gate: None,
         user: "alice".into(),
         requested_at: Some(Time(t0())),
-    });
+    }));
     sim.reconcile();
     assert_eq!(sim.status.paused, None);
     assert!(sim.run_until(200, |s| s.status.paused.is_some()), "{sim:?}");

@@ -24,10 +24,10 @@ fn samples(median: f64) -> Vec<f64> {
 fn judged(canary: Rc<Cell<f64>>) -> fledge_core::sim::Sim {
     let mut spec = canary_spec();
     let a = analysis(&mut spec);
-    a.judge = Some(CanaryJudge {
+    a.judge = Some(Box::new(CanaryJudge {
         r#type: "statistical".into(),
         ..Default::default()
-    });
+    }));
     a.metrics.as_mut().unwrap().push(CanaryMetric {
         name: "latency".into(),
         template_ref: Some(CrossNamespaceObjectReference {

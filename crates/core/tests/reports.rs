@@ -507,14 +507,14 @@ fn promoted_twice() -> CanaryStatus {
 
 fn with_gitops(fast: Option<bool>) -> CanarySpec {
     let mut spec = canary_spec();
-    spec.gitops = Some(fledge_api::gitops::GitOps {
+    spec.gitops = Some(Box::new(fledge_api::gitops::GitOps {
         repository: fledge_api::gitops::GitRepository {
             url: "git://127.0.0.1/app.git".into(),
             ..Default::default()
         },
         fast_rollback: fast,
         ..Default::default()
-    });
+    }));
     spec
 }
 

@@ -27,7 +27,7 @@ fn request(action: RequestAction, gate: Option<Gate>, id: &str) -> OperatorReque
 /// Puts a request in the status and reconciles once.
 fn ask(sim: &mut Sim, action: RequestAction, gate: Option<Gate>) {
     let id = format!("r{}", sim.trace.len());
-    sim.status.request = Some(request(action, gate, &id));
+    sim.status.request = Some(Box::new(request(action, gate, &id)));
     sim.reconcile();
     assert_eq!(sim.status.request, None, "every request is consumed");
     let last = sim.status.last_request.as_ref().expect("an outcome");
@@ -310,7 +310,7 @@ fn approve_opens_each_gate_once() {
     assert_eq!(gate, Some(Gate::ConfirmPromotion));
     // An approval waits for the gate's next step when that step is not due yet.
     let mut early = sim.status.clone();
-    early.request = Some(request(RequestAction::Approve, gate, "early"));
+    early.request = Some(Box::new(request(RequestAction::Approve, gate, "early")));
     let mut obs = sim.observe();
     obs.now = sim.trace.last().unwrap().at;
     let p = plan(&sim.spec, &early, &obs);
@@ -420,7 +420,7 @@ fn arb_status() -> impl Strategy<Value = CanaryStatus> {
                 last_promoted_spec: promoted.then(|| "rev-1".into()),
                 tracked_configs: Some(Default::default()),
                 last_promoted_configs: Some(Default::default()),
-                paused: paused.then(|| request(RequestAction::Pause, None, "p")),
+                paused: paused.then(|| Box::new(request(RequestAction::Pause, None, "p"))),
                 rollout: Some(RolloutProgress {
                     start_time: Some(Time(t0())),
                     ..Default::default()
@@ -480,7 +480,7 @@ proptest! {
         let spec = if gated { all_gates_spec() } else { canary_spec() };
         let obs = world(deleting, target);
         let mut before = status.clone();
-        before.request = Some(req.clone());
+        before.request = Some(Box::new(req.clone()));
         let p = plan(&spec, &before, &obs);
         prop_assert_eq!(p.status.request.as_ref(), None);
         let outcome = p.status.last_request.clone().expect("an outcome");
@@ -519,7 +519,7 @@ proptest! {
         let spec = if gated { all_gates_spec() } else { canary_spec() };
         let target = status.last_applied_spec.clone().unwrap_or_default();
         let mut before = status.clone();
-        before.request = Some(req.clone());
+        before.request = Some(Box::new(req.clone()));
         let p = plan(&spec, &before, &world(false, Some(&target)));
         let accepted = p.status.last_request.as_ref().is_some_and(|l| l.accepted);
         if !accepted {

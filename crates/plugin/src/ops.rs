@@ -406,7 +406,7 @@ async fn outcome(client: &Client, ns: &str, name: &str, id: &str) -> Result<Requ
         if let Some(o) = obj.status.and_then(|s| s.last_request)
             && o.request.id == id
         {
-            return Ok(o);
+            return Ok(*o);
         }
     }
     Err(Error::Kube(format!("the watch of {ns}/{name} ended")))

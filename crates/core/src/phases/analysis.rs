@@ -177,13 +177,13 @@ fn inconclusive(cx: &mut Cx, skipped: &[String]) -> bool {
         return false;
     };
     let now = cx.now_time();
-    cx.status.paused = Some(OperatorRequest {
+    cx.status.paused = Some(Box::new(OperatorRequest {
         id: format!("inconclusive-{count}"),
         action: RequestAction::Pause,
         gate: None,
         user: "fledge (inconclusive analysis)".into(),
         requested_at: Some(now),
-    });
+    }));
     let message = format!(
         "{message}. Paused after {limit} inconclusive steps: promote, abort or resume with \
          kubectl fledge."

@@ -25,7 +25,7 @@ pub(crate) fn blocked(cx: &mut Cx, blocker: &crate::observe::Blocker) {
 /// Decides everything for one reconcile.
 pub(crate) fn decide(cx: &mut Cx) {
     // A `kubectl fledge` request is taken now and handled exactly once, whatever follows.
-    let request = cx.status.request.take();
+    let request = cx.status.request.take().map(|r| *r);
     let refuse = |cx: &mut Cx, why: &str| {
         if let Some(r) = request.clone() {
             requests::reject(cx, r, why);

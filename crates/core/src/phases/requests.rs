@@ -70,7 +70,7 @@ pub(super) fn apply(cx: &mut Cx, target: &TargetObservation, request: OperatorRe
         }
         RequestAction::Pause => {
             accept(cx, request.clone(), "nothing moves until resumed".into());
-            cx.status.paused = Some(request);
+            cx.status.paused = Some(Box::new(request));
             After::Continue
         }
         RequestAction::Resume => {
@@ -110,12 +110,12 @@ fn accept(cx: &mut Cx, request: OperatorRequest, what: String) {
 
 fn record(cx: &mut Cx, request: OperatorRequest, accepted: bool, message: String) {
     let handled_at = Some(cx.now_time());
-    cx.status.last_request = Some(RequestOutcome {
+    cx.status.last_request = Some(Box::new(RequestOutcome {
         request,
         accepted,
         message,
         handled_at,
-    });
+    }));
 }
 
 /// For the ledger record of a promotion: who asked for it with `kubectl fledge promote`, when

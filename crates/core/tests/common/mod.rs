@@ -120,14 +120,14 @@ pub fn blue_green_spec(iterations: i32, mirror: bool) -> CanarySpec {
 
 /// `spec` with `spec.gitops`: a repository and, with `path`, a GitOps source to revert.
 pub fn with_git(mut spec: CanarySpec, path: Option<&str>) -> CanarySpec {
-    spec.gitops = Some(fledge_api::gitops::GitOps {
+    spec.gitops = Some(Box::new(fledge_api::gitops::GitOps {
         repository: fledge_api::gitops::GitRepository {
             url: "git://127.0.0.1/app.git".into(),
             ..Default::default()
         },
         path: path.map(str::to_string),
         ..Default::default()
-    });
+    }));
     spec
 }
 
