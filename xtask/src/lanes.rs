@@ -45,9 +45,23 @@ struct Binary {
     path: PathBuf,
 }
 
+/// `cargo xtask e2e`: the end-to-end tests on the planes already up, as `cargo xtask test` runs
+/// them after bringing the planes up and building what the tests need.
+pub fn run_standalone() -> anyhow::Result<()> {
+    run_on_planes_up(&crate::charts::helm()?)
+}
+
+/// The end-to-end tests, told that the planes are up and where helm is.
+pub fn run_on_planes_up(helm: &Path) -> anyhow::Result<()> {
+    run_e2e(&[
+        ("FLEDGE_E2E_PLANES_UP", OsStr::new("1")),
+        ("FLEDGE_HELM", helm.as_os_str()),
+    ])
+}
+
 /// Builds the end-to-end tests and runs their binaries, [`LANES`] at a time, with `envs`;
 /// fails naming every binary that failed, after all have run.
-pub fn run_e2e(envs: &[(&str, &OsStr)]) -> anyhow::Result<()> {
+fn run_e2e(envs: &[(&str, &OsStr)]) -> anyhow::Result<()> {
     let binaries = build()?;
     eprintln!(
         "==> {} end-to-end test binaries, {LANES} at a time",

@@ -38,6 +38,10 @@ enum Task {
     Cluster(cluster::ClusterArgs),
     /// Every check CI runs: fmt, clippy, and all tests.
     Test(test::TestArgs),
+    /// The end-to-end tests alone, two test binaries at a time, on the local planes already up
+    /// (`cluster up`, `git-servers`, `dataplane up`, and `image`, `browser` and `flagger` built),
+    /// as `cargo xtask test` runs them.
+    E2e,
     /// Regenerate `config/crd/` from the API types.
     Crds,
     /// Benchmarks on the local control plane; they print figures, they do not pass or fail.
@@ -70,6 +74,7 @@ fn main() -> anyhow::Result<()> {
         Task::Charts => charts::run(),
         Task::Cluster(args) => cluster::run(args),
         Task::Test(args) => test::run_all(args),
+        Task::E2e => lanes::run_standalone(),
         Task::Crds => crds::regenerate(),
         Task::Bench(args) => bench::run(args),
         Task::Dataplane(args) => dataplane::run(args),

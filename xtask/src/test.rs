@@ -132,12 +132,8 @@ pub fn run_all(args: TestArgs) -> anyhow::Result<()> {
         .and_then(|helm| {
             // The planes were just brought up: each test binary finds them where `up` recorded
             // them instead of running `cluster up` and `dataplane up` again.
-            let envs = [
-                ("FLEDGE_E2E_PLANES_UP", std::ffi::OsStr::new("1")),
-                ("FLEDGE_HELM", helm.as_os_str()),
-            ];
             timed("end-to-end tests on the local control plane", &mut || {
-                crate::lanes::run_e2e(&envs)
+                crate::lanes::run_on_planes_up(&helm)
             })
         })
         .and_then(|()| {
