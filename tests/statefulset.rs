@@ -276,6 +276,25 @@ async fn partition_held(ns: &TestNs, what: &str) {
     .unwrap();
 }
 
+/// The ordinals whose pods are not on revision `old`.
+async fn off_revision(ns: &TestNs, old: &str) -> Vec<i32> {
+    revisions(ns)
+        .await
+        .into_iter()
+        .filter(|(_, r)| r != old)
+        .map(|(o, _)| o)
+        .collect()
+}
+
+/// Adds to `moved`, in order, the ordinals in `now` that were not in `on` and never moved before.
+fn record_moved(moved: &mut Vec<i32>, on: &[i32], now: &[i32]) {
+    for o in now {
+        if !on.contains(o) && !moved.contains(o) {
+            moved.push(*o);
+        }
+    }
+}
+
 async fn watch_rollout(
     ns: &TestNs,
     old: &str,
@@ -304,17 +323,8 @@ async fn watch_rollout(
     };
     let deadline = tokio::time::Instant::now() + ROLLOUT;
     loop {
-        let now: Vec<i32> = revisions(ns)
-            .await
-            .into_iter()
-            .filter(|(_, r)| r != old)
-            .map(|(o, _)| o)
-            .collect();
-        for o in &now {
-            if !on.contains(o) && !w.moved.contains(o) {
-                w.moved.push(*o);
-            }
-        }
+        let now = off_revision(ns, old).await;
+        record_moved(&mut w.moved, &on, &now);
         for o in &on {
             if !now.contains(o) && !w.back.contains(o) {
                 w.back.push(*o);
@@ -368,6 +378,12 @@ async fn watch_rollout(
         }
         started |= s.phase == CanaryPhase::Progressing;
         if started && stop_at(&c) {
+            // The pods were listed before the Canary was read: a pod that moved in between
+            // (ordinal 0 at promotion, with the end of the rollout a moment later) is looked
+            // for once more, after the end. A rollout that ended before its pods moved still
+            // fails the checks: they would not have moved yet.
+            let last = off_revision(ns, old).await;
+            record_moved(&mut w.moved, &on, &last);
             close(&mut w, &step);
             return (w, c);
         }
