@@ -212,11 +212,23 @@ async fn the_namespaced_role_reaches_no_other_namespace() {
         other => panic!("{what}: expected 403 Forbidden, got {other:?}"),
     };
     let ours = ListParams::default();
-    // Its own namespace: the reads the controller needs work.
-    Api::<Canary>::namespaced(client.clone(), &ns.name)
-        .list(&ours)
-        .await
-        .expect("Canaries of its own namespace");
+    // Its own namespace: the reads the controller needs work, once the API server's RBAC
+    // authorizer has the new Role and RoleBinding (it learns them from a watch of its own, a
+    // moment after they are written, and later on a busy machine: it answered 403 once, with
+    // two test binaries running at a time).
+    let canaries = Api::<Canary>::namespaced(client.clone(), &ns.name);
+    fledge_e2e::eventually_some(
+        Duration::from_secs(30),
+        "the ServiceAccount lists the Canaries of its own namespace",
+        || async {
+            match canaries.list(&ours).await {
+                Ok(_) => Some(()),
+                Err(kube::Error::Api(s)) if s.code == 403 => None,
+                Err(e) => panic!("Canaries of its own namespace: {e}"),
+            }
+        },
+    )
+    .await;
     Api::<Deployment>::namespaced(client.clone(), &ns.name)
         .list(&ours)
         .await
