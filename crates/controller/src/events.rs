@@ -455,13 +455,25 @@ mod tests {
             action: "Reconcile".into(),
             secondary: None,
         };
-        let regarding = ObjectReference {
+        let regarding = podinfo_ref();
+        Key::new(&ev, &regarding)
+    }
+
+    /// The Canary `test/podinfo` that the Events here are about.
+    fn podinfo_ref() -> ObjectReference {
+        ObjectReference {
             uid: Some("uid-1".into()),
             name: Some("podinfo".into()),
             namespace: Some("test".into()),
             ..Default::default()
-        };
-        Key::new(&ev, &regarding)
+        }
+    }
+
+    fn fledge_reporter() -> Reporter {
+        Reporter {
+            controller: "fledge".into(),
+            instance: None,
+        }
     }
 
     fn at(s: i64) -> Timestamp {
@@ -534,16 +546,8 @@ mod tests {
 
     #[test]
     fn a_series_is_sent_under_the_name_of_its_first_event() {
-        let reporter = Reporter {
-            controller: "fledge".into(),
-            instance: None,
-        };
-        let regarding = ObjectReference {
-            uid: Some("uid-1".into()),
-            name: Some("podinfo".into()),
-            namespace: Some("test".into()),
-            ..Default::default()
-        };
+        let reporter = fledge_reporter();
+        let regarding = podinfo_ref();
         let ev = Event {
             type_: EventType::Normal,
             reason: "Synced".into(),
@@ -572,16 +576,8 @@ mod tests {
             action: "Reconcile".into(),
             secondary: None,
         };
-        let regarding = ObjectReference {
-            uid: Some("uid-1".into()),
-            name: Some("podinfo".into()),
-            namespace: Some("test".into()),
-            ..Default::default()
-        };
-        let reporter = Reporter {
-            controller: "fledge".into(),
-            instance: None,
-        };
+        let regarding = podinfo_ref();
+        let reporter = fledge_reporter();
         let now = at(0);
         let name = format!("podinfo.{:x}", now.as_nanosecond());
         let fields = |e: &K8sEvent| {
@@ -653,10 +649,7 @@ mod tests {
     #[tokio::test]
     async fn the_outbox_sends_every_event_once_with_at_most_eight_in_flight() {
         let server = Arc::new(StandIn::default());
-        let reporter = Reporter {
-            controller: "fledge".into(),
-            instance: None,
-        };
+        let reporter = fledge_reporter();
         let recorder = Arc::new(Recorder::new(stand_in_client(server.clone()), reporter));
         for i in 0..200 {
             let mut canary = Canary::new(&format!("app{i}"), Default::default());
