@@ -594,6 +594,18 @@ pub fn rollback_times(
     failed: &BTreeMap<String, f64>,
     failures: &BTreeMap<String, Vec<f64>>,
 ) -> Vec<f64> {
+    rollbacks(failed, failures)
+        .into_iter()
+        .map(|(_, check, at)| at - check)
+        .collect()
+}
+
+/// For each Canary that turned `Failed` (as a watch saw it): its name, the last failed answer of
+/// its webhook before then, and that moment (Unix seconds).
+pub fn rollbacks<'a>(
+    failed: &'a BTreeMap<String, f64>,
+    failures: &BTreeMap<String, Vec<f64>>,
+) -> Vec<(&'a str, f64, f64)> {
     failed
         .iter()
         .filter_map(|(canary, at)| {
@@ -603,7 +615,7 @@ pub fn rollback_times(
                 .copied()
                 .filter(|f| f <= at)
                 .reduce(f64::max)?;
-            Some(at - check)
+            Some((canary.as_str(), check, *at))
         })
         .collect()
 }

@@ -25,7 +25,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::{self, JoinHandle, sleep};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -530,6 +530,28 @@ pub(super) fn wait_for(
     }
 }
 
+/// A wait lists every Canary only once in this many checks (or once its watch has ended).
+const LIST_EVERY: u32 = 15;
+
+/// The Canaries' phases for a wait during a wave: as the wave's watch last saw them (the
+/// Canaries it has not seen change are left out). A list of every Canary is the backstop, made
+/// only every [`LIST_EVERY`] checks or once the watch has ended: at N = 1000 a list is about
+/// 5 MB of JSON for the API server to write and kubectl to read, every 2 s, on the cores the
+/// controller and the control plane measured share.
+fn phases_seen(
+    watch: &mut LineWatch,
+    checks: &mut u32,
+    list: impl Fn() -> Result<BTreeMap<String, String>>,
+) -> Result<BTreeMap<String, String>> {
+    *checks += 1;
+    let (seen, running) = watch.phases();
+    if running && !checks.is_multiple_of(LIST_EVERY) {
+        Ok(seen)
+    } else {
+        list()
+    }
+}
+
 /// Counts of each value, as `value=count, …`.
 fn counts(map: &BTreeMap<String, String>) -> String {
     let mut c: BTreeMap<&str, usize> = BTreeMap::new();
@@ -929,7 +951,8 @@ pub(super) fn http_get(port: u16, path: &str) -> Result<String> {
 /// line it prints, with when it came (Unix seconds), as the API server reported the changes.
 struct LineWatch {
     child: Child,
-    reader: Option<JoinHandle<Vec<(f64, String)>>>,
+    lines: Arc<Mutex<Vec<(f64, String)>>>,
+    reader: Option<JoinHandle<()>>,
 }
 
 impl LineWatch {
@@ -943,17 +966,34 @@ impl LineWatch {
             .spawn()
             .context("running kubectl get --watch-only")?;
         let stdout = child.stdout.take().context("kubectl stdout")?;
+        let lines: Arc<Mutex<Vec<(f64, String)>>> = Arc::default();
+        let into = lines.clone();
         let reader = thread::spawn(move || {
-            BufReader::new(stdout)
-                .lines()
-                .map_while(Result::ok)
-                .map(|line| (unix_now(), line))
-                .collect()
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let at = unix_now();
+                into.lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .push((at, line));
+            }
         });
         Ok(LineWatch {
             child,
+            lines,
             reader: Some(reader),
         })
+    }
+
+    /// Each Canary's phase in the last line the watch gave of it (a [`Self::canary_status`]
+    /// watch), and whether the watch still runs (a watch the API server ended shows no more).
+    fn phases(&mut self) -> (BTreeMap<String, String>, bool) {
+        let running = matches!(self.child.try_wait(), Ok(None));
+        let lines = self.lines.lock().unwrap_or_else(PoisonError::into_inner);
+        let phases = lines
+            .iter()
+            .filter_map(|(at, line)| measure::parse_status_line(line, *at))
+            .map(|s| (s.canary, s.phase))
+            .collect();
+        (phases, running)
     }
 
     /// When each target became ready to analyse (all its replicas updated and available).
@@ -975,10 +1015,10 @@ impl LineWatch {
     fn finish(mut self) -> Vec<(f64, String)> {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        self.reader
-            .take()
-            .and_then(|r| r.join().ok())
-            .unwrap_or_default()
+        if let Some(r) = self.reader.take() {
+            let _ = r.join();
+        }
+        std::mem::take(&mut *self.lines.lock().unwrap_or_else(PoisonError::into_inner))
     }
 }
 
@@ -1272,7 +1312,7 @@ fn measure_phases(
     eprintln!("==> wave: a new image for all {n} targets");
     let wave_from = ctrl.snapshot()?;
     let ready_watch = LineWatch::targets_ready(k, ns)?;
-    let status_watch = LineWatch::canary_status(k, kind, ns)?;
+    let mut status_watch = LineWatch::canary_status(k, kind, ns)?;
     let flood = match args.flood {
         0 => None,
         rate => {
@@ -1297,12 +1337,13 @@ fn measure_phases(
         changed.len()
     );
     let mut failed = 0;
+    let mut checks = 0;
     wait_for(
         "every Canary Succeeded (or Failed)",
         timeout,
         Some(&mut *ctrl),
         || {
-            let p = phases_of(k)?;
+            let p = phases_seen(&mut status_watch, &mut checks, || phases_of(k))?;
             let done = p
                 .values()
                 .filter(|v| *v == "Succeeded" || *v == "Failed")
@@ -1339,15 +1380,16 @@ fn measure_phases(
         hook.choose(&name(i), true);
     }
     let failing_from = ctrl.snapshot()?;
-    let failing_watch = LineWatch::canary_status(k, kind, ns)?;
+    let mut failing_watch = LineWatch::canary_status(k, kind, ns)?;
     let docs: Vec<String> = (0..n).map(|i| image_of(ns, &name(i), IMAGE_V3)).collect();
     k.apply_parallel(&docs, WAVE_MANAGER, &["--force-conflicts"])?;
+    let mut checks = 0;
     wait_for(
         "every Canary of the failing wave Failed",
         timeout,
         Some(&mut *ctrl),
         || {
-            let p = phases_of(k)?;
+            let p = phases_seen(&mut failing_watch, &mut checks, || phases_of(k))?;
             let done = p.values().filter(|v| *v == "Failed").count();
             Ok((done >= n, counts(&p)))
         },
@@ -1358,10 +1400,22 @@ fn measure_phases(
         .iter()
         .filter_map(|(at, line)| measure::parse_status_line(line, *at))
         .collect();
-    let rollback = measure::rollback_times(
-        &measure::watch_times(&failing_seen).failed,
-        &hook.failures(),
-    );
+    let failed_seen = measure::watch_times(&failing_seen).failed;
+    let failures = hook.failures();
+    let rollback = measure::rollback_times(&failed_seen, &failures);
+    // Each rollback's two moments, to follow one through the controller's log and the audit log.
+    let rows: String = measure::rollbacks(&failed_seen, &failures)
+        .iter()
+        .map(|(canary, check, at)| format!("{canary}\t{check:.3}\t{at:.3}\n"))
+        .collect();
+    if let Some(dir) = ctrl.log.parent() {
+        let tsv = dir.join("rollbacks.tsv");
+        std::fs::write(
+            &tsv,
+            format!("canary\tlast failed check\tFailed seen\n{rows}"),
+        )
+        .with_context(|| format!("writing {}", tsv.display()))?;
+    }
 
     // Requests as the API server saw them, by the controller's own user.
     let mut audit: Vec<measure::Audited> = Vec::new();
