@@ -951,8 +951,10 @@ pub(super) fn http_get(port: u16, path: &str) -> Result<String> {
 /// line it prints, with when it came (Unix seconds), as the API server reported the changes.
 struct LineWatch {
     child: Child,
+    what: String,
     lines: Arc<Mutex<Vec<(f64, String)>>>,
     reader: Option<JoinHandle<()>>,
+    said: Option<JoinHandle<String>>,
 }
 
 impl LineWatch {
@@ -962,10 +964,17 @@ impl LineWatch {
             .args(["get", resource, "-n", ns, "--watch-only", "-o"])
             .arg(format!("jsonpath={template}"))
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(Stdio::piped())
             .spawn()
             .context("running kubectl get --watch-only")?;
         let stdout = child.stdout.take().context("kubectl stdout")?;
+        let stderr = child.stderr.take().context("kubectl stderr")?;
+        // What kubectl says when its watch ends early, for the warning `finish` prints.
+        let said = thread::spawn(move || {
+            let mut text = String::new();
+            let _ = BufReader::new(stderr).read_to_string(&mut text);
+            text
+        });
         let lines: Arc<Mutex<Vec<(f64, String)>>> = Arc::default();
         let into = lines.clone();
         let reader = thread::spawn(move || {
@@ -978,8 +987,10 @@ impl LineWatch {
         });
         Ok(LineWatch {
             child,
+            what: resource.to_string(),
             lines,
             reader: Some(reader),
+            said: Some(said),
         })
     }
 
@@ -1011,14 +1022,28 @@ impl LineWatch {
         Self::start(k, kind.canaries(), ns, template)
     }
 
-    /// Stops the watch; its lines.
+    /// Stops the watch; its lines. A watch that had ended on its own is said, with what
+    /// kubectl said: the figures taken from it miss the changes after its last line.
     fn finish(mut self) -> Vec<(f64, String)> {
+        let ended = self.child.try_wait().ok().flatten();
         let _ = self.child.kill();
         let _ = self.child.wait();
         if let Some(r) = self.reader.take() {
             let _ = r.join();
         }
-        std::mem::take(&mut *self.lines.lock().unwrap_or_else(PoisonError::into_inner))
+        let said = self.said.take().and_then(|s| s.join().ok());
+        let lines = std::mem::take(&mut *self.lines.lock().unwrap_or_else(PoisonError::into_inner));
+        if let Some(status) = ended {
+            let last = lines.last().map_or(0.0, |(at, _)| *at);
+            eprintln!(
+                "    WARNING: the watch of the {} ended on its own ({status}; its last line at \
+                 {last:.1}, {} lines): figures from it miss what came after; kubectl said: {}",
+                self.what,
+                lines.len(),
+                said.as_deref().map_or("", str::trim)
+            );
+        }
+        lines
     }
 }
 
