@@ -588,16 +588,10 @@ pub fn heap_sites(stacks: &str) -> Vec<HeapSite> {
     sites
 }
 
-/// For each Canary that turned `Failed` (as a watch saw it), the seconds from the last failed
-/// answer of its webhook before then (the check that led to the rollback) to that moment.
-pub fn rollback_times(
-    failed: &BTreeMap<String, f64>,
-    failures: &BTreeMap<String, Vec<f64>>,
-) -> Vec<f64> {
-    rollbacks(failed, failures)
-        .into_iter()
-        .map(|(_, check, at)| at - check)
-        .collect()
+/// For each of [`rollbacks`], the seconds from the last failed answer of its webhook before the
+/// `Failed` (the check that led to the rollback) to that moment.
+pub fn rollback_times(rollbacks: &[(&str, f64, f64)]) -> Vec<f64> {
+    rollbacks.iter().map(|(_, check, at)| at - check).collect()
 }
 
 /// For each Canary that turned `Failed` (as a watch saw it): its name, the last failed answer of
@@ -703,7 +697,7 @@ not a stack line
             ("b".into(), vec![60.0]),
         ]
         .into();
-        assert_eq!(rollback_times(&failed, &failures), vec![5.0]);
+        assert_eq!(rollback_times(&rollbacks(&failed, &failures)), vec![5.0]);
     }
 
     #[test]

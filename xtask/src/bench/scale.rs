@@ -546,7 +546,7 @@ fn phases_seen(
     *checks += 1;
     let (seen, running) = watch.phases();
     if running && !checks.is_multiple_of(LIST_EVERY) {
-        Ok(seen)
+        Ok(seen.clone())
     } else {
         list()
     }
@@ -955,6 +955,9 @@ struct LineWatch {
     lines: Arc<Mutex<Vec<(f64, String)>>>,
     reader: Option<JoinHandle<()>>,
     said: Option<JoinHandle<String>>,
+    /// Each Canary's phase in the last of the first `read` lines (see [`Self::phases`]).
+    phases: BTreeMap<String, String>,
+    read: usize,
 }
 
 impl LineWatch {
@@ -991,20 +994,25 @@ impl LineWatch {
             lines,
             reader: Some(reader),
             said: Some(said),
+            phases: BTreeMap::new(),
+            read: 0,
         })
     }
 
     /// Each Canary's phase in the last line the watch gave of it (a [`Self::canary_status`]
     /// watch), and whether the watch still runs (a watch the API server ended shows no more).
-    fn phases(&mut self) -> (BTreeMap<String, String>, bool) {
+    /// Only the lines that came since the last call are read, so the reader thread, which
+    /// stamps each line as it comes, waits on the lock as little as possible.
+    fn phases(&mut self) -> (&BTreeMap<String, String>, bool) {
         let running = matches!(self.child.try_wait(), Ok(None));
         let lines = self.lines.lock().unwrap_or_else(PoisonError::into_inner);
-        let phases = lines
-            .iter()
-            .filter_map(|(at, line)| measure::parse_status_line(line, *at))
-            .map(|s| (s.canary, s.phase))
-            .collect();
-        (phases, running)
+        for (at, line) in &lines[self.read..] {
+            if let Some(s) = measure::parse_status_line(line, *at) {
+                self.phases.insert(s.canary, s.phase);
+            }
+        }
+        self.read = lines.len();
+        (&self.phases, running)
     }
 
     /// When each target became ready to analyse (all its replicas updated and available).
@@ -1427,9 +1435,10 @@ fn measure_phases(
         .collect();
     let failed_seen = measure::watch_times(&failing_seen).failed;
     let failures = hook.failures();
-    let rollback = measure::rollback_times(&failed_seen, &failures);
+    let rollbacks = measure::rollbacks(&failed_seen, &failures);
+    let rollback = measure::rollback_times(&rollbacks);
     // Each rollback's two moments, to follow one through the controller's log and the audit log.
-    let rows: String = measure::rollbacks(&failed_seen, &failures)
+    let rows: String = rollbacks
         .iter()
         .map(|(canary, check, at)| format!("{canary}\t{check:.3}\t{at:.3}\n"))
         .collect();
