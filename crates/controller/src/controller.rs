@@ -706,9 +706,13 @@ async fn reconcile_inner(canary: &Canary, ctx: &Context) -> Result<Requeue> {
                 // A failure stops the plan; its status is not written, so the same decision is
                 // taken again on the retry (and one only a person can fix is reported first).
                 a if a.class() == ActionClass::Cluster => {
-                    // It may write the routing objects: the next check reads them afresh
-                    // rather than trust a watch that may not have shown the write yet.
-                    ctx.routes.forget(&version.0);
+                    // One that writes the routing objects makes the next check read them
+                    // afresh rather than trust a watch that may not have shown the write yet.
+                    // A Knative Service is its own routing object: pinning its primary is such
+                    // a write too.
+                    if writes_routing(a, kn.is_some()) {
+                        ctx.routes.forget(&version.0);
+                    }
                     acted = true;
                     Box::pin(exec.cluster(a)).await?
                 }
@@ -767,6 +771,19 @@ async fn reconcile_inner(canary: &Canary, ctx: &Context) -> Result<Requeue> {
 /// requeue it asks for is due that long after the truncated time (e.g. the next analysis step
 /// at the last step's whole second plus the interval). Counted from the real `now` it would come
 /// up to a second late.
+/// Whether `action` may change what the routes read back give: the engine's routing writes,
+/// and for a Knative Service (its own routing object) the pinning of its primary Revision too.
+fn writes_routing(action: &Action, knative: bool) -> bool {
+    action.writes_routing()
+        || (knative
+            && matches!(
+                action,
+                Action::EnsurePrimary
+                    | Action::EnsurePrimaryFrom { .. }
+                    | Action::PromotePrimary { .. }
+            ))
+}
+
 fn on_engine_clock(requeue: Duration, now: jiff::Timestamp) -> Duration {
     let into_second = u64::try_from(now.subsec_nanosecond()).unwrap_or(0);
     requeue.saturating_sub(Duration::from_nanos(into_second))
@@ -2000,6 +2017,21 @@ mod tests {
             "reconcile's future: {reconcile} bytes"
         );
         assert!(inner <= 8 << 10, "reconcile_inner's future: {inner} bytes");
+    }
+
+    #[test]
+    fn a_knative_services_primary_pin_is_a_routing_write_and_a_deployments_copy_is_not() {
+        let promote = Action::PromotePrimary {
+            revision: "abc".into(),
+        };
+        assert!(!writes_routing(&promote, false));
+        assert!(writes_routing(&promote, true));
+        assert!(writes_routing(&Action::EnsurePrimary, true));
+        assert!(!writes_routing(&Action::EnsurePrimary, false));
+        let scale = Action::ScaleCanary(fledge_core::CanaryScale::Zero);
+        assert!(!writes_routing(&scale, false) && !writes_routing(&scale, true));
+        let weights = Action::SetWeights(fledge_core::Routes::weighted(50));
+        assert!(writes_routing(&weights, false) && writes_routing(&weights, true));
     }
 
     #[test]

@@ -177,6 +177,19 @@ impl Action {
         }
     }
 
+    /// Whether this action may change what a router reads back from its routing objects (or
+    /// for the `kubernetes` provider the apex Service): the Services and the router's objects,
+    /// the weights, and their release on deletion. The workload's own actions (scaling, copying
+    /// the template, the partition, the baseline) touch no routing object, so a read of the
+    /// routes taken before them still stands. (A Knative Service is its own routing object and
+    /// its workload at once; the adapter counts its pinning of the primary as a routing write.)
+    pub fn writes_routing(&self) -> bool {
+        matches!(
+            self,
+            Action::EnsureServices { .. } | Action::SetWeights(_) | Action::FinalizeRouting
+        )
+    }
+
     /// The class of this action.
     pub fn class(&self) -> ActionClass {
         match self {
@@ -458,6 +471,39 @@ impl Needs {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_the_services_weights_and_release_write_routing_objects() {
+        let writes = [
+            Action::EnsureServices {
+                apex: ApexSelects::Primary,
+            },
+            Action::SetWeights(Routes::weighted(0)),
+            Action::FinalizeRouting,
+        ];
+        assert!(writes.iter().all(Action::writes_routing));
+        let workload_only = [
+            Action::EnsurePrimary,
+            Action::EnsurePrimaryFrom {
+                revision: "abc".into(),
+                images: Vec::new(),
+            },
+            Action::ScaleCanary(CanaryScale::Zero),
+            Action::EnsureBaseline,
+            Action::RemoveBaseline,
+            Action::PromotePrimary {
+                revision: "abc".into(),
+            },
+            Action::SetPartition { weight: 10 },
+            Action::RollBackTarget {
+                revision: "abc".into(),
+            },
+            Action::RestoreTarget,
+        ];
+        assert!(workload_only.iter().all(|a| !a.writes_routing()));
+        // Every action that writes routing objects is a cluster action.
+        assert!(writes.iter().all(|a| a.class() == ActionClass::Cluster));
+    }
 
     #[test]
     fn every_action_serializes_and_reads_back() {

@@ -20,6 +20,32 @@ fn rollout_routes(sim: &Sim) -> Vec<Routes> {
 }
 
 #[test]
+fn a_canary_coming_up_from_zero_costs_one_status_write_until_its_first_step() {
+    // Each status write is a request and a watch event for every watcher: while the canary's
+    // pods start, the checks that find it unready change nothing in the status.
+    let mut sim = initialized(blue_green_spec(3, false));
+    sim.world.ready_delay = Duration::from_secs(40);
+    sim.extra_reconcile_every = Some(Duration::from_secs(1));
+    sim.new_revision("rev-2");
+    let mut writes = 0;
+    while sim.status.iterations == 0 && sim.trace.len() < 200 {
+        let before = serde_json::to_value(&sim.status).expect("status as JSON");
+        sim.reconcile();
+        if serde_json::to_value(&sim.status).expect("status as JSON") != before {
+            writes += 1;
+        }
+    }
+    ok(&sim);
+    assert_eq!(sim.status.iterations, 1, "the first step came");
+    // The start (Progressing, with the readiness clock), then the first step.
+    assert_eq!(writes, 2);
+    assert!(
+        sim.trace.len() > 30,
+        "the canary was checked while unready"
+    );
+}
+
+#[test]
 fn blue_green_runs_iterations_without_live_traffic_then_switches() {
     let mut sim = initialized(blue_green_spec(4, false));
     sim.new_revision("rev-2");

@@ -203,6 +203,13 @@ fn start(cx: &mut Cx, target: &TargetObservation) {
         );
     } else {
         cx.scale_canary(CanaryScale::MatchPrimary);
+        if !cx.statefulset() {
+            // Scaled up from zero, the canary is not ready yet: its readiness clock starts
+            // now, in this same status write, rather than at the next check, which would
+            // write the status again only to say so.
+            let now = cx.now_time();
+            cx.rollout_mut().unready_since = Some(now);
+        }
         if cx.statefulset_routed() {
             // The first step's pods move now; the router sends them traffic one interval
             // later, once the Service's endpoints have reached the router.
