@@ -39,10 +39,7 @@ fn a_canary_coming_up_from_zero_costs_one_status_write_until_its_first_step() {
     assert_eq!(sim.status.iterations, 1, "the first step came");
     // The start (Progressing, with the readiness clock), then the first step.
     assert_eq!(writes, 2);
-    assert!(
-        sim.trace.len() > 30,
-        "the canary was checked while unready"
-    );
+    assert!(sim.trace.len() > 30, "the canary was checked while unready");
 }
 
 #[test]

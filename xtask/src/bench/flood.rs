@@ -7,18 +7,15 @@
 //! `kubectl proxy`, as the first version did, the proxy set the limit: 144 writes/s here, where
 //! direct connections carry over 1,000.)
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
-use base64::Engine;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use anyhow::{Result, bail};
+
+use super::apiserver::{ApiServer, Conn, request};
 
 /// Writers that patch, each its own bystander Canary (two writers patching one object would
 /// wait on each other: the API server serializes updates of an object, and four writers on one
@@ -196,153 +193,6 @@ fn write_loop(
         }
     }
     figures
-}
-
-/// A kept-alive TLS connection to the API server.
-type Conn = BufReader<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>;
-
-/// The API server of a kubeconfig: its address and a TLS client with the user's certificate.
-struct ApiServer {
-    addr: SocketAddr,
-    /// `host:port`, for the Host header.
-    host: String,
-    name: ServerName<'static>,
-    tls: Arc<rustls::ClientConfig>,
-}
-
-impl ApiServer {
-    /// From a kubeconfig with inline data (the local control plane's): the current context's
-    /// server, certificate authority, client certificate and key.
-    fn from_kubeconfig(path: &Path) -> Result<ApiServer> {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("read the kubeconfig {}", path.display()))?;
-        let config: serde_json::Value = serde_saphyr::from_str(&text)
-            .with_context(|| format!("parse the kubeconfig {}", path.display()))?;
-        let context = config["current-context"].as_str().unwrap_or_default();
-        let named = |list: &str, name: &str| {
-            config[list]
-                .as_array()
-                .and_then(|l| l.iter().find(|e| e["name"].as_str() == Some(name)))
-                .cloned()
-                .unwrap_or_default()
-        };
-        let ctx = named("contexts", context);
-        let cluster = named(
-            "clusters",
-            ctx["context"]["cluster"].as_str().unwrap_or_default(),
-        );
-        let user = named("users", ctx["context"]["user"].as_str().unwrap_or_default());
-        let data = |v: &serde_json::Value, field: &str| -> Result<Vec<u8>> {
-            let b64 = v[field].as_str().with_context(|| {
-                format!(
-                    "the kubeconfig {} has no inline {field} for its current context",
-                    path.display()
-                )
-            })?;
-            Ok(base64::engine::general_purpose::STANDARD.decode(b64)?)
-        };
-        let server = cluster["cluster"]["server"]
-            .as_str()
-            .context("the kubeconfig's server")?;
-        let url = server
-            .strip_prefix("https://")
-            .context("the API server is not on https")?;
-        let host = url.trim_end_matches('/').to_string();
-        let addr = host
-            .to_socket_addrs()?
-            .next()
-            .with_context(|| format!("{server} does not resolve"))?;
-        let mut roots = rustls::RootCertStore::empty();
-        for cert in CertificateDer::pem_slice_iter(&data(
-            &cluster["cluster"],
-            "certificate-authority-data",
-        )?) {
-            roots.add(cert?)?;
-        }
-        let chain =
-            CertificateDer::pem_slice_iter(&data(&user["user"], "client-certificate-data")?)
-                .collect::<Result<Vec<_>, _>>()?;
-        let key = PrivateKeyDer::from_pem_slice(&data(&user["user"], "client-key-data")?)?;
-        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-        let tls = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()?
-            .with_root_certificates(roots)
-            .with_client_auth_cert(chain, key)?;
-        // The serving certificate names the address the local control plane listens on.
-        let name = ServerName::from(addr.ip());
-        Ok(ApiServer {
-            addr,
-            host,
-            name,
-            tls: Arc::new(tls),
-        })
-    }
-
-    fn connect(&self) -> Result<Conn> {
-        let stream = TcpStream::connect(self.addr)?;
-        stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-        stream.set_nodelay(true)?;
-        let tls = rustls::ClientConnection::new(self.tls.clone(), self.name.clone())?;
-        Ok(BufReader::new(rustls::StreamOwned::new(tls, stream)))
-    }
-}
-
-/// One HTTP/1.1 request on a kept-alive connection; its status (the body is read and dropped).
-fn request(
-    conn: &mut Conn,
-    host: &str,
-    method: &str,
-    path: &str,
-    content_type: &str,
-    body: &str,
-) -> Result<u16> {
-    // The whole request in one write: one TLS record and one segment, not one per piece.
-    let request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: {content_type}\r\n\
-         Content-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    conn.get_mut().write_all(request.as_bytes())?;
-    conn.get_mut().flush()?;
-    let mut line = String::new();
-    conn.read_line(&mut line)?;
-    let status: u16 = line
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .with_context(|| format!("not an HTTP status line: {line:?}"))?;
-    let (mut length, mut chunked) = (0usize, false);
-    loop {
-        line.clear();
-        conn.read_line(&mut line)?;
-        let header = line.trim_end();
-        if header.is_empty() {
-            break;
-        }
-        let (name, value) = header.split_once(':').unwrap_or((header, ""));
-        if name.eq_ignore_ascii_case("content-length") {
-            length = value.trim().parse()?;
-        } else if name.eq_ignore_ascii_case("transfer-encoding") {
-            chunked = value.trim().eq_ignore_ascii_case("chunked");
-        }
-    }
-    if !chunked {
-        std::io::copy(&mut conn.by_ref().take(length as u64), &mut std::io::sink())?;
-        return Ok(status);
-    }
-    loop {
-        line.clear();
-        conn.read_line(&mut line)?;
-        let size = usize::from_str_radix(line.trim().split(';').next().unwrap_or("0"), 16)?;
-        // The chunk and its CRLF (the last, empty chunk: just the final CRLF).
-        std::io::copy(
-            &mut conn.by_ref().take(size as u64 + 2),
-            &mut std::io::sink(),
-        )?;
-        if size == 0 {
-            return Ok(status);
-        }
-    }
 }
 
 /// An Event about a Pod that does not exist (nothing reads it).

@@ -1,5 +1,6 @@
 //! Benchmarks: `cargo xtask bench …`. They print figures; they are not pass/fail tests.
 
+mod apiserver;
 mod flood;
 mod hook;
 mod judge;
@@ -7,6 +8,7 @@ mod loadgen;
 mod measure;
 mod scale;
 mod soak;
+mod watch;
 
 /// Arguments of `cargo xtask bench`.
 #[derive(clap::Args)]

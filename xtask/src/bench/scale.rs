@@ -25,17 +25,19 @@ use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle, sleep};
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, Result, anyhow, bail};
 
+use super::apiserver::ApiServer;
 use super::flood::{Flood, FloodFigures};
 use super::hook::Webhook;
 use super::measure::{
     self, Histogram, LogEvent, Memory, Sample, Summary, mib, parse_log_event, secs, table,
 };
+use super::watch::ApiWatch;
 use crate::cluster::{self, ClusterInfo};
 use crate::util::{cargo, root, run as run_cmd, target_dir};
 
@@ -947,118 +949,81 @@ pub(super) fn http_get(port: u16, path: &str) -> Result<String> {
     Ok(body.to_string())
 }
 
-/// `kubectl get <resource> --watch-only -o jsonpath=<template>` in the background: every
-/// line it prints, with when it came (Unix seconds), as the API server reported the changes.
+/// A watch of the Canaries or the Deployments in the background ([`ApiWatch`]): every change,
+/// as a line in the form the bench parses, with when it came (Unix seconds).
 struct LineWatch {
-    child: Child,
+    watch: ApiWatch,
     what: String,
-    lines: Arc<Mutex<Vec<(f64, String)>>>,
-    reader: Option<JoinHandle<()>>,
-    said: Option<JoinHandle<String>>,
     /// Each Canary's phase in the last of the first `read` lines (see [`Self::phases`]).
     phases: BTreeMap<String, String>,
     read: usize,
 }
 
 impl LineWatch {
-    fn start(k: &Kubectl, resource: &str, ns: &str, template: &str) -> Result<Self> {
-        let mut child = k
-            .cmd()
-            .args(["get", resource, "-n", ns, "--watch-only", "-o"])
-            .arg(format!("jsonpath={template}"))
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .context("running kubectl get --watch-only")?;
-        let stdout = child.stdout.take().context("kubectl stdout")?;
-        let stderr = child.stderr.take().context("kubectl stderr")?;
-        // What kubectl says when its watch ends early, for the warning `finish` prints.
-        let said = thread::spawn(move || {
-            let mut text = String::new();
-            let _ = BufReader::new(stderr).read_to_string(&mut text);
-            text
-        });
-        let lines: Arc<Mutex<Vec<(f64, String)>>> = Arc::default();
-        let into = lines.clone();
-        let reader = thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let at = unix_now();
-                into.lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .push((at, line));
-            }
-        });
+    fn start(
+        k: &Kubectl,
+        what: &str,
+        collection: String,
+        format: fn(&super::watch::Object) -> String,
+    ) -> Result<Self> {
+        let server = ApiServer::from_kubeconfig(&k.kubeconfig)?;
+        let watch = ApiWatch::start(server, collection, format)
+            .with_context(|| format!("watching the {what}"))?;
         Ok(LineWatch {
-            child,
-            what: resource.to_string(),
-            lines,
-            reader: Some(reader),
-            said: Some(said),
+            watch,
+            what: what.to_string(),
             phases: BTreeMap::new(),
             read: 0,
         })
     }
 
     /// Each Canary's phase in the last line the watch gave of it (a [`Self::canary_status`]
-    /// watch), and whether the watch still runs (a watch the API server ended shows no more).
-    /// Only the lines that came since the last call are read, so the reader thread, which
-    /// stamps each line as it comes, waits on the lock as little as possible.
+    /// watch), and whether the watch still runs. Only the lines that came since the last call
+    /// are read, so the watch, which stamps each line as it comes, waits on the lock as little
+    /// as possible.
     fn phases(&mut self) -> (&BTreeMap<String, String>, bool) {
-        let running = matches!(self.child.try_wait(), Ok(None));
-        let lines = self.lines.lock().unwrap_or_else(PoisonError::into_inner);
+        let running = self.watch.running();
+        let lines = self.watch.lines();
         for (at, line) in &lines[self.read..] {
             if let Some(s) = measure::parse_status_line(line, *at) {
                 self.phases.insert(s.canary, s.phase);
             }
         }
         self.read = lines.len();
+        drop(lines);
         (&self.phases, running)
     }
 
     /// When each target became ready to analyse (all its replicas updated and available).
     fn targets_ready(k: &Kubectl, ns: &str) -> Result<Self> {
-        let template = "{.metadata.name}|{.metadata.generation}|{.status.observedGeneration}|\
-                        {.spec.replicas}|{.status.updatedReplicas}|{.status.availableReplicas}\
-                        {\"\\n\"}";
-        Self::start(k, "deployments", ns, template)
+        let collection = format!("/apis/apps/v1/namespaces/{ns}/deployments");
+        Self::start(k, "deployments", collection, super::watch::deployment_line)
     }
 
     /// Every change of the Canaries' phase, iterations, weight and failed checks.
     fn canary_status(k: &Kubectl, kind: Kind, ns: &str) -> Result<Self> {
-        let template = "{.metadata.name}|{.status.phase}|{.status.iterations}|\
-                        {.status.canaryWeight}|{.status.failedChecks}{\"\\n\"}";
-        Self::start(k, kind.canaries(), ns, template)
+        let collection = format!("/apis/{}/namespaces/{ns}/canaries", kind.api_version());
+        Self::start(k, kind.canaries(), collection, super::watch::canary_line)
     }
 
-    /// Stops the watch; its lines. A watch that had ended on its own is said, with what
-    /// kubectl said: the figures taken from it miss the changes after its last line.
-    fn finish(mut self) -> Vec<(f64, String)> {
-        let ended = self.child.try_wait().ok().flatten();
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if let Some(r) = self.reader.take() {
-            let _ = r.join();
+    /// Stops the watch; its lines. A watch that may have missed changes is said: the figures
+    /// taken from it miss them.
+    fn finish(self) -> Vec<(f64, String)> {
+        let (lines, log) = self.watch.finish();
+        if let Some(w) = log.warning(&self.what) {
+            eprintln!("    WARNING: {w}");
         }
-        let said = self.said.take().and_then(|s| s.join().ok());
-        let lines = std::mem::take(&mut *self.lines.lock().unwrap_or_else(PoisonError::into_inner));
-        if let Some(status) = ended {
-            let last = lines.last().map_or(0.0, |(at, _)| *at);
-            eprintln!(
-                "    WARNING: the watch of the {} ended on its own ({status}; its last line at \
-                 {last:.1}, {} lines): figures from it miss what came after; kubectl said: {}",
-                self.what,
-                lines.len(),
-                said.as_deref().map_or("", str::trim)
+        if log.closed_early > 0 {
+            println!(
+                "    the API server closed the watch of the {} {} time(s) before its timeout; \
+                 it resumed each time from the last version it had seen, missing nothing",
+                self.what, log.closed_early
             );
         }
+        for e in &log.errors {
+            eprintln!("    the watch of the {}: {e}", self.what);
+        }
         lines
-    }
-}
-
-impl Drop for LineWatch {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
