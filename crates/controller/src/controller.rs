@@ -132,6 +132,9 @@ pub async fn run(
     // The Controller's own reflector, as `Controller::new` builds it, with slimmed objects.
     let (canaries, canary_writer) = reflector::store();
     let canary_relist = crate::watch::Relist::default();
+    // Which Canaries each workload belongs to, kept from the same events as the cache.
+    let target_index = crate::target_index::TargetIndex::default();
+    let index_writer = target_index.clone();
     let shard = settings.shard.clone();
     let canary_watch = match shard.as_ref().and_then(fledge_core::shard::Shard::selector) {
         Some(selector) => watcher::Config::default().labels(&selector),
@@ -150,6 +153,11 @@ pub async fn run(
                 Ok(e) => crate::watch::keep_owned(e, shard.as_ref()).map(Ok),
                 Err(e) => Some(Err(e)),
             })
+        })
+        .inspect(move |ev| {
+            if let Ok(e) = ev {
+                index_writer.observe(e);
+            }
         }),
     )
     .default_backoff()
@@ -228,15 +236,14 @@ pub async fn run(
     tokio::spawn(count_canaries(ctx.canaries.clone(), ctx.metrics.clone()));
     let (cans_cm, deps_cm) = (canaries_for_map.clone(), ctx.workloads.clone());
     let (cans_sec, deps_sec) = (canaries_for_map.clone(), ctx.workloads.clone());
-    let cans_ds = canaries_for_map.clone();
-    let cans_sts = canaries_for_map.clone();
+    let (index_ds, index_sts) = (target_index.clone(), target_index.clone());
     controller
         .watches_stream(dep_stream, move |dep: Workload| {
-            canaries_for(&canaries_for_map, &dep)
+            canaries_for(&target_index, &dep)
         })
-        .watches_stream(ds_stream, move |ds: DaemonSet| canaries_for(&cans_ds, &ds))
+        .watches_stream(ds_stream, move |ds: DaemonSet| canaries_for(&index_ds, &ds))
         .watches_stream(sts_stream, move |sts: StatefulSet| {
-            canaries_for(&cans_sts, &sts)
+            canaries_for(&index_sts, &sts)
         })
         .watches_stream(cm_stream, move |cm: PartialObjectMeta<ConfigMap>| {
             canaries_using(&cans_cm, &deps_cm, &cm, ConfigRef::ConfigMap(cm.name_any()))
@@ -416,16 +423,16 @@ fn is_daemonset(canary: &Canary) -> bool {
 }
 
 /// The Canaries a Deployment or DaemonSet concerns: those whose target or primary it is.
-fn canaries_for<K: Resource>(canaries: &Store<Canary>, dep: &K) -> Vec<ObjectRef<Canary>> {
-    let ns = dep.namespace();
-    let name = dep.name_any();
-    canaries
-        .state()
-        .into_iter()
-        .filter(|c| c.namespace() == ns)
-        .filter(|c| c.spec.target_ref.name == name || primary_name(&c.spec.target_ref.name) == name)
-        .map(|c| ObjectRef::from_obj(&*c))
-        .collect()
+/// The Canaries whose target or primary `workload` is.
+fn canaries_for<K: Resource>(
+    index: &crate::target_index::TargetIndex,
+    workload: &K,
+) -> Vec<ObjectRef<Canary>> {
+    let meta = workload.meta();
+    index.canaries_for(
+        meta.namespace.as_deref(),
+        meta.name.as_deref().unwrap_or_default(),
+    )
 }
 
 /// The Canaries whose target references a ConfigMap or Secret.

@@ -23,6 +23,7 @@ pub mod said;
 pub mod server;
 pub mod services;
 pub mod statefulset;
+pub mod target_index;
 pub mod validate_cmd;
 pub mod watch;
 pub mod webhooks;
