@@ -203,7 +203,7 @@ pub fn read_body(conn: &mut Conn, body: Body) -> Result<Vec<u8>> {
     Ok(out)
 }
 
-/// One HTTP/1.1 request on a kept-alive connection; its status (the body is read and dropped).
+/// One HTTP/1.1 request on a kept-alive connection; its status and body.
 pub fn request(
     conn: &mut Conn,
     host: &str,
@@ -211,9 +211,8 @@ pub fn request(
     path: &str,
     content_type: &str,
     body: &str,
-) -> Result<u16> {
+) -> Result<(u16, Vec<u8>)> {
     send(conn, host, method, path, content_type, body)?;
     let (status, body) = read_head(conn)?;
-    read_body(conn, body)?;
-    Ok(status)
+    Ok((status, read_body(conn, body)?))
 }

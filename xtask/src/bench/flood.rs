@@ -78,7 +78,7 @@ impl Flood {
         let server = Arc::new(ApiServer::from_kubeconfig(kubeconfig)?);
         // One request first, so that a flood that cannot write says why at once.
         let mut probe = server.connect()?;
-        let status = request(
+        let (status, _) = request(
             &mut probe,
             &server.host,
             "GET",
@@ -182,7 +182,8 @@ fn write_loop(
             .take()
             .map_or_else(|| server.connect(), Ok)
             .and_then(|mut c| {
-                let status = request(&mut c, &server.host, method, &path, content_type, &body)?;
+                let (status, _) =
+                    request(&mut c, &server.host, method, &path, content_type, &body)?;
                 conn = Some(c);
                 Ok(status)
             });

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use serde::Deserialize;
 
-use super::apiserver::{ApiServer, Body, read_body, read_chunk, read_head, send};
+use super::apiserver::{ApiServer, Body, read_body, read_chunk, read_head, request, send};
 
 /// Each watch request asks the API server to end it after this long; it is then resumed.
 const WATCH_SECONDS: u64 = 300;
@@ -199,7 +199,7 @@ impl Drop for ApiWatch {
 /// The collection's present `resourceVersion`, from a list of one object.
 fn current_version(server: &ApiServer, collection: &str) -> Result<String> {
     let mut conn = server.connect()?;
-    send(
+    let (status, body) = request(
         &mut conn,
         &server.host,
         "GET",
@@ -207,8 +207,6 @@ fn current_version(server: &ApiServer, collection: &str) -> Result<String> {
         "application/json",
         "",
     )?;
-    let (status, body) = read_head(&mut conn)?;
-    let body = read_body(&mut conn, body)?;
     if status != 200 {
         bail!(
             "GET {collection}: HTTP {status}: {}",
