@@ -422,8 +422,8 @@ fn is_daemonset(canary: &Canary) -> bool {
     canary.spec.target_ref.kind.as_deref() == Some("DaemonSet")
 }
 
-/// The Canaries a Deployment or DaemonSet concerns: those whose target or primary it is.
-/// The Canaries whose target or primary `workload` is.
+/// The Canaries a Deployment, DaemonSet or StatefulSet concerns: those whose target or
+/// primary it is.
 fn canaries_for<K: Resource>(
     index: &crate::target_index::TargetIndex,
     workload: &K,
@@ -774,10 +774,6 @@ async fn reconcile_inner(canary: &Canary, ctx: &Context) -> Result<Requeue> {
     Ok(Requeue::requeue(on_engine_clock(requeue, obs.now)))
 }
 
-/// The engine keeps time in whole seconds: it decides at `now` truncated to the second, and a
-/// requeue it asks for is due that long after the truncated time (e.g. the next analysis step
-/// at the last step's whole second plus the interval). Counted from the real `now` it would come
-/// up to a second late.
 /// Whether `action` may change what the routes read back give: the engine's routing writes,
 /// and for a Knative Service (its own routing object) the pinning of its primary Revision too.
 fn writes_routing(action: &Action, knative: bool) -> bool {
@@ -791,6 +787,10 @@ fn writes_routing(action: &Action, knative: bool) -> bool {
             ))
 }
 
+/// The engine keeps time in whole seconds: it decides at `now` truncated to the second, and a
+/// requeue it asks for is due that long after the truncated time (e.g. the next analysis step
+/// at the last step's whole second plus the interval). Counted from the real `now` it would come
+/// up to a second late.
 fn on_engine_clock(requeue: Duration, now: jiff::Timestamp) -> Duration {
     let into_second = u64::try_from(now.subsec_nanosecond()).unwrap_or(0);
     requeue.saturating_sub(Duration::from_nanos(into_second))
