@@ -94,9 +94,10 @@ pub struct Context {
     canary_relist: crate::watch::Relist,
     /// Per Canary uid: the resource versions our latest status writes replaced (the last
     /// [`WRITES_REMEMBERED`]), each with when. A cached Canary at one of them is older than what
-    /// we wrote, also when a direct read let us write again before the watch caught up.
-    written_over:
-        std::sync::Mutex<std::collections::HashMap<String, Vec<(String, std::time::Instant)>>>,
+    /// we wrote, also when a direct read let us write again before the watch caught up. Uids and
+    /// versions are kept as 64-bit hashes ([`short_hash`]): 24 bytes a write instead of two
+    /// strings (0.9 MB at N = 1000 in a heap profile, now about a third of it).
+    written_over: std::sync::Mutex<std::collections::HashMap<u64, Vec<(u64, std::time::Instant)>>>,
     /// Reports made from decisions whose status write did not land for certain.
     said: crate::said::Said,
     /// Rollout slots given out and not yet visible in the cache, by Canary uid.
@@ -537,6 +538,7 @@ async fn reconcile_inner(canary: &Canary, ctx: &Context) -> Result<Requeue> {
     let has_finalizer = canary.finalizers().iter().any(|f| f == FINALIZER);
     if deleting && !has_finalizer {
         ctx.routes.forget(&canary.uid().unwrap_or_default());
+        forget_writes(ctx, canary);
         return Ok(Requeue::await_change());
     }
     if !deleting && !has_finalizer {
@@ -761,6 +763,7 @@ async fn reconcile_inner(canary: &Canary, ctx: &Context) -> Result<Requeue> {
         exec.collect_routing().await?;
         Box::pin(remove_finalizer(canary, ctx)).await?;
         ctx.routes.forget(&canary.uid().unwrap_or_default());
+        forget_writes(ctx, canary);
         return Ok(Requeue::await_change());
     }
     if let Some(bound) = ctx.settings.control_loop_interval {
@@ -834,7 +837,8 @@ const WRITES_REMEMBERED: usize = 16;
 /// When we wrote over the cached Canary's version, if it is older than one of our status
 /// writes.
 fn stale_since(ctx: &Context, canary: &Canary) -> Option<std::time::Instant> {
-    let (uid, rv) = (canary.uid()?, canary.resource_version()?);
+    let uid = short_hash(canary.meta().uid.as_deref()?);
+    let rv = short_hash(canary.meta().resource_version.as_deref()?);
     let map = ctx
         .written_over
         .lock()
@@ -843,6 +847,15 @@ fn stale_since(ctx: &Context, canary: &Canary) -> Option<std::time::Instant> {
         .iter()
         .find(|(written_over, _)| *written_over == rv)
         .map(|(_, at)| *at)
+}
+
+/// A 64-bit hash of a uid or a resourceVersion, for [`Context::written_over`]: two different
+/// versions of one Canary hash alike once in 2^64 comparisons.
+fn short_hash(s: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::hash::DefaultHasher::new();
+    s.hash(&mut h);
+    h.finish()
 }
 
 /// The Canary as the API server has it now, when the cache has lagged behind our own write
@@ -925,16 +938,27 @@ async fn report_blocked(ctx: &Context, canary: &Canary, blocker: fledge_core::Bl
 
 /// Remembers that we just wrote over this version of the Canary.
 fn remember_write(ctx: &Context, canary: &Canary) {
-    if let (Some(uid), Some(rv)) = (canary.uid(), canary.resource_version()) {
+    let meta = canary.meta();
+    if let (Some(uid), Some(rv)) = (meta.uid.as_deref(), meta.resource_version.as_deref()) {
         let mut map = ctx
             .written_over
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let writes = map.entry(uid).or_default();
+        let writes = map.entry(short_hash(uid)).or_default();
         if writes.len() == WRITES_REMEMBERED {
             writes.remove(0);
         }
-        writes.push((rv, std::time::Instant::now()));
+        writes.push((short_hash(rv), std::time::Instant::now()));
+    }
+}
+
+/// Forgets a deleted Canary's status writes (its uid never comes back).
+fn forget_writes(ctx: &Context, canary: &Canary) {
+    if let Some(uid) = canary.meta().uid.as_deref() {
+        ctx.written_over
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(&short_hash(uid));
     }
 }
 
