@@ -35,7 +35,7 @@ pub fn build_services(
             owner,
             &apex,
             apex_sel,
-            spec.service.apex.as_ref(),
+            spec.service.apex.as_deref(),
             false,
         ),
         service(
@@ -43,7 +43,7 @@ pub fn build_services(
             owner,
             &primary_name(&apex),
             primary_sel,
-            spec.service.primary.as_ref(),
+            spec.service.primary.as_deref(),
             headless,
         ),
         service(
@@ -51,7 +51,7 @@ pub fn build_services(
             owner,
             &format!("{apex}-canary"),
             canary_sel,
-            spec.service.canary.as_ref(),
+            spec.service.canary.as_deref(),
             headless,
         ),
     ]
