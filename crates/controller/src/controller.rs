@@ -537,8 +537,7 @@ async fn reconcile_inner(canary: &Canary, ctx: &Context) -> Result<Requeue> {
     let deleting = canary.meta().deletion_timestamp.is_some();
     let has_finalizer = canary.finalizers().iter().any(|f| f == FINALIZER);
     if deleting && !has_finalizer {
-        ctx.routes.forget(&canary.uid().unwrap_or_default());
-        forget_writes(ctx, canary);
+        forget_canary(ctx, canary);
         return Ok(Requeue::await_change());
     }
     if !deleting && !has_finalizer {
@@ -762,8 +761,7 @@ async fn reconcile_inner(canary: &Canary, ctx: &Context) -> Result<Requeue> {
         }
         exec.collect_routing().await?;
         Box::pin(remove_finalizer(canary, ctx)).await?;
-        ctx.routes.forget(&canary.uid().unwrap_or_default());
-        forget_writes(ctx, canary);
+        forget_canary(ctx, canary);
         return Ok(Requeue::await_change());
     }
     if let Some(bound) = ctx.settings.control_loop_interval {
@@ -952,14 +950,15 @@ fn remember_write(ctx: &Context, canary: &Canary) {
     }
 }
 
-/// Forgets a deleted Canary's status writes (its uid never comes back).
-fn forget_writes(ctx: &Context, canary: &Canary) {
-    if let Some(uid) = canary.meta().uid.as_deref() {
-        ctx.written_over
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .remove(&short_hash(uid));
-    }
+/// Forgets what is kept by uid for a Canary that is gone (its uid never comes back): its last
+/// read of the routes and its own status writes.
+fn forget_canary(ctx: &Context, canary: &Canary) {
+    let uid = canary.meta().uid.as_deref().unwrap_or_default();
+    ctx.routes.forget(uid);
+    ctx.written_over
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .remove(&short_hash(uid));
 }
 
 /// When the plan takes an analysis step, records how late it is against its schedule (the

@@ -12,7 +12,6 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use fledge_api::{Canary, primary_name};
-use kube::ResourceExt;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 
@@ -32,23 +31,19 @@ struct Index {
 
 impl Index {
     fn insert(&mut self, canary: &Canary) {
-        let namespace = canary.namespace().unwrap_or_default();
-        let name = canary.name_any();
+        let (namespace, name) = namespace_and_name(canary);
         let target = canary.spec.target_ref.name.as_str();
-        let now = self
-            .targets
-            .get(namespace.as_str())
-            .and_then(|n| n.get(name.as_str()));
+        let now = self.targets.get(namespace).and_then(|n| n.get(name));
         if now.map(AsRef::as_ref) == Some(target) {
             return;
         }
-        self.remove(&namespace, &name);
+        self.remove(namespace, name);
         // One allocation of the namespace, shared by every entry of it.
-        let ns: Arc<str> = match self.targets.get_key_value(namespace.as_str()) {
+        let ns: Arc<str> = match self.targets.get_key_value(namespace) {
             Some((ns, _)) => ns.clone(),
-            None => Arc::from(namespace.as_str()),
+            None => Arc::from(namespace),
         };
-        let canary_name: Arc<str> = Arc::from(name.as_str());
+        let canary_name: Arc<str> = Arc::from(name);
         for workload in workloads(target) {
             self.canaries
                 .entry(ns.clone())
@@ -60,7 +55,7 @@ impl Index {
         self.targets
             .entry(ns)
             .or_default()
-            .insert(Box::from(name.as_str()), Box::from(target));
+            .insert(Box::from(name), Box::from(target));
     }
 
     fn remove(&mut self, namespace: &str, name: &str) {
@@ -90,6 +85,15 @@ impl Index {
     }
 }
 
+/// A Canary's namespace and name, borrowed (`""` for one the API server has not named).
+fn namespace_and_name(canary: &Canary) -> (&str, &str) {
+    let meta = &canary.metadata;
+    (
+        meta.namespace.as_deref().unwrap_or_default(),
+        meta.name.as_deref().unwrap_or_default(),
+    )
+}
+
 /// The workloads a Canary with `target` covers: the target and its primary.
 fn workloads(target: &str) -> [Box<str>; 2] {
     [Box::from(target), primary_name(target).into_boxed_str()]
@@ -115,9 +119,10 @@ impl TargetIndex {
         let mut s = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
         match event {
             watcher::Event::Apply(c) => s.index.insert(c),
-            watcher::Event::Delete(c) => s
-                .index
-                .remove(&c.namespace().unwrap_or_default(), &c.name_any()),
+            watcher::Event::Delete(c) => {
+                let (namespace, name) = namespace_and_name(c);
+                s.index.remove(namespace, name)
+            }
             watcher::Event::Init => s.relisting = Some(Index::default()),
             watcher::Event::InitApply(c) => s.relisting.get_or_insert_default().insert(c),
             watcher::Event::InitDone => {
@@ -148,6 +153,12 @@ mod tests {
         c.metadata.namespace = Some(ns.into());
         c.spec.target_ref.name = target.into();
         c
+    }
+
+    /// No empty list, no empty namespace is left behind once every Canary is gone.
+    fn assert_nothing_left(index: &TargetIndex) {
+        let s = index.inner.lock().unwrap();
+        assert!(s.index.canaries.is_empty() && s.index.targets.is_empty());
     }
 
     fn names(refs: Vec<ObjectRef<Canary>>) -> Vec<String> {
@@ -202,9 +213,7 @@ mod tests {
         );
         index.observe(&watcher::Event::Delete(canary("apps", "web", "frontend")));
         assert!(index.canaries_for(Some("apps"), "frontend").is_empty());
-        // Nothing is left behind: no empty list, no empty namespace.
-        let s = index.inner.lock().unwrap();
-        assert!(s.index.canaries.is_empty() && s.index.targets.is_empty());
+        assert_nothing_left(&index);
     }
 
     #[test]
@@ -220,8 +229,7 @@ mod tests {
         let found = index.canaries_for(Some("apps"), "podinfo-primary");
         assert_eq!(found[0].namespace.as_deref(), Some("apps"));
         index.observe(&watcher::Event::Delete(canary("apps", "web-ab", "podinfo")));
-        let s = index.inner.lock().unwrap();
-        assert!(s.index.canaries.is_empty() && s.index.targets.is_empty());
+        assert_nothing_left(&index);
     }
 
     #[test]
