@@ -22,7 +22,6 @@ use std::sync::{Arc, Mutex, OnceLock};
 use futures::StreamExt;
 use futures::channel::mpsc;
 
-use tracing::Instrument;
 
 use fledge_api::{Canary, CanaryPhase, CanaryWebhook, HookType};
 use kube::{Resource, ResourceExt};
@@ -56,13 +55,81 @@ pub struct Recorder {
     outbox: OnceLock<mpsc::UnboundedSender<Pending>>,
 }
 
-/// An Event waiting in the outbox: what, about which object, decided when, and the reconcile's
-/// span its failure is logged in.
+/// An Event waiting in the outbox, decided at `at`. A wave of a thousand rollbacks queues
+/// thousands of them, so each keeps only what its Event is built from: the Event's own fields
+/// (the note and reason once, no empty related object inline) and the Canary's namespace, name
+/// and uid (its reference is built when the Event is sent). Nor does it hold the
+/// reconcile's span (which would keep that span's data alive until the Event is sent): a
+/// failure to send names the Canary itself.
 struct Pending {
-    ev: Event,
-    regarding: ObjectReference,
     at: Timestamp,
-    span: tracing::Span,
+    warning: bool,
+    reason: Box<str>,
+    note: Option<Box<str>>,
+    action: Box<str>,
+    secondary: Option<Box<ObjectReference>>,
+    about: About,
+}
+
+/// The Canary an Event in the outbox is about.
+struct About {
+    namespace: Option<Box<str>>,
+    name: Option<Box<str>>,
+    uid: Option<Box<str>>,
+}
+
+impl About {
+    fn of(canary: &Canary) -> Self {
+        let meta = canary.meta();
+        let boxed = |s: &Option<String>| s.as_deref().map(Box::from);
+        About {
+            namespace: boxed(&meta.namespace),
+            name: boxed(&meta.name),
+            uid: boxed(&meta.uid),
+        }
+    }
+
+    /// The Canary's reference, as `Resource::object_ref` gives it.
+    fn reference(&self) -> ObjectReference {
+        let string = |s: &Option<Box<str>>| s.as_deref().map(String::from);
+        ObjectReference {
+            api_version: Some(Canary::api_version(&()).into_owned()),
+            kind: Some(Canary::kind(&()).into_owned()),
+            name: string(&self.name),
+            namespace: string(&self.namespace),
+            uid: string(&self.uid),
+            resource_version: None,
+            field_path: None,
+        }
+    }
+}
+
+impl Pending {
+    fn new(ev: Event, canary: &Canary, at: Timestamp) -> Self {
+        Pending {
+            at,
+            warning: matches!(ev.type_, EventType::Warning),
+            reason: ev.reason.into(),
+            note: ev.note.map(Into::into),
+            action: ev.action.into(),
+            secondary: ev.secondary.map(Box::new),
+            about: About::of(canary),
+        }
+    }
+
+    fn event(&self) -> Event {
+        Event {
+            type_: if self.warning {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            },
+            reason: self.reason.to_string(),
+            note: self.note.as_deref().map(String::from),
+            action: self.action.to_string(),
+            secondary: self.secondary.as_deref().cloned(),
+        }
+    }
 }
 
 impl Recorder {
@@ -122,12 +189,7 @@ impl Recorder {
                 }
             });
         }
-        self.enqueue(Pending {
-            ev,
-            regarding: canary.object_ref(&()),
-            at: now,
-            span: tracing::Span::current(),
-        });
+        self.enqueue(Pending::new(ev, canary, now));
     }
 
     /// Puts `p` in the outbox. The first Event opens it and starts the task that sends its
@@ -151,13 +213,16 @@ impl Recorder {
         let _ = outbox.unbounded_send(p);
     }
 
-    /// Sends an Event from the outbox; a failure is logged in the reconcile's span.
+    /// Sends an Event from the outbox; a failure is logged with the Canary it is about.
     async fn send(&self, p: Pending) {
-        let sent = self.publish_at(&p.ev, &p.regarding, p.at);
-        if let Err(e) = sent.instrument(p.span.clone()).await {
-            p.span.in_scope(|| {
-                tracing::warn!(error = %e, reason = %p.ev.reason, "cannot record Event");
-            });
+        let ev = p.event();
+        if let Err(e) = self.publish_at(&ev, &p.about.reference(), p.at).await {
+            let canary = format!(
+                "{}/{}",
+                p.about.namespace.as_deref().unwrap_or_default(),
+                p.about.name.as_deref().unwrap_or_default()
+            );
+            tracing::warn!(canary = %canary, error = %e, reason = %ev.reason, "cannot record Event");
         }
     }
 
@@ -413,6 +478,38 @@ impl Cache {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_queued_event_is_sent_as_it_was_decided_and_stays_small() {
+        let mut canary = Canary::new("podinfo", Default::default());
+        canary.metadata.namespace = Some("shop".into());
+        canary.metadata.uid = Some("0b5e6d1c-2f4a-4c39-9d1e-7f2a8b3c4d5e".into());
+        canary.metadata.resource_version = Some("4711".into());
+        for secondary in [None, Some(canary.object_ref(&()))] {
+            let ev = || Event {
+                type_: EventType::Warning,
+                reason: "CheckFailed".into(),
+                note: Some("Halt advancement podinfo: request-success-rate 92 < 99".into()),
+                action: "Reconcile".into(),
+                secondary: secondary.clone(),
+            };
+            let (p, ev) = (Pending::new(ev(), &canary, Timestamp::UNIX_EPOCH), ev());
+            let back = p.event();
+            assert_eq!(
+                (back.type_, &back.reason, &back.note, &back.action),
+                (ev.type_, &ev.reason, &ev.note, &ev.action)
+            );
+            assert_eq!(back.secondary, ev.secondary);
+            assert_eq!(p.about.reference(), canary.object_ref(&()));
+        }
+        // Thousands wait in the outbox in a wave of rollbacks: an Event and a reference inline
+        // were some 430 bytes.
+        assert!(
+            std::mem::size_of::<Pending>() <= 144,
+            "{} bytes",
+            std::mem::size_of::<Pending>()
+        );
+    }
 
     #[test]
     fn the_event_webhook_gets_flaggers_event_payload() {
