@@ -746,14 +746,8 @@ async fn reconcile_inner(canary: &Canary, ctx: &Context) -> Result<Requeue> {
             }
         }
         Box::pin(write_status(ctx, canary, &status, &plan.status)).await
-    };
-    // A rollback's writes have a lane of their own among the requests in flight.
-    let lane = if plan.urgent {
-        crate::kube_client::Lane::Urgent
-    } else {
-        crate::kube_client::Lane::Routine
-    };
-    let executed = crate::kube_client::in_lane(lane, executed).await;
+    }
+    .await;
     if let Err(e) = executed {
         // The same decision may come again from this version: say nothing of it twice, and
         // do not take what it already did for drift.

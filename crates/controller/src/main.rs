@@ -155,8 +155,7 @@ struct RunArgs {
     /// At most this many requests to the Kubernetes API server in flight at once; the others
     /// wait their turn (a watch counts until its response starts). The client opens one
     /// connection per request in flight, so this bounds the connections and their buffers when
-    /// hundreds of Canaries act at once. A quarter of them (at least one) is kept for the writes
-    /// of rollbacks, which never wait behind analysis steps or Events.
+    /// hundreds of Canaries act at once.
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u16).range(1..))]
     kube_api_concurrency: u16,
     /// At most this many Canaries reconciled at once; the others wait their turn (0: no limit).

@@ -58,8 +58,6 @@ pub(crate) struct Cx<'a> {
     requeue: Option<Duration>,
     /// What the decision read from the costly observations.
     pub read: Needs,
-    /// The decision takes traffic off a revision at once (see [`crate::Plan::urgent`]).
-    urgent: bool,
 }
 
 impl<'a> Cx<'a> {
@@ -80,14 +78,7 @@ impl<'a> Cx<'a> {
             reports: Vec::new(),
             requeue: None,
             read: Needs::default(),
-            urgent: false,
         }
-    }
-
-    /// Marks the decision urgent: it moves traffic away from a revision that must not keep it
-    /// (a rollback, a fast rollback to a revision promoted before).
-    pub fn urgent(&mut self) {
-        self.urgent = true;
     }
 
     /// Whether the target is a StatefulSet: no primary copy, the steps move pods through its
@@ -124,7 +115,7 @@ impl<'a> Cx<'a> {
     }
 
     /// The actions in their final order, ending with the requeue.
-    pub fn finish(mut self) -> crate::Plan {
+    pub fn finish(mut self) -> (CanaryStatus, Vec<Action>, Needs) {
         if let Some(weight) = self.statefulset_pods_weight() {
             // Before the routes: the pods move first.
             self.cluster.insert(0, Action::SetPartition { weight });
@@ -140,12 +131,7 @@ impl<'a> Cx<'a> {
         }
         actions.extend(self.reports);
         actions.push(Action::RequeueAfter(requeue));
-        crate::Plan {
-            status: self.status,
-            actions,
-            read: self.read,
-            urgent: self.urgent,
-        }
+        (self.status, actions, self.read)
     }
 
     // ---- time -------------------------------------------------------------------------

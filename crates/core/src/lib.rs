@@ -67,11 +67,6 @@ pub struct Plan {
     /// The costly observations the decision read: always within what [`needs`] asked for
     /// with the same spec, status and cheap observations (a useful assertion for the adapter).
     pub read: Needs,
-    /// The plan takes traffic off a revision that must not keep it: a rollback, or a fast
-    /// rollback to a revision promoted before. Its writes should not wait behind routine ones
-    /// (analysis steps, Events): when a thousand rollouts fail at once, each rollback is
-    /// otherwise queued behind the others' routine status writes.
-    pub urgent: bool,
 }
 
 impl Plan {
@@ -119,5 +114,10 @@ fn run(spec: &CanarySpec, status: &CanaryStatus, obs: &Observations, inputs: Inp
         }
     }
     alerts::settle(&mut cx);
-    cx.finish()
+    let (status, actions, read) = cx.finish();
+    Plan {
+        status,
+        actions,
+        read,
+    }
 }

@@ -48,7 +48,6 @@ fn fast_rollback(cx: &Cx, target: &TargetObservation) -> bool {
 /// A rollback to a revision promoted before is an emergency, not a release: promote it at once,
 /// without the rollout slot, gates or analysis, and say so everywhere.
 fn rollback_to_known_good(cx: &mut Cx, target: &TargetObservation) {
-    cx.urgent();
     super::begin_revision(cx, target);
     let name = cx.target_name();
     let short = super::short(&target.spec_hash);

@@ -19,7 +19,6 @@ pub(super) fn run(cx: &mut Cx, reason: String) {
 
 /// [`run`], with the alert of `kind` (a rollback for the progress deadline says so).
 pub(super) fn run_as(cx: &mut Cx, reason: String, kind: NotifyKind) {
-    cx.urgent();
     if cx.statefulset() {
         // Traffic back to the promoted pods first (behind a router), then the pods that moved
         // go back where they are: the template back to the promoted revision, the partition
