@@ -95,7 +95,7 @@ pub struct Context {
     /// Per Canary uid: the resource versions our latest status writes replaced (the last
     /// [`WRITES_REMEMBERED`]), each with when. A cached Canary at one of them is older than what
     /// we wrote, also when a direct read let us write again before the watch caught up. Uids and
-    /// versions are kept as 64-bit hashes ([`short_hash`]): 24 bytes a write instead of two
+    /// versions are kept as 64-bit hashes ([`crate::hash64`]): 24 bytes a write instead of two
     /// strings (0.9 MB at N = 1000 in a heap profile, now about a third of it).
     written_over: std::sync::Mutex<std::collections::HashMap<u64, Vec<(u64, std::time::Instant)>>>,
     /// Reports made from decisions whose status write did not land for certain.
@@ -835,8 +835,8 @@ const WRITES_REMEMBERED: usize = 16;
 /// When we wrote over the cached Canary's version, if it is older than one of our status
 /// writes.
 fn stale_since(ctx: &Context, canary: &Canary) -> Option<std::time::Instant> {
-    let uid = short_hash(canary.meta().uid.as_deref()?);
-    let rv = short_hash(canary.meta().resource_version.as_deref()?);
+    let uid = crate::hash64(canary.meta().uid.as_deref()?);
+    let rv = crate::hash64(canary.meta().resource_version.as_deref()?);
     let map = ctx
         .written_over
         .lock()
@@ -845,15 +845,6 @@ fn stale_since(ctx: &Context, canary: &Canary) -> Option<std::time::Instant> {
         .iter()
         .find(|(written_over, _)| *written_over == rv)
         .map(|(_, at)| *at)
-}
-
-/// A 64-bit hash of a uid or a resourceVersion, for [`Context::written_over`]: two different
-/// versions of one Canary hash alike once in 2^64 comparisons.
-fn short_hash(s: &str) -> u64 {
-    use std::hash::{Hash, Hasher};
-    let mut h = std::hash::DefaultHasher::new();
-    s.hash(&mut h);
-    h.finish()
 }
 
 /// The Canary as the API server has it now, when the cache has lagged behind our own write
@@ -942,11 +933,11 @@ fn remember_write(ctx: &Context, canary: &Canary) {
             .written_over
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let writes = map.entry(short_hash(uid)).or_default();
+        let writes = map.entry(crate::hash64(uid)).or_default();
         if writes.len() == WRITES_REMEMBERED {
             writes.remove(0);
         }
-        writes.push((short_hash(rv), std::time::Instant::now()));
+        writes.push((crate::hash64(rv), std::time::Instant::now()));
     }
 }
 
@@ -958,7 +949,7 @@ fn forget_canary(ctx: &Context, canary: &Canary) {
     ctx.written_over
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .remove(&short_hash(uid));
+        .remove(&crate::hash64(uid));
 }
 
 /// When the plan takes an analysis step, records how late it is against its schedule (the

@@ -22,7 +22,6 @@ use std::sync::{Arc, Mutex, OnceLock};
 use futures::StreamExt;
 use futures::channel::mpsc;
 
-
 use fledge_api::{Canary, CanaryPhase, CanaryWebhook, HookType};
 use kube::{Resource, ResourceExt};
 

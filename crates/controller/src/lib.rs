@@ -33,6 +33,16 @@ pub use error::{Error, Result};
 /// The traffic routers (the `fledge-routers` crate).
 pub use fledge_routers as routers;
 
+/// A 64-bit hash of `value`, for caches that only ask whether two uids, names or versions are
+/// the same: 8 bytes and no allocation instead of the strings. Two different values hash alike
+/// once in 2^64 comparisons.
+pub(crate) fn hash64<T: std::hash::Hash + ?Sized>(value: &T) -> u64 {
+    use std::hash::Hasher;
+    let mut h = std::hash::DefaultHasher::new();
+    value.hash(&mut h);
+    h.finish()
+}
+
 /// Fixtures shared by the unit tests.
 #[cfg(test)]
 pub(crate) mod test_support {

@@ -18,6 +18,9 @@
 //! every read is a GET, as before. A watch that fails resumes from the last version it saw (a
 //! fresh list when that is too old), and the cache stands meanwhile; in case a watch hangs with
 //! no error at all, no answer is reused for longer than [`MAX_AGE`].
+//!
+//! Names, uids and versions are kept as 64-bit hashes ([`crate::hash64`]): the caches only ask
+//! whether they are the same, and at a thousand Canaries their strings held about a megabyte.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -35,8 +38,13 @@ use kube::runtime::watcher::{self, Event};
 use kube::{Api, Client, Resource, ResourceExt};
 use tracing::{debug, warn};
 
-/// One routing object: namespace (empty for a cluster-scoped kind) and name.
-type Key = (String, String);
+/// One routing object: a hash of its namespace (empty for a cluster-scoped kind) and name.
+type Key = u64;
+
+/// The key of the object `name` in `namespace`.
+fn key_of(namespace: &str, name: &str) -> Key {
+    crate::hash64(&(namespace, name))
+}
 
 /// The longest a Canary's last read is reused: a backstop against a watch that hangs without
 /// an error, at one GET per Canary per this period.
@@ -49,8 +57,8 @@ pub struct RouteWatch {
     namespace: Option<String>,
     /// By API group and kind (every version of a CRD serves the same objects).
     kinds: Mutex<HashMap<(&'static str, &'static str), Arc<KindWatch>>>,
-    /// By Canary uid.
-    last: Mutex<HashMap<String, LastRead>>,
+    /// By Canary uid (hashed).
+    last: Mutex<HashMap<u64, LastRead>>,
     /// Wakes a Canary whose routing object was changed outside fledge.
     wake: UnboundedSender<ObjectRef<Canary>>,
 }
@@ -60,12 +68,13 @@ pub struct RouteWatch {
 struct KindWatch {
     /// Whether the first list is done (and the versions below are the cluster's).
     synced: AtomicBool,
-    versions: Mutex<HashMap<Key, String>>,
+    /// Each object's `resourceVersion` (hashed).
+    versions: Mutex<HashMap<Key, u64>>,
     /// The Canary whose routes each object carries, as recorded when it was read.
     owners: Mutex<HashMap<Key, ObjectRef<Canary>>>,
-    /// The newest change by someone other than fledge that woke each object's Canary (manager
-    /// and time), so that later events of the same change wake nobody.
-    woken_for: Mutex<HashMap<Key, (String, String)>>,
+    /// The newest change by someone other than fledge that woke each object's Canary (a hash
+    /// of its manager and time), so that later events of the same change wake nobody.
+    woken_for: Mutex<HashMap<Key, u64>>,
 }
 
 /// A Canary's last read of its routes.
@@ -74,8 +83,9 @@ struct LastRead {
     kind: (&'static str, &'static str),
     key: Key,
     at: std::time::Instant,
-    /// The object's `resourceVersion` just before the read (`None`: the watch did not have it).
-    version: Option<String>,
+    /// The object's `resourceVersion` (hashed) just before the read (`None`: the watch did not
+    /// have it).
+    version: Option<u64>,
     /// What else the routes were read in the light of.
     read_for: ReadFor,
     view: RoutesView,
@@ -85,21 +95,18 @@ struct LastRead {
 /// (its `generation`: names, provider, analysis), the one field of its status a router reads
 /// back (the session cookie, by which the Gateway API router tells its session rule), and the
 /// selector of its pods. A status write that changes only weights, iterations or the phase
-/// leaves it unchanged, so a rollout's steps need no read of an unchanged routing object.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ReadFor {
-    generation: Option<i64>,
-    session_cookie: Option<String>,
-    selector: (String, String),
-}
+/// leaves it unchanged, so a rollout's steps need no read of an unchanged routing object. Kept
+/// as a hash of the three.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReadFor(u64);
 
 impl ReadFor {
     pub fn of(canary: &Canary, status: &CanaryStatus, selector: (&str, &str)) -> Self {
-        ReadFor {
-            generation: canary.metadata.generation,
-            session_cookie: status.session_affinity_cookie.clone(),
-            selector: (selector.0.to_string(), selector.1.to_string()),
-        }
+        ReadFor(crate::hash64(&(
+            canary.metadata.generation,
+            status.session_affinity_cookie.as_deref(),
+            selector,
+        )))
     }
 }
 
@@ -131,18 +138,16 @@ impl RouteWatch {
         F: std::future::Future<Output = RoutesView>,
     {
         let kind = router.routing_kind();
-        let key: Key = (
-            if kind.namespaced {
-                canary.namespace().unwrap_or_default()
-            } else {
-                String::new()
-            },
-            router.routing_name(canary),
+        let namespace = canary.metadata.namespace.as_deref().unwrap_or_default();
+        let key = key_of(
+            if kind.namespaced { namespace } else { "" },
+            &router.routing_name(canary),
         );
-        let uid = canary.uid().unwrap_or_default();
+        let uid = crate::hash64(canary.metadata.uid.as_deref().unwrap_or_default());
         let watch = self.kind(kind);
         if let Ok(mut owners) = watch.owners.lock() {
-            owners.insert(key.clone(), ObjectRef::from_obj(canary));
+            // The name and namespace alone: that is all a wake-up needs.
+            owners.insert(key, ObjectRef::new(&canary.name_any()).within(namespace));
         }
         let synced = watch.synced.load(Ordering::Acquire);
         let version = if synced {
@@ -150,7 +155,7 @@ impl RouteWatch {
                 .versions
                 .lock()
                 .ok()
-                .and_then(|v| v.get(&key).cloned())
+                .and_then(|v| v.get(&key).copied())
         } else {
             None
         };
@@ -197,7 +202,7 @@ impl RouteWatch {
     /// Forgets a Canary that is gone.
     pub fn forget(&self, uid: &str) {
         if let Ok(mut l) = self.last.lock() {
-            l.remove(uid);
+            l.remove(&crate::hash64(uid));
         }
     }
 
@@ -241,7 +246,7 @@ async fn run(
     watch: Arc<KindWatch>,
     wake: UnboundedSender<ObjectRef<Canary>>,
 ) {
-    let mut listing: HashMap<Key, String> = HashMap::new();
+    let mut listing: HashMap<Key, u64> = HashMap::new();
     let mut events = std::pin::pin!(crate::watch::relisting(
         api,
         watcher::Config::default(),
@@ -285,13 +290,14 @@ async fn run(
             Event::Apply(obj) => {
                 if let Some((key, v)) = key_version(&obj) {
                     if let Ok(mut versions) = watch.versions.lock() {
-                        versions.insert(key.clone(), v);
+                        versions.insert(key, v);
                     }
                     if let Some(change) = foreign_change(&obj) {
+                        let change = crate::hash64(&change);
                         let new = watch
                             .woken_for
                             .lock()
-                            .map(|mut w| w.insert(key.clone(), change.clone()) != Some(change))
+                            .map(|mut w| w.insert(key, change) != Some(change))
                             .unwrap_or(true);
                         if new {
                             wake_owner(&watch, &key, &wake);
@@ -318,14 +324,14 @@ async fn run(
     }
 }
 
-fn key_version(obj: &PartialObjectMeta<DynamicObject>) -> Option<(Key, String)> {
+fn key_version(obj: &PartialObjectMeta<DynamicObject>) -> Option<(Key, u64)> {
     let meta = obj.meta();
     Some((
-        (
-            meta.namespace.clone().unwrap_or_default(),
-            meta.name.clone()?,
+        key_of(
+            meta.namespace.as_deref().unwrap_or_default(),
+            meta.name.as_deref()?,
         ),
-        meta.resource_version.clone()?,
+        crate::hash64(meta.resource_version.as_deref()?),
     ))
 }
 
@@ -355,7 +361,7 @@ fn foreign_change(obj: &PartialObjectMeta<DynamicObject>) -> Option<(String, Str
 fn wake_owner(watch: &KindWatch, key: &Key, wake: &UnboundedSender<ObjectRef<Canary>>) {
     let owner = watch.owners.lock().ok().and_then(|o| o.get(key).cloned());
     if let Some(owner) = owner {
-        debug!(canary = %owner, object = %key.1, "a routing object changed outside fledge");
+        debug!(canary = %owner, "a routing object changed outside fledge");
         let _ = wake.unbounded_send(owner);
     }
 }
@@ -451,7 +457,9 @@ mod tests {
         let o = object(Vec::new());
         assert_eq!(
             key_version(&o),
-            Some((("apps".into(), "podinfo".into()), "42".into()))
+            Some((key_of("apps", "podinfo"), crate::hash64("42")))
         );
+        assert_ne!(key_of("apps", "podinfo"), key_of("", "podinfo"));
+        assert_ne!(key_of("app", "spodinfo"), key_of("apps", "podinfo"));
     }
 }
