@@ -502,7 +502,7 @@ mod tests {
             assert_eq!(p.about.reference(), canary.object_ref(&()));
         }
         // Thousands wait in the outbox in a wave of rollbacks: an Event and a reference inline
-        // were some 430 bytes.
+        // were some 470 bytes.
         assert!(
             std::mem::size_of::<Pending>() <= 144,
             "{} bytes",
