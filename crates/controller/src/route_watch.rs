@@ -35,7 +35,7 @@ use kube::api::{ApiResource, DynamicObject};
 use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher::{self, Event};
-use kube::{Api, Client, Resource, ResourceExt};
+use kube::{Api, Client, Resource};
 use tracing::{debug, warn};
 
 /// One routing object: a hash of its namespace (empty for a cluster-scoped kind) and name.
@@ -145,9 +145,16 @@ impl RouteWatch {
         );
         let uid = crate::hash64(canary.metadata.uid.as_deref().unwrap_or_default());
         let watch = self.kind(kind);
+        let name = canary.metadata.name.as_deref().unwrap_or_default();
         if let Ok(mut owners) = watch.owners.lock() {
-            // The name and namespace alone: that is all a wake-up needs.
-            owners.insert(key, ObjectRef::new(&canary.name_any()).within(namespace));
+            // Recorded on every read, so allocated only when the owner is new. The name and
+            // namespace alone: that is all a wake-up needs.
+            let known = owners
+                .get(&key)
+                .is_some_and(|o| o.name == name && o.namespace.as_deref() == Some(namespace));
+            if !known {
+                owners.insert(key, ObjectRef::new(name).within(namespace));
+            }
         }
         let synced = watch.synced.load(Ordering::Acquire);
         let version = if synced {
