@@ -941,11 +941,12 @@ fn remember_write(ctx: &Context, canary: &Canary) {
     }
 }
 
-/// Forgets what is kept by uid for a Canary that is gone (its uid never comes back): its last
-/// read of the routes and its own status writes.
+/// Forgets what is kept for a Canary that is gone (its uid never comes back): its last read of
+/// the routes, its own status writes and its metrics' series.
 fn forget_canary(ctx: &Context, canary: &Canary) {
     let uid = canary.meta().uid.as_deref().unwrap_or_default();
     ctx.routes.forget(uid);
+    ctx.metrics.forget(canary);
     ctx.written_over
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)

@@ -1,9 +1,10 @@
 //! The controller's Prometheus metrics, served on `/metrics`.
 
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use fledge_api::{Canary, CanaryPhase, CanaryStatus};
-use kube::ResourceExt;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -13,8 +14,8 @@ use prometheus_client::registry::Registry;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct CanaryLabels {
-    namespace: String,
-    name: String,
+    namespace: Arc<str>,
+    name: Arc<str>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -40,16 +41,16 @@ struct AlertFailureLabels {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ResultLabels {
-    namespace: String,
-    name: String,
-    result: String,
+    namespace: Arc<str>,
+    name: Arc<str>,
+    result: &'static str,
 }
 
 /// Flagger's labels of a Canary: `name` is the target's name, as Flagger records it.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct FlaggerCanaryLabels {
-    name: String,
-    namespace: String,
+    name: Arc<str>,
+    namespace: Arc<str>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -65,15 +66,42 @@ struct FlaggerNamespaceLabels {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct FlaggerWeightLabels {
-    workload: String,
-    namespace: String,
+    workload: Arc<str>,
+    namespace: Arc<str>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct FlaggerAnalysisLabels {
-    name: String,
-    namespace: String,
-    metric: String,
+    name: Arc<str>,
+    namespace: Arc<str>,
+    metric: Arc<str>,
+}
+
+/// The label values of the per-Canary series, each held once and shared by every series that
+/// carries it (a Canary's namespace and name are in about ten series, its namespace in every
+/// Canary's of that namespace): a series' labels are reference counts, not copies.
+#[derive(Default)]
+struct Strings {
+    /// The values, and the size at which the next new one first drops those no series holds.
+    held: Mutex<(HashSet<Arc<str>>, usize)>,
+}
+
+impl Strings {
+    /// The shared value equal to `s`.
+    fn get(&self, s: &str) -> Arc<str> {
+        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        let (values, prune_at) = &mut *held;
+        if let Some(v) = values.get(s) {
+            return v.clone();
+        }
+        if values.len() >= *prune_at {
+            values.retain(|v| Arc::strong_count(v) > 1);
+            *prune_at = (values.len() * 2).max(1024);
+        }
+        let v: Arc<str> = Arc::from(s);
+        values.insert(v.clone());
+        v
+    }
 }
 
 /// The buckets of Flagger's `flagger_canary_duration_seconds` (Prometheus' default buckets).
@@ -142,26 +170,25 @@ impl FlaggerMetrics {
         }
     }
 
-    fn labels(c: &Canary) -> FlaggerCanaryLabels {
+    fn labels(strings: &Strings, c: &Canary) -> FlaggerCanaryLabels {
         FlaggerCanaryLabels {
-            name: c.spec.target_ref.name.clone(),
-            namespace: c.namespace().unwrap_or_default(),
+            name: strings.get(&c.spec.target_ref.name),
+            namespace: strings.get(c.metadata.namespace.as_deref().unwrap_or_default()),
         }
     }
 
-    fn set_weight(&self, c: &Canary, canary_weight: i32) {
-        let namespace = c.namespace().unwrap_or_default();
-        let target = &c.spec.target_ref.name;
+    fn set_weight(&self, strings: &Strings, c: &Canary, canary_weight: i32) {
+        let FlaggerCanaryLabels { name, namespace } = Self::labels(strings, c);
         let canary_weight = i64::from(canary_weight.clamp(0, 100));
         self.weight
             .get_or_create(&FlaggerWeightLabels {
-                workload: format!("{target}-primary"),
+                workload: strings.get(&format!("{name}-primary")),
                 namespace: namespace.clone(),
             })
             .set(100 - canary_weight);
         self.weight
             .get_or_create(&FlaggerWeightLabels {
-                workload: target.clone(),
+                workload: name,
                 namespace,
             })
             .set(canary_weight);
@@ -189,6 +216,8 @@ pub struct Metrics {
     alerts_failed: Family<AlertFailureLabels, Counter>,
     /// Namespaces `flagger_canary_total` has a series for.
     known_namespaces: std::sync::Mutex<std::collections::BTreeSet<String>>,
+    /// The per-Canary series' label values.
+    strings: Strings,
 }
 
 impl Default for Metrics {
@@ -315,6 +344,7 @@ impl Metrics {
             reconcile_errors,
             reconcile_seconds,
             known_namespaces: Default::default(),
+            strings: Strings::default(),
         }
     }
 
@@ -326,10 +356,14 @@ impl Metrics {
         out
     }
 
-    fn labels(c: &Canary) -> CanaryLabels {
+    fn labels(&self, c: &Canary) -> CanaryLabels {
         CanaryLabels {
-            namespace: c.namespace().unwrap_or_default(),
-            name: c.name_any(),
+            namespace: self
+                .strings
+                .get(c.metadata.namespace.as_deref().unwrap_or_default()),
+            name: self
+                .strings
+                .get(c.metadata.name.as_deref().unwrap_or_default()),
         }
     }
 
@@ -340,13 +374,65 @@ impl Metrics {
             .inc();
     }
 
-    /// Records how long a reconcile of `c` took.
+    /// Records how long a reconcile of `c` took (in its own series unless it is being deleted,
+    /// when [`Metrics::forget`] drops them).
     pub fn reconcile_duration(&self, c: &Canary, d: Duration) {
         self.reconcile_seconds.observe(d.as_secs_f64());
+        if c.metadata.deletion_timestamp.is_some() {
+            return;
+        }
         self.flagger
             .duration
-            .get_or_create(&FlaggerMetrics::labels(c))
+            .get_or_create(&FlaggerMetrics::labels(&self.strings, c))
             .observe(d.as_secs_f64());
+    }
+
+    /// Drops the series of a Canary that is gone, fledge's and Flagger's, so that a cluster
+    /// whose Canaries come and go neither shows them nor keeps them in memory.
+    pub fn forget(&self, c: &Canary) {
+        let l = self.labels(c);
+        for family in [&self.status, &self.weight, &self.failed_checks] {
+            family.remove(&l);
+        }
+        self.duration.remove(&l);
+        for result in ["promoted", "rolled_back"] {
+            self.rollouts.remove(&ResultLabels {
+                namespace: l.namespace.clone(),
+                name: l.name.clone(),
+                result,
+            });
+        }
+        let fl = FlaggerMetrics::labels(&self.strings, c);
+        self.flagger.status.remove(&fl);
+        self.flagger.duration.remove(&fl);
+        for workload in [
+            self.strings.get(&format!("{}-primary", fl.name)),
+            fl.name.clone(),
+        ] {
+            self.flagger.weight.remove(&FlaggerWeightLabels {
+                workload,
+                namespace: fl.namespace.clone(),
+            });
+        }
+        let in_spec = c
+            .spec
+            .analysis
+            .iter()
+            .flat_map(|a| a.metrics.iter().flatten())
+            .map(|m| m.name.as_str());
+        let in_status = c
+            .status
+            .iter()
+            .flat_map(|s| s.rollout.iter())
+            .flat_map(|r| r.metrics.iter())
+            .map(|m| m.name.as_str());
+        for metric in in_spec.chain(in_status) {
+            self.flagger.analysis.remove(&FlaggerAnalysisLabels {
+                name: fl.name.clone(),
+                namespace: fl.namespace.clone(),
+                metric: self.strings.get(metric),
+            });
+        }
     }
 
     /// Records the version and the default provider (`flagger_info`).
@@ -445,14 +531,14 @@ impl Metrics {
     /// Records the canary weight just routed.
     pub fn set_weight(&self, c: &Canary, weight: i32) {
         self.weight
-            .get_or_create(&Self::labels(c))
+            .get_or_create(&self.labels(c))
             .set(i64::from(weight));
-        self.flagger.set_weight(c, weight);
+        self.flagger.set_weight(&self.strings, c, weight);
     }
 
     /// Records a status just written; counts a rollout when it ended.
     pub fn observe_status(&self, c: &Canary, new: &CanaryStatus) {
-        let l = Self::labels(c);
+        let l = self.labels(c);
         let code = match new.phase {
             CanaryPhase::Progressing
             | CanaryPhase::WaitingPromotion
@@ -472,9 +558,9 @@ impl Metrics {
             CanaryPhase::Failed => 2,
             _ => 1,
         };
-        let fl = FlaggerMetrics::labels(c);
+        let fl = FlaggerMetrics::labels(&self.strings, c);
         self.flagger.status.get_or_create(&fl).set(flagger_code);
-        self.flagger.set_weight(c, new.canary_weight);
+        self.flagger.set_weight(&self.strings, c, new.canary_weight);
         for m in new.rollout.iter().flat_map(|r| &r.metrics) {
             if let Some(v) = m.value {
                 self.flagger
@@ -482,7 +568,7 @@ impl Metrics {
                     .get_or_create(&FlaggerAnalysisLabels {
                         name: fl.name.clone(),
                         namespace: fl.namespace.clone(),
-                        metric: m.name.clone(),
+                        metric: self.strings.get(&m.name),
                     })
                     .set(v);
             }
@@ -504,7 +590,7 @@ impl Metrics {
                 .get_or_create(&ResultLabels {
                     namespace: l.namespace.clone(),
                     name: l.name.clone(),
-                    result: result.into(),
+                    result,
                 })
                 .inc();
             let started = c
@@ -543,6 +629,120 @@ mod tests {
             .filter(|l| !l.starts_with('#') && l.starts_with(name))
             .collect();
         (kind, samples)
+    }
+
+    /// Every series of a Canary shares one copy of its namespace and name, and a value no
+    /// series holds any more is dropped when new ones come.
+    #[test]
+    fn a_canary_s_label_values_are_held_once() {
+        let m = Metrics::new();
+        let mut c = canary();
+        c.metadata.name = Some("podinfo".into());
+        let status = CanaryStatus {
+            phase: CanaryPhase::Progressing,
+            canary_weight: 10,
+            ..Default::default()
+        };
+        m.observe_status(&c, &status);
+        m.reconcile_duration(&c, Duration::from_millis(3));
+        m.set_weight(&c, 20);
+        let shop = m.strings.get("shop");
+        let podinfo = m.strings.get("podinfo");
+        // fledge's 3 gauges, Flagger's status, 2 weights and duration (the primary's weight
+        // names the workload `podinfo-primary`); and the set's own and the one just taken.
+        assert_eq!(Arc::strong_count(&shop), 7 + 2);
+        assert_eq!(Arc::strong_count(&podinfo), 6 + 2);
+        let before = Arc::strong_count(&shop);
+        m.observe_status(&c, &status);
+        assert_eq!(
+            Arc::strong_count(&shop),
+            before,
+            "no series added or copied"
+        );
+        drop((shop, podinfo));
+
+        let unused = Arc::downgrade(&m.strings.get("gone"));
+        for i in 0..2048 {
+            m.strings.get(&format!("other-{i}"));
+        }
+        assert!(
+            unused.upgrade().is_none(),
+            "a value no series holds is dropped"
+        );
+        assert!(
+            Arc::strong_count(&m.strings.get("shop")) > 2,
+            "values in series stay"
+        );
+    }
+
+    /// A Canary that is gone leaves no series behind, fledge's or Flagger's; another Canary's
+    /// stay.
+    #[test]
+    fn a_canary_that_is_gone_leaves_no_series() {
+        let m = Metrics::new();
+        let c = canary();
+        let mut other = canary();
+        other.metadata.name = Some("other".into());
+        other.spec.target_ref.name = "other".into();
+        let rollout = CanaryStatus {
+            phase: CanaryPhase::Progressing,
+            canary_weight: 30,
+            rollout: Some(RolloutProgress {
+                metrics: vec![MetricCheck {
+                    name: "request-success-rate".into(),
+                    value: Some(99.5),
+                    passed: true,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let ended = CanaryStatus {
+            phase: CanaryPhase::Succeeded,
+            ..Default::default()
+        };
+        for c in [&c, &other] {
+            m.observe_status(c, &rollout);
+            let mut progressing = c.clone();
+            progressing.status = Some(rollout.clone());
+            m.observe_status(&progressing, &ended);
+            m.reconcile_duration(c, Duration::from_millis(3));
+        }
+        let text = m.encode();
+        for series in [
+            "name=\"podinfo-canary\"",
+            "name=\"podinfo\"",
+            "workload=\"podinfo",
+        ] {
+            assert!(text.contains(series), "{series} before: {text}");
+        }
+        let mut gone = c.clone();
+        gone.status = Some(rollout);
+        gone.metadata.deletion_timestamp = Some(
+            k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(jiff::Timestamp::now()),
+        );
+        m.forget(&gone);
+        m.reconcile_duration(&gone, Duration::from_millis(3));
+        let text = m.encode();
+        for series in [
+            "name=\"podinfo-canary\"",
+            "name=\"podinfo\"",
+            "workload=\"podinfo",
+        ] {
+            assert!(!text.contains(series), "{series} after: {text}");
+        }
+        for series in ["name=\"other\"", "workload=\"other-primary\""] {
+            assert!(text.contains(series), "{series} stays: {text}");
+        }
+        assert_eq!(
+            text.matches("name=\"other\"").count(),
+            text.lines()
+                .filter(|l| !l.starts_with('#') && l.contains("namespace=\"shop\""))
+                .filter(|l| !l.contains("workload="))
+                .count(),
+            "every Canary series left is the other one's"
+        );
     }
 
     #[test]
