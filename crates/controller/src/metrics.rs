@@ -177,21 +177,26 @@ impl FlaggerMetrics {
         }
     }
 
-    fn set_weight(&self, strings: &Strings, c: &Canary, canary_weight: i32) {
+    /// The labels of the two weight series of `c`: its primary's and its target's.
+    fn weight_labels(strings: &Strings, c: &Canary) -> [FlaggerWeightLabels; 2] {
         let FlaggerCanaryLabels { name, namespace } = Self::labels(strings, c);
-        let canary_weight = i64::from(canary_weight.clamp(0, 100));
-        self.weight
-            .get_or_create(&FlaggerWeightLabels {
+        [
+            FlaggerWeightLabels {
                 workload: strings.get(&format!("{name}-primary")),
                 namespace: namespace.clone(),
-            })
-            .set(100 - canary_weight);
-        self.weight
-            .get_or_create(&FlaggerWeightLabels {
+            },
+            FlaggerWeightLabels {
                 workload: name,
                 namespace,
-            })
-            .set(canary_weight);
+            },
+        ]
+    }
+
+    fn set_weight(&self, strings: &Strings, c: &Canary, canary_weight: i32) {
+        let [primary, target] = Self::weight_labels(strings, c);
+        let canary_weight = i64::from(canary_weight.clamp(0, 100));
+        self.weight.get_or_create(&primary).set(100 - canary_weight);
+        self.weight.get_or_create(&target).set(canary_weight);
     }
 }
 
@@ -405,14 +410,8 @@ impl Metrics {
         let fl = FlaggerMetrics::labels(&self.strings, c);
         self.flagger.status.remove(&fl);
         self.flagger.duration.remove(&fl);
-        for workload in [
-            self.strings.get(&format!("{}-primary", fl.name)),
-            fl.name.clone(),
-        ] {
-            self.flagger.weight.remove(&FlaggerWeightLabels {
-                workload,
-                namespace: fl.namespace.clone(),
-            });
+        for labels in FlaggerMetrics::weight_labels(&self.strings, c) {
+            self.flagger.weight.remove(&labels);
         }
         let in_spec = c
             .spec
@@ -619,6 +618,24 @@ mod tests {
         c
     }
 
+    /// A rollout at weight 30 whose last check measured `request-success-rate` at 99.5.
+    fn progressing_at_30() -> CanaryStatus {
+        CanaryStatus {
+            phase: CanaryPhase::Progressing,
+            canary_weight: 30,
+            rollout: Some(RolloutProgress {
+                metrics: vec![MetricCheck {
+                    name: "request-success-rate".into(),
+                    value: Some(99.5),
+                    passed: true,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
     /// The `# TYPE` of each family, and its sample lines.
     fn family<'a>(text: &'a str, name: &str) -> (Option<&'a str>, Vec<&'a str>) {
         let kind = text
@@ -684,20 +701,7 @@ mod tests {
         let mut other = canary();
         other.metadata.name = Some("other".into());
         other.spec.target_ref.name = "other".into();
-        let rollout = CanaryStatus {
-            phase: CanaryPhase::Progressing,
-            canary_weight: 30,
-            rollout: Some(RolloutProgress {
-                metrics: vec![MetricCheck {
-                    name: "request-success-rate".into(),
-                    value: Some(99.5),
-                    passed: true,
-                    ..Default::default()
-                }],
-                ..Default::default()
-            }),
-            ..Default::default()
-        };
+        let rollout = progressing_at_30();
         let ended = CanaryStatus {
             phase: CanaryPhase::Succeeded,
             ..Default::default()
@@ -751,20 +755,7 @@ mod tests {
         m.set_info("0.1.0", "gatewayapi:v1");
         m.set_totals(["shop", "shop", "web"]);
         let c = canary();
-        let status = CanaryStatus {
-            phase: CanaryPhase::Progressing,
-            canary_weight: 30,
-            rollout: Some(RolloutProgress {
-                metrics: vec![MetricCheck {
-                    name: "request-success-rate".into(),
-                    value: Some(99.5),
-                    passed: true,
-                    ..Default::default()
-                }],
-                ..Default::default()
-            }),
-            ..Default::default()
-        };
+        let status = progressing_at_30();
         m.observe_status(&c, &status);
         m.reconcile_duration(&c, Duration::from_millis(30));
         let text = m.encode();
