@@ -174,6 +174,14 @@ pub fn run_image(args: ImageArgs) -> Result<()> {
     for image in IMAGES {
         check_static(&bin_dir.join(image.bin))?;
     }
+    // The controller's code is laid out as build/code-order.txt says (build/link-musl): the
+    // functions a controller runs first and together.
+    let controller = bin_dir.join("fledge");
+    println!(
+        "image: {}: {}",
+        controller.display(),
+        crate::code_order::check(&controller)?
+    );
 
     let cyclonedx =
         crate::util::cargo_tool("cargo-cyclonedx", CYCLONEDX_VERSION, "once, for the SBOMs")?;

@@ -7,6 +7,7 @@ mod bench;
 mod browser;
 mod charts;
 mod cluster;
+mod code_order;
 mod crds;
 mod dataplane;
 mod demo;

@@ -95,8 +95,14 @@ pub struct ScaleArgs {
     /// Run fledge under heaptrack (Debian's `heaptrack`, installed with apt-get when missing)
     /// and print its top allocation sites by peak heap consumption at the end. The memory and
     /// CPU figures of such a run include heaptrack's own cost.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "code_profile")]
     heap_profile: bool,
+    /// Run fledge under valgrind's callgrind (Debian's `valgrind`, installed with apt-get when
+    /// missing) and write the functions it ran to `build/code-order.txt`, the list the static
+    /// musl link places first (`build/link-musl`). Such a run is many times slower: only the
+    /// list is of use from it, not its figures. `--canaries 20` covers what a larger run does.
+    #[arg(long)]
+    code_profile: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -586,26 +592,39 @@ pub(super) struct Controller {
 
 impl Controller {
     pub(super) fn start(fledge: &Path, kubeconfig: &Path, ns: &str, log: &Path) -> Result<Self> {
-        Self::start_traced(fledge, kubeconfig, ns, log, None)
+        Self::start_traced(fledge, kubeconfig, ns, log, &Tracer::None)
     }
 
-    /// As [`Controller::start`]; with `heap_profile`, under heaptrack, writing its data to
-    /// that path (heaptrack adds a compression suffix).
+    /// As [`Controller::start`], under `tracer`.
     fn start_traced(
         fledge: &Path,
         kubeconfig: &Path,
         ns: &str,
         log: &Path,
-        heap_profile: Option<&Path>,
+        tracer: &Tracer,
     ) -> Result<Self> {
         let port = free_port()?;
-        let mut cmd = match heap_profile {
-            Some(out) => {
+        let mut cmd = match tracer {
+            Tracer::None => Command::new(fledge),
+            Tracer::Heap(out) => {
                 let mut c = Command::new("heaptrack");
                 c.arg("-o").arg(out).arg(fledge);
                 c
             }
-            None => Command::new(fledge),
+            Tracer::Code(out) => {
+                let mut c = Command::new("valgrind");
+                c.arg("--tool=callgrind")
+                    .arg(format!("--callgrind-out-file={}", out.display()))
+                    // Symbol names as the linker sees them, each in full on its `fn=` line.
+                    .args([
+                        "--demangle=no",
+                        "--compress-strings=no",
+                        "--compress-pos=no",
+                    ])
+                    .args(["--dump-instr=no", "--dump-line=no"])
+                    .arg(fledge);
+                c
+            }
         };
         cmd.args(["run", "--namespace", ns, "--log-format", "json"])
             .args(["--metrics-addr", &format!("127.0.0.1:{port}")])
@@ -772,9 +791,9 @@ impl Controller {
             let _ = Command::new("kill")
                 .args(["-TERM", &self.pid.to_string()])
                 .status();
-            // heaptrack writes its data after the program has ended.
+            // heaptrack and callgrind write their data after the program has ended.
             let grace = match self.program.as_str() {
-                "heaptrack" => Duration::from_secs(300),
+                "heaptrack" | "valgrind" => Duration::from_secs(300),
                 _ => Duration::from_secs(10),
             };
             let deadline = Instant::now() + grace;
@@ -847,6 +866,33 @@ fn traced_pid(parent: u32, name: &str) -> Result<u32> {
         }
         sleep(Duration::from_millis(50));
     }
+}
+
+/// What fledge runs under in a benchmark.
+enum Tracer {
+    None,
+    /// heaptrack, writing its data beside this path (it adds a compression suffix).
+    Heap(PathBuf),
+    /// valgrind's callgrind, writing its output to this path.
+    Code(PathBuf),
+}
+
+/// Writes the functions callgrind saw run (its output at `out`) to `build/code-order.txt`.
+fn write_code_order(out: &Path) -> Result<String> {
+    let text =
+        std::fs::read_to_string(out).with_context(|| format!("reading {}", out.display()))?;
+    let run = crate::code_order::functions_run(&text);
+    if run.is_empty() {
+        bail!("callgrind saw no function run");
+    }
+    let list = crate::code_order::list_path();
+    std::fs::write(&list, crate::code_order::list_text(&run))
+        .with_context(|| format!("writing {}", list.display()))?;
+    Ok(format!(
+        "{} functions ran; written to {} (commit it: the next musl build places them first)",
+        run.len(),
+        list.display()
+    ))
 }
 
 /// heaptrack's data file for the path given to `-o` (it adds `.zst` or `.gz`).
@@ -1176,24 +1222,35 @@ fn scale(
         dir.display()
     );
     let log = dir.join(format!("{}.log", kind.name()));
-    let heap_out =
-        (args.heap_profile && kind == Kind::Fledge).then(|| dir.join("fledge.heaptrack"));
-    if let Some(out) = &heap_out {
-        if Command::new("heaptrack").arg("--version").output().is_err() {
-            crate::image::apt_install(&["heaptrack"], "the heap profile of --heap-profile")?;
+    let tracer = match kind {
+        Kind::Fledge if args.heap_profile => Tracer::Heap(dir.join("fledge.heaptrack")),
+        Kind::Fledge if args.code_profile => Tracer::Code(dir.join("fledge.callgrind")),
+        _ => Tracer::None,
+    };
+    match &tracer {
+        Tracer::Heap(out) => {
+            if Command::new("heaptrack").arg("--version").output().is_err() {
+                crate::image::apt_install(&["heaptrack"], "the heap profile of --heap-profile")?;
+            }
+            if let Some(old) = heaptrack_file(out) {
+                std::fs::remove_file(&old)
+                    .with_context(|| format!("removing {}", old.display()))?;
+            }
         }
-        if let Some(old) = heaptrack_file(out) {
-            std::fs::remove_file(&old).with_context(|| format!("removing {}", old.display()))?;
+        Tracer::Code(out) => {
+            if Command::new("valgrind").arg("--version").output().is_err() {
+                crate::image::apt_install(&["valgrind"], "the code profile of --code-profile")?;
+            }
+            if out.exists() {
+                std::fs::remove_file(out).with_context(|| format!("removing {}", out.display()))?;
+            }
         }
+        Tracer::None => {}
     }
     let mut ctrl = match kind {
-        Kind::Fledge => Controller::start_traced(
-            &subject.binary,
-            &subject.kubeconfig,
-            &ns,
-            &log,
-            heap_out.as_deref(),
-        )?,
+        Kind::Fledge => {
+            Controller::start_traced(&subject.binary, &subject.kubeconfig, &ns, &log, &tracer)?
+        }
         Kind::Flagger => Controller::start_flagger(
             &subject.binary,
             &subject.kubeconfig,
@@ -1230,7 +1287,13 @@ fn scale(
         clean_up_of(kind, k, &mut ctrl, &ns, timeout)
     };
     ctrl.stop();
-    if let Some(out) = &heap_out {
+    if let Tracer::Code(out) = &tracer {
+        match write_code_order(out) {
+            Ok(said) => println!("\ncode profile ({}): {said}", out.display()),
+            Err(e) => eprintln!("code profile {}: {e:#}", out.display()),
+        }
+    }
+    if let Tracer::Heap(out) = &tracer {
         match heaptrack_file(out) {
             Some(file) => match heap_report(&file) {
                 Ok(report) => println!(
