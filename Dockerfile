@@ -21,7 +21,8 @@ RUN cargo install cargo-cyclonedx --locked --version 0.5.9
 WORKDIR /src
 COPY . .
 # One build of both binaries (the release profile's fat LTO is slow); musl-gcc compiles the C of
-# aws-lc-sys. The caches survive between builds; the binaries are copied out of them.
+# aws-lc-sys. `.cargo/config.toml` links them with build/link-musl (the toolchain's rust-lld, the
+# controller's functions in the order of build/code-order.txt; it needs nm, which binutils has). The caches survive between builds; the binaries are copied out of them.
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
     CC_x86_64_unknown_linux_musl=musl-gcc \

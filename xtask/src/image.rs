@@ -3,7 +3,9 @@
 //!
 //! - The binaries are static musl release builds (`x86_64-unknown-linux-musl`, the workspace's
 //!   release profile), with Debian's `musl-gcc` as the C compiler of the C dependencies
-//!   (aws-lc-sys), and not position-independent (`.cargo/config.toml`: fewer resident pages).
+//!   (aws-lc-sys), not position-independent, and linked by `build/link-musl` with the functions
+//!   of `build/code-order.txt` first and together (`.cargo/config.toml`: fewer resident pages;
+//!   the controller's order is checked after the build).
 //! - The base layer is made from Debian packages, as distroless does: the CA bundle is what the
 //!   `ca-certificates` package's own `update-ca-certificates` writes from the package's Mozilla
 //!   certificates (the package is fetched with `apt-get download`, never taken from this machine,
