@@ -99,9 +99,13 @@ pub struct ScaleArgs {
     heap_profile: bool,
     /// Run fledge under valgrind's callgrind (Debian's `valgrind`, installed with apt-get when
     /// missing) and write the functions it ran to `build/code-order.txt`, the list the static
-    /// musl link places first (`build/link-musl`). Such a run is many times slower: only the
-    /// list is of use from it, not its figures. `--canaries 20` covers what a larger run does.
-    #[arg(long)]
+    /// musl link places first (`build/link-musl`). Give it the images' executable with
+    /// `--fledge` (`cargo xtask image` leaves it in
+    /// `~/.cache/fledge/target/x86_64-unknown-linux-musl/release/fledge`): the names of another
+    /// build (glibc, debug) are not those the musl link sees. Such a run is many times slower:
+    /// only the list is of use from it, not its figures. `--canaries 20` covers what a larger
+    /// run does.
+    #[arg(long, requires = "fledge")]
     code_profile: bool,
 }
 
