@@ -21,7 +21,7 @@
 use std::collections::BTreeSet;
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::Command;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
@@ -29,7 +29,7 @@ use serde_json::Value;
 
 use crate::cluster::build::{cache_dir, check_go_version, go_command, module_version};
 use crate::dataplane::build::{Program, build_program, download_module_in};
-use crate::util::{root, target_dir};
+use crate::util::{output, root, stdout_of, target_dir};
 
 mod schema;
 
@@ -414,26 +414,6 @@ fn read_yaml(path: &Path) -> Result<Value> {
         .into_iter()
         .next()
         .with_context(|| format!("{} holds no document", path.display()))
-}
-
-fn output(what: &str, cmd: &mut Command) -> Result<Output> {
-    cmd.stdin(Stdio::null())
-        .output()
-        .with_context(|| format!("cannot start: {what}"))
-}
-
-/// Runs a command that must succeed and returns its standard output.
-fn stdout_of(what: &str, cmd: &mut Command) -> Result<String> {
-    let out = output(what, cmd)?;
-    if !out.status.success() {
-        bail!(
-            "{what} failed ({}):\n{}{}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 /// One `helm template` of the checks.

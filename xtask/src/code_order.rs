@@ -151,19 +151,13 @@ impl Layout {
 
 /// The functions (`nm`'s text symbols with a size) of the executable at `path`.
 pub fn symbols(path: &Path) -> Result<Vec<Symbol>> {
-    let out = Command::new("nm")
-        .args(["--defined-only", "-P", "-S"])
-        .arg(path)
-        .output()
-        .context("running nm (binutils)")?;
-    if !out.status.success() {
-        bail!(
-            "nm {} failed: {}",
-            path.display(),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(parse_nm(&String::from_utf8_lossy(&out.stdout)))
+    let out = crate::util::stdout_of(
+        &format!("nm {} (binutils)", path.display()),
+        Command::new("nm")
+            .args(["--defined-only", "-P", "-S"])
+            .arg(path),
+    )?;
+    Ok(parse_nm(&out))
 }
 
 /// `nm -P -S` output: `name type address size`, functions (types t, T, w, W) only.
@@ -264,27 +258,36 @@ mod tests {
         }
     }
 
+    /// One example of the placement rule for both its sides, [`placed_first`] here and the
+    /// awk of `build/link-musl`: the list (`memcpy` stands for a C library's function, which is
+    /// in no object rustc links) ...
+    const LISTED: [&str; 4] = [
+        "_ZN1a3run17h0000000000000001E",
+        "_ZN1b4stop17h0000000000000099E",
+        "c_listed",
+        "memcpy",
+    ];
+    /// ... and an object's functions, with whether each is placed first.
+    const FUNCTIONS: [(&str, bool); 6] = [
+        // Listed exactly: placed; its sibling instance of the same function is not.
+        ("_ZN1a3run17h0000000000000001E", true),
+        ("_ZN1a3run17h0000000000000002E", false),
+        // Listed with a hash this build no longer has: every instance placed.
+        ("_ZN1b4stop17h00000000000000aaE", true),
+        ("_ZN1b4stop17h00000000000000bbE", true),
+        // C, listed: placed; not listed: left.
+        ("c_listed", true),
+        ("unlisted", false),
+    ];
+
     #[test]
     fn listed_functions_are_placed_first_and_a_changed_hash_falls_back_to_every_instance() {
-        let symbols = vec![
-            // Listed exactly: placed; its sibling instance of the same function is not.
-            sym(0, 10, "_ZN1a3run17h0000000000000001E"),
-            sym(10, 10, "_ZN1a3run17h0000000000000002E"),
-            // Listed with a hash this build no longer has: every instance placed.
-            sym(20, 10, "_ZN1b4stop17h00000000000000aaE"),
-            sym(30, 10, "_ZN1b4stop17h00000000000000bbE"),
-            // C, listed: placed; not listed: left.
-            sym(40, 10, "memcpy"),
-            sym(50, 10, "memmove"),
-        ];
-        let listed = set(&[
-            "_ZN1a3run17h0000000000000001E",
-            "_ZN1b4stop17h0000000000000099E",
-            "memcpy",
-            "gone",
-        ]);
+        let symbols: Vec<Symbol> = (0..)
+            .zip(FUNCTIONS)
+            .map(|(i, (name, _))| sym(i * 10, 10, name))
+            .collect();
         assert_eq!(
-            placed_first(&symbols, &listed),
+            placed_first(&symbols, &set(&LISTED)),
             vec![true, false, true, true, true, false]
         );
     }
@@ -383,17 +386,8 @@ mod tests {
 
     #[test]
     fn link_musl_links_through_lld_with_the_listed_functions_first() {
-        let (ok, order, args) = link_musl(
-            "order",
-            Some("_ZN1a3run17h0000000000000001E\n_ZN1b4stop17h0000000000000099E\nmemcpy\n"),
-            &[
-                "_ZN1a3run17h0000000000000001E",
-                "_ZN1a3run17h0000000000000002E",
-                "_ZN1b4stop17h00000000000000aaE",
-                "_ZN1b4stop17h00000000000000bbE",
-                "unlisted",
-            ],
-        );
+        let list: String = LISTED.iter().map(|n| format!("{n}\n")).collect();
+        let (ok, order, args) = link_musl("order", Some(&list), &FUNCTIONS.map(|(n, _)| n));
         assert!(ok, "{args}");
         // The listed names in the list's order (memcpy, of the C library, too), then every
         // instance of the function whose listed hash this object does not have; not the
@@ -403,10 +397,24 @@ mod tests {
             vec![
                 "_ZN1a3run17h0000000000000001E",
                 "_ZN1b4stop17h0000000000000099E",
+                "c_listed",
                 "memcpy",
                 "_ZN1b4stop17h00000000000000aaE",
                 "_ZN1b4stop17h00000000000000bbE",
             ]
+        );
+        // The same functions as `placed_first` places: the awk and the check agree.
+        let placed: Vec<&str> = FUNCTIONS
+            .iter()
+            .filter(|(_, placed)| *placed)
+            .map(|(n, _)| *n)
+            .collect();
+        assert!(placed.iter().all(|n| order.lines().any(|l| l == *n)));
+        assert!(
+            FUNCTIONS
+                .iter()
+                .filter(|(_, placed)| !placed)
+                .all(|(n, _)| order.lines().all(|l| l != *n))
         );
         assert!(args.contains("-fuse-ld=lld"), "{args}");
         assert!(args.contains("gcc-ld"), "{args}");

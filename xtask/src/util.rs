@@ -92,3 +92,24 @@ pub fn cargo_tool(krate: &str, version: &str, why: &str) -> anyhow::Result<PathB
     }
     Ok(bin)
 }
+
+/// Runs `cmd` (`what` names it in errors) with no standard input and returns its output.
+pub fn output(what: &str, cmd: &mut Command) -> anyhow::Result<std::process::Output> {
+    cmd.stdin(std::process::Stdio::null())
+        .output()
+        .with_context(|| format!("cannot start: {what}"))
+}
+
+/// Runs a command that must succeed and returns its standard output.
+pub fn stdout_of(what: &str, cmd: &mut Command) -> anyhow::Result<String> {
+    let out = output(what, cmd)?;
+    if !out.status.success() {
+        bail!(
+            "{what} failed ({}):\n{}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
